@@ -1,0 +1,35 @@
+// The ftlaunch subcommands. main.cpp parses the command line and calls one of these; each
+// returns the process exit code and lets ftl::Error propagate to main, which reports it.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "config/run_config.h"
+#include "util/log.h"
+
+namespace ftl::app {
+
+// What main learnt from the command line.
+struct Invocation {
+    std::vector<std::string> argv;         // the full original command line (argv[0] = program)
+    config::LauncherFlags flags;           // launcher flags before the job token / subcommand
+    std::string job_token;                 // train, train.py, <script>.py ("" for subcommands)
+    std::vector<std::string> job_argv;     // the job's own flags
+    int test_repeat = 1;                   // `ftlaunch test --repeat N`
+};
+
+// `ftlaunch [flags] train|train.py|script.py ...`: plan, then dry-run, spawn workers, or (inside
+// a worker) run the job.
+int run_launch(const Invocation& inv, const Log& log);
+
+// `ftlaunch test`: the distributed sanity check on every rank.
+int run_test(const Invocation& inv, const Log& log);
+
+// `ftlaunch config [--config_file F] [--default]`: the accelerate questionnaire.
+int run_config(const std::string& config_file, bool write_default, const Log& log);
+
+// `ftlaunch env`: versions, devices, communication libraries, the config in use.
+int run_env(const Invocation& inv, const Log& log);
+
+}  // namespace ftl::app

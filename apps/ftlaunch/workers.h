@@ -1,0 +1,27 @@
+// Shared by the launching subcommands (a job, `test`): decide whether this process is a worker
+// or the launcher, and in the launcher start the workers of a plan.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/accelerate_config.h"
+#include "launch/plan.h"
+#include "launch/worker_env.h"
+#include "util/log.h"
+
+namespace ftl::app {
+
+// This process's identity if it runs as a worker (started by ftlaunch, mpirun, srun, torchrun).
+std::optional<launch::WorkerIdentity> worker_identity(const config::AccelerateConfig& accelerate);
+
+// "cuda" or "cpu" for a worker: the launcher's choice (FTLAUNCH_DEVICE) or, under mpirun/srun,
+// use_cpu and whether a GPU is visible.
+std::string worker_device(const config::AccelerateConfig& accelerate);
+
+// Starts the plan's workers running `argv` (the launcher's own command line) and waits.
+// Returns the exit code; reports a failed worker through `log`.
+int launch_workers(const launch::LaunchPlan& plan, const std::vector<std::string>& argv, const Log& log);
+
+}  // namespace ftl::app

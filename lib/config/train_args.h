@@ -1,0 +1,130 @@
+// The training job's flags: peft examples/sft/train.py's ModelArguments and
+// DataTrainingArguments, plus the HF TrainingArguments / TRL SFTConfig fields the seed scripts
+// pass. Parsed like HfArgumentParser: `--name value`, `--name=value`, booleans take a value
+// (`--bf16 True`) or stand alone (`--push_to_hub` = True); unknown flags are an error with a
+// suggestion. Defaults are those of the Python sources (SFTConfig where it overrides
+// TrainingArguments); see research/seed-systems.md §1.2–1.5.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace ftl::config {
+
+// Which built-in job a launch runs. `train` / `train.py` is peft's examples/sft/train.py;
+// `peft_lora_seq2seq_accelerate_ds_zero3_offload.py` is peft's BART seq2seq example, whose
+// hyperparameters are fixed in the script (flags may still override them here).
+enum class JobKind { kSft, kSeq2seqExample };
+std::string to_string(JobKind kind);
+
+// Maps the job token of a launch command (`train`, `train.py`, `examples/sft/train.py`,
+// `.../peft_lora_seq2seq_accelerate_ds_zero3_offload.py`) to a job; nullopt if it is none.
+std::optional<JobKind> job_for_script(const std::string& token);
+std::vector<std::string> known_job_tokens();
+
+struct TrainArgs {
+    JobKind job = JobKind::kSft;
+
+    // ---- ModelArguments ----
+    std::string model_name_or_path;           // required: a local folder or org/name in the hub cache
+    std::string model_revision = "main";      // hub-cache snapshot to use
+    std::string chat_template_format = "none";  // chatml | zephyr | none
+    int lora_alpha = 16;
+    double lora_dropout = 0.1;                // probability, [0, 1)
+    int lora_r = 64;
+    std::string lora_target_modules = "q_proj,k_proj,v_proj,o_proj,down_proj,up_proj,gate_proj";
+    bool use_rslora = false;                  // scaling alpha/sqrt(r) instead of alpha/r
+    bool use_nested_quant = false;
+    std::string bnb_4bit_compute_dtype = "float16";
+    std::string bnb_4bit_quant_storage_dtype = "uint8";
+    std::string bnb_4bit_quant_type = "nf4";
+    bool use_flash_attn = false;
+    bool use_peft_lora = false;
+    bool use_8bit_quantization = false;
+    bool use_4bit_quantization = false;
+    bool use_reentrant = false;
+    bool use_unsloth = false;
+
+    // ---- DataTrainingArguments and SFTConfig data fields ----
+    std::string dataset_name = "timdettmers/openassistant-guanaco";
+    bool append_concat_token = false;
+    bool add_special_tokens = false;
+    std::string splits = "train,test";
+    std::string dataset_text_field = "text";
+    int max_seq_length = 1024;                // tokens; also --max_length, --max_seq_len
+    bool packing = false;
+    bool assistant_only_loss = false;
+
+    // ---- TrainingArguments ----
+    int seed = 42;
+    double num_train_epochs = 3.0;
+    int max_steps = -1;                       // > 0 overrides num_train_epochs
+    double logging_steps = 10;                // < 1: a ratio of total steps
+    std::string log_level = "passive";
+    std::string log_level_replica = "warning";
+    std::string logging_strategy = "steps";
+    std::string logging_dir;
+    bool logging_first_step = false;
+    std::string eval_strategy = "no";
+    std::optional<double> eval_steps;
+    std::string save_strategy = "steps";
+    double save_steps = 500;
+    std::optional<int> save_total_limit;
+    bool push_to_hub = false;                 // accepted; no network: a warning
+    std::optional<bool> hub_private_repo;
+    std::string hub_strategy = "every_save";
+    std::string hub_model_id;
+    std::string hub_token;
+    bool bf16 = true;                         // SFTConfig: true unless --fp16
+    bool fp16 = false;
+    double learning_rate = 2e-5;
+    std::string lr_scheduler_type = "linear";
+    double weight_decay = 0.0;
+    double warmup_ratio = 0.0;
+    double warmup_steps = 0;                  // int = steps; float in [0,1) = ratio
+    double max_grad_norm = 1.0;               // 0 disables clipping
+    std::string output_dir = "trainer_output";
+    bool overwrite_output_dir = false;
+    int per_device_train_batch_size = 8;
+    int per_device_eval_batch_size = 8;
+    int gradient_accumulation_steps = 1;
+    bool gradient_checkpointing = true;
+    double adam_beta1 = 0.9;
+    double adam_beta2 = 0.999;
+    double adam_epsilon = 1e-8;
+    std::string optim = "adamw_torch_fused";
+    std::string resume_from_checkpoint;
+    std::string report_to = "none";
+    std::string run_name;
+    int dataloader_num_workers = 0;
+    bool dataloader_drop_last = false;
+    int ddp_timeout = 1800;                   // seconds a collective may wait
+    bool do_train = false;
+    bool do_eval = false;
+    std::string deepspeed;                    // HF's --deepspeed ds_config.json
+
+    std::set<std::string> given;              // canonical names of the flags on the command line
+
+    bool was_given(const std::string& name) const { return given.count(name) > 0; }
+    nlohmann::json to_json() const;
+};
+
+struct ParsedTrainArgs {
+    TrainArgs args;
+    std::vector<std::string> warnings;  // hub flags without network, overridden settings
+};
+
+// Defaults for a job: SFT defaults, or the seq2seq example's hard-coded hyperparameters.
+TrainArgs default_train_args(JobKind job);
+
+// Parses the flags after the job token. Throws ftl::Error(kUsage) for an unknown flag (with the
+// closest known one), a missing or malformed value, or a value outside its allowed set.
+ParsedTrainArgs parse_train_args(JobKind job, const std::vector<std::string>& argv);
+
+// Every flag name the parser knows (for suggestions and docs).
+std::vector<std::string> known_train_flags();
+
+}  // namespace ftl::config

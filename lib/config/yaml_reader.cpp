@@ -1,0 +1,122 @@
+#include "config/yaml_reader.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "util/error.h"
+#include "util/strings.h"
+
+namespace ftl::config {
+
+YAML::Node YamlReader::load_file(const std::string& path) const {
+    std::ifstream in(path);
+    if (!in) ftl::fail(ErrorKind::kIo, path + ": cannot be read (does the file exist?)");
+    std::stringstream text;
+    text << in.rdbuf();
+    return load_text(text.str());
+}
+
+YAML::Node YamlReader::load_text(const std::string& text) const {
+    try {
+        return YAML::Load(text);
+    } catch (const YAML::ParserException& e) {
+        ftl::fail(ErrorKind::kConfig, source_ + ":" + std::to_string(e.mark.line + 1) + ":" +
+                                          std::to_string(e.mark.column + 1) +
+                                          ": YAML syntax error: " + e.msg);
+    }
+}
+
+std::string YamlReader::location(const YAML::Node& node) const {
+    const auto mark = node.Mark();
+    if (mark.line < 0) return source_;
+    return source_ + ":" + std::to_string(mark.line + 1);
+}
+
+void YamlReader::fail(const YAML::Node& node, const std::string& key, const std::string& rule) const {
+    ftl::fail(ErrorKind::kConfig, location(node) + ": " + key + ": " + rule);
+}
+
+std::string YamlReader::join_allowed(const std::vector<std::string>& allowed) {
+    return ftl::join(allowed, ", ");
+}
+
+std::string YamlReader::as_string(const YAML::Node& node, const std::string& key) const {
+    if (!node.IsScalar()) fail(node, key, "must be a single value, not a list or mapping");
+    return node.Scalar();
+}
+
+bool YamlReader::as_bool(const YAML::Node& node, const std::string& key) const {
+    const std::string text = as_string(node, key);
+    auto value = parse_bool(text);
+    if (!value) {
+        const std::string word = to_lower(text);
+        if (word == "on") return true;
+        if (word == "off") return false;
+        fail(node, key, "must be true or false (got '" + text + "')");
+    }
+    return *value;
+}
+
+int YamlReader::as_int(const YAML::Node& node, const std::string& key, int min, int max) const {
+    const std::string text = as_string(node, key);
+    auto value = parse_int(text);
+    if (!value) fail(node, key, "must be an integer (got '" + text + "')");
+    if (*value < min || *value > max)
+        fail(node, key, "must be between " + std::to_string(min) + " and " + std::to_string(max) +
+                            " (got " + text + ")");
+    return static_cast<int>(*value);
+}
+
+double YamlReader::as_double(const YAML::Node& node, const std::string& key, double min) const {
+    const std::string text = as_string(node, key);
+    auto value = parse_double(text);
+    if (!value) fail(node, key, "must be a number (got '" + text + "')");
+    if (*value < min) fail(node, key, "must be at least " + std::to_string(min) + " (got " + text + ")");
+    return *value;
+}
+
+std::vector<std::string> YamlReader::as_string_list(const YAML::Node& node,
+                                                    const std::string& key) const {
+    std::vector<std::string> out;
+    if (node.IsNull()) return out;
+    if (node.IsScalar()) return {node.Scalar()};
+    if (!node.IsSequence()) fail(node, key, "must be a list of strings");
+    for (const auto& item : node) out.push_back(as_string(item, key + "[]"));
+    return out;
+}
+
+nlohmann::json YamlReader::as_mapping_json(const YAML::Node& node, const std::string& key) const {
+    if (node.IsNull()) return nlohmann::json::object();
+    if (!node.IsMap()) fail(node, key, "must be a mapping of key: value");
+    return yaml_to_json(node);
+}
+
+nlohmann::json yaml_to_json(const YAML::Node& node) {
+    switch (node.Type()) {
+        case YAML::NodeType::Null:
+        case YAML::NodeType::Undefined:
+            return nullptr;
+        case YAML::NodeType::Sequence: {
+            auto out = nlohmann::json::array();
+            for (const auto& item : node) out.push_back(yaml_to_json(item));
+            return out;
+        }
+        case YAML::NodeType::Map: {
+            auto out = nlohmann::json::object();
+            for (const auto& item : node) out[item.first.Scalar()] = yaml_to_json(item.second);
+            return out;
+        }
+        case YAML::NodeType::Scalar:
+            break;
+    }
+    const std::string& text = node.Scalar();
+    if (node.Tag() == "!") return text;  // quoted: always a string
+    if (text == "~" || text == "null") return nullptr;
+    if (text == "true" || text == "True") return true;
+    if (text == "false" || text == "False") return false;
+    if (auto i = parse_int(text)) return *i;
+    if (auto d = parse_double(text)) return *d;
+    return text;
+}
+
+}  // namespace ftl::config

@@ -1,0 +1,231 @@
+#include "launch/supervisor.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <map>
+
+#include "util/error.h"
+
+extern char** environ;
+
+namespace ftl::launch {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr auto kGraceBeforeKill = std::chrono::seconds(5);
+constexpr size_t kTailLines = 20;
+
+struct Child {
+    std::string name;          // "rank 3" or the command
+    pid_t pid = -1;
+    int out_fd = -1, err_fd = -1;
+    std::string out_partial, err_partial;
+    std::deque<std::string> tail;
+    bool exited = false;
+    int status = 0;
+};
+
+std::vector<std::string> merged_environment(const std::map<std::string, std::string>& extra) {
+    std::map<std::string, std::string> env;
+    for (char** e = environ; *e; ++e) {
+        std::string entry(*e);
+        auto eq = entry.find('=');
+        if (eq != std::string::npos) env[entry.substr(0, eq)] = entry.substr(eq + 1);
+    }
+    for (const auto& [k, v] : extra) env[k] = v;
+    std::vector<std::string> out;
+    for (const auto& [k, v] : env) out.push_back(k + "=" + v);
+    return out;
+}
+
+// fork + exec with stdout/stderr on pipes, in its own process group, dying with the parent.
+void spawn(Child& child, const std::vector<std::string>& argv, const std::map<std::string, std::string>& extra_env,
+           const sigset_t& parent_mask) {
+    int out[2], err[2];
+    if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0)
+        ftl::fail(ErrorKind::kIo, std::string("pipe(): ") + std::strerror(errno));
+    const std::vector<std::string> env = merged_environment(extra_env);
+    std::vector<char*> c_argv, c_env;
+    for (const auto& a : argv) c_argv.push_back(const_cast<char*>(a.c_str()));
+    c_argv.push_back(nullptr);
+    for (const auto& e : env) c_env.push_back(const_cast<char*>(e.c_str()));
+    c_env.push_back(nullptr);
+    const pid_t parent = getpid();
+    const pid_t pid = fork();
+    if (pid < 0) ftl::fail(ErrorKind::kIo, std::string("fork(): ") + std::strerror(errno));
+    if (pid == 0) {
+        setpgid(0, 0);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(127);  // the launcher died before prctl took effect
+        dup2(out[1], STDOUT_FILENO);
+        dup2(err[1], STDERR_FILENO);
+        sigprocmask(SIG_SETMASK, &parent_mask, nullptr);
+        execve(c_argv[0], c_argv.data(), c_env.data());
+        const std::string message = "ftlaunch: cannot exec " + argv[0] + ": " + std::strerror(errno) + "\n";
+        (void)!write(STDERR_FILENO, message.data(), message.size());
+        _exit(127);
+    }
+    setpgid(pid, pid);
+    close(out[1]);
+    close(err[1]);
+    child.pid = pid;
+    child.out_fd = out[0];
+    child.err_fd = err[0];
+}
+
+// Passes complete lines through to our own stream and keeps the last few for the report.
+void emit_lines(Child& child, std::string& partial, int target, bool final) {
+    if (final && !partial.empty() && partial.back() != '\n') partial += '\n';
+    size_t start = 0;
+    for (size_t nl; (nl = partial.find('\n', start)) != std::string::npos; start = nl + 1) {
+        (void)!write(target, partial.data() + start, nl - start + 1);
+        child.tail.push_back(partial.substr(start, nl - start));
+        if (child.tail.size() > kTailLines) child.tail.pop_front();
+    }
+    partial.erase(0, start);
+}
+
+// Reads what one of the child's pipes has; closes it at end of file.
+void drain(Child& child, bool is_out) {
+    int& fd = is_out ? child.out_fd : child.err_fd;
+    std::string& partial = is_out ? child.out_partial : child.err_partial;
+    const int target = is_out ? STDOUT_FILENO : STDERR_FILENO;
+    char buffer[65536];
+    const ssize_t n = read(fd, buffer, sizeof(buffer));
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
+    if (n > 0) {
+        partial.append(buffer, static_cast<size_t>(n));
+        emit_lines(child, partial, target, false);
+        return;
+    }
+    emit_lines(child, partial, target, true);
+    close(fd);
+    fd = -1;
+}
+
+std::string describe_status(int status) {
+    if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
+    if (WIFSIGNALED(status))
+        return std::string("was killed by signal ") + std::to_string(WTERMSIG(status)) + " (" +
+               strsignal(WTERMSIG(status)) + ")";
+    return "ended with wait status " + std::to_string(status);
+}
+
+void signal_all(std::vector<Child>& children, int sig) {
+    for (auto& c : children)
+        if (!c.exited) kill(-c.pid, sig);
+}
+
+SupervisorResult supervise(std::vector<Child>& children, const std::vector<std::vector<std::string>>& argvs,
+                           const std::vector<std::map<std::string, std::string>>& envs, const Log& log) {
+    // Block the signals we handle and read them from a signalfd: no handler, no global flag.
+    sigset_t handled, previous;
+    sigemptyset(&handled);
+    sigaddset(&handled, SIGCHLD);
+    sigaddset(&handled, SIGINT);
+    sigaddset(&handled, SIGTERM);
+    sigaddset(&handled, SIGHUP);
+    sigprocmask(SIG_BLOCK, &handled, &previous);
+    const int sfd = signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sfd < 0) ftl::fail(ErrorKind::kIo, std::string("signalfd(): ") + std::strerror(errno));
+
+    for (size_t i = 0; i < children.size(); ++i) spawn(children[i], argvs[i], envs[i], previous);
+
+    SupervisorResult result;
+    std::optional<Clock::time_point> kill_at;
+    int forwarded_signal = 0;
+    const Child* first_failure = nullptr;
+    size_t running = children.size();
+    while (running > 0 || std::any_of(children.begin(), children.end(),
+                                      [](const Child& c) { return c.out_fd >= 0 || c.err_fd >= 0; })) {
+        std::vector<pollfd> fds{{sfd, POLLIN, 0}};
+        std::vector<std::pair<Child*, bool>> owners{{nullptr, false}};
+        for (auto& c : children) {
+            if (c.out_fd >= 0) { fds.push_back({c.out_fd, POLLIN, 0}); owners.push_back({&c, true}); }
+            if (c.err_fd >= 0) { fds.push_back({c.err_fd, POLLIN, 0}); owners.push_back({&c, false}); }
+        }
+        poll(fds.data(), fds.size(), 100);
+        for (size_t i = 1; i < fds.size(); ++i)
+            if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) drain(*owners[i].first, owners[i].second);
+        signalfd_siginfo info;
+        while (read(sfd, &info, sizeof(info)) == sizeof(info)) {
+            if (info.ssi_signo == SIGCHLD) continue;
+            if (!forwarded_signal) {
+                forwarded_signal = static_cast<int>(info.ssi_signo);
+                log.warn(std::string("received ") + strsignal(forwarded_signal) + ": passing it to the workers");
+                signal_all(children, forwarded_signal);
+                kill_at = Clock::now() + std::chrono::seconds(10);
+            } else {
+                signal_all(children, SIGKILL);
+            }
+        }
+        int status;
+        pid_t pid;
+        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+            for (auto& c : children) {
+                if (c.pid != pid) continue;
+                c.exited = true;
+                c.status = status;
+                --running;
+                const bool failed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+                if (failed && !first_failure && !forwarded_signal) {
+                    first_failure = &c;
+                    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+                    signal_all(children, SIGTERM);
+                    kill_at = Clock::now() + kGraceBeforeKill;
+                }
+            }
+        }
+        if (kill_at && Clock::now() >= *kill_at) {
+            signal_all(children, SIGKILL);
+            kill_at.reset();
+        }
+    }
+    close(sfd);
+    sigprocmask(SIG_SETMASK, &previous, nullptr);
+    if (first_failure) {
+        // Built once every pipe is drained, so the failing worker's last lines are complete.
+        result.failure = first_failure->name + " (pid " + std::to_string(first_failure->pid) + ") " +
+                         describe_status(first_failure->status) + "; its last output lines:";
+        for (const auto& line : first_failure->tail) result.failure += "\n    " + line;
+        for (const auto& c : children)
+            if (&c != first_failure) result.failure += "\n  " + c.name + " " + describe_status(c.status);
+    } else if (forwarded_signal) {
+        result.exit_code = 128 + forwarded_signal;
+        result.failure = std::string("stopped by ") + strsignal(forwarded_signal);
+    }
+    return result;
+}
+
+}  // namespace
+
+SupervisorResult run_local_workers(const LaunchPlan& plan, const std::vector<std::string>& argv, const Log& log) {
+    std::vector<Child> children(plan.local_ranks.size());
+    std::vector<std::vector<std::string>> argvs;
+    std::vector<std::map<std::string, std::string>> envs;
+    for (size_t i = 0; i < plan.local_ranks.size(); ++i) {
+        children[i].name = "rank " + std::to_string(plan.local_ranks[i].rank);
+        argvs.push_back(argv);
+        envs.push_back(plan.local_ranks[i].env);
+    }
+    return supervise(children, argvs, envs, log);
+}
+
+SupervisorResult run_foreground(const std::vector<std::string>& argv, const Log& log) {
+    std::vector<Child> children(1);
+    children[0].name = argv.empty() ? "command" : argv[0];
+    return supervise(children, {argv}, {{}}, log);
+}
+
+}  // namespace ftl::launch

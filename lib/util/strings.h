@@ -1,0 +1,38 @@
+// Small string helpers shared by the config parsers and the CLI: splitting, case folding,
+// HF-style boolean parsing and "did you mean" suggestions.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ftl {
+
+std::string trim(std::string_view s);
+std::string to_lower(std::string_view s);
+std::vector<std::string> split(std::string_view s, char sep);  // keeps empty pieces
+std::string join(const std::vector<std::string>& parts, std::string_view sep);
+bool starts_with(std::string_view s, std::string_view prefix);
+bool ends_with(std::string_view s, std::string_view suffix);
+
+// Booleans as HfArgumentParser's string_to_bool reads them: yes/no, true/false, t/f, y/n, 1/0,
+// any case. Anything else is nullopt.
+std::optional<bool> parse_bool(std::string_view s);
+
+// Parse a whole string as a number; nullopt on trailing garbage, empty input or overflow.
+std::optional<long long> parse_int(std::string_view s);
+std::optional<double> parse_double(std::string_view s);
+
+// Levenshtein edit distance (insert, delete, substitute each cost 1).
+size_t edit_distance(std::string_view a, std::string_view b);
+
+// The candidate closest to `word` by edit distance, if it is close enough to be a plausible
+// typo (distance <= max(2, |word|/3)); nullopt otherwise.
+std::optional<std::string> closest_match(std::string_view word,
+                                         const std::vector<std::string>& candidates);
+
+// " (did you mean 'x'?)" or "" — appended to unknown-name messages.
+std::string did_you_mean(std::string_view word, const std::vector<std::string>& candidates);
+
+}  // namespace ftl

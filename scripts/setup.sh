@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Installs everything ftlaunch needs to build and test, idempotently:
+#   - Debian packages (compiler tool chain, CLI11, yaml-cpp, spdlog, nlohmann-json, Catch2,
+#     OpenMPI, ccache, PCRE2, liburing);
+#   - a Python virtualenv OUTSIDE the checkout ($FTLAUNCH_VENV, default
+#     $HOME/.cache/ftlaunch/venv) holding torch==2.11.0 (LibTorch comes from this wheel; the
+#     PyPI build is the CUDA 13.0 one, matching the machine's toolkit), pyarrow, and the parity
+#     test oracles (transformers, peft, tokenizers, safetensors, accelerate).
+# A second run finds everything in place, installs nothing and takes seconds.
+# On a machine whose python3 already has torch 2.11 and no registry (the GPU image), set
+# FTLAUNCH_USE_SYSTEM_PYTHON=1: nothing is installed, the system python3 is used.
+set -euo pipefail
+
+venv="${FTLAUNCH_VENV:-$HOME/.cache/ftlaunch/venv}"
+stamp_version=3   # bump when the package list below changes
+
+apt_packages=(
+  build-essential cmake ninja-build ccache pkg-config git
+  libcli11-dev libyaml-cpp-dev libspdlog-dev nlohmann-json3-dev catch2
+  libopenmpi-dev openmpi-bin libpcre2-dev liburing-dev
+  python3-venv
+)
+python_packages=(
+  "torch==2.11.0" "numpy<3" pyarrow
+  transformers peft tokenizers safetensors accelerate tensorboard
+)
+
+log() { printf '[setup] %s\n' "$*"; }
+
+install_debian_packages() {
+  local missing=()
+  for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    log "Debian packages: all present"
+    return
+  fi
+  log "Debian packages: installing ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+install_python_venv() {
+  local stamp="$venv/.ftlaunch-setup-$stamp_version"
+  if [ -f "$stamp" ]; then
+    log "Python venv: ready at $venv"
+    return
+  fi
+  log "Python venv: creating $venv (torch 2.11.0 and the parity-test references; several GB, once)"
+  mkdir -p "$(dirname "$venv")"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip
+  "$venv/bin/python" -m pip install -q "${python_packages[@]}"
+  "$venv/bin/python" -c 'import torch, transformers, peft, tokenizers, safetensors, pyarrow' 
+  touch "$stamp"
+}
+
+if [ "${FTLAUNCH_USE_SYSTEM_PYTHON:-0}" = "1" ]; then
+  log "FTLAUNCH_USE_SYSTEM_PYTHON=1: using $(command -v python3) as it is"
+  python3 -c 'import torch; print("[setup] torch", torch.__version__)'
+  exit 0
+fi
+install_debian_packages
+install_python_venv

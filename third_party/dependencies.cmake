@@ -1,0 +1,45 @@
+# External packages, all from the system (Debian 12 or the GPU image) or the torch wheel.
+# No third-party source is copied into this repository.
+
+find_package(yaml-cpp REQUIRED)
+if(TARGET yaml-cpp::yaml-cpp)
+  set(FTL_YAML_TARGET yaml-cpp::yaml-cpp)
+else()
+  set(FTL_YAML_TARGET yaml-cpp)   # yaml-cpp 0.7 (Debian 12) exports the bare name
+endif()
+find_package(spdlog REQUIRED)
+find_package(CLI11 REQUIRED)
+find_package(nlohmann_json 3.10 REQUIRED)
+find_package(Threads REQUIRED)
+
+# LibTorch comes from the torch Python wheel: scripts/build.sh passes
+# -DCMAKE_PREFIX_PATH=$(python -c 'import torch; print(torch.utils.cmake_prefix_path)').
+find_package(Torch REQUIRED)
+if(TARGET torch_cuda OR "${TORCH_LIBRARIES}" MATCHES "cuda")
+  set(FTL_TORCH_HAS_CUDA ON)
+else()
+  set(FTL_TORCH_HAS_CUDA OFF)
+endif()
+# The torch wheel's directory, for c10d headers and an rpath to its shared libraries.
+get_filename_component(FTL_TORCH_LIB_DIR "${TORCH_LIBRARY}" DIRECTORY)
+
+# Catch2: v2 on Debian 12 (single header), v3 on the GPU image. tests/catch.h hides the difference.
+find_package(Catch2 QUIET)
+if(Catch2_FOUND)
+  string(REGEX MATCH "^[0-9]+" FTL_CATCH2_MAJOR "${Catch2_VERSION}")
+else()
+  set(FTL_CATCH2_MAJOR 0)
+endif()
+
+# LibTorch's ABI flag (-D_GLIBCXX_USE_CXX11_ABI=...) must be the same in every target that
+# shares std::string with it, so it applies to the whole project.
+set(CMAKE_CXX_FLAGS "${CMAKE_CXX_FLAGS} ${TORCH_CXX_FLAGS}")
+
+# NCCL headers for c10d::ProcessGroupNCCL: the nvidia-nccl wheel next to torch, or the toolkit's.
+if(FTL_TORCH_HAS_CUDA)
+  find_path(FTL_NCCL_INCLUDE_DIR nccl.h
+    HINTS ${FTL_TORCH_LIB_DIR}/../../nvidia/nccl/include /usr/local/cuda/include /usr/include)
+  if(NOT FTL_NCCL_INCLUDE_DIR)
+    message(FATAL_ERROR "LibTorch has CUDA but nccl.h was not found; install NCCL headers")
+  endif()
+endif()
