@@ -5,6 +5,7 @@
 // config::parse_train_args, HfArgumentParser-style). Errors become messages and exit codes
 // here and nowhere else: 2 for bad input, 1 for failures.
 #include <CLI/CLI.hpp>
+#include <c10/util/Exception.h>
 
 #include <cstdio>
 #include <iostream>
@@ -144,6 +145,9 @@ int main(int argc, char** argv) {
     } catch (const ftl::Error& e) {
         log.error(e.what());
         return ftl::exit_code_for(e.kind());
+    } catch (const c10::Error& e) {
+        log.error(std::string("LibTorch: ") + e.what_without_backtrace());
+        return 1;
     } catch (const std::exception& e) {
         log.error(std::string("internal error: ") + e.what());
         return 1;
