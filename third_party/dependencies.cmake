@@ -43,3 +43,6 @@ if(FTL_TORCH_HAS_CUDA)
     message(FATAL_ERROR "LibTorch has CUDA but nccl.h was not found; install NCCL headers")
   endif()
 endif()
+
+# The Python that holds the parity-test references (the setup venv); scripts/build.sh sets it.
+set(FTL_PYTHON "python3" CACHE FILEPATH "Python interpreter with transformers/peft/accelerate for parity tests")

@@ -209,10 +209,10 @@ void validate(const DeepSpeedConfig& ds, bool yaml) {
 
 }  // namespace
 
-BuiltDeepSpeedConfig deepspeed_config_from_accelerate(const AccelerateDeepSpeedSection& s) {
+BuiltDeepSpeedConfig deepspeed_config_from_accelerate(const AccelerateDeepSpeedSection& s, const std::string& source) {
     BuiltDeepSpeedConfig out;
     DeepSpeedConfig& ds = out.config;
-    ds.source = "accelerate config deepspeed_config";
+    ds.source = source;
     ds.gradient_accumulation_steps = s.gradient_accumulation_steps
                                          ? Auto<long long>(*s.gradient_accumulation_steps) : std::nullopt;
     ds.gradient_clipping = s.gradient_clipping;

@@ -99,8 +99,10 @@ struct BuiltDeepSpeedConfig {
     std::vector<std::string> warnings;
 };
 
-// Step A, without a JSON file: the accelerate YAML's deepspeed_config keys.
-BuiltDeepSpeedConfig deepspeed_config_from_accelerate(const AccelerateDeepSpeedSection& section);
+// Step A, without a JSON file: the accelerate YAML's deepspeed_config keys. `source` names the
+// YAML file in messages.
+BuiltDeepSpeedConfig deepspeed_config_from_accelerate(const AccelerateDeepSpeedSection& section,
+                                                      const std::string& source);
 // Step A, with a JSON file (accelerate's deepspeed_config_file or HF's --deepspeed).
 BuiltDeepSpeedConfig load_deepspeed_json(const std::string& path);
 BuiltDeepSpeedConfig parse_deepspeed_json(const std::string& text, const std::string& source);

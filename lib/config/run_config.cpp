@@ -220,6 +220,7 @@ RunConfig resolve_run_config(const LauncherFlags& flags, const std::string& job_
         *c.deepspeed.deepspeed_config_file != run.train.deepspeed)
         config_error(c.source + ": deepspeed_config.deepspeed_config_file is " + *c.deepspeed.deepspeed_config_file +
                      " but --deepspeed names " + run.train.deepspeed + "; give one DeepSpeed config");
+    const std::string where = c.source.empty() ? "launcher flags" : c.source;
     BuiltDeepSpeedConfig built;
     if (c.distributed_type == DistributedType::kDeepSpeed || !run.train.deepspeed.empty()) {
         run.uses_deepspeed = true;
@@ -227,17 +228,14 @@ RunConfig resolve_run_config(const LauncherFlags& flags, const std::string& job_
             if (c.deepspeed.deepspeed_config_file) check_config_file_exclusive(c);
             built = load_deepspeed_json(json_file);
         } else {
-            built = deepspeed_config_from_accelerate(c.deepspeed);
+            built = deepspeed_config_from_accelerate(c.deepspeed, where);
         }
     } else if (c.distributed_type == DistributedType::kFsdp) {
         run.uses_deepspeed = true;
-        built = deepspeed_config_from_accelerate(fsdp_as_zero(c, run.warnings));
+        built = deepspeed_config_from_accelerate(fsdp_as_zero(c, run.warnings), where);
     } else {
-        built = deepspeed_config_from_accelerate(AccelerateDeepSpeedSection{.zero_stage = 0});
-        built.config.source = c.source.empty() ? "launcher flags" : c.source;
+        built = deepspeed_config_from_accelerate(AccelerateDeepSpeedSection{.zero_stage = 0}, where);
     }
-    if (c.distributed_type == DistributedType::kDeepSpeed && json_file.empty())
-        built.config.source = c.source.empty() ? "launcher flags" : c.source + " (deepspeed_config)";
     run.deepspeed = std::move(built.config);
     run.warnings.insert(run.warnings.end(), built.warnings.begin(), built.warnings.end());
     apply_mixed_precision(run.deepspeed, run.mixed_precision);

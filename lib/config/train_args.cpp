@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <functional>
+#include <sstream>
 
 #include "util/error.h"
 #include "util/strings.h"
@@ -78,9 +79,9 @@ FlagSpec double_flag(std::string name, double TrainArgs::*member, double min, do
         auto v = parse_double(value);
         if (!v || std::isnan(*v)) bad_value(flag, value, "must be a number");
         if (*v < min || *v > max || (max_exclusive && *v == max)) {
-            std::string range = "[" + nlohmann::json(min).dump() + ", " + nlohmann::json(max).dump() +
-                                (max_exclusive ? ")" : "]");
-            bad_value(flag, value, "must be in " + range);
+            std::ostringstream range;  // default formatting: "[0, 1)"
+            range << "[" << min << ", " << max << (max_exclusive ? ")" : "]");
+            bad_value(flag, value, "must be in " + range.str());
         }
         a.*member = *v;
     };

@@ -1,0 +1,96 @@
+#include "catch.h"
+#include "config/accelerate_config.h"
+
+using namespace ftl::config;
+using ftl::ErrorKind;
+
+namespace {
+std::string seed_config(const std::string& name) { return std::string(FTL_SOURCE_DIR) + "/configs/" + name; }
+}  // namespace
+
+TEST_CASE("the seed's LoRA ZeRO-3 config parses exactly", "[config]") {
+    auto parsed = load_accelerate_config(seed_config("deepspeed_config.yaml"));
+    const auto& c = parsed.config;
+    CHECK(parsed.warnings.empty());
+    CHECK(c.distributed_type == DistributedType::kDeepSpeed);
+    CHECK(c.mixed_precision == std::optional<MixedPrecision>(MixedPrecision::kBf16));
+    CHECK(c.num_processes == std::optional<int>(8));
+    CHECK(c.num_machines == 1);
+    CHECK(c.same_network);
+    CHECK_FALSE(c.downcast_bf16);
+    CHECK(c.tpu_env.empty());
+    CHECK(c.deepspeed.zero_stage == std::optional<int>(3));
+    CHECK(c.deepspeed.gradient_accumulation_steps == std::optional<int>(4));
+    CHECK(c.deepspeed.offload_param_device == std::optional<OffloadDevice>(OffloadDevice::kNone));
+    CHECK(c.deepspeed.zero3_init_flag == std::optional<bool>(true));
+    CHECK(c.deepspeed.zero3_save_16bit_model == std::optional<bool>(true));
+    CHECK(c.deepspeed.deepspeed_multinode_launcher == std::optional<MultinodeLauncher>(MultinodeLauncher::kStandard));
+}
+
+TEST_CASE("the seed's QLoRA config leaves gradient accumulation to the flags", "[config]") {
+    auto c = load_accelerate_config(seed_config("deepspeed_config_z3_qlora.yaml")).config;
+    CHECK(c.num_processes == std::optional<int>(2));
+    CHECK_FALSE(c.deepspeed.gradient_accumulation_steps.has_value());
+}
+
+TEST_CASE("the seed's CPU-offload config converts the legacy dynamo_backend", "[config]") {
+    auto parsed = load_accelerate_config(seed_config("ds_zero3_cpu.yaml"));
+    const auto& c = parsed.config;
+    CHECK(c.num_processes == std::optional<int>(1));
+    CHECK(c.mixed_precision == std::optional<MixedPrecision>(MixedPrecision::kNo));
+    CHECK(c.deepspeed.offload_optimizer_device == std::optional<OffloadDevice>(OffloadDevice::kCpu));
+    CHECK(c.deepspeed.offload_param_device == std::optional<OffloadDevice>(OffloadDevice::kCpu));
+    CHECK(c.deepspeed.gradient_clipping == std::optional<double>(1.0));
+    CHECK(c.dynamo_config.empty());
+    CHECK(c.fsdp_config.empty());
+}
+
+TEST_CASE("bad accelerate configs name the file, line, key, value and rule", "[config][errors]") {
+    FTL_REQUIRE_ERROR(parse_accelerate_config("num_processes: 2\n", "a.yaml"), ErrorKind::kConfig,
+                      "a.yaml", "distributed_type", "missing");
+    FTL_REQUIRE_ERROR(parse_accelerate_config("distributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: 5\n", "b.yaml"),
+                      ErrorKind::kConfig, "b.yaml:3", "deepspeed_config.zero_stage", "between 0 and 3", "5");
+    FTL_REQUIRE_ERROR(parse_accelerate_config("distributed_type: DEEPSPEED\nnum_processes: eight\n", "c.yaml"),
+                      ErrorKind::kConfig, "c.yaml:2", "num_processes", "integer", "eight");
+    FTL_REQUIRE_ERROR(parse_accelerate_config("distributed_type: MULTI_TPU\n", "d.yaml"), ErrorKind::kConfig,
+                      "d.yaml:1", "distributed_type", "DEEPSPEED", "MULTI_TPU");
+    FTL_REQUIRE_ERROR(parse_accelerate_config("distributed_type: NO\nmixed_precision: bf17\n", "e.yaml"),
+                      ErrorKind::kConfig, "e.yaml:2", "mixed_precision", "bf16", "bf17");
+    FTL_REQUIRE_ERROR(parse_accelerate_config("distributed_type: NO\nuse_cpu: perhaps\n", "f.yaml"),
+                      ErrorKind::kConfig, "f.yaml:2", "use_cpu", "true or false");
+    FTL_REQUIRE_ERROR(parse_accelerate_config("distributed_type: NO\ndeepspeed_config:\n  offload_param_device: disk\n", "g.yaml"),
+                      ErrorKind::kConfig, "g.yaml:3", "offload_param_device", "none, cpu, nvme", "disk");
+    FTL_REQUIRE_ERROR(load_accelerate_config("/nonexistent/ftl.yaml"), ErrorKind::kConfig, "/nonexistent/ftl.yaml",
+                      "does not exist");
+}
+
+TEST_CASE("YAML syntax errors give file:line:column", "[config][errors]") {
+    FTL_REQUIRE_ERROR(parse_accelerate_config("distributed_type: NO\nnum_processes: [1, 2\n", "s.yaml"),
+                      ErrorKind::kConfig, "s.yaml:", "YAML syntax error");
+}
+
+TEST_CASE("unknown keys are warnings that suggest the closest key", "[config]") {
+    auto parsed = parse_accelerate_config(
+        "distributed_type: DEEPSPEED\nnum_proceses: 2\ndeepspeed_config:\n  zero_stag: 2\n", "u.yaml");
+    REQUIRE(parsed.warnings.size() == 2);
+    CHECK_THAT(parsed.warnings[0], Catch::Matchers::Contains("u.yaml:2") &&
+                                       Catch::Matchers::Contains("num_proceses") &&
+                                       Catch::Matchers::Contains("did you mean 'num_processes'"));
+    CHECK_THAT(parsed.warnings[1], Catch::Matchers::Contains("deepspeed_config.zero_stag") &&
+                                       Catch::Matchers::Contains("zero_stage"));
+}
+
+TEST_CASE("legacy fp16 becomes mixed_precision", "[config]") {
+    auto parsed = parse_accelerate_config("distributed_type: NO\nfp16: true\n", "l.yaml");
+    CHECK(parsed.config.mixed_precision == std::optional<MixedPrecision>(MixedPrecision::kFp16));
+    CHECK(parsed.config.num_processes == std::optional<int>(1));
+}
+
+TEST_CASE("to_yaml writes what parse reads back", "[config]") {
+    auto original = load_accelerate_config(seed_config("deepspeed_config.yaml")).config;
+    const std::string yaml = to_yaml(original);
+    CHECK_THAT(yaml, Catch::Matchers::Contains("downcast_bf16: 'no'"));
+    auto again = parse_accelerate_config(yaml, "roundtrip.yaml");
+    CHECK(again.warnings.empty());
+    CHECK(again.config.to_json() == original.to_json());
+}

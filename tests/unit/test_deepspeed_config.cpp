@@ -1,0 +1,99 @@
+#include "catch.h"
+#include "config/deepspeed_config.h"
+
+using namespace ftl::config;
+using ftl::ErrorKind;
+
+TEST_CASE("a DeepSpeed JSON with auto values is filled from the training flags", "[config][deepspeed]") {
+    auto built = parse_deepspeed_json(R"({
+        "train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
+        "bf16": {"enabled": "auto"},
+        "optimizer": {"type": "AdamW", "params": {"lr": "auto", "betas": "auto", "eps": "auto", "weight_decay": "auto"}},
+        "zero_optimization": {"stage": 3, "reduce_bucket_size": "auto", "stage3_prefetch_bucket_size": "auto",
+                              "stage3_param_persistence_threshold": "auto",
+                              "offload_optimizer": {"device": "cpu", "pin_memory": true}}})",
+                                      "ds.json");
+    CHECK(built.warnings.empty());
+    TrainArgs args;
+    args.per_device_train_batch_size = 2;
+    args.gradient_accumulation_steps = 8;
+    args.learning_rate = 3e-4;
+    args.weight_decay = 0.01;
+    args.max_grad_norm = 0.5;
+    DeepSpeedConfig ds = built.config;
+    apply_mixed_precision(ds, MixedPrecision::kBf16);
+    resolve_with_train_args(ds, args, 4);
+    resolve_with_hidden_size(ds, 4096);
+    CHECK(ds.train_micro_batch_size_per_gpu == std::optional<long long>(2));
+    CHECK(ds.gradient_accumulation_steps == std::optional<long long>(8));
+    CHECK(ds.train_batch_size == std::optional<long long>(64));  // 4 ranks x 2 x 8
+    CHECK(ds.gradient_clipping == std::optional<double>(0.5));
+    CHECK(ds.bf16_enabled == std::optional<bool>(true));
+    CHECK(ds.optimizer["params"]["lr"] == 3e-4);
+    CHECK(ds.optimizer["params"]["betas"] == nlohmann::json::array({0.9, 0.999}));
+    CHECK(ds.optimizer["params"]["weight_decay"] == 0.01);
+    CHECK(ds.zero_optimization.reduce_bucket_size == std::optional<long long>(4096LL * 4096));
+    CHECK(ds.zero_optimization.stage3_prefetch_bucket_size == std::optional<long long>(15099494));  // int(0.9 h^2)
+    CHECK(ds.zero_optimization.stage3_param_persistence_threshold == std::optional<long long>(40960));
+    CHECK(ds.zero_optimization.offload_optimizer.device == OffloadDevice::kCpu);
+    CHECK(ds.zero_optimization.offload_optimizer.pin_memory);
+}
+
+TEST_CASE("concrete values that disagree with the flags are listed in HF's words", "[config][deepspeed][errors]") {
+    auto ds = parse_deepspeed_json(
+        R"({"train_micro_batch_size_per_gpu": 16, "gradient_accumulation_steps": 4, "zero_optimization": {"stage": 2}})",
+        "ds.json").config;
+    TrainArgs args;
+    args.per_device_train_batch_size = 8;
+    args.gradient_accumulation_steps = 2;
+    FTL_REQUIRE_ERROR(resolve_with_train_args(ds, args, 2), ErrorKind::kConfig, "ds.json",
+                      "- ds train_micro_batch_size_per_gpu=16 vs hf per_device_train_batch_size=8",
+                      "- ds gradient_accumulation_steps=4 vs hf gradient_accumulation_steps=2",
+                      "set these DeepSpeed config values to 'auto'");
+}
+
+TEST_CASE("DeepSpeed JSON rules", "[config][deepspeed][errors]") {
+    FTL_REQUIRE_ERROR(parse_deepspeed_json(R"({"train_batch_size": 8})", "a.json"), ErrorKind::kConfig, "a.json",
+                      "zero_optimization", "Please specify the ZeRO optimization config");
+    FTL_REQUIRE_ERROR(parse_deepspeed_json(R"({"zero_optimization": {"stage": 2, "offload_param": {"device": "cpu"}}})", "b.json"),
+                      ErrorKind::kConfig, "b.json", "zero_optimization.offload_param.device", "stage 3", "got 2");
+    FTL_REQUIRE_ERROR(parse_deepspeed_json(R"({"zero_optimization": {"stage": 3, "offload_param": {"device": "nvme"}}})", "c.json"),
+                      ErrorKind::kConfig, "c.json", "zero_optimization.offload_param.nvme_path", "required");
+    FTL_REQUIRE_ERROR(parse_deepspeed_json(R"({"zero_optimization": {"stage": 7}})", "d.json"), ErrorKind::kConfig,
+                      "d.json", "zero_optimization.stage", "0, 1, 2, 3");
+    FTL_REQUIRE_ERROR(parse_deepspeed_json("{\n\"zero_optimization\": {\n\"stage\": 3,,\n}}", "e.json"),
+                      ErrorKind::kConfig, "e.json:3", "JSON syntax error");
+    FTL_REQUIRE_ERROR(parse_deepspeed_json(R"({"zero_optimization": {"stage": "three"}})", "f.json"),
+                      ErrorKind::kConfig, "f.json", "zero_optimization.stage", "integer");
+}
+
+TEST_CASE("the accelerate YAML's deepspeed_config keys build the plugin's config", "[config][deepspeed]") {
+    AccelerateDeepSpeedSection s;
+    s.zero_stage = 3;
+    s.offload_param_device = OffloadDevice::kNvme;
+    s.offload_param_nvme_path = "/local_nvme";
+    s.zero3_save_16bit_model = true;
+    auto built = deepspeed_config_from_accelerate(s, "a.yaml");
+    CHECK(built.config.zero_optimization.offload_param.nvme_path == "/local_nvme");
+    CHECK(built.config.zero_optimization.stage3_gather_16bit_weights_on_model_save);
+    CHECK(built.config.zero3_init_flag);  // defaults to true on stage 3
+    CHECK_FALSE(built.config.gradient_accumulation_steps.has_value());  // "auto"
+
+    AccelerateDeepSpeedSection bad;
+    bad.zero_stage = 2;
+    bad.offload_param_device = OffloadDevice::kCpu;
+    FTL_REQUIRE_ERROR(deepspeed_config_from_accelerate(bad, "a.yaml"), ErrorKind::kConfig,
+                      "deepspeed_config.offload_param_device", "zero_stage 3", "got 2");
+    AccelerateDeepSpeedSection no_path;
+    no_path.zero_stage = 3;
+    no_path.offload_optimizer_device = OffloadDevice::kNvme;
+    FTL_REQUIRE_ERROR(deepspeed_config_from_accelerate(no_path, "a.yaml"), ErrorKind::kConfig,
+                      "deepspeed_config.offload_optimizer_nvme_path", "required");
+}
+
+TEST_CASE("mixed precision conflicts with the file are refused", "[config][deepspeed][errors]") {
+    auto ds = parse_deepspeed_json(R"({"bf16": {"enabled": true}, "zero_optimization": {"stage": 1}})", "m.json").config;
+    FTL_REQUIRE_ERROR(apply_mixed_precision(ds, MixedPrecision::kFp16), ErrorKind::kConfig, "m.json",
+                      "cannot be set to `fp16` when `bf16` is set");
+}

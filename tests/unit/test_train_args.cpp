@@ -1,0 +1,109 @@
+#include "catch.h"
+#include "config/train_args.h"
+
+using namespace ftl::config;
+using ftl::ErrorKind;
+
+namespace {
+// The job flags of the seed's second command (QLoRA + ZeRO-3), verbatim.
+std::vector<std::string> seed_qlora_flags() {
+    return {"--seed", "100", "--model_name_or_path", "meta-llama/Llama-2-70b-hf", "--dataset_name",
+            "smangrul/ultrachat-10k-chatml", "--chat_template_format", "chatml", "--add_special_tokens", "False",
+            "--append_concat_token", "False", "--splits", "train,test", "--max_seq_len", "2048",
+            "--num_train_epochs", "1", "--logging_steps", "5", "--log_level", "info", "--logging_strategy", "steps",
+            "--eval_strategy", "epoch", "--save_strategy", "epoch", "--push_to_hub", "--hub_private_repo", "True",
+            "--hub_strategy", "every_save", "--bf16", "True", "--packing", "True", "--learning_rate", "1e-4",
+            "--lr_scheduler_type", "cosine", "--weight_decay", "1e-4", "--warmup_ratio", "0.0", "--max_grad_norm",
+            "1.0", "--output_dir", "llama-sft-qlora-dsz3", "--per_device_train_batch_size", "2",
+            "--per_device_eval_batch_size", "2", "--gradient_accumulation_steps", "2", "--gradient_checkpointing",
+            "True", "--use_reentrant", "True", "--dataset_text_field", "content", "--use_flash_attn", "True",
+            "--use_peft_lora", "True", "--lora_r", "8", "--lora_alpha", "16", "--lora_dropout", "0.1",
+            "--lora_target_modules", "all-linear", "--use_4bit_quantization", "True", "--use_nested_quant", "True",
+            "--bnb_4bit_compute_dtype", "bfloat16", "--bnb_4bit_quant_storage_dtype", "bfloat16"};
+}
+}  // namespace
+
+TEST_CASE("every flag of the seed's QLoRA command parses into the typed struct", "[config][train]") {
+    auto parsed = parse_train_args(JobKind::kSft, seed_qlora_flags());
+    const TrainArgs& a = parsed.args;
+    CHECK(a.seed == 100);
+    CHECK(a.model_name_or_path == "meta-llama/Llama-2-70b-hf");
+    CHECK(a.chat_template_format == "chatml");
+    CHECK_FALSE(a.add_special_tokens);
+    CHECK(a.max_seq_length == 2048);  // via the --max_seq_len alias
+    CHECK(a.num_train_epochs == 1.0);
+    CHECK(a.push_to_hub);             // bare flag = True
+    CHECK(a.hub_private_repo == std::optional<bool>(true));
+    CHECK(a.packing);
+    CHECK(a.learning_rate == 1e-4);
+    CHECK(a.lr_scheduler_type == "cosine");
+    CHECK(a.per_device_train_batch_size == 2);
+    CHECK(a.gradient_accumulation_steps == 2);
+    CHECK(a.use_reentrant);
+    CHECK(a.lora_r == 8);
+    CHECK(a.lora_target_modules == "all-linear");
+    CHECK(a.use_4bit_quantization);
+    CHECK(a.use_nested_quant);
+    CHECK(a.bnb_4bit_quant_storage_dtype == "bfloat16");
+    CHECK(a.was_given("max_seq_length"));
+    REQUIRE(parsed.warnings.size() == 1);
+    CHECK_THAT(parsed.warnings[0], Catch::Matchers::Contains("push_to_hub") &&
+                                       Catch::Matchers::Contains("llama-sft-qlora-dsz3"));
+}
+
+TEST_CASE("defaults are SFTConfig's where it overrides TrainingArguments", "[config][train]") {
+    auto a = parse_train_args(JobKind::kSft, {"--model_name_or_path", "m"}).args;
+    CHECK(a.bf16);
+    CHECK(a.gradient_checkpointing);
+    CHECK(a.learning_rate == 2e-5);
+    CHECK(a.max_seq_length == 1024);
+    CHECK(a.lora_r == 64);
+    CHECK(a.seed == 42);
+    auto fp16 = parse_train_args(JobKind::kSft, {"--model_name_or_path", "m", "--fp16", "True"}).args;
+    CHECK_FALSE(fp16.bf16);
+}
+
+TEST_CASE("--name=value, hyphens and the three sequence-length spellings", "[config][train]") {
+    for (const char* name : {"--max_length", "--max_seq_len", "--max_seq_length", "--max-seq-length"}) {
+        auto a = parse_train_args(JobKind::kSft, {"--model_name_or_path=m", std::string(name) + "=512"}).args;
+        CHECK(a.max_seq_length == 512);
+    }
+    auto a = parse_train_args(JobKind::kSft, {"--model_name_or_path", "m", "--max_steps", "-1", "--packing"}).args;
+    CHECK(a.max_steps == -1);
+    CHECK(a.packing);
+}
+
+TEST_CASE("bad training flags are usage errors with a suggestion", "[config][train][errors]") {
+    FTL_REQUIRE_ERROR(parse_train_args(JobKind::kSft, {"--model_name_or_path", "m", "--learning_rat", "1e-4"}),
+                      ErrorKind::kUsage, "unknown argument --learning_rat", "did you mean '--learning_rate'");
+    FTL_REQUIRE_ERROR(parse_train_args(JobKind::kSft, {"--model_name_or_path", "m", "--lora_r", "eight"}),
+                      ErrorKind::kUsage, "--lora_r", "integer", "eight");
+    FTL_REQUIRE_ERROR(parse_train_args(JobKind::kSft, {"--model_name_or_path", "m", "--bf16", "--lora_dropout", "1.5"}),
+                      ErrorKind::kUsage, "--lora_dropout", "[0, 1)", "1.5");
+    FTL_REQUIRE_ERROR(parse_train_args(JobKind::kSft, {"--model_name_or_path", "m", "--chat_template_format", "llama"}),
+                      ErrorKind::kUsage, "--chat_template_format", "chatml, zephyr, none", "llama");
+    FTL_REQUIRE_ERROR(parse_train_args(JobKind::kSft, {"--dataset_name", "d"}), ErrorKind::kUsage,
+                      "--model_name_or_path is required");
+    FTL_REQUIRE_ERROR(parse_train_args(JobKind::kSft, {"--model_name_or_path", "m", "--use_4bit_quantization", "True",
+                                                       "--use_8bit_quantization", "True"}),
+                      ErrorKind::kUsage, "4bit and 8bit quantization at the same time");
+    FTL_REQUIRE_ERROR(parse_train_args(JobKind::kSft, {"--model_name_or_path", "m", "--splits", "train,validation"}),
+                      ErrorKind::kUsage, "validation", "not recognized as one of test or train");
+    FTL_REQUIRE_ERROR(parse_train_args(JobKind::kSft, {"--model_name_or_path", "m", "--seed"}), ErrorKind::kUsage,
+                      "--seed", "expects a value");
+    FTL_REQUIRE_ERROR(parse_train_args(JobKind::kSft, {"model.safetensors"}), ErrorKind::kUsage,
+                      "unexpected argument 'model.safetensors'");
+}
+
+TEST_CASE("job tokens: train, train.py, the seq2seq example script", "[config][train]") {
+    CHECK(job_for_script("train") == std::optional<JobKind>(JobKind::kSft));
+    CHECK(job_for_script("train.py") == std::optional<JobKind>(JobKind::kSft));
+    CHECK(job_for_script("examples/sft/train.py") == std::optional<JobKind>(JobKind::kSft));
+    CHECK(job_for_script("examples/peft_lora_seq2seq_accelerate_ds_zero3_offload.py") ==
+          std::optional<JobKind>(JobKind::kSeq2seqExample));
+    CHECK_FALSE(job_for_script("my_train_script.py").has_value());
+    auto a = parse_train_args(JobKind::kSeq2seqExample, {}).args;
+    CHECK(a.model_name_or_path == "facebook/bart-large");
+    CHECK(a.lora_alpha == 32);
+    CHECK(a.learning_rate == 3e-3);
+}
