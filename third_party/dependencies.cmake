@@ -14,6 +14,14 @@ find_package(Threads REQUIRED)
 
 # LibTorch comes from the torch Python wheel: scripts/build.sh passes
 # -DCMAKE_PREFIX_PATH=$(python -c 'import torch; print(torch.utils.cmake_prefix_path)').
+# The arch list is named so that TorchConfig skips probing for a GPU (which fails on CPU
+# machines); Hopper (H100/H200) is the target.
+if(NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
+  set(ENV{TORCH_CUDA_ARCH_LIST} "9.0")
+endif()
+if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
+  set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+endif()
 find_package(Torch REQUIRED)
 if(TARGET torch_cuda OR "${TORCH_LIBRARIES}" MATCHES "cuda")
   set(FTL_TORCH_HAS_CUDA ON)

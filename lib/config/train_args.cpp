@@ -306,11 +306,12 @@ ParsedTrainArgs parse_train_args(JobKind job, const std::vector<std::string>& ar
             value = name.substr(eq + 1);
             name = name.substr(0, eq);
         }
+        const std::string as_typed = name;
         std::replace(name.begin(), name.end(), '-', '_');
         const FlagSpec* flag = find_flag(name);
         if (!flag)
             ftl::fail(ErrorKind::kUsage,
-                      "unknown argument --" + name + " for the " + to_string(job) + " job" +
+                      "unknown argument --" + as_typed + " for the " + to_string(job) + " job" +
                           did_you_mean("--" + name, [] {
                               std::vector<std::string> names;
                               for (const auto& n : known_train_flags()) names.push_back("--" + n);
