@@ -115,9 +115,11 @@ void parse_deepspeed_section(const YamlReader& r, const YAML::Node& node,
     }
 }
 
-// accelerate writes downcast_bf16 as the string 'no'; a bool is accepted too.
-bool parse_downcast_bf16(const YamlReader& r, const YAML::Node& v) {
-    return r.as_bool(v, "downcast_bf16");
+// accelerate writes downcast_bf16 as the string 'no'; a bool is accepted too. Either must read
+// as a boolean; the spelling is kept.
+nlohmann::json parse_downcast_bf16(const YamlReader& r, const YAML::Node& v) {
+    r.as_bool(v, "downcast_bf16");
+    return yaml_to_json(v);
 }
 
 }  // namespace
@@ -264,7 +266,7 @@ nlohmann::json AccelerateConfig::to_json() const {
     j["rdzv_backend"] = rdzv_backend;
     j["same_network"] = same_network;
     j["main_training_function"] = main_training_function;
-    j["downcast_bf16"] = downcast_bf16 ? "yes" : "no";
+    j["downcast_bf16"] = downcast_bf16;
     nlohmann::json ds = nlohmann::json::object();
     const auto& d = deepspeed;
     if (d.deepspeed_config_file) ds["deepspeed_config_file"] = *d.deepspeed_config_file;

@@ -73,7 +73,9 @@ struct AccelerateConfig {
     std::string rdzv_backend = "static";
     bool same_network = false;
     std::string main_training_function = "main";
-    bool downcast_bf16 = false;  // XLA only; accepted as bool or 'no'/'yes'
+    // XLA only. Kept as written, a bool or accelerate's string 'no'/'yes', so it is written back
+    // the same way accelerate would (it reads a missing key as false).
+    nlohmann::json downcast_bf16 = false;
     AccelerateDeepSpeedSection deepspeed;
     // Sections ftlaunch reads but whose content only matters for other backends; kept as given
     // (fsdp_config is mapped onto ZeRO when distributed_type is FSDP).

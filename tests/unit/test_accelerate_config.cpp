@@ -17,7 +17,7 @@ TEST_CASE("the seed's LoRA ZeRO-3 config parses exactly", "[config]") {
     CHECK(c.num_processes == std::optional<int>(8));
     CHECK(c.num_machines == 1);
     CHECK(c.same_network);
-    CHECK_FALSE(c.downcast_bf16);
+    CHECK(c.downcast_bf16 == "no");
     CHECK(c.tpu_env.empty());
     CHECK(c.deepspeed.zero_stage == std::optional<int>(3));
     CHECK(c.deepspeed.gradient_accumulation_steps == std::optional<int>(4));
