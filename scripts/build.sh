@@ -22,6 +22,8 @@ cuda_args=(-DCMAKE_CUDA_ARCHITECTURES=90)
 # TorchConfig looks for the CUDA toolkit when the wheel is a CUDA build.
 if [ -d /usr/local/cuda/bin ]; then export PATH="/usr/local/cuda/bin:$PATH"; fi
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ftlaunch/ccache}"
+# Hash paths relative to the checkout, so a fresh clone elsewhere hits the same cache.
+export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=true
 
 generator=()
 command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
