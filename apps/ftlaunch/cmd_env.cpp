@@ -65,7 +65,8 @@ int run_env(const Invocation& inv, const Log& log) {
     const auto parsed = config::load_accelerate_config(path);
     for (const auto& w : parsed.warnings) log.warn(w);
     std::cout << "- `ftlaunch` config passed (" << path << "):\n";
-    for (const auto& [key, value] : parsed.config.to_json().items())
+    const nlohmann::json config = parsed.config.to_json();  // kept alive while iterating
+    for (const auto& [key, value] : config.items())
         std::cout << "\t- " << key << ": " << (value.is_string() ? value.get<std::string>() : value.dump()) << "\n";
     return 0;
 }

@@ -17,7 +17,7 @@ int run_launch(const Invocation& inv, const Log& log) {
 
     const launch::LaunchPlan plan = launch::make_launch_plan(run.accelerate, &run.deepspeed, run.uses_deepspeed,
                                                              run.mixed_precision, launch::probe_machine(),
-                                                             /*check_port=*/!inv.flags.dry_run && !identity);
+                                                             /*for_real=*/!inv.flags.dry_run && !identity);
     if (inv.flags.dry_run) {
         nlohmann::json out = run.to_json();
         out["launch_plan"] = plan.to_json();

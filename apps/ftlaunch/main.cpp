@@ -12,6 +12,7 @@
 
 #include "commands.h"
 #include "config/train_args.h"
+#include "launch/worker_env.h"
 #include "util/error.h"
 #include "util/strings.h"
 
@@ -135,11 +136,22 @@ int dispatch(const std::vector<std::string>& argv, const ftl::Log& log) {
     ftl::fail(ftl::ErrorKind::kUsage, "nothing to run: give a job (train ...) or a subcommand (config, test, env)");
 }
 
+// "ftlaunch" for the launcher, "ftlaunch rank 3" in a worker, so every line says who wrote it.
+std::string log_prefix() {
+    try {
+        if (auto id = ftl::launch::detect_worker(ftl::launch::process_env(), std::nullopt, std::nullopt))
+            return "ftlaunch rank " + std::to_string(id->rank);
+    } catch (const ftl::Error&) {
+        // A malformed worker environment is reported by the command itself.
+    }
+    return "ftlaunch";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     std::vector<std::string> args(argv, argv + argc);
-    ftl::Log log("ftlaunch");
+    ftl::Log log(log_prefix());
     try {
         return dispatch(args, log);
     } catch (const ftl::Error& e) {

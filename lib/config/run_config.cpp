@@ -234,7 +234,9 @@ RunConfig resolve_run_config(const LauncherFlags& flags, const std::string& job_
         run.uses_deepspeed = true;
         built = deepspeed_config_from_accelerate(fsdp_as_zero(c, run.warnings), where);
     } else {
-        built = deepspeed_config_from_accelerate(AccelerateDeepSpeedSection{.zero_stage = 0}, where);
+        AccelerateDeepSpeedSection plain_data_parallel;
+        plain_data_parallel.zero_stage = 0;
+        built = deepspeed_config_from_accelerate(plain_data_parallel, where);
     }
     run.deepspeed = std::move(built.config);
     run.warnings.insert(run.warnings.end(), built.warnings.begin(), built.warnings.end());

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <functional>
+#include <type_traits>
 #include <sstream>
 
 #include "util/error.h"
@@ -26,56 +27,32 @@ struct FlagSpec {
     ftl::fail(ErrorKind::kUsage, "--" + flag + ": " + rule + " (got '" + value + "')");
 }
 
-FlagSpec string_flag(std::string name, std::string TrainArgs::*member,
-                     std::vector<std::string> choices = {}, std::vector<std::string> aliases = {}) {
-    FlagSpec f;
-    f.name = std::move(name);
-    f.aliases = std::move(aliases);
-    f.set = [member, choices](TrainArgs& a, const std::string& flag, const std::string& value) {
+// Value parsers: (flag name, text) -> value, or a usage error naming the rule.
+using TextParser = std::function<std::string(const std::string&, const std::string&)>;
+using IntParser = std::function<int(const std::string&, const std::string&)>;
+using NumberParser = std::function<double(const std::string&, const std::string&)>;
+using BoolParser = std::function<bool(const std::string&, const std::string&)>;
+
+TextParser text(std::vector<std::string> choices = {}) {
+    return [choices](const std::string& flag, const std::string& value) {
         if (!choices.empty() && std::find(choices.begin(), choices.end(), value) == choices.end())
             bad_value(flag, value, "must be one of " + join(choices, ", "));
-        a.*member = value;
+        return value;
     };
-    f.get = [member](const TrainArgs& a) { return nlohmann::json(a.*member); };
-    return f;
 }
 
-FlagSpec int_flag(std::string name, int TrainArgs::*member, long long min,
-                  std::vector<std::string> aliases = {}) {
-    FlagSpec f;
-    f.name = std::move(name);
-    f.aliases = std::move(aliases);
-    f.set = [member, min](TrainArgs& a, const std::string& flag, const std::string& value) {
+IntParser integer(long long min) {
+    return [min](const std::string& flag, const std::string& value) {
         auto v = parse_int(value);
         if (!v) bad_value(flag, value, "must be an integer");
         if (*v < min || *v > (1LL << 31) - 1) bad_value(flag, value, "must be at least " + std::to_string(min));
-        a.*member = static_cast<int>(*v);
+        return static_cast<int>(*v);
     };
-    f.get = [member](const TrainArgs& a) { return nlohmann::json(a.*member); };
-    return f;
 }
 
-FlagSpec optional_int_flag(std::string name, std::optional<int> TrainArgs::*member, long long min) {
-    FlagSpec f;
-    f.name = std::move(name);
-    f.set = [member, min](TrainArgs& a, const std::string& flag, const std::string& value) {
-        auto v = parse_int(value);
-        if (!v) bad_value(flag, value, "must be an integer");
-        if (*v < min) bad_value(flag, value, "must be at least " + std::to_string(min));
-        a.*member = static_cast<int>(*v);
-    };
-    f.get = [member](const TrainArgs& a) {
-        return a.*member ? nlohmann::json(*(a.*member)) : nlohmann::json(nullptr);
-    };
-    return f;
-}
-
-// A number in [min, max) (max exclusive when `max_exclusive`, else inclusive).
-FlagSpec double_flag(std::string name, double TrainArgs::*member, double min, double max,
-                     bool max_exclusive = false) {
-    FlagSpec f;
-    f.name = std::move(name);
-    f.set = [member, min, max, max_exclusive](TrainArgs& a, const std::string& flag, const std::string& value) {
+// A number in [min, max], or [min, max) when `max_exclusive`.
+NumberParser number(double min, double max = 1e15, bool max_exclusive = false) {
+    return [=](const std::string& flag, const std::string& value) {
         auto v = parse_double(value);
         if (!v || std::isnan(*v)) bad_value(flag, value, "must be a number");
         if (*v < min || *v > max || (max_exclusive && *v == max)) {
@@ -83,51 +60,36 @@ FlagSpec double_flag(std::string name, double TrainArgs::*member, double min, do
             range << "[" << min << ", " << max << (max_exclusive ? ")" : "]");
             bad_value(flag, value, "must be in " + range.str());
         }
-        a.*member = *v;
+        return *v;
     };
-    f.get = [member](const TrainArgs& a) { return nlohmann::json(a.*member); };
-    return f;
 }
 
-FlagSpec optional_double_flag(std::string name, std::optional<double> TrainArgs::*member, double min) {
-    FlagSpec f;
-    f.name = std::move(name);
-    f.set = [member, min](TrainArgs& a, const std::string& flag, const std::string& value) {
-        auto v = parse_double(value);
-        if (!v || *v < min) bad_value(flag, value, "must be a number >= " + nlohmann::json(min).dump());
-        a.*member = *v;
-    };
-    f.get = [member](const TrainArgs& a) {
-        return a.*member ? nlohmann::json(*(a.*member)) : nlohmann::json(nullptr);
-    };
-    return f;
-}
-
-FlagSpec bool_flag(std::string name, bool TrainArgs::*member) {
-    FlagSpec f;
-    f.name = std::move(name);
-    f.is_bool = true;
-    f.set = [member](TrainArgs& a, const std::string& flag, const std::string& value) {
+BoolParser boolean() {
+    return [](const std::string& flag, const std::string& value) {
         auto v = parse_bool(value);
         if (!v) bad_value(flag, value, "must be a boolean: true/false, yes/no, 1/0");
-        a.*member = *v;
+        return *v;
     };
-    f.get = [member](const TrainArgs& a) { return nlohmann::json(a.*member); };
-    return f;
 }
 
-FlagSpec optional_bool_flag(std::string name, std::optional<bool> TrainArgs::*member) {
+template <typename T>
+nlohmann::json as_json(const T& v) { return nlohmann::json(v); }
+template <typename T>
+nlohmann::json as_json(const std::optional<T>& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); }
+
+// A flag stored in `member` (a T or an optional<T>) and read by `parse` (returning T).
+template <typename Field, typename Value>
+FlagSpec flag(std::string name, Field TrainArgs::*member,
+              std::function<Value(const std::string&, const std::string&)> parse,
+              std::vector<std::string> aliases = {}) {
     FlagSpec f;
     f.name = std::move(name);
-    f.is_bool = true;
-    f.set = [member](TrainArgs& a, const std::string& flag, const std::string& value) {
-        auto v = parse_bool(value);
-        if (!v) bad_value(flag, value, "must be a boolean: true/false, yes/no, 1/0");
-        a.*member = *v;
+    f.aliases = std::move(aliases);
+    f.is_bool = std::is_same_v<Value, bool>;
+    f.set = [member, parse](TrainArgs& a, const std::string& flag_name, const std::string& value) {
+        a.*member = parse(flag_name, value);
     };
-    f.get = [member](const TrainArgs& a) {
-        return a.*member ? nlohmann::json(*(a.*member)) : nlohmann::json(nullptr);
-    };
+    f.get = [member](const TrainArgs& a) { return as_json(a.*member); };
     return f;
 }
 
@@ -139,83 +101,83 @@ const std::vector<FlagSpec>& flag_table() {
     using A = TrainArgs;
     static const std::vector<FlagSpec> table = {
         // ModelArguments
-        string_flag("model_name_or_path", &A::model_name_or_path),
-        string_flag("model_revision", &A::model_revision),
-        string_flag("chat_template_format", &A::chat_template_format, {"chatml", "zephyr", "none"}),
-        int_flag("lora_alpha", &A::lora_alpha, 1),
-        double_flag("lora_dropout", &A::lora_dropout, 0.0, 1.0, true),
-        int_flag("lora_r", &A::lora_r, 1),
-        string_flag("lora_target_modules", &A::lora_target_modules),
-        bool_flag("use_rslora", &A::use_rslora),
-        bool_flag("use_nested_quant", &A::use_nested_quant),
-        string_flag("bnb_4bit_compute_dtype", &A::bnb_4bit_compute_dtype, kFloatDtypes),
-        string_flag("bnb_4bit_quant_storage_dtype", &A::bnb_4bit_quant_storage_dtype,
-                    {"uint8", "float16", "bfloat16", "float32"}),
-        string_flag("bnb_4bit_quant_type", &A::bnb_4bit_quant_type, {"nf4", "fp4"}),
-        bool_flag("use_flash_attn", &A::use_flash_attn),
-        bool_flag("use_peft_lora", &A::use_peft_lora),
-        bool_flag("use_8bit_quantization", &A::use_8bit_quantization),
-        bool_flag("use_4bit_quantization", &A::use_4bit_quantization),
-        bool_flag("use_reentrant", &A::use_reentrant),
-        bool_flag("use_unsloth", &A::use_unsloth),
+        flag("model_name_or_path", &A::model_name_or_path, text()),
+        flag("model_revision", &A::model_revision, text()),
+        flag("chat_template_format", &A::chat_template_format, text({"chatml", "zephyr", "none"})),
+        flag("lora_alpha", &A::lora_alpha, integer(1)),
+        flag("lora_dropout", &A::lora_dropout, number(0.0, 1.0, true)),
+        flag("lora_r", &A::lora_r, integer(1)),
+        flag("lora_target_modules", &A::lora_target_modules, text()),
+        flag("use_rslora", &A::use_rslora, boolean()),
+        flag("use_nested_quant", &A::use_nested_quant, boolean()),
+        flag("bnb_4bit_compute_dtype", &A::bnb_4bit_compute_dtype, text(kFloatDtypes)),
+        flag("bnb_4bit_quant_storage_dtype", &A::bnb_4bit_quant_storage_dtype,
+             text({"uint8", "float16", "bfloat16", "float32"})),
+        flag("bnb_4bit_quant_type", &A::bnb_4bit_quant_type, text({"nf4", "fp4"})),
+        flag("use_flash_attn", &A::use_flash_attn, boolean()),
+        flag("use_peft_lora", &A::use_peft_lora, boolean()),
+        flag("use_8bit_quantization", &A::use_8bit_quantization, boolean()),
+        flag("use_4bit_quantization", &A::use_4bit_quantization, boolean()),
+        flag("use_reentrant", &A::use_reentrant, boolean()),
+        flag("use_unsloth", &A::use_unsloth, boolean()),
         // DataTrainingArguments / SFTConfig
-        string_flag("dataset_name", &A::dataset_name),
-        bool_flag("append_concat_token", &A::append_concat_token),
-        bool_flag("add_special_tokens", &A::add_special_tokens),
-        string_flag("splits", &A::splits),
-        string_flag("dataset_text_field", &A::dataset_text_field),
-        int_flag("max_seq_length", &A::max_seq_length, 1, {"max_length", "max_seq_len"}),
-        bool_flag("packing", &A::packing),
-        bool_flag("assistant_only_loss", &A::assistant_only_loss),
+        flag("dataset_name", &A::dataset_name, text()),
+        flag("append_concat_token", &A::append_concat_token, boolean()),
+        flag("add_special_tokens", &A::add_special_tokens, boolean()),
+        flag("splits", &A::splits, text()),
+        flag("dataset_text_field", &A::dataset_text_field, text()),
+        flag("max_seq_length", &A::max_seq_length, integer(1), {"max_length", "max_seq_len"}),
+        flag("packing", &A::packing, boolean()),
+        flag("assistant_only_loss", &A::assistant_only_loss, boolean()),
         // TrainingArguments
-        int_flag("seed", &A::seed, 0),
-        double_flag("num_train_epochs", &A::num_train_epochs, 0.0, 1e9),
-        int_flag("max_steps", &A::max_steps, -1),
-        double_flag("logging_steps", &A::logging_steps, 0.0, 1e12),
-        string_flag("log_level", &A::log_level, kLogLevels),
-        string_flag("log_level_replica", &A::log_level_replica, kLogLevels),
-        string_flag("logging_strategy", &A::logging_strategy, kStrategies),
-        string_flag("logging_dir", &A::logging_dir),
-        bool_flag("logging_first_step", &A::logging_first_step),
-        string_flag("eval_strategy", &A::eval_strategy, kStrategies, {"evaluation_strategy"}),
-        optional_double_flag("eval_steps", &A::eval_steps, 0.0),
-        string_flag("save_strategy", &A::save_strategy, {"no", "steps", "epoch", "best"}),
-        double_flag("save_steps", &A::save_steps, 0.0, 1e12),
-        optional_int_flag("save_total_limit", &A::save_total_limit, 1),
-        bool_flag("push_to_hub", &A::push_to_hub),
-        optional_bool_flag("hub_private_repo", &A::hub_private_repo),
-        string_flag("hub_strategy", &A::hub_strategy, {"end", "every_save", "checkpoint", "all_checkpoints"}),
-        string_flag("hub_model_id", &A::hub_model_id),
-        string_flag("hub_token", &A::hub_token),
-        bool_flag("bf16", &A::bf16),
-        bool_flag("fp16", &A::fp16),
-        double_flag("learning_rate", &A::learning_rate, 0.0, 1e9),
-        string_flag("lr_scheduler_type", &A::lr_scheduler_type,
-                    {"linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
-                     "constant_with_warmup", "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay"}),
-        double_flag("weight_decay", &A::weight_decay, 0.0, 1e9),
-        double_flag("warmup_ratio", &A::warmup_ratio, 0.0, 1.0),
-        double_flag("warmup_steps", &A::warmup_steps, 0.0, 1e12),
-        double_flag("max_grad_norm", &A::max_grad_norm, 0.0, 1e12),
-        string_flag("output_dir", &A::output_dir),
-        bool_flag("overwrite_output_dir", &A::overwrite_output_dir),
-        int_flag("per_device_train_batch_size", &A::per_device_train_batch_size, 1),
-        int_flag("per_device_eval_batch_size", &A::per_device_eval_batch_size, 1),
-        int_flag("gradient_accumulation_steps", &A::gradient_accumulation_steps, 1),
-        bool_flag("gradient_checkpointing", &A::gradient_checkpointing),
-        double_flag("adam_beta1", &A::adam_beta1, 0.0, 1.0, true),
-        double_flag("adam_beta2", &A::adam_beta2, 0.0, 1.0, true),
-        double_flag("adam_epsilon", &A::adam_epsilon, 0.0, 1.0),
-        string_flag("optim", &A::optim, {"adamw_torch", "adamw_torch_fused", "adamw_hf"}),
-        string_flag("resume_from_checkpoint", &A::resume_from_checkpoint),
-        string_flag("report_to", &A::report_to),
-        string_flag("run_name", &A::run_name),
-        int_flag("dataloader_num_workers", &A::dataloader_num_workers, 0),
-        bool_flag("dataloader_drop_last", &A::dataloader_drop_last),
-        int_flag("ddp_timeout", &A::ddp_timeout, 1),
-        bool_flag("do_train", &A::do_train),
-        bool_flag("do_eval", &A::do_eval),
-        string_flag("deepspeed", &A::deepspeed),
+        flag("seed", &A::seed, integer(0)),
+        flag("num_train_epochs", &A::num_train_epochs, number(0.0, 1e9)),
+        flag("max_steps", &A::max_steps, integer(-1)),
+        flag("logging_steps", &A::logging_steps, number(0.0, 1e12)),
+        flag("log_level", &A::log_level, text(kLogLevels)),
+        flag("log_level_replica", &A::log_level_replica, text(kLogLevels)),
+        flag("logging_strategy", &A::logging_strategy, text(kStrategies)),
+        flag("logging_dir", &A::logging_dir, text()),
+        flag("logging_first_step", &A::logging_first_step, boolean()),
+        flag("eval_strategy", &A::eval_strategy, text(kStrategies), {"evaluation_strategy"}),
+        flag("eval_steps", &A::eval_steps, number(0.0)),
+        flag("save_strategy", &A::save_strategy, text({"no", "steps", "epoch", "best"})),
+        flag("save_steps", &A::save_steps, number(0.0, 1e12)),
+        flag("save_total_limit", &A::save_total_limit, integer(1)),
+        flag("push_to_hub", &A::push_to_hub, boolean()),
+        flag("hub_private_repo", &A::hub_private_repo, boolean()),
+        flag("hub_strategy", &A::hub_strategy, text({"end", "every_save", "checkpoint", "all_checkpoints"})),
+        flag("hub_model_id", &A::hub_model_id, text()),
+        flag("hub_token", &A::hub_token, text()),
+        flag("bf16", &A::bf16, boolean()),
+        flag("fp16", &A::fp16, boolean()),
+        flag("learning_rate", &A::learning_rate, number(0.0, 1e9)),
+        flag("lr_scheduler_type", &A::lr_scheduler_type,
+             text({"linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                     "constant_with_warmup", "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay"})),
+        flag("weight_decay", &A::weight_decay, number(0.0, 1e9)),
+        flag("warmup_ratio", &A::warmup_ratio, number(0.0, 1.0)),
+        flag("warmup_steps", &A::warmup_steps, number(0.0, 1e12)),
+        flag("max_grad_norm", &A::max_grad_norm, number(0.0, 1e12)),
+        flag("output_dir", &A::output_dir, text()),
+        flag("overwrite_output_dir", &A::overwrite_output_dir, boolean()),
+        flag("per_device_train_batch_size", &A::per_device_train_batch_size, integer(1)),
+        flag("per_device_eval_batch_size", &A::per_device_eval_batch_size, integer(1)),
+        flag("gradient_accumulation_steps", &A::gradient_accumulation_steps, integer(1)),
+        flag("gradient_checkpointing", &A::gradient_checkpointing, boolean()),
+        flag("adam_beta1", &A::adam_beta1, number(0.0, 1.0, true)),
+        flag("adam_beta2", &A::adam_beta2, number(0.0, 1.0, true)),
+        flag("adam_epsilon", &A::adam_epsilon, number(0.0, 1.0)),
+        flag("optim", &A::optim, text({"adamw_torch", "adamw_torch_fused", "adamw_hf"})),
+        flag("resume_from_checkpoint", &A::resume_from_checkpoint, text()),
+        flag("report_to", &A::report_to, text()),
+        flag("run_name", &A::run_name, text()),
+        flag("dataloader_num_workers", &A::dataloader_num_workers, integer(0)),
+        flag("dataloader_drop_last", &A::dataloader_drop_last, boolean()),
+        flag("ddp_timeout", &A::ddp_timeout, integer(1)),
+        flag("do_train", &A::do_train, boolean()),
+        flag("do_eval", &A::do_eval, boolean()),
+        flag("deepspeed", &A::deepspeed, text()),
     };
     return table;
 }
@@ -308,8 +270,8 @@ ParsedTrainArgs parse_train_args(JobKind job, const std::vector<std::string>& ar
         }
         const std::string as_typed = name;
         std::replace(name.begin(), name.end(), '-', '_');
-        const FlagSpec* flag = find_flag(name);
-        if (!flag)
+        const FlagSpec* spec = find_flag(name);
+        if (!spec)
             ftl::fail(ErrorKind::kUsage,
                       "unknown argument --" + as_typed + " for the " + to_string(job) + " job" +
                           did_you_mean("--" + name, [] {
@@ -319,7 +281,7 @@ ParsedTrainArgs parse_train_args(JobKind job, const std::vector<std::string>& ar
                           }()));
         if (!value) {
             const bool next_is_value = i + 1 < argv.size() && !starts_with(argv[i + 1], "--");
-            if (flag->is_bool) {
+            if (spec->is_bool) {
                 // A bare boolean means True, as in HfArgumentParser (nargs='?', const=True).
                 if (next_is_value && parse_bool(argv[i + 1])) value = argv[++i];
                 else value = "true";
@@ -329,8 +291,8 @@ ParsedTrainArgs parse_train_args(JobKind job, const std::vector<std::string>& ar
                 value = argv[++i];
             }
         }
-        flag->set(a, name, *value);
-        a.given.insert(flag->name);
+        spec->set(a, name, *value);
+        a.given.insert(spec->name);
     }
     if (a.was_given("fp16") && a.fp16 && !a.was_given("bf16")) a.bf16 = false;  // SFTConfig rule
     if (a.push_to_hub || a.was_given("hub_private_repo") || a.was_given("hub_strategy") ||

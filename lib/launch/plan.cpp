@@ -106,7 +106,7 @@ int find_free_port() {
 }
 
 LaunchPlan make_launch_plan(const config::AccelerateConfig& c, const config::DeepSpeedConfig* ds, bool uses_deepspeed,
-                            config::MixedPrecision mp, const MachineFacts& machine, bool check_port) {
+                            config::MixedPrecision mp, const MachineFacts& machine, bool for_real) {
     LaunchPlan plan;
     plan.world_size = *c.num_processes;
     plan.num_machines = c.num_machines;
@@ -123,7 +123,7 @@ LaunchPlan make_launch_plan(const config::AccelerateConfig& c, const config::Dee
                                                   "give every machine the same port");
         port = find_free_port();
         plan.notes.push_back("main_process_port 0: using free port " + std::to_string(port));
-    } else if (check_port && plan.machine_rank == 0 && plan.world_size > 1 && !port_is_free(port)) {
+    } else if (for_real && plan.machine_rank == 0 && plan.world_size > 1 && !port_is_free(port)) {
         ftl::fail(ErrorKind::kConfig, where + ": main_process_port: port " + std::to_string(port) +
                                           " is in use by another process; pass --main_process_port with a free "
                                           "port, or 0 to pick one");
@@ -138,11 +138,13 @@ LaunchPlan make_launch_plan(const config::AccelerateConfig& c, const config::Dee
                              "silence this note)");
     } else {
         plan.device = "cuda";
-        if (machine.visible_gpus < plan.processes_per_machine)
-            ftl::fail(ErrorKind::kConfig, where + ": num_processes: " + std::to_string(plan.processes_per_machine) +
-                                              " processes per machine but only " +
-                                              std::to_string(machine.visible_gpus) +
-                                              " GPU(s) are visible; lower num_processes or set use_cpu: true");
+        if (machine.visible_gpus < plan.processes_per_machine) {
+            const std::string shortage = where + ": num_processes: " + std::to_string(plan.processes_per_machine) +
+                                         " processes per machine but only " + std::to_string(machine.visible_gpus) +
+                                         " GPU(s) are visible; lower num_processes or set use_cpu: true";
+            if (for_real) ftl::fail(ErrorKind::kConfig, shortage);
+            plan.notes.push_back(shortage);
+        }
     }
     plan.backend = plan.device == "cuda" ? "nccl" : "cpu";
 

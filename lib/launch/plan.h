@@ -50,12 +50,13 @@ struct MachineFacts {
 };
 MachineFacts probe_machine();
 
-// Builds the plan. Throws ftl::Error(kConfig) when the config cannot run here (more processes
-// per machine than GPUs, a busy port on machine_rank 0, an openmpi launch without a hostfile).
-// `check_port` binds main_process_port on machine_rank 0 to see that it is free (not in dry runs).
+// Builds the plan. Throws ftl::Error(kConfig) when the config cannot run (an openmpi launch
+// without a hostfile, port 0 across machines). With `for_real` it also checks this machine:
+// more processes than GPUs, or a busy main_process_port on machine_rank 0, are errors; in a dry
+// run (for_real = false) they become notes, since plans are often made away from the cluster.
 LaunchPlan make_launch_plan(const config::AccelerateConfig& accelerate, const config::DeepSpeedConfig* deepspeed,
                             bool uses_deepspeed, config::MixedPrecision mixed_precision,
-                            const MachineFacts& machine, bool check_port);
+                            const MachineFacts& machine, bool for_real);
 
 // A free TCP port on this machine (bind to port 0 and read it back).
 int find_free_port();

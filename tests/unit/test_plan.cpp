@@ -64,10 +64,14 @@ TEST_CASE("without GPUs the plan runs on CPU and says so", "[launch]") {
     CHECK_THAT(plan.notes[0], Catch::Matchers::Contains("no CUDA device"));
 }
 
-TEST_CASE("more ranks than GPUs is an error naming both numbers", "[launch][errors]") {
+TEST_CASE("more ranks than GPUs is an error naming both numbers, a note in a dry run", "[launch][errors]") {
     FTL_REQUIRE_ERROR(make_launch_plan(cluster(8, 1, 0), nullptr, false, config::MixedPrecision::kNo,
-                                       MachineFacts{.visible_gpus = 2, .cpu_cores = 8}, false),
+                                       MachineFacts{.visible_gpus = 2, .cpu_cores = 8}, true),
                       ErrorKind::kConfig, "8 processes per machine", "only 2 GPU(s)");
+    auto dry = make_launch_plan(cluster(8, 1, 0), nullptr, false, config::MixedPrecision::kNo,
+                                MachineFacts{.visible_gpus = 2, .cpu_cores = 8}, false);
+    REQUIRE(dry.notes.size() == 1);
+    CHECK_THAT(dry.notes[0], Catch::Matchers::Contains("only 2 GPU(s)"));
 }
 
 TEST_CASE("the openmpi multinode launcher builds an mpirun command from the hostfile", "[launch]") {

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One call on the GPU machine (the `device` tool): build with the image's torch, run the whole
+# test suite, then the GPU checks (NCCL communicator on the visible GPUs), and print a short table
+# last. Logs go to $OUT when it is set. Usage: bash scripts/gpu_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-/tmp/ftl_gpu_check}"
+mkdir -p "$out"
+summary=()
+row() { summary+=("$(printf '%-44s %s' "$1" "$2")"); }
+
+nvidia-smi -L | tee "$out/gpus.txt"
+python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' | tee -a "$out/gpus.txt"
+
+# nlohmann-json is header-only; if the image lacks it, use the copy carried in .gpu_deps/.
+if [ ! -f /usr/include/nlohmann/json.hpp ] && [ -d .gpu_deps/usr ]; then
+  export CMAKE_PREFIX_PATH="$PWD/.gpu_deps/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+  echo "using carried nlohmann-json from .gpu_deps"
+fi
+
+start=$(date +%s)
+if FTLAUNCH_BUILD_JOBS=16 bash scripts/build.sh >"$out/build.log" 2>&1; then
+  row "build (sm_90, image torch)" "ok in $(( $(date +%s) - start )) s"
+else
+  row "build" "FAILED (build.log)"; tail -40 "$out/build.log"; cp build-configure.log "$out/" 2>/dev/null
+  printf '%s\n' "${summary[@]}"; exit 1
+fi
+
+start=$(date +%s)
+(cd build && ctest --output-on-failure --timeout 300 -j 4) >"$out/ctest.log" 2>&1
+rc=$?
+row "ctest (unit, e2e, parity)" "$(grep -E 'tests passed' "$out/ctest.log" | tail -1) in $(( $(date +%s) - start )) s"
+[ "$rc" = 0 ] || grep -E "Failed|\*\*\*" "$out/ctest.log" | head -20
+
+gpus=$(nvidia-smi -L | wc -l)
+build/bin/ftlaunch --num_processes "$gpus" --main_process_port 0 test --repeat 3 >"$out/nccl_test.log" 2>&1
+rc=$?
+row "ftlaunch test, $gpus rank(s), NCCL" "$([ $rc = 0 ] && echo ok || echo FAILED) (exit $rc)"
+build/bin/ftlaunch env >"$out/env.log" 2>&1
+
+echo
+cat "$out/nccl_test.log"
+echo
+printf '%s\n' "${summary[@]}"
