@@ -1,20 +1,9 @@
 #include "config/yaml_reader.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "util/error.h"
 #include "util/strings.h"
 
 namespace ftl::config {
-
-YAML::Node YamlReader::load_file(const std::string& path) const {
-    std::ifstream in(path);
-    if (!in) ftl::fail(ErrorKind::kIo, path + ": cannot be read (does the file exist?)");
-    std::stringstream text;
-    text << in.rdbuf();
-    return load_text(text.str());
-}
 
 YAML::Node YamlReader::load_text(const std::string& text) const {
     try {

@@ -17,8 +17,7 @@ class YamlReader {
 public:
     explicit YamlReader(std::string source) : source_(std::move(source)) {}
 
-    // Loads a file or a string; syntax errors become ftl::Error(kConfig) with file:line:column.
-    YAML::Node load_file(const std::string& path) const;
+    // Parses YAML text; syntax errors become ftl::Error(kConfig) with file:line:column.
     YAML::Node load_text(const std::string& text) const;
 
     std::string location(const YAML::Node& node) const;  // "file:line"

@@ -62,7 +62,4 @@ std::unique_ptr<Comm> make_socket_comm(const c10::intrusive_ptr<c10d::Store>& st
 std::unique_ptr<Comm> make_nccl_comm(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size, int device_index,
                                      std::chrono::milliseconds timeout);
 
-// Whether this build can make an NCCL communicator (LibTorch with CUDA, and a device present).
-bool nccl_available();
-
 }  // namespace ftl::dist

@@ -72,8 +72,6 @@ private:
 
 }  // namespace
 
-bool nccl_available() { return c10::cuda::device_count() > 0; }
-
 std::unique_ptr<Comm> make_nccl_comm(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size, int device_index,
                                      std::chrono::milliseconds timeout) {
     if (device_index >= c10::cuda::device_count())
@@ -83,8 +81,6 @@ std::unique_ptr<Comm> make_nccl_comm(const c10::intrusive_ptr<c10d::Store>& stor
 }
 
 #else
-
-bool nccl_available() { return false; }
 
 std::unique_ptr<Comm> make_nccl_comm(const c10::intrusive_ptr<c10d::Store>&, int rank, int, int,
                                      std::chrono::milliseconds) {
