@@ -22,7 +22,7 @@
             ftl_thrown = true;                                                     \
             INFO("message: " << ftl_error.what());                                \
             CHECK(ftl_error.kind() == (error_kind));                               \
-            for (const std::string& ftl_fragment : {__VA_ARGS__})                  \
+            for (const std::string& ftl_fragment : std::initializer_list<std::string>{__VA_ARGS__})                \
                 CHECK_THAT(ftl_error.what(), Catch::Matchers::Contains(ftl_fragment)); \
         }                                                                          \
         CHECK(ftl_thrown);                                                         \
