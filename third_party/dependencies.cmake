@@ -54,3 +54,8 @@ endif()
 
 # The Python that holds the parity-test references (the setup venv); scripts/build.sh sets it.
 set(FTL_PYTHON "python3" CACHE FILEPATH "Python interpreter with transformers/peft/accelerate for parity tests")
+
+# libtorch.so exports its own statically linked copy of std::filesystem; an executable that lists
+# libtorch before libstdc++ binds its std::filesystem calls to that copy, whose remove_all crashes.
+# Naming libstdc++ first on every executable's link line puts it first in the lookup order.
+set(CMAKE_EXE_LINKER_FLAGS "${CMAKE_EXE_LINKER_FLAGS} -Wl,--push-state,--no-as-needed -lstdc++ -Wl,--pop-state")

@@ -1,0 +1,36 @@
+// What the decoder consumes, and the attention pattern a batch implies.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+
+namespace ftl::model {
+
+// One micro-batch, all tensors [B, T] on the model's device.
+//  - input_ids: int64 token ids.
+//  - attention_mask: optional, 1 = real token, 0 = padding (keys that nobody attends to).
+//  - position_ids: optional int64; default 0..T-1 per row. A packed row (several documents back to
+//    back) gives each document positions restarting at 0: a 0 after the first token starts a new
+//    document, and no token attends across a document border (HF's DataCollatorWithFlattening
+//    convention).
+//  - labels: optional int64 next-token targets before the shift; -100 = ignored.
+struct Batch {
+    at::Tensor input_ids;
+    at::Tensor attention_mask;
+    at::Tensor position_ids;
+    at::Tensor labels;
+    bool packed = false;  // true: documents are delimited by position_ids restarting at 0
+};
+
+// The positions to use: batch.position_ids, or 0..T-1 broadcast to [B, T].
+at::Tensor positions_of(const Batch& batch);
+
+// Boolean attention mask [B, 1, T, T] (true = may attend), or an undefined tensor when plain
+// causal attention is exact (no padding, no packing, window longer than T) so the caller can use
+// the fused causal kernels. Rules: key k is visible to query q when k <= q, both are in the same
+// document, the key is not padding, and q - k < window (when a window is given). A query that
+// would see nothing (left padding) sees itself, so its row stays finite (its output is unused).
+at::Tensor attention_mask_for(const Batch& batch, std::optional<int64_t> window);
+
+}  // namespace ftl::model

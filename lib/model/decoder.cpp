@@ -1,0 +1,105 @@
+#include "model/decoder.h"
+
+#include <cmath>
+
+#include "model/rope.h"
+#include "util/error.h"
+
+namespace ftl::model {
+namespace {
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+    return bias.defined() ? at::linear(x, weight, bias) : at::linear(x, weight);
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, at::Tensor>> named_weights(const DecoderConfig& config,
+                                                             DecoderWeights& w) {
+    std::vector<std::pair<std::string, at::Tensor>> out;
+    out.emplace_back("model.embed_tokens.weight", w.embed_tokens);
+    for (size_t i = 0; i < w.layers.size(); ++i) {
+        const std::string p = "model.layers." + std::to_string(i) + ".";
+        auto& l = w.layers[i];
+        auto add = [&](const std::string& name, const at::Tensor& t) {
+            if (t.defined()) out.emplace_back(p + name, t);
+        };
+        add("input_layernorm.weight", l.input_norm);
+        add("self_attn.q_proj.weight", l.q_proj);
+        add("self_attn.q_proj.bias", l.q_bias);
+        add("self_attn.k_proj.weight", l.k_proj);
+        add("self_attn.k_proj.bias", l.k_bias);
+        add("self_attn.v_proj.weight", l.v_proj);
+        add("self_attn.v_proj.bias", l.v_bias);
+        add("self_attn.o_proj.weight", l.o_proj);
+        add("self_attn.o_proj.bias", l.o_bias);
+        add("post_attention_layernorm.weight", l.post_attention_norm);
+        add("mlp.gate_proj.weight", l.gate_proj);
+        add("mlp.gate_proj.bias", l.gate_bias);
+        add("mlp.up_proj.weight", l.up_proj);
+        add("mlp.up_proj.bias", l.up_bias);
+        add("mlp.down_proj.weight", l.down_proj);
+        add("mlp.down_proj.bias", l.down_bias);
+    }
+    out.emplace_back("model.norm.weight", w.final_norm);
+    if (!config.tie_word_embeddings) out.emplace_back("lm_head.weight", w.lm_head);
+    return out;
+}
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+    at::Tensor x32 = x.to(at::kFloat);
+    at::Tensor normed = x32 * at::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps);
+    return weight * normed.to(x.scalar_type());
+}
+
+CausalLM::CausalLM(DecoderConfig config, DecoderWeights weights)
+    : config_(std::move(config)), weights_(std::move(weights)) {
+    if (static_cast<int64_t>(weights_.layers.size()) != config_.num_layers)
+        fail(ErrorKind::kInternal, "CausalLM: layer count differs from config");
+}
+
+at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tensor& hidden,
+                                   const RopeTables& rope, const at::Tensor& mask) const {
+    const int64_t rows = hidden.size(0), length = hidden.size(1), d = config_.head_dim;
+    at::Tensor x = rms_norm(hidden, l.input_norm, config_.rms_norm_eps);
+    // [B, T, n*d] -> [B, n, T, d]
+    auto heads = [&](const at::Tensor& t) { return t.view({rows, length, -1, d}).transpose(1, 2); };
+    at::Tensor q = apply_rope(heads(linear(x, l.q_proj, l.q_bias)), rope);
+    at::Tensor k = apply_rope(heads(linear(x, l.k_proj, l.k_bias)), rope);
+    at::Tensor v = heads(linear(x, l.v_proj, l.v_bias));
+    const bool causal = !mask.defined();
+    at::Tensor attn = at::scaled_dot_product_attention(
+        q, k, v, mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt, /*dropout_p=*/0.0,
+        /*is_causal=*/causal, /*scale=*/1.0 / std::sqrt(static_cast<double>(d)),
+        /*enable_gqa=*/config_.num_kv_heads != config_.num_heads);
+    at::Tensor h = hidden + linear(attn.transpose(1, 2).reshape({rows, length, -1}), l.o_proj, l.o_bias);
+
+    at::Tensor y = rms_norm(h, l.post_attention_norm, config_.rms_norm_eps);
+    at::Tensor mlp = at::silu(linear(y, l.gate_proj, l.gate_bias)) * linear(y, l.up_proj, l.up_bias);
+    return h + linear(mlp, l.down_proj, l.down_bias);
+}
+
+at::Tensor CausalLM::hidden_states(const Batch& batch) const {
+    at::Tensor hidden = at::embedding(weights_.embed_tokens, batch.input_ids);
+    const RopeTables rope = rope_tables(config_, positions_of(batch), hidden.scalar_type());
+    // Layers share a mask unless their windows differ; build each distinct one once.
+    std::optional<int64_t> mask_window;
+    at::Tensor mask;
+    bool mask_built = false;
+    for (size_t i = 0; i < weights_.layers.size(); ++i) {
+        const auto& window = config_.layer_window[i];
+        if (!mask_built || window != mask_window) {
+            mask = attention_mask_for(batch, window);
+            mask_window = window;
+            mask_built = true;
+        }
+        hidden = layer_forward(weights_.layers[i], hidden, rope, mask);
+    }
+    return rms_norm(hidden, weights_.final_norm, config_.rms_norm_eps);
+}
+
+at::Tensor CausalLM::logits(const Batch& batch) const {
+    return at::linear(hidden_states(batch), weights_.lm_head);
+}
+
+}  // namespace ftl::model

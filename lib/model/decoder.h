@@ -1,0 +1,72 @@
+// The Llama-family causal LM (llama, mistral, qwen2) written with ATen ops, so autograd gives the
+// gradients and the same code runs on CPU and GPU.
+//
+// Per layer (HF LlamaDecoderLayer):
+//   x = h + o_proj(attention(rope(q_proj(rms(h))), rope(k_proj(rms(h))), v_proj(rms(h))))
+//   h' = x + down_proj(silu(gate_proj(rms(x))) * up_proj(rms(x)))
+// then a final RMSNorm and lm_head (tied to embed_tokens when tie_word_embeddings).
+// Shapes: B rows, T tokens, H = hidden_size, heads n_h and n_kv (GQA), head_dim d, vocab V.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "model/batch.h"
+#include "model/model_config.h"
+#include "model/rope.h"
+
+namespace ftl::model {
+
+// Weights of one decoder layer; linear weights are [out, in] as in HF. Biases are undefined
+// tensors when the family has none.
+struct DecoderLayerWeights {
+    at::Tensor input_norm;                                  // [H]
+    at::Tensor q_proj, k_proj, v_proj, o_proj;              // [n_h*d, H], [n_kv*d, H] x2, [H, n_h*d]
+    at::Tensor q_bias, k_bias, v_bias, o_bias;
+    at::Tensor post_attention_norm;                         // [H]
+    at::Tensor gate_proj, up_proj, down_proj;               // [I, H], [I, H], [H, I]
+    at::Tensor gate_bias, up_bias, down_bias;
+};
+
+struct DecoderWeights {
+    at::Tensor embed_tokens;  // [V, H]
+    std::vector<DecoderLayerWeights> layers;
+    at::Tensor final_norm;    // [H]
+    at::Tensor lm_head;       // [V, H]; the same tensor as embed_tokens when tied
+};
+
+// (HF parameter name, tensor) for every weight, in the checkpoint's naming
+// (model.layers.0.self_attn.q_proj.weight, ...). Tied lm_head is listed once, as embed_tokens.
+std::vector<std::pair<std::string, at::Tensor>> named_weights(const DecoderConfig& config,
+                                                             DecoderWeights& weights);
+
+// HF LlamaRMSNorm: x / sqrt(mean(x^2) + eps) in fp32, cast back, times weight.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+class CausalLM {
+public:
+    CausalLM(DecoderConfig config, DecoderWeights weights);
+
+    const DecoderConfig& config() const { return config_; }
+    DecoderWeights& weights() { return weights_; }
+    const DecoderWeights& weights() const { return weights_; }
+    std::vector<std::pair<std::string, at::Tensor>> named_weights() { return model::named_weights(config_, weights_); }
+
+    // Final-norm hidden states [B, T, H] in the weights' dtype.
+    at::Tensor hidden_states(const Batch& batch) const;
+    // Full logits [B, T, V] (in the weights' dtype, as HF returns them). For tests and small
+    // vocabularies: training uses causal_lm_loss, which never materialises them.
+    at::Tensor logits(const Batch& batch) const;
+
+private:
+    at::Tensor layer_forward(const DecoderLayerWeights& layer, const at::Tensor& hidden,
+                             const RopeTables& rope, const at::Tensor& mask) const;
+
+    DecoderConfig config_;
+    DecoderWeights weights_;
+};
+
+}  // namespace ftl::model

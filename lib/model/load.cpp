@@ -1,0 +1,102 @@
+#include "model/load.h"
+
+#include <set>
+#include <sstream>
+
+#include "io/checkpoint.h"
+#include "model/tensor_io.h"
+#include "util/error.h"
+
+namespace ftl::model {
+namespace {
+
+std::string shape_text(at::IntArrayRef shape) {
+    std::ostringstream s;
+    s << shape;
+    return s.str();
+}
+
+class WeightReader {
+public:
+    WeightReader(const io::Checkpoint& ckpt, at::ScalarType dtype, at::Device device)
+        : ckpt_(ckpt), dtype_(dtype), device_(device) {}
+
+    at::Tensor read(const std::string& name, std::vector<int64_t> expected_shape) {
+        if (!ckpt_.contains(name))
+            fail(ErrorKind::kConfig, ckpt_.dir() + ": the checkpoint has no tensor '" + name +
+                                         "' that config.json implies (wrong config or truncated checkpoint?)");
+        const io::TensorView view = ckpt_.tensor(name);
+        if (view.shape != expected_shape)
+            fail(ErrorKind::kConfig, ckpt_.file_of(name).path() + ": tensor '" + name + "' has shape " +
+                                         shape_text(view.shape) + " but config.json implies " +
+                                         shape_text(expected_shape));
+        if (view.dtype == io::DType::kBool || view.dtype == io::DType::kU8 ||
+            view.dtype == io::DType::kI8 || view.dtype == io::DType::kI16 ||
+            view.dtype == io::DType::kI32 || view.dtype == io::DType::kI64)
+            fail(ErrorKind::kConfig, ckpt_.file_of(name).path() + ": tensor '" + name + "' has dtype " +
+                                         io::dtype_name(view.dtype) +
+                                         " (quantized checkpoints are not read here; floating point expected)");
+        used_.insert(name);
+        return tensor_from_view(view).to(device_, dtype_);
+    }
+    at::Tensor read_if(bool present, const std::string& name, std::vector<int64_t> shape) {
+        return present ? read(name, std::move(shape)) : at::Tensor();
+    }
+    std::vector<std::string> unused() const {
+        std::vector<std::string> out;
+        for (const auto& n : ckpt_.names())
+            if (!used_.count(n)) out.push_back(n);
+        return out;
+    }
+
+private:
+    const io::Checkpoint& ckpt_;
+    at::ScalarType dtype_;
+    at::Device device_;
+    std::set<std::string> used_;
+};
+
+}  // namespace
+
+LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& options) {
+    DecoderConfig config = read_decoder_config(model_dir);
+    const at::ScalarType dtype =
+        options.dtype ? *options.dtype
+                      : (config.torch_dtype.empty()
+                             ? at::kFloat
+                             : parse_float_dtype(config.torch_dtype, model_dir + "/config.json: dtype"));
+    const io::Checkpoint ckpt = io::Checkpoint::open(model_dir);
+    WeightReader r(ckpt, dtype, options.device);
+    const int64_t H = config.hidden_size, I = config.intermediate_size, d = config.head_dim;
+    const int64_t q_out = config.num_heads * d, kv_out = config.num_kv_heads * d;
+
+    DecoderWeights w;
+    w.embed_tokens = r.read("model.embed_tokens.weight", {config.vocab_size, H});
+    for (int64_t i = 0; i < config.num_layers; ++i) {
+        const std::string p = "model.layers." + std::to_string(i) + ".";
+        DecoderLayerWeights l;
+        l.input_norm = r.read(p + "input_layernorm.weight", {H});
+        l.q_proj = r.read(p + "self_attn.q_proj.weight", {q_out, H});
+        l.k_proj = r.read(p + "self_attn.k_proj.weight", {kv_out, H});
+        l.v_proj = r.read(p + "self_attn.v_proj.weight", {kv_out, H});
+        l.o_proj = r.read(p + "self_attn.o_proj.weight", {H, q_out});
+        l.q_bias = r.read_if(config.qkv_bias, p + "self_attn.q_proj.bias", {q_out});
+        l.k_bias = r.read_if(config.qkv_bias, p + "self_attn.k_proj.bias", {kv_out});
+        l.v_bias = r.read_if(config.qkv_bias, p + "self_attn.v_proj.bias", {kv_out});
+        l.o_bias = r.read_if(config.o_bias, p + "self_attn.o_proj.bias", {H});
+        l.post_attention_norm = r.read(p + "post_attention_layernorm.weight", {H});
+        l.gate_proj = r.read(p + "mlp.gate_proj.weight", {I, H});
+        l.up_proj = r.read(p + "mlp.up_proj.weight", {I, H});
+        l.down_proj = r.read(p + "mlp.down_proj.weight", {H, I});
+        l.gate_bias = r.read_if(config.mlp_bias, p + "mlp.gate_proj.bias", {I});
+        l.up_bias = r.read_if(config.mlp_bias, p + "mlp.up_proj.bias", {I});
+        l.down_bias = r.read_if(config.mlp_bias, p + "mlp.down_proj.bias", {H});
+        w.layers.push_back(std::move(l));
+    }
+    w.final_norm = r.read("model.norm.weight", {H});
+    w.lm_head = config.tie_word_embeddings ? w.embed_tokens : r.read("lm_head.weight", {config.vocab_size, H});
+    std::vector<std::string> unused = r.unused();
+    return {CausalLM(std::move(config), std::move(w)), std::move(unused)};
+}
+
+}  // namespace ftl::model

@@ -1,0 +1,28 @@
+// Building a CausalLM from a model folder (config.json + safetensors), as from_pretrained does.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "model/decoder.h"
+
+namespace ftl::model {
+
+struct LoadOptions {
+    std::optional<at::ScalarType> dtype;  // default: config.json's dtype, else float32
+    at::Device device = at::kCPU;
+};
+
+struct LoadedModel {
+    CausalLM model;
+    std::vector<std::string> unused_tensors;  // in the checkpoint but not part of the model
+};
+
+// Every weight is checked against the shape the config implies: a missing tensor or a wrong shape
+// is ftl::Error(kConfig) naming the tensor, the file and both shapes.
+LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& options = {});
+
+}  // namespace ftl::model

@@ -1,0 +1,81 @@
+#include "model/loss.h"
+
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "util/error.h"
+
+namespace ftl::model {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> {
+    static at::Tensor forward(AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
+                              const at::Tensor& targets, int64_t chunk_rows, double divisor) {
+        const bool want_hidden_grad = hidden.requires_grad();
+        const bool want_weight_grad = weight.requires_grad();
+        const int64_t rows = hidden.size(0);
+        at::Tensor total = at::zeros({}, hidden.options().dtype(at::kFloat));
+        at::Tensor grad_hidden = want_hidden_grad ? at::empty_like(hidden) : at::Tensor();
+        at::Tensor grad_weight = want_weight_grad ? at::zeros(weight.sizes(), weight.options().dtype(at::kFloat))
+                                                  : at::Tensor();
+        for (int64_t begin = 0; begin < rows; begin += chunk_rows) {
+            const int64_t n = std::min(chunk_rows, rows - begin);
+            at::Tensor h = hidden.narrow(0, begin, n);
+            at::Tensor t = targets.narrow(0, begin, n).unsqueeze(1);
+            at::Tensor logits = at::matmul(h, weight.t()).to(at::kFloat);  // [n, V]
+            at::Tensor lse = at::logsumexp(logits, 1, /*keepdim=*/true);
+            total += (lse - logits.gather(1, t)).sum();
+            if (!want_hidden_grad && !want_weight_grad) continue;
+            // d(lse - logit_t)/d logits = softmax - onehot(t)
+            at::Tensor grad_logits = (logits - lse).exp_();
+            grad_logits.scatter_add_(1, t, at::full({n, 1}, -1.0f, grad_logits.options()));
+            at::Tensor g = grad_logits.to(hidden.scalar_type());
+            if (want_hidden_grad) grad_hidden.narrow(0, begin, n).copy_(at::matmul(g, weight));
+            if (want_weight_grad) grad_weight.add_(at::matmul(g.t(), h).to(at::kFloat));
+        }
+        ctx->saved_data["divisor"] = divisor;
+        ctx->save_for_backward({grad_hidden, grad_weight});
+        return total / divisor;
+    }
+
+    static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+        const double divisor = ctx->saved_data["divisor"].toDouble();
+        auto saved = ctx->get_saved_variables();
+        at::Tensor scale = grad_outputs[0] / divisor;  // fp32 scalar
+        at::Tensor grad_hidden, grad_weight;
+        if (saved[0].defined()) grad_hidden = (saved[0].to(at::kFloat) * scale).to(saved[0].scalar_type());
+        if (saved[1].defined()) grad_weight = saved[1] * scale;
+        return {grad_hidden, grad_weight, at::Tensor(), at::Tensor(), at::Tensor()};
+    }
+};
+
+}  // namespace
+
+at::Tensor chunked_linear_cross_entropy(const at::Tensor& hidden, const at::Tensor& lm_head,
+                                        const at::Tensor& targets, int64_t chunk_rows, double divisor) {
+    if (chunk_rows <= 0) fail(ErrorKind::kInternal, "chunked_linear_cross_entropy: chunk_rows must be > 0");
+    at::Tensor loss = LinearCrossEntropy::apply(hidden, lm_head, targets, chunk_rows, divisor);
+    return loss;
+}
+
+LossResult causal_lm_loss(const CausalLM& model, const Batch& batch, const LossOptions& options) {
+    if (!batch.labels.defined()) fail(ErrorKind::kInternal, "causal_lm_loss: the batch has no labels");
+    at::Tensor hidden = model.hidden_states(batch);  // [B, T, H]
+    // Position t predicts label t+1; the last position of each row predicts nothing.
+    at::Tensor shifted = at::cat({batch.labels.narrow(1, 1, batch.labels.size(1) - 1),
+                                  at::full({batch.labels.size(0), 1}, kIgnoreIndex, batch.labels.options())},
+                                 1)
+                             .reshape({-1});
+    at::Tensor counted = (shifted != kIgnoreIndex).nonzero().squeeze(1);
+    const int64_t count = counted.size(0);
+    at::Tensor rows = hidden.reshape({-1, hidden.size(-1)}).index_select(0, counted);
+    const double divisor = options.divisor ? *options.divisor : static_cast<double>(count);
+    if (count == 0 || divisor == 0.0) return {hidden.sum().to(at::kFloat) * 0.0, count};
+    at::Tensor loss = chunked_linear_cross_entropy(rows, model.weights().lm_head, shifted.index_select(0, counted),
+                                                   options.chunk_rows, divisor);
+    return {loss, count};
+}
+
+}  // namespace ftl::model

@@ -1,0 +1,41 @@
+// Causal-LM loss without the [tokens x vocab] fp32 logits: HF's ForCausalLMLoss (logits in the
+// model dtype, upcast to fp32, labels shifted left by one, ignore index -100, mean over the
+// counted tokens or sum / num_items_in_batch) computed a chunk of rows at a time.
+//
+// Forward computes each chunk's loss and, at the same time, its gradient w.r.t. the hidden states
+// and lm_head (softmax - onehot, the cross-entropy derivative); backward only scales those by the
+// incoming gradient. Peak extra memory is one chunk of fp32 logits, [chunk_rows x V].
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+
+#include "model/batch.h"
+#include "model/decoder.h"
+
+namespace ftl::model {
+
+constexpr int64_t kIgnoreIndex = -100;
+
+struct LossOptions {
+    int64_t chunk_rows = 1024;
+    // Divide the summed loss by this (the HF Trainer's num_items_in_batch under gradient
+    // accumulation); default: the number of counted tokens in this batch (a mean).
+    std::optional<double> divisor;
+};
+
+struct LossResult {
+    at::Tensor loss;         // scalar fp32, differentiable w.r.t. the model's weights
+    int64_t counted_tokens;  // labels != -100 after the shift
+};
+
+// hidden [N, H] (model dtype), lm_head [V, H], targets [N] int64 (no ignored entries) ->
+// sum over rows of cross_entropy(hidden @ lm_head^T in fp32, target) / divisor, differentiable.
+at::Tensor chunked_linear_cross_entropy(const at::Tensor& hidden, const at::Tensor& lm_head,
+                                        const at::Tensor& targets, int64_t chunk_rows, double divisor);
+
+// The model's next-token loss on batch.labels (required).
+LossResult causal_lm_loss(const CausalLM& model, const Batch& batch, const LossOptions& options = {});
+
+}  // namespace ftl::model

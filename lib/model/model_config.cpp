@@ -1,0 +1,197 @@
+#include "model/model_config.h"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "util/error.h"
+#include "util/strings.h"
+
+namespace ftl::model {
+namespace {
+
+using nlohmann::json;
+
+class Reader {
+public:
+    Reader(const json& object, std::string source) : j_(object), source_(std::move(source)) {}
+
+    [[noreturn]] void bad(const std::string& key, const std::string& rule) const {
+        auto it = j_.find(key);
+        fail(ErrorKind::kConfig, source_ + ": " + key + ": " + rule +
+                                     (it == j_.end() ? std::string(" (missing)") : " (got " + it->dump() + ")"));
+    }
+    bool has(const std::string& key) const { return j_.contains(key) && !j_.at(key).is_null(); }
+
+    int64_t integer(const std::string& key, std::optional<int64_t> fallback = std::nullopt,
+                    int64_t min = 1) const {
+        if (!has(key)) {
+            if (fallback) return *fallback;
+            bad(key, "required integer");
+        }
+        const json& v = j_.at(key);
+        if (!v.is_number_integer()) bad(key, "must be an integer");
+        int64_t x = v.get<int64_t>();
+        if (x < min) bad(key, "must be >= " + std::to_string(min));
+        return x;
+    }
+    double number(const std::string& key, double fallback) const {
+        if (!has(key)) return fallback;
+        if (!j_.at(key).is_number()) bad(key, "must be a number");
+        return j_.at(key).get<double>();
+    }
+    bool boolean(const std::string& key, bool fallback) const {
+        if (!has(key)) return fallback;
+        if (!j_.at(key).is_boolean()) bad(key, "must be true or false");
+        return j_.at(key).get<bool>();
+    }
+    std::string text(const std::string& key, const std::string& fallback) const {
+        if (!has(key)) return fallback;
+        if (!j_.at(key).is_string()) bad(key, "must be a string");
+        return j_.at(key).get<std::string>();
+    }
+    std::optional<int64_t> token_id(const std::string& key) const {
+        if (!has(key)) return std::nullopt;
+        const json& v = j_.at(key);
+        if (v.is_number_integer()) return v.get<int64_t>();
+        if (v.is_array() && !v.empty() && v[0].is_number_integer()) return v[0].get<int64_t>();
+        bad(key, "must be a token id or a list of them");
+    }
+
+private:
+    const json& j_;
+    std::string source_;
+};
+
+RopeConfig parse_rope(const json& config, const Reader& top, int64_t max_positions,
+                      const std::string& source) {
+    // transformers 5 writes `rope_parameters`; older files `rope_scaling` (+ top-level rope_theta).
+    std::string key = "rope_parameters";
+    json params = json::object();
+    if (top.has("rope_parameters")) {
+        params = config.at("rope_parameters");
+    } else if (top.has("rope_scaling")) {
+        key = "rope_scaling";
+        params = config.at("rope_scaling");
+    }
+    if (!params.is_object()) top.bad(key, "must be an object");
+    Reader r(params, source + ": " + key);
+    RopeConfig rope;
+    rope.theta = r.number("rope_theta", top.number("rope_theta", 10000.0));
+    const std::string type = r.text("rope_type", r.text("type", "default"));
+    if (r.number("partial_rotary_factor", top.number("partial_rotary_factor", 1.0)) != 1.0)
+        r.bad("partial_rotary_factor", "only 1.0 is supported for the Llama family");
+    if (type == "default") {
+        rope.type = RopeType::kDefault;
+    } else if (type == "linear" || type == "dynamic") {
+        rope.type = type == "linear" ? RopeType::kLinear : RopeType::kDynamic;
+        rope.factor = r.number("factor", 0.0);
+        if (rope.factor < 1.0) r.bad("factor", "must be a number >= 1 for rope_type " + type);
+    } else if (type == "llama3") {
+        rope.type = RopeType::kLlama3;
+        rope.factor = r.number("factor", 0.0);
+        if (rope.factor < 1.0) r.bad("factor", "must be a number >= 1 for rope_type llama3");
+        rope.low_freq_factor = r.number("low_freq_factor", 0.0);
+        rope.high_freq_factor = r.number("high_freq_factor", 0.0);
+        if (rope.low_freq_factor <= 0) r.bad("low_freq_factor", "must be > 0 for rope_type llama3");
+        if (rope.high_freq_factor <= rope.low_freq_factor)
+            r.bad("high_freq_factor", "must be > low_freq_factor for rope_type llama3");
+        rope.original_max_position_embeddings =
+            r.integer("original_max_position_embeddings",
+                      top.integer("original_max_position_embeddings", max_positions));
+    } else {
+        r.bad(params.contains("rope_type") ? "rope_type" : "type",
+              "must be one of default, linear, dynamic, llama3 (others are not supported for the Llama family)");
+    }
+    return rope;
+}
+
+}  // namespace
+
+const std::vector<std::string>& supported_model_types() {
+    static const std::vector<std::string> types{"llama", "mistral", "qwen2"};
+    return types;
+}
+
+DecoderConfig parse_decoder_config(const std::string& json_text, const std::string& source) {
+    json config = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+    if (config.is_discarded() || !config.is_object())
+        fail(ErrorKind::kConfig, source + ": not a JSON object (malformed config.json)");
+    Reader r(config, source);
+    DecoderConfig c;
+    c.model_type = r.text("model_type", "");
+    const auto& types = supported_model_types();
+    if (std::find(types.begin(), types.end(), c.model_type) == types.end())
+        r.bad("model_type", "must be one of " + join(types, ", ") + " in this build");
+    const bool qwen2 = c.model_type == "qwen2", mistral = c.model_type == "mistral";
+
+    c.vocab_size = r.integer("vocab_size");
+    c.hidden_size = r.integer("hidden_size");
+    c.intermediate_size = r.integer("intermediate_size");
+    c.num_layers = r.integer("num_hidden_layers");
+    c.num_heads = r.integer("num_attention_heads");
+    c.num_kv_heads = r.integer("num_key_value_heads", c.num_heads);
+    if (c.num_heads % c.num_kv_heads != 0)
+        r.bad("num_key_value_heads", "must divide num_attention_heads (" + std::to_string(c.num_heads) + ")");
+    if (r.has("head_dim")) {
+        c.head_dim = r.integer("head_dim");
+    } else {
+        if (c.hidden_size % c.num_heads != 0)
+            r.bad("hidden_size", "must be divisible by num_attention_heads when head_dim is not given");
+        c.head_dim = c.hidden_size / c.num_heads;
+    }
+    if (c.head_dim % 2 != 0) r.bad("head_dim", "must be even for rotary embeddings");
+    c.rms_norm_eps = r.number("rms_norm_eps", 1e-6);
+    c.max_position_embeddings = r.integer("max_position_embeddings", qwen2 ? 32768 : mistral ? 131072 : 2048);
+    c.tie_word_embeddings = r.boolean("tie_word_embeddings", false);
+    const std::string act = r.text("hidden_act", "silu");
+    if (act != "silu") r.bad("hidden_act", "must be silu for the Llama family");
+    if (qwen2) {
+        c.qkv_bias = true;
+    } else if (!mistral) {
+        c.qkv_bias = c.o_bias = r.boolean("attention_bias", false);
+        c.mlp_bias = r.boolean("mlp_bias", false);
+    }
+    c.rope = parse_rope(config, r, c.max_position_embeddings, source);
+
+    // Sliding windows: mistral on every layer; qwen2 when use_sliding_window, on the layers that
+    // layer_types (or max_window_layers) name. llama has none.
+    // MistralConfig defaults sliding_window to 4096 when the key is absent; an explicit null is none.
+    std::optional<int64_t> window;
+    if (mistral && !config.contains("sliding_window")) window = 4096;
+    if ((mistral || (qwen2 && r.boolean("use_sliding_window", false))) && r.has("sliding_window"))
+        window = r.integer("sliding_window");
+    c.layer_window.assign(static_cast<size_t>(c.num_layers), std::nullopt);
+    if (window) {
+        if (r.has("layer_types")) {
+            const json& types_json = config.at("layer_types");
+            if (!types_json.is_array() || static_cast<int64_t>(types_json.size()) != c.num_layers)
+                r.bad("layer_types", "must be a list with one entry per layer");
+            for (int64_t i = 0; i < c.num_layers; ++i) {
+                const json& t = types_json[static_cast<size_t>(i)];
+                if (t == "sliding_attention") c.layer_window[static_cast<size_t>(i)] = window;
+                else if (t != "full_attention")
+                    r.bad("layer_types", "entries must be full_attention or sliding_attention");
+            }
+        } else {
+            const int64_t first = qwen2 ? r.integer("max_window_layers", 28, 0) : 0;
+            for (int64_t i = first; i < c.num_layers; ++i) c.layer_window[static_cast<size_t>(i)] = window;
+        }
+    }
+    c.torch_dtype = r.text("dtype", r.text("torch_dtype", ""));
+    c.bos_token_id = r.token_id("bos_token_id");
+    c.eos_token_id = r.token_id("eos_token_id");
+    c.pad_token_id = r.token_id("pad_token_id");
+    return c;
+}
+
+DecoderConfig read_decoder_config(const std::string& model_dir) {
+    const std::string path = model_dir + "/config.json";
+    std::ifstream in(path);
+    if (!in) fail(ErrorKind::kConfig, path + ": cannot read (is " + model_dir + " a model folder?)");
+    std::stringstream text;
+    text << in.rdbuf();
+    return parse_decoder_config(text.str(), path);
+}
+
+}  // namespace ftl::model

@@ -1,0 +1,57 @@
+// config.json -> the typed shape of a Llama-family decoder (llama, mistral, qwen2).
+//
+// Reads both layouts found on the hub: transformers 5's `rope_parameters` ({rope_type, rope_theta,
+// factor, ...}) and the older top-level `rope_theta` + `rope_scaling` ({type|rope_type, factor,
+// ...}). Defaults are transformers' own (LlamaConfig, MistralConfig, Qwen2Config).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace ftl::model {
+
+enum class RopeType { kDefault, kLinear, kDynamic, kLlama3 };
+
+struct RopeConfig {
+    RopeType type = RopeType::kDefault;
+    double theta = 10000.0;
+    double factor = 1.0;                       // linear, dynamic, llama3
+    double low_freq_factor = 1.0;              // llama3
+    double high_freq_factor = 4.0;             // llama3
+    int64_t original_max_position_embeddings = 0;  // llama3 (defaults to max_position_embeddings)
+};
+
+struct DecoderConfig {
+    std::string model_type;  // "llama" | "mistral" | "qwen2"
+    int64_t vocab_size = 0;
+    int64_t hidden_size = 0;
+    int64_t intermediate_size = 0;
+    int64_t num_layers = 0;
+    int64_t num_heads = 0;
+    int64_t num_kv_heads = 0;
+    int64_t head_dim = 0;
+    double rms_norm_eps = 1e-6;
+    int64_t max_position_embeddings = 2048;
+    bool tie_word_embeddings = false;
+    bool qkv_bias = false;    // qwen2: always; llama: attention_bias
+    bool o_bias = false;      // llama: attention_bias
+    bool mlp_bias = false;    // llama: mlp_bias
+    RopeConfig rope;
+    // Per layer: the sliding attention window in tokens (a key is seen when q - k < window), or
+    // nullopt for full causal attention.
+    std::vector<std::optional<int64_t>> layer_window;
+    std::string torch_dtype;  // as written ("bfloat16", "float32", ...); empty when absent
+    std::optional<int64_t> bos_token_id, eos_token_id, pad_token_id;
+};
+
+// The model types this build runs; the error for any other lists them.
+const std::vector<std::string>& supported_model_types();
+
+// Parses config.json text; `source` names the file in errors (ftl::Error kConfig naming the key,
+// the value and the rule).
+DecoderConfig parse_decoder_config(const std::string& json_text, const std::string& source);
+DecoderConfig read_decoder_config(const std::string& model_dir);
+
+}  // namespace ftl::model

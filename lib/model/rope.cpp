@@ -1,0 +1,59 @@
+#include "model/rope.h"
+
+#include <cmath>
+
+namespace ftl::model {
+
+at::Tensor rope_inverse_frequencies(const DecoderConfig& config, int64_t max_position,
+                                    const at::Device& device) {
+    const RopeConfig& rope = config.rope;
+    const int64_t dim = config.head_dim;
+    double base = rope.theta;
+    if (rope.type == RopeType::kDynamic) {
+        // NTK-aware base rescaling (HF _compute_dynamic_ntk_parameters).
+        const double seq_len = std::max<double>(static_cast<double>(max_position + 1),
+                                                static_cast<double>(config.max_position_embeddings));
+        base = base * std::pow(rope.factor * seq_len / static_cast<double>(config.max_position_embeddings) -
+                                   (rope.factor - 1.0),
+                               static_cast<double>(dim) / static_cast<double>(dim - 2));
+    }
+    auto options = at::TensorOptions().dtype(at::kFloat).device(device);
+    at::Tensor exponents = at::arange(0, dim, 2, at::TensorOptions().dtype(at::kLong).device(device))
+                               .to(at::kFloat) / static_cast<double>(dim);
+    at::Tensor inv_freq = 1.0 / at::pow(at::scalar_tensor(base, options), exponents);
+    if (rope.type == RopeType::kLinear) inv_freq = inv_freq / rope.factor;
+    if (rope.type == RopeType::kLlama3) {
+        // Llama 3.1: long wavelengths divided by factor, short kept, the band between smoothly
+        // interpolated (HF _compute_llama3_parameters).
+        const double old_len = static_cast<double>(rope.original_max_position_embeddings);
+        const double low_freq_wavelen = old_len / rope.low_freq_factor;
+        const double high_freq_wavelen = old_len / rope.high_freq_factor;
+        at::Tensor wavelen = 2 * M_PI / inv_freq;
+        at::Tensor scaled = at::where(wavelen > low_freq_wavelen, inv_freq / rope.factor, inv_freq);
+        at::Tensor smooth = (old_len / wavelen - rope.low_freq_factor) /
+                            (rope.high_freq_factor - rope.low_freq_factor);
+        at::Tensor smoothed = (1 - smooth) * scaled / rope.factor + smooth * scaled;
+        at::Tensor medium = (wavelen >= high_freq_wavelen).logical_and(wavelen <= low_freq_wavelen);
+        inv_freq = at::where(medium, smoothed, scaled);
+    }
+    return inv_freq;
+}
+
+RopeTables rope_tables(const DecoderConfig& config, const at::Tensor& position_ids, at::ScalarType dtype) {
+    const int64_t max_position = position_ids.numel() ? position_ids.max().item<int64_t>() : 0;
+    at::Tensor inv_freq = rope_inverse_frequencies(config, max_position, position_ids.device());
+    // [B, T, 1] * [d/2] -> [B, T, d/2]; HF computes this as a batched matmul in fp32.
+    at::Tensor angles = at::matmul(inv_freq.view({1, -1, 1}).expand({position_ids.size(0), -1, 1}),
+                                   position_ids.to(at::kFloat).unsqueeze(1))
+                            .transpose(1, 2);
+    at::Tensor emb = at::cat({angles, angles}, -1);
+    return {emb.cos().to(dtype), emb.sin().to(dtype)};
+}
+
+at::Tensor apply_rope(const at::Tensor& x, const RopeTables& tables) {
+    const int64_t half = x.size(-1) / 2;
+    at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+    return x * tables.cos.unsqueeze(1) + rotated * tables.sin.unsqueeze(1);
+}
+
+}  // namespace ftl::model

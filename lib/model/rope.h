@@ -1,0 +1,31 @@
+// Rotary position embeddings as transformers computes them (modeling_rope_utils.py):
+// inv_freq[i] = 1 / theta^(2i / head_dim), i < head_dim/2, rescaled per rope type; the angle of
+// position p is p * inv_freq, and cos/sin are taken over cat(angles, angles) in fp32, then cast
+// to the activation dtype.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "model/model_config.h"
+
+namespace ftl::model {
+
+// inv_freq [head_dim/2] fp32 for a batch whose largest position is `max_position` (only the
+// dynamic type depends on it: HF rescales the base when max_position + 1 exceeds
+// max_position_embeddings; it caches the largest length seen, we use the batch's own).
+at::Tensor rope_inverse_frequencies(const DecoderConfig& config, int64_t max_position,
+                                    const at::Device& device);
+
+struct RopeTables {
+    at::Tensor cos;  // [B, T, head_dim], activation dtype
+    at::Tensor sin;
+};
+
+// position_ids [B, T] int64 -> cos/sin tables in `dtype`.
+RopeTables rope_tables(const DecoderConfig& config, const at::Tensor& position_ids, at::ScalarType dtype);
+
+// x [B, heads, T, head_dim] rotated by the tables: x*cos + rotate_half(x)*sin, where
+// rotate_half(x) = cat(-x[..., d/2:], x[..., :d/2]).
+at::Tensor apply_rope(const at::Tensor& x, const RopeTables& tables);
+
+}  // namespace ftl::model

@@ -1,0 +1,24 @@
+// Between io's byte views and ATen tensors.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+
+#include "io/safetensors.h"
+
+namespace ftl::model {
+
+at::ScalarType scalar_type_of(io::DType dtype);
+io::DType dtype_of(at::ScalarType type);  // throws for types safetensors cannot hold
+
+// A CPU tensor that owns a copy of the view's bytes.
+at::Tensor tensor_from_view(const io::TensorView& view);
+// A view of a contiguous CPU tensor's bytes (valid while `tensor` lives).
+io::TensorView view_of(const at::Tensor& tensor);
+
+// "bfloat16"/"bf16"/"float16"/"fp16"/"half"/"float32"/"fp32"/"float" -> ScalarType; throws naming
+// `what` and the accepted names otherwise.
+at::ScalarType parse_float_dtype(const std::string& name, const std::string& what);
+
+}  // namespace ftl::model

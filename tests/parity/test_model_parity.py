@@ -1,0 +1,183 @@
+"""ftlaunch's Llama-family decoder against transformers, on tiny random models made here.
+
+Each case builds a 2-layer model (hidden 64, GQA) with transformers, saves it with save_pretrained,
+runs the same batch through transformers and through ftl_model_probe, and checks:
+  logits          max |ours - hf| <= 1e-5 at real tokens       (fp32)
+  loss            |ours - hf| / |hf| <= 1e-6                   (fp32)
+  every gradient  ||ours - hf|| / ||hf|| <= 1e-4               (fp32)
+  packed rows     equal to running each document alone (same tolerances)
+  bf16            our error against the fp32 result is at most 1.5x transformers' own bf16 error
+                  (plus 1e-3 absolute): i.e. within bf16 rounding of the reference.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+
+PROBE = os.environ["FTL_MODEL_PROBE"]
+LOGITS_ATOL = 1e-5
+LOSS_RTOL = 1e-6
+GRAD_RTOL = 1e-4
+
+failures = []
+
+
+def check(ok, what):
+    print(("ok   " if ok else "FAIL ") + what)
+    if not ok:
+        failures.append(what)
+
+
+def tiny_config(model_type, **extra):
+    common = dict(vocab_size=211, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                  rms_norm_eps=1e-6)
+    common.update(extra)
+    return transformers.AutoConfig.for_model(model_type, **common)
+
+
+CASES = {
+    "llama": tiny_config("llama"),
+    "llama_tied_bias_llama3": tiny_config(
+        "llama", tie_word_embeddings=True, attention_bias=True, mlp_bias=True,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                         "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                         "original_max_position_embeddings": 16}),
+    "llama_linear_rope": tiny_config("llama", rope_parameters={"rope_type": "linear", "rope_theta": 10000.0,
+                                                               "factor": 2.0}),
+    "llama_dynamic_rope": tiny_config("llama", max_position_embeddings=8,
+                                      rope_parameters={"rope_type": "dynamic", "rope_theta": 10000.0,
+                                                       "factor": 2.0}),
+    "mistral_window": tiny_config("mistral", sliding_window=5),
+    "qwen2_tied": tiny_config("qwen2", tie_word_embeddings=True),
+    "qwen2_window": tiny_config("qwen2", use_sliding_window=True, sliding_window=4, max_window_layers=1),
+}
+
+
+def make_model(name, config, folder, dtype=torch.float32):
+    torch.manual_seed(hash(name) % 1000)
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    with torch.no_grad():  # norms and biases start at 1/0; randomise them so they matter
+        for pname, p in model.named_parameters():
+            if "norm" in pname or pname.endswith("bias"):
+                p.add_(torch.randn_like(p) * 0.1)
+    # Shard one model to exercise the index.
+    shard = "40KB" if name == "llama" else "50MB"
+    model.save_pretrained(folder, max_shard_size=shard)
+    return model.to(dtype)
+
+
+def padded_batch(vocab):
+    g = torch.Generator().manual_seed(7)
+    ids = torch.randint(0, vocab, (3, 12), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0
+    mask[2, 5:] = 0
+    labels = ids.clone()
+    labels[mask == 0] = -100
+    labels[0, :3] = -100  # a prompt that is not trained on
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def run_probe(folder, inputs, work, dtype="float32"):
+    inp, out = os.path.join(work, "in.safetensors"), os.path.join(work, "out.safetensors")
+    save_file({k: v.contiguous() for k, v in inputs.items()}, inp)
+    proc = subprocess.run([PROBE, folder, inp, out, "--dtype", dtype, "--chunk_rows", "7"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"probe failed: {proc.stderr}")
+    return load_file(out)
+
+
+def rel(a, b):
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def compare_fp32(name, model, folder, work):
+    batch = padded_batch(model.config.vocab_size)
+    model.zero_grad()
+    hf = model(**batch)
+    hf.loss.backward()
+    ours = run_probe(folder, batch, work)
+    # Compared at real tokens: a padding query whose window holds only padding sees nothing in
+    # transformers (a zero row) and itself in ftlaunch (kept finite); neither output is ever used.
+    valid = batch["attention_mask"].bool()
+    diff = (ours["logits"] - hf.logits.detach())[valid].abs().max().item()
+    check(diff <= LOGITS_ATOL, f"{name}: padded logits max abs diff {diff:.2e} <= {LOGITS_ATOL}")
+    lrel = abs(ours["loss"].item() - hf.loss.item()) / abs(hf.loss.item())
+    check(lrel <= LOSS_RTOL, f"{name}: loss rel diff {lrel:.2e} <= {LOSS_RTOL}")
+    worst, worst_name = 0.0, ""
+    for pname, p in model.named_parameters():
+        key = "grad." + pname
+        if key not in ours:
+            check(False, f"{name}: no gradient for {pname}")
+            continue
+        r = rel(ours[key], p.grad)
+        if r > worst:
+            worst, worst_name = r, pname
+    check(worst <= GRAD_RTOL, f"{name}: worst gradient rel diff {worst:.2e} ({worst_name}) <= {GRAD_RTOL}")
+
+
+def compare_packed(name, model, folder, work):
+    g = torch.Generator().manual_seed(11)
+    docs = [torch.randint(0, model.config.vocab_size, (n,), generator=g) for n in (5, 8, 3)]
+    ids = torch.cat(docs).unsqueeze(0)
+    positions = torch.cat([torch.arange(len(d)) for d in docs]).unsqueeze(0)
+    labels = ids.clone()
+    start = 0
+    for d in docs:  # the first token of each document predicts nothing across the border
+        labels[0, start] = -100
+        start += len(d)
+    ours = run_probe(folder, {"input_ids": ids, "position_ids": positions, "labels": labels,
+                              "packed": torch.zeros(1)}, work)
+    with torch.no_grad():
+        alone = [model(input_ids=d.unsqueeze(0)).logits[0] for d in docs]
+    ref_logits = torch.cat(alone).unsqueeze(0)
+    diff = (ours["logits"] - ref_logits).abs().max().item()
+    check(diff <= LOGITS_ATOL, f"{name}: packed logits vs documents alone, max abs diff {diff:.2e}")
+    # Reference loss: every document's own next-token losses, averaged over all counted tokens.
+    total, count = 0.0, 0
+    for d, lg in zip(docs, alone):
+        total += torch.nn.functional.cross_entropy(lg[:-1].float(), d[1:], reduction="sum").item()
+        count += len(d) - 1
+    lrel = abs(ours["loss"].item() - total / count) / (total / count)
+    check(lrel <= LOSS_RTOL, f"{name}: packed loss vs documents alone, rel diff {lrel:.2e}")
+
+
+def compare_bf16(name, model32, folder, work):
+    batch = padded_batch(model32.config.vocab_size)
+    batch.pop("labels")
+    with torch.no_grad():
+        ref32 = model32(**batch).logits
+        hf16 = model32.to(torch.bfloat16)(**batch).logits.float()
+    model32.to(torch.float32)
+    ours = run_probe(folder, batch, work, dtype="bfloat16")["logits"]
+    valid = batch["attention_mask"].bool()
+    hf_err = (hf16 - ref32)[valid].abs().max().item()
+    our_err = (ours - ref32)[valid].abs().max().item()
+    check(our_err <= 1.5 * hf_err + 1e-3,
+          f"{name}: bf16 logits error vs fp32 {our_err:.2e} (transformers bf16: {hf_err:.2e})")
+
+
+def main():
+    print(f"transformers {transformers.__version__}, torch {torch.__version__}")
+    with tempfile.TemporaryDirectory() as work:
+        for name, config in CASES.items():
+            folder = os.path.join(work, name)
+            model = make_model(name, config, folder)
+            compare_fp32(name, model, folder, work)
+            compare_packed(name, model, folder, work)
+            if name in ("llama", "qwen2_tied"):
+                compare_bf16(name, model, folder, work)
+    if failures:
+        print(f"{len(failures)} parity checks failed")
+        sys.exit(1)
+    print("all model parity checks passed")
+
+
+if __name__ == "__main__":
+    main()

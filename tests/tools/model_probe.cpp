@@ -1,0 +1,66 @@
+// Test helper for the model parity tests (tests/parity/test_model_parity.py): loads a model folder,
+// runs one batch read from a safetensors file, and writes what the Python side compares.
+//
+//   ftl_model_probe MODEL_DIR INPUTS OUTPUT [--dtype D] [--chunk_rows N]
+// INPUTS holds input_ids [B,T] and optionally attention_mask, position_ids, labels (int64), and a
+// tensor named "packed" (any content) to mark a packed batch. OUTPUT receives logits [B,T,V] fp32,
+// and with labels: loss [] fp32 and grad.<hf weight name> (fp32) for every weight.
+#include <cstdio>
+#include <string>
+
+#include <ATen/core/grad_mode.h>
+
+#include "io/safetensors.h"
+#include "io/safetensors_writer.h"
+#include "model/load.h"
+#include "model/loss.h"
+#include "model/tensor_io.h"
+#include "util/error.h"
+
+using namespace ftl;
+
+int main(int argc, char** argv) try {
+    if (argc < 4) {
+        std::fprintf(stderr, "usage: ftl_model_probe MODEL_DIR INPUTS OUTPUT [--dtype D] [--chunk_rows N]\n");
+        return 2;
+    }
+    model::LoadOptions load;
+    model::LossOptions loss_options;
+    for (int i = 4; i + 1 < argc; i += 2) {
+        const std::string flag = argv[i], value = argv[i + 1];
+        if (flag == "--dtype") load.dtype = model::parse_float_dtype(value, "--dtype");
+        else if (flag == "--chunk_rows") loss_options.chunk_rows = std::stoll(value);
+        else fail(ErrorKind::kUsage, "unknown flag " + flag);
+    }
+    auto loaded = model::load_causal_lm(argv[1], load);
+    model::CausalLM& lm = loaded.model;
+
+    auto inputs = io::SafetensorsFile::open(argv[2]);
+    auto read = [&](const std::string& name) {
+        return inputs->contains(name) ? model::tensor_from_view(inputs->tensor(name)) : at::Tensor();
+    };
+    model::Batch batch{read("input_ids"), read("attention_mask"), read("position_ids"), read("labels"),
+                       inputs->contains("packed")};
+
+    std::vector<std::pair<std::string, at::Tensor>> outputs;
+    {
+        at::NoGradGuard no_grad;
+        outputs.emplace_back("logits", lm.logits(batch).to(at::kFloat).contiguous());
+    }
+    if (batch.labels.defined()) {
+        auto weights = lm.named_weights();
+        for (auto& [name, w] : weights) w.requires_grad_(true);
+        model::LossResult result = model::causal_lm_loss(lm, batch, loss_options);
+        result.loss.backward();
+        outputs.emplace_back("loss", result.loss.detach().contiguous());
+        for (auto& [name, w] : weights)
+            outputs.emplace_back("grad." + name, w.grad().to(at::kFloat).contiguous());
+    }
+    std::vector<io::NamedTensor> named;
+    for (const auto& [name, t] : outputs) named.push_back({name, model::view_of(t)});
+    io::write_safetensors(argv[3], named);
+    return 0;
+} catch (const std::exception& e) {
+    std::fprintf(stderr, "ftl_model_probe: %s\n", e.what());
+    return 1;
+}

@@ -1,0 +1,82 @@
+// config.json parsing (both rope layouts, windows, defaults) and the load-time checks that name
+// the tensor, the file and both shapes. Numerics are in tests/parity/test_model_parity.py.
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "catch.h"
+#include "io/safetensors_writer.h"
+#include "model/load.h"
+#include "model/model_config.h"
+#include "model/tensor_io.h"
+
+using namespace ftl;
+using namespace ftl::model;
+
+namespace {
+const std::string kLlama = R"({"model_type": "llama", "vocab_size": 10, "hidden_size": 8,
+  "intermediate_size": 12, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1)";
+}
+
+TEST_CASE("config.json: old and new rope layouts read the same", "[model]") {
+    auto old_style = parse_decoder_config(
+        kLlama + R"(, "rope_theta": 500000.0, "rope_scaling": {"type": "llama3", "factor": 8.0,
+           "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}})",
+        "config.json");
+    auto new_style = parse_decoder_config(
+        kLlama + R"(, "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+           "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}})",
+        "config.json");
+    for (const auto& c : {old_style, new_style}) {
+        CHECK(c.rope.type == RopeType::kLlama3);
+        CHECK(c.rope.theta == 500000.0);
+        CHECK(c.rope.original_max_position_embeddings == 8192);
+        CHECK(c.head_dim == 4);
+        CHECK(c.num_kv_heads == 1);
+    }
+}
+
+TEST_CASE("config.json: sliding windows per family", "[model]") {
+    const std::string shape = R"("vocab_size": 10, "hidden_size": 8, "intermediate_size": 12,
+        "num_hidden_layers": 3, "num_attention_heads": 2)";
+    auto mistral = parse_decoder_config(R"({"model_type": "mistral", )" + shape + "}", "c");
+    CHECK(mistral.layer_window == std::vector<std::optional<int64_t>>(3, 4096));  // MistralConfig default
+    auto mistral_none = parse_decoder_config(R"({"model_type": "mistral", "sliding_window": null, )" + shape + "}", "c");
+    CHECK(mistral_none.layer_window == std::vector<std::optional<int64_t>>(3, std::nullopt));
+    auto qwen = parse_decoder_config(R"({"model_type": "qwen2", "use_sliding_window": true,
+        "sliding_window": 16, "max_window_layers": 2, )" + shape + "}", "c");
+    const std::vector<std::optional<int64_t>> last_layer_only{std::nullopt, std::nullopt, 16};
+    CHECK(qwen.layer_window == last_layer_only);
+    CHECK(qwen.qkv_bias);
+    auto qwen_off = parse_decoder_config(R"({"model_type": "qwen2", "sliding_window": 16, )" + shape + "}", "c");
+    CHECK(qwen_off.layer_window == std::vector<std::optional<int64_t>>(3, std::nullopt));
+}
+
+TEST_CASE("config.json: bad values name the key, the value and the rule", "[model]") {
+    FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "gpt2"})", "m/config.json"), ErrorKind::kConfig,
+                      "m/config.json: model_type", "llama, mistral, qwen2", "\"gpt2\"");
+    FTL_REQUIRE_ERROR(parse_decoder_config(kLlama + R"(, "num_key_value_heads": 3})", "c"), ErrorKind::kConfig,
+                      "num_key_value_heads", "divide");
+    FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "llama", "vocab_size": 10})", "c"),
+                      ErrorKind::kConfig, "hidden_size", "required integer", "missing");
+    FTL_REQUIRE_ERROR(parse_decoder_config(kLlama + R"(, "rope_scaling": {"type": "yarn", "factor": 4}})", "c"),
+                      ErrorKind::kConfig, "rope_scaling: type", "default, linear, dynamic, llama3");
+    FTL_REQUIRE_ERROR(parse_decoder_config(kLlama + R"(, "hidden_act": "gelu"})", "c"), ErrorKind::kConfig,
+                      "hidden_act", "silu");
+    FTL_REQUIRE_ERROR(parse_decoder_config("{\"model_type\": ", "c"), ErrorKind::kConfig, "malformed");
+}
+
+TEST_CASE("loading names a missing tensor and a wrong shape", "[model]") {
+    char templ[] = "/tmp/ftl_model_test_XXXXXX";
+    const std::string dir = ::mkdtemp(templ);
+    { std::ofstream(dir + "/config.json") << kLlama + R"(, "tie_word_embeddings": true})"; }
+    at::Tensor embed = at::zeros({10, 8});
+    io::write_safetensors(dir + "/model.safetensors", {{"model.embed_tokens.weight", view_of(embed)}});
+    FTL_REQUIRE_ERROR(load_causal_lm(dir), ErrorKind::kConfig, "model.layers.0.input_layernorm.weight",
+                      "config.json implies");
+    at::Tensor wrong = at::zeros({11, 8});
+    io::write_safetensors(dir + "/model.safetensors", {{"model.embed_tokens.weight", view_of(wrong)}});
+    FTL_REQUIRE_ERROR(load_causal_lm(dir), ErrorKind::kConfig, "model.safetensors", "[11, 8]", "[10, 8]");
+    std::filesystem::remove_all(dir);
+}
