@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything ftlaunch needs to build and test, idempotently:
 #   - Debian packages (compiler tool chain, CLI11, yaml-cpp, spdlog, nlohmann-json, Catch2,
-#     OpenMPI, ccache, PCRE2, liburing);
+#     OpenMPI, ccache, PCRE2, utf8proc, liburing, clang for the fuzz targets);
 #   - a Python virtualenv OUTSIDE the checkout ($FTLAUNCH_VENV, default
 #     $HOME/.cache/ftlaunch/venv) holding torch==2.11.0 (LibTorch comes from this wheel; the
 #     PyPI build is the CUDA 13.0 one, matching the machine's toolkit), pyarrow, and the parity
@@ -17,7 +17,7 @@ stamp_version=3   # bump when the package list below changes
 apt_packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libcli11-dev libyaml-cpp-dev libspdlog-dev nlohmann-json3-dev catch2
-  libopenmpi-dev openmpi-bin libpcre2-dev liburing-dev
+  libopenmpi-dev openmpi-bin libpcre2-dev libutf8proc-dev liburing-dev clang
   python3-venv
 )
 python_packages=(

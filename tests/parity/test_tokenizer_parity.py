@@ -1,0 +1,182 @@
+"""ftlaunch's tokenizer against HF `tokenizers`, on tokenizers trained here.
+
+Five tokenizer.json shapes found in the Llama family are trained with the `tokenizers` library
+(byte-level BPE with the GPT-2 regex; Llama-3's split regex with ignore_merges and a BOS template;
+Qwen2's NFC + split; Llama-2's legacy metaspace normalizer with byte fallback; Mistral's Metaspace
+pre-tokenizer with prepend_scheme "first"), each with special and added tokens (single_word,
+lstrip/rstrip, normalized or not). On a corpus of 2,000+ strings (CJK, emoji, combining marks,
+whitespace runs, digits, code, special tokens inside text) the ids must be identical, with and
+without add_special_tokens, and decode must equal the reference's decode, keeping and skipping
+special tokens (so decode(encode(x)) == x exactly where the reference round-trips).
+"""
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+PROBE = os.environ["FTL_TOKENIZER_PROBE"]
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+SPECIALS = ["<|begin_of_text|>", "<|im_start|>", "<|im_end|>", "<|endoftext|>"]
+
+FRAGMENTS = [
+    "Hello world", "hello", " the quick brown fox", "jumps over the lazy dog.", "I'm", "you'll", "they've",
+    "DON'T", "It's", "12345", "3.14159", "1,000,000", "2026-11-28", "0x1F", "  ", "\t", "\n", "\n\n",
+    "   \t  ", "\r\n", "def f(x):\n    return x * 2\n", "for (int i = 0; i < n; ++i) { sum += a[i]; }",
+    "if x != None and y >= 3:", "#include <vector>", "https://huggingface.co/docs", "user@example.com",
+    "你好，世界", "深度学习模型微调", "日本語のテキスト", "한국어 문장", "Привет, мир", "Γειά σου Κόσμε",
+    "مرحبا بالعالم", "שלום עולם", "हिन्दी पाठ", "café", "cafe\u0301", "e\u0301\u0302", "A\u030a", "ﬁ ligature",
+    "😀", "👍🏽", "👨‍👩‍👧‍👦", "🇫🇷", "🤗 Transformers", "∑ x² ≤ ∞", "½ ¾", "…", "—", "\u00a0", "\u3000",
+    "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|begin_of_text|>", "<think>", "hello world", "<sep>",
+    "[MASK]", "<|im_start|>user\nHi<|im_end|>\n", "  <sep>  ", "ahello worldb", "x<|im_end|>y",
+    "ÀÉÎÕÜ", "ß", "İstanbul", "ǅ", "\x00", "\x7f", "'s", "'S", "'ll've", "...", "!!!", "?!", "$$$",
+]
+
+TRAIN_TEXT = [
+    "The quick brown fox jumps over the lazy dog. " * 3,
+    "Fine-tuning large language models with LoRA and DeepSpeed ZeRO on many GPUs.",
+    "def train(model, data):\n    for batch in data:\n        loss = model(batch)\n        loss.backward()\n",
+    "Hello world! I'm here, you're there, they'll come. It's 2026 and 12345 tokens.",
+    "深度学习模型微调 你好 世界 日本語 テキスト",
+    "café naïve résumé coöperate",
+] * 20
+
+
+def corpus(n=2200):
+    rng = random.Random(1234)
+    lines = list(FRAGMENTS)
+    while len(lines) < n:
+        k = rng.randint(1, 6)
+        parts = [rng.choice(FRAGMENTS) for _ in range(k)]
+        sep = rng.choice(["", " ", "  ", "\n", "\t", " \n "])
+        lines.append(sep.join(parts))
+    lines.append("")
+    return lines
+
+
+def with_added_tokens(tok):
+    tok.add_special_tokens(SPECIALS)
+    tok.add_tokens([AddedToken("hello world", single_word=True, normalized=False),
+                    AddedToken("<sep>", lstrip=True, rstrip=True, normalized=False),
+                    AddedToken("<think>", normalized=True)])
+    return tok
+
+
+def byte_level(pattern=None, ignore_merges=False, nfc=False, bos=False):
+    tok = Tokenizer(models.BPE(ignore_merges=ignore_merges))
+    if nfc:
+        tok.normalizer = normalizers.NFC()
+    if pattern:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    else:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(TRAIN_TEXT, trainer)
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", tok.token_to_id("<|begin_of_text|>"))])
+    else:
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    return with_added_tokens(tok)
+
+
+def metaspace(legacy):
+    """SentencePiece-style BPE with byte fallback: Llama-2's legacy normalizer, or Mistral's Metaspace."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    if legacy:
+        tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+        tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                         decoders.Strip(" ", 1, 0)])
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+        tok.decoder = decoders.Sequence([decoders.Metaspace(replacement="▁", prepend_scheme="first"),
+                                         decoders.ByteFallback(), decoders.Fuse()])
+    trainer = trainers.BpeTrainer(vocab_size=500, special_tokens=["<unk>", "<s>", "</s>"], limit_alphabet=60,
+                                  show_progress=False)
+    tok.train_from_iterator(TRAIN_TEXT, trainer)
+    # Put the 256 <0xNN> byte tokens into the model vocab right after the specials, as Llama-2 has them.
+    spec = json.loads(tok.to_str())
+    vocab = spec["model"]["vocab"]
+    shifted = {t: (i if i < 3 else i + 256) for t, i in vocab.items()}
+    for b in range(256):
+        shifted[f"<0x{b:02X}>"] = 3 + b
+    spec["model"]["vocab"] = shifted
+    for a in spec["added_tokens"]:
+        a["id"] = shifted[a["content"]]
+    tok = Tokenizer.from_str(json.dumps(spec))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return with_added_tokens(tok)
+
+
+TOKENIZERS = {
+    "gpt2_byte_level": lambda: byte_level(),
+    "llama3_split_ignore_merges": lambda: byte_level(LLAMA3_PATTERN, ignore_merges=True, bos=True),
+    "qwen2_nfc_split": lambda: byte_level(QWEN2_PATTERN, nfc=True),
+    "llama2_legacy_metaspace": lambda: metaspace(legacy=True),
+    "mistral_metaspace_first": lambda: metaspace(legacy=False),
+}
+
+
+def main():
+    lines = corpus()
+    failures = 0
+    with tempfile.TemporaryDirectory() as work:
+        corpus_path = os.path.join(work, "corpus.jsonl")
+        with open(corpus_path, "w") as f:
+            for line in lines:
+                f.write(json.dumps(line) + "\n")
+        for name, build in TOKENIZERS.items():
+            tok = build()
+            path = os.path.join(work, name + ".json")
+            tok.save(path)
+            out_path = os.path.join(work, name + ".out.jsonl")
+            proc = subprocess.run([PROBE, path, corpus_path, out_path], capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(f"FAIL {name}: probe failed: {proc.stderr}")
+                failures += 1
+                continue
+            with open(out_path) as f:
+                ours = [json.loads(l) for l in f]
+            plain = tok.encode_batch(lines, add_special_tokens=False)
+            special = tok.encode_batch(lines, add_special_tokens=True)
+            bad = []
+            round_trips = 0
+            for i, (line, o) in enumerate(zip(lines, ours)):
+                ref_ids = plain[i].ids
+                problems = []
+                if o["ids"] != ref_ids:
+                    problems.append(f"ids {o['ids']} != {ref_ids}")
+                if o["ids_special"] != special[i].ids:
+                    problems.append(f"ids with specials {o['ids_special']} != {special[i].ids}")
+                if o["decoded"] != tok.decode(ref_ids, skip_special_tokens=False):
+                    problems.append(f"decode {o['decoded']!r} != {tok.decode(ref_ids, skip_special_tokens=False)!r}")
+                if o["decoded_skip"] != tok.decode(ref_ids, skip_special_tokens=True):
+                    problems.append("decode(skip_special_tokens) differs")
+                round_trips += o["decoded"] == line
+                if problems:
+                    bad.append((line, problems))
+            if len(ours) != len(lines):
+                bad.append(("<count>", [f"{len(ours)} results for {len(lines)} lines"]))
+            status = "ok  " if not bad else "FAIL"
+            print(f"{status} {name}: {len(lines) - len(bad)}/{len(lines)} lines identical; "
+                  f"{round_trips} decode(encode(x)) == x")
+            for line, problems in bad[:5]:
+                print(f"     {line!r}: {'; '.join(problems)[:400]}")
+            failures += bool(bad)
+    if failures:
+        sys.exit(1)
+    print("all tokenizer parity checks passed")
+
+
+if __name__ == "__main__":
+    main()
