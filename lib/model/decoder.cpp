@@ -1,5 +1,7 @@
 #include "model/decoder.h"
 
+#include <ATen/core/grad_mode.h>
+
 #include <cmath>
 
 #include "model/rope.h"
@@ -44,6 +46,26 @@ std::vector<std::pair<std::string, at::Tensor>> named_weights(const DecoderConfi
     out.emplace_back("model.norm.weight", w.final_norm);
     if (!config.tie_word_embeddings) out.emplace_back("lm_head.weight", w.lm_head);
     return out;
+}
+
+int64_t resize_token_embeddings(DecoderConfig& config, DecoderWeights& weights, int64_t new_size,
+                                int64_t pad_to_multiple_of) {
+    if (pad_to_multiple_of > 1) new_size = (new_size + pad_to_multiple_of - 1) / pad_to_multiple_of * pad_to_multiple_of;
+    const int64_t old_size = weights.embed_tokens.size(0);
+    if (new_size < old_size)
+        fail(ErrorKind::kInternal, "resize_token_embeddings: cannot shrink " + std::to_string(old_size) + " rows to " +
+                                       std::to_string(new_size));
+    if (new_size == old_size) return new_size;
+    auto grow = [&](const at::Tensor& old) {
+        at::NoGradGuard no_grad;
+        at::Tensor mean = old.to(at::kFloat).mean(0, /*keepdim=*/true).to(old.scalar_type());
+        return at::cat({old, mean.expand({new_size - old_size, old.size(1)})}, 0).contiguous();
+    };
+    const bool tied = weights.lm_head.is_same(weights.embed_tokens);
+    weights.embed_tokens = grow(weights.embed_tokens);
+    weights.lm_head = tied ? weights.embed_tokens : grow(weights.lm_head);
+    config.vocab_size = new_size;
+    return new_size;
 }
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {

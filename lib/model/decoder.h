@@ -43,6 +43,14 @@ struct DecoderWeights {
 std::vector<std::pair<std::string, at::Tensor>> named_weights(const DecoderConfig& config,
                                                              DecoderWeights& weights);
 
+// transformers' resize_token_embeddings(new_size, pad_to_multiple_of) with mean resizing:
+// the vocabulary becomes new_size rounded up to the multiple; rows past the old vocabulary
+// (embed_tokens and an untied lm_head) are set to the mean of the old rows, computed in fp32.
+// (transformers draws them from N(mean, 1e-9 * covariance): the same up to ~3e-5 of the rows' spread.)
+// Returns the new vocabulary size; shrinking is refused.
+int64_t resize_token_embeddings(DecoderConfig& config, DecoderWeights& weights, int64_t new_size,
+                                int64_t pad_to_multiple_of = 1);
+
 // HF LlamaRMSNorm: x / sqrt(mean(x^2) + eps) in fp32, cast back, times weight.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 
@@ -53,6 +61,9 @@ public:
     const DecoderConfig& config() const { return config_; }
     DecoderWeights& weights() { return weights_; }
     const DecoderWeights& weights() const { return weights_; }
+    int64_t resize_token_embeddings(int64_t new_size, int64_t pad_to_multiple_of = 1) {
+        return model::resize_token_embeddings(config_, weights_, new_size, pad_to_multiple_of);
+    }
     std::vector<std::pair<std::string, at::Tensor>> named_weights() { return model::named_weights(config_, weights_); }
 
     // Final-norm hidden states [B, T, H] in the weights' dtype.

@@ -6,6 +6,9 @@ runs the same batch through transformers and through ftl_model_probe, and checks
   loss            |ours - hf| / |hf| <= 1e-6                   (fp32)
   every gradient  ||ours - hf|| / ||hf|| <= 1e-4               (fp32)
   packed rows     equal to running each document alone (same tolerances)
+  resize          resize_token_embeddings(N, pad_to_multiple_of=8): old rows kept bit for bit, new
+                  rows equal to the old rows' mean (ours exactly, 1e-6; transformers' within its
+                  N(mean, 1e-9 cov) noise, 1e-3 of the rows' scale), logits over the new vocab
   bf16            our error against the fp32 result is at most 1.5x transformers' own bf16 error
                   (plus 1e-3 absolute): i.e. within bf16 rounding of the reference.
 """
@@ -163,6 +166,39 @@ def compare_bf16(name, model32, folder, work):
           f"{name}: bf16 logits error vs fp32 {our_err:.2e} (transformers bf16: {hf_err:.2e})")
 
 
+def compare_resize(name, model, folder, work):
+    hf = transformers.AutoModelForCausalLM.from_pretrained(folder)
+    old = hf.get_input_embeddings().weight.detach().clone()
+    lm_old = hf.get_output_embeddings().weight.detach().clone()
+    batch = padded_batch(model.config.vocab_size)
+    batch.pop("labels")
+    ours = run_probe_args(folder, batch, work, ["--resize_to", str(old.shape[0] + 5), "--pad_to_multiple_of", "8"])
+    hf.resize_token_embeddings(old.shape[0] + 5, pad_to_multiple_of=8)
+    for key, before, hf_weight in (("embed_tokens", old, hf.get_input_embeddings().weight),
+                                   ("lm_head", lm_old, hf.get_output_embeddings().weight)):
+        mine = ours["resized." + key]
+        n = before.shape[0]
+        mean = before.mean(0)
+        ok = (mine.shape == hf_weight.shape and torch.equal(mine[:n], before)
+              and (mine[n:] - mean).abs().max().item() <= 1e-6
+              and (hf_weight[n:].detach() - mean).abs().max().item() <= 1e-3 * before.abs().max().item())
+        check(ok, f"{name}: resize {key} {tuple(before.shape)} -> {tuple(mine.shape)} (transformers {tuple(hf_weight.shape)})")
+    with torch.no_grad():
+        ref = hf(**batch).logits
+    valid = batch["attention_mask"].bool()
+    diff = (ours["logits"] - ref)[valid].abs().max().item()
+    check(diff <= 1e-4, f"{name}: logits over the resized vocab, max abs diff {diff:.2e} <= 1e-4 (transformers' noise)")
+
+
+def run_probe_args(folder, inputs, work, args):
+    inp, out = os.path.join(work, "in.safetensors"), os.path.join(work, "out.safetensors")
+    save_file({k: v.contiguous() for k, v in inputs.items()}, inp)
+    proc = subprocess.run([PROBE, folder, inp, out] + args, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"probe failed: {proc.stderr}")
+    return load_file(out)
+
+
 def main():
     print(f"transformers {transformers.__version__}, torch {torch.__version__}")
     with tempfile.TemporaryDirectory() as work:
@@ -173,6 +209,7 @@ def main():
             compare_packed(name, model, folder, work)
             if name in ("llama", "qwen2_tied"):
                 compare_bf16(name, model, folder, work)
+                compare_resize(name, model, folder, work)
     if failures:
         print(f"{len(failures)} parity checks failed")
         sys.exit(1)

@@ -8,6 +8,12 @@ lstrip/rstrip, normalized or not). On a corpus of 2,000+ strings (CJK, emoji, co
 whitespace runs, digits, code, special tokens inside text) the ids must be identical, with and
 without add_special_tokens, and decode must equal the reference's decode, keeping and skipping
 special tokens (so decode(encode(x)) == x exactly where the reference round-trips).
+
+Chat formats: two of these tokenizers saved as transformers folders are loaded the way the seed's
+train.py loads them for --chat_template_format chatml / zephyr (AutoTokenizer.from_pretrained with
+pad/bos/eos and the additional special tokens, then tokenizer.chat_template = peft's template);
+the rendered text (apply_chat_template), its ids (tokenizer(text)), len(tokenizer) and the
+special-token ids must be identical.
 """
 import json
 import os
@@ -127,6 +133,89 @@ TOKENIZERS = {
 }
 
 
+CHATML_TEMPLATE = ("{% for message in messages %}\n{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+                   "'<|im_end|>' + '\n'}}{% if loop.last and add_generation_prompt %}{{'<|im_start|>assistant\n' }}"
+                   "{% endif %}{% endfor %}")
+ZEPHYR_TEMPLATE = ("{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + "
+                   "message['content'] + eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + "
+                   "message['content'] + eos_token }}\n{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + "
+                   "message['content'] + eos_token }}\n{% endif %}\n{% if loop.last and add_generation_prompt %}\n"
+                   "{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}")
+CHAT_FORMATS = {  # train.py's ChatmlSpecialTokens / ZephyrSpecialTokens
+    "chatml": (CHATML_TEMPLATE, "<|im_end|>",
+               ["<|im_start|>user", "<|im_start|>assistant", "<|im_start|>system", "<|im_end|>", "<s>", "<pad>"]),
+    "zephyr": (ZEPHYR_TEMPLATE, "</s>", ["<|user|>", "<|assistant|>", "<|system|>", "</s>", "<s>", "<pad>"]),
+}
+
+
+def conversations(n=200):
+    rng = random.Random(99)
+    out = []
+    for _ in range(n):
+        turns = []
+        if rng.random() < 0.3:
+            turns.append({"role": "system", "content": rng.choice(FRAGMENTS)})
+        for k in range(rng.randint(1, 3)):
+            turns.append({"role": "user", "content": " ".join(rng.choice(FRAGMENTS) for _ in range(2))})
+            turns.append({"role": "assistant", "content": " ".join(rng.choice(FRAGMENTS) for _ in range(3))})
+        out.append(turns)
+    return out
+
+
+def check_chat_formats(work):
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    convs = conversations()
+    conv_path = os.path.join(work, "conversations.jsonl")
+    with open(conv_path, "w") as f:
+        for c in convs:
+            f.write(json.dumps(c) + "\n")
+    failures = 0
+    for base, add_bos in (("llama2_legacy_metaspace", True), ("llama3_split_ignore_merges", None)):
+        folder = os.path.join(work, base + "_hf")
+        fast = PreTrainedTokenizerFast(tokenizer_object=TOKENIZERS[base](), bos_token="<s>", eos_token="</s>",
+                                       unk_token="<unk>" if "metaspace" in base else None)
+        fast.save_pretrained(folder)
+        if add_bos is not None:  # as Llama-2 folders have it: update_post_processor builds <s> $A
+            cfg_path = os.path.join(folder, "tokenizer_config.json")
+            cfg = json.load(open(cfg_path))
+            cfg.update(add_bos_token=add_bos, add_eos_token=False)
+            json.dump(cfg, open(cfg_path, "w"))
+        for fmt, (template, eos, additional) in CHAT_FORMATS.items():
+            ref = AutoTokenizer.from_pretrained(folder, pad_token="<pad>", bos_token="<s>", eos_token=eos,
+                                                additional_special_tokens=additional)
+            ref.chat_template = template
+            out_path = os.path.join(work, f"{base}_{fmt}.out.jsonl")
+            proc = subprocess.run([PROBE, "chat", folder, fmt, conv_path, out_path], capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(f"FAIL {base}/{fmt}: probe failed: {proc.stderr}")
+                failures += 1
+                continue
+            ours = [json.loads(l) for l in open(out_path)]
+            bad = []
+            for conv, o in zip(convs, ours):
+                text = ref.apply_chat_template(conv, tokenize=False)
+                ids = ref(text)["input_ids"]
+                problems = []
+                if o["text"] != text:
+                    problems.append(f"text {o['text']!r} != {text!r}")
+                if o["ids"] != ids:
+                    problems.append(f"ids {o['ids'][:20]}... != {ids[:20]}...")
+                specials = [ref.bos_token_id, ref.eos_token_id, ref.pad_token_id]
+                if [o["bos"], o["eos"], o["pad"]] != specials or o["size"] != len(ref):
+                    problems.append(f"bos/eos/pad/size {[o['bos'], o['eos'], o['pad'], o['size']]} != {specials + [len(ref)]}")
+                if o["additional"] != ref.convert_tokens_to_ids(additional):
+                    problems.append(f"additional ids {o['additional']} != {ref.convert_tokens_to_ids(additional)}")
+                if problems:
+                    bad.append(problems)
+            status = "ok  " if not bad and len(ours) == len(convs) else "FAIL"
+            print(f"{status} {base}/{fmt}: {len(convs) - len(bad)}/{len(convs)} conversations identical "
+                  f"(len(tokenizer) {len(ref)})")
+            for problems in bad[:3]:
+                print("     " + "; ".join(problems)[:500])
+            failures += status == "FAIL"
+    return failures
+
+
 def main():
     lines = corpus()
     failures = 0
@@ -140,7 +229,7 @@ def main():
             path = os.path.join(work, name + ".json")
             tok.save(path)
             out_path = os.path.join(work, name + ".out.jsonl")
-            proc = subprocess.run([PROBE, path, corpus_path, out_path], capture_output=True, text=True)
+            proc = subprocess.run([PROBE, "encode", path, corpus_path, out_path], capture_output=True, text=True)
             if proc.returncode != 0:
                 print(f"FAIL {name}: probe failed: {proc.stderr}")
                 failures += 1
@@ -173,6 +262,7 @@ def main():
             for line, problems in bad[:5]:
                 print(f"     {line!r}: {'; '.join(problems)[:400]}")
             failures += bool(bad)
+        failures += check_chat_formats(work)
     if failures:
         sys.exit(1)
     print("all tokenizer parity checks passed")

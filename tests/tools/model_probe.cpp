@@ -1,10 +1,11 @@
 // Test helper for the model parity tests (tests/parity/test_model_parity.py): loads a model folder,
 // runs one batch read from a safetensors file, and writes what the Python side compares.
 //
-//   ftl_model_probe MODEL_DIR INPUTS OUTPUT [--dtype D] [--chunk_rows N]
+//   ftl_model_probe MODEL_DIR INPUTS OUTPUT [--dtype D] [--chunk_rows N] [--resize_to N --pad_to_multiple_of M]
 // INPUTS holds input_ids [B,T] and optionally attention_mask, position_ids, labels (int64), and a
 // tensor named "packed" (any content) to mark a packed batch. OUTPUT receives logits [B,T,V] fp32,
-// and with labels: loss [] fp32 and grad.<hf weight name> (fp32) for every weight.
+// and with labels: loss [] fp32 and grad.<hf weight name> (fp32) for every weight. With --resize_to,
+// the embeddings are resized first (resize_token_embeddings) and also written as resized.<name>.
 #include <cstdio>
 #include <string>
 
@@ -26,14 +27,23 @@ int main(int argc, char** argv) try {
     }
     model::LoadOptions load;
     model::LossOptions loss_options;
+    int64_t resize_to = 0, pad_to_multiple_of = 1;
     for (int i = 4; i + 1 < argc; i += 2) {
         const std::string flag = argv[i], value = argv[i + 1];
         if (flag == "--dtype") load.dtype = model::parse_float_dtype(value, "--dtype");
         else if (flag == "--chunk_rows") loss_options.chunk_rows = std::stoll(value);
+        else if (flag == "--resize_to") resize_to = std::stoll(value);
+        else if (flag == "--pad_to_multiple_of") pad_to_multiple_of = std::stoll(value);
         else fail(ErrorKind::kUsage, "unknown flag " + flag);
     }
     auto loaded = model::load_causal_lm(argv[1], load);
     model::CausalLM& lm = loaded.model;
+    std::vector<std::pair<std::string, at::Tensor>> outputs;
+    if (resize_to > 0) {
+        lm.resize_token_embeddings(resize_to, pad_to_multiple_of);
+        outputs.emplace_back("resized.embed_tokens", lm.weights().embed_tokens.to(at::kFloat).contiguous());
+        outputs.emplace_back("resized.lm_head", lm.weights().lm_head.to(at::kFloat).contiguous());
+    }
 
     auto inputs = io::SafetensorsFile::open(argv[2]);
     auto read = [&](const std::string& name) {
@@ -42,7 +52,6 @@ int main(int argc, char** argv) try {
     model::Batch batch{read("input_ids"), read("attention_mask"), read("position_ids"), read("labels"),
                        inputs->contains("packed")};
 
-    std::vector<std::pair<std::string, at::Tensor>> outputs;
     {
         at::NoGradGuard no_grad;
         outputs.emplace_back("logits", lm.logits(batch).to(at::kFloat).contiguous());

@@ -1,35 +1,79 @@
-// Test helper for the tokenizer parity test (tests/parity/test_tokenizer_parity.py): encodes and
-// decodes every line of a JSON-lines corpus with ftlaunch's tokenizer.
+// Test helper for the tokenizer parity test (tests/parity/test_tokenizer_parity.py).
 //
-//   ftl_tokenizer_probe TOKENIZER_JSON CORPUS_JSONL OUTPUT_JSONL
-// Each input line is a JSON string. Each output line is
-//   {"ids": [...], "ids_special": [...], "decoded": "...", "decoded_skip": "..."}
-// (ids with add_special_tokens false / true; decode of `ids` keeping / skipping special tokens).
+//   ftl_tokenizer_probe encode TOKENIZER_JSON CORPUS_JSONL OUTPUT_JSONL
+//     Each input line is a JSON string; each output line is {"ids", "ids_special", "decoded",
+//     "decoded_skip"}: ids without / with add_special_tokens, and decode of "ids" keeping /
+//     skipping special tokens.
+//   ftl_tokenizer_probe chat MODEL_DIR FORMAT CONVERSATIONS_JSONL OUTPUT_JSONL
+//     Loads the folder with FORMAT's special tokens (chatml|zephyr) as train.py does; each input
+//     line is a list of {"role", "content"}; each output line is {"text", "ids", "size", "bos",
+//     "eos", "pad", "additional"} (rendered text, its ids with add_special_tokens, len(tokenizer),
+//     the special ids).
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "tokenizer/tokenizer.h"
+#include "tokenizer/chat_format.h"
+#include "tokenizer/hf_tokenizer.h"
 
 using namespace ftl;
+using nlohmann::json;
 
-int main(int argc, char** argv) try {
-    if (argc != 4) {
-        std::fprintf(stderr, "usage: ftl_tokenizer_probe TOKENIZER_JSON CORPUS_JSONL OUTPUT_JSONL\n");
-        return 2;
-    }
-    const auto tok = tokenizer::Tokenizer::from_file(argv[1]);
-    std::ifstream in(argv[2]);
-    std::ofstream out(argv[3]);
+namespace {
+
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+void encode_corpus(const char* tokenizer_json, const char* corpus, const char* output) {
+    const auto tok = tokenizer::Tokenizer::from_file(tokenizer_json);
+    std::ifstream in(corpus);
+    std::ofstream out(output);
     std::string line;
     while (std::getline(in, line)) {
-        const std::string text = nlohmann::json::parse(line).get<std::string>();
+        const std::string text = json::parse(line).get<std::string>();
         const auto ids = tok.encode(text, false);
-        nlohmann::json result = {{"ids", ids},
-                                 {"ids_special", tok.encode(text, true)},
-                                 {"decoded", tok.decode(ids, false)},
-                                 {"decoded_skip", tok.decode(ids, true)}};
-        out << result.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+        out << dump({{"ids", ids},
+                     {"ids_special", tok.encode(text, true)},
+                     {"decoded", tok.decode(ids, false)},
+                     {"decoded_skip", tok.decode(ids, true)}})
+            << "\n";
+    }
+}
+
+void render_chats(const char* dir, const char* format_name, const char* conversations, const char* output) {
+    const auto format = tokenizer::parse_chat_format(format_name, "FORMAT");
+    const auto specials = tokenizer::chat_special_tokens(format);
+    const auto tok = tokenizer::HfTokenizer::load(dir, specials);
+    std::vector<int32_t> additional;
+    for (const auto& s : specials.additional) additional.push_back(*tok.backend().token_to_id(s));
+    std::ifstream in(conversations);
+    std::ofstream out(output);
+    std::string line;
+    while (std::getline(in, line)) {
+        std::vector<tokenizer::ChatMessage> messages;
+        for (const auto& m : json::parse(line)) messages.push_back({m["role"], m["content"]});
+        const std::string text = tokenizer::render_chat(format, messages, tok.eos_token().value_or(""));
+        out << dump({{"text", text},
+                     {"ids", tok.encode(text, true)},
+                     {"size", tok.size()},
+                     {"bos", tok.bos_id().value_or(-1)},
+                     {"eos", tok.eos_id().value_or(-1)},
+                     {"pad", tok.pad_id().value_or(-1)},
+                     {"additional", additional}})
+            << "\n";
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+    const std::string mode = argc > 1 ? argv[1] : "";
+    if (mode == "encode" && argc == 5) {
+        encode_corpus(argv[2], argv[3], argv[4]);
+    } else if (mode == "chat" && argc == 6) {
+        render_chats(argv[2], argv[3], argv[4], argv[5]);
+    } else {
+        std::fprintf(stderr, "usage: ftl_tokenizer_probe encode TOKENIZER_JSON CORPUS OUT | chat DIR FORMAT CONVS OUT\n");
+        return 2;
     }
     return 0;
 } catch (const std::exception& e) {

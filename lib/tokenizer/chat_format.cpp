@@ -1,0 +1,84 @@
+#include "tokenizer/chat_format.h"
+
+#include "util/error.h"
+
+namespace ftl::tokenizer {
+namespace {
+
+// peft/examples/sft/utils.py DEFAULT_CHATML_CHAT_TEMPLATE and DEFAULT_ZEPHYR_CHAT_TEMPLATE.
+const std::string kChatmlTemplate =
+    "{% for message in messages %}\n{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n'}}{% if loop.last and add_generation_prompt %}{{'<|im_start|>assistant\n' }}"
+    "{% endif %}{% endfor %}";
+const std::string kZephyrTemplate =
+    "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + "
+    "message['content'] + eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + "
+    "message['content'] + eos_token }}\n{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + "
+    "message['content'] + eos_token }}\n{% endif %}\n{% if loop.last and add_generation_prompt %}\n"
+    "{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}";
+
+std::string without_spaces(const std::string& s) {
+    std::string out;
+    for (char c : s)
+        if (c != ' ' && c != '\n' && c != '\t') out.push_back(c);
+    return out;
+}
+
+}  // namespace
+
+ChatFormat parse_chat_format(const std::string& name, const std::string& where) {
+    if (name == "chatml") return ChatFormat::kChatml;
+    if (name == "zephyr") return ChatFormat::kZephyr;
+    fail(ErrorKind::kConfig, where + ": '" + name + "' is not a chat format ftlaunch renders (use chatml, zephyr, "
+                                                    "or none for a dataset that is already formatted)");
+}
+
+SpecialTokenOverrides chat_special_tokens(ChatFormat format) {
+    SpecialTokenOverrides s;
+    s.pad = "<pad>";
+    s.bos = "<s>";
+    if (format == ChatFormat::kChatml) {
+        s.eos = "<|im_end|>";
+        s.additional = {"<|im_start|>user", "<|im_start|>assistant", "<|im_start|>system", "<|im_end|>", "<s>", "<pad>"};
+    } else {
+        s.eos = "</s>";
+        s.additional = {"<|user|>", "<|assistant|>", "<|system|>", "</s>", "<s>", "<pad>"};
+    }
+    return s;
+}
+
+const std::string& chat_template_text(ChatFormat format) {
+    return format == ChatFormat::kChatml ? kChatmlTemplate : kZephyrTemplate;
+}
+
+ChatFormat recognise_chat_template(const std::string& jinja, const std::string& where) {
+    if (jinja == kChatmlTemplate) return ChatFormat::kChatml;
+    if (jinja == kZephyrTemplate) return ChatFormat::kZephyr;
+    // The same templates written with other whitespace.
+    const std::string compact = without_spaces(jinja);
+    if (compact == without_spaces(kChatmlTemplate)) return ChatFormat::kChatml;
+    if (compact == without_spaces(kZephyrTemplate)) return ChatFormat::kZephyr;
+    if (jinja.empty())
+        fail(ErrorKind::kConfig, where + ": the tokenizer has no chat_template; pass --chat_template_format chatml "
+                                         "or zephyr, or use a dataset whose text is already formatted");
+    fail(ErrorKind::kConfig, where + ": the tokenizer's chat_template is not one ftlaunch renders without Jinja "
+                                     "(it knows ChatML and Zephyr); pass --chat_template_format chatml or zephyr, "
+                                     "or format the dataset beforehand and use --chat_template_format none");
+}
+
+std::string render_chat(ChatFormat format, const std::vector<ChatMessage>& messages, const std::string& eos_token,
+                        bool add_generation_prompt) {
+    std::string out;
+    for (const auto& m : messages) {
+        if (format == ChatFormat::kChatml) {
+            out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
+        } else if (m.role == "user" || m.role == "system" || m.role == "assistant") {
+            out += "<|" + m.role + "|>\n" + m.content + eos_token + "\n";
+        }
+    }
+    if (add_generation_prompt && !messages.empty())
+        out += format == ChatFormat::kChatml ? "<|im_start|>assistant\n" : "<|assistant|>\n";
+    return out;
+}
+
+}  // namespace ftl::tokenizer

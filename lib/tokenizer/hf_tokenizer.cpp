@@ -1,0 +1,123 @@
+#include "tokenizer/hf_tokenizer.h"
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "util/error.h"
+
+namespace ftl::tokenizer {
+namespace {
+
+using nlohmann::json;
+
+json read_json_if_present(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) return json::object();
+    std::stringstream text;
+    text << in.rdbuf();
+    json j = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object()) fail(ErrorKind::kConfig, path + ": not a JSON object (malformed file)");
+    return j;
+}
+
+// A special token entry: "text", {"content": "text", ...} (AddedToken dict), or null.
+std::optional<std::string> token_entry(const json& j, const std::string& key, const std::string& source) {
+    if (!j.contains(key) || j[key].is_null()) return std::nullopt;
+    const json& v = j[key];
+    if (v.is_string()) return v.get<std::string>();
+    if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
+    fail(ErrorKind::kConfig, source + ": " + key + ": must be a token string or {\"content\": ...} (got " + v.dump() + ")");
+}
+
+}  // namespace
+
+HfTokenizer HfTokenizer::load(const std::string& dir, const SpecialTokenOverrides& overrides) {
+    namespace fs = std::filesystem;
+    const std::string json_path = dir + "/tokenizer.json";
+    if (!fs::exists(json_path)) {
+        const bool sentencepiece = fs::exists(dir + "/tokenizer.model");
+        fail(ErrorKind::kConfig, dir + ": no tokenizer.json" +
+                                     (sentencepiece ? std::string(" (only a SentencePiece tokenizer.model: convert it once "
+                                                                  "with transformers, AutoTokenizer.from_pretrained(dir)"
+                                                                  ".save_pretrained(dir), which writes tokenizer.json)")
+                                                    : std::string(" in the folder")));
+    }
+    HfTokenizer t(Tokenizer::from_file(json_path));
+    const std::string config_path = dir + "/tokenizer_config.json";
+    const json config = read_json_if_present(config_path);
+    const json special_map = read_json_if_present(dir + "/special_tokens_map.json");
+    auto named = [&](const char* key, const std::optional<std::string>& override_value) {
+        if (override_value) return override_value;
+        if (auto v = token_entry(config, key, config_path)) return v;
+        return token_entry(special_map, key, dir + "/special_tokens_map.json");
+    };
+    t.bos_ = named("bos_token", overrides.bos);
+    t.eos_ = named("eos_token", overrides.eos);
+    t.unk_ = named("unk_token", overrides.unk);
+    t.pad_ = named("pad_token", overrides.pad);
+
+    // transformers adds the named special tokens (bos, eos, unk, pad in its attribute order), then
+    // the additional ones, each as special; tokens already known keep their ids.
+    for (const auto& token : {t.bos_, t.eos_, t.unk_, t.pad_})
+        if (token) t.tokenizer_.add_tokens({*token}, /*special=*/true);
+    if (!overrides.additional.empty()) t.tokenizer_.add_tokens(overrides.additional, /*special=*/true);
+
+    if (config.contains("chat_template")) {
+        const json& tpl = config["chat_template"];
+        if (tpl.is_string()) {
+            t.chat_template_ = tpl.get<std::string>();
+        } else if (tpl.is_array()) {  // [{"name": "default", "template": ...}, ...]
+            for (const auto& entry : tpl)
+                if (entry.is_object() && entry.value("name", "") == "default" && entry.contains("template"))
+                    t.chat_template_ = entry["template"].get<std::string>();
+        } else if (!tpl.is_null()) {
+            fail(ErrorKind::kConfig, config_path + ": chat_template: must be a string or a list of {name, template}");
+        }
+    }
+    if (t.chat_template_.empty() && fs::exists(dir + "/chat_template.jinja")) {
+        std::ifstream in(dir + "/chat_template.jinja");
+        std::stringstream text;
+        text << in.rdbuf();
+        t.chat_template_ = text.str();
+    }
+    if (config.contains("model_max_length") && config["model_max_length"].is_number())
+        t.model_max_length_ = static_cast<int64_t>(config["model_max_length"].get<double>());
+
+    // add_bos_token / add_eos_token in the config replace the post-processor with
+    // [bos] $A [eos] (transformers' update_post_processor).
+    const bool explicit_bos = config.contains("add_bos_token"), explicit_eos = config.contains("add_eos_token");
+    if (explicit_bos || explicit_eos) {
+        auto flag = [&](const char* key) {
+            if (!config.contains(key) || config[key].is_null()) return false;
+            if (!config[key].is_boolean()) fail(ErrorKind::kConfig, config_path + ": " + key + ": must be true or false");
+            return config[key].get<bool>();
+        };
+        t.template_before_.emplace();
+        t.template_after_.emplace();
+        if (flag("add_bos_token") && t.bos_id()) t.template_before_->push_back(*t.bos_id());
+        if (flag("add_eos_token") && t.eos_id()) t.template_after_->push_back(*t.eos_id());
+    }
+    return t;
+}
+
+std::vector<int32_t> HfTokenizer::encode(std::string_view text, bool add_special_tokens) const {
+    if (!template_before_) return tokenizer_.encode(text, add_special_tokens);
+    std::vector<int32_t> ids = tokenizer_.encode(text, false);
+    if (add_special_tokens) {
+        ids.insert(ids.begin(), template_before_->begin(), template_before_->end());
+        ids.insert(ids.end(), template_after_->begin(), template_after_->end());
+    }
+    return ids;
+}
+
+std::string HfTokenizer::decode(const std::vector<int32_t>& ids, bool skip_special_tokens) const {
+    return tokenizer_.decode(ids, skip_special_tokens);
+}
+
+std::optional<int32_t> HfTokenizer::bos_id() const { return bos_ ? tokenizer_.token_to_id(*bos_) : std::nullopt; }
+std::optional<int32_t> HfTokenizer::eos_id() const { return eos_ ? tokenizer_.token_to_id(*eos_) : std::nullopt; }
+std::optional<int32_t> HfTokenizer::pad_id() const { return pad_ ? tokenizer_.token_to_id(*pad_) : std::nullopt; }
+
+}  // namespace ftl::tokenizer

@@ -1,0 +1,56 @@
+// A model folder's tokenizer as transformers loads it (AutoTokenizer on a tokenizer.json):
+// tokenizer.json plus tokenizer_config.json (and special_tokens_map.json) for the named special
+// tokens, add_bos_token / add_eos_token and the chat template.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tokenizer/tokenizer.h"
+
+namespace ftl::tokenizer {
+
+// Special tokens passed to from_pretrained (bos_token=..., additional_special_tokens=[...]);
+// they replace the folder's values and are added to the vocabulary when missing.
+struct SpecialTokenOverrides {
+    std::optional<std::string> bos, eos, unk, pad;
+    std::vector<std::string> additional;
+};
+
+class HfTokenizer {
+public:
+    // Throws ftl::Error(kConfig) naming the file when tokenizer.json is missing (a
+    // SentencePiece-only folder says so) or a config value has the wrong type.
+    static HfTokenizer load(const std::string& dir, const SpecialTokenOverrides& overrides = {});
+
+    // transformers' tokenizer(text, add_special_tokens=...): the default adds BOS/EOS as the
+    // post-processor says.
+    std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = true) const;
+    std::string decode(const std::vector<int32_t>& ids, bool skip_special_tokens = false) const;
+
+    const Tokenizer& backend() const { return tokenizer_; }
+    int32_t size() const { return tokenizer_.size(); }  // len(tokenizer)
+    const std::optional<std::string>& bos_token() const { return bos_; }
+    const std::optional<std::string>& eos_token() const { return eos_; }
+    const std::optional<std::string>& pad_token() const { return pad_; }
+    std::optional<int32_t> bos_id() const;
+    std::optional<int32_t> eos_id() const;
+    std::optional<int32_t> pad_id() const;
+    const std::string& chat_template() const { return chat_template_; }
+    std::optional<int64_t> model_max_length() const { return model_max_length_; }
+
+    // tokenizer.pad_token = tokenizer.eos_token (what the seed's train.py does without a chat format).
+    void set_pad_to_eos() { pad_ = eos_; }
+    void set_chat_template(std::string jinja) { chat_template_ = std::move(jinja); }
+
+private:
+    HfTokenizer(Tokenizer tokenizer) : tokenizer_(std::move(tokenizer)) {}
+    Tokenizer tokenizer_;
+    std::optional<std::string> bos_, eos_, unk_, pad_;
+    std::string chat_template_;
+    std::optional<int64_t> model_max_length_;
+    std::optional<std::vector<int32_t>> template_before_, template_after_;  // add_bos/eos override
+};
+
+}  // namespace ftl::tokenizer
