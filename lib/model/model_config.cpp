@@ -8,9 +8,10 @@
 #include "util/strings.h"
 
 namespace ftl::model {
-namespace {
 
 using nlohmann::json;
+
+namespace {
 
 class Reader {
 public:
@@ -113,7 +114,20 @@ const std::vector<std::string>& supported_model_types() {
     return types;
 }
 
+namespace {
+DecoderConfig parse_checked(const std::string& json_text, const std::string& source);
+}  // namespace
+
 DecoderConfig parse_decoder_config(const std::string& json_text, const std::string& source) {
+    try {
+        return parse_checked(json_text, source);
+    } catch (const json::exception& e) {
+        fail(ErrorKind::kConfig, source + ": a value has the wrong JSON type (" + e.what() + ")");
+    }
+}
+
+namespace {
+DecoderConfig parse_checked(const std::string& json_text, const std::string& source) {
     json config = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
     if (config.is_discarded() || !config.is_object())
         fail(ErrorKind::kConfig, source + ": not a JSON object (malformed config.json)");
@@ -184,6 +198,7 @@ DecoderConfig parse_decoder_config(const std::string& json_text, const std::stri
     c.pad_token_id = r.token_id("pad_token_id");
     return c;
 }
+}  // namespace
 
 DecoderConfig read_decoder_config(const std::string& model_dir) {
     const std::string path = model_dir + "/config.json";

@@ -34,6 +34,14 @@ std::optional<std::string> token_entry(const json& j, const std::string& key, co
 }  // namespace
 
 HfTokenizer HfTokenizer::load(const std::string& dir, const SpecialTokenOverrides& overrides) {
+    try {
+        return load_checked(dir, overrides);
+    } catch (const json::exception& e) {
+        fail(ErrorKind::kConfig, dir + "/tokenizer_config.json: a value has the wrong JSON type (" + e.what() + ")");
+    }
+}
+
+HfTokenizer HfTokenizer::load_checked(const std::string& dir, const SpecialTokenOverrides& overrides) {
     namespace fs = std::filesystem;
     const std::string json_path = dir + "/tokenizer.json";
     if (!fs::exists(json_path)) {

@@ -46,6 +46,7 @@ public:
 
 private:
     HfTokenizer(Tokenizer tokenizer) : tokenizer_(std::move(tokenizer)) {}
+    static HfTokenizer load_checked(const std::string& dir, const SpecialTokenOverrides& overrides);
     Tokenizer tokenizer_;
     std::optional<std::string> bos_, eos_, unk_, pad_;
     std::string chat_template_;

@@ -45,6 +45,12 @@ bool bool_field(const json& j, const char* key, bool fallback, const std::string
     return j[key].get<bool>();
 }
 
+size_t count_field(const json& j, const char* key, const std::string& where) {
+    if (!j.contains(key) || j[key].is_null()) return 0;
+    if (!j[key].is_number_unsigned()) bad(where + "." + key, "must be a non-negative integer (got " + j[key].dump() + ")");
+    return j[key].get<size_t>();
+}
+
 [[noreturn]] void unsupported(const std::string& where, const std::string& type, const char* supported) {
     bad(where, "type '" + type + "' is not supported (supported: " + supported + ")");
 }
@@ -606,8 +612,8 @@ std::unique_ptr<Decoder> make_decoder(const json& j, const std::string& where) {
     if (type == "Strip") {
         auto s = std::make_unique<StripDecoder>();
         s->content = text_field(j, "content", where);
-        s->start = j.value("start", 0);
-        s->stop = j.value("stop", 0);
+        s->start = count_field(j, "start", where);
+        s->stop = count_field(j, "stop", where);
         return s;
     }
     unsupported(where, type, "Sequence, ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip");

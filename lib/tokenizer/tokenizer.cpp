@@ -109,6 +109,16 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
 }
 
 Tokenizer Tokenizer::from_json_text(const std::string& text, const std::string& source) {
+    // The stage parsers check the keys they know; a value of an unexpected JSON type deeper down
+    // surfaces as nlohmann's type error, which still becomes a message naming the file.
+    try {
+        return parse(text, source);
+    } catch (const json::exception& e) {
+        fail(ErrorKind::kConfig, source + ": a value has the wrong JSON type for a tokenizer.json (" + e.what() + ")");
+    }
+}
+
+Tokenizer Tokenizer::parse(const std::string& text, const std::string& source) {
     json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded() || !j.is_object())
         fail(ErrorKind::kConfig, source + ": not a JSON object (malformed tokenizer.json)");

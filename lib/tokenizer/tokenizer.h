@@ -54,6 +54,7 @@ public:
 
 private:
     Tokenizer();
+    static Tokenizer parse(const std::string& text, const std::string& source);
     void rebuild_matchers();
     void split_added(std::vector<Piece>& pieces, std::vector<std::optional<int32_t>>& token_of,
                      bool normalized) const;

@@ -1,0 +1,79 @@
+// tokenizer.json loading errors and small hand-checked encodings. The bulk of the proof is the
+// parity test against HF tokenizers (tests/parity/test_tokenizer_parity.py).
+#include "catch.h"
+#include "tokenizer/chat_format.h"
+#include "tokenizer/tokenizer.h"
+
+using namespace ftl;
+using namespace ftl::tokenizer;
+
+namespace {
+// A four-token BPE with byte fallback for 'A', a template adding <s>, and a metaspace-like normalizer.
+std::string tiny(const std::string& replace_key = "", const std::string& replace_value = "") {
+    std::string json = R"({
+      "added_tokens": [{"id": 5, "content": "<s>", "special": true, "normalized": false}],
+      "normalizer": null, "pre_tokenizer": null,
+      "post_processor": {"type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "special_tokens": {"<s>": {"id": "<s>", "ids": [5], "tokens": ["<s>"]}}},
+      "decoder": {"type": "Sequence", "decoders": [{"type": "ByteFallback"}, {"type": "Fuse"}]},
+      "model": {"type": "BPE", "byte_fallback": true, "unk_token": "<unk>", "fuse_unk": true,
+                "vocab": {"<unk>": 0, "a": 1, "b": 2, "ab": 3, "<0x41>": 4, "<s>": 5},
+                "merges": [["a", "b"]]}})";
+    if (!replace_key.empty()) {
+        const size_t at = json.find(replace_key);
+        REQUIRE(at != std::string::npos);
+        json.replace(at, replace_key.size(), replace_value);
+    }
+    return json;
+}
+}  // namespace
+
+TEST_CASE("a tiny BPE: merges, byte fallback, fused unk, template, decode", "[tokenizer]") {
+    auto tok = Tokenizer::from_json_text(tiny(), "tiny.json");
+    CHECK(tok.encode("abab") == std::vector<int32_t>{3, 3});
+    CHECK(tok.encode("aAb") == std::vector<int32_t>{1, 4, 2});
+    CHECK(tok.encode("xyb") == std::vector<int32_t>{0, 2});  // x and y fuse into one <unk>
+    CHECK(tok.encode("ab<s>a", true) == std::vector<int32_t>{5, 3, 5, 1});
+    CHECK(tok.decode({3, 4, 5}, false) == "abA<s>");
+    CHECK(tok.decode({3, 4, 5}, true) == "abA");
+    CHECK(tok.size() == 6);
+    CHECK(tok.add_tokens({"<|im_end|>", "ab"}, true) == 1);
+    CHECK(tok.token_to_id("<|im_end|>") == 6);
+    CHECK(tok.token_to_id("ab") == 3);
+    CHECK(tok.encode("a<|im_end|>") == std::vector<int32_t>{1, 6});
+}
+
+TEST_CASE("broken tokenizer.json files are clear errors", "[tokenizer]") {
+    FTL_REQUIRE_ERROR(Tokenizer::from_json_text("{\"model\": ", "t.json"), ErrorKind::kConfig, "t.json", "malformed");
+    FTL_REQUIRE_ERROR(Tokenizer::from_json_text(tiny("\"type\": \"BPE\"", "\"type\": \"Unigram\""), "t.json"),
+                      ErrorKind::kConfig, "model.type", "Unigram", "BPE");
+    FTL_REQUIRE_ERROR(Tokenizer::from_json_text(tiny("[[\"a\", \"b\"]]", "[[\"a\", \"zz\"]]"), "t.json"),
+                      ErrorKind::kConfig, "merges[0]", "missing from the vocab");
+    FTL_REQUIRE_ERROR(Tokenizer::from_json_text(tiny("\"normalizer\": null", "\"normalizer\": {\"type\": \"Lowercase\"}"), "t.json"),
+                      ErrorKind::kConfig, "t.json: normalizer", "Lowercase", "supported");
+    FTL_REQUIRE_ERROR(Tokenizer::from_json_text(tiny("\"pre_tokenizer\": null",
+                          R"("pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated"})"),
+                          "t.json"),
+                      ErrorKind::kConfig, "pre_tokenizer.pattern", "invalid regex");
+    FTL_REQUIRE_ERROR(Tokenizer::from_json_text(tiny("\"ids\": [5]", "\"ids\": [\"five\"]"), "t.json"),
+                      ErrorKind::kConfig, "t.json");
+    FTL_REQUIRE_ERROR(Tokenizer::from_json_text(tiny("\"a\": 1,", "\"a\": -1,"), "t.json"), ErrorKind::kConfig,
+                      "vocab['a']", "non-negative");
+    FTL_REQUIRE_ERROR(Tokenizer::from_json_text(tiny("{\"type\": \"Fuse\"}", "{\"type\": \"Strip\", \"content\": \" \", \"start\": \"x\"}"), "t.json"),
+                      ErrorKind::kConfig, "decoder");
+    FTL_REQUIRE_ERROR(Tokenizer::from_file("/nonexistent/tokenizer.json"), ErrorKind::kConfig, "cannot read");
+}
+
+TEST_CASE("chat formats render as peft's templates do", "[tokenizer]") {
+    std::vector<ChatMessage> chat{{"system", "Be brief."}, {"user", "Hi"}, {"assistant", "Hello!"}};
+    CHECK(render_chat(ChatFormat::kChatml, chat, "<|im_end|>") ==
+          "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+          "<|im_start|>assistant\nHello!<|im_end|>\n");
+    CHECK(render_chat(ChatFormat::kZephyr, chat, "</s>", true) ==
+          "<|system|>\nBe brief.</s>\n<|user|>\nHi</s>\n<|assistant|>\nHello!</s>\n<|assistant|>\n");
+    CHECK(recognise_chat_template(chat_template_text(ChatFormat::kZephyr), "t") == ChatFormat::kZephyr);
+    FTL_REQUIRE_ERROR(recognise_chat_template("{{ bos_token }}{% for m in messages %}[INST]{% endfor %}", "m/tokenizer_config.json"),
+                      ErrorKind::kConfig, "m/tokenizer_config.json", "--chat_template_format chatml");
+    FTL_REQUIRE_ERROR(parse_chat_format("llama", "--chat_template_format"), ErrorKind::kConfig, "chatml, zephyr");
+}
