@@ -61,7 +61,7 @@ std::vector<std::string> Checkpoint::names() const {
     return out;
 }
 
-const SafetensorsFile& Checkpoint::file_of(const std::string& name) const {
+std::shared_ptr<const SafetensorsFile> Checkpoint::shared_file_of(const std::string& name) const {
     auto it = shard_of_.find(name);
     if (it == shard_of_.end())
         fail(ErrorKind::kIo, dir_ + ": the checkpoint has no tensor '" + name + "'" +
@@ -70,7 +70,7 @@ const SafetensorsFile& Checkpoint::file_of(const std::string& name) const {
     if (!file) file = SafetensorsFile::open((fs::path(dir_) / it->second).string());
     if (!file->contains(name))
         fail(ErrorKind::kIo, file->path() + ": the index says it holds '" + name + "' but it does not");
-    return *file;
+    return file;
 }
 
 TensorView Checkpoint::tensor(const std::string& name) const { return file_of(name).tensor(name); }

@@ -25,8 +25,10 @@ public:
     bool contains(const std::string& name) const { return shard_of_.count(name) != 0; }
     // The tensor's bytes (mmapped); throws naming the folder and the closest name when absent.
     TensorView tensor(const std::string& name) const;
-    // The file that holds `name` (opened on demand).
-    const SafetensorsFile& file_of(const std::string& name) const;
+    // The file that holds `name` (opened on demand); shared so that zero-copy tensors can keep
+    // it mapped.
+    const SafetensorsFile& file_of(const std::string& name) const { return *shared_file_of(name); }
+    std::shared_ptr<const SafetensorsFile> shared_file_of(const std::string& name) const;
 
 private:
     std::string dir_;

@@ -37,7 +37,8 @@ public:
                                          io::dtype_name(view.dtype) +
                                          " (quantized checkpoints are not read here; floating point expected)");
         used_.insert(name);
-        return tensor_from_view(view).to(device_, dtype_);
+        // One pass from the mapped bytes to the target dtype and device.
+        return mapped_tensor(ckpt_.shared_file_of(name), name).to(device_, dtype_, /*non_blocking=*/false, /*copy=*/true);
     }
     at::Tensor read_if(bool present, const std::string& name, std::vector<int64_t> shape) {
         return present ? read(name, std::move(shape)) : at::Tensor();

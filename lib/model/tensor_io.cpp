@@ -35,6 +35,13 @@ at::Tensor tensor_from_view(const io::TensorView& view) {
     return out;
 }
 
+at::Tensor mapped_tensor(const std::shared_ptr<const io::SafetensorsFile>& file, const std::string& name) {
+    const io::TensorView view = file->tensor(name);
+    auto keep_mapped = [file](void*) {};
+    return at::from_blob(const_cast<std::byte*>(view.data), view.shape, keep_mapped,
+                         at::TensorOptions().dtype(scalar_type_of(view.dtype)));
+}
+
 io::TensorView view_of(const at::Tensor& tensor) {
     if (!tensor.is_contiguous() || !tensor.device().is_cpu())
         fail(ErrorKind::kInternal, "view_of needs a contiguous CPU tensor");

@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 
+#include <memory>
 #include <string>
 
 #include "io/safetensors.h"
@@ -14,6 +15,10 @@ io::DType dtype_of(at::ScalarType type);  // throws for types safetensors cannot
 
 // A CPU tensor that owns a copy of the view's bytes.
 at::Tensor tensor_from_view(const io::TensorView& view);
+// A read-only CPU tensor over the mmapped bytes of `name`, keeping `file` mapped while it lives
+// (zero-copy; pages are read on first touch). Writing into it is undefined: it is for weights
+// that stay frozen or are copied (to another dtype or device) before use.
+at::Tensor mapped_tensor(const std::shared_ptr<const io::SafetensorsFile>& file, const std::string& name);
 // A view of a contiguous CPU tensor's bytes (valid while `tensor` lives).
 io::TensorView view_of(const at::Tensor& tensor);
 
