@@ -40,7 +40,9 @@ at::Tensor rope_inverse_frequencies(const DecoderConfig& config, int64_t max_pos
 }
 
 RopeTables rope_tables(const DecoderConfig& config, const at::Tensor& position_ids, at::ScalarType dtype) {
-    const int64_t max_position = position_ids.numel() ? position_ids.max().item<int64_t>() : 0;
+    // Only the dynamic type depends on the largest position; reading it syncs a GPU stream.
+    const bool dynamic = config.rope.type == RopeType::kDynamic;
+    const int64_t max_position = dynamic && position_ids.numel() ? position_ids.max().item<int64_t>() : 0;
     at::Tensor inv_freq = rope_inverse_frequencies(config, max_position, position_ids.device());
     // [B, T, 1] * [d/2] -> [B, T, d/2]; HF computes this as a batched matmul in fp32.
     at::Tensor angles = at::matmul(inv_freq.view({1, -1, 1}).expand({position_ids.size(0), -1, 1}),

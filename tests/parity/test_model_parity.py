@@ -9,8 +9,8 @@ runs the same batch through transformers and through ftl_model_probe, and checks
   resize          resize_token_embeddings(N, pad_to_multiple_of=8): old rows kept bit for bit, new
                   rows equal to the old rows' mean (ours exactly, 1e-6; transformers' within its
                   N(mean, 1e-9 cov) noise, 1e-3 of the rows' scale), logits over the new vocab
-  bf16            our error against the fp32 result is at most 1.5x transformers' own bf16 error
-                  (plus 1e-3 absolute): i.e. within bf16 rounding of the reference.
+  bf16, fp16      our error against the fp32 result is at most 1.5x transformers' own error in
+                  that dtype (plus 1e-3 absolute): i.e. within its rounding of the reference.
 """
 import os
 import subprocess
@@ -151,19 +151,19 @@ def compare_packed(name, model, folder, work):
     check(lrel <= LOSS_RTOL, f"{name}: packed loss vs documents alone, rel diff {lrel:.2e}")
 
 
-def compare_bf16(name, model32, folder, work):
+def compare_half(name, folder, work, dtype):
+    model32 = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     batch = padded_batch(model32.config.vocab_size)
     batch.pop("labels")
     with torch.no_grad():
         ref32 = model32(**batch).logits
-        hf16 = model32.to(torch.bfloat16)(**batch).logits.float()
-    model32.to(torch.float32)
-    ours = run_probe(folder, batch, work, dtype="bfloat16")["logits"]
+        hf_half = model32.to(dtype)(**batch).logits.float()
+    ours = run_probe(folder, batch, work, dtype=str(dtype).replace("torch.", ""))["logits"]
     valid = batch["attention_mask"].bool()
-    hf_err = (hf16 - ref32)[valid].abs().max().item()
+    hf_err = (hf_half - ref32)[valid].abs().max().item()
     our_err = (ours - ref32)[valid].abs().max().item()
     check(our_err <= 1.5 * hf_err + 1e-3,
-          f"{name}: bf16 logits error vs fp32 {our_err:.2e} (transformers bf16: {hf_err:.2e})")
+          f"{name}: {dtype} logits error vs fp32 {our_err:.2e} (transformers {dtype}: {hf_err:.2e})")
 
 
 def compare_resize(name, model, folder, work):
@@ -208,7 +208,8 @@ def main():
             compare_fp32(name, model, folder, work)
             compare_packed(name, model, folder, work)
             if name in ("llama", "qwen2_tied"):
-                compare_bf16(name, model, folder, work)
+                compare_half(name, folder, work, torch.bfloat16)
+                compare_half(name, folder, work, torch.float16)
                 compare_resize(name, model, folder, work)
     if failures:
         print(f"{len(failures)} parity checks failed")
