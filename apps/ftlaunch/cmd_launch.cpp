@@ -3,11 +3,44 @@
 #include <iostream>
 
 #include "commands.h"
+#include "dist/comm.h"
 #include "launch/plan.h"
+#include "train/sft.h"
 #include "util/error.h"
 #include "workers.h"
 
 namespace ftl::app {
+
+namespace {
+
+int run_job_worker(const config::RunConfig& run, const launch::WorkerIdentity& id, const Log& log) {
+    if (run.train.job != config::JobKind::kSft)
+        ftl::fail(ErrorKind::kUsage, "the " + config::to_string(run.train.job) +
+                                         " job is not part of this build yet (issue 9); its configuration resolves "
+                                         "(see --dry_run)");
+    train::RankContext rank;
+    rank.rank = id.rank;
+    rank.world_size = id.world_size;
+    rank.device = worker_device(run.accelerate);
+    rank.device_index = id.local_rank;
+    std::unique_ptr<dist::Comm> comm;
+    if (id.world_size > 1) {
+        dist::CommOptions options;
+        options.rank = id.rank;
+        options.world_size = id.world_size;
+        options.master_addr = id.master_addr;
+        options.master_port = id.master_port;
+        options.backend = rank.device == "cuda" ? "nccl" : "cpu";
+        options.device_index = id.local_rank;
+        options.timeout = std::chrono::seconds(run.train.ddp_timeout);
+        comm = dist::make_comm(options);
+        rank.comm = comm.get();
+    }
+    train::run_sft(run, rank, log);
+    return 0;
+}
+
+}  // namespace
 
 int run_launch(const Invocation& inv, const Log& log) {
     const config::RunConfig run = config::resolve_run_config(inv.flags, inv.job_token, inv.job_argv);
@@ -24,10 +57,12 @@ int run_launch(const Invocation& inv, const Log& log) {
         std::cout << out.dump(2) << std::endl;
         return 0;
     }
-    ftl::fail(ErrorKind::kUsage,
-              "the " + config::to_string(run.train.job) +
-                  " job is not part of this build yet: its configuration resolves (see --dry_run), but the "
-                  "trainer that runs it is still being written (issue 4). `ftlaunch test` checks the ranks.");
+    if (identity) return run_job_worker(run, *identity, log);
+    if (run.train.job != config::JobKind::kSft)
+        ftl::fail(ErrorKind::kUsage, "the " + config::to_string(run.train.job) +
+                                         " job is not part of this build yet (issue 9); its configuration resolves "
+                                         "(see --dry_run)");
+    return launch_workers(plan, inv.argv, log);
 }
 
 }  // namespace ftl::app

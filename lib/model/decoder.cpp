@@ -8,13 +8,25 @@
 #include "util/error.h"
 
 namespace ftl::model {
-namespace {
-
-at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
-    return bias.defined() ? at::linear(x, weight, bias) : at::linear(x, weight);
+std::vector<std::pair<std::string, Linear*>> DecoderLayerWeights::linears() {
+    return {{"self_attn.q_proj", &q_proj}, {"self_attn.k_proj", &k_proj}, {"self_attn.v_proj", &v_proj},
+            {"self_attn.o_proj", &o_proj}, {"mlp.gate_proj", &gate_proj},  {"mlp.up_proj", &up_proj},
+            {"mlp.down_proj", &down_proj}};
 }
 
-}  // namespace
+at::Tensor apply_linear(const Linear& linear, const at::Tensor& x, const ForwardOptions& options) {
+    at::Tensor y = linear.bias.defined() ? at::linear(x, linear.weight, linear.bias) : at::linear(x, linear.weight);
+    if (!linear.adapter) return y;
+    const LowRankAdapter& a = *linear.adapter;
+    at::Tensor input = x.to(a.A.scalar_type());
+    if (options.training && a.dropout > 0.0) {
+        // Inverted dropout, as torch.nn.Dropout: keep with probability 1-p, scale by 1/(1-p).
+        at::Tensor keep = at::empty_like(input).bernoulli_(1.0 - a.dropout, options.generator);
+        input = input * keep / (1.0 - a.dropout);
+    }
+    at::Tensor delta = at::linear(at::linear(input, a.A), a.B) * a.scaling;
+    return y + delta.to(y.scalar_type());
+}
 
 std::vector<std::pair<std::string, at::Tensor>> named_weights(const DecoderConfig& config,
                                                              DecoderWeights& w) {
@@ -27,21 +39,11 @@ std::vector<std::pair<std::string, at::Tensor>> named_weights(const DecoderConfi
             if (t.defined()) out.emplace_back(p + name, t);
         };
         add("input_layernorm.weight", l.input_norm);
-        add("self_attn.q_proj.weight", l.q_proj);
-        add("self_attn.q_proj.bias", l.q_bias);
-        add("self_attn.k_proj.weight", l.k_proj);
-        add("self_attn.k_proj.bias", l.k_bias);
-        add("self_attn.v_proj.weight", l.v_proj);
-        add("self_attn.v_proj.bias", l.v_bias);
-        add("self_attn.o_proj.weight", l.o_proj);
-        add("self_attn.o_proj.bias", l.o_bias);
         add("post_attention_layernorm.weight", l.post_attention_norm);
-        add("mlp.gate_proj.weight", l.gate_proj);
-        add("mlp.gate_proj.bias", l.gate_bias);
-        add("mlp.up_proj.weight", l.up_proj);
-        add("mlp.up_proj.bias", l.up_bias);
-        add("mlp.down_proj.weight", l.down_proj);
-        add("mlp.down_proj.bias", l.down_bias);
+        for (auto& [path, linear] : l.linears()) {
+            add(path + ".weight", linear->weight);
+            add(path + ".bias", linear->bias);
+        }
     }
     out.emplace_back("model.norm.weight", w.final_norm);
     if (!config.tie_word_embeddings) out.emplace_back("lm_head.weight", w.lm_head);
@@ -80,28 +82,28 @@ CausalLM::CausalLM(DecoderConfig config, DecoderWeights weights)
         fail(ErrorKind::kInternal, "CausalLM: layer count differs from config");
 }
 
-at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tensor& hidden,
-                                   const RopeTables& rope, const at::Tensor& mask) const {
+at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tensor& hidden, const RopeTables& rope,
+                                   const at::Tensor& mask, const ForwardOptions& options) const {
     const int64_t rows = hidden.size(0), length = hidden.size(1), d = config_.head_dim;
     at::Tensor x = rms_norm(hidden, l.input_norm, config_.rms_norm_eps);
     // [B, T, n*d] -> [B, n, T, d]
     auto heads = [&](const at::Tensor& t) { return t.view({rows, length, -1, d}).transpose(1, 2); };
-    at::Tensor q = apply_rope(heads(linear(x, l.q_proj, l.q_bias)), rope);
-    at::Tensor k = apply_rope(heads(linear(x, l.k_proj, l.k_bias)), rope);
-    at::Tensor v = heads(linear(x, l.v_proj, l.v_bias));
+    at::Tensor q = apply_rope(heads(apply_linear(l.q_proj, x, options)), rope);
+    at::Tensor k = apply_rope(heads(apply_linear(l.k_proj, x, options)), rope);
+    at::Tensor v = heads(apply_linear(l.v_proj, x, options));
     const bool causal = !mask.defined();
     at::Tensor attn = at::scaled_dot_product_attention(
         q, k, v, mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt, /*dropout_p=*/0.0,
         /*is_causal=*/causal, /*scale=*/1.0 / std::sqrt(static_cast<double>(d)),
         /*enable_gqa=*/config_.num_kv_heads != config_.num_heads);
-    at::Tensor h = hidden + linear(attn.transpose(1, 2).reshape({rows, length, -1}), l.o_proj, l.o_bias);
+    at::Tensor h = hidden + apply_linear(l.o_proj, attn.transpose(1, 2).reshape({rows, length, -1}), options);
 
     at::Tensor y = rms_norm(h, l.post_attention_norm, config_.rms_norm_eps);
-    at::Tensor mlp = at::silu(linear(y, l.gate_proj, l.gate_bias)) * linear(y, l.up_proj, l.up_bias);
-    return h + linear(mlp, l.down_proj, l.down_bias);
+    at::Tensor mlp = at::silu(apply_linear(l.gate_proj, y, options)) * apply_linear(l.up_proj, y, options);
+    return h + apply_linear(l.down_proj, mlp, options);
 }
 
-at::Tensor CausalLM::hidden_states(const Batch& batch) const {
+at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& options) const {
     at::Tensor hidden = at::embedding(weights_.embed_tokens, batch.input_ids);
     const RopeTables rope = rope_tables(config_, positions_of(batch), hidden.scalar_type());
     // Layers share a mask unless their windows differ; build each distinct one once.
@@ -115,13 +117,13 @@ at::Tensor CausalLM::hidden_states(const Batch& batch) const {
             mask_window = window;
             mask_built = true;
         }
-        hidden = layer_forward(weights_.layers[i], hidden, rope, mask);
+        hidden = layer_forward(weights_.layers[i], hidden, rope, mask, options);
     }
     return rms_norm(hidden, weights_.final_norm, config_.rms_norm_eps);
 }
 
-at::Tensor CausalLM::logits(const Batch& batch) const {
-    return at::linear(hidden_states(batch), weights_.lm_head);
+at::Tensor CausalLM::logits(const Batch& batch, const ForwardOptions& options) const {
+    return at::linear(hidden_states(batch, options), weights_.lm_head);
 }
 
 }  // namespace ftl::model

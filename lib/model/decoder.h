@@ -10,6 +10,7 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -20,15 +21,39 @@
 
 namespace ftl::model {
 
-// Weights of one decoder layer; linear weights are [out, in] as in HF. Biases are undefined
-// tensors when the family has none.
+// A low-rank adapter on a linear layer (LoRA, Hu et al. 2021, as PEFT computes it):
+//   y = base(x) + scaling * B(A(dropout(x))),  A [r, in], B [out, r], x cast to A's dtype.
+struct LowRankAdapter {
+    at::Tensor A;
+    at::Tensor B;
+    double scaling = 1.0;
+    double dropout = 0.0;
+};
+
+// A linear layer: weight [out, in] as in HF, bias undefined when the family has none, and an
+// optional adapter.
+struct Linear {
+    at::Tensor weight;
+    at::Tensor bias;
+    std::optional<LowRankAdapter> adapter;
+};
+
+// Weights of one decoder layer.
 struct DecoderLayerWeights {
-    at::Tensor input_norm;                                  // [H]
-    at::Tensor q_proj, k_proj, v_proj, o_proj;              // [n_h*d, H], [n_kv*d, H] x2, [H, n_h*d]
-    at::Tensor q_bias, k_bias, v_bias, o_bias;
-    at::Tensor post_attention_norm;                         // [H]
-    at::Tensor gate_proj, up_proj, down_proj;               // [I, H], [I, H], [H, I]
-    at::Tensor gate_bias, up_bias, down_bias;
+    at::Tensor input_norm;                  // [H]
+    Linear q_proj, k_proj, v_proj, o_proj;  // [n_h*d, H], [n_kv*d, H] x2, [H, n_h*d]
+    at::Tensor post_attention_norm;         // [H]
+    Linear gate_proj, up_proj, down_proj;   // [I, H], [I, H], [H, I]
+
+    // (module path inside the layer, linear) in HF's module order: self_attn.q_proj, k, v, o,
+    // mlp.gate_proj, up, down. PEFT creates adapters in this order.
+    std::vector<std::pair<std::string, Linear*>> linears();
+};
+
+// How a forward pass runs: in training, adapters apply their dropout with `generator`.
+struct ForwardOptions {
+    bool training = false;
+    std::optional<at::Generator> generator;
 };
 
 struct DecoderWeights {
@@ -51,6 +76,9 @@ std::vector<std::pair<std::string, at::Tensor>> named_weights(const DecoderConfi
 int64_t resize_token_embeddings(DecoderConfig& config, DecoderWeights& weights, int64_t new_size,
                                 int64_t pad_to_multiple_of = 1);
 
+// x [..., in] -> [..., out] through `linear`, its bias and its adapter.
+at::Tensor apply_linear(const Linear& linear, const at::Tensor& x, const ForwardOptions& options);
+
 // HF LlamaRMSNorm: x / sqrt(mean(x^2) + eps) in fp32, cast back, times weight.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 
@@ -67,14 +95,14 @@ public:
     std::vector<std::pair<std::string, at::Tensor>> named_weights() { return model::named_weights(config_, weights_); }
 
     // Final-norm hidden states [B, T, H] in the weights' dtype.
-    at::Tensor hidden_states(const Batch& batch) const;
+    at::Tensor hidden_states(const Batch& batch, const ForwardOptions& options = {}) const;
     // Full logits [B, T, V] (in the weights' dtype, as HF returns them). For tests and small
     // vocabularies: training uses causal_lm_loss, which never materialises them.
-    at::Tensor logits(const Batch& batch) const;
+    at::Tensor logits(const Batch& batch, const ForwardOptions& options = {}) const;
 
 private:
-    at::Tensor layer_forward(const DecoderLayerWeights& layer, const at::Tensor& hidden,
-                             const RopeTables& rope, const at::Tensor& mask) const;
+    at::Tensor layer_forward(const DecoderLayerWeights& layer, const at::Tensor& hidden, const RopeTables& rope,
+                             const at::Tensor& mask, const ForwardOptions& options) const;
 
     DecoderConfig config_;
     DecoderWeights weights_;

@@ -77,21 +77,17 @@ LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& opti
         const std::string p = "model.layers." + std::to_string(i) + ".";
         DecoderLayerWeights l;
         l.input_norm = r.read(p + "input_layernorm.weight", {H});
-        l.q_proj = r.read(p + "self_attn.q_proj.weight", {q_out, H});
-        l.k_proj = r.read(p + "self_attn.k_proj.weight", {kv_out, H});
-        l.v_proj = r.read(p + "self_attn.v_proj.weight", {kv_out, H});
-        l.o_proj = r.read(p + "self_attn.o_proj.weight", {H, q_out});
-        l.q_bias = r.read_if(config.qkv_bias, p + "self_attn.q_proj.bias", {q_out});
-        l.k_bias = r.read_if(config.qkv_bias, p + "self_attn.k_proj.bias", {kv_out});
-        l.v_bias = r.read_if(config.qkv_bias, p + "self_attn.v_proj.bias", {kv_out});
-        l.o_bias = r.read_if(config.o_bias, p + "self_attn.o_proj.bias", {H});
+        auto linear = [&](const std::string& path, int64_t out, int64_t in, bool bias) {
+            return Linear{r.read(p + path + ".weight", {out, in}), r.read_if(bias, p + path + ".bias", {out}), std::nullopt};
+        };
+        l.q_proj = linear("self_attn.q_proj", q_out, H, config.qkv_bias);
+        l.k_proj = linear("self_attn.k_proj", kv_out, H, config.qkv_bias);
+        l.v_proj = linear("self_attn.v_proj", kv_out, H, config.qkv_bias);
+        l.o_proj = linear("self_attn.o_proj", H, q_out, config.o_bias);
         l.post_attention_norm = r.read(p + "post_attention_layernorm.weight", {H});
-        l.gate_proj = r.read(p + "mlp.gate_proj.weight", {I, H});
-        l.up_proj = r.read(p + "mlp.up_proj.weight", {I, H});
-        l.down_proj = r.read(p + "mlp.down_proj.weight", {H, I});
-        l.gate_bias = r.read_if(config.mlp_bias, p + "mlp.gate_proj.bias", {I});
-        l.up_bias = r.read_if(config.mlp_bias, p + "mlp.up_proj.bias", {I});
-        l.down_bias = r.read_if(config.mlp_bias, p + "mlp.down_proj.bias", {H});
+        l.gate_proj = linear("mlp.gate_proj", I, H, config.mlp_bias);
+        l.up_proj = linear("mlp.up_proj", I, H, config.mlp_bias);
+        l.down_proj = linear("mlp.down_proj", H, I, config.mlp_bias);
         w.layers.push_back(std::move(l));
     }
     w.final_norm = r.read("model.norm.weight", {H});

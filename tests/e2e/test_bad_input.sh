@@ -38,6 +38,11 @@ printf 'distributed_type: DEEPSPEED\nnum_processes: 1\nnum_proceses: 2\n' >"$WOR
 expect_exit 0 "unknown.yaml:3|unknown key num_proceses|did you mean 'num_processes'" -- \
   "$FTLAUNCH" --config_file "$WORK/unknown.yaml" --dry_run "${job[@]}"
 
-# The trainer is not in this build yet: a real launch says so instead of pretending.
-expect_exit 2 "not part of this build yet|issue 4" -- "$FTLAUNCH" --config_file "$CONFIGS/multi_cpu_2.yaml" "${job[@]}"
+# A real launch on a model that is neither a folder nor in the hub cache: every rank says what to
+# download, and the launcher reports the failed rank.
+mkdir -p "$WORK/empty_hub"
+HF_HUB_CACHE="$WORK/empty_hub" expect_exit 2 "not in the hub cache|huggingface-cli download m|exited with status 2" -- \
+  "$FTLAUNCH" --config_file "$CONFIGS/multi_cpu_2.yaml" "${job[@]}" --output_dir "$WORK/out"
+# The seq2seq example's trainer is not in this build yet: a real launch says so.
+expect_exit 2 "not part of this build yet|issue 9" -- "$FTLAUNCH" --cpu peft_lora_seq2seq_accelerate_ds_zero3_offload.py
 finish

@@ -2,6 +2,7 @@
 // runs one batch read from a safetensors file, and writes what the Python side compares.
 //
 //   ftl_model_probe MODEL_DIR INPUTS OUTPUT [--dtype D] [--chunk_rows N] [--resize_to N --pad_to_multiple_of M]
+//                   [--adapter PEFT_ADAPTER_DIR]
 // INPUTS holds input_ids [B,T] and optionally attention_mask, position_ids, labels (int64), and a
 // tensor named "packed" (any content) to mark a packed batch. OUTPUT receives logits [B,T,V] fp32,
 // and with labels: loss [] fp32 and grad.<hf weight name> (fp32) for every weight. With --resize_to,
@@ -16,6 +17,7 @@
 #include "model/load.h"
 #include "model/loss.h"
 #include "model/tensor_io.h"
+#include "peft/lora.h"
 #include "util/error.h"
 
 using namespace ftl;
@@ -28,17 +30,20 @@ int main(int argc, char** argv) try {
     model::LoadOptions load;
     model::LossOptions loss_options;
     int64_t resize_to = 0, pad_to_multiple_of = 1;
+    std::string adapter;
     for (int i = 4; i + 1 < argc; i += 2) {
         const std::string flag = argv[i], value = argv[i + 1];
         if (flag == "--dtype") load.dtype = model::parse_float_dtype(value, "--dtype");
         else if (flag == "--chunk_rows") loss_options.chunk_rows = std::stoll(value);
         else if (flag == "--resize_to") resize_to = std::stoll(value);
         else if (flag == "--pad_to_multiple_of") pad_to_multiple_of = std::stoll(value);
+        else if (flag == "--adapter") adapter = value;
         else fail(ErrorKind::kUsage, "unknown flag " + flag);
     }
     auto loaded = model::load_causal_lm(argv[1], load);
     model::CausalLM& lm = loaded.model;
     std::vector<std::pair<std::string, at::Tensor>> outputs;
+    if (!adapter.empty()) peft::load_adapter(adapter, lm);
     if (resize_to > 0) {
         lm.resize_token_embeddings(resize_to, pad_to_multiple_of);
         outputs.emplace_back("resized.embed_tokens", lm.weights().embed_tokens.to(at::kFloat).contiguous());

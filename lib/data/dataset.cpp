@@ -1,0 +1,100 @@
+#include "data/dataset.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "util/error.h"
+#include "util/strings.h"
+
+namespace ftl::data {
+namespace fs = std::filesystem;
+namespace {
+
+const std::vector<std::string> kKnownSplits{"train", "test", "validation", "valid", "dev", "eval"};
+
+std::string split_of(const std::string& filename) {
+    const std::string stem = filename.substr(0, filename.find('.'));
+    for (const auto& s : kKnownSplits)
+        if (stem == s || starts_with(stem, s + "-") || starts_with(stem, s + "_")) return s;
+    return "";
+}
+
+void read_jsonl(const std::string& path, std::vector<nlohmann::json>& out) {
+    std::ifstream in(path);
+    if (!in) fail(ErrorKind::kIo, path + ": cannot read");
+    std::string line;
+    for (int number = 1; std::getline(in, line); ++number) {
+        if (trim(line).empty()) continue;
+        auto record = nlohmann::json::parse(line, nullptr, false);
+        if (record.is_discarded() || !record.is_object())
+            fail(ErrorKind::kConfig, path + ":" + std::to_string(number) + ": not a JSON object");
+        out.push_back(std::move(record));
+    }
+}
+
+void read_json(const std::string& path, std::vector<nlohmann::json>& out) {
+    std::ifstream in(path);
+    if (!in) fail(ErrorKind::kIo, path + ": cannot read");
+    std::stringstream text;
+    text << in.rdbuf();
+    auto doc = nlohmann::json::parse(text.str(), nullptr, false);
+    if (doc.is_discarded()) {  // many ".json" dataset files are JSON lines
+        read_jsonl(path, out);
+        return;
+    }
+    if (doc.is_object() && doc.contains("data") && doc["data"].is_array()) doc = doc["data"];
+    if (!doc.is_array()) fail(ErrorKind::kConfig, path + ": expected a list of records (or JSON lines)");
+    for (auto& record : doc) {
+        if (!record.is_object()) fail(ErrorKind::kConfig, path + ": every record must be a JSON object");
+        out.push_back(std::move(record));
+    }
+}
+
+}  // namespace
+
+std::map<std::string, SplitFiles> find_split_files(const std::string& dir) {
+    std::map<std::string, SplitFiles> splits;
+    if (fs::is_regular_file(dir)) {  // a single file is the train split
+        splits["train"] = {"train", {dir}};
+        return splits;
+    }
+    if (!fs::is_directory(dir)) fail(ErrorKind::kConfig, "dataset '" + dir + "': no such file or folder");
+    for (const auto& entry : fs::recursive_directory_iterator(dir)) {
+        if (!entry.is_regular_file()) continue;
+        const std::string name = entry.path().filename().string();
+        const std::string ext = entry.path().extension().string();
+        if (ext != ".jsonl" && ext != ".json" && ext != ".parquet" && ext != ".arrow") continue;
+        const std::string split = split_of(name);
+        if (split.empty()) continue;
+        splits[split].split = split;
+        splits[split].files.push_back(entry.path().string());
+    }
+    for (auto& [name, files] : splits) std::sort(files.files.begin(), files.files.end());
+    return splits;
+}
+
+std::vector<nlohmann::json> read_split(const std::string& dir, const std::string& split) {
+    const auto splits = find_split_files(dir);
+    auto it = splits.find(split);
+    if (it == splits.end()) {
+        std::vector<std::string> names;
+        for (const auto& [name, files] : splits) names.push_back(name);
+        fail(ErrorKind::kConfig, "--splits: dataset '" + dir + "' has no split '" + split + "' (it has: " +
+                                     (names.empty() ? std::string("no split files") : join(names, ", ")) +
+                                     "; files are matched by name, e.g. " + split + ".jsonl)");
+    }
+    std::vector<nlohmann::json> records;
+    for (const auto& file : it->second.files) {
+        if (ends_with(file, ".jsonl")) read_jsonl(file, records);
+        else if (ends_with(file, ".json")) read_json(file, records);
+        else
+            fail(ErrorKind::kConfig, file + ": parquet/arrow datasets need the Arrow reader, which is not in this "
+                                            "build yet; convert the split to JSON lines (pandas.read_parquet(f)"
+                                            ".to_json(out, orient='records', lines=True))");
+    }
+    return records;
+}
+
+}  // namespace ftl::data

@@ -1,0 +1,49 @@
+// From records to training rows, as the seed's train.py + TRL's SFTTrainer prepare them:
+// text (the --dataset_text_field, or a `messages` conversation rendered in the chat format),
+// tokenized with --add_special_tokens, --append_concat_token adding EOS; then either packed or
+// one row per example.
+//
+// Packing follows TRL's "wrapped" strategy: all token streams concatenated and cut into rows of
+// max_seq_len (the last row shorter), so rows = ceil(total tokens / max_seq_len); unlike TRL's
+// plain wrapping, each document keeps its own positions (restarting at 0, also where a document
+// continues on the next row) and attends only to itself, and its first token is not a target.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "tokenizer/chat_format.h"
+#include "tokenizer/hf_tokenizer.h"
+
+namespace ftl::data {
+
+struct TextOptions {
+    std::string text_field = "text";
+    std::optional<tokenizer::ChatFormat> chat_format;  // render `messages` when set
+    bool add_special_tokens = false;
+    bool append_concat_token = false;
+};
+
+// One tokenized example per record. `source` names the dataset/split in errors (missing text
+// field naming the columns the records have; empty dataset).
+std::vector<std::vector<int32_t>> tokenize_records(const std::vector<nlohmann::json>& records,
+                                                   const tokenizer::HfTokenizer& tokenizer, const TextOptions& options,
+                                                   const std::string& source);
+
+// A training row: ids, next-token targets before the shift (-100 = not a target) and positions.
+struct Row {
+    std::vector<int32_t> input_ids;
+    std::vector<int32_t> labels;
+    std::vector<int32_t> position_ids;
+};
+
+std::vector<Row> pack_examples(const std::vector<std::vector<int32_t>>& examples, int64_t max_seq_len);
+// One row per example; an example longer than max_seq_len is an error naming it and the fixes.
+std::vector<Row> unpacked_rows(const std::vector<std::vector<int32_t>>& examples, int64_t max_seq_len,
+                               const std::string& source);
+
+}  // namespace ftl::data

@@ -1,0 +1,45 @@
+// AdamW (Loshchilov & Hutter 2019) with torch.optim.AdamW's update, step by step:
+//   p <- p * (1 - lr * weight_decay)
+//   m <- beta1 * m + (1 - beta1) * g;  v <- beta2 * v + (1 - beta2) * g^2
+//   p <- p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+// State (m, v, step) lives next to each parameter in fp32, like the parameters it updates.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace ftl::optim {
+
+struct AdamWOptions {
+    double beta1 = 0.9;
+    double beta2 = 0.999;
+    double eps = 1e-8;
+    double weight_decay = 0.0;
+};
+
+class AdamW {
+public:
+    // `params`: (name, fp32 tensor with .grad()) pairs; names key the saved state.
+    AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions options);
+
+    // One update with learning rate `lr` on every parameter that has a gradient.
+    void step(double lr);
+    void zero_grad();
+    int64_t steps() const { return step_; }
+
+    // exp_avg.<name>, exp_avg_sq.<name> and "step" as tensors, for checkpoints.
+    std::vector<std::pair<std::string, at::Tensor>> state() const;
+    // Restores what state() returned; throws naming the missing or misshapen entry.
+    void load_state(const std::vector<std::pair<std::string, at::Tensor>>& state);
+
+private:
+    std::vector<std::pair<std::string, at::Tensor>> params_;
+    std::vector<at::Tensor> exp_avg_, exp_avg_sq_;
+    AdamWOptions options_;
+    int64_t step_ = 0;
+};
+
+}  // namespace ftl::optim

@@ -1,0 +1,214 @@
+#include "peft/lora.h"
+
+#include <ATen/core/grad_mode.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include "io/atomic_file.h"
+#include "io/checkpoint.h"
+#include "io/safetensors_writer.h"
+#include "model/tensor_io.h"
+#include "util/error.h"
+#include "util/strings.h"
+
+namespace ftl::peft {
+namespace {
+
+using nlohmann::json;
+
+// (module path, linear) for every linear LoRA can target, in PEFT's traversal order.
+std::vector<std::pair<std::string, model::Linear*>> target_candidates(model::CausalLM& model) {
+    std::vector<std::pair<std::string, model::Linear*>> out;
+    auto& layers = model.weights().layers;
+    for (size_t i = 0; i < layers.size(); ++i)
+        for (auto& [path, linear] : layers[i].linears())
+            out.emplace_back("model.layers." + std::to_string(i) + "." + path, linear);
+    return out;
+}
+
+std::vector<std::string> target_names(const LoraConfig& config) {
+    std::vector<std::string> names;
+    for (const auto& n : split(config.target_modules, ','))
+        if (!trim(n).empty()) names.push_back(trim(n));
+    return names;
+}
+
+bool matches(const std::string& path, const LoraConfig& config, const std::vector<std::string>& names,
+             const std::regex* pattern) {
+    if (to_lower(config.target_modules) == "all-linear") return true;  // lm_head is never a candidate
+    if (pattern) return std::regex_match(path, *pattern);
+    for (const auto& n : names)
+        if (path == n || ends_with(path, "." + n)) return true;
+    return false;
+}
+
+// torch.nn.init.kaiming_uniform_(w, a) for a [out, in] weight: bound = gain * sqrt(3 / fan_in),
+// gain = sqrt(2 / (1 + a^2)); computed in the same order as torch so the bound is bit-identical.
+void kaiming_uniform(at::Tensor& w, double a, at::Generator& generator) {
+    const double gain = std::sqrt(2.0 / (1.0 + a * a));
+    const double std_dev = gain / std::sqrt(static_cast<double>(w.size(1)));
+    const double bound = std::sqrt(3.0) * std_dev;
+    w.uniform_(-bound, bound, generator);
+}
+
+std::string module_of(const std::string& peft_name) {  // base_model.model.<path>.lora_A.weight -> <path>
+    const std::string prefix = "base_model.model.";
+    const size_t end = peft_name.rfind(".lora_");
+    return peft_name.substr(prefix.size(), end - prefix.size());
+}
+
+}  // namespace
+
+double LoraConfig::scaling() const {
+    return use_rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / static_cast<double>(r);
+}
+
+void LoraConfig::validate() const {
+    if (r <= 0) fail(ErrorKind::kConfig, "--lora_r: must be a positive integer (got " + std::to_string(r) + ")");
+    if (!(dropout >= 0.0 && dropout < 1.0))
+        fail(ErrorKind::kConfig, "--lora_dropout: must be in [0, 1) (got " + std::to_string(dropout) + ")");
+    if (target_modules.empty()) fail(ErrorKind::kConfig, "--lora_target_modules: must name at least one module");
+}
+
+std::vector<std::string> attach_lora(model::CausalLM& model, const LoraConfig& config, at::Generator& generator) {
+    config.validate();
+    const auto names = target_names(config);
+    std::unique_ptr<std::regex> pattern;
+    if (config.targets_are_regex) {
+        try {
+            pattern = std::make_unique<std::regex>(config.target_modules);
+        } catch (const std::regex_error& e) {
+            fail(ErrorKind::kConfig, "--lora_target_modules: invalid regex '" + config.target_modules + "': " + e.what());
+        }
+    }
+    auto candidates = target_candidates(model);
+    // Every listed name must match something, as PEFT raises for targets not found.
+    if (!pattern && to_lower(config.target_modules) != "all-linear") {
+        std::set<std::string> known;
+        for (const auto& [path, linear] : candidates) known.insert(path.substr(path.rfind('.') + 1));
+        for (const auto& n : names) {
+            bool found = false;
+            for (const auto& [path, linear] : candidates) found = found || path == n || ends_with(path, "." + n);
+            if (!found)
+                fail(ErrorKind::kConfig, "--lora_target_modules: '" + n + "' matches no linear layer of this " +
+                                             model.config().model_type + " model (its linears: " +
+                                             join(std::vector<std::string>(known.begin(), known.end()), ", ") +
+                                             "; or all-linear)" +
+                                             did_you_mean(n, std::vector<std::string>(known.begin(), known.end())));
+        }
+    }
+    at::NoGradGuard no_grad;
+    std::vector<std::string> adapted;
+    for (auto& [path, linear] : candidates) {
+        if (!matches(path, config, names, pattern.get())) continue;
+        const int64_t out = linear->weight.size(0), in = linear->weight.size(1);
+        auto options = at::TensorOptions().dtype(at::kFloat);  // drawn on CPU, as torch's CPU generator does
+        at::Tensor a = at::empty({config.r, in}, options);
+        at::Tensor b = at::empty({out, config.r}, options);
+        kaiming_uniform(a, std::sqrt(5.0), generator);  // nn.Linear(in, r) default init
+        kaiming_uniform(b, std::sqrt(5.0), generator);  // nn.Linear(r, out) default init
+        kaiming_uniform(a, std::sqrt(5.0), generator);  // reset_lora_parameters
+        b.zero_();
+        const at::Device device = linear->weight.device();
+        linear->adapter = model::LowRankAdapter{a.to(device), b.to(device), config.scaling(), config.dropout};
+        adapted.push_back(path);
+    }
+    if (adapted.empty())
+        fail(ErrorKind::kConfig, "--lora_target_modules: '" + config.target_modules + "' matches no linear layer");
+    return adapted;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> adapter_parameters(model::CausalLM& model) {
+    std::vector<std::pair<std::string, at::Tensor>> out;
+    for (auto& [path, linear] : target_candidates(model)) {
+        if (!linear->adapter) continue;
+        out.emplace_back("base_model.model." + path + ".lora_A.weight", linear->adapter->A);
+        out.emplace_back("base_model.model." + path + ".lora_B.weight", linear->adapter->B);
+    }
+    return out;
+}
+
+void save_adapter(const std::string& dir, model::CausalLM& model, const LoraConfig& config) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) fail(ErrorKind::kIo, dir + ": cannot create the adapter folder: " + ec.message());
+    std::set<std::string> targets;
+    std::vector<at::Tensor> keep;  // contiguous CPU copies alive while writing
+    std::vector<io::NamedTensor> tensors;
+    for (auto& [name, t] : adapter_parameters(model)) {
+        const std::string path = module_of(name);
+        targets.insert(path.substr(path.rfind('.') + 1));
+        keep.push_back(t.detach().to(at::kCPU).contiguous());
+        tensors.push_back({name, model::view_of(keep.back())});
+    }
+    io::write_safetensors(dir + "/adapter_model.safetensors", tensors, {{"format", "pt"}});
+    json cfg = {{"peft_type", "LORA"},
+                {"task_type", "CAUSAL_LM"},
+                {"base_model_name_or_path", config.base_model_name_or_path},
+                {"r", config.r},
+                {"lora_alpha", config.alpha},
+                {"lora_dropout", config.dropout},
+                {"use_rslora", config.use_rslora},
+                {"bias", "none"},
+                {"fan_in_fan_out", false},
+                {"inference_mode", true},
+                {"init_lora_weights", true},
+                {"modules_to_save", nullptr},
+                {"use_dora", false},
+                {"target_modules", std::vector<std::string>(targets.begin(), targets.end())}};
+    io::write_file_atomically(dir + "/adapter_config.json", [&](std::ostream& out) { out << cfg.dump(2) << "\n"; });
+}
+
+LoraConfig load_adapter(const std::string& dir, model::CausalLM& model) {
+    const std::string config_path = dir + "/adapter_config.json";
+    std::ifstream in(config_path);
+    if (!in) fail(ErrorKind::kConfig, config_path + ": cannot read (is " + dir + " a PEFT adapter folder?)");
+    std::stringstream text;
+    text << in.rdbuf();
+    json cfg = json::parse(text.str(), nullptr, false);
+    if (cfg.is_discarded() || !cfg.is_object()) fail(ErrorKind::kConfig, config_path + ": not a JSON object");
+    if (cfg.value("peft_type", "") != "LORA")
+        fail(ErrorKind::kConfig, config_path + ": peft_type: only LORA adapters are read (got " +
+                                     cfg.value("peft_type", json("missing")).dump() + ")");
+    LoraConfig config;
+    try {
+        config.r = cfg.at("r").get<int64_t>();
+        config.alpha = cfg.value("lora_alpha", 8.0);
+        config.dropout = cfg.value("lora_dropout", 0.0);
+        config.use_rslora = cfg.value("use_rslora", false);
+        config.base_model_name_or_path = cfg.value("base_model_name_or_path", json("")).is_string()
+                                             ? cfg.value("base_model_name_or_path", "")
+                                             : "";
+        const json& targets = cfg.at("target_modules");
+        if (targets.is_string()) {
+            config.target_modules = targets.get<std::string>();
+            config.targets_are_regex = to_lower(config.target_modules) != "all-linear";
+        } else {
+            config.target_modules = join(targets.get<std::vector<std::string>>(), ",");
+        }
+    } catch (const json::exception& e) {
+        fail(ErrorKind::kConfig, config_path + ": r / target_modules missing or of the wrong type (" + e.what() + ")");
+    }
+    at::Generator unused = at::make_generator<at::CPUGeneratorImpl>(0);
+    attach_lora(model, config, unused);
+    const io::Checkpoint ckpt = io::Checkpoint::open(dir, "adapter_model");
+    at::NoGradGuard no_grad;
+    for (auto& [name, param] : adapter_parameters(model)) {
+        if (!ckpt.contains(name))
+            fail(ErrorKind::kConfig, dir + "/adapter_model.safetensors: no tensor '" + name + "' for the adapter config's targets");
+        at::Tensor loaded = model::mapped_tensor(ckpt.shared_file_of(name), name);
+        if (loaded.sizes() != param.sizes())
+            fail(ErrorKind::kConfig, dir + "/adapter_model.safetensors: '" + name + "' does not fit the model (adapter r=" +
+                                         std::to_string(config.r) + ")");
+        param.copy_(loaded);
+    }
+    return config;
+}
+
+}  // namespace ftl::peft

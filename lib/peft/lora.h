@@ -1,0 +1,53 @@
+// LoRA as PEFT does it (peft/tuners/lora): which linears get adapters, how they start, and the
+// PEFT file format for saving and loading them.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "model/decoder.h"
+
+namespace ftl::peft {
+
+struct LoraConfig {
+    int64_t r = 8;
+    double alpha = 16;
+    double dropout = 0.0;
+    // "all-linear" (every linear except the output head), a comma-separated list of module names
+    // (a module matches when its path equals the name or ends with "." + name), or, when
+    // `targets_are_regex`, one regex that must match the whole module path (re.fullmatch).
+    std::string target_modules = "all-linear";
+    bool targets_are_regex = false;
+    bool use_rslora = false;  // scaling alpha / sqrt(r) instead of alpha / r
+    std::string base_model_name_or_path;
+
+    double scaling() const;
+    // Throws ftl::Error(kConfig) naming the flag (--lora_r, ...) for values PEFT rejects.
+    void validate() const;
+};
+
+// Adds an adapter to every targeted linear, in PEFT's creation order, initialised as PEFT does
+// with `generator` (torch's CPU generator semantics): per target, nn.Linear(in, r) and
+// nn.Linear(r, out) draw their default kaiming-uniform weights, then A is redrawn with
+// kaiming_uniform_(a=sqrt(5)) (bound 1/sqrt(in)) and B is zeroed. Adapters are fp32 (PEFT's
+// autocast_adapter_dtype) on the base weights' device. Returns the adapted module paths; a target
+// that matches nothing is ftl::Error(kConfig) listing the model's linear module names.
+std::vector<std::string> attach_lora(model::CausalLM& model, const LoraConfig& config, at::Generator& generator);
+
+// (PEFT state-dict name, tensor) of every adapter weight, e.g.
+// base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight (the names adapter_model.safetensors uses).
+std::vector<std::pair<std::string, at::Tensor>> adapter_parameters(model::CausalLM& model);
+
+// Writes adapter_config.json and adapter_model.safetensors into `dir` (created if missing),
+// each atomically, as PeftModel.save_pretrained does.
+void save_adapter(const std::string& dir, model::CausalLM& model, const LoraConfig& config);
+
+// Reads a PEFT LoRA adapter folder, attaches its adapters and loads their weights (inference or
+// continued training). Throws naming the file for a non-LoRA adapter, missing tensors or shapes
+// that do not fit the model.
+LoraConfig load_adapter(const std::string& dir, model::CausalLM& model);
+
+}  // namespace ftl::peft

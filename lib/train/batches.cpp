@@ -1,0 +1,96 @@
+#include "train/batches.h"
+
+#include <ATen/core/grad_mode.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "util/error.h"
+
+namespace ftl::train {
+
+BatchPlan::BatchPlan(size_t rows, int per_device, int accumulation, int rank, int world_size, uint64_t seed)
+    : rows_(rows), per_device_(per_device), rank_(rank), world_size_(world_size), seed_(seed) {
+    if (per_device <= 0)
+        fail(ErrorKind::kConfig, "--per_device_train_batch_size: must be positive (got " + std::to_string(per_device) + ")");
+    if (accumulation <= 0)
+        fail(ErrorKind::kConfig, "--gradient_accumulation_steps: must be positive (got " + std::to_string(accumulation) + ")");
+    if (rows == 0) fail(ErrorKind::kConfig, "the training split has no rows");
+}
+
+int64_t BatchPlan::micro_batches_per_epoch() const {
+    const int64_t per_rank = static_cast<int64_t>((rows_ + world_size_ - 1) / world_size_);
+    return (per_rank + per_device_ - 1) / per_device_;
+}
+
+void BatchPlan::start_epoch() {
+    ++epoch_;
+    at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed_ + static_cast<uint64_t>(epoch_));
+    at::Tensor perm = at::randperm(static_cast<int64_t>(rows_), generator, at::TensorOptions().dtype(at::kLong));
+    const int64_t* p = perm.data_ptr<int64_t>();
+    const size_t total = (rows_ + world_size_ - 1) / world_size_ * world_size_;
+    order_.clear();
+    for (size_t i = static_cast<size_t>(rank_); i < total; i += static_cast<size_t>(world_size_))
+        order_.push_back(p[i % rows_]);
+    cursor_ = 0;
+}
+
+std::vector<int64_t> BatchPlan::next_micro_batch() {
+    if (epoch_ < 0 || cursor_ >= order_.size()) start_epoch();
+    const size_t end = std::min(order_.size(), cursor_ + static_cast<size_t>(per_device_));
+    std::vector<int64_t> batch(order_.begin() + static_cast<long>(cursor_), order_.begin() + static_cast<long>(end));
+    cursor_ = end;
+    return batch;
+}
+
+model::Batch collate(const std::vector<data::Row>& rows, const std::vector<int64_t>& indices, int32_t pad_id,
+                     bool packed, const at::Device& device) {
+    size_t length = 0;
+    for (int64_t i : indices) length = std::max(length, rows[static_cast<size_t>(i)].input_ids.size());
+    const int64_t b = static_cast<int64_t>(indices.size()), t = static_cast<int64_t>(length);
+    auto options = at::TensorOptions().dtype(at::kLong);
+    at::Tensor ids = at::full({b, t}, pad_id, options), labels = at::full({b, t}, -100, options);
+    at::Tensor mask = at::zeros({b, t}, options), positions = at::zeros({b, t}, options);
+    auto ids_a = ids.accessor<int64_t, 2>(), labels_a = labels.accessor<int64_t, 2>();
+    auto mask_a = mask.accessor<int64_t, 2>(), pos_a = positions.accessor<int64_t, 2>();
+    for (int64_t r = 0; r < b; ++r) {
+        const data::Row& row = rows[static_cast<size_t>(indices[static_cast<size_t>(r)])];
+        for (size_t j = 0; j < row.input_ids.size(); ++j) {
+            ids_a[r][static_cast<int64_t>(j)] = row.input_ids[j];
+            labels_a[r][static_cast<int64_t>(j)] = row.labels[j];
+            mask_a[r][static_cast<int64_t>(j)] = 1;
+            pos_a[r][static_cast<int64_t>(j)] = row.position_ids[j];
+        }
+        // Padding continues the positions so a packed row's padding never looks like a new document
+        // start that attends to real tokens; it is masked out anyway.
+        for (int64_t j = static_cast<int64_t>(row.input_ids.size()); j < t; ++j)
+            pos_a[r][j] = j == 0 ? 0 : pos_a[r][j - 1] + 1;
+    }
+    model::Batch batch;
+    batch.input_ids = ids.to(device);
+    batch.labels = labels.to(device);
+    batch.attention_mask = mask.to(device);
+    batch.position_ids = positions.to(device);
+    batch.packed = packed;
+    return batch;
+}
+
+at::Tensor count_targets(const model::Batch& batch) {
+    const int64_t t = batch.labels.size(1);
+    return (batch.labels.narrow(1, 1, t - 1) != -100).sum().to(at::kDouble).cpu().reshape({1});
+}
+
+double clip_grad_norm(std::vector<at::Tensor>& grads, double max_norm) {
+    at::NoGradGuard no_grad;
+    if (grads.empty()) return 0.0;
+    std::vector<at::Tensor> norms;
+    for (const auto& g : grads) norms.push_back(at::linalg_vector_norm(g, 2.0, {}, false, at::kFloat));
+    const double total = at::linalg_vector_norm(at::stack(norms), 2.0).item<double>();
+    if (max_norm > 0) {
+        const double coef = std::min(1.0, max_norm / (total + 1e-6));
+        for (auto& g : grads) g.mul_(coef);
+    }
+    return total;
+}
+
+}  // namespace ftl::train

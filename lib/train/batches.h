@@ -1,0 +1,47 @@
+// Which rows each rank trains on, and how rows become a model::Batch.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "data/examples.h"
+#include "model/batch.h"
+
+namespace ftl::train {
+
+// The sampler. Epoch e shuffles the rows with torch.randperm(n, generator seeded seed + e)
+// (reproducible in Python with the same call), pads the order to a multiple of the world size by
+// repeating its start and gives rank r every world-th index from r (torch's DistributedSampler);
+// micro-batches are consecutive runs of per_device rows (the last may be shorter). Epochs follow
+// each other without end; the trainer decides when to stop.
+class BatchPlan {
+public:
+    BatchPlan(size_t rows, int per_device, int accumulation, int rank, int world_size, uint64_t seed);
+    int64_t micro_batches_per_epoch() const;
+    std::vector<int64_t> next_micro_batch();
+    int64_t epoch() const { return epoch_; }
+
+private:
+    void start_epoch();
+    size_t rows_;
+    int per_device_, rank_, world_size_;
+    uint64_t seed_;
+    int64_t epoch_ = -1;
+    std::vector<int64_t> order_;  // this rank's indices for the current epoch
+    size_t cursor_ = 0;
+};
+
+// Rows -> [B, T] tensors, right-padded to the longest row (padding: pad_id, label -100, mask 0).
+model::Batch collate(const std::vector<data::Row>& rows, const std::vector<int64_t>& indices, int32_t pad_id,
+                     bool packed, const at::Device& device);
+
+// Targets after the shift (labels[:, 1:] != -100), as a 1-element double tensor.
+at::Tensor count_targets(const model::Batch& batch);
+
+// torch.nn.utils.clip_grad_norm_: the L2 norm over all gradients; when max_norm > 0, every
+// gradient is scaled by min(1, max_norm / (norm + 1e-6)). Returns the norm before clipping.
+double clip_grad_norm(std::vector<at::Tensor>& grads, double max_norm);
+
+}  // namespace ftl::train

@@ -1,0 +1,27 @@
+// The SFT job (the seed's train.py: TRL SFTTrainer + PEFT LoRA + HF Trainer), one rank's view.
+// Read it top to bottom in sft.cpp: resolve inputs, build tokenizer, model, adapters and data,
+// then the optimizer-step loop, then save.
+#pragma once
+
+#include <string>
+
+#include "config/run_config.h"
+#include "dist/comm.h"
+#include "util/log.h"
+
+namespace ftl::train {
+
+struct RankContext {
+    int rank = 0;
+    int world_size = 1;
+    std::string device = "cpu";  // "cpu" | "cuda"
+    int device_index = 0;
+    dist::Comm* comm = nullptr;  // null on a single rank
+};
+
+// Runs the job; writes the adapter (or, without LoRA, nothing but the state) and
+// trainer_state.json into --output_dir on rank 0. Throws ftl::Error on bad input, before the
+// first step whenever the input can be checked up front.
+void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& log);
+
+}  // namespace ftl::train
