@@ -59,3 +59,30 @@ set(FTL_PYTHON "python3" CACHE FILEPATH "Python interpreter with transformers/pe
 # libtorch before libstdc++ binds its std::filesystem calls to that copy, whose remove_all crashes.
 # Naming libstdc++ first on every executable's link line puts it first in the lookup order.
 set(CMAKE_EXE_LINKER_FLAGS "${CMAKE_EXE_LINKER_FLAGS} -Wl,--push-state,--no-as-needed -lstdc++ -Wl,--pop-state")
+
+# Arrow and Parquet C++ for datasets, from the pyarrow wheel next to the parity references (the
+# wheel ships headers and versioned libraries). Optional: without them, parquet/arrow dataset
+# files are an error that says how to convert them.
+execute_process(COMMAND ${FTL_PYTHON} -c
+  "import pyarrow, os; d = os.path.dirname(pyarrow.__file__); print(pyarrow.get_include()); print(d)"
+  OUTPUT_VARIABLE FTL_PYARROW_PATHS OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET RESULT_VARIABLE FTL_PYARROW_RC)
+set(FTL_HAVE_ARROW OFF)
+if(FTL_PYARROW_RC EQUAL 0 AND FTL_PYARROW_PATHS)
+  string(REPLACE "\n" ";" FTL_PYARROW_PATHS "${FTL_PYARROW_PATHS}")
+  list(GET FTL_PYARROW_PATHS 0 FTL_ARROW_INCLUDE_DIR)
+  list(GET FTL_PYARROW_PATHS 1 FTL_ARROW_LIB_DIR)
+  file(GLOB FTL_ARROW_LIB "${FTL_ARROW_LIB_DIR}/libarrow.so.[0-9]*")
+  file(GLOB FTL_PARQUET_LIB "${FTL_ARROW_LIB_DIR}/libparquet.so.[0-9]*")
+  if(FTL_ARROW_LIB AND FTL_PARQUET_LIB AND EXISTS "${FTL_ARROW_INCLUDE_DIR}/parquet/arrow/reader.h")
+    list(GET FTL_ARROW_LIB 0 FTL_ARROW_LIB)
+    list(GET FTL_PARQUET_LIB 0 FTL_PARQUET_LIB)
+    set(FTL_HAVE_ARROW ON)
+  endif()
+endif()
+message(STATUS "ftlaunch: Arrow/Parquet from pyarrow: ${FTL_HAVE_ARROW} ${FTL_ARROW_LIB_DIR}")
+
+# Where executables find LibTorch's and (when used) Arrow's shared libraries, without LD_LIBRARY_PATH.
+set(FTL_RPATH "${FTL_TORCH_LIB_DIR}")
+if(FTL_HAVE_ARROW)
+  list(APPEND FTL_RPATH "${FTL_ARROW_LIB_DIR}")
+endif()

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "data/arrow_reader.h"
 #include "util/error.h"
 #include "util/strings.h"
 
@@ -89,10 +90,8 @@ std::vector<nlohmann::json> read_split(const std::string& dir, const std::string
     for (const auto& file : it->second.files) {
         if (ends_with(file, ".jsonl")) read_jsonl(file, records);
         else if (ends_with(file, ".json")) read_json(file, records);
-        else
-            fail(ErrorKind::kConfig, file + ": parquet/arrow datasets need the Arrow reader, which is not in this "
-                                            "build yet; convert the split to JSON lines (pandas.read_parquet(f)"
-                                            ".to_json(out, orient='records', lines=True))");
+        else if (ends_with(file, ".parquet")) read_parquet(file, records);
+        else read_arrow_stream(file, records);
     }
     return records;
 }

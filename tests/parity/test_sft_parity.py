@@ -16,6 +16,9 @@ Checks:
   accumulation        batch 4 x accumulation 1 == batch 2 x accumulation 2 == batch 1 x 4 (1e-5)
   ranks               2 CPU ranks x batch 2 == 1 rank x batch 4 (1e-5)
   packing             --packing True: ceil(total tokens / max_seq_len) rows (TRL "wrapped")
+  parquet             the same split as data/train-00000-of-00001.parquet gives the same curve;
+                      a chat dataset (`messages`, parquet) trains with --chat_template_format chatml
+                      (the ChatML tokens added, the embeddings resized as train.py does)
 """
 import json
 import math
@@ -167,6 +170,31 @@ def main():
         two, _ = run_ftlaunch(model_dir, data_dir, os.path.join(work, "run_2ranks"), 2, 1,
                               launcher=("--config_file", os.path.join(SOURCE, "configs", "multi_cpu_2.yaml")))
         compare_curves(two, b4, 1e-5, "2 ranks x batch 2 vs 1 rank x batch 4")
+
+        # Parquet (the hub's format) reads to the same rows.
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        parquet_dir = os.path.join(work, "data_parquet", "data")
+        os.makedirs(parquet_dir)
+        pq.write_table(pa.table({"text": texts, "id": list(range(len(texts)))}),
+                       os.path.join(parquet_dir, "train-00000-of-00001.parquet"))
+        from_parquet, _ = run_ftlaunch(model_dir, os.path.dirname(parquet_dir), os.path.join(work, "run_parquet"), 2, 2)
+        compare_curves(from_parquet, ours, 1e-7, "parquet split vs the same split as JSON lines")
+        chat_dir = os.path.join(work, "chat", "data")
+        os.makedirs(chat_dir)
+        chats = [[{"role": "user", "content": texts[i]}, {"role": "assistant", "content": texts[(i + 5) % len(texts)]}]
+                 for i in range(len(texts))]
+        pq.write_table(pa.table({"messages": chats}), os.path.join(chat_dir, "train-00000-of-00001.parquet"))
+        chat_losses, chat_log = run_ftlaunch(model_dir, os.path.dirname(chat_dir), os.path.join(work, "run_chat"), 2, 1,
+                                             extra=("--chat_template_format", "chatml", "--packing", "True",
+                                                    "--max_seq_len", "64"))
+        chat_tok = transformers.AutoTokenizer.from_pretrained(
+            model_dir, pad_token="<pad>", bos_token="<s>", eos_token="<|im_end|>",
+            additional_special_tokens=["<|im_start|>user", "<|im_start|>assistant", "<|im_start|>system",
+                                       "<|im_end|>", "<s>", "<pad>"])
+        rows = math.ceil(len(chat_tok) / 8) * 8
+        check(f"resized the embeddings to {rows} rows" in chat_log and chat_losses[-1] < chat_losses[0],
+              f"chatml messages from parquet: embeddings resized to {rows}, loss {chat_losses[0]:.3f} -> {chat_losses[-1]:.3f}")
 
         # Packing: rows = ceil(total tokens / max_seq_len).
         tok = transformers.AutoTokenizer.from_pretrained(model_dir)

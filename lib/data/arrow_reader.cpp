@@ -1,0 +1,110 @@
+#include "data/arrow_reader.h"
+
+#include "util/error.h"
+
+#ifdef FTL_HAVE_ARROW
+#include <arrow/api.h>
+#include <arrow/io/file.h>
+#include <arrow/ipc/reader.h>
+#include <parquet/arrow/reader.h>
+#endif
+
+namespace ftl::data {
+
+#ifdef FTL_HAVE_ARROW
+namespace {
+
+template <typename T>
+T value_or_fail(arrow::Result<T> result, const std::string& path) {
+    if (!result.ok()) fail(ErrorKind::kIo, path + ": " + result.status().ToString());
+    return std::move(result).ValueUnsafe();
+}
+
+nlohmann::json value_at(const arrow::Array& array, int64_t i, const std::string& where) {
+    if (array.IsNull(i)) return nullptr;
+    switch (array.type_id()) {
+        case arrow::Type::STRING: return static_cast<const arrow::StringArray&>(array).GetString(i);
+        case arrow::Type::LARGE_STRING: return static_cast<const arrow::LargeStringArray&>(array).GetString(i);
+        case arrow::Type::BOOL: return static_cast<const arrow::BooleanArray&>(array).Value(i);
+        case arrow::Type::INT8: return static_cast<const arrow::Int8Array&>(array).Value(i);
+        case arrow::Type::INT16: return static_cast<const arrow::Int16Array&>(array).Value(i);
+        case arrow::Type::INT32: return static_cast<const arrow::Int32Array&>(array).Value(i);
+        case arrow::Type::INT64: return static_cast<const arrow::Int64Array&>(array).Value(i);
+        case arrow::Type::UINT8: return static_cast<const arrow::UInt8Array&>(array).Value(i);
+        case arrow::Type::UINT16: return static_cast<const arrow::UInt16Array&>(array).Value(i);
+        case arrow::Type::UINT32: return static_cast<const arrow::UInt32Array&>(array).Value(i);
+        case arrow::Type::UINT64: return static_cast<const arrow::UInt64Array&>(array).Value(i);
+        case arrow::Type::FLOAT: return static_cast<const arrow::FloatArray&>(array).Value(i);
+        case arrow::Type::DOUBLE: return static_cast<const arrow::DoubleArray&>(array).Value(i);
+        case arrow::Type::LIST:
+        case arrow::Type::LARGE_LIST: {
+            std::shared_ptr<arrow::Array> items;
+            if (array.type_id() == arrow::Type::LIST) items = static_cast<const arrow::ListArray&>(array).value_slice(i);
+            else items = static_cast<const arrow::LargeListArray&>(array).value_slice(i);
+            nlohmann::json list = nlohmann::json::array();
+            for (int64_t k = 0; k < items->length(); ++k) list.push_back(value_at(*items, k, where));
+            return list;
+        }
+        case arrow::Type::STRUCT: {
+            const auto& s = static_cast<const arrow::StructArray&>(array);
+            nlohmann::json object = nlohmann::json::object();
+            for (int f = 0; f < s.num_fields(); ++f)
+                object[s.struct_type()->field(f)->name()] = value_at(*s.field(f), i, where);
+            return object;
+        }
+        default:
+            fail(ErrorKind::kConfig, where + ": column type " + array.type()->ToString() +
+                                         " has no JSON form here (strings, numbers, booleans, lists and structs are read)");
+    }
+}
+
+void append_table(const arrow::Table& table, const std::string& path, std::vector<nlohmann::json>& out) {
+    auto combined = value_or_fail(table.CombineChunksToBatch(), path);
+    const size_t first = out.size();
+    out.resize(first + static_cast<size_t>(combined->num_rows()), nlohmann::json::object());
+    for (int c = 0; c < combined->num_columns(); ++c) {
+        const std::string name = combined->schema()->field(c)->name();
+        const auto& column = *combined->column(c);
+        const std::string where = path + ": column '" + name + "'";
+        for (int64_t r = 0; r < combined->num_rows(); ++r) out[first + static_cast<size_t>(r)][name] = value_at(column, r, where);
+    }
+}
+
+}  // namespace
+
+bool arrow_available() { return true; }
+
+void read_parquet(const std::string& path, std::vector<nlohmann::json>& out) {
+    auto file = value_or_fail(arrow::io::ReadableFile::Open(path), path);
+    auto reader = value_or_fail(parquet::arrow::OpenFile(file, arrow::default_memory_pool()), path);
+    auto table = value_or_fail(reader->ReadTable(), path);
+    append_table(*table, path, out);
+}
+
+void read_arrow_stream(const std::string& path, std::vector<nlohmann::json>& out) {
+    auto file = value_or_fail(arrow::io::ReadableFile::Open(path), path);
+    auto reader = value_or_fail(arrow::ipc::RecordBatchStreamReader::Open(file), path);
+    std::shared_ptr<arrow::Table> table;
+    auto batches = value_or_fail(reader->ToRecordBatches(), path);
+    table = value_or_fail(arrow::Table::FromRecordBatches(reader->schema(), batches), path);
+    append_table(*table, path, out);
+}
+
+#else
+
+bool arrow_available() { return false; }
+
+namespace {
+[[noreturn]] void no_arrow(const std::string& path) {
+    fail(ErrorKind::kConfig, path + ": this build has no Arrow/Parquet reader (it comes from the pyarrow wheel "
+                                    "found at configure time); convert the split to JSON lines, e.g. "
+                                    "pandas.read_parquet(f).to_json(out, orient='records', lines=True)");
+}
+}  // namespace
+
+void read_parquet(const std::string& path, std::vector<nlohmann::json>&) { no_arrow(path); }
+void read_arrow_stream(const std::string& path, std::vector<nlohmann::json>&) { no_arrow(path); }
+
+#endif
+
+}  // namespace ftl::data

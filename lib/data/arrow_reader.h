@@ -1,0 +1,21 @@
+// Parquet files and Arrow IPC streams (the HF hub's and the datasets cache's formats) read as
+// JSON records, through Arrow/Parquet C++ from the pyarrow wheel. Columns of strings, numbers,
+// booleans, lists and structs (e.g. `messages`: list<struct<role, content>>) are converted.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace ftl::data {
+
+// Whether this build links Arrow (found in the pyarrow wheel at configure time).
+bool arrow_available();
+
+// Appends one JSON object per row. Throws ftl::Error naming the file for unreadable files or
+// column types that have no JSON form here.
+void read_parquet(const std::string& path, std::vector<nlohmann::json>& out);
+void read_arrow_stream(const std::string& path, std::vector<nlohmann::json>& out);
+
+}  // namespace ftl::data
