@@ -1,5 +1,7 @@
 // `ftlaunch [launcher flags] <job> [job flags]`: resolve the whole configuration, then print the
 // plan (--dry_run) or start the job's workers.
+#include <csignal>
+#include <cstdlib>
 #include <iostream>
 
 #include "commands.h"
@@ -35,6 +37,14 @@ int run_job_worker(const config::RunConfig& run, const launch::WorkerIdentity& i
         options.timeout = std::chrono::seconds(run.train.ddp_timeout);
         comm = dist::make_comm(options);
         rank.comm = comm.get();
+    }
+    // Crash-safety tests: FTLAUNCH_TEST_CRASH_IN_SAVE=<step> kills this rank while that step's
+    // checkpoint is half written.
+    if (const char* crash = std::getenv("FTLAUNCH_TEST_CRASH_IN_SAVE"); crash && *crash) {
+        const long long crash_step = std::atoll(crash);
+        rank.during_checkpoint_save = [crash_step](int64_t step) {
+            if (step == crash_step) ::raise(SIGKILL);
+        };
     }
     train::run_sft(run, rank, log);
     return 0;

@@ -60,9 +60,10 @@ at::Tensor chunked_linear_cross_entropy(const at::Tensor& hidden, const at::Tens
     return loss;
 }
 
-LossResult causal_lm_loss(const CausalLM& model, const Batch& batch, const LossOptions& options) {
+LossResult causal_lm_loss(const CausalLM& model, const Batch& batch, const LossOptions& options,
+                          const ForwardOptions& forward) {
     if (!batch.labels.defined()) fail(ErrorKind::kInternal, "causal_lm_loss: the batch has no labels");
-    at::Tensor hidden = model.hidden_states(batch);  // [B, T, H]
+    at::Tensor hidden = model.hidden_states(batch, forward);  // [B, T, H]
     // Position t predicts label t+1; the last position of each row predicts nothing.
     at::Tensor shifted = at::cat({batch.labels.narrow(1, 1, batch.labels.size(1) - 1),
                                   at::full({batch.labels.size(0), 1}, kIgnoreIndex, batch.labels.options())},

@@ -36,6 +36,7 @@ at::Tensor chunked_linear_cross_entropy(const at::Tensor& hidden, const at::Tens
                                         const at::Tensor& targets, int64_t chunk_rows, double divisor);
 
 // The model's next-token loss on batch.labels (required).
-LossResult causal_lm_loss(const CausalLM& model, const Batch& batch, const LossOptions& options = {});
+LossResult causal_lm_loss(const CausalLM& model, const Batch& batch, const LossOptions& options = {},
+                          const ForwardOptions& forward = {});
 
 }  // namespace ftl::model

@@ -12,14 +12,19 @@
 #include "data/dataset.h"
 #include "data/examples.h"
 #include "io/atomic_file.h"
+#include "io/checkpoint.h"
 #include "io/hub.h"
+#include "io/safetensors_writer.h"
 #include "model/load.h"
 #include "model/loss.h"
+#include "model/tensor_io.h"
 #include "optim/adamw.h"
 #include "optim/schedule.h"
 #include "peft/lora.h"
 #include "tokenizer/chat_format.h"
 #include "train/batches.h"
+#include "train/checkpoint.h"
+#include "train/evaluate.h"
 #include "util/error.h"
 #include "util/strings.h"
 
@@ -28,6 +33,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
 // Checked before anything heavy runs: the output folder can be written.
 void check_output_dir(const std::string& dir) {
@@ -46,6 +52,12 @@ std::string format_number(double v) {
     s.precision(6);
     s << v;
     return s.str();
+}
+
+// HF's "steps" intervals: a value < 1 is a ratio of the total steps.
+int64_t interval(double value, int64_t total_steps) {
+    if (value < 1) return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(value * static_cast<double>(total_steps))));
+    return static_cast<int64_t>(value);
 }
 
 // Enables autocast for the run's precision on the device while it lives (HF Trainer's
@@ -72,13 +84,56 @@ private:
     bool active_ = false;
 };
 
+struct Splits {
+    std::vector<data::Row> train, eval;
+};
+
+Splits prepare_data(const config::TrainArgs& args, const std::string& dataset_dir, const tokenizer::HfTokenizer& tok,
+                    std::optional<tokenizer::ChatFormat> chat_format, bool need_eval) {
+    const std::vector<std::string> names = split(args.splits, ',');
+    data::TextOptions text{args.dataset_text_field, chat_format, args.add_special_tokens, args.append_concat_token};
+    auto rows_of = [&](const std::string& name) {
+        const std::string source = args.dataset_name + " [" + name + "]";
+        auto examples = data::tokenize_records(data::read_split(dataset_dir, name), tok, text, source);
+        return args.packing ? data::pack_examples(examples, args.max_seq_length)
+                            : data::unpacked_rows(examples, args.max_seq_length, source);
+    };
+    Splits s;
+    s.train = rows_of(trim(names.at(0)));
+    if (need_eval) {
+        if (names.size() < 2)
+            fail(ErrorKind::kConfig, "--eval_strategy " + args.eval_strategy + ": --splits '" + args.splits +
+                                         "' names no evaluation split (e.g. --splits train,test)");
+        s.eval = rows_of(trim(names.at(1)));
+    }
+    return s;
+}
+
+// Copies a checkpoint's adapter (or trainable weights) into the live tensors.
+void restore_weights(const std::string& dir, const std::string& stem, NamedTensors& trainable) {
+    const io::Checkpoint ckpt = io::Checkpoint::open(dir, stem);
+    at::NoGradGuard no_grad;
+    for (auto& [name, t] : trainable) {
+        if (!ckpt.contains(name)) fail(ErrorKind::kConfig, dir + ": the checkpoint has no '" + name + "' for this run");
+        t.copy_(model::mapped_tensor(ckpt.shared_file_of(name), name));
+    }
+}
+
 }  // namespace
 
 void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& log) {
     const config::TrainArgs& args = run.train;
     const bool main_rank = rank.rank == 0;
     if (args.fp16) fail(ErrorKind::kConfig, "--fp16: fp16 training (loss scaling) is not in this build yet; use --bf16 or fp32");
+    if (args.eval_strategy != "no" && args.eval_strategy != "steps" && args.eval_strategy != "epoch")
+        fail(ErrorKind::kConfig, "--eval_strategy: must be no, steps or epoch (got '" + args.eval_strategy + "')");
+    if (args.save_strategy != "no" && args.save_strategy != "steps" && args.save_strategy != "epoch")
+        fail(ErrorKind::kConfig, "--save_strategy: must be no, steps or epoch (got '" + args.save_strategy + "')");
     if (main_rank) check_output_dir(args.output_dir);
+    const std::string resume_dir =
+        args.resume_from_checkpoint.empty() || parse_bool(args.resume_from_checkpoint) == std::optional<bool>(false)
+            ? std::string()
+            : find_checkpoint(args.resume_from_checkpoint, args.output_dir);
 
     // ---- inputs ----
     const io::HubCache hub = io::HubCache::from_environment();
@@ -96,14 +151,7 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
     const int32_t pad_id = tok.pad_id().value_or(0);
 
     // ---- data ----
-    const std::vector<std::string> splits = split(args.splits, ',');
-    data::TextOptions text{args.dataset_text_field, chat_format, args.add_special_tokens, args.append_concat_token};
-    const std::string train_source = args.dataset_name + " [" + trim(splits.at(0)) + "]";
-    auto train_examples =
-        data::tokenize_records(data::read_split(dataset_dir, trim(splits.at(0))), tok, text, train_source);
-    const std::vector<data::Row> rows = args.packing
-                                            ? data::pack_examples(train_examples, args.max_seq_length)
-                                            : data::unpacked_rows(train_examples, args.max_seq_length, train_source);
+    const Splits data = prepare_data(args, dataset_dir, tok, chat_format, args.eval_strategy != "no");
 
     // ---- model and adapters ----
     const at::Device device = rank.device == "cuda" ? at::Device(at::kCUDA, static_cast<int8_t>(rank.device_index))
@@ -117,7 +165,7 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
         const int64_t size = lm.resize_token_embeddings(tok.size(), 8);
         if (main_rank) log.info("resized the embeddings to " + std::to_string(size) + " rows for the chat tokens");
     }
-    std::vector<std::pair<std::string, at::Tensor>> trainable;
+    NamedTensors trainable;
     peft::LoraConfig lora;
     if (args.use_peft_lora) {
         lora.r = args.lora_r;
@@ -139,9 +187,22 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
     if (main_rank)
         log.info("trainable params: " + std::to_string(trainable_count) + " || all params: " +
                  std::to_string(all_count + (args.use_peft_lora ? trainable_count : 0)));
+    auto write_weights = [&](const std::string& dir) {
+        if (args.use_peft_lora) {
+            peft::save_adapter(dir, lm, lora);
+            return;
+        }
+        std::vector<at::Tensor> keep;
+        std::vector<io::NamedTensor> tensors;
+        for (auto& [name, t] : trainable) {
+            keep.push_back(t.detach().to(at::kCPU).contiguous());
+            tensors.push_back({name, model::view_of(keep.back())});
+        }
+        io::write_sharded_safetensors(dir, tensors, size_t{5} << 30);
+    };
 
     // ---- schedule ----
-    BatchPlan plan(rows.size(), args.per_device_train_batch_size, args.gradient_accumulation_steps, rank.rank,
+    BatchPlan plan(data.train.size(), args.per_device_train_batch_size, args.gradient_accumulation_steps, rank.rank,
                    rank.world_size, static_cast<uint64_t>(args.seed));
     const int64_t steps_per_epoch = std::max<int64_t>(1, plan.micro_batches_per_epoch() / args.gradient_accumulation_steps);
     const int64_t total_steps = args.max_steps > 0
@@ -149,46 +210,70 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
                                     : static_cast<int64_t>(std::ceil(args.num_train_epochs * static_cast<double>(steps_per_epoch)));
     const auto schedule = optim::parse_schedule_type(args.lr_scheduler_type);
     const int64_t warmup = optim::warmup_steps_for(total_steps, args.warmup_steps, args.warmup_ratio);
-    const int64_t logging_every = args.logging_steps < 1 ? std::max<int64_t>(1, static_cast<int64_t>(std::ceil(args.logging_steps * total_steps)))
-                                                         : static_cast<int64_t>(args.logging_steps);
+    const int64_t logging_every = interval(args.logging_steps, total_steps);
+    const int64_t eval_every = interval(args.eval_steps.value_or(args.logging_steps), total_steps);
+    const int64_t save_every = interval(args.save_steps, total_steps);
     optim::AdamW optimizer(trainable, {args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay});
+    model::ForwardOptions forward;
+    forward.training = true;
+    forward.generator = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(args.seed) + 1);
+    json log_history = json::array();
+
+    // ---- resume: weights, optimizer, generators, history; the sampler replays to the same place ----
+    int64_t first_step = 0;
+    if (!resume_dir.empty()) {
+        CheckpointContents saved = load_checkpoint(resume_dir);
+        restore_weights(resume_dir, args.use_peft_lora ? "adapter_model" : "model", trainable);
+        optimizer.load_state(saved.optimizer);
+        forward.generator->set_state(saved.dropout_rng_state);
+        log_history = saved.trainer_state.value("log_history", json::array());
+        first_step = saved.global_step;
+        for (int64_t i = 0; i < first_step * args.gradient_accumulation_steps; ++i) plan.next_micro_batch();
+        if (main_rank) log.info("resumed from " + resume_dir + " at step " + std::to_string(first_step));
+    }
     if (main_rank)
-        log.info("***** Running training *****  examples " + std::to_string(rows.size()) + ", epochs " +
+        log.info("***** Running training *****  examples " + std::to_string(data.train.size()) + ", epochs " +
                  format_number(args.num_train_epochs) + ", batch per device " +
                  std::to_string(args.per_device_train_batch_size) + ", accumulation " +
                  std::to_string(args.gradient_accumulation_steps) + ", ranks " + std::to_string(rank.world_size) +
                  ", optimization steps " + std::to_string(total_steps));
 
+    auto trainer_state = [&](int64_t step) {
+        return json{{"global_step", step},
+                    {"max_steps", total_steps},
+                    {"num_train_epochs", args.num_train_epochs},
+                    {"logging_steps", logging_every},
+                    {"eval_steps", eval_every},
+                    {"save_steps", save_every},
+                    {"train_batch_size", args.per_device_train_batch_size},
+                    {"epoch", static_cast<double>(step) / static_cast<double>(steps_per_epoch)},
+                    {"log_history", log_history}};
+    };
+
     // ---- the loop: one iteration = one optimizer step ----
-    json log_history = json::array();
     AutocastScope autocast(args, rank.device);
-    model::ForwardOptions forward;
-    forward.training = true;
-    forward.generator = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(args.seed) + 1);
     double logged_loss = 0.0;
-    int64_t logged_steps = 0;
+    int64_t logged_steps = 0, tokens_seen = 0;
     const auto started = std::chrono::steady_clock::now();
-    int64_t tokens_seen = 0;
-    for (int64_t step = 0; step < total_steps; ++step) {
+    for (int64_t step = first_step; step < total_steps; ++step) {
         std::vector<model::Batch> micro;
         for (int i = 0; i < args.gradient_accumulation_steps; ++i)
-            micro.push_back(collate(rows, plan.next_micro_batch(), pad_id, args.packing, device));
+            micro.push_back(collate(data.train, plan.next_micro_batch(), pad_id, args.packing, device));
         // transformers >= 4.46: every micro-batch's summed loss is divided by the target tokens of
         // the whole accumulated batch over all ranks, so the curve does not depend on the split.
         at::Tensor counted = at::zeros({1}, at::TensorOptions().dtype(at::kDouble));
         for (const auto& b : micro) counted += count_targets(b);
         if (rank.comm) rank.comm->all_reduce(counted, dist::ReduceOp::kSum);
-        const double num_items = counted.item<double>();
+        model::LossOptions loss_options;
+        loss_options.divisor = counted.item<double>();
         double step_loss = 0.0;
         for (const auto& b : micro) {
-            model::LossOptions loss_options;
-            loss_options.divisor = num_items;
-            // ranks each contribute sum_r / N; grads are summed across ranks below
-            at::Tensor loss = model::causal_lm_loss(lm, b, loss_options).loss;
+            at::Tensor loss = model::causal_lm_loss(lm, b, loss_options, forward).loss;
             loss.backward();
             step_loss += loss.item<double>();
             tokens_seen += b.input_ids.numel();
         }
+        // Each rank's loss is its share sum_r / N: summing gradients over ranks gives d(sum / N).
         std::vector<at::Tensor> grads;
         for (auto& [name, t] : trainable)
             if (t.grad().defined()) grads.push_back(t.mutable_grad());
@@ -199,44 +284,54 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
             step_loss = l.item<double>();
         }
         const double grad_norm = clip_grad_norm(grads, args.max_grad_norm);
-        const double lr = args.learning_rate * optim::lr_multiplier(schedule, step, warmup, total_steps);
-        optimizer.step(lr);
+        optimizer.step(args.learning_rate * optim::lr_multiplier(schedule, step, warmup, total_steps));
         optimizer.zero_grad();
 
+        const int64_t done = step + 1;
+        const bool last = done == total_steps;
+        const bool epoch_end = done % steps_per_epoch == 0;
+        const double epoch = static_cast<double>(done) / static_cast<double>(steps_per_epoch);
         logged_loss += step_loss;
         ++logged_steps;
-        const bool last = step + 1 == total_steps;
-        if ((step + 1) % logging_every == 0 || last) {
+        if (done % logging_every == 0 || last) {
             // HF logs the rate the scheduler holds after its step, i.e. the next step's rate.
-            const double next_lr = args.learning_rate * optim::lr_multiplier(schedule, step + 1, warmup, total_steps);
             json entry = {{"loss", logged_loss / static_cast<double>(logged_steps)},
                           {"grad_norm", grad_norm},
-                          {"learning_rate", next_lr},
-                          {"epoch", static_cast<double>(step + 1) / static_cast<double>(steps_per_epoch)},
-                          {"step", step + 1}};
+                          {"learning_rate", args.learning_rate * optim::lr_multiplier(schedule, done, warmup, total_steps)},
+                          {"epoch", epoch},
+                          {"step", done}};
             log_history.push_back(entry);
             if (main_rank) {
                 const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-                log.info("step " + std::to_string(step + 1) + "/" + std::to_string(total_steps) + " " +
-                         entry.dump() + " tokens/s " + format_number(static_cast<double>(tokens_seen) * rank.world_size / seconds));
+                log.info("step " + std::to_string(done) + "/" + std::to_string(total_steps) + " " + entry.dump() +
+                         " tokens/s " + format_number(static_cast<double>(tokens_seen) * rank.world_size / seconds));
             }
             logged_loss = 0.0;
             logged_steps = 0;
         }
+        if ((args.eval_strategy == "steps" && done % eval_every == 0) || (args.eval_strategy == "epoch" && epoch_end)) {
+            const EvalResult eval = evaluate(lm, data.eval, args.per_device_eval_batch_size, pad_id, args.packing, device, rank);
+            json entry = {{"eval_loss", eval.loss}, {"eval_perplexity", eval.perplexity}, {"epoch", epoch}, {"step", done}};
+            log_history.push_back(entry);
+            if (main_rank) log.info("eval " + entry.dump());
+        }
+        if (!last && ((args.save_strategy == "steps" && done % save_every == 0) ||
+                      (args.save_strategy == "epoch" && epoch_end)) && main_rank) {
+            CheckpointContents contents{done, trainer_state(done), optimizer.state(), forward.generator->get_state()};
+            auto crash_hook = [&] {
+                if (rank.during_checkpoint_save) rank.during_checkpoint_save(done);
+            };
+            const std::string dir = save_checkpoint(args.output_dir, contents, write_weights, args.save_total_limit, crash_hook);
+            log.info("saved " + dir);
+        }
     }
 
-    // ---- save (rank 0) ----
+    // ---- save (rank 0): the final weights and state in output_dir ----
     if (!main_rank) return;
-    if (args.use_peft_lora) peft::save_adapter(args.output_dir, lm, lora);
-    json state = {{"global_step", total_steps},
-                  {"max_steps", total_steps},
-                  {"num_train_epochs", args.num_train_epochs},
-                  {"logging_steps", logging_every},
-                  {"train_batch_size", args.per_device_train_batch_size},
-                  {"log_history", log_history}};
+    write_weights(args.output_dir);
     io::write_file_atomically(args.output_dir + "/trainer_state.json",
-                              [&](std::ostream& out) { out << state.dump(2) << "\n"; });
-    log.info("saved " + std::string(args.use_peft_lora ? "the adapter and " : "") + "trainer_state.json to " +
+                              [&](std::ostream& out) { out << trainer_state(total_steps).dump(2) << "\n"; });
+    log.info("saved " + std::string(args.use_peft_lora ? "the adapter" : "the weights") + " and trainer_state.json to " +
              args.output_dir);
 }
 

@@ -3,6 +3,7 @@
 // then the optimizer-step loop, then save.
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "config/run_config.h"
@@ -17,6 +18,9 @@ struct RankContext {
     std::string device = "cpu";  // "cpu" | "cuda"
     int device_index = 0;
     dist::Comm* comm = nullptr;  // null on a single rank
+    // Tests of crash safety: called with the step while that checkpoint is half written (the
+    // test kills the process there). Empty in normal runs.
+    std::function<void(int64_t step)> during_checkpoint_save;
 };
 
 // Runs the job; writes the adapter (or, without LoRA, nothing but the state) and

@@ -1,0 +1,121 @@
+#include "train/checkpoint.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "io/atomic_file.h"
+#include "io/safetensors.h"
+#include "io/safetensors_writer.h"
+#include "model/tensor_io.h"
+#include "util/error.h"
+#include "util/strings.h"
+
+namespace ftl::train {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr const char* kPrefix = "checkpoint-";
+
+// Completed checkpoints in output_dir, oldest (lowest step) first.
+std::vector<std::pair<int64_t, fs::path>> checkpoints_in(const std::string& output_dir) {
+    std::vector<std::pair<int64_t, fs::path>> out;
+    if (!fs::is_directory(output_dir)) return out;
+    for (const auto& entry : fs::directory_iterator(output_dir)) {
+        const std::string name = entry.path().filename().string();
+        if (!entry.is_directory() || !starts_with(name, kPrefix)) continue;
+        if (auto step = parse_int(name.substr(std::string(kPrefix).size())))
+            out.emplace_back(*step, entry.path());
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+void remove_temporaries(const std::string& output_dir) {
+    if (!fs::is_directory(output_dir)) return;
+    for (const auto& entry : fs::directory_iterator(output_dir)) {
+        const std::string name = entry.path().filename().string();
+        if (entry.is_directory() && starts_with(name, ".checkpoint-")) {
+            std::error_code ec;
+            fs::remove_all(entry.path(), ec);
+        }
+    }
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& output_dir, const CheckpointContents& contents,
+                            const std::function<void(const std::string&)>& write_model,
+                            std::optional<int> save_total_limit, const std::function<void()>& crash_hook) {
+    const std::string name = kPrefix + std::to_string(contents.global_step);
+    const fs::path final_dir = fs::path(output_dir) / name;
+    const fs::path temp_dir = fs::path(output_dir) / ("." + name + ".tmp-" + std::to_string(::getpid()));
+    std::error_code ec;
+    fs::remove_all(temp_dir, ec);
+    fs::create_directories(temp_dir, ec);
+    if (ec) fail(ErrorKind::kIo, temp_dir.string() + ": cannot create: " + ec.message());
+
+    write_model(temp_dir.string());
+    if (crash_hook) crash_hook();
+    std::vector<at::Tensor> keep;
+    std::vector<io::NamedTensor> optimizer;
+    for (const auto& [n, t] : contents.optimizer) {
+        keep.push_back(t.detach().to(at::kCPU).contiguous());
+        optimizer.push_back({n, model::view_of(keep.back())});
+    }
+    io::write_safetensors((temp_dir / "optimizer.safetensors").string(), optimizer);
+    at::Tensor rng = contents.dropout_rng_state.contiguous();
+    io::write_safetensors((temp_dir / "rng_state.safetensors").string(), {{"dropout", model::view_of(rng)}});
+    io::write_file_atomically((temp_dir / "trainer_state.json").string(),
+                              [&](std::ostream& out) { out << contents.trainer_state.dump(2) << "\n"; });
+    // Every file above was fsynced by its writer; the rename publishes them together.
+
+    if (fs::exists(final_dir)) fs::remove_all(final_dir, ec);  // a re-run of the same step replaces it
+    fs::rename(temp_dir, final_dir, ec);
+    if (ec) fail(ErrorKind::kIo, final_dir.string() + ": cannot move the checkpoint into place: " + ec.message());
+    io::sync_directory(output_dir);
+
+    if (save_total_limit && *save_total_limit > 0) {
+        auto all = checkpoints_in(output_dir);
+        for (size_t i = 0; i + static_cast<size_t>(*save_total_limit) < all.size(); ++i) fs::remove_all(all[i].second, ec);
+    }
+    return final_dir.string();
+}
+
+std::string find_checkpoint(const std::string& resume_from, const std::string& output_dir) {
+    remove_temporaries(output_dir);
+    const auto as_bool = parse_bool(resume_from);
+    if ((as_bool && *as_bool) || resume_from == "last") {
+        auto all = checkpoints_in(output_dir);
+        if (all.empty())
+            fail(ErrorKind::kConfig, "--resume_from_checkpoint " + resume_from + ": no checkpoint-<step> folder in '" +
+                                         output_dir + "'");
+        return all.back().second.string();
+    }
+    if (!fs::is_directory(resume_from) || !fs::exists(fs::path(resume_from) / "trainer_state.json"))
+        fail(ErrorKind::kConfig, "--resume_from_checkpoint: '" + resume_from +
+                                     "' is not a checkpoint folder (expected trainer_state.json in it)");
+    return resume_from;
+}
+
+CheckpointContents load_checkpoint(const std::string& dir) {
+    CheckpointContents c;
+    std::ifstream in(dir + "/trainer_state.json");
+    std::stringstream text;
+    text << in.rdbuf();
+    c.trainer_state = nlohmann::json::parse(text.str(), nullptr, false);
+    if (c.trainer_state.is_discarded() || !c.trainer_state.contains("global_step"))
+        fail(ErrorKind::kConfig, dir + "/trainer_state.json: not a trainer state (no global_step)");
+    c.global_step = c.trainer_state["global_step"].get<int64_t>();
+    auto optimizer = io::SafetensorsFile::open(dir + "/optimizer.safetensors");
+    for (const auto& e : optimizer->header().tensors)
+        c.optimizer.emplace_back(e.name, model::tensor_from_view(optimizer->tensor(e.name)));
+    auto rng = io::SafetensorsFile::open(dir + "/rng_state.safetensors");
+    c.dropout_rng_state = model::tensor_from_view(rng->tensor("dropout"));
+    return c;
+}
+
+}  // namespace ftl::train

@@ -1,0 +1,41 @@
+// HF Trainer-style checkpoints: output_dir/checkpoint-<step>/ holding the adapter, the optimizer
+// state, the random generators and trainer_state.json. A checkpoint is written into a temporary
+// folder next to it, every file fsynced, then renamed into place, so a crash at any moment leaves
+// either the whole checkpoint or none (temporary folders are removed at the next start).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace ftl::train {
+
+struct CheckpointContents {
+    int64_t global_step = 0;
+    nlohmann::json trainer_state;  // HF's trainer_state.json fields (log_history, ...)
+    std::vector<std::pair<std::string, at::Tensor>> optimizer;
+    at::Tensor dropout_rng_state;  // at::Generator::get_state()
+};
+
+// Writes checkpoint-<step> under output_dir. `write_model` writes the weights into the folder it
+// is given (the adapter, or the trainable weights). `crash_hook`, when set, runs after the first
+// file is written and before the rename (tests kill the process there). Then removes the oldest
+// checkpoints beyond save_total_limit.
+std::string save_checkpoint(const std::string& output_dir, const CheckpointContents& contents,
+                            const std::function<void(const std::string&)>& write_model,
+                            std::optional<int> save_total_limit, const std::function<void()>& crash_hook = {});
+
+// "True"/"true"/"last" -> the newest complete checkpoint in output_dir; a path -> that folder.
+// Throws naming what was looked for when there is none. Also removes leftover temporary folders.
+std::string find_checkpoint(const std::string& resume_from, const std::string& output_dir);
+
+// Reads what save_checkpoint wrote (the weights are read by the caller from the same folder).
+CheckpointContents load_checkpoint(const std::string& dir);
+
+}  // namespace ftl::train

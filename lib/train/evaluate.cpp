@@ -1,0 +1,37 @@
+#include "train/evaluate.h"
+
+#include <ATen/core/grad_mode.h>
+
+#include <cmath>
+
+#include "model/loss.h"
+#include "train/batches.h"
+
+namespace ftl::train {
+
+EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& rows, int batch_size, int32_t pad_id,
+                    bool packed, const at::Device& device, const RankContext& rank) {
+    at::NoGradGuard no_grad;
+    std::vector<int64_t> mine;
+    for (size_t i = static_cast<size_t>(rank.rank); i < rows.size(); i += static_cast<size_t>(rank.world_size))
+        mine.push_back(static_cast<int64_t>(i));
+    at::Tensor totals = at::zeros({2}, at::TensorOptions().dtype(at::kDouble));  // [loss sum, targets]
+    for (size_t begin = 0; begin < mine.size(); begin += static_cast<size_t>(batch_size)) {
+        const size_t end = std::min(mine.size(), begin + static_cast<size_t>(batch_size));
+        const std::vector<int64_t> indices(mine.begin() + static_cast<long>(begin), mine.begin() + static_cast<long>(end));
+        model::Batch batch = collate(rows, indices, pad_id, packed, device);
+        model::LossOptions sum;
+        sum.divisor = 1.0;
+        model::LossResult result = model::causal_lm_loss(model, batch, sum);
+        totals[0] += result.loss.item<double>();
+        totals[1] += static_cast<double>(result.counted_tokens);
+    }
+    if (rank.comm) rank.comm->all_reduce(totals, dist::ReduceOp::kSum);
+    EvalResult out;
+    out.tokens = static_cast<int64_t>(totals[1].item<double>());
+    out.loss = out.tokens ? totals[0].item<double>() / static_cast<double>(out.tokens) : 0.0;
+    out.perplexity = std::exp(out.loss);
+    return out;
+}
+
+}  // namespace ftl::train

@@ -1,0 +1,24 @@
+// Evaluation: the next-token loss over a split, every target token weighted equally across all
+// ranks (each rank takes rows r, r + world, ...; sums and counts are all-reduced), and its
+// perplexity exp(loss). transformers' Trainer averages per-batch mean losses instead; the two
+// agree when batches hold equal numbers of targets.
+#pragma once
+
+#include <vector>
+
+#include "data/examples.h"
+#include "model/decoder.h"
+#include "train/sft.h"
+
+namespace ftl::train {
+
+struct EvalResult {
+    double loss = 0.0;
+    double perplexity = 0.0;
+    int64_t tokens = 0;
+};
+
+EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& rows, int batch_size, int32_t pad_id,
+                    bool packed, const at::Device& device, const RankContext& rank);
+
+}  // namespace ftl::train

@@ -1,0 +1,152 @@
+"""The SFT job's systems features on a tiny model, on CPU: evaluation, checkpoints, exact resume,
+crash safety while saving, and bad input stopped before training.
+
+  eval            --eval_strategy steps: eval_loss / eval_perplexity entries in log_history,
+                  eval_loss equal to transformers' token-weighted loss of the adapted model (1e-5)
+  checkpoints     --save_steps 4 --save_total_limit 1: only the newest checkpoint-<step> is kept,
+                  holding adapter_model.safetensors, adapter_config.json, optimizer.safetensors,
+                  rng_state.safetensors and trainer_state.json
+  resume          a run resumed from checkpoint-8 logs the same losses for steps 9..12 (1e-6)
+  kill -9         a rank killed while writing checkpoint-8 leaves checkpoint-4 intact and no
+                  checkpoint-8; --resume_from_checkpoint True resumes from 4 and matches (1e-6)
+  bad input       missing split, missing text field, empty split, row longer than max_seq_len,
+                  unknown target module, lora_r 0, unwritable output_dir: exit 2 with a message
+                  naming the value, and no training step runs
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(__file__))
+import test_sft_parity as sft  # noqa: E402  (tiny model, tokenizer and dataset builders)
+
+FTLAUNCH = os.environ["FTLAUNCH"]
+failures = []
+
+
+def check(ok, what):
+    print(("ok   " if ok else "FAIL ") + what)
+    if not ok:
+        failures.append(what)
+
+
+def args_for(model_dir, data_dir, out, steps=12, extra=()):
+    return [FTLAUNCH, "--cpu", "--num_processes", "1", "train", "--model_name_or_path", model_dir,
+            "--dataset_name", data_dir, "--splits", "train,test", "--max_seq_len", "128", "--use_peft_lora", "True",
+            "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0.1", "--lora_target_modules", "all-linear",
+            "--learning_rate", "1e-2", "--lr_scheduler_type", "linear", "--warmup_steps", "2",
+            "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "2", "--max_steps", str(steps),
+            "--logging_steps", "1", "--bf16", "False", "--seed", "3", "--output_dir", out, *extra]
+
+
+def run(cmd, env=None):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+
+
+def losses(out):
+    history = json.load(open(os.path.join(out, "trainer_state.json")))["log_history"]
+    return {e["step"]: e["loss"] for e in history if "loss" in e}, [e for e in history if "eval_loss" in e]
+
+
+def same_tail(a, b, steps, what):
+    worst = max(abs(a[s] - b[s]) / abs(b[s]) for s in steps)
+    check(worst <= 1e-6, f"{what}: steps {steps[0]}..{steps[-1]} worst rel diff {worst:.2e} <= 1e-6")
+
+
+def main():
+    with tempfile.TemporaryDirectory() as work:
+        model_dir, data_dir, texts = sft.make_inputs(work)
+        with open(os.path.join(data_dir, "test.jsonl"), "w") as f:
+            for t in texts[:6]:
+                f.write(json.dumps({"text": t}) + "\n")
+
+        full = os.path.join(work, "full")
+        proc = run(args_for(model_dir, data_dir, full, extra=("--eval_strategy", "steps", "--eval_steps", "6",
+                                                             "--save_steps", "4", "--save_total_limit", "1")))
+        if proc.returncode != 0:
+            print(proc.stdout[-2000:], proc.stderr[-2000:])
+            sys.exit(1)
+        full_losses, evals = losses(full)
+        check([e["step"] for e in evals] == [6, 12] and all(abs(e["eval_perplexity"] - 2.718281828 ** e["eval_loss"]) < 1e-6 * e["eval_perplexity"] for e in evals),
+              f"eval entries at steps 6 and 12 with perplexity = exp(loss): {[round(e['eval_loss'], 4) for e in evals]}")
+        kept = sorted(d for d in os.listdir(full) if d.startswith("checkpoint-"))
+        check(kept == ["checkpoint-8"], f"save_total_limit 1 keeps only the newest checkpoint: {kept}")
+        files = sorted(os.listdir(os.path.join(full, "checkpoint-8")))
+        check(files == ["adapter_config.json", "adapter_model.safetensors", "optimizer.safetensors",
+                        "rng_state.safetensors", "trainer_state.json"], f"checkpoint-8 holds {files}")
+
+        # The final eval loss equals transformers + peft on the trained adapter (token-weighted).
+        import peft
+        import torch
+        import transformers
+        tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+        base = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        model = peft.PeftModel.from_pretrained(base, full).eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for t in texts[:6]:
+                ids = torch.tensor([tok(t, add_special_tokens=False)["input_ids"]])
+                total += model(input_ids=ids, labels=ids).loss.item() * (ids.shape[1] - 1)
+                count += ids.shape[1] - 1
+        diff = abs(evals[-1]["eval_loss"] - total / count)
+        check(diff <= 1e-5, f"final eval_loss {evals[-1]['eval_loss']:.6f} vs transformers+peft {total / count:.6f}")
+
+        # Resume from checkpoint-8 in a fresh folder: the same steps 9..12.
+        resumed = os.path.join(work, "resumed")
+        os.makedirs(resumed)
+        shutil.copytree(os.path.join(full, "checkpoint-8"), os.path.join(resumed, "checkpoint-8"))
+        proc = run(args_for(model_dir, data_dir, resumed, extra=("--resume_from_checkpoint", "True")))
+        check(proc.returncode == 0 and "resumed from" in proc.stdout, "resume from checkpoint-8 runs")
+        if proc.returncode == 0:
+            same_tail(losses(resumed)[0], full_losses, list(range(9, 13)), "resumed run vs uninterrupted run")
+
+        # kill -9 while checkpoint-8 is being written, then resume from what is on disk.
+        crashed = os.path.join(work, "crashed")
+        proc = run(args_for(model_dir, data_dir, crashed, extra=("--save_steps", "4")), env={"FTLAUNCH_TEST_CRASH_IN_SAVE": "8"})
+        names = sorted(os.listdir(crashed))
+        check(proc.returncode != 0 and "checkpoint-4" in names and "checkpoint-8" not in names,
+              f"killed while saving checkpoint-8 (exit {proc.returncode}): folder holds {names}")
+        proc = run(args_for(model_dir, data_dir, crashed, extra=("--save_steps", "4", "--resume_from_checkpoint", "True")))
+        check(proc.returncode == 0 and "resumed from" in proc.stdout and "at step 4" in proc.stdout,
+              "resume after the crash starts from checkpoint-4")
+        if proc.returncode == 0:
+            same_tail(losses(crashed)[0], full_losses, list(range(5, 13)), "run resumed after kill -9 vs uninterrupted")
+            check(not any(n.startswith(".checkpoint-") for n in os.listdir(crashed)), "the half-written checkpoint was removed")
+
+        # Bad input: clear errors, exit 2, before any step.
+        empty = os.path.join(work, "empty")
+        os.makedirs(empty)
+        open(os.path.join(empty, "train.jsonl"), "w").close()
+        train_only = os.path.join(work, "train_only")
+        os.makedirs(train_only)
+        shutil.copy(os.path.join(data_dir, "train.jsonl"), train_only)
+        not_a_folder = os.path.join(work, "a_file")  # tests run as root: a file in the path blocks writing
+        open(not_a_folder, "w").close()
+        cases = [
+            ("missing split", ["--dataset_name", train_only, "--eval_strategy", "steps"], "has no split 'test'"),
+            ("missing text field", ["--dataset_text_field", "content"], "--dataset_text_field 'content'"),
+            ("empty split", ["--dataset_name", empty], "is empty"),
+            ("row longer than max_seq_len", ["--max_seq_len", "8"], "exceed --max_seq_len 8"),
+            ("unknown target module", ["--lora_target_modules", "q_proj,qkv_proj"], "'qkv_proj' matches no linear"),
+            ("lora_r 0", ["--lora_r", "0"], "--lora_r"),
+            ("unwritable output_dir", ["--output_dir", os.path.join(not_a_folder, "sub")], "--output_dir"),
+        ]
+        for what, extra, fragment in cases:
+            out = os.path.join(work, "bad")
+            proc = run(args_for(model_dir, data_dir, out, extra=extra))
+            text = proc.stdout + proc.stderr
+            ran = "step 1/" in text
+            check(proc.returncode == 2 and fragment in text and not ran,
+                  f"{what}: exit {proc.returncode}, message has {fragment!r}, no step ran")
+            if fragment not in text:
+                print("     " + text.strip().splitlines()[-1][:300] if text.strip() else "     (no output)")
+    if failures:
+        sys.exit(1)
+    print("all SFT systems checks passed")
+
+
+if __name__ == "__main__":
+    main()
