@@ -232,7 +232,7 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
         if (main_rank) log.info("resumed from " + resume_dir + " at step " + std::to_string(first_step));
     }
     if (main_rank)
-        log.info("***** Running training *****  examples " + std::to_string(data.train.size()) + ", epochs " +
+        log.info("***** Running training *****  rows " + std::to_string(data.train.size()) + ", epochs " +
                  format_number(args.num_train_epochs) + ", batch per device " +
                  std::to_string(args.per_device_train_batch_size) + ", accumulation " +
                  std::to_string(args.gradient_accumulation_steps) + ", ranks " + std::to_string(rank.world_size) +

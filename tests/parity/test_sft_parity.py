@@ -202,7 +202,7 @@ def main():
         _, log = run_ftlaunch(model_dir, data_dir, os.path.join(work, "run_packed"), 2, 1,
                               extra=("--packing", "True", "--max_seq_len", "32"))
         expected = math.ceil(total / 32)
-        check(f"examples {expected}," in log, f"packing {total} tokens into rows of 32: {expected} rows")
+        check(f"rows {expected}," in log, f"packing {total} tokens into rows of 32: {expected} rows")
     if failures:
         sys.exit(1)
     print("all SFT parity checks passed")
