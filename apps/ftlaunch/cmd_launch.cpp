@@ -7,6 +7,7 @@
 #include "commands.h"
 #include "dist/comm.h"
 #include "launch/plan.h"
+#include "train/evaluate.h"
 #include "train/sft.h"
 #include "util/error.h"
 #include "workers.h"
@@ -16,7 +17,7 @@ namespace ftl::app {
 namespace {
 
 int run_job_worker(const config::RunConfig& run, const launch::WorkerIdentity& id, const Log& log) {
-    if (run.train.job != config::JobKind::kSft)
+    if (run.train.job == config::JobKind::kSeq2seqExample)
         ftl::fail(ErrorKind::kUsage, "the " + config::to_string(run.train.job) +
                                          " job is not part of this build yet (issue 9); its configuration resolves "
                                          "(see --dry_run)");
@@ -46,7 +47,8 @@ int run_job_worker(const config::RunConfig& run, const launch::WorkerIdentity& i
             if (step == crash_step) ::raise(SIGKILL);
         };
     }
-    train::run_sft(run, rank, log);
+    if (run.train.job == config::JobKind::kEvaluate) train::run_evaluate(run, rank);
+    else train::run_sft(run, rank, log);
     return 0;
 }
 
@@ -68,7 +70,7 @@ int run_launch(const Invocation& inv, const Log& log) {
         return 0;
     }
     if (identity) return run_job_worker(run, *identity, log);
-    if (run.train.job != config::JobKind::kSft)
+    if (run.train.job == config::JobKind::kSeq2seqExample)
         ftl::fail(ErrorKind::kUsage, "the " + config::to_string(run.train.job) +
                                          " job is not part of this build yet (issue 9); its configuration resolves "
                                          "(see --dry_run)");

@@ -20,14 +20,14 @@ namespace {
 
 using ftl::config::LauncherFlags;
 
-// Index of the job token (train, train.py, *.py) in argv, or argv.size() if none.
+// Index of the job token (train, evaluate, train.py, *.py) in argv, or argv.size() if none.
 size_t find_job_token(const std::vector<std::string>& argv) {
     for (size_t i = 1; i < argv.size(); ++i) {
         const std::string& a = argv[i];
         if (a == "--") return i + 1 < argv.size() ? i + 1 : argv.size();
         const bool after_value_flag = i > 1 && ftl::starts_with(argv[i - 1], "--") &&
                                       argv[i - 1].find('=') == std::string::npos;
-        if ((a == "train" || ftl::ends_with(a, ".py")) && !(after_value_flag && ftl::ends_with(a, ".py") &&
+        if ((a == "train" || a == "evaluate" || ftl::ends_with(a, ".py")) && !(after_value_flag && ftl::ends_with(a, ".py") &&
                                                              argv[i - 1] == "--config_file"))
             return i;
     }

@@ -103,6 +103,7 @@ const std::vector<FlagSpec>& flag_table() {
         // ModelArguments
         flag("model_name_or_path", &A::model_name_or_path, text()),
         flag("model_revision", &A::model_revision, text()),
+        flag("adapter_path", &A::adapter_path, text()),
         flag("chat_template_format", &A::chat_template_format, text({"chatml", "zephyr", "none"})),
         flag("lora_alpha", &A::lora_alpha, integer(1)),
         flag("lora_dropout", &A::lora_dropout, number(0.0, 1.0, true)),
@@ -193,7 +194,7 @@ const FlagSpec* find_flag(const std::string& name) {
 
 // Cross-field rules, checked once all flags are read.
 void validate(const TrainArgs& a) {
-    if (a.job == JobKind::kSft && a.model_name_or_path.empty())
+    if (a.job != JobKind::kSeq2seqExample && a.model_name_or_path.empty())
         ftl::fail(ErrorKind::kUsage,
                   "--model_name_or_path is required: a local model folder or an org/name in the "
                   "Hugging Face hub cache");
@@ -215,17 +216,23 @@ void validate(const TrainArgs& a) {
 }  // namespace
 
 std::string to_string(JobKind kind) {
-    return kind == JobKind::kSft ? "sft" : "seq2seq_example";
+    switch (kind) {
+        case JobKind::kSft: return "sft";
+        case JobKind::kEvaluate: return "evaluate";
+        case JobKind::kSeq2seqExample: break;
+    }
+    return "seq2seq_example";
 }
 
 std::optional<JobKind> job_for_script(const std::string& token) {
     if (token == "train" || token == "train.py" || ends_with(token, "/train.py")) return JobKind::kSft;
+    if (token == "evaluate") return JobKind::kEvaluate;
     if (token == kSeq2seqScript || ends_with(token, std::string("/") + kSeq2seqScript))
         return JobKind::kSeq2seqExample;
     return std::nullopt;
 }
 
-std::vector<std::string> known_job_tokens() { return {"train", "train.py", kSeq2seqScript}; }
+std::vector<std::string> known_job_tokens() { return {"train", "train.py", "evaluate", kSeq2seqScript}; }
 
 TrainArgs default_train_args(JobKind job) {
     TrainArgs a;

@@ -17,7 +17,7 @@ namespace ftl::config {
 // Which built-in job a launch runs. `train` / `train.py` is peft's examples/sft/train.py;
 // `peft_lora_seq2seq_accelerate_ds_zero3_offload.py` is peft's BART seq2seq example, whose
 // hyperparameters are fixed in the script (flags may still override them here).
-enum class JobKind { kSft, kSeq2seqExample };
+enum class JobKind { kSft, kSeq2seqExample, kEvaluate };
 std::string to_string(JobKind kind);
 
 // Maps the job token of a launch command (`train`, `train.py`, `examples/sft/train.py`,
@@ -31,6 +31,7 @@ struct TrainArgs {
     // ---- ModelArguments ----
     std::string model_name_or_path;           // required: a local folder or org/name in the hub cache
     std::string model_revision = "main";      // hub-cache snapshot to use
+    std::string adapter_path;                 // evaluate: a PEFT adapter folder to apply
     std::string chat_template_format = "none";  // chatml | zephyr | none
     int lora_alpha = 16;
     double lora_dropout = 0.1;                // probability, [0, 1)

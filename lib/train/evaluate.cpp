@@ -4,8 +4,14 @@
 
 #include <cmath>
 
+#include <iostream>
+#include <nlohmann/json.hpp>
+
 #include "model/loss.h"
+#include "peft/lora.h"
 #include "train/batches.h"
+#include "train/inputs.h"
+#include "util/strings.h"
 
 namespace ftl::train {
 
@@ -32,6 +38,27 @@ EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& 
     out.loss = out.tokens ? totals[0].item<double>() / static_cast<double>(out.tokens) : 0.0;
     out.perplexity = std::exp(out.loss);
     return out;
+}
+
+void run_evaluate(const config::RunConfig& run, const RankContext& rank) {
+    const config::TrainArgs& args = run.train;
+    const JobInputs inputs = resolve_job_inputs(args);
+    const std::vector<std::string> splits = split(args.splits, ',');
+    const std::string split_name = trim(splits.back());
+    const std::vector<data::Row> rows = split_rows(args, inputs, split_name);
+    const at::Device device = rank.device == "cuda" ? at::Device(at::kCUDA, static_cast<int8_t>(rank.device_index))
+                                                    : at::Device(at::kCPU);
+    JobModel job_model = load_job_model(inputs, device);
+    if (!args.adapter_path.empty()) peft::load_adapter(args.adapter_path, job_model.loaded.model);
+    const EvalResult result = evaluate(job_model.loaded.model, rows, args.per_device_eval_batch_size,
+                                       inputs.tokenizer.pad_id().value_or(0), args.packing, device, rank);
+    if (rank.rank == 0)
+        std::cout << nlohmann::json{{"split", split_name},
+                                    {"eval_loss", result.loss},
+                                    {"eval_perplexity", result.perplexity},
+                                    {"eval_tokens", result.tokens}}
+                         .dump()
+                  << std::endl;
 }
 
 }  // namespace ftl::train

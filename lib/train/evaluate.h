@@ -8,6 +8,7 @@
 
 #include "data/examples.h"
 #include "model/decoder.h"
+#include "config/run_config.h"
 #include "train/sft.h"
 
 namespace ftl::train {
@@ -20,5 +21,14 @@ struct EvalResult {
 
 EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& rows, int batch_size, int32_t pad_id,
                     bool packed, const at::Device& device, const RankContext& rank);
+
+}  // namespace ftl::train
+
+namespace ftl::train {
+
+// `ftlaunch evaluate`: the model (with --adapter_path applied when given) on the last split named
+// in --splits; rank 0 prints {"split", "eval_loss", "eval_perplexity", "eval_tokens"} as one JSON
+// line on stdout.
+void run_evaluate(const config::RunConfig& run, const RankContext& rank);
 
 }  // namespace ftl::train

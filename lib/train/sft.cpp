@@ -9,22 +9,19 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "data/dataset.h"
 #include "data/examples.h"
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
-#include "io/hub.h"
 #include "io/safetensors_writer.h"
-#include "model/load.h"
 #include "model/loss.h"
 #include "model/tensor_io.h"
 #include "optim/adamw.h"
 #include "optim/schedule.h"
 #include "peft/lora.h"
-#include "tokenizer/chat_format.h"
 #include "train/batches.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
+#include "train/inputs.h"
 #include "util/error.h"
 #include "util/strings.h"
 
@@ -88,23 +85,15 @@ struct Splits {
     std::vector<data::Row> train, eval;
 };
 
-Splits prepare_data(const config::TrainArgs& args, const std::string& dataset_dir, const tokenizer::HfTokenizer& tok,
-                    std::optional<tokenizer::ChatFormat> chat_format, bool need_eval) {
+Splits prepare_data(const config::TrainArgs& args, const JobInputs& inputs, bool need_eval) {
     const std::vector<std::string> names = split(args.splits, ',');
-    data::TextOptions text{args.dataset_text_field, chat_format, args.add_special_tokens, args.append_concat_token};
-    auto rows_of = [&](const std::string& name) {
-        const std::string source = args.dataset_name + " [" + name + "]";
-        auto examples = data::tokenize_records(data::read_split(dataset_dir, name), tok, text, source);
-        return args.packing ? data::pack_examples(examples, args.max_seq_length)
-                            : data::unpacked_rows(examples, args.max_seq_length, source);
-    };
     Splits s;
-    s.train = rows_of(trim(names.at(0)));
+    s.train = split_rows(args, inputs, trim(names.at(0)));
     if (need_eval) {
         if (names.size() < 2)
             fail(ErrorKind::kConfig, "--eval_strategy " + args.eval_strategy + ": --splits '" + args.splits +
                                          "' names no evaluation split (e.g. --splits train,test)");
-        s.eval = rows_of(trim(names.at(1)));
+        s.eval = split_rows(args, inputs, trim(names.at(1)));
     }
     return s;
 }
@@ -135,36 +124,18 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
             ? std::string()
             : find_checkpoint(args.resume_from_checkpoint, args.output_dir);
 
-    // ---- inputs ----
-    const io::HubCache hub = io::HubCache::from_environment();
-    const std::string model_dir = io::resolve_repo_dir(args.model_name_or_path, hub, io::RepoType::kModel,
-                                                       args.model_revision);
-    const std::string dataset_dir = io::resolve_repo_dir(args.dataset_name, hub, io::RepoType::kDataset);
-
-    // ---- tokenizer (train.py: chat formats add their special tokens; otherwise pad = eos) ----
-    std::optional<tokenizer::ChatFormat> chat_format;
-    if (args.chat_template_format != "none")
-        chat_format = tokenizer::parse_chat_format(args.chat_template_format, "--chat_template_format");
-    auto tok = tokenizer::HfTokenizer::load(
-        model_dir, chat_format ? tokenizer::chat_special_tokens(*chat_format) : tokenizer::SpecialTokenOverrides{});
-    if (!chat_format) tok.set_pad_to_eos();
-    const int32_t pad_id = tok.pad_id().value_or(0);
-
-    // ---- data ----
-    const Splits data = prepare_data(args, dataset_dir, tok, chat_format, args.eval_strategy != "no");
+    // ---- inputs: folders, tokenizer (as train.py sets it up), data ----
+    const JobInputs inputs = resolve_job_inputs(args);
+    const int32_t pad_id = inputs.tokenizer.pad_id().value_or(0);
+    const Splits data = prepare_data(args, inputs, args.eval_strategy != "no");
 
     // ---- model and adapters ----
     const at::Device device = rank.device == "cuda" ? at::Device(at::kCUDA, static_cast<int8_t>(rank.device_index))
                                                     : at::Device(at::kCPU);
-    model::LoadOptions load;
-    load.dtype = at::kFloat;  // train.py loads fp32 unless a 4-bit storage dtype says otherwise
-    load.device = device;
-    auto loaded = model::load_causal_lm(model_dir, load);
-    model::CausalLM& lm = loaded.model;
-    if (chat_format && tok.size() > lm.config().vocab_size) {
-        const int64_t size = lm.resize_token_embeddings(tok.size(), 8);
-        if (main_rank) log.info("resized the embeddings to " + std::to_string(size) + " rows for the chat tokens");
-    }
+    JobModel job_model = load_job_model(inputs, device);
+    model::CausalLM& lm = job_model.loaded.model;
+    if (main_rank && job_model.resized_to)
+        log.info("resized the embeddings to " + std::to_string(*job_model.resized_to) + " rows for the chat tokens");
     NamedTensors trainable;
     peft::LoraConfig lora;
     if (args.use_peft_lora) {
@@ -271,7 +242,7 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
             at::Tensor loss = model::causal_lm_loss(lm, b, loss_options, forward).loss;
             loss.backward();
             step_loss += loss.item<double>();
-            tokens_seen += b.input_ids.numel();
+            tokens_seen += b.attention_mask.sum().item<int64_t>();  // real tokens, not padding
         }
         // Each rank's loss is its share sum_r / N: summing gradients over ranks gives d(sum / N).
         std::vector<at::Tensor> grads;

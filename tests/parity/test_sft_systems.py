@@ -2,7 +2,8 @@
 crash safety while saving, and bad input stopped before training.
 
   eval            --eval_strategy steps: eval_loss / eval_perplexity entries in log_history,
-                  eval_loss equal to transformers' token-weighted loss of the adapted model (1e-5)
+                  eval_loss equal to transformers' token-weighted loss of the adapted model (1e-5);
+                  `ftlaunch evaluate --adapter_path` prints the same loss as JSON
   checkpoints     --save_steps 4 --save_total_limit 1: only the newest checkpoint-<step> is kept,
                   holding adapter_model.safetensors, adapter_config.json, optimizer.safetensors,
                   rng_state.safetensors and trainer_state.json
@@ -93,6 +94,13 @@ def main():
                 count += ids.shape[1] - 1
         diff = abs(evals[-1]["eval_loss"] - total / count)
         check(diff <= 1e-5, f"final eval_loss {evals[-1]['eval_loss']:.6f} vs transformers+peft {total / count:.6f}")
+
+        # `ftlaunch evaluate` with the written adapter reports the trainer's final eval loss.
+        proc = run([FTLAUNCH, "--cpu", "--num_processes", "1", "evaluate", "--model_name_or_path", model_dir,
+                    "--adapter_path", full, "--dataset_name", data_dir, "--splits", "train,test", "--max_seq_len", "128"])
+        result = json.loads([l for l in proc.stdout.splitlines() if l.startswith("{")][-1]) if proc.returncode == 0 else {}
+        check(result.get("split") == "test" and abs(result.get("eval_loss", 0) - evals[-1]["eval_loss"]) <= 1e-9,
+              f"ftlaunch evaluate --adapter_path: {result}")
 
         # Resume from checkpoint-8 in a fresh folder: the same steps 9..12.
         resumed = os.path.join(work, "resumed")

@@ -1,0 +1,40 @@
+// What a job reads before it computes anything, shared by training and evaluation: the model and
+// dataset folders (local or hub cache), the tokenizer as train.py sets it up, the model on its
+// device, and the rows of a split.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/train_args.h"
+#include "data/examples.h"
+#include "model/load.h"
+#include "tokenizer/chat_format.h"
+#include "tokenizer/hf_tokenizer.h"
+
+namespace ftl::train {
+
+struct JobInputs {
+    std::string model_dir;
+    std::string dataset_dir;
+    std::optional<tokenizer::ChatFormat> chat_format;
+    tokenizer::HfTokenizer tokenizer;
+};
+
+// Resolves the folders and loads the tokenizer: a chat format adds its special tokens (train.py's
+// from_pretrained overrides); without one, pad = eos.
+JobInputs resolve_job_inputs(const config::TrainArgs& args);
+
+// The model in fp32 on `device` (train.py loads fp32 unless a 4-bit storage dtype says otherwise),
+// its embeddings resized (to a multiple of 8) when the chat tokens made the vocabulary larger.
+struct JobModel {
+    model::LoadedModel loaded;
+    std::optional<int64_t> resized_to;  // the new vocabulary size when resized
+};
+JobModel load_job_model(const JobInputs& inputs, const at::Device& device);
+
+// The rows of one split: tokenized with the job's text options, packed or one per example.
+std::vector<data::Row> split_rows(const config::TrainArgs& args, const JobInputs& inputs, const std::string& split);
+
+}  // namespace ftl::train
