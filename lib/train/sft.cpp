@@ -119,6 +119,15 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
     if (args.save_strategy != "no" && args.save_strategy != "steps" && args.save_strategy != "epoch")
         fail(ErrorKind::kConfig, "--save_strategy: must be no, steps or epoch (got '" + args.save_strategy + "')");
     if (main_rank) check_output_dir(args.output_dir);
+    const auto& zero = run.deepspeed.zero_optimization;
+    if (main_rank && run.uses_deepspeed && (zero.stage > 0 || zero.offload_optimizer.device != config::OffloadDevice::kNone ||
+                                            zero.offload_param.device != config::OffloadDevice::kNone))
+        log.warn("ZeRO stage " + std::to_string(zero.stage) +
+                 " partitioning and offload are not in this build yet: running plain data parallel (the same "
+                 "numbers; every rank holds the whole model and optimizer state)");
+    if (main_rank && args.gradient_checkpointing && args.was_given("gradient_checkpointing"))
+        log.warn("--gradient_checkpointing True: activation recomputation is not in this build yet; activations "
+                 "are kept (the same numbers, more memory)");
     const std::string resume_dir =
         args.resume_from_checkpoint.empty() || parse_bool(args.resume_from_checkpoint) == std::optional<bool>(false)
             ? std::string()
