@@ -1,5 +1,10 @@
 // Catch2 v2 (Debian 12: one header) and v3 (the GPU image: split headers) behind one include.
+// Test files that use LibTorch include their ATen/c10 headers first and this header last: c10
+// defines a glog-style CHECK macro, which is replaced here by Catch2's.
 #pragma once
+#ifdef CHECK
+#undef CHECK
+#endif
 #if FTL_CATCH2_MAJOR >= 3
 #include <catch2/catch_approx.hpp>
 #include <catch2/catch_test_macros.hpp>

@@ -5,11 +5,11 @@
 #include <filesystem>
 #include <fstream>
 
-#include "catch.h"
 #include "io/safetensors_writer.h"
 #include "model/load.h"
 #include "model/model_config.h"
 #include "model/tensor_io.h"
+#include "catch.h"  // last: replaces c10's CHECK macro
 
 using namespace ftl;
 using namespace ftl::model;
@@ -41,16 +41,16 @@ TEST_CASE("config.json: sliding windows per family", "[model]") {
     const std::string shape = R"("vocab_size": 10, "hidden_size": 8, "intermediate_size": 12,
         "num_hidden_layers": 3, "num_attention_heads": 2)";
     auto mistral = parse_decoder_config(R"({"model_type": "mistral", )" + shape + "}", "c");
-    CHECK(mistral.layer_window == std::vector<std::optional<int64_t>>(3, 4096));  // MistralConfig default
+    CHECK((mistral.layer_window == std::vector<std::optional<int64_t>>(3, 4096)));  // MistralConfig default
     auto mistral_none = parse_decoder_config(R"({"model_type": "mistral", "sliding_window": null, )" + shape + "}", "c");
-    CHECK(mistral_none.layer_window == std::vector<std::optional<int64_t>>(3, std::nullopt));
+    CHECK((mistral_none.layer_window == std::vector<std::optional<int64_t>>(3, std::nullopt)));
     auto qwen = parse_decoder_config(R"({"model_type": "qwen2", "use_sliding_window": true,
         "sliding_window": 16, "max_window_layers": 2, )" + shape + "}", "c");
     const std::vector<std::optional<int64_t>> last_layer_only{std::nullopt, std::nullopt, 16};
-    CHECK(qwen.layer_window == last_layer_only);
+    CHECK((qwen.layer_window == last_layer_only));
     CHECK(qwen.qkv_bias);
     auto qwen_off = parse_decoder_config(R"({"model_type": "qwen2", "sliding_window": 16, )" + shape + "}", "c");
-    CHECK(qwen_off.layer_window == std::vector<std::optional<int64_t>>(3, std::nullopt));
+    CHECK((qwen_off.layer_window == std::vector<std::optional<int64_t>>(3, std::nullopt)));
 }
 
 TEST_CASE("config.json: bad values name the key, the value and the rule", "[model]") {

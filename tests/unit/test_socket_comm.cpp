@@ -4,9 +4,9 @@
 
 #include <thread>
 
-#include "catch.h"
 #include "dist/comm.h"
 #include "dist/comm_check.h"
+#include "catch.h"  // last: replaces c10's CHECK macro
 
 using namespace ftl::dist;
 

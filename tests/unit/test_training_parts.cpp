@@ -1,0 +1,68 @@
+// Small exact checks of the training pieces whose Python counterparts are formulas: HF's
+// schedules, warmup rounding, the packing layout, split-file naming, and the sampler.
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "data/dataset.h"
+#include "data/examples.h"
+#include "optim/schedule.h"
+#include "train/batches.h"
+#include "catch.h"  // last: replaces c10's CHECK macro
+
+using namespace ftl;
+
+TEST_CASE("schedules follow transformers' lr_lambda formulas", "[train]") {
+    using optim::ScheduleType;
+    CHECK(optim::lr_multiplier(ScheduleType::kLinear, 0, 2, 10) == 0.0);
+    CHECK(optim::lr_multiplier(ScheduleType::kLinear, 1, 2, 10) == 0.5);
+    CHECK(optim::lr_multiplier(ScheduleType::kLinear, 2, 2, 10) == 1.0);
+    CHECK(optim::lr_multiplier(ScheduleType::kLinear, 6, 2, 10) == 0.5);
+    CHECK(optim::lr_multiplier(ScheduleType::kCosine, 6, 2, 10) == Approx(0.5));
+    CHECK(optim::lr_multiplier(ScheduleType::kCosine, 10, 2, 10) == Approx(0.0).margin(1e-12));
+    CHECK(optim::lr_multiplier(ScheduleType::kConstantWithWarmup, 1, 4, 10) == 0.25);
+    CHECK(optim::lr_multiplier(ScheduleType::kConstant, 0, 4, 10) == 1.0);
+    CHECK(optim::warmup_steps_for(20, 0, 0.1) == 2);
+    CHECK(optim::warmup_steps_for(25, 0, 0.1) == 3);  // ceil
+    CHECK(optim::warmup_steps_for(25, 5, 0.1) == 5);
+    FTL_REQUIRE_ERROR(optim::parse_schedule_type("polynomial_decay"), ErrorKind::kConfig, "--lr_scheduler_type",
+                      "cosine");
+}
+
+TEST_CASE("packing wraps documents into rows, each document on its own positions", "[train]") {
+    auto rows = data::pack_examples({{1, 2, 3}, {4, 5, 6, 7, 8}, {9}}, 4);
+    REQUIRE(rows.size() == 3);  // ceil(9 / 4)
+    CHECK((rows[0].input_ids == std::vector<int32_t>{1, 2, 3, 4}));
+    CHECK((rows[0].position_ids == std::vector<int32_t>{0, 1, 2, 0}));
+    CHECK((rows[0].labels == std::vector<int32_t>{-100, 2, 3, -100}));
+    CHECK((rows[1].input_ids == std::vector<int32_t>{5, 6, 7, 8}));
+    CHECK((rows[1].position_ids == std::vector<int32_t>{0, 1, 2, 3}));  // the rest of document 2 restarts
+    CHECK((rows[2].input_ids == std::vector<int32_t>{9}));
+    FTL_REQUIRE_ERROR(data::unpacked_rows({{1, 2, 3}}, 2, "d [train]"), ErrorKind::kConfig, "d [train] record 0",
+                      "--packing True");
+}
+
+TEST_CASE("split files are found by HF's naming", "[train]") {
+    const auto dir = std::filesystem::temp_directory_path() / "ftl_split_test";
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir / "data");
+    for (const char* name : {"data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet",
+                             "data/test-00000-of-00001.parquet", "validation.jsonl", "README.md", "trainer.json"})
+        std::ofstream(dir / name) << "";
+    auto splits = data::find_split_files(dir.string());
+    CHECK(splits.at("train").files.size() == 2);
+    CHECK(splits.at("test").files.size() == 1);
+    CHECK(splits.at("validation").files.size() == 1);
+    CHECK(splits.size() == 3);
+    FTL_REQUIRE_ERROR(data::read_split(dir.string(), "dev"), ErrorKind::kConfig, "no split 'dev'", "test, train, validation");
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("the sampler deals one shuffled order round-robin over ranks", "[train]") {
+    train::BatchPlan one(10, 4, 1, 0, 1, 3), r0(10, 2, 1, 0, 2, 3), r1(10, 2, 1, 1, 2, 3);
+    auto all = one.next_micro_batch();
+    auto a = r0.next_micro_batch(), b = r1.next_micro_batch();
+    CHECK((std::vector<int64_t>{a[0], b[0], a[1], b[1]} == all));
+    CHECK(r0.micro_batches_per_epoch() == 3);  // 5 rows per rank in batches of 2
+    FTL_REQUIRE_ERROR(train::BatchPlan(10, 0, 1, 0, 1, 3), ErrorKind::kConfig, "--per_device_train_batch_size");
+}
