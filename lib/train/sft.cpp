@@ -23,6 +23,7 @@
 #include "train/evaluate.h"
 #include "train/inputs.h"
 #include "util/error.h"
+#include "util/memory.h"
 #include "util/strings.h"
 
 namespace ftl::train {
@@ -235,7 +236,9 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
     double logged_loss = 0.0;
     int64_t logged_steps = 0, tokens_seen = 0;
     const auto started = std::chrono::steady_clock::now();
+    std::optional<CpuMemoryPhase> epoch_memory;  // the seed's per-epoch memory report
     for (int64_t step = first_step; step < total_steps; ++step) {
+        if (!epoch_memory) epoch_memory.emplace();
         std::vector<model::Batch> micro;
         for (int i = 0; i < args.gradient_accumulation_steps; ++i)
             micro.push_back(collate(data.train, plan.next_micro_batch(), pad_id, args.packing, device));
@@ -289,8 +292,16 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
             logged_loss = 0.0;
             logged_steps = 0;
         }
+        if (epoch_end || last) {
+            if (main_rank)
+                for (const auto& line : epoch_memory->report("train")) log.info(line);
+            epoch_memory.reset();
+        }
         if ((args.eval_strategy == "steps" && done % eval_every == 0) || (args.eval_strategy == "epoch" && epoch_end)) {
+            const CpuMemoryPhase eval_memory;
             const EvalResult eval = evaluate(lm, data.eval, args.per_device_eval_batch_size, pad_id, args.packing, device, rank);
+            if (main_rank)
+                for (const auto& line : eval_memory.report("eval")) log.info(line);
             json entry = {{"eval_loss", eval.loss}, {"eval_perplexity", eval.perplexity}, {"epoch", epoch}, {"step", done}};
             log_history.push_back(entry);
             if (main_rank) log.info("eval " + entry.dump());

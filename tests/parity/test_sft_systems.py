@@ -4,6 +4,7 @@ crash safety while saving, and bad input stopped before training.
   eval            --eval_strategy steps: eval_loss / eval_perplexity entries in log_history,
                   eval_loss equal to transformers' token-weighted loss of the adapted model (1e-5);
                   `ftlaunch evaluate --adapter_path` prints the same loss as JSON
+  memory          the seed's CPU memory lines for train (per epoch) and eval
   checkpoints     --save_steps 4 --save_total_limit 1: only the newest checkpoint-<step> is kept,
                   holding adapter_model.safetensors, adapter_config.json, optimizer.safetensors,
                   rng_state.safetensors and trainer_state.json
@@ -71,6 +72,10 @@ def main():
             print(proc.stdout[-2000:], proc.stderr[-2000:])
             sys.exit(1)
         full_losses, evals = losses(full)
+        memory_lines = [l for l in proc.stdout.splitlines() if "Memory" in l]
+        check(any("CPU Memory before entering the train : " in l for l in memory_lines)
+              and any("CPU Total Peak Memory consumed during the eval (max): " in l for l in memory_lines),
+              f"the seed's memory report for train and eval ({len(memory_lines)} lines)")
         check([e["step"] for e in evals] == [6, 12] and all(abs(e["eval_perplexity"] - 2.718281828 ** e["eval_loss"]) < 1e-6 * e["eval_perplexity"] for e in evals),
               f"eval entries at steps 6 and 12 with perplexity = exp(loss): {[round(e['eval_loss'], 4) for e in evals]}")
         kept = sorted(d for d in os.listdir(full) if d.startswith("checkpoint-"))

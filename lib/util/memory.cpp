@@ -1,0 +1,43 @@
+#include "util/memory.h"
+
+#include <fstream>
+#include <sstream>
+
+namespace ftl {
+namespace {
+
+int64_t status_kib(const std::string& key) {
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.rfind(key + ":", 0) != 0) continue;
+        std::istringstream fields(line.substr(key.size() + 1));
+        int64_t kib = 0;
+        fields >> kib;
+        return kib;
+    }
+    return 0;
+}
+
+int64_t b2mb(int64_t bytes) { return bytes / (int64_t{1} << 20); }  // truncates toward zero, as int() does
+
+}  // namespace
+
+int64_t resident_bytes() { return status_kib("VmRSS") * 1024; }
+int64_t peak_resident_bytes() { return status_kib("VmHWM") * 1024; }
+
+CpuMemoryPhase::CpuMemoryPhase() {
+    std::ofstream("/proc/self/clear_refs") << "5";  // reset VmHWM to the current RSS (Linux >= 4.0)
+    begin_bytes_ = resident_bytes();
+}
+
+std::vector<std::string> CpuMemoryPhase::report(const std::string& phase) const {
+    const int64_t end = resident_bytes(), peak = std::max(peak_resident_bytes(), end);
+    const int64_t begin_mb = b2mb(begin_bytes_), peaked = b2mb(peak - begin_bytes_);
+    return {"CPU Memory before entering the " + phase + " : " + std::to_string(begin_mb),
+            "CPU Memory consumed at the end of the " + phase + " (end-begin): " + std::to_string(b2mb(end - begin_bytes_)),
+            "CPU Peak Memory consumed during the " + phase + " (max-begin): " + std::to_string(peaked),
+            "CPU Total Peak Memory consumed during the " + phase + " (max): " + std::to_string(peaked + begin_mb)};
+}
+
+}  // namespace ftl
