@@ -465,7 +465,7 @@ public:
         std::string pending;
         auto flush = [&] {
             if (pending.empty()) return;
-            if (utf8_lossy(pending) == pending) out.push_back(pending);
+            if (is_valid_utf8(pending)) out.push_back(pending);
             else for (size_t i = 0; i < pending.size(); ++i) out.push_back("\xEF\xBF\xBD");
             pending.clear();
         };

@@ -75,6 +75,15 @@ size_t invalid_run(std::string_view s, size_t i) {
 
 }  // namespace
 
+bool is_valid_utf8(std::string_view s) {
+    for (size_t i = 0; i < s.size();) {
+        const size_t n = valid_sequence(s, i);
+        if (n == 0) return false;
+        i += n;
+    }
+    return true;
+}
+
 std::string utf8_lossy(std::string_view s) {
     std::string out;
     out.reserve(s.size());

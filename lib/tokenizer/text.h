@@ -15,6 +15,8 @@ namespace ftl::tokenizer {
 size_t utf8_length(unsigned char lead);
 // Appends the UTF-8 encoding of `code_point`.
 void append_utf8(std::string& out, uint32_t code_point);
+// Whether `bytes` is valid UTF-8 (RFC 3629).
+bool is_valid_utf8(std::string_view bytes);
 // Replaces invalid UTF-8 with U+FFFD, as Rust's String::from_utf8_lossy does.
 std::string utf8_lossy(std::string_view bytes);
 

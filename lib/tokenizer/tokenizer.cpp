@@ -69,12 +69,6 @@ bool flag(const json& j, const char* key, bool fallback) {
     return j.contains(key) && j[key].is_boolean() ? j[key].get<bool>() : fallback;
 }
 
-bool valid_utf8(std::string_view s) {
-    for (unsigned char c : s)
-        if (c >= 0x80) return utf8_lossy(s) == s;
-    return true;
-}
-
 }  // namespace
 
 struct Tokenizer::Impl {
@@ -239,7 +233,7 @@ void Tokenizer::split_added(std::vector<Piece>& pieces, std::vector<std::optiona
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view input, bool add_special_tokens) const {
-    std::vector<Piece> pieces{{valid_utf8(input) ? std::string(input) : utf8_lossy(input), true}};
+    std::vector<Piece> pieces{{is_valid_utf8(input) ? std::string(input) : utf8_lossy(input), true}};
     std::vector<std::optional<int32_t>> token_of{std::nullopt};
     if (pieces[0].text.empty()) {
         pieces.clear();
