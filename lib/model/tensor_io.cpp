@@ -49,6 +49,16 @@ io::TensorView view_of(const at::Tensor& tensor) {
             static_cast<const std::byte*>(tensor.data_ptr()), tensor.nbytes()};
 }
 
+CpuTensorViews cpu_views(const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+    CpuTensorViews out;
+    out.copies.reserve(tensors.size());
+    for (const auto& [name, t] : tensors) {
+        out.copies.push_back(t.detach().to(at::kCPU).contiguous());
+        out.views.push_back({name, view_of(out.copies.back())});
+    }
+    return out;
+}
+
 at::ScalarType parse_float_dtype(const std::string& name, const std::string& what) {
     if (name == "bfloat16" || name == "bf16") return at::kBFloat16;
     if (name == "float16" || name == "fp16" || name == "half") return at::kHalf;

@@ -5,8 +5,11 @@
 
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "io/safetensors.h"
+#include "io/safetensors_writer.h"
 
 namespace ftl::model {
 
@@ -21,6 +24,14 @@ at::Tensor tensor_from_view(const io::TensorView& view);
 at::Tensor mapped_tensor(const std::shared_ptr<const io::SafetensorsFile>& file, const std::string& name);
 // A view of a contiguous CPU tensor's bytes (valid while `tensor` lives).
 io::TensorView view_of(const at::Tensor& tensor);
+
+// Named tensors on any device, in any layout, as io::NamedTensor views for the safetensors writers:
+// `views` point into `copies` (contiguous CPU tensors, detached), so keep the struct alive while writing.
+struct CpuTensorViews {
+    std::vector<at::Tensor> copies;
+    std::vector<io::NamedTensor> views;
+};
+CpuTensorViews cpu_views(const std::vector<std::pair<std::string, at::Tensor>>& tensors);
 
 // "bfloat16"/"bf16"/"float16"/"fp16"/"half"/"float32"/"fp32"/"float" -> ScalarType; throws naming
 // `what` and the accepted names otherwise.

@@ -139,15 +139,13 @@ void save_adapter(const std::string& dir, model::CausalLM& model, const LoraConf
     std::filesystem::create_directories(dir, ec);
     if (ec) fail(ErrorKind::kIo, dir + ": cannot create the adapter folder: " + ec.message());
     std::set<std::string> targets;
-    std::vector<at::Tensor> keep;  // contiguous CPU copies alive while writing
-    std::vector<io::NamedTensor> tensors;
-    for (auto& [name, t] : adapter_parameters(model)) {
+    const auto parameters = adapter_parameters(model);
+    for (const auto& [name, t] : parameters) {
         const std::string path = module_of(name);
         targets.insert(path.substr(path.rfind('.') + 1));
-        keep.push_back(t.detach().to(at::kCPU).contiguous());
-        tensors.push_back({name, model::view_of(keep.back())});
     }
-    io::write_safetensors(dir + "/adapter_model.safetensors", tensors, {{"format", "pt"}});
+    const model::CpuTensorViews weights = model::cpu_views(parameters);
+    io::write_safetensors(dir + "/adapter_model.safetensors", weights.views, {{"format", "pt"}});
     json cfg = {{"peft_type", "LORA"},
                 {"task_type", "CAUSAL_LM"},
                 {"base_model_name_or_path", config.base_model_name_or_path},

@@ -60,15 +60,10 @@ std::string save_checkpoint(const std::string& output_dir, const CheckpointConte
 
     write_model(temp_dir.string());
     if (crash_hook) crash_hook();
-    std::vector<at::Tensor> keep;
-    std::vector<io::NamedTensor> optimizer;
-    for (const auto& [n, t] : contents.optimizer) {
-        keep.push_back(t.detach().to(at::kCPU).contiguous());
-        optimizer.push_back({n, model::view_of(keep.back())});
-    }
-    io::write_safetensors((temp_dir / "optimizer.safetensors").string(), optimizer);
-    at::Tensor rng = contents.dropout_rng_state.contiguous();
-    io::write_safetensors((temp_dir / "rng_state.safetensors").string(), {{"dropout", model::view_of(rng)}});
+    const model::CpuTensorViews optimizer = model::cpu_views(contents.optimizer);
+    io::write_safetensors((temp_dir / "optimizer.safetensors").string(), optimizer.views);
+    const model::CpuTensorViews rng = model::cpu_views({{"dropout", contents.dropout_rng_state}});
+    io::write_safetensors((temp_dir / "rng_state.safetensors").string(), rng.views);
     io::write_file_atomically((temp_dir / "trainer_state.json").string(),
                               [&](std::ostream& out) { out << contents.trainer_state.dump(2) << "\n"; });
     // Every file above was fsynced by its writer; the rename publishes them together.

@@ -46,8 +46,7 @@ void run_evaluate(const config::RunConfig& run, const RankContext& rank) {
     const std::vector<std::string> splits = split(args.splits, ',');
     const std::string split_name = trim(splits.back());
     const std::vector<data::Row> rows = split_rows(args, inputs, split_name);
-    const at::Device device = rank.device == "cuda" ? at::Device(at::kCUDA, static_cast<int8_t>(rank.device_index))
-                                                    : at::Device(at::kCPU);
+    const at::Device device = rank.torch_device();
     JobModel job_model = load_job_model(inputs, device);
     if (!args.adapter_path.empty()) peft::load_adapter(args.adapter_path, job_model.loaded.model);
     const EvalResult result = evaluate(job_model.loaded.model, rows, args.per_device_eval_batch_size,

@@ -140,8 +140,7 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
     const Splits data = prepare_data(args, inputs, args.eval_strategy != "no");
 
     // ---- model and adapters ----
-    const at::Device device = rank.device == "cuda" ? at::Device(at::kCUDA, static_cast<int8_t>(rank.device_index))
-                                                    : at::Device(at::kCPU);
+    const at::Device device = rank.torch_device();
     JobModel job_model = load_job_model(inputs, device);
     model::CausalLM& lm = job_model.loaded.model;
     if (main_rank && job_model.resized_to)
@@ -173,13 +172,8 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
             peft::save_adapter(dir, lm, lora);
             return;
         }
-        std::vector<at::Tensor> keep;
-        std::vector<io::NamedTensor> tensors;
-        for (auto& [name, t] : trainable) {
-            keep.push_back(t.detach().to(at::kCPU).contiguous());
-            tensors.push_back({name, model::view_of(keep.back())});
-        }
-        io::write_sharded_safetensors(dir, tensors, size_t{5} << 30);
+        const model::CpuTensorViews weights = model::cpu_views(trainable);
+        io::write_sharded_safetensors(dir, weights.views, size_t{5} << 30);
     };
 
     // ---- schedule ----

@@ -3,6 +3,8 @@
 // then the optimizer-step loop, then save.
 #pragma once
 
+#include <c10/core/Device.h>
+
 #include <functional>
 #include <string>
 
@@ -18,6 +20,12 @@ struct RankContext {
     std::string device = "cpu";  // "cpu" | "cuda"
     int device_index = 0;
     dist::Comm* comm = nullptr;  // null on a single rank
+
+    // The torch device this rank computes on: cuda:<device_index> or cpu.
+    c10::Device torch_device() const {
+        return device == "cuda" ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(device_index))
+                                : c10::Device(c10::kCPU);
+    }
     // Tests of crash safety: called with the step while that checkpoint is half written (the
     // test kills the process there). Empty in normal runs.
     std::function<void(int64_t step)> during_checkpoint_save;

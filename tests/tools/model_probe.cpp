@@ -70,9 +70,7 @@ int main(int argc, char** argv) try {
         for (auto& [name, w] : weights)
             outputs.emplace_back("grad." + name, w.grad().to(at::kFloat).contiguous());
     }
-    std::vector<io::NamedTensor> named;
-    for (const auto& [name, t] : outputs) named.push_back({name, model::view_of(t)});
-    io::write_safetensors(argv[3], named);
+    io::write_safetensors(argv[3], model::cpu_views(outputs).views);
     return 0;
 } catch (const std::exception& e) {
     std::fprintf(stderr, "ftl_model_probe: %s\n", e.what());
