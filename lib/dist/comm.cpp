@@ -2,9 +2,59 @@
 
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <thread>
+
 #include "util/error.h"
 
 namespace ftl::dist {
+
+Comm::Comm(c10::intrusive_ptr<c10d::Store> store) : store_(std::move(store)) {}
+Comm::~Comm() = default;
+
+void Comm::publish(const std::string& key, const std::string& value) {
+    try {
+        store_->set(key, std::vector<uint8_t>(value.begin(), value.end()));
+    } catch (const c10::Error& e) {
+        ftl::fail(ErrorKind::kDist, "rank " + std::to_string(rank()) + ": publishing '" + key + "' in the store failed: " + e.what_without_backtrace());
+    } catch (const std::exception& e) {
+        ftl::fail(ErrorKind::kDist, "rank " + std::to_string(rank()) + ": publishing '" + key + "' in the store failed: " + e.what());
+    }
+}
+
+void Comm::wait_until_read(const std::string& key, std::chrono::milliseconds timeout) {
+    std::vector<std::string> receipts;
+    for (int r = 0; r < size(); ++r)
+        if (r != rank()) receipts.push_back(key + "/read/" + std::to_string(r));
+    try {
+        store_->wait(receipts, timeout);
+    } catch (const std::exception&) {
+        // A rank that never reads (it failed on its own) must not hold this one: best effort.
+    }
+}
+
+std::string Comm::wait_for(const std::string& key, const std::function<void(int64_t)>& still_waiting) {
+    const auto started = std::chrono::steady_clock::now();
+    auto last_report = started;
+    try {
+        while (!store_->check({key})) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));
+            const auto now = std::chrono::steady_clock::now();
+            if (still_waiting && now - last_report >= std::chrono::minutes(1)) {
+                last_report = now;
+                still_waiting(std::chrono::duration_cast<std::chrono::seconds>(now - started).count());
+            }
+        }
+        const std::vector<uint8_t> value = store_->get(key);
+        store_->set(key + "/read/" + std::to_string(rank()), std::vector<uint8_t>{1});
+        return {value.begin(), value.end()};
+    } catch (const c10::Error& e) {
+        ftl::fail(ErrorKind::kDist, "rank " + std::to_string(rank()) + ": waiting for '" + key +
+                                        "' in the store failed (did rank 0 exit?): " + e.what_without_backtrace());
+    } catch (const std::exception& e) {
+        ftl::fail(ErrorKind::kDist, "rank " + std::to_string(rank()) + ": waiting for '" + key +
+                                        "' in the store failed (did rank 0 exit?): " + e.what());
+    }
+}
 
 std::unique_ptr<Comm> make_comm(const CommOptions& o) {
     c10d::TCPStoreOptions store_options;

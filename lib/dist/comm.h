@@ -13,6 +13,7 @@
 #include <c10/util/intrusive_ptr.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -26,7 +27,8 @@ enum class ReduceOp { kSum, kAvg, kMax, kMin };
 
 class Comm {
 public:
-    virtual ~Comm() = default;
+    explicit Comm(c10::intrusive_ptr<c10d::Store> store);
+    virtual ~Comm();
     virtual int rank() const = 0;
     virtual int size() const = 0;
     virtual std::string backend_name() const = 0;
@@ -40,6 +42,21 @@ public:
     // Every rank ends with root's t.
     virtual void broadcast(at::Tensor& t, int root) = 0;
     virtual void barrier() = 0;
+
+    // Signals through the rendezvous store, for waits that must not time out the way a collective
+    // does (rank 0 tokenising a large dataset while the others wait): one rank publishes a key,
+    // the others poll for it as long as it takes. `still_waiting(seconds)` is called about once a
+    // minute while waiting. Throws ftl::Error(kDist) when the store stops answering.
+    void publish(const std::string& key, const std::string& value);
+    std::string wait_for(const std::string& key, const std::function<void(int64_t seconds)>& still_waiting);
+    // Waits (at most `timeout`) until every other rank has read `key` through wait_for: a rank
+    // about to exit with an error it published calls this, so the store it hosts outlives the read.
+    void wait_until_read(const std::string& key, std::chrono::milliseconds timeout);
+
+protected:
+    // Kept for the communicator's lifetime: on rank 0 the store object is the server, and
+    // dropping it would cut off ranks still reading from it.
+    c10::intrusive_ptr<c10d::Store> store_;
 };
 
 struct CommOptions {

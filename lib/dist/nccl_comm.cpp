@@ -27,7 +27,7 @@ class NcclComm final : public Comm {
 public:
     NcclComm(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size, int device,
              std::chrono::milliseconds timeout)
-        : rank_(rank), size_(size) {
+        : Comm(store), rank_(rank), size_(size) {
         c10::cuda::set_device(static_cast<c10::DeviceIndex>(device));
         auto options = c10d::ProcessGroupNCCL::Options::create();
         options->timeout = timeout;

@@ -62,7 +62,7 @@ class SocketComm final : public Comm {
 public:
     SocketComm(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size, const std::string& master_addr,
                std::chrono::milliseconds timeout)
-        : store_(store), rank_(rank), size_(size), timeout_(timeout), peers_(size, -1) {
+        : Comm(store), rank_(rank), size_(size), timeout_(timeout), peers_(size, -1) {
         if (size_ > 1) connect_mesh(store_, master_addr);
     }
 
@@ -294,9 +294,6 @@ private:
         }
     }
 
-    // Kept for the communicator's lifetime: on rank 0 the store object is the server, and
-    // dropping it would cut off ranks still reading their peers' addresses.
-    c10::intrusive_ptr<c10d::Store> store_;
     int rank_, size_;
     std::chrono::milliseconds timeout_;
     std::vector<int> peers_;  // fd per peer rank, -1 for self

@@ -9,7 +9,7 @@
 #include "data/examples.h"
 #include "model/decoder.h"
 #include "config/run_config.h"
-#include "train/sft.h"
+#include "train/rank_context.h"
 
 namespace ftl::train {
 

@@ -1,7 +1,11 @@
 #include "train/inputs.h"
 
+#include <filesystem>
+
 #include "data/dataset.h"
+#include "data/row_cache.h"
 #include "io/hub.h"
+#include "util/error.h"
 
 namespace ftl::train {
 
@@ -36,6 +40,65 @@ std::vector<data::Row> split_rows(const config::TrainArgs& args, const JobInputs
     auto examples = data::tokenize_records(data::read_split(inputs.dataset_dir, split), inputs.tokenizer, text, source);
     return args.packing ? data::pack_examples(examples, args.max_seq_length)
                         : data::unpacked_rows(examples, args.max_seq_length, source);
+}
+
+namespace {
+
+// Everything tokenisation reads or does (see data/row_cache.h).
+std::string tokenization_key(const config::TrainArgs& args, const JobInputs& inputs, const std::string& split) {
+    data::Fingerprint key;
+    key.add("split").add(split);
+    const auto splits = data::find_split_files(inputs.dataset_dir);
+    if (const auto it = splits.find(split); it != splits.end())
+        for (const auto& file : it->second.files) key.add_file_identity(file);
+    for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"})
+        key.add_file_bytes(inputs.model_dir + "/" + name);
+    key.add(args.dataset_text_field).add(args.chat_template_format);
+    key.add(std::to_string(args.add_special_tokens)).add(std::to_string(args.append_concat_token));
+    key.add(std::to_string(args.packing)).add(std::to_string(args.max_seq_length));
+    return key.hex();
+}
+
+}  // namespace
+
+std::vector<data::Row> prepared_split_rows(const config::TrainArgs& args, const JobInputs& inputs,
+                                           const std::string& split, const RankContext& rank, const Log& log) {
+    const std::string key = tokenization_key(args, inputs, split);
+    const std::string path = args.output_dir + "/tokenized/" + split + "-" + key + ".safetensors";
+    const std::string signal = "ftl/tokenized/" + split + "/" + key;
+    if (rank.rank != 0 && rank.comm) {
+        const std::string status = rank.comm->wait_for(signal, [&](int64_t seconds) {
+            log.info("waiting for rank 0 to tokenise split '" + split + "' (" + std::to_string(seconds) + " s)");
+        });
+        if (status != "ok") fail(ErrorKind::kConfig, "rank 0 could not prepare split '" + split + "': " + status);
+        if (auto rows = data::read_row_cache(path, key)) return std::move(*rows);
+        log.info(path + " is not visible on this node (output_dir is not shared): tokenising here");
+        return split_rows(args, inputs, split);
+    }
+    std::vector<data::Row> rows;
+    try {
+        std::optional<std::vector<data::Row>> cached;
+        try {
+            cached = data::read_row_cache(path, key);
+        } catch (const Error& e) {
+            log.warn(std::string(e.what()) + ": tokenising again");
+        }
+        if (cached) {
+            log.info("reusing the tokenised rows of split '" + split + "' in " + path);
+            rows = std::move(*cached);
+        } else {
+            rows = split_rows(args, inputs, split);
+            data::write_row_cache(path, rows, key);
+        }
+    } catch (const std::exception& e) {
+        if (rank.comm) {
+            rank.comm->publish(signal, e.what());
+            rank.comm->wait_until_read(signal, std::chrono::seconds(30));
+        }
+        throw;
+    }
+    if (rank.comm) rank.comm->publish(signal, "ok");
+    return rows;
 }
 
 }  // namespace ftl::train

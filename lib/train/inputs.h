@@ -12,6 +12,8 @@
 #include "model/load.h"
 #include "tokenizer/chat_format.h"
 #include "tokenizer/hf_tokenizer.h"
+#include "train/rank_context.h"
+#include "util/log.h"
 
 namespace ftl::train {
 
@@ -36,5 +38,14 @@ JobModel load_job_model(const JobInputs& inputs, const at::Device& device);
 
 // The rows of one split: tokenized with the job's text options, packed or one per example.
 std::vector<data::Row> split_rows(const config::TrainArgs& args, const JobInputs& inputs, const std::string& split);
+
+// split_rows, run once per job: rank 0 tokenises and stores the rows in
+// <output_dir>/tokenized/<split>-<key>.safetensors (data/row_cache.h) unless a run with the same
+// key already did, then publishes the key in the store; the other ranks wait for that signal
+// however long tokenising takes (no collective, so no timeout) and read the file. Where the file
+// is not there for them (output_dir not on a shared filesystem) they tokenise for themselves,
+// which gives the same rows. An error on rank 0 is published too, so every rank stops with it.
+std::vector<data::Row> prepared_split_rows(const config::TrainArgs& args, const JobInputs& inputs,
+                                           const std::string& split, const RankContext& rank, const Log& log);
 
 }  // namespace ftl::train

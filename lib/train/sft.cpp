@@ -86,15 +86,16 @@ struct Splits {
     std::vector<data::Row> train, eval;
 };
 
-Splits prepare_data(const config::TrainArgs& args, const JobInputs& inputs, bool need_eval) {
+Splits prepare_data(const config::TrainArgs& args, const JobInputs& inputs, bool need_eval, const RankContext& rank,
+                    const Log& log) {
     const std::vector<std::string> names = split(args.splits, ',');
     Splits s;
-    s.train = split_rows(args, inputs, trim(names.at(0)));
+    s.train = prepared_split_rows(args, inputs, trim(names.at(0)), rank, log);
     if (need_eval) {
         if (names.size() < 2)
             fail(ErrorKind::kConfig, "--eval_strategy " + args.eval_strategy + ": --splits '" + args.splits +
                                          "' names no evaluation split (e.g. --splits train,test)");
-        s.eval = split_rows(args, inputs, trim(names.at(1)));
+        s.eval = prepared_split_rows(args, inputs, trim(names.at(1)), rank, log);
     }
     return s;
 }
@@ -137,7 +138,7 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
     // ---- inputs: folders, tokenizer (as train.py sets it up), data ----
     const JobInputs inputs = resolve_job_inputs(args);
     const int32_t pad_id = inputs.tokenizer.pad_id().value_or(0);
-    const Splits data = prepare_data(args, inputs, args.eval_strategy != "no");
+    const Splits data = prepare_data(args, inputs, args.eval_strategy != "no", rank, log);
 
     // ---- model and adapters ----
     const at::Device device = rank.torch_device();

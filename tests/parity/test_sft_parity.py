@@ -14,7 +14,7 @@ Checks:
   adapter             PeftModel.from_pretrained(output_dir) logits == ftlaunch's with the same
                       adapter, max abs diff <= 1e-5; adapter weights equal to the reference's (1e-4)
   accumulation        batch 4 x accumulation 1 == batch 2 x accumulation 2 == batch 1 x 4 (1e-5)
-  ranks               2 CPU ranks x batch 2 == 1 rank x batch 4 (1e-5)
+  ranks               2 CPU ranks x batch 2 == 4 ranks x batch 1 == 1 rank x batch 4 (1e-5)
   packing             --packing True: ceil(total tokens / max_seq_len) rows (TRL "wrapped")
   parquet             the same split as data/train-00000-of-00001.parquet gives the same curve;
                       a chat dataset (`messages`, parquet) trains with --chat_template_format chatml
@@ -170,6 +170,9 @@ def main():
         two, _ = run_ftlaunch(model_dir, data_dir, os.path.join(work, "run_2ranks"), 2, 1,
                               launcher=("--config_file", os.path.join(SOURCE, "configs", "multi_cpu_2.yaml")))
         compare_curves(two, b4, 1e-5, "2 ranks x batch 2 vs 1 rank x batch 4")
+        four, _ = run_ftlaunch(model_dir, data_dir, os.path.join(work, "run_4ranks"), 1, 1,
+                               launcher=("--cpu", "--num_processes", "4"))
+        compare_curves(four, b4, 1e-5, "4 ranks x batch 1 vs 1 rank x batch 4")
 
         # Parquet (the hub's format) reads to the same rows.
         import pyarrow as pa

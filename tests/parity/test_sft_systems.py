@@ -11,9 +11,12 @@ crash safety while saving, and bad input stopped before training.
   resume          a run resumed from checkpoint-8 logs the same losses for steps 9..12 (1e-6)
   kill -9         a rank killed while writing checkpoint-8 leaves checkpoint-4 intact and no
                   checkpoint-8; --resume_from_checkpoint True resumes from 4 and matches (1e-6)
+  tokenised cache the rows are stored under output_dir/tokenized/<split>-<key>.safetensors; a
+                  second run in the same folder reuses them and computes the same losses
   bad input       missing split, missing text field, empty split, row longer than max_seq_len,
                   unknown target module, lora_r 0, unwritable output_dir: exit 2 with a message
-                  naming the value, and no training step runs
+                  naming the value, and no training step runs; with 2 ranks, rank 0's error
+                  reaches rank 1 through the store (both stop, exit 2)
 """
 import json
 import os
@@ -125,6 +128,9 @@ def main():
         proc = run(args_for(model_dir, data_dir, crashed, extra=("--save_steps", "4", "--resume_from_checkpoint", "True")))
         check(proc.returncode == 0 and "resumed from" in proc.stdout and "at step 4" in proc.stdout,
               "resume after the crash starts from checkpoint-4")
+        cached = sorted(os.listdir(os.path.join(crashed, "tokenized")))
+        check(len(cached) == 1 and cached[0].startswith("train-") and "reusing the tokenised rows of split 'train'" in proc.stdout,
+              f"the second run in the same output_dir reuses the tokenised rows: {cached}")
         if proc.returncode == 0:
             same_tail(losses(crashed)[0], full_losses, list(range(5, 13)), "run resumed after kill -9 vs uninterrupted")
             check(not any(n.startswith(".checkpoint-") for n in os.listdir(crashed)), "the half-written checkpoint was removed")
@@ -156,6 +162,14 @@ def main():
                   f"{what}: exit {proc.returncode}, message has {fragment!r}, no step ran")
             if fragment not in text:
                 print("     " + text.strip().splitlines()[-1][:300] if text.strip() else "     (no output)")
+        # Two ranks: rank 0 fails while tokenising; rank 1, waiting on the store, stops with its error.
+        two_ranks = os.path.join(os.environ["FTL_SOURCE_DIR"], "configs", "multi_cpu_2.yaml")
+        cmd = args_for(model_dir, data_dir, os.path.join(work, "bad2"), extra=("--dataset_text_field", "content"))
+        cmd[1:4] = ["--config_file", two_ranks]
+        proc = run(cmd)
+        text = proc.stdout + proc.stderr
+        check(proc.returncode == 2 and "rank 0 could not prepare split 'train'" in text and "step 1/" not in text,
+              f"2 ranks, missing text field: exit {proc.returncode}, rank 1 reports rank 0's error")
     if failures:
         sys.exit(1)
     print("all SFT systems checks passed")

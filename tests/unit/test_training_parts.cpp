@@ -1,11 +1,13 @@
 // Small exact checks of the training pieces whose Python counterparts are formulas: HF's
-// schedules, warmup rounding, the packing layout, split-file naming, and the sampler.
+// schedules, warmup rounding, the packing layout, split-file naming, the sampler, and the
+// tokenised-rows cache.
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 
 #include "data/dataset.h"
 #include "data/examples.h"
+#include "data/row_cache.h"
 #include "optim/schedule.h"
 #include "train/batches.h"
 #include "catch.h"  // last: replaces c10's CHECK macro
@@ -65,4 +67,28 @@ TEST_CASE("the sampler deals one shuffled order round-robin over ranks", "[train
     CHECK((std::vector<int64_t>{a[0], b[0], a[1], b[1]} == all));
     CHECK(r0.micro_batches_per_epoch() == 3);  // 5 rows per rank in batches of 2
     FTL_REQUIRE_ERROR(train::BatchPlan(10, 0, 1, 0, 1, 3), ErrorKind::kConfig, "--per_device_train_batch_size");
+}
+
+TEST_CASE("the tokenised-rows cache gives back what was stored, under its key only", "[train]") {
+    const std::string dir = std::filesystem::temp_directory_path() / "ftl_row_cache_test";
+    std::filesystem::remove_all(dir);
+    const auto rows = data::pack_examples({{5, 6, 7}, {8, 9}, {10}}, 4);
+    const std::string key = data::Fingerprint().add("a").add("bc").hex();
+    CHECK(key != data::Fingerprint().add("ab").add("c").hex());
+    CHECK(key.size() == 16);
+    const std::string path = dir + "/train-" + key + ".safetensors";
+    CHECK(!data::read_row_cache(path, key));
+    data::write_row_cache(path, rows, key);
+    const auto back = data::read_row_cache(path, key);
+    REQUIRE(back);
+    REQUIRE(back->size() == rows.size());
+    for (size_t i = 0; i < rows.size(); ++i) {
+        CHECK((*back)[i].input_ids == rows[i].input_ids);
+        CHECK((*back)[i].labels == rows[i].labels);
+        CHECK((*back)[i].position_ids == rows[i].position_ids);
+    }
+    FTL_REQUIRE_ERROR(data::read_row_cache(path, "0000000000000000"), ErrorKind::kIo, path, "key 0000000000000000");
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << "not a cache";
+    CHECK_THROWS(data::read_row_cache(path, key));
+    std::filesystem::remove_all(dir);
 }

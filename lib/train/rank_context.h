@@ -1,0 +1,31 @@
+// One rank's place in a job: its rank, the ranks in all, its device and its communicator,
+// passed explicitly to everything that needs them (no globals).
+#pragma once
+
+#include <c10/core/Device.h>
+
+#include <functional>
+#include <string>
+
+#include "dist/comm.h"
+
+namespace ftl::train {
+
+struct RankContext {
+    int rank = 0;
+    int world_size = 1;
+    std::string device = "cpu";  // "cpu" | "cuda"
+    int device_index = 0;
+    dist::Comm* comm = nullptr;  // null on a single rank
+
+    // The torch device this rank computes on: cuda:<device_index> or cpu.
+    c10::Device torch_device() const {
+        return device == "cuda" ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(device_index))
+                                : c10::Device(c10::kCPU);
+    }
+    // Tests of crash safety: called with the step while that checkpoint is half written (the
+    // test kills the process there). Empty in normal runs.
+    std::function<void(int64_t step)> during_checkpoint_save;
+};
+
+}  // namespace ftl::train
