@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "model/recompute.h"
 #include "model/rope.h"
 #include "util/error.h"
 
@@ -12,6 +13,19 @@ std::vector<std::pair<std::string, Linear*>> DecoderLayerWeights::linears() {
     return {{"self_attn.q_proj", &q_proj}, {"self_attn.k_proj", &k_proj}, {"self_attn.v_proj", &v_proj},
             {"self_attn.o_proj", &o_proj}, {"mlp.gate_proj", &gate_proj},  {"mlp.up_proj", &up_proj},
             {"mlp.down_proj", &down_proj}};
+}
+
+std::vector<at::Tensor> DecoderLayerWeights::tensors() const {
+    std::vector<at::Tensor> out{input_norm, post_attention_norm};
+    for (const Linear* linear : {&q_proj, &k_proj, &v_proj, &o_proj, &gate_proj, &up_proj, &down_proj}) {
+        out.push_back(linear->weight);
+        if (linear->bias.defined()) out.push_back(linear->bias);
+        if (linear->adapter) {
+            out.push_back(linear->adapter->A);
+            out.push_back(linear->adapter->B);
+        }
+    }
+    return out;
 }
 
 at::Tensor apply_linear(const Linear& linear, const at::Tensor& x, const ForwardOptions& options) {
@@ -117,7 +131,15 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
             mask_window = window;
             mask_built = true;
         }
-        hidden = layer_forward(weights_.layers[i], hidden, rope, mask, options);
+        const DecoderLayerWeights& layer = weights_.layers[i];
+        if (options.recompute_layers) {
+            auto run_layer = [this, &layer, rope, mask, options](const at::Tensor& x) {
+                return layer_forward(layer, x, rope, mask, options);
+            };
+            hidden = recomputed_in_backward(run_layer, hidden, layer.tensors(), options.generator);
+        } else {
+            hidden = layer_forward(layer, hidden, rope, mask, options);
+        }
     }
     return rms_norm(hidden, weights_.final_norm, config_.rms_norm_eps);
 }

@@ -48,12 +48,17 @@ struct DecoderLayerWeights {
     // (module path inside the layer, linear) in HF's module order: self_attn.q_proj, k, v, o,
     // mlp.gate_proj, up, down. PEFT creates adapters in this order.
     std::vector<std::pair<std::string, Linear*>> linears();
+    // Every tensor the layer reads: norms, weights, biases, adapter matrices.
+    std::vector<at::Tensor> tensors() const;
 };
 
-// How a forward pass runs: in training, adapters apply their dropout with `generator`.
+// How a forward pass runs: in training, adapters apply their dropout with `generator`;
+// `recompute_layers` (--gradient_checkpointing) keeps only each decoder layer's input and runs
+// the layer again in backward (model/recompute.h).
 struct ForwardOptions {
     bool training = false;
     std::optional<at::Generator> generator;
+    bool recompute_layers = false;
 };
 
 struct DecoderWeights {

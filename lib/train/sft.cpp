@@ -82,6 +82,15 @@ private:
     bool active_ = false;
 };
 
+// The generator LoRA dropout draws from, on the device the masks are made on (a CUDA tensor
+// cannot draw from a CPU generator), seeded so runs repeat.
+at::Generator dropout_generator(const at::Device& device, uint64_t seed) {
+    at::Generator generator = device.is_cpu() ? at::make_generator<at::CPUGeneratorImpl>(seed)
+                                              : at::globalContext().defaultGenerator(device).clone();
+    generator.set_current_seed(seed);
+    return generator;
+}
+
 struct Splits {
     std::vector<data::Row> train, eval;
 };
@@ -127,9 +136,6 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
         log.warn("ZeRO stage " + std::to_string(zero.stage) +
                  " partitioning and offload are not in this build yet: running plain data parallel (the same "
                  "numbers; every rank holds the whole model and optimizer state)");
-    if (main_rank && args.gradient_checkpointing && args.was_given("gradient_checkpointing"))
-        log.warn("--gradient_checkpointing True: activation recomputation is not in this build yet; activations "
-                 "are kept (the same numbers, more memory)");
     const std::string resume_dir =
         args.resume_from_checkpoint.empty() || parse_bool(args.resume_from_checkpoint) == std::optional<bool>(false)
             ? std::string()
@@ -192,7 +198,8 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
     optim::AdamW optimizer(trainable, {args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay});
     model::ForwardOptions forward;
     forward.training = true;
-    forward.generator = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(args.seed) + 1);
+    forward.generator = dropout_generator(device, static_cast<uint64_t>(args.seed) + 1);
+    forward.recompute_layers = args.gradient_checkpointing;
     json log_history = json::array();
 
     // ---- resume: weights, optimizer, generators, history; the sampler replays to the same place ----

@@ -9,6 +9,8 @@ crash safety while saving, and bad input stopped before training.
                   holding adapter_model.safetensors, adapter_config.json, optimizer.safetensors,
                   rng_state.safetensors and trainer_state.json
   resume          a run resumed from checkpoint-8 logs the same losses for steps 9..12 (1e-6)
+  recompute       --gradient_checkpointing True (layers recomputed in backward, LoRA dropout 0.1
+                  replayed from the same generator state) logs the same losses and grad norms (1e-6)
   kill -9         a rank killed while writing checkpoint-8 leaves checkpoint-4 intact and no
                   checkpoint-8; --resume_from_checkpoint True resumes from 4 and matches (1e-6)
   tokenised cache the rows are stored under output_dir/tokenized/<split>-<key>.safetensors; a
@@ -118,6 +120,17 @@ def main():
         check(proc.returncode == 0 and "resumed from" in proc.stdout, "resume from checkpoint-8 runs")
         if proc.returncode == 0:
             same_tail(losses(resumed)[0], full_losses, list(range(9, 13)), "resumed run vs uninterrupted run")
+
+        # Gradient checkpointing recomputes each layer with the same dropout masks: the same curve.
+        recomputed = os.path.join(work, "recomputed")
+        proc = run(args_for(model_dir, data_dir, recomputed, extra=("--gradient_checkpointing", "True")))
+        check(proc.returncode == 0, "--gradient_checkpointing True runs")
+        if proc.returncode == 0:
+            same_tail(losses(recomputed)[0], full_losses, list(range(1, 13)), "gradient checkpointing vs keeping activations")
+            norms = [json.load(open(os.path.join(d, "trainer_state.json")))["log_history"] for d in (recomputed, full)]
+            norms = [[e["grad_norm"] for e in h if "grad_norm" in e] for h in norms]
+            worst = max(abs(a - b) / b for a, b in zip(*norms))
+            check(len(norms[0]) == 12 and worst <= 1e-6, f"gradient checkpointing: grad norms worst rel diff {worst:.2e} <= 1e-6")
 
         # kill -9 while checkpoint-8 is being written, then resume from what is on disk.
         crashed = os.path.join(work, "crashed")
