@@ -9,6 +9,7 @@
 
 #include "model/loss.h"
 #include "peft/lora.h"
+#include "train/autocast.h"
 #include "train/batches.h"
 #include "train/inputs.h"
 #include "util/strings.h"
@@ -16,7 +17,8 @@
 namespace ftl::train {
 
 EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& rows, int batch_size, int32_t pad_id,
-                    bool packed, const at::Device& device, const RankContext& rank) {
+                    bool packed, const at::Device& device, std::optional<at::ScalarType> autocast,
+                    const RankContext& rank) {
     at::NoGradGuard no_grad;
     std::vector<int64_t> mine;
     for (size_t i = static_cast<size_t>(rank.rank); i < rows.size(); i += static_cast<size_t>(rank.world_size))
@@ -28,6 +30,7 @@ EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& 
         model::Batch batch = collate(rows, indices, pad_id, packed, device);
         model::LossOptions sum;
         sum.divisor = 1.0;
+        const AutocastScope precision(autocast, device);
         model::LossResult result = model::causal_lm_loss(model, batch, sum);
         totals[0] += result.loss.item<double>();
         totals[1] += static_cast<double>(result.counted_tokens);
@@ -50,7 +53,7 @@ void run_evaluate(const config::RunConfig& run, const RankContext& rank) {
     JobModel job_model = load_job_model(inputs, device);
     if (!args.adapter_path.empty()) peft::load_adapter(args.adapter_path, job_model.loaded.model);
     const EvalResult result = evaluate(job_model.loaded.model, rows, args.per_device_eval_batch_size,
-                                       inputs.tokenizer.pad_id().value_or(0), args.packing, device, rank);
+                                       inputs.tokenizer.pad_id().value_or(0), args.packing, device, autocast_dtype(args), rank);
     if (rank.rank == 0)
         std::cout << nlohmann::json{{"split", split_name},
                                     {"eval_loss", result.loss},

@@ -4,6 +4,7 @@
 // agree when batches hold equal numbers of targets.
 #pragma once
 
+#include <optional>
 #include <vector>
 
 #include "data/examples.h"
@@ -20,7 +21,8 @@ struct EvalResult {
 };
 
 EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& rows, int batch_size, int32_t pad_id,
-                    bool packed, const at::Device& device, const RankContext& rank);
+                    bool packed, const at::Device& device, std::optional<at::ScalarType> autocast,
+                    const RankContext& rank);
 
 }  // namespace ftl::train
 

@@ -1,7 +1,5 @@
 #include "train/sft.h"
 
-#include <ATen/autocast_mode.h>
-
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -16,8 +14,10 @@
 #include "model/loss.h"
 #include "model/tensor_io.h"
 #include "optim/adamw.h"
+#include "optim/loss_scaler.h"
 #include "optim/schedule.h"
 #include "peft/lora.h"
+#include "train/autocast.h"
 #include "train/batches.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
@@ -57,30 +57,6 @@ int64_t interval(double value, int64_t total_steps) {
     if (value < 1) return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(value * static_cast<double>(total_steps))));
     return static_cast<int64_t>(value);
 }
-
-// Enables autocast for the run's precision on the device while it lives (HF Trainer's
-// mixed precision: weights stay as loaded, matmuls run in bf16/fp16).
-class AutocastScope {
-public:
-    AutocastScope(const config::TrainArgs& args, const std::string& device) {
-        if (!args.bf16 && !args.fp16) return;
-        type_ = device == "cuda" ? at::kCUDA : at::kCPU;
-        previous_ = at::autocast::is_autocast_enabled(type_);
-        at::autocast::set_autocast_enabled(type_, true);
-        at::autocast::set_autocast_dtype(type_, args.bf16 ? at::kBFloat16 : at::kHalf);
-        active_ = true;
-    }
-    ~AutocastScope() {
-        if (!active_) return;
-        at::autocast::set_autocast_enabled(type_, previous_);
-        at::autocast::clear_cache();
-    }
-
-private:
-    at::DeviceType type_ = at::kCPU;
-    bool previous_ = false;
-    bool active_ = false;
-};
 
 // The generator LoRA dropout draws from, on the device the masks are made on (a CUDA tensor
 // cannot draw from a CPU generator), seeded so runs repeat.
@@ -124,7 +100,6 @@ void restore_weights(const std::string& dir, const std::string& stem, NamedTenso
 void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& log) {
     const config::TrainArgs& args = run.train;
     const bool main_rank = rank.rank == 0;
-    if (args.fp16) fail(ErrorKind::kConfig, "--fp16: fp16 training (loss scaling) is not in this build yet; use --bf16 or fp32");
     if (args.eval_strategy != "no" && args.eval_strategy != "steps" && args.eval_strategy != "epoch")
         fail(ErrorKind::kConfig, "--eval_strategy: must be no, steps or epoch (got '" + args.eval_strategy + "')");
     if (args.save_strategy != "no" && args.save_strategy != "steps" && args.save_strategy != "epoch")
@@ -196,6 +171,11 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
     const int64_t eval_every = interval(args.eval_steps.value_or(args.logging_steps), total_steps);
     const int64_t save_every = interval(args.save_steps, total_steps);
     optim::AdamW optimizer(trainable, {args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay});
+    std::optional<optim::LossScaler> scaler;  // --fp16: dynamic loss scaling (GradScaler's defaults)
+    if (args.fp16) scaler.emplace(optim::LossScalerOptions{}, device);
+    // The schedule advances with the optimizer: a step skipped for inf/NaN gradients (fp16) does
+    // not move it, as HF Trainer does not step its scheduler then.
+    auto learning_rate = [&] { return args.learning_rate * optim::lr_multiplier(schedule, optimizer.steps(), warmup, total_steps); };
     model::ForwardOptions forward;
     forward.training = true;
     forward.generator = dropout_generator(device, static_cast<uint64_t>(args.seed) + 1);
@@ -208,6 +188,7 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
         CheckpointContents saved = load_checkpoint(resume_dir);
         restore_weights(resume_dir, args.use_peft_lora ? "adapter_model" : "model", trainable);
         optimizer.load_state(saved.optimizer);
+        if (scaler) scaler->load_state(saved.optimizer);
         forward.generator->set_state(saved.dropout_rng_state);
         log_history = saved.trainer_state.value("log_history", json::array());
         first_step = saved.global_step;
@@ -234,7 +215,7 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
     };
 
     // ---- the loop: one iteration = one optimizer step ----
-    AutocastScope autocast(args, rank.device);
+    const std::optional<at::ScalarType> precision = autocast_dtype(args);
     double logged_loss = 0.0;
     int64_t logged_steps = 0, tokens_seen = 0;
     const auto started = std::chrono::steady_clock::now();
@@ -253,8 +234,12 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
         loss_options.divisor = counted.item<double>();
         double step_loss = 0.0;
         for (const auto& b : micro) {
-            at::Tensor loss = model::causal_lm_loss(lm, b, loss_options, forward).loss;
-            loss.backward();
+            at::Tensor loss;
+            {
+                const AutocastScope autocast(precision, device);
+                loss = model::causal_lm_loss(lm, b, loss_options, forward).loss;
+            }
+            (scaler ? scaler->scaled(loss) : loss).backward();
             step_loss += loss.item<double>();
             tokens_seen += b.attention_mask.sum().item<int64_t>();  // real tokens, not padding
         }
@@ -268,9 +253,16 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
             rank.comm->all_reduce(l, dist::ReduceOp::kSum);
             step_loss = l.item<double>();
         }
+        const bool finite = !scaler || scaler->unscale(grads);
         const double grad_norm = clip_grad_norm(grads, args.max_grad_norm);
-        optimizer.step(args.learning_rate * optim::lr_multiplier(schedule, step, warmup, total_steps));
+        if (finite) optimizer.step(learning_rate());
         optimizer.zero_grad();
+        if (scaler) {
+            scaler->update();
+            if (!finite && main_rank)
+                log.info("step " + std::to_string(step + 1) + ": gradients overflowed in fp16; skipped the update, loss scale now " +
+                         format_number(scaler->scale()));
+        }
 
         const int64_t done = step + 1;
         const bool last = done == total_steps;
@@ -282,7 +274,7 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
             // HF logs the rate the scheduler holds after its step, i.e. the next step's rate.
             json entry = {{"loss", logged_loss / static_cast<double>(logged_steps)},
                           {"grad_norm", grad_norm},
-                          {"learning_rate", args.learning_rate * optim::lr_multiplier(schedule, done, warmup, total_steps)},
+                          {"learning_rate", learning_rate()},
                           {"epoch", epoch},
                           {"step", done}};
             log_history.push_back(entry);
@@ -301,7 +293,7 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
         }
         if ((args.eval_strategy == "steps" && done % eval_every == 0) || (args.eval_strategy == "epoch" && epoch_end)) {
             const CpuMemoryPhase eval_memory;
-            const EvalResult eval = evaluate(lm, data.eval, args.per_device_eval_batch_size, pad_id, args.packing, device, rank);
+            const EvalResult eval = evaluate(lm, data.eval, args.per_device_eval_batch_size, pad_id, args.packing, device, precision, rank);
             if (main_rank)
                 for (const auto& line : eval_memory.report("eval")) log.info(line);
             json entry = {{"eval_loss", eval.loss}, {"eval_perplexity", eval.perplexity}, {"epoch", epoch}, {"step", done}};
@@ -311,6 +303,8 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
         if (!last && ((args.save_strategy == "steps" && done % save_every == 0) ||
                       (args.save_strategy == "epoch" && epoch_end)) && main_rank) {
             CheckpointContents contents{done, trainer_state(done), optimizer.state(), forward.generator->get_state()};
+            if (scaler)
+                for (auto& entry : scaler->state()) contents.optimizer.push_back(entry);
             auto crash_hook = [&] {
                 if (rank.during_checkpoint_save) rank.during_checkpoint_save(done);
             };

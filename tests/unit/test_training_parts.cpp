@@ -1,13 +1,15 @@
 // Small exact checks of the training pieces whose Python counterparts are formulas: HF's
 // schedules, warmup rounding, the packing layout, split-file naming, the sampler, and the
-// tokenised-rows cache.
+// tokenised-rows cache, and the fp16 loss scaler's GradScaler rules.
 #include <cmath>
+#include <limits>
 #include <filesystem>
 #include <fstream>
 
 #include "data/dataset.h"
 #include "data/examples.h"
 #include "data/row_cache.h"
+#include "optim/loss_scaler.h"
 #include "optim/schedule.h"
 #include "train/batches.h"
 #include "catch.h"  // last: replaces c10's CHECK macro
@@ -91,4 +93,32 @@ TEST_CASE("the tokenised-rows cache gives back what was stored, under its key on
     std::ofstream(path, std::ios::binary | std::ios::trunc) << "not a cache";
     CHECK_THROWS(data::read_row_cache(path, key));
     std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("the loss scaler skips non-finite steps, backs off, and grows after its interval", "[train]") {
+    optim::LossScalerOptions options;
+    options.growth_interval = 3;
+    optim::LossScaler scaler(options, at::Device(at::kCPU));
+    CHECK(scaler.scale() == 65536.0);
+    CHECK(scaler.scaled(at::full({}, 2.0f)).item<float>() == 131072.0f);
+    std::vector<at::Tensor> grads{at::full({3}, 65536.0f), at::full({2}, -32768.0f)};
+    CHECK(scaler.unscale(grads));
+    CHECK(grads[0].eq(1.0f).all().item<bool>());
+    CHECK(grads[1].eq(-0.5f).all().item<bool>());
+    scaler.update();
+    CHECK(scaler.scale() == 65536.0);
+    std::vector<at::Tensor> overflow{at::full({2}, 1.0f), at::tensor({1.0f, std::numeric_limits<float>::infinity()})};
+    CHECK_FALSE(scaler.unscale(overflow));
+    scaler.update();
+    CHECK(scaler.scale() == 32768.0);  // backoff 0.5, growth count reset
+    for (int i = 0; i < 3; ++i) {
+        std::vector<at::Tensor> finite{at::ones({2})};
+        CHECK(scaler.unscale(finite));
+        scaler.update();
+    }
+    CHECK(scaler.scale() == 65536.0);  // three finite steps in a row: growth 2
+    optim::LossScaler restored(options, at::Device(at::kCPU));
+    restored.load_state(scaler.state());
+    CHECK(restored.scale() == 65536.0);
+    FTL_REQUIRE_ERROR(restored.load_state({}), ErrorKind::kConfig, "loss_scale", "--fp16");
 }
