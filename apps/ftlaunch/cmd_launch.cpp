@@ -26,6 +26,7 @@ int run_job_worker(const config::RunConfig& run, const launch::WorkerIdentity& i
     rank.world_size = id.world_size;
     rank.device = worker_device(run.accelerate);
     rank.device_index = id.local_rank;
+    if (const char* progress = std::getenv("FTLAUNCH_PROGRESS")) rank.progress_bar = std::string(progress) == "1";
     std::unique_ptr<dist::Comm> comm;
     if (id.world_size > 1) {
         dist::CommOptions options;

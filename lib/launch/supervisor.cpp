@@ -84,11 +84,27 @@ void spawn(Child& child, const std::vector<std::string>& argv, const std::map<st
     child.err_fd = err[0];
 }
 
+// What the launcher's terminal shows: a worker's progress line ("\r..." on its stdout, sent only
+// when FTLAUNCH_PROGRESS is set) is redrawn in place; any other line first clears it.
+struct Screen {
+    bool progress_shown = false;
+};
+
 // Passes complete lines through to our own stream and keeps the last few for the report.
-void emit_lines(Child& child, std::string& partial, int target, bool final) {
+void emit_lines(Child& child, std::string& partial, int target, bool final, Screen& screen) {
     if (final && !partial.empty() && partial.back() != '\n') partial += '\n';
     size_t start = 0;
     for (size_t nl; (nl = partial.find('\n', start)) != std::string::npos; start = nl + 1) {
+        if (partial[start] == '\r') {
+            const std::string line = partial.substr(start, nl - start) + "\x1b[K";  // erase the rest of the old bar
+            (void)!write(STDOUT_FILENO, line.data(), line.size());
+            screen.progress_shown = true;
+            continue;
+        }
+        if (screen.progress_shown) {
+            (void)!write(STDOUT_FILENO, "\r\x1b[K", 4);
+            screen.progress_shown = false;
+        }
         (void)!write(target, partial.data() + start, nl - start + 1);
         child.tail.push_back(partial.substr(start, nl - start));
         if (child.tail.size() > kTailLines) child.tail.pop_front();
@@ -97,7 +113,7 @@ void emit_lines(Child& child, std::string& partial, int target, bool final) {
 }
 
 // Reads what one of the child's pipes has; closes it at end of file.
-void drain(Child& child, bool is_out) {
+void drain(Child& child, bool is_out, Screen& screen) {
     int& fd = is_out ? child.out_fd : child.err_fd;
     std::string& partial = is_out ? child.out_partial : child.err_partial;
     const int target = is_out ? STDOUT_FILENO : STDERR_FILENO;
@@ -106,10 +122,10 @@ void drain(Child& child, bool is_out) {
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
     if (n > 0) {
         partial.append(buffer, static_cast<size_t>(n));
-        emit_lines(child, partial, target, false);
+        emit_lines(child, partial, target, false, screen);
         return;
     }
-    emit_lines(child, partial, target, true);
+    emit_lines(child, partial, target, true, screen);
     close(fd);
     fd = -1;
 }
@@ -141,6 +157,7 @@ SupervisorResult supervise(std::vector<Child>& children, const std::vector<std::
     if (sfd < 0) ftl::fail(ErrorKind::kIo, std::string("signalfd(): ") + std::strerror(errno));
 
     for (size_t i = 0; i < children.size(); ++i) spawn(children[i], argvs[i], envs[i], previous);
+    Screen screen;
 
     SupervisorResult result;
     std::optional<Clock::time_point> kill_at;
@@ -157,7 +174,7 @@ SupervisorResult supervise(std::vector<Child>& children, const std::vector<std::
         }
         poll(fds.data(), fds.size(), 100);
         for (size_t i = 1; i < fds.size(); ++i)
-            if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) drain(*owners[i].first, owners[i].second);
+            if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) drain(*owners[i].first, owners[i].second, screen);
         signalfd_siginfo info;
         while (read(sfd, &info, sizeof(info)) == sizeof(info)) {
             if (info.ssi_signo == SIGCHLD) continue;
@@ -194,6 +211,7 @@ SupervisorResult supervise(std::vector<Child>& children, const std::vector<std::
     }
     close(sfd);
     sigprocmask(SIG_SETMASK, &previous, nullptr);
+    if (screen.progress_shown) (void)!write(STDOUT_FILENO, "\n", 1);
     if (first_failure) {
         // Built once every pipe is drained, so the failing worker's last lines are complete.
         result.failure = first_failure->name + " (pid " + std::to_string(first_failure->pid) + ") " +
@@ -218,6 +236,8 @@ SupervisorResult run_local_workers(const LaunchPlan& plan, const std::vector<std
         children[i].name = "rank " + std::to_string(plan.local_ranks[i].rank);
         argvs.push_back(argv);
         envs.push_back(plan.local_ranks[i].env);
+        // A terminal gets rank 0's progress bar; a pipe or file gets plain log lines.
+        if (isatty(STDOUT_FILENO)) envs.back()["FTLAUNCH_PROGRESS"] = "1";
     }
     return supervise(children, argvs, envs, log);
 }

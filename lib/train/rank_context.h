@@ -23,6 +23,8 @@ struct RankContext {
         return device == "cuda" ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(device_index))
                                 : c10::Device(c10::kCPU);
     }
+    // Rank 0 draws a progress bar (the launcher's stdout is a terminal: FTLAUNCH_PROGRESS=1).
+    bool progress_bar = false;
     // Tests of crash safety: called with the step while that checkpoint is half written (the
     // test kills the process there). Empty in normal runs.
     std::function<void(int64_t step)> during_checkpoint_save;

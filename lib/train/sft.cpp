@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -22,6 +23,7 @@
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
 #include "train/inputs.h"
+#include "train/progress.h"
 #include "util/error.h"
 #include "util/memory.h"
 #include "util/strings.h"
@@ -266,6 +268,11 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
 
         const int64_t done = step + 1;
         const bool last = done == total_steps;
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        const double tokens_per_second = static_cast<double>(tokens_seen) * rank.world_size / seconds;
+        if (main_rank && rank.progress_bar)
+            std::cout << progress_line(done, total_steps, first_step, seconds, step_loss, tokens_per_second)
+                      << "\n" << std::flush;
         const bool epoch_end = done % steps_per_epoch == 0;
         const double epoch = static_cast<double>(done) / static_cast<double>(steps_per_epoch);
         logged_loss += step_loss;
@@ -278,11 +285,9 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
                           {"epoch", epoch},
                           {"step", done}};
             log_history.push_back(entry);
-            if (main_rank) {
-                const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+            if (main_rank)
                 log.info("step " + std::to_string(done) + "/" + std::to_string(total_steps) + " " + entry.dump() +
-                         " tokens/s " + format_number(static_cast<double>(tokens_seen) * rank.world_size / seconds));
-            }
+                         " tokens/s " + format_number(tokens_per_second));
             logged_loss = 0.0;
             logged_steps = 0;
         }

@@ -4,6 +4,8 @@ crash safety while saving, and bad input stopped before training.
   eval            --eval_strategy steps: eval_loss / eval_perplexity entries in log_history,
                   eval_loss equal to transformers' token-weighted loss of the adapted model (1e-5);
                   `ftlaunch evaluate --adapter_path` prints the same loss as JSON
+  progress        on a terminal (run under `script`) rank 0 redraws a progress bar in place;
+                  through a pipe there is none, only log lines
   memory          the seed's CPU memory lines for train (per epoch) and eval
   checkpoints     --save_steps 4 --save_total_limit 1: only the newest checkpoint-<step> is kept,
                   holding adapter_model.safetensors, adapter_config.json, optimizer.safetensors,
@@ -22,6 +24,7 @@ crash safety while saving, and bad input stopped before training.
 """
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -77,6 +80,7 @@ def main():
             print(proc.stdout[-2000:], proc.stderr[-2000:])
             sys.exit(1)
         full_losses, evals = losses(full)
+        check("%|" not in proc.stdout and "step 12/12" in proc.stdout, "through a pipe: log lines, no progress bar")
         memory_lines = [l for l in proc.stdout.splitlines() if "Memory" in l]
         check(any("CPU Memory before entering the train : " in l for l in memory_lines)
               and any("CPU Total Peak Memory consumed during the eval (max): " in l for l in memory_lines),
@@ -107,7 +111,8 @@ def main():
 
         # `ftlaunch evaluate` with the written adapter reports the trainer's final eval loss.
         proc = run([FTLAUNCH, "--cpu", "--num_processes", "1", "evaluate", "--model_name_or_path", model_dir,
-                    "--adapter_path", full, "--dataset_name", data_dir, "--splits", "train,test", "--max_seq_len", "128"])
+                    "--adapter_path", full, "--dataset_name", data_dir, "--splits", "train,test", "--max_seq_len", "128",
+                    "--bf16", "False"])
         result = json.loads([l for l in proc.stdout.splitlines() if l.startswith("{")][-1]) if proc.returncode == 0 else {}
         check(result.get("split") == "test" and abs(result.get("eval_loss", 0) - evals[-1]["eval_loss"]) <= 1e-9,
               f"ftlaunch evaluate --adapter_path: {result}")
@@ -120,6 +125,11 @@ def main():
         check(proc.returncode == 0 and "resumed from" in proc.stdout, "resume from checkpoint-8 runs")
         if proc.returncode == 0:
             same_tail(losses(resumed)[0], full_losses, list(range(9, 13)), "resumed run vs uninterrupted run")
+
+        # On a terminal: the bar, redrawn in place (\r ... ESC[K; text mode reads \r as a newline).
+        tty = run(["script", "-qec", shlex.join(args_for(model_dir, data_dir, os.path.join(work, "tty"), steps=4)), "/dev/null"])
+        check(tty.returncode == 0 and "4/4 100%|####################|" in tty.stdout and "\x1b[K" in tty.stdout,
+              "on a terminal: rank 0's progress bar redrawn in place up to 4/4")
 
         # Gradient checkpointing recomputes each layer with the same dropout masks: the same curve.
         recomputed = os.path.join(work, "recomputed")

@@ -12,6 +12,7 @@
 #include "optim/loss_scaler.h"
 #include "optim/schedule.h"
 #include "train/batches.h"
+#include "train/progress.h"
 #include "catch.h"  // last: replaces c10's CHECK macro
 
 using namespace ftl;
@@ -121,4 +122,12 @@ TEST_CASE("the loss scaler skips non-finite steps, backs off, and grows after it
     restored.load_state(scaler.state());
     CHECK(restored.scale() == 65536.0);
     FTL_REQUIRE_ERROR(restored.load_state({}), ErrorKind::kConfig, "loss_scale", "--fp16");
+}
+
+TEST_CASE("the progress line shows steps, percent, elapsed<remaining, loss and tokens/s", "[train]") {
+    CHECK(train::progress_line(25, 100, 0, 10.0, 6.5, 2150.4) ==
+          "\r25/100  25%|#####               | 00:10<00:30, loss 6.5, 2150 tok/s");
+    // Resumed at step 50: the rate is that of this run's steps.
+    CHECK(train::progress_line(60, 100, 50, 3725.0, std::nullopt, 0.0) ==
+          "\r60/100  60%|############        | 1:02:05<4:08:20, 0 tok/s");
 }
