@@ -1,13 +1,17 @@
 #include "data/examples.h"
 
+#include <algorithm>
+
 #include "util/error.h"
 #include "util/strings.h"
 
 namespace ftl::data {
 namespace {
 
-std::string text_of(const nlohmann::json& record, const TextOptions& options, const tokenizer::HfTokenizer& tok,
-                    const std::string& where) {
+// The record's text as consecutive segments (one unless --assistant_only_loss cuts a conversation
+// at its assistant turns), each marked target or not.
+std::vector<tokenizer::ChatSegment> segments_of(const nlohmann::json& record, const TextOptions& options,
+                                                const tokenizer::HfTokenizer& tok, const std::string& where) {
     if (options.chat_format && record.contains("messages") && record["messages"].is_array()) {
         std::vector<tokenizer::ChatMessage> messages;
         for (const auto& m : record["messages"]) {
@@ -16,8 +20,13 @@ std::string text_of(const nlohmann::json& record, const TextOptions& options, co
                 fail(ErrorKind::kConfig, where + ": messages entries need string 'role' and 'content'");
             messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
         }
-        return tokenizer::render_chat(*options.chat_format, messages, tok.eos_token().value_or(""));
+        const std::string eos = tok.eos_token().value_or("");
+        if (options.assistant_only_loss) return tokenizer::render_chat_segments(*options.chat_format, messages, eos);
+        return {{tokenizer::render_chat(*options.chat_format, messages, eos), true}};
     }
+    if (options.assistant_only_loss)
+        fail(ErrorKind::kConfig, where + ": --assistant_only_loss True needs conversations (a `messages` column) and "
+                                         "--chat_template_format chatml|zephyr");
     auto it = record.find(options.text_field);
     if (it == record.end() || !it->is_string()) {
         std::vector<std::string> columns;
@@ -28,33 +37,70 @@ std::string text_of(const nlohmann::json& record, const TextOptions& options, co
                                           ? "; for a `messages` column pass --chat_template_format chatml|zephyr"
                                           : did_you_mean(options.text_field, columns)));
     }
-    return it->get<std::string>();
+    return {{it->get<std::string>(), true}};
+}
+
+// Tokenizes the joined text; with several segments, marks each token by the segment it came
+// from. Segments are encoded one by one and must give exactly the ids of the whole text (after
+// any special tokens the post-processor adds), or the mask could not be trusted.
+Example encode(const std::vector<tokenizer::ChatSegment>& segments, const tokenizer::HfTokenizer& tok,
+               bool add_special_tokens, const std::string& where) {
+    std::string text;
+    for (const auto& segment : segments) text += segment.text;
+    Example example{tok.encode(text, add_special_tokens), {}};
+    if (segments.size() == 1 && segments[0].assistant) return example;
+    std::vector<int32_t> joined;
+    std::vector<uint8_t> marks;
+    for (const auto& segment : segments) {
+        const auto ids = tok.encode(segment.text, false);
+        joined.insert(joined.end(), ids.begin(), ids.end());
+        marks.insert(marks.end(), ids.size(), segment.assistant ? 1 : 0);
+    }
+    const auto& whole = example.ids;
+    std::optional<size_t> offset;
+    for (size_t k = 0; !offset && k + joined.size() <= whole.size(); ++k)
+        if (std::equal(joined.begin(), joined.end(), whole.begin() + static_cast<long>(k))) offset = k;
+    if (!offset)
+        fail(ErrorKind::kConfig, where + ": --assistant_only_loss: this tokenizer merges text across turn boundaries, "
+                                         "so the assistant tokens cannot be marked exactly (train without it)");
+    example.is_target.assign(whole.size(), 0);
+    std::copy(marks.begin(), marks.end(), example.is_target.begin() + static_cast<long>(*offset));
+    return example;
 }
 
 }  // namespace
 
-std::vector<std::vector<int32_t>> tokenize_records(const std::vector<nlohmann::json>& records,
-                                                   const tokenizer::HfTokenizer& tokenizer, const TextOptions& options,
-                                                   const std::string& source) {
+std::vector<Example> tokenize_records(const std::vector<nlohmann::json>& records,
+                                      const tokenizer::HfTokenizer& tokenizer, const TextOptions& options,
+                                      const std::string& source) {
     if (records.empty()) fail(ErrorKind::kConfig, source + ": the dataset split is empty");
     const auto eos = tokenizer.eos_id();
     if (options.append_concat_token && !eos)
         fail(ErrorKind::kConfig, "--append_concat_token: the tokenizer has no eos_token to append");
-    std::vector<std::vector<int32_t>> out;
+    std::vector<Example> out;
     out.reserve(records.size());
     for (size_t i = 0; i < records.size(); ++i) {
-        const std::string text = text_of(records[i], options, tokenizer, source + " record " + std::to_string(i));
-        auto ids = tokenizer.encode(text, options.add_special_tokens);
-        if (options.append_concat_token) ids.push_back(*eos);
-        if (!ids.empty()) out.push_back(std::move(ids));
+        const std::string where = source + " record " + std::to_string(i);
+        Example example = encode(segments_of(records[i], options, tokenizer, where), tokenizer,
+                                 options.add_special_tokens, where);
+        if (options.append_concat_token) {
+            example.ids.push_back(*eos);
+            if (!example.is_target.empty()) example.is_target.push_back(0);
+        }
+        if (!example.ids.empty()) out.push_back(std::move(example));
     }
     if (out.empty()) fail(ErrorKind::kConfig, source + ": every record tokenized to nothing");
     return out;
 }
 
-std::vector<Row> pack_examples(const std::vector<std::vector<int32_t>>& examples, int64_t max_seq_len) {
+namespace {
+bool is_target(const Example& example, size_t i) { return example.is_target.empty() || example.is_target[i] != 0; }
+}  // namespace
+
+std::vector<Row> pack_examples(const std::vector<Example>& examples, int64_t max_seq_len) {
     std::vector<Row> rows(1);
-    for (const auto& ids : examples) {
+    for (const auto& example : examples) {
+        const auto& ids = example.ids;
         int32_t position = 0;
         for (size_t i = 0; i < ids.size(); ++i) {
             if (static_cast<int64_t>(rows.back().input_ids.size()) == max_seq_len) {
@@ -63,26 +109,28 @@ std::vector<Row> pack_examples(const std::vector<std::vector<int32_t>>& examples
             }
             Row& row = rows.back();
             row.input_ids.push_back(ids[i]);
-            row.labels.push_back(position == 0 ? -100 : ids[i]);
+            row.labels.push_back(position == 0 || !is_target(example, i) ? -100 : ids[i]);
             row.position_ids.push_back(position++);
         }
     }
     return rows;
 }
 
-std::vector<Row> unpacked_rows(const std::vector<std::vector<int32_t>>& examples, int64_t max_seq_len,
+std::vector<Row> unpacked_rows(const std::vector<Example>& examples, int64_t max_seq_len,
                                const std::string& source) {
     std::vector<Row> rows;
     for (size_t i = 0; i < examples.size(); ++i) {
-        const auto& ids = examples[i];
+        const auto& ids = examples[i].ids;
         if (static_cast<int64_t>(ids.size()) > max_seq_len)
             fail(ErrorKind::kConfig, source + " record " + std::to_string(i) + ": " + std::to_string(ids.size()) +
                                          " tokens exceed --max_seq_len " + std::to_string(max_seq_len) +
                                          " (raise --max_seq_len, or pass --packing True to split documents across rows)");
         Row row;
         row.input_ids = ids;
-        row.labels = ids;
-        for (size_t p = 0; p < ids.size(); ++p) row.position_ids.push_back(static_cast<int32_t>(p));
+        for (size_t p = 0; p < ids.size(); ++p) {
+            row.labels.push_back(is_target(examples[i], p) ? ids[p] : -100);
+            row.position_ids.push_back(static_cast<int32_t>(p));
+        }
         rows.push_back(std::move(row));
     }
     return rows;

@@ -26,11 +26,20 @@ struct TextOptions {
     std::optional<tokenizer::ChatFormat> chat_format;  // render `messages` when set
     bool add_special_tokens = false;
     bool append_concat_token = false;
+    // TRL's assistant_only_loss: only what assistants wrote (content + end marker) is a target.
+    // Needs `messages` in a chat format; the ids are those of the whole rendered text (checked).
+    bool assistant_only_loss = false;
+};
+
+// One tokenized record: ids and, when only some tokens are targets, a 0/1 mask per token.
+struct Example {
+    std::vector<int32_t> ids;
+    std::vector<uint8_t> is_target;  // empty: every token is a target
 };
 
 // One tokenized example per record. `source` names the dataset/split in errors (missing text
 // field naming the columns the records have; empty dataset).
-std::vector<std::vector<int32_t>> tokenize_records(const std::vector<nlohmann::json>& records,
+std::vector<Example> tokenize_records(const std::vector<nlohmann::json>& records,
                                                    const tokenizer::HfTokenizer& tokenizer, const TextOptions& options,
                                                    const std::string& source);
 
@@ -41,9 +50,9 @@ struct Row {
     std::vector<int32_t> position_ids;
 };
 
-std::vector<Row> pack_examples(const std::vector<std::vector<int32_t>>& examples, int64_t max_seq_len);
+std::vector<Row> pack_examples(const std::vector<Example>& examples, int64_t max_seq_len);
 // One row per example; an example longer than max_seq_len is an error naming it and the fixes.
-std::vector<Row> unpacked_rows(const std::vector<std::vector<int32_t>>& examples, int64_t max_seq_len,
+std::vector<Row> unpacked_rows(const std::vector<Example>& examples, int64_t max_seq_len,
                                const std::string& source);
 
 }  // namespace ftl::data

@@ -66,16 +66,32 @@ ChatFormat recognise_chat_template(const std::string& jinja, const std::string& 
                                      "or format the dataset beforehand and use --chat_template_format none");
 }
 
+std::vector<ChatSegment> render_chat_segments(ChatFormat format, const std::vector<ChatMessage>& messages,
+                                              const std::string& eos_token) {
+    std::vector<ChatSegment> out;
+    auto add = [&](std::string text, bool assistant) {
+        if (!out.empty() && out.back().assistant == assistant) out.back().text += text;
+        else out.push_back({std::move(text), assistant});
+    };
+    for (const auto& m : messages) {
+        const bool assistant = m.role == "assistant";
+        if (format == ChatFormat::kChatml) {
+            add("<|im_start|>" + m.role + "\n", false);
+            add(m.content + "<|im_end|>", assistant);
+            add("\n", false);
+        } else if (m.role == "user" || m.role == "system" || assistant) {
+            add("<|" + m.role + "|>\n", false);
+            add(m.content + eos_token, assistant);
+            add("\n", false);
+        }
+    }
+    return out;
+}
+
 std::string render_chat(ChatFormat format, const std::vector<ChatMessage>& messages, const std::string& eos_token,
                         bool add_generation_prompt) {
     std::string out;
-    for (const auto& m : messages) {
-        if (format == ChatFormat::kChatml) {
-            out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
-        } else if (m.role == "user" || m.role == "system" || m.role == "assistant") {
-            out += "<|" + m.role + "|>\n" + m.content + eos_token + "\n";
-        }
-    }
+    for (const auto& segment : render_chat_segments(format, messages, eos_token)) out += segment.text;
     if (add_generation_prompt && !messages.empty())
         out += format == ChatFormat::kChatml ? "<|im_start|>assistant\n" : "<|assistant|>\n";
     return out;

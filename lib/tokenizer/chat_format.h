@@ -39,4 +39,14 @@ ChatFormat recognise_chat_template(const std::string& jinja, const std::string& 
 std::string render_chat(ChatFormat format, const std::vector<ChatMessage>& messages, const std::string& eos_token,
                         bool add_generation_prompt = false);
 
+// render_chat's text cut into consecutive pieces, those an assistant wrote marked: the content and
+// its end marker ("<|im_end|>" / eos), as TRL's {% generation %} blocks mark them for
+// assistant_only_loss. Joining the pieces gives render_chat's text.
+struct ChatSegment {
+    std::string text;
+    bool assistant = false;
+};
+std::vector<ChatSegment> render_chat_segments(ChatFormat format, const std::vector<ChatMessage>& messages,
+                                              const std::string& eos_token);
+
 }  // namespace ftl::tokenizer

@@ -35,7 +35,7 @@ JobModel load_job_model(const JobInputs& inputs, const at::Device& device) {
 
 std::vector<data::Row> split_rows(const config::TrainArgs& args, const JobInputs& inputs, const std::string& split) {
     data::TextOptions text{args.dataset_text_field, inputs.chat_format, args.add_special_tokens,
-                           args.append_concat_token};
+                           args.append_concat_token, args.assistant_only_loss};
     const std::string source = args.dataset_name + " [" + split + "]";
     auto examples = data::tokenize_records(data::read_split(inputs.dataset_dir, split), inputs.tokenizer, text, source);
     return args.packing ? data::pack_examples(examples, args.max_seq_length)
@@ -56,6 +56,7 @@ std::string tokenization_key(const config::TrainArgs& args, const JobInputs& inp
     key.add(args.dataset_text_field).add(args.chat_template_format);
     key.add(std::to_string(args.add_special_tokens)).add(std::to_string(args.append_concat_token));
     key.add(std::to_string(args.packing)).add(std::to_string(args.max_seq_length));
+    key.add(std::to_string(args.assistant_only_loss));
     return key.hex();
 }
 

@@ -148,6 +148,19 @@ CHAT_FORMATS = {  # train.py's ChatmlSpecialTokens / ZephyrSpecialTokens
 }
 
 
+# The same renderings with TRL-style {% generation %} blocks around what assistant_only_loss trains
+# (content + end marker), for transformers' return_assistant_tokens_mask.
+ASSISTANT_MASK_TEMPLATES = {
+    "chatml": ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}"
+               "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] + '<|im_end|>' }}"
+               "{% endgeneration %}{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}{{ '\n' }}{% endfor %}"),
+    "zephyr": ("{% for message in messages %}{% if message['role'] in ['user', 'system', 'assistant'] %}"
+               "{{ '<|' + message['role'] + '|>\n' }}{% if message['role'] == 'assistant' %}{% generation %}"
+               "{{ message['content'] + eos_token }}{% endgeneration %}{% else %}{{ message['content'] + eos_token }}"
+               "{% endif %}{{ '\n' }}{% endif %}{% endfor %}"),
+}
+
+
 def conversations(n=200):
     rng = random.Random(99)
     out = []
@@ -192,6 +205,7 @@ def check_chat_formats(work):
                 continue
             ours = [json.loads(l) for l in open(out_path)]
             bad = []
+            marked = 0
             for conv, o in zip(convs, ours):
                 text = ref.apply_chat_template(conv, tokenize=False)
                 ids = ref(text)["input_ids"]
@@ -205,11 +219,21 @@ def check_chat_formats(work):
                     problems.append(f"bos/eos/pad/size {[o['bos'], o['eos'], o['pad'], o['size']]} != {specials + [len(ref)]}")
                 if o["additional"] != ref.convert_tokens_to_ids(additional):
                     problems.append(f"additional ids {o['additional']} != {ref.convert_tokens_to_ids(additional)}")
+                if o["assistant_mask"] is not None:
+                    marked += 1
+                    hf = ref.apply_chat_template(conv, tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
+                                                 chat_template=ASSISTANT_MASK_TEMPLATES[fmt])
+                    if hf["input_ids"] != ref(text, add_special_tokens=False)["input_ids"] or o["assistant_mask"] != hf["assistant_masks"]:
+                        problems.append(f"assistant mask {o['assistant_mask'][:30]} != {hf['assistant_masks'][:30]}")
                 if problems:
                     bad.append(problems)
+            # Coverage is reported, not required: ftlaunch marks turns by encoding them one by one and
+            # refuses (a clear error) where that differs from encoding the whole text (Metaspace's
+            # prepended space; a regex piece spanning a turn boundary).
             status = "ok  " if not bad and len(ours) == len(convs) else "FAIL"
             print(f"{status} {base}/{fmt}: {len(convs) - len(bad)}/{len(convs)} conversations identical "
-                  f"(len(tokenizer) {len(ref)})")
+                  f"(len(tokenizer) {len(ref)}); assistant masks given for {marked}, all equal to transformers' "
+                  f"return_assistant_tokens_mask")
             for problems in bad[:3]:
                 print("     " + "; ".join(problems)[:500])
             failures += status == "FAIL"

@@ -8,11 +8,13 @@
 //     Loads the folder with FORMAT's special tokens (chatml|zephyr) as train.py does; each input
 //     line is a list of {"role", "content"}; each output line is {"text", "ids", "size", "bos",
 //     "eos", "pad", "additional"} (rendered text, its ids with add_special_tokens, len(tokenizer),
-//     the special ids).
+//     the special ids) and "assistant_mask": per token of the rendered text without special
+//     tokens, 1 where --assistant_only_loss trains (null when that tokenizer cannot mark them).
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "data/examples.h"
 #include "tokenizer/chat_format.h"
 #include "tokenizer/hf_tokenizer.h"
 
@@ -52,7 +54,17 @@ void render_chats(const char* dir, const char* format_name, const char* conversa
         std::vector<tokenizer::ChatMessage> messages;
         for (const auto& m : json::parse(line)) messages.push_back({m["role"], m["content"]});
         const std::string text = tokenizer::render_chat(format, messages, tok.eos_token().value_or(""));
+        data::TextOptions assistant_only;
+        assistant_only.chat_format = format;
+        assistant_only.assistant_only_loss = true;
+        json mask = nullptr;
+        try {
+            mask = data::tokenize_records({json{{"messages", json::parse(line)}}}, tok, assistant_only, "probe")[0].is_target;
+        } catch (const std::exception&) {
+            // the tokenizer merges across turn boundaries: no mask (reported as null)
+        }
         out << dump({{"text", text},
+                     {"assistant_mask", mask},
                      {"ids", tok.encode(text, true)},
                      {"size", tok.size()},
                      {"bos", tok.bos_id().value_or(-1)},

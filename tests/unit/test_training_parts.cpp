@@ -35,7 +35,7 @@ TEST_CASE("schedules follow transformers' lr_lambda formulas", "[train]") {
 }
 
 TEST_CASE("packing wraps documents into rows, each document on its own positions", "[train]") {
-    auto rows = data::pack_examples({{1, 2, 3}, {4, 5, 6, 7, 8}, {9}}, 4);
+    auto rows = data::pack_examples({{{1, 2, 3}}, {{4, 5, 6, 7, 8}}, {{9}}}, 4);
     REQUIRE(rows.size() == 3);  // ceil(9 / 4)
     CHECK((rows[0].input_ids == std::vector<int32_t>{1, 2, 3, 4}));
     CHECK((rows[0].position_ids == std::vector<int32_t>{0, 1, 2, 0}));
@@ -43,7 +43,11 @@ TEST_CASE("packing wraps documents into rows, each document on its own positions
     CHECK((rows[1].input_ids == std::vector<int32_t>{5, 6, 7, 8}));
     CHECK((rows[1].position_ids == std::vector<int32_t>{0, 1, 2, 3}));  // the rest of document 2 restarts
     CHECK((rows[2].input_ids == std::vector<int32_t>{9}));
-    FTL_REQUIRE_ERROR(data::unpacked_rows({{1, 2, 3}}, 2, "d [train]"), ErrorKind::kConfig, "d [train] record 0",
+    // Assistant-only targets: masked tokens are never labels, packed or not.
+    const data::Example marked{{1, 2, 3, 4}, {0, 1, 0, 1}};
+    CHECK((data::pack_examples({marked}, 8)[0].labels == std::vector<int32_t>{-100, 2, -100, 4}));
+    CHECK((data::unpacked_rows({marked}, 8, "d")[0].labels == std::vector<int32_t>{-100, 2, -100, 4}));
+    FTL_REQUIRE_ERROR(data::unpacked_rows({{{1, 2, 3}}}, 2, "d [train]"), ErrorKind::kConfig, "d [train] record 0",
                       "--packing True");
 }
 
@@ -75,7 +79,7 @@ TEST_CASE("the sampler deals one shuffled order round-robin over ranks", "[train
 TEST_CASE("the tokenised-rows cache gives back what was stored, under its key only", "[train]") {
     const std::string dir = std::filesystem::temp_directory_path() / "ftl_row_cache_test";
     std::filesystem::remove_all(dir);
-    const auto rows = data::pack_examples({{5, 6, 7}, {8, 9}, {10}}, 4);
+    const auto rows = data::pack_examples({{{5, 6, 7}}, {{8, 9}}, {{10}}}, 4);
     const std::string key = data::Fingerprint().add("a").add("bc").hex();
     CHECK(key != data::Fingerprint().add("ab").add("c").hex());
     CHECK(key.size() == 16);
