@@ -22,6 +22,7 @@
 #include "train/batches.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
+#include "train/gpu_memory.h"
 #include "train/inputs.h"
 #include "train/progress.h"
 #include "util/error.h"
@@ -222,8 +223,12 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
     int64_t logged_steps = 0, tokens_seen = 0;
     const auto started = std::chrono::steady_clock::now();
     std::optional<CpuMemoryPhase> epoch_memory;  // the seed's per-epoch memory report
+    std::optional<GpuMemoryPhase> epoch_gpu_memory;
     for (int64_t step = first_step; step < total_steps; ++step) {
-        if (!epoch_memory) epoch_memory.emplace();
+        if (!epoch_memory) {
+            if (device.is_cuda()) epoch_gpu_memory.emplace(device);
+            epoch_memory.emplace();
+        }
         std::vector<model::Batch> micro;
         for (int i = 0; i < args.gradient_accumulation_steps; ++i)
             micro.push_back(collate(data.train, plan.next_micro_batch(), pad_id, args.packing, device));
@@ -292,13 +297,20 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
             logged_steps = 0;
         }
         if (epoch_end || last) {
+            if (main_rank && epoch_gpu_memory)
+                for (const auto& line : epoch_gpu_memory->report("train")) log.info(line);
             if (main_rank)
                 for (const auto& line : epoch_memory->report("train")) log.info(line);
             epoch_memory.reset();
+            epoch_gpu_memory.reset();
         }
         if ((args.eval_strategy == "steps" && done % eval_every == 0) || (args.eval_strategy == "epoch" && epoch_end)) {
+            std::optional<GpuMemoryPhase> eval_gpu_memory;
+            if (device.is_cuda()) eval_gpu_memory.emplace(device);
             const CpuMemoryPhase eval_memory;
             const EvalResult eval = evaluate(lm, data.eval, args.per_device_eval_batch_size, pad_id, args.packing, device, precision, rank);
+            if (main_rank && eval_gpu_memory)
+                for (const auto& line : eval_gpu_memory->report("eval")) log.info(line);
             if (main_rank)
                 for (const auto& line : eval_memory.report("eval")) log.info(line);
             json entry = {{"eval_loss", eval.loss}, {"eval_perplexity", eval.perplexity}, {"epoch", epoch}, {"step", done}};
