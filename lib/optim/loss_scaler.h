@@ -29,6 +29,8 @@ public:
     at::Tensor scaled(const at::Tensor& loss) const;  // loss * scale, for backward
     // Divides every gradient by the scale in place; true when they are all finite.
     bool unscale(std::vector<at::Tensor>& grads);
+    // Records an overflow found elsewhere (another rank's gradients) for the next update().
+    void mark_overflow() { found_inf_.fill_(1.0); }
     // After the step (taken or skipped): backs off after a non-finite step, grows after
     // growth_interval finite ones.
     void update();

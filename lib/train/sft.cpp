@@ -14,7 +14,6 @@
 #include "io/safetensors_writer.h"
 #include "model/loss.h"
 #include "model/tensor_io.h"
-#include "optim/adamw.h"
 #include "optim/loss_scaler.h"
 #include "optim/schedule.h"
 #include "peft/lora.h"
@@ -24,6 +23,7 @@
 #include "train/evaluate.h"
 #include "train/gpu_memory.h"
 #include "train/inputs.h"
+#include "train/optimizer_step.h"
 #include "train/progress.h"
 #include "util/error.h"
 #include "util/memory.h"
@@ -109,11 +109,13 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
         fail(ErrorKind::kConfig, "--save_strategy: must be no, steps or epoch (got '" + args.save_strategy + "')");
     if (main_rank) check_output_dir(args.output_dir);
     const auto& zero = run.deepspeed.zero_optimization;
-    if (main_rank && run.uses_deepspeed && (zero.stage > 0 || zero.offload_optimizer.device != config::OffloadDevice::kNone ||
+    const int zero_stage = run.uses_deepspeed ? zero.stage : 0;
+    if (main_rank && zero_stage == 3)
+        log.warn("ZeRO stage 3: the optimizer state and gradients are partitioned; partitioning the model's own "
+                 "weights is not in this build yet (every rank holds the whole base model)");
+    if (main_rank && run.uses_deepspeed && (zero.offload_optimizer.device != config::OffloadDevice::kNone ||
                                             zero.offload_param.device != config::OffloadDevice::kNone))
-        log.warn("ZeRO stage " + std::to_string(zero.stage) +
-                 " partitioning and offload are not in this build yet: running plain data parallel (the same "
-                 "numbers; every rank holds the whole model and optimizer state)");
+        log.warn("ZeRO offload is not in this build yet: the optimizer state and parameters stay on " + rank.device);
     const std::string resume_dir =
         args.resume_from_checkpoint.empty() || parse_bool(args.resume_from_checkpoint) == std::optional<bool>(false)
             ? std::string()
@@ -173,7 +175,8 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
     const int64_t logging_every = interval(args.logging_steps, total_steps);
     const int64_t eval_every = interval(args.eval_steps.value_or(args.logging_steps), total_steps);
     const int64_t save_every = interval(args.save_steps, total_steps);
-    optim::AdamW optimizer(trainable, {args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay});
+    TrainOptimizer optimizer(trainable, {args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay},
+                             zero_stage, rank);
     std::optional<optim::LossScaler> scaler;  // --fp16: dynamic loss scaling (GradScaler's defaults)
     if (args.fp16) scaler.emplace(optim::LossScalerOptions{}, device);
     // The schedule advances with the optimizer: a step skipped for inf/NaN gradients (fp16) does
@@ -250,23 +253,17 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
             step_loss += loss.item<double>();
             tokens_seen += b.attention_mask.sum().item<int64_t>();  // real tokens, not padding
         }
-        // Each rank's loss is its share sum_r / N: summing gradients over ranks gives d(sum / N).
-        std::vector<at::Tensor> grads;
-        for (auto& [name, t] : trainable)
-            if (t.grad().defined()) grads.push_back(t.mutable_grad());
         if (rank.comm) {
-            for (auto& g : grads) rank.comm->all_reduce(g, dist::ReduceOp::kSum);
             at::Tensor l = at::full({1}, step_loss, at::TensorOptions().dtype(at::kDouble));
             rank.comm->all_reduce(l, dist::ReduceOp::kSum);
             step_loss = l.item<double>();
         }
-        const bool finite = !scaler || scaler->unscale(grads);
-        const double grad_norm = clip_grad_norm(grads, args.max_grad_norm);
-        if (finite) optimizer.step(learning_rate());
+        const auto update = optimizer.step(learning_rate(), args.max_grad_norm, scaler ? &*scaler : nullptr);
+        const double grad_norm = update.grad_norm;
         optimizer.zero_grad();
         if (scaler) {
             scaler->update();
-            if (!finite && main_rank)
+            if (!update.stepped && main_rank)
                 log.info("step " + std::to_string(step + 1) + ": gradients overflowed in fp16; skipped the update, loss scale now " +
                          format_number(scaler->scale()));
         }
@@ -318,8 +315,10 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
             if (main_rank) log.info("eval " + entry.dump());
         }
         if (!last && ((args.save_strategy == "steps" && done % save_every == 0) ||
-                      (args.save_strategy == "epoch" && epoch_end)) && main_rank) {
-            CheckpointContents contents{done, trainer_state(done), optimizer.state(), forward.generator->get_state()};
+                      (args.save_strategy == "epoch" && epoch_end))) {
+            auto optimizer_state = optimizer.state();  // collective under ZeRO
+            if (!main_rank) continue;
+            CheckpointContents contents{done, trainer_state(done), std::move(optimizer_state), forward.generator->get_state()};
             if (scaler)
                 for (auto& entry : scaler->state()) contents.optimizer.push_back(entry);
             auto crash_hook = [&] {

@@ -1,0 +1,32 @@
+#include "zero/flat_partition.h"
+
+#include "util/error.h"
+
+namespace ftl::zero {
+
+FlatPartition::FlatPartition(std::vector<int64_t> numels, int rank, int world_size)
+    : numels_(std::move(numels)), rank_(rank), world_size_(world_size) {
+    if (world_size_ < 1 || rank_ < 0 || rank_ >= world_size_)
+        fail(ErrorKind::kInternal, "FlatPartition: rank " + std::to_string(rank_) + " of " + std::to_string(world_size_));
+    for (int64_t n : numels_) {
+        offsets_.push_back(total_);
+        total_ += n;
+    }
+    padded_ = (total_ + world_size_ - 1) / world_size_ * world_size_;
+}
+
+at::Tensor FlatPartition::flatten(const std::vector<at::Tensor>& tensors, const at::TensorOptions& options) const {
+    if (tensors.size() != numels_.size())
+        fail(ErrorKind::kInternal, "FlatPartition::flatten: " + std::to_string(tensors.size()) + " tensors for a layout of " +
+                                       std::to_string(numels_.size()));
+    at::Tensor flat = at::zeros({padded_}, options);
+    for (size_t i = 0; i < tensors.size(); ++i)
+        if (tensors[i].defined()) flat.narrow(0, offsets_[i], numels_[i]).copy_(tensors[i].reshape({-1}));
+    return flat;
+}
+
+void FlatPartition::unflatten_into(const at::Tensor& flat, size_t i, at::Tensor& into) const {
+    into.copy_(flat.narrow(0, offsets_.at(i), numels_.at(i)).view(into.sizes()));
+}
+
+}  // namespace ftl::zero

@@ -1,0 +1,65 @@
+// ZeRO stages 1 and 2 for the trainable parameters: every rank keeps the full parameters (for the
+// forward), but the fp32 master copy, the AdamW moments and the reduced gradients only for its
+// 1/world_size slice of the flat layout (zero/flat_partition.h). One optimizer step:
+//   1. reduce-scatter the flattened gradients (sum over ranks): each rank gets its slice;
+//   2. (fp16) unscale the slice; a non-finite value on any rank skips the step everywhere;
+//   3. global gradient norm = sqrt(all-reduce of the slices' squared norms); clip by max_norm
+//      with torch.nn.utils.clip_grad_norm_'s coefficient;
+//   4. AdamW (optim/adamw.h's update, element for element) on the slice;
+//   5. all-gather the updated slices back into the parameters.
+// Stage 1 and stage 2 run the same collectives here (DeepSpeed's stage 1 also reduce-scatters
+// since 0.5); they differ in DeepSpeed only in when the full gradient buffer is freed.
+// The optimizer state is exchanged in the unpartitioned form of optim::AdamW (exp_avg.<name>,
+// exp_avg_sq.<name>, step), so a checkpoint resumes with any world size or stage.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "dist/comm.h"
+#include "optim/adamw.h"
+#include "optim/loss_scaler.h"
+#include "zero/flat_partition.h"
+
+namespace ftl::zero {
+
+class PartitionedAdamW {
+public:
+    using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+    // `params`: the trainable tensors, the same on every rank. `comm` null = one rank.
+    PartitionedAdamW(NamedTensors params, optim::AdamWOptions options, dist::Comm* comm, int rank, int world_size);
+
+    struct StepResult {
+        double grad_norm = 0.0;  // before clipping, over all ranks' gradients
+        bool stepped = false;    // false when fp16 gradients overflowed
+    };
+    // Steps 1-5 above with the gradients in the parameters' .grad() (summed over micro-batches,
+    // not yet over ranks). `lr` is used only when the step is taken.
+    StepResult step(double lr, double max_grad_norm, optim::LossScaler* scaler);
+    void zero_grad();
+    int64_t steps() const { return step_; }
+
+    // Collective: the full state in optim::AdamW's names, on every rank.
+    NamedTensors state() const;
+    // Takes this rank's slice of a full state (from any world size).
+    void load_state(const NamedTensors& state);
+
+private:
+    std::vector<at::Tensor> parameter_list() const;
+
+    NamedTensors params_;
+    optim::AdamWOptions options_;
+    dist::Comm* comm_;
+    FlatPartition layout_;
+    at::Tensor master_;      // [shard] fp32: this rank's slice of the parameters
+    at::Tensor exp_avg_;     // [shard] fp32
+    at::Tensor exp_avg_sq_;  // [shard] fp32
+    int64_t step_ = 0;
+};
+
+}  // namespace ftl::zero
