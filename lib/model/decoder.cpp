@@ -118,7 +118,11 @@ at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tenso
 }
 
 at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& options) const {
-    at::Tensor hidden = at::embedding(weights_.embed_tokens, batch.input_ids);
+    at::Tensor hidden;
+    {
+        const AcquiredPart embeddings(options.residency, WeightResidency::kEmbeddings);
+        hidden = at::embedding(weights_.embed_tokens, batch.input_ids);
+    }
     const RopeTables rope = rope_tables(config_, positions_of(batch), hidden.scalar_type());
     // Layers share a mask unless their windows differ; build each distinct one once.
     std::optional<int64_t> mask_window;
@@ -132,8 +136,10 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
             mask_built = true;
         }
         const DecoderLayerWeights& layer = weights_.layers[i];
-        if (options.recompute_layers) {
-            auto run_layer = [this, &layer, rope, mask, options](const at::Tensor& x) {
+        if (options.recompute_layers || options.residency) {
+            const int part = static_cast<int>(i);
+            auto run_layer = [this, &layer, part, rope, mask, options](const at::Tensor& x) {
+                const AcquiredPart weights(options.residency, part);
                 return layer_forward(layer, x, rope, mask, options);
             };
             hidden = recomputed_in_backward(run_layer, hidden, layer.tensors(), options.generator);
@@ -141,11 +147,14 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
             hidden = layer_forward(layer, hidden, rope, mask, options);
         }
     }
+    const AcquiredPart head(options.residency, WeightResidency::kHead);
     return rms_norm(hidden, weights_.final_norm, config_.rms_norm_eps);
 }
 
 at::Tensor CausalLM::logits(const Batch& batch, const ForwardOptions& options) const {
-    return at::linear(hidden_states(batch, options), weights_.lm_head);
+    at::Tensor hidden = hidden_states(batch, options);
+    const AcquiredPart head(options.residency, WeightResidency::kHead);
+    return at::linear(hidden, weights_.lm_head);
 }
 
 }  // namespace ftl::model

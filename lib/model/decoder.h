@@ -52,13 +52,46 @@ struct DecoderLayerWeights {
     std::vector<at::Tensor> tensors() const;
 };
 
+// Where weights live between uses. ZeRO-3 keeps only each rank's slice and makes a part whole
+// just before it runs: acquire(part) fills that part's tensors in the model's DecoderWeights until
+// release(part). Parts: kEmbeddings (embed_tokens), 0..L-1 (a decoder layer), kHead (final_norm
+// and lm_head). Tensors a forward saves for backward stay alive through the graph after release.
+class WeightResidency {
+public:
+    static constexpr int kEmbeddings = -1;
+    static constexpr int kHead = -2;
+    virtual ~WeightResidency() = default;
+    virtual void acquire(int part) = 0;
+    virtual void release(int part) = 0;
+};
+
 // How a forward pass runs: in training, adapters apply their dropout with `generator`;
 // `recompute_layers` (--gradient_checkpointing) keeps only each decoder layer's input and runs
-// the layer again in backward (model/recompute.h).
+// the layer again in backward (model/recompute.h); with `residency` (ZeRO-3) every part is
+// acquired just before it runs and released after, and layers are always recomputed in backward
+// (their weights are gathered again there).
 struct ForwardOptions {
     bool training = false;
     std::optional<at::Generator> generator;
     bool recompute_layers = false;
+    WeightResidency* residency = nullptr;
+};
+
+// Holds one part of the weights whole for its lifetime (no-op without a residency).
+class AcquiredPart {
+public:
+    AcquiredPart(WeightResidency* residency, int part) : residency_(residency), part_(part) {
+        if (residency_) residency_->acquire(part_);
+    }
+    ~AcquiredPart() {
+        if (residency_) residency_->release(part_);
+    }
+    AcquiredPart(const AcquiredPart&) = delete;
+    AcquiredPart& operator=(const AcquiredPart&) = delete;
+
+private:
+    WeightResidency* residency_;
+    int part_;
 };
 
 struct DecoderWeights {

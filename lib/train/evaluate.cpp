@@ -18,20 +18,32 @@ namespace ftl::train {
 
 EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& rows, int batch_size, int32_t pad_id,
                     bool packed, const at::Device& device, std::optional<at::ScalarType> autocast,
-                    const RankContext& rank) {
+                    model::WeightResidency* residency, const RankContext& rank) {
     at::NoGradGuard no_grad;
     std::vector<int64_t> mine;
     for (size_t i = static_cast<size_t>(rank.rank); i < rows.size(); i += static_cast<size_t>(rank.world_size))
         mine.push_back(static_cast<int64_t>(i));
+    // Under ZeRO-3 every forward gathers weights with all ranks, so every rank runs as many batches
+    // as rank 0 (which has the most rows); a rank out of rows repeats its first and counts nothing.
+    const size_t batch = static_cast<size_t>(batch_size);
+    const size_t most_rows = (rows.size() + static_cast<size_t>(rank.world_size) - 1) / static_cast<size_t>(rank.world_size);
+    const size_t batches = residency ? (most_rows + batch - 1) / batch : (mine.size() + batch - 1) / batch;
+    model::ForwardOptions forward;
+    forward.residency = residency;
     at::Tensor totals = at::zeros({2}, at::TensorOptions().dtype(at::kDouble));  // [loss sum, targets]
-    for (size_t begin = 0; begin < mine.size(); begin += static_cast<size_t>(batch_size)) {
-        const size_t end = std::min(mine.size(), begin + static_cast<size_t>(batch_size));
-        const std::vector<int64_t> indices(mine.begin() + static_cast<long>(begin), mine.begin() + static_cast<long>(end));
-        model::Batch batch = collate(rows, indices, pad_id, packed, device);
+    for (size_t b = 0; b < batches; ++b) {
+        const size_t begin = b * batch;
+        const bool counted = begin < mine.size();
+        const size_t end = counted ? std::min(mine.size(), begin + batch) : 0;
+        const std::vector<int64_t> indices = counted ? std::vector<int64_t>(mine.begin() + static_cast<long>(begin),
+                                                                            mine.begin() + static_cast<long>(end))
+                                                     : std::vector<int64_t>{0};
+        model::Batch inputs = collate(rows, indices, pad_id, packed, device);
         model::LossOptions sum;
         sum.divisor = 1.0;
         const AutocastScope precision(autocast, device);
-        model::LossResult result = model::causal_lm_loss(model, batch, sum);
+        model::LossResult result = model::causal_lm_loss(model, inputs, sum, forward);
+        if (!counted) continue;
         totals[0] += result.loss.item<double>();
         totals[1] += static_cast<double>(result.counted_tokens);
     }
@@ -53,7 +65,7 @@ void run_evaluate(const config::RunConfig& run, const RankContext& rank) {
     JobModel job_model = load_job_model(inputs, device);
     if (!args.adapter_path.empty()) peft::load_adapter(args.adapter_path, job_model.loaded.model);
     const EvalResult result = evaluate(job_model.loaded.model, rows, args.per_device_eval_batch_size,
-                                       inputs.tokenizer.pad_id().value_or(0), args.packing, device, autocast_dtype(args), rank);
+                                       inputs.tokenizer.pad_id().value_or(0), args.packing, device, autocast_dtype(args), nullptr, rank);
     if (rank.rank == 0)
         std::cout << nlohmann::json{{"split", split_name},
                                     {"eval_loss", result.loss},

@@ -22,7 +22,7 @@ struct EvalResult {
 
 EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& rows, int batch_size, int32_t pad_id,
                     bool packed, const at::Device& device, std::optional<at::ScalarType> autocast,
-                    const RankContext& rank);
+                    model::WeightResidency* residency, const RankContext& rank);
 
 }  // namespace ftl::train
 

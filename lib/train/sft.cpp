@@ -24,6 +24,7 @@
 #include "train/gpu_memory.h"
 #include "train/inputs.h"
 #include "train/optimizer_step.h"
+#include "zero/partitioned_weights.h"
 #include "train/progress.h"
 #include "util/error.h"
 #include "util/memory.h"
@@ -110,9 +111,9 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
     if (main_rank) check_output_dir(args.output_dir);
     const auto& zero = run.deepspeed.zero_optimization;
     const int zero_stage = run.uses_deepspeed ? zero.stage : 0;
-    if (main_rank && zero_stage == 3)
-        log.warn("ZeRO stage 3: the optimizer state and gradients are partitioned; partitioning the model's own "
-                 "weights is not in this build yet (every rank holds the whole base model)");
+    if (main_rank && zero_stage == 3 && !args.use_peft_lora)
+        log.warn("ZeRO stage 3 without LoRA: the optimizer state and gradients are partitioned; partitioning "
+                 "trainable weights is not in this build yet (every rank holds the whole model)");
     if (main_rank && run.uses_deepspeed && (zero.offload_optimizer.device != config::OffloadDevice::kNone ||
                                             zero.offload_param.device != config::OffloadDevice::kNone))
         log.warn("ZeRO offload is not in this build yet: the optimizer state and parameters stay on " + rank.device);
@@ -154,6 +155,14 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
     if (main_rank)
         log.info("trainable params: " + std::to_string(trainable_count) + " || all params: " +
                  std::to_string(all_count + (args.use_peft_lora ? trainable_count : 0)));
+    // ZeRO-3: each rank keeps its slice of the frozen weights and gathers a part while it runs.
+    std::optional<zero::PartitionedWeights> partitioned;
+    if (zero_stage == 3 && args.use_peft_lora) {
+        partitioned.emplace(lm, rank.comm, rank.rank, rank.world_size);
+        log.info("ZeRO-3: this rank holds " + std::to_string(partitioned->slice_bytes()) + " bytes of the " +
+                 std::to_string(partitioned->full_bytes()) + " bytes of frozen weights (largest gathered part " +
+                 std::to_string(partitioned->largest_part_bytes()) + " bytes)");
+    }
     auto write_weights = [&](const std::string& dir) {
         if (args.use_peft_lora) {
             peft::save_adapter(dir, lm, lora);
@@ -186,6 +195,7 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
     forward.training = true;
     forward.generator = dropout_generator(device, static_cast<uint64_t>(args.seed) + 1);
     forward.recompute_layers = args.gradient_checkpointing;
+    forward.residency = partitioned ? &*partitioned : nullptr;
     json log_history = json::array();
 
     // ---- resume: weights, optimizer, generators, history; the sampler replays to the same place ----
@@ -305,7 +315,8 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
             std::optional<GpuMemoryPhase> eval_gpu_memory;
             if (device.is_cuda()) eval_gpu_memory.emplace(device);
             const CpuMemoryPhase eval_memory;
-            const EvalResult eval = evaluate(lm, data.eval, args.per_device_eval_batch_size, pad_id, args.packing, device, precision, rank);
+            const EvalResult eval = evaluate(lm, data.eval, args.per_device_eval_batch_size, pad_id, args.packing, device, precision,
+                                             forward.residency, rank);
             if (main_rank && eval_gpu_memory)
                 for (const auto& line : eval_gpu_memory->report("eval")) log.info(line);
             if (main_rank)

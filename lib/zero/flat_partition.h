@@ -20,6 +20,7 @@ public:
     int64_t shard() const { return padded_ / world_size_; }
     int64_t shard_begin() const { return shard() * rank_; }
     int64_t offset(size_t i) const { return offsets_.at(i); }  // tensor i's first element
+    int64_t numel(size_t i) const { return numels_.at(i); }
 
     // [padded] in `options`: the tensors (undefined = zeros) flattened, the tail zero.
     at::Tensor flatten(const std::vector<at::Tensor>& tensors, const at::TensorOptions& options) const;

@@ -84,7 +84,7 @@ def run_ftlaunch(model_dir, data_dir, out, batch, accumulation, extra=(), launch
     if proc.returncode != 0:
         raise RuntimeError(f"ftlaunch failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     state = json.load(open(os.path.join(out, "trainer_state.json")))
-    return [e["loss"] for e in state["log_history"]], proc.stdout
+    return [e["loss"] for e in state["log_history"] if "loss" in e], proc.stdout
 
 
 def reference_losses(model_dir, texts, batch, accumulation, fp16=False):

@@ -6,10 +6,16 @@ ranks, with and without accumulation. Checks:
   curves       per-step loss == the single-rank, no-ZeRO run within 1e-5 relative, 20 steps
   adapters     the final adapter_model.safetensors == the single-rank one within 1e-5 (relative
                norm of the difference, per tensor)
+  evaluation   eval_loss at steps 10 and 20 on a 7-row split (uneven over 4 ranks: under ZeRO-3 a
+               rank out of rows still joins every gather) == the single-rank value within 1e-6
+  ZeRO-3       each rank reports holding its 1/world_size slice of the frozen weights (the
+               tensors it keeps between uses, padding included): slice * ranks <= total + 4 KiB
   resume       a stage-2 run on 4 ranks saves checkpoint-10; resumed on 2 ranks under stage 1
                (re-partitioned optimizer state) it logs the uninterrupted curve for steps 11..20
 """
+import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -61,21 +67,40 @@ def worst_adapter_diff(dir_a, dir_b):
     return max(((a[k] - b[k]).norm() / b[k].norm().clamp_min(1e-12)).item() for k in b)
 
 
+EVAL = ("--splits", "train,test", "--eval_strategy", "steps", "--eval_steps", "10")
+
+
+def eval_losses(out):
+    history = json.load(open(os.path.join(out, "trainer_state.json")))["log_history"]
+    return [e["eval_loss"] for e in history if "eval_loss" in e]
+
+
 def main():
     with tempfile.TemporaryDirectory() as work:
-        model_dir, data_dir, _ = sft.make_inputs(work)
+        model_dir, data_dir, texts = sft.make_inputs(work)
+        with open(os.path.join(data_dir, "test.jsonl"), "w") as f:
+            for t in texts[:7]:
+                f.write(json.dumps({"text": t}) + "\n")
         single_dir = os.path.join(work, "single")
-        single, _ = sft.run_ftlaunch(model_dir, data_dir, single_dir, 4, 1)
+        single, _ = sft.run_ftlaunch(model_dir, data_dir, single_dir, 4, 1, extra=EVAL)
+        single_eval = eval_losses(single_dir)
         cases = [(1, 2, 2, 1), (1, 4, 1, 1), (2, 2, 2, 1), (2, 4, 1, 1), (2, 2, 1, 2), (3, 2, 2, 1), (3, 4, 1, 1)]
         for stage, ranks, batch, accumulation in cases:
             out = os.path.join(work, f"z{stage}_{ranks}_{batch}_{accumulation}")
-            losses, log = sft.run_ftlaunch(model_dir, data_dir, out, batch, accumulation,
+            losses, log = sft.run_ftlaunch(model_dir, data_dir, out, batch, accumulation, extra=EVAL,
                                            launcher=("--config_file", zero_config(work, stage, ranks, accumulation)))
             what = f"ZeRO-{stage}, {ranks} ranks x batch {batch} x accumulation {accumulation}"
             curve = worst_curve_diff(losses, single)
             check(len(losses) == len(single) and curve <= 1e-5, f"{what}: loss curve worst rel diff {curve:.2e} <= 1e-5")
             adapter = worst_adapter_diff(out, single_dir)
             check(adapter <= 1e-5, f"{what}: final adapter worst rel diff {adapter:.2e} <= 1e-5")
+            evals = eval_losses(out)
+            worst = max(abs(a - b) / b for a, b in zip(evals, single_eval)) if len(evals) == len(single_eval) == 2 else 1
+            check(worst <= 1e-6, f"{what}: eval_loss at steps 10, 20 worst rel diff {worst:.2e} <= 1e-6")
+            if stage == 3:
+                held = [tuple(map(int, m)) for m in re.findall(r"holds (\d+) bytes of the (\d+) bytes", log)]
+                check(len(held) == ranks and all(s * ranks <= t + 4096 for s, t in held),
+                      f"{what}: each rank holds its slice of the frozen weights {held[:1]} (bytes held, total)")
 
         # Re-partitioning on resume: 4 ranks (stage 2) -> 2 ranks (stage 1).
         four = os.path.join(work, "resume_from_4")

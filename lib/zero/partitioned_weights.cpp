@@ -1,0 +1,97 @@
+#include "zero/partitioned_weights.h"
+
+#include <ATen/core/grad_mode.h>
+
+#include "util/error.h"
+
+namespace ftl::zero {
+
+PartitionedWeights::PartitionedWeights(model::CausalLM& model, dist::Comm* comm, int rank, int world_size)
+    : weights_(model.weights()),
+      tied_(model.weights().lm_head.is_same(model.weights().embed_tokens)),
+      comm_(comm),
+      rank_(rank),
+      world_size_(world_size) {
+    add_part(kEmbeddings, {&weights_.embed_tokens});
+    for (size_t i = 0; i < weights_.layers.size(); ++i) {
+        model::DecoderLayerWeights& l = weights_.layers[i];
+        std::vector<at::Tensor*> slots{&l.input_norm, &l.post_attention_norm};
+        for (model::Linear* linear : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj}) {
+            slots.push_back(&linear->weight);
+            slots.push_back(&linear->bias);
+        }
+        add_part(static_cast<int>(i), slots);
+    }
+    if (tied_) weights_.lm_head = at::Tensor();  // shared with embed_tokens: gathered with it
+    add_part(kHead, tied_ ? std::vector<at::Tensor*>{&weights_.final_norm}
+                          : std::vector<at::Tensor*>{&weights_.final_norm, &weights_.lm_head});
+}
+
+void PartitionedWeights::add_part(int id, const std::vector<at::Tensor*>& candidates) {
+    std::vector<at::Tensor*> slots;
+    std::vector<at::Tensor> tensors;
+    for (at::Tensor* slot : candidates)
+        if (slot->defined() && !slot->requires_grad()) {
+            slots.push_back(slot);
+            tensors.push_back(*slot);
+        }
+    if (slots.empty()) return;
+    for (const auto& t : tensors)
+        if (t.scalar_type() != tensors.front().scalar_type() || t.device() != tensors.front().device())
+            fail(ErrorKind::kInternal, "ZeRO-3: a part's frozen weights differ in dtype or device");
+    std::vector<int64_t> numels;
+    std::vector<std::vector<int64_t>> shapes;
+    for (const auto& t : tensors) {
+        numels.push_back(t.numel());
+        shapes.push_back(t.sizes().vec());
+    }
+    Part part{slots, shapes, FlatPartition(numels, rank_, world_size_), {}};
+    at::NoGradGuard no_grad;
+    part.slice = part.layout.local(part.layout.flatten(tensors, tensors.front().options())).clone();
+    for (at::Tensor* slot : slots) *slot = at::Tensor();
+    parts_.emplace(id, std::move(part));
+}
+
+void PartitionedWeights::acquire(int id) {
+    if (tied_ && id == kHead) acquire(kEmbeddings);
+    const auto it = parts_.find(id);
+    if (it != parts_.end()) {
+        Part& part = it->second;
+        at::Tensor full = at::empty({part.layout.padded()}, part.slice.options());
+        if (comm_) comm_->all_gather(full, part.slice);
+        else full.copy_(part.slice);
+        for (size_t i = 0; i < part.slots.size(); ++i)
+            *part.slots[i] = full.narrow(0, part.layout.offset(i), part.layout.numel(i)).view(part.shapes[i]);
+    }
+    if (tied_ && id == kHead) weights_.lm_head = weights_.embed_tokens;
+}
+
+void PartitionedWeights::release(int id) {
+    const auto it = parts_.find(id);
+    if (it != parts_.end())
+        for (at::Tensor* slot : it->second.slots) *slot = at::Tensor();
+    if (tied_ && id == kHead) {
+        weights_.lm_head = at::Tensor();
+        release(kEmbeddings);
+    }
+}
+
+int64_t PartitionedWeights::slice_bytes() const {
+    int64_t bytes = 0;
+    for (const auto& [id, part] : parts_) bytes += part.slice.numel() * part.slice.element_size();
+    return bytes;
+}
+
+int64_t PartitionedWeights::full_bytes() const {
+    int64_t bytes = 0;
+    for (const auto& [id, part] : parts_) bytes += part.layout.total() * part.slice.element_size();
+    return bytes;
+}
+
+int64_t PartitionedWeights::largest_part_bytes() const {
+    int64_t bytes = 0;
+    for (const auto& [id, part] : parts_) bytes = std::max(bytes, part.layout.padded() * part.slice.element_size());
+    return bytes;
+}
+
+}  // namespace ftl::zero

@@ -1,0 +1,49 @@
+// ZeRO stage 3 for the frozen weights (with LoRA: the whole base model): each rank keeps only
+// its slice of every part (the embeddings, each decoder layer, the head), laid out by
+// FlatPartition; acquire(part) all-gathers the part into a fresh buffer whose views become the
+// model's tensors, release(part) drops them (the buffer is freed once no autograd graph holds
+// it). Resident parameter memory per rank: 1/world_size of the frozen weights, plus the parts
+// being used. Trainable tensors (the adapters) stay whole on every rank.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <map>
+#include <vector>
+
+#include "dist/comm.h"
+#include "model/decoder.h"
+#include "zero/flat_partition.h"
+
+namespace ftl::zero {
+
+class PartitionedWeights : public model::WeightResidency {
+public:
+    // Takes the frozen tensors (requires_grad false) out of `model` and keeps this rank's slices;
+    // the model's tensors stay undefined until acquired. Collective-free; `comm` null = one rank.
+    PartitionedWeights(model::CausalLM& model, dist::Comm* comm, int rank, int world_size);
+
+    void acquire(int part) override;
+    void release(int part) override;
+
+    int64_t slice_bytes() const;  // what this rank holds between uses
+    int64_t full_bytes() const;   // what every rank would hold without partitioning
+    int64_t largest_part_bytes() const;
+
+private:
+    struct Part {
+        std::vector<at::Tensor*> slots;  // fields of the model's DecoderWeights
+        std::vector<std::vector<int64_t>> shapes;
+        FlatPartition layout;
+        at::Tensor slice;  // [shard]
+    };
+    void add_part(int id, const std::vector<at::Tensor*>& candidates);
+
+    model::DecoderWeights& weights_;
+    bool tied_;  // lm_head is embed_tokens
+    dist::Comm* comm_;
+    int rank_, world_size_;
+    std::map<int, Part> parts_;
+};
+
+}  // namespace ftl::zero
