@@ -18,8 +18,8 @@ std::string shape_text(at::IntArrayRef shape) {
 
 class WeightReader {
 public:
-    WeightReader(const io::Checkpoint& ckpt, at::ScalarType dtype, at::Device device)
-        : ckpt_(ckpt), dtype_(dtype), device_(device) {}
+    WeightReader(const io::Checkpoint& ckpt, at::ScalarType dtype, at::Device device, bool keep_mapped)
+        : ckpt_(ckpt), dtype_(dtype), device_(device), keep_mapped_(keep_mapped) {}
 
     at::Tensor read(const std::string& name, std::vector<int64_t> expected_shape) {
         if (!ckpt_.contains(name))
@@ -37,8 +37,10 @@ public:
                                          io::dtype_name(view.dtype) +
                                          " (quantized checkpoints are not read here; floating point expected)");
         used_.insert(name);
+        at::Tensor mapped = mapped_tensor(ckpt_.shared_file_of(name), name);
+        if (keep_mapped_) return mapped;
         // One pass from the mapped bytes to the target dtype and device.
-        return mapped_tensor(ckpt_.shared_file_of(name), name).to(device_, dtype_, /*non_blocking=*/false, /*copy=*/true);
+        return mapped.to(device_, dtype_, /*non_blocking=*/false, /*copy=*/true);
     }
     at::Tensor read_if(bool present, const std::string& name, std::vector<int64_t> shape) {
         return present ? read(name, std::move(shape)) : at::Tensor();
@@ -54,6 +56,7 @@ private:
     const io::Checkpoint& ckpt_;
     at::ScalarType dtype_;
     at::Device device_;
+    bool keep_mapped_;
     std::set<std::string> used_;
 };
 
@@ -67,7 +70,7 @@ LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& opti
                              ? at::kFloat
                              : parse_float_dtype(config.torch_dtype, model_dir + "/config.json: dtype"));
     const io::Checkpoint ckpt = io::Checkpoint::open(model_dir);
-    WeightReader r(ckpt, dtype, options.device);
+    WeightReader r(ckpt, dtype, options.device, options.keep_mapped);
     const int64_t H = config.hidden_size, I = config.intermediate_size, d = config.head_dim;
     const int64_t q_out = config.num_heads * d, kv_out = config.num_kv_heads * d;
 

@@ -14,6 +14,10 @@ namespace ftl::model {
 struct LoadOptions {
     std::optional<at::ScalarType> dtype;  // default: config.json's dtype, else float32
     at::Device device = at::kCPU;
+    // Leave every weight a zero-copy view of the mapped file (CPU, the file's dtype; dtype and
+    // device above are ignored): for a caller that converts slices itself (ZeRO-3 reads only the
+    // pages of its own slices).
+    bool keep_mapped = false;
 };
 
 struct LoadedModel {

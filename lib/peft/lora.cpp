@@ -76,7 +76,8 @@ void LoraConfig::validate() const {
     if (target_modules.empty()) fail(ErrorKind::kConfig, "--lora_target_modules: must name at least one module");
 }
 
-std::vector<std::string> attach_lora(model::CausalLM& model, const LoraConfig& config, at::Generator& generator) {
+std::vector<std::string> attach_lora(model::CausalLM& model, const LoraConfig& config, at::Generator& generator,
+                                     std::optional<at::Device> device) {
     config.validate();
     const auto names = target_names(config);
     std::unique_ptr<std::regex> pattern;
@@ -115,8 +116,8 @@ std::vector<std::string> attach_lora(model::CausalLM& model, const LoraConfig& c
         kaiming_uniform(b, std::sqrt(5.0), generator);  // nn.Linear(r, out) default init
         kaiming_uniform(a, std::sqrt(5.0), generator);  // reset_lora_parameters
         b.zero_();
-        const at::Device device = linear->weight.device();
-        linear->adapter = model::LowRankAdapter{a.to(device), b.to(device), config.scaling(), config.dropout};
+        const at::Device on = device.value_or(linear->weight.device());
+        linear->adapter = model::LowRankAdapter{a.to(on), b.to(on), config.scaling(), config.dropout};
         adapted.push_back(path);
     }
     if (adapted.empty())

@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -33,9 +34,10 @@ struct LoraConfig {
 // with `generator` (torch's CPU generator semantics): per target, nn.Linear(in, r) and
 // nn.Linear(r, out) draw their default kaiming-uniform weights, then A is redrawn with
 // kaiming_uniform_(a=sqrt(5)) (bound 1/sqrt(in)) and B is zeroed. Adapters are fp32 (PEFT's
-// autocast_adapter_dtype) on the base weights' device. Returns the adapted module paths; a target
-// that matches nothing is ftl::Error(kConfig) listing the model's linear module names.
-std::vector<std::string> attach_lora(model::CausalLM& model, const LoraConfig& config, at::Generator& generator);
+// autocast_adapter_dtype) on `device` (default: the base weights' device). Returns the adapted module
+// paths; a target that matches nothing is ftl::Error(kConfig) listing the model's linear module names.
+std::vector<std::string> attach_lora(model::CausalLM& model, const LoraConfig& config, at::Generator& generator,
+                                     std::optional<at::Device> device = std::nullopt);
 
 // (PEFT state-dict name, tensor) of every adapter weight, e.g.
 // base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight (the names adapter_model.safetensors uses).

@@ -23,13 +23,21 @@ JobInputs resolve_job_inputs(const config::TrainArgs& args) {
     return {model_dir, dataset_dir, chat_format, std::move(tok)};
 }
 
-JobModel load_job_model(const JobInputs& inputs, const at::Device& device) {
+JobModel load_job_model(const JobInputs& inputs, const at::Device& device, bool mapped) {
     model::LoadOptions load;
     load.dtype = at::kFloat;
     load.device = device;
+    load.keep_mapped = mapped;
     JobModel out{model::load_causal_lm(inputs.model_dir, load), std::nullopt};
-    if (inputs.chat_format && inputs.tokenizer.size() > out.loaded.model.config().vocab_size)
+    if (inputs.chat_format && inputs.tokenizer.size() > out.loaded.model.config().vocab_size) {
+        model::DecoderWeights& w = out.loaded.model.weights();
+        if (mapped) {  // mean-resize in fp32 as the unmapped path does
+            const bool tied = w.lm_head.is_same(w.embed_tokens);
+            w.embed_tokens = w.embed_tokens.to(device, at::kFloat);
+            w.lm_head = tied ? w.embed_tokens : w.lm_head.to(device, at::kFloat);
+        }
         out.resized_to = out.loaded.model.resize_token_embeddings(inputs.tokenizer.size(), 8);
+    }
     return out;
 }
 

@@ -30,11 +30,13 @@ JobInputs resolve_job_inputs(const config::TrainArgs& args);
 
 // The model in fp32 on `device` (train.py loads fp32 unless a 4-bit storage dtype says otherwise),
 // its embeddings resized (to a multiple of 8) when the chat tokens made the vocabulary larger.
+// `mapped` (ZeRO-3): the weights stay views of the mapped files, in the files' dtype, for
+// zero::PartitionedWeights to convert slice by slice (resized embeddings are converted whole).
 struct JobModel {
     model::LoadedModel loaded;
     std::optional<int64_t> resized_to;  // the new vocabulary size when resized
 };
-JobModel load_job_model(const JobInputs& inputs, const at::Device& device);
+JobModel load_job_model(const JobInputs& inputs, const at::Device& device, bool mapped = false);
 
 // The rows of one split: tokenized with the job's text options, packed or one per example.
 std::vector<data::Row> split_rows(const config::TrainArgs& args, const JobInputs& inputs, const std::string& split);

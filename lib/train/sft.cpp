@@ -129,7 +129,11 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
 
     // ---- model and adapters ----
     const at::Device device = rank.torch_device();
-    JobModel job_model = load_job_model(inputs, device);
+    // ZeRO-3 with LoRA: the weights stay mapped until each rank copies out its slices.
+    const bool partition_weights = zero_stage == 3 && args.use_peft_lora;
+    reset_peak_resident();
+    const int64_t resident_before_load = resident_bytes();
+    JobModel job_model = load_job_model(inputs, device, partition_weights);
     model::CausalLM& lm = job_model.loaded.model;
     if (main_rank && job_model.resized_to)
         log.info("resized the embeddings to " + std::to_string(*job_model.resized_to) + " rows for the chat tokens");
@@ -143,7 +147,7 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
         lora.use_rslora = args.use_rslora;
         lora.base_model_name_or_path = args.model_name_or_path;
         at::Generator init = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(args.seed));
-        peft::attach_lora(lm, lora, init);
+        peft::attach_lora(lm, lora, init, device);
         trainable = peft::adapter_parameters(lm);
     } else {
         trainable = lm.named_weights();
@@ -157,12 +161,14 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
                  std::to_string(all_count + (args.use_peft_lora ? trainable_count : 0)));
     // ZeRO-3: each rank keeps its slice of the frozen weights and gathers a part while it runs.
     std::optional<zero::PartitionedWeights> partitioned;
-    if (zero_stage == 3 && args.use_peft_lora) {
-        partitioned.emplace(lm, rank.comm, rank.rank, rank.world_size);
+    if (partition_weights) {
+        partitioned.emplace(lm, rank.comm, rank.rank, rank.world_size, at::kFloat, device);
         log.info("ZeRO-3: this rank holds " + std::to_string(partitioned->slice_bytes()) + " bytes of the " +
                  std::to_string(partitioned->full_bytes()) + " bytes of frozen weights (largest gathered part " +
                  std::to_string(partitioned->largest_part_bytes()) + " bytes)");
     }
+    log.info("loading the model raised resident memory by " +
+             std::to_string(peak_resident_bytes() - resident_before_load) + " bytes at its peak");
     auto write_weights = [&](const std::string& dir) {
         if (args.use_peft_lora) {
             peft::save_adapter(dir, lm, lora);

@@ -26,8 +26,12 @@ int64_t b2mb(int64_t bytes) { return bytes / (int64_t{1} << 20); }  // truncates
 int64_t resident_bytes() { return status_kib("VmRSS") * 1024; }
 int64_t peak_resident_bytes() { return status_kib("VmHWM") * 1024; }
 
+void reset_peak_resident() {
+    std::ofstream("/proc/self/clear_refs") << "5";  // VmHWM := current RSS (Linux >= 4.0)
+}
+
 CpuMemoryPhase::CpuMemoryPhase() {
-    std::ofstream("/proc/self/clear_refs") << "5";  // reset VmHWM to the current RSS (Linux >= 4.0)
+    reset_peak_resident();
     begin_bytes_ = resident_bytes();
 }
 

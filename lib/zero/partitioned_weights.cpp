@@ -6,13 +6,15 @@
 
 namespace ftl::zero {
 
-PartitionedWeights::PartitionedWeights(model::CausalLM& model, dist::Comm* comm, int rank, int world_size)
+PartitionedWeights::PartitionedWeights(model::CausalLM& model, dist::Comm* comm, int rank, int world_size,
+                                       at::ScalarType dtype, const at::Device& device)
     : weights_(model.weights()),
       tied_(model.weights().lm_head.is_same(model.weights().embed_tokens)),
       comm_(comm),
       rank_(rank),
       world_size_(world_size) {
-    add_part(kEmbeddings, {&weights_.embed_tokens});
+    const auto options = at::TensorOptions().dtype(dtype).device(device);
+    add_part(kEmbeddings, {&weights_.embed_tokens}, options);
     for (size_t i = 0; i < weights_.layers.size(); ++i) {
         model::DecoderLayerWeights& l = weights_.layers[i];
         std::vector<at::Tensor*> slots{&l.input_norm, &l.post_attention_norm};
@@ -20,14 +22,15 @@ PartitionedWeights::PartitionedWeights(model::CausalLM& model, dist::Comm* comm,
             slots.push_back(&linear->weight);
             slots.push_back(&linear->bias);
         }
-        add_part(static_cast<int>(i), slots);
+        add_part(static_cast<int>(i), slots, options);
     }
     if (tied_) weights_.lm_head = at::Tensor();  // shared with embed_tokens: gathered with it
     add_part(kHead, tied_ ? std::vector<at::Tensor*>{&weights_.final_norm}
-                          : std::vector<at::Tensor*>{&weights_.final_norm, &weights_.lm_head});
+                          : std::vector<at::Tensor*>{&weights_.final_norm, &weights_.lm_head},
+             options);
 }
 
-void PartitionedWeights::add_part(int id, const std::vector<at::Tensor*>& candidates) {
+void PartitionedWeights::add_part(int id, const std::vector<at::Tensor*>& candidates, const at::TensorOptions& options) {
     std::vector<at::Tensor*> slots;
     std::vector<at::Tensor> tensors;
     for (at::Tensor* slot : candidates)
@@ -36,9 +39,6 @@ void PartitionedWeights::add_part(int id, const std::vector<at::Tensor*>& candid
             tensors.push_back(*slot);
         }
     if (slots.empty()) return;
-    for (const auto& t : tensors)
-        if (t.scalar_type() != tensors.front().scalar_type() || t.device() != tensors.front().device())
-            fail(ErrorKind::kInternal, "ZeRO-3: a part's frozen weights differ in dtype or device");
     std::vector<int64_t> numels;
     std::vector<std::vector<int64_t>> shapes;
     for (const auto& t : tensors) {
@@ -47,7 +47,16 @@ void PartitionedWeights::add_part(int id, const std::vector<at::Tensor*>& candid
     }
     Part part{slots, shapes, FlatPartition(numels, rank_, world_size_), {}};
     at::NoGradGuard no_grad;
-    part.slice = part.layout.local(part.layout.flatten(tensors, tensors.front().options())).clone();
+    // Only the elements of [begin, end) are read: each tensor's overlap with this rank's slice.
+    part.slice = at::zeros({part.layout.shard()}, options);
+    const int64_t begin = part.layout.shard_begin(), end = begin + part.layout.shard();
+    for (size_t i = 0; i < tensors.size(); ++i) {
+        const int64_t first = std::max(begin, part.layout.offset(i));
+        const int64_t last = std::min(end, part.layout.offset(i) + part.layout.numel(i));
+        if (first >= last) continue;
+        part.slice.narrow(0, first - begin, last - first)
+            .copy_(tensors[i].reshape({-1}).narrow(0, first - part.layout.offset(i), last - first));
+    }
     for (at::Tensor* slot : slots) *slot = at::Tensor();
     parts_.emplace(id, std::move(part));
 }

@@ -19,9 +19,12 @@ namespace ftl::zero {
 
 class PartitionedWeights : public model::WeightResidency {
 public:
-    // Takes the frozen tensors (requires_grad false) out of `model` and keeps this rank's slices;
-    // the model's tensors stay undefined until acquired. Collective-free; `comm` null = one rank.
-    PartitionedWeights(model::CausalLM& model, dist::Comm* comm, int rank, int world_size);
+    // Takes the frozen tensors (requires_grad false) out of `model` and keeps this rank's slices
+    // in `dtype` on `device`, copying only the elements of its own slices (from mapped files, only
+    // those pages are read); the model's tensors stay undefined until acquired. Collective-free;
+    // `comm` null = one rank.
+    PartitionedWeights(model::CausalLM& model, dist::Comm* comm, int rank, int world_size, at::ScalarType dtype,
+                       const at::Device& device);
 
     void acquire(int part) override;
     void release(int part) override;
@@ -37,7 +40,7 @@ private:
         FlatPartition layout;
         at::Tensor slice;  // [shard]
     };
-    void add_part(int id, const std::vector<at::Tensor*>& candidates);
+    void add_part(int id, const std::vector<at::Tensor*>& candidates, const at::TensorOptions& options);
 
     model::DecoderWeights& weights_;
     bool tied_;  // lm_head is embed_tokens
