@@ -71,6 +71,25 @@ at::Generator dropout_generator(const at::Device& device, uint64_t seed) {
     return generator;
 }
 
+// --fp16's loss scaling: GradScaler's defaults, or under DeepSpeed its fp16 block (loss_scale 0 =
+// dynamic from 2^initial_scale_power with loss_scale_window, hysteresis, min_loss_scale; > 0 = static).
+optim::LossScalerOptions loss_scaling(const config::RunConfig& run) {
+    optim::LossScalerOptions options;
+    if (!run.uses_deepspeed) return options;
+    const config::Fp16Config& fp16 = run.deepspeed.fp16;
+    if (fp16.loss_scale > 0) {
+        options.policy = optim::LossScalePolicy::kStatic;
+        options.init_scale = fp16.loss_scale;
+        return options;
+    }
+    options.policy = optim::LossScalePolicy::kDeepSpeed;
+    options.init_scale = std::ldexp(1.0, fp16.initial_scale_power);
+    options.growth_interval = fp16.loss_scale_window;
+    options.hysteresis = fp16.hysteresis;
+    options.min_scale = fp16.min_loss_scale;
+    return options;
+}
+
 struct Splits {
     std::vector<data::Row> train, eval;
 };
@@ -192,8 +211,8 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
     const int64_t save_every = interval(args.save_steps, total_steps);
     TrainOptimizer optimizer(trainable, {args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay},
                              zero_stage, rank);
-    std::optional<optim::LossScaler> scaler;  // --fp16: dynamic loss scaling (GradScaler's defaults)
-    if (args.fp16) scaler.emplace(optim::LossScalerOptions{}, device);
+    std::optional<optim::LossScaler> scaler;  // --fp16: loss scaling
+    if (args.fp16) scaler.emplace(loss_scaling(run), device);
     // The schedule advances with the optimizer: a step skipped for inf/NaN gradients (fp16) does
     // not move it, as HF Trainer does not step its scheduler then.
     auto learning_rate = [&] { return args.learning_rate * optim::lr_multiplier(schedule, optimizer.steps(), warmup, total_steps); };

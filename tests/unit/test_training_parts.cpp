@@ -135,3 +135,41 @@ TEST_CASE("the progress line shows steps, percent, elapsed<remaining, loss and t
     CHECK(train::progress_line(60, 100, 50, 3725.0, std::nullopt, 0.0) ==
           "\r60/100  60%|############        | 1:02:05<4:08:20, 0 tok/s");
 }
+
+TEST_CASE("the DeepSpeed loss scaler spends its hysteresis, then halves, and grows per window", "[train]") {
+    optim::LossScalerOptions options;
+    options.policy = optim::LossScalePolicy::kDeepSpeed;
+    options.init_scale = 1024.0;
+    options.growth_interval = 3;
+    options.hysteresis = 2;
+    options.min_scale = 256.0;
+    optim::LossScaler scaler(options, at::Device(at::kCPU));
+    auto step = [&](bool overflow) {
+        std::vector<at::Tensor> grads{overflow ? at::full({1}, std::numeric_limits<float>::infinity()) : at::ones({1})};
+        CHECK(scaler.unscale(grads) == !overflow);
+        scaler.update();
+        return scaler.scale();
+    };
+    // DynamicLossScaler: iteration 0..; growth when (iteration - last overflow) % window == 0.
+    CHECK(step(false) == 1024.0);  // it 0: (0 - -1) % 3 != 0
+    CHECK(step(false) == 1024.0);  // it 1
+    CHECK(step(false) == 2048.0);  // it 2: 3 % 3 == 0
+    CHECK(step(true) == 2048.0);   // it 3: overflow, hysteresis 2 -> 1
+    CHECK(step(true) == 1024.0);   // it 4: overflow with hysteresis 1: halve
+    CHECK(step(false) == 1024.0);  // it 5: (5 - 4) % 3
+    CHECK(step(false) == 1024.0);  // it 6
+    CHECK(step(false) == 2048.0);  // it 7: 3 % 3 == 0, hysteresis back to 2
+    CHECK(step(true) == 2048.0);   // it 8: hysteresis 2 -> 1
+    CHECK(step(true) == 1024.0);
+    CHECK(step(true) == 512.0);
+    CHECK(step(true) == 256.0);  // min_scale
+    FTL_REQUIRE_ERROR(step(true), ErrorKind::kConfig, "min_loss_scale", "bf16");
+    optim::LossScalerOptions fixed;
+    fixed.policy = optim::LossScalePolicy::kStatic;
+    fixed.init_scale = 128.0;
+    optim::LossScaler constant(fixed, at::Device(at::kCPU));
+    std::vector<at::Tensor> overflow{at::full({1}, std::numeric_limits<float>::infinity())};
+    CHECK_FALSE(constant.unscale(overflow));
+    constant.update();
+    CHECK(constant.scale() == 128.0);
+}
