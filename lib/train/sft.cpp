@@ -113,8 +113,17 @@ void restore_weights(const std::string& dir, const std::string& stem, NamedTenso
     const io::Checkpoint ckpt = io::Checkpoint::open(dir, stem);
     at::NoGradGuard no_grad;
     for (auto& [name, t] : trainable) {
-        if (!ckpt.contains(name)) fail(ErrorKind::kConfig, dir + ": the checkpoint has no '" + name + "' for this run");
-        t.copy_(model::mapped_tensor(ckpt.shared_file_of(name), name));
+        if (!ckpt.contains(name))
+            fail(ErrorKind::kConfig, dir + ": the checkpoint has no '" + name +
+                                         "' for this run (a checkpoint of another model or LoRA configuration?)");
+        const at::Tensor saved = model::mapped_tensor(ckpt.shared_file_of(name), name);
+        if (saved.sizes() != t.sizes()) {
+            std::ostringstream shapes;
+            shapes << saved.sizes() << " in the checkpoint but " << t.sizes() << " in this run";
+            fail(ErrorKind::kConfig, dir + ": '" + name + "' has shape " + shapes.str() +
+                                         " (a checkpoint of another model or LoRA configuration?)");
+        }
+        t.copy_(saved);
     }
 }
 

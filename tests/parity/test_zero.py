@@ -20,11 +20,14 @@ ranks, with and without accumulation. Checks:
                ~36 MB for the slices + their file pages; the rest is not yet accounted for)
   resume       a stage-2 run on 4 ranks saves checkpoint-10; resumed on 2 ranks under stage 1
                (re-partitioned optimizer state) it logs the uninterrupted curve for steps 11..20
+  bad input    resuming that checkpoint with another model: exit 2 naming the tensor, its two
+               shapes and the likely cause, before any step
 """
 import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -162,6 +165,19 @@ def main():
         tail = worst_curve_diff(resumed, single, steps) if len(resumed) == 20 else float("inf")
         check("resumed from" in log and tail <= 1e-5,
               f"checkpoint of 4 ranks (ZeRO-2) resumed on 2 ranks (ZeRO-1): steps 11..20 worst rel diff {tail:.2e} <= 1e-5")
+        # The same checkpoint with another model (the 32-layer one): a clear error, no step.
+        other = os.path.join(work, "other_model")
+        os.makedirs(other)
+        shutil.copytree(os.path.join(four, "checkpoint-10"), os.path.join(other, "checkpoint-10"))
+        proc = subprocess.run([sft.FTLAUNCH, "--cpu", "--num_processes", "1", "train", "--model_name_or_path",
+                               os.path.join(work, "big_model"), "--dataset_name", data_dir, "--splits", "train",
+                               "--use_peft_lora", "True", "--lora_r", "4", "--lora_alpha", "8",
+                               "--lora_target_modules", "all-linear", "--max_steps", "20", "--bf16", "False",
+                               "--output_dir", other, "--resume_from_checkpoint", "True"],
+                              capture_output=True, text=True, timeout=600)
+        text = proc.stdout + proc.stderr
+        check(proc.returncode == 2 and "a checkpoint of another model" in text and "in this run" in text
+              and "step 11/" not in text, f"resume with another model: exit {proc.returncode}, a clear error")
     if failures:
         sys.exit(1)
     print("all ZeRO checks passed")
