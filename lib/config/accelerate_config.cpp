@@ -1,12 +1,11 @@
 #include "config/accelerate_config.h"
 
 #include <cstdlib>
-#include <fstream>
 #include <functional>
 #include <map>
-#include <sstream>
 
 #include "config/yaml_reader.h"
+#include "util/files.h"
 #include "util/error.h"
 #include "util/strings.h"
 
@@ -228,15 +227,13 @@ ParsedAccelerateConfig parse_accelerate_config(const std::string& text, const st
 }
 
 ParsedAccelerateConfig load_accelerate_config(const std::string& path) {
-    std::ifstream probe(path);
-    if (!probe)
+    const auto text = read_text_file(path);
+    if (!text)
         ftl::fail(ErrorKind::kConfig,
                   "The passed configuration file `" + path +
                       "` does not exist. Pass an existing file to --config_file, or write one with "
                       "`ftlaunch config --config_file " + path + "`.");
-    std::stringstream text;
-    text << probe.rdbuf();
-    return parse_accelerate_config(text.str(), path);
+    return parse_accelerate_config(*text, path);
 }
 
 std::string default_accelerate_config_path() {

@@ -1,9 +1,8 @@
 #include "config/deepspeed_config.h"
 
 #include <cmath>
-#include <fstream>
-#include <sstream>
 
+#include "util/files.h"
 #include "util/error.h"
 #include "util/strings.h"
 
@@ -289,11 +288,9 @@ BuiltDeepSpeedConfig parse_deepspeed_json(const std::string& text, const std::st
 }
 
 BuiltDeepSpeedConfig load_deepspeed_json(const std::string& path) {
-    std::ifstream in(path);
-    if (!in) ftl::fail(ErrorKind::kConfig, path + ": DeepSpeed config file cannot be read (does it exist?)");
-    std::stringstream text;
-    text << in.rdbuf();
-    return parse_deepspeed_json(text.str(), path);
+    const auto text = read_text_file(path);
+    if (!text) ftl::fail(ErrorKind::kConfig, path + ": DeepSpeed config file cannot be read (does it exist?)");
+    return parse_deepspeed_json(*text, path);
 }
 
 void apply_mixed_precision(DeepSpeedConfig& ds, MixedPrecision mp) {

@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "data/arrow_reader.h"
+#include "util/files.h"
 #include "util/error.h"
 #include "util/strings.h"
 
@@ -36,11 +36,9 @@ void read_jsonl(const std::string& path, std::vector<nlohmann::json>& out) {
 }
 
 void read_json(const std::string& path, std::vector<nlohmann::json>& out) {
-    std::ifstream in(path);
-    if (!in) fail(ErrorKind::kIo, path + ": cannot read");
-    std::stringstream text;
-    text << in.rdbuf();
-    auto doc = nlohmann::json::parse(text.str(), nullptr, false);
+    const auto text = read_text_file(path);
+    if (!text) fail(ErrorKind::kIo, path + ": cannot read");
+    auto doc = nlohmann::json::parse(*text, nullptr, false);
     if (doc.is_discarded()) {  // many ".json" dataset files are JSON lines
         read_jsonl(path, out);
         return;

@@ -1,9 +1,8 @@
 #include "model/model_config.h"
 
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
+#include "util/files.h"
 #include "util/error.h"
 #include "util/strings.h"
 
@@ -202,11 +201,9 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
 
 DecoderConfig read_decoder_config(const std::string& model_dir) {
     const std::string path = model_dir + "/config.json";
-    std::ifstream in(path);
-    if (!in) fail(ErrorKind::kConfig, path + ": cannot read (is " + model_dir + " a model folder?)");
-    std::stringstream text;
-    text << in.rdbuf();
-    return parse_decoder_config(text.str(), path);
+    const auto text = read_text_file(path);
+    if (!text) fail(ErrorKind::kConfig, path + ": cannot read (is " + model_dir + " a model folder?)");
+    return parse_decoder_config(*text, path);
 }
 
 }  // namespace ftl::model

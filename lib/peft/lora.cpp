@@ -4,16 +4,15 @@
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
-#include <sstream>
 
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
 #include "io/safetensors_writer.h"
 #include "model/tensor_io.h"
+#include "util/files.h"
 #include "util/error.h"
 #include "util/strings.h"
 
@@ -166,11 +165,9 @@ void save_adapter(const std::string& dir, model::CausalLM& model, const LoraConf
 
 LoraConfig load_adapter(const std::string& dir, model::CausalLM& model) {
     const std::string config_path = dir + "/adapter_config.json";
-    std::ifstream in(config_path);
-    if (!in) fail(ErrorKind::kConfig, config_path + ": cannot read (is " + dir + " a PEFT adapter folder?)");
-    std::stringstream text;
-    text << in.rdbuf();
-    json cfg = json::parse(text.str(), nullptr, false);
+    const auto text = read_text_file(config_path);
+    if (!text) fail(ErrorKind::kConfig, config_path + ": cannot read (is " + dir + " a PEFT adapter folder?)");
+    json cfg = json::parse(*text, nullptr, false);
     if (cfg.is_discarded() || !cfg.is_object()) fail(ErrorKind::kConfig, config_path + ": not a JSON object");
     if (cfg.value("peft_type", "") != "LORA")
         fail(ErrorKind::kConfig, config_path + ": peft_type: only LORA adapters are read (got " +

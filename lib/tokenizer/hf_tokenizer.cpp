@@ -1,10 +1,9 @@
 #include "tokenizer/hf_tokenizer.h"
 
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
+#include "util/files.h"
 #include "util/error.h"
 
 namespace ftl::tokenizer {
@@ -13,11 +12,9 @@ namespace {
 using nlohmann::json;
 
 json read_json_if_present(const std::string& path) {
-    std::ifstream in(path);
-    if (!in) return json::object();
-    std::stringstream text;
-    text << in.rdbuf();
-    json j = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+    const auto text = read_text_file(path);
+    if (!text) return json::object();
+    json j = json::parse(*text, nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded() || !j.is_object()) fail(ErrorKind::kConfig, path + ": not a JSON object (malformed file)");
     return j;
 }
@@ -85,10 +82,7 @@ HfTokenizer HfTokenizer::load_checked(const std::string& dir, const SpecialToken
         }
     }
     if (t.chat_template_.empty() && fs::exists(dir + "/chat_template.jinja")) {
-        std::ifstream in(dir + "/chat_template.jinja");
-        std::stringstream text;
-        text << in.rdbuf();
-        t.chat_template_ = text.str();
+        t.chat_template_ = read_text_file(dir + "/chat_template.jinja").value_or("");
     }
     if (config.contains("model_max_length") && config["model_max_length"].is_number())
         t.model_max_length_ = static_cast<int64_t>(config["model_max_length"].get<double>());

@@ -1,11 +1,10 @@
 #include "tokenizer/tokenizer.h"
 
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "tokenizer/text.h"
+#include "util/files.h"
 #include "util/error.h"
 
 namespace ftl::tokenizer {
@@ -95,11 +94,9 @@ Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
 
 Tokenizer Tokenizer::from_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) fail(ErrorKind::kConfig, path + ": cannot read the tokenizer file");
-    std::stringstream text;
-    text << in.rdbuf();
-    return from_json_text(text.str(), path);
+    const auto text = read_text_file(path);
+    if (!text) fail(ErrorKind::kConfig, path + ": cannot read the tokenizer file");
+    return from_json_text(*text, path);
 }
 
 Tokenizer Tokenizer::from_json_text(const std::string& text, const std::string& source) {

@@ -4,13 +4,12 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
 #include "model/tensor_io.h"
+#include "util/files.h"
 #include "util/error.h"
 #include "util/strings.h"
 
@@ -98,10 +97,7 @@ std::string find_checkpoint(const std::string& resume_from, const std::string& o
 
 CheckpointContents load_checkpoint(const std::string& dir) {
     CheckpointContents c;
-    std::ifstream in(dir + "/trainer_state.json");
-    std::stringstream text;
-    text << in.rdbuf();
-    c.trainer_state = nlohmann::json::parse(text.str(), nullptr, false);
+    c.trainer_state = nlohmann::json::parse(read_text_file(dir + "/trainer_state.json").value_or(""), nullptr, false);
     if (c.trainer_state.is_discarded() || !c.trainer_state.contains("global_step"))
         fail(ErrorKind::kConfig, dir + "/trainer_state.json: not a trainer state (no global_step)");
     c.global_step = c.trainer_state["global_step"].get<int64_t>();
