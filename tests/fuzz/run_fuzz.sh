@@ -33,7 +33,7 @@ build() {  # build NAME SOURCES... -- LIBS...
   fi
 }
 
-util=("$src/lib/util/error.cpp" "$src/lib/util/strings.cpp")
+util=("$src/lib/util/error.cpp" "$src/lib/util/strings.cpp" "$src/lib/util/files.cpp")
 build fuzz_safetensors_header "$src/tests/fuzz/fuzz_safetensors_header.cpp" "$src/lib/io/safetensors.cpp" \
   "${util[@]}" --
 build fuzz_tokenizer_json "$src/tests/fuzz/fuzz_tokenizer_json.cpp" "$src"/lib/tokenizer/{text,bpe,pipeline,tokenizer}.cpp \
