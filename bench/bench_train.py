@@ -52,7 +52,8 @@ def main():
         common = ["--splits", "train", "--max_seq_len", "512", "--use_peft_lora", "True", "--lora_r", "8",
                   "--lora_alpha", "16", "--lora_dropout", "0", "--lora_target_modules", "all-linear",
                   "--learning_rate", "1e-3", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
-                  "--max_steps", str(args.steps), "--logging_steps", str(args.steps), "--bf16", "False", "--seed", "5"]
+                  "--max_steps", str(args.steps), "--logging_steps", str(args.steps), "--bf16", "False", "--seed", "5",
+                  "--gradient_checkpointing", "False"]  # SFTConfig's default is True; the reference keeps activations
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         out = subprocess.run([ftlaunch, "--cpu", "--num_processes", "1", "train", "--model_name_or_path", model_dir,
                               "--dataset_name", data_dir, "--output_dir", os.path.join(work, "out"), *common],
