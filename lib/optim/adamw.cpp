@@ -17,22 +17,24 @@ AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOption
     }
 }
 
+void adamw_update(at::Tensor& param, const at::Tensor& grad, at::Tensor& exp_avg, at::Tensor& exp_avg_sq,
+                  int64_t step, double lr, const AdamWOptions& options) {
+    const double step_size = lr / (1.0 - std::pow(options.beta1, static_cast<double>(step)));
+    const double bias_correction2_sqrt = std::sqrt(1.0 - std::pow(options.beta2, static_cast<double>(step)));
+    param.mul_(1.0 - lr * options.weight_decay);
+    exp_avg.lerp_(grad, 1.0 - options.beta1);
+    exp_avg_sq.mul_(options.beta2).addcmul_(grad, grad, 1.0 - options.beta2);
+    at::Tensor denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(options.eps);
+    param.addcdiv_(exp_avg, denom, -step_size);
+}
+
 void AdamW::step(double lr) {
     at::NoGradGuard no_grad;
     ++step_;
-    const double bias_correction1 = 1.0 - std::pow(options_.beta1, static_cast<double>(step_));
-    const double bias_correction2 = 1.0 - std::pow(options_.beta2, static_cast<double>(step_));
-    const double step_size = lr / bias_correction1;
-    const double bias_correction2_sqrt = std::sqrt(bias_correction2);
     for (size_t i = 0; i < params_.size(); ++i) {
         at::Tensor& p = params_[i].second;
-        const at::Tensor& g = p.grad();
-        if (!g.defined()) continue;
-        p.mul_(1.0 - lr * options_.weight_decay);
-        exp_avg_[i].lerp_(g, 1.0 - options_.beta1);
-        exp_avg_sq_[i].mul_(options_.beta2).addcmul_(g, g, 1.0 - options_.beta2);
-        at::Tensor denom = (exp_avg_sq_[i].sqrt() / bias_correction2_sqrt).add_(options_.eps);
-        p.addcdiv_(exp_avg_[i], denom, -step_size);
+        if (!p.grad().defined()) continue;
+        adamw_update(p, p.grad(), exp_avg_[i], exp_avg_sq_[i], step_, lr, options_);
     }
 }
 

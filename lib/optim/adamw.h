@@ -20,6 +20,11 @@ struct AdamWOptions {
     double weight_decay = 0.0;
 };
 
+// One AdamW update of `param` in place with gradient `grad` and moments `exp_avg`,
+// `exp_avg_sq` (updated in place), at 1-based step `step` (for the bias corrections).
+void adamw_update(at::Tensor& param, const at::Tensor& grad, at::Tensor& exp_avg, at::Tensor& exp_avg_sq,
+                  int64_t step, double lr, const AdamWOptions& options);
+
 class AdamW {
 public:
     // `params`: (name, fp32 tensor with .grad()) pairs; names key the saved state.

@@ -67,13 +67,7 @@ PartitionedAdamW::StepResult PartitionedAdamW::step(double lr, double max_grad_n
     if (max_grad_norm > 0) grad.mul_(std::min(1.0, max_grad_norm / (result.grad_norm + 1e-6)));
     // 4. AdamW on the slice (optim::AdamW's update)
     ++step_;
-    const double bias_correction1 = 1.0 - std::pow(options_.beta1, static_cast<double>(step_));
-    const double bias_correction2_sqrt = std::sqrt(1.0 - std::pow(options_.beta2, static_cast<double>(step_)));
-    master_.mul_(1.0 - lr * options_.weight_decay);
-    exp_avg_.lerp_(grad, 1.0 - options_.beta1);
-    exp_avg_sq_.mul_(options_.beta2).addcmul_(grad, grad, 1.0 - options_.beta2);
-    at::Tensor denom = (exp_avg_sq_.sqrt() / bias_correction2_sqrt).add_(options_.eps);
-    master_.addcdiv_(exp_avg_, denom, -lr / bias_correction1);
+    optim::adamw_update(master_, grad, exp_avg_, exp_avg_sq_, step_, lr, options_);
     // 5. every rank's updated slice back into the full parameters
     at::Tensor full = at::empty({layout_.padded()}, master_.options());
     if (comm_) comm_->all_gather(full, master_);
