@@ -1,28 +1,30 @@
 #!/usr/bin/env bash
 # Installs everything ftlaunch needs to build and test, idempotently:
 #   - Debian packages (compiler tool chain, CLI11, yaml-cpp, spdlog, nlohmann-json, Catch2,
-#     OpenMPI, ccache, PCRE2, utf8proc, liburing, clang for the fuzz targets);
+#     OpenMPI, ccache, PCRE2, utf8proc, liburing, clang for the fuzz targets, headless Chromium
+#     for the run-report test);
 #   - a Python virtualenv OUTSIDE the checkout ($FTLAUNCH_VENV, default
 #     $HOME/.cache/ftlaunch/venv) holding torch==2.11.0 (LibTorch comes from this wheel; the
 #     PyPI build is the CUDA 13.0 one, matching the machine's toolkit), pyarrow, and the parity
-#     test oracles (transformers, peft, tokenizers, safetensors, accelerate).
+#     test oracles (transformers, peft, tokenizers, safetensors, accelerate; tensorboard and
+#     pillow read back the event files and report screenshots).
 # A second run finds everything in place, installs nothing and takes seconds.
 # On a machine whose python3 already has torch 2.11 and no registry (the GPU image), set
 # FTLAUNCH_USE_SYSTEM_PYTHON=1: nothing is installed, the system python3 is used.
 set -euo pipefail
 
 venv="${FTLAUNCH_VENV:-$HOME/.cache/ftlaunch/venv}"
-stamp_version=3   # bump when the package list below changes
+stamp_version=4   # bump when the package list below changes
 
 apt_packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libcli11-dev libyaml-cpp-dev libspdlog-dev nlohmann-json3-dev catch2
   libopenmpi-dev openmpi-bin libpcre2-dev libutf8proc-dev liburing-dev clang
-  python3-venv
+  python3-venv chromium-headless-shell
 )
 python_packages=(
   "torch==2.11.0" "numpy<3" pyarrow
-  transformers peft tokenizers safetensors accelerate tensorboard
+  transformers peft tokenizers safetensors accelerate tensorboard pillow
 )
 
 log() { printf '[setup] %s\n' "$*"; }

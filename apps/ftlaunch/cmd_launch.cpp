@@ -16,7 +16,8 @@ namespace ftl::app {
 
 namespace {
 
-int run_job_worker(const config::RunConfig& run, const launch::WorkerIdentity& id, const Log& log) {
+int run_job_worker(const config::RunConfig& run, const launch::WorkerIdentity& id, launch::LaunchPlan plan,
+                   const Log& log) {
     if (run.train.job == config::JobKind::kSeq2seqExample)
         ftl::fail(ErrorKind::kUsage, "the " + config::to_string(run.train.job) +
                                          " job is not part of this build yet (issue 9); its configuration resolves "
@@ -27,6 +28,14 @@ int run_job_worker(const config::RunConfig& run, const launch::WorkerIdentity& i
     rank.device = worker_device(run.accelerate);
     rank.device_index = id.local_rank;
     if (const char* progress = std::getenv("FTLAUNCH_PROGRESS")) rank.progress_bar = std::string(progress) == "1";
+    if (const char* peak = std::getenv("FTLAUNCH_PEAK_TFLOPS"); peak && *peak) {
+        char* end = nullptr;
+        const double tflops = std::strtod(peak, &end);
+        if (*end != '\0' || !(tflops > 0))
+            ftl::fail(ErrorKind::kUsage, "FTLAUNCH_PEAK_TFLOPS: must be a positive number of TFLOP/s (got '" + std::string(peak) + "')");
+        rank.peak_tflops = tflops;
+    }
+    rank.status_requested = status_requests();
     std::unique_ptr<dist::Comm> comm;
     if (id.world_size > 1) {
         dist::CommOptions options;
@@ -49,7 +58,12 @@ int run_job_worker(const config::RunConfig& run, const launch::WorkerIdentity& i
         };
     }
     if (run.train.job == config::JobKind::kEvaluate) train::run_evaluate(run, rank);
-    else train::run_sft(run, rank, log);
+    else {
+        // The plan as this job runs it: the rendezvous the launcher settled on.
+        plan.master_addr = id.master_addr;
+        plan.master_port = id.master_port;
+        train::run_sft(run, rank, log, plan.to_json());
+    }
     return 0;
 }
 
@@ -70,7 +84,7 @@ int run_launch(const Invocation& inv, const Log& log) {
         std::cout << out.dump(2) << std::endl;
         return 0;
     }
-    if (identity) return run_job_worker(run, *identity, log);
+    if (identity) return run_job_worker(run, *identity, plan, log);
     if (run.train.job == config::JobKind::kSeq2seqExample)
         ftl::fail(ErrorKind::kUsage, "the " + config::to_string(run.train.job) +
                                          " job is not part of this build yet (issue 9); its configuration resolves "

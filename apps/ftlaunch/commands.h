@@ -32,4 +32,7 @@ int run_config(const std::string& config_file, bool write_default, const Log& lo
 // `ftlaunch env`: versions, devices, communication libraries, the config in use.
 int run_env(const Invocation& inv, const Log& log);
 
+// `ftlaunch report OUTPUT_DIR`: writes OUTPUT_DIR/report.html from OUTPUT_DIR/metrics.jsonl.
+int run_report(const std::string& output_dir, const Log& log);
+
 }  // namespace ftl::app

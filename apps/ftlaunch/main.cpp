@@ -114,6 +114,9 @@ int dispatch(const std::vector<std::string>& argv, const ftl::Log& log) {
     test_cmd->add_option("--repeat", inv.test_repeat, "run the checks this many times (a soak test)")
         ->check(CLI::PositiveNumber);
     auto* env_cmd = app.add_subcommand("env", "print versions, devices and the config in use");
+    std::string report_dir;
+    auto* report_cmd = app.add_subcommand("report", "write OUTPUT_DIR/report.html from a run's metrics.jsonl");
+    report_cmd->add_option("output_dir", report_dir, "the run's --output_dir")->required();
     app.footer("Jobs: " + ftl::join(ftl::config::known_job_tokens(), ", ") +
                "; their flags follow the job token (see README).");
     try {
@@ -123,7 +126,7 @@ int dispatch(const std::vector<std::string>& argv, const ftl::Log& log) {
         return code == 0 ? 0 : 2;
     }
     if (job_at < argv.size()) {
-        if (config_cmd->parsed() || test_cmd->parsed() || env_cmd->parsed())
+        if (config_cmd->parsed() || test_cmd->parsed() || env_cmd->parsed() || report_cmd->parsed())
             ftl::fail(ftl::ErrorKind::kUsage, "'" + argv[job_at] + "' cannot follow a subcommand");
         inv.job_token = argv[job_at];
         inv.job_argv.assign(argv.begin() + static_cast<long>(job_at) + 1, argv.end());
@@ -132,8 +135,9 @@ int dispatch(const std::vector<std::string>& argv, const ftl::Log& log) {
     if (config_cmd->parsed()) return ftl::app::run_config(inv.flags.config_file.value_or(""), config_default, log);
     if (test_cmd->parsed()) return ftl::app::run_test(inv, log);
     if (env_cmd->parsed()) return ftl::app::run_env(inv, log);
+    if (report_cmd->parsed()) return ftl::app::run_report(report_dir, log);
     std::cout << app.help();
-    ftl::fail(ftl::ErrorKind::kUsage, "nothing to run: give a job (train ...) or a subcommand (config, test, env)");
+    ftl::fail(ftl::ErrorKind::kUsage, "nothing to run: give a job (train ...) or a subcommand (config, test, env, report)");
 }
 
 // "ftlaunch" for the launcher, "ftlaunch rank 3" in a worker, so every line says who wrote it.

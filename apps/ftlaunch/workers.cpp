@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <csignal>
 #include <cstdlib>
 
 #include "launch/supervisor.h"
@@ -19,7 +20,26 @@ std::string own_executable() {
     return std::string(path, static_cast<size_t>(n));
 }
 
+// A signal handler can only set a flag: this is the one process-wide variable ftlaunch has, set
+// by the SIGUSR1 handler and read through status_requests().
+volatile std::sig_atomic_t status_signal_pending = 0;
+
+void on_status_signal(int) { status_signal_pending = 1; }
+
 }  // namespace
+
+std::function<bool()> status_requests() {
+    struct sigaction action {};
+    action.sa_handler = on_status_signal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    sigaction(SIGUSR1, &action, nullptr);
+    return [] {
+        if (!status_signal_pending) return false;
+        status_signal_pending = 0;
+        return true;
+    };
+}
 
 std::optional<launch::WorkerIdentity> worker_identity(const config::AccelerateConfig& accelerate) {
     return launch::detect_worker(launch::process_env(), accelerate.main_process_ip, accelerate.main_process_port);

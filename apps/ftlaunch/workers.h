@@ -2,6 +2,7 @@
 // or the launcher, and in the launcher start the workers of a plan.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -19,6 +20,10 @@ std::optional<launch::WorkerIdentity> worker_identity(const config::AccelerateCo
 // "cuda" or "cpu" for a worker: the launcher's choice (FTLAUNCH_DEVICE) or, under mpirun/srun,
 // use_cpu and whether a GPU is visible.
 std::string worker_device(const config::AccelerateConfig& accelerate);
+
+// Installs this worker's SIGUSR1 handler and returns the function that reports, once per
+// signal, whether a status block was asked for (train::RankContext::status_requested).
+std::function<bool()> status_requests();
 
 // Starts the plan's workers running `argv` (the launcher's own command line) and waits.
 // Returns the exit code; reports a failed worker through `log`.

@@ -1,5 +1,7 @@
 #include "config/run_config.h"
 
+#include <cstdlib>
+
 #include <filesystem>
 
 #include "util/error.h"
@@ -206,6 +208,9 @@ RunConfig resolve_run_config(const LauncherFlags& flags, const std::string& job_
                                          " (ftlaunch runs its built-in jobs natively, not Python scripts)");
     auto parsed = parse_train_args(*job, job_argv);
     run.train = std::move(parsed.args);
+    // transformers' TensorBoardCallback takes its folder from the environment.
+    if (const char* tb = std::getenv("TENSORBOARD_LOGGING_DIR"); tb && *tb && run.train.logging_dir.empty())
+        run.train.logging_dir = tb;
     run.warnings.insert(run.warnings.end(), parsed.warnings.begin(), parsed.warnings.end());
 
     const AccelerateConfig& c = run.accelerate;

@@ -1,5 +1,6 @@
 #include "config/train_args.h"
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <type_traits>
@@ -211,7 +212,12 @@ void validate(const TrainArgs& a) {
                                              "' not recognized as one of test or train (got '" + a.splits + "')");
     }
     if (a.output_dir.empty()) ftl::fail(ErrorKind::kUsage, "--output_dir: must not be empty");
+    report_targets(a.report_to);
 }
+
+// The integrations transformers' --report_to knows (transformers.integrations), TensorBoard aside.
+const char* const kOnlineIntegrations[] = {"azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive",
+                                           "flyte",    "mlflow",  "neptune",    "swanlab",  "trackio", "wandb"};
 
 }  // namespace
 
@@ -258,6 +264,28 @@ TrainArgs default_train_args(JobKind job) {
         a.output_dir = "twitter_complaints_facebook_bart-large_LORA_SEQ_2_SEQ_LM";
     }
     return a;
+}
+
+ReportTargets report_targets(const std::string& report_to) {
+    ReportTargets targets;
+    for (const std::string& item : split(report_to, ',')) {
+        const std::string name = trim(item);
+        if (name == "none" || name.empty()) continue;
+        if (name == "all" || name == "tensorboard") {
+            targets.tensorboard = true;
+            continue;
+        }
+        const bool known = std::find(std::begin(kOnlineIntegrations), std::end(kOnlineIntegrations), name) !=
+                           std::end(kOnlineIntegrations);
+        if (!known) {
+            std::vector<std::string> names(std::begin(kOnlineIntegrations), std::end(kOnlineIntegrations));
+            names.insert(names.begin(), {"none", "all", "tensorboard"});
+            ftl::fail(ErrorKind::kUsage, "--report_to: '" + name + "' is not an integration transformers knows (one or more of " +
+                                             join(names, ", ") + ", separated by commas)");
+        }
+        targets.online.push_back(name);
+    }
+    return targets;
 }
 
 ParsedTrainArgs parse_train_args(JobKind job, const std::vector<std::string>& argv) {
@@ -308,6 +336,12 @@ ParsedTrainArgs parse_train_args(JobKind job, const std::vector<std::string>& ar
             "--push_to_hub and --hub_* are accepted but nothing is uploaded: ftlaunch has no "
             "network access to the Hub; the results stay in --output_dir " + a.output_dir);
     validate(a);
+    const ReportTargets targets = report_targets(a.report_to);
+    if (!targets.online.empty())
+        out.warnings.push_back("--report_to " + join(targets.online, ",") +
+                               ": these services are online and ftlaunch sends nothing over the network; training goes on, "
+                               "and the metrics are in " + a.output_dir + "/metrics.jsonl (and TensorBoard files with "
+                               "--report_to tensorboard)");
     return out;
 }
 

@@ -67,7 +67,7 @@ struct TrainArgs {
     std::string log_level = "passive";
     std::string log_level_replica = "warning";
     std::string logging_strategy = "steps";
-    std::string logging_dir;
+    std::string logging_dir;                  // TensorBoard folder; empty: $TENSORBOARD_LOGGING_DIR, else output_dir/runs/<date>_<host>
     bool logging_first_step = false;
     std::string eval_strategy = "no";
     std::optional<double> eval_steps;
@@ -117,6 +117,15 @@ struct ParsedTrainArgs {
     TrainArgs args;
     std::vector<std::string> warnings;  // hub flags without network, overridden settings
 };
+
+// --report_to as HF TrainingArguments reads it: "none", "all" (every integration this build has:
+// TensorBoard), or integration names separated by commas ("tensorboard,wandb").
+struct ReportTargets {
+    bool tensorboard = false;
+    std::vector<std::string> online;  // integrations that send to a service: warned about, nothing is sent
+};
+// Throws ftl::Error(kUsage) naming an integration HF does not know, with the known names.
+ReportTargets report_targets(const std::string& report_to);
 
 // Defaults for a job: SFT defaults, or the seq2seq example's hard-coded hyperparameters.
 TrainArgs default_train_args(JobKind job);

@@ -70,6 +70,9 @@ void spawn(Child& child, const std::vector<std::string>& argv, const std::map<st
         if (getppid() != parent) _exit(127);  // the launcher died before prctl took effect
         dup2(out[1], STDOUT_FILENO);
         dup2(err[1], STDERR_FILENO);
+        // Ignored across exec until the worker installs its status handler, so an early status
+        // request (SIGUSR1) cannot kill a worker that is still starting.
+        signal(SIGUSR1, SIG_IGN);
         sigprocmask(SIG_SETMASK, &parent_mask, nullptr);
         execve(c_argv[0], c_argv.data(), c_env.data());
         const std::string message = "ftlaunch: cannot exec " + argv[0] + ": " + std::strerror(errno) + "\n";
@@ -152,6 +155,7 @@ SupervisorResult supervise(std::vector<Child>& children, const std::vector<std::
     sigaddset(&handled, SIGINT);
     sigaddset(&handled, SIGTERM);
     sigaddset(&handled, SIGHUP);
+    sigaddset(&handled, SIGUSR1);
     sigprocmask(SIG_BLOCK, &handled, &previous);
     const int sfd = signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sfd < 0) ftl::fail(ErrorKind::kIo, std::string("signalfd(): ") + std::strerror(errno));
@@ -178,6 +182,10 @@ SupervisorResult supervise(std::vector<Child>& children, const std::vector<std::
         signalfd_siginfo info;
         while (read(sfd, &info, sizeof(info)) == sizeof(info)) {
             if (info.ssi_signo == SIGCHLD) continue;
+            if (info.ssi_signo == SIGUSR1) {  // a status request: rank 0 prints a block, nobody stops
+                signal_all(children, SIGUSR1);
+                continue;
+            }
             if (!forwarded_signal) {
                 forwarded_signal = static_cast<int>(info.ssi_signo);
                 log.warn(std::string("received ") + strsignal(forwarded_signal) + ": passing it to the workers");

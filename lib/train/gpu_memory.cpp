@@ -1,6 +1,7 @@
 #include "train/gpu_memory.h"
 
 #include "util/error.h"
+#include "util/memory.h"
 
 #ifdef FTL_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -25,6 +26,11 @@ std::pair<int64_t, int64_t> allocated_bytes(c10::DeviceIndex) {
 #endif
 
 }  // namespace
+
+int64_t device_peak_bytes(const c10::Device& device) {
+    if (!device.is_cuda()) return peak_resident_bytes();
+    return allocated_bytes(device.index() < 0 ? 0 : device.index()).second;
+}
 
 GpuMemoryPhase::GpuMemoryPhase(const c10::Device& device) : index_(device.index() < 0 ? 0 : device.index()) {
 #ifdef FTL_WITH_CUDA

@@ -5,10 +5,16 @@
 
 #include <c10/core/Device.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
 namespace ftl::train {
+
+// The high-water mark of this rank's memory since its last reset, in bytes: on CUDA the caching
+// allocator's peak allocated bytes (reset by GpuMemoryPhase), on CPU the process's peak resident
+// set size (reset by CpuMemoryPhase).
+int64_t device_peak_bytes(const c10::Device& device);
 
 class GpuMemoryPhase {
 public:

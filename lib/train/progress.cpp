@@ -18,6 +18,12 @@ std::string clock_text(double seconds) {
     return out;
 }
 
+// Seconds left at the rate of this run's steps so far.
+double remaining_seconds(int64_t done, int64_t total, int64_t first, double elapsed_seconds) {
+    const int64_t run_steps = done - first;
+    return run_steps > 0 ? elapsed_seconds / static_cast<double>(run_steps) * static_cast<double>(total - done) : 0.0;
+}
+
 }  // namespace
 
 std::string progress_line(int64_t done, int64_t total, int64_t first, double elapsed_seconds,
@@ -25,9 +31,7 @@ std::string progress_line(int64_t done, int64_t total, int64_t first, double ela
     constexpr int kWidth = 20;
     const double fraction = total > 0 ? std::clamp(static_cast<double>(done) / static_cast<double>(total), 0.0, 1.0) : 1.0;
     const int filled = static_cast<int>(fraction * kWidth);
-    const int64_t run_steps = done - first;
-    const double remaining =
-        run_steps > 0 ? elapsed_seconds / static_cast<double>(run_steps) * static_cast<double>(total - done) : 0.0;
+    const double remaining = remaining_seconds(done, total, first, elapsed_seconds);
     std::string line = "\r" + std::to_string(done) + "/" + std::to_string(total) + " ";
     char percent[8];
     std::snprintf(percent, sizeof percent, "%3d%%", static_cast<int>(fraction * 100));
@@ -41,6 +45,23 @@ std::string progress_line(int64_t done, int64_t total, int64_t first, double ela
     }
     std::snprintf(tail, sizeof tail, ", %.0f tok/s", tokens_per_second);
     return line + tail;
+}
+
+std::string status_block(int64_t done, int64_t total, int64_t first, double elapsed_seconds, double loss,
+                         double tokens_per_second, const std::vector<int64_t>& peak_memory_bytes) {
+    const int percent = total > 0 ? static_cast<int>(100 * done / total) : 100;
+    char text[256];
+    std::snprintf(text, sizeof text, "[ftlaunch status] step %lld/%lld (%d%%), elapsed %s, ETA %s\n  loss %.6g (last step), %.0f tokens/s (all ranks)\n",
+                  static_cast<long long>(done), static_cast<long long>(total), percent, clock_text(elapsed_seconds).c_str(),
+                  clock_text(remaining_seconds(done, total, first, elapsed_seconds)).c_str(), loss, tokens_per_second);
+    std::string block = text;
+    block += "  peak memory:";
+    for (size_t r = 0; r < peak_memory_bytes.size(); ++r) {
+        std::snprintf(text, sizeof text, "%s rank %zu %.2f GiB", r ? "," : "", r,
+                      static_cast<double>(peak_memory_bytes[r]) / (1024.0 * 1024.0 * 1024.0));
+        block += text;
+    }
+    return block + "\n";
 }
 
 }  // namespace ftl::train

@@ -5,6 +5,7 @@
 #include <c10/core/Device.h>
 
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "dist/comm.h"
@@ -25,6 +26,12 @@ struct RankContext {
     }
     // Rank 0 draws a progress bar (the launcher's stdout is a terminal: FTLAUNCH_PROGRESS=1).
     bool progress_bar = false;
+    // The device's peak TFLOP/s for MFU when the user gives it (FTLAUNCH_PEAK_TFLOPS); else a
+    // datasheet figure or a measurement (train/throughput.h).
+    std::optional<double> peak_tflops;
+    // True once after someone asked for a status block (SIGUSR1 to the launcher or the worker);
+    // rank 0 then prints one (train/progress.h). Empty: never asked.
+    std::function<bool()> status_requested;
     // Tests of crash safety: called with the step while that checkpoint is half written (the
     // test kills the process there). Empty in normal runs.
     std::function<void(int64_t step)> during_checkpoint_save;

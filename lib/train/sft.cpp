@@ -26,6 +26,8 @@
 #include "train/optimizer_step.h"
 #include "zero/partitioned_weights.h"
 #include "train/progress.h"
+#include "train/run_record.h"
+#include "train/throughput.h"
 #include "util/error.h"
 #include "util/memory.h"
 #include "util/strings.h"
@@ -127,16 +129,11 @@ void restore_weights(const std::string& dir, const std::string& stem, NamedTenso
     }
 }
 
-}  // namespace
-
-void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& log) {
+// The job after its checks: inputs, model, schedule, the loop, the final save.
+void train(const config::RunConfig& run, const RankContext& rank, const Log& log, const std::string& resume_dir,
+           RunRecorder& recorder) {
     const config::TrainArgs& args = run.train;
     const bool main_rank = rank.rank == 0;
-    if (args.eval_strategy != "no" && args.eval_strategy != "steps" && args.eval_strategy != "epoch")
-        fail(ErrorKind::kConfig, "--eval_strategy: must be no, steps or epoch (got '" + args.eval_strategy + "')");
-    if (args.save_strategy != "no" && args.save_strategy != "steps" && args.save_strategy != "epoch")
-        fail(ErrorKind::kConfig, "--save_strategy: must be no, steps or epoch (got '" + args.save_strategy + "')");
-    if (main_rank) check_output_dir(args.output_dir);
     const auto& zero = run.deepspeed.zero_optimization;
     const int zero_stage = run.uses_deepspeed ? zero.stage : 0;
     if (main_rank && zero_stage == 3 && !args.use_peft_lora)
@@ -145,11 +142,6 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
     if (main_rank && run.uses_deepspeed && (zero.offload_optimizer.device != config::OffloadDevice::kNone ||
                                             zero.offload_param.device != config::OffloadDevice::kNone))
         log.warn("ZeRO offload is not in this build yet: the optimizer state and parameters stay on " + rank.device);
-    const std::string resume_dir =
-        args.resume_from_checkpoint.empty() || parse_bool(args.resume_from_checkpoint) == std::optional<bool>(false)
-            ? std::string()
-            : find_checkpoint(args.resume_from_checkpoint, args.output_dir);
-
     // ---- inputs: folders, tokenizer (as train.py sets it up), data ----
     const JobInputs inputs = resolve_job_inputs(args);
     const int32_t pad_id = inputs.tokenizer.pad_id().value_or(0);
@@ -184,6 +176,8 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
     int64_t trainable_count = 0, all_count = 0;
     for (auto& [name, t] : trainable) trainable_count += t.numel();
     for (auto& [name, t] : lm.named_weights()) all_count += t.numel();
+    const ModelShape shape{args.use_peft_lora ? all_count : 0, trainable_count, lm.config().num_layers,
+                           lm.config().hidden_size};
     if (main_rank)
         log.info("trainable params: " + std::to_string(trainable_count) + " || all params: " +
                  std::to_string(all_count + (args.use_peft_lora ? trainable_count : 0)));
@@ -245,6 +239,7 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
         for (int64_t i = 0; i < first_step * args.gradient_accumulation_steps; ++i) plan.next_micro_batch();
         if (main_rank) log.info("resumed from " + resume_dir + " at step " + std::to_string(first_step));
     }
+    recorder.schedule(first_step, total_steps, steps_per_epoch);
     if (main_rank)
         log.info("***** Running training *****  rows " + std::to_string(data.train.size()) + ", epochs " +
                  format_number(args.num_train_epochs) + ", batch per device " +
@@ -268,10 +263,23 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
     const std::optional<at::ScalarType> precision = autocast_dtype(args);
     double logged_loss = 0.0;
     int64_t logged_steps = 0, tokens_seen = 0;
+    // This rank's tokens, model FLOPs (train/throughput.h) and seconds in training steps (not in
+    // evaluation or saving) since the last logging step, for the logged rates; the progress bar
+    // shows the rate since the start.
+    int64_t interval_tokens = 0;
+    double interval_flops = 0.0, interval_seconds = 0.0;
+    std::optional<PeakFlops> peak;
+    if (main_rank) {
+        peak = device_peak_flops(device, precision.value_or(at::kFloat), rank.peak_tflops);
+        log.info("MFU is measured against " + format_number(peak->flops_per_second / 1e12) + " TFLOP/s per rank (" +
+                 peak->source + ")");
+    }
+    std::vector<int64_t> peak_memory(static_cast<size_t>(rank.world_size), 0);  // bytes per rank, this epoch
     const auto started = std::chrono::steady_clock::now();
     std::optional<CpuMemoryPhase> epoch_memory;  // the seed's per-epoch memory report
     std::optional<GpuMemoryPhase> epoch_gpu_memory;
     for (int64_t step = first_step; step < total_steps; ++step) {
+        const auto step_start = std::chrono::steady_clock::now();
         if (!epoch_memory) {
             if (device.is_cuda()) epoch_gpu_memory.emplace(device);
             epoch_memory.emplace();
@@ -295,12 +303,18 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
             }
             (scaler ? scaler->scaled(loss) : loss).backward();
             step_loss += loss.item<double>();
-            tokens_seen += b.attention_mask.sum().item<int64_t>();  // real tokens, not padding
+            const int64_t tokens = b.attention_mask.sum().item<int64_t>();  // real tokens, not padding
+            tokens_seen += tokens;
+            interval_tokens += tokens;
+            interval_flops += static_cast<double>(tokens) * training_flops_per_token(shape, b.input_ids.size(1));
         }
-        if (rank.comm) {
-            at::Tensor l = at::full({1}, step_loss, at::TensorOptions().dtype(at::kDouble));
-            rank.comm->all_reduce(l, dist::ReduceOp::kSum);
-            step_loss = l.item<double>();
+        {  // one collective for the step's loss (summed) and each rank's peak memory (its own slot)
+            at::Tensor stats = at::zeros({1 + rank.world_size}, at::TensorOptions().dtype(at::kDouble));
+            stats[0] = step_loss;
+            stats[1 + rank.rank] = static_cast<double>(device_peak_bytes(device));
+            if (rank.comm) rank.comm->all_reduce(stats, dist::ReduceOp::kSum);
+            step_loss = stats[0].item<double>();
+            for (int r = 0; r < rank.world_size; ++r) peak_memory[static_cast<size_t>(r)] = stats[1 + r].item<int64_t>();
         }
         const auto update = optimizer.step(learning_rate(), args.max_grad_norm, scaler ? &*scaler : nullptr);
         const double grad_norm = update.grad_norm;
@@ -312,6 +326,7 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
                          format_number(scaler->scale()));
         }
 
+        interval_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
         const int64_t done = step + 1;
         const bool last = done == total_steps;
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
@@ -319,6 +334,9 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
         if (main_rank && rank.progress_bar)
             std::cout << progress_line(done, total_steps, first_step, seconds, step_loss, tokens_per_second)
                       << "\n" << std::flush;
+        if (main_rank && rank.status_requested && rank.status_requested())
+            std::cout << status_block(done, total_steps, first_step, seconds, step_loss, tokens_per_second, peak_memory)
+                      << std::flush;
         const bool epoch_end = done % steps_per_epoch == 0;
         const double epoch = static_cast<double>(done) / static_cast<double>(steps_per_epoch);
         logged_loss += step_loss;
@@ -331,6 +349,14 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
                           {"epoch", epoch},
                           {"step", done}};
             log_history.push_back(entry);
+            StepMetrics metrics{done, epoch, entry["loss"].get<double>(), grad_norm, learning_rate(),
+                                static_cast<double>(interval_tokens) * rank.world_size / interval_seconds,
+                                std::nullopt, peak_memory};
+            if (peak) metrics.mfu = interval_flops / interval_seconds / peak->flops_per_second;
+            recorder.train_step(metrics);
+            interval_tokens = 0;
+            interval_flops = 0.0;
+            interval_seconds = 0.0;
             if (main_rank)
                 log.info("step " + std::to_string(done) + "/" + std::to_string(total_steps) + " " + entry.dump() +
                          " tokens/s " + format_number(tokens_per_second));
@@ -357,6 +383,7 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
                 for (const auto& line : eval_memory.report("eval")) log.info(line);
             json entry = {{"eval_loss", eval.loss}, {"eval_perplexity", eval.perplexity}, {"epoch", epoch}, {"step", done}};
             log_history.push_back(entry);
+            recorder.eval({done, epoch, eval.loss, eval.perplexity});
             if (main_rank) log.info("eval " + entry.dump());
         }
         if (!last && ((args.save_strategy == "steps" && done % save_every == 0) ||
@@ -371,6 +398,7 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
             };
             const std::string dir = save_checkpoint(args.output_dir, contents, write_weights, args.save_total_limit, crash_hook);
             log.info("saved " + dir);
+            recorder.checkpoint(done, dir);
         }
     }
 
@@ -381,6 +409,35 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
                               [&](std::ostream& out) { out << trainer_state(total_steps).dump(2) << "\n"; });
     log.info("saved " + std::string(args.use_peft_lora ? "the adapter" : "the weights") + " and trainer_state.json to " +
              args.output_dir);
+}
+
+}  // namespace
+
+void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& log, const nlohmann::json& launch_plan) {
+    const config::TrainArgs& args = run.train;
+    if (args.eval_strategy != "no" && args.eval_strategy != "steps" && args.eval_strategy != "epoch")
+        fail(ErrorKind::kConfig, "--eval_strategy: must be no, steps or epoch (got '" + args.eval_strategy + "')");
+    if (args.save_strategy != "no" && args.save_strategy != "steps" && args.save_strategy != "epoch")
+        fail(ErrorKind::kConfig, "--save_strategy: must be no, steps or epoch (got '" + args.save_strategy + "')");
+    if (rank.rank == 0) check_output_dir(args.output_dir);
+    const std::string resume_dir =
+        args.resume_from_checkpoint.empty() || parse_bool(args.resume_from_checkpoint) == std::optional<bool>(false)
+            ? std::string()
+            : find_checkpoint(args.resume_from_checkpoint, args.output_dir);
+    RunRecorder recorder(args, !resume_dir.empty(), rank, log);
+    json resolved = run.to_json();
+    resolved["launch_plan"] = launch_plan;
+    recorder.start(resolved);
+    try {
+        train(run, rank, log, resume_dir, recorder);
+    } catch (const Error& e) {
+        recorder.finish(exit_code_for(e.kind()), e.what());
+        throw;
+    } catch (const std::exception& e) {
+        recorder.finish(1, e.what());
+        throw;
+    }
+    recorder.finish(0, "");
 }
 
 }  // namespace ftl::train

@@ -3,15 +3,19 @@
 // then the optimizer-step loop, then save.
 #pragma once
 
+#include <nlohmann/json.hpp>
+
 #include "config/run_config.h"
 #include "train/rank_context.h"
 #include "util/log.h"
 
 namespace ftl::train {
 
-// Runs the job; writes the adapter (or, without LoRA, nothing but the state) and
-// trainer_state.json into --output_dir on rank 0. Throws ftl::Error on bad input, before the
-// first step whenever the input can be checked up front.
-void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& log);
+// Runs the job; writes the adapter (or, without LoRA, the trained weights) and
+// trainer_state.json into --output_dir on rank 0, and the run's record (metrics.jsonl, report.html,
+// TensorBoard events: train/run_record.h) with `launch_plan` in its start record. Throws
+// ftl::Error on bad input, before the first step whenever the input can be checked up front; a
+// failure is recorded in metrics.jsonl and the report before it propagates.
+void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& log, const nlohmann::json& launch_plan);
 
 }  // namespace ftl::train

@@ -66,12 +66,18 @@ def same_tail(a, b, steps, what):
     check(worst <= 1e-6, f"{what}: steps {steps[0]}..{steps[-1]} worst rel diff {worst:.2e} <= 1e-6")
 
 
+def make_inputs_with_eval(work):
+    """The tiny model and dataset of test_sft_parity, plus a test split of 6 rows."""
+    model_dir, data_dir, texts = sft.make_inputs(work)
+    with open(os.path.join(data_dir, "test.jsonl"), "w") as f:
+        for t in texts[:6]:
+            f.write(json.dumps({"text": t}) + "\n")
+    return model_dir, data_dir, texts
+
+
 def main():
     with tempfile.TemporaryDirectory() as work:
-        model_dir, data_dir, texts = sft.make_inputs(work)
-        with open(os.path.join(data_dir, "test.jsonl"), "w") as f:
-            for t in texts[:6]:
-                f.write(json.dumps({"text": t}) + "\n")
+        model_dir, data_dir, texts = make_inputs_with_eval(work)
 
         full = os.path.join(work, "full")
         proc = run(args_for(model_dir, data_dir, full, extra=("--eval_strategy", "steps", "--eval_steps", "6",

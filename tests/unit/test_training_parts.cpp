@@ -13,6 +13,7 @@
 #include "optim/schedule.h"
 #include "train/batches.h"
 #include "train/progress.h"
+#include "train/throughput.h"
 #include "catch.h"  // last: replaces c10's CHECK macro
 
 using namespace ftl;
@@ -134,6 +135,18 @@ TEST_CASE("the progress line shows steps, percent, elapsed<remaining, loss and t
     // Resumed at step 50: the rate is that of this run's steps.
     CHECK(train::progress_line(60, 100, 50, 3725.0, std::nullopt, 0.0) ==
           "\r60/100  60%|############        | 1:02:05<4:08:20, 0 tok/s");
+}
+
+TEST_CASE("the SIGUSR1 status block shows step, ETA, loss, rate and every rank's memory", "[train]") {
+    CHECK(train::status_block(25, 100, 0, 10.0, 6.5, 2150.4, {int64_t{3} << 29, int64_t{1} << 30}) ==
+          "[ftlaunch status] step 25/100 (25%), elapsed 00:10, ETA 00:30\n"
+          "  loss 6.5 (last step), 2150 tokens/s (all ranks)\n"
+          "  peak memory: rank 0 1.50 GiB, rank 1 1.00 GiB\n");
+}
+
+TEST_CASE("training FLOPs per token: 4 per frozen and 6 per trainable parameter plus attention", "[train]") {
+    const train::ModelShape shape{1000, 10, 2, 8};
+    CHECK(train::training_flops_per_token(shape, 16) == 4.0 * 1000 + 6.0 * 10 + 12.0 * 2 * 8 * 16);
 }
 
 TEST_CASE("the DeepSpeed loss scaler spends its hysteresis, then halves, and grows per window", "[train]") {

@@ -1,0 +1,39 @@
+// Model FLOPs utilisation (MFU): the FLOPs the model needs per second of training, divided by
+// what the device could do at its peak.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace ftl::train {
+
+struct ModelShape {
+    int64_t frozen_params = 0;     // weights without gradients (a LoRA base model)
+    int64_t trainable_params = 0;  // weights with gradients (adapters, or everything)
+    int64_t layers = 0;
+    int64_t hidden = 0;
+};
+
+// Training FLOPs per token at `sequence_length` tokens per sequence. PaLM (Chowdhery et al. 2022,
+// appendix B) counts 6N + 12·L·H·S: 2N for the forward, 4N for the backward (gradients of the
+// inputs and of the weights) and 12·L·H·S for attention's scores and values. A frozen weight has
+// no weight gradient, so it costs 4 FLOPs per parameter per token instead of 6. Recomputation
+// under gradient checkpointing is not counted (that would be hardware, not model, FLOPs).
+double training_flops_per_token(const ModelShape& shape, int64_t sequence_length);
+
+struct PeakFlops {
+    double flops_per_second = 0.0;
+    std::string source;  // "FTLAUNCH_PEAK_TFLOPS", "NVIDIA H100 bf16 datasheet", "measured ..."
+};
+
+// The device's peak in the dtype the matmuls run in (`compute`: the autocast dtype or float32).
+// `given` (TFLOP/s, from FTLAUNCH_PEAK_TFLOPS) wins; else the datasheet's dense figure for an
+// A100/H100/H200; else a measurement: the best rate of repeated square matmuls over ~0.2 s, so
+// MFU is then a fraction of what this device sustains for a large matmul.
+PeakFlops device_peak_flops(const c10::Device& device, c10::ScalarType compute, std::optional<double> given_tflops);
+
+}  // namespace ftl::train
