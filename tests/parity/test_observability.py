@@ -16,6 +16,8 @@ files, report.html, the SIGUSR1 status block and the record a killed run leaves.
   default dir   without --logging_dir the events go to OUT/runs/<Mon>DD_HH-MM-SS_<host>/
   wandb         --report_to wandb: a warning that nothing is sent; the run completes
   bad name      --report_to nonsense: exit 2 naming the value, nothing trained
+  failed run    a bad --dataset_text_field: metrics.jsonl ends with status failed, exit code 2 and
+                the error, and report.html shows them
   SIGUSR1       sent to the launcher mid-run: rank 0 prints one status block, training goes on
   SIGKILL       rank 0 killed mid-run: every whole line of metrics.jsonl parses; the report then
                 says the run has no end record
@@ -205,6 +207,15 @@ def main():
         proc = run(args_for(model_dir, data_dir, os.path.join(work, "out4"), steps=2, extra=("--report_to", "nonsense")))
         check(proc.returncode == 2 and "'nonsense'" in proc.stderr and "tensorboard" in proc.stderr,
               f"--report_to nonsense: exit 2 naming it and the known names (exit {proc.returncode})")
+
+        # ---- a run that fails on its data: the end record and the report say so ----
+        out7 = os.path.join(work, "out7")
+        proc = run(args_for(model_dir, data_dir, out7, steps=2, extra=("--dataset_text_field", "missing_field")))
+        end = read_records(os.path.join(out7, "metrics.jsonl"))[-1]
+        check(proc.returncode == 2 and end["kind"] == "end" and end["status"] == "failed" and end["exit_code"] == 2
+              and "missing_field" in end["error"], f"failed run: the end record says failed, exit 2, with the error ({end})")
+        page = open(os.path.join(out7, "report.html")).read()
+        check("failed (exit code 2)" in page and "missing_field" in page, "failed run: report.html shows the status and error")
 
         # ---- SIGUSR1: a status block, training goes on ----
         out5 = os.path.join(work, "out5")
