@@ -1,5 +1,7 @@
 #include "zero/partitioned_weights.h"
 
+#include <numeric>
+
 #include <ATen/core/grad_mode.h>
 
 #include "util/error.h"
@@ -44,6 +46,16 @@ void PartitionedWeights::add_part(int id, const std::vector<at::Tensor*>& candid
     for (const auto& t : tensors) {
         numels.push_back(t.numel());
         shapes.push_back(t.sizes().vec());
+    }
+    const int64_t total = std::accumulate(numels.begin(), numels.end(), int64_t{0});
+    if (total < world_size_) {
+        const std::string name = id == kEmbeddings ? "embeddings"
+                                 : id == kHead     ? "final norm and head"
+                                                   : "decoder layer " + std::to_string(id);
+        fail(ErrorKind::kConfig, "ZeRO stage 3: the part '" + name + "' has " + std::to_string(total) +
+                                     " frozen parameters, fewer than the " + std::to_string(world_size_) +
+                                     " ranks, so some ranks would hold none of it; run at most " + std::to_string(total) +
+                                     " ranks, or zero_optimization.stage 2 (frozen weights whole on every rank)");
     }
     Part part{slots, shapes, FlatPartition(numels, rank_, world_size_), {}};
     at::NoGradGuard no_grad;

@@ -14,6 +14,7 @@
 #include "train/batches.h"
 #include "train/progress.h"
 #include "train/throughput.h"
+#include "zero/partitioned_weights.h"
 #include "catch.h"  // last: replaces c10's CHECK macro
 
 using namespace ftl;
@@ -185,4 +186,36 @@ TEST_CASE("the DeepSpeed loss scaler spends its hysteresis, then halves, and gro
     CHECK_FALSE(constant.unscale(overflow));
     constant.update();
     CHECK(constant.scale() == 128.0);
+}
+
+TEST_CASE("ZeRO-3 refuses more ranks than a part has parameters, naming the part", "[zero]") {
+    // A model of 2 hidden units, 1 layer, vocabulary 3: embeddings 6 parameters, the layer 32.
+    model::DecoderConfig config;
+    config.model_type = "llama";
+    config.vocab_size = 3;
+    config.hidden_size = 2;
+    config.intermediate_size = 2;
+    config.num_layers = 1;
+    config.num_heads = 1;
+    config.num_kv_heads = 1;
+    config.head_dim = 2;
+    config.layer_window = {std::nullopt};
+    model::DecoderWeights weights;
+    auto square = [] { return at::randn({2, 2}); };
+    weights.embed_tokens = at::randn({3, 2});
+    model::DecoderLayerWeights layer;
+    layer.input_norm = at::ones({2});
+    layer.post_attention_norm = at::ones({2});
+    for (model::Linear* linear : {&layer.q_proj, &layer.k_proj, &layer.v_proj, &layer.o_proj, &layer.gate_proj,
+                                  &layer.up_proj, &layer.down_proj})
+        linear->weight = square();
+    weights.layers.push_back(layer);
+    weights.final_norm = at::ones({2});
+    weights.lm_head = at::randn({3, 2});
+    model::CausalLM lm(config, weights);
+    FTL_REQUIRE_ERROR(zero::PartitionedWeights(lm, nullptr, 0, 8, at::kFloat, at::Device(at::kCPU)), ErrorKind::kConfig,
+                      "the part 'embeddings' has 6 frozen parameters, fewer than the 8 ranks", "run at most 6 ranks",
+                      "stage 2");
+    model::CausalLM fits(config, weights);
+    CHECK_NOTHROW(zero::PartitionedWeights(fits, nullptr, 5, 6, at::kFloat, at::Device(at::kCPU)));
 }
