@@ -3,6 +3,7 @@
 // named `model-00001-of-00003.safetensors` as transformers' save_pretrained names them.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -26,6 +27,25 @@ void write_safetensors(const std::string& path, const std::vector<NamedTensor>& 
 std::vector<std::string> write_sharded_safetensors(const std::string& dir,
                                                    const std::vector<NamedTensor>& tensors,
                                                    size_t max_shard_bytes,
+                                                   const std::string& stem = "model",
+                                                   const std::map<std::string, std::string>& metadata = {});
+
+// A tensor to be written, known before its bytes exist.
+struct TensorSpec {
+    std::string name;
+    DType dtype = DType::kF32;
+    std::vector<int64_t> shape;
+    size_t nbytes() const;
+};
+// The bytes of tensor `index` of the specs, asked for once, in order, while its shard is written;
+// the view must stay valid until the next call (or the end of the write).
+using TensorSource = std::function<TensorView(size_t index)>;
+
+// write_sharded_safetensors for tensors made one at a time (a merge, a consolidation): the shard
+// plan comes from the specs, and at most one produced tensor is alive at once. The source's
+// views must match their specs' dtype and shape (ftl::Error kInternal otherwise).
+std::vector<std::string> write_sharded_safetensors(const std::string& dir, const std::vector<TensorSpec>& specs,
+                                                   const TensorSource& source, size_t max_shard_bytes,
                                                    const std::string& stem = "model",
                                                    const std::map<std::string, std::string>& metadata = {});
 

@@ -163,7 +163,7 @@ void save_adapter(const std::string& dir, model::CausalLM& model, const LoraConf
     io::write_file_atomically(dir + "/adapter_config.json", [&](std::ostream& out) { out << cfg.dump(2) << "\n"; });
 }
 
-LoraConfig load_adapter(const std::string& dir, model::CausalLM& model) {
+LoraConfig read_adapter_config(const std::string& dir) {
     const std::string config_path = dir + "/adapter_config.json";
     const auto text = read_text_file(config_path);
     if (!text) fail(ErrorKind::kConfig, config_path + ": cannot read (is " + dir + " a PEFT adapter folder?)");
@@ -191,6 +191,11 @@ LoraConfig load_adapter(const std::string& dir, model::CausalLM& model) {
     } catch (const json::exception& e) {
         fail(ErrorKind::kConfig, config_path + ": r / target_modules missing or of the wrong type (" + e.what() + ")");
     }
+    return config;
+}
+
+LoraConfig load_adapter(const std::string& dir, model::CausalLM& model) {
+    const LoraConfig config = read_adapter_config(dir);
     at::Generator unused = at::make_generator<at::CPUGeneratorImpl>(0);
     attach_lora(model, config, unused);
     const io::Checkpoint ckpt = io::Checkpoint::open(dir, "adapter_model");

@@ -47,6 +47,11 @@ std::vector<std::pair<std::string, at::Tensor>> adapter_parameters(model::Causal
 // each atomically, as PeftModel.save_pretrained does.
 void save_adapter(const std::string& dir, model::CausalLM& model, const LoraConfig& config);
 
+// Reads `dir`/adapter_config.json (peft_type LORA): r, lora_alpha, lora_dropout, use_rslora,
+// target_modules (a list or a regex), base_model_name_or_path. Throws ftl::Error(kConfig) naming
+// the file for anything else.
+LoraConfig read_adapter_config(const std::string& dir);
+
 // Reads a PEFT LoRA adapter folder, attaches its adapters and loads their weights (inference or
 // continued training). Throws naming the file for a non-LoRA adapter, missing tensors or shapes
 // that do not fit the model.

@@ -21,18 +21,13 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
+from harness import check, failures
+
 PROBE = os.environ["FTL_MODEL_PROBE"]
 LOGITS_ATOL = 1e-5
 LOSS_RTOL = 1e-6
 GRAD_RTOL = 1e-4
 
-failures = []
-
-
-def check(ok, what):
-    print(("ok   " if ok else "FAIL ") + what)
-    if not ok:
-        failures.append(what)
 
 
 def tiny_config(model_type, **extra):

@@ -33,12 +33,12 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
+from harness import check, finish  # noqa: E402
 from test_sft_systems import args_for, make_inputs_with_eval  # noqa: E402  (tiny model, data, flags)
 
 FTLAUNCH = os.environ["FTLAUNCH"]
 # The GPU image has no registry: its python3 may lack tensorboard and it has no Chromium.
 OPTIONAL_TOOLS = os.environ.get("FTLAUNCH_USE_SYSTEM_PYTHON") == "1"
-failures = []
 SERIES = ["train/loss", "train/learning_rate", "train/grad_norm", "train/epoch", "train/tokens_per_second",
           "train/mfu", "eval/loss", "eval/perplexity", "memory/rank0_peak_gib", "memory/rank1_peak_gib"]
 # Tag -> (record kind, field) in metrics.jsonl.
@@ -46,12 +46,6 @@ SOURCE = {"train/loss": ("train", "loss"), "train/learning_rate": ("train", "lea
           "train/grad_norm": ("train", "grad_norm"), "train/epoch": ("train", "epoch"),
           "train/tokens_per_second": ("train", "tokens_per_second"), "train/mfu": ("train", "mfu"),
           "eval/loss": ("eval", "eval_loss"), "eval/perplexity": ("eval", "eval_perplexity")}
-
-
-def check(ok, what):
-    print(("ok   " if ok else "FAIL ") + what)
-    if not ok:
-        failures.append(what)
 
 
 def skip_or_fail(what):
@@ -251,10 +245,7 @@ def main():
         check(proc.returncode == 0 and "no end record" in open(os.path.join(out6, "report.html")).read(),
               "SIGKILL: `ftlaunch report` works and says the run has no end record")
 
-    if failures:
-        print(f"{len(failures)} check(s) failed")
-        raise SystemExit(1)
-    print("all observability checks passed")
+    finish("all observability checks passed")
 
 
 def wait_for_train_lines(path, count, timeout=300):

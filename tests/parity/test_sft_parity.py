@@ -35,6 +35,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, os.path.dirname(__file__))
+from harness import check, failures  # noqa: E402
 os.environ.setdefault("FTL_TOKENIZER_PROBE", "unused")
 import test_tokenizer_parity as tokenizers_case  # noqa: E402
 
@@ -43,13 +44,6 @@ PROBE = os.environ["FTL_MODEL_PROBE"]
 SOURCE = os.environ["FTL_SOURCE_DIR"]
 SEED = 7
 STEPS = 20
-failures = []
-
-
-def check(ok, what):
-    print(("ok   " if ok else "FAIL ") + what)
-    if not ok:
-        failures.append(what)
 
 
 def make_inputs(work):

@@ -31,16 +31,10 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
+from harness import check, failures  # noqa: E402
 import test_sft_parity as sft  # noqa: E402  (tiny model, tokenizer and dataset builders)
 
 FTLAUNCH = os.environ["FTLAUNCH"]
-failures = []
-
-
-def check(ok, what):
-    print(("ok   " if ok else "FAIL ") + what)
-    if not ok:
-        failures.append(what)
 
 
 def args_for(model_dir, data_dir, out, steps=12, extra=()):

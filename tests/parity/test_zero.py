@@ -34,19 +34,17 @@ import tempfile
 from safetensors.torch import load_file
 
 sys.path.insert(0, os.path.dirname(__file__))
+from harness import check, failures  # noqa: E402
 import test_sft_parity as sft  # noqa: E402
 
-failures = []
 
 
-def check(ok, what):
-    print(("ok   " if ok else "FAIL ") + what)
-    if not ok:
-        failures.append(what)
-
-
-def zero_config(work, stage, ranks, accumulation):
-    path = os.path.join(work, f"zero{stage}_{ranks}x{accumulation}.yaml")
+def zero_config(work, stage, ranks, accumulation, deepspeed_lines=()):
+    """An accelerate YAML for ZeRO `stage` on `ranks` CPU ranks; deepspeed_lines: more
+    deepspeed_config keys ("zero3_save_16bit_model: true")."""
+    extra = "".join(f"  {line}\n" for line in deepspeed_lines)
+    tag = re.sub(r"[^a-z0-9]+", "_", "_".join(deepspeed_lines))
+    path = os.path.join(work, f"zero{stage}_{ranks}x{accumulation}{tag}.yaml")
     with open(path, "w") as f:
         f.write(f"""compute_environment: LOCAL_MACHINE
 distributed_type: DEEPSPEED
@@ -55,7 +53,7 @@ deepspeed_config:
   gradient_accumulation_steps: {accumulation}
   offload_optimizer_device: none
   offload_param_device: none
-mixed_precision: 'no'
+{extra}mixed_precision: 'no'
 num_machines: 1
 num_processes: {ranks}
 machine_rank: 0
