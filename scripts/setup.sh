@@ -7,7 +7,8 @@
 #     $HOME/.cache/ftlaunch/venv) holding torch==2.11.0 (LibTorch comes from this wheel; the
 #     PyPI build is the CUDA 13.0 one, matching the machine's toolkit), pyarrow, and the parity
 #     test oracles (transformers, peft, tokenizers, safetensors, accelerate; tensorboard and
-#     pillow read back the event files and report screenshots).
+#     pillow read back the event files and report screenshots; deepspeed for its memory
+#     estimator).
 # A second run finds everything in place, installs nothing and takes seconds.
 # On a machine whose python3 already has torch 2.11 and no registry (the GPU image), set
 # FTLAUNCH_USE_SYSTEM_PYTHON=1: nothing is installed, the system python3 is used.
@@ -24,7 +25,7 @@ apt_packages=(
 )
 python_packages=(
   "torch==2.11.0" "numpy<3" pyarrow
-  transformers peft tokenizers safetensors accelerate tensorboard pillow
+  transformers peft tokenizers safetensors accelerate tensorboard pillow deepspeed
 )
 
 log() { printf '[setup] %s\n' "$*"; }

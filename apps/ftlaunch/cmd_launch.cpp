@@ -10,6 +10,7 @@
 #include "train/evaluate.h"
 #include "train/sft.h"
 #include "util/error.h"
+#include "util/strings.h"
 #include "workers.h"
 
 namespace ftl::app {
@@ -34,6 +35,12 @@ int run_job_worker(const config::RunConfig& run, const launch::WorkerIdentity& i
         if (*end != '\0' || !(tflops > 0))
             ftl::fail(ErrorKind::kUsage, "FTLAUNCH_PEAK_TFLOPS: must be a positive number of TFLOP/s (got '" + std::string(peak) + "')");
         rank.peak_tflops = tflops;
+    }
+    if (const char* limit = std::getenv("FTLAUNCH_MEMORY_PER_RANK"); limit && *limit) {
+        rank.memory_per_rank = parse_byte_size(limit);
+        if (!rank.memory_per_rank)
+            ftl::fail(ErrorKind::kUsage, "FTLAUNCH_MEMORY_PER_RANK: expected a size like 40GB, 80GiB or bytes (got '" +
+                                             std::string(limit) + "')");
     }
     rank.status_requested = status_requests();
     std::unique_ptr<dist::Comm> comm;
@@ -70,6 +77,7 @@ int run_job_worker(const config::RunConfig& run, const launch::WorkerIdentity& i
 }  // namespace
 
 int run_launch(const Invocation& inv, const Log& log) {
+    if (inv.job_token == "estimate-memory") return run_estimate_memory(inv, log);
     const config::RunConfig run = config::resolve_run_config(inv.flags, inv.job_token, inv.job_argv);
     const auto identity = worker_identity(run.accelerate);
     if (!identity)

@@ -23,6 +23,10 @@ struct Invocation {
 // a worker) run the job.
 int run_launch(const Invocation& inv, const Log& log);
 
+// `ftlaunch [launcher flags] estimate-memory [train flags] [--json]`: the per-rank memory table of
+// the run those flags describe, by ZeRO stage and offload, and DeepSpeed's estimates; starts nothing.
+int run_estimate_memory(const Invocation& inv, const Log& log);
+
 // `ftlaunch test`: the distributed sanity check on every rank.
 int run_test(const Invocation& inv, const Log& log);
 
@@ -31,6 +35,17 @@ int run_config(const std::string& config_file, bool write_default, const Log& lo
 
 // `ftlaunch env`: versions, devices, communication libraries, the config in use.
 int run_env(const Invocation& inv, const Log& log);
+
+// `ftlaunch merge`: its flags.
+struct MergeInvocation {
+    std::string model_name_or_path;
+    std::string adapter_path;
+    std::string output_dir;
+    std::string torch_dtype = "auto";   // auto = keep each tensor's dtype
+    std::string max_shard_size = "5GB";
+};
+// Writes the base model with the adapter merged into output_dir (a folder transformers loads).
+int run_merge(const MergeInvocation& merge, const Log& log);
 
 // `ftlaunch report OUTPUT_DIR`: writes OUTPUT_DIR/report.html from OUTPUT_DIR/metrics.jsonl.
 int run_report(const std::string& output_dir, const Log& log);

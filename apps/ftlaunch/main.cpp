@@ -27,7 +27,7 @@ size_t find_job_token(const std::vector<std::string>& argv) {
         if (a == "--") return i + 1 < argv.size() ? i + 1 : argv.size();
         const bool after_value_flag = i > 1 && ftl::starts_with(argv[i - 1], "--") &&
                                       argv[i - 1].find('=') == std::string::npos;
-        if ((a == "train" || a == "evaluate" || ftl::ends_with(a, ".py")) && !(after_value_flag && ftl::ends_with(a, ".py") &&
+        if ((a == "train" || a == "evaluate" || a == "estimate-memory" || ftl::ends_with(a, ".py")) && !(after_value_flag && ftl::ends_with(a, ".py") &&
                                                              argv[i - 1] == "--config_file"))
             return i;
     }
@@ -114,6 +114,13 @@ int dispatch(const std::vector<std::string>& argv, const ftl::Log& log) {
     test_cmd->add_option("--repeat", inv.test_repeat, "run the checks this many times (a soak test)")
         ->check(CLI::PositiveNumber);
     auto* env_cmd = app.add_subcommand("env", "print versions, devices and the config in use");
+    ftl::app::MergeInvocation merge;
+    auto* merge_cmd = app.add_subcommand("merge", "fold a LoRA adapter into its base model (PEFT's merge_and_unload)");
+    merge_cmd->add_option("--model_name_or_path", merge.model_name_or_path, "the base model folder or hub name")->required();
+    merge_cmd->add_option("--adapter_path", merge.adapter_path, "the PEFT adapter folder (a run's output_dir)")->required();
+    merge_cmd->add_option("--output_dir", merge.output_dir, "where the merged model goes (a new folder)")->required();
+    merge_cmd->add_option("--torch_dtype", merge.torch_dtype, "auto (keep), float32, bfloat16 or float16");
+    merge_cmd->add_option("--max_shard_size", merge.max_shard_size, "largest weight file, e.g. 5GB (as save_pretrained)");
     std::string report_dir;
     auto* report_cmd = app.add_subcommand("report", "write OUTPUT_DIR/report.html from a run's metrics.jsonl");
     report_cmd->add_option("output_dir", report_dir, "the run's --output_dir")->required();
@@ -126,7 +133,7 @@ int dispatch(const std::vector<std::string>& argv, const ftl::Log& log) {
         return code == 0 ? 0 : 2;
     }
     if (job_at < argv.size()) {
-        if (config_cmd->parsed() || test_cmd->parsed() || env_cmd->parsed() || report_cmd->parsed())
+        if (config_cmd->parsed() || test_cmd->parsed() || env_cmd->parsed() || report_cmd->parsed() || merge_cmd->parsed())
             ftl::fail(ftl::ErrorKind::kUsage, "'" + argv[job_at] + "' cannot follow a subcommand");
         inv.job_token = argv[job_at];
         inv.job_argv.assign(argv.begin() + static_cast<long>(job_at) + 1, argv.end());
@@ -136,8 +143,9 @@ int dispatch(const std::vector<std::string>& argv, const ftl::Log& log) {
     if (test_cmd->parsed()) return ftl::app::run_test(inv, log);
     if (env_cmd->parsed()) return ftl::app::run_env(inv, log);
     if (report_cmd->parsed()) return ftl::app::run_report(report_dir, log);
+    if (merge_cmd->parsed()) return ftl::app::run_merge(merge, log);
     std::cout << app.help();
-    ftl::fail(ftl::ErrorKind::kUsage, "nothing to run: give a job (train ...) or a subcommand (config, test, env, report)");
+    ftl::fail(ftl::ErrorKind::kUsage, "nothing to run: give a job (train ...) or a subcommand (config, test, env, merge, report)");
 }
 
 // "ftlaunch" for the launcher, "ftlaunch rank 3" in a worker, so every line says who wrote it.

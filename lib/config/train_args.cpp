@@ -225,6 +225,7 @@ std::string to_string(JobKind kind) {
     switch (kind) {
         case JobKind::kSft: return "sft";
         case JobKind::kEvaluate: return "evaluate";
+        case JobKind::kEstimateMemory: return "estimate-memory";
         case JobKind::kSeq2seqExample: break;
     }
     return "seq2seq_example";
@@ -233,12 +234,13 @@ std::string to_string(JobKind kind) {
 std::optional<JobKind> job_for_script(const std::string& token) {
     if (token == "train" || token == "train.py" || ends_with(token, "/train.py")) return JobKind::kSft;
     if (token == "evaluate") return JobKind::kEvaluate;
+    if (token == "estimate-memory") return JobKind::kEstimateMemory;
     if (token == kSeq2seqScript || ends_with(token, std::string("/") + kSeq2seqScript))
         return JobKind::kSeq2seqExample;
     return std::nullopt;
 }
 
-std::vector<std::string> known_job_tokens() { return {"train", "train.py", "evaluate", kSeq2seqScript}; }
+std::vector<std::string> known_job_tokens() { return {"train", "train.py", "evaluate", "estimate-memory", kSeq2seqScript}; }
 
 TrainArgs default_train_args(JobKind job) {
     TrainArgs a;

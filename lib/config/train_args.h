@@ -17,7 +17,7 @@ namespace ftl::config {
 // Which built-in job a launch runs. `train` / `train.py` is peft's examples/sft/train.py;
 // `peft_lora_seq2seq_accelerate_ds_zero3_offload.py` is peft's BART seq2seq example, whose
 // hyperparameters are fixed in the script (flags may still override them here).
-enum class JobKind { kSft, kSeq2seqExample, kEvaluate };
+enum class JobKind { kSft, kSeq2seqExample, kEvaluate, kEstimateMemory };
 std::string to_string(JobKind kind);
 
 // Maps the job token of a launch command (`train`, `train.py`, `examples/sft/train.py`,

@@ -5,6 +5,8 @@
 
 #ifdef FTL_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <cuda_runtime_api.h>
 #endif
 
 namespace ftl::train {
@@ -30,6 +32,19 @@ std::pair<int64_t, int64_t> allocated_bytes(c10::DeviceIndex) {
 int64_t device_peak_bytes(const c10::Device& device) {
     if (!device.is_cuda()) return peak_resident_bytes();
     return allocated_bytes(device.index() < 0 ? 0 : device.index()).second;
+}
+
+int64_t device_free_bytes(const c10::Device& device) {
+#ifdef FTL_WITH_CUDA
+    const c10::cuda::CUDAGuard guard(device.index() < 0 ? 0 : device.index());
+    size_t free = 0, total = 0;
+    if (cudaMemGetInfo(&free, &total) != cudaSuccess)
+        fail(ErrorKind::kDist, "cudaMemGetInfo failed on " + device.str());
+    return static_cast<int64_t>(free);
+#else
+    (void)device;
+    fail(ErrorKind::kInternal, "GPU memory query: this build's LibTorch has no CUDA");
+#endif
 }
 
 GpuMemoryPhase::GpuMemoryPhase(const c10::Device& device) : index_(device.index() < 0 ? 0 : device.index()) {

@@ -16,6 +16,9 @@ namespace ftl::train {
 // set size (reset by CpuMemoryPhase).
 int64_t device_peak_bytes(const c10::Device& device);
 
+// Free bytes on a CUDA device (cudaMemGetInfo). Throws ftl::Error(kInternal) without CUDA.
+int64_t device_free_bytes(const c10::Device& device);
+
 class GpuMemoryPhase {
 public:
     // Records the allocated bytes on `device` (CUDA) and resets its peak counter. Throws

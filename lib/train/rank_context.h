@@ -4,6 +4,7 @@
 
 #include <c10/core/Device.h>
 
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
@@ -29,6 +30,9 @@ struct RankContext {
     // The device's peak TFLOP/s for MFU when the user gives it (FTLAUNCH_PEAK_TFLOPS); else a
     // datasheet figure or a measurement (train/throughput.h).
     std::optional<double> peak_tflops;
+    // The memory this rank may use, in bytes, when the user states it (FTLAUNCH_MEMORY_PER_RANK);
+    // else the pre-flight check asks the device (train/preflight.h).
+    std::optional<int64_t> memory_per_rank;
     // True once after someone asked for a status block (SIGUSR1 to the launcher or the worker);
     // rank 0 then prints one (train/progress.h). Empty: never asked.
     std::function<bool()> status_requested;

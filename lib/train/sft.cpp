@@ -11,8 +11,8 @@
 #include "data/examples.h"
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
-#include "io/safetensors_writer.h"
 #include "model/loss.h"
+#include "model/save.h"
 #include "model/tensor_io.h"
 #include "optim/loss_scaler.h"
 #include "optim/schedule.h"
@@ -24,6 +24,7 @@
 #include "train/gpu_memory.h"
 #include "train/inputs.h"
 #include "train/optimizer_step.h"
+#include "train/preflight.h"
 #include "zero/partitioned_weights.h"
 #include "train/progress.h"
 #include "train/run_record.h"
@@ -147,7 +148,11 @@ void train(const config::RunConfig& run, const RankContext& rank, const Log& log
     const int32_t pad_id = inputs.tokenizer.pad_id().value_or(0);
     const Splits data = prepare_data(args, inputs, args.eval_strategy != "no", rank, log);
 
-    // ---- model and adapters ----
+    // ---- model and adapters: first, will it fit? ----
+    {
+        const std::string fits = check_memory_fits(run, model::read_decoder_config(inputs.model_dir), rank);
+        if (main_rank) log.info(fits);
+    }
     const at::Device device = rank.torch_device();
     // ZeRO-3 with LoRA: the weights stay mapped until each rank copies out its slices.
     const bool partition_weights = zero_stage == 3 && args.use_peft_lora;
@@ -191,14 +196,20 @@ void train(const config::RunConfig& run, const RankContext& rank, const Log& log
     }
     log.info("loading the model raised resident memory by " +
              std::to_string(peak_resident_bytes() - resident_before_load) + " bytes at its peak");
-    auto write_weights = [&](const std::string& dir) {
+    // The adapter, or (full fine-tuning) a model folder transformers loads, in the trained fp32
+    // unless `dtype` says otherwise.
+    auto write_weights = [&](const std::string& dir, at::ScalarType dtype = at::kFloat) {
         if (args.use_peft_lora) {
             peft::save_adapter(dir, lm, lora);
             return;
         }
-        const model::CpuTensorViews weights = model::cpu_views(trainable);
-        io::write_sharded_safetensors(dir, weights.views, size_t{5} << 30);
+        model::save_model_folder(dir, trainable, inputs.model_dir, lm.config().vocab_size, dtype);
     };
+    // DeepSpeed's stage3_gather_16bit_weights_on_model_save (accelerate: zero3_save_16bit_model):
+    // the final weights in the run's 16-bit type; checkpoints stay fp32 for exact resumes.
+    const at::ScalarType final_dtype = zero_stage == 3 && zero.stage3_gather_16bit_weights_on_model_save
+                                           ? autocast_dtype(args).value_or(at::kFloat)
+                                           : at::kFloat;
 
     // ---- schedule ----
     BatchPlan plan(data.train.size(), args.per_device_train_batch_size, args.gradient_accumulation_steps, rank.rank,
@@ -396,7 +407,8 @@ void train(const config::RunConfig& run, const RankContext& rank, const Log& log
             auto crash_hook = [&] {
                 if (rank.during_checkpoint_save) rank.during_checkpoint_save(done);
             };
-            const std::string dir = save_checkpoint(args.output_dir, contents, write_weights, args.save_total_limit, crash_hook);
+            const std::string dir = save_checkpoint(args.output_dir, contents, [&](const std::string& d) { write_weights(d); },
+                                                    args.save_total_limit, crash_hook);
             log.info("saved " + dir);
             recorder.checkpoint(done, dir);
         }
@@ -404,7 +416,7 @@ void train(const config::RunConfig& run, const RankContext& rank, const Log& log
 
     // ---- save (rank 0): the final weights and state in output_dir ----
     if (!main_rank) return;
-    write_weights(args.output_dir);
+    write_weights(args.output_dir, final_dtype);
     io::write_file_atomically(args.output_dir + "/trainer_state.json",
                               [&](std::ostream& out) { out << trainer_state(total_steps).dump(2) << "\n"; });
     log.info("saved " + std::string(args.use_peft_lora ? "the adapter" : "the weights") + " and trainer_state.json to " +

@@ -6,8 +6,9 @@
 namespace ftl {
 namespace {
 
-int64_t status_kib(const std::string& key) {
-    std::ifstream in("/proc/self/status");
+// A "Key:   123 kB" field of a /proc file, in KiB (0 when absent).
+int64_t proc_kib(const char* file, const std::string& key) {
+    std::ifstream in(file);
     std::string line;
     while (std::getline(in, line)) {
         if (line.rfind(key + ":", 0) != 0) continue;
@@ -23,8 +24,9 @@ int64_t b2mb(int64_t bytes) { return bytes / (int64_t{1} << 20); }  // truncates
 
 }  // namespace
 
-int64_t resident_bytes() { return status_kib("VmRSS") * 1024; }
-int64_t peak_resident_bytes() { return status_kib("VmHWM") * 1024; }
+int64_t resident_bytes() { return proc_kib("/proc/self/status", "VmRSS") * 1024; }
+int64_t peak_resident_bytes() { return proc_kib("/proc/self/status", "VmHWM") * 1024; }
+int64_t available_host_bytes() { return proc_kib("/proc/meminfo", "MemAvailable") * 1024; }
 
 void reset_peak_resident() {
     std::ofstream("/proc/self/clear_refs") << "5";  // VmHWM := current RSS (Linux >= 4.0)

@@ -27,6 +27,8 @@ private:
 // Resident set size and its high-water mark, in bytes, from /proc/self/status (0 if unreadable).
 int64_t resident_bytes();
 int64_t peak_resident_bytes();
+// Host memory the kernel could give processes now without swapping (MemAvailable), in bytes.
+int64_t available_host_bytes();
 // Starts a new high-water mark at the current resident set size.
 void reset_peak_resident();
 

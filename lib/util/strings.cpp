@@ -73,6 +73,21 @@ std::optional<double> parse_double(std::string_view s) {
     return value;
 }
 
+std::optional<int64_t> parse_byte_size(std::string_view s) {
+    const std::string t = to_lower(trim(s));
+    const std::pair<const char*, double> units[] = {{"gib", 1024.0 * 1024 * 1024}, {"mib", 1024.0 * 1024}, {"kib", 1024.0},
+                                                    {"gb", 1e9}, {"mb", 1e6}, {"kb", 1e3}, {"b", 1.0}};
+    for (const auto& [suffix, scale] : units)
+        if (ends_with(t, suffix)) {
+            const auto number = parse_double(t.substr(0, t.size() - std::string(suffix).size()));
+            if (!number || !(*number > 0)) return std::nullopt;
+            return static_cast<int64_t>(*number * scale);
+        }
+    const auto bytes = parse_int(t);
+    if (!bytes || *bytes <= 0) return std::nullopt;
+    return static_cast<int64_t>(*bytes);
+}
+
 size_t edit_distance(std::string_view a, std::string_view b) {
     std::vector<size_t> row(b.size() + 1);
     for (size_t j = 0; j <= b.size(); ++j) row[j] = j;

@@ -2,6 +2,7 @@
 // HF-style boolean parsing and "did you mean" suggestions.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -23,6 +24,9 @@ std::optional<bool> parse_bool(std::string_view s);
 // Parse a whole string as a number; nullopt on trailing garbage, empty input or overflow.
 std::optional<long long> parse_int(std::string_view s);
 std::optional<double> parse_double(std::string_view s);
+// A size as transformers' convert_file_size_to_int reads it: "5GB" = 5·10^9, "500MiB" = 500·2^20,
+// "100KB", or plain bytes. nullopt unless positive and well formed.
+std::optional<int64_t> parse_byte_size(std::string_view s);
 
 // Levenshtein edit distance (insert, delete, substitute each cost 1).
 size_t edit_distance(std::string_view a, std::string_view b);

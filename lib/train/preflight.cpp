@@ -1,0 +1,55 @@
+#include "train/preflight.h"
+
+#include <cstdio>
+
+#include "train/gpu_memory.h"
+#include "util/error.h"
+#include "util/memory.h"
+#include "util/strings.h"
+#include "zero/memory_estimate.h"
+
+namespace ftl::train {
+namespace {
+
+std::string gib(int64_t bytes) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.2f GiB", static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0));
+    return text;
+}
+
+}  // namespace
+
+std::string check_memory_fits(const config::RunConfig& run, const model::DecoderConfig& model, const RankContext& rank) {
+    const bool on_gpu = rank.device == "cuda";
+    const zero::EstimateInputs inputs = zero::estimate_inputs(run, model, /*as_executed=*/true);
+    const zero::RankMemory need = zero::estimate_rank_memory(inputs, on_gpu);
+    int64_t available = 0;
+    std::string source;
+    if (rank.memory_per_rank) {
+        available = *rank.memory_per_rank;
+        source = "FTLAUNCH_MEMORY_PER_RANK";
+    } else if (on_gpu) {
+        available = device_free_bytes(rank.torch_device());
+        source = "free on " + rank.torch_device().str();
+    } else {
+        available = available_host_bytes() / std::max(1, run.processes_per_machine);
+        source = "the host's available memory shared by " + std::to_string(run.processes_per_machine) + " ranks";
+    }
+    const std::string parts = "base weights " + gib(need.base_weights) + ", trainable " + gib(need.trainable) +
+                              ", gradients " + gib(need.gradients) + ", optimizer " + gib(need.optimizer) +
+                              ", ZeRO-3 gather buffers " + gib(need.gather_buffers) + ", activations " +
+                              gib(need.activations) + ", runtime " + gib(need.runtime);
+    if (need.device_total() <= available)
+        return "memory pre-flight: about " + gib(need.device_total()) + " per rank needed (" + parts + "), " +
+               gib(available) + " available (" + source + ")";
+    const std::vector<std::string> fits = zero::settings_that_fit(inputs, on_gpu, available);
+    fail(ErrorKind::kConfig,
+         "this run needs about " + gib(need.device_total()) + " per rank (" + parts + ") but rank " +
+             std::to_string(rank.rank) + " has " + gib(available) + " (" + source + "). " +
+             (fits.empty() ? "No nearby setting fits; use a smaller model or bigger devices."
+                           : "Settings that fit:\n  " + join(fits, "\n  ")) +
+             "\n(`ftlaunch estimate-memory` with the same flags prints the whole table; set "
+             "FTLAUNCH_MEMORY_PER_RANK=<bytes> to state the memory a rank may use.)");
+}
+
+}  // namespace ftl::train

@@ -1,0 +1,238 @@
+#include "zero/memory_estimate.h"
+
+#include <algorithm>
+#include <regex>
+
+#include "util/strings.h"
+
+namespace ftl::zero {
+namespace {
+
+constexpr int64_t kGiB = int64_t{1} << 30;
+
+struct LinearShape {
+    std::string name;  // q_proj, ..., down_proj
+    int64_t in, out;
+};
+
+std::vector<LinearShape> layer_linears(const model::DecoderConfig& c) {
+    const int64_t q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
+    return {{"self_attn.q_proj", c.hidden_size, q},           {"self_attn.k_proj", c.hidden_size, kv},
+            {"self_attn.v_proj", c.hidden_size, kv},          {"self_attn.o_proj", q, c.hidden_size},
+            {"mlp.gate_proj", c.hidden_size, c.intermediate_size}, {"mlp.up_proj", c.hidden_size, c.intermediate_size},
+            {"mlp.down_proj", c.intermediate_size, c.hidden_size}};
+}
+
+// Bytes per frozen parameter: fp32 as ftlaunch keeps base weights, or bitsandbytes' 4-bit layout
+// (two codes per byte, an fp32 absmax per 64-value block; nested: an 8-bit absmax per block plus
+// an fp32 scale per 256 absmax values).
+double base_bytes_per_parameter(BaseWeights w) {
+    switch (w) {
+        case BaseWeights::kNf4: return 0.5 + 4.0 / 64;
+        case BaseWeights::kNf4Nested: return 0.5 + 1.0 / 64 + 4.0 / (64 * 256);
+        case BaseWeights::kFloat32: break;
+    }
+    return 4.0;
+}
+
+// Activation bytes of one decoder layer kept for backward: Korthikanti et al. 2022 (Reducing
+// Activation Recomputation in Large Transformer Models), s·b·h·(34 + 5·a·s/h) bytes at 16 bits.
+double layer_activation_bytes(const EstimateInputs& in) {
+    const double b = static_cast<double>(in.micro_batch), s = static_cast<double>(in.sequence_length);
+    const double h = static_cast<double>(in.model.hidden_size), a = static_cast<double>(in.model.num_heads);
+    return s * b * h * (34.0 + 5.0 * a * s / h) * in.activation_bytes / 2.0;
+}
+
+}  // namespace
+
+ParameterCounts count_parameters(const model::DecoderConfig& c) {
+    ParameterCounts p;
+    p.embeddings = c.vocab_size * c.hidden_size;
+    int64_t largest = p.embeddings;
+    p.per_layer = 2 * c.hidden_size;  // the two RMSNorms
+    for (const LinearShape& l : layer_linears(c)) {
+        int64_t n = l.in * l.out;
+        const bool attention_qkv = l.name == "self_attn.q_proj" || l.name == "self_attn.k_proj" || l.name == "self_attn.v_proj";
+        if ((attention_qkv && c.qkv_bias) || (l.name == "self_attn.o_proj" && c.o_bias) ||
+            (starts_with(l.name, "mlp.") && c.mlp_bias))
+            n += l.out;
+        p.per_layer += n;
+        largest = std::max(largest, n);
+    }
+    p.head = c.hidden_size + (c.tie_word_embeddings ? 0 : c.vocab_size * c.hidden_size);
+    p.total = p.embeddings + c.num_layers * p.per_layer + p.head;
+    p.largest_tensor = largest;
+    return p;
+}
+
+int64_t lora_parameters(const model::DecoderConfig& c, int64_t r, const std::string& target_modules,
+                        bool targets_are_regex) {
+    const bool all = to_lower(trim(target_modules)) == "all-linear";
+    std::vector<std::string> names;
+    for (const std::string& n : split(target_modules, ',')) names.push_back(trim(n));
+    std::regex pattern(targets_are_regex ? target_modules : std::string("x"));
+    int64_t total = 0;
+    for (int64_t layer = 0; layer < c.num_layers; ++layer)
+        for (const LinearShape& l : layer_linears(c)) {
+            const std::string path = "model.layers." + std::to_string(layer) + "." + l.name;
+            const std::string leaf = l.name.substr(l.name.find('.') + 1);
+            bool hit = all;
+            if (targets_are_regex) hit = std::regex_match(path, pattern);
+            else
+                for (const std::string& n : names) hit = hit || n == leaf || n == path || ends_with(path, "." + n);
+            if (hit) total += r * (l.in + l.out);
+        }
+    return total;
+}
+
+RankMemory estimate_rank_memory(const EstimateInputs& in, bool on_gpu) {
+    const ParameterCounts p = count_parameters(in.model);
+    const int64_t n = std::max(1, in.world_size);
+    const int64_t trainable =
+        in.lora ? lora_parameters(in.model, in.lora_r, in.lora_target_modules, /*targets_are_regex=*/false) : p.total;
+    RankMemory m;
+    if (in.lora) {
+        // 4-bit applies to the decoder layers' linear weights; embeddings, norms and the head stay 16-bit.
+        const int64_t quantised = in.base_weights == BaseWeights::kFloat32 ? 0 : in.model.num_layers * (p.per_layer - 2 * in.model.hidden_size);
+        const double bytes = static_cast<double>(quantised) * base_bytes_per_parameter(in.base_weights) +
+                             static_cast<double>(p.total - quantised) * (quantised ? 2.0 : 4.0);
+        const bool partitioned = in.zero_stage == 3;
+        m.base_weights = static_cast<int64_t>(bytes / static_cast<double>(partitioned ? n : 1));
+        if (partitioned) {
+            // A part is gathered whole while it runs; the next one may be gathered before the
+            // last is freed (backward's recompute), hence two.
+            const int64_t largest_part = std::max({p.embeddings, p.per_layer, p.head});
+            m.gather_buffers = static_cast<int64_t>(2.0 * static_cast<double>(largest_part) * bytes / static_cast<double>(p.total));
+            if (in.offload_params) {
+                m.host += m.base_weights;
+                m.base_weights = 0;
+            }
+        }
+    }
+    m.trainable = 4 * trainable;  // fp32 (adapters, or the weights of full fine-tuning)
+    m.gradients = 4 * trainable;  // whole during backward, then reduced (stage >= 2: scattered)
+    m.optimizer = in.zero_stage == 0 ? 8 * trainable : 12 * trainable / n;  // moments; partitioned: + fp32 master slice
+    if (in.offload_optimizer) {
+        m.host += m.optimizer;
+        m.optimizer = 0;
+    }
+    const double layer = layer_activation_bytes(in);
+    const double saved_inputs = static_cast<double>(in.micro_batch * in.sequence_length * in.model.hidden_size) * 4.0;
+    const bool recompute = in.gradient_checkpointing || (in.zero_stage == 3 && in.lora);  // ZeRO-3 always recomputes
+    const double layers = static_cast<double>(in.model.num_layers);
+    const double logits = static_cast<double>(std::min<int64_t>(in.micro_batch * in.sequence_length, 1024) *
+                                              in.model.vocab_size) * 4.0 * 2.0;  // a chunk of fp32 logits and their gradient
+    m.activations = static_cast<int64_t>((recompute ? layers * saved_inputs + layer : layers * layer) + logits);
+    m.runtime = on_gpu ? kGiB : kGiB / 2;
+    return m;
+}
+
+EstimateInputs estimate_inputs(const config::RunConfig& run, const model::DecoderConfig& model, bool as_executed) {
+    const config::TrainArgs& a = run.train;
+    EstimateInputs in;
+    in.model = model;
+    in.world_size = run.world_size;
+    in.ranks_per_machine = run.processes_per_machine;
+    in.zero_stage = run.uses_deepspeed ? run.deepspeed.zero_optimization.stage : 0;
+    const auto& z = run.deepspeed.zero_optimization;
+    if (!as_executed && run.uses_deepspeed) {
+        in.offload_optimizer = z.offload_optimizer.device != config::OffloadDevice::kNone;
+        in.offload_params = z.offload_param.device != config::OffloadDevice::kNone && in.zero_stage == 3;
+    }
+    in.lora = a.use_peft_lora;
+    in.lora_r = a.lora_r;
+    in.lora_target_modules = a.lora_target_modules;
+    if (a.use_4bit_quantization && !as_executed) in.base_weights = a.use_nested_quant ? BaseWeights::kNf4Nested : BaseWeights::kNf4;
+    in.micro_batch = a.per_device_train_batch_size;
+    in.sequence_length = a.max_seq_length;
+    in.gradient_checkpointing = a.gradient_checkpointing;
+    in.activation_bytes = (a.bf16 || a.fp16) ? 2 : 4;
+    return in;
+}
+
+std::vector<DeepSpeedEstimate> deepspeed_estimates(int stage, const ParameterCounts& params, int gpus_per_node,
+                                                   int nodes, double buffer) {
+    const double total = static_cast<double>(params.total), gpus = static_cast<double>(gpus_per_node * nodes);
+    const double per_node = static_cast<double>(gpus_per_node);
+    std::vector<DeepSpeedEstimate> out;
+    if (stage < 3) {
+        out.push_back({"offload_optimizer=cpu", total * std::max(4.0 * gpus, 16.0) * buffer, 2.0 * total});
+        out.push_back({"offload_optimizer=none", total * 4.0 * per_node * buffer,
+                       2.0 * total + static_cast<double>(static_cast<int64_t>(18.0 * total / gpus))});
+        return out;
+    }
+    const double nodes_factor = 1.0 / nodes, largest = 4.0 * static_cast<double>(params.largest_tensor);
+    for (bool offload_optimizer : {true, false})
+        for (bool offload_params : {true, false}) {
+            if (!offload_optimizer && offload_params) continue;
+            for (bool zero_init : {true, false}) {
+                DeepSpeedEstimate e;
+                e.options = std::string("offload_param=") + (offload_params ? "cpu" : "none") +
+                            ", offload_optimizer=" + (offload_optimizer ? "cpu" : "none") +
+                            ", zero_init=" + (zero_init ? "1" : "0");
+                if (offload_optimizer && offload_params) {
+                    e.per_gpu = largest;
+                    e.per_cpu = total * (zero_init ? 18.0 * nodes_factor : std::max(4.0 * per_node, 18.0 * nodes_factor)) * buffer;
+                } else if (offload_optimizer) {
+                    e.per_gpu = largest + static_cast<double>(static_cast<int64_t>(2.0 * total / gpus));
+                    e.per_cpu = total * (zero_init ? 16.0 * nodes_factor : std::max(4.0 * per_node, 16.0 * nodes_factor)) * buffer;
+                } else {
+                    e.per_gpu = largest + static_cast<double>(static_cast<int64_t>(18.0 * total / gpus));
+                    e.per_cpu = (zero_init ? static_cast<double>(params.largest_tensor) : total) * 4.0 * per_node * buffer;
+                }
+                out.push_back(e);
+            }
+        }
+    return out;
+}
+
+std::vector<std::string> settings_that_fit(const EstimateInputs& in, bool on_gpu, int64_t available) {
+    // Candidates in groups; the first fitting one of a group is the mildest change of its kind.
+    struct Candidate {
+        int group;
+        std::string what;
+        EstimateInputs inputs;
+    };
+    std::vector<Candidate> candidates;
+    auto with = [&](int group, const std::string& what, auto change) {
+        EstimateInputs c = in;
+        change(c);
+        candidates.push_back({group, what, c});
+    };
+    if (in.zero_stage < 3) with(0, "zero_stage 3", [](EstimateInputs& c) { c.zero_stage = 3; });
+    for (int factor : {2, 4, 8})
+        with(1, "--num_processes " + std::to_string(in.world_size * factor) + " (more ranks" +
+                    (in.zero_stage == 3 ? "" : ", with zero_stage 3") + ")",
+             [factor](EstimateInputs& c) {
+                 c.world_size *= factor;
+                 c.zero_stage = 3;
+             });
+    if (!in.gradient_checkpointing)
+        with(2, "--gradient_checkpointing True", [](EstimateInputs& c) { c.gradient_checkpointing = true; });
+    for (int64_t b = in.micro_batch / 2; b >= 1; b /= 2)
+        with(3, "--per_device_train_batch_size " + std::to_string(b) + " and " + std::to_string(in.micro_batch / b) +
+                    "x the --gradient_accumulation_steps (the same batch)",
+             [b](EstimateInputs& c) { c.micro_batch = b; });
+    if (!in.offload_optimizer)
+        with(4, "offload_optimizer_device cpu (not executed by this build yet)", [](EstimateInputs& c) { c.offload_optimizer = true; });
+    if (in.lora && !in.offload_params)
+        with(5, "zero_stage 3 with offload_param_device cpu (not executed by this build yet)", [](EstimateInputs& c) {
+            c.zero_stage = 3;
+            c.offload_params = true;
+        });
+    if (in.lora && in.base_weights == BaseWeights::kFloat32)
+        with(6, "--use_4bit_quantization True --use_nested_quant True (not executed by this build yet)",
+             [](EstimateInputs& c) { c.base_weights = BaseWeights::kNf4Nested; });
+    std::vector<std::string> fits;
+    std::vector<bool> group_done(7, false);
+    for (const Candidate& c : candidates) {
+        if (group_done[static_cast<size_t>(c.group)]) continue;
+        const int64_t need = estimate_rank_memory(c.inputs, on_gpu).device_total();
+        if (need > available) continue;
+        fits.push_back(c.what + ": " + std::to_string(need / (1 << 20)) + " MiB per rank");
+        group_done[static_cast<size_t>(c.group)] = true;
+    }
+    return fits;
+}
+
+}  // namespace ftl::zero

@@ -1,0 +1,83 @@
+// Per-rank memory of a fine-tuning run, before any weight is loaded: what `ftlaunch
+// estimate-memory` prints and what the pre-flight check compares with the memory a rank has.
+// Two views:
+//  - ftlaunch's own layout (estimate_rank_memory): base weights, trainable weights, gradients,
+//    optimizer state, ZeRO-3 gather buffers and activations, for LoRA or full fine-tuning, by
+//    stage, offload and 4-bit quantisation;
+//  - DeepSpeed's published model-states formulas for full fine-tuning
+//    (deepspeed.runtime.zero.stage_1_and_2.estimate_zero2_model_states_mem_needs and
+//    stage3.estimate_zero3_model_states_mem_needs), for comparison with what people know.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "config/run_config.h"
+#include "model/model_config.h"
+
+namespace ftl::zero {
+
+// Parameter counts of a decoder model from its config.json, as transformers counts them
+// (sum of numel over parameters, a tied lm_head once).
+struct ParameterCounts {
+    int64_t total = 0;
+    int64_t largest_tensor = 0;  // DeepSpeed's largest_layer_params: the biggest module's own parameters
+    int64_t embeddings = 0, per_layer = 0, head = 0;  // head: final norm (+ lm_head when untied)
+};
+ParameterCounts count_parameters(const model::DecoderConfig& config);
+
+// LoRA parameters for `target_modules` ("all-linear", a comma list, or a regex when
+// `targets_are_regex`) at rank r: r x (in + out) per adapted linear.
+int64_t lora_parameters(const model::DecoderConfig& config, int64_t r, const std::string& target_modules,
+                        bool targets_are_regex);
+
+enum class BaseWeights { kFloat32, kNf4, kNf4Nested };
+
+struct EstimateInputs {
+    model::DecoderConfig model;
+    int world_size = 1;
+    int ranks_per_machine = 1;
+    int zero_stage = 0;
+    bool offload_optimizer = false;  // to host memory
+    bool offload_params = false;     // stage 3: the base weights' slices on the host
+    bool lora = true;
+    int64_t lora_r = 8;
+    std::string lora_target_modules = "all-linear";
+    BaseWeights base_weights = BaseWeights::kFloat32;
+    int64_t micro_batch = 1;
+    int64_t sequence_length = 1024;
+    bool gradient_checkpointing = true;
+    int activation_bytes = 4;  // 2 under bf16/fp16 autocast
+};
+
+// Bytes per rank. `device_total` is what the rank's device (GPU, or the CPU rank's share of host
+// memory) must hold; `host` what offload moves to host memory.
+struct RankMemory {
+    int64_t base_weights = 0, trainable = 0, gradients = 0, optimizer = 0, gather_buffers = 0, activations = 0;
+    int64_t runtime = 0;  // CUDA context and allocator slack, or LibTorch's CPU runtime
+    int64_t host = 0;
+    int64_t device_total() const {
+        return base_weights + trainable + gradients + optimizer + gather_buffers + activations + runtime;
+    }
+};
+RankMemory estimate_rank_memory(const EstimateInputs& in, bool on_gpu);
+
+// The run's inputs from its resolved configuration (stage, offload, LoRA, 4-bit, batch, length,
+// checkpointing, precision). `as_executed`: only what this build runs (offload and 4-bit are
+// planned but not executed yet, so their memory stays on the device).
+EstimateInputs estimate_inputs(const config::RunConfig& run, const model::DecoderConfig& model, bool as_executed);
+
+// DeepSpeed's model-states estimates (bytes per GPU and per CPU) for full fine-tuning.
+struct DeepSpeedEstimate {
+    std::string options;  // e.g. "offload_param=cpu, offload_optimizer=cpu, zero_init=1"
+    double per_cpu = 0, per_gpu = 0;
+};
+std::vector<DeepSpeedEstimate> deepspeed_estimates(int stage, const ParameterCounts& params, int gpus_per_node,
+                                                   int nodes, double additional_buffer_factor = 1.5);
+
+// Settings near `in` whose estimate fits in `available` bytes per rank, each described as the
+// flags to change ("--per_device_train_batch_size 2", "zero_stage 3", ...); empty if none does.
+std::vector<std::string> settings_that_fit(const EstimateInputs& in, bool on_gpu, int64_t available);
+
+}  // namespace ftl::zero

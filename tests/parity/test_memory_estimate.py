@@ -1,0 +1,159 @@
+"""`ftlaunch estimate-memory` and the pre-flight memory check, against transformers, PEFT and
+DeepSpeed's own estimators (CPU; models built on the meta device, nothing is downloaded).
+
+  counts       total parameters equal transformers' (llama untied, llama tied, qwen2 with q/k/v
+               biases, a Llama-2-70B shape), largest_layer_params equal DeepSpeed's
+               model_to_params (the largest module's own parameters), LoRA trainable parameters
+               equal PEFT's for all-linear and for a module list
+  deepspeed    the DeepSpeed rows equal deepspeed.runtime.zero's estimate_zero2/zero3
+               _model_states_mem_needs for the same counts and ranks (exact)
+  stages       on the 70B shape with LoRA: stage 3 puts 1/world of the base weights on a rank,
+               offload moves optimizer state and then parameters to the host, 4-bit shrinks the
+               base weights ~7x, checkpointing shrinks activations
+  pre-flight   FTLAUNCH_MEMORY_PER_RANK below this run's estimate: exit 2 before any weight is
+               loaded, naming both figures and a smaller --per_device_train_batch_size that fits;
+               above it: the run trains and logs the estimate
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import torch
+import transformers
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import check, finish  # noqa: E402
+from test_sft_systems import args_for, make_inputs_with_eval  # noqa: E402
+
+import peft  # noqa: E402
+
+FTLAUNCH = os.environ["FTLAUNCH"]
+SHAPES = {
+    "llama_untied": dict(model_type="llama", vocab_size=1000, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2),
+    "llama_tied": dict(model_type="llama", vocab_size=1000, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=True),
+    "qwen2": dict(model_type="qwen2", vocab_size=1200, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2),
+    "llama2_70b": dict(model_type="llama", vocab_size=32000, hidden_size=8192, intermediate_size=28672,
+                       num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8),
+}
+
+
+def estimate(model_dir, ranks=8, stage=3, extra=(), lora=True):
+    yaml = os.path.join(os.path.dirname(model_dir), f"z{stage}_{ranks}.yaml")
+    with open(yaml, "w") as f:
+        f.write(f"distributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: {stage}\n  offload_optimizer_device: none\n"
+                f"  offload_param_device: none\nmixed_precision: bf16\nnum_machines: 1\nnum_processes: {ranks}\n")
+    cmd = [FTLAUNCH, "--config_file", yaml, "estimate-memory", "--model_name_or_path", model_dir, "--use_peft_lora",
+           str(lora), "--lora_r", "8", "--lora_target_modules", "all-linear", "--per_device_train_batch_size", "2",
+           "--max_seq_len", "2048", "--json", *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise SystemExit(f"estimate-memory failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout)
+
+
+def deepspeed_counts(model):
+    """DeepSpeed's model_to_params: unique parameters, and the largest module's own parameters."""
+    total = sum(dict((p.data_ptr() if p.device.type != "meta" else id(p), p.numel()) for p in model.parameters()).values())
+    largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
+    return total, largest
+
+
+def row(result, stage, optimizer=False, params=False):
+    return next(r for r in result["rows"] if r["zero_stage"] == stage and r["offload_optimizer"] == optimizer
+                and r["offload_params"] == params)
+
+
+def main():
+    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+    from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+
+    with tempfile.TemporaryDirectory() as work:
+        results = {}
+        for name, shape in SHAPES.items():
+            kwargs = dict(shape)
+            config = transformers.AutoConfig.for_model(kwargs.pop("model_type"), **kwargs)
+            model_dir = os.path.join(work, name)
+            config.save_pretrained(model_dir)
+            with torch.device("meta"):
+                model = transformers.AutoModelForCausalLM.from_config(config)
+            total, largest = deepspeed_counts(model)
+            result = estimate(model_dir)
+            results[name] = result
+            check(result["model"]["total_params"] == total,
+                  f"{name}: total parameters {result['model']['total_params']} = transformers' {total}")
+            check(result["model"]["largest_layer_params"] == largest,
+                  f"{name}: largest_layer_params {result['model']['largest_layer_params']} = DeepSpeed's {largest}")
+            lora = peft.get_peft_model(model, peft.LoraConfig(r=8, target_modules="all-linear"))
+            trainable, _ = lora.get_nb_trainable_parameters()
+            check(result["model"]["trainable_params"] == trainable,
+                  f"{name}: LoRA all-linear trainable {result['model']['trainable_params']} = PEFT's {trainable}")
+            ours = {e["options"]: (e["per_cpu"], e["per_gpu"]) for e in result["deepspeed"]}
+            worst = 0.0
+            for optimizer in (True, False):
+                for params in (True, False):
+                    if params and not optimizer:
+                        continue
+                    for zero_init in (True, False):
+                        cpu, gpu, _ = estimate_zero3_model_states_mem_needs(total, largest, 8, 1, optimizer, params, zero_init)
+                        key = (f"offload_param={'cpu' if params else 'none'}, offload_optimizer={'cpu' if optimizer else 'none'}"
+                               f", zero_init={int(zero_init)}")
+                        got = ours.get(key, (-1, -1))
+                        worst = max(worst, abs(int(got[0]) - cpu), abs(int(got[1]) - gpu))
+            check(len(ours) == 6 and worst <= 1, f"{name}: the 6 ZeRO-3 rows equal DeepSpeed's estimator (worst {worst} bytes)")
+        # ZeRO-2's formula (stage <= 2 runs print it).
+        z2 = estimate(os.path.join(work, "llama2_70b"), stage=2)
+        total = z2["model"]["total_params"]
+        ours = {e["options"]: (int(e["per_cpu"]), int(e["per_gpu"])) for e in z2["deepspeed"]}
+        expected = {f"offload_optimizer={'cpu' if o else 'none'}": estimate_zero2_model_states_mem_needs(total, 8, 1, o)
+                    for o in (True, False)}
+        check(ours == expected, f"ZeRO-2 rows equal DeepSpeed's estimator ({ours} vs {expected})")
+
+        # ---- what the stages, offload, 4-bit and checkpointing change on the 70B shape ----
+        big = results["llama2_70b"]
+        total = big["model"]["total_params"]
+        s2, s3 = row(big, 2), row(big, 3)
+        check(abs(s3["base_weights"] * 8 - s2["base_weights"]) <= 8 and s2["base_weights"] == 4 * total,
+              f"70B: stage 3 keeps 1/8 of the fp32 base weights per rank ({s3['base_weights']} x 8 vs {s2['base_weights']})")
+        opt, both = row(big, 3, optimizer=True), row(big, 3, optimizer=True, params=True)
+        check(opt["optimizer"] == 0 and opt["host"] == s3["optimizer"] and both["base_weights"] == 0
+              and both["host"] == s3["optimizer"] + s3["base_weights"],
+              "70B: offload moves the optimizer state, then the base weights' slices, to the host")
+        quant = estimate(os.path.join(work, "llama2_70b"), extra=("--use_4bit_quantization", "True", "--use_nested_quant", "True"))
+        ratio = row(big, 3)["base_weights"] / row(quant, 3)["base_weights"]
+        check(6.5 < ratio < 8, f"70B: nested 4-bit base weights are {ratio:.2f}x smaller than fp32")
+        no_ckpt = estimate(os.path.join(work, "llama2_70b"), stage=2, extra=("--gradient_checkpointing", "False"))
+        check(row(no_ckpt, 2)["activations"] > 5 * row(z2, 2)["activations"],
+              "70B: without gradient checkpointing the activations grow several-fold")
+
+        # ---- the pre-flight check on a real run ----
+        model_dir, data_dir, _ = make_inputs_with_eval(work)
+        out = os.path.join(work, "out")
+        cmd = args_for(model_dir, data_dir, out, steps=2)
+        cmd[cmd.index("--per_device_train_batch_size") + 1] = "64"
+        cmd[cmd.index("--max_seq_len") + 1] = "128"
+        cmd += ["--gradient_checkpointing", "False"]
+        estimate_cmd = [FTLAUNCH, "--cpu", "--num_processes", "1", "estimate-memory", *cmd[5:], "--json"]
+        this_run = json.loads(subprocess.run(estimate_cmd, capture_output=True, text=True).stdout)
+        need = row(this_run, 0)["device_total"]
+        limit = need - 1
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "FTLAUNCH_MEMORY_PER_RANK": str(limit)})
+        text = proc.stdout + proc.stderr
+        check(proc.returncode == 2 and "this run needs about" in text and "Settings that fit" in text
+              and "--per_device_train_batch_size 32 and 2x" in text and "loading the model" not in text
+              and not os.path.exists(os.path.join(out, "adapter_model.safetensors")),
+              f"pre-flight: {limit} bytes per rank stops the run before loading, suggesting a smaller batch ({proc.returncode})")
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "FTLAUNCH_MEMORY_PER_RANK": str(need + (1 << 20))})
+        check(proc.returncode == 0 and "memory pre-flight: about" in proc.stdout,
+              f"pre-flight: with enough memory the run trains and logs the estimate ({proc.returncode})")
+    finish("all memory-estimate checks passed")
+
+
+if __name__ == "__main__":
+    main()
