@@ -1,6 +1,7 @@
 // `ftlaunch [launcher flags] <job> [job flags]`: resolve the whole configuration, then print the
 // plan (--dry_run) or start the job's workers.
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <iostream>
 
@@ -53,8 +54,10 @@ int run_job_worker(const config::RunConfig& run, const launch::WorkerIdentity& i
         options.backend = rank.device == "cuda" ? "nccl" : "cpu";
         options.device_index = id.local_rank;
         options.timeout = std::chrono::seconds(run.train.ddp_timeout);
-        comm = dist::make_comm(options);
-        rank.comm = comm.get();
+        auto counting = std::make_unique<dist::CountingComm>(dist::make_comm(options));
+        rank.comm = counting.get();
+        rank.comm_volume = &counting->volume();
+        comm = std::move(counting);
     }
     // Crash-safety tests: FTLAUNCH_TEST_CRASH_IN_SAVE=<step> kills this rank while that step's
     // checkpoint is half written.
@@ -63,6 +66,17 @@ int run_job_worker(const config::RunConfig& run, const launch::WorkerIdentity& i
         rank.during_checkpoint_save = [crash_step](int64_t step) {
             if (step == crash_step) ::raise(SIGKILL);
         };
+    }
+    // FTLAUNCH_TEST_KILL_IN_STEP=<step>:<rank> kills that rank in the middle of that step.
+    if (const char* kill = std::getenv("FTLAUNCH_TEST_KILL_IN_STEP"); kill && *kill) {
+        long long kill_step = 0;
+        int kill_rank = 0;
+        if (std::sscanf(kill, "%lld:%d", &kill_step, &kill_rank) != 2)
+            ftl::fail(ErrorKind::kUsage, "FTLAUNCH_TEST_KILL_IN_STEP: expected <step>:<rank> (got '" + std::string(kill) + "')");
+        if (kill_rank == id.rank)
+            rank.during_step = [kill_step](int64_t step) {
+                if (step == kill_step) ::raise(SIGKILL);
+            };
     }
     if (run.train.job == config::JobKind::kEvaluate) train::run_evaluate(run, rank);
     else {

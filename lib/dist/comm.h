@@ -53,6 +53,9 @@ public:
     // about to exit with an error it published calls this, so the store it hosts outlives the read.
     void wait_until_read(const std::string& key, std::chrono::milliseconds timeout);
 
+    // The rendezvous store (shared by a wrapping communicator).
+    const c10::intrusive_ptr<c10d::Store>& store() const { return store_; }
+
 protected:
     // Kept for the communicator's lifetime: on rank 0 the store object is the server, and
     // dropping it would cut off ranks still reading from it.

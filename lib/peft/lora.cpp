@@ -134,7 +134,14 @@ std::vector<std::pair<std::string, at::Tensor>> adapter_parameters(model::Causal
     return out;
 }
 
-void save_adapter(const std::string& dir, model::CausalLM& model, const LoraConfig& config) {
+std::vector<std::pair<std::string, at::Tensor>> embedding_tensors(model::CausalLM& model) {
+    model::DecoderWeights& w = model.weights();
+    return {{"base_model.model.model.embed_tokens.weight", w.embed_tokens},
+            {"base_model.model.lm_head.weight", w.lm_head.defined() ? w.lm_head : w.embed_tokens}};
+}
+
+void save_adapter(const std::string& dir, model::CausalLM& model, const LoraConfig& config,
+                  const std::vector<std::pair<std::string, at::Tensor>>& full_tensors) {
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     if (ec) fail(ErrorKind::kIo, dir + ": cannot create the adapter folder: " + ec.message());
@@ -144,7 +151,9 @@ void save_adapter(const std::string& dir, model::CausalLM& model, const LoraConf
         const std::string path = module_of(name);
         targets.insert(path.substr(path.rfind('.') + 1));
     }
-    const model::CpuTensorViews weights = model::cpu_views(parameters);
+    std::vector<std::pair<std::string, at::Tensor>> saved = parameters;
+    saved.insert(saved.end(), full_tensors.begin(), full_tensors.end());
+    const model::CpuTensorViews weights = model::cpu_views(saved);
     io::write_safetensors(dir + "/adapter_model.safetensors", weights.views, {{"format", "pt"}});
     json cfg = {{"peft_type", "LORA"},
                 {"task_type", "CAUSAL_LM"},
@@ -208,6 +217,15 @@ LoraConfig load_adapter(const std::string& dir, model::CausalLM& model) {
             fail(ErrorKind::kConfig, dir + "/adapter_model.safetensors: '" + name + "' does not fit the model (adapter r=" +
                                          std::to_string(config.r) + ")");
         param.copy_(loaded);
+    }
+    for (auto& [name, weight] : embedding_tensors(model)) {
+        if (!ckpt.contains(name)) continue;
+        const at::Tensor loaded = model::mapped_tensor(ckpt.shared_file_of(name), name);
+        if (loaded.sizes() != weight.sizes())
+            fail(ErrorKind::kConfig, dir + "/adapter_model.safetensors: '" + name + "' has " + std::to_string(loaded.size(0)) +
+                                         " rows but the model's vocabulary is " + std::to_string(weight.size(0)) +
+                                         " (resize the model's embeddings as the training run did)");
+        weight.copy_(loaded);
     }
     return config;
 }

@@ -44,8 +44,16 @@ std::vector<std::string> attach_lora(model::CausalLM& model, const LoraConfig& c
 std::vector<std::pair<std::string, at::Tensor>> adapter_parameters(model::CausalLM& model);
 
 // Writes adapter_config.json and adapter_model.safetensors into `dir` (created if missing),
-// each atomically, as PeftModel.save_pretrained does.
-void save_adapter(const std::string& dir, model::CausalLM& model, const LoraConfig& config);
+// each atomically, as PeftModel.save_pretrained does. `full_tensors` (PEFT names) are saved with
+// the LoRA weights: PEFT's save_embedding_layers="auto" adds the embeddings and lm_head when the
+// vocabulary was resized (embedding_tensors gives them).
+void save_adapter(const std::string& dir, model::CausalLM& model, const LoraConfig& config,
+                  const std::vector<std::pair<std::string, at::Tensor>>& full_tensors = {});
+
+// The embeddings and lm_head under the names PEFT saves them with
+// (base_model.model.model.embed_tokens.weight, base_model.model.lm_head.weight; a tied lm_head
+// under both, as its state_dict lists it). The tensors must be defined (acquired under ZeRO-3).
+std::vector<std::pair<std::string, at::Tensor>> embedding_tensors(model::CausalLM& model);
 
 // Reads `dir`/adapter_config.json (peft_type LORA): r, lora_alpha, lora_dropout, use_rslora,
 // target_modules (a list or a regex), base_model_name_or_path. Throws ftl::Error(kConfig) naming
@@ -53,7 +61,8 @@ void save_adapter(const std::string& dir, model::CausalLM& model, const LoraConf
 LoraConfig read_adapter_config(const std::string& dir);
 
 // Reads a PEFT LoRA adapter folder, attaches its adapters and loads their weights (inference or
-// continued training). Throws naming the file for a non-LoRA adapter, missing tensors or shapes
+// continued training), and the embeddings / lm_head when the adapter carries them (the model
+// must already have the adapter's vocabulary size). Throws naming the file for a non-LoRA adapter, missing tensors or shapes
 // that do not fit the model.
 LoraConfig load_adapter(const std::string& dir, model::CausalLM& model);
 

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "dist/comm.h"
+#include "dist/counting_comm.h"
 
 namespace ftl::train {
 
@@ -19,6 +20,7 @@ struct RankContext {
     std::string device = "cpu";  // "cpu" | "cuda"
     int device_index = 0;
     dist::Comm* comm = nullptr;  // null on a single rank
+    const dist::CommVolume* comm_volume = nullptr;  // what `comm` has moved so far (a CountingComm's)
 
     // The torch device this rank computes on: cuda:<device_index> or cpu.
     c10::Device torch_device() const {
@@ -39,6 +41,9 @@ struct RankContext {
     // Tests of crash safety: called with the step while that checkpoint is half written (the
     // test kills the process there). Empty in normal runs.
     std::function<void(int64_t step)> during_checkpoint_save;
+    // Tests of failure in the middle of a step: called with the step (1-based) after its first
+    // micro-batch's backward, before its gradients are reduced. Empty in normal runs.
+    std::function<void(int64_t step)> during_step;
 };
 
 }  // namespace ftl::train

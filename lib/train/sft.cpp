@@ -156,6 +156,9 @@ void train(const config::RunConfig& run, const RankContext& rank, const Log& log
     const at::Device device = rank.torch_device();
     // ZeRO-3 with LoRA: the weights stay mapped until each rank copies out its slices.
     const bool partition_weights = zero_stage == 3 && args.use_peft_lora;
+    // The first conversions start LibTorch's CPU thread pool and kernels; doing one here keeps
+    // that start-up out of the loading figure below.
+    (void)at::ones({4096}, at::kBFloat16).to(at::kFloat).sum().item<float>();
     reset_peak_resident();
     const int64_t resident_before_load = resident_bytes();
     JobModel job_model = load_job_model(inputs, device, partition_weights);
@@ -189,18 +192,43 @@ void train(const config::RunConfig& run, const RankContext& rank, const Log& log
     // ZeRO-3: each rank keeps its slice of the frozen weights and gathers a part while it runs.
     std::optional<zero::PartitionedWeights> partitioned;
     if (partition_weights) {
-        partitioned.emplace(lm, rank.comm, rank.rank, rank.world_size, at::kFloat, device);
+        // DeepSpeed's stage3_param_persistence_threshold; "auto" is 10 x hidden_size, as HF resolves it.
+        const int64_t persistence = zero.stage3_param_persistence_threshold
+                                        ? static_cast<int64_t>(*zero.stage3_param_persistence_threshold)
+                                        : 10 * lm.config().hidden_size;
+        partitioned.emplace(lm, rank.comm, rank.rank, rank.world_size, at::kFloat, device, persistence);
         log.info("ZeRO-3: this rank holds " + std::to_string(partitioned->slice_bytes()) + " bytes of the " +
-                 std::to_string(partitioned->full_bytes()) + " bytes of frozen weights (largest gathered part " +
-                 std::to_string(partitioned->largest_part_bytes()) + " bytes)");
+                 std::to_string(partitioned->full_bytes()) + " bytes of partitioned frozen weights (largest gathered part " +
+                 std::to_string(partitioned->largest_part_bytes()) + " bytes), and " +
+                 std::to_string(partitioned->persistent_bytes()) + " bytes of tensors under " + std::to_string(persistence) +
+                 " elements whole (stage3_param_persistence_threshold)");
     }
     log.info("loading the model raised resident memory by " +
              std::to_string(peak_resident_bytes() - resident_before_load) + " bytes at its peak");
     // The adapter, or (full fine-tuning) a model folder transformers loads, in the trained fp32
     // unless `dtype` says otherwise.
-    auto write_weights = [&](const std::string& dir, at::ScalarType dtype = at::kFloat) {
+    // PEFT also saves the embeddings and lm_head with the adapter when the vocabulary was resized
+    // (save_embedding_layers="auto"), so that the adapter applies to the base model. Collective
+    // under ZeRO-3 (every rank gathers them); rank 0 gets CPU copies.
+    auto adapter_full_tensors = [&]() {
+        NamedTensors out;
+        if (!args.use_peft_lora || !job_model.resized_to) return out;
+        if (partitioned) {
+            partitioned->acquire(model::WeightResidency::kEmbeddings);
+            partitioned->acquire(model::WeightResidency::kHead);
+        }
+        if (main_rank)
+            for (auto& [name, t] : peft::embedding_tensors(lm))
+                out.emplace_back(name, t.detach().to(at::kCPU, t.scalar_type(), /*non_blocking=*/false, /*copy=*/true));
+        if (partitioned) {
+            partitioned->release(model::WeightResidency::kHead);
+            partitioned->release(model::WeightResidency::kEmbeddings);
+        }
+        return out;
+    };
+    auto write_weights = [&](const std::string& dir, at::ScalarType dtype, const NamedTensors& full_tensors) {
         if (args.use_peft_lora) {
-            peft::save_adapter(dir, lm, lora);
+            peft::save_adapter(dir, lm, lora, full_tensors);
             return;
         }
         model::save_model_folder(dir, trainable, inputs.model_dir, lm.config().vocab_size, dtype);
@@ -289,8 +317,10 @@ void train(const config::RunConfig& run, const RankContext& rank, const Log& log
     const auto started = std::chrono::steady_clock::now();
     std::optional<CpuMemoryPhase> epoch_memory;  // the seed's per-epoch memory report
     std::optional<GpuMemoryPhase> epoch_gpu_memory;
+    dist::CommVolume step_volume;  // moved by the training steps alone (not evaluation or saving)
     for (int64_t step = first_step; step < total_steps; ++step) {
         const auto step_start = std::chrono::steady_clock::now();
+        const dist::CommVolume before = rank.comm_volume ? *rank.comm_volume : dist::CommVolume{};
         if (!epoch_memory) {
             if (device.is_cuda()) epoch_gpu_memory.emplace(device);
             epoch_memory.emplace();
@@ -313,6 +343,7 @@ void train(const config::RunConfig& run, const RankContext& rank, const Log& log
                 loss = model::causal_lm_loss(lm, b, loss_options, forward).loss;
             }
             (scaler ? scaler->scaled(loss) : loss).backward();
+            if (rank.during_step) rank.during_step(step + 1);
             step_loss += loss.item<double>();
             const int64_t tokens = b.attention_mask.sum().item<int64_t>();  // real tokens, not padding
             tokens_seen += tokens;
@@ -338,6 +369,12 @@ void train(const config::RunConfig& run, const RankContext& rank, const Log& log
         }
 
         interval_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
+        if (rank.comm_volume) {
+            step_volume.all_reduce += rank.comm_volume->all_reduce - before.all_reduce;
+            step_volume.all_gather += rank.comm_volume->all_gather - before.all_gather;
+            step_volume.reduce_scatter += rank.comm_volume->reduce_scatter - before.reduce_scatter;
+            step_volume.broadcast += rank.comm_volume->broadcast - before.broadcast;
+        }
         const int64_t done = step + 1;
         const bool last = done == total_steps;
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
@@ -400,6 +437,7 @@ void train(const config::RunConfig& run, const RankContext& rank, const Log& log
         if (!last && ((args.save_strategy == "steps" && done % save_every == 0) ||
                       (args.save_strategy == "epoch" && epoch_end))) {
             auto optimizer_state = optimizer.state();  // collective under ZeRO
+            const NamedTensors full_tensors = adapter_full_tensors();  // collective under ZeRO-3
             if (!main_rank) continue;
             CheckpointContents contents{done, trainer_state(done), std::move(optimizer_state), forward.generator->get_state()};
             if (scaler)
@@ -407,16 +445,26 @@ void train(const config::RunConfig& run, const RankContext& rank, const Log& log
             auto crash_hook = [&] {
                 if (rank.during_checkpoint_save) rank.during_checkpoint_save(done);
             };
-            const std::string dir = save_checkpoint(args.output_dir, contents, [&](const std::string& d) { write_weights(d); },
+            const std::string dir = save_checkpoint(args.output_dir, contents, [&](const std::string& d) { write_weights(d, at::kFloat, full_tensors); },
                                                     args.save_total_limit, crash_hook);
             log.info("saved " + dir);
             recorder.checkpoint(done, dir);
         }
     }
 
+    if (main_rank && rank.comm_volume && total_steps > first_step) {
+        const double steps = static_cast<double>(total_steps - first_step);
+        log.info("communication per training step and rank: " + format_number(step_volume.total() / steps) +
+                 " bytes (all-reduce " + format_number(step_volume.all_reduce / steps) + ", all-gather " +
+                 format_number(step_volume.all_gather / steps) + ", reduce-scatter " +
+                 format_number(step_volume.reduce_scatter / steps) + ", broadcast " +
+                 format_number(step_volume.broadcast / steps) + ")");
+    }
+
     // ---- save (rank 0): the final weights and state in output_dir ----
+    const NamedTensors full_tensors = adapter_full_tensors();  // collective under ZeRO-3
     if (!main_rank) return;
-    write_weights(args.output_dir, final_dtype);
+    write_weights(args.output_dir, final_dtype, full_tensors);
     io::write_file_atomically(args.output_dir + "/trainer_state.json",
                               [&](std::ostream& out) { out << trainer_state(total_steps).dump(2) << "\n"; });
     log.info("saved " + std::string(args.use_peft_lora ? "the adapter" : "the weights") + " and trainer_state.json to " +

@@ -9,12 +9,13 @@
 namespace ftl::zero {
 
 PartitionedWeights::PartitionedWeights(model::CausalLM& model, dist::Comm* comm, int rank, int world_size,
-                                       at::ScalarType dtype, const at::Device& device)
+                                       at::ScalarType dtype, const at::Device& device, int64_t persistence_threshold)
     : weights_(model.weights()),
       tied_(model.weights().lm_head.is_same(model.weights().embed_tokens)),
       comm_(comm),
       rank_(rank),
-      world_size_(world_size) {
+      world_size_(world_size),
+      persistence_threshold_(persistence_threshold) {
     const auto options = at::TensorOptions().dtype(dtype).device(device);
     add_part(kEmbeddings, {&weights_.embed_tokens}, options);
     for (size_t i = 0; i < weights_.layers.size(); ++i) {
@@ -35,11 +36,17 @@ PartitionedWeights::PartitionedWeights(model::CausalLM& model, dist::Comm* comm,
 void PartitionedWeights::add_part(int id, const std::vector<at::Tensor*>& candidates, const at::TensorOptions& options) {
     std::vector<at::Tensor*> slots;
     std::vector<at::Tensor> tensors;
-    for (at::Tensor* slot : candidates)
-        if (slot->defined() && !slot->requires_grad()) {
-            slots.push_back(slot);
-            tensors.push_back(*slot);
+    at::NoGradGuard no_grad;
+    for (at::Tensor* slot : candidates) {
+        if (!slot->defined() || slot->requires_grad()) continue;
+        if (slot->numel() < persistence_threshold_) {  // small: whole on every rank, never gathered
+            *slot = slot->to(options).contiguous();
+            persistent_bytes_ += slot->numel() * slot->element_size();
+            continue;
         }
+        slots.push_back(slot);
+        tensors.push_back(*slot);
+    }
     if (slots.empty()) return;
     std::vector<int64_t> numels;
     std::vector<std::vector<int64_t>> shapes;
@@ -58,7 +65,6 @@ void PartitionedWeights::add_part(int id, const std::vector<at::Tensor*>& candid
                                      " ranks, or zero_optimization.stage 2 (frozen weights whole on every rank)");
     }
     Part part{slots, shapes, FlatPartition(numels, rank_, world_size_), {}};
-    at::NoGradGuard no_grad;
     // Only the elements of [begin, end) are read: each tensor's overlap with this rank's slice.
     part.slice = at::zeros({part.layout.shard()}, options);
     const int64_t begin = part.layout.shard_begin(), end = begin + part.layout.shard();

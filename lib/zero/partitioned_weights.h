@@ -21,16 +21,19 @@ class PartitionedWeights : public model::WeightResidency {
 public:
     // Takes the frozen tensors (requires_grad false) out of `model` and keeps this rank's slices
     // in `dtype` on `device`, copying only the elements of its own slices (from mapped files, only
-    // those pages are read); the model's tensors stay undefined until acquired. Collective-free;
-    // `comm` null = one rank.
+    // those pages are read); the model's tensors stay undefined until acquired. Tensors of fewer
+    // than `persistence_threshold` elements (stage3_param_persistence_threshold: norms, biases)
+    // stay whole on every rank, converted, and are never gathered. Collective-free; `comm` null =
+    // one rank.
     PartitionedWeights(model::CausalLM& model, dist::Comm* comm, int rank, int world_size, at::ScalarType dtype,
-                       const at::Device& device);
+                       const at::Device& device, int64_t persistence_threshold = 0);
 
     void acquire(int part) override;
     void release(int part) override;
 
-    int64_t slice_bytes() const;  // what this rank holds between uses
-    int64_t full_bytes() const;   // what every rank would hold without partitioning
+    int64_t slice_bytes() const;  // what this rank holds of the partitioned tensors between uses
+    int64_t full_bytes() const;   // the partitioned tensors whole (what every rank would hold)
+    int64_t persistent_bytes() const { return persistent_bytes_; }  // kept whole below the threshold
     int64_t largest_part_bytes() const;
 
 private:
@@ -46,6 +49,8 @@ private:
     bool tied_;  // lm_head is embed_tokens
     dist::Comm* comm_;
     int rank_, world_size_;
+    int64_t persistence_threshold_;
+    int64_t persistent_bytes_ = 0;
     std::map<int, Part> parts_;
 };
 

@@ -8,6 +8,9 @@
   embeddings     a PEFT adapter that carries resized embed_tokens / lm_head (PEFT saves them when the
                  vocabulary grew): the merge takes them, config.json gets the new vocab_size, and it
                  equals PEFT's merge of the resized model (1e-5)
+  chat vocab     a chatml run under ZeRO-3 on 2 ranks (vocabulary resized for the chat tokens) saves
+                 embed_tokens and lm_head in its adapter as PEFT does (gathered from the partitions);
+                 its merge equals PEFT's merge of the resized base with that adapter (1e-5)
   bad merges     the adapter folder as --output_dir, an adapter of another base model: exit 2 naming
                  the problem, nothing written
   16-bit save    full fine-tuning under ZeRO-3 on 2 ranks with zero3_save_16bit_model: output_dir is a
@@ -134,6 +137,37 @@ def main():
             ours_emb = transformers.AutoModelForCausalLM.from_pretrained(emb_merged, dtype=torch.float32)
             worst, problems = state_diff(ours_emb.state_dict(), peft_merged(model_dir, emb_adapter, vocab + 8).state_dict())
             check(not problems and worst <= 1e-5, f"resized-embedding merge equals PEFT's: {worst:.1e} <= 1e-5 {problems}")
+
+        # ---- a chatml run resizes the vocabulary: its adapter carries the embeddings (ZeRO-3 gathers them) ----
+        chat_dir = os.path.join(work, "chat")
+        os.makedirs(chat_dir)
+        with open(os.path.join(data_dir, "train.jsonl")) as f:
+            texts = [json.loads(line)["text"] for line in f]
+        with open(os.path.join(chat_dir, "train.jsonl"), "w") as f:
+            for i, t in enumerate(texts):
+                f.write(json.dumps({"messages": [{"role": "user", "content": t},
+                                                 {"role": "assistant", "content": texts[(i + 3) % len(texts)]}]}) + "\n")
+        chat_out = os.path.join(work, "lora_chat")
+        cmd = args_for(model_dir, chat_dir, chat_out, steps=4)
+        cmd[cmd.index("--splits") + 1] = "train"
+        cmd[cmd.index("--max_seq_len") + 1] = "256"  # a user and an assistant turn
+        proc = run([FTLAUNCH, "--config_file", zero3_yaml(work, 2, False), *cmd[4:], "--chat_template_format", "chatml"])
+        check(proc.returncode == 0, f"chatml LoRA run under ZeRO-3 exits 0 ({proc.returncode})")
+        from safetensors import safe_open
+        with safe_open(os.path.join(chat_out, "adapter_model.safetensors"), "pt") as f:
+            names = set(f.keys())
+            rows = f.get_slice("base_model.model.model.embed_tokens.weight").get_shape()[0] if \
+                "base_model.model.model.embed_tokens.weight" in names else 0
+        check(rows > vocab and "base_model.model.lm_head.weight" in names,
+              f"the chatml adapter carries embed_tokens and lm_head with the resized {rows} rows (base {vocab})")
+        chat_merged = os.path.join(work, "chat_merged")
+        proc = run([FTLAUNCH, "merge", "--model_name_or_path", model_dir, "--adapter_path", chat_out, "--output_dir", chat_merged])
+        check(proc.returncode == 0, f"merging the chatml adapter exits 0 ({proc.returncode})")
+        if proc.returncode == 0 and rows:
+            ours_chat = transformers.AutoModelForCausalLM.from_pretrained(chat_merged, dtype=torch.float32)
+            worst, problems = state_diff(ours_chat.state_dict(), peft_merged(model_dir, chat_out, rows).state_dict())
+            check(not problems and worst <= 1e-5 and ours_chat.config.vocab_size == rows,
+                  f"chatml merge equals PEFT's (base resized, adapter loaded, merged): {worst:.1e} <= 1e-5 {problems}")
 
         # ---- bad merges ----
         proc = run([FTLAUNCH, "merge", "--model_name_or_path", model_dir, "--adapter_path", lora_out,

@@ -69,14 +69,19 @@ def make_inputs(work):
     return model_dir, data_dir, texts
 
 
-def run_ftlaunch(model_dir, data_dir, out, batch, accumulation, extra=(), launcher=("--cpu", "--num_processes", "1")):
-    cmd = [FTLAUNCH, *launcher, "train", "--model_name_or_path", model_dir, "--dataset_name", data_dir,
+def ftlaunch_command(model_dir, data_dir, out, batch, accumulation, extra=(), launcher=("--cpu", "--num_processes", "1")):
+    """The LoRA run every SFT parity case makes (STEPS steps, cosine schedule, clipping, decay)."""
+    return [FTLAUNCH, *launcher, "train", "--model_name_or_path", model_dir, "--dataset_name", data_dir,
            "--splits", "train", "--max_seq_len", "128", "--use_peft_lora", "True", "--lora_r", "4",
            "--lora_alpha", "8", "--lora_dropout", "0", "--lora_target_modules", "all-linear",
            "--learning_rate", "2e-2", "--lr_scheduler_type", "cosine", "--warmup_ratio", "0.1",
            "--max_grad_norm", "0.5", "--weight_decay", "0.01", "--per_device_train_batch_size", str(batch),
            "--gradient_accumulation_steps", str(accumulation), "--max_steps", str(STEPS), "--logging_steps", "1",
            "--bf16", "False", "--seed", str(SEED), "--output_dir", out, *extra]
+
+
+def run_ftlaunch(model_dir, data_dir, out, batch, accumulation, extra=(), launcher=("--cpu", "--num_processes", "1")):
+    cmd = ftlaunch_command(model_dir, data_dir, out, batch, accumulation, extra, launcher)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"ftlaunch failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

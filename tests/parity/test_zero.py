@@ -13,13 +13,19 @@ ranks, with and without accumulation. Checks:
                rank out of rows still joins every gather) == the single-rank value within 1e-5
   ZeRO-3       each rank reports holding its 1/world_size slice of the frozen weights (the
                tensors it keeps between uses, padding included): slice * ranks <= total + 4 KiB
-  loading      on a 32-layer model stored in bf16 (~75 MB as fp32, largest part 2.9 MB), the peak
+  loading      (persistence threshold 0, from a DeepSpeed JSON) on a 32-layer model stored in bf16 (~75 MB as fp32, largest part 2.9 MB), the peak
                growth of each worker's resident memory while loading: plain data parallel >= the
                fp32 model (the control; it also maps the whole file); ZeRO-3 on 4 ranks <= 3/4
                of the fp32 model, so no rank held a whole fp32 copy (measured ~41-55 MB against
                ~36 MB for the slices + their file pages; the rest is not yet accounted for)
+  persistence  with DeepSpeed's default stage3_param_persistence_threshold (1e5 elements) the
+               tensors below it stay whole on every rank: each rank reports exactly their fp32 bytes
   resume       a stage-2 run on 4 ranks saves checkpoint-10; resumed on 2 ranks under stage 1
                (re-partitioned optimizer state) it logs the uninterrupted curve for steps 11..20
+  kill         ZeRO-3 on 2 ranks, rank 1 SIGKILLed in the middle of step 11 (after its first
+               backward, before the gradients are reduced): the job stops (exit != 0, within 2
+               minutes) naming rank 1; checkpoint-4 and -8 are whole; resuming gives the
+               uninterrupted curve for steps 9..20 (1e-6)
   bad input    resuming that checkpoint with another model: exit 2 naming the tensor, its two
                shapes and the likely cause, before any step
 """
@@ -30,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 from safetensors.torch import load_file
 
@@ -110,12 +117,56 @@ def check_loading_memory(work, small_model_dir, data_dir):
     plain = loading_growth(log)
     check(len(plain) == 1 and plain[0] >= fp32_bytes,
           f"loading without ZeRO-3 grows resident memory by {plain} bytes >= the fp32 model ({fp32_bytes})")
-    _, log = sft.run_ftlaunch(big, data_dir, os.path.join(work, "big_zero3"), 1, 1, extra=one,
-                              launcher=("--config_file", zero_config(work, 3, 4, 1)))
+    # Everything partitioned (stage3_param_persistence_threshold 0, from a DeepSpeed JSON file).
+    ds_json = os.path.join(work, "zero3_no_persistence.json")
+    with open(ds_json, "w") as f:
+        json.dump({"zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0},
+                   "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+                   "train_batch_size": "auto", "gradient_clipping": "auto"}, f)
+    yaml = os.path.join(work, "zero3_json.yaml")
+    with open(yaml, "w") as f:
+        f.write(f"distributed_type: DEEPSPEED\ndeepspeed_config:\n  deepspeed_config_file: {ds_json}\n"
+                "num_machines: 1\nnum_processes: 4\nmain_process_port: 0\nuse_cpu: true\n")
+    _, log = sft.run_ftlaunch(big, data_dir, os.path.join(work, "big_zero3"), 1, 1, extra=one, launcher=("--config_file", yaml))
     sharded = loading_growth(log)
     bound = fp32_bytes * 3 // 4
     check(len(sharded) == 4 and max(sharded) <= bound,
           f"ZeRO-3 on 4 ranks: loading grows each rank by {sharded} bytes <= {bound}")
+    # DeepSpeed's default threshold (1e5 elements, what an accelerate YAML gets): smaller tensors
+    # stay whole on every rank, the rest is partitioned.
+    _, log = sft.run_ftlaunch(big, data_dir, os.path.join(work, "big_zero3_persist"), 1, 1, extra=one,
+                              launcher=("--config_file", zero_config(work, 3, 4, 1)))
+    whole = [int(m) for m in re.findall(r"and (\d+) bytes of tensors under 100000 elements whole", log)]
+    expected = 4 * sum(p.numel() for p in model.parameters() if p.numel() < 100000)
+    check(len(whole) == 4 and all(w == expected for w in whole),
+          f"stage3_param_persistence_threshold 1e5: each rank keeps the {expected} bytes of smaller tensors whole ({whole[:1]})")
+
+
+def check_kill_mid_step(work, model_dir, data_dir):
+    """ZeRO-3 on 2 ranks, rank 1 killed (SIGKILL) in the middle of step 11: the job stops with a
+    message naming rank 1, checkpoint-8 stays whole, and resuming from it gives the uninterrupted
+    curve for steps 9..20."""
+    config = zero_config(work, 3, 2, 1)
+    whole = os.path.join(work, "kill_whole")
+    uninterrupted, _ = sft.run_ftlaunch(model_dir, data_dir, whole, 2, 1, extra=("--save_steps", "4"),
+                                        launcher=("--config_file", config))
+    out = os.path.join(work, "kill_resume")
+    cmd = sft.ftlaunch_command(model_dir, data_dir, out, 2, 1, extra=("--save_steps", "4"), launcher=("--config_file", config))
+    started = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "FTLAUNCH_TEST_KILL_IN_STEP": "11:1"})
+    stopped_in = time.time() - started
+    text = proc.stdout + proc.stderr
+    check(proc.returncode != 0 and "rank 1" in text and "killed by signal 9" in text and stopped_in < 120,
+          f"rank 1 killed mid-step: the job stops in {stopped_in:.0f} s (exit {proc.returncode}), naming rank 1")
+    checkpoints = sorted(d for d in os.listdir(out) if d.startswith("checkpoint-"))
+    check(checkpoints == ["checkpoint-4", "checkpoint-8"], f"the checkpoints before the kill are whole: {checkpoints}")
+    resumed, log = sft.run_ftlaunch(model_dir, data_dir, out, 2, 1, extra=("--resume_from_checkpoint", "True"),
+                                    launcher=("--config_file", config))
+    steps = list(range(8, 20))
+    tail = worst_curve_diff(resumed, uninterrupted, steps) if len(resumed) == 20 else float("inf")
+    check("resumed from" in log and "checkpoint-8" in log and tail <= 1e-6,
+          f"resumed from checkpoint-8: steps 9..20 equal the uninterrupted run, worst rel diff {tail:.2e} <= 1e-6")
 
 
 def main():
@@ -163,6 +214,8 @@ def main():
         tail = worst_curve_diff(resumed, single, steps) if len(resumed) == 20 else float("inf")
         check("resumed from" in log and tail <= 1e-5,
               f"checkpoint of 4 ranks (ZeRO-2) resumed on 2 ranks (ZeRO-1): steps 11..20 worst rel diff {tail:.2e} <= 1e-5")
+        check_kill_mid_step(work, model_dir, data_dir)
+
         # The same checkpoint with another model (the 32-layer one): a clear error, no step.
         other = os.path.join(work, "other_model")
         os.makedirs(other)
