@@ -10,9 +10,10 @@ ring algorithm's share, (n-1)/n of the buffer, as ftlaunch's counting communicat
 The quickstart model (scripts/make_tiny_assets.py) on CPU ranks, fp32, 6 steps, no accumulation:
   - full fine-tuning, stages 0-3: expected 2Ψ (ftlaunch's stage 3 does not yet partition trainable
     weights, so it moves what stage 2 moves, not DeepSpeed's 3Ψ);
-  - LoRA, stages 0-3: expected 2Ψ_adapter for stages 0-2; stage 3 also gathers the frozen base
-    weights in forward and in backward (recompute), 2Ψ_adapter + 2Ψ_base, and never reduces their
-    (absent) gradients: DeepSpeed's 3Ψ for the whole model would be 3Ψ_base.
+  - LoRA, stages 0-3: expected 2Ψ_adapter for stages 0-2; stage 3 also gathers the partitioned
+    base weights (tensors of >= 1e5 elements, DeepSpeed's default persistence threshold): a
+    layer's in forward and again in backward's recompute, the embeddings and head once, and never
+    reduces their (absent) gradients -- at most 2Ψ_base, against DeepSpeed's 3Ψ for the model.
 Prints measured bytes, the model's bytes and their ratio (1.00 = exactly the model's volume; the
 small excess is the per-step loss and token-count all-reduces).
 """
@@ -64,8 +65,20 @@ def main():
         subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make_tiny_assets.py"), work], check=True,
                        capture_output=True)
         model_dir, data_dir = os.path.join(work, "model"), os.path.join(work, "data")
+        os.makedirs(data_dir)
+        words = open(os.path.join(ROOT, "README.md")).read().split()
+        with open(os.path.join(data_dir, "train.jsonl"), "w") as f:
+            for i in range(64):
+                f.write(json.dumps({"text": " ".join(words[i * 40:(i + 1) * 40])}) + "\n")
         with safe_open(os.path.join(model_dir, "model.safetensors"), "pt") as f:
-            base_bytes = sum(4 * _numel(f.get_slice(k).get_shape()) for k in f.keys())
+            sizes = {k: 4 * _numel(f.get_slice(k).get_shape()) for k in f.keys()}
+        base_bytes = sum(sizes.values())
+        # Under stage 3 with LoRA, tensors of >= 1e5 elements (DeepSpeed's default persistence
+        # threshold) are partitioned; a decoder layer's are gathered twice per step (forward, and the
+        # recompute in backward), the embeddings and the head once (their frozen weights need no
+        # backward gather: the loss's gradient w.r.t. the hidden states is made in forward).
+        partitioned = {k: b for k, b in sizes.items() if b // 4 >= 100000}
+        gathered = sum(2 * b if k.startswith("model.layers.") else b for k, b in partitioned.items())
         adapter_bytes = 4 * _lora_parameters(json.load(open(os.path.join(model_dir, "config.json"))), r=8)
         print(f"model: {base_bytes / 4:.0f} parameters, LoRA r=8 on all linears {adapter_bytes / 4:.0f}")
         print("ranks  job   stage  measured MiB  model MiB  ratio   (all-reduce / all-gather / reduce-scatter MiB)")
@@ -75,7 +88,7 @@ def main():
                     total, reduce, gather, scatter = run(ftlaunch, work, model_dir, data_dir, stage, ranks, lora)
                     share = (ranks - 1) / ranks
                     if lora:
-                        model = 2 * share * adapter_bytes + (2 * share * base_bytes if stage == 3 else 0)
+                        model = 2 * share * adapter_bytes + (share * gathered if stage == 3 else 0)
                     else:
                         model = 2 * share * base_bytes
                     print(f"{ranks:5d}  {'LoRA' if lora else 'full':4s}  {stage:5d}  {total / 2**20:12.3f}  "

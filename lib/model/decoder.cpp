@@ -147,7 +147,7 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
             hidden = layer_forward(layer, hidden, rope, mask, options);
         }
     }
-    const AcquiredPart head(options.residency, WeightResidency::kHead);
+    const AcquiredPart final_norm(options.residency, WeightResidency::kFinalNorm);
     return rms_norm(hidden, weights_.final_norm, config_.rms_norm_eps);
 }
 

@@ -54,12 +54,14 @@ struct DecoderLayerWeights {
 
 // Where weights live between uses. ZeRO-3 keeps only each rank's slice and makes a part whole
 // just before it runs: acquire(part) fills that part's tensors in the model's DecoderWeights until
-// release(part). Parts: kEmbeddings (embed_tokens), 0..L-1 (a decoder layer), kHead (final_norm
-// and lm_head). Tensors a forward saves for backward stay alive through the graph after release.
+// release(part). Parts: kEmbeddings (embed_tokens), 0..L-1 (a decoder layer), kFinalNorm
+// (final_norm), kHead (lm_head; the embeddings when tied). Tensors a forward saves for backward
+// stay alive through the graph after release.
 class WeightResidency {
 public:
     static constexpr int kEmbeddings = -1;
     static constexpr int kHead = -2;
+    static constexpr int kFinalNorm = -3;
     virtual ~WeightResidency() = default;
     virtual void acquire(int part) = 0;
     virtual void release(int part) = 0;

@@ -27,10 +27,9 @@ PartitionedWeights::PartitionedWeights(model::CausalLM& model, dist::Comm* comm,
         }
         add_part(static_cast<int>(i), slots, options);
     }
+    add_part(kFinalNorm, {&weights_.final_norm}, options);
     if (tied_) weights_.lm_head = at::Tensor();  // shared with embed_tokens: gathered with it
-    add_part(kHead, tied_ ? std::vector<at::Tensor*>{&weights_.final_norm}
-                          : std::vector<at::Tensor*>{&weights_.final_norm, &weights_.lm_head},
-             options);
+    else add_part(kHead, {&weights_.lm_head}, options);
 }
 
 void PartitionedWeights::add_part(int id, const std::vector<at::Tensor*>& candidates, const at::TensorOptions& options) {
@@ -57,7 +56,8 @@ void PartitionedWeights::add_part(int id, const std::vector<at::Tensor*>& candid
     const int64_t total = std::accumulate(numels.begin(), numels.end(), int64_t{0});
     if (total < world_size_) {
         const std::string name = id == kEmbeddings ? "embeddings"
-                                 : id == kHead     ? "final norm and head"
+                                 : id == kHead     ? "lm_head"
+                                 : id == kFinalNorm ? "final norm"
                                                    : "decoder layer " + std::to_string(id);
         fail(ErrorKind::kConfig, "ZeRO stage 3: the part '" + name + "' has " + std::to_string(total) +
                                      " frozen parameters, fewer than the " + std::to_string(world_size_) +

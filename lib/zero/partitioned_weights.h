@@ -1,5 +1,5 @@
 // ZeRO stage 3 for the frozen weights (with LoRA: the whole base model): each rank keeps only
-// its slice of every part (the embeddings, each decoder layer, the head), laid out by
+// its slice of every part (the embeddings, each decoder layer, the final norm, the head), laid out by
 // FlatPartition; acquire(part) all-gathers the part into a fresh buffer whose views become the
 // model's tensors, release(part) drops them (the buffer is freed once no autograd graph holds
 // it). Resident parameter memory per rank: 1/world_size of the frozen weights, plus the parts

@@ -217,5 +217,10 @@ TEST_CASE("ZeRO-3 refuses more ranks than a part has parameters, naming the part
                       "the part 'embeddings' has 6 frozen parameters, fewer than the 8 ranks", "run at most 6 ranks",
                       "stage 2");
     model::CausalLM fits(config, weights);
-    CHECK_NOTHROW(zero::PartitionedWeights(fits, nullptr, 5, 6, at::kFloat, at::Device(at::kCPU)));
+    CHECK_NOTHROW(zero::PartitionedWeights(fits, nullptr, 1, 2, at::kFloat, at::Device(at::kCPU)));  // final norm: 2
+    model::CausalLM small_norm(config, weights);
+    FTL_REQUIRE_ERROR(zero::PartitionedWeights(small_norm, nullptr, 0, 3, at::kFloat, at::Device(at::kCPU)),
+                      ErrorKind::kConfig, "the part 'final norm' has 2 frozen parameters, fewer than the 3 ranks");
+    model::CausalLM persistent(config, weights);  // tensors under 3 elements kept whole: nothing too small is split
+    CHECK_NOTHROW(zero::PartitionedWeights(persistent, nullptr, 0, 3, at::kFloat, at::Device(at::kCPU), 3));
 }
