@@ -83,7 +83,8 @@ int run_job_worker(const config::RunConfig& run, const launch::WorkerIdentity& i
         // The plan as this job runs it: the rendezvous the launcher settled on.
         plan.master_addr = id.master_addr;
         plan.master_port = id.master_port;
-        train::run_sft(run, rank, log, plan.to_json());
+        rank.stop_requested = stop_requests();  // SIGTERM: checkpoint and stop (training only)
+        return train::run_sft(run, rank, log, plan.to_json());
     }
     return 0;
 }

@@ -20,20 +20,31 @@ std::string own_executable() {
     return std::string(path, static_cast<size_t>(n));
 }
 
-// A signal handler can only set a flag: this is the one process-wide variable ftlaunch has, set
-// by the SIGUSR1 handler and read through status_requests().
+// A signal handler can only set a flag: these are the process-wide variables ftlaunch has, set
+// by the SIGUSR1 and SIGTERM handlers and read through status_requests() and stop_requests().
 volatile std::sig_atomic_t status_signal_pending = 0;
+volatile std::sig_atomic_t stop_signal_received = 0;
 
 void on_status_signal(int) { status_signal_pending = 1; }
+void on_stop_signal(int) { stop_signal_received = 1; }
+
+void install(int signal, void (*handler)(int)) {
+    struct sigaction action {};
+    action.sa_handler = handler;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    sigaction(signal, &action, nullptr);
+}
 
 }  // namespace
 
+std::function<bool()> stop_requests() {
+    install(SIGTERM, on_stop_signal);
+    return [] { return stop_signal_received != 0; };
+}
+
 std::function<bool()> status_requests() {
-    struct sigaction action {};
-    action.sa_handler = on_status_signal;
-    sigemptyset(&action.sa_mask);
-    action.sa_flags = SA_RESTART;
-    sigaction(SIGUSR1, &action, nullptr);
+    install(SIGUSR1, on_status_signal);
     return [] {
         if (!status_signal_pending) return false;
         status_signal_pending = 0;

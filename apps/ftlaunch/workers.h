@@ -25,6 +25,10 @@ std::string worker_device(const config::AccelerateConfig& accelerate);
 // signal, whether a status block was asked for (train::RankContext::status_requested).
 std::function<bool()> status_requests();
 
+// Installs this worker's SIGTERM handler and returns the function that reports whether SIGTERM
+// has arrived (train::RankContext::stop_requested): the run saves a checkpoint and stops.
+std::function<bool()> stop_requests();
+
 // Starts the plan's workers running `argv` (the launcher's own command line) and waits.
 // Returns the exit code; reports a failed worker through `log`.
 int launch_workers(const launch::LaunchPlan& plan, const std::vector<std::string>& argv, const Log& log);

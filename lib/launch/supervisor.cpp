@@ -190,7 +190,10 @@ SupervisorResult supervise(std::vector<Child>& children, const std::vector<std::
                 forwarded_signal = static_cast<int>(info.ssi_signo);
                 log.warn(std::string("received ") + strsignal(forwarded_signal) + ": passing it to the workers");
                 signal_all(children, forwarded_signal);
-                kill_at = Clock::now() + std::chrono::seconds(10);
+                // SIGTERM is a scheduler's notice (SLURM --signal=TERM@120): training workers finish
+                // the step and save a checkpoint, and the scheduler keeps its own deadline. Other
+                // signals get 10 s.
+                if (forwarded_signal != SIGTERM) kill_at = Clock::now() + std::chrono::seconds(10);
             } else {
                 signal_all(children, SIGKILL);
             }
@@ -228,8 +231,14 @@ SupervisorResult supervise(std::vector<Child>& children, const std::vector<std::
         for (const auto& c : children)
             if (&c != first_failure) result.failure += "\n  " + c.name + " " + describe_status(c.status);
     } else if (forwarded_signal) {
-        result.exit_code = 128 + forwarded_signal;
-        result.failure = std::string("stopped by ") + strsignal(forwarded_signal);
+        const bool all_preempted = std::all_of(children.begin(), children.end(), [](const Child& c) {
+            return WIFEXITED(c.status) && WEXITSTATUS(c.status) == kExitPreempted;
+        });
+        result.exit_code = all_preempted ? kExitPreempted : 128 + forwarded_signal;
+        result.failure = all_preempted ? std::string("stopped by ") + strsignal(forwarded_signal) +
+                                             " after every rank saved a checkpoint; rerun with "
+                                             "--resume_from_checkpoint auto to continue"
+                                       : std::string("stopped by ") + strsignal(forwarded_signal);
     }
     return result;
 }

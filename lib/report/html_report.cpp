@@ -119,7 +119,7 @@ std::string build_report_html(const MetricsFile& metrics, const std::string& sou
     if (end) {
         const std::string status = end->value("status", "unknown");
         row(html, "status", status + " (exit code " + std::to_string(end->value("exit_code", -1)) + ")",
-            status == "completed" ? "completed" : "failed");
+            status == "completed" ? "completed" : status == "preempted" ? "unknown" : "failed");
         if (end->contains("error")) row(html, "error", end->value("error", ""), "failed");
     } else {
         row(html, "status", last_start ? "no end record: still running, or killed" : "no start record", "unknown");

@@ -7,7 +7,7 @@
 //               peak_memory_bytes (one entry per rank)
 //   eval        step, epoch, eval_loss, eval_perplexity, peak_memory_bytes
 //   checkpoint  step, path
-//   end         status ("completed" | "failed"), exit_code, error (when failed)
+//   end         status ("completed" | "preempted" | "failed"), exit_code, error (when failed)
 // Each line reaches the file with one write(2) on an O_APPEND descriptor as soon as it is made,
 // so a crash, even SIGKILL, loses at most the line being written.
 #pragma once

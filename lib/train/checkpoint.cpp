@@ -61,7 +61,10 @@ std::string save_checkpoint(const std::string& output_dir, const CheckpointConte
     if (crash_hook) crash_hook();
     const model::CpuTensorViews optimizer = model::cpu_views(contents.optimizer);
     io::write_safetensors((temp_dir / "optimizer.safetensors").string(), optimizer.views);
-    const model::CpuTensorViews rng = model::cpu_views({{"dropout", contents.dropout_rng_state}});
+    std::vector<std::pair<std::string, at::Tensor>> states;
+    for (size_t r = 0; r < contents.dropout_rng_states.size(); ++r)
+        states.emplace_back("dropout_rank" + std::to_string(r), contents.dropout_rng_states[r]);
+    const model::CpuTensorViews rng = model::cpu_views(states);
     io::write_safetensors((temp_dir / "rng_state.safetensors").string(), rng.views);
     io::write_file_atomically((temp_dir / "trainer_state.json").string(),
                               [&](std::ostream& out) { out << contents.trainer_state.dump(2) << "\n"; });
@@ -82,6 +85,10 @@ std::string save_checkpoint(const std::string& output_dir, const CheckpointConte
 std::string find_checkpoint(const std::string& resume_from, const std::string& output_dir) {
     remove_temporaries(output_dir);
     const auto as_bool = parse_bool(resume_from);
+    if (resume_from == "auto") {
+        auto all = checkpoints_in(output_dir);
+        return all.empty() ? std::string() : all.back().second.string();
+    }
     if ((as_bool && *as_bool) || resume_from == "last") {
         auto all = checkpoints_in(output_dir);
         if (all.empty())
@@ -105,7 +112,8 @@ CheckpointContents load_checkpoint(const std::string& dir) {
     for (const auto& e : optimizer->header().tensors)
         c.optimizer.emplace_back(e.name, model::tensor_from_view(optimizer->tensor(e.name)));
     auto rng = io::SafetensorsFile::open(dir + "/rng_state.safetensors");
-    c.dropout_rng_state = model::tensor_from_view(rng->tensor("dropout"));
+    for (size_t r = 0; rng->contains("dropout_rank" + std::to_string(r)); ++r)
+        c.dropout_rng_states.push_back(model::tensor_from_view(rng->tensor("dropout_rank" + std::to_string(r))));
     return c;
 }
 

@@ -20,7 +20,9 @@ struct CheckpointContents {
     int64_t global_step = 0;
     nlohmann::json trainer_state;  // HF's trainer_state.json fields (log_history, ...)
     std::vector<std::pair<std::string, at::Tensor>> optimizer;
-    at::Tensor dropout_rng_state;  // at::Generator::get_state()
+    // Every rank's dropout generator state (at::Generator::get_state()), in rank order: as HF
+    // saves rng_state_<rank>.pth per process, each rank resumes its own stream.
+    std::vector<at::Tensor> dropout_rng_states;
 };
 
 // Writes checkpoint-<step> under output_dir. `write_model` writes the weights into the folder it
@@ -31,7 +33,8 @@ std::string save_checkpoint(const std::string& output_dir, const CheckpointConte
                             const std::function<void(const std::string&)>& write_model,
                             std::optional<int> save_total_limit, const std::function<void()>& crash_hook = {});
 
-// "True"/"true"/"last" -> the newest complete checkpoint in output_dir; a path -> that folder.
+// "True"/"true"/"last" -> the newest complete checkpoint in output_dir; a path -> that folder;
+// "auto" -> the newest checkpoint if there is one, else "" (start afresh: a requeued job's rerun).
 // Throws naming what was looked for when there is none. Also removes leftover temporary folders.
 std::string find_checkpoint(const std::string& resume_from, const std::string& output_dir);
 

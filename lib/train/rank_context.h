@@ -35,6 +35,9 @@ struct RankContext {
     // The memory this rank may use, in bytes, when the user states it (FTLAUNCH_MEMORY_PER_RANK);
     // else the pre-flight check asks the device (train/preflight.h).
     std::optional<int64_t> memory_per_rank;
+    // True once SIGTERM arrived (a scheduler's preemption notice): the ranks agree on it after the
+    // current step, save a checkpoint and stop with kExitPreempted. Empty: never asked.
+    std::function<bool()> stop_requested;
     // True once after someone asked for a status block (SIGUSR1 to the launcher or the worker);
     // rank 0 then prints one (train/progress.h). Empty: never asked.
     std::function<bool()> status_requested;

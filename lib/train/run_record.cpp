@@ -100,7 +100,8 @@ void RunRecorder::checkpoint(int64_t step, const std::string& dir) {
 
 void RunRecorder::finish(int exit_code, const std::string& error) {
     if (!metrics_) return;
-    nlohmann::json record = {{"kind", "end"}, {"status", error.empty() ? "completed" : "failed"}, {"exit_code", exit_code}};
+    const std::string status = !error.empty() ? "failed" : exit_code == kExitPreempted ? "preempted" : "completed";
+    nlohmann::json record = {{"kind", "end"}, {"status", status}, {"exit_code", exit_code}};
     if (!error.empty()) record["error"] = error;
     metrics_->write(record);
     refresh_report();

@@ -49,7 +49,8 @@ public:
     void eval(const EvalMetrics& m);
     // A checkpoint was saved in `dir`; the report is refreshed.
     void checkpoint(int64_t step, const std::string& dir);
-    // The end record and the final report. `error` is empty for a completed run.
+    // The end record and the final report: status completed (exit 0), preempted (kExitPreempted,
+    // checkpoint saved) or failed (`error` not empty).
     void finish(int exit_code, const std::string& error);
 
 private:

@@ -131,8 +131,9 @@ void restore_weights(const std::string& dir, const std::string& stem, NamedTenso
 }
 
 // The job after its checks: inputs, model, schedule, the loop, the final save.
-void train(const config::RunConfig& run, const RankContext& rank, const Log& log, const std::string& resume_dir,
-           RunRecorder& recorder) {
+// Returns 0, or kExitPreempted after a SIGTERM stop with its checkpoint.
+int train(const config::RunConfig& run, const RankContext& rank, const Log& log, const std::string& resume_dir,
+          RunRecorder& recorder) {
     const config::TrainArgs& args = run.train;
     const bool main_rank = rank.rank == 0;
     const auto& zero = run.deepspeed.zero_optimization;
@@ -272,7 +273,12 @@ void train(const config::RunConfig& run, const RankContext& rank, const Log& log
         restore_weights(resume_dir, args.use_peft_lora ? "adapter_model" : "model", trainable);
         optimizer.load_state(saved.optimizer);
         if (scaler) scaler->load_state(saved.optimizer);
-        forward.generator->set_state(saved.dropout_rng_state);
+        if (static_cast<size_t>(rank.rank) < saved.dropout_rng_states.size())
+            forward.generator->set_state(saved.dropout_rng_states[static_cast<size_t>(rank.rank)]);
+        else
+            log.warn(resume_dir + " holds no dropout generator state for rank " + std::to_string(rank.rank) +
+                     " (saved by fewer ranks): this rank's dropout masks start afresh, as HF does without rng_state_" +
+                     std::to_string(rank.rank) + ".pth");
         log_history = saved.trainer_state.value("log_history", json::array());
         first_step = saved.global_step;
         for (int64_t i = 0; i < first_step * args.gradient_accumulation_steps; ++i) plan.next_micro_batch();
@@ -285,6 +291,15 @@ void train(const config::RunConfig& run, const RankContext& rank, const Log& log
                  std::to_string(args.per_device_train_batch_size) + ", accumulation " +
                  std::to_string(args.gradient_accumulation_steps) + ", ranks " + std::to_string(rank.world_size) +
                  ", optimization steps " + std::to_string(total_steps));
+
+    // Every rank's dropout generator state, in rank order (collective; rank 0 keeps the result).
+    auto generator_states = [&]() {
+        const at::Tensor mine = forward.generator->get_state();
+        if (!rank.comm) return std::vector<at::Tensor>{mine};
+        at::Tensor all = at::empty({rank.world_size * mine.numel()}, mine.options().device(device));
+        rank.comm->all_gather(all, mine.to(device));
+        return all.cpu().chunk(rank.world_size);
+    };
 
     auto trainer_state = [&](int64_t step) {
         return json{{"global_step", step},
@@ -350,13 +365,17 @@ void train(const config::RunConfig& run, const RankContext& rank, const Log& log
             interval_tokens += tokens;
             interval_flops += static_cast<double>(tokens) * training_flops_per_token(shape, b.input_ids.size(1));
         }
-        {  // one collective for the step's loss (summed) and each rank's peak memory (its own slot)
-            at::Tensor stats = at::zeros({1 + rank.world_size}, at::TensorOptions().dtype(at::kDouble));
+        const bool stop_requested = rank.stop_requested && rank.stop_requested();
+        bool stop_now = false;  // a rank got SIGTERM: all save and stop after this step
+        {  // one collective for the step's loss (summed), the stop votes and each rank's peak memory
+            at::Tensor stats = at::zeros({2 + rank.world_size}, at::TensorOptions().dtype(at::kDouble));
             stats[0] = step_loss;
-            stats[1 + rank.rank] = static_cast<double>(device_peak_bytes(device));
+            stats[1] = stop_requested ? 1.0 : 0.0;
+            stats[2 + rank.rank] = static_cast<double>(device_peak_bytes(device));
             if (rank.comm) rank.comm->all_reduce(stats, dist::ReduceOp::kSum);
             step_loss = stats[0].item<double>();
-            for (int r = 0; r < rank.world_size; ++r) peak_memory[static_cast<size_t>(r)] = stats[1 + r].item<int64_t>();
+            stop_now = stats[1].item<double>() > 0;
+            for (int r = 0; r < rank.world_size; ++r) peak_memory[static_cast<size_t>(r)] = stats[2 + r].item<int64_t>();
         }
         const auto update = optimizer.step(learning_rate(), args.max_grad_norm, scaler ? &*scaler : nullptr);
         const double grad_norm = update.grad_norm;
@@ -434,21 +453,33 @@ void train(const config::RunConfig& run, const RankContext& rank, const Log& log
             recorder.eval({done, epoch, eval.loss, eval.perplexity});
             if (main_rank) log.info("eval " + entry.dump());
         }
-        if (!last && ((args.save_strategy == "steps" && done % save_every == 0) ||
-                      (args.save_strategy == "epoch" && epoch_end))) {
+        const bool preempted = stop_now && !last;  // the last step ends the run normally
+        const bool scheduled_save = !last && ((args.save_strategy == "steps" && done % save_every == 0) ||
+                                              (args.save_strategy == "epoch" && epoch_end));
+        if (scheduled_save || preempted) {
             auto optimizer_state = optimizer.state();  // collective under ZeRO
             const NamedTensors full_tensors = adapter_full_tensors();  // collective under ZeRO-3
-            if (!main_rank) continue;
-            CheckpointContents contents{done, trainer_state(done), std::move(optimizer_state), forward.generator->get_state()};
-            if (scaler)
-                for (auto& entry : scaler->state()) contents.optimizer.push_back(entry);
-            auto crash_hook = [&] {
-                if (rank.during_checkpoint_save) rank.during_checkpoint_save(done);
-            };
-            const std::string dir = save_checkpoint(args.output_dir, contents, [&](const std::string& d) { write_weights(d, at::kFloat, full_tensors); },
-                                                    args.save_total_limit, crash_hook);
-            log.info("saved " + dir);
-            recorder.checkpoint(done, dir);
+            std::vector<at::Tensor> rng_states = generator_states();      // collective
+            if (main_rank) {
+                CheckpointContents contents{done, trainer_state(done), std::move(optimizer_state), std::move(rng_states)};
+                if (scaler)
+                    for (auto& entry : scaler->state()) contents.optimizer.push_back(entry);
+                auto crash_hook = [&] {
+                    if (rank.during_checkpoint_save) rank.during_checkpoint_save(done);
+                };
+                const std::string dir = save_checkpoint(
+                    args.output_dir, contents, [&](const std::string& d) { write_weights(d, at::kFloat, full_tensors); },
+                    args.save_total_limit, crash_hook);
+                log.info("saved " + dir);
+                recorder.checkpoint(done, dir);
+            }
+        }
+        if (preempted) {
+            if (main_rank)
+                log.warn("stopped by SIGTERM after step " + std::to_string(done) + " of " + std::to_string(total_steps) +
+                         " with a checkpoint saved; rerun with --resume_from_checkpoint auto to continue (exit code " +
+                         std::to_string(kExitPreempted) + ")");
+            return kExitPreempted;
         }
     }
 
@@ -463,17 +494,18 @@ void train(const config::RunConfig& run, const RankContext& rank, const Log& log
 
     // ---- save (rank 0): the final weights and state in output_dir ----
     const NamedTensors full_tensors = adapter_full_tensors();  // collective under ZeRO-3
-    if (!main_rank) return;
+    if (!main_rank) return 0;
     write_weights(args.output_dir, final_dtype, full_tensors);
     io::write_file_atomically(args.output_dir + "/trainer_state.json",
                               [&](std::ostream& out) { out << trainer_state(total_steps).dump(2) << "\n"; });
     log.info("saved " + std::string(args.use_peft_lora ? "the adapter" : "the weights") + " and trainer_state.json to " +
              args.output_dir);
+    return 0;
 }
 
 }  // namespace
 
-void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& log, const nlohmann::json& launch_plan) {
+int run_sft(const config::RunConfig& run, const RankContext& rank, const Log& log, const nlohmann::json& launch_plan) {
     const config::TrainArgs& args = run.train;
     if (args.eval_strategy != "no" && args.eval_strategy != "steps" && args.eval_strategy != "epoch")
         fail(ErrorKind::kConfig, "--eval_strategy: must be no, steps or epoch (got '" + args.eval_strategy + "')");
@@ -488,8 +520,9 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
     json resolved = run.to_json();
     resolved["launch_plan"] = launch_plan;
     recorder.start(resolved);
+    int exit_code = 0;
     try {
-        train(run, rank, log, resume_dir, recorder);
+        exit_code = train(run, rank, log, resume_dir, recorder);
     } catch (const Error& e) {
         recorder.finish(exit_code_for(e.kind()), e.what());
         throw;
@@ -497,7 +530,8 @@ void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& l
         recorder.finish(1, e.what());
         throw;
     }
-    recorder.finish(0, "");
+    recorder.finish(exit_code, "");
+    return exit_code;
 }
 
 }  // namespace ftl::train

@@ -16,6 +16,7 @@ namespace ftl::train {
 // TensorBoard events: train/run_record.h) with `launch_plan` in its start record. Throws
 // ftl::Error on bad input, before the first step whenever the input can be checked up front; a
 // failure is recorded in metrics.jsonl and the report before it propagates.
-void run_sft(const config::RunConfig& run, const RankContext& rank, const Log& log, const nlohmann::json& launch_plan);
+// Returns 0, or kExitPreempted when SIGTERM stopped it after saving a checkpoint.
+int run_sft(const config::RunConfig& run, const RankContext& rank, const Log& log, const nlohmann::json& launch_plan);
 
 }  // namespace ftl::train

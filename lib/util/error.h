@@ -28,6 +28,10 @@ private:
 // Exit status for an error of this kind: 2 for bad input (usage, config), 1 otherwise.
 int exit_code_for(ErrorKind kind);
 
+// Exit status of a run stopped by SIGTERM (preemption) after it saved a checkpoint: EX_TEMPFAIL,
+// "try again later" -- the sbatch example requeues on it and the rerun resumes.
+inline constexpr int kExitPreempted = 75;
+
 // Builds the message, throws Error(kind, message). For call sites that read like checks.
 [[noreturn]] void fail(ErrorKind kind, const std::string& message);
 

@@ -17,6 +17,9 @@ crash safety while saving, and bad input stopped before training.
                   checkpoint-8; --resume_from_checkpoint True resumes from 4 and matches (1e-6)
   tokenised cache the rows are stored under output_dir/tokenized/<split>-<key>.safetensors; a
                   second run in the same folder reuses them and computes the same losses
+  preemption      SIGTERM to the launcher of a 2-rank run: a checkpoint, exit 75, end record
+                  "preempted"; the same command (--resume_from_checkpoint auto) resumes and matches the
+                  uninterrupted run (1e-6)
   bad input       missing split, missing text field, empty split, row longer than max_seq_len,
                   unknown target module, lora_r 0, unwritable output_dir: exit 2 with a message
                   naming the value, and no training step runs; with 2 ranks, rank 0's error
@@ -26,9 +29,11 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import check, failures  # noqa: E402
@@ -67,6 +72,43 @@ def make_inputs_with_eval(work):
         for t in texts[:6]:
             f.write(json.dumps({"text": t}) + "\n")
     return model_dir, data_dir, texts
+
+
+def check_preemption(work, model_dir, data_dir, two_ranks):
+    """SIGTERM to the launcher of a 2-rank run (a scheduler's preemption notice): both ranks finish
+    the step, a checkpoint appears, exit 75; the same command again (--resume_from_checkpoint auto)
+    continues from it to the uninterrupted run's curve."""
+    steps = 200
+
+    def command(out):
+        cmd = args_for(model_dir, data_dir, out, steps=steps, extra=("--save_strategy", "no", "--resume_from_checkpoint", "auto"))
+        cmd[1:4] = ["--config_file", two_ranks]
+        return cmd
+
+    whole = os.path.join(work, "preempt_whole")
+    proc = run(command(whole))
+    check(proc.returncode == 0, f"preemption: uninterrupted run (auto, no checkpoint yet: starts afresh) exits 0 ({proc.returncode})")
+    uninterrupted, _ = losses(whole)
+    out = os.path.join(work, "preempted")
+    launcher = subprocess.Popen(command(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = os.path.join(out, "metrics.jsonl")
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if os.path.exists(metrics) and open(metrics).read().count('"kind":"train"') >= 10:
+            break
+        time.sleep(0.05)
+    launcher.send_signal(signal.SIGTERM)
+    stdout, stderr = launcher.communicate(timeout=300)
+    saved = sorted(int(d.split("-")[1]) for d in os.listdir(out) if d.startswith("checkpoint-"))
+    end = [json.loads(line) for line in open(metrics)][-1]
+    check(launcher.returncode == 75 and len(saved) == 1 and 10 <= saved[0] < steps and end.get("status") == "preempted",
+          f"SIGTERM mid-run: exit {launcher.returncode} (75), checkpoint {saved}, end record {end.get('status')}")
+    proc = run(command(out))
+    resumed, _ = losses(out)
+    worst = max(abs(resumed[k] - uninterrupted[k]) / abs(uninterrupted[k]) for k in uninterrupted) \
+        if sorted(resumed) == sorted(uninterrupted) else float("inf")
+    check(proc.returncode == 0 and f"resumed from {out}/checkpoint-{saved[0] if saved else 0}" in proc.stdout and worst <= 1e-6,
+          f"the same command again resumes (auto) and matches the uninterrupted {steps} steps: worst rel diff {worst:.1e} <= 1e-6")
 
 
 def main():
@@ -193,6 +235,7 @@ def main():
         text = proc.stdout + proc.stderr
         check(proc.returncode == 2 and "rank 0 could not prepare split 'train'" in text and "step 1/" not in text,
               f"2 ranks, missing text field: exit {proc.returncode}, rank 1 reports rank 0's error")
+        check_preemption(work, model_dir, data_dir, two_ranks)
     if failures:
         sys.exit(1)
     print("all SFT systems checks passed")
