@@ -212,7 +212,6 @@ void validate(const TrainArgs& a) {
                                              "' not recognized as one of test or train (got '" + a.splits + "')");
     }
     if (a.output_dir.empty()) ftl::fail(ErrorKind::kUsage, "--output_dir: must not be empty");
-    report_targets(a.report_to);
 }
 
 // The integrations transformers' --report_to knows (transformers.integrations), TensorBoard aside.
@@ -338,7 +337,7 @@ ParsedTrainArgs parse_train_args(JobKind job, const std::vector<std::string>& ar
             "--push_to_hub and --hub_* are accepted but nothing is uploaded: ftlaunch has no "
             "network access to the Hub; the results stay in --output_dir " + a.output_dir);
     validate(a);
-    const ReportTargets targets = report_targets(a.report_to);
+    const ReportTargets targets = report_targets(a.report_to);  // throws for an unknown integration
     if (!targets.online.empty())
         out.warnings.push_back("--report_to " + join(targets.online, ",") +
                                ": these services are online and ftlaunch sends nothing over the network; training goes on, "

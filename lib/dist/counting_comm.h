@@ -16,6 +16,19 @@ struct CommVolume {
     double all_reduce = 0, all_gather = 0, reduce_scatter = 0, broadcast = 0;  // bytes this rank moved
     int64_t calls = 0;
     double total() const { return all_reduce + all_gather + reduce_scatter + broadcast; }
+    // What was moved between two readings (`*this` taken after `earlier`), and a running sum.
+    CommVolume since(const CommVolume& earlier) const {
+        return {all_reduce - earlier.all_reduce, all_gather - earlier.all_gather, reduce_scatter - earlier.reduce_scatter,
+                broadcast - earlier.broadcast, calls - earlier.calls};
+    }
+    CommVolume& operator+=(const CommVolume& more) {
+        all_reduce += more.all_reduce;
+        all_gather += more.all_gather;
+        reduce_scatter += more.reduce_scatter;
+        broadcast += more.broadcast;
+        calls += more.calls;
+        return *this;
+    }
 };
 
 class CountingComm : public Comm {

@@ -35,10 +35,10 @@ std::map<std::string, AdapterEntry> adapter_entries(const io::Checkpoint& adapte
             fail(ErrorKind::kConfig, adapter.dir() + "/adapter_model.safetensors: '" + name +
                                          "' is not a PEFT name (base_model.model.<module>...)");
         const std::string rest = name.substr(std::string(kPeftPrefix).size());
-        for (const char* kind : {".lora_A.weight", ".lora_B.weight"})
+        for (const std::string kind : {".lora_A.weight", ".lora_B.weight"})
             if (ends_with(rest, kind)) {
-                const std::string base = rest.substr(0, rest.size() - std::string(kind).size()) + ".weight";
-                (kind[6] == 'A' ? entries[base].lora_a : entries[base].lora_b) = name;
+                const std::string base = rest.substr(0, rest.size() - kind.size()) + ".weight";
+                (kind == ".lora_A.weight" ? entries[base].lora_a : entries[base].lora_b) = name;
             }
         if (rest.find(".lora_") == std::string::npos) entries[rest].replacement = name;
     }

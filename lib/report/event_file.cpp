@@ -4,11 +4,11 @@
 
 #include <array>
 #include <cerrno>
-#include <chrono>
 #include <cstring>
 #include <filesystem>
 
 #include "util/error.h"
+#include "util/system.h"
 
 namespace ftl::report {
 namespace {
@@ -63,16 +63,6 @@ std::string encode_event(double wall_time, int64_t step, const std::string* file
     if (file_version) put_bytes(event, 3, *file_version);
     if (summary) put_bytes(event, 5, *summary);
     return event;
-}
-
-std::string host_name() {
-    char name[256] = {};
-    if (gethostname(name, sizeof(name) - 1) != 0) return "localhost";
-    return name;
-}
-
-double unix_seconds() {
-    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace

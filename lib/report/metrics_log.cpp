@@ -4,11 +4,11 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <chrono>
 #include <cstring>
 
 #include "util/error.h"
 #include "util/files.h"
+#include "util/system.h"
 
 namespace ftl::report {
 
@@ -23,7 +23,7 @@ MetricsLog::~MetricsLog() {
 
 void MetricsLog::write(nlohmann::json record) {
     record["schema"] = kMetricsSchema;
-    record["time"] = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    record["time"] = unix_seconds();
     const std::string line = record.dump() + "\n";
     size_t done = 0;
     while (done < line.size()) {

@@ -1,20 +1,15 @@
 #include "train/run_record.h"
 
-#include <unistd.h>
 
-#include <chrono>
 #include <cmath>
 #include <ctime>
 
 #include "report/html_report.h"
 #include "util/error.h"
+#include "util/system.h"
 
 namespace ftl::train {
 namespace {
-
-double unix_seconds() {
-    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 // transformers' default_logdir(): runs/<%b%d_%H-%M-%S>_<hostname>, in local time.
 std::string default_logging_dir(const std::string& output_dir) {
@@ -23,9 +18,7 @@ std::string default_logging_dir(const std::string& output_dir) {
     localtime_r(&now, &local);
     char stamp[32];
     std::strftime(stamp, sizeof(stamp), "%b%d_%H-%M-%S", &local);
-    char host[256] = {};
-    if (gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
-    return output_dir + "/runs/" + stamp + "_" + host;
+    return output_dir + "/runs/" + stamp + "_" + host_name();
 }
 
 }  // namespace

@@ -388,12 +388,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         }
 
         interval_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
-        if (rank.comm_volume) {
-            step_volume.all_reduce += rank.comm_volume->all_reduce - before.all_reduce;
-            step_volume.all_gather += rank.comm_volume->all_gather - before.all_gather;
-            step_volume.reduce_scatter += rank.comm_volume->reduce_scatter - before.reduce_scatter;
-            step_volume.broadcast += rank.comm_volume->broadcast - before.broadcast;
-        }
+        if (rank.comm_volume) step_volume += rank.comm_volume->since(before);
         const int64_t done = step + 1;
         const bool last = done == total_steps;
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
