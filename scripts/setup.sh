@@ -8,14 +8,14 @@
 #     PyPI build is the CUDA 13.0 one, matching the machine's toolkit), pyarrow, and the parity
 #     test oracles (transformers, peft, tokenizers, safetensors, accelerate; tensorboard and
 #     pillow read back the event files and report screenshots; deepspeed for its memory
-#     estimator).
+#     estimator; bitsandbytes, pinned, whose CPU 4-bit path the QLoRA tests match bit for bit).
 # A second run finds everything in place, installs nothing and takes seconds.
 # On a machine whose python3 already has torch 2.11 and no registry (the GPU image), set
 # FTLAUNCH_USE_SYSTEM_PYTHON=1: nothing is installed, the system python3 is used.
 set -euo pipefail
 
 venv="${FTLAUNCH_VENV:-$HOME/.cache/ftlaunch/venv}"
-stamp_version=4   # bump when the package list below changes
+stamp_version=5   # bump when the package list below changes
 
 apt_packages=(
   build-essential cmake ninja-build ccache pkg-config git
@@ -26,6 +26,7 @@ apt_packages=(
 python_packages=(
   "torch==2.11.0" "numpy<3" pyarrow
   transformers peft tokenizers safetensors accelerate tensorboard pillow deepspeed
+  "bitsandbytes==0.50.2"
 )
 
 log() { printf '[setup] %s\n' "$*"; }

@@ -28,8 +28,15 @@ std::vector<at::Tensor> DecoderLayerWeights::tensors() const {
     return out;
 }
 
+std::pair<int64_t, int64_t> linear_features(const Linear& linear) {
+    const std::vector<int64_t>& shape = linear.four_bit ? linear.four_bit->shape : linear.weight.sizes().vec();
+    return {shape.at(0), shape.at(1)};
+}
+
 at::Tensor apply_linear(const Linear& linear, const at::Tensor& x, const ForwardOptions& options) {
-    at::Tensor y = linear.bias.defined() ? at::linear(x, linear.weight, linear.bias) : at::linear(x, linear.weight);
+    at::Tensor y = linear.four_bit                ? quant::linear_4bit(x, linear.weight, linear.four_bit, linear.bias)
+                   : linear.bias.defined() ? at::linear(x, linear.weight, linear.bias)
+                                           : at::linear(x, linear.weight);
     if (!linear.adapter) return y;
     const LowRankAdapter& a = *linear.adapter;
     at::Tensor input = x.to(a.A.scalar_type());

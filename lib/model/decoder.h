@@ -10,6 +10,7 @@
 
 #include <ATen/ATen.h>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -18,6 +19,7 @@
 #include "model/batch.h"
 #include "model/model_config.h"
 #include "model/rope.h"
+#include "quant/four_bit.h"
 
 namespace ftl::model {
 
@@ -31,12 +33,17 @@ struct LowRankAdapter {
 };
 
 // A linear layer: weight [out, in] as in HF, bias undefined when the family has none, and an
-// optional adapter.
+// optional adapter. With `four_bit` (QLoRA) the weight holds the packed 4-bit codes in
+// bitsandbytes' layout and four_bit its quantisation state (quant/four_bit.h); it is frozen.
 struct Linear {
     at::Tensor weight;
     at::Tensor bias;
     std::optional<LowRankAdapter> adapter;
+    std::shared_ptr<const quant::FourBitState> four_bit;
 };
+
+// (out_features, in_features) of a linear, 4-bit or not.
+std::pair<int64_t, int64_t> linear_features(const Linear& linear);
 
 // Weights of one decoder layer.
 struct DecoderLayerWeights {

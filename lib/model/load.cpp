@@ -81,7 +81,7 @@ LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& opti
         DecoderLayerWeights l;
         l.input_norm = r.read(p + "input_layernorm.weight", {H});
         auto linear = [&](const std::string& path, int64_t out, int64_t in, bool bias) {
-            return Linear{r.read(p + path + ".weight", {out, in}), r.read_if(bias, p + path + ".bias", {out}), std::nullopt};
+            return Linear{r.read(p + path + ".weight", {out, in}), r.read_if(bias, p + path + ".bias", {out}), std::nullopt, nullptr};
         };
         l.q_proj = linear("self_attn.q_proj", q_out, H, config.qkv_bias);
         l.k_proj = linear("self_attn.k_proj", kv_out, H, config.qkv_bias);

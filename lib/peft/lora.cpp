@@ -107,7 +107,7 @@ std::vector<std::string> attach_lora(model::CausalLM& model, const LoraConfig& c
     std::vector<std::string> adapted;
     for (auto& [path, linear] : candidates) {
         if (!matches(path, config, names, pattern.get())) continue;
-        const int64_t out = linear->weight.size(0), in = linear->weight.size(1);
+        const auto [out, in] = model::linear_features(*linear);
         auto options = at::TensorOptions().dtype(at::kFloat);  // drawn on CPU, as torch's CPU generator does
         at::Tensor a = at::empty({config.r, in}, options);
         at::Tensor b = at::empty({out, config.r}, options);

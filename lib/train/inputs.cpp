@@ -5,6 +5,7 @@
 #include "data/dataset.h"
 #include "data/row_cache.h"
 #include "io/hub.h"
+#include "model/tensor_io.h"
 #include "util/error.h"
 
 namespace ftl::train {
@@ -39,6 +40,16 @@ JobModel load_job_model(const JobInputs& inputs, const at::Device& device, bool 
         out.resized_to = out.loaded.model.resize_token_embeddings(inputs.tokenizer.size(), 8);
     }
     return out;
+}
+
+std::optional<quant::FourBitConfig> four_bit_config(const config::TrainArgs& args) {
+    if (!args.use_4bit_quantization) return std::nullopt;
+    quant::FourBitConfig config;
+    config.type = quant::parse_quant_type(args.bnb_4bit_quant_type, "--bnb_4bit_quant_type");
+    config.nested = args.use_nested_quant;
+    config.compute_dtype = model::parse_float_dtype(args.bnb_4bit_compute_dtype, "--bnb_4bit_compute_dtype");
+    config.storage_dtype = quant::parse_storage_dtype(args.bnb_4bit_quant_storage_dtype, "--bnb_4bit_quant_storage_dtype");
+    return config;
 }
 
 std::vector<data::Row> split_rows(const config::TrainArgs& args, const JobInputs& inputs, const std::string& split) {

@@ -10,6 +10,7 @@
 #include "config/train_args.h"
 #include "data/examples.h"
 #include "model/load.h"
+#include "quant/four_bit.h"
 #include "tokenizer/chat_format.h"
 #include "tokenizer/hf_tokenizer.h"
 #include "train/rank_context.h"
@@ -37,6 +38,10 @@ struct JobModel {
     std::optional<int64_t> resized_to;  // the new vocabulary size when resized
 };
 JobModel load_job_model(const JobInputs& inputs, const at::Device& device, bool mapped = false);
+
+// --use_4bit_quantization True: the 4-bit scheme the --bnb_4bit_* flags and --use_nested_quant
+// choose (blocksize 64, as bitsandbytes); nullopt without it.
+std::optional<quant::FourBitConfig> four_bit_config(const config::TrainArgs& args);
 
 // The rows of one split: tokenized with the job's text options, packed or one per example.
 std::vector<data::Row> split_rows(const config::TrainArgs& args, const JobInputs& inputs, const std::string& split);

@@ -12,6 +12,7 @@
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
 #include "model/loss.h"
+#include "model/quantize.h"
 #include "model/save.h"
 #include "model/tensor_io.h"
 #include "optim/loss_scaler.h"
@@ -144,6 +145,14 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     if (main_rank && run.uses_deepspeed && (zero.offload_optimizer.device != config::OffloadDevice::kNone ||
                                             zero.offload_param.device != config::OffloadDevice::kNone))
         log.warn("ZeRO offload is not in this build yet: the optimizer state and parameters stay on " + rank.device);
+    const std::optional<quant::FourBitConfig> four_bit = four_bit_config(args);
+    if (four_bit && !args.use_peft_lora)
+        fail(ErrorKind::kConfig, "--use_4bit_quantization True needs --use_peft_lora True: 4-bit base weights are frozen, "
+                                 "so only adapters can train on them (transformers refuses to fine-tune a purely "
+                                 "quantized model too)");
+    if (args.use_8bit_quantization)
+        fail(ErrorKind::kConfig, "--use_8bit_quantization True: 8-bit (LLM.int8) base weights are not in this build; "
+                                 "--use_4bit_quantization True (QLoRA) is");
     // ---- inputs: folders, tokenizer (as train.py sets it up), data ----
     const JobInputs inputs = resolve_job_inputs(args);
     const int32_t pad_id = inputs.tokenizer.pad_id().value_or(0);
@@ -155,14 +164,15 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         if (main_rank) log.info(fits);
     }
     const at::Device device = rank.torch_device();
-    // ZeRO-3 with LoRA: the weights stay mapped until each rank copies out its slices.
+    // ZeRO-3 with LoRA: the weights stay mapped until each rank copies out its slices; with
+    // 4-bit weights, until each layer is quantised.
     const bool partition_weights = zero_stage == 3 && args.use_peft_lora;
     // The first conversions start LibTorch's CPU thread pool and kernels; doing one here keeps
     // that start-up out of the loading figure below.
     (void)at::ones({4096}, at::kBFloat16).to(at::kFloat).sum().item<float>();
     reset_peak_resident();
     const int64_t resident_before_load = resident_bytes();
-    JobModel job_model = load_job_model(inputs, device, partition_weights);
+    JobModel job_model = load_job_model(inputs, device, partition_weights || four_bit);
     model::CausalLM& lm = job_model.loaded.model;
     if (main_rank && job_model.resized_to)
         log.info("resized the embeddings to " + std::to_string(*job_model.resized_to) + " rows for the chat tokens");
@@ -182,9 +192,21 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         trainable = lm.named_weights();
     }
     for (auto& [name, t] : trainable) t.requires_grad_(true);
-    int64_t trainable_count = 0, all_count = 0;
+    int64_t trainable_count = 0;
     for (auto& [name, t] : trainable) trainable_count += t.numel();
-    for (auto& [name, t] : lm.named_weights()) all_count += t.numel();
+    const int64_t all_count = model::base_parameter_count(lm);
+    // QLoRA: the decoder's linears become 4-bit, one layer at a time (under ZeRO-3 as each
+    // layer is partitioned, below).
+    model::FourBitFootprint four_bit_bytes;
+    auto quantize_layer = [&](int i) {
+        model::DecoderLayerWeights& layer = lm.weights().layers.at(static_cast<size_t>(i));
+        model::quantize_layer_linears(layer, i, *four_bit, device);
+        four_bit_bytes.add(layer);
+    };
+    if (four_bit && !partition_weights) {
+        for (int i = 0; i < lm.config().num_layers; ++i) quantize_layer(i);
+        model::quantize_model(lm, *four_bit, at::kFloat, device);  // the rest to fp32 on the device
+    }
     const ModelShape shape{args.use_peft_lora ? all_count : 0, trainable_count, lm.config().num_layers,
                            lm.config().hidden_size};
     if (main_rank)
@@ -197,13 +219,18 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         const int64_t persistence = zero.stage3_param_persistence_threshold
                                         ? static_cast<int64_t>(*zero.stage3_param_persistence_threshold)
                                         : 10 * lm.config().hidden_size;
-        partitioned.emplace(lm, rank.comm, rank.rank, rank.world_size, at::kFloat, device, persistence);
+        partitioned.emplace(lm, rank.comm, rank.rank, rank.world_size, at::kFloat, device, persistence,
+                            four_bit ? std::function<void(int)>(quantize_layer) : std::function<void(int)>());
         log.info("ZeRO-3: this rank holds " + std::to_string(partitioned->slice_bytes()) + " bytes of the " +
                  std::to_string(partitioned->full_bytes()) + " bytes of partitioned frozen weights (largest gathered part " +
                  std::to_string(partitioned->largest_part_bytes()) + " bytes), and " +
                  std::to_string(partitioned->persistent_bytes()) + " bytes of tensors under " + std::to_string(persistence) +
                  " elements whole (stage3_param_persistence_threshold)");
     }
+    if (four_bit)
+        log.info("4-bit base weights (" + quant::quant_type_name(four_bit->type) + (four_bit->nested ? ", nested" : "") +
+                 ", " + c10::toString(four_bit->storage_dtype) + " storage): " + std::to_string(four_bit_bytes.quantized) +
+                 " bytes with their quantisation state, " + std::to_string(four_bit_bytes.bf16) + " bytes in bfloat16");
     log.info("loading the model raised resident memory by " +
              std::to_string(peak_resident_bytes() - resident_before_load) + " bytes at its peak");
     // The adapter, or (full fine-tuning) a model folder transformers loads, in the trained fp32

@@ -7,9 +7,20 @@
 #include "util/error.h"
 
 namespace ftl::zero {
+namespace {
+
+std::string part_name(int id) {
+    return id == model::WeightResidency::kEmbeddings ? "embeddings"
+           : id == model::WeightResidency::kHead     ? "lm_head"
+           : id == model::WeightResidency::kFinalNorm ? "final norm"
+                                                      : "decoder layer " + std::to_string(id);
+}
+
+}  // namespace
 
 PartitionedWeights::PartitionedWeights(model::CausalLM& model, dist::Comm* comm, int rank, int world_size,
-                                       at::ScalarType dtype, const at::Device& device, int64_t persistence_threshold)
+                                       at::ScalarType dtype, const at::Device& device, int64_t persistence_threshold,
+                                       const std::function<void(int layer)>& prepare_layer)
     : weights_(model.weights()),
       tied_(model.weights().lm_head.is_same(model.weights().embed_tokens)),
       comm_(comm),
@@ -17,78 +28,81 @@ PartitionedWeights::PartitionedWeights(model::CausalLM& model, dist::Comm* comm,
       world_size_(world_size),
       persistence_threshold_(persistence_threshold) {
     const auto options = at::TensorOptions().dtype(dtype).device(device);
-    add_part(kEmbeddings, {&weights_.embed_tokens}, options);
+    add_part(kEmbeddings, {{&weights_.embed_tokens, false}}, options);
     for (size_t i = 0; i < weights_.layers.size(); ++i) {
+        if (prepare_layer) prepare_layer(static_cast<int>(i));
         model::DecoderLayerWeights& l = weights_.layers[i];
-        std::vector<at::Tensor*> slots{&l.input_norm, &l.post_attention_norm};
+        std::vector<Slot> slots{{&l.input_norm, false}, {&l.post_attention_norm, false}};
         for (model::Linear* linear : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj}) {
-            slots.push_back(&linear->weight);
-            slots.push_back(&linear->bias);
+            slots.push_back({&linear->weight, linear->four_bit != nullptr});
+            slots.push_back({&linear->bias, false});
         }
         add_part(static_cast<int>(i), slots, options);
     }
-    add_part(kFinalNorm, {&weights_.final_norm}, options);
+    add_part(kFinalNorm, {{&weights_.final_norm, false}}, options);
     if (tied_) weights_.lm_head = at::Tensor();  // shared with embed_tokens: gathered with it
-    else add_part(kHead, {&weights_.lm_head}, options);
+    else add_part(kHead, {{&weights_.lm_head, false}}, options);
 }
 
-void PartitionedWeights::add_part(int id, const std::vector<at::Tensor*>& candidates, const at::TensorOptions& options) {
-    std::vector<at::Tensor*> slots;
-    std::vector<at::Tensor> tensors;
+void PartitionedWeights::add_part(int id, const std::vector<Slot>& candidates, const at::TensorOptions& options) {
+    std::map<at::ScalarType, std::pair<std::vector<at::Tensor*>, std::vector<at::Tensor>>> by_dtype;
     at::NoGradGuard no_grad;
-    for (at::Tensor* slot : candidates) {
+    for (const Slot& candidate : candidates) {
+        at::Tensor* slot = candidate.tensor;
         if (!slot->defined() || slot->requires_grad()) continue;
+        const at::TensorOptions target = candidate.keep_dtype ? options.dtype(slot->scalar_type()) : options;
         if (slot->numel() < persistence_threshold_) {  // small: whole on every rank, never gathered
-            *slot = slot->to(options).contiguous();
+            *slot = slot->to(target).contiguous();
             persistent_bytes_ += slot->numel() * slot->element_size();
             continue;
         }
+        auto& [slots, tensors] = by_dtype[c10::typeMetaToScalarType(target.dtype())];
         slots.push_back(slot);
         tensors.push_back(*slot);
     }
-    if (slots.empty()) return;
-    std::vector<int64_t> numels;
-    std::vector<std::vector<int64_t>> shapes;
-    for (const auto& t : tensors) {
-        numels.push_back(t.numel());
-        shapes.push_back(t.sizes().vec());
+    std::vector<Group> groups;
+    for (auto& [dtype, entry] : by_dtype) {
+        auto& [slots, tensors] = entry;
+        std::vector<int64_t> numels;
+        std::vector<std::vector<int64_t>> shapes;
+        for (const auto& t : tensors) {
+            numels.push_back(t.numel());
+            shapes.push_back(t.sizes().vec());
+        }
+        const int64_t total = std::accumulate(numels.begin(), numels.end(), int64_t{0});
+        if (total < world_size_)
+            fail(ErrorKind::kConfig, "ZeRO stage 3: the part '" + part_name(id) + "' has " + std::to_string(total) +
+                                         " frozen " + c10::toString(dtype) + " elements, fewer than the " +
+                                         std::to_string(world_size_) + " ranks, so some ranks would hold none of it; run at most " +
+                                         std::to_string(total) + " ranks, or zero_optimization.stage 2 (frozen weights whole on every rank)");
+        Group group{slots, shapes, FlatPartition(numels, rank_, world_size_), {}};
+        // Only the elements of [begin, end) are read: each tensor's overlap with this rank's slice.
+        group.slice = at::zeros({group.layout.shard()}, options.dtype(dtype));
+        const int64_t begin = group.layout.shard_begin(), end = begin + group.layout.shard();
+        for (size_t i = 0; i < tensors.size(); ++i) {
+            const int64_t first = std::max(begin, group.layout.offset(i));
+            const int64_t last = std::min(end, group.layout.offset(i) + group.layout.numel(i));
+            if (first >= last) continue;
+            group.slice.narrow(0, first - begin, last - first)
+                .copy_(tensors[i].reshape({-1}).narrow(0, first - group.layout.offset(i), last - first));
+        }
+        for (at::Tensor* slot : slots) *slot = at::Tensor();
+        groups.push_back(std::move(group));
     }
-    const int64_t total = std::accumulate(numels.begin(), numels.end(), int64_t{0});
-    if (total < world_size_) {
-        const std::string name = id == kEmbeddings ? "embeddings"
-                                 : id == kHead     ? "lm_head"
-                                 : id == kFinalNorm ? "final norm"
-                                                   : "decoder layer " + std::to_string(id);
-        fail(ErrorKind::kConfig, "ZeRO stage 3: the part '" + name + "' has " + std::to_string(total) +
-                                     " frozen parameters, fewer than the " + std::to_string(world_size_) +
-                                     " ranks, so some ranks would hold none of it; run at most " + std::to_string(total) +
-                                     " ranks, or zero_optimization.stage 2 (frozen weights whole on every rank)");
-    }
-    Part part{slots, shapes, FlatPartition(numels, rank_, world_size_), {}};
-    // Only the elements of [begin, end) are read: each tensor's overlap with this rank's slice.
-    part.slice = at::zeros({part.layout.shard()}, options);
-    const int64_t begin = part.layout.shard_begin(), end = begin + part.layout.shard();
-    for (size_t i = 0; i < tensors.size(); ++i) {
-        const int64_t first = std::max(begin, part.layout.offset(i));
-        const int64_t last = std::min(end, part.layout.offset(i) + part.layout.numel(i));
-        if (first >= last) continue;
-        part.slice.narrow(0, first - begin, last - first)
-            .copy_(tensors[i].reshape({-1}).narrow(0, first - part.layout.offset(i), last - first));
-    }
-    for (at::Tensor* slot : slots) *slot = at::Tensor();
-    parts_.emplace(id, std::move(part));
+    if (!groups.empty()) parts_.emplace(id, std::move(groups));
 }
 
 void PartitionedWeights::acquire(int id) {
     if (tied_ && id == kHead) acquire(kEmbeddings);
     const auto it = parts_.find(id);
     if (it != parts_.end()) {
-        Part& part = it->second;
-        at::Tensor full = at::empty({part.layout.padded()}, part.slice.options());
-        if (comm_) comm_->all_gather(full, part.slice);
-        else full.copy_(part.slice);
-        for (size_t i = 0; i < part.slots.size(); ++i)
-            *part.slots[i] = full.narrow(0, part.layout.offset(i), part.layout.numel(i)).view(part.shapes[i]);
+        for (Group& group : it->second) {
+            at::Tensor full = at::empty({group.layout.padded()}, group.slice.options());
+            if (comm_) comm_->all_gather(full, group.slice);
+            else full.copy_(group.slice);
+            for (size_t i = 0; i < group.slots.size(); ++i)
+                *group.slots[i] = full.narrow(0, group.layout.offset(i), group.layout.numel(i)).view(group.shapes[i]);
+        }
     }
     if (tied_ && id == kHead) weights_.lm_head = weights_.embed_tokens;
 }
@@ -96,7 +110,8 @@ void PartitionedWeights::acquire(int id) {
 void PartitionedWeights::release(int id) {
     const auto it = parts_.find(id);
     if (it != parts_.end())
-        for (at::Tensor* slot : it->second.slots) *slot = at::Tensor();
+        for (Group& group : it->second)
+            for (at::Tensor* slot : group.slots) *slot = at::Tensor();
     if (tied_ && id == kHead) {
         weights_.lm_head = at::Tensor();
         release(kEmbeddings);
@@ -105,20 +120,26 @@ void PartitionedWeights::release(int id) {
 
 int64_t PartitionedWeights::slice_bytes() const {
     int64_t bytes = 0;
-    for (const auto& [id, part] : parts_) bytes += part.slice.numel() * part.slice.element_size();
+    for (const auto& [id, groups] : parts_)
+        for (const Group& group : groups) bytes += group.slice.numel() * group.slice.element_size();
     return bytes;
 }
 
 int64_t PartitionedWeights::full_bytes() const {
     int64_t bytes = 0;
-    for (const auto& [id, part] : parts_) bytes += part.layout.total() * part.slice.element_size();
+    for (const auto& [id, groups] : parts_)
+        for (const Group& group : groups) bytes += group.layout.total() * group.slice.element_size();
     return bytes;
 }
 
 int64_t PartitionedWeights::largest_part_bytes() const {
-    int64_t bytes = 0;
-    for (const auto& [id, part] : parts_) bytes = std::max(bytes, part.layout.padded() * part.slice.element_size());
-    return bytes;
+    int64_t largest = 0;
+    for (const auto& [id, groups] : parts_) {
+        int64_t bytes = 0;
+        for (const Group& group : groups) bytes += group.layout.padded() * group.slice.element_size();
+        largest = std::max(largest, bytes);
+    }
+    return largest;
 }
 
 }  // namespace ftl::zero

@@ -4,10 +4,15 @@
 // model's tensors, release(part) drops them (the buffer is freed once no autograd graph holds
 // it). Resident parameter memory per rank: 1/world_size of the frozen weights, plus the parts
 // being used. Trainable tensors (the adapters) stay whole on every rank.
+// 4-bit weights (QLoRA) keep their storage dtype: a part is flattened per dtype, one all-gather
+// each, so with bfloat16 quant storage the packed codes travel with the 16-bit tensors and with
+// uint8 storage in a second buffer. Their quantisation state (absmax) stays whole on every rank,
+// as DeepSpeed leaves bitsandbytes' QuantState outside its partitions.
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <map>
 #include <vector>
 
@@ -24,9 +29,11 @@ public:
     // those pages are read); the model's tensors stay undefined until acquired. Tensors of fewer
     // than `persistence_threshold` elements (stage3_param_persistence_threshold: norms, biases)
     // stay whole on every rank, converted, and are never gathered. Collective-free; `comm` null =
-    // one rank.
+    // one rank. `prepare_layer(i)`, when given, runs on decoder layer i just before its slices
+    // are taken (QLoRA quantises the layer there, so no rank holds the whole model unquantised).
     PartitionedWeights(model::CausalLM& model, dist::Comm* comm, int rank, int world_size, at::ScalarType dtype,
-                       const at::Device& device, int64_t persistence_threshold = 0);
+                       const at::Device& device, int64_t persistence_threshold = 0,
+                       const std::function<void(int layer)>& prepare_layer = {});
 
     void acquire(int part) override;
     void release(int part) override;
@@ -37,13 +44,17 @@ public:
     int64_t largest_part_bytes() const;
 
 private:
-    struct Part {
+    struct Group {  // the tensors of one dtype in a part
         std::vector<at::Tensor*> slots;  // fields of the model's DecoderWeights
         std::vector<std::vector<int64_t>> shapes;
         FlatPartition layout;
         at::Tensor slice;  // [shard]
     };
-    void add_part(int id, const std::vector<at::Tensor*>& candidates, const at::TensorOptions& options);
+    struct Slot {
+        at::Tensor* tensor;
+        bool keep_dtype;  // packed 4-bit codes: their bytes are kept, never converted
+    };
+    void add_part(int id, const std::vector<Slot>& candidates, const at::TensorOptions& options);
 
     model::DecoderWeights& weights_;
     bool tied_;  // lm_head is embed_tokens
@@ -51,7 +62,7 @@ private:
     int rank_, world_size_;
     int64_t persistence_threshold_;
     int64_t persistent_bytes_ = 0;
-    std::map<int, Part> parts_;
+    std::map<int, std::vector<Group>> parts_;
 };
 
 }  // namespace ftl::zero

@@ -2,12 +2,15 @@
 // runs one batch read from a safetensors file, and writes what the Python side compares.
 //
 //   ftl_model_probe MODEL_DIR INPUTS OUTPUT [--dtype D] [--chunk_rows N] [--resize_to N --pad_to_multiple_of M]
-//                   [--adapter PEFT_ADAPTER_DIR]
+//                   [--adapter PEFT_ADAPTER_DIR] [--four_bit nf4|fp4 --nested 0|1 --storage D --compute D]
 // INPUTS holds input_ids [B,T] and optionally attention_mask, position_ids, labels (int64), and a
 // tensor named "packed" (any content) to mark a packed batch. OUTPUT receives logits [B,T,V] fp32,
 // and with labels: loss [] fp32 and grad.<hf weight name> (fp32) for every weight. With --resize_to,
 // the embeddings are resized first (resize_token_embeddings) and also written as resized.<name>.
+// With --four_bit the decoder's linears are quantised after loading (QLoRA); gradients are then
+// written for the adapter's tensors (grad.<PEFT name>) only, the 4-bit base being frozen.
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include <ATen/core/grad_mode.h>
@@ -16,6 +19,7 @@
 #include "io/safetensors_writer.h"
 #include "model/load.h"
 #include "model/loss.h"
+#include "model/quantize.h"
 #include "model/tensor_io.h"
 #include "peft/lora.h"
 #include "util/error.h"
@@ -31,6 +35,11 @@ int main(int argc, char** argv) try {
     model::LossOptions loss_options;
     int64_t resize_to = 0, pad_to_multiple_of = 1;
     std::string adapter;
+    std::optional<quant::FourBitConfig> four_bit;
+    auto four_bit_config = [&]() -> quant::FourBitConfig& {
+        if (!four_bit) four_bit.emplace();
+        return *four_bit;
+    };
     for (int i = 4; i + 1 < argc; i += 2) {
         const std::string flag = argv[i], value = argv[i + 1];
         if (flag == "--dtype") load.dtype = model::parse_float_dtype(value, "--dtype");
@@ -38,11 +47,16 @@ int main(int argc, char** argv) try {
         else if (flag == "--resize_to") resize_to = std::stoll(value);
         else if (flag == "--pad_to_multiple_of") pad_to_multiple_of = std::stoll(value);
         else if (flag == "--adapter") adapter = value;
+        else if (flag == "--four_bit") four_bit_config().type = quant::parse_quant_type(value, flag);
+        else if (flag == "--nested") four_bit_config().nested = value == "1";
+        else if (flag == "--storage") four_bit_config().storage_dtype = quant::parse_storage_dtype(value, flag);
+        else if (flag == "--compute") four_bit_config().compute_dtype = model::parse_float_dtype(value, flag);
         else fail(ErrorKind::kUsage, "unknown flag " + flag);
     }
     auto loaded = model::load_causal_lm(argv[1], load);
     model::CausalLM& lm = loaded.model;
     std::vector<std::pair<std::string, at::Tensor>> outputs;
+    if (four_bit) model::quantize_model(lm, *four_bit, lm.weights().final_norm.scalar_type(), at::kCPU);
     if (!adapter.empty()) peft::load_adapter(adapter, lm);
     if (resize_to > 0) {
         lm.resize_token_embeddings(resize_to, pad_to_multiple_of);
@@ -62,7 +76,7 @@ int main(int argc, char** argv) try {
         outputs.emplace_back("logits", lm.logits(batch).to(at::kFloat).contiguous());
     }
     if (batch.labels.defined()) {
-        auto weights = lm.named_weights();
+        auto weights = four_bit ? peft::adapter_parameters(lm) : lm.named_weights();
         for (auto& [name, w] : weights) w.requires_grad_(true);
         model::LossResult result = model::causal_lm_loss(lm, batch, loss_options);
         result.loss.backward();

@@ -1,0 +1,175 @@
+#include "quant/four_bit.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
+
+#include <numeric>
+
+#include "quant/blockwise.h"
+#include "util/error.h"
+
+namespace ftl::quant {
+namespace {
+
+constexpr int64_t kNestedBlocksize = 256;
+
+void check_blocksize(int64_t blocksize) {
+    for (int64_t allowed : {32, 64, 128, 256, 512, 1024, 2048, 4096})
+        if (blocksize == allowed) return;
+    fail(ErrorKind::kConfig, "4-bit blocksize " + std::to_string(blocksize) +
+                                 " is not one bitsandbytes supports (32, 64, 128, 256, 512, 1024, 2048 or 4096)");
+}
+
+int64_t blocks_of(int64_t n, int64_t blocksize) { return (n + blocksize - 1) / blocksize; }
+
+at::Tensor table_tensor(QuantType type, const at::Device& device) {
+    const auto& table = code_table(type);
+    return at::tensor(at::ArrayRef<float>(table.data(), table.size()), at::kFloat).to(device);
+}
+
+// The backward of linear_4bit: grad_x = grad_y W, with W dequantised again.
+struct FourBitLinearBackward : public torch::autograd::Node {
+    at::Tensor packed;
+    std::shared_ptr<const FourBitState> state;
+    at::ScalarType input_dtype = at::kFloat;
+
+    torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) override {
+        const at::Tensor& grad = grads.at(0);
+        if (!grad.defined()) return {at::Tensor()};
+        const at::Tensor weight = dequantize_4bit(packed, *state).to(state->compute_dtype);
+        return {at::matmul(grad.to(state->compute_dtype), weight).to(input_dtype)};
+    }
+};
+
+}  // namespace
+
+at::ScalarType parse_storage_dtype(const std::string& text, const std::string& key) {
+    if (text == "uint8") return at::kByte;
+    if (text == "bfloat16") return at::kBFloat16;
+    if (text == "float16") return at::kHalf;
+    if (text == "float32") return at::kFloat;
+    fail(ErrorKind::kUsage, key + ": '" + text + "' is not a 4-bit storage dtype (uint8, bfloat16, float16 or float32)");
+}
+
+int64_t FourBitState::numel() const {
+    return std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<int64_t>());
+}
+
+int64_t FourBitState::bytes() const {
+    int64_t total = absmax.nbytes();
+    if (nested()) total += nested_absmax.nbytes() + nested_code.nbytes() + static_cast<int64_t>(sizeof(offset));
+    return total;
+}
+
+at::Tensor dynamic_map() {
+    // Exponents 10^-6 .. 10^0, each with 2^i evenly spaced fractions of both signs, then 0 and 1.
+    std::vector<at::Tensor> values;
+    const double powers[] = {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0};
+    for (int i = 0; i < 7; ++i) {
+        const at::Tensor bounds = at::linspace(0.1, 1.0, (int64_t{1} << i) + 1, at::kFloat);
+        const at::Tensor means = (bounds.narrow(0, 0, bounds.size(0) - 1) + bounds.narrow(0, 1, bounds.size(0) - 1)) / 2.0;
+        values.push_back(means * powers[i]);
+        values.push_back(means * -powers[i]);
+    }
+    values.push_back(at::tensor({0.0f, 1.0f}, at::kFloat));
+    return std::get<0>(at::sort(at::cat(values)));
+}
+
+FourBitWeight quantize_4bit(const at::Tensor& weight, const FourBitConfig& config, const at::Device& device,
+                            const std::string& name) {
+    check_blocksize(config.blocksize);
+    if (!at::isFloatingType(weight.scalar_type()))
+        fail(ErrorKind::kConfig, name + ": 4-bit quantisation needs a floating-point weight, not " +
+                                     std::string(c10::toString(weight.scalar_type())));
+    const int64_t n = weight.numel(), bytes = (n + 1) / 2, blocks = blocks_of(n, config.blocksize);
+    const int64_t storage_size = static_cast<int64_t>(c10::elementSize(config.storage_dtype));
+    if (bytes % storage_size != 0)
+        fail(ErrorKind::kConfig, name + ": " + std::to_string(n) + " elements pack into " + std::to_string(bytes) +
+                                     " bytes, not a multiple of the " + std::to_string(storage_size) + "-byte " +
+                                     c10::toString(config.storage_dtype) +
+                                     " quant storage; use --bnb_4bit_quant_storage_dtype uint8");
+    at::NoGradGuard no_grad;
+    const at::Tensor source = weight.detach().to(at::kCPU, at::kFloat).contiguous();
+    at::Tensor packed = at::empty({bytes}, at::kByte);
+    at::Tensor absmax = at::empty({blocks}, at::kFloat);
+    const float* x = source.data_ptr<float>();
+    uint8_t* codes = packed.data_ptr<uint8_t>();
+    float* scales = absmax.data_ptr<float>();
+    const int64_t blocksize = config.blocksize;
+    // Whole blocks per task; each block is independent.
+    at::parallel_for(0, blocks, std::max<int64_t>(1, 16384 / blocksize), [&](int64_t first, int64_t last) {
+        const int64_t begin = first * blocksize, end = std::min(n, last * blocksize);
+        quantize_4bit(x + begin, end - begin, blocksize, config.type, codes + begin / 2, scales + first);
+    });
+
+    auto state = std::make_shared<FourBitState>();
+    state->type = config.type;
+    state->blocksize = blocksize;
+    state->shape = weight.sizes().vec();
+    state->dtype = weight.scalar_type();
+    state->compute_dtype = config.compute_dtype;
+    if (config.nested) {
+        // bitsandbytes: offset = absmax.mean(); quantize_blockwise(absmax - offset, blocksize=256).
+        const at::Tensor offset = absmax.mean();
+        const at::Tensor centred = (absmax - offset).contiguous();
+        const at::Tensor code = dynamic_map();
+        at::Tensor quantized = at::empty({blocks}, at::kByte);
+        at::Tensor nested_absmax = at::empty({blocks_of(blocks, kNestedBlocksize)}, at::kFloat);
+        quantize_8bit(centred.data_ptr<float>(), blocks, kNestedBlocksize, eight_bit_lut(code.data_ptr<float>()),
+                      quantized.data_ptr<uint8_t>(), nested_absmax.data_ptr<float>());
+        state->absmax = quantized.to(device);
+        state->nested_absmax = nested_absmax.to(device);
+        state->nested_code = code.to(device);
+        state->offset = offset.item<float>();
+    } else {
+        state->absmax = absmax.to(device);
+    }
+    return {packed.view(config.storage_dtype).unsqueeze(1).to(device), std::move(state)};
+}
+
+at::Tensor block_absmax(const FourBitState& state) {
+    if (!state.nested()) return state.absmax;
+    // dequantize_blockwise(absmax codes, nested state) + offset, in fp32.
+    const int64_t blocks = state.absmax.numel();
+    const at::Tensor scales = state.nested_absmax.repeat_interleave(kNestedBlocksize).narrow(0, 0, blocks);
+    return state.nested_code.index_select(0, state.absmax.to(at::kLong)) * scales + state.offset;
+}
+
+at::Tensor dequantize_4bit(const at::Tensor& packed, const FourBitState& state) {
+    at::NoGradGuard no_grad;
+    const int64_t n = state.numel();
+    const at::Tensor bytes = packed.contiguous().view(at::kByte).reshape({-1});
+    const at::Tensor codes = at::stack({bytes.bitwise_right_shift(4), bytes.bitwise_and(15)}, 1)
+                                 .reshape({-1})
+                                 .narrow(0, 0, n)
+                                 .to(at::kLong);
+    const at::Tensor values = table_tensor(state.type, packed.device()).index_select(0, codes);
+    const at::Tensor scales = block_absmax(state).repeat_interleave(state.blocksize).narrow(0, 0, n);
+    return (values * scales).view(state.shape).to(state.dtype);
+}
+
+at::Tensor linear_4bit(const at::Tensor& x, const at::Tensor& packed, const std::shared_ptr<const FourBitState>& state,
+                       const at::Tensor& bias) {
+    if (bias.defined() && bias.requires_grad())
+        fail(ErrorKind::kInternal, "linear_4bit: the bias of a 4-bit linear is frozen with its weight");
+    at::Tensor y;
+    {
+        at::NoGradGuard no_grad;
+        const at::Tensor weight = dequantize_4bit(packed, *state).to(state->compute_dtype);
+        const at::Tensor input = x.to(state->compute_dtype);
+        y = (bias.defined() ? at::linear(input, weight, bias.to(state->compute_dtype)) : at::linear(input, weight))
+                .to(x.scalar_type());
+    }
+    if (!at::GradMode::is_enabled() || !x.requires_grad()) return y;
+    auto node = std::shared_ptr<FourBitLinearBackward>(new FourBitLinearBackward(), torch::autograd::deleteNode);
+    node->packed = packed;
+    node->state = state;
+    node->input_dtype = x.scalar_type();
+    node->set_next_edges(torch::autograd::collect_next_edges(x));
+    torch::autograd::create_gradient_edge(y, node);
+    return y;
+}
+
+}  // namespace ftl::quant

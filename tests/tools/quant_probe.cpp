@@ -1,0 +1,55 @@
+// Test helper for tests/parity/test_quant.py: quantises every tensor of a safetensors file with
+// ftlaunch's 4-bit scheme and writes what the Python side compares against bitsandbytes.
+//
+//   ftl_quant_probe INPUTS OUTPUT --type nf4|fp4 --nested 0|1 --storage uint8|bfloat16|float16|float32
+//                   [--blocksize N]
+// For each input tensor X, OUTPUT holds X.packed (the packed weight as stored), X.absmax,
+// X.dequantized (in X's dtype), and when nested X.nested_absmax, X.nested_code and X.offset [1];
+// plus dynamic_map [256].
+#include <cstdio>
+#include <string>
+
+#include "io/safetensors.h"
+#include "io/safetensors_writer.h"
+#include "model/tensor_io.h"
+#include "quant/four_bit.h"
+#include "util/error.h"
+
+using namespace ftl;
+
+int main(int argc, char** argv) try {
+    if (argc < 3) {
+        std::fprintf(stderr, "usage: ftl_quant_probe INPUTS OUTPUT --type T --nested 0|1 --storage D [--blocksize N]\n");
+        return 2;
+    }
+    quant::FourBitConfig config;
+    for (int i = 3; i + 1 < argc; i += 2) {
+        const std::string flag = argv[i], value = argv[i + 1];
+        if (flag == "--type") config.type = quant::parse_quant_type(value, "--type");
+        else if (flag == "--nested") config.nested = value == "1";
+        else if (flag == "--storage") config.storage_dtype = quant::parse_storage_dtype(value, "--storage");
+        else if (flag == "--blocksize") config.blocksize = std::stoll(value);
+        else fail(ErrorKind::kUsage, "unknown flag " + flag);
+    }
+    auto inputs = io::SafetensorsFile::open(argv[1]);
+    std::vector<std::pair<std::string, at::Tensor>> outputs;
+    outputs.emplace_back("dynamic_map", quant::dynamic_map());
+    for (const io::TensorEntry& entry : inputs->header().tensors) {
+        const std::string& name = entry.name;
+        const at::Tensor weight = model::tensor_from_view(inputs->tensor(name));
+        const quant::FourBitWeight q = quant::quantize_4bit(weight, config, at::kCPU, name);
+        outputs.emplace_back(name + ".packed", q.packed);
+        outputs.emplace_back(name + ".absmax", q.state->absmax);
+        outputs.emplace_back(name + ".dequantized", quant::dequantize_4bit(q.packed, *q.state));
+        if (q.state->nested()) {
+            outputs.emplace_back(name + ".nested_absmax", q.state->nested_absmax);
+            outputs.emplace_back(name + ".nested_code", q.state->nested_code);
+            outputs.emplace_back(name + ".offset", at::full({1}, q.state->offset, at::kFloat));
+        }
+    }
+    io::write_safetensors(argv[2], model::cpu_views(outputs).views);
+    return 0;
+} catch (const std::exception& e) {
+    std::fprintf(stderr, "ftl_quant_probe: %s\n", e.what());
+    return 1;
+}
