@@ -8,20 +8,19 @@ at::ScalarType four_bit_source_dtype(const quant::FourBitConfig& config) {
     return at::isFloatingType(config.storage_dtype) ? config.storage_dtype : at::kFloat;
 }
 
-void quantize_layer_linears(DecoderLayerWeights& layer, int64_t index, const quant::FourBitConfig& config,
-                            const at::Device& device) {
+void quantize_layer_linears(DecoderLayerWeights& layer, int64_t index, const quant::FourBitQuantizer& quantizer) {
     at::NoGradGuard no_grad;
-    const at::ScalarType source = four_bit_source_dtype(config);
+    const at::ScalarType source = four_bit_source_dtype(quantizer.config());
     for (auto& [path, linear] : layer.linears()) {
         if (linear->four_bit) continue;
         const std::string name = "model.layers." + std::to_string(index) + "." + path + ".weight";
-        quant::FourBitWeight q = quant::quantize_4bit(linear->weight.to(source), config, device, name);
+        quant::FourBitWeight q = quantizer.quantize(linear->weight.to(source), name);
         linear->weight = q.packed;
         linear->four_bit = q.state;
     }
 }
 
-void quantize_model(CausalLM& model, const quant::FourBitConfig& config, at::ScalarType float_dtype,
+void quantize_model(CausalLM& model, const quant::FourBitQuantizer& quantizer, at::ScalarType float_dtype,
                     const at::Device& device) {
     at::NoGradGuard no_grad;
     DecoderWeights& w = model.weights();
@@ -32,7 +31,7 @@ void quantize_model(CausalLM& model, const quant::FourBitConfig& config, at::Sca
     convert(w.embed_tokens);
     for (size_t i = 0; i < w.layers.size(); ++i) {
         DecoderLayerWeights& layer = w.layers[i];
-        quantize_layer_linears(layer, static_cast<int64_t>(i), config, device);
+        quantize_layer_linears(layer, static_cast<int64_t>(i), quantizer);
         convert(layer.input_norm);
         convert(layer.post_attention_norm);
         for (auto& [path, linear] : layer.linears()) convert(linear->bias);

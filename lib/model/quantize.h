@@ -16,13 +16,12 @@ namespace ftl::model {
 at::ScalarType four_bit_source_dtype(const quant::FourBitConfig& config);
 
 // Quantises the seven linears of decoder layer `index` in place (weights may be views of mapped
-// files; each is read once); the packed weights and their state land on `device`.
-void quantize_layer_linears(DecoderLayerWeights& layer, int64_t index, const quant::FourBitConfig& config,
-                            const at::Device& device);
+// files; each is read once); the packed weights and their state land on the quantizer's device.
+void quantize_layer_linears(DecoderLayerWeights& layer, int64_t index, const quant::FourBitQuantizer& quantizer);
 
 // Every decoder layer's linears to 4-bit, one layer at a time, and every other tensor (still
 // mapped, or not) to `float_dtype` on `device`: the base model never exists whole in floating point.
-void quantize_model(CausalLM& model, const quant::FourBitConfig& config, at::ScalarType float_dtype,
+void quantize_model(CausalLM& model, const quant::FourBitQuantizer& quantizer, at::ScalarType float_dtype,
                     const at::Device& device);
 
 // Bytes of a model's 4-bit linears, added up layer by layer as they are quantised: packed codes

@@ -59,7 +59,7 @@ int64_t FourBitState::numel() const {
 
 int64_t FourBitState::bytes() const {
     int64_t total = absmax.nbytes();
-    if (nested()) total += nested_absmax.nbytes() + nested_code.nbytes() + static_cast<int64_t>(sizeof(offset));
+    if (nested()) total += nested_absmax.nbytes() + static_cast<int64_t>(sizeof(offset));
     return total;
 }
 
@@ -77,9 +77,19 @@ at::Tensor dynamic_map() {
     return std::get<0>(at::sort(at::cat(values)));
 }
 
-FourBitWeight quantize_4bit(const at::Tensor& weight, const FourBitConfig& config, const at::Device& device,
-                            const std::string& name) {
+FourBitQuantizer::FourBitQuantizer(const FourBitConfig& config, const at::Device& device)
+    : config_(config), device_(device) {
     check_blocksize(config.blocksize);
+    if (config.nested) {
+        const at::Tensor code = dynamic_map();
+        nested_search_ = eight_bit_lut(code.data_ptr<float>());
+        nested_code_ = code.to(device);
+    }
+}
+
+FourBitWeight FourBitQuantizer::quantize(const at::Tensor& weight, const std::string& name) const {
+    const FourBitConfig& config = config_;
+    const at::Device& device = device_;
     if (!at::isFloatingType(weight.scalar_type()))
         fail(ErrorKind::kConfig, name + ": 4-bit quantisation needs a floating-point weight, not " +
                                      std::string(c10::toString(weight.scalar_type())));
@@ -114,14 +124,13 @@ FourBitWeight quantize_4bit(const at::Tensor& weight, const FourBitConfig& confi
         // bitsandbytes: offset = absmax.mean(); quantize_blockwise(absmax - offset, blocksize=256).
         const at::Tensor offset = absmax.mean();
         const at::Tensor centred = (absmax - offset).contiguous();
-        const at::Tensor code = dynamic_map();
         at::Tensor quantized = at::empty({blocks}, at::kByte);
         at::Tensor nested_absmax = at::empty({blocks_of(blocks, kNestedBlocksize)}, at::kFloat);
-        quantize_8bit(centred.data_ptr<float>(), blocks, kNestedBlocksize, eight_bit_lut(code.data_ptr<float>()),
-                      quantized.data_ptr<uint8_t>(), nested_absmax.data_ptr<float>());
+        quantize_8bit(centred.data_ptr<float>(), blocks, kNestedBlocksize, nested_search_, quantized.data_ptr<uint8_t>(),
+                      nested_absmax.data_ptr<float>());
         state->absmax = quantized.to(device);
         state->nested_absmax = nested_absmax.to(device);
-        state->nested_code = code.to(device);
+        state->nested_code = nested_code_;
         state->offset = offset.item<float>();
     } else {
         state->absmax = absmax.to(device);

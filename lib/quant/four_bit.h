@@ -49,7 +49,7 @@ struct FourBitState {
     float offset = 0.0f;                        // nested only
     bool nested() const { return nested_absmax.defined(); }
     int64_t numel() const;
-    int64_t bytes() const;  // absmax and nested state (not the packed codes)
+    int64_t bytes() const;  // absmax and nested absmax (not the packed codes, nor the shared nested code map)
 };
 
 struct FourBitWeight {
@@ -57,12 +57,26 @@ struct FourBitWeight {
     std::shared_ptr<const FourBitState> state;
 };
 
-// Quantises `weight` (any float dtype, any device; the result lands on `device`) as
-// bitsandbytes' quantize_4bit(weight, blocksize, compress_statistics=nested, quant_type,
-// quant_storage) does on the CPU, bit for bit. The state's dtype is weight's dtype. `name` is for
-// errors: a byte count the storage dtype does not divide is Error(kConfig).
-FourBitWeight quantize_4bit(const at::Tensor& weight, const FourBitConfig& config, const at::Device& device,
-                            const std::string& name);
+// Quantises weights as bitsandbytes' quantize_4bit(weight, blocksize, compress_statistics=nested,
+// quant_type, quant_storage) does on the CPU, bit for bit. The nested code map and its search
+// table are built once; every weight's state shares the one map tensor (bitsandbytes keeps a copy
+// per weight).
+class FourBitQuantizer {
+public:
+    FourBitQuantizer(const FourBitConfig& config, const at::Device& device);
+    const FourBitConfig& config() const { return config_; }
+
+    // `weight`: any float dtype, any device; the state's dtype is weight's dtype, and packed codes
+    // and state land on the quantizer's device. `name` is for errors: a byte count the storage
+    // dtype does not divide is Error(kConfig).
+    FourBitWeight quantize(const at::Tensor& weight, const std::string& name) const;
+
+private:
+    FourBitConfig config_;
+    at::Device device_;
+    at::Tensor nested_code_;                // [256] on the device (nested only)
+    std::vector<uint8_t> nested_search_;  // bin -> code (nested only)
+};
 
 // The per-block scales [blocks] fp32 (undoing the nested quantisation).
 at::Tensor block_absmax(const FourBitState& state);

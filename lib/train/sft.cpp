@@ -197,15 +197,17 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     const int64_t all_count = model::base_parameter_count(lm);
     // QLoRA: the decoder's linears become 4-bit, one layer at a time (under ZeRO-3 as each
     // layer is partitioned, below).
+    std::optional<quant::FourBitQuantizer> quantizer;
+    if (four_bit) quantizer.emplace(*four_bit, device);
     model::FourBitFootprint four_bit_bytes;
     auto quantize_layer = [&](int i) {
         model::DecoderLayerWeights& layer = lm.weights().layers.at(static_cast<size_t>(i));
-        model::quantize_layer_linears(layer, i, *four_bit, device);
+        model::quantize_layer_linears(layer, i, *quantizer);
         four_bit_bytes.add(layer);
     };
     if (four_bit && !partition_weights) {
         for (int i = 0; i < lm.config().num_layers; ++i) quantize_layer(i);
-        model::quantize_model(lm, *four_bit, at::kFloat, device);  // the rest to fp32 on the device
+        model::quantize_model(lm, *quantizer, at::kFloat, device);  // the rest to fp32 on the device
     }
     const ModelShape shape{args.use_peft_lora ? all_count : 0, trainable_count, lm.config().num_layers,
                            lm.config().hidden_size};

@@ -89,12 +89,13 @@ def run_ftlaunch(model_dir, data_dir, out, batch, accumulation, extra=(), launch
     return [e["loss"] for e in state["log_history"] if "loss" in e], proc.stdout
 
 
-def reference_losses(model_dir, texts, batch, accumulation, fp16=False):
+def reference_losses(model_dir, texts, batch, accumulation, fp16=False, load_kwargs=None):
+    """load_kwargs: more from_pretrained arguments (test_qlora: a BitsAndBytesConfig)."""
     tok = transformers.AutoTokenizer.from_pretrained(model_dir)
     tok.pad_token = tok.eos_token
     rows = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
     import peft
-    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, **(load_kwargs or {}))
     torch.manual_seed(SEED)
     model = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
                                                         target_modules="all-linear", task_type="CAUSAL_LM"))

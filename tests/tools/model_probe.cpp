@@ -56,7 +56,9 @@ int main(int argc, char** argv) try {
     auto loaded = model::load_causal_lm(argv[1], load);
     model::CausalLM& lm = loaded.model;
     std::vector<std::pair<std::string, at::Tensor>> outputs;
-    if (four_bit) model::quantize_model(lm, *four_bit, lm.weights().final_norm.scalar_type(), at::kCPU);
+    if (four_bit)
+        model::quantize_model(lm, quant::FourBitQuantizer(*four_bit, at::kCPU), lm.weights().final_norm.scalar_type(),
+                              at::kCPU);
     if (!adapter.empty()) peft::load_adapter(adapter, lm);
     if (resize_to > 0) {
         lm.resize_token_embeddings(resize_to, pad_to_multiple_of);

@@ -31,13 +31,14 @@ int main(int argc, char** argv) try {
         else if (flag == "--blocksize") config.blocksize = std::stoll(value);
         else fail(ErrorKind::kUsage, "unknown flag " + flag);
     }
+    const quant::FourBitQuantizer quantizer(config, at::kCPU);
     auto inputs = io::SafetensorsFile::open(argv[1]);
     std::vector<std::pair<std::string, at::Tensor>> outputs;
     outputs.emplace_back("dynamic_map", quant::dynamic_map());
     for (const io::TensorEntry& entry : inputs->header().tensors) {
         const std::string& name = entry.name;
         const at::Tensor weight = model::tensor_from_view(inputs->tensor(name));
-        const quant::FourBitWeight q = quant::quantize_4bit(weight, config, at::kCPU, name);
+        const quant::FourBitWeight q = quantizer.quantize(weight, name);
         outputs.emplace_back(name + ".packed", q.packed);
         outputs.emplace_back(name + ".absmax", q.state->absmax);
         outputs.emplace_back(name + ".dequantized", quant::dequantize_4bit(q.packed, *q.state));
