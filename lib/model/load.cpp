@@ -5,6 +5,7 @@
 
 #include "io/checkpoint.h"
 #include "model/tensor_io.h"
+#include "quant/four_bit.h"
 #include "util/error.h"
 
 namespace ftl::model {
@@ -35,7 +36,7 @@ public:
             view.dtype == io::DType::kI32 || view.dtype == io::DType::kI64)
             fail(ErrorKind::kConfig, ckpt_.file_of(name).path() + ": tensor '" + name + "' has dtype " +
                                          io::dtype_name(view.dtype) +
-                                         " (quantized checkpoints are not read here; floating point expected)");
+                                         " (floating point expected)");
         used_.insert(name);
         at::Tensor mapped = mapped_tensor(ckpt_.shared_file_of(name), name);
         if (keep_mapped_) return mapped;
@@ -44,6 +45,25 @@ public:
     }
     at::Tensor read_if(bool present, const std::string& name, std::vector<int64_t> shape) {
         return present ? read(name, std::move(shape)) : at::Tensor();
+    }
+    // A linear's weight: floating point, or (a bitsandbytes 4-bit checkpoint) packed codes with
+    // their state, kept in their storage dtype on the device (or mapped).
+    std::pair<at::Tensor, std::shared_ptr<const quant::FourBitState>> read_linear(
+        const std::string& name, std::vector<int64_t> expected_shape, at::ScalarType compute_dtype) {
+        auto saved = [&](const std::string& key) -> at::Tensor {
+            if (!ckpt_.contains(key)) return {};
+            used_.insert(key);
+            return mapped_tensor(ckpt_.shared_file_of(key), key);
+        };
+        std::optional<quant::FourBitWeight> four_bit = quant::read_saved_four_bit(
+            name, saved, compute_dtype, keep_mapped_ ? at::Device(at::kCPU) : device_,
+            ckpt_.contains(name) ? ckpt_.file_of(name).path() : ckpt_.dir());
+        if (!four_bit) return {read(name, std::move(expected_shape)), nullptr};
+        if (four_bit->state->shape != expected_shape)
+            fail(ErrorKind::kConfig, ckpt_.file_of(name).path() + ": 4-bit tensor '" + name + "' has shape " +
+                                         shape_text(four_bit->state->shape) + " but config.json implies " +
+                                         shape_text(expected_shape));
+        return {four_bit->packed, four_bit->state};
     }
     std::vector<std::string> unused() const {
         std::vector<std::string> out;
@@ -73,6 +93,10 @@ LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& opti
     WeightReader r(ckpt, dtype, options.device, options.keep_mapped);
     const int64_t H = config.hidden_size, I = config.intermediate_size, d = config.head_dim;
     const int64_t q_out = config.num_heads * d, kv_out = config.num_kv_heads * d;
+    const at::ScalarType four_bit_compute =
+        config.bnb_4bit_compute_dtype.empty()
+            ? at::kFloat
+            : parse_float_dtype(config.bnb_4bit_compute_dtype, model_dir + "/config.json: quantization_config.bnb_4bit_compute_dtype");
 
     DecoderWeights w;
     w.embed_tokens = r.read("model.embed_tokens.weight", {config.vocab_size, H});
@@ -81,7 +105,8 @@ LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& opti
         DecoderLayerWeights l;
         l.input_norm = r.read(p + "input_layernorm.weight", {H});
         auto linear = [&](const std::string& path, int64_t out, int64_t in, bool bias) {
-            return Linear{r.read(p + path + ".weight", {out, in}), r.read_if(bias, p + path + ".bias", {out}), std::nullopt, nullptr};
+            auto [weight, four_bit] = r.read_linear(p + path + ".weight", {out, in}, four_bit_compute);
+            return Linear{weight, r.read_if(bias, p + path + ".bias", {out}), std::nullopt, four_bit};
         };
         l.q_proj = linear("self_attn.q_proj", q_out, H, config.qkv_bias);
         l.k_proj = linear("self_attn.k_proj", kv_out, H, config.qkv_bias);

@@ -192,6 +192,16 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
         }
     }
     c.torch_dtype = r.text("dtype", r.text("torch_dtype", ""));
+    if (r.has("quantization_config")) {
+        const json& q = config.at("quantization_config");
+        if (!q.is_object()) r.bad("quantization_config", "must be an object");
+        const Reader qr(q, source + ": quantization_config");
+        const std::string method = qr.text("quant_method", "");
+        if (method != "bitsandbytes" || qr.boolean("load_in_8bit", false) || !qr.boolean("load_in_4bit", false))
+            r.bad("quantization_config", "only bitsandbytes 4-bit checkpoints (quant_method bitsandbytes, load_in_4bit "
+                                         "true) are read; start from the floating-point model");
+        c.bnb_4bit_compute_dtype = qr.text("bnb_4bit_compute_dtype", "float32");
+    }
     c.bos_token_id = r.token_id("bos_token_id");
     c.eos_token_id = r.token_id("eos_token_id");
     c.pad_token_id = r.token_id("pad_token_id");

@@ -43,6 +43,10 @@ struct DecoderConfig {
     // nullopt for full causal attention.
     std::vector<std::optional<int64_t>> layer_window;
     std::string torch_dtype;  // as written ("bfloat16", "float32", ...); empty when absent
+    // A bitsandbytes 4-bit checkpoint (quantization_config with load_in_4bit): the compute dtype
+    // its 4-bit linears run in ("float32" when not given, as BitsAndBytesConfig defaults); empty
+    // for a floating-point checkpoint.
+    std::string bnb_4bit_compute_dtype;
     std::optional<int64_t> bos_token_id, eos_token_id, pad_token_id;
 };
 

@@ -49,6 +49,13 @@ void FourBitFootprint::add(DecoderLayerWeights& layer) {
     }
 }
 
+bool has_four_bit_linears(CausalLM& model) {
+    for (DecoderLayerWeights& layer : model.weights().layers)
+        for (auto& [path, linear] : layer.linears())
+            if (linear->four_bit) return true;
+    return false;
+}
+
 int64_t base_parameter_count(CausalLM& model) {
     int64_t count = 0;
     for (auto& [name, t] : model.named_weights()) count += t.numel();

@@ -32,6 +32,9 @@ struct FourBitFootprint {
     void add(DecoderLayerWeights& layer);
 };
 
+// Whether any linear is 4-bit (a bitsandbytes checkpoint loads that way).
+bool has_four_bit_linears(CausalLM& model);
+
 // Parameters of the model counting each 4-bit weight by its unpacked element count (as PEFT's
 // print_trainable_parameters counts Params4bit), adapters excluded.
 int64_t base_parameter_count(CausalLM& model);

@@ -5,6 +5,7 @@
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/utils.h>
 
+#include <nlohmann/json.hpp>
 #include <numeric>
 
 #include "quant/blockwise.h"
@@ -179,6 +180,64 @@ at::Tensor linear_4bit(const at::Tensor& x, const at::Tensor& packed, const std:
     node->set_next_edges(torch::autograd::collect_next_edges(x));
     torch::autograd::create_gradient_edge(y, node);
     return y;
+}
+
+std::optional<FourBitWeight> read_saved_four_bit(const std::string& name,
+                                                 const std::function<at::Tensor(const std::string&)>& tensor,
+                                                 at::ScalarType compute_dtype, const at::Device& device,
+                                                 const std::string& source) {
+    at::Tensor json_bytes;
+    for (QuantType type : {QuantType::kNf4, QuantType::kFp4}) {
+        const at::Tensor found = tensor(name + ".quant_state.bitsandbytes__" + quant_type_name(type));
+        if (found.defined()) json_bytes = found;
+    }
+    if (!json_bytes.defined()) return std::nullopt;
+    auto bad = [&](const std::string& what) {
+        fail(ErrorKind::kConfig, source + ": 4-bit weight '" + name + "': " + what);
+    };
+    const at::Tensor bytes = json_bytes.contiguous().to(at::kCPU).view(at::kByte);
+    const std::string text(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()), static_cast<size_t>(bytes.numel()));
+    const nlohmann::json meta = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (!meta.is_object()) bad("its quant_state is not a JSON object");
+    auto state = std::make_shared<FourBitState>();
+    try {
+        state->type = parse_quant_type(meta.at("quant_type").get<std::string>(), name + " quant_type");
+        state->blocksize = meta.at("blocksize").get<int64_t>();
+        state->shape = meta.at("shape").get<std::vector<int64_t>>();
+        const std::string dtype = meta.at("dtype").get<std::string>();
+        state->dtype = dtype == "bfloat16" ? at::kBFloat16 : dtype == "float16" ? at::kHalf : at::kFloat;
+        if (dtype != "bfloat16" && dtype != "float16" && dtype != "float32") bad("dtype '" + dtype + "' is not a float type");
+        if (meta.contains("nested_blocksize") && meta.at("nested_blocksize").get<int64_t>() != kNestedBlocksize)
+            bad("nested_blocksize " + meta.at("nested_blocksize").dump() + " (bitsandbytes writes 256)");
+        state->offset = meta.value("nested_offset", 0.0f);
+    } catch (const nlohmann::json::exception& e) {
+        bad(std::string("quant_state is missing a field or has one of the wrong type (") + e.what() + ")");
+    }
+    check_blocksize(state->blocksize);
+    state->compute_dtype = compute_dtype;
+    const int64_t n = state->numel(), blocks = blocks_of(n, state->blocksize);
+    const at::Tensor packed = tensor(name);
+    const at::Tensor absmax = tensor(name + ".absmax");
+    const at::Tensor quant_map = tensor(name + ".quant_map");
+    if (!packed.defined() || !absmax.defined()) bad("the packed weight or its absmax is missing");
+    if (packed.nbytes() != static_cast<size_t>((n + 1) / 2))
+        bad(std::to_string(packed.nbytes()) + " packed bytes for a weight of " + std::to_string(n) + " elements");
+    if (quant_map.defined() && !at::equal(quant_map.to(at::kCPU, at::kFloat), table_tensor(state->type, at::kCPU)))
+        bad("its quant_map is not bitsandbytes' " + quant_type_name(state->type) + " table");
+    if (absmax.numel() != blocks) bad(std::to_string(absmax.numel()) + " absmax values for " + std::to_string(blocks) + " blocks");
+    const at::Tensor nested_absmax = tensor(name + ".nested_absmax");
+    if (nested_absmax.defined()) {
+        const at::Tensor nested_code = tensor(name + ".nested_quant_map");
+        if (!nested_code.defined() || nested_code.numel() != 256 || absmax.scalar_type() != at::kByte ||
+            nested_absmax.numel() != blocks_of(blocks, kNestedBlocksize))
+            bad("its nested state (uint8 absmax, nested_absmax, a 256-entry nested_quant_map) does not fit");
+        state->absmax = absmax.to(device);
+        state->nested_absmax = nested_absmax.to(device, at::kFloat);
+        state->nested_code = nested_code.to(device, at::kFloat);
+    } else {
+        state->absmax = absmax.to(device, at::kFloat);
+    }
+    return FourBitWeight{packed.to(device), std::move(state)};
 }
 
 }  // namespace ftl::quant

@@ -16,7 +16,9 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -89,6 +91,19 @@ at::Tensor dequantize_4bit(const at::Tensor& packed, const FourBitState& state);
 // frozen) and dequantises W again, so no weight-sized tensor is kept for it.
 at::Tensor linear_4bit(const at::Tensor& x, const at::Tensor& packed, const std::shared_ptr<const FourBitState>& state,
                        const at::Tensor& bias);
+
+// A 4-bit weight as transformers + bitsandbytes save it (Linear4bit._save_to_state_dict):
+// `name` holds the packed codes in the storage dtype, beside name.absmax, name.quant_map,
+// name.nested_absmax and name.nested_quant_map (nested only) and
+// name.quant_state.bitsandbytes__nf4|fp4 (uint8 bytes of a JSON object: quant_type, blocksize,
+// dtype, shape, nested_blocksize, nested_offset). `tensor(key)` returns a saved tensor, undefined
+// when absent. nullopt when `name` has no quant_state entry (a floating-point weight). A quant
+// map other than bitsandbytes' table, a nested blocksize other than 256 or sizes that do not
+// fit the shape are Error(kConfig) naming `source` and the tensor.
+std::optional<FourBitWeight> read_saved_four_bit(const std::string& name,
+                                                 const std::function<at::Tensor(const std::string&)>& tensor,
+                                                 at::ScalarType compute_dtype, const at::Device& device,
+                                                 const std::string& source);
 
 // bitsandbytes' signed 8-bit dynamic map (create_dynamic_map(signed=True, max_exponent_bits=7,
 // total_bits=8); Dettmers 2015, "8-bit approximations"), computed with the same LibTorch ops so

@@ -174,6 +174,9 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     const int64_t resident_before_load = resident_bytes();
     JobModel job_model = load_job_model(inputs, device, partition_weights || four_bit);
     model::CausalLM& lm = job_model.loaded.model;
+    if (!args.use_peft_lora && model::has_four_bit_linears(lm))
+        fail(ErrorKind::kConfig, inputs.model_dir + " is a bitsandbytes 4-bit checkpoint: its frozen 4-bit weights "
+                                 "train only through adapters (--use_peft_lora True)");
     if (main_rank && job_model.resized_to)
         log.info("resized the embeddings to " + std::to_string(*job_model.resized_to) + " rows for the chat tokens");
     NamedTensors trainable;

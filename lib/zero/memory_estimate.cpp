@@ -142,7 +142,7 @@ EstimateInputs estimate_inputs(const config::RunConfig& run, const model::Decode
     in.lora = a.use_peft_lora;
     in.lora_r = a.lora_r;
     in.lora_target_modules = a.lora_target_modules;
-    if (a.use_4bit_quantization && !as_executed) in.base_weights = a.use_nested_quant ? BaseWeights::kNf4Nested : BaseWeights::kNf4;
+    if (a.use_4bit_quantization) in.base_weights = a.use_nested_quant ? BaseWeights::kNf4Nested : BaseWeights::kNf4;
     in.micro_batch = a.per_device_train_batch_size;
     in.sequence_length = a.max_seq_length;
     in.gradient_checkpointing = a.gradient_checkpointing;
@@ -221,7 +221,7 @@ std::vector<std::string> settings_that_fit(const EstimateInputs& in, bool on_gpu
             c.offload_params = true;
         });
     if (in.lora && in.base_weights == BaseWeights::kFloat32)
-        with(6, "--use_4bit_quantization True --use_nested_quant True (not executed by this build yet)",
+        with(6, "--use_4bit_quantization True --use_nested_quant True",
              [](EstimateInputs& c) { c.base_weights = BaseWeights::kNf4Nested; });
     std::vector<std::string> fits;
     std::vector<bool> group_done(7, false);

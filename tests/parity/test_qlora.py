@@ -26,6 +26,9 @@ AdamW, cosine schedule, clipping, 20 steps, fp32 compute):
   sharding     under ZeRO-3 each of the 2 ranks holds half of the partitioned bytes (4-bit codes
                included), padding aside
   memory       the log's 4-bit footprint: codes + nested state <= 0.28x the linears' bf16 bytes
+  saved        transformers' save_pretrained of the 4-bit model (NF4 nested and FP4 with uint8
+               storage, NF4 nested with bfloat16 storage) loads without any flag and gives the logits
+               of ftlaunch's quantise-on-load bit for bit
   bad input    --use_4bit_quantization without --use_peft_lora, and --use_8bit_quantization: exit 2
                with a message naming the flag, before loading anything
 """
@@ -136,6 +139,7 @@ def main():
                         worst, worst_name = r, name
                 check(not missing and len(grads) == 28, f"{label}: gradients for all {len(grads)} adapter tensors {missing[:3]}")
                 check(worst <= GRAD_RTOL, f"{label}: worst adapter gradient rel diff {worst:.2e} ({worst_name})")
+        check_saved_checkpoints(folder, adapter_dir, work, valid)
         logits, loss, _ = hf_run(folder, adapter_dir, "nf4", True, torch.bfloat16, torch.bfloat16)
         ours = probe_run(folder, adapter_dir, work, "nf4", True, "bfloat16", "bfloat16")
         diff = (ours["logits"] - logits)[valid].abs().max().item()
@@ -146,6 +150,30 @@ def main():
 
 FOUR_BIT = ("--use_4bit_quantization", "True", "--use_nested_quant", "True", "--bnb_4bit_quant_type", "nf4",
             "--bnb_4bit_compute_dtype", "float32")
+
+
+def check_saved_checkpoints(folder, adapter_dir, work, valid):
+    """transformers' save_pretrained of the 4-bit model: ftlaunch loads it as it is (no --four_bit)
+    and gives the logits of its own quantise-on-load of the floating-point model, bit for bit."""
+    for quant_type, nested, storage in (("nf4", True, "uint8"), ("fp4", False, "uint8"), ("nf4", True, "bfloat16")):
+        dtype = torch.float32 if storage == "uint8" else torch.bfloat16
+        bnb = transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
+                                              bnb_4bit_use_double_quant=nested, bnb_4bit_compute_dtype=torch.float32,
+                                              bnb_4bit_quant_storage=getattr(torch, storage))
+        saved = os.path.join(work, f"saved_{quant_type}_{storage}")
+        transformers.AutoModelForCausalLM.from_pretrained(folder, quantization_config=bnb, dtype=dtype,
+                                                          device_map="cpu").save_pretrained(saved)
+        dtype_name = "float32" if storage == "uint8" else "bfloat16"
+        on_load = probe_run(folder, adapter_dir, work, quant_type, nested, storage, dtype_name)
+        inp, out = os.path.join(work, "in.safetensors"), os.path.join(work, "out_saved.safetensors")
+        proc = subprocess.run([PROBE, saved, inp, out, "--dtype", dtype_name, "--adapter", adapter_dir],
+                              capture_output=True, text=True)
+        if not check(proc.returncode == 0, f"{quant_type} {storage}: a saved 4-bit checkpoint loads ({proc.stderr.strip()[:300]})"):
+            continue
+        loaded = load_file(out)
+        check(torch.equal(loaded["logits"], on_load["logits"]),
+              f"{quant_type} nested={int(nested)} {storage}: saved 4-bit checkpoint gives the quantise-on-load logits "
+              f"bit for bit (max diff {(loaded['logits'] - on_load['logits']).abs().max().item():.1e})")
 
 
 def zero3_everything_partitioned(work, ranks):

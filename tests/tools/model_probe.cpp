@@ -7,8 +7,9 @@
 // tensor named "packed" (any content) to mark a packed batch. OUTPUT receives logits [B,T,V] fp32,
 // and with labels: loss [] fp32 and grad.<hf weight name> (fp32) for every weight. With --resize_to,
 // the embeddings are resized first (resize_token_embeddings) and also written as resized.<name>.
-// With --four_bit the decoder's linears are quantised after loading (QLoRA); gradients are then
-// written for the adapter's tensors (grad.<PEFT name>) only, the 4-bit base being frozen.
+// With --four_bit the decoder's linears are quantised after loading (QLoRA). With 4-bit linears
+// (quantised here or read from a bitsandbytes checkpoint) gradients are written for the adapter's
+// tensors (grad.<PEFT name>) only, the 4-bit base being frozen.
 #include <cstdio>
 #include <optional>
 #include <string>
@@ -78,7 +79,7 @@ int main(int argc, char** argv) try {
         outputs.emplace_back("logits", lm.logits(batch).to(at::kFloat).contiguous());
     }
     if (batch.labels.defined()) {
-        auto weights = four_bit ? peft::adapter_parameters(lm) : lm.named_weights();
+        auto weights = model::has_four_bit_linears(lm) ? peft::adapter_parameters(lm) : lm.named_weights();
         for (auto& [name, w] : weights) w.requires_grad_(true);
         model::LossResult result = model::causal_lm_loss(lm, batch, loss_options);
         result.loss.backward();
