@@ -72,7 +72,9 @@ void PartitionedWeights::add_part(int id, const std::vector<Slot>& candidates, c
         const int64_t total = std::accumulate(numels.begin(), numels.end(), int64_t{0});
         if (total < world_size_)
             fail(ErrorKind::kConfig, "ZeRO stage 3: the part '" + part_name(id) + "' has " + std::to_string(total) +
-                                         " frozen " + c10::toString(dtype) + " elements, fewer than the " +
+                                         " frozen parameters" +
+                                         (by_dtype.size() > 1 ? std::string(" stored as ") + c10::toString(dtype) : "") +
+                                         ", fewer than the " +
                                          std::to_string(world_size_) + " ranks, so some ranks would hold none of it; run at most " +
                                          std::to_string(total) + " ranks, or zero_optimization.stage 2 (frozen weights whole on every rank)");
         Group group{slots, shapes, FlatPartition(numels, rank_, world_size_), {}};

@@ -1,0 +1,93 @@
+// The 4-bit pieces on their own: code tables and decisions, packing, the zero block, dequantised
+// round trips within half a code step, the 4-bit linear's gradient against a dense linear, and the
+// checks on a saved 4-bit weight. Bit-for-bit agreement with bitsandbytes is tests/parity/test_quant.py.
+#include <ATen/ATen.h>
+
+#include <map>
+
+#include "quant/blockwise.h"
+#include "quant/codes.h"
+#include "quant/four_bit.h"
+#include "util/error.h"
+#include "catch.h"  // last: replaces c10's CHECK macro
+
+using namespace ftl;
+
+TEST_CASE("each 4-bit table value times absmax comes back as its own code", "[quant]") {
+    for (quant::QuantType type : {quant::QuantType::kNf4, quant::QuantType::kFp4}) {
+        const auto& table = quant::code_table(type);
+        std::vector<float> x(64);
+        for (size_t i = 0; i < x.size(); ++i) x[i] = table[i % 16] * 3.5f;
+        x[15] = 3.5f;  // NF4 and FP4 both hold +1.0: make it the block's absmax
+        std::vector<uint8_t> packed(32);
+        float absmax = 0;
+        quant::quantize_4bit(x.data(), 64, 64, type, packed.data(), &absmax);
+        CHECK(absmax == 3.5f);
+        for (size_t i = 0; i < x.size(); ++i) {
+            const uint8_t code = i % 2 == 0 ? packed[i / 2] >> 4 : packed[i / 2] & 15;
+            CHECK(table[code] * absmax == x[i]);  // -0 and +0 compare equal
+        }
+    }
+}
+
+TEST_CASE("an odd count pads with the code of zero; a zero block stays zero", "[quant]") {
+    const std::vector<float> x = {0.5f, -1.0f, 0.25f};
+    std::vector<uint8_t> packed(2);
+    float absmax = 0;
+    quant::quantize_4bit(x.data(), 3, 64, quant::QuantType::kNf4, packed.data(), &absmax);
+    CHECK((packed[1] & 15) == 7);  // NF4 index 7 is 0.0
+    const std::vector<float> zeros(64, 0.0f);
+    std::vector<uint8_t> zero_packed(32);
+    quant::quantize_4bit(zeros.data(), 64, 64, quant::QuantType::kNf4, zero_packed.data(), &absmax);
+    CHECK(absmax == 0.0f);
+    for (uint8_t b : zero_packed) CHECK(b == 0x77);
+}
+
+TEST_CASE("dequantised weights are within half a code step of the originals", "[quant]") {
+    at::manual_seed(3);
+    const at::Tensor w = at::randn({37, 29});  // 1073 elements: a short last block, an odd count
+    for (bool nested : {false, true}) {
+        quant::FourBitConfig config;
+        config.nested = nested;
+        const quant::FourBitWeight q = quant::FourBitQuantizer(config, at::kCPU).quantize(w, "w");
+        const at::Tensor back = quant::dequantize_4bit(q.packed, *q.state);
+        REQUIRE(back.sizes() == w.sizes());
+        // NF4's widest gap is -1 .. -0.6962 (half: 0.1519); nested absmax adds its 8-bit error.
+        const at::Tensor scales = quant::block_absmax(*q.state).repeat_interleave(64).narrow(0, 0, w.numel());
+        const at::Tensor error = (back - w).abs().reshape({-1}) / scales;
+        CHECK(error.max().item<float>() <= (nested ? 0.16f : 0.1520f));
+    }
+}
+
+TEST_CASE("a 4-bit linear's input gradient equals a dense linear's with the dequantised weight", "[quant]") {
+    at::manual_seed(5);
+    quant::FourBitConfig config;
+    config.nested = true;
+    const quant::FourBitWeight q = quant::FourBitQuantizer(config, at::kCPU).quantize(at::randn({12, 64}), "w");
+    const at::Tensor dense = quant::dequantize_4bit(q.packed, *q.state);
+    const at::Tensor x = at::randn({3, 5, 64}).requires_grad_(true);
+    const at::Tensor x_dense = x.detach().clone().requires_grad_(true);
+    const at::Tensor y = quant::linear_4bit(x, q.packed, q.state, at::Tensor());
+    const at::Tensor y_dense = at::linear(x_dense, dense);
+    CHECK(at::allclose(y, y_dense));
+    (y * y).sum().backward();
+    (y_dense * y_dense).sum().backward();
+    CHECK(at::allclose(x.grad(), x_dense.grad(), 1e-5, 1e-6));
+}
+
+TEST_CASE("a saved 4-bit weight whose sizes do not fit is refused, naming it", "[quant]") {
+    quant::FourBitConfig config;
+    const quant::FourBitWeight q = quant::FourBitQuantizer(config, at::kCPU).quantize(at::randn({8, 64}), "w");
+    const std::string meta = R"({"quant_type": "nf4", "blocksize": 64, "dtype": "float32", "shape": [8, 64]})";
+    std::map<std::string, at::Tensor> saved = {
+        {"w", q.packed.narrow(0, 0, 100)},  // 100 of the 256 packed bytes
+        {"w.absmax", q.state->absmax},
+        {"w.quant_state.bitsandbytes__nf4",
+         at::from_blob(const_cast<char*>(meta.data()), {static_cast<int64_t>(meta.size())}, at::kByte).clone()}};
+    auto lookup = [&](const std::string& key) { return saved.count(key) ? saved.at(key) : at::Tensor(); };
+    CHECK_THROWS_WITH(quant::read_saved_four_bit("w", lookup, at::kFloat, at::kCPU, "model.safetensors"),
+                      Catch::Matchers::Contains("model.safetensors: 4-bit weight 'w': 100 packed bytes"));
+    saved["w"] = q.packed;
+    CHECK(quant::read_saved_four_bit("w", lookup, at::kFloat, at::kCPU, "model.safetensors").has_value());
+    CHECK_FALSE(quant::read_saved_four_bit("absent", lookup, at::kFloat, at::kCPU, "model.safetensors").has_value());
+}
