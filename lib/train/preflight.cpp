@@ -8,6 +8,10 @@
 #include "util/strings.h"
 #include "zero/memory_estimate.h"
 
+#ifdef FTL_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#endif
+
 namespace ftl::train {
 namespace {
 
@@ -50,6 +54,21 @@ std::string check_memory_fits(const config::RunConfig& run, const model::Decoder
                            : "Settings that fit:\n  " + join(fits, "\n  ")) +
              "\n(`ftlaunch estimate-memory` with the same flags prints the whole table; set "
              "FTLAUNCH_MEMORY_PER_RANK=<bytes> to state the memory a rank may use.)");
+}
+
+void check_compute_dtype(const c10::Device& device, c10::ScalarType dtype, const std::string& flag) {
+#ifdef FTL_WITH_CUDA
+    if (!device.is_cuda() || dtype != c10::kBFloat16) return;
+    const auto* properties = at::cuda::getDeviceProperties(device.index() < 0 ? 0 : device.index());
+    if (properties->major >= 8) return;
+    fail(ErrorKind::kConfig, flag + ": " + std::string(properties->name) + " (compute capability " +
+                                 std::to_string(properties->major) + "." + std::to_string(properties->minor) +
+                                 ") has no bfloat16 arithmetic; use float16 or float32");
+#else
+    (void)device;
+    (void)dtype;
+    (void)flag;
+#endif
 }
 
 }  // namespace ftl::train

@@ -1,8 +1,11 @@
-// The pre-flight memory check: before any weight is loaded, this run's per-rank estimate
+// Pre-flight checks. The memory check: before any weight is loaded, this run's per-rank estimate
 // (zero/memory_estimate.h, for what this build executes) against the memory the rank has, so that
 // a run that cannot fit stops at once with the figures and the settings that would fit, instead
 // of dying in an out-of-memory error minutes or hours later.
 #pragma once
+
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
 
 #include <string>
 
@@ -17,5 +20,10 @@ namespace ftl::train {
 // Returns a line for the log when the estimate fits; throws ftl::Error(kConfig) when it does not,
 // naming both figures, the estimate's parts and the settings whose estimate fits.
 std::string check_memory_fits(const config::RunConfig& run, const model::DecoderConfig& model, const RankContext& rank);
+
+// A compute dtype the device cannot run (bfloat16 on a GPU before compute capability 8.0, as
+// torch.cuda.is_bf16_supported() rules) is ftl::Error(kConfig) naming `flag`, the device and what
+// would run; every dtype runs on the CPU.
+void check_compute_dtype(const c10::Device& device, c10::ScalarType dtype, const std::string& flag);
 
 }  // namespace ftl::train

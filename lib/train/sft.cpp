@@ -164,6 +164,8 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         if (main_rank) log.info(fits);
     }
     const at::Device device = rank.torch_device();
+    if (four_bit) check_compute_dtype(device, four_bit->compute_dtype, "--bnb_4bit_compute_dtype " + args.bnb_4bit_compute_dtype);
+    if (args.bf16) check_compute_dtype(device, at::kBFloat16, "--bf16 True");
     // ZeRO-3 with LoRA: the weights stay mapped until each rank copies out its slices; with
     // 4-bit weights, until each layer is quantised.
     const bool partition_weights = zero_stage == 3 && args.use_peft_lora;

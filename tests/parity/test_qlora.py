@@ -23,6 +23,8 @@ AdamW, cosine schedule, clipping, 20 steps, fp32 compute):
   vs LoRA      the QLoRA curve stays within 5% of the fp32 LoRA curve at every step: NF4's
                weight error shifts this tiny model's loss by about 1.6%; 5% leaves room without
                letting a broken dequantisation pass
+  stages       ZeRO-2 on 2 ranks == stage 0 within 1e-5 (uint8 storage, the 4-bit base whole on
+               each rank); --gradient_checkpointing gives the same curve exactly
   sharding     under ZeRO-3 each of the 2 ranks holds half of the partitioned bytes (4-bit codes
                included), padding aside
   memory       the log's 4-bit footprint: codes + nested state <= 0.28x the linears' bf16 bytes
@@ -221,8 +223,18 @@ def check_training(work):
         held = [(int(a), int(b)) for a, b in re.findall(r"this rank holds (\d+) bytes of the (\d+) bytes", log)]
         check(len(held) == 2 and all(0 < 2 * mine <= total + 4096 for mine, total in held),
               f"QLoRA {name} storage, ZeRO-3: each rank holds half of the partitioned weights, codes included {held}")
+        if name == "uint8":
+            stage0_uint8 = curves[0]
         diff = test_zero.worst_curve_diff(curves[3], curves[0])
         check(diff <= 1e-5, f"QLoRA {name} storage, 2 ranks: ZeRO-3 vs stage 0, worst rel diff {diff:.2e} <= 1e-5")
+
+    recomputed, _ = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, "q1gc"), 4, 1,
+                                     extra=uint8 + ("--gradient_checkpointing", "True"))
+    check(recomputed == ours, "QLoRA with --gradient_checkpointing True: the same curve, step for step (exact)")
+    stage2, _ = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, "q2"), 2, 1, extra=uint8 + ("--learning_rate", "1e-2"),
+                                 launcher=("--config_file", test_zero.zero_config(work, 2, 2, 1)))
+    diff = test_zero.worst_curve_diff(stage2, stage0_uint8)
+    check(diff <= 1e-5, f"QLoRA uint8 storage, 2 ranks: ZeRO-2 vs stage 0, worst rel diff {diff:.2e} <= 1e-5")
 
     for flags, needle in ((("--use_4bit_quantization", "True", "--use_peft_lora", "False"), "--use_peft_lora True"),
                           (("--use_8bit_quantization", "True"), "--use_8bit_quantization")):
