@@ -38,7 +38,12 @@ rc=$?
 row "ftlaunch test, $gpus rank(s), NCCL" "$([ $rc = 0 ] && echo ok || echo FAILED) (exit $rc)"
 build/bin/ftlaunch env >"$out/env.log" 2>&1
 
+build/bin/ftl_bench_dequant >"$out/dequant.log" 2>&1
+rc=$?
+row "4-bit dequant kernel vs CPU (bit for bit)" "$([ $rc = 0 ] && echo ok || echo FAILED) (exit $rc)"
+row "4-bit dequant bandwidth" "$(grep -o '[0-9]*% of copy' "$out/dequant.log" || echo 'not measured')"
+
 echo
-cat "$out/nccl_test.log"
+cat "$out/nccl_test.log" "$out/dequant.log"
 echo
 printf '%s\n' "${summary[@]}"

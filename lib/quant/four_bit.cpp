@@ -11,6 +11,12 @@
 #include "quant/blockwise.h"
 #include "util/error.h"
 
+#ifdef FTL_WITH_CUDA
+#include <c10/cuda/CUDAStream.h>
+
+#include "quant/dequantize_cuda.h"
+#endif
+
 namespace ftl::quant {
 namespace {
 
@@ -147,8 +153,42 @@ at::Tensor block_absmax(const FourBitState& state) {
     return state.nested_code.index_select(0, state.absmax.to(at::kLong)) * scales + state.offset;
 }
 
+#ifdef FTL_WITH_CUDA
+// dequantize_4bit for tensors on a GPU: one kernel (quant/dequantize_cuda.h).
+at::Tensor dequantize_on_gpu(const at::Tensor& packed, const FourBitState& state) {
+    at::Tensor out = at::empty(state.shape, packed.options().dtype(state.dtype));
+    const at::Tensor bytes = packed.contiguous().view(at::kByte);
+    cuda::DequantizeArgs args;
+    args.packed = bytes.data_ptr<uint8_t>();
+    const at::Tensor absmax = state.absmax.contiguous();
+    if (state.nested()) {
+        args.absmax_codes = absmax.data_ptr<uint8_t>();
+        args.nested_absmax = state.nested_absmax.data_ptr<float>();
+        args.nested_code = state.nested_code.data_ptr<float>();
+        args.offset = state.offset;
+    } else {
+        args.absmax = absmax.data_ptr<float>();
+    }
+    const auto& table = code_table(state.type);
+    std::copy(table.begin(), table.end(), args.table);
+    args.n = state.numel();
+    args.blocksize = state.blocksize;
+    args.out = out.data_ptr();
+    args.out_type = state.dtype == at::kBFloat16 ? cuda::OutType::kBFloat16
+                    : state.dtype == at::kHalf  ? cuda::OutType::kFloat16
+                                                : cuda::OutType::kFloat32;
+    const int status = cuda::launch_dequantize_4bit(args, c10::cuda::getCurrentCUDAStream(packed.device().index()).stream());
+    if (status != 0)
+        fail(ErrorKind::kInternal, "4-bit dequantisation kernel failed to launch (CUDA error " + std::to_string(status) + ")");
+    return out;
+}
+#endif
+
 at::Tensor dequantize_4bit(const at::Tensor& packed, const FourBitState& state) {
     at::NoGradGuard no_grad;
+#ifdef FTL_WITH_CUDA
+    if (packed.is_cuda()) return dequantize_on_gpu(packed, state);
+#endif
     const int64_t n = state.numel();
     const at::Tensor bytes = packed.contiguous().view(at::kByte).reshape({-1});
     const at::Tensor codes = at::stack({bytes.bitwise_right_shift(4), bytes.bitwise_and(15)}, 1)
