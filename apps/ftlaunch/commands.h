@@ -50,4 +50,8 @@ int run_merge(const MergeInvocation& merge, const Log& log);
 // `ftlaunch report OUTPUT_DIR`: writes OUTPUT_DIR/report.html from OUTPUT_DIR/metrics.jsonl.
 int run_report(const std::string& output_dir, const Log& log);
 
+// `ftlaunch verify CHECKPOINT_DIR`: the checkpoint's files against its manifest; prints what it
+// checked, or throws Error(kConfig) naming the file that differs.
+int run_verify(const std::string& checkpoint_dir, const Log& log);
+
 }  // namespace ftl::app

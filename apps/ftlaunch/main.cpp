@@ -124,6 +124,9 @@ int dispatch(const std::vector<std::string>& argv, const ftl::Log& log) {
     std::string report_dir;
     auto* report_cmd = app.add_subcommand("report", "write OUTPUT_DIR/report.html from a run's metrics.jsonl");
     report_cmd->add_option("output_dir", report_dir, "the run's --output_dir")->required();
+    std::string verify_dir;
+    auto* verify_cmd = app.add_subcommand("verify", "check a checkpoint folder's files against its manifest.json");
+    verify_cmd->add_option("checkpoint_dir", verify_dir, "OUTPUT_DIR/checkpoint-<step>")->required();
     app.footer("Jobs: " + ftl::join(ftl::config::known_job_tokens(), ", ") +
                "; their flags follow the job token (see README).");
     try {
@@ -133,7 +136,8 @@ int dispatch(const std::vector<std::string>& argv, const ftl::Log& log) {
         return code == 0 ? 0 : 2;
     }
     if (job_at < argv.size()) {
-        if (config_cmd->parsed() || test_cmd->parsed() || env_cmd->parsed() || report_cmd->parsed() || merge_cmd->parsed())
+        if (config_cmd->parsed() || test_cmd->parsed() || env_cmd->parsed() || report_cmd->parsed() || merge_cmd->parsed() ||
+            verify_cmd->parsed())
             ftl::fail(ftl::ErrorKind::kUsage, "'" + argv[job_at] + "' cannot follow a subcommand");
         inv.job_token = argv[job_at];
         inv.job_argv.assign(argv.begin() + static_cast<long>(job_at) + 1, argv.end());
@@ -144,8 +148,9 @@ int dispatch(const std::vector<std::string>& argv, const ftl::Log& log) {
     if (env_cmd->parsed()) return ftl::app::run_env(inv, log);
     if (report_cmd->parsed()) return ftl::app::run_report(report_dir, log);
     if (merge_cmd->parsed()) return ftl::app::run_merge(merge, log);
+    if (verify_cmd->parsed()) return ftl::app::run_verify(verify_dir, log);
     std::cout << app.help();
-    ftl::fail(ftl::ErrorKind::kUsage, "nothing to run: give a job (train ...) or a subcommand (config, test, env, merge, report)");
+    ftl::fail(ftl::ErrorKind::kUsage, "nothing to run: give a job (train ...) or a subcommand (config, test, env, merge, report, verify)");
 }
 
 // "ftlaunch" for the launcher, "ftlaunch rank 3" in a worker, so every line says who wrote it.

@@ -1,5 +1,7 @@
 #include "report/event_file.h"
 
+#include "util/checksum.h"
+
 #include <unistd.h>
 
 #include <array>
@@ -12,18 +14,6 @@
 
 namespace ftl::report {
 namespace {
-
-constexpr uint32_t kCastagnoli = 0x82F63B78u;  // CRC-32C, reflected
-
-std::array<uint32_t, 256> crc_table() {
-    std::array<uint32_t, 256> table{};
-    for (uint32_t i = 0; i < 256; ++i) {
-        uint32_t c = i;
-        for (int bit = 0; bit < 8; ++bit) c = (c & 1u) ? (c >> 1) ^ kCastagnoli : c >> 1;
-        table[i] = c;
-    }
-    return table;
-}
 
 uint32_t masked_crc(const void* data, size_t size) {
     const uint32_t crc = crc32c(data, size);
@@ -66,14 +56,6 @@ std::string encode_event(double wall_time, int64_t step, const std::string* file
 }
 
 }  // namespace
-
-uint32_t crc32c(const void* data, size_t size) {
-    static const std::array<uint32_t, 256> table = crc_table();  // constant, computed once
-    const auto* p = static_cast<const uint8_t*>(data);
-    uint32_t crc = 0xffffffffu;
-    for (size_t i = 0; i < size; ++i) crc = table[(crc ^ p[i]) & 0xffu] ^ (crc >> 8);
-    return crc ^ 0xffffffffu;
-}
 
 EventFileWriter::EventFileWriter(const std::string& log_dir) {
     std::error_code ec;

@@ -19,9 +19,6 @@
 
 namespace ftl::report {
 
-// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as TFRecord uses it.
-uint32_t crc32c(const void* data, size_t size);
-
 // One event file, appended to and flushed record by record (TensorBoard picks up a running job).
 class EventFileWriter {
 public:

@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "io/atomic_file.h"
+#include "io/manifest.h"
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
 #include "model/tensor_io.h"
@@ -44,6 +45,24 @@ void remove_temporaries(const std::string& output_dir) {
     }
 }
 
+// Everything but the rename: the weights, optimizer state, generators, trainer state, and last
+// the manifest that vouches for them.
+void write_files(const fs::path& temp_dir, const CheckpointContents& contents,
+                 const std::function<void(const std::string&)>& write_model, const std::function<void()>& crash_hook) {
+    write_model(temp_dir.string());
+    if (crash_hook) crash_hook();
+    const model::CpuTensorViews optimizer = model::cpu_views(contents.optimizer);
+    io::write_safetensors((temp_dir / "optimizer.safetensors").string(), optimizer.views);
+    std::vector<std::pair<std::string, at::Tensor>> states;
+    for (size_t r = 0; r < contents.dropout_rng_states.size(); ++r)
+        states.emplace_back("dropout_rank" + std::to_string(r), contents.dropout_rng_states[r]);
+    const model::CpuTensorViews rng = model::cpu_views(states);
+    io::write_safetensors((temp_dir / "rng_state.safetensors").string(), rng.views);
+    io::write_file_atomically((temp_dir / "trainer_state.json").string(),
+                              [&](std::ostream& out) { out << contents.trainer_state.dump(2) << "\n"; });
+    io::write_manifest(temp_dir.string(), contents.identity);  // last: it vouches for the files above
+}
+
 }  // namespace
 
 std::string save_checkpoint(const std::string& output_dir, const CheckpointContents& contents,
@@ -57,19 +76,15 @@ std::string save_checkpoint(const std::string& output_dir, const CheckpointConte
     fs::create_directories(temp_dir, ec);
     if (ec) fail(ErrorKind::kIo, temp_dir.string() + ": cannot create: " + ec.message());
 
-    write_model(temp_dir.string());
-    if (crash_hook) crash_hook();
-    const model::CpuTensorViews optimizer = model::cpu_views(contents.optimizer);
-    io::write_safetensors((temp_dir / "optimizer.safetensors").string(), optimizer.views);
-    std::vector<std::pair<std::string, at::Tensor>> states;
-    for (size_t r = 0; r < contents.dropout_rng_states.size(); ++r)
-        states.emplace_back("dropout_rank" + std::to_string(r), contents.dropout_rng_states[r]);
-    const model::CpuTensorViews rng = model::cpu_views(states);
-    io::write_safetensors((temp_dir / "rng_state.safetensors").string(), rng.views);
-    io::write_file_atomically((temp_dir / "trainer_state.json").string(),
-                              [&](std::ostream& out) { out << contents.trainer_state.dump(2) << "\n"; });
+    // A failure while writing (a full disk) removes the partial folder, so the space comes back
+    // and only complete checkpoints remain; the error goes on to stop the run.
+    try {
+        write_files(temp_dir, contents, write_model, crash_hook);
+    } catch (...) {
+        fs::remove_all(temp_dir, ec);
+        throw;
+    }
     // Every file above was fsynced by its writer; the rename publishes them together.
-
     if (fs::exists(final_dir)) fs::remove_all(final_dir, ec);  // a re-run of the same step replaces it
     fs::rename(temp_dir, final_dir, ec);
     if (ec) fail(ErrorKind::kIo, final_dir.string() + ": cannot move the checkpoint into place: " + ec.message());
@@ -104,6 +119,7 @@ std::string find_checkpoint(const std::string& resume_from, const std::string& o
 
 CheckpointContents load_checkpoint(const std::string& dir) {
     CheckpointContents c;
+    c.identity = io::verify_manifest(dir).identity;
     c.trainer_state = nlohmann::json::parse(read_text_file(dir + "/trainer_state.json").value_or(""), nullptr, false);
     if (c.trainer_state.is_discarded() || !c.trainer_state.contains("global_step"))
         fail(ErrorKind::kConfig, dir + "/trainer_state.json: not a trainer state (no global_step)");

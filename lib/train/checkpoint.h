@@ -1,7 +1,9 @@
 // HF Trainer-style checkpoints: output_dir/checkpoint-<step>/ holding the adapter, the optimizer
 // state, the random generators and trainer_state.json. A checkpoint is written into a temporary
 // folder next to it, every file fsynced, then renamed into place, so a crash at any moment leaves
-// either the whole checkpoint or none (temporary folders are removed at the next start).
+// either the whole checkpoint or none (temporary folders are removed at the next start). The last
+// file written is manifest.json (io/manifest.h): sizes and CRC-32C of every file and the
+// checkpoint's identity; loading verifies it first.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -23,6 +25,9 @@ struct CheckpointContents {
     // Every rank's dropout generator state (at::Generator::get_state()), in rank order: as HF
     // saves rng_state_<rank>.pth per process, each rank resumes its own stream.
     std::vector<at::Tensor> dropout_rng_states;
+    // What the checkpoint belongs to (base model, adapter configuration, ...), kept in its
+    // manifest; a resume compares it with its own run (see sft.cpp).
+    nlohmann::json identity = nlohmann::json::object();
 };
 
 // Writes checkpoint-<step> under output_dir. `write_model` writes the weights into the folder it
@@ -38,7 +43,9 @@ std::string save_checkpoint(const std::string& output_dir, const CheckpointConte
 // Throws naming what was looked for when there is none. Also removes leftover temporary folders.
 std::string find_checkpoint(const std::string& resume_from, const std::string& output_dir);
 
-// Reads what save_checkpoint wrote (the weights are read by the caller from the same folder).
+// Reads what save_checkpoint wrote (the weights are read by the caller from the same folder),
+// after verifying the folder against its manifest: a missing, changed, extra or truncated file is
+// ftl::Error(kConfig) naming it.
 CheckpointContents load_checkpoint(const std::string& dir);
 
 }  // namespace ftl::train

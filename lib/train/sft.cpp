@@ -30,7 +30,9 @@
 #include "train/progress.h"
 #include "train/run_record.h"
 #include "train/throughput.h"
+#include "util/checksum.h"
 #include "util/error.h"
+#include "util/files.h"
 #include "util/memory.h"
 #include "util/strings.h"
 
@@ -128,6 +130,44 @@ void restore_weights(const std::string& dir, const std::string& stem, NamedTenso
                                          " (a checkpoint of another model or LoRA configuration?)");
         }
         t.copy_(saved);
+    }
+}
+
+// What a checkpoint of this run belongs to, for its manifest: the base model (config.json's
+// checksum; the name is informational), the vocabulary after resizing, full fine-tuning or the
+// adapter's shape, the 4-bit scheme, and the layout (world size and ZeRO stage, informational:
+// the optimizer state is saved unpartitioned, so either may change on resume).
+json run_identity(const config::TrainArgs& args, const JobInputs& inputs, model::CausalLM& lm, int world_size,
+                  int zero_stage) {
+    const std::string config_text = read_text_file(inputs.model_dir + "/config.json").value_or("");
+    char crc[9];
+    std::snprintf(crc, sizeof crc, "%08x", crc32c(config_text.data(), config_text.size()));
+    json adapter = nullptr;
+    if (args.use_peft_lora)
+        adapter = {{"r", args.lora_r}, {"lora_alpha", args.lora_alpha}, {"target_modules", args.lora_target_modules},
+                   {"use_rslora", args.use_rslora}};
+    return {{"base_model", args.model_name_or_path},
+            {"base_config_crc32c", crc},
+            {"vocab_size", lm.config().vocab_size},
+            {"adapter", adapter},
+            {"four_bit", args.use_4bit_quantization ? json(args.bnb_4bit_quant_type) : json(nullptr)},
+            {"world_size", world_size},
+            {"zero_stage", zero_stage}};
+}
+
+// Refuses to resume from a checkpoint of another run: another base model, vocabulary, adapter
+// shape or 4-bit scheme. World size and ZeRO stage may differ.
+void check_same_run(const json& saved, const json& current, const std::string& dir) {
+    for (const char* key : {"base_config_crc32c", "vocab_size", "adapter", "four_bit"}) {
+        const json mine = current.value(key, json()), theirs = saved.value(key, json());
+        if (mine == theirs) continue;
+        const std::string what = std::string(key) == "base_config_crc32c"
+                                     ? "another base model (config.json differs: the checkpoint's is " +
+                                           saved.value("base_model", std::string("?")) + ", this run's " +
+                                           current.value("base_model", std::string("?")) + ")"
+                                     : std::string(key) + " " + theirs.dump() + " in the checkpoint, " + mine.dump() + " in this run";
+        fail(ErrorKind::kConfig, dir + ": a checkpoint of another run: " + what +
+                                     "; resume with the run's own settings, or start afresh without --resume_from_checkpoint");
     }
 }
 
@@ -300,10 +340,12 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     forward.residency = partitioned ? &*partitioned : nullptr;
     json log_history = json::array();
 
+    const json identity = run_identity(args, inputs, lm, rank.world_size, zero_stage);
     // ---- resume: weights, optimizer, generators, history; the sampler replays to the same place ----
     int64_t first_step = 0;
     if (!resume_dir.empty()) {
         CheckpointContents saved = load_checkpoint(resume_dir);
+        check_same_run(saved.identity, identity, resume_dir);
         restore_weights(resume_dir, args.use_peft_lora ? "adapter_model" : "model", trainable);
         optimizer.load_state(saved.optimizer);
         if (scaler) scaler->load_state(saved.optimizer);
@@ -490,7 +532,8 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             const NamedTensors full_tensors = adapter_full_tensors();  // collective under ZeRO-3
             std::vector<at::Tensor> rng_states = generator_states();      // collective
             if (main_rank) {
-                CheckpointContents contents{done, trainer_state(done), std::move(optimizer_state), std::move(rng_states)};
+                CheckpointContents contents{done, trainer_state(done), std::move(optimizer_state), std::move(rng_states),
+                                            identity};
                 if (scaler)
                     for (auto& entry : scaler->state()) contents.optimizer.push_back(entry);
                 auto crash_hook = [&] {
