@@ -132,7 +132,7 @@ def main():
         kept = sorted(d for d in os.listdir(full) if d.startswith("checkpoint-"))
         check(kept == ["checkpoint-8"], f"save_total_limit 1 keeps only the newest checkpoint: {kept}")
         files = sorted(os.listdir(os.path.join(full, "checkpoint-8")))
-        check(files == ["adapter_config.json", "adapter_model.safetensors", "optimizer.safetensors",
+        check(files == ["adapter_config.json", "adapter_model.safetensors", "manifest.json", "optimizer.safetensors",
                         "rng_state.safetensors", "trainer_state.json"], f"checkpoint-8 holds {files}")
 
         # The final eval loss equals transformers + peft on the trained adapter (token-weighted).

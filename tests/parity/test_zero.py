@@ -26,8 +26,8 @@ ranks, with and without accumulation. Checks:
                backward, before the gradients are reduced): the job stops (exit != 0, within 2
                minutes) naming rank 1; checkpoint-4 and -8 are whole; resuming gives the
                uninterrupted curve for steps 9..20 (1e-6)
-  bad input    resuming that checkpoint with another model: exit 2 naming the tensor, its two
-               shapes and the likely cause, before any step
+  bad input    resuming that checkpoint with another model: exit 2, the checkpoint's manifest
+               naming it a checkpoint of another run (another base model), before any step
 """
 import json
 import os
@@ -227,7 +227,7 @@ def main():
                                "--output_dir", other, "--resume_from_checkpoint", "True"],
                               capture_output=True, text=True, timeout=600)
         text = proc.stdout + proc.stderr
-        check(proc.returncode == 2 and "a checkpoint of another model" in text and "in this run" in text
+        check(proc.returncode == 2 and "a checkpoint of another run" in text and "another base model" in text
               and "step 11/" not in text, f"resume with another model: exit {proc.returncode}, a clear error")
     if failures:
         sys.exit(1)
