@@ -44,6 +44,8 @@ int run_job_worker(const config::RunConfig& run, const launch::WorkerIdentity& i
                                              std::string(limit) + "')");
     }
     rank.status_requested = status_requests();
+    const Heartbeat heartbeat = Heartbeat::from_environment();
+    rank.heartbeat = &heartbeat;
     std::unique_ptr<dist::Comm> comm;
     if (id.world_size > 1) {
         dist::CommOptions options;
@@ -112,7 +114,7 @@ int run_launch(const Invocation& inv, const Log& log) {
         ftl::fail(ErrorKind::kUsage, "the " + config::to_string(run.train.job) +
                                          " job is not part of this build yet (issue 9); its configuration resolves "
                                          "(see --dry_run)");
-    return launch_workers(plan, inv.argv, log);
+    return launch_workers(plan, inv.argv, log, std::chrono::seconds(run.train.ddp_timeout));
 }
 
 }  // namespace ftl::app

@@ -62,7 +62,8 @@ std::string worker_device(const config::AccelerateConfig& accelerate) {
     return launch::probe_machine().visible_gpus > 0 ? "cuda" : "cpu";
 }
 
-int launch_workers(const launch::LaunchPlan& plan, const std::vector<std::string>& argv, const Log& log) {
+int launch_workers(const launch::LaunchPlan& plan, const std::vector<std::string>& argv, const Log& log,
+                   std::optional<std::chrono::seconds> watchdog) {
     for (const auto& note : plan.notes) log.info(note);
     std::vector<std::string> worker_argv = argv;
     worker_argv[0] = own_executable();
@@ -75,7 +76,7 @@ int launch_workers(const launch::LaunchPlan& plan, const std::vector<std::string
     } else {
         launch::LaunchPlan with_device = plan;
         for (auto& rank : with_device.local_ranks) rank.env["FTLAUNCH_DEVICE"] = plan.device;
-        result = launch::run_local_workers(with_device, worker_argv, log);
+        result = launch::run_local_workers(with_device, worker_argv, log, watchdog);
     }
     if (result.exit_code != 0) log.error(result.failure);
     return result.exit_code;

@@ -30,7 +30,9 @@ std::function<bool()> status_requests();
 std::function<bool()> stop_requests();
 
 // Starts the plan's workers running `argv` (the launcher's own command line) and waits.
-// Returns the exit code; reports a failed worker through `log`.
-int launch_workers(const launch::LaunchPlan& plan, const std::vector<std::string>& argv, const Log& log);
+// Returns the exit code; reports a failed worker through `log`. `watchdog`: see
+// launch::run_local_workers (mpirun runs are not watched).
+int launch_workers(const launch::LaunchPlan& plan, const std::vector<std::string>& argv, const Log& log,
+                   std::optional<std::chrono::seconds> watchdog = std::nullopt);
 
 }  // namespace ftl::app

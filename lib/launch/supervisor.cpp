@@ -12,9 +12,11 @@
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <map>
 
 #include "util/error.h"
+#include "util/heartbeat.h"
 
 extern char** environ;
 
@@ -34,7 +36,35 @@ struct Child {
     std::deque<std::string> tail;
     bool exited = false;
     int status = 0;
+    std::string heartbeat;     // the file its phases go to (util/heartbeat.h); "" when unwatched
 };
+
+// "rank 1: step 12: forward and backward of micro-batch 1/1 (14 s ago)", or why not known.
+std::string last_phase(const Child& c, int64_t now_ms) {
+    const auto record = c.heartbeat.empty() ? std::nullopt : read_heartbeat(c.heartbeat);
+    if (!record) return c.name + ": no phase reported";
+    return c.name + ": " + record->phase + " (" + std::to_string((now_ms - record->unix_ms) / 1000) + " s ago)";
+}
+
+// When the child last reported a phase (ms since the epoch), or 0.
+int64_t heartbeat_ms(const Child& c) {
+    const auto record = c.heartbeat.empty() ? std::nullopt : read_heartbeat(c.heartbeat);
+    return record ? record->unix_ms : 0;
+}
+
+// The rank that has stayed longest in a watched phase, when that is longer than `limit`.
+const Child* stalled_child(const std::vector<Child>& children, std::chrono::milliseconds limit, int64_t now_ms) {
+    const Child* oldest = nullptr;
+    int64_t oldest_ms = now_ms;
+    for (const auto& c : children) {
+        if (c.exited || c.heartbeat.empty()) continue;
+        const auto record = read_heartbeat(c.heartbeat);
+        if (!record || !record->watched || record->unix_ms >= oldest_ms) continue;
+        oldest = &c;
+        oldest_ms = record->unix_ms;
+    }
+    return oldest && now_ms - oldest_ms > static_cast<int64_t>(limit.count()) ? oldest : nullptr;
+}
 
 std::vector<std::string> merged_environment(const std::map<std::string, std::string>& extra) {
     std::map<std::string, std::string> env;
@@ -147,7 +177,8 @@ void signal_all(std::vector<Child>& children, int sig) {
 }
 
 SupervisorResult supervise(std::vector<Child>& children, const std::vector<std::vector<std::string>>& argvs,
-                           const std::vector<std::map<std::string, std::string>>& envs, const Log& log) {
+                           const std::vector<std::map<std::string, std::string>>& envs, const Log& log,
+                           std::optional<std::chrono::seconds> watchdog = std::nullopt) {
     // Block the signals we handle and read them from a signalfd: no handler, no global flag.
     sigset_t handled, previous;
     sigemptyset(&handled);
@@ -164,9 +195,11 @@ SupervisorResult supervise(std::vector<Child>& children, const std::vector<std::
     Screen screen;
 
     SupervisorResult result;
-    std::optional<Clock::time_point> kill_at;
+    Clock::time_point kill_at = Clock::time_point::max();  // when the remaining workers get SIGKILL
     int forwarded_signal = 0;
     const Child* first_failure = nullptr;
+    std::string stall;  // the watchdog's finding
+    Clock::time_point next_watch = Clock::now();
     size_t running = children.size();
     while (running > 0 || std::any_of(children.begin(), children.end(),
                                       [](const Child& c) { return c.out_fd >= 0 || c.err_fd >= 0; })) {
@@ -207,29 +240,59 @@ SupervisorResult supervise(std::vector<Child>& children, const std::vector<std::
                 c.status = status;
                 --running;
                 const bool failed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-                if (failed && !first_failure && !forwarded_signal) {
+                if (failed && !first_failure && !forwarded_signal && stall.empty()) {
                     first_failure = &c;
                     result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
                     signal_all(children, SIGTERM);
                     kill_at = Clock::now() + kGraceBeforeKill;
+                    // A rank that gave up waiting (a collective timeout) points at one that stopped
+                    // moving: a rank silent for half the timeout is named as the cause.
+                    const int64_t now_ms = unix_milliseconds();
+                    if (watchdog && stall.empty())
+                        if (const Child* stuck = stalled_child(children, *watchdog / 2, now_ms)) {
+                            stall = stuck->name + " made no progress for " + std::to_string((now_ms - heartbeat_ms(*stuck)) / 1000) +
+                                    " s and " + c.name + " stopped waiting for it: " + last_phase(*stuck, now_ms);
+                            signal_all(children, SIGKILL);  // the silent rank heeds nothing else
+                        }
                 }
             }
         }
-        if (kill_at && Clock::now() >= *kill_at) {
+        if (watchdog && !first_failure && !forwarded_signal && stall.empty() && Clock::now() >= next_watch) {
+            next_watch = Clock::now() + std::chrono::seconds(1);
+            const int64_t now_ms = unix_milliseconds();
+            if (const Child* stuck = stalled_child(children, *watchdog, now_ms)) {
+                stall = stuck->name + " made no progress for more than " + std::to_string(watchdog->count()) +
+                        " s (--ddp_timeout): " + last_phase(*stuck, now_ms) + "; the job is stopped";
+                result.exit_code = 1;
+                signal_all(children, SIGKILL);  // a stopped or deadlocked rank heeds nothing else
+            }
+        }
+        if (Clock::now() >= kill_at) {
             signal_all(children, SIGKILL);
-            kill_at.reset();
+            kill_at = Clock::time_point::max();
         }
     }
     close(sfd);
     sigprocmask(SIG_SETMASK, &previous, nullptr);
     if (screen.progress_shown) (void)!write(STDOUT_FILENO, "\n", 1);
-    if (first_failure) {
+    const int64_t end_ms = unix_milliseconds();
+    auto phases = [&] {
+        std::string out = "\n  where each rank was:";
+        for (const auto& c : children)
+            if (!c.heartbeat.empty()) out += "\n    " + last_phase(c, end_ms);
+        return out;
+    };
+    if (!stall.empty() && !first_failure) {
+        result.failure = stall + phases();
+    } else if (first_failure) {
+        if (!stall.empty()) result.failure = stall + "\n  ";
         // Built once every pipe is drained, so the failing worker's last lines are complete.
-        result.failure = first_failure->name + " (pid " + std::to_string(first_failure->pid) + ") " +
+        result.failure += first_failure->name + " (pid " + std::to_string(first_failure->pid) + ") " +
                          describe_status(first_failure->status) + "; its last output lines:";
         for (const auto& line : first_failure->tail) result.failure += "\n    " + line;
         for (const auto& c : children)
             if (&c != first_failure) result.failure += "\n  " + c.name + " " + describe_status(c.status);
+        result.failure += phases();
     } else if (forwarded_signal) {
         const bool all_preempted = std::all_of(children.begin(), children.end(), [](const Child& c) {
             return WIFEXITED(c.status) && WEXITSTATUS(c.status) == kExitPreempted;
@@ -245,8 +308,17 @@ SupervisorResult supervise(std::vector<Child>& children, const std::vector<std::
 
 }  // namespace
 
-SupervisorResult run_local_workers(const LaunchPlan& plan, const std::vector<std::string>& argv, const Log& log) {
+SupervisorResult run_local_workers(const LaunchPlan& plan, const std::vector<std::string>& argv, const Log& log,
+                                   std::optional<std::chrono::seconds> watchdog) {
     std::vector<Child> children(plan.local_ranks.size());
+    // One heartbeat file per rank in a private folder, removed when the workers are done.
+    std::string heartbeat_dir;
+    if (watchdog) {
+        const char* tmp = std::getenv("TMPDIR");
+        std::string pattern = std::string(tmp && *tmp ? tmp : "/tmp") + "/ftlaunch-heartbeat-XXXXXX";
+        if (!mkdtemp(pattern.data())) ftl::fail(ErrorKind::kIo, pattern + ": cannot create the heartbeat folder: " + std::strerror(errno));
+        heartbeat_dir = pattern;
+    }
     std::vector<std::vector<std::string>> argvs;
     std::vector<std::map<std::string, std::string>> envs;
     for (size_t i = 0; i < plan.local_ranks.size(); ++i) {
@@ -255,8 +327,17 @@ SupervisorResult run_local_workers(const LaunchPlan& plan, const std::vector<std
         envs.push_back(plan.local_ranks[i].env);
         // A terminal gets rank 0's progress bar; a pipe or file gets plain log lines.
         if (isatty(STDOUT_FILENO)) envs.back()["FTLAUNCH_PROGRESS"] = "1";
+        if (watchdog) {
+            children[i].heartbeat = heartbeat_dir + "/rank" + std::to_string(plan.local_ranks[i].rank);
+            envs.back()["FTLAUNCH_HEARTBEAT"] = children[i].heartbeat;
+        }
     }
-    return supervise(children, argvs, envs, log);
+    SupervisorResult result = supervise(children, argvs, envs, log, watchdog);
+    if (!heartbeat_dir.empty()) {
+        std::error_code ec;
+        std::filesystem::remove_all(heartbeat_dir, ec);
+    }
+    return result;
 }
 
 SupervisorResult run_foreground(const std::vector<std::string>& argv, const Log& log) {

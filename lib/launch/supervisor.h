@@ -5,6 +5,8 @@
 // orphan outlives it. The launcher holds no global state: signals arrive through a signalfd.
 #pragma once
 
+#include <chrono>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,7 +22,12 @@ struct SupervisorResult {
 
 // Runs `argv` (argv[0] = the program to exec) once per local rank of `plan`, each with the
 // parent's environment plus the rank's env. Returns when all workers have exited.
-SupervisorResult run_local_workers(const LaunchPlan& plan, const std::vector<std::string>& argv, const Log& log);
+// `watchdog` (training: --ddp_timeout): each worker reports its phase to a heartbeat file
+// (FTLAUNCH_HEARTBEAT, util/heartbeat.h); a rank that stays in one watched phase longer than this
+// stops the job, named with its phase (a SIGSTOPped or deadlocked rank never answers, so every
+// worker gets SIGKILL). Any failure message lists where each rank was.
+SupervisorResult run_local_workers(const LaunchPlan& plan, const std::vector<std::string>& argv, const Log& log,
+                                   std::optional<std::chrono::seconds> watchdog = std::nullopt);
 
 // Runs one command (mpirun) in the foreground with the same signal forwarding; returns its
 // exit code.

@@ -11,6 +11,7 @@
 
 #include "dist/comm.h"
 #include "dist/counting_comm.h"
+#include "util/heartbeat.h"
 
 namespace ftl::train {
 
@@ -47,6 +48,8 @@ struct RankContext {
     // Tests of failure in the middle of a step: called with the step (1-based) after its first
     // micro-batch's backward, before its gradients are reduced. Empty in normal runs.
     std::function<void(int64_t step)> during_step;
+    // Where the rank is, for the launcher's watchdog (util/heartbeat.h). Null: nobody watches.
+    const Heartbeat* heartbeat = nullptr;
 };
 
 }  // namespace ftl::train

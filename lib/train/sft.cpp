@@ -196,7 +196,14 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     // ---- inputs: folders, tokenizer (as train.py sets it up), data ----
     const JobInputs inputs = resolve_job_inputs(args);
     const int32_t pad_id = inputs.tokenizer.pad_id().value_or(0);
+    // The launcher's watchdog reads these (util/heartbeat.h); loading and tokenising may take long
+    // and are not watched, every phase of the loop is.
+    auto beat = [&](const std::string& what) {
+        if (rank.heartbeat) rank.heartbeat->phase(what);
+    };
+    if (rank.heartbeat) rank.heartbeat->unwatched("tokenising the dataset");
     const Splits data = prepare_data(args, inputs, args.eval_strategy != "no", rank, log);
+    if (rank.heartbeat) rank.heartbeat->unwatched("loading the model");
 
     // ---- model and adapters: first, will it fit? ----
     {
@@ -416,6 +423,8 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             if (device.is_cuda()) epoch_gpu_memory.emplace(device);
             epoch_memory.emplace();
         }
+        const std::string at_step = "step " + std::to_string(step + 1) + ": ";
+        beat(at_step + "counting the batch's target tokens (all-reduce)");
         std::vector<model::Batch> micro;
         for (int i = 0; i < args.gradient_accumulation_steps; ++i)
             micro.push_back(collate(data.train, plan.next_micro_batch(), pad_id, args.packing, device));
@@ -427,7 +436,9 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         model::LossOptions loss_options;
         loss_options.divisor = counted.item<double>();
         double step_loss = 0.0;
-        for (const auto& b : micro) {
+        for (size_t m = 0; m < micro.size(); ++m) {
+            const model::Batch& b = micro[m];
+            beat(at_step + "forward and backward of micro-batch " + std::to_string(m + 1) + "/" + std::to_string(micro.size()));
             at::Tensor loss;
             {
                 const AutocastScope autocast(precision, device);
@@ -443,6 +454,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         }
         const bool stop_requested = rank.stop_requested && rank.stop_requested();
         bool stop_now = false;  // a rank got SIGTERM: all save and stop after this step
+        beat(at_step + "all-reduce of the loss and stop votes");
         {  // one collective for the step's loss (summed), the stop votes and each rank's peak memory
             at::Tensor stats = at::zeros({2 + rank.world_size}, at::TensorOptions().dtype(at::kDouble));
             stats[0] = step_loss;
@@ -453,6 +465,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             stop_now = stats[1].item<double>() > 0;
             for (int r = 0; r < rank.world_size; ++r) peak_memory[static_cast<size_t>(r)] = stats[2 + r].item<int64_t>();
         }
+        beat(at_step + "gradient reduction and optimizer");
         const auto update = optimizer.step(learning_rate(), args.max_grad_norm, scaler ? &*scaler : nullptr);
         const double grad_norm = update.grad_norm;
         optimizer.zero_grad();
@@ -513,6 +526,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             std::optional<GpuMemoryPhase> eval_gpu_memory;
             if (device.is_cuda()) eval_gpu_memory.emplace(device);
             const CpuMemoryPhase eval_memory;
+            beat("evaluation after step " + std::to_string(done));
             const EvalResult eval = evaluate(lm, data.eval, args.per_device_eval_batch_size, pad_id, args.packing, device, precision,
                                              forward.residency, rank);
             if (main_rank && eval_gpu_memory)
@@ -528,6 +542,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         const bool scheduled_save = !last && ((args.save_strategy == "steps" && done % save_every == 0) ||
                                               (args.save_strategy == "epoch" && epoch_end));
         if (scheduled_save || preempted) {
+            beat("saving checkpoint-" + std::to_string(done));
             auto optimizer_state = optimizer.state();  // collective under ZeRO
             const NamedTensors full_tensors = adapter_full_tensors();  // collective under ZeRO-3
             std::vector<at::Tensor> rng_states = generator_states();      // collective
