@@ -203,13 +203,14 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     };
     if (rank.heartbeat) rank.heartbeat->unwatched("tokenising the dataset");
     const Splits data = prepare_data(args, inputs, args.eval_strategy != "no", rank, log);
-    if (rank.heartbeat) rank.heartbeat->unwatched("loading the model");
+    if (rank.heartbeat) rank.heartbeat->unwatched("checking the memory estimate");
 
     // ---- model and adapters: first, will it fit? ----
     {
         const std::string fits = check_memory_fits(run, model::read_decoder_config(inputs.model_dir), rank);
         if (main_rank) log.info(fits);
     }
+    if (rank.heartbeat) rank.heartbeat->unwatched("loading the model");
     const at::Device device = rank.torch_device();
     if (four_bit) check_compute_dtype(device, four_bit->compute_dtype, "--bnb_4bit_compute_dtype " + args.bnb_4bit_compute_dtype);
     if (args.bf16) check_compute_dtype(device, at::kBFloat16, "--bf16 True");
