@@ -302,6 +302,7 @@ nlohmann::json AccelerateConfig::to_json() const {
 std::string to_yaml(const AccelerateConfig& config) {
     // nlohmann::json objects iterate in sorted key order, as yaml.safe_dump writes them.
     YAML::Emitter out;
+    out.SetNullFormat(YAML::LowerNull);  // `null`, as yaml.safe_dump writes None
     std::function<void(const nlohmann::json&)> emit = [&](const nlohmann::json& j) {
         if (j.is_object()) {
             out << YAML::BeginMap;
@@ -321,6 +322,8 @@ std::string to_yaml(const AccelerateConfig& config) {
             // Quote strings YAML would read as something else ('no' would become false).
             if (parse_bool(s) || parse_double(s) || s.empty()) out << YAML::SingleQuoted << s;
             else out << s;
+        } else if (j.is_null()) {
+            out << YAML::Null;  // a dumped "null" would be emitted quoted, as a string
         } else {
             out << j.dump();
         }

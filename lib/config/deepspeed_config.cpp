@@ -242,6 +242,8 @@ BuiltDeepSpeedConfig parse_deepspeed_json(const std::string& text, const std::st
         const size_t offset = std::min(e.byte, text.size());
         const long line = 1 + std::count(text.begin(), text.begin() + static_cast<long>(offset ? offset - 1 : 0), '\n');
         ftl::fail(ErrorKind::kConfig, source + ":" + std::to_string(line) + ": JSON syntax error: " + e.what());
+    } catch (const json::out_of_range& e) {  // a number beyond double's range, e.g. 1e400
+        ftl::fail(ErrorKind::kConfig, source + ": a number out of range: " + e.what());
     }
     JsonReader r(source);
     if (!root.is_object()) r.fail("(top level)", "must be a JSON object {...}");

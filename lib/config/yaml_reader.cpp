@@ -1,11 +1,30 @@
 #include "config/yaml_reader.h"
 
+#include <algorithm>
+#include <cstdio>
+
 #include "util/error.h"
 #include "util/strings.h"
 
 namespace ftl::config {
 
 YAML::Node YamlReader::load_text(const std::string& text) const {
+    // A YAML stream is UTF-8 of printable characters (YAML 1.2, c-printable: no C0 controls but tab,
+    // LF and CR). yaml-cpp does not check, and mangles some (a NUL byte turns the rest of a key into
+    // invalid UTF-8); the values end up in JSON (logs, run records), which must be UTF-8.
+    auto refuse = [&](size_t offset, const std::string& what) {
+        const auto line = 1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(offset), '\n');
+        char byte[8];
+        std::snprintf(byte, sizeof byte, "0x%02x", static_cast<unsigned char>(text[offset]));
+        ftl::fail(ErrorKind::kConfig, source_ + ":" + std::to_string(line) + ": byte " + byte + " (offset " +
+                                          std::to_string(offset) + ") " + what);
+    };
+    if (const auto bad = first_invalid_utf8(text)) refuse(*bad, "is not UTF-8; save the file as UTF-8");
+    for (size_t i = 0; i < text.size(); ++i) {
+        const auto c = static_cast<unsigned char>(text[i]);
+        if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7f)
+            refuse(i, "is a control character, which YAML does not allow");
+    }
     try {
         return YAML::Load(text);
     } catch (const YAML::ParserException& e) {

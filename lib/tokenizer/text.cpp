@@ -4,6 +4,7 @@
 #include <pcre2.h>
 
 #include "util/error.h"
+#include "util/strings.h"
 
 namespace ftl::tokenizer {
 
@@ -35,22 +36,6 @@ void append_utf8(std::string& out, uint32_t cp) {
 
 namespace {
 
-// Length of the valid UTF-8 sequence at s[i], or 0 when it is not valid (RFC 3629: no overlong
-// forms, no surrogates, nothing above U+10FFFF).
-size_t valid_sequence(std::string_view s, size_t i) {
-    const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-    const unsigned char c = b(i);
-    if (c < 0x80) return 1;
-    size_t n = utf8_length(c);
-    if (n == 1 || i + n > s.size()) return 0;
-    for (size_t k = 1; k < n; ++k)
-        if ((b(i + k) & 0xC0) != 0x80) return 0;
-    if (n == 2 && c < 0xC2) return 0;
-    if (n == 3 && ((c == 0xE0 && b(i + 1) < 0xA0) || (c == 0xED && b(i + 1) >= 0xA0))) return 0;
-    if (n == 4 && ((c == 0xF0 && b(i + 1) < 0x90) || (c == 0xF4 && b(i + 1) >= 0x90) || c > 0xF4)) return 0;
-    return n;
-}
-
 // How many bytes from_utf8_lossy replaces by one U+FFFD at an invalid position: the longest
 // prefix of a valid sequence (the "maximal subpart"), at least 1.
 size_t invalid_run(std::string_view s, size_t i) {
@@ -75,20 +60,13 @@ size_t invalid_run(std::string_view s, size_t i) {
 
 }  // namespace
 
-bool is_valid_utf8(std::string_view s) {
-    for (size_t i = 0; i < s.size();) {
-        const size_t n = valid_sequence(s, i);
-        if (n == 0) return false;
-        i += n;
-    }
-    return true;
-}
+bool is_valid_utf8(std::string_view s) { return !first_invalid_utf8(s); }
 
 std::string utf8_lossy(std::string_view s) {
     std::string out;
     out.reserve(s.size());
     for (size_t i = 0; i < s.size();) {
-        if (size_t n = valid_sequence(s, i)) {
+        if (size_t n = valid_utf8_sequence(s, i)) {
             out.append(s.substr(i, n));
             i += n;
         } else {

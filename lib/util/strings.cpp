@@ -128,4 +128,27 @@ std::string did_you_mean(std::string_view word, const std::vector<std::string>& 
     return match ? " (did you mean '" + *match + "'?)" : "";
 }
 
+size_t valid_utf8_sequence(std::string_view s, size_t i) {
+    const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+    const unsigned char c = b(i);
+    if (c < 0x80) return 1;
+    const size_t n = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return 0;
+    for (size_t k = 1; k < n; ++k)
+        if ((b(i + k) & 0xC0) != 0x80) return 0;
+    if (n == 2 && c < 0xC2) return 0;
+    if (n == 3 && ((c == 0xE0 && b(i + 1) < 0xA0) || (c == 0xED && b(i + 1) >= 0xA0))) return 0;
+    if (n == 4 && ((c == 0xF0 && b(i + 1) < 0x90) || (c == 0xF4 && b(i + 1) >= 0x90) || c > 0xF4)) return 0;
+    return n;
+}
+
+std::optional<size_t> first_invalid_utf8(std::string_view s) {
+    for (size_t i = 0; i < s.size();) {
+        const size_t n = valid_utf8_sequence(s, i);
+        if (n == 0) return i;
+        i += n;
+    }
+    return std::nullopt;
+}
+
 }  // namespace ftl

@@ -28,6 +28,12 @@ std::optional<double> parse_double(std::string_view s);
 // "100KB", or plain bytes. nullopt unless positive and well formed.
 std::optional<int64_t> parse_byte_size(std::string_view s);
 
+// UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF).
+// Length in bytes of the valid sequence starting at s[i], or 0 when none starts there.
+size_t valid_utf8_sequence(std::string_view s, size_t i);
+// Byte offset of the first byte that does not start a valid sequence; nullopt for valid UTF-8.
+std::optional<size_t> first_invalid_utf8(std::string_view s);
+
 // Levenshtein edit distance (insert, delete, substitute each cost 1).
 size_t edit_distance(std::string_view a, std::string_view b);
 

@@ -69,6 +69,15 @@ TEST_CASE("YAML syntax errors give file:line:column", "[config][errors]") {
                       ErrorKind::kConfig, "s.yaml:", "YAML syntax error");
 }
 
+TEST_CASE("a config that is not UTF-8, or holds control characters, is refused with the line and byte", "[config][errors]") {
+    // Found by fuzz_accelerate_config: the bytes reached the resolved config's JSON, whose dump threw.
+    FTL_REQUIRE_ERROR(parse_accelerate_config("distributed_type: NO\nmain_process_ip: h\xe9st\n", "u.yaml"),
+                      ErrorKind::kConfig, "u.yaml:2", "0xe9", "not UTF-8");
+    // yaml-cpp turned the rest of a key after a NUL byte into invalid UTF-8.
+    FTL_REQUIRE_ERROR(parse_accelerate_config(std::string("distributed_type: NO\nze\0ro: 1\n", 30), "n.yaml"),
+                      ErrorKind::kConfig, "n.yaml:2", "0x00", "control character");
+}
+
 TEST_CASE("unknown keys are warnings that suggest the closest key", "[config]") {
     auto parsed = parse_accelerate_config(
         "distributed_type: DEEPSPEED\nnum_proceses: 2\ndeepspeed_config:\n  zero_stag: 2\n", "u.yaml");
@@ -93,4 +102,9 @@ TEST_CASE("to_yaml writes what parse reads back", "[config]") {
     auto again = parse_accelerate_config(yaml, "roundtrip.yaml");
     CHECK(again.warnings.empty());
     CHECK(again.config.to_json() == original.to_json());
+    // Found by fuzz_accelerate_config: a null inside a section kept as given came back as 'null'.
+    auto with_null = parse_accelerate_config("distributed_type: FSDP\nfsdp_config:\n  fsdp_x: null\n", "n.yaml").config;
+    const std::string written = to_yaml(with_null);
+    CHECK_THAT(written, Catch::Matchers::Contains("fsdp_x: null"));
+    CHECK(parse_accelerate_config(written, "n2.yaml").config.to_json() == with_null.to_json());
 }

@@ -66,6 +66,9 @@ TEST_CASE("DeepSpeed JSON rules", "[config][deepspeed][errors]") {
                       ErrorKind::kConfig, "e.json:3", "JSON syntax error");
     FTL_REQUIRE_ERROR(parse_deepspeed_json(R"({"zero_optimization": {"stage": "three"}})", "f.json"),
                       ErrorKind::kConfig, "f.json", "zero_optimization.stage", "integer");
+    // Found by fuzz_deepspeed_json: nlohmann's overflow exception escaped as a crash.
+    FTL_REQUIRE_ERROR(parse_deepspeed_json(R"({"train_batch_size": 1e400, "zero_optimization": {}})", "g.json"),
+                      ErrorKind::kConfig, "g.json", "out of range");
 }
 
 TEST_CASE("the accelerate YAML's deepspeed_config keys build the plugin's config", "[config][deepspeed]") {
