@@ -60,6 +60,10 @@ nlohmann::json value_at(const arrow::Array& array, int64_t i, const std::string&
 
 void append_table(const arrow::Table& table, const std::string& path, std::vector<nlohmann::json>& out) {
     auto combined = value_or_fail(table.CombineChunksToBatch(), path);
+    // Arrow's readers check the framing, not the data: offsets inside their buffers, UTF-8 in
+    // string columns. Reading the values of an unchecked file can run off its buffers.
+    const arrow::Status valid = combined->ValidateFull();
+    if (!valid.ok()) fail(ErrorKind::kIo, path + ": damaged Arrow data (" + valid.ToString() + ")");
     const size_t first = out.size();
     out.resize(first + static_cast<size_t>(combined->num_rows()), nlohmann::json::object());
     for (int c = 0; c < combined->num_columns(); ++c) {

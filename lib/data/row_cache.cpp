@@ -107,11 +107,14 @@ std::optional<std::vector<Row>> read_row_cache(const std::string& path, const st
                             offsets.back() == static_cast<int64_t>(ids.size()) && labels.size() == ids.size() &&
                             positions.size() == ids.size();
     if (!consistent) fail(ErrorKind::kIo, path + ": the cached rows are inconsistent (offsets and token counts disagree)");
+    // Non-decreasing from 0 to the token count, so every row lies inside the columns.
+    for (size_t r = 0; r + 1 < offsets.size(); ++r)
+        if (offsets[r] > offsets[r + 1])
+            fail(ErrorKind::kIo, path + ": the cached row offsets decrease at row " + std::to_string(r));
     std::vector<Row> rows;
     rows.reserve(offsets.size() - 1);
     for (size_t r = 0; r + 1 < offsets.size(); ++r) {
         const int64_t begin = offsets[r], end = offsets[r + 1];
-        if (begin > end) fail(ErrorKind::kIo, path + ": the cached row offsets decrease at row " + std::to_string(r));
         Row row;
         row.input_ids.assign(ids.begin() + begin, ids.begin() + end);
         row.labels.assign(labels.begin() + begin, labels.begin() + end);

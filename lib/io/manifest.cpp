@@ -55,19 +55,21 @@ VerifiedCheckpoint verify_manifest(const std::string& dir) {
     const auto text = read_text_file(path);
     if (!text) refuse("no manifest.json (every checkpoint this ftlaunch writes has one, written last)");
     const nlohmann::json manifest = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-    if (manifest.is_discarded() || !manifest.is_object() || manifest.value("format", "") != kFormat ||
+    if (manifest.is_discarded() || !manifest.is_object() || manifest.value("format", nlohmann::json()) != kFormat ||
         !manifest.contains("files") || !manifest.at("files").is_object())
         refuse("manifest.json is not an ftlaunch checkpoint manifest");
-    if (manifest.value("version", 0) != kVersion)
-        fail(ErrorKind::kConfig, path + ": manifest version " + manifest.value("version", nlohmann::json()).dump() +
-                                     " is not one this ftlaunch reads (" + std::to_string(kVersion) + ")");
+    const nlohmann::json version = manifest.value("version", nlohmann::json());
+    if (!version.is_number_integer() || version.get<int64_t>() != kVersion)
+        fail(ErrorKind::kConfig, path + ": manifest version " + version.dump() + " is not one this ftlaunch reads (" +
+                                     std::to_string(kVersion) + ")");
     VerifiedCheckpoint verified;
     const std::map<std::string, fs::path> present = files_in(dir);
     for (const auto& [name, expected] : manifest.at("files").items()) {
         const auto it = present.find(name);
         if (it == present.end()) refuse("'" + name + "' is listed in manifest.json but missing");
-        if (!expected.is_object() || !expected.contains("bytes") || !expected.contains("crc32c"))
-            refuse("manifest.json's entry for '" + name + "' has no bytes/crc32c");
+        if (!expected.is_object() || !expected.contains("bytes") || !expected.at("bytes").is_number_unsigned() ||
+            !expected.contains("crc32c") || !expected.at("crc32c").is_string())
+            refuse("manifest.json's entry for '" + name + "' has no bytes (a count) and crc32c (8 hex digits)");
         const FileChecksum sum = checksum_file(it->second.string());
         const uint64_t bytes = expected.at("bytes").get<uint64_t>();
         if (sum.bytes != bytes)
@@ -81,6 +83,7 @@ VerifiedCheckpoint verify_manifest(const std::string& dir) {
     for (const auto& [name, file] : present)
         if (!manifest.at("files").contains(name)) refuse("'" + name + "' is not listed in manifest.json");
     verified.identity = manifest.value("identity", nlohmann::json::object());
+    if (!verified.identity.is_object()) refuse("manifest.json's identity is not an object");
     return verified;
 }
 

@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets with clang (ASan + UBSan) and runs each for a bounded time.
-#   run_fuzz.sh SOURCE_DIR WORK_DIR [SECONDS_PER_TARGET]
-# A crash, sanitizer report, leak or uncaught exception fails the run; the reproducer is left in
-# WORK_DIR. Binaries are rebuilt only when a source is newer (ccache also helps).
+# Builds the libFuzzer targets with clang (ASan + UBSan) and runs each for a bounded time, as
+# many at once as there are cores.
+#   run_fuzz.sh SOURCE_DIR WORK_DIR [SECONDS_PER_TARGET] [TARGET...]
+# Each target starts from its seed corpus in tests/fuzz/corpus/<name> (plus configs/ for the
+# accelerate config) and keeps what it learns in WORK_DIR/corpus_<name>. A crash, sanitizer
+# report, leak, timeout or uncaught exception fails the run; the reproducer is left in
+# WORK_DIR/<name>/ (crash-..., leak-...). Replay one with: WORK_DIR/fuzz_<name> FILE
+# Environment: FTL_FUZZ_CXX (clang++), FTL_FUZZ_ARROW_INCLUDE and FTL_FUZZ_ARROW_LIBS (pyarrow's
+# headers and libarrow/libparquet, ':'-separated; without them parquet/arrow files are refused
+# as in a build without Arrow), FTL_FUZZ_TOKENIZER (the tokenizer.json fuzz_dataset uses).
 set -euo pipefail
-src="$1"
-work="$2"
-seconds="${3:-20}"
-mkdir -p "$work"
+src="$(cd "$1" && pwd)"
+mkdir -p "$2"
+work="$(cd "$2" && pwd)"
+seconds="${3:-60}"
+shift $(( $# < 3 ? $# : 3 ))
+targets=(safetensors_header tokenizer_json accelerate_config deepspeed_json dataset manifest row_cache)
+[ "$#" -eq 0 ] || targets=("$@")
+
 cxx="${FTL_FUZZ_CXX:-clang++}"
 if ! command -v "$cxx" >/dev/null; then
   echo "run_fuzz: $cxx not found (scripts/setup.sh installs clang)" >&2
@@ -15,72 +25,99 @@ if ! command -v "$cxx" >/dev/null; then
 fi
 launcher=""
 command -v ccache >/dev/null && launcher="ccache"
-flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-       -I"$src/lib" -DFTL_HAVE_UTF8PROC)
+flags=(-std=c++20 -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+       -I"$src/lib" -I"$src/tests/fuzz" -DFTL_HAVE_UTF8PROC -msse4.2)
+yaml_include=$(pkg-config --cflags yaml-cpp 2>/dev/null || true)
+arrow_flags=() arrow_libs=()
+if [ -n "${FTL_FUZZ_ARROW_INCLUDE:-}" ] && [ -n "${FTL_FUZZ_ARROW_LIBS:-}" ]; then
+  arrow_flags=(-DFTL_HAVE_ARROW -isystem "$FTL_FUZZ_ARROW_INCLUDE")
+  IFS=':' read -r -a arrow_libs <<<"$FTL_FUZZ_ARROW_LIBS"
+  for lib in "${arrow_libs[@]}"; do arrow_libs+=("-Wl,-rpath,$(dirname "$lib")"); done
+fi
 
-build() {  # build NAME SOURCES... -- LIBS...
-  local name="$1"; shift
-  local sources=() libs=()
-  while [ "$1" != "--" ]; do sources+=("$1"); shift; done
-  shift
-  libs=("$@")
-  local out="$work/$name"
-  local newest
-  newest=$(ls -t "${sources[@]}" "$src/tests/fuzz/run_fuzz.sh" | head -1)
-  if [ ! -x "$out" ] || [ "$newest" -nt "$out" ]; then
-    echo "run_fuzz: building $name"
-    $launcher "$cxx" "${flags[@]}" "${sources[@]}" -o "$out" "${libs[@]}"
-  fi
+# Sources of each target (besides tests/fuzz/fuzz_<name>.cpp) and the system libraries it links.
+util=(util/error util/strings util/files)
+tokenizer=(tokenizer/text tokenizer/bpe tokenizer/pipeline tokenizer/tokenizer)
+config=(config/yaml_reader config/accelerate_config config/deepspeed_config config/train_args config/run_config)
+sources_of() {
+  case "$1" in
+    safetensors_header) echo io/safetensors "${util[@]}" ;;
+    tokenizer_json)     echo "${tokenizer[@]}" "${util[@]}" ;;
+    accelerate_config|deepspeed_json) echo "${config[@]}" "${util[@]}" util/log ;;
+    dataset)   echo data/dataset data/examples data/arrow_reader "${tokenizer[@]}" tokenizer/hf_tokenizer \
+                    tokenizer/chat_format "${util[@]}" ;;
+    manifest)  echo io/manifest io/atomic_file util/checksum "${util[@]}" ;;
+    row_cache) echo data/row_cache io/safetensors io/safetensors_writer io/atomic_file "${util[@]}" ;;
+  esac
+}
+libs_of() {
+  case "$1" in
+    tokenizer_json) echo -lpcre2-8 -lutf8proc ;;
+    accelerate_config|deepspeed_json) echo -lyaml-cpp -lspdlog -lfmt ;;
+    dataset) echo -lpcre2-8 -lutf8proc "${arrow_libs[@]}" ;;
+  esac
 }
 
-util=("$src/lib/util/error.cpp" "$src/lib/util/strings.cpp" "$src/lib/util/files.cpp")
-build fuzz_safetensors_header "$src/tests/fuzz/fuzz_safetensors_header.cpp" "$src/lib/io/safetensors.cpp" \
-  "${util[@]}" --
-build fuzz_tokenizer_json "$src/tests/fuzz/fuzz_tokenizer_json.cpp" "$src"/lib/tokenizer/{text,bpe,pipeline,tokenizer}.cpp \
-  "${util[@]}" -- -lpcre2-8 -lutf8proc
+# Objects are compiled once per source (ccache makes a rebuild cheap), as many at once as there
+# are cores, then each target linked.
+objects="$work/obj"
+mkdir -p "$objects"
+object_of() { echo "$objects/${1//\//_}.o"; }
+compile() {  # compile STEM: lib/STEM.cpp, or tests/fuzz/STEM.cpp for a target's own file
+  local source="$src/lib/$1.cpp"
+  [ -f "$source" ] || source="$src/tests/fuzz/$1.cpp"
+  # shellcheck disable=SC2086
+  $launcher "$cxx" "${flags[@]}" $yaml_include "${arrow_flags[@]}" -c "$source" -o "$(object_of "$1")"
+}
+echo "run_fuzz: building ${targets[*]}"
+declare -A stems=()
+for target in "${targets[@]}"; do
+  for stem in fuzz_"$target" $(sources_of "$target"); do stems[$stem]=1; done
+done
+jobs_running=0
+for stem in "${!stems[@]}"; do
+  compile "$stem" &
+  jobs_running=$((jobs_running + 1))
+  if [ "$jobs_running" -ge "$(nproc)" ]; then wait -n; jobs_running=$((jobs_running - 1)); fi
+done
+while [ "$jobs_running" -gt 0 ]; do wait -n; jobs_running=$((jobs_running - 1)); done
+for target in "${targets[@]}"; do
+  objs=()
+  for stem in fuzz_"$target" $(sources_of "$target"); do objs+=("$(object_of "$stem")"); done
+  # shellcheck disable=SC2046
+  "$cxx" -fsanitize=fuzzer,address,undefined "${objs[@]}" -o "$work/fuzz_$target" $(libs_of "$target")
+done
 
-# Seed corpora: a valid file of each kind, so the fuzzer starts from the interesting shapes.
-seeds="$work/seeds"
-mkdir -p "$seeds/safetensors" "$seeds/tokenizer"
-python3 - "$seeds" <<'PY'
-import json, struct, sys
-seeds = sys.argv[1]
-header = json.dumps({"a": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
-                     "b": {"dtype": "BF16", "shape": [3], "data_offsets": [16, 22]},
-                     "__metadata__": {"format": "pt"}}).encode()
-open(f"{seeds}/safetensors/valid", "wb").write(struct.pack("<Q", len(header)) + header + bytes(22))
-tok = {"version": "1.0", "added_tokens": [{"id": 5, "content": "<s>", "single_word": False, "lstrip": True,
-                                           "rstrip": False, "normalized": False, "special": True}],
-       "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"},
-                                                          {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
-       "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-           {"type": "Split", "pattern": {"Regex": "\\p{N}{1,3}| ?\\p{L}+"}, "behavior": "Isolated", "invert": False},
-           {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}]},
-       "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
-                                                                    {"Sequence": {"id": "A", "type_id": 0}}],
-                          "pair": [], "special_tokens": {"<s>": {"id": "<s>", "ids": [5], "tokens": ["<s>"]}}},
-       "decoder": {"type": "Sequence", "decoders": [{"type": "ByteFallback"}, {"type": "Fuse"},
-                                                    {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
-       "model": {"type": "BPE", "byte_fallback": True, "unk_token": "<unk>", "fuse_unk": True,
-                 "vocab": {"<unk>": 0, "a": 1, "b": 2, "ab": 3, "<0x41>": 4, "<s>": 5},
-                 "merges": [["a", "b"]]}}
-open(f"{seeds}/tokenizer/valid.json", "w").write(json.dumps(tok))
-PY
-
+# Run the targets, as many at once as there are cores; each in its own folder for reproducers.
+export FTL_FUZZ_TOKENIZER="${FTL_FUZZ_TOKENIZER:-$src/tests/parity/data/llama2_style_tokenizer.json}"
+run_one() {
+  local target="$1" dir="$work/$1"
+  local seeds=("$src/tests/fuzz/corpus/$target")
+  [ "$target" = accelerate_config ] && seeds+=("$src/configs")
+  rm -rf "$dir" && mkdir -p "$dir" "$work/corpus_$target"
+  (cd "$dir" && "$work/fuzz_$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+     "$work/corpus_$target" "${seeds[@]}" >"$dir/log" 2>&1) || true
+  if ls "$dir"/crash-* "$dir"/leak-* "$dir"/timeout-* "$dir"/oom-* >/dev/null 2>&1 || ! grep -q "^Done" "$dir/log"; then
+    echo "run_fuzz: fuzz_$target FAILED; its log ends:"
+    tail -40 "$dir/log"
+    ls "$dir"/crash-* "$dir"/leak-* "$dir"/timeout-* "$dir"/oom-* 2>/dev/null || true
+    return 1
+  fi
+  echo "run_fuzz: fuzz_$target ok: $(grep -E '^Done' "$dir/log")"
+}
 status=0
-for target in safetensors_header:safetensors tokenizer_json:tokenizer; do
-  name="fuzz_${target%%:*}"
-  corpus="$work/corpus_${target##*:}"
-  mkdir -p "$corpus"
-  echo "run_fuzz: $name for ${seconds}s"
-  if ! (cd "$work" && "./$name" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-        "$corpus" "$seeds/${target##*:}" 2>&1 | tail -25); then
-    status=1
+running=0
+for target in "${targets[@]}"; do
+  echo "run_fuzz: fuzz_$target for ${seconds}s"
+  run_one "$target" &
+  running=$((running + 1))
+  if [ "$running" -ge "$(nproc)" ]; then
+    wait -n || status=1
+    running=$((running - 1))
   fi
-  # libFuzzer exits non-zero on a finding; the pipe above hides it, so check for reproducers.
-  if ls "$work"/crash-* "$work"/leak-* "$work"/timeout-* "$work"/oom-* >/dev/null 2>&1; then
-    echo "run_fuzz: $name found a failing input:" "$work"/crash-* "$work"/leak-* "$work"/timeout-* "$work"/oom-* 2>/dev/null
-    status=1
-  fi
+done
+while [ "$running" -gt 0 ]; do
+  wait -n || status=1
+  running=$((running - 1))
 done
 exit $status
