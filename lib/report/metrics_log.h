@@ -4,7 +4,8 @@
 //   start       run (the resolved configuration and launch plan), world_size
 //   schedule    resumed_from_step, total_steps, steps_per_epoch
 //   train       step, epoch, loss, grad_norm, learning_rate, tokens_per_second, mfu,
-//               peak_memory_bytes (one entry per rank)
+//               peak_memory_bytes (one entry per rank: device peak, or VmHWM on CPU),
+//               host_memory_bytes (one entry per rank: resident set size at that step)
 //   eval        step, epoch, eval_loss, eval_perplexity, peak_memory_bytes
 //   checkpoint  step, path
 //   end         status ("completed" | "preempted" | "failed"), exit_code, error (when failed)

@@ -56,7 +56,8 @@ void RunRecorder::train_step(const StepMetrics& m) {
                              {"grad_norm", m.grad_norm},
                              {"learning_rate", m.learning_rate},
                              {"tokens_per_second", m.tokens_per_second},
-                             {"peak_memory_bytes", m.peak_memory_bytes}};
+                             {"peak_memory_bytes", m.peak_memory_bytes},
+                             {"host_memory_bytes", m.host_memory_bytes}};
     if (m.mfu) record["mfu"] = *m.mfu;
     metrics_->write(record);
     if (!events_) return;
@@ -70,6 +71,9 @@ void RunRecorder::train_step(const StepMetrics& m) {
     for (size_t r = 0; r < m.peak_memory_bytes.size(); ++r)
         events_->add_scalar("memory/rank" + std::to_string(r) + "_peak_gib",
                             static_cast<double>(m.peak_memory_bytes[r]) / std::pow(1024.0, 3), m.step, now);
+    for (size_t r = 0; r < m.host_memory_bytes.size(); ++r)
+        events_->add_scalar("memory/rank" + std::to_string(r) + "_host_gib",
+                            static_cast<double>(m.host_memory_bytes[r]) / std::pow(1024.0, 3), m.step, now);
 }
 
 void RunRecorder::eval(const EvalMetrics& m) {

@@ -26,7 +26,8 @@ struct StepMetrics {
     double epoch = 0, loss = 0, grad_norm = 0, learning_rate = 0;
     double tokens_per_second = 0;               // all ranks together
     std::optional<double> mfu;                  // fraction of the ranks' peak FLOP/s
-    std::vector<int64_t> peak_memory_bytes;     // one per rank
+    std::vector<int64_t> peak_memory_bytes;     // one per rank: the device's peak (host: VmHWM)
+    std::vector<int64_t> host_memory_bytes;     // one per rank: resident set size (VmRSS) now
 };
 
 struct EvalMetrics {

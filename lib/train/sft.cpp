@@ -158,13 +158,16 @@ json run_identity(const config::TrainArgs& args, const JobInputs& inputs, model:
 // Refuses to resume from a checkpoint of another run: another base model, vocabulary, adapter
 // shape or 4-bit scheme. World size and ZeRO stage may differ.
 void check_same_run(const json& saved, const json& current, const std::string& dir) {
+    auto base_model = [](const json& identity) {
+        const json name = identity.value("base_model", json());
+        return name.is_string() ? name.get<std::string>() : name.dump();
+    };
     for (const char* key : {"base_config_crc32c", "vocab_size", "adapter", "four_bit"}) {
         const json mine = current.value(key, json()), theirs = saved.value(key, json());
         if (mine == theirs) continue;
         const std::string what = std::string(key) == "base_config_crc32c"
                                      ? "another base model (config.json differs: the checkpoint's is " +
-                                           saved.value("base_model", std::string("?")) + ", this run's " +
-                                           current.value("base_model", std::string("?")) + ")"
+                                           base_model(saved) + ", this run's " + base_model(current) + ")"
                                      : std::string(key) + " " + theirs.dump() + " in the checkpoint, " + mine.dump() + " in this run";
         fail(ErrorKind::kConfig, dir + ": a checkpoint of another run: " + what +
                                      "; resume with the run's own settings, or start afresh without --resume_from_checkpoint");
@@ -413,6 +416,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                  peak->source + ")");
     }
     std::vector<int64_t> peak_memory(static_cast<size_t>(rank.world_size), 0);  // bytes per rank, this epoch
+    std::vector<int64_t> host_memory(static_cast<size_t>(rank.world_size), 0);  // resident bytes per rank, now
     const auto started = std::chrono::steady_clock::now();
     std::optional<CpuMemoryPhase> epoch_memory;  // the seed's per-epoch memory report
     std::optional<GpuMemoryPhase> epoch_gpu_memory;
@@ -456,15 +460,21 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         const bool stop_requested = rank.stop_requested && rank.stop_requested();
         bool stop_now = false;  // a rank got SIGTERM: all save and stop after this step
         beat(at_step + "all-reduce of the loss and stop votes");
-        {  // one collective for the step's loss (summed), the stop votes and each rank's peak memory
-            at::Tensor stats = at::zeros({2 + rank.world_size}, at::TensorOptions().dtype(at::kDouble));
+        {  // one collective for the step's loss (summed), the stop votes and each rank's peak
+           // device memory and resident host memory: [loss, stop, peak x world, host x world]
+            const int world = rank.world_size;
+            at::Tensor stats = at::zeros({2 + 2 * world}, at::TensorOptions().dtype(at::kDouble));
             stats[0] = step_loss;
             stats[1] = stop_requested ? 1.0 : 0.0;
+            stats[2 + world + rank.rank] = static_cast<double>(resident_bytes());  // before the peak: <= it on CPU
             stats[2 + rank.rank] = static_cast<double>(device_peak_bytes(device));
             if (rank.comm) rank.comm->all_reduce(stats, dist::ReduceOp::kSum);
             step_loss = stats[0].item<double>();
             stop_now = stats[1].item<double>() > 0;
-            for (int r = 0; r < rank.world_size; ++r) peak_memory[static_cast<size_t>(r)] = stats[2 + r].item<int64_t>();
+            for (int r = 0; r < world; ++r) {
+                peak_memory[static_cast<size_t>(r)] = stats[2 + r].item<int64_t>();
+                host_memory[static_cast<size_t>(r)] = stats[2 + world + r].item<int64_t>();
+            }
         }
         beat(at_step + "gradient reduction and optimizer");
         const auto update = optimizer.step(learning_rate(), args.max_grad_norm, scaler ? &*scaler : nullptr);
@@ -503,7 +513,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             log_history.push_back(entry);
             StepMetrics metrics{done, epoch, entry["loss"].get<double>(), grad_norm, learning_rate(),
                                 static_cast<double>(interval_tokens) * rank.world_size / interval_seconds,
-                                std::nullopt, peak_memory};
+                                std::nullopt, peak_memory, host_memory};
             if (peak) metrics.mfu = interval_flops / interval_seconds / peak->flops_per_second;
             recorder.train_step(metrics);
             interval_tokens = 0;

@@ -92,11 +92,12 @@ def check_tensorboard(tb_dir, records):
             if step in got:
                 worst = max(worst, abs(got[step] - value) / max(abs(value), 1e-30))
     for rank in (0, 1):
-        tag = f"memory/rank{rank}_peak_gib"
-        if tag in tags:
-            expected = {r["step"]: r["peak_memory_bytes"][rank] / 2**30 for r in records if r["kind"] == "train"}
-            for e in acc.Scalars(tag):
-                worst = max(worst, abs(e.value - expected[e.step]) / expected[e.step])
+        for name, field in (("peak", "peak_memory_bytes"), ("host", "host_memory_bytes")):
+            tag = f"memory/rank{rank}_{name}_gib"
+            if tag in tags:
+                expected = {r["step"]: r[field][rank] / 2**30 for r in records if r["kind"] == "train"}
+                for e in acc.Scalars(tag):
+                    worst = max(worst, abs(e.value - expected[e.step]) / expected[e.step])
     check(worst <= 1e-6, f"tensorboard: values equal metrics.jsonl, worst rel diff {worst:.1e} <= 1e-6 (float32)")
 
 
@@ -175,6 +176,9 @@ def main():
         train = [r for r in records if r["kind"] == "train"]
         check(all(len(r["peak_memory_bytes"]) == 2 and min(r["peak_memory_bytes"]) > 0 for r in train),
               "metrics: peak memory of both ranks on every train record")
+        check(all(len(r["host_memory_bytes"]) == 2 and 0 < r["host_memory_bytes"][k] <= r["peak_memory_bytes"][k]
+                  for r in train for k in (0, 1)),
+              "metrics: resident host memory of both ranks on every train record, at most the CPU peak")
         check(all(0 < r["mfu"] < 1 and r["tokens_per_second"] > 0 for r in train), "metrics: 0 < mfu < 1, tokens/s > 0")
         check_tensorboard(tb_dir, records)
 
