@@ -25,8 +25,9 @@ public:
     long long integer(const json& v, const std::string& key, long long min) const {
         long long out = 0;
         if (v.is_number_integer()) out = v.get<long long>();
-        else if (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>()) out = static_cast<long long>(v.get<double>());
-        else fail(key, "must be an integer (got " + v.dump() + ")");
+        else if (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>() && std::fabs(v.get<double>()) < 0x1p63)
+            out = static_cast<long long>(v.get<double>());  // 5e8 as DeepSpeed configs write bucket sizes
+        else fail(key, "must be an integer below 2^63 (got " + v.dump() + ")");
         if (out < min) fail(key, "must be at least " + std::to_string(min) + " (got " + v.dump() + ")");
         return out;
     }

@@ -1,5 +1,7 @@
 #include "launch/supervisor.h"
 
+#include <fstream>
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -53,6 +55,18 @@ int64_t heartbeat_ms(const Child& c) {
 }
 
 // The rank that has stayed longest in a watched phase, when that is longer than `limit`.
+// Whether the process is stopped (SIGSTOP, a debugger): state T or t in /proc/PID/stat.
+bool process_stopped(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string text;
+    std::getline(in, text);
+    const size_t close = text.rfind(')');  // the command name may hold spaces and parentheses
+    return close != std::string::npos && close + 2 < text.size() && (text[close + 2] == 'T' || text[close + 2] == 't');
+}
+
+// The rank to blame once one has been silent in a watched phase for `limit`: a stopped rank
+// silent for half of it if there is one (the others are waiting for it in a collective, and one
+// of them may have entered that wait a moment earlier), else the longest silent.
 const Child* stalled_child(const std::vector<Child>& children, std::chrono::milliseconds limit, int64_t now_ms) {
     const Child* oldest = nullptr;
     int64_t oldest_ms = now_ms;
@@ -63,7 +77,13 @@ const Child* stalled_child(const std::vector<Child>& children, std::chrono::mill
         oldest = &c;
         oldest_ms = record->unix_ms;
     }
-    return oldest && now_ms - oldest_ms > static_cast<int64_t>(limit.count()) ? oldest : nullptr;
+    if (!oldest || now_ms - oldest_ms <= static_cast<int64_t>(limit.count())) return nullptr;
+    for (const auto& c : children) {
+        if (c.exited || c.heartbeat.empty() || !process_stopped(c.pid)) continue;
+        const auto record = read_heartbeat(c.heartbeat);
+        if (record && record->watched && now_ms - record->unix_ms > static_cast<int64_t>(limit.count()) / 2) return &c;
+    }
+    return oldest;
 }
 
 std::vector<std::string> merged_environment(const std::map<std::string, std::string>& extra) {

@@ -5,7 +5,8 @@
 # Each target starts from its seed corpus in tests/fuzz/corpus/<name> (plus configs/ for the
 # accelerate config) and keeps what it learns in WORK_DIR/corpus_<name>. A crash, sanitizer
 # report, leak, timeout or uncaught exception fails the run; the reproducer is left in
-# WORK_DIR/<name>/ (crash-..., leak-...). Replay one with: WORK_DIR/fuzz_<name> FILE
+# WORK_DIR/<name>/ (crash-..., leak-...). Replay one with: WORK_DIR/fuzz_<name> FILE. The mutation
+# seed is fixed (-seed=1), so a run on the same machine explores the same inputs.
 # Environment: FTL_FUZZ_CXX (clang++), FTL_FUZZ_ARROW_INCLUDE and FTL_FUZZ_ARROW_LIBS (pyarrow's
 # headers and libarrow/libparquet, ':'-separated; without them parquet/arrow files are refused
 # as in a build without Arrow), FTL_FUZZ_TOKENIZER (the tokenizer.json fuzz_dataset uses).
@@ -95,7 +96,7 @@ run_one() {
   local seeds=("$src/tests/fuzz/corpus/$target")
   [ "$target" = accelerate_config ] && seeds+=("$src/configs")
   rm -rf "$dir" && mkdir -p "$dir" "$work/corpus_$target"
-  (cd "$dir" && "$work/fuzz_$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+  (cd "$dir" && "$work/fuzz_$target" -seed=1 -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
      "$work/corpus_$target" "${seeds[@]}" >"$dir/log" 2>&1) || true
   if ls "$dir"/crash-* "$dir"/leak-* "$dir"/timeout-* "$dir"/oom-* >/dev/null 2>&1 || ! grep -q "^Done" "$dir/log"; then
     echo "run_fuzz: fuzz_$target FAILED; its log ends:"

@@ -69,6 +69,9 @@ TEST_CASE("DeepSpeed JSON rules", "[config][deepspeed][errors]") {
     // Found by fuzz_deepspeed_json: nlohmann's overflow exception escaped as a crash.
     FTL_REQUIRE_ERROR(parse_deepspeed_json(R"({"train_batch_size": 1e400, "zero_optimization": {}})", "g.json"),
                       ErrorKind::kConfig, "g.json", "out of range");
+    // Found by fuzz_deepspeed_json: a whole float beyond long long was converted (undefined behaviour).
+    FTL_REQUIRE_ERROR(parse_deepspeed_json(R"({"zero_optimization": {"stage": 1e111}})", "h.json"),
+                      ErrorKind::kConfig, "h.json", "zero_optimization.stage", "integer");
 }
 
 TEST_CASE("the accelerate YAML's deepspeed_config keys build the plugin's config", "[config][deepspeed]") {
