@@ -54,7 +54,6 @@ int64_t heartbeat_ms(const Child& c) {
     return record ? record->unix_ms : 0;
 }
 
-// The rank that has stayed longest in a watched phase, when that is longer than `limit`.
 // Whether the process is stopped (SIGSTOP, a debugger): state T or t in /proc/PID/stat.
 bool process_stopped(pid_t pid) {
     std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
