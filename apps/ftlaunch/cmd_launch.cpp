@@ -80,6 +80,18 @@ int run_job_worker(const config::RunConfig& run, const launch::WorkerIdentity& i
                 if (step == kill_step) ::raise(SIGKILL);
             };
     }
+    // FTLAUNCH_TEST_STOP_IN_PHASE=<rank>:<text> freezes that rank (SIGSTOP, a hung rank) when it
+    // enters the first phase containing <text>.
+    if (const char* stop = std::getenv("FTLAUNCH_TEST_STOP_IN_PHASE"); stop && *stop) {
+        const std::string spec = stop;
+        const size_t colon = spec.find(':');
+        if (colon == std::string::npos || colon == 0 || spec.find_first_not_of("0123456789") != colon)
+            ftl::fail(ErrorKind::kUsage, "FTLAUNCH_TEST_STOP_IN_PHASE: expected <rank>:<phase text> (got '" + spec + "')");
+        if (std::stoi(spec.substr(0, colon)) == id.rank)
+            rank.entered_phase = [text = spec.substr(colon + 1)](const std::string& phase) {
+                if (phase.find(text) != std::string::npos) ::raise(SIGSTOP);
+            };
+    }
     if (run.train.job == config::JobKind::kEvaluate) train::run_evaluate(run, rank);
     else {
         // The plan as this job runs it: the rendezvous the launcher settled on.

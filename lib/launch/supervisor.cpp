@@ -41,7 +41,7 @@ struct Child {
     std::string heartbeat;     // the file its phases go to (util/heartbeat.h); "" when unwatched
 };
 
-// "rank 1: step 12: forward and backward of micro-batch 1/1 (14 s ago)", or why not known.
+// "rank 1: step 12: micro-batch 1/1: forward of decoder layer 3 (14 s ago)", or why not known.
 std::string last_phase(const Child& c, int64_t now_ms) {
     const auto record = c.heartbeat.empty() ? std::nullopt : read_heartbeat(c.heartbeat);
     if (!record) return c.name + ": no phase reported";

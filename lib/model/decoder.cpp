@@ -124,10 +124,23 @@ at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tenso
     return h + apply_linear(l.down_proj, mlp, options);
 }
 
+std::string part_name(int part) {
+    switch (part) {
+        case WeightResidency::kEmbeddings: return "the embeddings";
+        case WeightResidency::kHead: return "lm_head";
+        case WeightResidency::kFinalNorm: return "the final norm";
+        default: return "decoder layer " + std::to_string(part);
+    }
+}
+
 at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& options) const {
+    auto report = [&options](const std::string& where) {
+        if (options.progress) options.progress(where);
+    };
     at::Tensor hidden;
     {
-        const AcquiredPart embeddings(options.residency, WeightResidency::kEmbeddings);
+        const AcquiredPart embeddings(options, WeightResidency::kEmbeddings);
+        report("forward of the embeddings");
         hidden = at::embedding(weights_.embed_tokens, batch.input_ids);
     }
     const RopeTables rope = rope_tables(config_, positions_of(batch), hidden.scalar_type());
@@ -143,24 +156,33 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
             mask_built = true;
         }
         const DecoderLayerWeights& layer = weights_.layers[i];
+        const int part = static_cast<int>(i);
         if (options.recompute_layers || options.residency) {
-            const int part = static_cast<int>(i);
-            auto run_layer = [this, &layer, part, rope, mask, options](const at::Tensor& x) {
-                const AcquiredPart weights(options.residency, part);
+            auto run_layer = [this, &layer, part, rope, mask, options](const at::Tensor& x, bool recomputing) {
+                const char* pass = recomputing ? "backward" : "forward";
+                const AcquiredPart weights(options, part, pass);
+                if (options.progress) options.progress(std::string(pass) + " of " + part_name(part));
                 return layer_forward(layer, x, rope, mask, options);
             };
             hidden = recomputed_in_backward(run_layer, hidden, layer.tensors(), options.generator);
         } else {
+            report("forward of " + part_name(part));
             hidden = layer_forward(layer, hidden, rope, mask, options);
+            // Backward reaches this layer when the gradient of its output arrives.
+            if (options.progress && hidden.requires_grad()) {
+                const ProgressReport progress = options.progress;
+                hidden.register_hook([progress, part](const at::TensorBase&) { progress("backward of " + part_name(part)); });
+            }
         }
     }
-    const AcquiredPart final_norm(options.residency, WeightResidency::kFinalNorm);
+    const AcquiredPart final_norm(options, WeightResidency::kFinalNorm);
+    report("forward of the final norm");
     return rms_norm(hidden, weights_.final_norm, config_.rms_norm_eps);
 }
 
 at::Tensor CausalLM::logits(const Batch& batch, const ForwardOptions& options) const {
     at::Tensor hidden = hidden_states(batch, options);
-    const AcquiredPart head(options.residency, WeightResidency::kHead);
+    const AcquiredPart head(options, WeightResidency::kHead);
     return at::linear(hidden, weights_.lm_head);
 }
 

@@ -10,6 +10,7 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -72,25 +73,42 @@ public:
     virtual ~WeightResidency() = default;
     virtual void acquire(int part) = 0;
     virtual void release(int part) = 0;
+    // Whether acquire(part) communicates with other ranks (what a hang there would wait on).
+    virtual bool gathers(int part) const = 0;
 };
+
+// Where a pass is, for the launcher's watchdog (util/heartbeat.h): called with a description
+// ("forward of decoder layer 3", "backward of decoder layer 3: gathering its weights (ZeRO-3)")
+// as each part of the model starts, in forward and, for the layers, in backward.
+using ProgressReport = std::function<void(const std::string& where)>;
+
+// A part as WeightResidency numbers them, in words: "decoder layer 3" (HF's 0-based index, as in
+// model.layers.3), "the embeddings", "lm_head", "the final norm".
+std::string part_name(int part);
 
 // How a forward pass runs: in training, adapters apply their dropout with `generator`;
 // `recompute_layers` (--gradient_checkpointing) keeps only each decoder layer's input and runs
 // the layer again in backward (model/recompute.h); with `residency` (ZeRO-3) every part is
 // acquired just before it runs and released after, and layers are always recomputed in backward
-// (their weights are gathered again there).
+// (their weights are gathered again there). `progress`, when set, hears where the pass is.
 struct ForwardOptions {
     bool training = false;
     std::optional<at::Generator> generator;
     bool recompute_layers = false;
     WeightResidency* residency = nullptr;
+    ProgressReport progress;
 };
 
-// Holds one part of the weights whole for its lifetime (no-op without a residency).
+// Holds one part of the weights whole for its lifetime (no-op without a residency); reports
+// "<pass> of <part>: gathering its weights (ZeRO-3)" to options.progress before a gather.
 class AcquiredPart {
 public:
-    AcquiredPart(WeightResidency* residency, int part) : residency_(residency), part_(part) {
-        if (residency_) residency_->acquire(part_);
+    AcquiredPart(const ForwardOptions& options, int part, const char* pass = "forward")
+        : residency_(options.residency), part_(part) {
+        if (!residency_) return;
+        if (options.progress && residency_->gathers(part))
+            options.progress(std::string(pass) + " of " + part_name(part) + ": gathering its weights (ZeRO-3)");
+        residency_->acquire(part_);
     }
     ~AcquiredPart() {
         if (residency_) residency_->release(part_);

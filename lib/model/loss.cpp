@@ -74,7 +74,8 @@ LossResult causal_lm_loss(const CausalLM& model, const Batch& batch, const LossO
     at::Tensor rows = hidden.reshape({-1, hidden.size(-1)}).index_select(0, counted);
     const double divisor = options.divisor ? *options.divisor : static_cast<double>(count);
     // Acquired before the early return: under ZeRO-3 acquiring is a collective every rank makes.
-    const AcquiredPart head(forward.residency, WeightResidency::kHead);
+    const AcquiredPart head(forward, WeightResidency::kHead);
+    if (forward.progress) forward.progress("forward of lm_head and the loss");
     if (count == 0 || divisor == 0.0) return {hidden.sum().to(at::kFloat) * 0.0, count};
     at::Tensor loss = chunked_linear_cross_entropy(rows, model.weights().lm_head, shifted.index_select(0, counted),
                                                    options.chunk_rows, divisor);

@@ -12,7 +12,7 @@ using torch::autograd::variable_list;
 
 // The autograd node of one recomputed layer: its next edges are the input's and each weight's.
 struct RecomputeBackward : public torch::autograd::Node {
-    std::function<at::Tensor(const at::Tensor&)> layer;
+    RecomputedLayer layer;
     at::Tensor input;  // detached copy of the layer's input
     bool input_needs_grad = false;
     std::vector<at::Tensor> weights;  // those that need gradients, in edge order after the input
@@ -34,7 +34,7 @@ struct RecomputeBackward : public torch::autograd::Node {
             generator->set_state(generator_state);
         }
         at::Tensor x = input.detach().requires_grad_(input_needs_grad);
-        at::Tensor out = layer(x);
+        at::Tensor out = layer(x, /*recomputing=*/true);
         if (generator) generator->set_state(current_state);
         at::autocast::set_autocast_enabled(autocast_device, autocast_before);
         at::autocast::set_autocast_dtype(autocast_device, dtype_before);
@@ -53,12 +53,12 @@ struct RecomputeBackward : public torch::autograd::Node {
 
 }  // namespace
 
-at::Tensor recomputed_in_backward(const std::function<at::Tensor(const at::Tensor&)>& layer, const at::Tensor& input,
+at::Tensor recomputed_in_backward(const RecomputedLayer& layer, const at::Tensor& input,
                                   const std::vector<at::Tensor>& weights, const std::optional<at::Generator>& generator) {
     std::vector<at::Tensor> trainable;
     for (const auto& w : weights)
         if (w.defined() && w.requires_grad()) trainable.push_back(w);
-    if (!at::GradMode::is_enabled() || (trainable.empty() && !input.requires_grad())) return layer(input);
+    if (!at::GradMode::is_enabled() || (trainable.empty() && !input.requires_grad())) return layer(input, /*recomputing=*/false);
 
     auto node = std::shared_ptr<RecomputeBackward>(new RecomputeBackward(), torch::autograd::deleteNode);
     node->layer = layer;
@@ -74,7 +74,7 @@ at::Tensor recomputed_in_backward(const std::function<at::Tensor(const at::Tenso
     at::Tensor out;
     {
         at::NoGradGuard no_grad;
-        out = layer(input);
+        out = layer(input, /*recomputing=*/false);
     }
     variable_list edge_sources{input};
     edge_sources.insert(edge_sources.end(), trainable.begin(), trainable.end());

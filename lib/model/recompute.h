@@ -16,10 +16,12 @@
 
 namespace ftl::model {
 
-// out = layer(input), recomputed in backward. `weights`: the tensors `layer` reads that may need
-// gradients (those that do get them, accumulated as usual). `generator`: the one `layer` draws
-// dropout from, if any. Without grad mode, or when nothing needs a gradient, this is layer(input).
-at::Tensor recomputed_in_backward(const std::function<at::Tensor(const at::Tensor&)>& layer, const at::Tensor& input,
+// out = layer(input, false), recomputed in backward as layer(input, true). `weights`: the tensors
+// `layer` reads that may need gradients (those that do get them, accumulated as usual).
+// `generator`: the one `layer` draws dropout from, if any. Without grad mode, or when nothing needs
+// a gradient, this is layer(input, false).
+using RecomputedLayer = std::function<at::Tensor(const at::Tensor& input, bool recomputing)>;
+at::Tensor recomputed_in_backward(const RecomputedLayer& layer, const at::Tensor& input,
                                   const std::vector<at::Tensor>& weights, const std::optional<at::Generator>& generator);
 
 }  // namespace ftl::model

@@ -18,7 +18,8 @@ namespace ftl::train {
 
 EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& rows, int batch_size, int32_t pad_id,
                     bool packed, const at::Device& device, std::optional<at::ScalarType> autocast,
-                    model::WeightResidency* residency, const RankContext& rank) {
+                    model::WeightResidency* residency, const RankContext& rank,
+                    const model::ProgressReport& progress) {
     at::NoGradGuard no_grad;
     std::vector<int64_t> mine;
     for (size_t i = static_cast<size_t>(rank.rank); i < rows.size(); i += static_cast<size_t>(rank.world_size))
@@ -30,6 +31,7 @@ EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& 
     const size_t batches = residency ? (most_rows + batch - 1) / batch : (mine.size() + batch - 1) / batch;
     model::ForwardOptions forward;
     forward.residency = residency;
+    forward.progress = progress;
     at::Tensor totals = at::zeros({2}, at::TensorOptions().dtype(at::kDouble));  // [loss sum, targets]
     for (size_t b = 0; b < batches; ++b) {
         const size_t begin = b * batch;

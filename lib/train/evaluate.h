@@ -1,7 +1,8 @@
 // Evaluation: the next-token loss over a split, every target token weighted equally across all
 // ranks (each rank takes rows r, r + world, ...; sums and counts are all-reduced), and its
 // perplexity exp(loss). transformers' Trainer averages per-batch mean losses instead; the two
-// agree when batches hold equal numbers of targets.
+// agree when batches hold equal numbers of targets. `progress` hears where each forward is
+// (model::ForwardOptions::progress).
 #pragma once
 
 #include <optional>
@@ -22,7 +23,8 @@ struct EvalResult {
 
 EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& rows, int batch_size, int32_t pad_id,
                     bool packed, const at::Device& device, std::optional<at::ScalarType> autocast,
-                    model::WeightResidency* residency, const RankContext& rank);
+                    model::WeightResidency* residency, const RankContext& rank,
+                    const model::ProgressReport& progress = nullptr);
 
 }  // namespace ftl::train
 

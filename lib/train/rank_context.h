@@ -50,6 +50,9 @@ struct RankContext {
     std::function<void(int64_t step)> during_step;
     // Where the rank is, for the launcher's watchdog (util/heartbeat.h). Null: nobody watches.
     const Heartbeat* heartbeat = nullptr;
+    // Tests of the watchdog: called with each watched phase after the heartbeat records it (the
+    // test stops the process in a chosen one). Empty in normal runs.
+    std::function<void(const std::string& phase)> entered_phase;
 };
 
 }  // namespace ftl::train

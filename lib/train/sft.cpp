@@ -203,6 +203,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     // and are not watched, every phase of the loop is.
     auto beat = [&](const std::string& what) {
         if (rank.heartbeat) rank.heartbeat->phase(what);
+        if (rank.entered_phase) rank.entered_phase(what);
     };
     if (rank.heartbeat) rank.heartbeat->unwatched("tokenising the dataset");
     const Splits data = prepare_data(args, inputs, args.eval_strategy != "no", rank, log);
@@ -443,13 +444,19 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         double step_loss = 0.0;
         for (size_t m = 0; m < micro.size(); ++m) {
             const model::Batch& b = micro[m];
-            beat(at_step + "forward and backward of micro-batch " + std::to_string(m + 1) + "/" + std::to_string(micro.size()));
+            const std::string at_micro_batch =
+                at_step + "micro-batch " + std::to_string(m + 1) + "/" + std::to_string(micro.size()) + ": ";
+            beat(at_micro_batch + "forward");
+            if (rank.heartbeat)  // layer by layer, so a hang names the layer and the gather
+                forward.progress = [&beat, at_micro_batch](const std::string& where) { beat(at_micro_batch + where); };
             at::Tensor loss;
             {
                 const AutocastScope autocast(precision, device);
                 loss = model::causal_lm_loss(lm, b, loss_options, forward).loss;
             }
+            beat(at_micro_batch + "backward of the loss");
             (scaler ? scaler->scaled(loss) : loss).backward();
+            forward.progress = nullptr;
             if (rank.during_step) rank.during_step(step + 1);
             step_loss += loss.item<double>();
             const int64_t tokens = b.attention_mask.sum().item<int64_t>();  // real tokens, not padding
@@ -537,9 +544,14 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             std::optional<GpuMemoryPhase> eval_gpu_memory;
             if (device.is_cuda()) eval_gpu_memory.emplace(device);
             const CpuMemoryPhase eval_memory;
-            beat("evaluation after step " + std::to_string(done));
+            const std::string at_eval = "evaluation after step " + std::to_string(done) + ": ";
+            beat(at_eval + "starting");
             const EvalResult eval = evaluate(lm, data.eval, args.per_device_eval_batch_size, pad_id, args.packing, device, precision,
-                                             forward.residency, rank);
+                                             forward.residency, rank,
+                                             rank.heartbeat ? model::ProgressReport([&beat, at_eval](const std::string& where) {
+                                                 beat(at_eval + where);
+                                             })
+                                                            : model::ProgressReport());
             if (main_rank && eval_gpu_memory)
                 for (const auto& line : eval_gpu_memory->report("eval")) log.info(line);
             if (main_rank)

@@ -120,6 +120,11 @@ void PartitionedWeights::release(int id) {
     }
 }
 
+bool PartitionedWeights::gathers(int id) const {
+    if (!comm_) return false;
+    return parts_.count(id) > 0 || (tied_ && id == kHead && parts_.count(kEmbeddings) > 0);
+}
+
 int64_t PartitionedWeights::slice_bytes() const {
     int64_t bytes = 0;
     for (const auto& [id, groups] : parts_)

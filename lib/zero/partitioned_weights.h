@@ -37,6 +37,7 @@ public:
 
     void acquire(int part) override;
     void release(int part) override;
+    bool gathers(int part) const override;
 
     int64_t slice_bytes() const;  // what this rank holds of the partitioned tensors between uses
     int64_t full_bytes() const;   // the partitioned tensors whole (what every rank would hold)

@@ -178,22 +178,6 @@ def check_saved_checkpoints(folder, adapter_dir, work, valid):
               f"bit for bit (max diff {(loaded['logits'] - on_load['logits']).abs().max().item():.1e})")
 
 
-def zero3_everything_partitioned(work, ranks):
-    """ZeRO-3 from a DeepSpeed JSON with stage3_param_persistence_threshold 0: on a model this
-    small DeepSpeed's default (1e5 elements) would keep every tensor whole."""
-    import json
-    ds_json = os.path.join(work, "zero3_no_persistence.json")
-    with open(ds_json, "w") as f:
-        json.dump({"zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0},
-                   "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
-                   "train_batch_size": "auto", "gradient_clipping": "auto"}, f)
-    yaml = os.path.join(work, "zero3_json.yaml")
-    with open(yaml, "w") as f:
-        f.write(f"distributed_type: DEEPSPEED\ndeepspeed_config:\n  deepspeed_config_file: {ds_json}\n"
-                f"num_machines: 1\nnum_processes: {ranks}\nmain_process_port: 0\nuse_cpu: true\n")
-    return yaml
-
-
 def check_training(work):
     import re
     model_dir, data_dir, texts = sft.make_inputs(os.path.join(work, "train"))
@@ -217,7 +201,7 @@ def check_training(work):
         flags = flags + ("--learning_rate", "1e-2")
         curves = {}
         for stage in (0, 3):
-            config = test_zero.zero_config(work, 0, 2, 1) if stage == 0 else zero3_everything_partitioned(work, 2)
+            config = test_zero.zero_config(work, 0, 2, 1) if stage == 0 else test_zero.zero3_everything_partitioned(work, 2)
             curves[stage], log = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, f"q{stage}{name}"), 2, 1,
                                                   extra=flags, launcher=("--config_file", config))
         held = [(int(a), int(b)) for a, b in re.findall(r"this rank holds (\d+) bytes of the (\d+) bytes", log)]

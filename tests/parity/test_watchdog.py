@@ -1,11 +1,13 @@
 """The launcher's watchdog: a rank that stops making progress stops the job, named with its phase.
 
-A 2-rank CPU run of test_sft_parity's case (a long --max_steps, --ddp_timeout 6) trains; once
-rank 0 has logged a loss, rank 1 is frozen with SIGSTOP (a hung rank: it answers no signal but
-SIGKILL). Checks:
+Case 1: a 2-rank CPU run of test_sft_parity's case (a long --max_steps, --ddp_timeout 6) trains;
+once rank 0 has logged a loss, rank 1 is frozen with SIGSTOP (a hung rank: it answers no signal
+but SIGKILL). Case 2: the same under ZeRO-3 (every tensor partitioned), rank 1 freezing itself (FTLAUNCH_TEST_STOP_IN_PHASE)
+as it is about to gather decoder layer 0's weights in step 2's backward. Checks, each case:
   the launcher exits non-zero within --ddp_timeout + 15 s of the freeze
-  its message names rank 1, "made no progress", and the phase rank 1 was in (a "step N: ..." phase)
-  it lists where each rank was
+  its message names rank 1, "made no progress", and the phase rank 1 was in (a "step N: ..."
+  phase; case 2: exactly the gather it froze in, layer and pass named)
+  it lists where each rank was (case 2: rank 0 waiting in that same gather)
   no worker process is left
 """
 import os
@@ -19,6 +21,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import check, finish  # noqa: E402
 import test_sft_parity as sft  # noqa: E402
+import test_zero  # noqa: E402
 
 TIMEOUT = 6
 
@@ -42,52 +45,76 @@ def workers_of(launcher_pid):
     return out
 
 
+GATHER = "step 2: micro-batch 1/1: backward of decoder layer 0: gathering its weights (ZeRO-3)"
+
+
+def run_frozen(cmd, env, freeze_from_outside):
+    """Runs `cmd`, freezes rank 1 (from outside once training logs a loss, or by itself through
+    env), and returns (exit code, seconds from the freeze to the end, output, worker pids)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines, errors = [], []
+    training = threading.Event()
+
+    def read(stream, into):
+        for line in stream:
+            into.append(line)
+            if "'loss'" in line or '"loss"' in line or "loss" in line and "step" in line:
+                training.set()
+    threads = [threading.Thread(target=read, args=(proc.stdout, lines)),
+               threading.Thread(target=read, args=(proc.stderr, errors))]
+    for t in threads:
+        t.start()
+    started = training.wait(120)
+    check(started, "the 2-rank run is training (a loss was logged)")
+    pids = workers_of(proc.pid)
+    check(sorted(pids) == [0, 1], f"found both workers: {pids}")
+    if freeze_from_outside:
+        time.sleep(1.0)
+        os.kill(pids[1], signal.SIGSTOP)
+    frozen_at = time.monotonic()  # case 2: rank 1 froze itself in step 2, before this loss line
+    try:
+        proc.wait(timeout=TIMEOUT + 60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    elapsed = time.monotonic() - frozen_at
+    for t in threads:
+        t.join()
+    return proc.returncode, elapsed, "".join(errors) + "".join(lines), pids
+
+
+def check_stopped(code, elapsed, text, pids, case):
+    check(code != 0 and elapsed <= TIMEOUT + 15,
+          f"{case}: the job stops {elapsed:.1f} s after rank 1 froze (exit {code}, bound {TIMEOUT + 15} s)")
+    check("where each rank was" in text and "rank 0:" in text, f"{case}: the message lists where each rank was")
+    left = [pid for pid in pids.values() if os.path.exists(f"/proc/{pid}")]
+    check(not left, f"{case}: no worker process is left ({left})")
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    return [l.strip() for l in text.splitlines() if "made no progress" in l]
+
+
 def main():
     with tempfile.TemporaryDirectory() as work:
         model_dir, data_dir, _ = sft.make_inputs(work)
-        cmd = sft.ftlaunch_command(model_dir, data_dir, os.path.join(work, "out"), 2, 1,
-                                   extra=("--max_steps", "100000", "--ddp_timeout", str(TIMEOUT), "--save_strategy", "no"),
+        long_run = ("--max_steps", "100000", "--ddp_timeout", str(TIMEOUT), "--save_strategy", "no")
+        cmd = sft.ftlaunch_command(model_dir, data_dir, os.path.join(work, "out"), 2, 1, extra=long_run,
                                    launcher=("--cpu", "--num_processes", "2", "--main_process_port", "0"))
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        lines, errors = [], []
-        training = threading.Event()
-
-        def read(stream, into):
-            for line in stream:
-                into.append(line)
-                if "'loss'" in line or '"loss"' in line or "loss" in line and "step" in line:
-                    training.set()
-        threads = [threading.Thread(target=read, args=(proc.stdout, lines)),
-                   threading.Thread(target=read, args=(proc.stderr, errors))]
-        for t in threads:
-            t.start()
-        started = training.wait(120)
-        check(started, "the 2-rank run is training (a loss was logged)")
-        pids = workers_of(proc.pid)
-        check(sorted(pids) == [0, 1], f"found both workers: {pids}")
-        time.sleep(1.0)
-        os.kill(pids[1], signal.SIGSTOP)
-        frozen_at = time.monotonic()
-        try:
-            proc.wait(timeout=TIMEOUT + 60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        elapsed = time.monotonic() - frozen_at
-        for t in threads:
-            t.join()
-        text = "".join(errors) + "".join(lines)
-        check(proc.returncode != 0 and elapsed <= TIMEOUT + 15,
-              f"the job stops {elapsed:.1f} s after rank 1 froze (exit {proc.returncode}, bound {TIMEOUT + 15} s)")
-        named = [l.strip() for l in text.splitlines() if "made no progress" in l]
+        code, elapsed, text, pids = run_frozen(cmd, os.environ.copy(), freeze_from_outside=True)
+        named = check_stopped(code, elapsed, text, pids, "stage 0")
         check(any(l.startswith("[ftlaunch] error: rank 1 made no progress") and "rank 1: step " in l for l in named),
-              f"the message names rank 1 and its phase: {named[:1]}")
-        check("where each rank was" in text and "rank 0:" in text, "the message lists where each rank was")
-        left = [pid for pid in pids.values() if os.path.exists(f"/proc/{pid}")]
-        check(not left, f"no worker process is left ({left})")
-        for pid in left:
-            os.kill(pid, signal.SIGKILL)
-    finish("a frozen rank stops the job, named with its phase")
+              f"stage 0: the message names rank 1 and its phase: {named[:1]}")
+
+        cmd = sft.ftlaunch_command(model_dir, data_dir, os.path.join(work, "out3"), 2, 1, extra=long_run,
+                                   launcher=("--config_file", test_zero.zero3_everything_partitioned(work, 2)))
+        env = dict(os.environ, FTLAUNCH_TEST_STOP_IN_PHASE="1:" + GATHER)
+        code, elapsed, text, pids = run_frozen(cmd, env, freeze_from_outside=False)
+        named = check_stopped(code, elapsed, text, pids, "ZeRO-3")
+        check(any(l.startswith("[ftlaunch] error: rank 1 made no progress") and "rank 1: " + GATHER in l for l in named),
+              f"ZeRO-3: the message names rank 1 and the gather it froze in: {named[:1]}")
+        waiting = [l.strip() for l in text.splitlines() if l.strip().startswith("rank 0: ")]
+        check(any(GATHER in l for l in waiting), f"ZeRO-3: rank 0 is shown waiting in that gather: {waiting[:1]}")
+    finish("a frozen rank stops the job, named with its phase down to the layer and the gather")
 
 
 if __name__ == "__main__":

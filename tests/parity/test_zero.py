@@ -11,8 +11,11 @@ ranks, with and without accumulation. Checks:
                over ranks, a norm over shards -- to 1e-4 by step 20, plain data parallel alike.)
   evaluation   eval_loss at steps 10 and 20 on a 7-row split (uneven over 4 ranks: under ZeRO-3 a
                rank out of rows still joins every gather) == the single-rank value within 1e-5
-  ZeRO-3       each rank reports holding its 1/world_size slice of the frozen weights (the
-               tensors it keeps between uses, padding included): slice * ranks <= total + 4 KiB
+  ZeRO-3       on 4 ranks every tensor is partitioned (stage3_param_persistence_threshold 0, from a
+               DeepSpeed JSON: on this tiny model the default 1e5 keeps everything whole, as the
+               2-rank case checks); each rank reports holding its 1/world_size slice of the frozen
+               weights (the tensors it keeps between uses, padding included): slice * ranks <=
+               total + 4 KiB
   loading      (persistence threshold 0, from a DeepSpeed JSON) on a 32-layer model stored in bf16 (~75 MB as fp32, largest part 2.9 MB), the peak
                growth of each worker's resident memory while loading: plain data parallel >= the
                fp32 model (the control; it also maps the whole file); ZeRO-3 on 4 ranks <= 3/4
@@ -70,6 +73,22 @@ use_cpu: true
     return path
 
 
+def zero3_everything_partitioned(work, ranks):
+    """An accelerate YAML for ZeRO-3 on `ranks` CPU ranks from a DeepSpeed JSON with
+    stage3_param_persistence_threshold 0: on the tiny test models DeepSpeed's default (1e5
+    elements) would keep every tensor whole, and nothing would be gathered."""
+    ds_json = os.path.join(work, "zero3_no_persistence.json")
+    with open(ds_json, "w") as f:
+        json.dump({"zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0},
+                   "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+                   "train_batch_size": "auto", "gradient_clipping": "auto"}, f)
+    yaml = os.path.join(work, f"zero3_json_{ranks}.yaml")
+    with open(yaml, "w") as f:
+        f.write(f"distributed_type: DEEPSPEED\ndeepspeed_config:\n  deepspeed_config_file: {ds_json}\n"
+                f"num_machines: 1\nnum_processes: {ranks}\nmain_process_port: 0\nuse_cpu: true\n")
+    return yaml
+
+
 def worst_curve_diff(a, b, steps=None):
     pairs = list(zip(a, b)) if steps is None else [(a[s], b[s]) for s in steps]
     return max(abs(x - y) / abs(y) for x, y in pairs) if len(a) == len(b) or steps else float("inf")
@@ -118,15 +137,7 @@ def check_loading_memory(work, small_model_dir, data_dir):
     check(len(plain) == 1 and plain[0] >= fp32_bytes,
           f"loading without ZeRO-3 grows resident memory by {plain} bytes >= the fp32 model ({fp32_bytes})")
     # Everything partitioned (stage3_param_persistence_threshold 0, from a DeepSpeed JSON file).
-    ds_json = os.path.join(work, "zero3_no_persistence.json")
-    with open(ds_json, "w") as f:
-        json.dump({"zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0},
-                   "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
-                   "train_batch_size": "auto", "gradient_clipping": "auto"}, f)
-    yaml = os.path.join(work, "zero3_json.yaml")
-    with open(yaml, "w") as f:
-        f.write(f"distributed_type: DEEPSPEED\ndeepspeed_config:\n  deepspeed_config_file: {ds_json}\n"
-                "num_machines: 1\nnum_processes: 4\nmain_process_port: 0\nuse_cpu: true\n")
+    yaml = zero3_everything_partitioned(work, 4)
     _, log = sft.run_ftlaunch(big, data_dir, os.path.join(work, "big_zero3"), 1, 1, extra=one, launcher=("--config_file", yaml))
     sharded = loading_growth(log)
     bound = fp32_bytes * 3 // 4
@@ -182,9 +193,14 @@ def main():
                  (3, 4, 1, 1)]
         for stage, ranks, batch, accumulation in cases:
             out = os.path.join(work, f"z{stage}_{ranks}_{batch}_{accumulation}")
+            # ZeRO-3 on 4 ranks with every tensor partitioned; on 2 with DeepSpeed's default threshold.
+            partition_all = stage == 3 and ranks == 4
+            config = zero3_everything_partitioned(work, ranks) if partition_all else zero_config(work, stage, ranks, accumulation)
             losses, log = sft.run_ftlaunch(model_dir, data_dir, out, batch, accumulation, extra=EVAL,
-                                           launcher=("--config_file", zero_config(work, stage, ranks, accumulation)))
+                                           launcher=("--config_file", config))
             what = f"ZeRO-{stage}, {ranks} ranks x batch {batch} x accumulation {accumulation}"
+            if partition_all:
+                what += ", every tensor partitioned"
             curve = worst_curve_diff(losses, single)
             check(len(losses) == len(single) and curve <= 1e-5, f"{what}: loss curve vs 1 rank worst rel diff {curve:.2e} <= 1e-5")
             evals = eval_losses(out)
@@ -196,8 +212,10 @@ def main():
             check(final <= 1e-5, f"{what}: final adapter vs 1 rank rel diff {final:.2e} <= 1e-5")
             if stage == 3:
                 held = [tuple(map(int, m)) for m in re.findall(r"holds (\d+) bytes of the (\d+) bytes", log)]
-                check(len(held) == ranks and all(s * ranks <= t + 4096 for s, t in held),
-                      f"{what}: each rank holds its slice of the frozen weights {held[:1]} (bytes held, total)")
+                check(len(held) == ranks and all(s * ranks <= t + 4096 for s, t in held)
+                      and all(t > 0 for s, t in held) == partition_all,
+                      f"{what}: each rank holds its slice of the frozen weights {held[:1]} (bytes held, total; "
+                      f"none partitioned under the default threshold)")
 
         check_loading_memory(work, model_dir, data_dir)
 

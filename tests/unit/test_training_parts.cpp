@@ -1,6 +1,7 @@
 // Small exact checks of the training pieces whose Python counterparts are formulas: HF's
 // schedules, warmup rounding, the packing layout, split-file naming, the sampler, and the
-// tokenised-rows cache, and the fp16 loss scaler's GradScaler rules.
+// tokenised-rows cache, the fp16 loss scaler's GradScaler rules, and the progress a pass reports
+// to the watchdog.
 #include <cmath>
 #include <limits>
 #include <filesystem>
@@ -9,6 +10,7 @@
 #include "data/dataset.h"
 #include "data/examples.h"
 #include "data/row_cache.h"
+#include "model/loss.h"
 #include "optim/loss_scaler.h"
 #include "optim/schedule.h"
 #include "train/batches.h"
@@ -188,39 +190,97 @@ TEST_CASE("the DeepSpeed loss scaler spends its hysteresis, then halves, and gro
     CHECK(constant.scale() == 128.0);
 }
 
-TEST_CASE("ZeRO-3 refuses more ranks than a part has parameters, naming the part", "[zero]") {
-    // A model of 2 hidden units, 1 layer, vocabulary 3: embeddings 6 parameters, the layer 32.
+namespace {
+
+// A random Llama of 2 hidden units, vocabulary 3 and `layers` layers: embeddings 6 parameters,
+// each layer 32.
+model::CausalLM tiny_decoder(int layers) {
     model::DecoderConfig config;
     config.model_type = "llama";
     config.vocab_size = 3;
     config.hidden_size = 2;
     config.intermediate_size = 2;
-    config.num_layers = 1;
+    config.num_layers = layers;
     config.num_heads = 1;
     config.num_kv_heads = 1;
     config.head_dim = 2;
-    config.layer_window = {std::nullopt};
+    config.layer_window.assign(static_cast<size_t>(layers), std::nullopt);
     model::DecoderWeights weights;
     auto square = [] { return at::randn({2, 2}); };
     weights.embed_tokens = at::randn({3, 2});
-    model::DecoderLayerWeights layer;
-    layer.input_norm = at::ones({2});
-    layer.post_attention_norm = at::ones({2});
-    for (model::Linear* linear : {&layer.q_proj, &layer.k_proj, &layer.v_proj, &layer.o_proj, &layer.gate_proj,
-                                  &layer.up_proj, &layer.down_proj})
-        linear->weight = square();
-    weights.layers.push_back(layer);
+    for (int i = 0; i < layers; ++i) {
+        model::DecoderLayerWeights layer;
+        layer.input_norm = at::ones({2});
+        layer.post_attention_norm = at::ones({2});
+        for (model::Linear* linear : {&layer.q_proj, &layer.k_proj, &layer.v_proj, &layer.o_proj, &layer.gate_proj,
+                                      &layer.up_proj, &layer.down_proj})
+            linear->weight = square();
+        weights.layers.push_back(layer);
+    }
     weights.final_norm = at::ones({2});
     weights.lm_head = at::randn({3, 2});
-    model::CausalLM lm(config, weights);
+    return model::CausalLM(config, weights);
+}
+
+// A residency that only counts; every part but the final norm "gathers".
+struct CountingResidency : model::WeightResidency {
+    int acquired = 0;
+    void acquire(int) override { ++acquired; }
+    void release(int) override {}
+    bool gathers(int part) const override { return part != kFinalNorm; }
+};
+
+}  // namespace
+
+TEST_CASE("a training step reports each layer's forward, backward and gather, in order", "[train]") {
+    model::CausalLM lm = tiny_decoder(2);
+    for (auto& layer : lm.weights().layers) layer.input_norm.requires_grad_(true);
+    model::Batch batch;
+    batch.input_ids = at::tensor({0, 1, 2}, at::kLong).view({1, 3});
+    batch.attention_mask = at::ones({1, 3}, at::kLong);
+    batch.labels = batch.input_ids.clone();
+    auto reports = [&](model::ForwardOptions options) {
+        std::vector<std::string> heard;
+        options.progress = [&heard](const std::string& where) { heard.push_back(where); };
+        model::causal_lm_loss(lm, batch, {}, options).loss.backward();
+        return heard;
+    };
+    const std::vector<std::string> forward{"forward of the embeddings", "forward of decoder layer 0",
+                                           "forward of decoder layer 1", "forward of the final norm",
+                                           "forward of lm_head and the loss"};
+    std::vector<std::string> plain = forward;
+    plain.insert(plain.end(), {"backward of decoder layer 1", "backward of decoder layer 0"});
+    CHECK(reports({}) == plain);
+    model::ForwardOptions recompute;
+    recompute.recompute_layers = true;
+    CHECK(reports(recompute) == plain);
+
+    CountingResidency residency;
+    model::ForwardOptions sharded;
+    sharded.residency = &residency;
+    const std::string gathering = ": gathering its weights (ZeRO-3)";
+    std::vector<std::string> expected;
+    for (const std::string& where : forward) {
+        const std::string part = where == "forward of lm_head and the loss" ? "forward of lm_head" : where;
+        if (where != "forward of the final norm") expected.push_back(part + gathering);
+        expected.push_back(where);
+    }
+    for (const std::string& layer : {"decoder layer 1", "decoder layer 0"})
+        expected.insert(expected.end(), {"backward of " + std::string(layer) + gathering, "backward of " + std::string(layer)});
+    CHECK(reports(sharded) == expected);
+    CHECK(residency.acquired == 7);  // embeddings, 2 layers, final norm, head; 2 layers again in backward
+}
+
+TEST_CASE("ZeRO-3 refuses more ranks than a part has parameters, naming the part", "[zero]") {
+    model::CausalLM lm = tiny_decoder(1);
     FTL_REQUIRE_ERROR(zero::PartitionedWeights(lm, nullptr, 0, 8, at::kFloat, at::Device(at::kCPU)), ErrorKind::kConfig,
                       "the part 'embeddings' has 6 frozen parameters, fewer than the 8 ranks", "run at most 6 ranks",
                       "stage 2");
-    model::CausalLM fits(config, weights);
+    model::CausalLM fits = tiny_decoder(1);
     CHECK_NOTHROW(zero::PartitionedWeights(fits, nullptr, 1, 2, at::kFloat, at::Device(at::kCPU)));  // final norm: 2
-    model::CausalLM small_norm(config, weights);
+    model::CausalLM small_norm = tiny_decoder(1);
     FTL_REQUIRE_ERROR(zero::PartitionedWeights(small_norm, nullptr, 0, 3, at::kFloat, at::Device(at::kCPU)),
                       ErrorKind::kConfig, "the part 'final norm' has 2 frozen parameters, fewer than the 3 ranks");
-    model::CausalLM persistent(config, weights);  // tensors under 3 elements kept whole: nothing too small is split
+    model::CausalLM persistent = tiny_decoder(1);  // tensors under 3 elements kept whole: nothing too small is split
     CHECK_NOTHROW(zero::PartitionedWeights(persistent, nullptr, 0, 3, at::kFloat, at::Device(at::kCPU), 3));
 }
