@@ -27,10 +27,19 @@ def config_yaml(work, zero_stage):
     with open(path, "w") as f:
         if zero_stage == 0:
             f.write("distributed_type: MULTI_CPU\n")
-        else:
+        elif zero_stage < 3:
             f.write(f"distributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: {zero_stage}\n"
                     "  offload_optimizer_device: none\n  offload_param_device: none\n")
-        f.write("mixed_precision: 'no'\nnum_machines: 1\nnum_processes: 2\nmain_process_port: 0\nuse_cpu: true\n")
+        else:  # every tensor partitioned: DeepSpeed's default threshold keeps this tiny model whole
+            ds_json = os.path.join(work, "soak_z3.json")
+            with open(ds_json, "w") as j:
+                json.dump({"zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0},
+                           "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+                           "train_batch_size": "auto", "gradient_clipping": "auto"}, j)
+            f.write(f"distributed_type: DEEPSPEED\ndeepspeed_config:\n  deepspeed_config_file: {ds_json}\n")
+        if zero_stage < 3:
+            f.write("mixed_precision: 'no'\n")
+        f.write("num_machines: 1\nnum_processes: 2\nmain_process_port: 0\nuse_cpu: true\n")
     return path
 
 
