@@ -1,8 +1,12 @@
 // `ftlaunch [launcher flags] <job> [job flags]`: resolve the whole configuration, then print the
 // plan (--dry_run) or start the job's workers.
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 
 #include "commands.h"
@@ -79,6 +83,26 @@ int run_job_worker(const config::RunConfig& run, const launch::WorkerIdentity& i
             rank.during_step = [kill_step](int64_t step) {
                 if (step == kill_step) ::raise(SIGKILL);
             };
+    }
+    // FTLAUNCH_TEST_CORRUPT_SWAP_IN_STEP=<step> flips one byte of this rank's offload_optimizer
+    // swap file in the middle of that step (the next optimizer step must notice).
+    if (const char* corrupt = std::getenv("FTLAUNCH_TEST_CORRUPT_SWAP_IN_STEP"); corrupt && *corrupt) {
+        if (rank.during_step) ftl::fail(ErrorKind::kUsage, "FTLAUNCH_TEST_CORRUPT_SWAP_IN_STEP: one mid-step test hook at a time");
+        const long long corrupt_step = std::atoll(corrupt);
+        const std::string folder = run.deepspeed.zero_optimization.offload_optimizer.nvme_path;
+        const std::string prefix = "ftlaunch-rank" + std::to_string(id.rank) + "-" + std::to_string(::getpid()) + "-";
+        rank.during_step = [corrupt_step, folder, prefix](int64_t step) {
+            if (step != corrupt_step) return;
+            std::error_code ec;
+            for (const auto& entry : std::filesystem::directory_iterator(folder, ec))
+                if (entry.path().filename().string().rfind(prefix, 0) == 0) {
+                    std::fstream file(entry.path(), std::ios::in | std::ios::out | std::ios::binary);
+                    file.seekg(100);
+                    const char byte = static_cast<char>(file.get() ^ 0x5a);
+                    file.seekp(100);
+                    file.put(byte);
+                }
+        };
     }
     // FTLAUNCH_TEST_STOP_IN_PHASE=<rank>:<text> freezes that rank (SIGSTOP, a hung rank) when it
     // enters the first phase containing <text>.

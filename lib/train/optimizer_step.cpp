@@ -3,15 +3,20 @@
 #include <cmath>
 
 #include "train/batches.h"
+#include "util/error.h"
 
 namespace ftl::train {
 
 TrainOptimizer::TrainOptimizer(NamedTensors trainable, optim::AdamWOptions options, int zero_stage,
-                               const RankContext& rank)
+                               const RankContext& rank, const std::optional<zero::OptimizerOffload>& offload)
     : trainable_(trainable), rank_(rank) {
-    if (zero_stage > 0) partitioned_.emplace(std::move(trainable), options, rank.comm, rank.rank, rank.world_size);
+    if (offload && zero_stage == 0)
+        fail(ErrorKind::kInternal, "TrainOptimizer: optimizer offload needs ZeRO stage 1, 2 or 3");
+    if (zero_stage > 0) partitioned_.emplace(std::move(trainable), options, rank.comm, rank.rank, rank.world_size, offload);
     else replicated_.emplace(std::move(trainable), options);
 }
+
+std::string TrainOptimizer::placement() const { return partitioned_ ? partitioned_->placement() : "device memory"; }
 
 TrainOptimizer::StepResult TrainOptimizer::step(double lr, double max_grad_norm, optim::LossScaler* scaler) {
     if (partitioned_) {

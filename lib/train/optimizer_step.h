@@ -23,7 +23,9 @@ class TrainOptimizer {
 public:
     using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
-    TrainOptimizer(NamedTensors trainable, optim::AdamWOptions options, int zero_stage, const RankContext& rank);
+    // `offload` (ZeRO stages 1-3 only): the optimizer state in host memory or on NVMe.
+    TrainOptimizer(NamedTensors trainable, optim::AdamWOptions options, int zero_stage, const RankContext& rank,
+                   const std::optional<zero::OptimizerOffload>& offload = std::nullopt);
 
     struct StepResult {
         double grad_norm = 0.0;
@@ -34,6 +36,7 @@ public:
     StepResult step(double lr, double max_grad_norm, optim::LossScaler* scaler);
     void zero_grad();
     int64_t steps() const;  // updates taken (the schedule's position)
+    std::string placement() const;  // where the optimizer state lives
 
     NamedTensors state() const;  // collective under ZeRO: call on every rank
     void load_state(const NamedTensors& state);

@@ -1,5 +1,7 @@
 #include "train/sft.h"
 
+#include <ATen/Parallel.h>
+
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -15,6 +17,7 @@
 #include "model/quantize.h"
 #include "model/save.h"
 #include "model/tensor_io.h"
+#include "optim/cpu_adamw.h"
 #include "optim/loss_scaler.h"
 #include "optim/schedule.h"
 #include "peft/lora.h"
@@ -174,6 +177,29 @@ void check_same_run(const json& saved, const json& current, const std::string& d
     }
 }
 
+// DeepSpeed's offload_optimizer, for ZeRO stages 1-3 (DeepSpeed offloads only partitioned
+// state); nullopt when the device is none.
+std::optional<zero::OptimizerOffload> optimizer_offload_for(const config::RunConfig& run) {
+    const auto& zero = run.deepspeed.zero_optimization;
+    const auto& offload = zero.offload_optimizer;
+    if (!run.uses_deepspeed || offload.device == config::OffloadDevice::kNone) return std::nullopt;
+    if (zero.stage == 0)
+        fail(ErrorKind::kConfig, "zero_optimization.offload_optimizer.device " + config::to_string(offload.device) +
+                                     " needs zero_optimization.stage 1, 2 or 3 (got 0): offload moves the partitioned "
+                                     "optimizer state");
+    zero::OptimizerOffload out;
+    out.nvme = offload.device == config::OffloadDevice::kNvme;
+    out.nvme_path = offload.nvme_path;
+    out.pin_memory = offload.pin_memory;
+    const auto& aio = run.deepspeed.aio;
+    out.aio.block_size = static_cast<uint64_t>(aio.block_size);
+    out.aio.queue_depth = aio.queue_depth;
+    out.aio.thread_count = aio.thread_count;
+    out.aio.single_submit = aio.single_submit;
+    out.sub_group_size = zero.sub_group_size;
+    return out;
+}
+
 // The job after its checks: inputs, model, schedule, the loop, the final save.
 // Returns 0, or kExitPreempted after a SIGTERM stop with its checkpoint.
 int train(const config::RunConfig& run, const RankContext& rank, const Log& log, const std::string& resume_dir,
@@ -185,9 +211,10 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     if (main_rank && zero_stage == 3 && !args.use_peft_lora)
         log.warn("ZeRO stage 3 without LoRA: the optimizer state and gradients are partitioned; partitioning "
                  "trainable weights is not in this build yet (every rank holds the whole model)");
-    if (main_rank && run.uses_deepspeed && (zero.offload_optimizer.device != config::OffloadDevice::kNone ||
-                                            zero.offload_param.device != config::OffloadDevice::kNone))
-        log.warn("ZeRO offload is not in this build yet: the optimizer state and parameters stay on " + rank.device);
+    const std::optional<zero::OptimizerOffload> optimizer_offload = optimizer_offload_for(run);
+    if (main_rank && run.uses_deepspeed && zero.offload_param.device != config::OffloadDevice::kNone)
+        log.warn("zero_optimization.offload_param: parameter offload is not in this build yet: the parameters stay on " +
+                 rank.device + " (offload_optimizer is honoured)");
     const std::optional<quant::FourBitConfig> four_bit = four_bit_config(args);
     if (four_bit && !args.use_peft_lora)
         fail(ErrorKind::kConfig, "--use_4bit_quantization True needs --use_peft_lora True: 4-bit base weights are frozen, "
@@ -339,7 +366,10 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     const int64_t eval_every = interval(args.eval_steps.value_or(args.logging_steps), total_steps);
     const int64_t save_every = interval(args.save_steps, total_steps);
     TrainOptimizer optimizer(trainable, {args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay},
-                             zero_stage, rank);
+                             zero_stage, rank, optimizer_offload);
+    if (optimizer_offload)
+        log.info("offload_optimizer: this rank's optimizer state is in " + optimizer.placement() + "; AdamW steps on the CPU (" +
+                 optim::isa_name(optim::best_cpu_isa()) + ", " + std::to_string(at::get_num_threads()) + " threads)");
     std::optional<optim::LossScaler> scaler;  // --fp16: loss scaling
     if (args.fp16) scaler.emplace(loss_scaling(run), device);
     // The schedule advances with the optimizer: a step skipped for inf/NaN gradients (fp16) does

@@ -5,7 +5,8 @@
 //   2. (fp16) unscale the slice; a non-finite value on any rank skips the step everywhere;
 //   3. global gradient norm = sqrt(all-reduce of the slices' squared norms); clip by max_norm
 //      with torch.nn.utils.clip_grad_norm_'s coefficient;
-//   4. AdamW (optim/adamw.h's update, element for element) on the slice;
+//   4. AdamW (optim/adamw.h's update, element for element) on the slice; with offload_optimizer,
+//      on the CPU over state kept in host memory or on NVMe (zero/offloaded_adamw_state.h);
 //   5. all-gather the updated slices back into the parameters.
 // Stage 1 and stage 2 run the same collectives here (DeepSpeed's stage 1 also reduce-scatters
 // since 0.5); they differ in DeepSpeed only in when the full gradient buffer is freed.
@@ -15,6 +16,7 @@
 
 #include <ATen/ATen.h>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -24,6 +26,7 @@
 #include "optim/adamw.h"
 #include "optim/loss_scaler.h"
 #include "zero/flat_partition.h"
+#include "zero/offloaded_adamw_state.h"
 
 namespace ftl::zero {
 
@@ -31,8 +34,11 @@ class PartitionedAdamW {
 public:
     using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
-    // `params`: the trainable tensors, the same on every rank. `comm` null = one rank.
-    PartitionedAdamW(NamedTensors params, optim::AdamWOptions options, dist::Comm* comm, int rank, int world_size);
+    // `params`: the trainable tensors, the same on every rank. `comm` null = one rank. With
+    // `offload`, the fp32 state lives in host memory or on NVMe and step 4 runs on the CPU
+    // (zero/offloaded_adamw_state.h).
+    PartitionedAdamW(NamedTensors params, optim::AdamWOptions options, dist::Comm* comm, int rank, int world_size,
+                     const std::optional<OptimizerOffload>& offload = std::nullopt);
 
     struct StepResult {
         double grad_norm = 0.0;  // before clipping, over all ranks' gradients
@@ -43,6 +49,8 @@ public:
     StepResult step(double lr, double max_grad_norm, optim::LossScaler* scaler);
     void zero_grad();
     int64_t steps() const { return step_; }
+    // Where the state lives: "device memory", or OffloadedAdamWState::describe().
+    std::string placement() const;
 
     // Collective: the full state in optim::AdamW's names, on every rank.
     NamedTensors state() const;
@@ -56,9 +64,12 @@ private:
     optim::AdamWOptions options_;
     dist::Comm* comm_;
     FlatPartition layout_;
-    at::Tensor master_;      // [shard] fp32: this rank's slice of the parameters
-    at::Tensor exp_avg_;     // [shard] fp32
-    at::Tensor exp_avg_sq_;  // [shard] fp32
+    at::TensorOptions fp32_;  // the parameters' device, fp32: where gradients reduce and slices gather
+    // Without offload: this rank's slice [shard] fp32 of the parameters and the moments.
+    at::Tensor master_;
+    at::Tensor exp_avg_;
+    at::Tensor exp_avg_sq_;
+    std::unique_ptr<OffloadedAdamWState> offloaded_;  // with offload: all three, elsewhere
     int64_t step_ = 0;
 };
 

@@ -1,10 +1,17 @@
 // ZeRO-Offload's pieces: the CPU AdamW's vector forms against its scalar form and against
 // optim::adamw_update (ATen ops), on random shards of awkward lengths and unaligned starts; the
 // asynchronous O_DIRECT file engine and the NVMe swap of the optimizer state.
+#include <unistd.h>
+
 #include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <vector>
 
+#include "io/direct_file.h"
 #include "optim/cpu_adamw.h"
+#include "zero/offloaded_adamw_state.h"
 #include "catch.h"  // last: replaces c10's CHECK macro
 
 using namespace ftl;
@@ -81,4 +88,93 @@ TEST_CASE("the threaded CPU AdamW equals the one-thread form", "[offload]") {
     CHECK(at::equal(p, p1));
     CHECK(at::equal(m, m1));
     CHECK(at::equal(v, v1));
+}
+
+namespace {
+
+// A fresh folder under the system's temp folder, removed at the end of the test.
+struct TempFolder {
+    std::string path;
+    TempFolder() {
+        std::string pattern = (std::filesystem::temp_directory_path() / "ftl-offload-XXXXXX").string();
+        path = mkdtemp(pattern.data());
+    }
+    ~TempFolder() { std::filesystem::remove_all(path); }
+};
+
+}  // namespace
+
+TEST_CASE("the O_DIRECT engine writes and reads back whatever its pieces and threads", "[offload]") {
+    const TempFolder folder;
+    const uint64_t bytes = 3 * (1 << 20) + 3 * 4096;  // not a whole number of blocks
+    io::AlignedBuffer out(bytes), in(bytes);
+    auto* data = static_cast<unsigned char*>(out.data());
+    for (uint64_t i = 0; i < bytes; ++i) data[i] = static_cast<unsigned char>((i * 2654435761u) >> 13);
+    for (bool single_submit : {false, true}) {
+        for (int threads : {1, 3}) {
+            io::AioOptions options;
+            options.block_size = 64 * 1024;
+            options.queue_depth = 4;
+            options.thread_count = threads;
+            options.single_submit = single_submit;
+            const io::DirectFile file(folder.path + "/swap", bytes + 4096, options, "test swap file");
+            INFO("engine " << file.engine() << ", threads " << threads << ", single_submit " << single_submit);
+            file.write(out.data(), bytes, 4096);
+            std::memset(in.data(), 0, bytes);
+            file.read_async(in.data(), bytes, 4096).get();
+            CHECK(std::memcmp(in.data(), out.data(), bytes) == 0);
+            FTL_REQUIRE_ERROR(file.read(in.data(), bytes, 8192), ErrorKind::kInternal, "past the end");
+            FTL_REQUIRE_ERROR(file.read(static_cast<char*>(in.data()) + 8, 4096, 0), ErrorKind::kInternal, "aligned");
+        }
+    }
+    io::AioOptions odd;
+    odd.block_size = 1000;
+    FTL_REQUIRE_ERROR(io::DirectFile(folder.path + "/odd", 4096, odd, "test swap file"), ErrorKind::kConfig,
+                      "aio.block_size 1000", "multiple of 4096");
+    FTL_REQUIRE_ERROR(io::check_swap_folder(folder.path + "/missing", 1, "zero_optimization.offload_optimizer.nvme_path"),
+                      ErrorKind::kConfig, "nvme_path", "does not exist");
+    FTL_REQUIRE_ERROR(io::check_swap_folder(folder.path, uint64_t{1} << 62, "zero_optimization.offload_optimizer.nvme_path"),
+                      ErrorKind::kConfig, "need 4611686018427387904 bytes", "free");
+}
+
+TEST_CASE("the NVMe-swapped optimizer state steps as in memory, over several sub-groups", "[offload]") {
+    at::manual_seed(9);
+    const TempFolder folder;
+    const optim::AdamWOptions options{0.9, 0.999, 1e-8, 0.01};
+    const int64_t n = 3500;
+    const at::Tensor master0 = at::randn({n});
+    zero::OptimizerOffload offload;
+    offload.nvme = true;
+    offload.nvme_path = folder.path;
+    offload.sub_group_size = 1000;  // 4 sub-groups, the last of 500
+    offload.aio.block_size = 4096;
+    zero::OffloadedAdamWState swapped(master0, offload, 3);
+    CHECK(swapped.describe().find("4 sub-group(s) of up to 1000 elements") != std::string::npos);
+    at::Tensor p = master0.clone(), m = at::zeros({n}), v = at::zeros({n});
+    at::Tensor updated = at::empty({n});
+    for (int64_t step = 1; step <= 3; ++step) {
+        const at::Tensor grad = at::randn({n});
+        swapped.step(grad, updated, step, 1e-2, options);
+        optim::cpu_adamw_update(p, grad, m, v, step, 1e-2, options);
+        CHECK(at::equal(updated, p));
+    }
+    CHECK(at::equal(swapped.read(zero::OffloadedAdamWState::kExpAvg), m));
+    CHECK(at::equal(swapped.read(zero::OffloadedAdamWState::kExpAvgSq), v));
+    const at::Tensor replaced = at::rand({n});
+    swapped.write(zero::OffloadedAdamWState::kExpAvgSq, replaced);
+    CHECK(at::equal(swapped.read(zero::OffloadedAdamWState::kExpAvgSq), replaced));
+    CHECK(at::equal(swapped.read(zero::OffloadedAdamWState::kMaster), p));
+
+    // One byte of the third sub-group's exp_avg changed on disk: its next read fails.
+    std::string swap_file;
+    for (const auto& entry : std::filesystem::directory_iterator(folder.path)) swap_file = entry.path().string();
+    REQUIRE(swap_file.find("ftlaunch-rank3-") != std::string::npos);
+    {
+        std::fstream file(swap_file, std::ios::in | std::ios::out | std::ios::binary);
+        const std::streamoff third_group = 2 * 3 * 4096, exp_avg = 4096;
+        file.seekp(third_group + exp_avg + 17);
+        file.put('\x7f');
+    }
+    FTL_REQUIRE_ERROR(swapped.read(zero::OffloadedAdamWState::kExpAvg), ErrorKind::kIo, swap_file, "sub-group 2",
+                      "CRC-32C", "--resume_from_checkpoint auto");
 }

@@ -1,0 +1,185 @@
+#include "zero/offloaded_adamw_state.h"
+
+#include <ATen/core/grad_mode.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <future>
+
+#include "optim/cpu_adamw.h"
+#include "util/checksum.h"
+#include "util/error.h"
+
+namespace ftl::zero {
+namespace {
+
+at::Tensor host_tensor(int64_t n, bool pinned) {
+    return at::zeros({n}, at::TensorOptions().dtype(at::kFloat).pinned_memory(pinned && at::hasCUDA()));
+}
+
+// A view of `size` floats at `data` (memory owned elsewhere).
+at::Tensor floats_at(void* data, int64_t size) {
+    return at::from_blob(data, {size}, at::TensorOptions().dtype(at::kFloat));
+}
+
+}  // namespace
+
+uint64_t OffloadedAdamWState::swap_bytes(int64_t n, int64_t sub_group_size) {
+    const int64_t chunk = std::max<int64_t>(1, std::min(sub_group_size, n));
+    const int64_t full = n / chunk, rest = n % chunk;
+    return 3 * (static_cast<uint64_t>(full) * io::direct_size(static_cast<uint64_t>(chunk) * 4) +
+                (rest ? io::direct_size(static_cast<uint64_t>(rest) * 4) : 0));
+}
+
+OffloadedAdamWState::OffloadedAdamWState(const at::Tensor& master, const OptimizerOffload& offload, int rank)
+    : numel_(master.numel()), offload_(offload) {
+    at::NoGradGuard no_grad;
+    const at::Tensor initial = master.detach().to(at::kCPU, at::kFloat).contiguous();
+    if (!offload_.nvme) {
+        for (int i = 0; i < 3; ++i) host_.push_back(host_tensor(numel_, offload_.pin_memory));
+        host_[kMaster].copy_(initial);
+        return;
+    }
+    if (offload_.sub_group_size < 1)
+        fail(ErrorKind::kConfig, "zero_optimization.sub_group_size " + std::to_string(offload_.sub_group_size) + ": must be >= 1");
+    const uint64_t total = swap_bytes(numel_, offload_.sub_group_size);
+    io::check_swap_folder(offload_.nvme_path, total, "zero_optimization.offload_optimizer.nvme_path");
+    const int64_t chunk = std::max<int64_t>(1, std::min(offload_.sub_group_size, numel_));
+    uint64_t offset = 0;
+    for (int64_t begin = 0; begin < numel_; begin += chunk) {
+        SubGroup group;
+        group.begin = begin;
+        group.size = std::min(chunk, numel_ - begin);
+        group.offset = offset;
+        offset += 3 * section_bytes(group);
+        groups_.push_back(group);
+    }
+    const std::string path = (std::filesystem::path(offload_.nvme_path) /
+                              ("ftlaunch-rank" + std::to_string(rank) + "-" + std::to_string(::getpid()) + "-optimizer.swap"))
+                                 .string();
+    swap_ = std::make_unique<io::DirectFile>(path, total, offload_.aio, "offload_optimizer swap file");
+    const uint64_t largest = 3 * section_bytes(groups_.front());
+    buffers_[0] = io::AlignedBuffer(largest);
+    buffers_[1] = io::AlignedBuffer(largest);
+    for (size_t i = 0; i < groups_.size(); ++i) {  // master slices in, zero moments
+        const SubGroup& group = groups_[i];
+        std::fill_n(static_cast<char*>(buffers_[0].data()), 3 * section_bytes(group), 0);
+        floats_at(buffers_[0].data(), group.size).copy_(initial.narrow(0, group.begin, group.size));
+        write_group(i, buffers_[0], true);
+    }
+}
+
+OffloadedAdamWState::~OffloadedAdamWState() {
+    if (!swap_) return;
+    const std::string path = swap_->path();
+    swap_.reset();
+    ::unlink(path.c_str());
+}
+
+std::string OffloadedAdamWState::describe() const {
+    if (!swap_) return std::string("host memory") + (offload_.pin_memory && at::hasCUDA() ? " (pinned)" : "");
+    return swap_->path() + " (" + std::to_string(swap_->size()) + " bytes, " + std::to_string(groups_.size()) +
+           " sub-group(s) of up to " + std::to_string(groups_.front().size) + " elements, " + swap_->engine() + ")";
+}
+
+void OffloadedAdamWState::read_group(size_t index, io::AlignedBuffer& into) const {
+    const SubGroup& group = groups_[index];
+    swap_->read(into.data(), 3 * section_bytes(group), group.offset);
+    verify_group(index, into);
+}
+
+void OffloadedAdamWState::verify_group(size_t index, const io::AlignedBuffer& buffer) const {
+    const SubGroup& group = groups_[index];
+    const uint64_t bytes = 3 * section_bytes(group);
+    const uint32_t found = crc32c(buffer.data(), bytes);
+    if (found != group.crc32c)
+        fail(ErrorKind::kIo, swap_->path() + ": the offload_optimizer swap file changed under the run: sub-group " +
+                                 std::to_string(index) + " (bytes " + std::to_string(group.offset) + ".." +
+                                 std::to_string(group.offset + bytes) + ") fails its CRC-32C check (written " +
+                                 std::to_string(group.crc32c) + ", read " + std::to_string(found) +
+                                 "); the disk returned other bytes than were written. Checkpoints are not in the swap "
+                                 "file: resume from the last one (--resume_from_checkpoint auto)");
+}
+
+void OffloadedAdamWState::write_group(size_t index, const io::AlignedBuffer& from, bool wait) {
+    SubGroup& group = groups_[index];
+    const uint64_t bytes = 3 * section_bytes(group);
+    group.crc32c = crc32c(from.data(), bytes);
+    if (wait) swap_->write(from.data(), bytes, group.offset);
+}
+
+void OffloadedAdamWState::step(const at::Tensor& grad, at::Tensor& updated, int64_t step, double lr,
+                               const optim::AdamWOptions& options) {
+    at::NoGradGuard no_grad;
+    if (!swap_) {
+        at::Tensor g = grad.to(at::kCPU, at::kFloat).contiguous();
+        optim::cpu_adamw_update(host_[kMaster], g, host_[kExpAvg], host_[kExpAvgSq], step, lr, options);
+        updated.copy_(host_[kMaster]);
+        return;
+    }
+    // Two buffers: while sub-group i is updated in one, i+1 is read into the other once the
+    // write of i-1 from it has finished.
+    std::future<void> reading, writing;
+    read_group(0, buffers_[0]);
+    for (size_t i = 0; i < groups_.size(); ++i) {
+        io::AlignedBuffer& current = buffers_[i % 2];
+        io::AlignedBuffer& next = buffers_[(i + 1) % 2];
+        if (i + 1 < groups_.size()) {
+            if (writing.valid()) writing.get();
+            reading = swap_->read_async(next.data(), 3 * section_bytes(groups_[i + 1]), groups_[i + 1].offset);
+        }
+        const SubGroup& group = groups_[i];
+        const int64_t section = static_cast<int64_t>(section_bytes(group) / 4);
+        float* base = static_cast<float*>(current.data());
+        at::Tensor master = floats_at(base, group.size), exp_avg = floats_at(base + section, group.size);
+        at::Tensor exp_avg_sq = floats_at(base + 2 * section, group.size);
+        const at::Tensor g = grad.narrow(0, group.begin, group.size).to(at::kCPU, at::kFloat).contiguous();
+        optim::cpu_adamw_update(master, g, exp_avg, exp_avg_sq, step, lr, options);
+        updated.narrow(0, group.begin, group.size).copy_(master);
+        write_group(i, current, false);
+        if (writing.valid()) writing.get();
+        writing = swap_->write_async(current.data(), 3 * section_bytes(group), group.offset);
+        if (reading.valid()) {
+            reading.get();
+            verify_group(i + 1, next);
+        }
+    }
+    if (writing.valid()) writing.get();
+}
+
+at::Tensor OffloadedAdamWState::read(Tensor which) const {
+    if (!swap_) return host_[which];
+    at::Tensor out = at::empty({numel_}, at::kFloat);
+    io::AlignedBuffer buffer(3 * section_bytes(groups_.front()));
+    for (size_t i = 0; i < groups_.size(); ++i) {
+        const SubGroup& group = groups_[i];
+        read_group(i, buffer);
+        const int64_t section = static_cast<int64_t>(section_bytes(group) / 4);
+        out.narrow(0, group.begin, group.size).copy_(floats_at(static_cast<float*>(buffer.data()) + which * section, group.size));
+    }
+    return out;
+}
+
+void OffloadedAdamWState::write(Tensor which, const at::Tensor& values) {
+    at::NoGradGuard no_grad;
+    const at::Tensor host = values.detach().to(at::kCPU, at::kFloat).contiguous().view({-1});
+    if (host.numel() != numel_)
+        fail(ErrorKind::kInternal, "OffloadedAdamWState::write: " + std::to_string(host.numel()) + " values for a shard of " +
+                                       std::to_string(numel_));
+    if (!swap_) {
+        host_[which].copy_(host);
+        return;
+    }
+    io::AlignedBuffer buffer(3 * section_bytes(groups_.front()));
+    for (size_t i = 0; i < groups_.size(); ++i) {
+        const SubGroup& group = groups_[i];
+        read_group(i, buffer);
+        const int64_t section = static_cast<int64_t>(section_bytes(group) / 4);
+        floats_at(static_cast<float*>(buffer.data()) + which * section, group.size)
+            .copy_(host.narrow(0, group.begin, group.size));
+        write_group(i, buffer, true);
+    }
+}
+
+}  // namespace ftl::zero

@@ -1,0 +1,76 @@
+// ZeRO-Offload / ZeRO-Infinity for the optimizer (DeepSpeed's offload_optimizer): a rank's fp32
+// shard of the master weights and AdamW moments lives in host memory (device cpu) or in a swap
+// file on NVMe (device nvme) instead of on the accelerator, and the update runs on the CPU
+// (optim/cpu_adamw.h). The device keeps only the reduced gradient slice and receives the updated
+// weights for the all-gather.
+//
+// NVMe: the shard is cut into sub-groups of sub_group_size elements (DeepSpeed's key); the swap
+// file holds, per sub-group, [master | exp_avg | exp_avg_sq], each padded to 4096 bytes. A step
+// streams the sub-groups through two aligned host buffers: sub-group i+1 is read while i is
+// updated and i-1 is written back, so host memory holds two sub-groups, not the shard. Each
+// sub-group's CRC-32C is kept when written and checked on every read: a swap file changed under
+// the run stops it with an error naming the file, the sub-group and the bytes.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "io/direct_file.h"
+#include "optim/adamw.h"
+
+namespace ftl::zero {
+
+struct OptimizerOffload {
+    bool nvme = false;              // false: host memory
+    std::string nvme_path;          // the folder for the swap file (nvme)
+    bool pin_memory = false;        // host tensors page-locked (with CUDA), for asynchronous copies
+    io::AioOptions aio;
+    int64_t sub_group_size = 1'000'000'000;  // elements per swapped sub-group (nvme)
+};
+
+class OffloadedAdamWState {
+public:
+    enum Tensor { kMaster = 0, kExpAvg = 1, kExpAvgSq = 2 };
+
+    // `master`: this rank's fp32 slice [n] (any device); the moments start at zero. `rank` names
+    // the swap file (<nvme_path>/ftlaunch-rank<rank>-optimizer.swap, removed on destruction).
+    OffloadedAdamWState(const at::Tensor& master, const OptimizerOffload& offload, int rank);
+    ~OffloadedAdamWState();
+
+    // One AdamW update at 1-based `step` with `grad` [n] fp32 (any device); the updated master
+    // slice is copied into `updated` [n] (any device).
+    void step(const at::Tensor& grad, at::Tensor& updated, int64_t step, double lr, const optim::AdamWOptions& options);
+
+    // Whole tensors [n] fp32 on the host, for checkpoints; write() replaces one (resume).
+    at::Tensor read(Tensor which) const;
+    void write(Tensor which, const at::Tensor& values);
+
+    // "host memory (pinned)" or "<file> on NVMe, 3 sub-groups of ..., kernel AIO".
+    std::string describe() const;
+    // What the swap file needs on disk for a shard of `n` elements.
+    static uint64_t swap_bytes(int64_t n, int64_t sub_group_size);
+
+private:
+    struct SubGroup {
+        int64_t begin = 0, size = 0;  // elements of the shard
+        uint64_t offset = 0;          // bytes into the swap file
+        uint32_t crc32c = 0;          // of its 3 sections as last written
+    };
+    uint64_t section_bytes(const SubGroup& group) const { return io::direct_size(static_cast<uint64_t>(group.size) * 4); }
+    void read_group(size_t index, io::AlignedBuffer& into) const;
+    void verify_group(size_t index, const io::AlignedBuffer& buffer) const;
+    void write_group(size_t index, const io::AlignedBuffer& from, bool wait);
+
+    int64_t numel_;
+    OptimizerOffload offload_;
+    std::vector<at::Tensor> host_;  // kHost: [master, exp_avg, exp_avg_sq]
+    std::unique_ptr<io::DirectFile> swap_;
+    std::vector<SubGroup> groups_;
+    io::AlignedBuffer buffers_[2];
+};
+
+}  // namespace ftl::zero
