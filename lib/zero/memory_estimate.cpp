@@ -135,10 +135,10 @@ EstimateInputs estimate_inputs(const config::RunConfig& run, const model::Decode
     in.ranks_per_machine = run.processes_per_machine;
     in.zero_stage = run.uses_deepspeed ? run.deepspeed.zero_optimization.stage : 0;
     const auto& z = run.deepspeed.zero_optimization;
-    if (!as_executed && run.uses_deepspeed) {
+    if (run.uses_deepspeed && in.zero_stage > 0)
         in.offload_optimizer = z.offload_optimizer.device != config::OffloadDevice::kNone;
+    if (!as_executed && run.uses_deepspeed)
         in.offload_params = z.offload_param.device != config::OffloadDevice::kNone && in.zero_stage == 3;
-    }
     in.lora = a.use_peft_lora;
     in.lora_r = a.lora_r;
     in.lora_target_modules = a.lora_target_modules;
@@ -214,7 +214,11 @@ std::vector<std::string> settings_that_fit(const EstimateInputs& in, bool on_gpu
                     "x the --gradient_accumulation_steps (the same batch)",
              [b](EstimateInputs& c) { c.micro_batch = b; });
     if (!in.offload_optimizer)
-        with(4, "offload_optimizer_device cpu (not executed by this build yet)", [](EstimateInputs& c) { c.offload_optimizer = true; });
+        with(4, std::string("offload_optimizer_device cpu") + (in.zero_stage == 0 ? " with zero_stage 1" : ""),
+             [](EstimateInputs& c) {
+                 c.offload_optimizer = true;
+                 c.zero_stage = std::max(c.zero_stage, 1);
+             });
     if (in.lora && !in.offload_params)
         with(5, "zero_stage 3 with offload_param_device cpu (not executed by this build yet)", [](EstimateInputs& c) {
             c.zero_stage = 3;
