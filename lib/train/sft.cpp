@@ -212,9 +212,16 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         log.warn("ZeRO stage 3 without LoRA: the optimizer state and gradients are partitioned; partitioning "
                  "trainable weights is not in this build yet (every rank holds the whole model)");
     const std::optional<zero::OptimizerOffload> optimizer_offload = optimizer_offload_for(run);
-    if (main_rank && run.uses_deepspeed && zero.offload_param.device != config::OffloadDevice::kNone)
-        log.warn("zero_optimization.offload_param: parameter offload is not in this build yet: the parameters stay on " +
-                 rank.device + " (offload_optimizer is honoured)");
+    // offload_param (stage 3 with LoRA: the frozen base weights' slices) to host memory; NVMe for
+    // parameters is not in this build, so nvme keeps them in host memory too, saying so.
+    const bool offload_param = run.uses_deepspeed && zero_stage == 3 && args.use_peft_lora &&
+                               zero.offload_param.device != config::OffloadDevice::kNone;
+    if (main_rank && run.uses_deepspeed && zero.offload_param.device != config::OffloadDevice::kNone && !offload_param)
+        log.warn("zero_optimization.offload_param: parameters are offloaded only under ZeRO stage 3 with LoRA in this "
+                 "build; they stay on " + rank.device);
+    if (main_rank && offload_param && zero.offload_param.device == config::OffloadDevice::kNvme)
+        log.warn("zero_optimization.offload_param.device nvme: parameter swapping to NVMe is not in this build yet; "
+                 "the parameter slices stay in host memory (as with cpu)");
     const std::optional<quant::FourBitConfig> four_bit = four_bit_config(args);
     if (four_bit && !args.use_peft_lora)
         fail(ErrorKind::kConfig, "--use_4bit_quantization True needs --use_peft_lora True: 4-bit base weights are frozen, "
@@ -306,8 +313,10 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                                         ? static_cast<int64_t>(*zero.stage3_param_persistence_threshold)
                                         : 10 * lm.config().hidden_size;
         partitioned.emplace(lm, rank.comm, rank.rank, rank.world_size, at::kFloat, device, persistence,
-                            four_bit ? std::function<void(int)>(quantize_layer) : std::function<void(int)>());
-        log.info("ZeRO-3: this rank holds " + std::to_string(partitioned->slice_bytes()) + " bytes of the " +
+                            four_bit ? std::function<void(int)>(quantize_layer) : std::function<void(int)>(),
+                            offload_param);
+        log.info("ZeRO-3: this rank holds " + std::to_string(partitioned->slice_bytes()) + " bytes" +
+                 (offload_param ? std::string(" (in host memory: offload_param)") : std::string()) + " of the " +
                  std::to_string(partitioned->full_bytes()) + " bytes of partitioned frozen weights (largest gathered part " +
                  std::to_string(partitioned->largest_part_bytes()) + " bytes), and " +
                  std::to_string(partitioned->persistent_bytes()) + " bytes of tensors under " + std::to_string(persistence) +

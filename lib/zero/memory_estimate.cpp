@@ -137,7 +137,8 @@ EstimateInputs estimate_inputs(const config::RunConfig& run, const model::Decode
     const auto& z = run.deepspeed.zero_optimization;
     if (run.uses_deepspeed && in.zero_stage > 0)
         in.offload_optimizer = z.offload_optimizer.device != config::OffloadDevice::kNone;
-    if (!as_executed && run.uses_deepspeed)
+    // Parameters are offloaded when stage 3 partitions them: with LoRA (the frozen base weights).
+    if (run.uses_deepspeed && (!as_executed || a.use_peft_lora))
         in.offload_params = z.offload_param.device != config::OffloadDevice::kNone && in.zero_stage == 3;
     in.lora = a.use_peft_lora;
     in.lora_r = a.lora_r;
@@ -220,7 +221,7 @@ std::vector<std::string> settings_that_fit(const EstimateInputs& in, bool on_gpu
                  c.zero_stage = std::max(c.zero_stage, 1);
              });
     if (in.lora && !in.offload_params)
-        with(5, "zero_stage 3 with offload_param_device cpu (not executed by this build yet)", [](EstimateInputs& c) {
+        with(5, "zero_stage 3 with offload_param_device cpu", [](EstimateInputs& c) {
             c.zero_stage = 3;
             c.offload_params = true;
         });

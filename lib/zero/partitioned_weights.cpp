@@ -20,14 +20,19 @@ std::string part_name(int id) {
 
 PartitionedWeights::PartitionedWeights(model::CausalLM& model, dist::Comm* comm, int rank, int world_size,
                                        at::ScalarType dtype, const at::Device& device, int64_t persistence_threshold,
-                                       const std::function<void(int layer)>& prepare_layer)
+                                       const std::function<void(int layer)>& prepare_layer, bool slices_on_host)
     : weights_(model.weights()),
       tied_(model.weights().lm_head.is_same(model.weights().embed_tokens)),
       comm_(comm),
+      device_(device),
       rank_(rank),
       world_size_(world_size),
       persistence_threshold_(persistence_threshold) {
     const auto options = at::TensorOptions().dtype(dtype).device(device);
+    if (slices_on_host)
+        slice_options_ = at::TensorOptions().device(at::kCPU).pinned_memory(device.is_cuda());
+    else
+        slice_options_ = at::TensorOptions().device(device);
     add_part(kEmbeddings, {{&weights_.embed_tokens, false}}, options);
     for (size_t i = 0; i < weights_.layers.size(); ++i) {
         if (prepare_layer) prepare_layer(static_cast<int>(i));
@@ -79,7 +84,7 @@ void PartitionedWeights::add_part(int id, const std::vector<Slot>& candidates, c
                                          std::to_string(total) + " ranks, or zero_optimization.stage 2 (frozen weights whole on every rank)");
         Group group{slots, shapes, FlatPartition(numels, rank_, world_size_), {}};
         // Only the elements of [begin, end) are read: each tensor's overlap with this rank's slice.
-        group.slice = at::zeros({group.layout.shard()}, options.dtype(dtype));
+        group.slice = at::zeros({group.layout.shard()}, slice_options_.dtype(dtype));
         const int64_t begin = group.layout.shard_begin(), end = begin + group.layout.shard();
         for (size_t i = 0; i < tensors.size(); ++i) {
             const int64_t first = std::max(begin, group.layout.offset(i));
@@ -99,9 +104,10 @@ void PartitionedWeights::acquire(int id) {
     const auto it = parts_.find(id);
     if (it != parts_.end()) {
         for (Group& group : it->second) {
-            at::Tensor full = at::empty({group.layout.padded()}, group.slice.options());
-            if (comm_) comm_->all_gather(full, group.slice);
-            else full.copy_(group.slice);
+            at::Tensor full = at::empty({group.layout.padded()}, group.slice.options().device(device_).pinned_memory(false));
+            const at::Tensor local = group.slice.device() == device_ ? group.slice : group.slice.to(device_, /*non_blocking=*/true);
+            if (comm_) comm_->all_gather(full, local);
+            else full.copy_(local);
             for (size_t i = 0; i < group.slots.size(); ++i)
                 *group.slots[i] = full.narrow(0, group.layout.offset(i), group.layout.numel(i)).view(group.shapes[i]);
         }

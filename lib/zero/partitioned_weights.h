@@ -31,9 +31,11 @@ public:
     // stay whole on every rank, converted, and are never gathered. Collective-free; `comm` null =
     // one rank. `prepare_layer(i)`, when given, runs on decoder layer i just before its slices
     // are taken (QLoRA quantises the layer there, so no rank holds the whole model unquantised).
+    // `slices_on_host` (offload_param cpu): the slices stay in host memory (pinned with CUDA)
+    // and each is copied to `device` when its part is gathered.
     PartitionedWeights(model::CausalLM& model, dist::Comm* comm, int rank, int world_size, at::ScalarType dtype,
                        const at::Device& device, int64_t persistence_threshold = 0,
-                       const std::function<void(int layer)>& prepare_layer = {});
+                       const std::function<void(int layer)>& prepare_layer = {}, bool slices_on_host = false);
 
     void acquire(int part) override;
     void release(int part) override;
@@ -60,8 +62,10 @@ private:
     model::DecoderWeights& weights_;
     bool tied_;  // lm_head is embed_tokens
     dist::Comm* comm_;
+    at::Device device_;  // where parts are gathered and used
     int rank_, world_size_;
     int64_t persistence_threshold_;
+    at::TensorOptions slice_options_;  // where the slices live: device_, or host memory
     int64_t persistent_bytes_ = 0;
     std::map<int, std::vector<Group>> parts_;
 };

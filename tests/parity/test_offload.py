@@ -1,4 +1,4 @@
-"""ZeRO-Offload of the optimizer state (offload_optimizer cpu and nvme) against the plain run.
+"""ZeRO-Offload (offload_optimizer cpu and nvme, offload_param cpu) against the plain run.
 
 The LoRA run of test_sft_parity (20 steps, AdamW with weight decay, cosine schedule, clipping) with
 a global batch of 4 rows, single rank without ZeRO as the reference. Checks:
@@ -6,7 +6,10 @@ a global batch of 4 rows, single rank without ZeRO as the reference. Checks:
                within 1e-5 (difference norm / norm), for: ZeRO-2 1 rank cpu; ZeRO-2 2 ranks nvme;
                ZeRO-1 2 ranks x accumulation 2 cpu; ZeRO-3 2 ranks nvme with every tensor
                partitioned and sub_group_size 1000 (4 swapped sub-groups per rank, so reads,
-               updates and write-backs overlap); the log names where the state lives
+               updates and write-backs overlap); ZeRO-3 2 ranks with optimizer and parameters on
+               cpu (each rank reports its parameter slices in host memory); the log names where
+               the state lives. (On CPU ranks host and device memory are one: these runs prove the
+               code paths and numbers, not the transfers, which need a GPU.)
   swap files   the nvme folder is empty after a run (each rank removes its swap file)
   resume       the ZeRO-2 nvme run's checkpoint-10, resumed with nvme offload on 2 ranks, logs
                the uninterrupted nvme run's steps 11..20 within 1e-6
@@ -50,17 +53,16 @@ use_cpu: true
     return path
 
 
-def zero3_nvme_json_yaml(work, ranks, nvme_path):
-    """ZeRO-3 from a DeepSpeed JSON: every tensor partitioned, optimizer on NVMe in sub-groups of
-    1000 elements, a small aio block so each sub-group is several requests."""
-    ds_json = os.path.join(work, "zero3_nvme.json")
+def zero3_json_yaml(work, ranks, name, zero):
+    """ZeRO-3 from a DeepSpeed JSON: every tensor partitioned, more zero_optimization keys in `zero`,
+    a small aio block so each NVMe sub-group is several requests."""
+    ds_json = os.path.join(work, f"{name}.json")
     with open(ds_json, "w") as f:
-        json.dump({"zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0, "sub_group_size": 1000,
-                                         "offload_optimizer": {"device": "nvme", "nvme_path": nvme_path}},
+        json.dump({"zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0, **zero},
                    "aio": {"block_size": 4096, "queue_depth": 4, "thread_count": 2},
                    "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
                    "train_batch_size": "auto", "gradient_clipping": "auto"}, f)
-    path = os.path.join(work, "zero3_nvme.yaml")
+    path = os.path.join(work, f"{name}.yaml")
     with open(path, "w") as f:
         f.write(f"distributed_type: DEEPSPEED\ndeepspeed_config:\n  deepspeed_config_file: {ds_json}\n"
                 f"num_machines: 1\nnum_processes: {ranks}\nmain_process_port: 0\nuse_cpu: true\n")
@@ -83,8 +85,14 @@ def main():
         cases = [("ZeRO-2, 1 rank, cpu", offload_yaml(work, 2, 1, "cpu"), 4, 1, "host memory"),
                  ("ZeRO-2, 2 ranks, nvme", offload_yaml(work, 2, 2, "nvme", nvme), 2, 1, "kernel AIO"),
                  ("ZeRO-1, 2 ranks x accumulation 2, cpu", offload_yaml(work, 1, 2, "cpu"), 1, 2, "host memory"),
-                 ("ZeRO-3 partitioned, 2 ranks, nvme in 4 sub-groups", zero3_nvme_json_yaml(work, 2, nvme), 2, 1,
-                  "4 sub-group(s) of up to 1000 elements")]
+                 ("ZeRO-3 partitioned, 2 ranks, nvme in 4 sub-groups",
+                  zero3_json_yaml(work, 2, "zero3_nvme", {"sub_group_size": 1000,
+                                                          "offload_optimizer": {"device": "nvme", "nvme_path": nvme}}),
+                  2, 1, "4 sub-group(s) of up to 1000 elements"),
+                 ("ZeRO-3 partitioned, 2 ranks, optimizer and parameters on cpu",
+                  zero3_json_yaml(work, 2, "zero3_cpu", {"offload_optimizer": {"device": "cpu", "pin_memory": True},
+                                                         "offload_param": {"device": "cpu", "pin_memory": True}}),
+                  2, 1, "host memory")]
         outs = {}
         for what, config, batch, accumulation, placement in cases:
             out = os.path.join(work, what.replace(" ", "_").replace(",", ""))
@@ -99,6 +107,10 @@ def main():
             named = [l for l in log.splitlines() if "offload_optimizer: this rank's optimizer state is in" in l]
             check(len(named) >= 1 and all(placement in l for l in named),
                   f"{what}: the log says where the state lives ({named[:1]})")
+            if "parameters on cpu" in what:
+                held = [l for l in log.splitlines() if "ZeRO-3: this rank holds" in l]
+                check(len(held) == 2 and all("(in host memory: offload_param)" in l for l in held),
+                      f"{what}: each rank says its parameter slices are in host memory ({held[:1]})")
             left = os.listdir(nvme)
             check(not left, f"{what}: no swap file left in the nvme folder ({left})")
 
