@@ -27,6 +27,7 @@
 #include "train/evaluate.h"
 #include "train/gpu_memory.h"
 #include "train/inputs.h"
+#include "train/offload.h"
 #include "train/optimizer_step.h"
 #include "train/preflight.h"
 #include "zero/partitioned_weights.h"
@@ -177,29 +178,6 @@ void check_same_run(const json& saved, const json& current, const std::string& d
     }
 }
 
-// DeepSpeed's offload_optimizer, for ZeRO stages 1-3 (DeepSpeed offloads only partitioned
-// state); nullopt when the device is none.
-std::optional<zero::OptimizerOffload> optimizer_offload_for(const config::RunConfig& run) {
-    const auto& zero = run.deepspeed.zero_optimization;
-    const auto& offload = zero.offload_optimizer;
-    if (!run.uses_deepspeed || offload.device == config::OffloadDevice::kNone) return std::nullopt;
-    if (zero.stage == 0)
-        fail(ErrorKind::kConfig, "zero_optimization.offload_optimizer.device " + config::to_string(offload.device) +
-                                     " needs zero_optimization.stage 1, 2 or 3 (got 0): offload moves the partitioned "
-                                     "optimizer state");
-    zero::OptimizerOffload out;
-    out.nvme = offload.device == config::OffloadDevice::kNvme;
-    out.nvme_path = offload.nvme_path;
-    out.pin_memory = offload.pin_memory;
-    const auto& aio = run.deepspeed.aio;
-    out.aio.block_size = static_cast<uint64_t>(aio.block_size);
-    out.aio.queue_depth = aio.queue_depth;
-    out.aio.thread_count = aio.thread_count;
-    out.aio.single_submit = aio.single_submit;
-    out.sub_group_size = zero.sub_group_size;
-    return out;
-}
-
 // The job after its checks: inputs, model, schedule, the loop, the final save.
 // Returns 0, or kExitPreempted after a SIGTERM stop with its checkpoint.
 int train(const config::RunConfig& run, const RankContext& rank, const Log& log, const std::string& resume_dir,
@@ -212,16 +190,13 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         log.warn("ZeRO stage 3 without LoRA: the optimizer state and gradients are partitioned; partitioning "
                  "trainable weights is not in this build yet (every rank holds the whole model)");
     const std::optional<zero::OptimizerOffload> optimizer_offload = optimizer_offload_for(run);
-    // offload_param (stage 3 with LoRA: the frozen base weights' slices) to host memory; NVMe for
-    // parameters is not in this build, so nvme keeps them in host memory too, saying so.
+    // offload_param (stage 3 with LoRA: the frozen base weights' slices) to host memory or NVMe.
     const bool offload_param = run.uses_deepspeed && zero_stage == 3 && args.use_peft_lora &&
                                zero.offload_param.device != config::OffloadDevice::kNone;
     if (main_rank && run.uses_deepspeed && zero.offload_param.device != config::OffloadDevice::kNone && !offload_param)
         log.warn("zero_optimization.offload_param: parameters are offloaded only under ZeRO stage 3 with LoRA in this "
                  "build; they stay on " + rank.device);
-    if (main_rank && offload_param && zero.offload_param.device == config::OffloadDevice::kNvme)
-        log.warn("zero_optimization.offload_param.device nvme: parameter swapping to NVMe is not in this build yet; "
-                 "the parameter slices stay in host memory (as with cpu)");
+
     const std::optional<quant::FourBitConfig> four_bit = four_bit_config(args);
     if (four_bit && !args.use_peft_lora)
         fail(ErrorKind::kConfig, "--use_4bit_quantization True needs --use_peft_lora True: 4-bit base weights are frozen, "
@@ -314,9 +289,9 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                                         : 10 * lm.config().hidden_size;
         partitioned.emplace(lm, rank.comm, rank.rank, rank.world_size, at::kFloat, device, persistence,
                             four_bit ? std::function<void(int)>(quantize_layer) : std::function<void(int)>(),
-                            offload_param);
+                            parameter_offload_for(run, offload_param));
         log.info("ZeRO-3: this rank holds " + std::to_string(partitioned->slice_bytes()) + " bytes" +
-                 (offload_param ? std::string(" (in host memory: offload_param)") : std::string()) + " of the " +
+                 (offload_param ? " (offload_param: in " + partitioned->slice_placement() + ")" : std::string()) + " of the " +
                  std::to_string(partitioned->full_bytes()) + " bytes of partitioned frozen weights (largest gathered part " +
                  std::to_string(partitioned->largest_part_bytes()) + " bytes), and " +
                  std::to_string(partitioned->persistent_bytes()) + " bytes of tensors under " + std::to_string(persistence) +

@@ -20,7 +20,8 @@ std::string part_name(int id) {
 
 PartitionedWeights::PartitionedWeights(model::CausalLM& model, dist::Comm* comm, int rank, int world_size,
                                        at::ScalarType dtype, const at::Device& device, int64_t persistence_threshold,
-                                       const std::function<void(int layer)>& prepare_layer, bool slices_on_host)
+                                       const std::function<void(int layer)>& prepare_layer,
+                                       const std::optional<ParameterOffload>& offload)
     : weights_(model.weights()),
       tied_(model.weights().lm_head.is_same(model.weights().embed_tokens)),
       comm_(comm),
@@ -29,10 +30,22 @@ PartitionedWeights::PartitionedWeights(model::CausalLM& model, dist::Comm* comm,
       world_size_(world_size),
       persistence_threshold_(persistence_threshold) {
     const auto options = at::TensorOptions().dtype(dtype).device(device);
-    if (slices_on_host)
-        slice_options_ = at::TensorOptions().device(at::kCPU).pinned_memory(device.is_cuda());
+    slices_on_host_ = offload.has_value();
+    if (offload)
+        slice_options_ = at::TensorOptions().device(at::kCPU).pinned_memory(device.is_cuda() && !offload->nvme);
     else
         slice_options_ = at::TensorOptions().device(device);
+    if (offload && offload->nvme) {
+        // At most: every frozen tensor's share at the wider of its and the target's element
+        // size, plus a page of padding per slice (parts x dtypes).
+        uint64_t capacity = 0, slices = 4;
+        for (const auto& [name, t] : model.named_weights())
+            if (t.defined() && !t.requires_grad())
+                capacity += static_cast<uint64_t>((t.numel() + world_size - 1) / world_size) *
+                            std::max<uint64_t>(t.element_size(), c10::elementSize(dtype));
+        slices += 2 * weights_.layers.size();
+        swap_ = std::make_unique<SliceSwap>(offload->nvme_path, capacity + slices * io::kDirectAlignment, offload->aio, rank);
+    }
     add_part(kEmbeddings, {{&weights_.embed_tokens, false}}, options);
     for (size_t i = 0; i < weights_.layers.size(); ++i) {
         if (prepare_layer) prepare_layer(static_cast<int>(i));
@@ -82,7 +95,7 @@ void PartitionedWeights::add_part(int id, const std::vector<Slot>& candidates, c
                                          ", fewer than the " +
                                          std::to_string(world_size_) + " ranks, so some ranks would hold none of it; run at most " +
                                          std::to_string(total) + " ranks, or zero_optimization.stage 2 (frozen weights whole on every rank)");
-        Group group{slots, shapes, FlatPartition(numels, rank_, world_size_), {}};
+        Group group{slots, shapes, FlatPartition(numels, rank_, world_size_), dtype, {}, 0};
         // Only the elements of [begin, end) are read: each tensor's overlap with this rank's slice.
         group.slice = at::zeros({group.layout.shard()}, slice_options_.dtype(dtype));
         const int64_t begin = group.layout.shard_begin(), end = begin + group.layout.shard();
@@ -94,6 +107,10 @@ void PartitionedWeights::add_part(int id, const std::vector<Slot>& candidates, c
                 .copy_(tensors[i].reshape({-1}).narrow(0, first - group.layout.offset(i), last - first));
         }
         for (at::Tensor* slot : slots) *slot = at::Tensor();
+        if (swap_) {
+            group.swapped = swap_->store(group.slice);
+            group.slice = at::Tensor();
+        }
         groups.push_back(std::move(group));
     }
     if (!groups.empty()) parts_.emplace(id, std::move(groups));
@@ -103,9 +120,17 @@ void PartitionedWeights::acquire(int id) {
     if (tied_ && id == kHead) acquire(kEmbeddings);
     const auto it = parts_.find(id);
     if (it != parts_.end()) {
-        for (Group& group : it->second) {
-            at::Tensor full = at::empty({group.layout.padded()}, group.slice.options().device(device_).pinned_memory(false));
-            const at::Tensor local = group.slice.device() == device_ ? group.slice : group.slice.to(device_, /*non_blocking=*/true);
+        std::vector<at::Tensor> swapped_in;
+        if (swap_) {
+            std::vector<size_t> indices;
+            for (const Group& group : it->second) indices.push_back(group.swapped);
+            swapped_in = swap_->load(indices);
+        }
+        for (size_t g = 0; g < it->second.size(); ++g) {
+            Group& group = it->second[g];
+            const at::Tensor slice = swap_ ? swapped_in[g] : group.slice;
+            at::Tensor full = at::empty({group.layout.padded()}, at::TensorOptions().dtype(group.dtype).device(device_));
+            const at::Tensor local = slice.device() == device_ ? slice : slice.to(device_, /*non_blocking=*/true);
             if (comm_) comm_->all_gather(full, local);
             else full.copy_(local);
             for (size_t i = 0; i < group.slots.size(); ++i)
@@ -113,6 +138,32 @@ void PartitionedWeights::acquire(int id) {
         }
     }
     if (tied_ && id == kHead) weights_.lm_head = weights_.embed_tokens;
+    if (swap_) {
+        if (const auto next = predicted_after(id)) {
+            const auto found = parts_.find(*next);
+            if (found != parts_.end()) {
+                std::vector<size_t> indices;
+                for (const Group& group : found->second) indices.push_back(group.swapped);
+                swap_->prefetch(indices);
+            }
+        }
+    }
+    last_acquired_ = id;
+}
+
+std::optional<int> PartitionedWeights::predicted_after(int part) const {
+    const int layers = static_cast<int>(weights_.layers.size());
+    if (part == kEmbeddings) return layers > 0 ? 0 : kFinalNorm;
+    if (part == kFinalNorm) return tied_ ? kEmbeddings : kHead;
+    if (part == kHead) return layers > 0 ? std::optional<int>(layers - 1) : std::nullopt;  // backward starts at the top
+    const bool backward = last_acquired_ == part + 1 || last_acquired_ == kHead;
+    if (backward) return part > 0 ? std::optional<int>(part - 1) : std::nullopt;
+    return part + 1 < layers ? part + 1 : kFinalNorm;
+}
+
+std::string PartitionedWeights::slice_placement() const {
+    if (swap_) return swap_->describe();
+    return slices_on_host_ ? (device_.is_cuda() ? "host memory (pinned)" : "host memory") : "device memory";
 }
 
 void PartitionedWeights::release(int id) {
@@ -134,14 +185,14 @@ bool PartitionedWeights::gathers(int id) const {
 int64_t PartitionedWeights::slice_bytes() const {
     int64_t bytes = 0;
     for (const auto& [id, groups] : parts_)
-        for (const Group& group : groups) bytes += group.slice.numel() * group.slice.element_size();
+        for (const Group& group : groups) bytes += group.layout.shard() * static_cast<int64_t>(c10::elementSize(group.dtype));
     return bytes;
 }
 
 int64_t PartitionedWeights::full_bytes() const {
     int64_t bytes = 0;
     for (const auto& [id, groups] : parts_)
-        for (const Group& group : groups) bytes += group.layout.total() * group.slice.element_size();
+        for (const Group& group : groups) bytes += group.layout.total() * static_cast<int64_t>(c10::elementSize(group.dtype));
     return bytes;
 }
 
@@ -149,7 +200,7 @@ int64_t PartitionedWeights::largest_part_bytes() const {
     int64_t largest = 0;
     for (const auto& [id, groups] : parts_) {
         int64_t bytes = 0;
-        for (const Group& group : groups) bytes += group.layout.padded() * group.slice.element_size();
+        for (const Group& group : groups) bytes += group.layout.padded() * static_cast<int64_t>(c10::elementSize(group.dtype));
         largest = std::max(largest, bytes);
     }
     return largest;

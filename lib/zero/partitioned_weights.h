@@ -14,13 +14,25 @@
 
 #include <functional>
 #include <map>
+#include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "dist/comm.h"
 #include "model/decoder.h"
+#include "io/direct_file.h"
 #include "zero/flat_partition.h"
+#include "zero/slice_swap.h"
 
 namespace ftl::zero {
+
+// DeepSpeed's offload_param: cpu (host memory) or nvme (a swap file in nvme_path).
+struct ParameterOffload {
+    bool nvme = false;
+    std::string nvme_path;
+    io::AioOptions aio;
+};
 
 class PartitionedWeights : public model::WeightResidency {
 public:
@@ -31,11 +43,13 @@ public:
     // stay whole on every rank, converted, and are never gathered. Collective-free; `comm` null =
     // one rank. `prepare_layer(i)`, when given, runs on decoder layer i just before its slices
     // are taken (QLoRA quantises the layer there, so no rank holds the whole model unquantised).
-    // `slices_on_host` (offload_param cpu): the slices stay in host memory (pinned with CUDA)
-    // and each is copied to `device` when its part is gathered.
+    // With `offload` (offload_param) the slices stay in host memory (pinned with CUDA), or on
+    // NVMe (zero/slice_swap.h, the next part read ahead), and each is copied to `device` when its
+    // part is gathered.
     PartitionedWeights(model::CausalLM& model, dist::Comm* comm, int rank, int world_size, at::ScalarType dtype,
                        const at::Device& device, int64_t persistence_threshold = 0,
-                       const std::function<void(int layer)>& prepare_layer = {}, bool slices_on_host = false);
+                       const std::function<void(int layer)>& prepare_layer = {},
+                       const std::optional<ParameterOffload>& offload = std::nullopt);
 
     void acquire(int part) override;
     void release(int part) override;
@@ -45,13 +59,16 @@ public:
     int64_t full_bytes() const;   // the partitioned tensors whole (what every rank would hold)
     int64_t persistent_bytes() const { return persistent_bytes_; }  // kept whole below the threshold
     int64_t largest_part_bytes() const;
+    std::string slice_placement() const;  // "device memory", "host memory", or the swap file
 
 private:
     struct Group {  // the tensors of one dtype in a part
         std::vector<at::Tensor*> slots;  // fields of the model's DecoderWeights
         std::vector<std::vector<int64_t>> shapes;
         FlatPartition layout;
-        at::Tensor slice;  // [shard]
+        at::ScalarType dtype;
+        at::Tensor slice;     // [shard]; undefined when swapped
+        size_t swapped = 0;   // its index in swap_ (offload_param nvme)
     };
     struct Slot {
         at::Tensor* tensor;
@@ -66,6 +83,12 @@ private:
     int rank_, world_size_;
     int64_t persistence_threshold_;
     at::TensorOptions slice_options_;  // where the slices live: device_, or host memory
+    bool slices_on_host_ = false;      // offload_param (cpu, or nvme between reads)
+    std::unique_ptr<SliceSwap> swap_;  // offload_param nvme
+    int last_acquired_ = kEmbeddings;
+    // The part likely gathered after `part` (forward: the next; backward's recompute: the one
+    // before), for the swap's read-ahead; nullopt when there is no guess.
+    std::optional<int> predicted_after(int part) const;
     int64_t persistent_bytes_ = 0;
     std::map<int, std::vector<Group>> parts_;
 };

@@ -1,4 +1,5 @@
-"""ZeRO-Offload (offload_optimizer cpu and nvme, offload_param cpu) against the plain run.
+"""ZeRO-Offload and ZeRO-Infinity (offload_optimizer and offload_param, cpu and nvme) against
+the plain run.
 
 The LoRA run of test_sft_parity (20 steps, AdamW with weight decay, cosine schedule, clipping) with
 a global batch of 4 rows, single rank without ZeRO as the reference. Checks:
@@ -7,7 +8,8 @@ a global batch of 4 rows, single rank without ZeRO as the reference. Checks:
                ZeRO-1 2 ranks x accumulation 2 cpu; ZeRO-3 2 ranks nvme with every tensor
                partitioned and sub_group_size 1000 (4 swapped sub-groups per rank, so reads,
                updates and write-backs overlap); ZeRO-3 2 ranks with optimizer and parameters on
-               cpu (each rank reports its parameter slices in host memory); the log names where
+               cpu, and on nvme (each rank reports where its parameter slices are: host memory,
+               or its params.swap file); the log names where
                the state lives. (On CPU ranks host and device memory are one: these runs prove the
                code paths and numbers, not the transfers, which need a GPU.)
   swap files   the nvme folder is empty after a run (each rank removes its swap file)
@@ -92,7 +94,11 @@ def main():
                  ("ZeRO-3 partitioned, 2 ranks, optimizer and parameters on cpu",
                   zero3_json_yaml(work, 2, "zero3_cpu", {"offload_optimizer": {"device": "cpu", "pin_memory": True},
                                                          "offload_param": {"device": "cpu", "pin_memory": True}}),
-                  2, 1, "host memory")]
+                  2, 1, "host memory"),
+                 ("ZeRO-3 partitioned, 2 ranks, optimizer and parameters on nvme",
+                  zero3_json_yaml(work, 2, "zero3_infinity", {"offload_optimizer": {"device": "nvme", "nvme_path": nvme},
+                                                              "offload_param": {"device": "nvme", "nvme_path": nvme}}),
+                  2, 1, "kernel AIO")]
         outs = {}
         for what, config, batch, accumulation, placement in cases:
             out = os.path.join(work, what.replace(" ", "_").replace(",", ""))
@@ -107,10 +113,11 @@ def main():
             named = [l for l in log.splitlines() if "offload_optimizer: this rank's optimizer state is in" in l]
             check(len(named) >= 1 and all(placement in l for l in named),
                   f"{what}: the log says where the state lives ({named[:1]})")
-            if "parameters on cpu" in what:
+            if "parameters on" in what:
+                where = "-params.swap" if "nvme" in what else "offload_param: in host memory"
                 held = [l for l in log.splitlines() if "ZeRO-3: this rank holds" in l]
-                check(len(held) == 2 and all("(in host memory: offload_param)" in l for l in held),
-                      f"{what}: each rank says its parameter slices are in host memory ({held[:1]})")
+                check(len(held) == 2 and all(where in l for l in held),
+                      f"{what}: each rank says where its parameter slices are ({held[:1]})")
             left = os.listdir(nvme)
             check(not left, f"{what}: no swap file left in the nvme folder ({left})")
 

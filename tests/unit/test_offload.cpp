@@ -12,6 +12,7 @@
 #include "io/direct_file.h"
 #include "optim/cpu_adamw.h"
 #include "zero/offloaded_adamw_state.h"
+#include "zero/slice_swap.h"
 #include "catch.h"  // last: replaces c10's CHECK macro
 
 using namespace ftl;
@@ -177,4 +178,34 @@ TEST_CASE("the NVMe-swapped optimizer state steps as in memory, over several sub
     }
     FTL_REQUIRE_ERROR(swapped.read(zero::OffloadedAdamWState::kExpAvg), ErrorKind::kIo, swap_file, "sub-group 2",
                       "CRC-32C", "--resume_from_checkpoint auto");
+}
+
+TEST_CASE("parameter slices swapped to NVMe come back as stored, read ahead or not", "[offload]") {
+    at::manual_seed(10);
+    const TempFolder folder;
+    io::AioOptions aio;
+    aio.block_size = 8192;
+    zero::SliceSwap swap(folder.path, 1 << 20, aio, 0);
+    const std::vector<at::Tensor> slices{at::randn({1001}), at::randn({3, 7}).to(at::kBFloat16).view({-1}),
+                                         at::randint(0, 255, {5000}, at::kByte)};
+    std::vector<size_t> indices;
+    for (const auto& t : slices) indices.push_back(swap.store(t));
+    const auto direct = swap.load({indices[1], indices[0]});
+    CHECK(at::equal(direct[0], slices[1]));
+    CHECK(at::equal(direct[1], slices[0]));
+    swap.prefetch({indices[2]});
+    const auto ahead = swap.load({indices[2]});
+    CHECK(at::equal(ahead[0], slices[2]));
+    swap.prefetch({indices[0]});  // a wrong guess: the next load reads what it needs
+    CHECK(at::equal(swap.load({indices[1]})[0], slices[1]));
+
+    std::string swap_file;
+    for (const auto& entry : std::filesystem::directory_iterator(folder.path)) swap_file = entry.path().string();
+    REQUIRE(swap_file.find("-params.swap") != std::string::npos);
+    {
+        std::fstream file(swap_file, std::ios::in | std::ios::out | std::ios::binary);
+        file.seekp(8192 + 5);  // inside the third slice (the first two take a page each)
+        file.put('\x01');
+    }
+    FTL_REQUIRE_ERROR(swap.load({indices[2]}), ErrorKind::kIo, swap_file, "slice 2", "CRC-32C");
 }
