@@ -1,86 +1,11 @@
 #include "model/load.h"
 
-#include <set>
-#include <sstream>
-
 #include "io/checkpoint.h"
 #include "model/tensor_io.h"
-#include "quant/four_bit.h"
+#include "model/weight_reader.h"
 #include "util/error.h"
 
 namespace ftl::model {
-namespace {
-
-std::string shape_text(at::IntArrayRef shape) {
-    std::ostringstream s;
-    s << shape;
-    return s.str();
-}
-
-class WeightReader {
-public:
-    WeightReader(const io::Checkpoint& ckpt, at::ScalarType dtype, at::Device device, bool keep_mapped)
-        : ckpt_(ckpt), dtype_(dtype), device_(device), keep_mapped_(keep_mapped) {}
-
-    at::Tensor read(const std::string& name, std::vector<int64_t> expected_shape) {
-        if (!ckpt_.contains(name))
-            fail(ErrorKind::kConfig, ckpt_.dir() + ": the checkpoint has no tensor '" + name +
-                                         "' that config.json implies (wrong config or truncated checkpoint?)");
-        const io::TensorView view = ckpt_.tensor(name);
-        if (view.shape != expected_shape)
-            fail(ErrorKind::kConfig, ckpt_.file_of(name).path() + ": tensor '" + name + "' has shape " +
-                                         shape_text(view.shape) + " but config.json implies " +
-                                         shape_text(expected_shape));
-        if (view.dtype == io::DType::kBool || view.dtype == io::DType::kU8 ||
-            view.dtype == io::DType::kI8 || view.dtype == io::DType::kI16 ||
-            view.dtype == io::DType::kI32 || view.dtype == io::DType::kI64)
-            fail(ErrorKind::kConfig, ckpt_.file_of(name).path() + ": tensor '" + name + "' has dtype " +
-                                         io::dtype_name(view.dtype) +
-                                         " (floating point expected)");
-        used_.insert(name);
-        at::Tensor mapped = mapped_tensor(ckpt_.shared_file_of(name), name);
-        if (keep_mapped_) return mapped;
-        // One pass from the mapped bytes to the target dtype and device.
-        return mapped.to(device_, dtype_, /*non_blocking=*/false, /*copy=*/true);
-    }
-    at::Tensor read_if(bool present, const std::string& name, std::vector<int64_t> shape) {
-        return present ? read(name, std::move(shape)) : at::Tensor();
-    }
-    // A linear's weight: floating point, or (a bitsandbytes 4-bit checkpoint) packed codes with
-    // their state, kept in their storage dtype on the device (or mapped).
-    std::pair<at::Tensor, std::shared_ptr<const quant::FourBitState>> read_linear(
-        const std::string& name, std::vector<int64_t> expected_shape, at::ScalarType compute_dtype) {
-        auto saved = [&](const std::string& key) -> at::Tensor {
-            if (!ckpt_.contains(key)) return {};
-            used_.insert(key);
-            return mapped_tensor(ckpt_.shared_file_of(key), key);
-        };
-        std::optional<quant::FourBitWeight> four_bit = quant::read_saved_four_bit(
-            name, saved, compute_dtype, keep_mapped_ ? at::Device(at::kCPU) : device_,
-            ckpt_.contains(name) ? ckpt_.file_of(name).path() : ckpt_.dir());
-        if (!four_bit) return {read(name, std::move(expected_shape)), nullptr};
-        if (four_bit->state->shape != expected_shape)
-            fail(ErrorKind::kConfig, ckpt_.file_of(name).path() + ": 4-bit tensor '" + name + "' has shape " +
-                                         shape_text(four_bit->state->shape) + " but config.json implies " +
-                                         shape_text(expected_shape));
-        return {four_bit->packed, four_bit->state};
-    }
-    std::vector<std::string> unused() const {
-        std::vector<std::string> out;
-        for (const auto& n : ckpt_.names())
-            if (!used_.count(n)) out.push_back(n);
-        return out;
-    }
-
-private:
-    const io::Checkpoint& ckpt_;
-    at::ScalarType dtype_;
-    at::Device device_;
-    bool keep_mapped_;
-    std::set<std::string> used_;
-};
-
-}  // namespace
 
 LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& options) {
     DecoderConfig config = read_decoder_config(model_dir);

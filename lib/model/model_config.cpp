@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "model/config_reader.h"
+
 #include "util/files.h"
 #include "util/error.h"
 #include "util/strings.h"
@@ -12,58 +14,7 @@ using nlohmann::json;
 
 namespace {
 
-class Reader {
-public:
-    Reader(const json& object, std::string source) : j_(object), source_(std::move(source)) {}
-
-    [[noreturn]] void bad(const std::string& key, const std::string& rule) const {
-        auto it = j_.find(key);
-        fail(ErrorKind::kConfig, source_ + ": " + key + ": " + rule +
-                                     (it == j_.end() ? std::string(" (missing)") : " (got " + it->dump() + ")"));
-    }
-    bool has(const std::string& key) const { return j_.contains(key) && !j_.at(key).is_null(); }
-
-    int64_t integer(const std::string& key, std::optional<int64_t> fallback = std::nullopt,
-                    int64_t min = 1) const {
-        if (!has(key)) {
-            if (fallback) return *fallback;
-            bad(key, "required integer");
-        }
-        const json& v = j_.at(key);
-        if (!v.is_number_integer()) bad(key, "must be an integer");
-        int64_t x = v.get<int64_t>();
-        if (x < min) bad(key, "must be >= " + std::to_string(min));
-        return x;
-    }
-    double number(const std::string& key, double fallback) const {
-        if (!has(key)) return fallback;
-        if (!j_.at(key).is_number()) bad(key, "must be a number");
-        return j_.at(key).get<double>();
-    }
-    bool boolean(const std::string& key, bool fallback) const {
-        if (!has(key)) return fallback;
-        if (!j_.at(key).is_boolean()) bad(key, "must be true or false");
-        return j_.at(key).get<bool>();
-    }
-    std::string text(const std::string& key, const std::string& fallback) const {
-        if (!has(key)) return fallback;
-        if (!j_.at(key).is_string()) bad(key, "must be a string");
-        return j_.at(key).get<std::string>();
-    }
-    std::optional<int64_t> token_id(const std::string& key) const {
-        if (!has(key)) return std::nullopt;
-        const json& v = j_.at(key);
-        if (v.is_number_integer()) return v.get<int64_t>();
-        if (v.is_array() && !v.empty() && v[0].is_number_integer()) return v[0].get<int64_t>();
-        bad(key, "must be a token id or a list of them");
-    }
-
-private:
-    const json& j_;
-    std::string source_;
-};
-
-RopeConfig parse_rope(const json& config, const Reader& top, int64_t max_positions,
+RopeConfig parse_rope(const json& config, const ConfigReader& top, int64_t max_positions,
                       const std::string& source) {
     // transformers 5 writes `rope_parameters`; older files `rope_scaling` (+ top-level rope_theta).
     std::string key = "rope_parameters";
@@ -75,7 +26,7 @@ RopeConfig parse_rope(const json& config, const Reader& top, int64_t max_positio
         params = config.at("rope_scaling");
     }
     if (!params.is_object()) top.bad(key, "must be an object");
-    Reader r(params, source + ": " + key);
+    ConfigReader r(params, source + ": " + key);
     RopeConfig rope;
     rope.theta = r.number("rope_theta", top.number("rope_theta", 10000.0));
     const std::string type = r.text("rope_type", r.text("type", "default"));
@@ -130,7 +81,7 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
     json config = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
     if (config.is_discarded() || !config.is_object())
         fail(ErrorKind::kConfig, source + ": not a JSON object (malformed config.json)");
-    Reader r(config, source);
+    ConfigReader r(config, source);
     DecoderConfig c;
     c.model_type = r.text("model_type", "");
     const auto& types = supported_model_types();
@@ -195,7 +146,7 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
     if (r.has("quantization_config")) {
         const json& q = config.at("quantization_config");
         if (!q.is_object()) r.bad("quantization_config", "must be an object");
-        const Reader qr(q, source + ": quantization_config");
+        const ConfigReader qr(q, source + ": quantization_config");
         const std::string method = qr.text("quant_method", "");
         if (method != "bitsandbytes" || qr.boolean("load_in_8bit", false) || !qr.boolean("load_in_4bit", false))
             r.bad("quantization_config", "only bitsandbytes 4-bit checkpoints (quant_method bitsandbytes, load_in_4bit "

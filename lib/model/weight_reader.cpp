@@ -1,0 +1,68 @@
+#include "model/weight_reader.h"
+
+#include <sstream>
+
+#include "model/tensor_io.h"
+#include "util/error.h"
+
+namespace ftl::model {
+namespace {
+
+std::string shape_text(at::IntArrayRef shape) {
+    std::ostringstream s;
+    s << shape;
+    return s.str();
+}
+
+}  // namespace
+
+at::Tensor WeightReader::read(const std::string& name, std::vector<int64_t> expected_shape) {
+    if (!ckpt_.contains(name))
+        fail(ErrorKind::kConfig, ckpt_.dir() + ": the checkpoint has no tensor '" + name +
+                                     "' that config.json implies (wrong config or "
+                                     "truncated checkpoint?)");
+    const io::TensorView view = ckpt_.tensor(name);
+    if (view.shape != expected_shape)
+        fail(ErrorKind::kConfig, ckpt_.file_of(name).path() + ": tensor '" + name + "' has shape " +
+                                     shape_text(view.shape) + " but config.json implies " + shape_text(expected_shape));
+    if (view.dtype == io::DType::kBool || view.dtype == io::DType::kU8 || view.dtype == io::DType::kI8 ||
+        view.dtype == io::DType::kI16 || view.dtype == io::DType::kI32 || view.dtype == io::DType::kI64)
+        fail(ErrorKind::kConfig, ckpt_.file_of(name).path() + ": tensor '" + name + "' has dtype " +
+                                     io::dtype_name(view.dtype) + " (floating point expected)");
+    used_.insert(name);
+    at::Tensor mapped = mapped_tensor(ckpt_.shared_file_of(name), name);
+    if (keep_mapped_) return mapped;
+    // One pass from the mapped bytes to the target dtype and device.
+    return mapped.to(device_, dtype_, /*non_blocking=*/false, /*copy=*/true);
+}
+
+at::Tensor WeightReader::read_if(bool present, const std::string& name, std::vector<int64_t> shape) {
+    return present ? read(name, std::move(shape)) : at::Tensor();
+}
+
+std::pair<at::Tensor, std::shared_ptr<const quant::FourBitState>> WeightReader::read_linear(
+    const std::string& name, std::vector<int64_t> expected_shape, at::ScalarType compute_dtype) {
+    auto saved = [&](const std::string& key) -> at::Tensor {
+        if (!ckpt_.contains(key)) return {};
+        used_.insert(key);
+        return mapped_tensor(ckpt_.shared_file_of(key), key);
+    };
+    std::optional<quant::FourBitWeight> four_bit =
+        quant::read_saved_four_bit(name, saved, compute_dtype, keep_mapped_ ? at::Device(at::kCPU) : device_,
+                                   ckpt_.contains(name) ? ckpt_.file_of(name).path() : ckpt_.dir());
+    if (!four_bit) return {read(name, std::move(expected_shape)), nullptr};
+    if (four_bit->state->shape != expected_shape)
+        fail(ErrorKind::kConfig, ckpt_.file_of(name).path() + ": 4-bit tensor '" + name + "' has shape " +
+                                     shape_text(four_bit->state->shape) + " but config.json implies " +
+                                     shape_text(expected_shape));
+    return {four_bit->packed, four_bit->state};
+}
+
+std::vector<std::string> WeightReader::unused() const {
+    std::vector<std::string> out;
+    for (const auto& n : ckpt_.names())
+        if (!used_.count(n)) out.push_back(n);
+    return out;
+}
+
+}  // namespace ftl::model

@@ -1,0 +1,48 @@
+// Reads a model's weights from a checkpoint folder by their HF names, each
+// checked against the shape config.json implies: a missing tensor, a wrong
+// shape or a non-float dtype is ftl::Error(kConfig) naming the tensor, the file
+// and both shapes. Remembers what it read, so the rest can be reported unused.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "io/checkpoint.h"
+#include "quant/four_bit.h"
+
+namespace ftl::model {
+
+class WeightReader {
+public:
+    // `keep_mapped`: return zero-copy views of the mapped file (dtype and device
+    // ignored).
+    WeightReader(const io::Checkpoint& ckpt, at::ScalarType dtype, at::Device device, bool keep_mapped)
+        : ckpt_(ckpt), dtype_(dtype), device_(device), keep_mapped_(keep_mapped) {}
+
+    // The tensor `name` in the target dtype on the target device.
+    at::Tensor read(const std::string& name, std::vector<int64_t> expected_shape);
+    // read() when `present`, else an undefined tensor.
+    at::Tensor read_if(bool present, const std::string& name, std::vector<int64_t> shape);
+    // A linear's weight: floating point, or (a bitsandbytes 4-bit checkpoint)
+    // packed codes with their state, kept in their storage dtype on the device
+    // (or mapped).
+    std::pair<at::Tensor, std::shared_ptr<const quant::FourBitState>> read_linear(const std::string& name,
+                                                                                  std::vector<int64_t> expected_shape,
+                                                                                  at::ScalarType compute_dtype);
+    bool contains(const std::string& name) const { return ckpt_.contains(name); }
+    std::vector<std::string> unused() const;  // tensors of the checkpoint not read
+
+private:
+    const io::Checkpoint& ckpt_;
+    at::ScalarType dtype_;
+    at::Device device_;
+    bool keep_mapped_;
+    std::set<std::string> used_;
+};
+
+}  // namespace ftl::model
