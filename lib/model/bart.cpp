@@ -1,0 +1,142 @@
+#include "model/bart.h"
+
+#include <cmath>
+
+#include "util/error.h"
+
+namespace ftl::model {
+namespace {
+
+constexpr int64_t kPositionOffset = 2;  // BartLearnedPositionalEmbedding's offset
+constexpr double kLayerNormEps = 1e-5;  // nn.LayerNorm's default, which BART keeps
+
+at::Tensor layer_norm(const at::Tensor& x, const LayerNorm& norm) {
+    return at::layer_norm(x, {x.size(-1)}, norm.weight, norm.bias, kLayerNormEps);
+}
+
+// [B, L] (1 = token) -> [B, 1, 1, L] bool (true = may attend), or undefined when nothing is padding.
+at::Tensor key_padding_mask(const at::Tensor& mask) {
+    if (!mask.defined() || mask.all().item<bool>()) return {};
+    return mask.to(at::kBool).unsqueeze(1).unsqueeze(1);
+}
+
+}  // namespace
+
+Seq2SeqLM::Seq2SeqLM(BartConfig config, BartWeights weights) : config_(std::move(config)), weights_(std::move(weights)) {
+    if (static_cast<int64_t>(weights_.encoder.layers.size()) != config_.encoder_layers ||
+        static_cast<int64_t>(weights_.decoder.layers.size()) != config_.decoder_layers)
+        fail(ErrorKind::kInternal, "Seq2SeqLM: layer counts differ from the config");
+}
+
+std::vector<std::pair<std::string, at::Tensor>> Seq2SeqLM::named_weights() {
+    std::vector<std::pair<std::string, at::Tensor>> out{{"model.shared.weight", weights_.shared}};
+    auto linear = [&](const std::string& name, Linear& l) {
+        out.emplace_back(name + ".weight", l.weight);
+        out.emplace_back(name + ".bias", l.bias);
+    };
+    auto norm = [&](const std::string& name, LayerNorm& n) {
+        out.emplace_back(name + ".weight", n.weight);
+        out.emplace_back(name + ".bias", n.bias);
+    };
+    auto attention = [&](const std::string& name, BartAttention& a) {
+        linear(name + ".q_proj", a.q_proj);
+        linear(name + ".k_proj", a.k_proj);
+        linear(name + ".v_proj", a.v_proj);
+        linear(name + ".out_proj", a.out_proj);
+    };
+    for (auto [prefix, stack] : {std::pair<std::string, BartStack*>{"model.encoder", &weights_.encoder},
+                                 std::pair<std::string, BartStack*>{"model.decoder", &weights_.decoder}}) {
+        out.emplace_back(prefix + ".embed_positions.weight", stack->positions);
+        norm(prefix + ".layernorm_embedding", stack->layernorm_embedding);
+        for (size_t i = 0; i < stack->layers.size(); ++i) {
+            BartLayer& l = stack->layers[i];
+            const std::string p = prefix + ".layers." + std::to_string(i) + ".";
+            attention(p + "self_attn", l.self_attn);
+            norm(p + "self_attn_layer_norm", l.self_attn_layer_norm);
+            if (l.cross_attn) {
+                attention(p + "encoder_attn", *l.cross_attn);
+                norm(p + "encoder_attn_layer_norm", l.cross_attn_layer_norm);
+            }
+            linear(p + "fc1", l.fc1);
+            linear(p + "fc2", l.fc2);
+            norm(p + "final_layer_norm", l.final_layer_norm);
+        }
+    }
+    return out;
+}
+
+at::Tensor Seq2SeqLM::embed(const BartStack& stack, const at::Tensor& ids) const {
+    const double scale = config_.scale_embedding ? std::sqrt(static_cast<double>(config_.d_model)) : 1.0;
+    at::Tensor tokens = at::embedding(weights_.shared, ids) * scale;
+    const at::Tensor positions = at::arange(ids.size(1), ids.options()) + kPositionOffset;
+    return layer_norm(tokens + at::embedding(stack.positions, positions), stack.layernorm_embedding);
+}
+
+at::Tensor Seq2SeqLM::attention(const BartAttention& a, const at::Tensor& x, const at::Tensor& memory,
+                                const at::Tensor& mask, bool causal, int64_t heads, const ForwardOptions& options) const {
+    const int64_t rows = x.size(0), d = config_.d_model / heads;
+    // [B, L, H] -> [B, heads, L, d]
+    auto split = [&](const at::Tensor& t) { return t.view({rows, t.size(1), heads, d}).transpose(1, 2); };
+    const at::Tensor q = split(apply_linear(a.q_proj, x, options));
+    const at::Tensor k = split(apply_linear(a.k_proj, memory, options));
+    const at::Tensor v = split(apply_linear(a.v_proj, memory, options));
+    at::Tensor attn_mask = mask;
+    if (causal && mask.defined()) {  // padding and causality together
+        const int64_t t = x.size(1);
+        attn_mask = mask & at::ones({t, t}, mask.options()).tril();
+        causal = false;
+    }
+    const at::Tensor out = at::scaled_dot_product_attention(
+        q, k, v, attn_mask.defined() ? std::optional<at::Tensor>(attn_mask) : std::nullopt, /*dropout_p=*/0.0, causal,
+        /*scale=*/1.0 / std::sqrt(static_cast<double>(d)));
+    return apply_linear(a.out_proj, out.transpose(1, 2).reshape({rows, x.size(1), config_.d_model}), options);
+}
+
+at::Tensor Seq2SeqLM::feed_forward(const BartLayer& layer, const at::Tensor& x, const ForwardOptions& options) const {
+    at::Tensor h = apply_linear(layer.fc1, x, options);
+    if (config_.activation_function == "gelu") h = at::gelu(h);
+    else if (config_.activation_function == "gelu_new") h = at::gelu(h, "tanh");
+    else h = at::relu(h);
+    return apply_linear(layer.fc2, h, options);
+}
+
+at::Tensor Seq2SeqLM::encode(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                             const ForwardOptions& options) const {
+    at::Tensor h = embed(weights_.encoder, input_ids);
+    const at::Tensor mask = key_padding_mask(attention_mask);
+    for (const BartLayer& l : weights_.encoder.layers) {
+        h = layer_norm(h + attention(l.self_attn, h, h, mask, false, config_.encoder_attention_heads, options),
+                       l.self_attn_layer_norm);
+        h = layer_norm(h + feed_forward(l, h, options), l.final_layer_norm);
+    }
+    return h;
+}
+
+at::Tensor Seq2SeqLM::decode(const at::Tensor& decoder_input_ids, const at::Tensor& decoder_attention_mask,
+                             const at::Tensor& encoder_states, const at::Tensor& encoder_mask,
+                             const ForwardOptions& options) const {
+    at::Tensor h = embed(weights_.decoder, decoder_input_ids);
+    const at::Tensor self_mask = key_padding_mask(decoder_attention_mask);
+    const at::Tensor cross_mask = key_padding_mask(encoder_mask);
+    for (const BartLayer& l : weights_.decoder.layers) {
+        h = layer_norm(h + attention(l.self_attn, h, h, self_mask, true, config_.decoder_attention_heads, options),
+                       l.self_attn_layer_norm);
+        h = layer_norm(h + attention(*l.cross_attn, h, encoder_states, cross_mask, false,
+                                     config_.decoder_attention_heads, options),
+                       l.cross_attn_layer_norm);
+        h = layer_norm(h + feed_forward(l, h, options), l.final_layer_norm);
+    }
+    return h;
+}
+
+at::Tensor Seq2SeqLM::logits(const at::Tensor& decoder_states) const {
+    return at::linear(decoder_states, weights_.shared) + weights_.final_logits_bias.to(decoder_states.scalar_type());
+}
+
+at::Tensor shift_tokens_right(const at::Tensor& labels, int64_t pad_token_id, int64_t decoder_start_token_id) {
+    at::Tensor shifted = at::full_like(labels, decoder_start_token_id);
+    shifted.narrow(1, 1, labels.size(1) - 1).copy_(labels.narrow(1, 0, labels.size(1) - 1));
+    return shifted.masked_fill_(shifted == -100, pad_token_id);
+}
+
+}  // namespace ftl::model

@@ -1,0 +1,121 @@
+// BART (Lewis et al. 2019) as transformers' BartForConditionalGeneration computes it, in ATen ops:
+//
+//   encoder: h = layernorm_embedding(shared(x) * embed_scale + positions[t + 2]);
+//            per layer (post-norm): h = LN(h + self_attn(h)); h = LN(h + fc2(act(fc1(h))))
+//   decoder: the same embedding (its own positions and layernorm_embedding); per layer:
+//            h = LN(h + causal self_attn(h)); h = LN(h + cross_attn(h, encoder states));
+//            h = LN(h + fc2(act(fc1(h))))
+//   logits = h @ shared^T + final_logits_bias (lm_head tied to the shared embeddings)
+// Attention: every projection has a bias; scores scaled by head_dim^-0.5; the encoder's padding
+// keys are masked in its self-attention and in the decoder's cross-attention. Learned positions
+// start at row 2 (BART's offset). Dropout (config dropout, attention_dropout, activation_dropout)
+// is not applied: this is the model in eval mode; adapters apply their own dropout in training.
+// Shapes: B rows, S source tokens, T target tokens, H = d_model, V vocabulary.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "model/decoder.h"
+#include "model/load.h"
+
+namespace ftl::model {
+
+struct BartConfig {
+    int64_t vocab_size = 0;
+    int64_t d_model = 0;
+    int64_t encoder_layers = 0, decoder_layers = 0;
+    int64_t encoder_attention_heads = 0, decoder_attention_heads = 0;
+    int64_t encoder_ffn_dim = 0, decoder_ffn_dim = 0;
+    int64_t max_position_embeddings = 0;
+    std::string activation_function = "gelu";  // gelu (erf), gelu_new (tanh), relu
+    bool scale_embedding = false;              // embeddings times sqrt(d_model)
+    int64_t pad_token_id = 1;
+    int64_t bos_token_id = 0;
+    int64_t eos_token_id = 2;
+    int64_t decoder_start_token_id = 2;
+    std::optional<int64_t> forced_eos_token_id;
+    std::string torch_dtype;
+};
+
+// config.json of a `bart` model; any other model_type, or a value outside its rule, is
+// ftl::Error(kConfig) naming the file, the key and the value.
+BartConfig read_bart_config(const std::string& model_dir);
+
+struct LayerNorm {
+    at::Tensor weight, bias;  // [H]
+};
+
+struct BartAttention {
+    Linear q_proj, k_proj, v_proj, out_proj;  // [H, H] with biases
+};
+
+struct BartLayer {  // an encoder layer leaves cross_attn and its norm empty
+    BartAttention self_attn;
+    LayerNorm self_attn_layer_norm;
+    std::optional<BartAttention> cross_attn;  // HF: encoder_attn
+    LayerNorm cross_attn_layer_norm;          // HF: encoder_attn_layer_norm
+    Linear fc1, fc2;                          // [F, H], [H, F]
+    LayerNorm final_layer_norm;
+};
+
+struct BartStack {
+    at::Tensor positions;  // [max_position_embeddings + 2, H]
+    LayerNorm layernorm_embedding;
+    std::vector<BartLayer> layers;
+};
+
+struct BartWeights {
+    at::Tensor shared;             // [V, H]: both stacks' embeddings and the lm_head
+    at::Tensor final_logits_bias;  // [1, V] (a buffer: never trained)
+    BartStack encoder, decoder;
+};
+
+class Seq2SeqLM {
+public:
+    Seq2SeqLM(BartConfig config, BartWeights weights);
+
+    const BartConfig& config() const { return config_; }
+    BartWeights& weights() { return weights_; }
+    // (HF name, tensor) for every trained weight: model.shared.weight, model.encoder.*, model.decoder.*.
+    std::vector<std::pair<std::string, at::Tensor>> named_weights();
+
+    // Encoder states [B, S, H]; `attention_mask` [B, S] (1 = token, 0 = padding).
+    at::Tensor encode(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                      const ForwardOptions& options = {}) const;
+    // Decoder states [B, T, H] for `decoder_input_ids` [B, T] (causal; `decoder_attention_mask`
+    // optional) attending to `encoder_states` with its mask.
+    at::Tensor decode(const at::Tensor& decoder_input_ids, const at::Tensor& decoder_attention_mask,
+                      const at::Tensor& encoder_states, const at::Tensor& encoder_mask,
+                      const ForwardOptions& options = {}) const;
+    // Logits [B, T, V] from decoder states.
+    at::Tensor logits(const at::Tensor& decoder_states) const;
+
+private:
+    at::Tensor embed(const BartStack& stack, const at::Tensor& ids) const;
+    at::Tensor attention(const BartAttention& a, const at::Tensor& x, const at::Tensor& memory, const at::Tensor& mask,
+                         bool causal, int64_t heads, const ForwardOptions& options) const;
+    at::Tensor feed_forward(const BartLayer& layer, const at::Tensor& x, const ForwardOptions& options) const;
+
+    BartConfig config_;
+    BartWeights weights_;
+};
+
+// transformers' shift_tokens_right: [decoder_start, labels[:-1]] with -100 replaced by pad.
+at::Tensor shift_tokens_right(const at::Tensor& labels, int64_t pad_token_id, int64_t decoder_start_token_id);
+
+struct LoadedSeq2Seq {
+    Seq2SeqLM model;
+    std::vector<std::string> unused_tensors;
+};
+
+// A BART folder (config.json + safetensors) as BartForConditionalGeneration.from_pretrained
+// builds it: the shared embeddings from model.shared.weight (or, in older files,
+// model.encoder.embed_tokens.weight); final_logits_bias zero when absent, as transformers does.
+LoadedSeq2Seq load_bart(const std::string& model_dir, const LoadOptions& options = {});
+
+}  // namespace ftl::model

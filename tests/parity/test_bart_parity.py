@@ -1,0 +1,111 @@
+"""BART (encoder-decoder) parity with transformers' BartForConditionalGeneration, CPU fp32.
+
+Two tiny random BARTs made here (every LayerNorm and final_logits_bias randomised so each is seen):
+  A  gelu, no embedding scale, 4 heads, 2+2 layers, tied embeddings
+  B  relu, scale_embedding (x sqrt(d_model)), 2 heads, 1 encoder + 3 decoder layers
+A batch of 3 rows with right-padded sources (attention_mask 0 on padding) and labels with -100
+tails; the decoder reads shift_tokens_right(labels). Checks, against the model in eval mode:
+  logits   max |ours - HF| / max |HF| <= 1e-5
+  loss     relative difference <= 1e-5 (mean cross-entropy over counted labels)
+  grads    every trained weight's gradient: |ours - HF| / |HF| (norms) <= 1e-4
+  bad      a folder whose config.json says model_type t5 -> exit 1 naming model_type and bart
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import check, finish  # noqa: E402
+
+PROBE = os.environ["FTL_SEQ2SEQ_PROBE"]
+VOCAB = 61
+
+
+def make_model(folder, **config):
+    torch.manual_seed(3)
+    cfg = transformers.BartConfig(vocab_size=VOCAB, d_model=16, max_position_embeddings=32, encoder_ffn_dim=24,
+                                  decoder_ffn_dim=24, dropout=0.1, attention_dropout=0.1, activation_dropout=0.1,
+                                  **config)
+    model = transformers.BartForConditionalGeneration(cfg)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0, 0.1)
+        model.final_logits_bias.normal_(0, 0.5)
+    model.save_pretrained(folder)
+    return model.eval()
+
+
+def batch():
+    g = torch.Generator().manual_seed(5)
+    input_ids = torch.randint(3, VOCAB, (3, 7), generator=g)
+    mask = torch.ones(3, 7, dtype=torch.long)
+    mask[1, 5:] = 0
+    mask[2, 3:] = 0
+    input_ids[mask == 0] = 1  # pad
+    labels = torch.randint(3, VOCAB, (3, 5), generator=g)
+    labels[0, 4:] = -100
+    labels[2, 2:] = -100
+    return input_ids, mask, labels
+
+
+def rel(a, b):
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def compare(name, work, **config):
+    folder = os.path.join(work, name)
+    model = make_model(folder, **config)
+    input_ids, mask, labels = batch()
+    out = model(input_ids=input_ids, attention_mask=mask, labels=labels)
+    out.loss.backward()
+    inputs, result = os.path.join(work, f"{name}_in.safetensors"), os.path.join(work, f"{name}_out.safetensors")
+    save_file({"input_ids": input_ids, "attention_mask": mask, "labels": labels}, inputs)
+    proc = subprocess.run([PROBE, folder, inputs, result], capture_output=True, text=True)
+    if not check(proc.returncode == 0, f"{name}: the probe runs ({proc.stderr.strip()[-300:]})"):
+        return
+    ours = load_file(result)
+    diff = ((ours["logits"] - out.logits).abs().max() / out.logits.abs().max()).item()
+    check(diff <= 1e-5, f"{name}: logits max rel diff {diff:.2e} <= 1e-5")
+    loss_diff = abs(ours["loss"].item() - out.loss.item()) / abs(out.loss.item())
+    check(loss_diff <= 1e-5, f"{name}: loss {ours['loss'].item():.6f} vs {out.loss.item():.6f}, rel diff {loss_diff:.2e}")
+    worst, worst_name, missing = 0.0, "", []
+    for pname, p in model.named_parameters():
+        key = "grad." + pname
+        if key not in ours:
+            missing.append(pname)
+            continue
+        d = rel(ours[key], p.grad)
+        if d > worst:
+            worst, worst_name = d, pname
+    check(not missing, f"{name}: a gradient for every HF parameter (missing: {missing[:3]})")
+    check(worst <= 1e-4, f"{name}: worst gradient rel diff {worst:.2e} ({worst_name}) <= 1e-4")
+
+
+def main():
+    with tempfile.TemporaryDirectory() as work:
+        compare("A", work, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4)
+        compare("B", work, encoder_layers=1, decoder_layers=3, encoder_attention_heads=2, decoder_attention_heads=2,
+                activation_function="relu", scale_embedding=True)
+        t5 = os.path.join(work, "t5")
+        os.makedirs(t5)
+        with open(os.path.join(work, "A", "config.json")) as f:
+            config = json.load(f)
+        config["model_type"] = "t5"
+        with open(os.path.join(t5, "config.json"), "w") as f:
+            json.dump(config, f)
+        proc = subprocess.run([PROBE, t5, "unused", "unused"], capture_output=True, text=True)
+        check(proc.returncode == 1 and "model_type" in proc.stderr and "must be bart" in proc.stderr,
+              f"model_type t5: a clear error ({proc.stderr.strip()})")
+    finish("BART matches transformers")
+
+
+if __name__ == "__main__":
+    main()
