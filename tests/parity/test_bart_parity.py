@@ -1,6 +1,7 @@
 """BART (encoder-decoder) parity with transformers' BartForConditionalGeneration, CPU fp32.
 
-Two tiny random BARTs made here (every LayerNorm and final_logits_bias randomised so each is seen):
+Two tiny random BARTs made here (init_std 0.6 so rows generate differently; every LayerNorm and
+final_logits_bias randomised so each is seen):
   A  gelu, no embedding scale, 4 heads, 2+2 layers, tied embeddings
   B  relu, scale_embedding (x sqrt(d_model)), 2 heads, 1 encoder + 3 decoder layers
 A batch of 3 rows with right-padded sources (attention_mask 0 on padding) and labels with -100
@@ -8,6 +9,9 @@ tails; the decoder reads shift_tokens_right(labels). Checks, against the model i
   logits   max |ours - HF| / max |HF| <= 1e-5
   loss     relative difference <= 1e-5 (mean cross-entropy over counted labels)
   grads    every trained weight's gradient: |ours - HF| / |HF| (norms) <= 1e-4
+  generate greedy generate(max_new_tokens=8, num_beams=1) equals transformers' token for token
+           (A with eos_token_id [2, 38], so a row finishes early and is padded; B with
+           forced_bos_token_id 0: the forced-BOS step; both with forced_eos_token_id at the end)
   bad      a folder whose config.json says model_type t5 -> exit 1 naming model_type and bart
 """
 import json
@@ -27,18 +31,21 @@ PROBE = os.environ["FTL_SEQ2SEQ_PROBE"]
 VOCAB = 61
 
 
-def make_model(folder, **config):
+def make_model(folder, forced_bos=None, eos=None, **config):
     torch.manual_seed(3)
     cfg = transformers.BartConfig(vocab_size=VOCAB, d_model=16, max_position_embeddings=32, encoder_ffn_dim=24,
                                   decoder_ffn_dim=24, dropout=0.1, attention_dropout=0.1, activation_dropout=0.1,
-                                  **config)
+                                  init_std=0.6, **config)
     model = transformers.BartForConditionalGeneration(cfg)
     with torch.no_grad():
         for name, module in model.named_modules():
             if isinstance(module, torch.nn.LayerNorm):
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.normal_(0, 0.1)
-        model.final_logits_bias.normal_(0, 0.5)
+        model.final_logits_bias.normal_(0, 0.3)
+    model.generation_config.forced_bos_token_id = forced_bos
+    if eos is not None:
+        model.generation_config.eos_token_id = eos
     model.save_pretrained(folder)
     return model.eval()
 
@@ -60,9 +67,9 @@ def rel(a, b):
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
-def compare(name, work, **config):
+def compare(name, work, forced_bos=None, eos=None, **config):
     folder = os.path.join(work, name)
-    model = make_model(folder, **config)
+    model = make_model(folder, forced_bos, eos, **config)
     input_ids, mask, labels = batch()
     out = model(input_ids=input_ids, attention_mask=mask, labels=labels)
     out.loss.backward()
@@ -88,11 +95,22 @@ def compare(name, work, **config):
     check(not missing, f"{name}: a gradient for every HF parameter (missing: {missing[:3]})")
     check(worst <= 1e-4, f"{name}: worst gradient rel diff {worst:.2e} ({worst_name}) <= 1e-4")
 
+    with torch.no_grad():
+        reference = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=8, num_beams=1,
+                                   do_sample=False)
+    generated = os.path.join(work, f"{name}_generated.safetensors")
+    proc = subprocess.run([PROBE, folder, inputs, generated, "--generate", "8"], capture_output=True, text=True)
+    if check(proc.returncode == 0, f"{name}: the probe generates ({proc.stderr.strip()[-300:]})"):
+        sequences = load_file(generated)["sequences"]
+        check(sequences.shape == reference.shape and torch.equal(sequences, reference),
+              f"{name}: greedy generation equals transformers' token for token\n  ours {sequences.tolist()}\n"
+              f"  HF   {reference.tolist()}")
+
 
 def main():
     with tempfile.TemporaryDirectory() as work:
-        compare("A", work, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4)
-        compare("B", work, encoder_layers=1, decoder_layers=3, encoder_attention_heads=2, decoder_attention_heads=2,
+        compare("A", work, eos=[2, 38], encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4)
+        compare("B", work, forced_bos=0, encoder_layers=1, decoder_layers=3, encoder_attention_heads=2, decoder_attention_heads=2,
                 activation_function="relu", scale_embedding=True)
         t5 = os.path.join(work, "t5")
         os.makedirs(t5)
