@@ -2,6 +2,8 @@
 
 #include <ATen/core/grad_mode.h>
 
+#include <algorithm>
+#include <cmath>
 #include <limits>
 #include <nlohmann/json.hpp>
 
@@ -46,29 +48,56 @@ GenerationConfig read_generation_config(const std::string& model_dir, const Bart
     if (r.has("forced_eos_token_id")) c.forced_eos_token_id = r.integer("forced_eos_token_id", std::nullopt, 0);
     if (r.has("max_new_tokens")) c.max_new_tokens = r.integer("max_new_tokens");
     else if (r.has("max_length")) c.max_new_tokens = r.integer("max_length", std::nullopt, 2) - 1;
+    c.num_beams = r.integer("num_beams", 1);
+    c.length_penalty = r.number("length_penalty", 1.0);
+    if (r.has("early_stopping")) {
+        const auto& early = j.at("early_stopping");
+        if (early.is_boolean())
+            c.early_stopping = early.get<bool>() ? GenerationConfig::EarlyStopping::kTrue : GenerationConfig::EarlyStopping::kFalse;
+        else if (early.is_string() && early.get<std::string>() == "never")
+            c.early_stopping = GenerationConfig::EarlyStopping::kNever;
+        else
+            r.bad("early_stopping", "must be true, false or \"never\"");
+    }
     return c;
 }
 
-at::Tensor greedy_generate(const Seq2SeqLM& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                           const GenerationConfig& config) {
+namespace {
+
+// Logits processors transformers applies here, in its order: forced BOS at the first step,
+// forced EOS at the last allowed one. `scores` [N, V].
+void apply_processors(at::Tensor& scores, int64_t length, int64_t max_length, const GenerationConfig& config) {
+    auto force = [&](int64_t token) {
+        scores = at::full_like(scores, -std::numeric_limits<float>::infinity());
+        scores.select(1, token).fill_(0.0);
+    };
+    if (config.forced_bos_token_id && length == 1) force(*config.forced_bos_token_id);
+    if (config.forced_eos_token_id && length == max_length - 1) force(*config.forced_eos_token_id);
+}
+
+// transformers' _gather_beams: tensor [B, n, ...] indexed along dim 1 by indices [B, m].
+at::Tensor gather_beams(const at::Tensor& tensor, const at::Tensor& indices) {
+    at::Tensor index = indices;
+    while (index.dim() < tensor.dim()) index = index.unsqueeze(-1);
+    std::vector<int64_t> shape = tensor.sizes().vec();
+    shape[1] = indices.size(1);
+    return tensor.gather(1, index.expand(shape));
+}
+
+at::Tensor greedy(const Seq2SeqLM& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                  const GenerationConfig& config) {
+
     at::NoGradGuard no_grad;
     const int64_t rows = input_ids.size(0), max_length = 1 + config.max_new_tokens;
     const at::Tensor encoded = model.encode(input_ids, attention_mask);
     at::Tensor sequences = at::full({rows, 1}, config.decoder_start_token_id, input_ids.options());
     at::Tensor unfinished = at::ones({rows}, input_ids.options());
     const at::Tensor eos = at::tensor(config.eos_token_ids, input_ids.options());
-    const float minus_infinity = -std::numeric_limits<float>::infinity();
     while (sequences.size(1) < max_length) {
         const int64_t length = sequences.size(1);
         at::Tensor scores =
             model.logits(model.decode(sequences, at::Tensor(), encoded, attention_mask)).select(1, length - 1).to(at::kFloat);
-        // transformers' processors, in its order: forced BOS (first step), forced EOS (last step).
-        auto force = [&](int64_t token) {
-            scores = at::full_like(scores, minus_infinity);
-            scores.select(1, token).fill_(0.0);
-        };
-        if (config.forced_bos_token_id && length == 1) force(*config.forced_bos_token_id);
-        if (config.forced_eos_token_id && length == max_length - 1) force(*config.forced_eos_token_id);
+        apply_processors(scores, length, max_length, config);
         at::Tensor next = scores.argmax(-1);
         next = next * unfinished + config.pad_token_id * (1 - unfinished);
         sequences = at::cat({sequences, next.unsqueeze(1)}, 1);
@@ -76,6 +105,103 @@ at::Tensor greedy_generate(const Seq2SeqLM& model, const at::Tensor& input_ids, 
         if (unfinished.max().item<int64_t>() == 0) break;
     }
     return sequences;
+}
+
+// Names follow transformers' _beam_search; shapes [B, K] for B rows and K beams, [B, keep] for
+// the continuations kept each step.
+at::Tensor beam_search(const Seq2SeqLM& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                       const GenerationConfig& config) {
+    using Early = GenerationConfig::EarlyStopping;
+    const int64_t rows = input_ids.size(0), beams = config.num_beams, max_length = 1 + config.max_new_tokens;
+    const int64_t prompt = 1, vocab = model.config().vocab_size;
+    const auto ids = input_ids.options();
+    const auto floats = ids.dtype(at::kFloat);
+    const at::Tensor eos = at::tensor(config.eos_token_ids, ids);
+    const int64_t keep = std::max<int64_t>(2, 1 + eos.numel()) * beams;
+    const at::Tensor top_num_beam_mask = at::cat({at::ones({beams}, ids.dtype(at::kBool)), at::zeros({keep - beams}, ids.dtype(at::kBool))});
+    // transformers fills with `pad_token_id or eos_token_id[0]`: a pad id of 0 falls through.
+    const int64_t fill = config.pad_token_id != 0 ? config.pad_token_id : config.eos_token_ids.front();
+    at::Tensor running_sequences = at::full({rows, beams, max_length}, fill, ids);
+    running_sequences.select(2, 0).fill_(config.decoder_start_token_id);
+    at::Tensor sequences = running_sequences.clone();
+    at::Tensor running_beam_scores = at::zeros({rows, beams}, floats);
+    running_beam_scores.narrow(1, 1, beams - 1).fill_(-1e9);
+    at::Tensor beam_scores = at::full({rows, beams}, -1e9, floats);
+    at::Tensor is_sent_finished = at::zeros({rows, beams}, ids.dtype(at::kBool));
+    at::Tensor improvement_possible = at::ones({rows, 1}, ids.dtype(at::kBool));  // is_early_stop_heuristic_unsatisfied
+    at::Tensor running_beam_indices = at::full({rows, beams, max_length - prompt}, -1, ids);
+    at::Tensor beam_indices = running_beam_indices.clone();
+    const at::Tensor source_mask = attention_mask.repeat_interleave(beams, 0);
+    const at::Tensor encoded = model.encode(input_ids.repeat_interleave(beams, 0), source_mask);
+    const at::Tensor batch_offset = at::arange(rows, ids).view({-1, 1}) * beams;
+    for (int64_t length = prompt;;) {
+        const at::Tensor flat = running_sequences.narrow(2, 0, length).reshape({rows * beams, length});
+        at::Tensor log_probs = at::log_softmax(
+            model.logits(model.decode(flat, at::Tensor(), encoded, source_mask)).select(1, length - 1).to(at::kFloat), -1);
+        apply_processors(log_probs, length, max_length, config);
+        log_probs = (log_probs.view({rows, beams, vocab}) + running_beam_scores.unsqueeze(2)).reshape({rows, -1});
+        // the top `keep` continuations over all beams of a row
+        auto [topk_log_probs, topk_indices] = at::topk(log_probs, keep);
+        const at::Tensor topk_current_beam_indices = topk_indices.div(vocab, "floor");
+        at::Tensor topk_running_beam_indices = gather_beams(running_beam_indices, topk_current_beam_indices);
+        at::Tensor topk_running_sequences = gather_beams(running_sequences, topk_current_beam_indices);
+        const at::Tensor topk_ids = topk_indices.remainder(vocab);
+        topk_running_sequences.select(2, length).copy_(topk_ids);
+        topk_running_beam_indices.select(2, length - prompt).copy_(topk_current_beam_indices + batch_offset);
+        // stopping criteria: an EOS, or the length limit
+        const at::Tensor hits = at::isin(topk_ids, eos).logical_or(at::full_like(topk_ids, length + 1 >= max_length, ids.dtype(at::kBool)));
+        // the best unfinished continuations run on
+        const at::Tensor topk_running_log_probs = topk_log_probs + hits.to(at::kFloat) * -1e9;
+        const at::Tensor next_topk = std::get<1>(at::topk(topk_running_log_probs, beams));
+        running_sequences = gather_beams(topk_running_sequences, next_topk);
+        running_beam_scores = gather_beams(topk_running_log_probs, next_topk);
+        running_beam_indices = gather_beams(topk_running_beam_indices, next_topk);
+        // finished ones among the first `beams` join the finished set if they beat it
+        const at::Tensor just_finished = hits.logical_and(top_num_beam_mask.unsqueeze(0));
+        at::Tensor finished_scores =
+            topk_log_probs / std::pow(static_cast<double>(length + 1 - prompt), config.length_penalty);
+        const bool early_true = config.early_stopping == Early::kTrue;
+        finished_scores = finished_scores + (is_sent_finished.all(-1, true).logical_and(at::scalar_tensor(early_true, ids.dtype(at::kBool))))
+                                                    .to(at::kFloat) * -1e9;
+        finished_scores = finished_scores + improvement_possible.logical_not().to(at::kFloat) * -1e9;
+        finished_scores = finished_scores + just_finished.logical_not().to(at::kFloat) * -1e9;
+        const at::Tensor merged_sequences = at::cat({sequences, topk_running_sequences}, 1);
+        const at::Tensor merged_scores = at::cat({beam_scores, finished_scores}, 1);
+        const at::Tensor merged_indices = at::cat({beam_indices, topk_running_beam_indices}, 1);
+        const at::Tensor merged_finished = at::cat({is_sent_finished, just_finished}, 1);
+        const at::Tensor best = std::get<1>(at::topk(merged_scores, beams));
+        sequences = gather_beams(merged_sequences, best);
+        beam_scores = gather_beams(merged_scores, best);
+        beam_indices = gather_beams(merged_indices, best);
+        is_sent_finished = gather_beams(merged_finished, best);
+        ++length;
+        // can a running beam still beat the worst finished one?
+        const int64_t hypothetical = config.early_stopping == Early::kNever && config.length_penalty > 0.0
+                                         ? max_length - prompt
+                                         : length - prompt;
+        const at::Tensor best_running = running_beam_scores.narrow(1, 0, 1) /
+                                        std::pow(static_cast<double>(hypothetical), config.length_penalty);
+        const at::Tensor worst_finished = at::where(is_sent_finished, std::get<0>(beam_scores.min(1, true)),
+                                                    at::full_like(beam_scores, -1e9));
+        improvement_possible = improvement_possible.logical_and((best_running > worst_finished).any(-1, true));
+        const bool open_beam = !(is_sent_finished.all().item<bool>() && early_true);
+        const bool valid_continuations = !hits.all().item<bool>();
+        if (!(improvement_possible.any().item<bool>() && open_beam && valid_continuations)) break;
+    }
+    // the best sequence of each row, cut after the longest generated part
+    const at::Tensor best_sequences = sequences.select(1, 0);
+    const int64_t generated = (beam_indices.select(1, 0) + 1).to(at::kBool).sum(1).max().item<int64_t>();
+    return best_sequences.narrow(1, 0, prompt + generated).contiguous();
+}
+
+}  // namespace
+
+at::Tensor generate(const Seq2SeqLM& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                    const GenerationConfig& config) {
+    at::NoGradGuard no_grad;
+    if (config.num_beams < 1) fail(ErrorKind::kConfig, "num_beams " + std::to_string(config.num_beams) + ": must be >= 1");
+    return config.num_beams == 1 ? greedy(model, input_ids, attention_mask, config)
+                                 : beam_search(model, input_ids, attention_mask, config);
 }
 
 }  // namespace ftl::model

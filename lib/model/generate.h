@@ -1,10 +1,22 @@
-// Greedy decoding for encoder-decoder models, as transformers' generate(num_beams=1,
-// do_sample=False) runs it: the decoder starts from decoder_start_token_id; at each step the last
+// Decoding for encoder-decoder models as transformers' generate(do_sample=False) runs it.
+//
+// Greedy (num_beams 1): the decoder starts from decoder_start_token_id; at each step the last
 // position's logits pass transformers' logits processors in its order (forced BOS at the first
 // step, forced EOS at the last allowed step), the argmax is appended, and a row that produced an
 // EOS gets pad_token_id from then on; decoding stops when every row has finished or the length
-// reaches 1 + max_new_tokens. The encoder runs once; the decoder runs over the whole prefix at
-// each step (no key/value cache yet).
+// reaches 1 + max_new_tokens.
+//
+// Beam search (num_beams > 1), transformers 5's vectorised form: each step adds the log-softmax of
+// every beam's next-token logits (after the same processors) to the beam's score and keeps the
+// top (max(2, 1 + #EOS) x num_beams) continuations; those ending in EOS (or at the length limit)
+// among the first num_beams are offered to the finished set with score / generated_length^
+// length_penalty, the best num_beams unfinished ones run on. It stops when no running beam can beat
+// the worst finished one (early_stopping false: judged at the current length; "never": at the
+// longest when length_penalty > 0), every beam finished (early_stopping true), or every
+// continuation hit a stop. The best finished sequence of each row is returned.
+//
+// The encoder runs once; the decoder runs over the whole prefix at each step (no key/value cache
+// yet).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -24,6 +36,9 @@ struct GenerationConfig {
     std::optional<int64_t> forced_bos_token_id;
     std::optional<int64_t> forced_eos_token_id;
     int64_t max_new_tokens = 20;
+    int64_t num_beams = 1;
+    double length_penalty = 1.0;
+    enum class EarlyStopping { kFalse, kTrue, kNever } early_stopping = EarlyStopping::kFalse;
 };
 
 // generation_config.json of `model_dir` when present (transformers' keys), else the model
@@ -31,8 +46,8 @@ struct GenerationConfig {
 GenerationConfig read_generation_config(const std::string& model_dir, const BartConfig& model);
 
 // Token ids [B, L]: the decoder start token, then at most max_new_tokens generated ones, rows
-// that finished early padded with pad_token_id.
-at::Tensor greedy_generate(const Seq2SeqLM& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                           const GenerationConfig& config);
+// that finished early padded with pad_token_id; greedy or beam search by config.num_beams.
+at::Tensor generate(const Seq2SeqLM& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                    const GenerationConfig& config);
 
 }  // namespace ftl::model

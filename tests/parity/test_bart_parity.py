@@ -9,7 +9,8 @@ tails; the decoder reads shift_tokens_right(labels). Checks, against the model i
   logits   max |ours - HF| / max |HF| <= 1e-5
   loss     relative difference <= 1e-5 (mean cross-entropy over counted labels)
   grads    every trained weight's gradient: |ours - HF| / |HF| (norms) <= 1e-4
-  generate greedy generate(max_new_tokens=8, num_beams=1) equals transformers' token for token
+  generate generate(max_new_tokens=8) with num_beams 1 (greedy) and 4 (beam search) equals
+           transformers' token for token
            (A with eos_token_id [2, 38], so a row finishes early and is padded; B with
            forced_bos_token_id 0: the forced-BOS step; both with forced_eos_token_id at the end)
   bad      a folder whose config.json says model_type t5 -> exit 1 naming model_type and bart
@@ -95,16 +96,19 @@ def compare(name, work, forced_bos=None, eos=None, **config):
     check(not missing, f"{name}: a gradient for every HF parameter (missing: {missing[:3]})")
     check(worst <= 1e-4, f"{name}: worst gradient rel diff {worst:.2e} ({worst_name}) <= 1e-4")
 
-    with torch.no_grad():
-        reference = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=8, num_beams=1,
-                                   do_sample=False)
-    generated = os.path.join(work, f"{name}_generated.safetensors")
-    proc = subprocess.run([PROBE, folder, inputs, generated, "--generate", "8"], capture_output=True, text=True)
-    if check(proc.returncode == 0, f"{name}: the probe generates ({proc.stderr.strip()[-300:]})"):
-        sequences = load_file(generated)["sequences"]
-        check(sequences.shape == reference.shape and torch.equal(sequences, reference),
-              f"{name}: greedy generation equals transformers' token for token\n  ours {sequences.tolist()}\n"
-              f"  HF   {reference.tolist()}")
+    for beams in (1, 4):
+        with torch.no_grad():
+            reference = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=8, num_beams=beams,
+                                       do_sample=False)
+        generated = os.path.join(work, f"{name}_generated_{beams}.safetensors")
+        proc = subprocess.run([PROBE, folder, inputs, generated, "--generate", "8", str(beams)], capture_output=True,
+                              text=True)
+        what = "greedy generation" if beams == 1 else f"beam search ({beams} beams)"
+        if check(proc.returncode == 0, f"{name}: the probe runs {what} ({proc.stderr.strip()[-300:]})"):
+            sequences = load_file(generated)["sequences"]
+            check(sequences.shape == reference.shape and torch.equal(sequences, reference),
+                  f"{name}: {what} equals transformers' token for token\n  ours {sequences.tolist()}\n"
+                  f"  HF   {reference.tolist()}")
 
 
 def main():

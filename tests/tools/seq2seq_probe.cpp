@@ -1,10 +1,10 @@
 // Test helper for the BART parity test (tests/parity/test_bart_parity.py): loads a BART folder,
 // runs one batch read from a safetensors file, and writes what the Python side compares.
 //
-//   ftl_seq2seq_probe MODEL_DIR INPUTS OUTPUT [--generate MAX_NEW_TOKENS]
+//   ftl_seq2seq_probe MODEL_DIR INPUTS OUTPUT [--generate MAX_NEW_TOKENS NUM_BEAMS]
 // INPUTS holds input_ids [B,S], attention_mask [B,S] and labels [B,T] (int64, -100 = ignored).
-// With --generate: OUTPUT receives sequences [B,L] (greedy, the model's generation_config.json
-// with max_new_tokens replaced), and labels are not read.
+// With --generate: OUTPUT receives sequences [B,L] (greedy or beam search, the model's
+// generation_config.json with max_new_tokens and num_beams replaced), and labels are not read.
 // The decoder reads shift_tokens_right(labels), as BartForConditionalGeneration does. OUTPUT
 // receives logits [B,T,V] fp32, loss [] (mean cross-entropy over the counted labels) and
 // grad.<hf weight name> for every trained weight.
@@ -20,9 +20,9 @@
 using namespace ftl;
 
 int main(int argc, char** argv) try {
-    const bool generate = argc == 6 && std::string(argv[4]) == "--generate";
+    const bool generate = argc == 7 && std::string(argv[4]) == "--generate";
     if (argc != 4 && !generate) {
-        std::fprintf(stderr, "usage: ftl_seq2seq_probe MODEL_DIR INPUTS OUTPUT [--generate MAX_NEW_TOKENS]\n");
+        std::fprintf(stderr, "usage: ftl_seq2seq_probe MODEL_DIR INPUTS OUTPUT [--generate MAX_NEW_TOKENS NUM_BEAMS]\n");
         return 2;
     }
     auto loaded = model::load_bart(argv[1]);
@@ -32,7 +32,8 @@ int main(int argc, char** argv) try {
     if (generate) {
         model::GenerationConfig config = model::read_generation_config(argv[1], bart.config());
         config.max_new_tokens = std::stoll(argv[5]);
-        const at::Tensor sequences = model::greedy_generate(bart, read("input_ids"), read("attention_mask"), config);
+        config.num_beams = std::stoll(argv[6]);
+        const at::Tensor sequences = model::generate(bart, read("input_ids"), read("attention_mask"), config);
         io::write_safetensors(argv[3], model::cpu_views({{"sequences", sequences.contiguous()}}).views);
         return 0;
     }
