@@ -65,6 +65,28 @@ std::vector<std::pair<std::string, at::Tensor>> Seq2SeqLM::named_weights() {
     return out;
 }
 
+std::vector<std::pair<std::string, Linear*>> Seq2SeqLM::linears() {
+    std::vector<std::pair<std::string, Linear*>> out;
+    auto attention = [&](const std::string& name, BartAttention& a) {
+        out.emplace_back(name + ".k_proj", &a.k_proj);
+        out.emplace_back(name + ".v_proj", &a.v_proj);
+        out.emplace_back(name + ".q_proj", &a.q_proj);
+        out.emplace_back(name + ".out_proj", &a.out_proj);
+    };
+    for (auto [prefix, stack] : {std::pair<std::string, BartStack*>{"model.encoder", &weights_.encoder},
+                                 std::pair<std::string, BartStack*>{"model.decoder", &weights_.decoder}}) {
+        for (size_t i = 0; i < stack->layers.size(); ++i) {
+            BartLayer& l = stack->layers[i];
+            const std::string p = prefix + ".layers." + std::to_string(i) + ".";
+            attention(p + "self_attn", l.self_attn);
+            if (l.cross_attn) attention(p + "encoder_attn", *l.cross_attn);
+            out.emplace_back(p + "fc1", &l.fc1);
+            out.emplace_back(p + "fc2", &l.fc2);
+        }
+    }
+    return out;
+}
+
 at::Tensor Seq2SeqLM::embed(const BartStack& stack, const at::Tensor& ids) const {
     const double scale = config_.scale_embedding ? std::sqrt(static_cast<double>(config_.d_model)) : 1.0;
     at::Tensor tokens = at::embedding(weights_.shared, ids) * scale;

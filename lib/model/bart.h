@@ -83,6 +83,10 @@ public:
     BartWeights& weights() { return weights_; }
     // (HF name, tensor) for every trained weight: model.shared.weight, model.encoder.*, model.decoder.*.
     std::vector<std::pair<std::string, at::Tensor>> named_weights();
+    // (HF module path, linear) of every linear in BartForConditionalGeneration's module order
+    // (attention: k_proj, v_proj, q_proj, out_proj; the encoder's layers, then the decoder's with
+    // self_attn, encoder_attn, fc1, fc2): the order PEFT creates adapters in.
+    std::vector<std::pair<std::string, Linear*>> linears();
 
     // Encoder states [B, S, H]; `attention_mask` [B, S] (1 = token, 0 = padding).
     at::Tensor encode(const at::Tensor& input_ids, const at::Tensor& attention_mask,

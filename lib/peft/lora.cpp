@@ -77,6 +77,11 @@ void LoraConfig::validate() const {
 
 std::vector<std::string> attach_lora(model::CausalLM& model, const LoraConfig& config, at::Generator& generator,
                                      std::optional<at::Device> device) {
+    return attach_lora(target_candidates(model), model.config().model_type, config, generator, device);
+}
+
+std::vector<std::string> attach_lora(const LinearPaths& candidates, const std::string& model_type,
+                                     const LoraConfig& config, at::Generator& generator, std::optional<at::Device> device) {
     config.validate();
     const auto names = target_names(config);
     std::unique_ptr<std::regex> pattern;
@@ -87,7 +92,6 @@ std::vector<std::string> attach_lora(model::CausalLM& model, const LoraConfig& c
             fail(ErrorKind::kConfig, "--lora_target_modules: invalid regex '" + config.target_modules + "': " + e.what());
         }
     }
-    auto candidates = target_candidates(model);
     // Every listed name must match something, as PEFT raises for targets not found.
     if (!pattern && to_lower(config.target_modules) != "all-linear") {
         std::set<std::string> known;
@@ -97,7 +101,7 @@ std::vector<std::string> attach_lora(model::CausalLM& model, const LoraConfig& c
             for (const auto& [path, linear] : candidates) found = found || path == n || ends_with(path, "." + n);
             if (!found)
                 fail(ErrorKind::kConfig, "--lora_target_modules: '" + n + "' matches no linear layer of this " +
-                                             model.config().model_type + " model (its linears: " +
+                                             model_type + " model (its linears: " +
                                              join(std::vector<std::string>(known.begin(), known.end()), ", ") +
                                              "; or all-linear)" +
                                              did_you_mean(n, std::vector<std::string>(known.begin(), known.end())));
@@ -105,7 +109,7 @@ std::vector<std::string> attach_lora(model::CausalLM& model, const LoraConfig& c
     }
     at::NoGradGuard no_grad;
     std::vector<std::string> adapted;
-    for (auto& [path, linear] : candidates) {
+    for (const auto& [path, linear] : candidates) {
         if (!matches(path, config, names, pattern.get())) continue;
         const auto [out, in] = model::linear_features(*linear);
         auto options = at::TensorOptions().dtype(at::kFloat);  // drawn on CPU, as torch's CPU generator does
@@ -125,8 +129,12 @@ std::vector<std::string> attach_lora(model::CausalLM& model, const LoraConfig& c
 }
 
 std::vector<std::pair<std::string, at::Tensor>> adapter_parameters(model::CausalLM& model) {
+    return adapter_parameters(target_candidates(model));
+}
+
+std::vector<std::pair<std::string, at::Tensor>> adapter_parameters(const LinearPaths& candidates) {
     std::vector<std::pair<std::string, at::Tensor>> out;
-    for (auto& [path, linear] : target_candidates(model)) {
+    for (const auto& [path, linear] : candidates) {
         if (!linear->adapter) continue;
         out.emplace_back("base_model.model." + path + ".lora_A.weight", linear->adapter->A);
         out.emplace_back("base_model.model." + path + ".lora_B.weight", linear->adapter->B);

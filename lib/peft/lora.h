@@ -39,9 +39,17 @@ struct LoraConfig {
 std::vector<std::string> attach_lora(model::CausalLM& model, const LoraConfig& config, at::Generator& generator,
                                      std::optional<at::Device> device = std::nullopt);
 
+// (module path, linear) of every linear LoRA may target, in the HF model's module order.
+using LinearPaths = std::vector<std::pair<std::string, model::Linear*>>;
+// The same for any model given its linears (Seq2SeqLM::linears()); `model_type` names it in errors.
+std::vector<std::string> attach_lora(const LinearPaths& candidates, const std::string& model_type,
+                                     const LoraConfig& config, at::Generator& generator,
+                                     std::optional<at::Device> device = std::nullopt);
+
 // (PEFT state-dict name, tensor) of every adapter weight, e.g.
 // base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight (the names adapter_model.safetensors uses).
 std::vector<std::pair<std::string, at::Tensor>> adapter_parameters(model::CausalLM& model);
+std::vector<std::pair<std::string, at::Tensor>> adapter_parameters(const LinearPaths& candidates);
 
 // Writes adapter_config.json and adapter_model.safetensors into `dir` (created if missing),
 // each atomically, as PeftModel.save_pretrained does. `full_tensors` (PEFT names) are saved with

@@ -13,6 +13,8 @@ tails; the decoder reads shift_tokens_right(labels). Checks, against the model i
            transformers' token for token
            (A with eos_token_id [2, 38], so a row finishes early and is padded; B with
            forced_bos_token_id 0: the forced-BOS step; both with forced_eos_token_id at the end)
+  LoRA     PEFT LoRA on A (q_proj, v_proj): adapters on the same linears, created bit for bit as
+           PEFT creates them, logits 1e-5, adapter gradients 1e-4
   bad      a folder whose config.json says model_type t5 -> exit 1 naming model_type and bart
 """
 import json
@@ -111,9 +113,42 @@ def compare(name, work, forced_bos=None, eos=None, **config):
                   f"  HF   {reference.tolist()}")
 
 
+def compare_lora(name, work):
+    """PEFT LoRA (r 4, alpha 8, q_proj and v_proj: PEFT's BART default) on model `name`, created
+    after torch.manual_seed(11); ours from a CPU generator seeded 11. B starts at zero in both, so
+    the logits are the base model's and only B gets a gradient, through x -> A -> B * scaling."""
+    import peft
+    folder = os.path.join(work, name)
+    model = transformers.BartForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+    torch.manual_seed(11)
+    model = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, task_type="SEQ_2_SEQ_LM",
+                                                        target_modules=["q_proj", "v_proj"]))
+    input_ids, mask, labels = batch()
+    out = model(input_ids=input_ids, attention_mask=mask, labels=labels)
+    out.loss.backward()
+    inputs, result = os.path.join(work, f"{name}_lora_in.safetensors"), os.path.join(work, f"{name}_lora_out.safetensors")
+    save_file({"input_ids": input_ids, "attention_mask": mask, "labels": labels}, inputs)
+    proc = subprocess.run([PROBE, folder, inputs, result, "--lora", "4", "8", "11", "q_proj,v_proj"],
+                          capture_output=True, text=True)
+    if not check(proc.returncode == 0, f"{name} + LoRA: the probe runs ({proc.stderr.strip()[-300:]})"):
+        return
+    ours = load_file(result)
+    lora = {n.replace(".default", ""): p for n, p in model.named_parameters() if "lora_" in n}
+    created = [k[len("init."):] for k in ours if k.startswith("init.")]
+    check(sorted(created) == sorted(lora), f"{name} + LoRA: adapters on the same {len(lora) // 2} linears as PEFT")
+    same_init = all(torch.equal(ours["init." + n], p.detach()) for n, p in lora.items() if "init." + n in ours)
+    check(same_init, f"{name} + LoRA: every adapter is created as PEFT creates it, bit for bit (PEFT's order and RNG)")
+    diff = ((ours["logits"] - out.logits).abs().max() / out.logits.abs().max()).item()
+    check(diff <= 1e-5, f"{name} + LoRA: logits max rel diff {diff:.2e} <= 1e-5")
+    worst = max(rel(ours["grad." + n], p.grad) if p.grad.norm() > 0 else ours["grad." + n].norm().item()
+                for n, p in lora.items())
+    check(worst <= 1e-4, f"{name} + LoRA: worst adapter gradient rel diff {worst:.2e} <= 1e-4")
+
+
 def main():
     with tempfile.TemporaryDirectory() as work:
         compare("A", work, eos=[2, 38], encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4)
+        compare_lora("A", work)
         compare("B", work, forced_bos=0, encoder_layers=1, decoder_layers=3, encoder_attention_heads=2, decoder_attention_heads=2,
                 activation_function="relu", scale_embedding=True)
         t5 = os.path.join(work, "t5")
