@@ -7,6 +7,9 @@
 #include <arrow/io/file.h>
 #include <arrow/ipc/reader.h>
 #include <parquet/arrow/reader.h>
+#include <parquet/file_reader.h>
+#include <parquet/metadata.h>
+#include <parquet/schema.h>
 #endif
 
 namespace ftl::data {
@@ -74,6 +77,30 @@ void append_table(const arrow::Table& table, const std::string& path, std::vecto
     }
 }
 
+// Arrow sizes its buffers from the row counts in the footer before it reads a page, so a
+// damaged count (a row group claiming billions of rows over a few values) would allocate
+// gigabytes. Every row of a row group has at least one value (or null) in each column chunk, and
+// the row groups add up to the file's rows.
+void check_row_counts(const parquet::FileMetaData& metadata, const std::string& path) {
+    int64_t rows = 0;
+    for (int g = 0; g < metadata.num_row_groups(); ++g) {
+        const auto group = metadata.RowGroup(g);
+        const int64_t group_rows = group->num_rows();
+        for (int c = 0; c < group->num_columns(); ++c) {
+            const auto chunk = group->ColumnChunk(c);
+            if (group_rows < 0 || chunk->num_values() < group_rows)
+                fail(ErrorKind::kIo, path + ": damaged Parquet footer: row group " + std::to_string(g) + " declares " +
+                                         std::to_string(group_rows) + " rows but its column '" +
+                                         chunk->path_in_schema()->ToDotString() + "' holds " +
+                                         std::to_string(chunk->num_values()) + " values");
+        }
+        rows += group_rows;
+    }
+    if (rows != metadata.num_rows())
+        fail(ErrorKind::kIo, path + ": damaged Parquet footer: its row groups hold " + std::to_string(rows) +
+                                 " rows, the file declares " + std::to_string(metadata.num_rows()));
+}
+
 }  // namespace
 
 bool arrow_available() { return true; }
@@ -81,6 +108,7 @@ bool arrow_available() { return true; }
 void read_parquet(const std::string& path, std::vector<nlohmann::json>& out) {
     auto file = value_or_fail(arrow::io::ReadableFile::Open(path), path);
     auto reader = value_or_fail(parquet::arrow::OpenFile(file, arrow::default_memory_pool()), path);
+    check_row_counts(*reader->parquet_reader()->metadata(), path);
     auto table = value_or_fail(reader->ReadTable(), path);
     append_table(*table, path, out);
 }
