@@ -15,13 +15,7 @@ BartConfig read_bart_config(const std::string& model_dir) {
     const std::string source = model_dir + "/config.json";
     const auto text = read_text_file(source);
     if (!text) fail(ErrorKind::kConfig, source + ": cannot read (is " + model_dir + " a model folder?)");
-    nlohmann::json j;
-    try {
-        j = nlohmann::json::parse(*text);
-    } catch (const nlohmann::json::parse_error& e) {
-        fail(ErrorKind::kConfig, source + ": not valid JSON: " + e.what());
-    }
-    if (!j.is_object()) fail(ErrorKind::kConfig, source + ": expected a JSON object");
+    const nlohmann::json j = parse_json_object(*text, source);
     const ConfigReader r(j, source);
     BartConfig c;
     if (r.text("model_type", "") != "bart") r.bad("model_type", "must be bart for an encoder-decoder model in this build");

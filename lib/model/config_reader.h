@@ -60,4 +60,17 @@ private:
     std::string source_;
 };
 
+// `text` (the contents of `source`) parsed as a JSON object; anything else is Error(kConfig)
+// naming `source`.
+inline nlohmann::json parse_json_object(const std::string& text, const std::string& source) {
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::parse_error& e) {
+        fail(ErrorKind::kConfig, source + ": not valid JSON: " + e.what());
+    }
+    if (!j.is_object()) fail(ErrorKind::kConfig, source + ": expected a JSON object");
+    return j;
+}
+
 }  // namespace ftl::model

@@ -22,13 +22,7 @@ GenerationConfig read_generation_config(const std::string& model_dir, const Bart
     const std::string path = model_dir + "/generation_config.json";
     const auto text = read_text_file(path);
     if (!text) return c;
-    nlohmann::json j;
-    try {
-        j = nlohmann::json::parse(*text);
-    } catch (const nlohmann::json::parse_error& e) {
-        fail(ErrorKind::kConfig, path + ": not valid JSON: " + e.what());
-    }
-    if (!j.is_object()) fail(ErrorKind::kConfig, path + ": expected a JSON object");
+    const nlohmann::json j = parse_json_object(*text, path);
     const ConfigReader r(j, path);
     c.decoder_start_token_id = r.integer("decoder_start_token_id", c.decoder_start_token_id, 0);
     if (r.has("eos_token_id")) {

@@ -23,7 +23,6 @@ a global batch of 4 rows, single rank without ZeRO as the reference. Checks:
                O_DIRECT is refused too, but tmpfs takes O_DIRECT since Linux 6.6, so no folder here
                is sure to lack it.)
 """
-import json
 import os
 import shutil
 import subprocess
@@ -56,19 +55,10 @@ use_cpu: true
 
 
 def zero3_json_yaml(work, ranks, name, zero):
-    """ZeRO-3 from a DeepSpeed JSON: every tensor partitioned, more zero_optimization keys in `zero`,
-    a small aio block so each NVMe sub-group is several requests."""
-    ds_json = os.path.join(work, f"{name}.json")
-    with open(ds_json, "w") as f:
-        json.dump({"zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0, **zero},
-                   "aio": {"block_size": 4096, "queue_depth": 4, "thread_count": 2},
-                   "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
-                   "train_batch_size": "auto", "gradient_clipping": "auto"}, f)
-    path = os.path.join(work, f"{name}.yaml")
-    with open(path, "w") as f:
-        f.write(f"distributed_type: DEEPSPEED\ndeepspeed_config:\n  deepspeed_config_file: {ds_json}\n"
-                f"num_machines: 1\nnum_processes: {ranks}\nmain_process_port: 0\nuse_cpu: true\n")
-    return path
+    """ZeRO-3 with every tensor partitioned, more zero_optimization keys in `zero`, a small aio
+    block so each NVMe sub-group is several requests."""
+    return test_zero.zero3_everything_partitioned(work, ranks, name, zero,
+                                                  aio={"block_size": 4096, "queue_depth": 4, "thread_count": 2})
 
 
 def run(cmd, env=None):

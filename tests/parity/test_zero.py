@@ -73,16 +73,21 @@ use_cpu: true
     return path
 
 
-def zero3_everything_partitioned(work, ranks):
+def zero3_everything_partitioned(work, ranks, name=None, zero=None, aio=None):
     """An accelerate YAML for ZeRO-3 on `ranks` CPU ranks from a DeepSpeed JSON with
     stage3_param_persistence_threshold 0: on the tiny test models DeepSpeed's default (1e5
-    elements) would keep every tensor whole, and nothing would be gathered."""
-    ds_json = os.path.join(work, "zero3_no_persistence.json")
+    elements) would keep every tensor whole, and nothing would be gathered. `zero`: more
+    zero_optimization keys; `aio`: an aio section; `name`: the files' stem."""
+    name = name or f"zero3_json_{ranks}"
+    ds_json = os.path.join(work, f"{name}.json")
+    config = {"zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0, **(zero or {})},
+              "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+              "train_batch_size": "auto", "gradient_clipping": "auto"}
+    if aio:
+        config["aio"] = aio
     with open(ds_json, "w") as f:
-        json.dump({"zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0},
-                   "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
-                   "train_batch_size": "auto", "gradient_clipping": "auto"}, f)
-    yaml = os.path.join(work, f"zero3_json_{ranks}.yaml")
+        json.dump(config, f)
+    yaml = os.path.join(work, f"{name}.yaml")
     with open(yaml, "w") as f:
         f.write(f"distributed_type: DEEPSPEED\ndeepspeed_config:\n  deepspeed_config_file: {ds_json}\n"
                 f"num_machines: 1\nnum_processes: {ranks}\nmain_process_port: 0\nuse_cpu: true\n")
