@@ -13,6 +13,7 @@
 #include "dist/comm.h"
 #include "launch/plan.h"
 #include "train/evaluate.h"
+#include "train/seq2seq.h"
 #include "train/sft.h"
 #include "util/error.h"
 #include "util/strings.h"
@@ -24,10 +25,6 @@ namespace {
 
 int run_job_worker(const config::RunConfig& run, const launch::WorkerIdentity& id, launch::LaunchPlan plan,
                    const Log& log) {
-    if (run.train.job == config::JobKind::kSeq2seqExample)
-        ftl::fail(ErrorKind::kUsage, "the " + config::to_string(run.train.job) +
-                                         " job is not part of this build yet (issue 9); its configuration resolves "
-                                         "(see --dry_run)");
     train::RankContext rank;
     rank.rank = id.rank;
     rank.world_size = id.world_size;
@@ -117,6 +114,7 @@ int run_job_worker(const config::RunConfig& run, const launch::WorkerIdentity& i
             };
     }
     if (run.train.job == config::JobKind::kEvaluate) train::run_evaluate(run, rank);
+    else if (run.train.job == config::JobKind::kSeq2seqExample) return train::run_seq2seq_example(run, rank, log);
     else {
         // The plan as this job runs it: the rendezvous the launcher settled on.
         plan.master_addr = id.master_addr;
@@ -146,10 +144,6 @@ int run_launch(const Invocation& inv, const Log& log) {
         return 0;
     }
     if (identity) return run_job_worker(run, *identity, plan, log);
-    if (run.train.job == config::JobKind::kSeq2seqExample)
-        ftl::fail(ErrorKind::kUsage, "the " + config::to_string(run.train.job) +
-                                         " job is not part of this build yet (issue 9); its configuration resolves "
-                                         "(see --dry_run)");
     return launch_workers(plan, inv.argv, log, std::chrono::seconds(run.train.ddp_timeout));
 }
 

@@ -131,6 +131,10 @@ const std::vector<FlagSpec>& flag_table() {
         flag("max_seq_length", &A::max_seq_length, integer(1), {"max_length", "max_seq_len"}),
         flag("packing", &A::packing, boolean()),
         flag("assistant_only_loss", &A::assistant_only_loss, boolean()),
+        flag("text_column", &A::text_column, text()),
+        flag("label_column", &A::label_column, text()),
+        flag("max_source_length", &A::max_source_length, integer(1)),
+        flag("max_target_length", &A::max_target_length, integer(1)),
         // TrainingArguments
         flag("seed", &A::seed, integer(0)),
         flag("num_train_epochs", &A::num_train_epochs, number(0.0, 1e9)),
@@ -261,7 +265,9 @@ TrainArgs default_train_args(JobKind job) {
         a.lr_scheduler_type = "linear";
         a.bf16 = false;
         a.gradient_checkpointing = false;
-        a.max_grad_norm = 1.0;
+        a.max_grad_norm = 0.0;  // the script never clips; DeepSpeed's gradient_clipping does, when configured
+        a.weight_decay = 0.01;  // torch.optim.AdamW's default, which accelerate hands to DeepSpeedCPUAdam
+        a.splits = "train";     // the example evaluates on the train split
         a.output_dir = "twitter_complaints_facebook_bart-large_LORA_SEQ_2_SEQ_LM";
     }
     return a;

@@ -58,6 +58,14 @@ struct TrainArgs {
     int max_seq_length = 1024;                // tokens; also --max_length, --max_seq_len
     bool packing = false;
     bool assistant_only_loss = false;
+    // The seq2seq example's columns and lengths (data/seq2seq.h): source text, label (text, or a
+    // class index named by the dataset's class names), at most max_source_length source tokens
+    // (default: the tokenizer's model_max_length) and max_target_length target tokens (default:
+    // the longest target).
+    std::string text_column = "Tweet text";
+    std::string label_column = "Label";
+    std::optional<int> max_source_length;
+    std::optional<int> max_target_length;
 
     // ---- TrainingArguments ----
     int seed = 42;

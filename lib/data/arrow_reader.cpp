@@ -7,6 +7,7 @@
 #include <arrow/io/file.h>
 #include <arrow/ipc/reader.h>
 #include <parquet/arrow/reader.h>
+#include <parquet/exception.h>
 #include <parquet/file_reader.h>
 #include <parquet/metadata.h>
 #include <parquet/schema.h>
@@ -108,9 +109,30 @@ bool arrow_available() { return true; }
 void read_parquet(const std::string& path, std::vector<nlohmann::json>& out) {
     auto file = value_or_fail(arrow::io::ReadableFile::Open(path), path);
     auto reader = value_or_fail(parquet::arrow::OpenFile(file, arrow::default_memory_pool()), path);
-    check_row_counts(*reader->parquet_reader()->metadata(), path);
+    // Arrow's Result-returning calls catch the Parquet library's exceptions; the footer's own
+    // accessors (a column chunk's statistics checked as it is decoded) throw them.
+    try {
+        check_row_counts(*reader->parquet_reader()->metadata(), path);
+    } catch (const parquet::ParquetException& error) {
+        fail(ErrorKind::kIo, path + ": damaged Parquet footer (" + error.what() + ")");
+    }
     auto table = value_or_fail(reader->ReadTable(), path);
     append_table(*table, path, out);
+}
+
+std::optional<std::string> parquet_schema_metadata(const std::string& path, const std::string& key) {
+    try {
+        auto file = arrow::io::ReadableFile::Open(path);
+        if (!file.ok()) return std::nullopt;
+        auto reader = parquet::ParquetFileReader::Open(*file);
+        const auto metadata = reader->metadata()->key_value_metadata();
+        if (!metadata) return std::nullopt;
+        const int index = metadata->FindKey(key);
+        if (index < 0) return std::nullopt;
+        return metadata->value(index);
+    } catch (const parquet::ParquetException&) {
+        return std::nullopt;
+    }
 }
 
 void read_arrow_stream(const std::string& path, std::vector<nlohmann::json>& out) {
@@ -136,6 +158,7 @@ namespace {
 
 void read_parquet(const std::string& path, std::vector<nlohmann::json>&) { no_arrow(path); }
 void read_arrow_stream(const std::string& path, std::vector<nlohmann::json>&) { no_arrow(path); }
+std::optional<std::string> parquet_schema_metadata(const std::string&, const std::string&) { return std::nullopt; }
 
 #endif
 

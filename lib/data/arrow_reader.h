@@ -3,6 +3,7 @@
 // booleans, lists and structs (e.g. `messages`: list<struct<role, content>>) are converted.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,5 +18,9 @@ bool arrow_available();
 // column types that have no JSON form here.
 void read_parquet(const std::string& path, std::vector<nlohmann::json>& out);
 void read_arrow_stream(const std::string& path, std::vector<nlohmann::json>& out);
+
+// The value of `key` in a Parquet file's key-value metadata (the hub's exports keep the datasets
+// features under "huggingface"); nullopt when absent, unreadable, or without Arrow.
+std::optional<std::string> parquet_schema_metadata(const std::string& path, const std::string& key);
 
 }  // namespace ftl::data

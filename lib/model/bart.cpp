@@ -1,6 +1,7 @@
 #include "model/bart.h"
 
 #include <cmath>
+#include <limits>
 
 #include "util/error.h"
 
@@ -18,6 +19,12 @@ at::Tensor layer_norm(const at::Tensor& x, const LayerNorm& norm) {
 at::Tensor key_padding_mask(const at::Tensor& mask) {
     if (!mask.defined() || mask.all().item<bool>()) return {};
     return mask.to(at::kBool).unsqueeze(1).unsqueeze(1);
+}
+
+// torch.nn.functional.dropout in training (inverted: kept values scaled by 1/(1-p)); identity otherwise.
+at::Tensor dropped(const at::Tensor& x, double p, const ForwardOptions& options) {
+    if (!options.training || p == 0.0) return x;
+    return x * (at::empty_like(x).bernoulli_(1.0 - p, options.generator) / (1.0 - p));
 }
 
 }  // namespace
@@ -103,14 +110,24 @@ at::Tensor Seq2SeqLM::attention(const BartAttention& a, const at::Tensor& x, con
     const at::Tensor k = split(apply_linear(a.k_proj, memory, options));
     const at::Tensor v = split(apply_linear(a.v_proj, memory, options));
     at::Tensor attn_mask = mask;
-    if (causal && mask.defined()) {  // padding and causality together
-        const int64_t t = x.size(1);
-        attn_mask = mask & at::ones({t, t}, mask.options()).tril();
+    if (causal && (mask.defined() || (options.training && config_.attention_dropout > 0.0))) {
+        const int64_t t = x.size(1);  // padding and causality together
+        const at::Tensor lower = at::ones({t, t}, x.options().dtype(at::kBool)).tril();
+        attn_mask = mask.defined() ? mask & lower : lower;
         causal = false;
     }
-    const at::Tensor out = at::scaled_dot_product_attention(
-        q, k, v, attn_mask.defined() ? std::optional<at::Tensor>(attn_mask) : std::nullopt, /*dropout_p=*/0.0, causal,
-        /*scale=*/1.0 / std::sqrt(static_cast<double>(d)));
+    const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+    at::Tensor out;
+    if (options.training && config_.attention_dropout > 0.0) {
+        // softmax(q k^T * scale, masked) with dropout on the probabilities, drawn from our generator.
+        at::Tensor scores = at::matmul(q, k.transpose(-2, -1)) * scale;
+        if (attn_mask.defined()) scores = scores.masked_fill(attn_mask.logical_not(), -std::numeric_limits<double>::infinity());
+        out = at::matmul(dropped(at::softmax(scores, -1), config_.attention_dropout, options), v);
+    } else {
+        out = at::scaled_dot_product_attention(
+            q, k, v, attn_mask.defined() ? std::optional<at::Tensor>(attn_mask) : std::nullopt, /*dropout_p=*/0.0, causal,
+            scale);
+    }
     return apply_linear(a.out_proj, out.transpose(1, 2).reshape({rows, x.size(1), config_.d_model}), options);
 }
 
@@ -119,15 +136,16 @@ at::Tensor Seq2SeqLM::feed_forward(const BartLayer& layer, const at::Tensor& x, 
     if (config_.activation_function == "gelu") h = at::gelu(h);
     else if (config_.activation_function == "gelu_new") h = at::gelu(h, "tanh");
     else h = at::relu(h);
-    return apply_linear(layer.fc2, h, options);
+    return dropped(apply_linear(layer.fc2, dropped(h, config_.activation_dropout, options), options), config_.dropout, options);
 }
 
 at::Tensor Seq2SeqLM::encode(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                              const ForwardOptions& options) const {
-    at::Tensor h = embed(weights_.encoder, input_ids);
+    at::Tensor h = dropped(embed(weights_.encoder, input_ids), config_.dropout, options);
     const at::Tensor mask = key_padding_mask(attention_mask);
     for (const BartLayer& l : weights_.encoder.layers) {
-        h = layer_norm(h + attention(l.self_attn, h, h, mask, false, config_.encoder_attention_heads, options),
+        h = layer_norm(h + dropped(attention(l.self_attn, h, h, mask, false, config_.encoder_attention_heads, options),
+                                   config_.dropout, options),
                        l.self_attn_layer_norm);
         h = layer_norm(h + feed_forward(l, h, options), l.final_layer_norm);
     }
@@ -137,14 +155,16 @@ at::Tensor Seq2SeqLM::encode(const at::Tensor& input_ids, const at::Tensor& atte
 at::Tensor Seq2SeqLM::decode(const at::Tensor& decoder_input_ids, const at::Tensor& decoder_attention_mask,
                              const at::Tensor& encoder_states, const at::Tensor& encoder_mask,
                              const ForwardOptions& options) const {
-    at::Tensor h = embed(weights_.decoder, decoder_input_ids);
+    at::Tensor h = dropped(embed(weights_.decoder, decoder_input_ids), config_.dropout, options);
     const at::Tensor self_mask = key_padding_mask(decoder_attention_mask);
     const at::Tensor cross_mask = key_padding_mask(encoder_mask);
     for (const BartLayer& l : weights_.decoder.layers) {
-        h = layer_norm(h + attention(l.self_attn, h, h, self_mask, true, config_.decoder_attention_heads, options),
+        h = layer_norm(h + dropped(attention(l.self_attn, h, h, self_mask, true, config_.decoder_attention_heads, options),
+                                   config_.dropout, options),
                        l.self_attn_layer_norm);
-        h = layer_norm(h + attention(*l.cross_attn, h, encoder_states, cross_mask, false,
-                                     config_.decoder_attention_heads, options),
+        h = layer_norm(h + dropped(attention(*l.cross_attn, h, encoder_states, cross_mask, false,
+                                             config_.decoder_attention_heads, options),
+                                   config_.dropout, options),
                        l.cross_attn_layer_norm);
         h = layer_norm(h + feed_forward(l, h, options), l.final_layer_norm);
     }

@@ -8,8 +8,10 @@
 //   logits = h @ shared^T + final_logits_bias (lm_head tied to the shared embeddings)
 // Attention: every projection has a bias; scores scaled by head_dim^-0.5; the encoder's padding
 // keys are masked in its self-attention and in the decoder's cross-attention. Learned positions
-// start at row 2 (BART's offset). Dropout (config dropout, attention_dropout, activation_dropout)
-// is not applied: this is the model in eval mode; adapters apply their own dropout in training.
+// start at row 2 (BART's offset). In training (ForwardOptions::training) dropout applies where
+// transformers' BART applies it, drawn from options.generator: `dropout` after the embeddings'
+// norm, after each attention and after fc2; `attention_dropout` on the attention probabilities;
+// `activation_dropout` after the activation of fc1. Layerdrop is not applied (refused when set).
 // Shapes: B rows, S source tokens, T target tokens, H = d_model, V vocabulary.
 #pragma once
 
@@ -34,6 +36,7 @@ struct BartConfig {
     int64_t max_position_embeddings = 0;
     std::string activation_function = "gelu";  // gelu (erf), gelu_new (tanh), relu
     bool scale_embedding = false;              // embeddings times sqrt(d_model)
+    double dropout = 0.1, attention_dropout = 0.0, activation_dropout = 0.0;  // probabilities in training
     int64_t pad_token_id = 1;
     int64_t bos_token_id = 0;
     int64_t eos_token_id = 2;

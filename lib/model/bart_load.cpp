@@ -34,6 +34,16 @@ BartConfig read_bart_config(const std::string& model_dir) {
     if (c.activation_function != "gelu" && c.activation_function != "gelu_new" && c.activation_function != "relu")
         r.bad("activation_function", "must be gelu, gelu_new or relu in this build");
     c.scale_embedding = r.boolean("scale_embedding", false);
+    auto probability = [&r](const char* key, double fallback) {
+        const double p = r.number(key, fallback);
+        if (!(p >= 0.0 && p < 1.0)) r.bad(key, "must be a probability in [0, 1)");
+        return p;
+    };
+    c.dropout = probability("dropout", 0.1);
+    c.attention_dropout = probability("attention_dropout", 0.0);
+    c.activation_dropout = probability("activation_dropout", 0.0);
+    for (const char* key : {"encoder_layerdrop", "decoder_layerdrop"})
+        if (r.number(key, 0.0) != 0.0) r.bad(key, "must be 0: layerdrop (skipping whole layers in training) is not in this build");
     c.pad_token_id = r.integer("pad_token_id", 1, 0);
     c.bos_token_id = r.integer("bos_token_id", 0, 0);
     c.eos_token_id = r.integer("eos_token_id", 2, 0);

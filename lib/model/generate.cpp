@@ -43,6 +43,16 @@ GenerationConfig read_generation_config(const std::string& model_dir, const Bart
     if (r.has("max_new_tokens")) c.max_new_tokens = r.integer("max_new_tokens");
     else if (r.has("max_length")) c.max_new_tokens = r.integer("max_length", std::nullopt, 2) - 1;
     c.num_beams = r.integer("num_beams", 1);
+    c.no_repeat_ngram_size = r.integer("no_repeat_ngram_size", 0, 0);
+    c.min_length = r.integer("min_length", 0, 0);
+    if (r.boolean("do_sample", false)) r.bad("do_sample", "must be false: sampling is not in this build (greedy and beam search are)");
+    if (r.number("repetition_penalty", 1.0) != 1.0) r.bad("repetition_penalty", "must be 1.0 in this build");
+    // Processors this decoder does not apply, each with the value that leaves the output unchanged.
+    if (r.integer("min_new_tokens", 0, 0) != 0) r.bad("min_new_tokens", "must be 0 in this build (min_length is applied)");
+    if (r.integer("encoder_no_repeat_ngram_size", 0, 0) != 0) r.bad("encoder_no_repeat_ngram_size", "must be 0 in this build");
+    if (r.integer("num_beam_groups", 1) != 1) r.bad("num_beam_groups", "must be 1: diverse beam search is not in this build");
+    if (r.has("bad_words_ids") && !(j.at("bad_words_ids").is_array() && j.at("bad_words_ids").empty()))
+        r.bad("bad_words_ids", "must be empty in this build");
     c.length_penalty = r.number("length_penalty", 1.0);
     if (r.has("early_stopping")) {
         const auto& early = j.at("early_stopping");
@@ -58,9 +68,31 @@ GenerationConfig read_generation_config(const std::string& model_dir, const Bart
 
 namespace {
 
-// Logits processors transformers applies here, in its order: forced BOS at the first step,
-// forced EOS at the last allowed one. `scores` [N, V].
-void apply_processors(at::Tensor& scores, int64_t length, int64_t max_length, const GenerationConfig& config) {
+// transformers' NoRepeatNGramLogitsProcessor: for each sequence (a row of `sequences` [N, L]),
+// the tokens that would complete an n-gram it already holds are banned (-inf in `scores` [N, V]).
+void ban_repeated_ngrams(at::Tensor& scores, const at::Tensor& sequences, int64_t n) {
+    const int64_t length = sequences.size(1);
+    if (n <= 0 || length + 1 < n) return;
+    const at::Tensor host = sequences.to(at::kCPU, at::kLong).contiguous();
+    const auto ids = host.accessor<int64_t, 2>();
+    std::vector<std::pair<int64_t, int64_t>> banned;  // (row, token)
+    for (int64_t row = 0; row < host.size(0); ++row)
+        for (int64_t start = 0; start + n <= length; ++start) {
+            bool same = true;  // does this n-gram's prefix equal the sequence's last n-1 tokens?
+            for (int64_t k = 0; k + 1 < n && same; ++k) same = ids[row][start + k] == ids[row][length - n + 1 + k];
+            if (same) banned.emplace_back(row, ids[row][start + n - 1]);
+        }
+    for (const auto& [row, token] : banned) scores[row][token] = -std::numeric_limits<float>::infinity();
+}
+
+// Logits processors transformers applies here, in its order: no repeated n-gram, minimum length,
+// forced BOS at the first step, forced EOS at the last allowed one. `scores` [N, V] for the
+// sequences [N, length] so far.
+void apply_processors(at::Tensor& scores, const at::Tensor& sequences, int64_t max_length, const GenerationConfig& config) {
+    const int64_t length = sequences.size(1);
+    ban_repeated_ngrams(scores, sequences, config.no_repeat_ngram_size);
+    if (length < config.min_length)
+        for (int64_t eos : config.eos_token_ids) scores.select(1, eos).fill_(-std::numeric_limits<float>::infinity());
     auto force = [&](int64_t token) {
         scores = at::full_like(scores, -std::numeric_limits<float>::infinity());
         scores.select(1, token).fill_(0.0);
@@ -91,7 +123,7 @@ at::Tensor greedy(const Seq2SeqLM& model, const at::Tensor& input_ids, const at:
         const int64_t length = sequences.size(1);
         at::Tensor scores =
             model.logits(model.decode(sequences, at::Tensor(), encoded, attention_mask)).select(1, length - 1).to(at::kFloat);
-        apply_processors(scores, length, max_length, config);
+        apply_processors(scores, sequences, max_length, config);
         at::Tensor next = scores.argmax(-1);
         next = next * unfinished + config.pad_token_id * (1 - unfinished);
         sequences = at::cat({sequences, next.unsqueeze(1)}, 1);
@@ -132,7 +164,7 @@ at::Tensor beam_search(const Seq2SeqLM& model, const at::Tensor& input_ids, cons
         const at::Tensor flat = running_sequences.narrow(2, 0, length).reshape({rows * beams, length});
         at::Tensor log_probs = at::log_softmax(
             model.logits(model.decode(flat, at::Tensor(), encoded, source_mask)).select(1, length - 1).to(at::kFloat), -1);
-        apply_processors(log_probs, length, max_length, config);
+        apply_processors(log_probs, flat, max_length, config);
         log_probs = (log_probs.view({rows, beams, vocab}) + running_beam_scores.unsqueeze(2)).reshape({rows, -1});
         // the top `keep` continuations over all beams of a row
         auto [topk_log_probs, topk_indices] = at::topk(log_probs, keep);

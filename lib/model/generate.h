@@ -1,8 +1,8 @@
 // Decoding for encoder-decoder models as transformers' generate(do_sample=False) runs it.
 //
 // Greedy (num_beams 1): the decoder starts from decoder_start_token_id; at each step the last
-// position's logits pass transformers' logits processors in its order (forced BOS at the first
-// step, forced EOS at the last allowed step), the argmax is appended, and a row that produced an
+// position's logits pass transformers' logits processors in its order (no repeated n-gram, minimum
+// length, forced BOS at the first step, forced EOS at the last allowed step), the argmax is appended, and a row that produced an
 // EOS gets pad_token_id from then on; decoding stops when every row has finished or the length
 // reaches 1 + max_new_tokens.
 //
@@ -37,12 +37,16 @@ struct GenerationConfig {
     std::optional<int64_t> forced_eos_token_id;
     int64_t max_new_tokens = 20;
     int64_t num_beams = 1;
+    int64_t no_repeat_ngram_size = 0;  // > 0: no n-gram of this size appears twice in a sequence
+    int64_t min_length = 0;            // EOS banned while the sequence (start token included) is shorter
     double length_penalty = 1.0;
     enum class EarlyStopping { kFalse, kTrue, kNever } early_stopping = EarlyStopping::kFalse;
 };
 
 // generation_config.json of `model_dir` when present (transformers' keys), else the model
 // config's values; max_new_tokens from the file's max_new_tokens, or max_length - 1, else 20.
+// Settings this decoder does not have (sampling, repetition penalty, ...) are ftl::Error(kConfig)
+// naming the key rather than a different output.
 GenerationConfig read_generation_config(const std::string& model_dir, const BartConfig& model);
 
 // Token ids [B, L]: the decoder start token, then at most max_new_tokens generated ones, rows

@@ -150,11 +150,16 @@ std::vector<std::pair<std::string, at::Tensor>> embedding_tensors(model::CausalL
 
 void save_adapter(const std::string& dir, model::CausalLM& model, const LoraConfig& config,
                   const std::vector<std::pair<std::string, at::Tensor>>& full_tensors) {
+    save_adapter(dir, target_candidates(model), config, full_tensors);
+}
+
+void save_adapter(const std::string& dir, const LinearPaths& candidates, const LoraConfig& config,
+                  const std::vector<std::pair<std::string, at::Tensor>>& full_tensors) {
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     if (ec) fail(ErrorKind::kIo, dir + ": cannot create the adapter folder: " + ec.message());
     std::set<std::string> targets;
-    const auto parameters = adapter_parameters(model);
+    const auto parameters = adapter_parameters(candidates);
     for (const auto& [name, t] : parameters) {
         const std::string path = module_of(name);
         targets.insert(path.substr(path.rfind('.') + 1));
@@ -164,7 +169,7 @@ void save_adapter(const std::string& dir, model::CausalLM& model, const LoraConf
     const model::CpuTensorViews weights = model::cpu_views(saved);
     io::write_safetensors(dir + "/adapter_model.safetensors", weights.views, {{"format", "pt"}});
     json cfg = {{"peft_type", "LORA"},
-                {"task_type", "CAUSAL_LM"},
+                {"task_type", config.task_type},
                 {"base_model_name_or_path", config.base_model_name_or_path},
                 {"r", config.r},
                 {"lora_alpha", config.alpha},
@@ -195,6 +200,7 @@ LoraConfig read_adapter_config(const std::string& dir) {
         config.alpha = cfg.value("lora_alpha", 8.0);
         config.dropout = cfg.value("lora_dropout", 0.0);
         config.use_rslora = cfg.value("use_rslora", false);
+        if (cfg.contains("task_type") && cfg["task_type"].is_string()) config.task_type = cfg["task_type"].get<std::string>();
         config.base_model_name_or_path = cfg.value("base_model_name_or_path", json("")).is_string()
                                              ? cfg.value("base_model_name_or_path", "")
                                              : "";

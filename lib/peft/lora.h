@@ -24,6 +24,7 @@ struct LoraConfig {
     bool targets_are_regex = false;
     bool use_rslora = false;  // scaling alpha / sqrt(r) instead of alpha / r
     std::string base_model_name_or_path;
+    std::string task_type = "CAUSAL_LM";  // PEFT's TaskType as adapter_config.json records it
 
     double scaling() const;
     // Throws ftl::Error(kConfig) naming the flag (--lora_r, ...) for values PEFT rejects.
@@ -56,6 +57,9 @@ std::vector<std::pair<std::string, at::Tensor>> adapter_parameters(const LinearP
 // the LoRA weights: PEFT's save_embedding_layers="auto" adds the embeddings and lm_head when the
 // vocabulary was resized (embedding_tensors gives them).
 void save_adapter(const std::string& dir, model::CausalLM& model, const LoraConfig& config,
+                  const std::vector<std::pair<std::string, at::Tensor>>& full_tensors = {});
+// The same for any model given its linears (Seq2SeqLM::linears(), task_type SEQ_2_SEQ_LM).
+void save_adapter(const std::string& dir, const LinearPaths& candidates, const LoraConfig& config,
                   const std::vector<std::pair<std::string, at::Tensor>>& full_tensors = {});
 
 // The embeddings and lm_head under the names PEFT saves them with

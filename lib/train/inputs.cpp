@@ -1,5 +1,7 @@
 #include "train/inputs.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <filesystem>
 
 #include "data/dataset.h"
@@ -10,11 +12,31 @@
 
 namespace ftl::train {
 
+std::string resolve_dataset_dir(const std::string& dataset_name) {
+    const io::HubCache hub = io::HubCache::from_environment();
+    const size_t colon = dataset_name.rfind(':');
+    if (colon == std::string::npos || std::filesystem::exists(dataset_name))
+        return io::resolve_repo_dir(dataset_name, hub, io::RepoType::kDataset);
+    const std::string repo = io::resolve_repo_dir(dataset_name.substr(0, colon), hub, io::RepoType::kDataset);
+    const std::string subset = dataset_name.substr(colon + 1);
+    for (const std::string& candidate : {repo + "/" + subset, repo + "/data/" + subset})
+        if (std::filesystem::is_directory(candidate)) return candidate;
+    fail(ErrorKind::kConfig, "--dataset_name " + dataset_name + ": " + repo + " has no folder for the subset '" + subset +
+                                 "' (looked for " + subset + "/ and data/" + subset + "/)");
+}
+
+at::Generator dropout_generator(const at::Device& device, uint64_t seed) {
+    at::Generator generator = device.is_cpu() ? at::make_generator<at::CPUGeneratorImpl>(seed)
+                                              : at::globalContext().defaultGenerator(device).clone();
+    generator.set_current_seed(seed);
+    return generator;
+}
+
 JobInputs resolve_job_inputs(const config::TrainArgs& args) {
     const io::HubCache hub = io::HubCache::from_environment();
     const std::string model_dir =
         io::resolve_repo_dir(args.model_name_or_path, hub, io::RepoType::kModel, args.model_revision);
-    const std::string dataset_dir = io::resolve_repo_dir(args.dataset_name, hub, io::RepoType::kDataset);
+    const std::string dataset_dir = resolve_dataset_dir(args.dataset_name);
     std::optional<tokenizer::ChatFormat> chat_format;
     if (args.chat_template_format != "none")
         chat_format = tokenizer::parse_chat_format(args.chat_template_format, "--chat_template_format");
@@ -40,6 +62,17 @@ JobModel load_job_model(const JobInputs& inputs, const at::Device& device, bool 
         out.resized_to = out.loaded.model.resize_token_embeddings(inputs.tokenizer.size(), 8);
     }
     return out;
+}
+
+peft::LoraConfig lora_config(const config::TrainArgs& args) {
+    peft::LoraConfig lora;
+    lora.r = args.lora_r;
+    lora.alpha = args.lora_alpha;
+    lora.dropout = args.lora_dropout;
+    lora.target_modules = args.lora_target_modules;
+    lora.use_rslora = args.use_rslora;
+    lora.base_model_name_or_path = args.model_name_or_path;
+    return lora;
 }
 
 std::optional<quant::FourBitConfig> four_bit_config(const config::TrainArgs& args) {

@@ -10,6 +10,7 @@
 #include "config/train_args.h"
 #include "data/examples.h"
 #include "model/load.h"
+#include "peft/lora.h"
 #include "quant/four_bit.h"
 #include "tokenizer/chat_format.h"
 #include "tokenizer/hf_tokenizer.h"
@@ -25,6 +26,15 @@ struct JobInputs {
     tokenizer::HfTokenizer tokenizer;
 };
 
+// --dataset_name as a folder: a local path, or a hub dataset (org/name) in the hub cache; with
+// "org/name:subset" (RAFT's "ought/raft:twitter_complaints") the subset's folder in it (<subset>
+// or data/<subset>). Throws ftl::Error(kConfig) naming what was looked for.
+std::string resolve_dataset_dir(const std::string& dataset_name);
+
+// The generator dropout (LoRA's, the model's) draws from in training, on the device the masks
+// are made on (a CUDA tensor cannot draw from a CPU generator), seeded so runs repeat.
+at::Generator dropout_generator(const at::Device& device, uint64_t seed);
+
 // Resolves the folders and loads the tokenizer: a chat format adds its special tokens (train.py's
 // from_pretrained overrides); without one, pad = eos.
 JobInputs resolve_job_inputs(const config::TrainArgs& args);
@@ -38,6 +48,9 @@ struct JobModel {
     std::optional<int64_t> resized_to;  // the new vocabulary size when resized
 };
 JobModel load_job_model(const JobInputs& inputs, const at::Device& device, bool mapped = false);
+
+// The --lora_* flags (and the base model's name) as PEFT's LoraConfig.
+peft::LoraConfig lora_config(const config::TrainArgs& args);
 
 // --use_4bit_quantization True: the 4-bit scheme the --bnb_4bit_* flags and --use_nested_quant
 // choose (blocksize 64, as bitsandbytes); nullopt without it.

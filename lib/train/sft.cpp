@@ -72,15 +72,6 @@ int64_t interval(double value, int64_t total_steps) {
     return static_cast<int64_t>(value);
 }
 
-// The generator LoRA dropout draws from, on the device the masks are made on (a CUDA tensor
-// cannot draw from a CPU generator), seeded so runs repeat.
-at::Generator dropout_generator(const at::Device& device, uint64_t seed) {
-    at::Generator generator = device.is_cpu() ? at::make_generator<at::CPUGeneratorImpl>(seed)
-                                              : at::globalContext().defaultGenerator(device).clone();
-    generator.set_current_seed(seed);
-    return generator;
-}
-
 // --fp16's loss scaling: GradScaler's defaults, or under DeepSpeed its fp16 block (loss_scale 0 =
 // dynamic from 2^initial_scale_power with loss_scale_window, hysteresis, min_loss_scale; > 0 = static).
 optim::LossScalerOptions loss_scaling(const config::RunConfig& run) {
@@ -245,12 +236,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     NamedTensors trainable;
     peft::LoraConfig lora;
     if (args.use_peft_lora) {
-        lora.r = args.lora_r;
-        lora.alpha = args.lora_alpha;
-        lora.dropout = args.lora_dropout;
-        lora.target_modules = args.lora_target_modules;
-        lora.use_rslora = args.use_rslora;
-        lora.base_model_name_or_path = args.model_name_or_path;
+        lora = lora_config(args);
         at::Generator init = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(args.seed));
         peft::attach_lora(lm, lora, init, device);
         trainable = peft::adapter_parameters(lm);

@@ -12,7 +12,8 @@ tails; the decoder reads shift_tokens_right(labels). Checks, against the model i
   generate generate(max_new_tokens=8) with num_beams 1 (greedy) and 4 (beam search) equals
            transformers' token for token
            (A with eos_token_id [2, 38], so a row finishes early and is padded; B with
-           forced_bos_token_id 0: the forced-BOS step; both with forced_eos_token_id at the end)
+           forced_bos_token_id 0: the forced-BOS step; both with forced_eos_token_id at the end);
+           B again with no_repeat_ngram_size 2 and min_length 6 (bart-large turns on the first)
   LoRA     PEFT LoRA on A (q_proj, v_proj): adapters on the same linears, created bit for bit as
            PEFT creates them, logits 1e-5, adapter gradients 1e-4
   bad      a folder whose config.json says model_type t5 -> exit 1 naming model_type and bart
@@ -70,7 +71,7 @@ def rel(a, b):
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
-def compare(name, work, forced_bos=None, eos=None, **config):
+def compare(name, work, forced_bos=None, eos=None, processors=False, **config):
     folder = os.path.join(work, name)
     model = make_model(folder, forced_bos, eos, **config)
     input_ids, mask, labels = batch()
@@ -98,6 +99,16 @@ def compare(name, work, forced_bos=None, eos=None, **config):
     check(not missing, f"{name}: a gradient for every HF parameter (missing: {missing[:3]})")
     check(worst <= 1e-4, f"{name}: worst gradient rel diff {worst:.2e} ({worst_name}) <= 1e-4")
 
+    compare_generation(name, folder, model, inputs, input_ids, mask, "")
+    if processors:  # the processors bart-large's generation_config.json turns on, and min_length
+        model.generation_config.no_repeat_ngram_size = 2
+        model.generation_config.min_length = 6
+        model.generation_config.save_pretrained(folder)
+        compare_generation(name, folder, model, inputs, input_ids, mask, " with no_repeat_ngram_size 2, min_length 6")
+
+
+def compare_generation(name, folder, model, inputs, input_ids, mask, setting):
+    work = os.path.dirname(folder)
     for beams in (1, 4):
         with torch.no_grad():
             reference = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=8, num_beams=beams,
@@ -105,7 +116,7 @@ def compare(name, work, forced_bos=None, eos=None, **config):
         generated = os.path.join(work, f"{name}_generated_{beams}.safetensors")
         proc = subprocess.run([PROBE, folder, inputs, generated, "--generate", "8", str(beams)], capture_output=True,
                               text=True)
-        what = "greedy generation" if beams == 1 else f"beam search ({beams} beams)"
+        what = ("greedy generation" if beams == 1 else f"beam search ({beams} beams)") + setting
         if check(proc.returncode == 0, f"{name}: the probe runs {what} ({proc.stderr.strip()[-300:]})"):
             sequences = load_file(generated)["sequences"]
             check(sequences.shape == reference.shape and torch.equal(sequences, reference),
@@ -149,7 +160,7 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         compare("A", work, eos=[2, 38], encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4)
         compare_lora("A", work)
-        compare("B", work, forced_bos=0, encoder_layers=1, decoder_layers=3, encoder_attention_heads=2, decoder_attention_heads=2,
+        compare("B", work, forced_bos=0, processors=True, encoder_layers=1, decoder_layers=3, encoder_attention_heads=2, decoder_attention_heads=2,
                 activation_function="relu", scale_embedding=True)
         t5 = os.path.join(work, "t5")
         os.makedirs(t5)
