@@ -46,6 +46,7 @@ from safetensors.torch import load_file, save_file
 import sys
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import check, finish  # noqa: E402
+import bnb_portable  # noqa: E402,F401  (bitsandbytes' portable 4-bit kernels, the same on every CPU)
 import test_sft_parity as sft  # noqa: E402
 import test_zero  # noqa: E402
 

@@ -20,6 +20,7 @@ import bitsandbytes.functional as F
 from safetensors.torch import load_file, save_file
 
 from harness import check, finish
+import bnb_portable  # noqa: F401  (bitsandbytes' portable 4-bit kernels, the same on every CPU)
 
 PROBE = os.environ["FTL_QUANT_PROBE"]
 
