@@ -72,6 +72,41 @@ std::vector<std::pair<std::string, at::Tensor>> Seq2SeqLM::named_weights() {
     return out;
 }
 
+std::vector<WeightPart> Seq2SeqLM::weight_parts() {
+    auto add_linear = [](WeightPart& part, Linear& l) {
+        part.slots.push_back({&l.weight});
+        part.slots.push_back({&l.bias});
+    };
+    auto add_norm = [](WeightPart& part, LayerNorm& n) {
+        part.slots.push_back({&n.weight});
+        part.slots.push_back({&n.bias});
+    };
+    WeightPart embeddings{WeightResidency::kEmbeddings, "the embeddings", {{&weights_.shared}, {&weights_.final_logits_bias}}};
+    for (BartStack* stack : {&weights_.encoder, &weights_.decoder}) {
+        embeddings.slots.push_back({&stack->positions});
+        add_norm(embeddings, stack->layernorm_embedding);
+    }
+    std::vector<WeightPart> parts{embeddings};
+    int id = 0;
+    for (auto [kind, stack] : {std::pair<std::string, BartStack*>{"encoder", &weights_.encoder},
+                               std::pair<std::string, BartStack*>{"decoder", &weights_.decoder}})
+        for (size_t i = 0; i < stack->layers.size(); ++i) {
+            BartLayer& l = stack->layers[i];
+            WeightPart part{id++, kind + " layer " + std::to_string(i), {}};
+            for (BartAttention* a : {&l.self_attn, l.cross_attn ? &*l.cross_attn : nullptr}) {
+                if (!a) continue;
+                for (Linear* linear : {&a->q_proj, &a->k_proj, &a->v_proj, &a->out_proj}) add_linear(part, *linear);
+            }
+            add_norm(part, l.self_attn_layer_norm);
+            if (l.cross_attn) add_norm(part, l.cross_attn_layer_norm);
+            add_linear(part, l.fc1);
+            add_linear(part, l.fc2);
+            add_norm(part, l.final_layer_norm);
+            parts.push_back(std::move(part));
+        }
+    return parts;
+}
+
 std::vector<std::pair<std::string, Linear*>> Seq2SeqLM::linears() {
     std::vector<std::pair<std::string, Linear*>> out;
     auto attention = [&](const std::string& name, BartAttention& a) {
@@ -141,9 +176,15 @@ at::Tensor Seq2SeqLM::feed_forward(const BartLayer& layer, const at::Tensor& x, 
 
 at::Tensor Seq2SeqLM::encode(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                              const ForwardOptions& options) const {
-    at::Tensor h = dropped(embed(weights_.encoder, input_ids), config_.dropout, options);
+    at::Tensor h;
+    {
+        const AcquiredPart embeddings(options, WeightResidency::kEmbeddings);
+        h = dropped(embed(weights_.encoder, input_ids), config_.dropout, options);
+    }
     const at::Tensor mask = key_padding_mask(attention_mask);
-    for (const BartLayer& l : weights_.encoder.layers) {
+    for (size_t i = 0; i < weights_.encoder.layers.size(); ++i) {
+        const AcquiredPart part(options, static_cast<int>(i), "encoder layer " + std::to_string(i));
+        const BartLayer& l = weights_.encoder.layers[i];
         h = layer_norm(h + dropped(attention(l.self_attn, h, h, mask, false, config_.encoder_attention_heads, options),
                                    config_.dropout, options),
                        l.self_attn_layer_norm);
@@ -155,10 +196,17 @@ at::Tensor Seq2SeqLM::encode(const at::Tensor& input_ids, const at::Tensor& atte
 at::Tensor Seq2SeqLM::decode(const at::Tensor& decoder_input_ids, const at::Tensor& decoder_attention_mask,
                              const at::Tensor& encoder_states, const at::Tensor& encoder_mask,
                              const ForwardOptions& options) const {
-    at::Tensor h = dropped(embed(weights_.decoder, decoder_input_ids), config_.dropout, options);
+    at::Tensor h;
+    {
+        const AcquiredPart embeddings(options, WeightResidency::kEmbeddings);
+        h = dropped(embed(weights_.decoder, decoder_input_ids), config_.dropout, options);
+    }
     const at::Tensor self_mask = key_padding_mask(decoder_attention_mask);
     const at::Tensor cross_mask = key_padding_mask(encoder_mask);
-    for (const BartLayer& l : weights_.decoder.layers) {
+    const int first_part = static_cast<int>(weights_.encoder.layers.size());
+    for (size_t i = 0; i < weights_.decoder.layers.size(); ++i) {
+        const AcquiredPart part(options, first_part + static_cast<int>(i), "decoder layer " + std::to_string(i));
+        const BartLayer& l = weights_.decoder.layers[i];
         h = layer_norm(h + dropped(attention(l.self_attn, h, h, self_mask, true, config_.decoder_attention_heads, options),
                                    config_.dropout, options),
                        l.self_attn_layer_norm);
@@ -171,7 +219,8 @@ at::Tensor Seq2SeqLM::decode(const at::Tensor& decoder_input_ids, const at::Tens
     return h;
 }
 
-at::Tensor Seq2SeqLM::logits(const at::Tensor& decoder_states) const {
+at::Tensor Seq2SeqLM::logits(const at::Tensor& decoder_states, const ForwardOptions& options) const {
+    const AcquiredPart embeddings(options, WeightResidency::kEmbeddings, "lm_head (the shared embeddings)");
     return at::linear(decoder_states, weights_.shared) + weights_.final_logits_bias.to(decoder_states.scalar_type());
 }
 

@@ -91,6 +91,14 @@ public:
     // self_attn, encoder_attn, fc1, fc2): the order PEFT creates adapters in.
     std::vector<std::pair<std::string, Linear*>> linears();
 
+    // The frozen weights as ZeRO-3 partitions them, in forward order: WeightResidency::kEmbeddings
+    // ("the embeddings": shared, both stacks' positions and layernorm_embedding, final_logits_bias),
+    // encoder layer i as part i, decoder layer j as part encoder_layers + j. With
+    // ForwardOptions::residency, encode/decode/logits acquire each part just before using it (the
+    // embeddings in each of the three) and release it after; tensors autograd saved stay alive
+    // until backward (no re-gather there yet).
+    std::vector<WeightPart> weight_parts();
+
     // Encoder states [B, S, H]; `attention_mask` [B, S] (1 = token, 0 = padding).
     at::Tensor encode(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                       const ForwardOptions& options = {}) const;
@@ -100,7 +108,7 @@ public:
                       const at::Tensor& encoder_states, const at::Tensor& encoder_mask,
                       const ForwardOptions& options = {}) const;
     // Logits [B, T, V] from decoder states.
-    at::Tensor logits(const at::Tensor& decoder_states) const;
+    at::Tensor logits(const at::Tensor& decoder_states, const ForwardOptions& options = {}) const;
 
 private:
     at::Tensor embed(const BartStack& stack, const at::Tensor& ids) const;

@@ -77,6 +77,20 @@ public:
     virtual bool gathers(int part) const = 0;
 };
 
+// One part of a model's weights as ZeRO-3 partitions it (zero::PartitionedWeights): its
+// WeightResidency id, its name in messages, and the model's tensor fields it holds, in the order
+// the model uses the parts in a forward pass. `keep_dtype`: packed 4-bit codes, whose bytes are
+// kept as stored.
+struct WeightPart {
+    struct Slot {
+        at::Tensor* tensor;
+        bool keep_dtype = false;
+    };
+    int id;
+    std::string name;
+    std::vector<Slot> slots;
+};
+
 // Where a pass is, for the launcher's watchdog (util/heartbeat.h): called with a description
 // ("forward of decoder layer 3", "backward of decoder layer 3: gathering its weights (ZeRO-3)")
 // as each part of the model starts, in forward and, for the layers, in backward.
@@ -104,10 +118,13 @@ struct ForwardOptions {
 class AcquiredPart {
 public:
     AcquiredPart(const ForwardOptions& options, int part, const char* pass = "forward")
+        : AcquiredPart(options, part, part_name(part), pass) {}
+    // For a model whose parts are named otherwise (BART's "encoder layer 2").
+    AcquiredPart(const ForwardOptions& options, int part, const std::string& name, const char* pass = "forward")
         : residency_(options.residency), part_(part) {
         if (!residency_) return;
         if (options.progress && residency_->gathers(part))
-            options.progress(std::string(pass) + " of " + part_name(part) + ": gathering its weights (ZeRO-3)");
+            options.progress(std::string(pass) + " of " + name + ": gathering its weights (ZeRO-3)");
         residency_->acquire(part_);
     }
     ~AcquiredPart() {

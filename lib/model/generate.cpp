@@ -111,24 +111,27 @@ at::Tensor gather_beams(const at::Tensor& tensor, const at::Tensor& indices) {
 }
 
 at::Tensor greedy(const Seq2SeqLM& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                  const GenerationConfig& config) {
-
-    at::NoGradGuard no_grad;
+                  const GenerationConfig& config, const ForwardOptions& options, const AllFinished& all_finished) {
     const int64_t rows = input_ids.size(0), max_length = 1 + config.max_new_tokens;
-    const at::Tensor encoded = model.encode(input_ids, attention_mask);
+    const at::Tensor encoded = model.encode(input_ids, attention_mask, options);
     at::Tensor sequences = at::full({rows, 1}, config.decoder_start_token_id, input_ids.options());
     at::Tensor unfinished = at::ones({rows}, input_ids.options());
     const at::Tensor eos = at::tensor(config.eos_token_ids, input_ids.options());
-    while (sequences.size(1) < max_length) {
+    bool finished = false;
+    for (int64_t step = 1; step < max_length; ++step) {
         const int64_t length = sequences.size(1);
-        at::Tensor scores =
-            model.logits(model.decode(sequences, at::Tensor(), encoded, attention_mask)).select(1, length - 1).to(at::kFloat);
-        apply_processors(scores, sequences, max_length, config);
-        at::Tensor next = scores.argmax(-1);
-        next = next * unfinished + config.pad_token_id * (1 - unfinished);
-        sequences = at::cat({sequences, next.unsqueeze(1)}, 1);
-        unfinished = unfinished * at::isin(next, eos).logical_not().to(unfinished.scalar_type());
-        if (unfinished.max().item<int64_t>() == 0) break;
+        at::Tensor scores = model.logits(model.decode(sequences, at::Tensor(), encoded, attention_mask, options), options)
+                                .select(1, length - 1)
+                                .to(at::kFloat);
+        if (!finished) {
+            apply_processors(scores, sequences, max_length, config);
+            at::Tensor next = scores.argmax(-1);
+            next = next * unfinished + config.pad_token_id * (1 - unfinished);
+            sequences = at::cat({sequences, next.unsqueeze(1)}, 1);
+            unfinished = unfinished * at::isin(next, eos).logical_not().to(unfinished.scalar_type());
+            finished = unfinished.max().item<int64_t>() == 0 || sequences.size(1) >= max_length;
+        }
+        if (all_finished ? all_finished(finished) : finished) break;
     }
     return sequences;
 }
@@ -136,7 +139,7 @@ at::Tensor greedy(const Seq2SeqLM& model, const at::Tensor& input_ids, const at:
 // Names follow transformers' _beam_search; shapes [B, K] for B rows and K beams, [B, keep] for
 // the continuations kept each step.
 at::Tensor beam_search(const Seq2SeqLM& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                       const GenerationConfig& config) {
+                       const GenerationConfig& config, const ForwardOptions& options, const AllFinished& all_finished) {
     using Early = GenerationConfig::EarlyStopping;
     const int64_t rows = input_ids.size(0), beams = config.num_beams, max_length = 1 + config.max_new_tokens;
     const int64_t prompt = 1, vocab = model.config().vocab_size;
@@ -158,12 +161,18 @@ at::Tensor beam_search(const Seq2SeqLM& model, const at::Tensor& input_ids, cons
     at::Tensor running_beam_indices = at::full({rows, beams, max_length - prompt}, -1, ids);
     at::Tensor beam_indices = running_beam_indices.clone();
     const at::Tensor source_mask = attention_mask.repeat_interleave(beams, 0);
-    const at::Tensor encoded = model.encode(input_ids.repeat_interleave(beams, 0), source_mask);
+    const at::Tensor encoded = model.encode(input_ids.repeat_interleave(beams, 0), source_mask, options);
     const at::Tensor batch_offset = at::arange(rows, ids).view({-1, 1}) * beams;
+    bool finished = false;
     for (int64_t length = prompt;;) {
         const at::Tensor flat = running_sequences.narrow(2, 0, length).reshape({rows * beams, length});
         at::Tensor log_probs = at::log_softmax(
-            model.logits(model.decode(flat, at::Tensor(), encoded, source_mask)).select(1, length - 1).to(at::kFloat), -1);
+            model.logits(model.decode(flat, at::Tensor(), encoded, source_mask, options), options).select(1, length - 1).to(at::kFloat),
+            -1);
+        if (finished) {  // only keeping step with the other ranks
+            if (all_finished(true)) break;
+            continue;
+        }
         apply_processors(log_probs, flat, max_length, config);
         log_probs = (log_probs.view({rows, beams, vocab}) + running_beam_scores.unsqueeze(2)).reshape({rows, -1});
         // the top `keep` continuations over all beams of a row
@@ -212,7 +221,8 @@ at::Tensor beam_search(const Seq2SeqLM& model, const at::Tensor& input_ids, cons
         improvement_possible = improvement_possible.logical_and((best_running > worst_finished).any(-1, true));
         const bool open_beam = !(is_sent_finished.all().item<bool>() && early_true);
         const bool valid_continuations = !hits.all().item<bool>();
-        if (!(improvement_possible.any().item<bool>() && open_beam && valid_continuations)) break;
+        finished = !(improvement_possible.any().item<bool>() && open_beam && valid_continuations);
+        if (all_finished ? all_finished(finished) : finished) break;
     }
     // the best sequence of each row, cut after the longest generated part
     const at::Tensor best_sequences = sequences.select(1, 0);
@@ -223,11 +233,11 @@ at::Tensor beam_search(const Seq2SeqLM& model, const at::Tensor& input_ids, cons
 }  // namespace
 
 at::Tensor generate(const Seq2SeqLM& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                    const GenerationConfig& config) {
+                    const GenerationConfig& config, const ForwardOptions& options, const AllFinished& all_finished) {
     at::NoGradGuard no_grad;
     if (config.num_beams < 1) fail(ErrorKind::kConfig, "num_beams " + std::to_string(config.num_beams) + ": must be >= 1");
-    return config.num_beams == 1 ? greedy(model, input_ids, attention_mask, config)
-                                 : beam_search(model, input_ids, attention_mask, config);
+    return config.num_beams == 1 ? greedy(model, input_ids, attention_mask, config, options, all_finished)
+                                 : beam_search(model, input_ids, attention_mask, config, options, all_finished);
 }
 
 }  // namespace ftl::model

@@ -21,6 +21,7 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -49,9 +50,18 @@ struct GenerationConfig {
 // naming the key rather than a different output.
 GenerationConfig read_generation_config(const std::string& model_dir, const BartConfig& model);
 
+// ZeRO-3 (transformers' synced_gpus): every rank must run the same number of decoder passes, as
+// each gathers weights with the others. Called once per decoding step with whether this rank's
+// rows are done; returns whether every rank's are (an all-reduce). A rank that is done keeps
+// running passes whose results it drops until then.
+using AllFinished = std::function<bool(bool this_rank_finished)>;
+
 // Token ids [B, L]: the decoder start token, then at most max_new_tokens generated ones, rows
 // that finished early padded with pad_token_id; greedy or beam search by config.num_beams.
+// `options` (eval mode: no dropout) carries the residency under ZeRO-3; `all_finished` then
+// keeps the ranks in step.
 at::Tensor generate(const Seq2SeqLM& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                    const GenerationConfig& config);
+                    const GenerationConfig& config, const ForwardOptions& options = {},
+                    const AllFinished& all_finished = {});
 
 }  // namespace ftl::model

@@ -23,6 +23,7 @@
 #include "train/inputs.h"
 #include "train/offload.h"
 #include "train/optimizer_step.h"
+#include "zero/partitioned_weights.h"
 #include "util/error.h"
 #include "util/memory.h"
 #include "util/strings.h"
@@ -104,7 +105,7 @@ at::Tensor seq2seq_loss(const model::Seq2SeqLM& model, const Seq2SeqBatch& batch
     const model::BartConfig& c = model.config();
     const at::Tensor encoded = model.encode(batch.input_ids, batch.attention_mask, options);
     const at::Tensor decoder_ids = model::shift_tokens_right(batch.labels, c.pad_token_id, c.decoder_start_token_id);
-    const at::Tensor logits = model.logits(model.decode(decoder_ids, at::Tensor(), encoded, batch.attention_mask, options));
+    const at::Tensor logits = model.logits(model.decode(decoder_ids, at::Tensor(), encoded, batch.attention_mask, options), options);
     return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), batch.labels.reshape({-1}),
                                   std::nullopt, at::Reduction::Mean, -100);
 }
@@ -133,8 +134,10 @@ Split prepare_split(const config::TrainArgs& args, const std::string& dataset_di
 
 // The texts the model generates for `rows`, in order, every rank's share gathered: rank r
 // generates the r-th of world_size equal contiguous chunks (the last padded with repeats, dropped
-// afterwards, as gather_for_metrics drops them), batch by batch.
+// afterwards, as gather_for_metrics drops them), batch by batch; every rank runs the same number
+// of batches (ZeRO-3 gathers in each).
 std::vector<std::string> generate_texts(const model::Seq2SeqLM& model, const model::GenerationConfig& generation,
+                                        const model::ForwardOptions& options, const model::AllFinished& all_finished,
                                         const std::vector<data::Seq2SeqRow>& rows, int batch_size, int32_t pad_id,
                                         const tokenizer::HfTokenizer& tokenizer, const RankContext& rank,
                                         const at::Device& device) {
@@ -146,7 +149,8 @@ std::vector<std::string> generate_texts(const model::Seq2SeqLM& model, const mod
         for (int64_t k = first; k < std::min(chunk, first + batch_size); ++k)
             indices.push_back(std::min(n - 1, rank.rank * chunk + k));
         const Seq2SeqBatch batch = collate(rows, indices, pad_id, device);
-        const at::Tensor sequences = model::generate(model, batch.input_ids, batch.attention_mask, generation).cpu();
+        const at::Tensor sequences =
+            model::generate(model, batch.input_ids, batch.attention_mask, generation, options, all_finished).cpu();
         mine.narrow(0, first, sequences.size(0)).narrow(1, 0, sequences.size(1)).copy_(sequences);
     }
     at::Tensor all = mine;
@@ -180,10 +184,10 @@ int run_seq2seq_example(const config::RunConfig& run, const RankContext& rank, c
     if (run.mixed_precision != config::MixedPrecision::kNo)
         fail(ErrorKind::kConfig, "mixed_precision " + config::to_string(run.mixed_precision) +
                                      ": the seq2seq example runs in fp32 in this build (its config says mixed_precision: 'no')");
-    if (main_rank && zero_stage == 3 && zero.offload_param.device != config::OffloadDevice::kNone)
-        log.warn("zero_optimization.offload_param: BART's frozen weights are not partitioned in this build (ZeRO-3 "
-                 "partitions the Llama family's); every rank holds them whole on " + rank.device +
-                 ", and the optimizer state is partitioned and offloaded as configured");
+    // ZeRO-3: BART's frozen weights partitioned (each rank reads only its slices from the files),
+    // optionally offloaded to host memory or NVMe (offload_param).
+    const bool partition_weights = zero_stage == 3;
+    const bool offload_param = partition_weights && zero.offload_param.device != config::OffloadDevice::kNone;
 
     // ---- data: the example's preprocess_function ----
     const io::HubCache hub = io::HubCache::from_environment();
@@ -223,6 +227,7 @@ int run_seq2seq_example(const config::RunConfig& run, const RankContext& rank, c
     model::LoadOptions load;
     load.dtype = at::kFloat;
     load.device = device;
+    load.keep_mapped = partition_weights;
     model::LoadedSeq2Seq loaded = model::load_bart(model_dir, load);
     model::Seq2SeqLM& model = loaded.model;
     if (main_rank && !loaded.unused_tensors.empty())
@@ -241,6 +246,21 @@ int run_seq2seq_example(const config::RunConfig& run, const RankContext& rank, c
     }
     for (const auto& [name, t] : model.named_weights()) all_count += t.numel();
     all_count += trainable_count;
+    std::optional<zero::PartitionedWeights> partitioned;
+    if (partition_weights) {
+        // DeepSpeed's stage3_param_persistence_threshold; "auto" is 10 x hidden_size, as HF resolves it.
+        const int64_t persistence = zero.stage3_param_persistence_threshold
+                                        ? static_cast<int64_t>(*zero.stage3_param_persistence_threshold)
+                                        : 10 * bart.d_model;
+        partitioned.emplace(model.weight_parts(), rank.comm, rank.rank, rank.world_size, at::kFloat, device, persistence,
+                            parameter_offload_for(run, offload_param));
+        if (main_rank)
+            log.info("ZeRO-3: this rank holds " + std::to_string(partitioned->slice_bytes()) + " bytes" +
+                     (offload_param ? " (offload_param: in " + partitioned->slice_placement() + ")" : std::string()) +
+                     " of the " + std::to_string(partitioned->full_bytes()) + " bytes of partitioned frozen weights, and " +
+                     std::to_string(partitioned->persistent_bytes()) + " bytes of tensors under " +
+                     std::to_string(persistence) + " elements whole");
+    }
     if (main_rank)
         print_lines({"trainable params: " + with_thousands(trainable_count) + " || all params: " + with_thousands(all_count) +
                      " || trainable%: " + [&] {
@@ -266,6 +286,16 @@ int run_seq2seq_example(const config::RunConfig& run, const RankContext& rank, c
     model::ForwardOptions forward;
     forward.training = true;
     forward.generator = dropout_generator(device, static_cast<uint64_t>(args.seed) + 1);
+    forward.residency = partitioned ? &*partitioned : nullptr;
+    model::ForwardOptions generating;  // eval mode
+    generating.residency = forward.residency;
+    model::AllFinished all_finished;  // ZeRO-3 on several ranks: decoding steps in lock-step
+    if (partitioned && rank.comm)
+        all_finished = [&rank, &device](bool finished) {
+            at::Tensor open = at::full({1}, finished ? 0.0 : 1.0, at::TensorOptions().dtype(at::kFloat).device(device));
+            rank.comm->all_reduce(open, dist::ReduceOp::kSum);
+            return open.item<float>() == 0.0f;
+        };
     auto beat = [&](const std::string& what) {
         if (rank.heartbeat) rank.heartbeat->phase(what);
     };
@@ -319,8 +349,8 @@ int run_seq2seq_example(const config::RunConfig& run, const RankContext& rank, c
         std::optional<GpuMemoryPhase> gpu_eval;
         if (device.is_cuda()) gpu_eval.emplace(device);
         const CpuMemoryPhase cpu_eval;
-        const std::vector<std::string> predictions =
-            generate_texts(model, generation, eval.rows, args.per_device_eval_batch_size, pad_id, tokenizer, rank, device);
+        const std::vector<std::string> predictions = generate_texts(model, generation, generating, all_finished, eval.rows,
+                                                                    args.per_device_eval_batch_size, pad_id, tokenizer, rank, device);
         if (main_rank) {
             if (gpu_eval) print_lines(gpu_eval->report("eval"));
             print_lines(cpu_eval.report("eval"));

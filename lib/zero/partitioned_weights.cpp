@@ -1,5 +1,6 @@
 #include "zero/partitioned_weights.h"
 
+#include <algorithm>
 #include <numeric>
 
 #include <ATen/core/grad_mode.h>
@@ -7,22 +8,12 @@
 #include "util/error.h"
 
 namespace ftl::zero {
-namespace {
-
-std::string part_name(int id) {
-    return id == model::WeightResidency::kEmbeddings ? "embeddings"
-           : id == model::WeightResidency::kHead     ? "lm_head"
-           : id == model::WeightResidency::kFinalNorm ? "final norm"
-                                                      : "decoder layer " + std::to_string(id);
-}
-
-}  // namespace
 
 PartitionedWeights::PartitionedWeights(model::CausalLM& model, dist::Comm* comm, int rank, int world_size,
                                        at::ScalarType dtype, const at::Device& device, int64_t persistence_threshold,
                                        const std::function<void(int layer)>& prepare_layer,
                                        const std::optional<ParameterOffload>& offload)
-    : weights_(model.weights()),
+    : decoder_(&model.weights()),
       tied_(model.weights().lm_head.is_same(model.weights().embed_tokens)),
       comm_(comm),
       device_(device),
@@ -30,39 +21,59 @@ PartitionedWeights::PartitionedWeights(model::CausalLM& model, dist::Comm* comm,
       world_size_(world_size),
       persistence_threshold_(persistence_threshold) {
     const auto options = at::TensorOptions().dtype(dtype).device(device);
-    slices_on_host_ = offload.has_value();
-    if (offload)
-        slice_options_ = at::TensorOptions().device(at::kCPU).pinned_memory(device.is_cuda() && !offload->nvme);
-    else
-        slice_options_ = at::TensorOptions().device(device);
-    if (offload && offload->nvme) {
-        // At most: every frozen tensor's share at the wider of its and the target's element
-        // size, plus a page of padding per slice (parts x dtypes).
-        uint64_t capacity = 0, slices = 4;
-        for (const auto& [name, t] : model.named_weights())
-            if (t.defined() && !t.requires_grad())
-                capacity += static_cast<uint64_t>((t.numel() + world_size - 1) / world_size) *
-                            std::max<uint64_t>(t.element_size(), c10::elementSize(dtype));
-        slices += 2 * weights_.layers.size();
-        swap_ = std::make_unique<SliceSwap>(offload->nvme_path, capacity + slices * io::kDirectAlignment, offload->aio, rank);
-    }
-    add_part(kEmbeddings, {{&weights_.embed_tokens, false}}, options);
-    for (size_t i = 0; i < weights_.layers.size(); ++i) {
+    std::vector<at::Tensor> frozen;
+    for (const auto& [name, t] : model.named_weights())
+        if (t.defined() && !t.requires_grad()) frozen.push_back(t);
+    place_slices(offload, frozen, dtype, 2 * decoder_->layers.size() + 4);
+    add_part(kEmbeddings, model::part_name(kEmbeddings), {{&decoder_->embed_tokens, false}}, options);
+    for (size_t i = 0; i < decoder_->layers.size(); ++i) {
         if (prepare_layer) prepare_layer(static_cast<int>(i));
-        model::DecoderLayerWeights& l = weights_.layers[i];
+        model::DecoderLayerWeights& l = decoder_->layers[i];
         std::vector<Slot> slots{{&l.input_norm, false}, {&l.post_attention_norm, false}};
         for (model::Linear* linear : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj}) {
             slots.push_back({&linear->weight, linear->four_bit != nullptr});
             slots.push_back({&linear->bias, false});
         }
-        add_part(static_cast<int>(i), slots, options);
+        add_part(static_cast<int>(i), model::part_name(static_cast<int>(i)), slots, options);
     }
-    add_part(kFinalNorm, {{&weights_.final_norm, false}}, options);
-    if (tied_) weights_.lm_head = at::Tensor();  // shared with embed_tokens: gathered with it
-    else add_part(kHead, {{&weights_.lm_head, false}}, options);
+    add_part(kFinalNorm, model::part_name(kFinalNorm), {{&decoder_->final_norm, false}}, options);
+    if (tied_) decoder_->lm_head = at::Tensor();  // shared with embed_tokens: gathered with it
+    else add_part(kHead, model::part_name(kHead), {{&decoder_->lm_head, false}}, options);
 }
 
-void PartitionedWeights::add_part(int id, const std::vector<Slot>& candidates, const at::TensorOptions& options) {
+PartitionedWeights::PartitionedWeights(const std::vector<model::WeightPart>& parts, dist::Comm* comm, int rank,
+                                       int world_size, at::ScalarType dtype, const at::Device& device,
+                                       int64_t persistence_threshold, const std::optional<ParameterOffload>& offload)
+    : comm_(comm), device_(device), rank_(rank), world_size_(world_size), persistence_threshold_(persistence_threshold) {
+    std::vector<at::Tensor> frozen;
+    for (const auto& part : parts)
+        for (const Slot& slot : part.slots)
+            if (slot.tensor->defined() && !slot.tensor->requires_grad()) frozen.push_back(*slot.tensor);
+    place_slices(offload, frozen, dtype, 2 * parts.size());
+    const auto options = at::TensorOptions().dtype(dtype).device(device);
+    for (const auto& part : parts) add_part(part.id, part.name, part.slots, options);
+}
+
+void PartitionedWeights::place_slices(const std::optional<ParameterOffload>& offload, const std::vector<at::Tensor>& frozen,
+                                      at::ScalarType dtype, size_t parts) {
+    slices_on_host_ = offload.has_value();
+    if (offload)
+        slice_options_ = at::TensorOptions().device(at::kCPU).pinned_memory(device_.is_cuda() && !offload->nvme);
+    else
+        slice_options_ = at::TensorOptions().device(device_);
+    if (!offload || !offload->nvme) return;
+    // At most: every frozen tensor's share at the wider of its and the target's element size,
+    // plus a page of padding per slice (parts x dtypes).
+    uint64_t capacity = 0;
+    for (const at::Tensor& t : frozen)
+        capacity += static_cast<uint64_t>((t.numel() + world_size_ - 1) / world_size_) *
+                    std::max<uint64_t>(t.element_size(), c10::elementSize(dtype));
+    swap_ = std::make_unique<SliceSwap>(offload->nvme_path, capacity + parts * io::kDirectAlignment, offload->aio, rank_);
+}
+
+void PartitionedWeights::add_part(int id, const std::string& name, const std::vector<Slot>& candidates,
+                                  const at::TensorOptions& options) {
+    order_.push_back(id);
     std::map<at::ScalarType, std::pair<std::vector<at::Tensor*>, std::vector<at::Tensor>>> by_dtype;
     at::NoGradGuard no_grad;
     for (const Slot& candidate : candidates) {
@@ -89,7 +100,7 @@ void PartitionedWeights::add_part(int id, const std::vector<Slot>& candidates, c
         }
         const int64_t total = std::accumulate(numels.begin(), numels.end(), int64_t{0});
         if (total < world_size_)
-            fail(ErrorKind::kConfig, "ZeRO stage 3: the part '" + part_name(id) + "' has " + std::to_string(total) +
+            fail(ErrorKind::kConfig, "ZeRO stage 3: " + name + " has " + std::to_string(total) +
                                          " frozen parameters" +
                                          (by_dtype.size() > 1 ? std::string(" stored as ") + c10::toString(dtype) : "") +
                                          ", fewer than the " +
@@ -137,7 +148,7 @@ void PartitionedWeights::acquire(int id) {
                 *group.slots[i] = full.narrow(0, group.layout.offset(i), group.layout.numel(i)).view(group.shapes[i]);
         }
     }
-    if (tied_ && id == kHead) weights_.lm_head = weights_.embed_tokens;
+    if (tied_ && id == kHead) decoder_->lm_head = decoder_->embed_tokens;
     if (swap_) {
         if (const auto next = predicted_after(id)) {
             const auto found = parts_.find(*next);
@@ -152,7 +163,14 @@ void PartitionedWeights::acquire(int id) {
 }
 
 std::optional<int> PartitionedWeights::predicted_after(int part) const {
-    const int layers = static_cast<int>(weights_.layers.size());
+    if (!decoder_) {  // the list order; in backward (the part after this one came last) the one before
+        const auto at = std::find(order_.begin(), order_.end(), part);
+        if (at == order_.end()) return std::nullopt;
+        const bool backward = at + 1 != order_.end() && *(at + 1) == last_acquired_;
+        if (backward) return at == order_.begin() ? std::nullopt : std::optional<int>(*(at - 1));
+        return at + 1 == order_.end() ? std::nullopt : std::optional<int>(*(at + 1));
+    }
+    const int layers = static_cast<int>(decoder_->layers.size());
     if (part == kEmbeddings) return layers > 0 ? 0 : kFinalNorm;
     if (part == kFinalNorm) return tied_ ? kEmbeddings : kHead;
     if (part == kHead) return layers > 0 ? std::optional<int>(layers - 1) : std::nullopt;  // backward starts at the top
@@ -172,7 +190,7 @@ void PartitionedWeights::release(int id) {
         for (Group& group : it->second)
             for (at::Tensor* slot : group.slots) *slot = at::Tensor();
     if (tied_ && id == kHead) {
-        weights_.lm_head = at::Tensor();
+        decoder_->lm_head = at::Tensor();
         release(kEmbeddings);
     }
 }

@@ -51,6 +51,14 @@ public:
                        const std::function<void(int layer)>& prepare_layer = {},
                        const std::optional<ParameterOffload>& offload = std::nullopt);
 
+    // Any model's frozen weights, listed as parts in forward order (Seq2SeqLM::weight_parts()):
+    // the same slicing, persistence threshold and offload; no tied head, no preparation. The
+    // read-ahead (offload_param nvme) guesses the next part in the list, or in backward the one
+    // before.
+    PartitionedWeights(const std::vector<model::WeightPart>& parts, dist::Comm* comm, int rank, int world_size,
+                       at::ScalarType dtype, const at::Device& device, int64_t persistence_threshold = 0,
+                       const std::optional<ParameterOffload>& offload = std::nullopt);
+
     void acquire(int part) override;
     void release(int part) override;
     bool gathers(int part) const override;
@@ -70,14 +78,14 @@ private:
         at::Tensor slice;     // [shard]; undefined when swapped
         size_t swapped = 0;   // its index in swap_ (offload_param nvme)
     };
-    struct Slot {
-        at::Tensor* tensor;
-        bool keep_dtype;  // packed 4-bit codes: their bytes are kept, never converted
-    };
-    void add_part(int id, const std::vector<Slot>& candidates, const at::TensorOptions& options);
+    using Slot = model::WeightPart::Slot;
+    // Where slices live and, with offload_param nvme, the swap file sized for `frozen` tensors.
+    void place_slices(const std::optional<ParameterOffload>& offload, const std::vector<at::Tensor>& frozen,
+                      at::ScalarType dtype, size_t parts);
+    void add_part(int id, const std::string& name, const std::vector<Slot>& candidates, const at::TensorOptions& options);
 
-    model::DecoderWeights& weights_;
-    bool tied_;  // lm_head is embed_tokens
+    model::DecoderWeights* decoder_ = nullptr;  // the decoder family's weights (its tied head, its read-ahead guess)
+    bool tied_ = false;  // lm_head is embed_tokens
     dist::Comm* comm_;
     at::Device device_;  // where parts are gathered and used
     int rank_, world_size_;
@@ -91,6 +99,7 @@ private:
     std::optional<int> predicted_after(int part) const;
     int64_t persistent_bytes_ = 0;
     std::map<int, std::vector<Group>> parts_;
+    std::vector<int> order_;  // part ids in forward order
 };
 
 }  // namespace ftl::zero

@@ -20,8 +20,10 @@ Checks (CPU fp32):
             ZeRO-3 + CPU offload on 1 and 2 ranks: the output has the example's shape (memory
             report for train and eval, epoch=N: train_ppl=tensor(..) train_epoch_loss=tensor(..),
             accuracy=, eval_preds[:10]=, the labels) and the last epoch's accuracy is 100.0
-  systems   2 ranks ZeRO-3 + CPU offload equal 2 ranks plain data parallel (MULTI_CPU, clipping
-            1.0): per-epoch losses rel <= 1e-6 and the same predictions
+  systems   2 ranks ZeRO-3 + CPU offload (BART's weights partitioned, generation in lock-step)
+            equal 2 ranks plain data parallel (MULTI_CPU, clipping 1.0): per-epoch losses rel <= 1e-6
+            and the same predictions (beam search, and greedy with a greedy generation config);
+            optimizer and parameters offloaded to NVMe equal the CPU offload run
   adapter   the saved adapter (task_type SEQ_2_SEQ_LM) loads with PeftModel.from_pretrained and
             generates the labels ftlaunch generated in its last epoch
   bad       a label index outside the class names, a missing text column -> exit 2 (a configuration error) naming them;
@@ -41,6 +43,7 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import check, finish  # noqa: E402
+import test_zero  # noqa: E402
 
 FTLAUNCH = os.environ["FTLAUNCH"]
 DATA = os.path.join(os.environ["FTL_SOURCE_DIR"], "examples", "data", "twitter_complaints_tiny")
@@ -169,10 +172,23 @@ def reference(model_dir, tokenizer, epochs):
     return losses, predictions, lora
 
 
-def launch(work, name, config, model_dir, *flags, dataset=DATA):
-    config_path = os.path.join(work, name + ".yaml")
-    with open(config_path, "w") as f:
-        f.write(config)
+def yaml(work, name, text):
+    path = os.path.join(work, name + ".yaml")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def zero3(work, name, ranks, device="cpu", nvme=None):
+    """ZeRO-3 from a DeepSpeed JSON with stage3_param_persistence_threshold 0 (on the tiny model
+    DeepSpeed's default 1e5 elements would keep every tensor whole), optimizer and parameters
+    offloaded to `device`; gradient_clipping "auto" (the runs pass --max_grad_norm 1.0, the seed's)."""
+    offload = {"device": device, **({"nvme_path": nvme} if nvme else {})}
+    return test_zero.zero3_everything_partitioned(work, ranks, name,
+                                                  zero={"offload_optimizer": offload, "offload_param": offload})
+
+
+def launch(work, name, config_path, model_dir, *flags, dataset=DATA):
     out = os.path.join(work, name)
     proc = subprocess.run([FTLAUNCH, "--config_file", config_path, JOB, "--model_name_or_path", model_dir,
                            "--dataset_name", dataset, "--output_dir", out, *flags],
@@ -196,7 +212,8 @@ def rel(a, b):
 def check_parity(work, base, tokenizer):
     model_dir = os.path.join(work, "base_nodrop")
     without_dropout(base, model_dir)
-    proc, out = launch(work, "parity", ZERO3_CPU.format(ranks=1), model_dir, "--lora_dropout", "0", "--num_train_epochs", "3")
+    proc, out = launch(work, "parity", zero3(work, "parity_z3", 1), model_dir, "--lora_dropout", "0",
+                       "--num_train_epochs", "3", "--max_grad_norm", "1.0")
     if not check(proc.returncode == 0, f"parity: ftlaunch runs ({proc.stderr.strip()[-400:]})"):
         return
     losses, predictions, lora = reference(model_dir, tokenizer, 3)
@@ -214,8 +231,10 @@ def check_parity(work, base, tokenizer):
 
 def check_example(work, base, tokenizer):
     runs = {}
+    configs = {1: (yaml(work, "seed_zero3_cpu", ZERO3_CPU.format(ranks=1)),),  # the seed's YAML keys
+               2: (zero3(work, "example_z3", 2), "--max_grad_norm", "1.0")}  # every tensor partitioned
     for ranks in (1, 2):
-        proc, out = launch(work, f"example{ranks}", ZERO3_CPU.format(ranks=ranks), base)
+        proc, out = launch(work, f"example{ranks}", configs[ranks][0], base, *configs[ranks][1:])
         runs[ranks] = (proc, out)
         if not check(proc.returncode == 0, f"example, {ranks} rank(s): ftlaunch runs ({proc.stderr.strip()[-400:]})"):
             continue
@@ -235,14 +254,39 @@ def check_example(work, base, tokenizer):
         check(os.path.exists(os.path.join(out, "adapter_model.safetensors")) and
               json.load(open(os.path.join(out, "adapter_config.json")))["task_type"] == "SEQ_2_SEQ_LM",
               f"example, {ranks} rank(s): the adapter saved with task_type SEQ_2_SEQ_LM")
-    zero3, zero3_out = runs[2]
-    plain, plain_out = launch(work, "plain2", MULTI_CPU.format(ranks=2), base, "--max_grad_norm", "1.0")
-    if zero3.returncode == 0 and check(plain.returncode == 0, f"systems: plain data parallel runs ({plain.stderr[-300:]})"):
-        a, b = epoch_losses(zero3), epoch_losses(plain)
+    zero3_run, zero3_out = runs[2]
+    held = re.search(r"holds (\d+) bytes \(offload_param: in host memory\) of the (\d+) bytes", zero3_run.stderr + zero3_run.stdout)
+    check(held and 0 < int(held.group(1)) < int(held.group(2)),
+          f"systems: under ZeRO-3 on 2 ranks each holds a slice of BART's frozen weights ({held and held.group(0)})")
+    plain, plain_out = launch(work, "plain2", yaml(work, "plain2", MULTI_CPU.format(ranks=2)), base, "--max_grad_norm", "1.0")
+    if zero3_run.returncode == 0 and check(plain.returncode == 0, f"systems: plain data parallel runs ({plain.stderr[-300:]})"):
+        a, b = epoch_losses(zero3_run), epoch_losses(plain)
         worst = max(rel(x, y) for x, y in zip(a, b)) if len(a) == len(b) and a else float("inf")
         check(worst <= 1e-6, f"systems: 2 ranks ZeRO-3 + CPU offload equal plain data parallel, loss rel diff {worst:.2e} <= 1e-6")
         check([e["predictions"] for e in evaluations(zero3_out)] == [e["predictions"] for e in evaluations(plain_out)],
               "systems: the same predictions every epoch")
+        nvme = os.path.join(work, "nvme")
+        os.makedirs(nvme)
+        swapped, swapped_out = launch(work, "nvme2", zero3(work, "nvme_z3", 2, "nvme", nvme), base, "--max_grad_norm", "1.0")
+        if check(swapped.returncode == 0, f"systems: ZeRO-3 with optimizer and parameters on NVMe runs ({swapped.stderr[-300:]})"):
+            a, b = epoch_losses(swapped), epoch_losses(zero3_run)
+            worst = max(rel(x, y) for x, y in zip(a, b)) if len(a) == len(b) and a else float("inf")
+            check(worst <= 1e-6 and [e["predictions"] for e in evaluations(swapped_out)] ==
+                  [e["predictions"] for e in evaluations(zero3_out)],
+                  f"systems: NVMe offload of both equals CPU offload (loss rel diff {worst:.2e} <= 1e-6, same predictions)")
+    greedy = os.path.join(work, "base_greedy")
+    shutil.copytree(base, greedy)
+    config = transformers.GenerationConfig.from_pretrained(greedy)
+    config.num_beams, config.early_stopping = 1, False
+    config.save_pretrained(greedy)
+    sharded, sharded_out = launch(work, "greedy_zero3", zero3(work, "greedy_z3", 2), greedy, "--num_train_epochs", "2",
+                                  "--max_grad_norm", "1.0")
+    whole, whole_out = launch(work, "greedy_plain", yaml(work, "greedy_plain", MULTI_CPU.format(ranks=2)), greedy,
+                              "--num_train_epochs", "2", "--max_grad_norm", "1.0")
+    if check(sharded.returncode == 0 and whole.returncode == 0,
+             f"systems: greedy generation runs sharded and whole ({sharded.stderr[-200:]} {whole.stderr[-200:]})"):
+        check([e["predictions"] for e in evaluations(sharded_out)] == [e["predictions"] for e in evaluations(whole_out)],
+              "systems: greedy generation under ZeRO-3 on 2 ranks (steps kept in lock-step) equals unsharded")
     proc, out = runs[1]
     if proc.returncode == 0:
         import peft
@@ -265,13 +309,14 @@ def check_bad_input(work, base):
     train[3]["Label"] = 5
     with open(os.path.join(bad, "train.jsonl"), "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in train)
-    proc, _ = launch(work, "bad1", ZERO3_CPU.format(ranks=1), base, "--num_train_epochs", "1", dataset=bad)
+    config = yaml(work, "bad", ZERO3_CPU.format(ranks=1))
+    proc, _ = launch(work, "bad1", config, base, "--num_train_epochs", "1", dataset=bad)
     check(proc.returncode == 2 and "record 3" in proc.stderr and "outside the 3 class names" in proc.stderr,
           f"bad: a label outside the class names is named ({proc.stderr.strip()[-300:]})")
-    proc, _ = launch(work, "bad2", ZERO3_CPU.format(ranks=1), base, "--num_train_epochs", "1", "--text_column", "tweet")
+    proc, _ = launch(work, "bad2", config, base, "--num_train_epochs", "1", "--text_column", "tweet")
     check(proc.returncode == 2 and "no column 'tweet'" in proc.stderr and "'Tweet text'" in proc.stderr,
           f"bad: a missing text column is named with the columns there are ({proc.stderr.strip()[-300:]})")
-    proc, _ = launch(work, "bad3", ZERO3_CPU.format(ranks=1), base, "--num_train_epochs", "1", "--max_target_length", "3")
+    proc, _ = launch(work, "bad3", config, base, "--num_train_epochs", "1", "--max_target_length", "3")
     check(proc.returncode == 0 and "targets cut to 3 tokens" in proc.stderr,
           f"bad: --max_target_length 3 warns that targets were cut ({proc.stderr.strip()[-300:]})")
 
