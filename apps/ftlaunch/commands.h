@@ -2,6 +2,8 @@
 // returns the process exit code and lets ftl::Error propagate to main, which reports it.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +48,21 @@ struct MergeInvocation {
 };
 // Writes the base model with the adapter merged into output_dir (a folder transformers loads).
 int run_merge(const MergeInvocation& merge, const Log& log);
+
+// `ftlaunch generate`: its flags.
+struct GenerateInvocation {
+    std::string model_name_or_path;
+    std::string adapter_path;             // a PEFT LoRA adapter folder, or none
+    std::string prompts_file;             // one prompt per line, or .jsonl with "prompt"
+    std::string output;                   // JSON lines; "" = stdout
+    std::optional<int64_t> max_new_tokens;  // else generation_config.json's
+    std::optional<int64_t> num_beams;
+    int batch_size = 8;
+    std::string device = "cpu";           // cpu | cuda
+};
+// One JSON line per prompt ({"prompt", "completion", "ids"}), greedy or beam search as
+// transformers' generate(do_sample=False).
+int run_generate(const GenerateInvocation& generate, const Log& log);
 
 // `ftlaunch report OUTPUT_DIR`: writes OUTPUT_DIR/report.html from OUTPUT_DIR/metrics.jsonl.
 int run_report(const std::string& output_dir, const Log& log);

@@ -121,6 +121,18 @@ int dispatch(const std::vector<std::string>& argv, const ftl::Log& log) {
     merge_cmd->add_option("--output_dir", merge.output_dir, "where the merged model goes (a new folder)")->required();
     merge_cmd->add_option("--torch_dtype", merge.torch_dtype, "auto (keep), float32, bfloat16 or float16");
     merge_cmd->add_option("--max_shard_size", merge.max_shard_size, "largest weight file, e.g. 5GB (as save_pretrained)");
+    ftl::app::GenerateInvocation generate;
+    auto* generate_cmd = app.add_subcommand("generate", "complete prompts with a model (and adapter): greedy or beam search");
+    generate_cmd->add_option("--model_name_or_path", generate.model_name_or_path, "the model folder or hub name")->required();
+    generate_cmd->add_option("--adapter_path", generate.adapter_path, "a PEFT LoRA adapter folder");
+    generate_cmd->add_option("--prompts", generate.prompts_file, "one prompt per line, or .jsonl with \"prompt\"")->required();
+    generate_cmd->add_option("--output", generate.output, "JSON lines file (default: stdout)");
+    generate_cmd->add_option("--max_new_tokens", generate.max_new_tokens, "tokens to generate (default: generation_config.json)")
+        ->check(CLI::PositiveNumber);
+    generate_cmd->add_option("--num_beams", generate.num_beams, "1 = greedy (default: generation_config.json)")
+        ->check(CLI::PositiveNumber);
+    generate_cmd->add_option("--batch_size", generate.batch_size, "prompts per batch")->check(CLI::PositiveNumber);
+    generate_cmd->add_option("--device", generate.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
     std::string report_dir;
     auto* report_cmd = app.add_subcommand("report", "write OUTPUT_DIR/report.html from a run's metrics.jsonl");
     report_cmd->add_option("output_dir", report_dir, "the run's --output_dir")->required();
@@ -137,7 +149,7 @@ int dispatch(const std::vector<std::string>& argv, const ftl::Log& log) {
     }
     if (job_at < argv.size()) {
         if (config_cmd->parsed() || test_cmd->parsed() || env_cmd->parsed() || report_cmd->parsed() || merge_cmd->parsed() ||
-            verify_cmd->parsed())
+            verify_cmd->parsed() || generate_cmd->parsed())
             ftl::fail(ftl::ErrorKind::kUsage, "'" + argv[job_at] + "' cannot follow a subcommand");
         inv.job_token = argv[job_at];
         inv.job_argv.assign(argv.begin() + static_cast<long>(job_at) + 1, argv.end());
@@ -148,9 +160,10 @@ int dispatch(const std::vector<std::string>& argv, const ftl::Log& log) {
     if (env_cmd->parsed()) return ftl::app::run_env(inv, log);
     if (report_cmd->parsed()) return ftl::app::run_report(report_dir, log);
     if (merge_cmd->parsed()) return ftl::app::run_merge(merge, log);
+    if (generate_cmd->parsed()) return ftl::app::run_generate(generate, log);
     if (verify_cmd->parsed()) return ftl::app::run_verify(verify_dir, log);
     std::cout << app.help();
-    ftl::fail(ftl::ErrorKind::kUsage, "nothing to run: give a job (train ...) or a subcommand (config, test, env, merge, report, verify)");
+    ftl::fail(ftl::ErrorKind::kUsage, "nothing to run: give a job (train ...) or a subcommand (config, test, env, merge, generate, report, verify)");
 }
 
 // "ftlaunch" for the launcher, "ftlaunch rank 3" in a worker, so every line says who wrote it.

@@ -13,12 +13,10 @@
 
 namespace ftl::model {
 
-GenerationConfig read_generation_config(const std::string& model_dir, const BartConfig& model) {
-    GenerationConfig c;
-    c.decoder_start_token_id = model.decoder_start_token_id;
-    c.eos_token_ids = {model.eos_token_id};
-    c.pad_token_id = model.pad_token_id;
-    c.forced_eos_token_id = model.forced_eos_token_id;
+namespace {
+
+// generation_config.json over `c` (the model config's values) when the file is there.
+GenerationConfig read_over(const std::string& model_dir, GenerationConfig c) {
     const std::string path = model_dir + "/generation_config.json";
     const auto text = read_text_file(path);
     if (!text) return c;
@@ -41,7 +39,7 @@ GenerationConfig read_generation_config(const std::string& model_dir, const Bart
     if (r.has("forced_bos_token_id")) c.forced_bos_token_id = r.integer("forced_bos_token_id", std::nullopt, 0);
     if (r.has("forced_eos_token_id")) c.forced_eos_token_id = r.integer("forced_eos_token_id", std::nullopt, 0);
     if (r.has("max_new_tokens")) c.max_new_tokens = r.integer("max_new_tokens");
-    else if (r.has("max_length")) c.max_new_tokens = r.integer("max_length", std::nullopt, 2) - 1;
+    c.max_length = r.integer("max_length", c.max_length, 2);
     c.num_beams = r.integer("num_beams", 1);
     c.no_repeat_ngram_size = r.integer("no_repeat_ngram_size", 0, 0);
     c.min_length = r.integer("min_length", 0, 0);
@@ -63,6 +61,38 @@ GenerationConfig read_generation_config(const std::string& model_dir, const Bart
         else
             r.bad("early_stopping", "must be true, false or \"never\"");
     }
+    return c;
+}
+
+}  // namespace
+
+int64_t GenerationConfig::new_tokens(int64_t start_length) const {
+    const int64_t n = max_new_tokens ? *max_new_tokens : max_length - start_length;
+    if (n < 1)
+        fail(ErrorKind::kConfig, "generation: max_length " + std::to_string(max_length) + " leaves no room after a start of " +
+                                     std::to_string(start_length) + " tokens; set max_new_tokens");
+    return n;
+}
+
+GenerationConfig read_generation_config(const std::string& model_dir, const BartConfig& model) {
+    GenerationConfig c;
+    c.decoder_start_token_id = model.decoder_start_token_id;
+    c.eos_token_ids = {model.eos_token_id};
+    c.pad_token_id = model.pad_token_id;
+    c.forced_eos_token_id = model.forced_eos_token_id;
+    return read_over(model_dir, c);
+}
+
+GenerationConfig read_generation_config(const std::string& model_dir, const DecoderConfig& model) {
+    constexpr int64_t kNoPad = -1;  // neither file names a pad token
+    GenerationConfig c;
+    c.eos_token_ids.clear();
+    if (model.eos_token_id) c.eos_token_ids.push_back(*model.eos_token_id);
+    c.pad_token_id = model.pad_token_id.value_or(kNoPad);
+    c = read_over(model_dir, c);
+    if (c.eos_token_ids.empty())
+        fail(ErrorKind::kConfig, model_dir + ": no eos_token_id in config.json or generation_config.json (generation stops at it)");
+    if (c.pad_token_id == kNoPad) c.pad_token_id = c.eos_token_ids.front();
     return c;
 }
 
@@ -110,19 +140,18 @@ at::Tensor gather_beams(const at::Tensor& tensor, const at::Tensor& indices) {
     return tensor.gather(1, index.expand(shape));
 }
 
-at::Tensor greedy(const Seq2SeqLM& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                  const GenerationConfig& config, const ForwardOptions& options, const AllFinished& all_finished) {
-    const int64_t rows = input_ids.size(0), max_length = 1 + config.max_new_tokens;
-    const at::Tensor encoded = model.encode(input_ids, attention_mask, options);
-    at::Tensor sequences = at::full({rows, 1}, config.decoder_start_token_id, input_ids.options());
-    at::Tensor unfinished = at::ones({rows}, input_ids.options());
-    const at::Tensor eos = at::tensor(config.eos_token_ids, input_ids.options());
+// The model side of decoding: the logits [N, V] (fp32) at the last position of sequences [N, L].
+using NextLogits = std::function<at::Tensor(const at::Tensor& sequences)>;
+
+at::Tensor greedy(const at::Tensor& start, const NextLogits& next_logits, const GenerationConfig& config,
+                  const AllFinished& all_finished) {
+    const int64_t rows = start.size(0), max_length = start.size(1) + config.new_tokens(start.size(1));
+    at::Tensor sequences = start;
+    at::Tensor unfinished = at::ones({rows}, start.options());
+    const at::Tensor eos = at::tensor(config.eos_token_ids, start.options());
     bool finished = false;
-    for (int64_t step = 1; step < max_length; ++step) {
-        const int64_t length = sequences.size(1);
-        at::Tensor scores = model.logits(model.decode(sequences, at::Tensor(), encoded, attention_mask, options), options)
-                                .select(1, length - 1)
-                                .to(at::kFloat);
+    for (int64_t length = start.size(1); length < max_length; ++length) {
+        at::Tensor scores = next_logits(sequences);
         if (!finished) {
             apply_processors(scores, sequences, max_length, config);
             at::Tensor next = scores.argmax(-1);
@@ -138,12 +167,12 @@ at::Tensor greedy(const Seq2SeqLM& model, const at::Tensor& input_ids, const at:
 
 // Names follow transformers' _beam_search; shapes [B, K] for B rows and K beams, [B, keep] for
 // the continuations kept each step.
-at::Tensor beam_search(const Seq2SeqLM& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
-                       const GenerationConfig& config, const ForwardOptions& options, const AllFinished& all_finished) {
+at::Tensor beam_search(const at::Tensor& start, const NextLogits& next_logits, int64_t vocab,
+                       const GenerationConfig& config, const AllFinished& all_finished) {
     using Early = GenerationConfig::EarlyStopping;
-    const int64_t rows = input_ids.size(0), beams = config.num_beams, max_length = 1 + config.max_new_tokens;
-    const int64_t prompt = 1, vocab = model.config().vocab_size;
-    const auto ids = input_ids.options();
+    const int64_t rows = start.size(0), beams = config.num_beams, prompt = start.size(1);
+    const int64_t max_length = prompt + config.new_tokens(prompt);
+    const auto ids = start.options();
     const auto floats = ids.dtype(at::kFloat);
     const at::Tensor eos = at::tensor(config.eos_token_ids, ids);
     const int64_t keep = std::max<int64_t>(2, 1 + eos.numel()) * beams;
@@ -151,7 +180,7 @@ at::Tensor beam_search(const Seq2SeqLM& model, const at::Tensor& input_ids, cons
     // transformers fills with `pad_token_id or eos_token_id[0]`: a pad id of 0 falls through.
     const int64_t fill = config.pad_token_id != 0 ? config.pad_token_id : config.eos_token_ids.front();
     at::Tensor running_sequences = at::full({rows, beams, max_length}, fill, ids);
-    running_sequences.select(2, 0).fill_(config.decoder_start_token_id);
+    running_sequences.narrow(2, 0, prompt).copy_(start.unsqueeze(1).expand({rows, beams, prompt}));
     at::Tensor sequences = running_sequences.clone();
     at::Tensor running_beam_scores = at::zeros({rows, beams}, floats);
     running_beam_scores.narrow(1, 1, beams - 1).fill_(-1e9);
@@ -160,15 +189,11 @@ at::Tensor beam_search(const Seq2SeqLM& model, const at::Tensor& input_ids, cons
     at::Tensor improvement_possible = at::ones({rows, 1}, ids.dtype(at::kBool));  // is_early_stop_heuristic_unsatisfied
     at::Tensor running_beam_indices = at::full({rows, beams, max_length - prompt}, -1, ids);
     at::Tensor beam_indices = running_beam_indices.clone();
-    const at::Tensor source_mask = attention_mask.repeat_interleave(beams, 0);
-    const at::Tensor encoded = model.encode(input_ids.repeat_interleave(beams, 0), source_mask, options);
     const at::Tensor batch_offset = at::arange(rows, ids).view({-1, 1}) * beams;
     bool finished = false;
     for (int64_t length = prompt;;) {
         const at::Tensor flat = running_sequences.narrow(2, 0, length).reshape({rows * beams, length});
-        at::Tensor log_probs = at::log_softmax(
-            model.logits(model.decode(flat, at::Tensor(), encoded, source_mask, options), options).select(1, length - 1).to(at::kFloat),
-            -1);
+        at::Tensor log_probs = at::log_softmax(next_logits(flat), -1);
         if (finished) {  // only keeping step with the other ranks
             if (all_finished(true)) break;
             continue;
@@ -236,8 +261,36 @@ at::Tensor generate(const Seq2SeqLM& model, const at::Tensor& input_ids, const a
                     const GenerationConfig& config, const ForwardOptions& options, const AllFinished& all_finished) {
     at::NoGradGuard no_grad;
     if (config.num_beams < 1) fail(ErrorKind::kConfig, "num_beams " + std::to_string(config.num_beams) + ": must be >= 1");
-    return config.num_beams == 1 ? greedy(model, input_ids, attention_mask, config, options, all_finished)
-                                 : beam_search(model, input_ids, attention_mask, config, options, all_finished);
+    // Every row's encoder states, once per beam.
+    const at::Tensor source_mask = attention_mask.repeat_interleave(config.num_beams, 0);
+    const at::Tensor encoded = model.encode(input_ids.repeat_interleave(config.num_beams, 0), source_mask, options);
+    const NextLogits next_logits = [&](const at::Tensor& sequences) {
+        return model.logits(model.decode(sequences, at::Tensor(), encoded, source_mask, options), options)
+            .select(1, sequences.size(1) - 1)
+            .to(at::kFloat);
+    };
+    const at::Tensor start = at::full({input_ids.size(0), 1}, config.decoder_start_token_id, input_ids.options());
+    return config.num_beams == 1 ? greedy(start, next_logits, config, all_finished)
+                                 : beam_search(start, next_logits, model.config().vocab_size, config, all_finished);
+}
+
+at::Tensor generate(const CausalLM& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                    const GenerationConfig& config, const ForwardOptions& options, const AllFinished& all_finished) {
+    at::NoGradGuard no_grad;
+    if (config.num_beams < 1) fail(ErrorKind::kConfig, "num_beams " + std::to_string(config.num_beams) + ": must be >= 1");
+    const at::Tensor prompt_mask = attention_mask.repeat_interleave(config.num_beams, 0);
+    const NextLogits next_logits = [&](const at::Tensor& sequences) {
+        // Generated tokens are attended to; positions count the real tokens before each one
+        // (transformers: attention_mask.cumsum(-1) - 1, padding at 1).
+        Batch batch;
+        batch.input_ids = sequences;
+        const int64_t generated = sequences.size(1) - prompt_mask.size(1);
+        batch.attention_mask = at::cat({prompt_mask, at::ones({sequences.size(0), generated}, prompt_mask.options())}, 1);
+        batch.position_ids = (batch.attention_mask.to(at::kLong).cumsum(-1) - 1).masked_fill(batch.attention_mask == 0, 1);
+        return model.logits(batch, options).select(1, sequences.size(1) - 1).to(at::kFloat);
+    };
+    return config.num_beams == 1 ? greedy(input_ids, next_logits, config, all_finished)
+                                 : beam_search(input_ids, next_logits, model.config().vocab_size, config, all_finished);
 }
 
 }  // namespace ftl::model

@@ -1,10 +1,14 @@
-// Decoding for encoder-decoder models as transformers' generate(do_sample=False) runs it.
+// Decoding as transformers' generate(do_sample=False) runs it, for encoder-decoder models (BART:
+// the decoder starts from decoder_start_token_id) and decoder-only ones (the decoder family: the
+// sequences start as the left-padded prompts; generated tokens are attended to, positions count
+// real tokens only, as transformers derives them from the attention mask). P is the start's
+// length (1 for an encoder-decoder model); sequences grow to at most P + max_new_tokens.
 //
-// Greedy (num_beams 1): the decoder starts from decoder_start_token_id; at each step the last
-// position's logits pass transformers' logits processors in its order (no repeated n-gram, minimum
-// length, forced BOS at the first step, forced EOS at the last allowed step), the argmax is appended, and a row that produced an
-// EOS gets pad_token_id from then on; decoding stops when every row has finished or the length
-// reaches 1 + max_new_tokens.
+// Greedy (num_beams 1): at each step the last position's logits pass transformers' logits
+// processors in its order (no repeated n-gram, minimum length, forced BOS when the sequence is one
+// token long, forced EOS at the last allowed step), the argmax is appended, and a row that
+// produced an EOS gets pad_token_id from then on; decoding stops when every row has finished or
+// the length limit is reached.
 //
 // Beam search (num_beams > 1), transformers 5's vectorised form: each step adds the log-softmax of
 // every beam's next-token logits (after the same processors) to the beam's score and keeps the
@@ -15,8 +19,8 @@
 // longest when length_penalty > 0), every beam finished (early_stopping true), or every
 // continuation hit a stop. The best finished sequence of each row is returned.
 //
-// The encoder runs once; the decoder runs over the whole prefix at each step (no key/value cache
-// yet).
+// The encoder runs once; the decoder runs over the whole sequence at each step (no key/value
+// cache yet).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -36,19 +40,24 @@ struct GenerationConfig {
     int64_t pad_token_id = 1;
     std::optional<int64_t> forced_bos_token_id;
     std::optional<int64_t> forced_eos_token_id;
-    int64_t max_new_tokens = 20;
+    std::optional<int64_t> max_new_tokens;  // else max_length - P
+    int64_t max_length = 20;                // start included, as transformers counts it
     int64_t num_beams = 1;
     int64_t no_repeat_ngram_size = 0;  // > 0: no n-gram of this size appears twice in a sequence
     int64_t min_length = 0;            // EOS banned while the sequence (start token included) is shorter
     double length_penalty = 1.0;
     enum class EarlyStopping { kFalse, kTrue, kNever } early_stopping = EarlyStopping::kFalse;
+
+    // The tokens to generate after a start of `start_length` tokens (at least 1).
+    int64_t new_tokens(int64_t start_length) const;
 };
 
 // generation_config.json of `model_dir` when present (transformers' keys), else the model
-// config's values; max_new_tokens from the file's max_new_tokens, or max_length - 1, else 20.
+// config's values (a decoder model without a pad token pads with its first EOS, as transformers).
 // Settings this decoder does not have (sampling, repetition penalty, ...) are ftl::Error(kConfig)
 // naming the key rather than a different output.
 GenerationConfig read_generation_config(const std::string& model_dir, const BartConfig& model);
+GenerationConfig read_generation_config(const std::string& model_dir, const DecoderConfig& model);
 
 // ZeRO-3 (transformers' synced_gpus): every rank must run the same number of decoder passes, as
 // each gathers weights with the others. Called once per decoding step with whether this rank's
@@ -61,6 +70,10 @@ using AllFinished = std::function<bool(bool this_rank_finished)>;
 // `options` (eval mode: no dropout) carries the residency under ZeRO-3; `all_finished` then
 // keeps the ranks in step.
 at::Tensor generate(const Seq2SeqLM& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                    const GenerationConfig& config, const ForwardOptions& options = {},
+                    const AllFinished& all_finished = {});
+// Decoder-only: `input_ids` [B, P] left-padded prompts with `attention_mask`; returns [B, P + n].
+at::Tensor generate(const CausalLM& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
                     const GenerationConfig& config, const ForwardOptions& options = {},
                     const AllFinished& all_finished = {});
 

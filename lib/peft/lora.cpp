@@ -217,21 +217,42 @@ LoraConfig read_adapter_config(const std::string& dir) {
     return config;
 }
 
-LoraConfig load_adapter(const std::string& dir, model::CausalLM& model) {
-    const LoraConfig config = read_adapter_config(dir);
-    at::Generator unused = at::make_generator<at::CPUGeneratorImpl>(0);
-    attach_lora(model, config, unused);
-    const io::Checkpoint ckpt = io::Checkpoint::open(dir, "adapter_model");
+namespace {
+
+// The adapter's tensors copied into the attached adapters (of `parameters`, PEFT names).
+void load_adapter_weights(const std::string& dir, const io::Checkpoint& ckpt, const LoraConfig& config,
+                          const std::vector<std::pair<std::string, at::Tensor>>& parameters) {
     at::NoGradGuard no_grad;
-    for (auto& [name, param] : adapter_parameters(model)) {
+    for (const auto& [name, param] : parameters) {
         if (!ckpt.contains(name))
             fail(ErrorKind::kConfig, dir + "/adapter_model.safetensors: no tensor '" + name + "' for the adapter config's targets");
         at::Tensor loaded = model::mapped_tensor(ckpt.shared_file_of(name), name);
         if (loaded.sizes() != param.sizes())
             fail(ErrorKind::kConfig, dir + "/adapter_model.safetensors: '" + name + "' does not fit the model (adapter r=" +
                                          std::to_string(config.r) + ")");
-        param.copy_(loaded);
+        at::Tensor target = param;
+        target.copy_(loaded);
     }
+}
+
+}  // namespace
+
+LoraConfig load_adapter(const std::string& dir, const LinearPaths& candidates, const std::string& model_type) {
+    const LoraConfig config = read_adapter_config(dir);
+    at::Generator unused = at::make_generator<at::CPUGeneratorImpl>(0);
+    attach_lora(candidates, model_type, config, unused);
+    const io::Checkpoint ckpt = io::Checkpoint::open(dir, "adapter_model");
+    load_adapter_weights(dir, ckpt, config, adapter_parameters(candidates));
+    return config;
+}
+
+LoraConfig load_adapter(const std::string& dir, model::CausalLM& model) {
+    const LoraConfig config = read_adapter_config(dir);
+    at::Generator unused = at::make_generator<at::CPUGeneratorImpl>(0);
+    attach_lora(model, config, unused);
+    const io::Checkpoint ckpt = io::Checkpoint::open(dir, "adapter_model");
+    load_adapter_weights(dir, ckpt, config, adapter_parameters(model));
+    at::NoGradGuard no_grad;
     for (auto& [name, weight] : embedding_tensors(model)) {
         if (!ckpt.contains(name)) continue;
         const at::Tensor loaded = model::mapped_tensor(ckpt.shared_file_of(name), name);

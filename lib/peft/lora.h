@@ -77,5 +77,7 @@ LoraConfig read_adapter_config(const std::string& dir);
 // must already have the adapter's vocabulary size). Throws naming the file for a non-LoRA adapter, missing tensors or shapes
 // that do not fit the model.
 LoraConfig load_adapter(const std::string& dir, model::CausalLM& model);
+// The same for any model given its linears (Seq2SeqLM::linears()); `model_type` names it in errors.
+LoraConfig load_adapter(const std::string& dir, const LinearPaths& candidates, const std::string& model_type);
 
 }  // namespace ftl::peft

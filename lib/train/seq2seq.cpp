@@ -142,7 +142,7 @@ std::vector<std::string> generate_texts(const model::Seq2SeqLM& model, const mod
                                         const tokenizer::HfTokenizer& tokenizer, const RankContext& rank,
                                         const at::Device& device) {
     const int64_t n = static_cast<int64_t>(rows.size()), chunk = (n + rank.world_size - 1) / rank.world_size;
-    const int64_t width = 1 + generation.max_new_tokens;
+    const int64_t width = 1 + generation.new_tokens(1);
     at::Tensor mine = at::full({chunk, width}, pad_id, at::kLong);
     for (int64_t first = 0; first < chunk; first += batch_size) {
         std::vector<int64_t> indices;

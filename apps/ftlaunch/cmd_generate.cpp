@@ -1,0 +1,127 @@
+// `ftlaunch generate`: completions for a file of prompts, from a model folder (BART, or the
+// decoder family) with an optional PEFT LoRA adapter, decoded as transformers'
+// generate(do_sample=False) decodes (model/generate.h) with the model's generation_config.json,
+// --max_new_tokens and --num_beams overriding it. Prompts go in batches of --batch_size, padded
+// as transformers pads for generation (on the left for a decoder-only model, on the right for an
+// encoder-decoder one), so outputs equal transformers' for the same batches.
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "io/atomic_file.h"
+#include "io/hub.h"
+#include "model/bart.h"
+#include "model/config_reader.h"
+#include "model/generate.h"
+#include "model/load.h"
+#include "peft/lora.h"
+#include "tokenizer/hf_tokenizer.h"
+#include "util/error.h"
+#include "util/files.h"
+#include "util/strings.h"
+
+namespace ftl::app {
+namespace {
+
+// One prompt per line, or JSON lines with a "prompt" (else "text") field.
+std::vector<std::string> read_prompts(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) fail(ErrorKind::kUsage, "--prompts: cannot read '" + path + "'");
+    std::vector<std::string> prompts;
+    std::string line;
+    for (int number = 1; std::getline(in, line); ++number) {
+        if (trim(line).empty()) continue;
+        if (!ends_with(path, ".jsonl")) {
+            prompts.push_back(line);
+            continue;
+        }
+        const auto record = nlohmann::json::parse(line, nullptr, false);
+        const char* field = record.is_object() && record.contains("prompt") ? "prompt" : "text";
+        if (!record.is_object() || !record.contains(field) || !record[field].is_string())
+            fail(ErrorKind::kConfig, path + ":" + std::to_string(number) + ": expected a JSON object with a \"prompt\" (or \"text\") string");
+        prompts.push_back(record[field].get<std::string>());
+    }
+    if (prompts.empty()) fail(ErrorKind::kConfig, path + ": no prompts");
+    return prompts;
+}
+
+// A batch's ids [B, L] and mask, padded with `pad_id` on the left or the right.
+std::pair<at::Tensor, at::Tensor> pad_batch(const std::vector<std::vector<int32_t>>& rows, int32_t pad_id, bool left) {
+    size_t longest = 0;
+    for (const auto& r : rows) longest = std::max(longest, r.size());
+    const auto b = static_cast<int64_t>(rows.size()), l = static_cast<int64_t>(longest);
+    at::Tensor ids = at::full({b, l}, pad_id, at::kLong), mask = at::zeros({b, l}, at::kLong);
+    for (int64_t i = 0; i < b; ++i) {
+        const auto& r = rows[static_cast<size_t>(i)];
+        const int64_t offset = left ? l - static_cast<int64_t>(r.size()) : 0;
+        for (size_t k = 0; k < r.size(); ++k) {
+            ids[i][offset + static_cast<int64_t>(k)] = r[k];
+            mask[i][offset + static_cast<int64_t>(k)] = 1;
+        }
+    }
+    return {ids, mask};
+}
+
+}  // namespace
+
+int run_generate(const GenerateInvocation& inv, const Log& log) {
+    const std::string model_dir = io::resolve_repo_dir(inv.model_name_or_path, io::HubCache::from_environment());
+    const auto config_text = read_text_file(model_dir + "/config.json");
+    if (!config_text) fail(ErrorKind::kConfig, model_dir + "/config.json: cannot read (is it a model folder?)");
+    const bool encoder_decoder =
+        model::parse_json_object(*config_text, model_dir + "/config.json").value("model_type", "") == "bart";
+    const std::vector<std::string> prompts = read_prompts(inv.prompts_file);
+    const tokenizer::HfTokenizer tokenizer = tokenizer::HfTokenizer::load(model_dir);
+    const at::Device device = inv.device == "cuda" ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+    model::LoadOptions load;
+    load.dtype = at::kFloat;
+    load.device = device;
+
+    // The model, its adapter and its generation settings.
+    model::GenerationConfig generation;
+    std::optional<model::LoadedSeq2Seq> seq2seq;
+    std::optional<model::LoadedModel> decoder;
+    if (encoder_decoder) {
+        seq2seq.emplace(model::load_bart(model_dir, load));
+        if (!inv.adapter_path.empty()) peft::load_adapter(inv.adapter_path, seq2seq->model.linears(), "bart");
+        generation = model::read_generation_config(model_dir, seq2seq->model.config());
+    } else {
+        decoder.emplace(model::load_causal_lm(model_dir, load));
+        if (!inv.adapter_path.empty()) peft::load_adapter(inv.adapter_path, decoder->model);
+        generation = model::read_generation_config(model_dir, decoder->model.config());
+    }
+    if (inv.max_new_tokens) generation.max_new_tokens = *inv.max_new_tokens;
+    if (inv.num_beams) generation.num_beams = *inv.num_beams;
+    const int32_t pad_id = tokenizer.pad_id().value_or(static_cast<int32_t>(generation.pad_token_id));
+    log.info("generating for " + std::to_string(prompts.size()) + " prompts with " + model_dir +
+             (inv.adapter_path.empty() ? std::string() : " + " + inv.adapter_path) + ": " +
+             (generation.num_beams == 1 ? std::string("greedy") : std::to_string(generation.num_beams) + " beams"));
+
+    std::string out_text;
+    for (size_t first = 0; first < prompts.size(); first += static_cast<size_t>(inv.batch_size)) {
+        const size_t end = std::min(prompts.size(), first + static_cast<size_t>(inv.batch_size));
+        std::vector<std::vector<int32_t>> rows;
+        for (size_t i = first; i < end; ++i) rows.push_back(tokenizer.encode(prompts[i], true));
+        auto [ids, mask] = pad_batch(rows, pad_id, /*left=*/!encoder_decoder);
+        const at::Tensor sequences =
+            (encoder_decoder ? model::generate(seq2seq->model, ids.to(device), mask.to(device), generation)
+                             : model::generate(decoder->model, ids.to(device), mask.to(device), generation))
+                .cpu();
+        // What was generated: after the prompt (decoder-only) or after the decoder's start token.
+        const int64_t skip = encoder_decoder ? 1 : ids.size(1);
+        for (size_t i = first; i < end; ++i) {
+            const at::Tensor row = sequences[static_cast<int64_t>(i - first)].narrow(0, skip, sequences.size(1) - skip).contiguous();
+            std::vector<int32_t> generated(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + row.numel());
+            nlohmann::json line = {{"prompt", prompts[i]},
+                                   {"completion", tokenizer.decode(generated, /*skip_special_tokens=*/true)},
+                                   {"ids", generated}};
+            out_text += line.dump() + "\n";
+        }
+    }
+    if (inv.output.empty()) std::cout << out_text << std::flush;
+    else io::write_file_atomically(inv.output, [&](std::ostream& out) { out << out_text; });
+    return 0;
+}
+
+}  // namespace ftl::app

@@ -1,0 +1,146 @@
+"""`ftlaunch generate` against transformers' generate(do_sample=False), token for token, CPU fp32.
+
+  decoder-only     a tiny random Llama (initializer_range 0.5, so logits are decisive) with a BPE
+                   tokenizer (pad = EOS); 5 prompts of different lengths in batches of 3, left-padded
+                   as transformers pads for generation; greedy and 4 beams, max_new_tokens 6: the same
+                   generated ids and text; again with a PEFT LoRA adapter (B drawn at random, so it
+                   changes the logits) against PeftModel's generate
+  encoder-decoder  the seq2seq example test's tiny BART and tokenizer, weights drawn anew (init_std
+                   0.6), with bart-large's generation settings (no_repeat_ngram_size 3, forced
+                   BOS/EOS, early stopping): greedy and 4 beams, with and without a PEFT adapter
+                   (task_type SEQ_2_SEQ_LM); the adapter must change the output
+  bad              a prompts file that does not exist -> exit 2 naming it
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import torch
+import transformers
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts"))
+from harness import check, finish  # noqa: E402
+import make_tiny_assets  # noqa: E402
+import test_seq2seq_example  # noqa: E402
+
+FTLAUNCH = os.environ["FTLAUNCH"]
+PROMPTS = ["ftlaunch fine-tunes", "The launcher reads the same configs and flags as accelerate does, and",
+           "LoRA", "Each rank holds a slice of the weights", "DeepSpeed ZeRO stage three partitions"]
+BATCH = 3
+
+
+def make_llama(folder):
+    text = make_tiny_assets.sentences(make_tiny_assets.shipped_text())
+    tokenizer = make_tiny_assets.make_tokenizer("\n".join(text), folder)
+    tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.save_pretrained(folder)
+    config = transformers.AutoConfig.for_model(
+        "llama", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, initializer_range=0.5, tie_word_embeddings=False,
+        bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    return tokenizer
+
+
+def make_adapter(model, folder, task_type, targets):
+    """A PEFT LoRA adapter whose B matrices are random (PEFT starts them at zero)."""
+    import peft
+    torch.manual_seed(5)
+    wrapped = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, task_type=task_type, target_modules=targets))
+    with torch.no_grad():
+        for name, p in wrapped.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    wrapped.save_pretrained(folder)
+    return wrapped.eval()
+
+
+def reference(model, tokenizer, beams, left):
+    tokenizer.padding_side = "left" if left else "right"
+    out = []
+    for first in range(0, len(PROMPTS), BATCH):
+        batch = tokenizer(PROMPTS[first:first + BATCH], padding="longest", return_tensors="pt")
+        with torch.no_grad():
+            ids = model.generate(**batch, max_new_tokens=6, num_beams=beams, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+        skip = batch["input_ids"].shape[1] if left else 1
+        out += [row[skip:].tolist() for row in ids]
+    return out
+
+
+def ours(work, name, model_dir, beams, adapter=None):
+    prompts = os.path.join(work, "prompts.txt")
+    with open(prompts, "w") as f:
+        f.write("\n".join(PROMPTS) + "\n")
+    out = os.path.join(work, f"{name}.jsonl")
+    command = [FTLAUNCH, "generate", "--model_name_or_path", model_dir, "--prompts", prompts, "--output", out,
+               "--max_new_tokens", "6", "--num_beams", str(beams), "--batch_size", str(BATCH)]
+    if adapter:
+        command += ["--adapter_path", adapter]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if not check(proc.returncode == 0, f"{name}: ftlaunch generate runs ({proc.stderr.strip()[-300:]})"):
+        return None
+    with open(out) as f:
+        return [json.loads(line) for line in f]
+
+
+def compare(work, name, model_dir, model, tokenizer, left, adapter=None):
+    """Returns our greedy ids (None when the run failed)."""
+    greedy = None
+    for beams in (1, 4):
+        what = f"{name}, {'greedy' if beams == 1 else f'{beams} beams'}"
+        mine = ours(work, what.replace(" ", "_").replace(",", ""), model_dir, beams, adapter)
+        if mine is None:
+            continue
+        expected = reference(model, tokenizer, beams, left)
+        check([m["ids"] for m in mine] == expected,
+              f"{what}: generated ids equal transformers'\n  ours {[m['ids'] for m in mine]}\n  HF   {expected}")
+        texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in expected]
+        check([m["completion"] for m in mine] == texts, f"{what}: completions equal transformers' decoded text")
+        if beams == 1:
+            greedy = [m["ids"] for m in mine]
+    return greedy
+
+
+def main():
+    with tempfile.TemporaryDirectory() as work:
+        llama_dir = os.path.join(work, "llama")
+        tokenizer = make_llama(llama_dir)
+        model = transformers.AutoModelForCausalLM.from_pretrained(llama_dir, dtype=torch.float32).eval()
+        base = compare(work, "llama", llama_dir, model, tokenizer, left=True)
+        llama_adapter = os.path.join(work, "llama_adapter")
+        peft_model = make_adapter(model, llama_adapter, "CAUSAL_LM", ["q_proj", "v_proj", "down_proj"])
+        adapted = compare(work, "llama + LoRA", llama_dir, peft_model, tokenizer, left=True, adapter=llama_adapter)
+        check(base != adapted, "llama + LoRA: the adapter changes what is generated")
+
+        # The seq2seq test's BART (its tokenizer and generation settings), weights drawn anew with
+        # init_std 0.6 so that every prompt and the adapter change what is generated.
+        bart_dir = os.path.join(work, "bart")
+        bart_tokenizer = test_seq2seq_example.make_base(bart_dir)
+        config = transformers.BartConfig.from_pretrained(bart_dir)
+        config.init_std = 0.6
+        torch.manual_seed(2)
+        fresh = transformers.BartForConditionalGeneration(config)
+        fresh.generation_config = transformers.GenerationConfig.from_pretrained(bart_dir)
+        fresh.save_pretrained(bart_dir)
+        bart = transformers.BartForConditionalGeneration.from_pretrained(bart_dir, dtype=torch.float32).eval()
+        base = compare(work, "bart", bart_dir, bart, bart_tokenizer, left=False)
+        bart_adapter = os.path.join(work, "bart_adapter")
+        peft_bart = make_adapter(bart, bart_adapter, "SEQ_2_SEQ_LM", ["q_proj", "v_proj"])
+        adapted = compare(work, "bart + LoRA", bart_dir, peft_bart, bart_tokenizer, left=False, adapter=bart_adapter)
+        check(base != adapted and len({str(ids) for ids in base}) > 1,
+              "bart + LoRA: prompts generate differently, and the adapter changes what is generated")
+
+        proc = subprocess.run([FTLAUNCH, "generate", "--model_name_or_path", llama_dir, "--prompts",
+                               os.path.join(work, "missing.txt")], capture_output=True, text=True)
+        check(proc.returncode == 2 and "missing.txt" in proc.stderr,
+              f"bad: a missing prompts file -> exit 2 naming it ({proc.stderr.strip()[-200:]})")
+    finish("ftlaunch generate equals transformers' generate")
+
+
+if __name__ == "__main__":
+    main()
