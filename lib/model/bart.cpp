@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 
+#include "model/recompute.h"
 #include "util/error.h"
 
 namespace ftl::model {
@@ -25,6 +26,43 @@ at::Tensor key_padding_mask(const at::Tensor& mask) {
 at::Tensor dropped(const at::Tensor& x, double p, const ForwardOptions& options) {
     if (!options.training || p == 0.0) return x;
     return x * (at::empty_like(x).bernoulli_(1.0 - p, options.generator) / (1.0 - p));
+}
+
+// Every tensor a layer reads that may need a gradient (its adapters; the frozen weights are
+// filtered out by recomputed_in_backward, and are undefined between ZeRO-3 gathers).
+std::vector<at::Tensor> layer_tensors(const BartLayer& l) {
+    std::vector<at::Tensor> out;
+    auto add = [&out](const Linear& linear) {
+        out.push_back(linear.weight);
+        out.push_back(linear.bias);
+        if (linear.adapter) {
+            out.push_back(linear.adapter->A);
+            out.push_back(linear.adapter->B);
+        }
+    };
+    for (const BartAttention* a : {&l.self_attn, l.cross_attn ? &*l.cross_attn : nullptr})
+        if (a)
+            for (const Linear* linear : {&a->q_proj, &a->k_proj, &a->v_proj, &a->out_proj}) add(*linear);
+    add(l.fc1);
+    add(l.fc2);
+    for (const LayerNorm* n : {&l.self_attn_layer_norm, &l.cross_attn_layer_norm, &l.final_layer_norm}) {
+        out.push_back(n->weight);
+        out.push_back(n->bias);
+    }
+    return out;
+}
+
+// Runs one layer as part `part` (acquired around it); recomputed in backward when the pass
+// recomputes layers or gathers weights (ZeRO-3). `reads`: what the layer reads that may need a
+// gradient, besides its input.
+at::Tensor run_layer(const std::function<at::Tensor(const at::Tensor&)>& layer, const at::Tensor& input, int part,
+                     const std::string& name, std::vector<at::Tensor> reads, const ForwardOptions& options) {
+    const RecomputedLayer run = [layer, part, name, options](const at::Tensor& x, bool recomputing) {
+        const AcquiredPart acquired(options, part, name, recomputing ? "backward" : "forward");
+        return layer(x);
+    };
+    if (!options.training || !(options.recompute_layers || options.residency)) return run(input, false);
+    return recomputed_in_backward(run, input, reads, options.generator);
 }
 
 }  // namespace
@@ -183,14 +221,19 @@ at::Tensor Seq2SeqLM::encode(const at::Tensor& input_ids, const at::Tensor& atte
     }
     const at::Tensor mask = key_padding_mask(attention_mask);
     for (size_t i = 0; i < weights_.encoder.layers.size(); ++i) {
-        const AcquiredPart part(options, static_cast<int>(i), "encoder layer " + std::to_string(i));
         const BartLayer& l = weights_.encoder.layers[i];
-        h = layer_norm(h + dropped(attention(l.self_attn, h, h, mask, false, config_.encoder_attention_heads, options),
-                                   config_.dropout, options),
-                       l.self_attn_layer_norm);
-        h = layer_norm(h + feed_forward(l, h, options), l.final_layer_norm);
+        h = run_layer([this, &l, mask, options](const at::Tensor& x) { return encoder_layer(l, x, mask, options); }, h,
+                      static_cast<int>(i), "encoder layer " + std::to_string(i), layer_tensors(l), options);
     }
     return h;
+}
+
+at::Tensor Seq2SeqLM::encoder_layer(const BartLayer& l, const at::Tensor& x, const at::Tensor& mask,
+                                    const ForwardOptions& options) const {
+    at::Tensor h = layer_norm(x + dropped(attention(l.self_attn, x, x, mask, false, config_.encoder_attention_heads, options),
+                                          config_.dropout, options),
+                              l.self_attn_layer_norm);
+    return layer_norm(h + feed_forward(l, h, options), l.final_layer_norm);
 }
 
 at::Tensor Seq2SeqLM::decode(const at::Tensor& decoder_input_ids, const at::Tensor& decoder_attention_mask,
@@ -205,18 +248,29 @@ at::Tensor Seq2SeqLM::decode(const at::Tensor& decoder_input_ids, const at::Tens
     const at::Tensor cross_mask = key_padding_mask(encoder_mask);
     const int first_part = static_cast<int>(weights_.encoder.layers.size());
     for (size_t i = 0; i < weights_.decoder.layers.size(); ++i) {
-        const AcquiredPart part(options, first_part + static_cast<int>(i), "decoder layer " + std::to_string(i));
         const BartLayer& l = weights_.decoder.layers[i];
-        h = layer_norm(h + dropped(attention(l.self_attn, h, h, self_mask, true, config_.decoder_attention_heads, options),
-                                   config_.dropout, options),
-                       l.self_attn_layer_norm);
-        h = layer_norm(h + dropped(attention(*l.cross_attn, h, encoder_states, cross_mask, false,
-                                             config_.decoder_attention_heads, options),
-                                   config_.dropout, options),
-                       l.cross_attn_layer_norm);
-        h = layer_norm(h + feed_forward(l, h, options), l.final_layer_norm);
+        std::vector<at::Tensor> reads = layer_tensors(l);
+        reads.push_back(encoder_states);  // cross-attention: its gradient flows back to the encoder
+        h = run_layer(
+            [this, &l, self_mask, encoder_states, cross_mask, options](const at::Tensor& x) {
+                return decoder_layer(l, x, self_mask, encoder_states, cross_mask, options);
+            },
+            h, first_part + static_cast<int>(i), "decoder layer " + std::to_string(i), std::move(reads), options);
     }
     return h;
+}
+
+at::Tensor Seq2SeqLM::decoder_layer(const BartLayer& l, const at::Tensor& x, const at::Tensor& self_mask,
+                                    const at::Tensor& encoder_states, const at::Tensor& cross_mask,
+                                    const ForwardOptions& options) const {
+    at::Tensor h = layer_norm(x + dropped(attention(l.self_attn, x, x, self_mask, true, config_.decoder_attention_heads, options),
+                                          config_.dropout, options),
+                              l.self_attn_layer_norm);
+    h = layer_norm(h + dropped(attention(*l.cross_attn, h, encoder_states, cross_mask, false, config_.decoder_attention_heads,
+                                         options),
+                               config_.dropout, options),
+                   l.cross_attn_layer_norm);
+    return layer_norm(h + feed_forward(l, h, options), l.final_layer_norm);
 }
 
 at::Tensor Seq2SeqLM::logits(const at::Tensor& decoder_states, const ForwardOptions& options) const {

@@ -95,8 +95,9 @@ public:
     // ("the embeddings": shared, both stacks' positions and layernorm_embedding, final_logits_bias),
     // encoder layer i as part i, decoder layer j as part encoder_layers + j. With
     // ForwardOptions::residency, encode/decode/logits acquire each part just before using it (the
-    // embeddings in each of the three) and release it after; tensors autograd saved stay alive
-    // until backward (no re-gather there yet).
+    // embeddings in each of the three) and release it after; in training every layer is then
+    // recomputed in backward (model/recompute.h), its part gathered again there, as the decoder
+    // family does. ForwardOptions::recompute_layers does the same without ZeRO-3.
     std::vector<WeightPart> weight_parts();
 
     // Encoder states [B, S, H]; `attention_mask` [B, S] (1 = token, 0 = padding).
@@ -115,6 +116,11 @@ private:
     at::Tensor attention(const BartAttention& a, const at::Tensor& x, const at::Tensor& memory, const at::Tensor& mask,
                          bool causal, int64_t heads, const ForwardOptions& options) const;
     at::Tensor feed_forward(const BartLayer& layer, const at::Tensor& x, const ForwardOptions& options) const;
+    at::Tensor encoder_layer(const BartLayer& layer, const at::Tensor& x, const at::Tensor& mask,
+                             const ForwardOptions& options) const;
+    at::Tensor decoder_layer(const BartLayer& layer, const at::Tensor& x, const at::Tensor& self_mask,
+                             const at::Tensor& encoder_states, const at::Tensor& cross_mask,
+                             const ForwardOptions& options) const;
 
     BartConfig config_;
     BartWeights weights_;

@@ -287,6 +287,7 @@ int run_seq2seq_example(const config::RunConfig& run, const RankContext& rank, c
     forward.training = true;
     forward.generator = dropout_generator(device, static_cast<uint64_t>(args.seed) + 1);
     forward.residency = partitioned ? &*partitioned : nullptr;
+    forward.recompute_layers = args.gradient_checkpointing;
     model::ForwardOptions generating;  // eval mode
     generating.residency = forward.residency;
     model::AllFinished all_finished;  // ZeRO-3 on several ranks: decoding steps in lock-step
