@@ -167,26 +167,34 @@ std::vector<std::pair<std::string, Linear*>> Seq2SeqLM::linears() {
     return out;
 }
 
-at::Tensor Seq2SeqLM::embed(const BartStack& stack, const at::Tensor& ids) const {
+at::Tensor Seq2SeqLM::embed(const BartStack& stack, const at::Tensor& ids, int64_t first_position) const {
     const double scale = config_.scale_embedding ? std::sqrt(static_cast<double>(config_.d_model)) : 1.0;
     at::Tensor tokens = at::embedding(weights_.shared, ids) * scale;
-    const at::Tensor positions = at::arange(ids.size(1), ids.options()) + kPositionOffset;
+    const at::Tensor positions = at::arange(ids.size(1), ids.options()) + (first_position + kPositionOffset);
     return layer_norm(tokens + at::embedding(stack.positions, positions), stack.layernorm_embedding);
+}
+
+at::Tensor Seq2SeqLM::heads_of(const Linear& linear, const at::Tensor& x, int64_t heads,
+                               const ForwardOptions& options) const {
+    return apply_linear(linear, x, options).view({x.size(0), x.size(1), heads, config_.d_model / heads}).transpose(1, 2);
 }
 
 at::Tensor Seq2SeqLM::attention(const BartAttention& a, const at::Tensor& x, const at::Tensor& memory,
                                 const at::Tensor& mask, bool causal, int64_t heads, const ForwardOptions& options) const {
-    const int64_t rows = x.size(0), d = config_.d_model / heads;
-    // [B, L, H] -> [B, heads, L, d]
-    auto split = [&](const at::Tensor& t) { return t.view({rows, t.size(1), heads, d}).transpose(1, 2); };
-    const at::Tensor q = split(apply_linear(a.q_proj, x, options));
-    const at::Tensor k = split(apply_linear(a.k_proj, memory, options));
-    const at::Tensor v = split(apply_linear(a.v_proj, memory, options));
-    at::Tensor attn_mask = mask;
+    // q, k, v made in this order, as transformers makes them (the order autograd sums their
+    // gradients into x in).
+    const at::Tensor q = heads_of(a.q_proj, x, heads, options);
+    const at::Tensor k = heads_of(a.k_proj, memory, heads, options);
+    const at::Tensor v = heads_of(a.v_proj, memory, heads, options);
+    return attend(a, q, k, v, mask, causal, options);
+}
+
+at::Tensor Seq2SeqLM::attend(const BartAttention& a, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                             at::Tensor mask, bool causal, const ForwardOptions& options) const {
+    const int64_t rows = q.size(0), length = q.size(2), d = q.size(3);
     if (causal && (mask.defined() || (options.training && config_.attention_dropout > 0.0))) {
-        const int64_t t = x.size(1);  // padding and causality together
-        const at::Tensor lower = at::ones({t, t}, x.options().dtype(at::kBool)).tril();
-        attn_mask = mask.defined() ? mask & lower : lower;
+        const at::Tensor lower = at::ones({length, length}, q.options().dtype(at::kBool)).tril();
+        mask = mask.defined() ? mask & lower : lower;  // padding and causality together
         causal = false;
     }
     const double scale = 1.0 / std::sqrt(static_cast<double>(d));
@@ -194,14 +202,13 @@ at::Tensor Seq2SeqLM::attention(const BartAttention& a, const at::Tensor& x, con
     if (options.training && config_.attention_dropout > 0.0) {
         // softmax(q k^T * scale, masked) with dropout on the probabilities, drawn from our generator.
         at::Tensor scores = at::matmul(q, k.transpose(-2, -1)) * scale;
-        if (attn_mask.defined()) scores = scores.masked_fill(attn_mask.logical_not(), -std::numeric_limits<double>::infinity());
+        if (mask.defined()) scores = scores.masked_fill(mask.logical_not(), -std::numeric_limits<double>::infinity());
         out = at::matmul(dropped(at::softmax(scores, -1), config_.attention_dropout, options), v);
     } else {
-        out = at::scaled_dot_product_attention(
-            q, k, v, attn_mask.defined() ? std::optional<at::Tensor>(attn_mask) : std::nullopt, /*dropout_p=*/0.0, causal,
-            scale);
+        out = at::scaled_dot_product_attention(q, k, v, mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt,
+                                               /*dropout_p=*/0.0, causal, scale);
     }
-    return apply_linear(a.out_proj, out.transpose(1, 2).reshape({rows, x.size(1), config_.d_model}), options);
+    return apply_linear(a.out_proj, out.transpose(1, 2).reshape({rows, length, config_.d_model}), options);
 }
 
 at::Tensor Seq2SeqLM::feed_forward(const BartLayer& layer, const at::Tensor& x, const ForwardOptions& options) const {
@@ -271,6 +278,61 @@ at::Tensor Seq2SeqLM::decoder_layer(const BartLayer& l, const at::Tensor& x, con
                                config_.dropout, options),
                    l.cross_attn_layer_norm);
     return layer_norm(h + feed_forward(l, h, options), l.final_layer_norm);
+}
+
+void DecoderCache::keep_rows(const at::Tensor& rows) {
+    for (auto* list : {&self_keys, &self_values, &cross_keys, &cross_values})
+        for (at::Tensor& t : *list)
+            if (t.defined()) t = t.index_select(0, rows.to(t.device()));
+}
+
+void DecoderCache::truncate(int64_t tokens) {
+    if (tokens >= length) return;
+    for (auto* list : {&self_keys, &self_values})
+        for (at::Tensor& t : *list)
+            if (t.defined()) t = t.narrow(2, 0, tokens);
+    length = tokens;
+}
+
+at::Tensor Seq2SeqLM::decode_step(const at::Tensor& new_ids, DecoderCache& cache, const at::Tensor& encoder_states,
+                                  const at::Tensor& encoder_mask, const ForwardOptions& options) const {
+    const size_t layers = weights_.decoder.layers.size();
+    for (auto* list : {&cache.self_keys, &cache.self_values, &cache.cross_keys, &cache.cross_values}) list->resize(layers);
+    const int64_t past = cache.length, t = new_ids.size(1), heads = config_.decoder_attention_heads;
+    at::Tensor h;
+    {
+        const AcquiredPart embeddings(options, WeightResidency::kEmbeddings);
+        h = embed(weights_.decoder, new_ids, past);
+    }
+    // New token i (position past + i) sees every cached token and the new ones up to itself.
+    at::Tensor self_mask;
+    if (t > 1)
+        self_mask = at::arange(past + t, new_ids.options()).unsqueeze(0) <= (at::arange(t, new_ids.options()) + past).unsqueeze(1);
+    const at::Tensor cross_mask = key_padding_mask(encoder_mask);
+    const int first_part = static_cast<int>(weights_.encoder.layers.size());
+    for (size_t i = 0; i < layers; ++i) {
+        const AcquiredPart part(options, first_part + static_cast<int>(i), "decoder layer " + std::to_string(i));
+        const BartLayer& l = weights_.decoder.layers[i];
+        at::Tensor k = heads_of(l.self_attn.k_proj, h, heads, options), v = heads_of(l.self_attn.v_proj, h, heads, options);
+        if (cache.self_keys[i].defined()) {
+            k = at::cat({cache.self_keys[i], k}, 2);
+            v = at::cat({cache.self_values[i], v}, 2);
+        }
+        cache.self_keys[i] = k;
+        cache.self_values[i] = v;
+        h = layer_norm(h + attend(l.self_attn, heads_of(l.self_attn.q_proj, h, heads, options), k, v, self_mask, false, options),
+                       l.self_attn_layer_norm);
+        if (!cache.cross_keys[i].defined()) {
+            cache.cross_keys[i] = heads_of(l.cross_attn->k_proj, encoder_states, heads, options);
+            cache.cross_values[i] = heads_of(l.cross_attn->v_proj, encoder_states, heads, options);
+        }
+        h = layer_norm(h + attend(*l.cross_attn, heads_of(l.cross_attn->q_proj, h, heads, options), cache.cross_keys[i],
+                                  cache.cross_values[i], cross_mask, false, options),
+                       l.cross_attn_layer_norm);
+        h = layer_norm(h + feed_forward(l, h, options), l.final_layer_norm);
+    }
+    cache.length = past + t;
+    return h;
 }
 
 at::Tensor Seq2SeqLM::logits(const at::Tensor& decoder_states, const ForwardOptions& options) const {

@@ -78,6 +78,19 @@ struct BartWeights {
     BartStack encoder, decoder;
 };
 
+// The decoder's keys and values so far, for decoding one token at a time (transformers'
+// EncoderDecoderCache): per decoder layer, the self-attention keys and values [N, heads, length,
+// d] of the tokens decoded so far, and the cross-attention ones of the encoder states (computed at
+// the first step).
+struct DecoderCache {
+    std::vector<at::Tensor> self_keys, self_values, cross_keys, cross_values;
+    int64_t length = 0;  // tokens whose keys and values are held
+    // Beam search: row i continues row rows[i] ([N] int64).
+    void keep_rows(const at::Tensor& rows);
+    // Forget the tokens from `tokens` on (a step run again).
+    void truncate(int64_t tokens);
+};
+
 class Seq2SeqLM {
 public:
     Seq2SeqLM(BartConfig config, BartWeights weights);
@@ -108,13 +121,22 @@ public:
     at::Tensor decode(const at::Tensor& decoder_input_ids, const at::Tensor& decoder_attention_mask,
                       const at::Tensor& encoder_states, const at::Tensor& encoder_mask,
                       const ForwardOptions& options = {}) const;
+    // Decoder states [N, t, H] (eval mode) for `new_ids` [N, t] following the cache's tokens, whose
+    // keys and values it appends; equal to decode() over the whole sequence at those positions.
+    at::Tensor decode_step(const at::Tensor& new_ids, DecoderCache& cache, const at::Tensor& encoder_states,
+                           const at::Tensor& encoder_mask, const ForwardOptions& options = {}) const;
     // Logits [B, T, V] from decoder states.
     at::Tensor logits(const at::Tensor& decoder_states, const ForwardOptions& options = {}) const;
 
 private:
-    at::Tensor embed(const BartStack& stack, const at::Tensor& ids) const;
+    at::Tensor embed(const BartStack& stack, const at::Tensor& ids, int64_t first_position = 0) const;
     at::Tensor attention(const BartAttention& a, const at::Tensor& x, const at::Tensor& memory, const at::Tensor& mask,
                          bool causal, int64_t heads, const ForwardOptions& options) const;
+    // x [N, L, H] through `linear`, split into heads: [N, heads, L, d].
+    at::Tensor heads_of(const Linear& linear, const at::Tensor& x, int64_t heads, const ForwardOptions& options) const;
+    // softmax(q k^T / sqrt(d)) v over heads, then out_proj: [N, Lq, H].
+    at::Tensor attend(const BartAttention& a, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                      at::Tensor mask, bool causal, const ForwardOptions& options) const;
     at::Tensor feed_forward(const BartLayer& layer, const at::Tensor& x, const ForwardOptions& options) const;
     at::Tensor encoder_layer(const BartLayer& layer, const at::Tensor& x, const at::Tensor& mask,
                              const ForwardOptions& options) const;

@@ -142,6 +142,9 @@ at::Tensor gather_beams(const at::Tensor& tensor, const at::Tensor& indices) {
 
 // The model side of decoding: the logits [N, V] (fp32) at the last position of sequences [N, L].
 using NextLogits = std::function<at::Tensor(const at::Tensor& sequences)>;
+// Beam search tells a model side holding per-row state (a key/value cache) that row i now
+// continues row rows[i] ([N] int64).
+using ReorderRows = std::function<void(const at::Tensor& rows)>;
 
 at::Tensor greedy(const at::Tensor& start, const NextLogits& next_logits, const GenerationConfig& config,
                   const AllFinished& all_finished) {
@@ -167,7 +170,7 @@ at::Tensor greedy(const at::Tensor& start, const NextLogits& next_logits, const 
 
 // Names follow transformers' _beam_search; shapes [B, K] for B rows and K beams, [B, keep] for
 // the continuations kept each step.
-at::Tensor beam_search(const at::Tensor& start, const NextLogits& next_logits, int64_t vocab,
+at::Tensor beam_search(const at::Tensor& start, const NextLogits& next_logits, const ReorderRows& reorder, int64_t vocab,
                        const GenerationConfig& config, const AllFinished& all_finished) {
     using Early = GenerationConfig::EarlyStopping;
     const int64_t rows = start.size(0), beams = config.num_beams, prompt = start.size(1);
@@ -216,6 +219,7 @@ at::Tensor beam_search(const at::Tensor& start, const NextLogits& next_logits, i
         running_sequences = gather_beams(topk_running_sequences, next_topk);
         running_beam_scores = gather_beams(topk_running_log_probs, next_topk);
         running_beam_indices = gather_beams(topk_running_beam_indices, next_topk);
+        if (reorder) reorder((gather_beams(topk_current_beam_indices, next_topk) + batch_offset).reshape({-1}));
         // finished ones among the first `beams` join the finished set if they beat it
         const at::Tensor just_finished = hits.logical_and(top_num_beam_mask.unsqueeze(0));
         at::Tensor finished_scores =
@@ -261,17 +265,22 @@ at::Tensor generate(const Seq2SeqLM& model, const at::Tensor& input_ids, const a
                     const GenerationConfig& config, const ForwardOptions& options, const AllFinished& all_finished) {
     at::NoGradGuard no_grad;
     if (config.num_beams < 1) fail(ErrorKind::kConfig, "num_beams " + std::to_string(config.num_beams) + ": must be >= 1");
-    // Every row's encoder states, once per beam.
+    // Every row's encoder states, once per beam; the decoder fed only the tokens its key/value
+    // cache has not seen (a step run again after the end, to keep ranks in step, replaces the last).
     const at::Tensor source_mask = attention_mask.repeat_interleave(config.num_beams, 0);
     const at::Tensor encoded = model.encode(input_ids.repeat_interleave(config.num_beams, 0), source_mask, options);
+    DecoderCache cache;
     const NextLogits next_logits = [&](const at::Tensor& sequences) {
-        return model.logits(model.decode(sequences, at::Tensor(), encoded, source_mask, options), options)
-            .select(1, sequences.size(1) - 1)
-            .to(at::kFloat);
+        const int64_t length = sequences.size(1), seen = std::min(cache.length, length - 1);
+        cache.truncate(seen);
+        const at::Tensor states = model.decode_step(sequences.narrow(1, seen, length - seen), cache, encoded, source_mask, options);
+        return model.logits(states.narrow(1, states.size(1) - 1, 1), options).select(1, 0).to(at::kFloat);
     };
     const at::Tensor start = at::full({input_ids.size(0), 1}, config.decoder_start_token_id, input_ids.options());
-    return config.num_beams == 1 ? greedy(start, next_logits, config, all_finished)
-                                 : beam_search(start, next_logits, model.config().vocab_size, config, all_finished);
+    return config.num_beams == 1
+               ? greedy(start, next_logits, config, all_finished)
+               : beam_search(start, next_logits, [&](const at::Tensor& rows) { cache.keep_rows(rows); },
+                             model.config().vocab_size, config, all_finished);
 }
 
 at::Tensor generate(const CausalLM& model, const at::Tensor& input_ids, const at::Tensor& attention_mask,
@@ -290,7 +299,7 @@ at::Tensor generate(const CausalLM& model, const at::Tensor& input_ids, const at
         return model.logits(batch, options).select(1, sequences.size(1) - 1).to(at::kFloat);
     };
     return config.num_beams == 1 ? greedy(input_ids, next_logits, config, all_finished)
-                                 : beam_search(input_ids, next_logits, model.config().vocab_size, config, all_finished);
+                                 : beam_search(input_ids, next_logits, {}, model.config().vocab_size, config, all_finished);
 }
 
 }  // namespace ftl::model

@@ -19,8 +19,8 @@
 // longest when length_penalty > 0), every beam finished (early_stopping true), or every
 // continuation hit a stop. The best finished sequence of each row is returned.
 //
-// The encoder runs once; the decoder runs over the whole sequence at each step (no key/value
-// cache yet).
+// BART's encoder runs once and its decoder keeps a key/value cache (one new token per step); the
+// decoder family runs the whole sequence at each step (no cache yet).
 #pragma once
 
 #include <ATen/ATen.h>
