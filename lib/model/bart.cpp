@@ -281,24 +281,17 @@ at::Tensor Seq2SeqLM::decoder_layer(const BartLayer& l, const at::Tensor& x, con
 }
 
 void DecoderCache::keep_rows(const at::Tensor& rows) {
-    for (auto* list : {&self_keys, &self_values, &cross_keys, &cross_values})
+    self.keep_rows(rows);
+    for (auto* list : {&cross_keys, &cross_values})
         for (at::Tensor& t : *list)
             if (t.defined()) t = t.index_select(0, rows.to(t.device()));
-}
-
-void DecoderCache::truncate(int64_t tokens) {
-    if (tokens >= length) return;
-    for (auto* list : {&self_keys, &self_values})
-        for (at::Tensor& t : *list)
-            if (t.defined()) t = t.narrow(2, 0, tokens);
-    length = tokens;
 }
 
 at::Tensor Seq2SeqLM::decode_step(const at::Tensor& new_ids, DecoderCache& cache, const at::Tensor& encoder_states,
                                   const at::Tensor& encoder_mask, const ForwardOptions& options) const {
     const size_t layers = weights_.decoder.layers.size();
-    for (auto* list : {&cache.self_keys, &cache.self_values, &cache.cross_keys, &cache.cross_values}) list->resize(layers);
-    const int64_t past = cache.length, t = new_ids.size(1), heads = config_.decoder_attention_heads;
+    for (auto* list : {&cache.self.keys, &cache.self.values, &cache.cross_keys, &cache.cross_values}) list->resize(layers);
+    const int64_t past = cache.self.length, t = new_ids.size(1), heads = config_.decoder_attention_heads;
     at::Tensor h;
     {
         const AcquiredPart embeddings(options, WeightResidency::kEmbeddings);
@@ -314,12 +307,12 @@ at::Tensor Seq2SeqLM::decode_step(const at::Tensor& new_ids, DecoderCache& cache
         const AcquiredPart part(options, first_part + static_cast<int>(i), "decoder layer " + std::to_string(i));
         const BartLayer& l = weights_.decoder.layers[i];
         at::Tensor k = heads_of(l.self_attn.k_proj, h, heads, options), v = heads_of(l.self_attn.v_proj, h, heads, options);
-        if (cache.self_keys[i].defined()) {
-            k = at::cat({cache.self_keys[i], k}, 2);
-            v = at::cat({cache.self_values[i], v}, 2);
+        if (cache.self.keys[i].defined()) {
+            k = at::cat({cache.self.keys[i], k}, 2);
+            v = at::cat({cache.self.values[i], v}, 2);
         }
-        cache.self_keys[i] = k;
-        cache.self_values[i] = v;
+        cache.self.keys[i] = k;
+        cache.self.values[i] = v;
         h = layer_norm(h + attend(l.self_attn, heads_of(l.self_attn.q_proj, h, heads, options), k, v, self_mask, false, options),
                        l.self_attn_layer_norm);
         if (!cache.cross_keys[i].defined()) {
@@ -331,7 +324,7 @@ at::Tensor Seq2SeqLM::decode_step(const at::Tensor& new_ids, DecoderCache& cache
                        l.cross_attn_layer_norm);
         h = layer_norm(h + feed_forward(l, h, options), l.final_layer_norm);
     }
-    cache.length = past + t;
+    cache.self.length = past + t;
     return h;
 }
 

@@ -83,12 +83,10 @@ struct BartWeights {
 // d] of the tokens decoded so far, and the cross-attention ones of the encoder states (computed at
 // the first step).
 struct DecoderCache {
-    std::vector<at::Tensor> self_keys, self_values, cross_keys, cross_values;
-    int64_t length = 0;  // tokens whose keys and values are held
+    KeyValueCache self;  // its length: the tokens decoded so far
+    std::vector<at::Tensor> cross_keys, cross_values;
     // Beam search: row i continues row rows[i] ([N] int64).
     void keep_rows(const at::Tensor& rows);
-    // Forget the tokens from `tokens` on (a step run again).
-    void truncate(int64_t tokens);
 };
 
 class Seq2SeqLM {

@@ -104,7 +104,8 @@ CausalLM::CausalLM(DecoderConfig config, DecoderWeights weights)
 }
 
 at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tensor& hidden, const RopeTables& rope,
-                                   const at::Tensor& mask, const ForwardOptions& options) const {
+                                   const at::Tensor& mask, const ForwardOptions& options, KeyValueCache* cache,
+                                   size_t layer_index) const {
     const int64_t rows = hidden.size(0), length = hidden.size(1), d = config_.head_dim;
     at::Tensor x = rms_norm(hidden, l.input_norm, config_.rms_norm_eps);
     // [B, T, n*d] -> [B, n, T, d]
@@ -112,7 +113,15 @@ at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tenso
     at::Tensor q = apply_rope(heads(apply_linear(l.q_proj, x, options)), rope);
     at::Tensor k = apply_rope(heads(apply_linear(l.k_proj, x, options)), rope);
     at::Tensor v = heads(apply_linear(l.v_proj, x, options));
-    const bool causal = !mask.defined();
+    if (cache) {
+        if (cache->keys[layer_index].defined()) {
+            k = at::cat({cache->keys[layer_index], k}, 2);
+            v = at::cat({cache->values[layer_index], v}, 2);
+        }
+        cache->keys[layer_index] = k;
+        cache->values[layer_index] = v;
+    }
+    const bool causal = !mask.defined() && k.size(2) == q.size(2);  // a lone new query sees every key
     at::Tensor attn = at::scaled_dot_product_attention(
         q, k, v, mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt, /*dropout_p=*/0.0,
         /*is_causal=*/causal, /*scale=*/1.0 / std::sqrt(static_cast<double>(d)),
@@ -181,9 +190,61 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
 }
 
 at::Tensor CausalLM::logits(const Batch& batch, const ForwardOptions& options) const {
-    at::Tensor hidden = hidden_states(batch, options);
+    return head(hidden_states(batch, options), options);
+}
+
+at::Tensor CausalLM::head(const at::Tensor& hidden, const ForwardOptions& options) const {
     const AcquiredPart head(options, WeightResidency::kHead);
     return at::linear(hidden, weights_.lm_head);
+}
+
+void KeyValueCache::keep_rows(const at::Tensor& rows) {
+    for (auto* list : {&keys, &values})
+        for (at::Tensor& t : *list)
+            if (t.defined()) t = t.index_select(0, rows.to(t.device()));
+}
+
+void KeyValueCache::truncate(int64_t tokens) {
+    if (tokens >= length) return;
+    for (auto* list : {&keys, &values})
+        for (at::Tensor& t : *list)
+            if (t.defined()) t = t.narrow(2, 0, tokens);
+    length = tokens;
+}
+
+at::Tensor CausalLM::decode_step(const at::Tensor& new_ids, const at::Tensor& attention_mask, const at::Tensor& position_ids,
+                                 KeyValueCache& cache, const ForwardOptions& options) const {
+    cache.keys.resize(weights_.layers.size());
+    cache.values.resize(weights_.layers.size());
+    const int64_t past = cache.length, t = new_ids.size(1), total = past + t;
+    at::Tensor hidden;
+    {
+        const AcquiredPart embeddings(options, WeightResidency::kEmbeddings);
+        hidden = at::embedding(weights_.embed_tokens, new_ids);
+    }
+    const RopeTables rope = rope_tables(config_, position_ids, hidden.scalar_type());
+    // The first step sees the prompt as hidden_states() would; later ones, one query over every
+    // key: not padding, and inside the layer's window.
+    Batch prompt;
+    prompt.input_ids = new_ids;
+    prompt.attention_mask = attention_mask;
+    prompt.position_ids = position_ids;
+    auto mask_for = [&](const std::optional<int64_t>& window) {
+        if (past == 0) return attention_mask_for(prompt, window);
+        at::Tensor keys = attention_mask.narrow(1, 0, total).to(at::kBool).unsqueeze(1);  // [N, 1, S]
+        const at::Tensor query = at::arange(t, new_ids.options()).unsqueeze(1) + past;  // [t, 1] absolute
+        const at::Tensor key = at::arange(total, new_ids.options()).unsqueeze(0);      // [1, S]
+        at::Tensor visible = key <= query;
+        if (window) visible = visible & (query - key < *window);
+        return (keys & visible.unsqueeze(0)).unsqueeze(1);  // [N, 1, t, S]
+    };
+    for (size_t i = 0; i < weights_.layers.size(); ++i) {
+        const AcquiredPart part(options, static_cast<int>(i));
+        hidden = layer_forward(weights_.layers[i], hidden, rope, mask_for(config_.layer_window[i]), options, &cache, i);
+    }
+    cache.length = total;
+    const AcquiredPart final_norm(options, WeightResidency::kFinalNorm);
+    return rms_norm(hidden, weights_.final_norm, config_.rms_norm_eps);
 }
 
 }  // namespace ftl::model

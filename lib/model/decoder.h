@@ -164,6 +164,17 @@ at::Tensor apply_linear(const Linear& linear, const at::Tensor& x, const Forward
 // HF LlamaRMSNorm: x / sqrt(mean(x^2) + eps) in fp32, cast back, times weight.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 
+// The keys and values of the tokens decoded so far, per layer ([N, kv_heads, length, head_dim],
+// after RoPE), for decoding one token at a time (transformers' DynamicCache).
+struct KeyValueCache {
+    std::vector<at::Tensor> keys, values;
+    int64_t length = 0;
+    // Beam search: row i continues row rows[i] ([N] int64).
+    void keep_rows(const at::Tensor& rows);
+    // Forget the tokens from `tokens` on (a step run again).
+    void truncate(int64_t tokens);
+};
+
 class CausalLM {
 public:
     CausalLM(DecoderConfig config, DecoderWeights weights);
@@ -181,10 +192,20 @@ public:
     // Full logits [B, T, V] (in the weights' dtype, as HF returns them). For tests and small
     // vocabularies: training uses causal_lm_loss, which never materialises them.
     at::Tensor logits(const Batch& batch, const ForwardOptions& options = {}) const;
+    // Final-norm hidden states [N, t, H] (eval mode) of `new_ids` [N, t] following the cache's
+    // tokens, appending their keys and values; `attention_mask` [N, cached + t] covers every
+    // token (1 = real), `position_ids` [N, t] the new ones. Equal to hidden_states() over the whole
+    // sequence at those positions.
+    at::Tensor decode_step(const at::Tensor& new_ids, const at::Tensor& attention_mask, const at::Tensor& position_ids,
+                           KeyValueCache& cache, const ForwardOptions& options = {}) const;
+    // lm_head over hidden states: [..., H] -> [..., V].
+    at::Tensor head(const at::Tensor& hidden, const ForwardOptions& options = {}) const;
 
 private:
+    // With `cache` (decode_step), the layer's keys and values join those of the earlier tokens.
     at::Tensor layer_forward(const DecoderLayerWeights& layer, const at::Tensor& hidden, const RopeTables& rope,
-                             const at::Tensor& mask, const ForwardOptions& options) const;
+                             const at::Tensor& mask, const ForwardOptions& options, KeyValueCache* cache = nullptr,
+                             size_t layer_index = 0) const;
 
     DecoderConfig config_;
     DecoderWeights weights_;

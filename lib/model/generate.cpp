@@ -271,8 +271,8 @@ at::Tensor generate(const Seq2SeqLM& model, const at::Tensor& input_ids, const a
     const at::Tensor encoded = model.encode(input_ids.repeat_interleave(config.num_beams, 0), source_mask, options);
     DecoderCache cache;
     const NextLogits next_logits = [&](const at::Tensor& sequences) {
-        const int64_t length = sequences.size(1), seen = std::min(cache.length, length - 1);
-        cache.truncate(seen);
+        const int64_t length = sequences.size(1), seen = std::min(cache.self.length, length - 1);
+        cache.self.truncate(seen);
         const at::Tensor states = model.decode_step(sequences.narrow(1, seen, length - seen), cache, encoded, source_mask, options);
         return model.logits(states.narrow(1, states.size(1) - 1, 1), options).select(1, 0).to(at::kFloat);
     };
@@ -288,18 +288,24 @@ at::Tensor generate(const CausalLM& model, const at::Tensor& input_ids, const at
     at::NoGradGuard no_grad;
     if (config.num_beams < 1) fail(ErrorKind::kConfig, "num_beams " + std::to_string(config.num_beams) + ": must be >= 1");
     const at::Tensor prompt_mask = attention_mask.repeat_interleave(config.num_beams, 0);
+    KeyValueCache cache;
     const NextLogits next_logits = [&](const at::Tensor& sequences) {
         // Generated tokens are attended to; positions count the real tokens before each one
-        // (transformers: attention_mask.cumsum(-1) - 1, padding at 1).
-        Batch batch;
-        batch.input_ids = sequences;
-        const int64_t generated = sequences.size(1) - prompt_mask.size(1);
-        batch.attention_mask = at::cat({prompt_mask, at::ones({sequences.size(0), generated}, prompt_mask.options())}, 1);
-        batch.position_ids = (batch.attention_mask.to(at::kLong).cumsum(-1) - 1).masked_fill(batch.attention_mask == 0, 1);
-        return model.logits(batch, options).select(1, sequences.size(1) - 1).to(at::kFloat);
+        // (transformers: attention_mask.cumsum(-1) - 1, padding at 1). Only the tokens the cache
+        // has not seen are run (a step repeated to keep ZeRO-3 ranks in step replaces the last).
+        const int64_t length = sequences.size(1), seen = std::min(cache.length, length - 1);
+        const int64_t generated = length - prompt_mask.size(1);
+        const at::Tensor mask = at::cat({prompt_mask, at::ones({sequences.size(0), generated}, prompt_mask.options())}, 1);
+        const at::Tensor positions = (mask.to(at::kLong).cumsum(-1) - 1).masked_fill(mask == 0, 1);
+        cache.truncate(seen);
+        const at::Tensor hidden = model.decode_step(sequences.narrow(1, seen, length - seen), mask,
+                                                    positions.narrow(1, seen, length - seen), cache, options);
+        return model.head(hidden.select(1, hidden.size(1) - 1), options).to(at::kFloat);
     };
-    return config.num_beams == 1 ? greedy(input_ids, next_logits, config, all_finished)
-                                 : beam_search(input_ids, next_logits, {}, model.config().vocab_size, config, all_finished);
+    return config.num_beams == 1
+               ? greedy(input_ids, next_logits, config, all_finished)
+               : beam_search(input_ids, next_logits, [&](const at::Tensor& rows) { cache.keep_rows(rows); },
+                             model.config().vocab_size, config, all_finished);
 }
 
 }  // namespace ftl::model

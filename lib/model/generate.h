@@ -19,8 +19,8 @@
 // longest when length_penalty > 0), every beam finished (early_stopping true), or every
 // continuation hit a stop. The best finished sequence of each row is returned.
 //
-// BART's encoder runs once and its decoder keeps a key/value cache (one new token per step); the
-// decoder family runs the whole sequence at each step (no cache yet).
+// The encoder (BART) runs once; the decoder keeps a key/value cache and runs one new token per
+// step.
 #pragma once
 
 #include <ATen/ATen.h>
