@@ -74,6 +74,13 @@ private:
     std::string source_;
 };
 
+// DeepSpeed's offload tuning keys that ftlaunch reads but does not apply: the numbers do not
+// depend on them, only where and how the swap buffers its data; the warning says what ftlaunch
+// does instead.
+void not_applied(const std::string& key, const json& value, const char* instead, std::vector<std::string>& warnings) {
+    warnings.push_back(key + " " + value.dump() + ": read but not applied (" + instead + "); results do not depend on it");
+}
+
 void read_offload_optimizer(const JsonReader& r, const json& j, OffloadOptimizerConfig& o,
                             std::vector<std::string>& warnings) {
     static const std::vector<std::string> known = {"device", "nvme_path", "pin_memory", "buffer_count",
@@ -84,10 +91,17 @@ void read_offload_optimizer(const JsonReader& r, const json& j, OffloadOptimizer
         if (it.key() == "device") o.device = r.device(it.value(), key);
         else if (it.key() == "nvme_path") o.nvme_path = r.string(it.value(), key);
         else if (it.key() == "pin_memory") o.pin_memory = r.boolean(it.value(), key);
-        else if (it.key() == "buffer_count") o.buffer_count = static_cast<int>(r.integer(it.value(), key, 1));
-        else if (it.key() == "fast_init") o.fast_init = r.boolean(it.value(), key);
-        else if (it.key() == "ratio") r.number(it.value(), key, 0.0);
-        else r.unknown(key, it.key(), known, warnings);
+        else if (it.key() == "buffer_count") {
+            o.buffer_count = static_cast<int>(r.integer(it.value(), key, 1));
+            not_applied(key, it.value(), "the NVMe swap keeps two sub-group buffers: one read ahead, one written behind", warnings);
+        } else if (it.key() == "fast_init") {
+            o.fast_init = r.boolean(it.value(), key);
+        } else if (it.key() == "ratio") {
+            if (r.number(it.value(), key, 0.0) != 1.0)
+                not_applied(key, it.value(), "the whole optimizer state is offloaded", warnings);
+        } else {
+            r.unknown(key, it.key(), known, warnings);
+        }
     }
 }
 
@@ -101,10 +115,16 @@ void read_offload_param(const JsonReader& r, const json& j, OffloadParamConfig& 
         if (it.key() == "device") o.device = r.device(it.value(), key);
         else if (it.key() == "nvme_path") o.nvme_path = r.string(it.value(), key);
         else if (it.key() == "pin_memory") o.pin_memory = r.boolean(it.value(), key);
-        else if (it.key() == "buffer_count") o.buffer_count = static_cast<int>(r.integer(it.value(), key, 1));
-        else if (it.key() == "buffer_size") o.buffer_size = r.integer(it.value(), key, 1);
-        else if (it.key() == "max_in_cpu") o.max_in_cpu = r.integer(it.value(), key, 0);
-        else r.unknown(key, it.key(), known, warnings);
+        else if (it.key() == "buffer_count" || it.key() == "buffer_size") {
+            if (it.key() == "buffer_count") o.buffer_count = static_cast<int>(r.integer(it.value(), key, 1));
+            else o.buffer_size = r.integer(it.value(), key, 1);
+            not_applied(key, it.value(), "the parameter swap reads the next part ahead into a buffer of that part's size", warnings);
+        } else if (it.key() == "max_in_cpu") {
+            o.max_in_cpu = r.integer(it.value(), key, 0);
+            not_applied(key, it.value(), "with nvme every slice stays on NVMe between uses", warnings);
+        } else {
+            r.unknown(key, it.key(), known, warnings);
+        }
     }
 }
 

@@ -103,3 +103,15 @@ TEST_CASE("mixed precision conflicts with the file are refused", "[config][deeps
     FTL_REQUIRE_ERROR(apply_mixed_precision(ds, MixedPrecision::kFp16), ErrorKind::kConfig, "m.json",
                       "cannot be set to `fp16` when `bf16` is set");
 }
+
+TEST_CASE("offload tuning keys ftlaunch does not apply are named in a warning", "[config][deepspeed]") {
+    auto built = parse_deepspeed_json(R"({"zero_optimization": {"stage": 3,
+        "offload_optimizer": {"device": "nvme", "nvme_path": "/nvme", "buffer_count": 4, "fast_init": false},
+        "offload_param": {"device": "nvme", "nvme_path": "/nvme", "buffer_count": 5, "buffer_size": 1e8,
+                          "max_in_cpu": 1e9}}})",
+                                      "ds.json");
+    REQUIRE(built.warnings.size() == 4);
+    CHECK_THAT(built.warnings[0], Catch::Matchers::StartsWith("zero_optimization.offload_optimizer.buffer_count 4: read but not applied"));
+    CHECK_THAT(built.warnings[3], Catch::Matchers::StartsWith("zero_optimization.offload_param.max_in_cpu"));
+    CHECK(built.config.zero_optimization.offload_param.buffer_size == 100000000);
+}
