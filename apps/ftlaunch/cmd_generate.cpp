@@ -17,6 +17,7 @@
 #include "model/load.h"
 #include "peft/lora.h"
 #include "tokenizer/hf_tokenizer.h"
+#include "train/batches.h"
 #include "util/error.h"
 #include "util/files.h"
 #include "util/strings.h"
@@ -44,23 +45,6 @@ std::vector<std::string> read_prompts(const std::string& path) {
     }
     if (prompts.empty()) fail(ErrorKind::kConfig, path + ": no prompts");
     return prompts;
-}
-
-// A batch's ids [B, L] and mask, padded with `pad_id` on the left or the right.
-std::pair<at::Tensor, at::Tensor> pad_batch(const std::vector<std::vector<int32_t>>& rows, int32_t pad_id, bool left) {
-    size_t longest = 0;
-    for (const auto& r : rows) longest = std::max(longest, r.size());
-    const auto b = static_cast<int64_t>(rows.size()), l = static_cast<int64_t>(longest);
-    at::Tensor ids = at::full({b, l}, pad_id, at::kLong), mask = at::zeros({b, l}, at::kLong);
-    for (int64_t i = 0; i < b; ++i) {
-        const auto& r = rows[static_cast<size_t>(i)];
-        const int64_t offset = left ? l - static_cast<int64_t>(r.size()) : 0;
-        for (size_t k = 0; k < r.size(); ++k) {
-            ids[i][offset + static_cast<int64_t>(k)] = r[k];
-            mask[i][offset + static_cast<int64_t>(k)] = 1;
-        }
-    }
-    return {ids, mask};
 }
 
 }  // namespace
@@ -103,7 +87,9 @@ int run_generate(const GenerateInvocation& inv, const Log& log) {
         const size_t end = std::min(prompts.size(), first + static_cast<size_t>(inv.batch_size));
         std::vector<std::vector<int32_t>> rows;
         for (size_t i = first; i < end; ++i) rows.push_back(tokenizer.encode(prompts[i], true));
-        auto [ids, mask] = pad_batch(rows, pad_id, /*left=*/!encoder_decoder);
+        std::vector<const std::vector<int32_t>*> row_pointers;
+        for (const auto& row : rows) row_pointers.push_back(&row);
+        auto [ids, mask] = train::pad_rows(row_pointers, pad_id, /*left=*/!encoder_decoder);
         const at::Tensor sequences =
             (encoder_decoder ? model::generate(seq2seq->model, ids.to(device), mask.to(device), generation)
                              : model::generate(decoder->model, ids.to(device), mask.to(device), generation))

@@ -75,6 +75,23 @@ model::Batch collate(const std::vector<data::Row>& rows, const std::vector<int64
     return batch;
 }
 
+PaddedRows pad_rows(const std::vector<const std::vector<int32_t>*>& rows, int32_t pad_id, bool left) {
+    size_t longest = 0;
+    for (const auto* row : rows) longest = std::max(longest, row->size());
+    const int64_t b = static_cast<int64_t>(rows.size()), l = static_cast<int64_t>(longest);
+    at::Tensor ids = at::full({b, l}, pad_id, at::kLong), mask = at::zeros({b, l}, at::kLong);
+    auto ids_a = ids.accessor<int64_t, 2>(), mask_a = mask.accessor<int64_t, 2>();
+    for (int64_t r = 0; r < b; ++r) {
+        const std::vector<int32_t>& row = *rows[static_cast<size_t>(r)];
+        const int64_t offset = left ? l - static_cast<int64_t>(row.size()) : 0;
+        for (size_t j = 0; j < row.size(); ++j) {
+            ids_a[r][offset + static_cast<int64_t>(j)] = row[j];
+            mask_a[r][offset + static_cast<int64_t>(j)] = 1;
+        }
+    }
+    return {ids, mask};
+}
+
 at::Tensor count_targets(const model::Batch& batch) {
     const int64_t t = batch.labels.size(1);
     return (batch.labels.narrow(1, 1, t - 1) != -100).sum().to(at::kDouble).cpu().reshape({1});

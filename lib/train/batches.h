@@ -37,6 +37,14 @@ private:
 model::Batch collate(const std::vector<data::Row>& rows, const std::vector<int64_t>& indices, int32_t pad_id,
                      bool packed, const at::Device& device);
 
+// Token-id rows -> ids [B, L] (int64) and attention mask [B, L] (1 = token, 0 = padding) on the
+// CPU, padded with pad_id to the longest row: on the right, or on the left (a decoder-only model's
+// prompts for generation, as transformers pads them).
+struct PaddedRows {
+    at::Tensor ids, mask;
+};
+PaddedRows pad_rows(const std::vector<const std::vector<int32_t>*>& rows, int32_t pad_id, bool left);
+
 // Targets after the shift (labels[:, 1:] != -100), as a 1-element double tensor.
 at::Tensor count_targets(const model::Batch& batch);
 

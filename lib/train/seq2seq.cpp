@@ -83,20 +83,16 @@ struct Seq2SeqBatch {
 // (all max_target long).
 Seq2SeqBatch collate(const std::vector<data::Seq2SeqRow>& rows, const std::vector<int64_t>& indices, int32_t pad_id,
                      const at::Device& device) {
-    size_t longest = 0;
-    for (int64_t i : indices) longest = std::max(longest, rows[static_cast<size_t>(i)].input_ids.size());
-    const int64_t b = static_cast<int64_t>(indices.size()), s = static_cast<int64_t>(longest);
-    const int64_t t = static_cast<int64_t>(rows[static_cast<size_t>(indices.front())].labels.size());
-    at::Tensor ids = at::full({b, s}, pad_id, at::kLong), mask = at::zeros({b, s}, at::kLong), labels = at::empty({b, t}, at::kLong);
-    for (int64_t r = 0; r < b; ++r) {
-        const data::Seq2SeqRow& row = rows[static_cast<size_t>(indices[static_cast<size_t>(r)])];
-        for (size_t k = 0; k < row.input_ids.size(); ++k) {
-            ids[r][static_cast<int64_t>(k)] = row.input_ids[k];
-            mask[r][static_cast<int64_t>(k)] = 1;
-        }
-        for (size_t k = 0; k < row.labels.size(); ++k) labels[r][static_cast<int64_t>(k)] = row.labels[k];
+    std::vector<const std::vector<int32_t>*> sources;
+    std::vector<int64_t> labels;
+    for (int64_t i : indices) {
+        const data::Seq2SeqRow& row = rows[static_cast<size_t>(i)];
+        sources.push_back(&row.input_ids);
+        labels.insert(labels.end(), row.labels.begin(), row.labels.end());
     }
-    return {ids.to(device), mask.to(device), labels.to(device)};
+    const PaddedRows padded = pad_rows(sources, pad_id, /*left=*/false);
+    const at::Tensor targets = at::tensor(labels, at::kLong).view({static_cast<int64_t>(indices.size()), -1});
+    return {padded.ids.to(device), padded.mask.to(device), targets.to(device)};
 }
 
 // BartForConditionalGeneration(labels=...).loss: the decoder reads shift_tokens_right(labels);
@@ -115,20 +111,30 @@ struct Split {
     std::vector<data::Seq2SeqRow> rows;
 };
 
-Split prepare_split(const config::TrainArgs& args, const std::string& dataset_dir, const std::string& split,
-                    const std::vector<std::string>& classes, const tokenizer::HfTokenizer& tokenizer,
-                    const data::Seq2SeqLengths& lengths, int32_t pad_id, bool main_rank, const Log& log) {
-    const std::string where = args.dataset_name + " [" + split + "]";
+// "<dataset> [<split>]", how messages name a split.
+std::string split_label(const config::TrainArgs& args, const std::string& split) {
+    return args.dataset_name + " [" + split + "]";
+}
+
+std::vector<data::Seq2SeqText> read_texts(const config::TrainArgs& args, const std::string& dataset_dir,
+                                          const std::string& split, const std::vector<std::string>& classes) {
+    return data::seq2seq_texts(data::read_split(dataset_dir, split), args.text_column, args.label_column, classes,
+                               split_label(args, split));
+}
+
+// The split's texts tokenized; cut sources or targets are warned about on rank 0.
+Split tokenized(std::vector<data::Seq2SeqText> texts, const std::string& where, const tokenizer::HfTokenizer& tokenizer,
+                const data::Seq2SeqLengths& lengths, int32_t pad_id, bool main_rank, const Log& log) {
     Split out;
-    out.texts = data::seq2seq_texts(data::read_split(dataset_dir, split), args.text_column, args.label_column, classes, where);
-    data::Seq2SeqRows tokenized = data::tokenize_seq2seq(out.texts, tokenizer, lengths, pad_id);
-    if (main_rank && tokenized.truncated_sources)
-        log.warn(where + ": " + std::to_string(tokenized.truncated_sources) + " source texts cut to " +
+    out.texts = std::move(texts);
+    data::Seq2SeqRows rows = data::tokenize_seq2seq(out.texts, tokenizer, lengths, pad_id);
+    if (main_rank && rows.truncated_sources)
+        log.warn(where + ": " + std::to_string(rows.truncated_sources) + " source texts cut to " +
                  std::to_string(lengths.max_source) + " tokens (--max_source_length)");
-    if (main_rank && tokenized.truncated_targets)
-        log.warn(where + ": " + std::to_string(tokenized.truncated_targets) + " targets cut to " +
+    if (main_rank && rows.truncated_targets)
+        log.warn(where + ": " + std::to_string(rows.truncated_targets) + " targets cut to " +
                  std::to_string(lengths.max_target) + " tokens (--max_target_length): the model cannot learn their ends");
-    out.rows = std::move(tokenized.rows);
+    out.rows = std::move(rows.rows);
     return out;
 }
 
@@ -162,8 +168,8 @@ std::vector<std::string> generate_texts(const model::Seq2SeqLM& model, const mod
     std::vector<std::string> texts;
     for (int64_t i = 0; i < n; ++i) {
         const at::Tensor row = all[i].contiguous();
-        const std::vector<int64_t> ids(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + width);
-        texts.push_back(tokenizer.decode(std::vector<int32_t>(ids.begin(), ids.end()), /*skip_special_tokens=*/true));
+        const std::vector<int32_t> ids(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + width);
+        texts.push_back(tokenizer.decode(ids, /*skip_special_tokens=*/true));
     }
     return texts;
 }
@@ -207,21 +213,21 @@ int run_seq2seq_example(const config::RunConfig& run, const RankContext& rank, c
     if (lengths.max_source > bart.max_position_embeddings)
         fail(ErrorKind::kConfig, "--max_source_length " + std::to_string(lengths.max_source) + ": the model has " +
                                      std::to_string(bart.max_position_embeddings) + " positions (max_position_embeddings)");
+    std::vector<data::Seq2SeqText> train_texts = read_texts(args, dataset_dir, train_split, classes);
     if (args.max_target_length) {
         lengths.max_target = *args.max_target_length;
     } else if (!classes.empty()) {  // the example's target_max_length: the longest class name
         lengths.max_target = data::longest_target(classes, tokenizer);
     } else {  // text labels: the longest in the training split
         std::vector<std::string> targets;
-        for (const auto& t : data::seq2seq_texts(data::read_split(dataset_dir, train_split), args.text_column,
-                                                 args.label_column, classes, args.dataset_name + " [" + train_split + "]"))
-            targets.push_back(t.target);
+        for (const auto& t : train_texts) targets.push_back(t.target);
         lengths.max_target = data::longest_target(targets, tokenizer);
     }
-    const Split train = prepare_split(args, dataset_dir, train_split, classes, tokenizer, lengths, pad_id, main_rank, log);
+    const Split train = tokenized(std::move(train_texts), split_label(args, train_split), tokenizer, lengths, pad_id, main_rank, log);
     const Split eval = eval_split == train_split
                            ? train
-                           : prepare_split(args, dataset_dir, eval_split, classes, tokenizer, lengths, pad_id, main_rank, log);
+                           : tokenized(read_texts(args, dataset_dir, eval_split, classes), split_label(args, eval_split), tokenizer,
+                                       lengths, pad_id, main_rank, log);
 
     // ---- model and adapters ----
     model::LoadOptions load;
