@@ -2,6 +2,7 @@
 
 #include <ATen/core/grad_mode.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "model/recompute.h"
@@ -212,6 +213,11 @@ void KeyValueCache::truncate(int64_t tokens) {
     length = tokens;
 }
 
+int64_t KeyValueCache::resume(int64_t tokens) {
+    truncate(std::min(length, tokens - 1));
+    return length;
+}
+
 at::Tensor CausalLM::decode_step(const at::Tensor& new_ids, const at::Tensor& attention_mask, const at::Tensor& position_ids,
                                  KeyValueCache& cache, const ForwardOptions& options) const {
     cache.keys.resize(weights_.layers.size());
@@ -238,9 +244,18 @@ at::Tensor CausalLM::decode_step(const at::Tensor& new_ids, const at::Tensor& at
         if (window) visible = visible & (query - key < *window);
         return (keys & visible.unsqueeze(0)).unsqueeze(1);  // [N, 1, t, S]
     };
+    // Layers share a mask unless their windows differ; build each distinct one once.
+    std::optional<int64_t> mask_window;
+    at::Tensor mask;
+    bool mask_built = false;
     for (size_t i = 0; i < weights_.layers.size(); ++i) {
+        if (!mask_built || config_.layer_window[i] != mask_window) {
+            mask = mask_for(config_.layer_window[i]);
+            mask_window = config_.layer_window[i];
+            mask_built = true;
+        }
         const AcquiredPart part(options, static_cast<int>(i));
-        hidden = layer_forward(weights_.layers[i], hidden, rope, mask_for(config_.layer_window[i]), options, &cache, i);
+        hidden = layer_forward(weights_.layers[i], hidden, rope, mask, options, &cache, i);
     }
     cache.length = total;
     const AcquiredPart final_norm(options, WeightResidency::kFinalNorm);

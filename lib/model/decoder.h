@@ -173,6 +173,10 @@ struct KeyValueCache {
     void keep_rows(const at::Tensor& rows);
     // Forget the tokens from `tokens` on (a step run again).
     void truncate(int64_t tokens);
+    // Before running a sequence of `length` tokens: keeps at most length - 1 of them (the last
+    // token is always run, so a repeated step replaces its own entry) and returns how many are
+    // kept; the caller runs the rest.
+    int64_t resume(int64_t length);
 };
 
 class CausalLM {

@@ -271,8 +271,7 @@ at::Tensor generate(const Seq2SeqLM& model, const at::Tensor& input_ids, const a
     const at::Tensor encoded = model.encode(input_ids.repeat_interleave(config.num_beams, 0), source_mask, options);
     DecoderCache cache;
     const NextLogits next_logits = [&](const at::Tensor& sequences) {
-        const int64_t length = sequences.size(1), seen = std::min(cache.self.length, length - 1);
-        cache.self.truncate(seen);
+        const int64_t length = sequences.size(1), seen = cache.self.resume(length);
         const at::Tensor states = model.decode_step(sequences.narrow(1, seen, length - seen), cache, encoded, source_mask, options);
         return model.logits(states.narrow(1, states.size(1) - 1, 1), options).select(1, 0).to(at::kFloat);
     };
@@ -293,11 +292,10 @@ at::Tensor generate(const CausalLM& model, const at::Tensor& input_ids, const at
         // Generated tokens are attended to; positions count the real tokens before each one
         // (transformers: attention_mask.cumsum(-1) - 1, padding at 1). Only the tokens the cache
         // has not seen are run (a step repeated to keep ZeRO-3 ranks in step replaces the last).
-        const int64_t length = sequences.size(1), seen = std::min(cache.length, length - 1);
+        const int64_t length = sequences.size(1), seen = cache.resume(length);
         const int64_t generated = length - prompt_mask.size(1);
         const at::Tensor mask = at::cat({prompt_mask, at::ones({sequences.size(0), generated}, prompt_mask.options())}, 1);
         const at::Tensor positions = (mask.to(at::kLong).cumsum(-1) - 1).masked_fill(mask == 0, 1);
-        cache.truncate(seen);
         const at::Tensor hidden = model.decode_step(sequences.narrow(1, seen, length - seen), mask,
                                                     positions.narrow(1, seen, length - seen), cache, options);
         return model.head(hidden.select(1, hidden.size(1) - 1), options).to(at::kFloat);
