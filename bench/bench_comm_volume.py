@@ -8,8 +8,10 @@ ring algorithm's share, (n-1)/n of the buffer, as ftlaunch's counting communicat
   python bench/bench_comm_volume.py BUILD_DIR [--ranks 2 4]
 
 The quickstart model (scripts/make_tiny_assets.py) on CPU ranks, fp32, 6 steps, no accumulation:
-  - full fine-tuning, stages 0-3: expected 2Ψ (ftlaunch's stage 3 does not yet partition trainable
-    weights, so it moves what stage 2 moves, not DeepSpeed's 3Ψ);
+  - full fine-tuning, stages 0-2: expected 2Ψ; stage 3: every part gathered in forward (Ψ), each
+    decoder layer again in backward's recompute (Ψ_layers), and every gradient reduce-scattered
+    (Ψ): 2Ψ + Ψ_layers, against DeepSpeed's 3Ψ (which also gathers the embeddings and head again
+    in backward);
   - LoRA, stages 0-3: expected 2Ψ_adapter for stages 0-2; stage 3 also gathers the partitioned
     base weights (tensors of >= 1e5 elements, DeepSpeed's default persistence threshold): a
     layer's in forward and again in backward's recompute, the embeddings and head once, and never
@@ -79,6 +81,7 @@ def main():
         # backward gather: the loss's gradient w.r.t. the hidden states is made in forward).
         partitioned = {k: b for k, b in sizes.items() if b // 4 >= 100000}
         gathered = sum(2 * b if k.startswith("model.layers.") else b for k, b in partitioned.items())
+        layer_bytes = sum(b for k, b in sizes.items() if k.startswith("model.layers."))
         adapter_bytes = 4 * _lora_parameters(json.load(open(os.path.join(model_dir, "config.json"))), r=8)
         print(f"model: {base_bytes / 4:.0f} parameters, LoRA r=8 on all linears {adapter_bytes / 4:.0f}")
         print("ranks  job   stage  measured MiB  model MiB  ratio   (all-reduce / all-gather / reduce-scatter MiB)")
@@ -89,6 +92,8 @@ def main():
                     share = (ranks - 1) / ranks
                     if lora:
                         model = 2 * share * adapter_bytes + (share * gathered if stage == 3 else 0)
+                    elif stage == 3:
+                        model = share * (2 * base_bytes + layer_bytes)
                     else:
                         model = 2 * share * base_bytes
                     print(f"{ranks:5d}  {'LoRA' if lora else 'full':4s}  {stage:5d}  {total / 2**20:12.3f}  "

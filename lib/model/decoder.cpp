@@ -174,7 +174,10 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
                 if (options.progress) options.progress(std::string(pass) + " of " + part_name(part));
                 return layer_forward(layer, x, rope, mask, options);
             };
-            hidden = recomputed_in_backward(run_layer, hidden, layer.tensors(), options.generator);
+            std::vector<at::Tensor> weights = layer.tensors();
+            if (options.residency)
+                for (at::Tensor& source : options.residency->gradient_sources(part)) weights.push_back(source);
+            hidden = recomputed_in_backward(run_layer, hidden, weights, options.generator);
         } else {
             report("forward of " + part_name(part));
             hidden = layer_forward(layer, hidden, rope, mask, options);

@@ -75,6 +75,10 @@ public:
     virtual void release(int part) = 0;
     // Whether acquire(part) communicates with other ranks (what a hang there would wait on).
     virtual bool gathers(int part) const = 0;
+    // The leaf tensors a part's weight gradients flow into when they are not the model's own
+    // tensors (ZeRO-3 full fine-tuning: the rank's slices, through the gather): a layer recomputed
+    // in backward lists them as its weights.
+    virtual std::vector<at::Tensor> gradient_sources(int) const { return {}; }
 };
 
 // One part of a model's weights as ZeRO-3 partitions it (zero::PartitionedWeights): its

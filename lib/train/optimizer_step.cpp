@@ -8,11 +8,13 @@
 namespace ftl::train {
 
 TrainOptimizer::TrainOptimizer(NamedTensors trainable, optim::AdamWOptions options, int zero_stage,
-                               const RankContext& rank, const std::optional<zero::OptimizerOffload>& offload)
+                               const RankContext& rank, const std::optional<zero::OptimizerOffload>& offload,
+                               zero::Sharding* partitioned)
     : trainable_(trainable), rank_(rank) {
     if (offload && zero_stage == 0)
         fail(ErrorKind::kInternal, "TrainOptimizer: optimizer offload needs ZeRO stage 1, 2 or 3");
-    if (zero_stage > 0) partitioned_.emplace(std::move(trainable), options, rank.comm, rank.rank, rank.world_size, offload);
+    if (partitioned) partitioned_.emplace(*partitioned, options, rank.comm, rank.rank, offload);
+    else if (zero_stage > 0) partitioned_.emplace(std::move(trainable), options, rank.comm, rank.rank, rank.world_size, offload);
     else replicated_.emplace(std::move(trainable), options);
 }
 

@@ -1,7 +1,8 @@
 // One rank's optimizer step, whichever way the optimizer state is laid out:
 //   - ZeRO stage 0 (plain data parallel): gradients all-reduced, every rank steps on everything
 //     with optim::AdamW;
-//   - ZeRO stages 1-3: zero::PartitionedAdamW, each rank stepping on its slice.
+//   - ZeRO stages 1-3: zero::PartitionedAdamW, each rank stepping on its slice (under stage 3
+//     without LoRA, the slices of the parameters zero::PartitionedWeights holds).
 // Both give the same numbers; the state is exchanged in one form (optim::AdamW's names), so a
 // checkpoint written under one stage or world size resumes under any other.
 #pragma once
@@ -24,8 +25,11 @@ public:
     using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
     // `offload` (ZeRO stages 1-3 only): the optimizer state in host memory or on NVMe.
+    // `partitioned` (stage 3 full fine-tuning): the trainable weights' slices, which `trainable`
+    // then leaves empty.
     TrainOptimizer(NamedTensors trainable, optim::AdamWOptions options, int zero_stage, const RankContext& rank,
-                   const std::optional<zero::OptimizerOffload>& offload = std::nullopt);
+                   const std::optional<zero::OptimizerOffload>& offload = std::nullopt,
+                   zero::Sharding* partitioned = nullptr);
 
     struct StepResult {
         double grad_norm = 0.0;

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -128,6 +129,16 @@ void restore_weights(const std::string& dir, const std::string& stem, NamedTenso
     }
 }
 
+// The same for weights partitioned by ZeRO-3 (full fine-tuning): each rank copies its slices out of
+// the mapped checkpoint.
+void restore_partitioned_weights(const std::string& dir, const std::string& stem, zero::Sharding& sharding) {
+    const io::Checkpoint ckpt = io::Checkpoint::open(dir, stem);
+    std::map<std::string, at::Tensor> by_name;
+    for (const std::string& name : ckpt.names()) by_name.emplace(name, model::mapped_tensor(ckpt.shared_file_of(name), name));
+    sharding.write_parameters(
+        sharding.local_of(by_name, "", dir + " (a checkpoint of another model or LoRA configuration?)"));
+}
+
 // What a checkpoint of this run belongs to, for its manifest: the base model (config.json's
 // checksum; the name is informational), the vocabulary after resizing, full fine-tuning or the
 // adapter's shape, the 4-bit scheme, and the layout (world size and ZeRO stage, informational:
@@ -177,9 +188,6 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     const bool main_rank = rank.rank == 0;
     const auto& zero = run.deepspeed.zero_optimization;
     const int zero_stage = run.uses_deepspeed ? zero.stage : 0;
-    if (main_rank && zero_stage == 3 && !args.use_peft_lora)
-        log.warn("ZeRO stage 3 without LoRA: the optimizer state and gradients are partitioned; partitioning "
-                 "trainable weights is not in this build yet (every rank holds the whole model)");
     const std::optional<zero::OptimizerOffload> optimizer_offload = optimizer_offload_for(run);
     // offload_param (stage 3 with LoRA: the frozen base weights' slices) to host memory or NVMe.
     const bool offload_param = run.uses_deepspeed && zero_stage == 3 && args.use_peft_lora &&
@@ -218,9 +226,10 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     const at::Device device = rank.torch_device();
     if (four_bit) check_compute_dtype(device, four_bit->compute_dtype, "--bnb_4bit_compute_dtype " + args.bnb_4bit_compute_dtype);
     if (args.bf16) check_compute_dtype(device, at::kBFloat16, "--bf16 True");
-    // ZeRO-3 with LoRA: the weights stay mapped until each rank copies out its slices; with
-    // 4-bit weights, until each layer is quantised.
-    const bool partition_weights = zero_stage == 3 && args.use_peft_lora;
+    // ZeRO-3: the weights stay mapped until each rank copies out its slices (with LoRA of the
+    // frozen base, without it of the trainable weights); with 4-bit weights, until each layer is
+    // quantised.
+    const bool partition_weights = zero_stage == 3;
     // The first conversions start LibTorch's CPU thread pool and kernels; doing one here keeps
     // that start-up out of the loading figure below.
     (void)at::ones({4096}, at::kBFloat16).to(at::kFloat).sum().item<float>();
@@ -266,22 +275,30 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     if (main_rank)
         log.info("trainable params: " + std::to_string(trainable_count) + " || all params: " +
                  std::to_string(all_count + (args.use_peft_lora ? trainable_count : 0)));
-    // ZeRO-3: each rank keeps its slice of the frozen weights and gathers a part while it runs.
+    // ZeRO-3: each rank keeps its slice of the frozen weights (LoRA) or of the trained ones (full
+    // fine-tuning) and gathers a part while it runs.
     std::optional<zero::PartitionedWeights> partitioned;
+    zero::Sharding* partitioned_trainable = nullptr;  // full fine-tuning under ZeRO-3
     if (partition_weights) {
         // DeepSpeed's stage3_param_persistence_threshold; "auto" is 10 x hidden_size, as HF resolves it.
         const int64_t persistence = zero.stage3_param_persistence_threshold
                                         ? static_cast<int64_t>(*zero.stage3_param_persistence_threshold)
                                         : 10 * lm.config().hidden_size;
+        const auto which = args.use_peft_lora ? zero::Partitioned::kFrozen : zero::Partitioned::kTrainable;
         partitioned.emplace(lm, rank.comm, rank.rank, rank.world_size, at::kFloat, device, persistence,
                             four_bit ? std::function<void(int)>(quantize_layer) : std::function<void(int)>(),
-                            parameter_offload_for(run, offload_param));
+                            parameter_offload_for(run, offload_param), which);
+        partitioned_trainable = partitioned->sharding();
+        if (partitioned_trainable) trainable.clear();  // the whole tensors: only the slices stay
+        const std::string kept_whole =
+            partitioned_trainable ? "every trained tensor partitioned (stage3_param_persistence_threshold applies to frozen weights)"
+                                  : "and " + std::to_string(partitioned->persistent_bytes()) + " bytes of tensors under " +
+                                        std::to_string(persistence) + " elements whole (stage3_param_persistence_threshold)";
         log.info("ZeRO-3: this rank holds " + std::to_string(partitioned->slice_bytes()) + " bytes" +
                  (offload_param ? " (offload_param: in " + partitioned->slice_placement() + ")" : std::string()) + " of the " +
-                 std::to_string(partitioned->full_bytes()) + " bytes of partitioned frozen weights (largest gathered part " +
-                 std::to_string(partitioned->largest_part_bytes()) + " bytes), and " +
-                 std::to_string(partitioned->persistent_bytes()) + " bytes of tensors under " + std::to_string(persistence) +
-                 " elements whole (stage3_param_persistence_threshold)");
+                 std::to_string(partitioned->full_bytes()) + " bytes of partitioned " +
+                 (partitioned_trainable ? "trainable" : "frozen") + " weights (largest gathered part " +
+                 std::to_string(partitioned->largest_part_bytes()) + " bytes), " + kept_whole);
     }
     if (four_bit)
         log.info("4-bit base weights (" + quant::quant_type_name(four_bit->type) + (four_bit->nested ? ", nested" : "") +
@@ -291,11 +308,13 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
              std::to_string(peak_resident_bytes() - resident_before_load) + " bytes at its peak");
     // The adapter, or (full fine-tuning) a model folder transformers loads, in the trained fp32
     // unless `dtype` says otherwise.
-    // PEFT also saves the embeddings and lm_head with the adapter when the vocabulary was resized
-    // (save_embedding_layers="auto"), so that the adapter applies to the base model. Collective
-    // under ZeRO-3 (every rank gathers them); rank 0 gets CPU copies.
-    auto adapter_full_tensors = [&]() {
+    // Gathered for saving, collective under ZeRO-3 (rank 0 gets them): full fine-tuning's weights
+    // from their slices; with LoRA, the embeddings and lm_head when the vocabulary was resized, as
+    // PEFT saves them with the adapter then (save_embedding_layers="auto") so that it applies to
+    // the base model (rank 0 gets CPU copies).
+    auto gathered_for_save = [&]() {
         NamedTensors out;
+        if (partitioned_trainable) return partitioned_trainable->whole(partitioned_trainable->local_parameters());
         if (!args.use_peft_lora || !job_model.resized_to) return out;
         if (partitioned) {
             partitioned->acquire(model::WeightResidency::kEmbeddings);
@@ -315,7 +334,8 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             peft::save_adapter(dir, lm, lora, full_tensors);
             return;
         }
-        model::save_model_folder(dir, trainable, inputs.model_dir, lm.config().vocab_size, dtype);
+        model::save_model_folder(dir, partitioned_trainable ? full_tensors : trainable, inputs.model_dir,
+                                 lm.config().vocab_size, dtype);
     };
     // DeepSpeed's stage3_gather_16bit_weights_on_model_save (accelerate: zero3_save_16bit_model):
     // the final weights in the run's 16-bit type; checkpoints stay fp32 for exact resumes.
@@ -336,7 +356,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     const int64_t eval_every = interval(args.eval_steps.value_or(args.logging_steps), total_steps);
     const int64_t save_every = interval(args.save_steps, total_steps);
     TrainOptimizer optimizer(trainable, {args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay},
-                             zero_stage, rank, optimizer_offload);
+                             zero_stage, rank, optimizer_offload, partitioned_trainable);
     if (optimizer_offload)
         log.info("offload_optimizer: this rank's optimizer state is in " + optimizer.placement() + "; AdamW steps on the CPU (" +
                  optim::isa_name(optim::best_cpu_isa()) + ", " + std::to_string(at::get_num_threads()) + " threads)");
@@ -358,7 +378,8 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     if (!resume_dir.empty()) {
         CheckpointContents saved = load_checkpoint(resume_dir);
         check_same_run(saved.identity, identity, resume_dir);
-        restore_weights(resume_dir, args.use_peft_lora ? "adapter_model" : "model", trainable);
+        if (partitioned_trainable) restore_partitioned_weights(resume_dir, "model", *partitioned_trainable);
+        else restore_weights(resume_dir, args.use_peft_lora ? "adapter_model" : "model", trainable);
         optimizer.load_state(saved.optimizer);
         if (scaler) scaler->load_state(saved.optimizer);
         if (static_cast<size_t>(rank.rank) < saved.dropout_rng_states.size())
@@ -567,7 +588,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         if (scheduled_save || preempted) {
             beat("saving checkpoint-" + std::to_string(done));
             auto optimizer_state = optimizer.state();  // collective under ZeRO
-            const NamedTensors full_tensors = adapter_full_tensors();  // collective under ZeRO-3
+            const NamedTensors full_tensors = gathered_for_save();  // collective under ZeRO-3
             std::vector<at::Tensor> rng_states = generator_states();      // collective
             if (main_rank) {
                 CheckpointContents contents{done, trainer_state(done), std::move(optimizer_state), std::move(rng_states),
@@ -603,7 +624,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     }
 
     // ---- save (rank 0): the final weights and state in output_dir ----
-    const NamedTensors full_tensors = adapter_full_tensors();  // collective under ZeRO-3
+    const NamedTensors full_tensors = gathered_for_save();  // collective under ZeRO-3
     if (!main_rank) return 0;
     write_weights(args.output_dir, final_dtype, full_tensors);
     io::write_file_atomically(args.output_dir + "/trainer_state.json",

@@ -1,5 +1,7 @@
 #include "zero/flat_partition.h"
 
+#include <algorithm>
+
 #include "util/error.h"
 
 namespace ftl::zero {
@@ -23,6 +25,20 @@ at::Tensor FlatPartition::flatten(const std::vector<at::Tensor>& tensors, const 
     for (size_t i = 0; i < tensors.size(); ++i)
         if (tensors[i].defined()) flat.narrow(0, offsets_[i], numels_[i]).copy_(tensors[i].reshape({-1}));
     return flat;
+}
+
+at::Tensor FlatPartition::local_of(const std::vector<at::Tensor>& tensors, const at::TensorOptions& options) const {
+    if (tensors.size() != numels_.size())
+        fail(ErrorKind::kInternal, "FlatPartition::local_of: " + std::to_string(tensors.size()) + " tensors for a layout of " +
+                                       std::to_string(numels_.size()));
+    at::Tensor slice = at::zeros({shard()}, options);
+    const int64_t begin = shard_begin(), end = begin + shard();
+    for (size_t i = 0; i < tensors.size(); ++i) {
+        const int64_t first = std::max(begin, offsets_[i]), last = std::min(end, offsets_[i] + numels_[i]);
+        if (first >= last || !tensors[i].defined()) continue;
+        slice.narrow(0, first - begin, last - first).copy_(tensors[i].reshape({-1}).narrow(0, first - offsets_[i], last - first));
+    }
+    return slice;
 }
 
 void FlatPartition::unflatten_into(const at::Tensor& flat, size_t i, at::Tensor& into) const {

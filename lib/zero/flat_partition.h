@@ -26,6 +26,9 @@ public:
     at::Tensor flatten(const std::vector<at::Tensor>& tensors, const at::TensorOptions& options) const;
     // This rank's slice of a [padded] vector (a view).
     at::Tensor local(const at::Tensor& flat) const { return flat.narrow(0, shard_begin(), shard()); }
+    // [shard] in `options`: this rank's slice of the tensors flattened (undefined = zeros), reading
+    // only the elements that fall in it (of mapped files, only those pages).
+    at::Tensor local_of(const std::vector<at::Tensor>& tensors, const at::TensorOptions& options) const;
     // Copies tensor i's elements out of a [padded] vector into `into` (any dtype/device).
     void unflatten_into(const at::Tensor& flat, size_t i, at::Tensor& into) const;
 

@@ -91,6 +91,7 @@ RankMemory estimate_rank_memory(const EstimateInputs& in, bool on_gpu) {
     const int64_t trainable =
         in.lora ? lora_parameters(in.model, in.lora_r, in.lora_target_modules, /*targets_are_regex=*/false) : p.total;
     RankMemory m;
+    const int64_t largest_part = std::max({p.embeddings, p.per_layer, p.head});
     if (in.lora) {
         // 4-bit applies to the decoder layers' linear weights; embeddings, norms and the head stay 16-bit.
         const int64_t quantised = in.base_weights == BaseWeights::kFloat32 ? 0 : in.model.num_layers * (p.per_layer - 2 * in.model.hidden_size);
@@ -101,7 +102,6 @@ RankMemory estimate_rank_memory(const EstimateInputs& in, bool on_gpu) {
         if (partitioned) {
             // A part is gathered whole while it runs; the next one may be gathered before the
             // last is freed (backward's recompute), hence two.
-            const int64_t largest_part = std::max({p.embeddings, p.per_layer, p.head});
             m.gather_buffers = static_cast<int64_t>(2.0 * static_cast<double>(largest_part) * bytes / static_cast<double>(p.total));
             if (in.offload_params) {
                 m.host += m.base_weights;
@@ -111,6 +111,13 @@ RankMemory estimate_rank_memory(const EstimateInputs& in, bool on_gpu) {
     }
     m.trainable = 4 * trainable;  // fp32 (adapters, or the weights of full fine-tuning)
     m.gradients = 4 * trainable;  // whole during backward, then reduced (stage >= 2: scattered)
+    if (!in.lora && in.zero_stage == 3) {
+        // Full fine-tuning under stage 3: fp32 weights and their gradients in 1/world slices; two
+        // parts gathered at a time, and one part's whole gradient while it is reduce-scattered.
+        m.trainable = 4 * trainable / n;
+        m.gradients = 4 * trainable / n + 4 * largest_part;
+        m.gather_buffers = 2 * 4 * largest_part;
+    }
     m.optimizer = in.zero_stage == 0 ? 8 * trainable : 12 * trainable / n;  // moments; partitioned: + fp32 master slice
     if (in.offload_optimizer) {
         m.host += m.optimizer;
@@ -118,7 +125,7 @@ RankMemory estimate_rank_memory(const EstimateInputs& in, bool on_gpu) {
     }
     const double layer = layer_activation_bytes(in);
     const double saved_inputs = static_cast<double>(in.micro_batch * in.sequence_length * in.model.hidden_size) * 4.0;
-    const bool recompute = in.gradient_checkpointing || (in.zero_stage == 3 && in.lora);  // ZeRO-3 always recomputes
+    const bool recompute = in.gradient_checkpointing || in.zero_stage == 3;  // ZeRO-3 always recomputes
     const double layers = static_cast<double>(in.model.num_layers);
     const double logits = static_cast<double>(std::min<int64_t>(in.micro_batch * in.sequence_length, 1024) *
                                               in.model.vocab_size) * 4.0 * 2.0;  // a chunk of fp32 logits and their gradient

@@ -1,13 +1,14 @@
-// ZeRO stages 1 and 2 for the trainable parameters: every rank keeps the full parameters (for the
-// forward), but the fp32 master copy, the AdamW moments and the reduced gradients only for its
-// 1/world_size slice of the flat layout (zero/flat_partition.h). One optimizer step:
-//   1. reduce-scatter the flattened gradients (sum over ranks): each rank gets its slice;
+// ZeRO's partitioned optimizer: each rank keeps the fp32 master copy, the AdamW moments and the
+// reduced gradients only for its slice of the trainable parameters, laid out by a zero::Sharding
+// (stages 1-2: a flat 1/world_size of parameters every rank holds whole; stage 3 without LoRA:
+// the slices zero::PartitionedWeights holds). One optimizer step:
+//   1. this rank's slice of the gradients summed over ranks (Sharding::reduced_gradients);
 //   2. (fp16) unscale the slice; a non-finite value on any rank skips the step everywhere;
 //   3. global gradient norm = sqrt(all-reduce of the slices' squared norms); clip by max_norm
 //      with torch.nn.utils.clip_grad_norm_'s coefficient;
 //   4. AdamW (optim/adamw.h's update, element for element) on the slice; with offload_optimizer,
 //      on the CPU over state kept in host memory or on NVMe (zero/offloaded_adamw_state.h);
-//   5. all-gather the updated slices back into the parameters.
+//   5. the updated slice into the parameters (Sharding::write_parameters).
 // Stage 1 and stage 2 run the same collectives here (DeepSpeed's stage 1 also reduce-scatters
 // since 0.5); they differ in DeepSpeed only in when the full gradient buffer is freed.
 // The optimizer state is exchanged in the unpartitioned form of optim::AdamW (exp_avg.<name>,
@@ -25,8 +26,8 @@
 #include "dist/comm.h"
 #include "optim/adamw.h"
 #include "optim/loss_scaler.h"
-#include "zero/flat_partition.h"
 #include "zero/offloaded_adamw_state.h"
+#include "zero/sharding.h"
 
 namespace ftl::zero {
 
@@ -34,10 +35,13 @@ class PartitionedAdamW {
 public:
     using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
-    // `params`: the trainable tensors, the same on every rank. `comm` null = one rank. With
-    // `offload`, the fp32 state lives in host memory or on NVMe and step 4 runs on the CPU
-    // (zero/offloaded_adamw_state.h).
+    // Stages 1-2: `params`, the trainable tensors, the same on every rank (a FlatSharding of
+    // them). `comm` null = one rank. With `offload`, the fp32 state lives in host memory or on
+    // NVMe and step 4 runs on the CPU (zero/offloaded_adamw_state.h).
     PartitionedAdamW(NamedTensors params, optim::AdamWOptions options, dist::Comm* comm, int rank, int world_size,
+                     const std::optional<OptimizerOffload>& offload = std::nullopt);
+    // Any layout: `sharding` (not owned) outlives the optimizer.
+    PartitionedAdamW(Sharding& sharding, optim::AdamWOptions options, dist::Comm* comm, int rank,
                      const std::optional<OptimizerOffload>& offload = std::nullopt);
 
     struct StepResult {
@@ -52,20 +56,19 @@ public:
     // Where the state lives: "device memory", or OffloadedAdamWState::describe().
     std::string placement() const;
 
-    // Collective: the full state in optim::AdamW's names, on every rank.
+    // Collective: the full state in optim::AdamW's names; complete on rank 0.
     NamedTensors state() const;
     // Takes this rank's slice of a full state (from any world size).
     void load_state(const NamedTensors& state);
 
 private:
-    std::vector<at::Tensor> parameter_list() const;
+    void start(int rank, const std::optional<OptimizerOffload>& offload);  // the state from the parameters
 
-    NamedTensors params_;
+    std::unique_ptr<Sharding> owned_;  // stages 1-2
+    Sharding& sharding_;
     optim::AdamWOptions options_;
     dist::Comm* comm_;
-    FlatPartition layout_;
-    at::TensorOptions fp32_;  // the parameters' device, fp32: where gradients reduce and slices gather
-    // Without offload: this rank's slice [shard] fp32 of the parameters and the moments.
+    // Without offload: this rank's slice [local] fp32 of the parameters and the moments.
     at::Tensor master_;
     at::Tensor exp_avg_;
     at::Tensor exp_avg_sq_;

@@ -4,26 +4,125 @@
 #include <numeric>
 
 #include <ATen/core/grad_mode.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
 
 #include "util/error.h"
 
 namespace ftl::zero {
+namespace {
+
+// The backward of a trainable part's gather: the gradient of the gathered [padded] vector, summed
+// over ranks, reduce-scattered into this rank's [shard] slice.
+struct GatherBackward : public torch::autograd::Node {
+    dist::Comm* comm = nullptr;
+    int64_t shard = 0;
+
+    torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) override {
+        const at::Tensor& full = grads.at(0);
+        if (!full.defined()) return {at::Tensor()};
+        at::Tensor slice = at::empty({shard}, full.options());
+        if (comm) comm->reduce_scatter(slice, full.contiguous(), dist::ReduceOp::kSum);
+        else slice.copy_(full);
+        return {slice};
+    }
+};
+
+}  // namespace
+
+// Trainable partitions as zero::Sharding sees them: this rank's slices of every part, in forward
+// order, one after another.
+class PartitionedWeights::TrainableSlices : public Sharding {
+public:
+    explicit TrainableSlices(PartitionedWeights& owner) : owner_(owner) {
+        for (int id : owner.order_) {
+            const auto it = owner.parts_.find(id);
+            if (it == owner.parts_.end()) continue;
+            for (Group& group : it->second) {
+                groups_.push_back(&group);
+                local_numel_ += group.layout.shard();
+            }
+        }
+    }
+    int64_t local_numel() const override { return local_numel_; }
+    at::TensorOptions options() const override { return at::TensorOptions().dtype(at::kFloat).device(owner_.device_); }
+    at::Tensor local_parameters() const override {
+        std::vector<at::Tensor> slices;
+        for (const Group* group : groups_) slices.push_back(group->slice.detach().to(at::kFloat));
+        return at::cat(slices);
+    }
+    at::Tensor reduced_gradients() override {  // reduced already, by GatherBackward
+        std::vector<at::Tensor> grads;
+        for (const Group* group : groups_) {
+            const at::Tensor& grad = group->slice.grad();
+            grads.push_back(grad.defined() ? grad.to(at::kFloat) : at::zeros({group->layout.shard()}, options()));
+        }
+        return at::cat(grads);
+    }
+    void write_parameters(const at::Tensor& updated) override {
+        at::NoGradGuard no_grad;
+        int64_t offset = 0;
+        for (Group* group : groups_) {
+            group->slice.detach().copy_(updated.narrow(0, offset, group->layout.shard()));
+            offset += group->layout.shard();
+        }
+    }
+    void zero_grad() override {
+        for (Group* group : groups_)
+            if (group->slice.grad().defined()) group->slice.mutable_grad() = at::Tensor();
+    }
+    NamedTensors whole(const at::Tensor& local) const override {
+        NamedTensors out;
+        int64_t offset = 0;
+        for (const Group* group : groups_) {
+            at::Tensor full = at::empty({group->layout.padded()}, options());
+            const at::Tensor mine = local.narrow(0, offset, group->layout.shard()).to(owner_.device_, at::kFloat);
+            offset += group->layout.shard();
+            if (owner_.comm_) owner_.comm_->all_gather(full, mine.contiguous());
+            else full.copy_(mine);
+            if (owner_.rank_ != 0) continue;
+            for (size_t i = 0; i < group->names.size(); ++i) {
+                at::Tensor t = at::empty(group->shapes[i], options());
+                group->layout.unflatten_into(full, i, t);
+                out.emplace_back(group->names[i], t);
+            }
+        }
+        return out;
+    }
+    at::Tensor local_of(const std::map<std::string, at::Tensor>& by_name, const std::string& prefix,
+                        const std::string& source) const override {
+        std::vector<at::Tensor> slices;
+        for (const Group* group : groups_)
+            slices.push_back(group->layout.local_of(find_whole(by_name, prefix, group->names, group->shapes, source), options()));
+        return at::cat(slices);
+    }
+
+private:
+    PartitionedWeights& owner_;
+    std::vector<Group*> groups_;
+    int64_t local_numel_ = 0;
+};
 
 PartitionedWeights::PartitionedWeights(model::CausalLM& model, dist::Comm* comm, int rank, int world_size,
                                        at::ScalarType dtype, const at::Device& device, int64_t persistence_threshold,
                                        const std::function<void(int layer)>& prepare_layer,
-                                       const std::optional<ParameterOffload>& offload)
+                                       const std::optional<ParameterOffload>& offload, Partitioned which)
     : decoder_(&model.weights()),
       tied_(model.weights().lm_head.is_same(model.weights().embed_tokens)),
       comm_(comm),
       device_(device),
       rank_(rank),
       world_size_(world_size),
-      persistence_threshold_(persistence_threshold) {
+      persistence_threshold_(which == Partitioned::kTrainable ? 0 : persistence_threshold),
+      which_(which) {
+    if (which == Partitioned::kTrainable && (offload || dtype != at::kFloat))
+        fail(ErrorKind::kInternal, "PartitionedWeights: trainable partitions are fp32 on the device, without offload");
     const auto options = at::TensorOptions().dtype(dtype).device(device);
     std::vector<at::Tensor> frozen;
-    for (const auto& [name, t] : model.named_weights())
+    for (const auto& [name, t] : model.named_weights()) {
         if (t.defined() && !t.requires_grad()) frozen.push_back(t);
+        if (t.defined()) names_.emplace(t.unsafeGetTensorImpl(), name);
+    }
     place_slices(offload, frozen, dtype, 2 * decoder_->layers.size() + 4);
     add_part(kEmbeddings, model::part_name(kEmbeddings), {{&decoder_->embed_tokens, false}}, options);
     for (size_t i = 0; i < decoder_->layers.size(); ++i) {
@@ -39,7 +138,13 @@ PartitionedWeights::PartitionedWeights(model::CausalLM& model, dist::Comm* comm,
     add_part(kFinalNorm, model::part_name(kFinalNorm), {{&decoder_->final_norm, false}}, options);
     if (tied_) decoder_->lm_head = at::Tensor();  // shared with embed_tokens: gathered with it
     else add_part(kHead, model::part_name(kHead), {{&decoder_->lm_head, false}}, options);
+    names_.clear();
+    if (which == Partitioned::kTrainable) trainable_ = std::make_unique<TrainableSlices>(*this);
 }
+
+PartitionedWeights::~PartitionedWeights() = default;
+
+Sharding* PartitionedWeights::sharding() { return trainable_.get(); }
 
 PartitionedWeights::PartitionedWeights(const std::vector<model::WeightPart>& parts, dist::Comm* comm, int rank,
                                        int world_size, at::ScalarType dtype, const at::Device& device,
@@ -78,7 +183,7 @@ void PartitionedWeights::add_part(int id, const std::string& name, const std::ve
     at::NoGradGuard no_grad;
     for (const Slot& candidate : candidates) {
         at::Tensor* slot = candidate.tensor;
-        if (!slot->defined() || slot->requires_grad()) continue;
+        if (!slot->defined() || slot->requires_grad() != (which_ == Partitioned::kTrainable)) continue;
         const at::TensorOptions target = candidate.keep_dtype ? options.dtype(slot->scalar_type()) : options;
         if (slot->numel() < persistence_threshold_) {  // small: whole on every rank, never gathered
             *slot = slot->to(target).contiguous();
@@ -87,7 +192,7 @@ void PartitionedWeights::add_part(int id, const std::string& name, const std::ve
         }
         auto& [slots, tensors] = by_dtype[c10::typeMetaToScalarType(target.dtype())];
         slots.push_back(slot);
-        tensors.push_back(*slot);
+        tensors.push_back(slot->detach());
     }
     std::vector<Group> groups;
     for (auto& [dtype, entry] : by_dtype) {
@@ -101,21 +206,16 @@ void PartitionedWeights::add_part(int id, const std::string& name, const std::ve
         const int64_t total = std::accumulate(numels.begin(), numels.end(), int64_t{0});
         if (total < world_size_)
             fail(ErrorKind::kConfig, "ZeRO stage 3: " + name + " has " + std::to_string(total) +
-                                         " frozen parameters" +
+                                         (which_ == Partitioned::kTrainable ? " parameters" : " frozen parameters") +
                                          (by_dtype.size() > 1 ? std::string(" stored as ") + c10::toString(dtype) : "") +
                                          ", fewer than the " +
                                          std::to_string(world_size_) + " ranks, so some ranks would hold none of it; run at most " +
                                          std::to_string(total) + " ranks, or zero_optimization.stage 2 (frozen weights whole on every rank)");
-        Group group{slots, shapes, FlatPartition(numels, rank_, world_size_), dtype, {}, 0};
-        // Only the elements of [begin, end) are read: each tensor's overlap with this rank's slice.
-        group.slice = at::zeros({group.layout.shard()}, slice_options_.dtype(dtype));
-        const int64_t begin = group.layout.shard_begin(), end = begin + group.layout.shard();
-        for (size_t i = 0; i < tensors.size(); ++i) {
-            const int64_t first = std::max(begin, group.layout.offset(i));
-            const int64_t last = std::min(end, group.layout.offset(i) + group.layout.numel(i));
-            if (first >= last) continue;
-            group.slice.narrow(0, first - begin, last - first)
-                .copy_(tensors[i].reshape({-1}).narrow(0, first - group.layout.offset(i), last - first));
+        Group group{slots, shapes, FlatPartition(numels, rank_, world_size_), dtype, {}, 0, {}};
+        group.slice = group.layout.local_of(tensors, slice_options_.dtype(dtype));
+        if (which_ == Partitioned::kTrainable) {
+            group.slice.requires_grad_(true);
+            for (const at::Tensor* slot : slots) group.names.push_back(names_.at(slot->unsafeGetTensorImpl()));
         }
         for (at::Tensor* slot : slots) *slot = at::Tensor();
         if (swap_) {
@@ -142,8 +242,18 @@ void PartitionedWeights::acquire(int id) {
             const at::Tensor slice = swap_ ? swapped_in[g] : group.slice;
             at::Tensor full = at::empty({group.layout.padded()}, at::TensorOptions().dtype(group.dtype).device(device_));
             const at::Tensor local = slice.device() == device_ ? slice : slice.to(device_, /*non_blocking=*/true);
-            if (comm_) comm_->all_gather(full, local);
-            else full.copy_(local);
+            {
+                at::NoGradGuard no_grad;
+                if (comm_) comm_->all_gather(full, local.detach());
+                else full.copy_(local);
+            }
+            if (group.slice.requires_grad() && at::GradMode::is_enabled()) {
+                auto node = std::shared_ptr<GatherBackward>(new GatherBackward(), torch::autograd::deleteNode);
+                node->comm = comm_;
+                node->shard = group.layout.shard();
+                node->set_next_edges(torch::autograd::collect_next_edges(group.slice));
+                torch::autograd::create_gradient_edge(full, node);
+            }
             for (size_t i = 0; i < group.slots.size(); ++i)
                 *group.slots[i] = full.narrow(0, group.layout.offset(i), group.layout.numel(i)).view(group.shapes[i]);
         }
@@ -193,6 +303,15 @@ void PartitionedWeights::release(int id) {
         decoder_->lm_head = at::Tensor();
         release(kEmbeddings);
     }
+}
+
+std::vector<at::Tensor> PartitionedWeights::gradient_sources(int id) const {
+    std::vector<at::Tensor> out;
+    if (which_ != Partitioned::kTrainable) return out;
+    const auto it = parts_.find(tied_ && id == kHead ? kEmbeddings : id);
+    if (it != parts_.end())
+        for (const Group& group : it->second) out.push_back(group.slice);
+    return out;
 }
 
 bool PartitionedWeights::gathers(int id) const {

@@ -1,9 +1,14 @@
-// ZeRO stage 3 for the frozen weights (with LoRA: the whole base model): each rank keeps only
-// its slice of every part (the embeddings, each decoder layer, the final norm, the head), laid out by
-// FlatPartition; acquire(part) all-gathers the part into a fresh buffer whose views become the
-// model's tensors, release(part) drops them (the buffer is freed once no autograd graph holds
-// it). Resident parameter memory per rank: 1/world_size of the frozen weights, plus the parts
-// being used. Trainable tensors (the adapters) stay whole on every rank.
+// ZeRO stage 3 for the frozen weights (with LoRA: the whole base model) or, for full
+// fine-tuning, the trainable ones: each rank keeps only its slice of every part (the embeddings,
+// each decoder layer, the final norm, the head), laid out by FlatPartition; acquire(part)
+// all-gathers the part into a fresh buffer whose views become the model's tensors, release(part)
+// drops them (the buffer is freed once no autograd graph holds it). Resident parameter memory per
+// rank: 1/world_size of the partitioned weights, plus the parts being used. With LoRA the
+// adapters stay whole on every rank.
+// Trainable partitions: each slice is an fp32 leaf that requires grad; the gather is a step of
+// the autograd graph whose backward reduce-scatters the part's gradient (summed over ranks) into
+// the slices' .grad(), so no rank ever holds a whole gradient longer than its part's backward.
+// zero::PartitionedAdamW steps on the slices through sharding().
 // 4-bit weights (QLoRA) keep their storage dtype: a part is flattened per dtype, one all-gather
 // each, so with bfloat16 quant storage the packed codes travel with the 16-bit tensors and with
 // uint8 storage in a second buffer. Their quantisation state (absmax) stays whole on every rank,
@@ -23,6 +28,7 @@
 #include "model/decoder.h"
 #include "io/direct_file.h"
 #include "zero/flat_partition.h"
+#include "zero/sharding.h"
 #include "zero/slice_swap.h"
 
 namespace ftl::zero {
@@ -33,6 +39,10 @@ struct ParameterOffload {
     std::string nvme_path;
     io::AioOptions aio;
 };
+
+// Which of the model's tensors are partitioned: the frozen ones (requires_grad false; with LoRA)
+// or the trainable ones (requires_grad true; full fine-tuning).
+enum class Partitioned { kFrozen, kTrainable };
 
 class PartitionedWeights : public model::WeightResidency {
 public:
@@ -45,11 +55,15 @@ public:
     // are taken (QLoRA quantises the layer there, so no rank holds the whole model unquantised).
     // With `offload` (offload_param) the slices stay in host memory (pinned with CUDA), or on
     // NVMe (zero/slice_swap.h, the next part read ahead), and each is copied to `device` when its
-    // part is gathered.
+    // part is gathered. `which` kTrainable (full fine-tuning) takes the tensors that require grad
+    // instead, all of them partitioned (no persistence threshold, no offload: fp32 slices on
+    // `device`, dtype must be kFloat).
     PartitionedWeights(model::CausalLM& model, dist::Comm* comm, int rank, int world_size, at::ScalarType dtype,
                        const at::Device& device, int64_t persistence_threshold = 0,
                        const std::function<void(int layer)>& prepare_layer = {},
-                       const std::optional<ParameterOffload>& offload = std::nullopt);
+                       const std::optional<ParameterOffload>& offload = std::nullopt,
+                       Partitioned which = Partitioned::kFrozen);
+    ~PartitionedWeights() override;
 
     // Any model's frozen weights, listed as parts in forward order (Seq2SeqLM::weight_parts()):
     // the same slicing, persistence threshold and offload; no tied head, no preparation. The
@@ -62,6 +76,11 @@ public:
     void acquire(int part) override;
     void release(int part) override;
     bool gathers(int part) const override;
+    std::vector<at::Tensor> gradient_sources(int part) const override;
+
+    // Trainable partitions: the slices as zero::PartitionedAdamW steps on them (whole tensors
+    // named as model.named_weights() names them). Null for frozen partitions.
+    Sharding* sharding();
 
     int64_t slice_bytes() const;  // what this rank holds of the partitioned tensors between uses
     int64_t full_bytes() const;   // the partitioned tensors whole (what every rank would hold)
@@ -77,7 +96,9 @@ private:
         at::ScalarType dtype;
         at::Tensor slice;     // [shard]; undefined when swapped
         size_t swapped = 0;   // its index in swap_ (offload_param nvme)
+        std::vector<std::string> names;  // the slots' parameter names (trainable partitions)
     };
+    class TrainableSlices;
     using Slot = model::WeightPart::Slot;
     // Where slices live and, with offload_param nvme, the swap file sized for `frozen` tensors.
     void place_slices(const std::optional<ParameterOffload>& offload, const std::vector<at::Tensor>& frozen,
@@ -100,6 +121,9 @@ private:
     int64_t persistent_bytes_ = 0;
     std::map<int, std::vector<Group>> parts_;
     std::vector<int> order_;  // part ids in forward order
+    Partitioned which_ = Partitioned::kFrozen;
+    std::map<const c10::TensorImpl*, std::string> names_;  // while constructing: parameter names
+    std::unique_ptr<TrainableSlices> trainable_;
 };
 
 }  // namespace ftl::zero

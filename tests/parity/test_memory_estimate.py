@@ -9,7 +9,8 @@ DeepSpeed's own estimators (CPU; models built on the meta device, nothing is dow
                _model_states_mem_needs for the same counts and ranks (exact)
   stages       on the 70B shape with LoRA: stage 3 puts 1/world of the base weights on a rank,
                offload moves optimizer state and then parameters to the host, 4-bit shrinks the
-               base weights ~7x, checkpointing shrinks activations
+               base weights ~7x, checkpointing shrinks activations; without LoRA (full
+               fine-tuning) stage 3 puts 1/world of the fp32 weights and gradients on a rank
   pre-flight   FTLAUNCH_MEMORY_PER_RANK below this run's estimate: exit 2 before any weight is
                loaded, naming both figures and a smaller --per_device_train_batch_size that fits;
                above it: the run trains and logs the estimate
@@ -129,6 +130,12 @@ def main():
         no_ckpt = estimate(os.path.join(work, "llama2_70b"), stage=2, extra=("--gradient_checkpointing", "False"))
         check(row(no_ckpt, 2)["activations"] > 5 * row(z2, 2)["activations"],
               "70B: without gradient checkpointing the activations grow several-fold")
+        full = estimate(os.path.join(work, "llama2_70b"), lora=False)
+        f2, f3 = row(full, 2), row(full, 3)
+        check(f2["trainable"] == 4 * total and abs(f3["trainable"] * 8 - 4 * total) <= 8
+              and f3["gradients"] < f2["gradients"] / 4 and f3["gather_buffers"] > 0,
+              f"70B full fine-tuning: stage 3 keeps 1/8 of the fp32 weights and their gradients per rank "
+              f"({f3['trainable']} x 8 vs {f2['trainable']}; gradients {f3['gradients']} vs {f2['gradients']})")
 
         # ---- the pre-flight check on a real run ----
         model_dir, data_dir, _ = make_inputs_with_eval(work)
