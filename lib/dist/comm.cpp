@@ -11,6 +11,17 @@ namespace ftl::dist {
 Comm::Comm(c10::intrusive_ptr<c10d::Store> store) : store_(std::move(store)) {}
 Comm::~Comm() = default;
 
+namespace {
+struct Completed final : PendingCollective {
+    void wait() override {}
+};
+}  // namespace
+
+std::unique_ptr<PendingCollective> Comm::start_all_gather(at::Tensor& out, const at::Tensor& in) {
+    all_gather(out, in);
+    return std::make_unique<Completed>();
+}
+
 void Comm::publish(const std::string& key, const std::string& value) {
     try {
         store_->set(key, std::vector<uint8_t>(value.begin(), value.end()));

@@ -25,6 +25,15 @@ namespace ftl::dist {
 
 enum class ReduceOp { kSum, kAvg, kMax, kMin };
 
+// A collective started by Comm::start_all_gather and not yet known to be complete.
+class PendingCollective {
+public:
+    virtual ~PendingCollective() = default;
+    // Returns once the result is in place for the caller (CUDA: once the current stream is
+    // ordered after it); throws what the collective threw.
+    virtual void wait() = 0;
+};
+
 class Comm {
 public:
     explicit Comm(c10::intrusive_ptr<c10d::Store> store);
@@ -39,6 +48,10 @@ public:
     virtual void all_gather(at::Tensor& out, const at::Tensor& in) = 0;
     // in: [size * out.numel()] elements; rank r gets op over ranks of in[r * out.numel() ...].
     virtual void reduce_scatter(at::Tensor& out, const at::Tensor& in, ReduceOp op) = 0;
+    // all_gather started without waiting for it (ZeRO-3's prefetch of the next part): `out` holds
+    // the result after wait(), and neither tensor may be touched before. Collectives called after
+    // it run after it, on every rank in the same order. The default runs it at once.
+    virtual std::unique_ptr<PendingCollective> start_all_gather(at::Tensor& out, const at::Tensor& in);
     // Every rank ends with root's t.
     virtual void broadcast(at::Tensor& t, int root) = 0;
     virtual void barrier() = 0;

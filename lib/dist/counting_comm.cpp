@@ -28,6 +28,12 @@ void CountingComm::all_gather(at::Tensor& out, const at::Tensor& in) {
     inner_->all_gather(out, in);
 }
 
+std::unique_ptr<PendingCollective> CountingComm::start_all_gather(at::Tensor& out, const at::Tensor& in) {
+    volume_.all_gather += share() * bytes_of(out);
+    ++volume_.calls;
+    return inner_->start_all_gather(out, in);
+}
+
 void CountingComm::reduce_scatter(at::Tensor& out, const at::Tensor& in, ReduceOp op) {
     volume_.reduce_scatter += share() * bytes_of(in);
     ++volume_.calls;

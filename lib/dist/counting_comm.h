@@ -40,6 +40,7 @@ public:
     std::string backend_name() const override { return inner_->backend_name(); }
     void all_reduce(at::Tensor& t, ReduceOp op) override;
     void all_gather(at::Tensor& out, const at::Tensor& in) override;
+    std::unique_ptr<PendingCollective> start_all_gather(at::Tensor& out, const at::Tensor& in) override;
     void reduce_scatter(at::Tensor& out, const at::Tensor& in, ReduceOp op) override;
     void broadcast(at::Tensor& t, int root) override;
     void barrier() override { inner_->barrier(); }

@@ -51,6 +51,11 @@ public:
         at::Tensor input = in;
         group_->_allgather_base(out, input)->wait();
     }
+    // On NCCL's stream; wait() orders the current stream after it.
+    std::unique_ptr<PendingCollective> start_all_gather(at::Tensor& out, const at::Tensor& in) override {
+        at::Tensor input = in;
+        return std::make_unique<Pending>(group_->_allgather_base(out, input));
+    }
     void reduce_scatter(at::Tensor& out, const at::Tensor& in, ReduceOp op) override {
         at::Tensor input = in;
         c10d::ReduceScatterOptions options;
@@ -66,6 +71,15 @@ public:
     void barrier() override { group_->barrier()->wait(); }
 
 private:
+    class Pending final : public PendingCollective {
+    public:
+        explicit Pending(c10::intrusive_ptr<c10d::Work> work) : work_(std::move(work)) {}
+        void wait() override { work_->wait(); }
+
+    private:
+        c10::intrusive_ptr<c10d::Work> work_;
+    };
+
     int rank_, size_;
     c10::intrusive_ptr<c10d::ProcessGroupNCCL> group_;
 };

@@ -17,6 +17,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <future>
 
 #include "dist/comm.h"
 #include "util/error.h"
@@ -66,16 +67,72 @@ public:
         if (size_ > 1) connect_mesh(store_, master_addr);
     }
 
-    ~SocketComm() override {
-        for (int fd : peers_)
-            if (fd >= 0) close(fd);
-    }
-
     int rank() const override { return rank_; }
     int size() const override { return size_; }
     std::string backend_name() const override { return "cpu"; }
 
+    ~SocketComm() override {
+        try {
+            finish_in_flight();
+        } catch (const std::exception&) {  // the run is ending with the error that mattered
+        }
+        for (int fd : peers_)
+            if (fd >= 0) close(fd);
+    }
+
     void all_gather(at::Tensor& out, const at::Tensor& in) override {
+        finish_in_flight();
+        gather_ring(out, in);
+    }
+
+    // On a thread of its own, so that the caller computes meanwhile; the next collective waits
+    // for it first, which keeps every rank's sockets in the same order of collectives.
+    std::unique_ptr<PendingCollective> start_all_gather(at::Tensor& out, const at::Tensor& in) override {
+        finish_in_flight();
+        check_cpu(out, "all_gather");
+        check_cpu(in, "all_gather");
+        in_flight_ = std::async(std::launch::async, [this, out, in]() mutable { gather_ring(out, in); }).share();
+        return std::make_unique<Pending>(in_flight_);
+    }
+
+    void reduce_scatter(at::Tensor& out, const at::Tensor& in, ReduceOp op) override {
+        finish_in_flight();
+        scatter_ring(out, in, op);
+    }
+
+    void all_reduce(at::Tensor& t, ReduceOp op) override {
+        finish_in_flight();
+        check_cpu(t, "all_reduce");
+        if (size_ == 1) return;
+        const int64_t n = t.numel();
+        const int64_t per_rank = (n + size_ - 1) / size_;
+        at::Tensor padded = at::zeros({per_rank * size_}, t.options());
+        padded.narrow(0, 0, n).copy_(t.reshape({n}));
+        at::Tensor mine = at::empty({per_rank}, t.options());
+        scatter_ring(mine, padded, op);
+        gather_ring(padded, mine);
+        t.copy_(padded.narrow(0, 0, n).view(t.sizes()));
+    }
+
+private:
+    class Pending final : public PendingCollective {
+    public:
+        explicit Pending(std::shared_future<void> done) : done_(std::move(done)) {}
+        void wait() override { done_.get(); }
+
+    private:
+        std::shared_future<void> done_;
+    };
+
+    // Completes the collective start_all_gather left running (rethrowing its error).
+    void finish_in_flight() {
+        if (!in_flight_.valid()) return;
+        const std::shared_future<void> done = std::move(in_flight_);
+        in_flight_ = {};
+        done.get();
+    }
+
+    void gather_ring(at::Tensor& out, const at::Tensor& in) {
         check_cpu(out, "all_gather");
         check_cpu(in, "all_gather");
         const size_t chunk = in.nbytes();
@@ -90,7 +147,7 @@ public:
         }
     }
 
-    void reduce_scatter(at::Tensor& out, const at::Tensor& in, ReduceOp op) override {
+    void scatter_ring(at::Tensor& out, const at::Tensor& in, ReduceOp op) {
         check_cpu(out, "reduce_scatter");
         check_cpu(in, "reduce_scatter");
         const int64_t n = out.numel();
@@ -112,20 +169,9 @@ public:
         out.copy_(mine.view(out.sizes()));
     }
 
-    void all_reduce(at::Tensor& t, ReduceOp op) override {
-        check_cpu(t, "all_reduce");
-        if (size_ == 1) return;
-        const int64_t n = t.numel();
-        const int64_t per_rank = (n + size_ - 1) / size_;
-        at::Tensor padded = at::zeros({per_rank * size_}, t.options());
-        padded.narrow(0, 0, n).copy_(t.reshape({n}));
-        at::Tensor mine = at::empty({per_rank}, t.options());
-        reduce_scatter(mine, padded, op);
-        all_gather(padded, mine);
-        t.copy_(padded.narrow(0, 0, n).view(t.sizes()));
-    }
-
+public:
     void broadcast(at::Tensor& t, int root) override {
+        finish_in_flight();
         check_cpu(t, "broadcast");
         if (root < 0 || root >= size_)
             ftl::fail(ErrorKind::kInternal, "broadcast: root " + std::to_string(root) + " is not a rank");
@@ -297,6 +343,7 @@ private:
     int rank_, size_;
     std::chrono::milliseconds timeout_;
     std::vector<int> peers_;  // fd per peer rank, -1 for self
+    std::shared_future<void> in_flight_;  // the all-gather start_all_gather left running
 };
 
 }  // namespace

@@ -289,6 +289,9 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                             four_bit ? std::function<void(int)>(quantize_layer) : std::function<void(int)>(),
                             parameter_offload_for(run, offload_param), which);
         partitioned_trainable = partitioned->sharding();
+        // DeepSpeed's stage3_prefetch_bucket_size ("auto": 0.9 x hidden_size^2); 0 turns prefetch off.
+        if (!zero.stage3_prefetch_bucket_size || *zero.stage3_prefetch_bucket_size > 0)
+            partitioned->enable_prefetch(zero.stage3_max_live_parameters);
         if (partitioned_trainable) trainable.clear();  // the whole tensors: only the slices stay
         const std::string kept_whole =
             partitioned_trainable ? "every trained tensor partitioned (stage3_param_persistence_threshold applies to frozen weights)"
@@ -621,6 +624,12 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                  format_number(step_volume.all_gather / steps) + ", reduce-scatter " +
                  format_number(step_volume.reduce_scatter / steps) + ", broadcast " +
                  format_number(step_volume.broadcast / steps) + ")");
+    }
+    if (main_rank && partitioned && rank.comm) {
+        const auto& count = partitioned->prefetch_count();
+        log.info("ZeRO-3 gathers: " + std::to_string(count.gathers) + ", of which " + std::to_string(count.ahead) +
+                 " were started ahead of their use (prefetch) and " + std::to_string(count.dropped) +
+                 " started ahead were not used");
     }
 
     // ---- save (rank 0): the final weights and state in output_dir ----

@@ -60,6 +60,7 @@ public:
         return at::cat(grads);
     }
     void write_parameters(const at::Tensor& updated) override {
+        owner_.drop_prefetch();  // gathered from the slices before this update
         at::NoGradGuard no_grad;
         int64_t offset = 0;
         for (Group* group : groups_) {
@@ -142,7 +143,12 @@ PartitionedWeights::PartitionedWeights(model::CausalLM& model, dist::Comm* comm,
     if (which == Partitioned::kTrainable) trainable_ = std::make_unique<TrainableSlices>(*this);
 }
 
-PartitionedWeights::~PartitionedWeights() = default;
+PartitionedWeights::~PartitionedWeights() {
+    try {
+        drop_prefetch();
+    } catch (const std::exception&) {  // the run is ending with the error that mattered
+    }
+}
 
 Sharding* PartitionedWeights::sharding() { return trainable_.get(); }
 
@@ -227,49 +233,99 @@ void PartitionedWeights::add_part(int id, const std::string& name, const std::ve
     if (!groups.empty()) parts_.emplace(id, std::move(groups));
 }
 
-void PartitionedWeights::acquire(int id) {
-    if (tied_ && id == kHead) acquire(kEmbeddings);
-    const auto it = parts_.find(id);
-    if (it != parts_.end()) {
-        std::vector<at::Tensor> swapped_in;
-        if (swap_) {
-            std::vector<size_t> indices;
-            for (const Group& group : it->second) indices.push_back(group.swapped);
-            swapped_in = swap_->load(indices);
-        }
-        for (size_t g = 0; g < it->second.size(); ++g) {
-            Group& group = it->second[g];
-            const at::Tensor slice = swap_ ? swapped_in[g] : group.slice;
-            at::Tensor full = at::empty({group.layout.padded()}, at::TensorOptions().dtype(group.dtype).device(device_));
-            const at::Tensor local = slice.device() == device_ ? slice : slice.to(device_, /*non_blocking=*/true);
-            {
-                at::NoGradGuard no_grad;
-                if (comm_) comm_->all_gather(full, local.detach());
-                else full.copy_(local);
-            }
-            if (group.slice.requires_grad() && at::GradMode::is_enabled()) {
-                auto node = std::shared_ptr<GatherBackward>(new GatherBackward(), torch::autograd::deleteNode);
-                node->comm = comm_;
-                node->shard = group.layout.shard();
-                node->set_next_edges(torch::autograd::collect_next_edges(group.slice));
-                torch::autograd::create_gradient_edge(full, node);
-            }
-            for (size_t i = 0; i < group.slots.size(); ++i)
-                *group.slots[i] = full.narrow(0, group.layout.offset(i), group.layout.numel(i)).view(group.shapes[i]);
-        }
-    }
-    if (tied_ && id == kHead) decoder_->lm_head = decoder_->embed_tokens;
+PartitionedWeights::Gather PartitionedWeights::start_gather(int id, bool wait) {
+    Gather gather;
+    gather.part = id;
+    const std::vector<Group>& groups = parts_.at(id);
+    std::vector<at::Tensor> swapped_in;
     if (swap_) {
-        if (const auto next = predicted_after(id)) {
-            const auto found = parts_.find(*next);
-            if (found != parts_.end()) {
-                std::vector<size_t> indices;
-                for (const Group& group : found->second) indices.push_back(group.swapped);
-                swap_->prefetch(indices);
-            }
-        }
+        std::vector<size_t> indices;
+        for (const Group& group : groups) indices.push_back(group.swapped);
+        swapped_in = swap_->load(indices);
     }
+    at::NoGradGuard no_grad;
+    for (size_t g = 0; g < groups.size(); ++g) {
+        const Group& group = groups[g];
+        const at::Tensor slice = swap_ ? swapped_in[g] : group.slice.detach();
+        at::Tensor full = at::empty({group.layout.padded()}, at::TensorOptions().dtype(group.dtype).device(device_));
+        const at::Tensor local = slice.device() == device_ ? slice : slice.to(device_, /*non_blocking=*/true);
+        if (!comm_) full.copy_(local);
+        else if (wait) comm_->all_gather(full, local);
+        else gather.pending.push_back(comm_->start_all_gather(full, local));
+        gather.locals.push_back(local);
+        gather.fulls.push_back(full);
+    }
+    return gather;
+}
+
+void PartitionedWeights::drop_prefetch() {
+    if (!ahead_) return;
+    for (auto& pending : ahead_->pending) pending->wait();  // every rank completes it, used or not
+    ahead_.reset();
+    ++prefetch_count_.dropped;
+}
+
+void PartitionedWeights::fill_part(int id) {
+    const auto it = parts_.find(id);
+    if (it == parts_.end()) return;
+    Gather gather;
+    ++prefetch_count_.gathers;
+    if (ahead_ && ahead_->part == id) {
+        for (auto& pending : ahead_->pending) pending->wait();
+        gather = std::move(*ahead_);
+        ahead_.reset();
+        ++prefetch_count_.ahead;
+    } else {
+        drop_prefetch();
+        gather = start_gather(id, /*wait=*/true);
+    }
+    for (size_t g = 0; g < it->second.size(); ++g) {
+        Group& group = it->second[g];
+        at::Tensor& full = gather.fulls[g];
+        if (group.slice.defined() && group.slice.requires_grad() && at::GradMode::is_enabled()) {
+            auto node = std::shared_ptr<GatherBackward>(new GatherBackward(), torch::autograd::deleteNode);
+            node->comm = comm_;
+            node->shard = group.layout.shard();
+            node->set_next_edges(torch::autograd::collect_next_edges(group.slice));
+            torch::autograd::create_gradient_edge(full, node);
+        }
+        for (size_t i = 0; i < group.slots.size(); ++i)
+            *group.slots[i] = full.narrow(0, group.layout.offset(i), group.layout.numel(i)).view(group.shapes[i]);
+    }
+}
+
+int64_t PartitionedWeights::part_numel(int id) const {
+    const auto it = parts_.find(id);
+    int64_t numel = 0;
+    if (it != parts_.end())
+        for (const Group& group : it->second) numel += group.layout.total();
+    return numel;
+}
+
+void PartitionedWeights::acquire(int id) {
+    const int gathered = tied_ && id == kHead ? kEmbeddings : id;  // a tied head is the embeddings part
+    fill_part(gathered);
+    if (tied_ && id == kHead) decoder_->lm_head = decoder_->embed_tokens;
+    // Look ahead to the part expected next: with offload_param nvme, read its slices from disk;
+    // with prefetch, start its gather so that it runs while this part computes.
+    const std::optional<int> next = predicted_after(id);
     last_acquired_ = id;
+    if (!next) return;
+    const int next_gathered = tied_ && *next == kHead ? kEmbeddings : *next;
+    const auto found = parts_.find(next_gathered);
+    if (found == parts_.end() || next_gathered == gathered) return;
+    if (swap_) {
+        std::vector<size_t> indices;
+        for (const Group& group : found->second) indices.push_back(group.swapped);
+        swap_->prefetch(indices);
+    } else if (prefetch_ && comm_ && !ahead_ && part_numel(gathered) + part_numel(next_gathered) <= max_live_parameters_) {
+        ahead_ = start_gather(next_gathered, /*wait=*/false);
+    }
+}
+
+void PartitionedWeights::enable_prefetch(int64_t max_live_parameters) {
+    prefetch_ = decoder_ != nullptr;
+    max_live_parameters_ = max_live_parameters;
 }
 
 std::optional<int> PartitionedWeights::predicted_after(int part) const {
@@ -282,8 +338,11 @@ std::optional<int> PartitionedWeights::predicted_after(int part) const {
     }
     const int layers = static_cast<int>(decoder_->layers.size());
     if (part == kEmbeddings) return layers > 0 ? 0 : kFinalNorm;
-    if (part == kFinalNorm) return tied_ ? kEmbeddings : kHead;
-    if (part == kHead) return layers > 0 ? std::optional<int>(layers - 1) : std::nullopt;  // backward starts at the top
+    if (part == kFinalNorm) return kHead;
+    if (part == kHead) {  // in training backward starts at the top layer; else the next pass starts
+        if (!at::GradMode::is_enabled()) return kEmbeddings;
+        return layers > 0 ? std::optional<int>(layers - 1) : std::nullopt;
+    }
     const bool backward = last_acquired_ == part + 1 || last_acquired_ == kHead;
     if (backward) return part > 0 ? std::optional<int>(part - 1) : std::nullopt;
     return part + 1 < layers ? part + 1 : kFinalNorm;

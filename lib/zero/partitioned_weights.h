@@ -73,6 +73,20 @@ public:
                        at::ScalarType dtype, const at::Device& device, int64_t persistence_threshold = 0,
                        const std::optional<ParameterOffload>& offload = std::nullopt);
 
+    // Prefetch (DeepSpeed's stage3_prefetch_bucket_size > 0; the decoder family, whose order of
+    // parts is known): after gathering a part, start gathering the one expected next
+    // (Comm::start_all_gather) while this one computes, unless the two together exceed
+    // `max_live_parameters` elements (stage3_max_live_parameters). A wrong guess costs one gather
+    // every rank makes and drops. Deviation: the unit is a part (a decoder layer), one ahead,
+    // whatever the bucket size.
+    void enable_prefetch(int64_t max_live_parameters);
+    struct PrefetchCount {
+        int64_t gathers = 0;  // parts gathered (acquires that gathered)
+        int64_t ahead = 0;    // of those, gathered ahead of their use
+        int64_t dropped = 0;  // gathers started ahead and not used (wrong guesses)
+    };
+    const PrefetchCount& prefetch_count() const { return prefetch_count_; }
+
     void acquire(int part) override;
     void release(int part) override;
     bool gathers(int part) const override;
@@ -99,6 +113,16 @@ private:
         std::vector<std::string> names;  // the slots' parameter names (trainable partitions)
     };
     class TrainableSlices;
+    // A part's gather: [padded] per group, complete once every pending collective is waited for.
+    struct Gather {
+        int part = 0;
+        std::vector<at::Tensor> fulls, locals;  // locals: the inputs, alive until complete
+        std::vector<std::unique_ptr<dist::PendingCollective>> pending;
+    };
+    Gather start_gather(int part, bool wait);
+    void fill_part(int part);      // the model's slots point into the part's gather
+    void drop_prefetch();          // completes and discards a gather started ahead
+    int64_t part_numel(int part) const;
     using Slot = model::WeightPart::Slot;
     // Where slices live and, with offload_param nvme, the swap file sized for `frozen` tensors.
     void place_slices(const std::optional<ParameterOffload>& offload, const std::vector<at::Tensor>& frozen,
@@ -124,6 +148,10 @@ private:
     Partitioned which_ = Partitioned::kFrozen;
     std::map<const c10::TensorImpl*, std::string> names_;  // while constructing: parameter names
     std::unique_ptr<TrainableSlices> trainable_;
+    bool prefetch_ = false;
+    int64_t max_live_parameters_ = 0;
+    std::optional<Gather> ahead_;  // the part gathered ahead of its use
+    PrefetchCount prefetch_count_;
 };
 
 }  // namespace ftl::zero

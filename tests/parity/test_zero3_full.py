@@ -11,6 +11,10 @@ while it runs and reduce-scatters that part's gradient in backward. Checks:
              all weights together <= 1e-5, and the weights moved (so the check has teeth)
   slices     each rank reports holding its slice of the trained weights: held x ranks <= all + 4 KiB,
              where all is the model's fp32 bytes
+  prefetch   each part's gather starts while the part before it computes (stage3_prefetch_bucket_size
+             "auto"): in the 2-rank run every gather but a step's first (the embeddings, after the
+             optimizer step changed the slices) was started ahead and none was wasted; with stage3_prefetch_bucket_size 0 none is, and
+             the curve is bit for bit the same
   tied       a model with tied embeddings (lm_head is embed_tokens: gathered, and its gradient
              reduced, twice a step): ZeRO-3 on 2 ranks == 1 rank (curve and weights, 1e-5)
   resume     checkpoint-10 of the 4-rank run resumed on 2 ranks under ZeRO-3 (slices re-cut) and on
@@ -30,7 +34,7 @@ from safetensors.torch import load_file
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import check, finish  # noqa: E402
 import test_sft_parity as sft  # noqa: E402
-from test_zero import worst_curve_diff, zero_config  # noqa: E402
+from test_zero import worst_curve_diff, zero3_everything_partitioned, zero_config  # noqa: E402
 
 
 def full_finetune(model_dir, data_dir, out, batch, accumulation, launcher=("--cpu", "--num_processes", "1"), extra=()):
@@ -43,6 +47,12 @@ def full_finetune(model_dir, data_dir, out, batch, accumulation, launcher=("--cp
         raise RuntimeError(f"ftlaunch failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     state = json.load(open(os.path.join(out, "trainer_state.json")))
     return [e["loss"] for e in state["log_history"] if "loss" in e], proc.stdout + proc.stderr
+
+
+def gather_counts(log):
+    """(gathers, started ahead, started ahead and not used) from the run's log."""
+    m = re.search(r"ZeRO-3 gathers: (\d+), of which (\d+) were started ahead of their use \(prefetch\) and (\d+)", log)
+    return tuple(map(int, m.groups())) if m else None
 
 
 def weights_diff(dir_a, dir_b):
@@ -100,6 +110,21 @@ def main():
                   f"{what}: each rank holds its slice of the trained weights {held[:1]} (held, all = {model_bytes})")
             if ranks == 4:
                 four_dir = out
+            if ranks == 2 and accumulation == 1:
+                # Per micro-batch: the embeddings, 2 layers, the final norm, the head, and the 2 layers
+                # again in backward (the head's gather starts the top layer's); only the embeddings,
+                # first after the optimizer step, are not gathered ahead.
+                counts = gather_counts(log)
+                expected = (20 * 7, 20 * 6, 0)
+                check(counts == expected, f"{what}: gathers, of them started ahead, wasted: {counts} == {expected}")
+                prefetched_losses = losses
+                off_dir = os.path.join(work, "z3_no_prefetch")
+                off_yaml = zero3_everything_partitioned(work, 2, "no_prefetch", zero={"stage3_prefetch_bucket_size": 0})
+                off, off_log = full_finetune(model_dir, data_dir, off_dir, batch, accumulation,
+                                             launcher=("--config_file", off_yaml), extra=extra)
+                off_counts = gather_counts(off_log)
+                check(off == prefetched_losses and off_counts is not None and off_counts[1] == 0,
+                      f"stage3_prefetch_bucket_size 0: no gather ahead {off_counts}, the same curve bit for bit")
 
         # Tied embeddings: the embeddings part is gathered for the input and for the head.
         tied = tied_copy(work, model_dir)

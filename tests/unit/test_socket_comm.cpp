@@ -74,3 +74,29 @@ TEST_CASE("the cpu backend refuses non-contiguous tensors", "[dist][errors]") {
     at::Tensor t = at::ones({4, 4}).t();
     FTL_REQUIRE_ERROR(comm->all_reduce(t, ReduceOp::kSum), ftl::ErrorKind::kInternal, "contiguous");
 }
+
+TEST_CASE("an all_gather started ahead completes, and collectives after it keep their order", "[dist]") {
+    const int n = 3;
+    auto out = on_ranks<std::vector<at::Tensor>>(n, [](Comm& comm) {
+        const double r = comm.rank();
+        at::Tensor ahead = at::empty({n * 1000}, at::kFloat);
+        auto pending = comm.start_all_gather(ahead, at::full({1000}, r + 1.0, at::kFloat));
+        at::Tensor sum = at::full({5}, r, at::kFloat);  // issued while the gather may still run
+        comm.all_reduce(sum, ReduceOp::kSum);
+        pending->wait();
+        at::Tensor second = at::empty({n * 3}, at::kFloat);  // two started back to back
+        auto first_pending = comm.start_all_gather(second, at::full({3}, 10.0 * r, at::kFloat));
+        at::Tensor third = at::empty({n * 2}, at::kFloat);
+        auto second_pending = comm.start_all_gather(third, at::full({2}, -r, at::kFloat));
+        second_pending->wait();
+        first_pending->wait();
+        return std::vector<at::Tensor>{ahead, sum, second, third};
+    });
+    for (const auto& tensors : out) {
+        at::Tensor expected_ahead = at::cat({at::full({1000}, 1.0), at::full({1000}, 2.0), at::full({1000}, 3.0)});
+        CHECK(at::equal(tensors[0], expected_ahead));
+        CHECK(at::equal(tensors[1], at::full({5}, 3.0)));
+        CHECK(at::equal(tensors[2], at::cat({at::full({3}, 0.0), at::full({3}, 10.0), at::full({3}, 20.0)})));
+        CHECK(at::equal(tensors[3], at::cat({at::full({2}, 0.0), at::full({2}, -1.0), at::full({2}, -2.0)})));
+    }
+}
