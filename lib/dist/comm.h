@@ -52,6 +52,8 @@ public:
     // the result after wait(), and neither tensor may be touched before. Collectives called after
     // it run after it, on every rank in the same order. The default runs it at once.
     virtual std::unique_ptr<PendingCollective> start_all_gather(at::Tensor& out, const at::Tensor& in);
+    // reduce_scatter started the same way (a gradient bucket reduced while backward goes on).
+    virtual std::unique_ptr<PendingCollective> start_reduce_scatter(at::Tensor& out, const at::Tensor& in, ReduceOp op);
     // Every rank ends with root's t.
     virtual void broadcast(at::Tensor& t, int root) = 0;
     virtual void barrier() = 0;

@@ -34,6 +34,12 @@ std::unique_ptr<PendingCollective> CountingComm::start_all_gather(at::Tensor& ou
     return inner_->start_all_gather(out, in);
 }
 
+std::unique_ptr<PendingCollective> CountingComm::start_reduce_scatter(at::Tensor& out, const at::Tensor& in, ReduceOp op) {
+    volume_.reduce_scatter += share() * bytes_of(in);
+    ++volume_.calls;
+    return inner_->start_reduce_scatter(out, in, op);
+}
+
 void CountingComm::reduce_scatter(at::Tensor& out, const at::Tensor& in, ReduceOp op) {
     volume_.reduce_scatter += share() * bytes_of(in);
     ++volume_.calls;

@@ -41,6 +41,7 @@ public:
     void all_reduce(at::Tensor& t, ReduceOp op) override;
     void all_gather(at::Tensor& out, const at::Tensor& in) override;
     std::unique_ptr<PendingCollective> start_all_gather(at::Tensor& out, const at::Tensor& in) override;
+    std::unique_ptr<PendingCollective> start_reduce_scatter(at::Tensor& out, const at::Tensor& in, ReduceOp op) override;
     void reduce_scatter(at::Tensor& out, const at::Tensor& in, ReduceOp op) override;
     void broadcast(at::Tensor& t, int root) override;
     void barrier() override { inner_->barrier(); }

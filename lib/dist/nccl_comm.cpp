@@ -56,6 +56,12 @@ public:
         at::Tensor input = in;
         return std::make_unique<Pending>(group_->_allgather_base(out, input));
     }
+    std::unique_ptr<PendingCollective> start_reduce_scatter(at::Tensor& out, const at::Tensor& in, ReduceOp op) override {
+        at::Tensor input = in;
+        c10d::ReduceScatterOptions options;
+        options.reduceOp = to_c10d(op);
+        return std::make_unique<Pending>(group_->_reduce_scatter_base(out, input, options));
+    }
     void reduce_scatter(at::Tensor& out, const at::Tensor& in, ReduceOp op) override {
         at::Tensor input = in;
         c10d::ReduceScatterOptions options;

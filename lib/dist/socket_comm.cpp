@@ -85,8 +85,8 @@ public:
         gather_ring(out, in);
     }
 
-    // On a thread of its own, so that the caller computes meanwhile; the next collective waits
-    // for it first, which keeps every rank's sockets in the same order of collectives.
+    // Started collectives run on a thread of their own, so that the caller computes meanwhile; the
+    // next collective waits for it first, which keeps every rank's sockets in the same order.
     std::unique_ptr<PendingCollective> start_all_gather(at::Tensor& out, const at::Tensor& in) override {
         finish_in_flight();
         check_cpu(out, "all_gather");
@@ -98,6 +98,14 @@ public:
     void reduce_scatter(at::Tensor& out, const at::Tensor& in, ReduceOp op) override {
         finish_in_flight();
         scatter_ring(out, in, op);
+    }
+
+    std::unique_ptr<PendingCollective> start_reduce_scatter(at::Tensor& out, const at::Tensor& in, ReduceOp op) override {
+        finish_in_flight();
+        check_cpu(out, "reduce_scatter");
+        check_cpu(in, "reduce_scatter");
+        in_flight_ = std::async(std::launch::async, [this, out, in, op]() mutable { scatter_ring(out, in, op); }).share();
+        return std::make_unique<Pending>(in_flight_);
     }
 
     void all_reduce(at::Tensor& t, ReduceOp op) override {

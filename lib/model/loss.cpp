@@ -76,7 +76,13 @@ LossResult causal_lm_loss(const CausalLM& model, const Batch& batch, const LossO
     // Acquired before the early return: under ZeRO-3 acquiring is a collective every rank makes.
     const AcquiredPart head(forward, WeightResidency::kHead);
     if (forward.progress) forward.progress("forward of lm_head and the loss");
-    if (count == 0 || divisor == 0.0) return {hidden.sum().to(at::kFloat) * 0.0, count};
+    if (count == 0 || divisor == 0.0) {
+        // Nothing to predict: a zero that still reaches every weight (the head included), so that
+        // every rank's backward finishes the same tensors (ZeRO's overlapped reductions start
+        // from their gradients).
+        const at::Tensor first = hidden.reshape({-1, hidden.size(-1)}).narrow(0, 0, 1);
+        return {at::linear(first, model.weights().lm_head).sum().to(at::kFloat) * 0.0, count};
+    }
     at::Tensor loss = chunked_linear_cross_entropy(rows, model.weights().lm_head, shifted.index_select(0, counted),
                                                    options.chunk_rows, divisor);
     return {loss, count};

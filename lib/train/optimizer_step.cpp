@@ -3,19 +3,52 @@
 #include <cmath>
 
 #include "train/batches.h"
+#include "train/offload.h"
 #include "util/error.h"
 
 namespace ftl::train {
 
-TrainOptimizer::TrainOptimizer(NamedTensors trainable, optim::AdamWOptions options, int zero_stage,
-                               const RankContext& rank, const std::optional<zero::OptimizerOffload>& offload,
-                               zero::Sharding* partitioned)
-    : trainable_(trainable), rank_(rank) {
-    if (offload && zero_stage == 0)
+OptimizerLayout optimizer_layout_for(const config::RunConfig& run, int64_t hidden_size) {
+    OptimizerLayout layout;
+    if (!run.uses_deepspeed) return layout;
+    const config::ZeroOptimizationConfig& zero = run.deepspeed.zero_optimization;
+    layout.zero_stage = zero.stage;
+    layout.offload = optimizer_offload_for(run);
+    layout.reduce_bucket_elements = zero.reduce_bucket_size ? *zero.reduce_bucket_size : hidden_size * hidden_size;
+    layout.overlap_comm = zero.overlap_comm.value_or(zero.stage == 3);
+    return layout;
+}
+
+TrainOptimizer::TrainOptimizer(NamedTensors trainable, optim::AdamWOptions options, const OptimizerLayout& layout,
+                               const RankContext& rank)
+    : trainable_(trainable),
+      rank_(rank),
+      reduce_bucket_elements_(layout.reduce_bucket_elements),
+      overlap_comm_(layout.overlap_comm) {
+    if (layout.offload && layout.zero_stage == 0)
         fail(ErrorKind::kInternal, "TrainOptimizer: optimizer offload needs ZeRO stage 1, 2 or 3");
-    if (partitioned) partitioned_.emplace(*partitioned, options, rank.comm, rank.rank, offload);
-    else if (zero_stage > 0) partitioned_.emplace(std::move(trainable), options, rank.comm, rank.rank, rank.world_size, offload);
-    else replicated_.emplace(std::move(trainable), options);
+    if (layout.zero_stage == 0) {
+        replicated_.emplace(std::move(trainable), options);
+        return;
+    }
+    zero::Sharding* sharding = layout.partitioned;
+    if (!sharding) {
+        bucketed_ = std::make_unique<zero::BucketedSharding>(std::move(trainable), rank.comm, rank.rank, rank.world_size,
+                                                             layout.reduce_bucket_elements, layout.overlap_comm);
+        sharding = bucketed_.get();
+    }
+    partitioned_.emplace(*sharding, options, rank.comm, rank.rank, layout.offload);
+}
+
+std::string TrainOptimizer::reduction() const {
+    if (!bucketed_) return "";
+    return "gradients reduce-scattered in " + std::to_string(bucketed_->buckets()) + " bucket(s) of up to " +
+           std::to_string(reduce_bucket_elements_) + " elements (reduce_bucket_size), " +
+           (overlap_comm_ ? "each as soon as the step's last backward has finished it (overlap_comm)" : "after backward");
+}
+
+void TrainOptimizer::reduce_during_next_backward() {
+    if (bucketed_) bucketed_->reduce_during_next_backward();
 }
 
 std::string TrainOptimizer::placement() const { return partitioned_ ? partitioned_->placement() : "device memory"; }

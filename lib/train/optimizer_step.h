@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "config/run_config.h"
 #include "optim/adamw.h"
 #include "optim/loss_scaler.h"
 #include "train/rank_context.h"
@@ -20,16 +21,31 @@
 
 namespace ftl::train {
 
+// How ZeRO lays the optimizer out (DeepSpeed's zero_optimization).
+struct OptimizerLayout {
+    int zero_stage = 0;
+    std::optional<zero::OptimizerOffload> offload;  // stages 1-3: the state in host memory or on NVMe
+    zero::Sharding* partitioned = nullptr;  // stage 3 full fine-tuning: the weights' slices
+    int64_t reduce_bucket_elements = 500'000'000;  // reduce_bucket_size
+    bool overlap_comm = false;  // reduce gradient buckets while the step's last backward runs
+};
+
+// The layout a run's config asks for: its ZeRO stage (0 without DeepSpeed), offload_optimizer,
+// reduce_bucket_size ("auto": hidden_size^2, as HF resolves it) and overlap_comm (DeepSpeed's
+// default: on for stage 3 only). `partitioned` is left to the caller.
+OptimizerLayout optimizer_layout_for(const config::RunConfig& run, int64_t hidden_size);
+
 class TrainOptimizer {
 public:
     using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
-    // `offload` (ZeRO stages 1-3 only): the optimizer state in host memory or on NVMe.
-    // `partitioned` (stage 3 full fine-tuning): the trainable weights' slices, which `trainable`
-    // then leaves empty.
-    TrainOptimizer(NamedTensors trainable, optim::AdamWOptions options, int zero_stage, const RankContext& rank,
-                   const std::optional<zero::OptimizerOffload>& offload = std::nullopt,
-                   zero::Sharding* partitioned = nullptr);
+    // `trainable`: the tensors AdamW updates, whole on every rank (empty when
+    // `layout.partitioned` holds them).
+    TrainOptimizer(NamedTensors trainable, optim::AdamWOptions options, const OptimizerLayout& layout,
+                   const RankContext& rank);
+    // Call before the step's last backward, on every rank: with overlap_comm the gradient buckets
+    // are reduced as backward finishes them.
+    void reduce_during_next_backward();
 
     struct StepResult {
         double grad_norm = 0.0;
@@ -41,6 +57,9 @@ public:
     void zero_grad();
     int64_t steps() const;  // updates taken (the schedule's position)
     std::string placement() const;  // where the optimizer state lives
+    // How gradients are reduced, in words, for the log ("" without buckets: stage 0, or stage 3's
+    // partitioned weights, whose gradients are reduced by their gathers' backward).
+    std::string reduction() const;
 
     NamedTensors state() const;  // collective under ZeRO: call on every rank
     void load_state(const NamedTensors& state);
@@ -48,7 +67,10 @@ public:
 private:
     NamedTensors trainable_;
     const RankContext& rank_;
+    int64_t reduce_bucket_elements_;
+    bool overlap_comm_;
     std::optional<optim::AdamW> replicated_;
+    std::unique_ptr<zero::BucketedSharding> bucketed_;  // stages 1-2 (and LoRA's adapters at stage 3)
     std::optional<zero::PartitionedAdamW> partitioned_;
 };
 

@@ -276,8 +276,8 @@ int run_seq2seq_example(const config::RunConfig& run, const RankContext& rank, c
                      }()});
 
     // ---- optimizer and schedule ----
-    TrainOptimizer optimizer(trainable, {args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay}, zero_stage,
-                             rank, optimizer_offload_for(run));
+    TrainOptimizer optimizer(trainable, {args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay},
+                             optimizer_layout_for(run, bart.d_model), rank);
     if (main_rank && zero_stage > 0) log.info("ZeRO stage " + std::to_string(zero_stage) + ": the optimizer state is in " + optimizer.placement());
     const int accumulation = args.gradient_accumulation_steps;
     BatchPlan plan(train.rows.size(), args.per_device_train_batch_size, accumulation, rank.rank, rank.world_size,
@@ -324,6 +324,7 @@ int run_seq2seq_example(const config::RunConfig& run, const RankContext& rank, c
             beat(at + "forward and backward");
             const Seq2SeqBatch batch = collate(train.rows, plan.next_micro_batch(), pad_id, device);
             const at::Tensor loss = seq2seq_loss(model, batch, forward);
+            if ((micro + 1) % accumulation == 0 || micro + 1 == micro_per_epoch) optimizer.reduce_during_next_backward();
             // DeepSpeed averages gradients over ranks and accumulation steps.
             (loss / static_cast<double>(accumulation * rank.world_size)).backward();
             total_loss += loss.item<double>();

@@ -33,6 +33,7 @@
 #include "train/preflight.h"
 #include "zero/partitioned_weights.h"
 #include "train/progress.h"
+#include "train/resume.h"
 #include "train/run_record.h"
 #include "train/throughput.h"
 #include "util/checksum.h"
@@ -108,76 +109,6 @@ Splits prepare_data(const config::TrainArgs& args, const JobInputs& inputs, bool
         s.eval = prepared_split_rows(args, inputs, trim(names.at(1)), rank, log);
     }
     return s;
-}
-
-// Copies a checkpoint's adapter (or trainable weights) into the live tensors.
-void restore_weights(const std::string& dir, const std::string& stem, NamedTensors& trainable) {
-    const io::Checkpoint ckpt = io::Checkpoint::open(dir, stem);
-    at::NoGradGuard no_grad;
-    for (auto& [name, t] : trainable) {
-        if (!ckpt.contains(name))
-            fail(ErrorKind::kConfig, dir + ": the checkpoint has no '" + name +
-                                         "' for this run (a checkpoint of another model or LoRA configuration?)");
-        const at::Tensor saved = model::mapped_tensor(ckpt.shared_file_of(name), name);
-        if (saved.sizes() != t.sizes()) {
-            std::ostringstream shapes;
-            shapes << saved.sizes() << " in the checkpoint but " << t.sizes() << " in this run";
-            fail(ErrorKind::kConfig, dir + ": '" + name + "' has shape " + shapes.str() +
-                                         " (a checkpoint of another model or LoRA configuration?)");
-        }
-        t.copy_(saved);
-    }
-}
-
-// The same for weights partitioned by ZeRO-3 (full fine-tuning): each rank copies its slices out of
-// the mapped checkpoint.
-void restore_partitioned_weights(const std::string& dir, const std::string& stem, zero::Sharding& sharding) {
-    const io::Checkpoint ckpt = io::Checkpoint::open(dir, stem);
-    std::map<std::string, at::Tensor> by_name;
-    for (const std::string& name : ckpt.names()) by_name.emplace(name, model::mapped_tensor(ckpt.shared_file_of(name), name));
-    sharding.write_parameters(
-        sharding.local_of(by_name, "", dir + " (a checkpoint of another model or LoRA configuration?)"));
-}
-
-// What a checkpoint of this run belongs to, for its manifest: the base model (config.json's
-// checksum; the name is informational), the vocabulary after resizing, full fine-tuning or the
-// adapter's shape, the 4-bit scheme, and the layout (world size and ZeRO stage, informational:
-// the optimizer state is saved unpartitioned, so either may change on resume).
-json run_identity(const config::TrainArgs& args, const JobInputs& inputs, model::CausalLM& lm, int world_size,
-                  int zero_stage) {
-    const std::string config_text = read_text_file(inputs.model_dir + "/config.json").value_or("");
-    char crc[9];
-    std::snprintf(crc, sizeof crc, "%08x", crc32c(config_text.data(), config_text.size()));
-    json adapter = nullptr;
-    if (args.use_peft_lora)
-        adapter = {{"r", args.lora_r}, {"lora_alpha", args.lora_alpha}, {"target_modules", args.lora_target_modules},
-                   {"use_rslora", args.use_rslora}};
-    return {{"base_model", args.model_name_or_path},
-            {"base_config_crc32c", crc},
-            {"vocab_size", lm.config().vocab_size},
-            {"adapter", adapter},
-            {"four_bit", args.use_4bit_quantization ? json(args.bnb_4bit_quant_type) : json(nullptr)},
-            {"world_size", world_size},
-            {"zero_stage", zero_stage}};
-}
-
-// Refuses to resume from a checkpoint of another run: another base model, vocabulary, adapter
-// shape or 4-bit scheme. World size and ZeRO stage may differ.
-void check_same_run(const json& saved, const json& current, const std::string& dir) {
-    auto base_model = [](const json& identity) {
-        const json name = identity.value("base_model", json());
-        return name.is_string() ? name.get<std::string>() : name.dump();
-    };
-    for (const char* key : {"base_config_crc32c", "vocab_size", "adapter", "four_bit"}) {
-        const json mine = current.value(key, json()), theirs = saved.value(key, json());
-        if (mine == theirs) continue;
-        const std::string what = std::string(key) == "base_config_crc32c"
-                                     ? "another base model (config.json differs: the checkpoint's is " +
-                                           base_model(saved) + ", this run's " + base_model(current) + ")"
-                                     : std::string(key) + " " + theirs.dump() + " in the checkpoint, " + mine.dump() + " in this run";
-        fail(ErrorKind::kConfig, dir + ": a checkpoint of another run: " + what +
-                                     "; resume with the run's own settings, or start afresh without --resume_from_checkpoint");
-    }
 }
 
 // The job after its checks: inputs, model, schedule, the loop, the final save.
@@ -358,8 +289,11 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     const int64_t logging_every = interval(args.logging_steps, total_steps);
     const int64_t eval_every = interval(args.eval_steps.value_or(args.logging_steps), total_steps);
     const int64_t save_every = interval(args.save_steps, total_steps);
-    TrainOptimizer optimizer(trainable, {args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay},
-                             zero_stage, rank, optimizer_offload, partitioned_trainable);
+    OptimizerLayout layout = optimizer_layout_for(run, lm.config().hidden_size);
+    layout.partitioned = partitioned_trainable;
+    TrainOptimizer optimizer(trainable, {args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay}, layout,
+                             rank);
+    if (main_rank && !optimizer.reduction().empty()) log.info("ZeRO stage " + std::to_string(zero_stage) + ": " + optimizer.reduction());
     if (optimizer_offload)
         log.info("offload_optimizer: this rank's optimizer state is in " + optimizer.placement() + "; AdamW steps on the CPU (" +
                  optim::isa_name(optim::best_cpu_isa()) + ", " + std::to_string(at::get_num_threads()) + " threads)");
@@ -479,6 +413,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                 loss = model::causal_lm_loss(lm, b, loss_options, forward).loss;
             }
             beat(at_micro_batch + "backward of the loss");
+            if (m + 1 == micro.size()) optimizer.reduce_during_next_backward();  // overlap_comm
             (scaler ? scaler->scaled(loss) : loss).backward();
             forward.progress = nullptr;
             if (rank.during_step) rank.during_step(step + 1);

@@ -9,22 +9,9 @@
 
 namespace ftl::zero {
 
-PartitionedAdamW::PartitionedAdamW(NamedTensors params, optim::AdamWOptions options, dist::Comm* comm, int rank,
-                                   int world_size, const std::optional<OptimizerOffload>& offload)
-    : owned_(std::make_unique<FlatSharding>(std::move(params), comm, rank, world_size)),
-      sharding_(*owned_),
-      options_(options),
-      comm_(comm) {
-    start(rank, offload);
-}
-
 PartitionedAdamW::PartitionedAdamW(Sharding& sharding, optim::AdamWOptions options, dist::Comm* comm, int rank,
                                    const std::optional<OptimizerOffload>& offload)
     : sharding_(sharding), options_(options), comm_(comm) {
-    start(rank, offload);
-}
-
-void PartitionedAdamW::start(int rank, const std::optional<OptimizerOffload>& offload) {
     const at::Tensor slice = sharding_.local_parameters();
     if (offload) {
         offloaded_ = std::make_unique<OffloadedAdamWState>(slice, *offload, rank);

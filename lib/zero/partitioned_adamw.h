@@ -35,12 +35,9 @@ class PartitionedAdamW {
 public:
     using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
-    // Stages 1-2: `params`, the trainable tensors, the same on every rank (a FlatSharding of
-    // them). `comm` null = one rank. With `offload`, the fp32 state lives in host memory or on
-    // NVMe and step 4 runs on the CPU (zero/offloaded_adamw_state.h).
-    PartitionedAdamW(NamedTensors params, optim::AdamWOptions options, dist::Comm* comm, int rank, int world_size,
-                     const std::optional<OptimizerOffload>& offload = std::nullopt);
-    // Any layout: `sharding` (not owned) outlives the optimizer.
+    // `sharding` (not owned) outlives the optimizer. `comm` null = one rank. With `offload`, the
+    // fp32 state lives in host memory or on NVMe and step 4 runs on the CPU
+    // (zero/offloaded_adamw_state.h).
     PartitionedAdamW(Sharding& sharding, optim::AdamWOptions options, dist::Comm* comm, int rank,
                      const std::optional<OptimizerOffload>& offload = std::nullopt);
 
@@ -62,9 +59,6 @@ public:
     void load_state(const NamedTensors& state);
 
 private:
-    void start(int rank, const std::optional<OptimizerOffload>& offload);  // the state from the parameters
-
-    std::unique_ptr<Sharding> owned_;  // stages 1-2
     Sharding& sharding_;
     optim::AdamWOptions options_;
     dist::Comm* comm_;

@@ -1,22 +1,15 @@
 #include "zero/sharding.h"
 
 #include <ATen/core/grad_mode.h>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
 
+#include <functional>
 #include <sstream>
 
 #include "util/error.h"
 
 namespace ftl::zero {
-namespace {
-
-std::vector<int64_t> numels_of(const Sharding::NamedTensors& params) {
-    std::vector<int64_t> out;
-    for (const auto& [name, t] : params) out.push_back(t.numel());
-    return out;
-}
-
-}  // namespace
-
 std::vector<at::Tensor> find_whole(const std::map<std::string, at::Tensor>& by_name, const std::string& prefix,
                                    const std::vector<std::string>& names, const std::vector<std::vector<int64_t>>& shapes,
                                    const std::string& source) {
@@ -35,73 +28,177 @@ std::vector<at::Tensor> find_whole(const std::map<std::string, at::Tensor>& by_n
     return out;
 }
 
-FlatSharding::FlatSharding(NamedTensors params, dist::Comm* comm, int rank, int world_size)
-    : params_(std::move(params)), comm_(comm), layout_(numels_of(params_), rank, world_size) {
-    if (params_.empty()) fail(ErrorKind::kInternal, "FlatSharding: no trainable parameters");
+namespace {
+
+// Calls back when backward has accumulated a tensor's gradient.
+struct GradientFinished final : torch::autograd::PostAccumulateGradHook {
+    std::function<void()> callback;
+    explicit GradientFinished(std::function<void()> f) : callback(std::move(f)) {}
+    void operator()(const torch::autograd::Variable&) override { callback(); }
+};
+
+}  // namespace
+
+BucketedSharding::BucketedSharding(NamedTensors params, dist::Comm* comm, int rank, int world_size,
+                                   int64_t bucket_elements, bool overlap)
+    : params_(std::move(params)), comm_(comm), overlap_(overlap) {
+    if (params_.empty()) fail(ErrorKind::kInternal, "BucketedSharding: no trainable parameters");
     fp32_ = params_.front().second.options().dtype(at::kFloat);
+    std::vector<std::vector<size_t>> groups(1);
+    int64_t filled = 0;
+    for (size_t i = params_.size(); i-- > 0;) {
+        if (filled > 0 && filled + params_[i].second.numel() > bucket_elements) {
+            groups.emplace_back();
+            filled = 0;
+        }
+        groups.back().push_back(i);
+        filled += params_[i].second.numel();
+    }
+    for (auto& members : groups) {
+        std::vector<int64_t> numels;
+        for (size_t i : members) numels.push_back(params_[i].second.numel());
+        Bucket bucket{members, FlatPartition(numels, rank, world_size), local_numel_, 0, false, {}, {}, nullptr};
+        local_numel_ += bucket.layout.shard();
+        buckets_.push_back(std::move(bucket));
+    }
+    if (!overlap_) return;
+    for (size_t b = 0; b < buckets_.size(); ++b)
+        for (size_t i : buckets_[b].members)
+            torch::autograd::impl::set_post_acc_grad_hooks(
+                params_[i].second, std::make_unique<GradientFinished>([this, b] { gradient_finished(b); }));
 }
 
-std::vector<at::Tensor> FlatSharding::parameter_list() const {
+BucketedSharding::~BucketedSharding() {
+    if (overlap_)
+        for (auto& [name, p] : params_) torch::autograd::impl::set_post_acc_grad_hooks(p, nullptr);
+    for (Bucket& bucket : buckets_)
+        if (bucket.pending) {
+            try {
+                bucket.pending->wait();
+            } catch (const std::exception&) {  // the run is ending with the error that mattered
+            }
+        }
+}
+
+std::vector<at::Tensor> BucketedSharding::members_of(const Bucket& bucket) const {
     std::vector<at::Tensor> out;
-    for (const auto& [name, t] : params_) out.push_back(t.detach());
+    for (size_t i : bucket.members) out.push_back(params_[i].second.detach());
     return out;
 }
 
-at::Tensor FlatSharding::local_parameters() const {
-    at::NoGradGuard no_grad;
-    return layout_.local_of(parameter_list(), fp32_);
-}
-
-at::Tensor FlatSharding::reduced_gradients() {
-    std::vector<at::Tensor> grads;
-    for (const auto& [name, t] : params_) grads.push_back(t.grad());
-    const at::Tensor flat_grad = layout_.flatten(grads, fp32_);
-    at::Tensor grad = at::empty({layout_.shard()}, fp32_);
-    if (comm_) comm_->reduce_scatter(grad, flat_grad, dist::ReduceOp::kSum);
-    else grad.copy_(flat_grad);
-    return grad;
-}
-
-void FlatSharding::write_parameters(const at::Tensor& updated) {
-    at::NoGradGuard no_grad;
-    at::Tensor full = at::empty({layout_.padded()}, fp32_);
-    if (comm_) comm_->all_gather(full, updated);
-    else full.copy_(updated);
-    for (size_t i = 0; i < params_.size(); ++i) {
-        at::Tensor p = params_[i].second.detach();
-        layout_.unflatten_into(full, i, p);
+void BucketedSharding::reduce_during_next_backward() {
+    if (!overlap_) return;
+    armed_ = true;
+    next_to_start_ = 0;
+    for (Bucket& bucket : buckets_) {
+        bucket.waiting = static_cast<int>(bucket.members.size());
+        bucket.started = false;
     }
 }
 
-void FlatSharding::zero_grad() {
+void BucketedSharding::gradient_finished(size_t b) {
+    if (!armed_) return;
+    --buckets_[b].waiting;
+    while (next_to_start_ < buckets_.size() && buckets_[next_to_start_].waiting <= 0) {
+        // The bucket before is complete (or, on CUDA, ordered before what follows): its flat
+        // copy can go, so that at most two buckets' copies exist.
+        if (next_to_start_ > 0) {
+            Bucket& before = buckets_[next_to_start_ - 1];
+            if (before.pending) before.pending->wait();
+            before.pending.reset();
+            before.flat = at::Tensor();
+        }
+        start_reduction(buckets_[next_to_start_++], /*wait=*/false);
+    }
+}
+
+void BucketedSharding::start_reduction(Bucket& bucket, bool wait) {
+    at::NoGradGuard no_grad;
+    std::vector<at::Tensor> grads;
+    for (size_t i : bucket.members) grads.push_back(params_[i].second.grad());
+    bucket.flat = bucket.layout.flatten(grads, fp32_);
+    for (size_t i : bucket.members) params_[i].second.mutable_grad() = at::Tensor();  // copied: free it
+    bucket.shard = at::empty({bucket.layout.shard()}, fp32_);
+    if (!comm_) bucket.shard.copy_(bucket.flat);
+    else if (wait) comm_->reduce_scatter(bucket.shard, bucket.flat, dist::ReduceOp::kSum);
+    else bucket.pending = comm_->start_reduce_scatter(bucket.shard, bucket.flat, dist::ReduceOp::kSum);
+    bucket.started = true;
+}
+
+at::Tensor BucketedSharding::local_parameters() const {
+    at::NoGradGuard no_grad;
+    std::vector<at::Tensor> slices;
+    for (const Bucket& bucket : buckets_) slices.push_back(bucket.layout.local_of(members_of(bucket), fp32_));
+    return at::cat(slices);
+}
+
+at::Tensor BucketedSharding::reduced_gradients() {
+    // Buckets the armed backward did not start (all of them without overlap) start here, in order.
+    std::vector<at::Tensor> shards;
+    for (Bucket& bucket : buckets_) {
+        if (!bucket.started) start_reduction(bucket, /*wait=*/true);
+        if (bucket.pending) bucket.pending->wait();
+        bucket.pending.reset();
+        bucket.flat = at::Tensor();
+        shards.push_back(std::move(bucket.shard));
+        bucket.started = false;
+    }
+    armed_ = false;
+    return at::cat(shards);
+}
+
+void BucketedSharding::write_parameters(const at::Tensor& updated) {
+    at::NoGradGuard no_grad;
+    for (const Bucket& bucket : buckets_) {
+        at::Tensor full = at::empty({bucket.layout.padded()}, fp32_);
+        const at::Tensor mine = updated.narrow(0, bucket.local_offset, bucket.layout.shard()).contiguous();
+        if (comm_) comm_->all_gather(full, mine);
+        else full.copy_(mine);
+        for (size_t k = 0; k < bucket.members.size(); ++k) {
+            at::Tensor p = params_[bucket.members[k]].second.detach();
+            bucket.layout.unflatten_into(full, k, p);
+        }
+    }
+}
+
+void BucketedSharding::zero_grad() {
     for (auto& [name, p] : params_)
         if (p.grad().defined()) p.mutable_grad() = at::Tensor();
 }
 
-Sharding::NamedTensors FlatSharding::whole(const at::Tensor& local) const {
-    at::Tensor full = at::empty({layout_.padded()}, fp32_);
-    if (comm_) comm_->all_gather(full, local.to(fp32_.device()));
-    else full.copy_(local);
-    NamedTensors out;
-    for (size_t i = 0; i < params_.size(); ++i) {
-        at::Tensor t = at::empty(params_[i].second.sizes(), fp32_);
-        layout_.unflatten_into(full, i, t);
-        out.emplace_back(params_[i].first, t);
+Sharding::NamedTensors BucketedSharding::whole(const at::Tensor& local) const {
+    std::vector<at::Tensor> out(params_.size());
+    for (const Bucket& bucket : buckets_) {
+        at::Tensor full = at::empty({bucket.layout.padded()}, fp32_);
+        const at::Tensor mine = local.narrow(0, bucket.local_offset, bucket.layout.shard()).to(fp32_.device()).contiguous();
+        if (comm_) comm_->all_gather(full, mine);
+        else full.copy_(mine);
+        for (size_t k = 0; k < bucket.members.size(); ++k) {
+            const size_t i = bucket.members[k];
+            out[i] = at::empty(params_[i].second.sizes(), fp32_);
+            bucket.layout.unflatten_into(full, k, out[i]);
+        }
     }
-    return out;
+    NamedTensors named;
+    for (size_t i = 0; i < params_.size(); ++i) named.emplace_back(params_[i].first, std::move(out[i]));
+    return named;
 }
 
-at::Tensor FlatSharding::local_of(const std::map<std::string, at::Tensor>& by_name, const std::string& prefix,
-                                  const std::string& source) const {
-    std::vector<std::string> names;
-    std::vector<std::vector<int64_t>> shapes;
-    for (const auto& [name, p] : params_) {
-        names.push_back(name);
-        shapes.push_back(p.sizes().vec());
+at::Tensor BucketedSharding::local_of(const std::map<std::string, at::Tensor>& by_name, const std::string& prefix,
+                                      const std::string& source) const {
+    std::vector<at::Tensor> slices;
+    for (const Bucket& bucket : buckets_) {
+        std::vector<std::string> names;
+        std::vector<std::vector<int64_t>> shapes;
+        for (size_t i : bucket.members) {
+            names.push_back(params_[i].first);
+            shapes.push_back(params_[i].second.sizes().vec());
+        }
+        std::vector<at::Tensor> found = find_whole(by_name, prefix, names, shapes, source);
+        for (at::Tensor& t : found) t = t.to(fp32_.device());
+        slices.push_back(bucket.layout.local_of(found, fp32_));
     }
-    std::vector<at::Tensor> found = find_whole(by_name, prefix, names, shapes, source);
-    for (at::Tensor& t : found) t = t.to(fp32_.device());
-    return layout_.local_of(found, fp32_);
+    return at::cat(slices);
 }
 
 }  // namespace ftl::zero

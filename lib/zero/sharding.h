@@ -1,8 +1,9 @@
 // How one rank's slice of the optimizer state maps onto the trainable parameters, for
 // zero::PartitionedAdamW. Two layouts:
-//   - FlatSharding (ZeRO stages 1 and 2): every rank holds the whole parameters; the slice is its
-//     1/world_size of their flat layout (zero/flat_partition.h); gradients are reduce-scattered
-//     into it at the step and the updated slices all-gathered back;
+//   - BucketedSharding (ZeRO stages 1 and 2): every rank holds the whole parameters; the slice is
+//     its 1/world_size of each bucket's flat layout (zero/flat_partition.h); gradients are
+//     reduce-scattered into it (during backward with overlap_comm) and the updated slices
+//     all-gathered back;
 //   - the trainable slices of zero::PartitionedWeights (stage 3 without LoRA): every rank holds
 //     only its slice of each part's parameters; gradients arrive in it already reduced (the
 //     gather's backward reduce-scatters them), and the update stays in it.
@@ -13,6 +14,7 @@
 #include <ATen/ATen.h>
 
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -32,9 +34,9 @@ public:
     // [local]: this rank's slice of the parameters as they are now (a copy).
     virtual at::Tensor local_parameters() const = 0;
     // [local]: this rank's slice of the gradients summed over ranks (zeros where none arrived).
-    // Collective for FlatSharding.
+    // Collective for BucketedSharding.
     virtual at::Tensor reduced_gradients() = 0;
-    // Every rank's updated [local] slice into the parameters. Collective for FlatSharding.
+    // Every rank's updated [local] slice into the parameters. Collective for BucketedSharding.
     virtual void write_parameters(const at::Tensor& updated) = 0;
     virtual void zero_grad() = 0;
     // Collective: the whole tensors, named as the parameters, of every rank's [local] vector laid
@@ -45,6 +47,9 @@ public:
     // ErrorKind::kConfig.
     virtual at::Tensor local_of(const std::map<std::string, at::Tensor>& by_name, const std::string& prefix,
                                 const std::string& source) const = 0;
+    // The next backward is the step's last (its gradients are final): a layout that can reduce
+    // them while backward runs may start now. Every rank calls it at the same point.
+    virtual void reduce_during_next_backward() {}
 };
 
 // Whole tensors looked up as prefix + name, checked against `shapes`; for local_of.
@@ -52,12 +57,22 @@ std::vector<at::Tensor> find_whole(const std::map<std::string, at::Tensor>& by_n
                                    const std::vector<std::string>& names, const std::vector<std::vector<int64_t>>& shapes,
                                    const std::string& source);
 
-class FlatSharding : public Sharding {
+// ZeRO stages 1-2 (and LoRA's adapters under stage 3): the trainable tensors, in reverse order
+// (the order backward finishes them), are cut into buckets of about `bucket_elements` elements
+// (reduce_bucket_size; whole tensors, at least one each), and each bucket is one FlatPartition: a
+// rank's slice is its shard of every bucket, one after another. Gradients are reduce-scattered a
+// bucket at a time, so no buffer larger than a bucket is added to the gradients; with `overlap`
+// (overlap_comm), armed for the last backward of a step, a bucket's reduce-scatter starts as soon
+// as backward has accumulated its tensors' gradients (and every bucket before it has started), and
+// runs while backward goes on; each gradient is dropped once its bucket has copied it.
+class BucketedSharding : public Sharding {
 public:
     // `params`: the trainable tensors, whole and the same on every rank. `comm` null = one rank.
-    FlatSharding(NamedTensors params, dist::Comm* comm, int rank, int world_size);
+    BucketedSharding(NamedTensors params, dist::Comm* comm, int rank, int world_size, int64_t bucket_elements,
+                     bool overlap);
+    ~BucketedSharding() override;
 
-    int64_t local_numel() const override { return layout_.shard(); }
+    int64_t local_numel() const override { return local_numel_; }
     at::TensorOptions options() const override { return fp32_; }
     at::Tensor local_parameters() const override;
     at::Tensor reduced_gradients() override;
@@ -66,14 +81,32 @@ public:
     NamedTensors whole(const at::Tensor& local) const override;
     at::Tensor local_of(const std::map<std::string, at::Tensor>& by_name, const std::string& prefix,
                         const std::string& source) const override;
+    void reduce_during_next_backward() override;
+
+    size_t buckets() const { return buckets_.size(); }
 
 private:
-    std::vector<at::Tensor> parameter_list() const;
+    struct Bucket {
+        std::vector<size_t> members;  // indices into params_, in layout order
+        FlatPartition layout;
+        int64_t local_offset = 0;     // where its shard starts in the rank's slice
+        int waiting = 0;              // members whose gradient the armed backward has yet to finish
+        bool started = false;
+        at::Tensor flat, shard;       // [padded] gradients being reduced, [shard] the result
+        std::unique_ptr<dist::PendingCollective> pending;
+    };
+    void gradient_finished(size_t bucket);  // from a tensor's post-accumulate hook
+    void start_reduction(Bucket& bucket, bool wait);
+    std::vector<at::Tensor> members_of(const Bucket& bucket) const;
 
     NamedTensors params_;
     dist::Comm* comm_;
-    FlatPartition layout_;
     at::TensorOptions fp32_;
+    std::vector<Bucket> buckets_;
+    int64_t local_numel_ = 0;
+    bool overlap_ = false;
+    bool armed_ = false;       // this backward's gradients are final: reduce as they come
+    size_t next_to_start_ = 0;  // buckets start in order on every rank
 };
 
 }  // namespace ftl::zero

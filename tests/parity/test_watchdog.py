@@ -2,12 +2,14 @@
 
 Case 1: a 2-rank CPU run of test_sft_parity's case (a long --max_steps, --ddp_timeout 6) trains;
 once rank 0 has logged a loss, rank 1 is frozen with SIGSTOP (a hung rank: it answers no signal
-but SIGKILL). Case 2: the same under ZeRO-3 (every tensor partitioned), rank 1 freezing itself (FTLAUNCH_TEST_STOP_IN_PHASE)
-as it is about to gather decoder layer 0's weights in step 2's backward. Checks, each case:
+but SIGKILL). Case 2: the same under ZeRO-3 (every tensor partitioned, prefetch off), rank 1 freezing itself
+(FTLAUNCH_TEST_STOP_IN_PHASE) as it is about to gather decoder layer 0's weights in step 2's
+backward; case 3: the same with prefetch on. Checks, each case:
   the launcher exits non-zero within --ddp_timeout + 15 s of the freeze
   its message names rank 1, "made no progress", and the phase rank 1 was in (a "step N: ..."
   phase; case 2: exactly the gather it froze in, layer and pass named)
-  it lists where each rank was (case 2: rank 0 waiting in that same gather)
+  it lists where each rank was (case 2: rank 0 waiting in that same gather; case 3: rank 1 started
+  that gather and its gradient buckets' reductions ahead, so rank 0 waits in one of them, in step 2)
   no worker process is left
 """
 import os
@@ -105,15 +107,23 @@ def main():
         check(any(l.startswith("[ftlaunch] error: rank 1 made no progress") and "rank 1: step " in l for l in named),
               f"stage 0: the message names rank 1 and its phase: {named[:1]}")
 
-        cmd = sft.ftlaunch_command(model_dir, data_dir, os.path.join(work, "out3"), 2, 1, extra=long_run,
-                                   launcher=("--config_file", test_zero.zero3_everything_partitioned(work, 2)))
-        env = dict(os.environ, FTLAUNCH_TEST_STOP_IN_PHASE="1:" + GATHER)
-        code, elapsed, text, pids = run_frozen(cmd, env, freeze_from_outside=False)
-        named = check_stopped(code, elapsed, text, pids, "ZeRO-3")
-        check(any(l.startswith("[ftlaunch] error: rank 1 made no progress") and "rank 1: " + GATHER in l for l in named),
-              f"ZeRO-3: the message names rank 1 and the gather it froze in: {named[:1]}")
-        waiting = [l.strip() for l in text.splitlines() if l.strip().startswith("rank 0: ")]
-        check(any(GATHER in l for l in waiting), f"ZeRO-3: rank 0 is shown waiting in that gather: {waiting[:1]}")
+        # Without prefetch rank 0 waits in the very gather rank 1 froze before. With it (the
+        # default) rank 1 started that gather, and the reduction of its gradient buckets
+        # (overlap_comm), ahead on its communication thread, which the freeze stops too: rank 0
+        # waits in the first of those rank 1 had not finished its share of, somewhere in step 2.
+        for case, zero, rank0_phases in (("ZeRO-3", {"stage3_prefetch_bucket_size": 0}, (GATHER,)),
+                                         ("ZeRO-3 with prefetch", {}, ("step 2: ",))):
+            yaml = test_zero.zero3_everything_partitioned(work, 2, case.replace(" ", "_"), zero=zero)
+            cmd = sft.ftlaunch_command(model_dir, data_dir, os.path.join(work, case.replace(" ", "_")), 2, 1,
+                                       extra=long_run, launcher=("--config_file", yaml))
+            env = dict(os.environ, FTLAUNCH_TEST_STOP_IN_PHASE="1:" + GATHER)
+            code, elapsed, text, pids = run_frozen(cmd, env, freeze_from_outside=False)
+            named = check_stopped(code, elapsed, text, pids, case)
+            check(any(l.startswith("[ftlaunch] error: rank 1 made no progress") and "rank 1: " + GATHER in l for l in named),
+                  f"{case}: the message names rank 1 and the gather it froze in: {named[:1]}")
+            waiting = [l.strip() for l in text.splitlines() if l.strip().startswith("rank 0: ")]
+            check(any(p in l for l in waiting for p in rank0_phases),
+                  f"{case}: rank 0 is shown waiting in '{rank0_phases[0]}': {waiting[:1]}")
     finish("a frozen rank stops the job, named with its phase down to the layer and the gather")
 
 

@@ -21,6 +21,9 @@ ranks, with and without accumulation. Checks:
                fp32 model (the control; it also maps the whole file); ZeRO-3 on 4 ranks <= 3/4
                of the fp32 model, so no rank held a whole fp32 copy (measured ~41-55 MB against
                ~36 MB for the slices + their file pages; the rest is not yet accounted for)
+  buckets      ZeRO-2 on 2 ranks with accumulation, gradients reduce-scattered in 10 buckets
+               (reduce_bucket_size 1000), during the last backward (overlap_comm) and after it: both
+               curves == the single-rank one (1e-5) and each other bit for bit
   persistence  with DeepSpeed's default stage3_param_persistence_threshold (1e5 elements) the
                tensors below it stay whole on every rank: each rank reports exactly their fp32 bytes
   resume       a stage-2 run on 4 ranks saves checkpoint-10; resumed on 2 ranks under stage 1
@@ -78,9 +81,15 @@ def zero3_everything_partitioned(work, ranks, name=None, zero=None, aio=None):
     stage3_param_persistence_threshold 0: on the tiny test models DeepSpeed's default (1e5
     elements) would keep every tensor whole, and nothing would be gathered. `zero`: more
     zero_optimization keys; `aio`: an aio section; `name`: the files' stem."""
-    name = name or f"zero3_json_{ranks}"
+    return deepspeed_json_config(work, ranks, name or f"zero3_json_{ranks}",
+                                 {"stage": 3, "stage3_param_persistence_threshold": 0, **(zero or {})}, aio)
+
+
+def deepspeed_json_config(work, ranks, name, zero, aio=None):
+    """An accelerate YAML on `ranks` CPU ranks whose deepspeed_config_file <name>.json has the
+    zero_optimization section `zero` (and `aio`), the rest "auto"."""
     ds_json = os.path.join(work, f"{name}.json")
-    config = {"zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0, **(zero or {})},
+    config = {"zero_optimization": zero,
               "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
               "train_batch_size": "auto", "gradient_clipping": "auto"}
     if aio:
@@ -119,6 +128,27 @@ def eval_losses(out):
 
 def loading_growth(log):
     return [int(m) for m in re.findall(r"loading the model raised resident memory by (\d+) bytes", log)]
+
+
+def check_gradient_buckets(work, model_dir, data_dir, single):
+    """ZeRO-2 on 2 ranks x batch 1 x accumulation 2, gradients in small buckets (reduce_bucket_size
+    1000: a bucket per few adapter tensors) reduced during the last backward (overlap_comm) or
+    after it: both equal the 1-rank curve, and each other bit for bit (with 2 ranks every sum is
+    one commutative addition, whatever the bucket layout)."""
+    curves = {}
+    for overlap in (True, False):
+        yaml = deepspeed_json_config(work, 2, f"zero2_buckets_{overlap}",
+                                     {"stage": 2, "overlap_comm": overlap, "reduce_bucket_size": 1000})
+        losses, log = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, f"buckets_{overlap}"), 1, 2,
+                                       launcher=("--config_file", yaml))
+        buckets = re.search(r"reduce-scattered in (\d+) bucket", log)
+        during = "as soon as the step's last backward has finished it (overlap_comm)" in log
+        curve = worst_curve_diff(losses, single)
+        check(buckets is not None and int(buckets.group(1)) > 5 and during == overlap and curve <= 1e-5,
+              f"ZeRO-2, {buckets.group(1) if buckets else '?'} gradient buckets reduced "
+              f"{'during' if overlap else 'after'} backward: curve vs 1 rank {curve:.2e} <= 1e-5")
+        curves[overlap] = losses
+    check(curves[True] == curves[False], "overlapped and after-backward bucket reductions give the same curve bit for bit")
 
 
 def check_loading_memory(work, small_model_dir, data_dir):
@@ -222,6 +252,7 @@ def main():
                       f"{what}: each rank holds its slice of the frozen weights {held[:1]} (bytes held, total; "
                       f"none partitioned under the default threshold)")
 
+        check_gradient_buckets(work, model_dir, data_dir, single)
         check_loading_memory(work, model_dir, data_dir)
 
         # Re-partitioning on resume: 4 ranks (stage 2) -> 2 ranks (stage 1).
