@@ -41,14 +41,14 @@ int run_estimate_memory(const Invocation& inv, const Log& log) {
                                                        io::RepoType::kModel, run.train.model_revision);
     const model::DecoderConfig config = model::read_decoder_config(model_dir);
     const zero::ParameterCounts params = zero::count_parameters(config);
-    const zero::EstimateInputs planned = zero::estimate_inputs(run, config, /*as_executed=*/false);
+    const zero::EstimateInputs planned = zero::estimate_inputs(run, config);
     const int64_t trainable = planned.lora ? zero::lora_parameters(config, planned.lora_r, planned.lora_target_modules, false)
                                            : params.total;
 
     const bool on_gpu = !run.accelerate.use_cpu;  // --cpu / use_cpu: CPU ranks (a smaller runtime share)
     std::vector<Row> rows;
     for (int stage = 0; stage <= 3; ++stage)
-        for (int offload = 0; offload <= (stage == 3 && planned.lora ? 2 : stage > 0 ? 1 : 0); ++offload) {
+        for (int offload = 0; offload <= (stage == 3 ? 2 : stage > 0 ? 1 : 0); ++offload) {
             zero::EstimateInputs in = planned;
             in.zero_stage = stage;
             in.offload_optimizer = offload >= 1;

@@ -25,7 +25,7 @@ std::string gib(int64_t bytes) {
 
 std::string check_memory_fits(const config::RunConfig& run, const model::DecoderConfig& model, const RankContext& rank) {
     const bool on_gpu = rank.device == "cuda";
-    const zero::EstimateInputs inputs = zero::estimate_inputs(run, model, /*as_executed=*/true);
+    const zero::EstimateInputs inputs = zero::estimate_inputs(run, model);
     const zero::RankMemory need = zero::estimate_rank_memory(inputs, on_gpu);
     int64_t available = 0;
     std::string source;

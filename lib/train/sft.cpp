@@ -120,12 +120,16 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     const auto& zero = run.deepspeed.zero_optimization;
     const int zero_stage = run.uses_deepspeed ? zero.stage : 0;
     const std::optional<zero::OptimizerOffload> optimizer_offload = optimizer_offload_for(run);
-    // offload_param (stage 3 with LoRA: the frozen base weights' slices) to host memory or NVMe.
-    const bool offload_param = run.uses_deepspeed && zero_stage == 3 && args.use_peft_lora &&
-                               zero.offload_param.device != config::OffloadDevice::kNone;
+    // offload_param (stage 3: the partitioned weights' slices) to host memory, or (LoRA's frozen
+    // base weights) to NVMe.
+    const bool offload_param = run.uses_deepspeed && zero_stage == 3 && zero.offload_param.device != config::OffloadDevice::kNone;
+    if (offload_param && !args.use_peft_lora && zero.offload_param.device == config::OffloadDevice::kNvme)
+        fail(ErrorKind::kConfig, "zero_optimization.offload_param.device nvme: full fine-tuning trains its partitioned "
+                                 "weights in place, and this build keeps trained slices in host memory only; use cpu "
+                                 "(or LoRA, whose frozen base weights can live on NVMe)");
     if (main_rank && run.uses_deepspeed && zero.offload_param.device != config::OffloadDevice::kNone && !offload_param)
-        log.warn("zero_optimization.offload_param: parameters are offloaded only under ZeRO stage 3 with LoRA in this "
-                 "build; they stay on " + rank.device);
+        log.warn("zero_optimization.offload_param: parameters are offloaded only under ZeRO stage 3; they stay on " +
+                 rank.device);
 
     const std::optional<quant::FourBitConfig> four_bit = four_bit_config(args);
     if (four_bit && !args.use_peft_lora)

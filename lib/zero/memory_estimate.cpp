@@ -117,6 +117,11 @@ RankMemory estimate_rank_memory(const EstimateInputs& in, bool on_gpu) {
         m.trainable = 4 * trainable / n;
         m.gradients = 4 * trainable / n + 4 * largest_part;
         m.gather_buffers = 2 * 4 * largest_part;
+        if (in.offload_params) {  // the slices and their gradients in host memory
+            m.host += m.trainable + 4 * trainable / n;
+            m.trainable = 0;
+            m.gradients = 4 * largest_part;
+        }
     }
     m.optimizer = in.zero_stage == 0 ? 8 * trainable : 12 * trainable / n;  // moments; partitioned: + fp32 master slice
     if (in.offload_optimizer) {
@@ -134,7 +139,7 @@ RankMemory estimate_rank_memory(const EstimateInputs& in, bool on_gpu) {
     return m;
 }
 
-EstimateInputs estimate_inputs(const config::RunConfig& run, const model::DecoderConfig& model, bool as_executed) {
+EstimateInputs estimate_inputs(const config::RunConfig& run, const model::DecoderConfig& model) {
     const config::TrainArgs& a = run.train;
     EstimateInputs in;
     in.model = model;
@@ -144,8 +149,9 @@ EstimateInputs estimate_inputs(const config::RunConfig& run, const model::Decode
     const auto& z = run.deepspeed.zero_optimization;
     if (run.uses_deepspeed && in.zero_stage > 0)
         in.offload_optimizer = z.offload_optimizer.device != config::OffloadDevice::kNone;
-    // Parameters are offloaded when stage 3 partitions them: with LoRA (the frozen base weights).
-    if (run.uses_deepspeed && (!as_executed || a.use_peft_lora))
+    // Parameters are offloaded when stage 3 partitions them (with LoRA the frozen base weights,
+    // else the trained ones).
+    if (run.uses_deepspeed)
         in.offload_params = z.offload_param.device != config::OffloadDevice::kNone && in.zero_stage == 3;
     in.lora = a.use_peft_lora;
     in.lora_r = a.lora_r;
@@ -227,7 +233,7 @@ std::vector<std::string> settings_that_fit(const EstimateInputs& in, bool on_gpu
                  c.offload_optimizer = true;
                  c.zero_stage = std::max(c.zero_stage, 1);
              });
-    if (in.lora && !in.offload_params)
+    if (!in.offload_params)
         with(5, "zero_stage 3 with offload_param_device cpu", [](EstimateInputs& c) {
             c.zero_stage = 3;
             c.offload_params = true;

@@ -64,9 +64,9 @@ struct RankMemory {
 RankMemory estimate_rank_memory(const EstimateInputs& in, bool on_gpu);
 
 // The run's inputs from its resolved configuration (stage, offload, LoRA, 4-bit, batch, length,
-// checkpointing, precision). `as_executed`: only what this build runs (optimizer offload under
-// stages 1-3; parameter offload only where stage 3 partitions them, with LoRA).
-EstimateInputs estimate_inputs(const config::RunConfig& run, const model::DecoderConfig& model, bool as_executed);
+// checkpointing, precision): optimizer offload under stages 1-3, parameter offload under stage 3,
+// as DeepSpeed and this build apply them.
+EstimateInputs estimate_inputs(const config::RunConfig& run, const model::DecoderConfig& model);
 
 // DeepSpeed's model-states estimates (bytes per GPU and per CPU) for full fine-tuning.
 struct DeepSpeedEstimate {

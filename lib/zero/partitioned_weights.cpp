@@ -17,6 +17,7 @@ namespace {
 struct GatherBackward : public torch::autograd::Node {
     dist::Comm* comm = nullptr;
     int64_t shard = 0;
+    at::Device slice_device = at::kCPU;  // where the slice lives (host memory under offload_param)
 
     torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) override {
         const at::Tensor& full = grads.at(0);
@@ -24,7 +25,7 @@ struct GatherBackward : public torch::autograd::Node {
         at::Tensor slice = at::empty({shard}, full.options());
         if (comm) comm->reduce_scatter(slice, full.contiguous(), dist::ReduceOp::kSum);
         else slice.copy_(full);
-        return {slice};
+        return {slice.to(slice_device)};
     }
 };
 
@@ -45,7 +46,10 @@ public:
         }
     }
     int64_t local_numel() const override { return local_numel_; }
-    at::TensorOptions options() const override { return at::TensorOptions().dtype(at::kFloat).device(owner_.device_); }
+    // Where the slices live: the device, or host memory under offload_param (the update runs there).
+    at::TensorOptions options() const override {
+        return at::TensorOptions().dtype(at::kFloat).device(owner_.slice_options_.device());
+    }
     at::Tensor local_parameters() const override {
         std::vector<at::Tensor> slices;
         for (const Group* group : groups_) slices.push_back(group->slice.detach().to(at::kFloat));
@@ -76,7 +80,7 @@ public:
         NamedTensors out;
         int64_t offset = 0;
         for (const Group* group : groups_) {
-            at::Tensor full = at::empty({group->layout.padded()}, options());
+            at::Tensor full = at::empty({group->layout.padded()}, options().device(owner_.device_));
             const at::Tensor mine = local.narrow(0, offset, group->layout.shard()).to(owner_.device_, at::kFloat);
             offset += group->layout.shard();
             if (owner_.comm_) owner_.comm_->all_gather(full, mine.contiguous());
@@ -116,8 +120,8 @@ PartitionedWeights::PartitionedWeights(model::CausalLM& model, dist::Comm* comm,
       world_size_(world_size),
       persistence_threshold_(which == Partitioned::kTrainable ? 0 : persistence_threshold),
       which_(which) {
-    if (which == Partitioned::kTrainable && (offload || dtype != at::kFloat))
-        fail(ErrorKind::kInternal, "PartitionedWeights: trainable partitions are fp32 on the device, without offload");
+    if (which == Partitioned::kTrainable && ((offload && offload->nvme) || dtype != at::kFloat))
+        fail(ErrorKind::kInternal, "PartitionedWeights: trainable partitions are fp32, on the device or in host memory");
     const auto options = at::TensorOptions().dtype(dtype).device(device);
     std::vector<at::Tensor> frozen;
     for (const auto& [name, t] : model.named_weights()) {
@@ -286,6 +290,7 @@ void PartitionedWeights::fill_part(int id) {
             auto node = std::shared_ptr<GatherBackward>(new GatherBackward(), torch::autograd::deleteNode);
             node->comm = comm_;
             node->shard = group.layout.shard();
+            node->slice_device = group.slice.device();
             node->set_next_edges(torch::autograd::collect_next_edges(group.slice));
             torch::autograd::create_gradient_edge(full, node);
         }

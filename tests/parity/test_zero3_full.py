@@ -17,6 +17,10 @@ while it runs and reduce-scatters that part's gradient in backward. Checks:
              the curve is bit for bit the same
   tied       a model with tied embeddings (lm_head is embed_tokens: gathered, and its gradient
              reduced, twice a step): ZeRO-3 on 2 ranks == 1 rank (curve and weights, 1e-5)
+  offload    offload_param and offload_optimizer cpu (the slices, their gradients and the AdamW
+             state in host memory): ZeRO-3 on 2 ranks == 1 rank (curve and weights, 1e-5), the log
+             placing the slices in host memory; offload_param nvme: exit 2 naming the key, before
+             any step
   resume     checkpoint-10 of the 4-rank run resumed on 2 ranks under ZeRO-3 (slices re-cut) and on
              1 rank without ZeRO: steps 11..20 == the uninterrupted run (1e-5)
 """
@@ -136,6 +140,24 @@ def main():
         late = weights_diff(tied_z3_dir, tied_single_dir)
         check(len(tied_z3) == len(tied_single) and curve <= 1e-5 and late <= 1e-5,
               f"tied embeddings, ZeRO-3 on 2 ranks vs 1 rank: curve {curve:.2e}, final weights {late:.2e} <= 1e-5")
+
+        # offload_param / offload_optimizer cpu.
+        offload_dir = os.path.join(work, "z3_offload")
+        yaml = zero3_everything_partitioned(work, 2, "offload_cpu", zero={"offload_param": {"device": "cpu"},
+                                                                          "offload_optimizer": {"device": "cpu"}})
+        offloaded, log = full_finetune(model_dir, data_dir, offload_dir, 2, 1, launcher=("--config_file", yaml))
+        curve = worst_curve_diff(offloaded, single)
+        late = weights_diff(offload_dir, single_dir)
+        check("(offload_param: in host memory)" in log and len(offloaded) == len(single) and curve <= 1e-5 and late <= 1e-5,
+              f"offload_param + offload_optimizer cpu, ZeRO-3 on 2 ranks vs 1 rank: curve {curve:.2e}, "
+              f"final weights {late:.2e} <= 1e-5")
+        yaml = zero3_everything_partitioned(work, 2, "offload_nvme", zero={"offload_param": {"device": "nvme", "nvme_path": work}})
+        cmd = sft.ftlaunch_command(model_dir, data_dir, os.path.join(work, "z3_nvme"), 2, 1, launcher=("--config_file", yaml))
+        cmd[cmd.index("--use_peft_lora") + 1] = "False"
+        proc = sft.subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        text = proc.stdout + proc.stderr
+        check(proc.returncode == 2 and "zero_optimization.offload_param.device nvme" in text and "step 1/" not in text,
+              f"offload_param nvme with full fine-tuning: exit {proc.returncode}, the key named, no step")
 
         # Resume checkpoint-10 of the 4-rank run with another layout.
         steps = list(range(10, 20))
