@@ -43,6 +43,14 @@ rc=$?
 row "4-bit dequant kernel vs CPU (bit for bit)" "$([ $rc = 0 ] && echo ok || echo FAILED) (exit $rc)"
 row "4-bit dequant bandwidth" "$(grep -o '[0-9]*% of copy' "$out/dequant.log" || echo 'not measured')"
 
+# ZeRO-3's overhead on one GPU (issue 5's target: < 5%); the bench makes its model with transformers.
+if python3 -c 'import transformers' 2>/dev/null; then
+  python3 bench/bench_zero_overhead.py build --device cuda --steps 30 >"$out/zero_overhead.log" 2>&1
+  row "ZeRO-3 1 rank vs no ZeRO (tokens/s)" "$(grep -o 'ZeRO-3 / plain tokens/s: [0-9.]*' "$out/zero_overhead.log" || echo FAILED)"
+else
+  row "ZeRO-3 1 rank vs no ZeRO (tokens/s)" "not measured (no transformers in the image to make the model)"
+fi
+
 echo
 cat "$out/nccl_test.log" "$out/dequant.log"
 echo
