@@ -121,7 +121,6 @@ void read_offload_param(const JsonReader& r, const json& j, OffloadParamConfig& 
             not_applied(key, it.value(), "the parameter swap reads the next part ahead into a buffer of that part's size", warnings);
         } else if (it.key() == "max_in_cpu") {
             o.max_in_cpu = r.integer(it.value(), key, 0);
-            not_applied(key, it.value(), "with nvme every slice stays on NVMe between uses", warnings);
         } else {
             r.unknown(key, it.key(), known, warnings);
         }

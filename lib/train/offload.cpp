@@ -37,6 +37,7 @@ std::optional<zero::ParameterOffload> parameter_offload_for(const config::RunCon
     out.nvme = offload.device == config::OffloadDevice::kNvme;
     out.nvme_path = offload.nvme_path;
     out.aio = aio_options(run.deepspeed.aio);
+    out.max_in_cpu = offload.max_in_cpu;
     return out;
 }
 

@@ -177,12 +177,18 @@ void PartitionedWeights::place_slices(const std::optional<ParameterOffload>& off
     else
         slice_options_ = at::TensorOptions().device(device_);
     if (!offload || !offload->nvme) return;
+    nvme_ = true;
+    host_budget_ = offload->max_in_cpu;
     // At most: every frozen tensor's share at the wider of its and the target's element size,
-    // plus a page of padding per slice (parts x dtypes).
+    // plus a page of padding per slice (parts x dtypes). No swap when max_in_cpu holds it all.
     uint64_t capacity = 0;
-    for (const at::Tensor& t : frozen)
+    int64_t share = 0;
+    for (const at::Tensor& t : frozen) {
+        share += (t.numel() + world_size_ - 1) / world_size_;
         capacity += static_cast<uint64_t>((t.numel() + world_size_ - 1) / world_size_) *
                     std::max<uint64_t>(t.element_size(), c10::elementSize(dtype));
+    }
+    if (share <= host_budget_) return;
     swap_ = std::make_unique<SliceSwap>(offload->nvme_path, capacity + parts * io::kDirectAlignment, offload->aio, rank_);
 }
 
@@ -221,16 +227,20 @@ void PartitionedWeights::add_part(int id, const std::string& name, const std::ve
                                          ", fewer than the " +
                                          std::to_string(world_size_) + " ranks, so some ranks would hold none of it; run at most " +
                                          std::to_string(total) + " ranks, or zero_optimization.stage 2 (frozen weights whole on every rank)");
-        Group group{slots, shapes, FlatPartition(numels, rank_, world_size_), dtype, {}, 0, {}};
+        Group group{slots, shapes, FlatPartition(numels, rank_, world_size_), dtype, {}, false, 0, {}};
         group.slice = group.layout.local_of(tensors, slice_options_.dtype(dtype));
         if (which_ == Partitioned::kTrainable) {
             group.slice.requires_grad_(true);
             for (const at::Tensor* slot : slots) group.names.push_back(names_.at(slot->unsafeGetTensorImpl()));
         }
         for (at::Tensor* slot : slots) *slot = at::Tensor();
-        if (swap_) {
+        if (swap_ && group.layout.shard() > host_budget_) {
             group.swapped = swap_->store(group.slice);
             group.slice = at::Tensor();
+            group.on_disk = true;
+        } else if (nvme_) {
+            host_budget_ -= group.layout.shard();
+            kept_in_host_ += group.layout.shard();
         }
         groups.push_back(std::move(group));
     }
@@ -241,16 +251,13 @@ PartitionedWeights::Gather PartitionedWeights::start_gather(int id, bool wait) {
     Gather gather;
     gather.part = id;
     const std::vector<Group>& groups = parts_.at(id);
-    std::vector<at::Tensor> swapped_in;
-    if (swap_) {
-        std::vector<size_t> indices;
-        for (const Group& group : groups) indices.push_back(group.swapped);
-        swapped_in = swap_->load(indices);
-    }
+    const std::vector<size_t> indices = disk_indices(groups);
+    const std::vector<at::Tensor> swapped_in = indices.empty() ? std::vector<at::Tensor>() : swap_->load(indices);
+    size_t next_swapped = 0;
     at::NoGradGuard no_grad;
     for (size_t g = 0; g < groups.size(); ++g) {
         const Group& group = groups[g];
-        const at::Tensor slice = swap_ ? swapped_in[g] : group.slice.detach();
+        const at::Tensor slice = group.on_disk ? swapped_in.at(next_swapped++) : group.slice.detach();
         at::Tensor full = at::empty({group.layout.padded()}, at::TensorOptions().dtype(group.dtype).device(device_));
         const at::Tensor local = slice.device() == device_ ? slice : slice.to(device_, /*non_blocking=*/true);
         if (!comm_) full.copy_(local);
@@ -319,10 +326,9 @@ void PartitionedWeights::acquire(int id) {
     const int next_gathered = tied_ && *next == kHead ? kEmbeddings : *next;
     const auto found = parts_.find(next_gathered);
     if (found == parts_.end() || next_gathered == gathered) return;
-    if (swap_) {
-        std::vector<size_t> indices;
-        for (const Group& group : found->second) indices.push_back(group.swapped);
-        swap_->prefetch(indices);
+    const std::vector<size_t> on_disk = disk_indices(found->second);
+    if (!on_disk.empty()) {
+        swap_->prefetch(on_disk);
     } else if (prefetch_ && comm_ && !ahead_ && part_numel(gathered) + part_numel(next_gathered) <= max_live_parameters_) {
         ahead_ = start_gather(next_gathered, /*wait=*/false);
     }
@@ -353,8 +359,20 @@ std::optional<int> PartitionedWeights::predicted_after(int part) const {
     return part + 1 < layers ? part + 1 : kFinalNorm;
 }
 
+std::vector<size_t> PartitionedWeights::disk_indices(const std::vector<Group>& groups) const {
+    std::vector<size_t> out;
+    for (const Group& group : groups)
+        if (group.on_disk) out.push_back(group.swapped);
+    return out;
+}
+
 std::string PartitionedWeights::slice_placement() const {
-    if (swap_) return swap_->describe();
+    const std::string kept = std::to_string(kept_in_host_) + " elements";
+    if (swap_)
+        return kept_in_host_ > 0 ? "host memory for " + kept + " (offload_param.max_in_cpu) and " + swap_->describe() +
+                                       " for the rest"
+                                 : swap_->describe();
+    if (nvme_) return "host memory (all " + kept + " within offload_param.max_in_cpu; nothing on NVMe)";
     return slices_on_host_ ? (device_.is_cuda() ? "host memory (pinned)" : "host memory") : "device memory";
 }
 

@@ -38,6 +38,9 @@ struct ParameterOffload {
     bool nvme = false;
     std::string nvme_path;
     io::AioOptions aio;
+    // offload_param.max_in_cpu (nvme): elements of this rank's slices kept in host memory, the
+    // parts first in forward order that fit; the rest live on NVMe.
+    int64_t max_in_cpu = 1'000'000'000;
 };
 
 // Which of the model's tensors are partitioned: the frozen ones (requires_grad false; with LoRA)
@@ -108,8 +111,9 @@ private:
         std::vector<std::vector<int64_t>> shapes;
         FlatPartition layout;
         at::ScalarType dtype;
-        at::Tensor slice;     // [shard]; undefined when swapped
-        size_t swapped = 0;   // its index in swap_ (offload_param nvme)
+        at::Tensor slice;     // [shard]; undefined when on disk
+        bool on_disk = false; // offload_param nvme, beyond max_in_cpu
+        size_t swapped = 0;   // then its index in swap_
         std::vector<std::string> names;  // the slots' parameter names (trainable partitions)
     };
     class TrainableSlices;
@@ -137,7 +141,11 @@ private:
     int64_t persistence_threshold_;
     at::TensorOptions slice_options_;  // where the slices live: device_, or host memory
     bool slices_on_host_ = false;      // offload_param (cpu, or nvme between reads)
-    std::unique_ptr<SliceSwap> swap_;  // offload_param nvme
+    std::unique_ptr<SliceSwap> swap_;  // offload_param nvme, when not everything fits max_in_cpu
+    bool nvme_ = false;                // offload_param nvme asked for
+    int64_t host_budget_ = 0;          // elements max_in_cpu still allows in host memory
+    int64_t kept_in_host_ = 0;         // elements nvme offload keeps in host memory
+    std::vector<size_t> disk_indices(const std::vector<Group>& groups) const;  // of the groups on disk
     int last_acquired_ = kEmbeddings;
     // The part likely gathered after `part` (forward: the next; backward's recompute: the one
     // before), for the swap's read-ahead; nullopt when there is no guess.

@@ -8,8 +8,10 @@ a global batch of 4 rows, single rank without ZeRO as the reference. Checks:
                ZeRO-1 2 ranks x accumulation 2 cpu; ZeRO-3 2 ranks nvme with every tensor
                partitioned and sub_group_size 1000 (4 swapped sub-groups per rank, so reads,
                updates and write-backs overlap); ZeRO-3 2 ranks with optimizer and parameters on
-               cpu, and on nvme (each rank reports where its parameter slices are: host memory,
-               or its params.swap file); the log names where
+               cpu, and on nvme with max_in_cpu 0 (each rank reports where its parameter slices
+               are: host memory, or its params.swap file); parameters on nvme with max_in_cpu
+               40000 (each rank keeps the first parts that fit, at most 40000 elements, in host
+               memory and the rest in its swap file, and says so); the log names where
                the state lives. (On CPU ranks host and device memory are one: these runs prove the
                code paths and numbers, not the transfers, which need a GPU.)
   swap files   the nvme folder is empty after a run (each rank removes its swap file)
@@ -24,6 +26,7 @@ a global batch of 4 rows, single rank without ZeRO as the reference. Checks:
                is sure to lack it.)
 """
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -87,8 +90,14 @@ def main():
                   2, 1, "host memory"),
                  ("ZeRO-3 partitioned, 2 ranks, optimizer and parameters on nvme",
                   zero3_json_yaml(work, 2, "zero3_infinity", {"offload_optimizer": {"device": "nvme", "nvme_path": nvme},
-                                                              "offload_param": {"device": "nvme", "nvme_path": nvme}}),
-                  2, 1, "kernel AIO")]
+                                                              "offload_param": {"device": "nvme", "nvme_path": nvme,
+                                                                                "max_in_cpu": 0}}),
+                  2, 1, "kernel AIO"),
+                 ("ZeRO-3 partitioned, 2 ranks, parameters on nvme beyond max_in_cpu",
+                  zero3_json_yaml(work, 2, "zero3_max_in_cpu", {"offload_optimizer": {"device": "cpu"},
+                                                                "offload_param": {"device": "nvme", "nvme_path": nvme,
+                                                                                  "max_in_cpu": 40000}}),
+                  2, 1, "host memory")]
         outs = {}
         for what, config, batch, accumulation, placement in cases:
             out = os.path.join(work, what.replace(" ", "_").replace(",", ""))
@@ -106,7 +115,10 @@ def main():
             if "parameters on" in what:
                 where = "-params.swap" if "nvme" in what else "offload_param: in host memory"
                 held = [l for l in log.splitlines() if "ZeRO-3: this rank holds" in l]
-                check(len(held) == 2 and all(where in l for l in held),
+                split = "max_in_cpu" in what
+                kept = [int(m) for l in held for m in re.findall(r"host memory for (\d+) elements \(offload_param.max_in_cpu\)", l)]
+                check(len(held) == 2 and all(where in l for l in held) and (not split or (len(kept) == 2 and
+                                                                                          0 < min(kept) <= 40000)),
                       f"{what}: each rank says where its parameter slices are ({held[:1]})")
             left = os.listdir(nvme)
             check(not left, f"{what}: no swap file left in the nvme folder ({left})")

@@ -184,8 +184,11 @@ def zero3(work, name, ranks, device="cpu", nvme=None):
     DeepSpeed's default 1e5 elements would keep every tensor whole), optimizer and parameters
     offloaded to `device`; gradient_clipping "auto" (the runs pass --max_grad_norm 1.0, the seed's)."""
     offload = {"device": device, **({"nvme_path": nvme} if nvme else {})}
+    # max_in_cpu 0: with nvme every parameter slice lives on NVMe (DeepSpeed's default, 1e9
+    # elements, would keep this tiny model's all in host memory).
+    param = {**offload, **({"max_in_cpu": 0} if nvme else {})}
     return test_zero.zero3_everything_partitioned(work, ranks, name,
-                                                  zero={"offload_optimizer": offload, "offload_param": offload})
+                                                  zero={"offload_optimizer": offload, "offload_param": param})
 
 
 def launch(work, name, config_path, model_dir, *flags, dataset=DATA):
