@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <future>
 
@@ -148,36 +149,44 @@ void OffloadedAdamWState::step(const at::Tensor& grad, at::Tensor& updated, int6
     if (writing.valid()) writing.get();
 }
 
-at::Tensor OffloadedAdamWState::read(Tensor which) const {
-    if (!swap_) return host_[which];
-    at::Tensor out = at::empty({numel_}, at::kFloat);
+std::array<at::Tensor, 3> OffloadedAdamWState::read_all() const {
+    if (!swap_) return {host_[kMaster].clone(), host_[kExpAvg].clone(), host_[kExpAvgSq].clone()};
+    std::array<at::Tensor, 3> out{at::empty({numel_}, at::kFloat), at::empty({numel_}, at::kFloat),
+                                  at::empty({numel_}, at::kFloat)};
     io::AlignedBuffer buffer(3 * section_bytes(groups_.front()));
     for (size_t i = 0; i < groups_.size(); ++i) {
         const SubGroup& group = groups_[i];
         read_group(i, buffer);
         const int64_t section = static_cast<int64_t>(section_bytes(group) / 4);
-        out.narrow(0, group.begin, group.size).copy_(floats_at(static_cast<float*>(buffer.data()) + which * section, group.size));
+        for (int which = kMaster; which <= kExpAvgSq; ++which)
+            out[static_cast<size_t>(which)].narrow(0, group.begin, group.size)
+                .copy_(floats_at(static_cast<float*>(buffer.data()) + which * section, group.size));
     }
     return out;
 }
 
-void OffloadedAdamWState::write(Tensor which, const at::Tensor& values) {
+void OffloadedAdamWState::write_all(const at::Tensor& master, const at::Tensor& exp_avg, const at::Tensor& exp_avg_sq) {
     at::NoGradGuard no_grad;
-    const at::Tensor host = values.detach().to(at::kCPU, at::kFloat).contiguous().view({-1});
-    if (host.numel() != numel_)
-        fail(ErrorKind::kInternal, "OffloadedAdamWState::write: " + std::to_string(host.numel()) + " values for a shard of " +
-                                       std::to_string(numel_));
+    std::array<at::Tensor, 3> host;
+    const at::Tensor* given[3] = {&master, &exp_avg, &exp_avg_sq};
+    for (size_t which = 0; which < 3; ++which) {
+        host[which] = given[which]->detach().to(at::kCPU, at::kFloat).contiguous().view({-1});
+        if (host[which].numel() != numel_)
+            fail(ErrorKind::kInternal, "OffloadedAdamWState::write_all: " + std::to_string(host[which].numel()) +
+                                           " values for a shard of " + std::to_string(numel_));
+    }
     if (!swap_) {
-        host_[which].copy_(host);
+        for (size_t which = 0; which < 3; ++which) host_[which].copy_(host[which]);
         return;
     }
     io::AlignedBuffer buffer(3 * section_bytes(groups_.front()));
     for (size_t i = 0; i < groups_.size(); ++i) {
         const SubGroup& group = groups_[i];
-        read_group(i, buffer);
+        std::memset(buffer.data(), 0, 3 * section_bytes(group));  // the sections' padding, as first written
         const int64_t section = static_cast<int64_t>(section_bytes(group) / 4);
-        floats_at(static_cast<float*>(buffer.data()) + which * section, group.size)
-            .copy_(host.narrow(0, group.begin, group.size));
+        for (size_t which = 0; which < 3; ++which)
+            floats_at(static_cast<float*>(buffer.data()) + static_cast<int64_t>(which) * section, group.size)
+                .copy_(host[which].narrow(0, group.begin, group.size));
         write_group(i, buffer, true);
     }
 }

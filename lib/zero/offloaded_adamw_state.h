@@ -14,6 +14,7 @@
 
 #include <ATen/ATen.h>
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -45,9 +46,11 @@ public:
     // slice is copied into `updated` [n] (any device).
     void step(const at::Tensor& grad, at::Tensor& updated, int64_t step, double lr, const optim::AdamWOptions& options);
 
-    // Whole tensors [n] fp32 on the host, for checkpoints; write() replaces one (resume).
-    at::Tensor read(Tensor which) const;
-    void write(Tensor which, const at::Tensor& values);
+    // The whole state, [n] fp32 on the host each, indexed by Tensor: for checkpoints, in one pass
+    // over the swap file.
+    std::array<at::Tensor, 3> read_all() const;
+    // Replaces the whole state (resume), in one pass of writes (nothing read back).
+    void write_all(const at::Tensor& master, const at::Tensor& exp_avg, const at::Tensor& exp_avg_sq);
 
     // "host memory (pinned)" or "<file> on NVMe, 3 sub-groups of ..., kernel AIO".
     std::string describe() const;

@@ -66,8 +66,12 @@ void PartitionedAdamW::zero_grad() { sharding_.zero_grad(); }
 
 PartitionedAdamW::NamedTensors PartitionedAdamW::state() const {
     const at::Device device = sharding_.options().device();
-    const at::Tensor mine = offloaded_ ? offloaded_->read(OffloadedAdamWState::kExpAvg).to(device) : exp_avg_;
-    const at::Tensor mine_sq = offloaded_ ? offloaded_->read(OffloadedAdamWState::kExpAvgSq).to(device) : exp_avg_sq_;
+    at::Tensor mine = exp_avg_, mine_sq = exp_avg_sq_;
+    if (offloaded_) {
+        const auto all = offloaded_->read_all();
+        mine = all[OffloadedAdamWState::kExpAvg].to(device);
+        mine_sq = all[OffloadedAdamWState::kExpAvgSq].to(device);
+    }
     NamedTensors out;
     for (auto& [name, m] : sharding_.whole(mine)) out.emplace_back("exp_avg." + name, std::move(m));
     for (auto& [name, v] : sharding_.whole(mine_sq)) out.emplace_back("exp_avg_sq." + name, std::move(v));
@@ -82,9 +86,7 @@ void PartitionedAdamW::load_state(const NamedTensors& state) {
     const at::Tensor avg_sq = sharding_.local_of(by_name, "exp_avg_sq.", "optimizer state");
     const at::Tensor master = sharding_.local_parameters();  // the restored weights
     if (offloaded_) {
-        offloaded_->write(OffloadedAdamWState::kExpAvg, avg);
-        offloaded_->write(OffloadedAdamWState::kExpAvgSq, avg_sq);
-        offloaded_->write(OffloadedAdamWState::kMaster, master);
+        offloaded_->write_all(master, avg, avg_sq);
     } else {
         exp_avg_.copy_(avg);
         exp_avg_sq_.copy_(avg_sq);

@@ -159,12 +159,16 @@ TEST_CASE("the NVMe-swapped optimizer state steps as in memory, over several sub
         optim::cpu_adamw_update(p, grad, m, v, step, 1e-2, options);
         CHECK(at::equal(updated, p));
     }
-    CHECK(at::equal(swapped.read(zero::OffloadedAdamWState::kExpAvg), m));
-    CHECK(at::equal(swapped.read(zero::OffloadedAdamWState::kExpAvgSq), v));
-    const at::Tensor replaced = at::rand({n});
-    swapped.write(zero::OffloadedAdamWState::kExpAvgSq, replaced);
-    CHECK(at::equal(swapped.read(zero::OffloadedAdamWState::kExpAvgSq), replaced));
-    CHECK(at::equal(swapped.read(zero::OffloadedAdamWState::kMaster), p));
+    const auto state = swapped.read_all();
+    CHECK(at::equal(state[zero::OffloadedAdamWState::kMaster], p));
+    CHECK(at::equal(state[zero::OffloadedAdamWState::kExpAvg], m));
+    CHECK(at::equal(state[zero::OffloadedAdamWState::kExpAvgSq], v));
+    const at::Tensor master = at::rand({n}), avg = at::rand({n}), avg_sq = at::rand({n});
+    swapped.write_all(master, avg, avg_sq);
+    const auto replaced = swapped.read_all();
+    CHECK(at::equal(replaced[zero::OffloadedAdamWState::kMaster], master));
+    CHECK(at::equal(replaced[zero::OffloadedAdamWState::kExpAvg], avg));
+    CHECK(at::equal(replaced[zero::OffloadedAdamWState::kExpAvgSq], avg_sq));
 
     // One byte of the third sub-group's exp_avg changed on disk: its next read fails.
     std::string swap_file;
@@ -176,7 +180,7 @@ TEST_CASE("the NVMe-swapped optimizer state steps as in memory, over several sub
         file.seekp(third_group + exp_avg + 17);
         file.put('\x7f');
     }
-    FTL_REQUIRE_ERROR(swapped.read(zero::OffloadedAdamWState::kExpAvg), ErrorKind::kIo, swap_file, "sub-group 2",
+    FTL_REQUIRE_ERROR(swapped.read_all(), ErrorKind::kIo, swap_file, "sub-group 2",
                       "CRC-32C", "--resume_from_checkpoint auto");
 }
 
