@@ -5,8 +5,9 @@
 //             the CPU test suite). The torch wheel ships ProcessGroupGloo without gloo's headers,
 //             so Gloo cannot be compiled against; see docs/architecture.md.
 // Both rendezvous through a c10d::TCPStore hosted by global rank 0 at MASTER_ADDR:MASTER_PORT.
-// All calls are blocking and must be made by every rank in the same order (the usual
-// collective contract). Tensors must be contiguous and live on the backend's device.
+// All calls block (but the start_* ones, which return a PendingCollective) and must be made by
+// every rank in the same order (the usual collective contract). Tensors must be contiguous and
+// live on the backend's device.
 #pragma once
 
 #include <ATen/Tensor.h>
