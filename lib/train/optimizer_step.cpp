@@ -21,10 +21,7 @@ OptimizerLayout optimizer_layout_for(const config::RunConfig& run, int64_t hidde
 
 TrainOptimizer::TrainOptimizer(NamedTensors trainable, optim::AdamWOptions options, const OptimizerLayout& layout,
                                const RankContext& rank)
-    : trainable_(trainable),
-      rank_(rank),
-      reduce_bucket_elements_(layout.reduce_bucket_elements),
-      overlap_comm_(layout.overlap_comm) {
+    : trainable_(trainable), rank_(rank) {
     if (layout.offload && layout.zero_stage == 0)
         fail(ErrorKind::kInternal, "TrainOptimizer: optimizer offload needs ZeRO stage 1, 2 or 3");
     if (layout.zero_stage == 0) {
@@ -40,12 +37,7 @@ TrainOptimizer::TrainOptimizer(NamedTensors trainable, optim::AdamWOptions optio
     partitioned_.emplace(*sharding, options, rank.comm, rank.rank, layout.offload);
 }
 
-std::string TrainOptimizer::reduction() const {
-    if (!bucketed_) return "";
-    return "gradients reduce-scattered in " + std::to_string(bucketed_->buckets()) + " bucket(s) of up to " +
-           std::to_string(reduce_bucket_elements_) + " elements (reduce_bucket_size), " +
-           (overlap_comm_ ? "each as soon as the step's last backward has finished it (overlap_comm)" : "after backward");
-}
+std::string TrainOptimizer::reduction() const { return bucketed_ ? bucketed_->describe() : ""; }
 
 void TrainOptimizer::reduce_during_next_backward() {
     if (bucketed_) bucketed_->reduce_during_next_backward();

@@ -67,8 +67,6 @@ public:
 private:
     NamedTensors trainable_;
     const RankContext& rank_;
-    int64_t reduce_bucket_elements_;
-    bool overlap_comm_;
     std::optional<optim::AdamW> replicated_;
     std::unique_ptr<zero::BucketedSharding> bucketed_;  // stages 1-2 (and LoRA's adapters at stage 3)
     std::optional<zero::PartitionedAdamW> partitioned_;

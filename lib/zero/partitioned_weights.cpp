@@ -80,11 +80,8 @@ public:
         NamedTensors out;
         int64_t offset = 0;
         for (const Group* group : groups_) {
-            at::Tensor full = at::empty({group->layout.padded()}, options().device(owner_.device_));
-            const at::Tensor mine = local.narrow(0, offset, group->layout.shard()).to(owner_.device_, at::kFloat);
+            const at::Tensor full = gather_segment(owner_.comm_, group->layout, local, offset, options().device(owner_.device_));
             offset += group->layout.shard();
-            if (owner_.comm_) owner_.comm_->all_gather(full, mine.contiguous());
-            else full.copy_(mine);
             if (owner_.rank_ != 0) continue;
             for (size_t i = 0; i < group->names.size(); ++i) {
                 at::Tensor t = at::empty(group->shapes[i], options());
@@ -315,7 +312,7 @@ int64_t PartitionedWeights::part_numel(int id) const {
 }
 
 void PartitionedWeights::acquire(int id) {
-    const int gathered = tied_ && id == kHead ? kEmbeddings : id;  // a tied head is the embeddings part
+    const int gathered = stored_as(id);
     fill_part(gathered);
     if (tied_ && id == kHead) decoder_->lm_head = decoder_->embed_tokens;
     // Look ahead to the part expected next: with offload_param nvme, read its slices from disk;
@@ -323,7 +320,7 @@ void PartitionedWeights::acquire(int id) {
     const std::optional<int> next = predicted_after(id);
     last_acquired_ = id;
     if (!next) return;
-    const int next_gathered = tied_ && *next == kHead ? kEmbeddings : *next;
+    const int next_gathered = stored_as(*next);
     const auto found = parts_.find(next_gathered);
     if (found == parts_.end() || next_gathered == gathered) return;
     const std::vector<size_t> on_disk = disk_indices(found->second);
@@ -390,7 +387,7 @@ void PartitionedWeights::release(int id) {
 std::vector<at::Tensor> PartitionedWeights::gradient_sources(int id) const {
     std::vector<at::Tensor> out;
     if (which_ != Partitioned::kTrainable) return out;
-    const auto it = parts_.find(tied_ && id == kHead ? kEmbeddings : id);
+    const auto it = parts_.find(stored_as(id));
     if (it != parts_.end())
         for (const Group& group : it->second) out.push_back(group.slice);
     return out;
@@ -398,7 +395,7 @@ std::vector<at::Tensor> PartitionedWeights::gradient_sources(int id) const {
 
 bool PartitionedWeights::gathers(int id) const {
     if (!comm_) return false;
-    return parts_.count(id) > 0 || (tied_ && id == kHead && parts_.count(kEmbeddings) > 0);
+    return parts_.count(stored_as(id)) > 0;
 }
 
 int64_t PartitionedWeights::slice_bytes() const {

@@ -127,6 +127,8 @@ private:
     void fill_part(int part);      // the model's slots point into the part's gather
     void drop_prefetch();          // completes and discards a gather started ahead
     int64_t part_numel(int part) const;
+    // The part whose slices hold `part`'s weights: a tied head is the embeddings part.
+    int stored_as(int part) const { return tied_ && part == kHead ? kEmbeddings : part; }
     using Slot = model::WeightPart::Slot;
     // Where slices live and, with offload_param nvme, the swap file sized for `frozen` tensors.
     void place_slices(const std::optional<ParameterOffload>& offload, const std::vector<at::Tensor>& frozen,

@@ -10,6 +10,15 @@
 #include "util/error.h"
 
 namespace ftl::zero {
+at::Tensor gather_segment(dist::Comm* comm, const FlatPartition& layout, const at::Tensor& local, int64_t offset,
+                          const at::TensorOptions& options) {
+    at::Tensor full = at::empty({layout.padded()}, options);
+    const at::Tensor mine = local.narrow(0, offset, layout.shard()).to(options.device(), at::kFloat).contiguous();
+    if (comm) comm->all_gather(full, mine);
+    else full.copy_(mine);
+    return full;
+}
+
 std::vector<at::Tensor> find_whole(const std::map<std::string, at::Tensor>& by_name, const std::string& prefix,
                                    const std::vector<std::string>& names, const std::vector<std::vector<int64_t>>& shapes,
                                    const std::string& source) {
@@ -41,7 +50,7 @@ struct GradientFinished final : torch::autograd::PostAccumulateGradHook {
 
 BucketedSharding::BucketedSharding(NamedTensors params, dist::Comm* comm, int rank, int world_size,
                                    int64_t bucket_elements, bool overlap)
-    : params_(std::move(params)), comm_(comm), overlap_(overlap) {
+    : params_(std::move(params)), comm_(comm), bucket_elements_(bucket_elements), overlap_(overlap) {
     if (params_.empty()) fail(ErrorKind::kInternal, "BucketedSharding: no trainable parameters");
     fp32_ = params_.front().second.options().dtype(at::kFloat);
     std::vector<std::vector<size_t>> groups(1);
@@ -78,6 +87,12 @@ BucketedSharding::~BucketedSharding() {
             } catch (const std::exception&) {  // the run is ending with the error that mattered
             }
         }
+}
+
+std::string BucketedSharding::describe() const {
+    return "gradients reduce-scattered in " + std::to_string(buckets_.size()) + " bucket(s) of up to " +
+           std::to_string(bucket_elements_) + " elements (reduce_bucket_size), " +
+           (overlap_ ? "each as soon as the step's last backward has finished it (overlap_comm)" : "after backward");
 }
 
 std::vector<at::Tensor> BucketedSharding::members_of(const Bucket& bucket) const {
@@ -150,10 +165,7 @@ at::Tensor BucketedSharding::reduced_gradients() {
 void BucketedSharding::write_parameters(const at::Tensor& updated) {
     at::NoGradGuard no_grad;
     for (const Bucket& bucket : buckets_) {
-        at::Tensor full = at::empty({bucket.layout.padded()}, fp32_);
-        const at::Tensor mine = updated.narrow(0, bucket.local_offset, bucket.layout.shard()).contiguous();
-        if (comm_) comm_->all_gather(full, mine);
-        else full.copy_(mine);
+        const at::Tensor full = gather_segment(comm_, bucket.layout, updated, bucket.local_offset, fp32_);
         for (size_t k = 0; k < bucket.members.size(); ++k) {
             at::Tensor p = params_[bucket.members[k]].second.detach();
             bucket.layout.unflatten_into(full, k, p);
@@ -169,10 +181,7 @@ void BucketedSharding::zero_grad() {
 Sharding::NamedTensors BucketedSharding::whole(const at::Tensor& local) const {
     std::vector<at::Tensor> out(params_.size());
     for (const Bucket& bucket : buckets_) {
-        at::Tensor full = at::empty({bucket.layout.padded()}, fp32_);
-        const at::Tensor mine = local.narrow(0, bucket.local_offset, bucket.layout.shard()).to(fp32_.device()).contiguous();
-        if (comm_) comm_->all_gather(full, mine);
-        else full.copy_(mine);
+        const at::Tensor full = gather_segment(comm_, bucket.layout, local, bucket.local_offset, fp32_);
         for (size_t k = 0; k < bucket.members.size(); ++k) {
             const size_t i = bucket.members[k];
             out[i] = at::empty(params_[i].second.sizes(), fp32_);
@@ -194,9 +203,8 @@ at::Tensor BucketedSharding::local_of(const std::map<std::string, at::Tensor>& b
             names.push_back(params_[i].first);
             shapes.push_back(params_[i].second.sizes().vec());
         }
-        std::vector<at::Tensor> found = find_whole(by_name, prefix, names, shapes, source);
-        for (at::Tensor& t : found) t = t.to(fp32_.device());
-        slices.push_back(bucket.layout.local_of(found, fp32_));
+        // local_of copies only this rank's elements, across devices: the whole tensors stay put.
+        slices.push_back(bucket.layout.local_of(find_whole(by_name, prefix, names, shapes, source), fp32_));
     }
     return at::cat(slices);
 }

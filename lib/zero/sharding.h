@@ -52,6 +52,11 @@ public:
     virtual void reduce_during_next_backward() {}
 };
 
+// [padded] in `options`: every rank's [shard] of `layout`, taken from its slice `local` at
+// `offset`, all-gathered (collective; `comm` null = one rank).
+at::Tensor gather_segment(dist::Comm* comm, const FlatPartition& layout, const at::Tensor& local, int64_t offset,
+                          const at::TensorOptions& options);
+
 // Whole tensors looked up as prefix + name, checked against `shapes`; for local_of.
 std::vector<at::Tensor> find_whole(const std::map<std::string, at::Tensor>& by_name, const std::string& prefix,
                                    const std::vector<std::string>& names, const std::vector<std::vector<int64_t>>& shapes,
@@ -83,7 +88,8 @@ public:
                         const std::string& source) const override;
     void reduce_during_next_backward() override;
 
-    size_t buckets() const { return buckets_.size(); }
+    // "gradients reduce-scattered in 3 bucket(s) of up to ... elements (reduce_bucket_size), ...".
+    std::string describe() const;
 
 private:
     struct Bucket {
@@ -104,6 +110,7 @@ private:
     at::TensorOptions fp32_;
     std::vector<Bucket> buckets_;
     int64_t local_numel_ = 0;
+    int64_t bucket_elements_;
     bool overlap_ = false;
     bool armed_ = false;       // this backward's gradients are final: reduce as they come
     size_t next_to_start_ = 0;  // buckets start in order on every rank

@@ -108,10 +108,10 @@ def worst_curve_diff(a, b, steps=None):
     return max(abs(x - y) / abs(y) for x, y in pairs) if len(a) == len(b) or steps else float("inf")
 
 
-def adapter_diff(dir_a, dir_b):
-    """(|a - b| / |b| over all adapter weights together, the worst tensor's own relative diff)."""
-    a = load_file(os.path.join(dir_a, "adapter_model.safetensors"))
-    b = load_file(os.path.join(dir_b, "adapter_model.safetensors"))
+def adapter_diff(dir_a, dir_b, file="adapter_model.safetensors"):
+    """(|a - b| / |b| over all of `file`'s weights together, the worst tensor's own relative diff)."""
+    a = load_file(os.path.join(dir_a, file))
+    b = load_file(os.path.join(dir_b, file))
     if set(a) != set(b):
         return float("inf"), float("inf")
     total = sum(((a[k] - b[k]) ** 2).sum().item() for k in b) ** 0.5 / sum((b[k] ** 2).sum().item() for k in b) ** 0.5
@@ -151,20 +151,34 @@ def check_gradient_buckets(work, model_dir, data_dir, single):
     check(curves[True] == curves[False], "overlapped and after-backward bucket reductions give the same curve bit for bit")
 
 
-def check_loading_memory(work, small_model_dir, data_dir):
+def model_variant(small_model_dir, folder, change, dtype=None):
+    """`folder`: the tiny model's folder (its tokenizer) with a fresh random model (seed 0) of the
+    config `change(config)` edits, saved in `dtype` when given. Returns the model."""
     import torch
     import transformers
-    big = os.path.join(work, "big_model")
-    shutil.copytree(small_model_dir, big)
-    for name in os.listdir(big):
+    shutil.copytree(small_model_dir, folder)
+    for name in os.listdir(folder):
         if name.endswith(".safetensors") or name == "config.json":
-            os.remove(os.path.join(big, name))
+            os.remove(os.path.join(folder, name))
     config = transformers.AutoConfig.from_pretrained(small_model_dir)
-    config.hidden_size, config.intermediate_size, config.num_hidden_layers = 256, 688, 32
-    config.num_attention_heads, config.num_key_value_heads = 4, 2
+    change(config)
     torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(config).to(torch.bfloat16)
-    model.save_pretrained(big)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    if dtype is not None:
+        model = model.to(dtype)
+    model.save_pretrained(folder)
+    return model
+
+
+def check_loading_memory(work, small_model_dir, data_dir):
+    import torch
+    big = os.path.join(work, "big_model")
+
+    def bigger(config):
+        config.hidden_size, config.intermediate_size, config.num_hidden_layers = 256, 688, 32
+        config.num_attention_heads, config.num_key_value_heads = 4, 2
+
+    model = model_variant(small_model_dir, big, bigger, torch.bfloat16)
     fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
     one = ("--max_steps", "1", "--lora_target_modules", "q_proj,v_proj")
     _, log = sft.run_ftlaunch(big, data_dir, os.path.join(work, "big_plain"), 4, 1, extra=one)

@@ -31,14 +31,12 @@ import shutil
 import sys
 import tempfile
 
-import torch
-import transformers
 from safetensors.torch import load_file
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import check, finish  # noqa: E402
 import test_sft_parity as sft  # noqa: E402
-from test_zero import worst_curve_diff, zero3_everything_partitioned, zero_config  # noqa: E402
+from test_zero import adapter_diff, model_variant, worst_curve_diff, zero3_everything_partitioned, zero_config  # noqa: E402
 
 
 def full_finetune(model_dir, data_dir, out, batch, accumulation, launcher=("--cpu", "--num_processes", "1"), extra=()):
@@ -60,26 +58,14 @@ def gather_counts(log):
 
 
 def weights_diff(dir_a, dir_b):
-    a = load_file(os.path.join(dir_a, "model.safetensors"))
-    b = load_file(os.path.join(dir_b, "model.safetensors"))
-    if set(a) != set(b):
-        return float("inf")
-    num = sum(((a[k].float() - b[k].float()) ** 2).sum().item() for k in b)
-    den = sum((b[k].float() ** 2).sum().item() for k in b)
-    return (num / den) ** 0.5
+    """|a - b| / |b| over all of model.safetensors' weights together."""
+    return adapter_diff(dir_a, dir_b, "model.safetensors")[0]
 
 
 def tied_copy(work, model_dir):
     """The same tiny model with tie_word_embeddings (lm_head shares embed_tokens)."""
     tied = os.path.join(work, "tied_model")
-    shutil.copytree(model_dir, tied)
-    for name in os.listdir(tied):
-        if name.endswith(".safetensors") or name == "config.json":
-            os.remove(os.path.join(tied, name))
-    config = transformers.AutoConfig.from_pretrained(model_dir)
-    config.tie_word_embeddings = True
-    torch.manual_seed(0)
-    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tied)
+    model_variant(model_dir, tied, lambda config: setattr(config, "tie_word_embeddings", True))
     return tied
 
 
