@@ -1,5 +1,6 @@
 #include "config/accelerate_config.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <functional>
 #include <map>
@@ -319,8 +320,13 @@ std::string to_yaml(const AccelerateConfig& config) {
             out << (j.get<bool>() ? "true" : "false");
         } else if (j.is_string()) {
             const std::string s = j.get<std::string>();
-            // Quote strings YAML would read as something else ('no' would become false).
-            if (parse_bool(s) || parse_double(s) || s.empty()) out << YAML::SingleQuoted << s;
+            // Quote strings YAML would read as something else ('no' would become false), and write
+            // control characters as escapes (a plain or single-quoted scalar loses line breaks).
+            const bool control = std::any_of(s.begin(), s.end(), [](char c) {
+                return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+            });
+            if (control) out << YAML::DoubleQuoted << s;
+            else if (parse_bool(s) || parse_double(s) || s.empty()) out << YAML::SingleQuoted << s;
             else out << s;
         } else if (j.is_null()) {
             out << YAML::Null;  // a dumped "null" would be emitted quoted, as a string

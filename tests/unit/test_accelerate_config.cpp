@@ -107,4 +107,8 @@ TEST_CASE("to_yaml writes what parse reads back", "[config]") {
     const std::string written = to_yaml(with_null);
     CHECK_THAT(written, Catch::Matchers::Contains("fsdp_x: null"));
     CHECK(parse_accelerate_config(written, "n2.yaml").config.to_json() == with_null.to_json());
+    // Found by fuzz_accelerate_config: a string ending in carriage returns lost one of them.
+    auto with_cr = parse_accelerate_config("distributed_type: FSDP\nfsdp_config:\n  fsdp_x: \"A\\r\\r\\r\"\n", "r.yaml").config;
+    REQUIRE(with_cr.to_json().dump().find("A\\r\\r\\r\"") != std::string::npos);
+    CHECK(parse_accelerate_config(to_yaml(with_cr), "r2.yaml").config.to_json() == with_cr.to_json());
 }
