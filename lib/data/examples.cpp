@@ -1,6 +1,7 @@
 #include "data/examples.h"
 
 #include <algorithm>
+#include <cstdint>
 
 #include "util/error.h"
 #include "util/strings.h"
@@ -68,6 +69,56 @@ Example encode(const std::vector<tokenizer::ChatSegment>& segments, const tokeni
     return example;
 }
 
+// `v` as an integer when it is one in [-100, INT32_MAX] (ids, labels and masks all fit).
+std::optional<int64_t> small_integer(const nlohmann::json& v) {
+    if (v.is_number_unsigned()) {
+        if (v.get<uint64_t>() > INT32_MAX) return std::nullopt;
+        return static_cast<int64_t>(v.get<uint64_t>());
+    }
+    if (!v.is_number_integer() || v.get<int64_t>() < -100) return std::nullopt;
+    return v.get<int64_t>();
+}
+
+// A record of a pre-tokenized dataset (TRL's "processed" datasets: an `input_ids` column, so
+// nothing is rendered or tokenized). Its targets come from `labels` (-100 = not a target), else
+// from `assistant_masks` (0 = not a target), else every token is one.
+Example pretokenized_example(const nlohmann::json& record, const TextOptions& options, const std::string& where) {
+    auto ids_it = record.find("input_ids");
+    if (ids_it == record.end() || !ids_it->is_array())
+        fail(ErrorKind::kConfig, where + ": the dataset is pre-tokenized (its first record has `input_ids`), but this "
+                                         "record has no `input_ids` list");
+    Example example;
+    for (const auto& id : *ids_it) {
+        const auto value = small_integer(id);
+        if (!value || *value < 0)
+            fail(ErrorKind::kConfig, where + ": input_ids holds " + id.dump() + "; token ids are integers from 0");
+        example.ids.push_back(static_cast<int32_t>(*value));
+    }
+    const char* mask_column = record.contains("labels") ? "labels" : record.contains("assistant_masks") ? "assistant_masks" : nullptr;
+    if (!mask_column) {
+        if (options.assistant_only_loss)
+            fail(ErrorKind::kConfig, where + ": --assistant_only_loss True: the pre-tokenized dataset has neither "
+                                             "`assistant_masks` nor `labels` to say which tokens the assistant wrote");
+        return example;
+    }
+    const auto& column = record[mask_column];
+    if (!column.is_array() || column.size() != example.ids.size())
+        fail(ErrorKind::kConfig, where + ": `" + mask_column + "` must be a list as long as input_ids (" +
+                                     std::to_string(example.ids.size()) + " tokens)");
+    for (size_t i = 0; i < column.size(); ++i) {
+        const auto value = small_integer(column[i]);
+        const bool is_labels = mask_column == std::string("labels");
+        const bool valid = value && (is_labels ? *value == -100 || *value == example.ids[i] : *value == 0 || *value == 1);
+        if (!valid)
+            fail(ErrorKind::kConfig, where + ": `" + mask_column + "`[" + std::to_string(i) + "] is " + column[i].dump() +
+                                         (is_labels ? "; a label is -100 or the input id at its position (" +
+                                                          std::to_string(example.ids[i]) + ": the shift is done in training)"
+                                                    : "; assistant_masks hold 0 or 1"));
+        example.is_target.push_back(is_labels ? *value != -100 : *value == 1);
+    }
+    return example;
+}
+
 }  // namespace
 
 std::vector<Example> tokenize_records(const std::vector<nlohmann::json>& records,
@@ -79,6 +130,14 @@ std::vector<Example> tokenize_records(const std::vector<nlohmann::json>& records
         fail(ErrorKind::kConfig, "--append_concat_token: the tokenizer has no eos_token to append");
     std::vector<Example> out;
     out.reserve(records.size());
+    if (records.front().contains("input_ids")) {
+        for (size_t i = 0; i < records.size(); ++i) {
+            Example example = pretokenized_example(records[i], options, source + " record " + std::to_string(i));
+            if (!example.ids.empty()) out.push_back(std::move(example));
+        }
+        if (out.empty()) fail(ErrorKind::kConfig, source + ": every record's input_ids is empty");
+        return out;
+    }
     for (size_t i = 0; i < records.size(); ++i) {
         const std::string where = source + " record " + std::to_string(i);
         Example example = encode(segments_of(records[i], options, tokenizer, where), tokenizer,

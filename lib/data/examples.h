@@ -37,7 +37,9 @@ struct Example {
     std::vector<uint8_t> is_target;  // empty: every token is a target
 };
 
-// One tokenized example per record. `source` names the dataset/split in errors (missing text
+// One tokenized example per record. A dataset whose first record has `input_ids` is taken as
+// pre-tokenized, as TRL does: its ids are used as they are (no text field, chat format, special
+// tokens or concat token), targets from `labels` or `assistant_masks` when present. `source` names the dataset/split in errors (missing text
 // field naming the columns the records have; empty dataset).
 std::vector<Example> tokenize_records(const std::vector<nlohmann::json>& records,
                                                    const tokenizer::HfTokenizer& tokenizer, const TextOptions& options,

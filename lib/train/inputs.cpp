@@ -94,6 +94,15 @@ std::vector<data::Row> split_rows(const config::TrainArgs& args, const JobInputs
                         : data::unpacked_rows(examples, args.max_seq_length, source);
 }
 
+void check_token_ids(const std::vector<data::Row>& rows, int64_t vocab_rows, const std::string& source) {
+    for (size_t r = 0; r < rows.size(); ++r)
+        for (const int32_t id : rows[r].input_ids)
+            if (id >= vocab_rows)
+                fail(ErrorKind::kConfig, source + " row " + std::to_string(r) + ": token id " + std::to_string(id) +
+                                             " is beyond the model's vocabulary of " + std::to_string(vocab_rows) +
+                                             " (was the dataset tokenized for another model?)");
+}
+
 namespace {
 
 // Everything tokenisation reads or does (see data/row_cache.h).

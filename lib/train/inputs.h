@@ -59,6 +59,11 @@ std::optional<quant::FourBitConfig> four_bit_config(const config::TrainArgs& arg
 // The rows of one split: tokenized with the job's text options, packed or one per example.
 std::vector<data::Row> split_rows(const config::TrainArgs& args, const JobInputs& inputs, const std::string& split);
 
+// Every token id of `rows` indexes one of the model's `vocab_rows` embedding rows; else
+// ftl::Error(kConfig) naming `source`, the row, the id and the model's vocabulary size (a
+// pre-tokenized dataset made with another tokenizer, or a tokenizer larger than the model).
+void check_token_ids(const std::vector<data::Row>& rows, int64_t vocab_rows, const std::string& source);
+
 // split_rows, run once per job: rank 0 tokenises and stores the rows in
 // <output_dir>/tokenized/<split>-<key>.safetensors (data/row_cache.h) unless a run with the same
 // key already did, then publishes the key in the store; the other ranks wait for that signal

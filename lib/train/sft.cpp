@@ -97,16 +97,20 @@ struct Splits {
     std::vector<data::Row> train, eval;
 };
 
-Splits prepare_data(const config::TrainArgs& args, const JobInputs& inputs, bool need_eval, const RankContext& rank,
-                    const Log& log) {
+// The rows of the training split (and the evaluation split when `need_eval`), every id checked
+// against the model's `vocab_rows` embedding rows.
+Splits prepare_data(const config::TrainArgs& args, const JobInputs& inputs, bool need_eval, int64_t vocab_rows,
+                    const RankContext& rank, const Log& log) {
     const std::vector<std::string> names = split(args.splits, ',');
     Splits s;
     s.train = prepared_split_rows(args, inputs, trim(names.at(0)), rank, log);
+    check_token_ids(s.train, vocab_rows, args.dataset_name + " [" + trim(names.at(0)) + "]");
     if (need_eval) {
         if (names.size() < 2)
             fail(ErrorKind::kConfig, "--eval_strategy " + args.eval_strategy + ": --splits '" + args.splits +
                                          "' names no evaluation split (e.g. --splits train,test)");
         s.eval = prepared_split_rows(args, inputs, trim(names.at(1)), rank, log);
+        check_token_ids(s.eval, vocab_rows, args.dataset_name + " [" + trim(names.at(1)) + "]");
     }
     return s;
 }
@@ -149,12 +153,16 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         if (rank.entered_phase) rank.entered_phase(what);
     };
     if (rank.heartbeat) rank.heartbeat->unwatched("tokenising the dataset");
-    const Splits data = prepare_data(args, inputs, args.eval_strategy != "no", rank, log);
+    const model::DecoderConfig model_config = model::read_decoder_config(inputs.model_dir);
+    // A chat format's tokens may add rows (load_job_model resizes the embeddings for them).
+    const int64_t vocab_rows = inputs.chat_format ? std::max<int64_t>(model_config.vocab_size, inputs.tokenizer.size())
+                                                  : model_config.vocab_size;
+    const Splits data = prepare_data(args, inputs, args.eval_strategy != "no", vocab_rows, rank, log);
     if (rank.heartbeat) rank.heartbeat->unwatched("checking the memory estimate");
 
     // ---- model and adapters: first, will it fit? ----
     {
-        const std::string fits = check_memory_fits(run, model::read_decoder_config(inputs.model_dir), rank);
+        const std::string fits = check_memory_fits(run, model_config, rank);
         if (main_rank) log.info(fits);
     }
     if (rank.heartbeat) rank.heartbeat->unwatched("loading the model");

@@ -15,6 +15,8 @@ crash safety while saving, and bad input stopped before training.
                   replayed from the same generator state) logs the same losses and grad norms (1e-6)
   kill -9         a rank killed while writing checkpoint-8 leaves checkpoint-4 intact and no
                   checkpoint-8; --resume_from_checkpoint True resumes from 4 and matches (1e-6)
+  pre-tokenized   an input_ids dataset gives the text dataset's curve exactly; assistant_masks and
+                  labels mask alike; bad ids and labels refused (exit 2)
   tokenised cache the rows are stored under output_dir/tokenized/<split>-<key>.safetensors; a
                   second run in the same folder reuses them and computes the same losses
   preemption      SIGTERM to the launcher of a 2-rank run: a checkpoint, exit 75, end record
@@ -111,6 +113,55 @@ def check_preemption(work, model_dir, data_dir, two_ranks):
           f"the same command again resumes (auto) and matches the uninterrupted {steps} steps: worst rel diff {worst:.1e} <= 1e-6")
 
 
+def write_jsonl(folder, name, records):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, name), "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    return folder
+
+
+def check_pretokenized(work, model_dir, texts, full_losses):
+    """A pre-tokenized dataset (an input_ids column, as TRL takes one) trains on exactly the rows
+    the text dataset tokenizes to; `labels` (-100) and `assistant_masks` (0) mark the same tokens
+    as non-targets; ids beyond the model's vocabulary and labels that are not the input ids are
+    refused naming the record."""
+    import transformers
+    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    plain = write_jsonl(os.path.join(work, "pretok"), "train.jsonl", [{"input_ids": i} for i in ids])
+    write_jsonl(plain, "test.jsonl", [{"input_ids": i} for i in ids[:6]])
+    out = os.path.join(work, "pretok_run")
+    proc = run(args_for(model_dir, plain, out))
+    check(proc.returncode == 0, "a pre-tokenized dataset trains")
+    if proc.returncode == 0:
+        same_tail(losses(out)[0], full_losses, list(range(1, 13)), "pre-tokenized rows vs the text they came from")
+
+    halves = [[0] * (len(i) // 2) + [1] * (len(i) - len(i) // 2) for i in ids]
+    masked = write_jsonl(os.path.join(work, "pretok_masks"), "train.jsonl",
+                         [{"input_ids": i, "assistant_masks": m} for i, m in zip(ids, halves)])
+    labelled = write_jsonl(os.path.join(work, "pretok_labels"), "train.jsonl",
+                           [{"input_ids": i, "labels": [t if b else -100 for t, b in zip(i, m)]} for i, m in zip(ids, halves)])
+    curves = []
+    for folder in (masked, labelled):
+        out = os.path.join(folder, "out")
+        proc = run(args_for(model_dir, folder, out, steps=4, extra=("--splits", "train")))
+        curves.append(losses(out)[0] if proc.returncode == 0 else {})
+    check(curves[0] and curves[0] == curves[1] and curves[0][1] != full_losses[1],
+          f"assistant_masks and labels mask the same tokens: {[round(curves[0].get(s, 0), 5) for s in (1, 4)]}")
+
+    vocab = json.load(open(os.path.join(model_dir, "config.json")))["vocab_size"]
+    bad = [("id beyond the vocabulary", [{"input_ids": ids[0][:5] + [vocab]}], f"token id {vocab} is beyond the model's vocabulary of {vocab}"),
+           ("labels not the input ids", [{"input_ids": ids[0], "labels": [i + 1 for i in ids[0]]}], "a label is -100 or the input id"),
+           ("record without input_ids", [{"input_ids": ids[0]}, {"text": texts[1]}], "record 1: the dataset is pre-tokenized")]
+    for what, records, fragment in bad:
+        folder = write_jsonl(os.path.join(work, "pretok_bad"), "train.jsonl", records)
+        proc = run(args_for(model_dir, folder, os.path.join(folder, "out"), extra=("--splits", "train")))
+        text = proc.stdout + proc.stderr
+        check(proc.returncode == 2 and fragment in text and "step 1/" not in text,
+              f"pre-tokenized, {what}: exit {proc.returncode}, message has {fragment!r}")
+
+
 def main():
     with tempfile.TemporaryDirectory() as work:
         model_dir, data_dir, texts = make_inputs_with_eval(work)
@@ -167,6 +218,8 @@ def main():
         check(proc.returncode == 0 and "resumed from" in proc.stdout, "resume from checkpoint-8 runs")
         if proc.returncode == 0:
             same_tail(losses(resumed)[0], full_losses, list(range(9, 13)), "resumed run vs uninterrupted run")
+
+        check_pretokenized(work, model_dir, texts, full_losses)
 
         # On a terminal: the bar, redrawn in place (\r ... ESC[K; text mode reads \r as a newline).
         tty = run(["script", "-qec", shlex.join(args_for(model_dir, data_dir, os.path.join(work, "tty"), steps=4)), "/dev/null"])
