@@ -83,12 +83,12 @@ public:
 
 // One part of a model's weights as ZeRO-3 partitions it (zero::PartitionedWeights): its
 // WeightResidency id, its name in messages, and the model's tensor fields it holds, in the order
-// the model uses the parts in a forward pass. `keep_dtype`: packed 4-bit codes, whose bytes are
-// kept as stored.
+// the model uses the parts in a forward pass. `dtype`: the type the slot's slices are kept in
+// when not the partition's (packed 4-bit codes keep their storage type; 16-bit frozen linears).
 struct WeightPart {
     struct Slot {
         at::Tensor* tensor;
-        bool keep_dtype = false;
+        std::optional<at::ScalarType> dtype;
     };
     int id;
     std::string name;

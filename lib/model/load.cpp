@@ -30,8 +30,8 @@ LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& opti
         DecoderLayerWeights l;
         l.input_norm = r.read(p + "input_layernorm.weight", {H});
         auto linear = [&](const std::string& path, int64_t out, int64_t in, bool bias) {
-            auto [weight, four_bit] = r.read_linear(p + path + ".weight", {out, in}, four_bit_compute);
-            return Linear{weight, r.read_if(bias, p + path + ".bias", {out}), std::nullopt, four_bit};
+            auto [weight, four_bit] = r.read_linear(p + path + ".weight", {out, in}, four_bit_compute, options.linear_dtype);
+            return Linear{weight, r.read_if(bias, p + path + ".bias", {out}, options.linear_dtype), std::nullopt, four_bit};
         };
         l.q_proj = linear("self_attn.q_proj", q_out, H, config.qkv_bias);
         l.k_proj = linear("self_attn.k_proj", kv_out, H, config.qkv_bias);
@@ -44,7 +44,7 @@ LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& opti
         w.layers.push_back(std::move(l));
     }
     w.final_norm = r.read("model.norm.weight", {H});
-    w.lm_head = config.tie_word_embeddings ? w.embed_tokens : r.read("lm_head.weight", {config.vocab_size, H});
+    w.lm_head = config.tie_word_embeddings ? w.embed_tokens : r.read("lm_head.weight", {config.vocab_size, H}, options.head_dtype);
     std::vector<std::string> unused = r.unused();
     return {CausalLM(std::move(config), std::move(w)), std::move(unused)};
 }

@@ -18,6 +18,12 @@ struct LoadOptions {
     // device above are ignored): for a caller that converts slices itself (ZeRO-3 reads only the
     // pages of its own slices).
     bool keep_mapped = false;
+    // Frozen weights a mixed-precision run only ever multiplies in its autocast type: the decoder
+    // layers' linear weights and biases (`linear_dtype`) and an untied lm_head (`head_dtype`)
+    // load directly in that type (half the bytes of fp32, no cast per use; autocast would round
+    // them to the same values). Ignored with keep_mapped.
+    std::optional<at::ScalarType> linear_dtype;
+    std::optional<at::ScalarType> head_dtype;
 };
 
 struct LoadedModel {

@@ -21,7 +21,7 @@ void quantize_layer_linears(DecoderLayerWeights& layer, int64_t index, const qua
 }
 
 void quantize_model(CausalLM& model, const quant::FourBitQuantizer& quantizer, at::ScalarType float_dtype,
-                    const at::Device& device) {
+                    const at::Device& device, std::optional<at::ScalarType> head_dtype) {
     at::NoGradGuard no_grad;
     DecoderWeights& w = model.weights();
     auto convert = [&](at::Tensor& t) {
@@ -38,7 +38,7 @@ void quantize_model(CausalLM& model, const quant::FourBitQuantizer& quantizer, a
     }
     convert(w.final_norm);
     if (tied) w.lm_head = w.embed_tokens;
-    else convert(w.lm_head);
+    else w.lm_head = w.lm_head.to(device, head_dtype.value_or(float_dtype)).contiguous();
 }
 
 void FourBitFootprint::add(DecoderLayerWeights& layer) {

@@ -3,6 +3,8 @@
 // floating point. See quant/four_bit.h for the format.
 #pragma once
 
+#include <optional>
+
 #include <ATen/ATen.h>
 
 #include "model/decoder.h"
@@ -20,9 +22,10 @@ at::ScalarType four_bit_source_dtype(const quant::FourBitConfig& config);
 void quantize_layer_linears(DecoderLayerWeights& layer, int64_t index, const quant::FourBitQuantizer& quantizer);
 
 // Every decoder layer's linears to 4-bit, one layer at a time, and every other tensor (still
-// mapped, or not) to `float_dtype` on `device`: the base model never exists whole in floating point.
+// mapped, or not) to `float_dtype` on `device` (an untied lm_head to `head_dtype` when given):
+// the base model never exists whole in floating point.
 void quantize_model(CausalLM& model, const quant::FourBitQuantizer& quantizer, at::ScalarType float_dtype,
-                    const at::Device& device);
+                    const at::Device& device, std::optional<at::ScalarType> head_dtype = std::nullopt);
 
 // Bytes of a model's 4-bit linears, added up layer by layer as they are quantised: packed codes
 // with their quantisation state, and the same weights in bfloat16 (QLoRA's claim: ~0.27x).

@@ -16,7 +16,8 @@ std::string shape_text(at::IntArrayRef shape) {
 
 }  // namespace
 
-at::Tensor WeightReader::read(const std::string& name, std::vector<int64_t> expected_shape) {
+at::Tensor WeightReader::read(const std::string& name, std::vector<int64_t> expected_shape,
+                              std::optional<at::ScalarType> dtype) {
     if (!ckpt_.contains(name))
         fail(ErrorKind::kConfig, ckpt_.dir() + ": the checkpoint has no tensor '" + name +
                                      "' that config.json implies (wrong config or "
@@ -33,15 +34,17 @@ at::Tensor WeightReader::read(const std::string& name, std::vector<int64_t> expe
     at::Tensor mapped = mapped_tensor(ckpt_.shared_file_of(name), name);
     if (keep_mapped_) return mapped;
     // One pass from the mapped bytes to the target dtype and device.
-    return mapped.to(device_, dtype_, /*non_blocking=*/false, /*copy=*/true);
+    return mapped.to(device_, dtype.value_or(dtype_), /*non_blocking=*/false, /*copy=*/true);
 }
 
-at::Tensor WeightReader::read_if(bool present, const std::string& name, std::vector<int64_t> shape) {
-    return present ? read(name, std::move(shape)) : at::Tensor();
+at::Tensor WeightReader::read_if(bool present, const std::string& name, std::vector<int64_t> shape,
+                                 std::optional<at::ScalarType> dtype) {
+    return present ? read(name, std::move(shape), dtype) : at::Tensor();
 }
 
 std::pair<at::Tensor, std::shared_ptr<const quant::FourBitState>> WeightReader::read_linear(
-    const std::string& name, std::vector<int64_t> expected_shape, at::ScalarType compute_dtype) {
+    const std::string& name, std::vector<int64_t> expected_shape, at::ScalarType compute_dtype,
+    std::optional<at::ScalarType> float_dtype) {
     auto saved = [&](const std::string& key) -> at::Tensor {
         if (!ckpt_.contains(key)) return {};
         used_.insert(key);
@@ -50,7 +53,7 @@ std::pair<at::Tensor, std::shared_ptr<const quant::FourBitState>> WeightReader::
     std::optional<quant::FourBitWeight> four_bit =
         quant::read_saved_four_bit(name, saved, compute_dtype, keep_mapped_ ? at::Device(at::kCPU) : device_,
                                    ckpt_.contains(name) ? ckpt_.file_of(name).path() : ckpt_.dir());
-    if (!four_bit) return {read(name, std::move(expected_shape)), nullptr};
+    if (!four_bit) return {read(name, std::move(expected_shape), float_dtype), nullptr};
     if (four_bit->state->shape != expected_shape)
         fail(ErrorKind::kConfig, ckpt_.file_of(name).path() + ": 4-bit tensor '" + name + "' has shape " +
                                      shape_text(four_bit->state->shape) + " but config.json implies " +

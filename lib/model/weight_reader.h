@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -24,16 +25,18 @@ public:
     WeightReader(const io::Checkpoint& ckpt, at::ScalarType dtype, at::Device device, bool keep_mapped)
         : ckpt_(ckpt), dtype_(dtype), device_(device), keep_mapped_(keep_mapped) {}
 
-    // The tensor `name` in the target dtype on the target device.
-    at::Tensor read(const std::string& name, std::vector<int64_t> expected_shape);
+    // The tensor `name` on the target device, in `dtype` when given, else the target dtype.
+    at::Tensor read(const std::string& name, std::vector<int64_t> expected_shape,
+                    std::optional<at::ScalarType> dtype = std::nullopt);
     // read() when `present`, else an undefined tensor.
-    at::Tensor read_if(bool present, const std::string& name, std::vector<int64_t> shape);
-    // A linear's weight: floating point, or (a bitsandbytes 4-bit checkpoint)
-    // packed codes with their state, kept in their storage dtype on the device
-    // (or mapped).
-    std::pair<at::Tensor, std::shared_ptr<const quant::FourBitState>> read_linear(const std::string& name,
-                                                                                  std::vector<int64_t> expected_shape,
-                                                                                  at::ScalarType compute_dtype);
+    at::Tensor read_if(bool present, const std::string& name, std::vector<int64_t> shape,
+                       std::optional<at::ScalarType> dtype = std::nullopt);
+    // A linear's weight: floating point (in `float_dtype` when given), or (a bitsandbytes 4-bit
+    // checkpoint) packed codes with their state, kept in their storage dtype on the device (or
+    // mapped).
+    std::pair<at::Tensor, std::shared_ptr<const quant::FourBitState>> read_linear(
+        const std::string& name, std::vector<int64_t> expected_shape, at::ScalarType compute_dtype,
+        std::optional<at::ScalarType> float_dtype = std::nullopt);
     bool contains(const std::string& name) const { return ckpt_.contains(name); }
     std::vector<std::string> unused() const;  // tensors of the checkpoint not read
 

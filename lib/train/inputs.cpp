@@ -46,11 +46,15 @@ JobInputs resolve_job_inputs(const config::TrainArgs& args) {
     return {model_dir, dataset_dir, chat_format, std::move(tok)};
 }
 
-JobModel load_job_model(const JobInputs& inputs, const at::Device& device, bool mapped) {
+JobModel load_job_model(const JobInputs& inputs, const at::Device& device, bool mapped,
+                        std::optional<at::ScalarType> frozen_dtype) {
     model::LoadOptions load;
     load.dtype = at::kFloat;
     load.device = device;
     load.keep_mapped = mapped;
+    load.linear_dtype = frozen_dtype;
+    const bool resizes = inputs.chat_format && inputs.tokenizer.size() > model::read_decoder_config(inputs.model_dir).vocab_size;
+    if (!resizes) load.head_dtype = frozen_dtype;
     JobModel out{model::load_causal_lm(inputs.model_dir, load), std::nullopt};
     if (inputs.chat_format && inputs.tokenizer.size() > out.loaded.model.config().vocab_size) {
         model::DecoderWeights& w = out.loaded.model.weights();

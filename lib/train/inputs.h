@@ -43,11 +43,15 @@ JobInputs resolve_job_inputs(const config::TrainArgs& args);
 // its embeddings resized (to a multiple of 8) when the chat tokens made the vocabulary larger.
 // `mapped` (ZeRO-3): the weights stay views of the mapped files, in the files' dtype, for
 // zero::PartitionedWeights to convert slice by slice (resized embeddings are converted whole).
+// `frozen_dtype` (LoRA under bf16/fp16 autocast): the decoder's linears and an untied lm_head
+// load in that type instead (model::LoadOptions::linear_dtype); the head stays fp32 when the
+// vocabulary is resized, since its new rows are means computed in fp32.
 struct JobModel {
     model::LoadedModel loaded;
     std::optional<int64_t> resized_to;  // the new vocabulary size when resized
 };
-JobModel load_job_model(const JobInputs& inputs, const at::Device& device, bool mapped = false);
+JobModel load_job_model(const JobInputs& inputs, const at::Device& device, bool mapped = false,
+                        std::optional<at::ScalarType> frozen_dtype = std::nullopt);
 
 // The --lora_* flags (and the base model's name) as PEFT's LoraConfig.
 peft::LoraConfig lora_config(const config::TrainArgs& args);

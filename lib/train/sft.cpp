@@ -178,11 +178,21 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     (void)at::ones({4096}, at::kBFloat16).to(at::kFloat).sum().item<float>();
     reset_peak_resident();
     const int64_t resident_before_load = resident_bytes();
-    JobModel job_model = load_job_model(inputs, device, partition_weights || four_bit);
+    // LoRA under bf16/fp16: the frozen linears are only ever multiplied in the autocast type, so
+    // they are kept in it (as DeepSpeed's bf16/fp16 engines keep the module): half the bytes, no
+    // cast in each forward and recompute, the same products. Loading does it, or (mapped
+    // weights) ZeRO-3's slicing and 4-bit quantisation below.
+    const std::optional<at::ScalarType> frozen_dtype = args.use_peft_lora ? autocast_dtype(args) : std::nullopt;
+    JobModel job_model = load_job_model(inputs, device, partition_weights || four_bit, frozen_dtype);
+    // The head too, unless resized: its new rows are fp32 means that the adapter file saves.
+    const std::optional<at::ScalarType> frozen_head_dtype = job_model.resized_to ? std::nullopt : frozen_dtype;
     model::CausalLM& lm = job_model.loaded.model;
     if (!args.use_peft_lora && model::has_four_bit_linears(lm))
         fail(ErrorKind::kConfig, inputs.model_dir + " is a bitsandbytes 4-bit checkpoint: its frozen 4-bit weights "
                                  "train only through adapters (--use_peft_lora True)");
+    if (main_rank && frozen_dtype)
+        log.info(std::string("frozen linear weights kept in ") + c10::toString(*frozen_dtype) + " (the autocast type)" +
+                 (frozen_head_dtype ? ", lm_head too" : ", lm_head in float32 (resized)"));
     if (main_rank && job_model.resized_to)
         log.info("resized the embeddings to " + std::to_string(*job_model.resized_to) + " rows for the chat tokens");
     NamedTensors trainable;
@@ -211,7 +221,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     };
     if (four_bit && !partition_weights) {
         for (int i = 0; i < lm.config().num_layers; ++i) quantize_layer(i);
-        model::quantize_model(lm, *quantizer, at::kFloat, device);  // the rest to fp32 on the device
+        model::quantize_model(lm, *quantizer, at::kFloat, device, frozen_head_dtype);  // the rest to fp32 on the device
     }
     const ModelShape shape{args.use_peft_lora ? all_count : 0, trainable_count, lm.config().num_layers,
                            lm.config().hidden_size};
@@ -228,7 +238,10 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                                         ? static_cast<int64_t>(*zero.stage3_param_persistence_threshold)
                                         : 10 * lm.config().hidden_size;
         const auto which = args.use_peft_lora ? zero::Partitioned::kFrozen : zero::Partitioned::kTrainable;
-        partitioned.emplace(lm, rank.comm, rank.rank, rank.world_size, at::kFloat, device, persistence,
+        zero::SliceTypes slice_types(at::kFloat);
+        slice_types.linears = frozen_dtype;
+        slice_types.head = frozen_head_dtype;
+        partitioned.emplace(lm, rank.comm, rank.rank, rank.world_size, slice_types, device, persistence,
                             four_bit ? std::function<void(int)>(quantize_layer) : std::function<void(int)>(),
                             parameter_offload_for(run, offload_param), which);
         partitioned_trainable = partitioned->sharding();

@@ -94,9 +94,14 @@ RankMemory estimate_rank_memory(const EstimateInputs& in, bool on_gpu) {
     const int64_t largest_part = std::max({p.embeddings, p.per_layer, p.head});
     if (in.lora) {
         // 4-bit applies to the decoder layers' linear weights; embeddings, norms and the head stay 16-bit.
-        const int64_t quantised = in.base_weights == BaseWeights::kFloat32 ? 0 : in.model.num_layers * (p.per_layer - 2 * in.model.hidden_size);
-        const double bytes = static_cast<double>(quantised) * base_bytes_per_parameter(in.base_weights) +
-                             static_cast<double>(p.total - quantised) * (quantised ? 2.0 : 4.0);
+        const int64_t layer_linears = in.model.num_layers * (p.per_layer - 2 * in.model.hidden_size);
+        const int64_t quantised = in.base_weights == BaseWeights::kFloat32 ? 0 : layer_linears;
+        double bytes = static_cast<double>(quantised) * base_bytes_per_parameter(in.base_weights) +
+                       static_cast<double>(p.total - quantised) * (quantised ? 2.0 : 4.0);
+        if (!quantised && in.frozen_linears_16bit) {
+            const int64_t sixteen = layer_linears + (in.model.tie_word_embeddings ? 0 : p.head - in.model.hidden_size);
+            bytes -= 2.0 * static_cast<double>(sixteen);
+        }
         const bool partitioned = in.zero_stage == 3;
         m.base_weights = static_cast<int64_t>(bytes / static_cast<double>(partitioned ? n : 1));
         if (partitioned) {
@@ -161,6 +166,7 @@ EstimateInputs estimate_inputs(const config::RunConfig& run, const model::Decode
     in.sequence_length = a.max_seq_length;
     in.gradient_checkpointing = a.gradient_checkpointing;
     in.activation_bytes = (a.bf16 || a.fp16) ? 2 : 4;
+    in.frozen_linears_16bit = a.use_peft_lora && (a.bf16 || a.fp16) && !a.use_4bit_quantization;
     return in;
 }
 

@@ -106,7 +106,7 @@ private:
 };
 
 PartitionedWeights::PartitionedWeights(model::CausalLM& model, dist::Comm* comm, int rank, int world_size,
-                                       at::ScalarType dtype, const at::Device& device, int64_t persistence_threshold,
+                                       const SliceTypes& types, const at::Device& device, int64_t persistence_threshold,
                                        const std::function<void(int layer)>& prepare_layer,
                                        const std::optional<ParameterOffload>& offload, Partitioned which)
     : decoder_(&model.weights()),
@@ -117,8 +117,9 @@ PartitionedWeights::PartitionedWeights(model::CausalLM& model, dist::Comm* comm,
       world_size_(world_size),
       persistence_threshold_(which == Partitioned::kTrainable ? 0 : persistence_threshold),
       which_(which) {
-    if (which == Partitioned::kTrainable && ((offload && offload->nvme) || dtype != at::kFloat))
+    if (which == Partitioned::kTrainable && ((offload && offload->nvme) || types.base != at::kFloat || types.linears || types.head))
         fail(ErrorKind::kInternal, "PartitionedWeights: trainable partitions are fp32, on the device or in host memory");
+    const at::ScalarType dtype = types.base;
     const auto options = at::TensorOptions().dtype(dtype).device(device);
     std::vector<at::Tensor> frozen;
     for (const auto& [name, t] : model.named_weights()) {
@@ -126,20 +127,20 @@ PartitionedWeights::PartitionedWeights(model::CausalLM& model, dist::Comm* comm,
         if (t.defined()) names_.emplace(t.unsafeGetTensorImpl(), name);
     }
     place_slices(offload, frozen, dtype, 2 * decoder_->layers.size() + 4);
-    add_part(kEmbeddings, model::part_name(kEmbeddings), {{&decoder_->embed_tokens, false}}, options);
+    add_part(kEmbeddings, model::part_name(kEmbeddings), {{&decoder_->embed_tokens, {}}}, options);
     for (size_t i = 0; i < decoder_->layers.size(); ++i) {
         if (prepare_layer) prepare_layer(static_cast<int>(i));
         model::DecoderLayerWeights& l = decoder_->layers[i];
-        std::vector<Slot> slots{{&l.input_norm, false}, {&l.post_attention_norm, false}};
+        std::vector<Slot> slots{{&l.input_norm, {}}, {&l.post_attention_norm, {}}};
         for (model::Linear* linear : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj}) {
-            slots.push_back({&linear->weight, linear->four_bit != nullptr});
-            slots.push_back({&linear->bias, false});
+            slots.push_back({&linear->weight, linear->four_bit ? linear->weight.scalar_type() : types.linears});
+            slots.push_back({&linear->bias, types.linears});
         }
         add_part(static_cast<int>(i), model::part_name(static_cast<int>(i)), slots, options);
     }
-    add_part(kFinalNorm, model::part_name(kFinalNorm), {{&decoder_->final_norm, false}}, options);
+    add_part(kFinalNorm, model::part_name(kFinalNorm), {{&decoder_->final_norm, {}}}, options);
     if (tied_) decoder_->lm_head = at::Tensor();  // shared with embed_tokens: gathered with it
-    else add_part(kHead, model::part_name(kHead), {{&decoder_->lm_head, false}}, options);
+    else add_part(kHead, model::part_name(kHead), {{&decoder_->lm_head, types.head}}, options);
     names_.clear();
     if (which == Partitioned::kTrainable) trainable_ = std::make_unique<TrainableSlices>(*this);
 }
@@ -197,7 +198,7 @@ void PartitionedWeights::add_part(int id, const std::string& name, const std::ve
     for (const Slot& candidate : candidates) {
         at::Tensor* slot = candidate.tensor;
         if (!slot->defined() || slot->requires_grad() != (which_ == Partitioned::kTrainable)) continue;
-        const at::TensorOptions target = candidate.keep_dtype ? options.dtype(slot->scalar_type()) : options;
+        const at::TensorOptions target = candidate.dtype ? options.dtype(*candidate.dtype) : options;
         if (slot->numel() < persistence_threshold_) {  // small: whole on every rank, never gathered
             *slot = slot->to(target).contiguous();
             persistent_bytes_ += slot->numel() * slot->element_size();

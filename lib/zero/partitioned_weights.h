@@ -43,6 +43,16 @@ struct ParameterOffload {
     int64_t max_in_cpu = 1'000'000'000;
 };
 
+// The types a decoder's slices are kept in: `base` for every tensor except, when given, the
+// decoder layers' linear weights and biases (`linears`) and an untied lm_head (`head`): LoRA under
+// bf16/fp16 keeps its frozen linears in the autocast type, so they are gathered in half the
+// bytes. Packed 4-bit codes keep their storage type.
+struct SliceTypes {
+    SliceTypes(at::ScalarType base_type = at::kFloat) : base(base_type) {}  // NOLINT: a plain type converts
+    at::ScalarType base;
+    std::optional<at::ScalarType> linears, head;
+};
+
 // Which of the model's tensors are partitioned: the frozen ones (requires_grad false; with LoRA)
 // or the trainable ones (requires_grad true; full fine-tuning).
 enum class Partitioned { kFrozen, kTrainable };
@@ -50,7 +60,7 @@ enum class Partitioned { kFrozen, kTrainable };
 class PartitionedWeights : public model::WeightResidency {
 public:
     // Takes the frozen tensors (requires_grad false) out of `model` and keeps this rank's slices
-    // in `dtype` on `device`, copying only the elements of its own slices (from mapped files, only
+    // in `types` on `device`, copying only the elements of its own slices (from mapped files, only
     // those pages are read); the model's tensors stay undefined until acquired. Tensors of fewer
     // than `persistence_threshold` elements (stage3_param_persistence_threshold: norms, biases)
     // stay whole on every rank, converted, and are never gathered. Collective-free; `comm` null =
@@ -60,8 +70,8 @@ public:
     // NVMe (zero/slice_swap.h, the next part read ahead), and each is copied to `device` when its
     // part is gathered. `which` kTrainable (full fine-tuning) takes the tensors that require grad
     // instead, all of them partitioned (no persistence threshold, no offload: fp32 slices on
-    // `device`, dtype must be kFloat).
-    PartitionedWeights(model::CausalLM& model, dist::Comm* comm, int rank, int world_size, at::ScalarType dtype,
+    // `device`, types must be all kFloat).
+    PartitionedWeights(model::CausalLM& model, dist::Comm* comm, int rank, int world_size, const SliceTypes& types,
                        const at::Device& device, int64_t persistence_threshold = 0,
                        const std::function<void(int layer)>& prepare_layer = {},
                        const std::optional<ParameterOffload>& offload = std::nullopt,

@@ -7,7 +7,8 @@ DeepSpeed's own estimators (CPU; models built on the meta device, nothing is dow
                equal PEFT's for all-linear and for a module list
   deepspeed    the DeepSpeed rows equal deepspeed.runtime.zero's estimate_zero2/zero3
                _model_states_mem_needs for the same counts and ranks (exact)
-  stages       on the 70B shape with LoRA: stage 3 puts 1/world of the base weights on a rank,
+  stages       on the 70B shape with LoRA under bf16: the frozen linears and lm_head count 2 bytes,
+               embeddings and norms 4; stage 3 puts 1/world of the base weights on a rank,
                offload moves optimizer state and then parameters to the host, 4-bit shrinks the
                base weights ~7x, checkpointing shrinks activations; without LoRA (full
                fine-tuning) stage 3 puts 1/world of the fp32 weights and gradients on a rank
@@ -74,7 +75,7 @@ def main():
     from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
     with tempfile.TemporaryDirectory() as work:
-        results = {}
+        results, sixteen_bit = {}, {}
         for name, shape in SHAPES.items():
             kwargs = dict(shape)
             config = transformers.AutoConfig.for_model(kwargs.pop("model_type"), **kwargs)
@@ -83,6 +84,8 @@ def main():
             with torch.device("meta"):
                 model = transformers.AutoModelForCausalLM.from_config(config)
             total, largest = deepspeed_counts(model)
+            # LoRA under bf16 keeps these frozen tensors in 16 bits: the decoder's linears and lm_head.
+            sixteen_bit[name] = sum(p.numel() for n, p in model.named_parameters() if "_proj." in n or n == "lm_head.weight")
             result = estimate(model_dir)
             results[name] = result
             check(result["model"]["total_params"] == total,
@@ -118,14 +121,18 @@ def main():
         big = results["llama2_70b"]
         total = big["model"]["total_params"]
         s2, s3 = row(big, 2), row(big, 3)
-        check(abs(s3["base_weights"] * 8 - s2["base_weights"]) <= 8 and s2["base_weights"] == 4 * total,
-              f"70B: stage 3 keeps 1/8 of the fp32 base weights per rank ({s3['base_weights']} x 8 vs {s2['base_weights']})")
+        base_bytes = 4 * total - 2 * sixteen_bit["llama2_70b"]
+        check(s2["base_weights"] == base_bytes,
+              f"70B, LoRA under bf16: base weights {s2['base_weights']} = linears and lm_head in bf16, embeddings and "
+              f"norms in fp32 ({base_bytes}; fp32 would be {4 * total})")
+        check(abs(s3["base_weights"] * 8 - s2["base_weights"]) <= 8,
+              f"70B: stage 3 keeps 1/8 of the base weights per rank ({s3['base_weights']} x 8 vs {s2['base_weights']})")
         opt, both = row(big, 3, optimizer=True), row(big, 3, optimizer=True, params=True)
         check(opt["optimizer"] == 0 and opt["host"] == s3["optimizer"] and both["base_weights"] == 0
               and both["host"] == s3["optimizer"] + s3["base_weights"],
               "70B: offload moves the optimizer state, then the base weights' slices, to the host")
         quant = estimate(os.path.join(work, "llama2_70b"), extra=("--use_4bit_quantization", "True", "--use_nested_quant", "True"))
-        ratio = row(big, 3)["base_weights"] / row(quant, 3)["base_weights"]
+        ratio = 4 * total / 8 / row(quant, 3)["base_weights"]
         check(6.5 < ratio < 8, f"70B: nested 4-bit base weights are {ratio:.2f}x smaller than fp32")
         no_ckpt = estimate(os.path.join(work, "llama2_70b"), stage=2, extra=("--gradient_checkpointing", "False"))
         check(row(no_ckpt, 2)["activations"] > 5 * row(z2, 2)["activations"],

@@ -24,6 +24,8 @@ ranks, with and without accumulation. Checks:
   buckets      ZeRO-2 on 2 ranks with accumulation, gradients reduce-scattered in 10 buckets
                (reduce_bucket_size 1000), during the last backward (overlap_comm) and after it: both
                curves == the single-rank one (1e-5) and each other bit for bit
+  bf16         LoRA under --bf16 True: frozen linears and the head kept in bf16 (norms, embeddings
+               fp32); ZeRO-3 on 2 ranks partitions exactly those bytes, curve == plain 2 ranks (1e-6)
   persistence  with DeepSpeed's default stage3_param_persistence_threshold (1e5 elements) the
                tensors below it stay whole on every rank: each rank reports exactly their fp32 bytes
   resume       a stage-2 run on 4 ranks saves checkpoint-10; resumed on 2 ranks under stage 1
@@ -128,6 +130,30 @@ def eval_losses(out):
 
 def loading_growth(log):
     return [int(m) for m in re.findall(r"loading the model raised resident memory by (\d+) bytes", log)]
+
+
+def check_bf16_frozen_linears(work, model_dir, data_dir):
+    """LoRA under --bf16 True keeps the frozen linears (and the untied head) in bf16, embeddings and
+    norms in fp32: ZeRO-3 on 2 ranks (every tensor partitioned) reports exactly those bytes as
+    the partitioned total, and its curve equals plain data parallel's on 2 ranks in bf16 (bf16
+    products depend on the batch's padded shape, so 1 rank x batch 4 is ~1e-2 away after 20
+    steps, for plain data parallel alike)."""
+    bf16 = ("--bf16", "True")
+    plain, log = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, "bf16_plain"), 2, 1, extra=bf16,
+                                  launcher=("--config_file", os.path.join(os.environ["FTL_SOURCE_DIR"], "configs",
+                                                                          "multi_cpu_2.yaml")))
+    check("frozen linear weights kept in BFloat16 (the autocast type), lm_head too" in log,
+          "--bf16 True with LoRA: the log says the frozen linears are kept in bf16")
+    losses, log = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, "bf16_zero3"), 2, 1, extra=bf16,
+                                   launcher=("--config_file", zero3_everything_partitioned(work, 2)))
+    weights = load_file(os.path.join(model_dir, "model.safetensors"))
+    expected = sum(t.numel() * (2 if "_proj." in k or k == "lm_head.weight" else 4) for k, t in weights.items())
+    totals = {int(t) for t in re.findall(r"holds \d+ bytes of the (\d+) bytes", log)}
+    check(totals == {expected}, f"ZeRO-3 bf16: partitioned bytes {sorted(totals)} == linears and head at 2 bytes, "
+                                f"the rest at 4: {expected} (fp32 would be {sum(t.numel() * 4 for t in weights.values())})")
+    curve = worst_curve_diff(losses, plain)
+    check(len(losses) == len(plain) and curve <= 1e-6,
+          f"ZeRO-3 bf16 vs plain data parallel bf16, 2 ranks: worst rel diff {curve:.2e} <= 1e-6")
 
 
 def check_gradient_buckets(work, model_dir, data_dir, single):
@@ -267,6 +293,7 @@ def main():
                       f"none partitioned under the default threshold)")
 
         check_gradient_buckets(work, model_dir, data_dir, single)
+        check_bf16_frozen_linears(work, model_dir, data_dir)
         check_loading_memory(work, model_dir, data_dir)
 
         # Re-partitioning on resume: 4 ranks (stage 2) -> 2 ranks (stage 1).

@@ -13,6 +13,7 @@
 #include "model/loss.h"
 #include "optim/loss_scaler.h"
 #include "optim/schedule.h"
+#include "train/autocast.h"
 #include "train/batches.h"
 #include "train/progress.h"
 #include "train/throughput.h"
@@ -283,4 +284,79 @@ TEST_CASE("ZeRO-3 refuses more ranks than a part has parameters, naming the part
                       ErrorKind::kConfig, "the final norm has 2 frozen parameters, fewer than the 3 ranks");
     model::CausalLM persistent = tiny_decoder(1);  // tensors under 3 elements kept whole: nothing too small is split
     CHECK_NOTHROW(zero::PartitionedWeights(persistent, nullptr, 0, 3, at::kFloat, at::Device(at::kCPU), 3));
+}
+
+TEST_CASE("under bf16 autocast, frozen linears stored in bf16 give the fp32-stored model's loss and adapter gradients bit for bit", "[train]") {
+    // A small random Llama with adapters on every linear (B drawn, not zero, so they act).
+    at::manual_seed(11);
+    model::DecoderConfig config;
+    config.model_type = "llama";
+    config.vocab_size = 40;
+    config.hidden_size = 32;
+    config.intermediate_size = 48;
+    config.num_layers = 2;
+    config.num_heads = 4;
+    config.num_kv_heads = 2;
+    config.head_dim = 8;
+    config.layer_window.assign(2, std::nullopt);
+    auto random = [](std::vector<int64_t> shape) { return at::randn(shape) * 0.2; };
+    model::DecoderWeights fp32;
+    fp32.embed_tokens = random({40, 32});
+    for (int i = 0; i < 2; ++i) {
+        model::DecoderLayerWeights layer;
+        layer.input_norm = 1.0 + random({32});
+        layer.post_attention_norm = 1.0 + random({32});
+        layer.q_proj.weight = random({32, 32});
+        layer.k_proj.weight = random({16, 32});
+        layer.v_proj.weight = random({16, 32});
+        layer.o_proj.weight = random({32, 32});
+        layer.gate_proj.weight = random({48, 32});
+        layer.up_proj.weight = random({48, 32});
+        layer.down_proj.weight = random({32, 48});
+        for (auto& [path, linear] : layer.linears())
+            linear->adapter = model::LowRankAdapter{random({4, linear->weight.size(1)}), random({linear->weight.size(0), 4}), 2.0, 0.0};
+        fp32.layers.push_back(layer);
+    }
+    fp32.final_norm = 1.0 + random({32});
+    fp32.lm_head = random({40, 32});
+    // The same model with its frozen linears (and the untied head) stored in bf16, fresh adapter leaves.
+    auto with_linears_in = [&](at::ScalarType dtype) {
+        model::DecoderWeights w = fp32;
+        for (auto& layer : w.layers)
+            for (auto& [path, linear] : layer.linears()) {
+                linear->weight = linear->weight.to(dtype);
+                linear->adapter->A = linear->adapter->A.clone().requires_grad_(true);
+                linear->adapter->B = linear->adapter->B.clone().requires_grad_(true);
+            }
+        w.lm_head = w.lm_head.to(dtype);
+        return model::CausalLM(config, w);
+    };
+    model::Batch batch;
+    batch.input_ids = at::randint(0, 40, {2, 12}, at::kLong);
+    batch.attention_mask = at::ones({2, 12}, at::kLong);
+    batch.labels = batch.input_ids.clone();
+    for (const bool recompute : {false, true}) {
+        std::vector<at::Tensor> losses, gradients;
+        for (const at::ScalarType stored : {at::kFloat, at::kBFloat16}) {
+            model::CausalLM lm = with_linears_in(stored);
+            model::ForwardOptions options;
+            options.training = true;
+            options.recompute_layers = recompute;
+            at::Tensor loss;
+            {
+                const train::AutocastScope autocast(at::kBFloat16, at::Device(at::kCPU));
+                loss = model::causal_lm_loss(lm, batch, {}, options).loss;
+            }
+            loss.backward();
+            losses.push_back(loss.detach());
+            for (auto& layer : lm.weights().layers)
+                for (auto& [path, linear] : layer.linears()) {
+                    gradients.push_back(linear->adapter->A.grad());
+                    gradients.push_back(linear->adapter->B.grad());
+                }
+        }
+        CHECK(losses[0].item<float>() == losses[1].item<float>());
+        const size_t half = gradients.size() / 2;
+        for (size_t i = 0; i < half; ++i) CHECK(at::equal(gradients[i], gradients[half + i]));
+    }
 }
