@@ -1,0 +1,247 @@
+"""LoRA fine-tuning speed and memory: ftlaunch against the HF stack (transformers + PEFT), the same
+random-init Llama shapes, the same random token rows and the same settings, measured in one call
+(issue 8's harness; DESIGN.md's anchors were taken this way).
+
+  python bench/bench_lora.py BUILD_DIR [--device cuda|cpu] [--shapes 8b:4,1.5b:8] [--steps 8]
+         [--warmup 3] [--loss_steps 50] [--seq N] [--threads N]
+
+Settings on both sides (the anchors'): LoRA r=8, alpha 16, dropout 0.1 on all linears; bf16
+(frozen weights in bf16, forward under autocast); SDPA attention; gradient checkpointing
+(non-reentrant); AdamW lr 1e-4; max_grad_norm 1.0; rows of --seq tokens drawn uniformly from the
+vocabulary (a pre-tokenized dataset), no padding. Shapes (name:batch): 8b and 1.5b are DESIGN.md's
+(untied 128,256-token vocabulary, seq 2048); tiny (hidden 256, 4 layers, vocabulary 8192, seq 256)
+is for the CPU. --qlora adds ftlaunch's QLoRA run of each shape (NF4, nested, bf16 storage and
+compute; issue 8's target: >= 0.75x our LoRA's tokens/s).
+
+
+tokens/s: over --steps steps after --warmup (ftlaunch: the per-step rates of its metrics.jsonl;
+HF: wall time with the device synchronised). Peak memory: the caching allocator's peak allocated
+bytes over the whole run on CUDA (both sides read c10's statistics), the peak resident set on CPU.
+Loss check (--loss_steps > 0; the first shape): both stacks train the same rows in the same order
+(ftlaunch's sampler: torch.randperm seeded seed + epoch) for --loss_steps steps. Step 1's loss is
+the base model's on the same rows (adapters start at zero); it must agree within 1e-2 relative
+(bf16 rounding: HF keeps the residual stream in bf16, ftlaunch in fp32), and the mean of the last
+10 steps within 2e-2 (the two stacks draw different dropout masks).
+
+The table is printed last; `scripts/gpu_check.sh` runs this on the GPU machine.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEED = 7
+SHAPES = {  # hidden, layers, MLP, heads, kv heads, vocabulary, sequence length
+    "8b": (4096, 32, 14336, 32, 8, 128256, 2048),
+    "1.5b": (2048, 16, 8192, 32, 8, 128256, 2048),
+    "tiny": (256, 4, 1024, 8, 4, 8192, 256),
+}
+LORA = dict(r=8, lora_alpha=16, lora_dropout=0.1, target_modules="all-linear")
+LEARNING_RATE = 1e-4
+
+
+def make_model(folder, shape, device):
+    """A random-init Llama in bf16 (transformers' own init) and a minimal tokenizer, saved to `folder`."""
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, models
+
+    hidden, layers, mlp, heads, kv_heads, vocab, seq = SHAPES[shape]
+    config = transformers.LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=mlp,
+                                      num_hidden_layers=layers, num_attention_heads=heads,
+                                      num_key_value_heads=kv_heads, max_position_embeddings=max(seq, 2048),
+                                      tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(SEED)
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device(device):
+        model = transformers.LlamaForCausalLM(config)
+    model.save_pretrained(folder)
+    # Only the ids matter (the dataset is pre-tokenized); ftlaunch reads eos from the tokenizer.
+    tok = Tokenizer(models.BPE(vocab={"<unk>": 0, "<s>": 1, "</s>": 2, "a": 3}, merges=[], unk_token="<unk>"))
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
+                                         eos_token="</s>").save_pretrained(folder)
+
+
+def write_rows(folder, shape, count):
+    """`count` rows of random token ids (uniform over the vocabulary), as a pre-tokenized dataset."""
+    import torch
+    _, _, _, _, _, vocab, seq = SHAPES[shape]
+    generator = torch.Generator().manual_seed(SEED)
+    rows = torch.randint(0, vocab, (count, seq), generator=generator).tolist()
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "train.jsonl"), "w") as f:
+        for r in rows:
+            f.write(json.dumps({"input_ids": r}) + "\n")
+    return rows
+
+
+def batch_order(rows, batch, steps):
+    """ftlaunch's sampler on one rank: epoch e deals torch.randperm(n, seed + e)."""
+    import torch
+    order, epoch = [], 0
+    while len(order) < batch * steps:
+        order += torch.randperm(rows, generator=torch.Generator().manual_seed(SEED + epoch)).tolist()
+        epoch += 1
+    return [order[i * batch:(i + 1) * batch] for i in range(steps)]
+
+
+def hf_worker(args):
+    """The HF stack's run, in its own process: prints one JSON line (losses, tokens/s, peak bytes)."""
+    import peft
+    import torch
+    import transformers
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    rows = [json.loads(line)["input_ids"] for line in open(os.path.join(args.data, "train.jsonl"))]
+    model = transformers.AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16,
+                                                              attn_implementation="sdpa").to(device)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+    model = peft.get_peft_model(model, peft.LoraConfig(task_type="CAUSAL_LM", **LORA))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=LEARNING_RATE)
+    model.train()
+    losses, times = [], []
+    for indices in batch_order(len(rows), args.batch, args.total_steps):
+        ids = torch.tensor([rows[i] for i in indices], device=device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())  # synchronises
+        times.append(time.perf_counter() - start)
+    tokens = args.batch * len(rows[0])
+    measured = times[args.warmup:]
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    print(json.dumps({"losses": losses, "tokens_per_second": tokens * len(measured) / sum(measured),
+                      "peak_bytes": peak}))
+
+
+def run_hf(args, model_dir, data_dir, batch, steps):
+    cmd = [sys.executable, os.path.abspath(__file__), "--hf-worker", "--model", model_dir, "--data", data_dir,
+           "--batch", str(batch), "--total-steps", str(steps), "--warmup", str(args.warmup), "--device", args.device,
+           "--threads", str(args.threads), args.build_dir]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        return None, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), ""
+
+
+QLORA = ["--use_4bit_quantization", "True", "--use_nested_quant", "True", "--bnb_4bit_quant_type", "nf4",
+         "--bnb_4bit_compute_dtype", "bfloat16", "--bnb_4bit_quant_storage_dtype", "bfloat16"]
+
+
+def run_ftlaunch(args, model_dir, data_dir, out, batch, steps, seq, extra=()):
+    launcher = ["--num_processes", "1", "--main_process_port", "0"] + (["--cpu"] if args.device == "cpu" else [])
+    cmd = [os.path.join(args.build_dir, "bin", "ftlaunch"), *launcher, "train", "--model_name_or_path", model_dir,
+           "--dataset_name", data_dir, "--splits", "train", "--chat_template_format", "none", "--packing", "False",
+           "--max_seq_len", str(seq), "--use_peft_lora", "True", "--lora_r", str(LORA["r"]),
+           "--lora_alpha", str(LORA["lora_alpha"]), "--lora_dropout", str(LORA["lora_dropout"]),
+           "--lora_target_modules", LORA["target_modules"], "--per_device_train_batch_size", str(batch),
+           "--gradient_accumulation_steps", "1", "--gradient_checkpointing", "True", "--bf16", "True",
+           "--learning_rate", str(LEARNING_RATE), "--lr_scheduler_type", "constant", "--warmup_steps", "0",
+           "--weight_decay", "0.01", "--max_grad_norm", "1.0", "--max_steps", str(steps), "--logging_steps", "1",
+           "--save_strategy", "no", "--seed", str(SEED), "--report_to", "none", "--output_dir", out, *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, env=env)
+    if proc.returncode != 0:
+        return None, (proc.stdout + proc.stderr)[-3000:]
+    records = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    train = [r for r in records if r.get("kind") == "train"]
+    measured = train[args.warmup:]
+    # Rates per step; the harmonic mean is total tokens over total time.
+    rate = len(measured) / sum(1.0 / r["tokens_per_second"] for r in measured)
+    return {"losses": [r["loss"] for r in train], "tokens_per_second": rate,
+            "peak_bytes": max(max(r["peak_memory_bytes"]) for r in train)}, ""
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("build_dir")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--shapes", default=None, help="name:batch,... (default 8b:4,1.5b:8 on cuda, tiny:4 on cpu)")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--loss_steps", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--qlora", action="store_true", help="also time ftlaunch's QLoRA run of each shape")
+    parser.add_argument("--hf-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--total-steps", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.hf_worker:
+        hf_worker(args)
+        return
+    shapes = [(s.split(":")[0], int(s.split(":")[1]))
+              for s in (args.shapes or ("8b:4,1.5b:8" if args.device == "cuda" else "tiny:4")).split(",")]
+    table, problems = [], []
+    with tempfile.TemporaryDirectory() as work:
+        for index, (shape, batch) in enumerate(shapes):
+            seq = SHAPES[shape][6]
+            model_dir, data_dir = os.path.join(work, shape, "model"), os.path.join(work, shape, "data")
+            subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); "
+                            f"import bench_lora; bench_lora.make_model({model_dir!r}, {shape!r}, {args.device!r})"],
+                           check=True, capture_output=True)
+            speed_steps = args.warmup + args.steps
+            loss_steps = args.loss_steps if index == 0 else 0
+            steps = max(speed_steps, loss_steps)
+            write_rows(data_dir, shape, batch * steps)
+            ours, error = run_ftlaunch(args, model_dir, data_dir, os.path.join(work, shape, "out"), batch, steps, seq)
+            if error:
+                problems.append(f"{shape}: ftlaunch failed:\n{error}")
+            ref, ref_error = run_hf(args, model_dir, data_dir, batch, steps)
+            if ref_error:
+                problems.append(f"{shape}: the HF stack failed:\n{ref_error}")
+            qlora = None
+            if args.qlora:
+                qlora, error = run_ftlaunch(args, model_dir, data_dir, os.path.join(work, shape, "out_qlora"), batch,
+                                            speed_steps, seq, QLORA)
+                if error:
+                    problems.append(f"{shape}: ftlaunch QLoRA failed:\n{error}")
+            table.append((shape, batch, seq, ours, ref, qlora))
+            if loss_steps and ours and ref:
+                first = abs(ours["losses"][0] - ref["losses"][0]) / ref["losses"][0]
+                tail_ours, tail_ref = (sum(x["losses"][-10:]) / 10 for x in (ours, ref))
+                tail = abs(tail_ours - tail_ref) / tail_ref
+                verdict = "ok" if first <= 1e-2 and tail <= 2e-2 else "DIFFER"
+                print(f"loss check ({shape}, {loss_steps} steps): step 1 {ours['losses'][0]:.4f} vs {ref['losses'][0]:.4f} "
+                      f"(rel {first:.1e}, bound 1e-2); mean of the last 10 {tail_ours:.4f} vs {tail_ref:.4f} "
+                      f"(rel {tail:.1e}, bound 2e-2): {verdict}")
+                if verdict != "ok":
+                    problems.append(f"{shape}: the loss curves differ beyond bf16 noise")
+    for problem in problems:
+        print(problem)
+    gib = 1024 ** 3
+    print(f"\nLoRA r8 all-linear, bf16, gradient checkpointing, device {args.device}, {args.steps} steps after "
+          f"{args.warmup} warm-up")
+    print(f"{'shape':>6} {'batch':>5} {'seq':>5} | {'HF tok/s':>9} {'ours tok/s':>10} {'ratio':>6} | "
+          f"{'HF GiB':>7} {'ours GiB':>8} {'ratio':>6}" + (" | QLoRA tok/s  / LoRA    GiB" if args.qlora else ""))
+    for shape, batch, seq, ours, ref, qlora in table:
+        def cell(x, key, scale=1.0, fmt="{:.0f}"):
+            return fmt.format(x[key] / scale) if x else "failed"
+        speed = f"{ours['tokens_per_second'] / ref['tokens_per_second']:.2f}" if ours and ref else "-"
+        memory = f"{ours['peak_bytes'] / ref['peak_bytes']:.2f}" if ours and ref else "-"
+        print(f"{shape:>6} {batch:>5} {seq:>5} | {cell(ref, 'tokens_per_second'):>9} {cell(ours, 'tokens_per_second'):>10} "
+              f"{speed:>6} | {cell(ref, 'peak_bytes', gib, '{:.1f}'):>7} {cell(ours, 'peak_bytes', gib, '{:.1f}'):>8} "
+              f"{memory:>6}" + (f" | {cell(qlora, 'tokens_per_second'):>11} "
+                                f"{(qlora['tokens_per_second'] / ours['tokens_per_second']) if qlora and ours else 0:>7.2f} "
+                                f"{cell(qlora, 'peak_bytes', gib, '{:.1f}'):>6}" if args.qlora else ""))
+    sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()
