@@ -585,7 +585,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                  format_number(step_volume.reduce_scatter / steps) + ", broadcast " +
                  format_number(step_volume.broadcast / steps) + ")");
     }
-    if (main_rank && partitioned && rank.comm) {
+    if (main_rank && partitioned && (rank.comm || offload_param)) {
         const auto& count = partitioned->prefetch_count();
         log.info("ZeRO-3 gathers: " + std::to_string(count.gathers) + ", of which " + std::to_string(count.ahead) +
                  " were started ahead of their use (prefetch) and " + std::to_string(count.dropped) +

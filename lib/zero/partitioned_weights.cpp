@@ -170,6 +170,7 @@ PartitionedWeights::PartitionedWeights(const std::vector<model::WeightPart>& par
 void PartitionedWeights::place_slices(const std::optional<ParameterOffload>& offload, const std::vector<at::Tensor>& frozen,
                                       at::ScalarType dtype, size_t parts) {
     slices_on_host_ = offload.has_value();
+    if (offload) transfer_ = std::make_unique<TransferStream>(device_);
     if (offload)
         slice_options_ = at::TensorOptions().device(at::kCPU).pinned_memory(device_.is_cuda() && !offload->nvme);
     else
@@ -253,17 +254,26 @@ PartitionedWeights::Gather PartitionedWeights::start_gather(int id, bool wait) {
     const std::vector<at::Tensor> swapped_in = indices.empty() ? std::vector<at::Tensor>() : swap_->load(indices);
     size_t next_swapped = 0;
     at::NoGradGuard no_grad;
-    for (size_t g = 0; g < groups.size(); ++g) {
-        const Group& group = groups[g];
-        const at::Tensor slice = group.on_disk ? swapped_in.at(next_swapped++) : group.slice.detach();
-        at::Tensor full = at::empty({group.layout.padded()}, at::TensorOptions().dtype(group.dtype).device(device_));
-        const at::Tensor local = slice.device() == device_ ? slice : slice.to(device_, /*non_blocking=*/true);
-        if (!comm_) full.copy_(local);
-        else if (wait) comm_->all_gather(full, local);
-        else gather.pending.push_back(comm_->start_all_gather(full, local));
-        gather.locals.push_back(local);
-        gather.fulls.push_back(full);
-    }
+    auto enqueue = [&] {
+        for (size_t g = 0; g < groups.size(); ++g) {
+            const Group& group = groups[g];
+            const at::Tensor slice = group.on_disk ? swapped_in.at(next_swapped++) : group.slice.detach();
+            const at::Tensor local = slice.device() == device_ ? slice : slice.to(device_, /*non_blocking=*/true);
+            at::Tensor full;
+            if (!comm_ && !local.is_same(slice)) full = local;  // one rank: the upload is the whole part
+            else full = at::empty({group.layout.padded()}, at::TensorOptions().dtype(group.dtype).device(device_));
+            if (!comm_) {
+                if (!full.is_same(local)) full.copy_(local, /*non_blocking=*/true);
+            } else if (wait) comm_->all_gather(full, local);
+            else gather.pending.push_back(comm_->start_all_gather(full, local));
+            gather.locals.push_back(local);
+            gather.fulls.push_back(full);
+        }
+    };
+    // Ahead of use, offloaded slices upload beside the computation; a gather in use is enqueued
+    // where it is used.
+    if (!wait && transfer_) gather.uploaded = transfer_->run(enqueue);
+    else enqueue();
     return gather;
 }
 
@@ -281,6 +291,7 @@ void PartitionedWeights::fill_part(int id) {
     ++prefetch_count_.gathers;
     if (ahead_ && ahead_->part == id) {
         for (auto& pending : ahead_->pending) pending->wait();
+        if (transfer_) transfer_->wait(ahead_->uploaded, ahead_->fulls);
         gather = std::move(*ahead_);
         ahead_.reset();
         ++prefetch_count_.ahead;
@@ -327,7 +338,8 @@ void PartitionedWeights::acquire(int id) {
     const std::vector<size_t> on_disk = disk_indices(found->second);
     if (!on_disk.empty()) {
         swap_->prefetch(on_disk);
-    } else if (prefetch_ && comm_ && !ahead_ && part_numel(gathered) + part_numel(next_gathered) <= max_live_parameters_) {
+    } else if (prefetch_ && (comm_ || transfer_) && !ahead_ &&
+               part_numel(gathered) + part_numel(next_gathered) <= max_live_parameters_) {
         ahead_ = start_gather(next_gathered, /*wait=*/false);
     }
 }

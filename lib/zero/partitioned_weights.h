@@ -29,6 +29,7 @@
 #include "io/direct_file.h"
 #include "zero/flat_partition.h"
 #include "zero/sharding.h"
+#include "zero/transfer_stream.h"
 #include "zero/slice_swap.h"
 
 namespace ftl::zero {
@@ -88,7 +89,8 @@ public:
 
     // Prefetch (DeepSpeed's stage3_prefetch_bucket_size > 0; the decoder family, whose order of
     // parts is known): after gathering a part, start gathering the one expected next
-    // (Comm::start_all_gather) while this one computes, unless the two together exceed
+    // (Comm::start_all_gather; with offload_param, on one rank too, its upload from host memory on
+    // a side stream: zero/transfer_stream.h) while this one computes, unless the two together exceed
     // `max_live_parameters` elements (stage3_max_live_parameters). A wrong guess costs one gather
     // every rank makes and drops. Deviation: the unit is a part (a decoder layer), one ahead,
     // whatever the bucket size.
@@ -132,6 +134,7 @@ private:
         int part = 0;
         std::vector<at::Tensor> fulls, locals;  // locals: the inputs, alive until complete
         std::vector<std::unique_ptr<dist::PendingCollective>> pending;
+        TransferStream::Done uploaded;  // offloaded slices uploaded on the side stream
     };
     Gather start_gather(int part, bool wait);
     void fill_part(int part);      // the model's slots point into the part's gather
@@ -153,6 +156,7 @@ private:
     int64_t persistence_threshold_;
     at::TensorOptions slice_options_;  // where the slices live: device_, or host memory
     bool slices_on_host_ = false;      // offload_param (cpu, or nvme between reads)
+    std::unique_ptr<TransferStream> transfer_;  // offload_param: uploads ahead of use
     std::unique_ptr<SliceSwap> swap_;  // offload_param nvme, when not everything fits max_in_cpu
     bool nvme_ = false;                // offload_param nvme asked for
     int64_t host_budget_ = 0;          // elements max_in_cpu still allows in host memory

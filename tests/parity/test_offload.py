@@ -9,7 +9,8 @@ a global batch of 4 rows, single rank without ZeRO as the reference. Checks:
                partitioned and sub_group_size 1000 (4 swapped sub-groups per rank, so reads,
                updates and write-backs overlap); ZeRO-3 2 ranks with optimizer and parameters on
                cpu, and on nvme with max_in_cpu 0 (each rank reports where its parameter slices
-               are: host memory, or its params.swap file); parameters on nvme with max_in_cpu
+               are: host memory, or its params.swap file); ZeRO-3 on 1 rank with both on cpu (the
+               seed's third command on one device), each part uploaded ahead of its use; parameters on nvme with max_in_cpu
                40000 (each rank keeps the first parts that fit, at most 40000 elements, in host
                memory and the rest in its swap file, and says so); the log names where
                the state lives. (On CPU ranks host and device memory are one: these runs prove the
@@ -88,6 +89,10 @@ def main():
                   zero3_json_yaml(work, 2, "zero3_cpu", {"offload_optimizer": {"device": "cpu", "pin_memory": True},
                                                          "offload_param": {"device": "cpu", "pin_memory": True}}),
                   2, 1, "host memory"),
+                 ("ZeRO-3 partitioned, 1 rank, optimizer and parameters on cpu",
+                  zero3_json_yaml(work, 1, "zero3_cpu_1", {"offload_optimizer": {"device": "cpu"},
+                                                           "offload_param": {"device": "cpu"}}),
+                  4, 1, "host memory"),
                  ("ZeRO-3 partitioned, 2 ranks, optimizer and parameters on nvme",
                   zero3_json_yaml(work, 2, "zero3_infinity", {"offload_optimizer": {"device": "nvme", "nvme_path": nvme},
                                                               "offload_param": {"device": "nvme", "nvme_path": nvme,
@@ -117,9 +122,16 @@ def main():
                 held = [l for l in log.splitlines() if "ZeRO-3: this rank holds" in l]
                 split = "max_in_cpu" in what
                 kept = [int(m) for l in held for m in re.findall(r"host memory for (\d+) elements \(offload_param.max_in_cpu\)", l)]
-                check(len(held) == 2 and all(where in l for l in held) and (not split or (len(kept) == 2 and
-                                                                                          0 < min(kept) <= 40000)),
+                ranks = 1 if "1 rank" in what else 2
+                check(len(held) == ranks and all(where in l for l in held) and (not split or (len(kept) == 2 and
+                                                                                              0 < min(kept) <= 40000)),
                       f"{what}: each rank says where its parameter slices are ({held[:1]})")
+                if ranks == 1:  # no collective: what runs ahead is each part's upload from host memory
+                    counts = re.search(r"ZeRO-3 gathers: (\d+), of which (\d+) were started ahead of their use "
+                                       r"\(prefetch\) and (\d+)", log)
+                    counts = tuple(map(int, counts.groups())) if counts else None
+                    check(counts is not None and counts[1] > 0 and counts[2] == 0,
+                          f"{what}: parts uploaded ahead of their use (gathers, ahead, unused): {counts}")
             left = os.listdir(nvme)
             check(not left, f"{what}: no swap file left in the nvme folder ({left})")
 
