@@ -15,6 +15,8 @@
 namespace ftl::zero {
 namespace {
 
+constexpr int64_t kMaxTransferChunk = int64_t{1} << 24;  // 64 MB of fp32 per transfer
+
 at::Tensor host_tensor(int64_t n, bool pinned) {
     return at::zeros({n}, at::TensorOptions().dtype(at::kFloat).pinned_memory(pinned && at::hasCUDA()));
 }
@@ -40,6 +42,9 @@ OffloadedAdamWState::OffloadedAdamWState(const at::Tensor& master, const Optimiz
     if (!offload_.nvme) {
         for (int i = 0; i < 3; ++i) host_.push_back(host_tensor(numel_, offload_.pin_memory));
         host_[kMaster].copy_(initial);
+        chunk_ = std::max<int64_t>(1, std::min({offload_.sub_group_size, kMaxTransferChunk, numel_}));
+        for (at::Tensor& staged : staged_grad_) staged = host_tensor(chunk_, offload_.pin_memory);
+        transfer_ = std::make_unique<TransferStream>(master.device());
         return;
     }
     if (offload_.sub_group_size < 1)
@@ -114,9 +119,7 @@ void OffloadedAdamWState::step(const at::Tensor& grad, at::Tensor& updated, int6
                                const optim::AdamWOptions& options) {
     at::NoGradGuard no_grad;
     if (!swap_) {
-        at::Tensor g = grad.to(at::kCPU, at::kFloat).contiguous();
-        optim::cpu_adamw_update(host_[kMaster], g, host_[kExpAvg], host_[kExpAvgSq], step, lr, options);
-        updated.copy_(host_[kMaster]);
+        step_in_host_memory(grad, updated, step, lr, options);
         return;
     }
     // Two buffers: while sub-group i is updated in one, i+1 is read into the other once the
@@ -147,6 +150,35 @@ void OffloadedAdamWState::step(const at::Tensor& grad, at::Tensor& updated, int6
         }
     }
     if (writing.valid()) writing.get();
+}
+
+void OffloadedAdamWState::step_in_host_memory(const at::Tensor& grad, at::Tensor& updated, int64_t step, double lr,
+                                              const optim::AdamWOptions& options) {
+    const int64_t chunks = (numel_ + chunk_ - 1) / chunk_;
+    auto range = [&](int64_t k) { return std::pair<int64_t, int64_t>{k * chunk_, std::min(chunk_, numel_ - k * chunk_)}; };
+    // Chunk k's gradient into staging buffer k % 2, after the device's work that produced it.
+    auto download = [&](int64_t k) {
+        const auto [begin, size] = range(k);
+        return transfer_->run([&, begin = begin, size = size] {
+            staged_grad_[k % 2].narrow(0, 0, size).copy_(grad.narrow(0, begin, size), /*non_blocking=*/true);
+        }, /*after_current_work=*/true);
+    };
+    TransferStream::Done downloaded[2], uploaded;
+    downloaded[0] = download(0);
+    for (int64_t k = 0; k < chunks; ++k) {
+        // Buffer (k + 1) % 2 held chunk k - 1, whose update is done.
+        if (k + 1 < chunks) downloaded[(k + 1) % 2] = download(k + 1);
+        transfer_->synchronize(downloaded[k % 2]);
+        const auto [begin, size] = range(k);
+        at::Tensor master = host_[kMaster].narrow(0, begin, size), exp_avg = host_[kExpAvg].narrow(0, begin, size);
+        at::Tensor exp_avg_sq = host_[kExpAvgSq].narrow(0, begin, size);
+        optim::cpu_adamw_update(master, staged_grad_[k % 2].narrow(0, 0, size), exp_avg, exp_avg_sq, step, lr, options);
+        uploaded = transfer_->run([&, begin = begin, size = size] {
+            updated.narrow(0, begin, size).copy_(host_[kMaster].narrow(0, begin, size), /*non_blocking=*/true);
+        });
+    }
+    // The side stream runs in order: its last upload ending means every chunk has landed.
+    transfer_->wait(uploaded, {updated});
 }
 
 std::array<at::Tensor, 3> OffloadedAdamWState::read_all() const {

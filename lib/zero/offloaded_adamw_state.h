@@ -10,6 +10,11 @@
 // updated and i-1 is written back, so host memory holds two sub-groups, not the shard. Each
 // sub-group's CRC-32C is kept when written and checked on every read: a swap file changed under
 // the run stops it with an error naming the file, the sub-group and the bytes.
+//
+// Host memory: the update runs in chunks of min(sub_group_size, 16M) elements so that transfers
+// overlap the CPU's work (DeepSpeed's CPU Adam does it in tiles): chunk k+1's gradient downloads
+// into a staging buffer while the CPU updates chunk k, and chunk k's updated master uploads while
+// the CPU updates chunk k+1 (zero/transfer_stream.h; on CPU ranks all of it runs in order).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -22,6 +27,7 @@
 
 #include "io/direct_file.h"
 #include "optim/adamw.h"
+#include "zero/transfer_stream.h"
 
 namespace ftl::zero {
 
@@ -68,9 +74,16 @@ private:
     void verify_group(size_t index, const io::AlignedBuffer& buffer) const;
     void write_group(size_t index, const io::AlignedBuffer& from, bool wait);
 
+    // The host-memory update, pipelined as the header says.
+    void step_in_host_memory(const at::Tensor& grad, at::Tensor& updated, int64_t step, double lr,
+                             const optim::AdamWOptions& options);
+
     int64_t numel_;
     OptimizerOffload offload_;
     std::vector<at::Tensor> host_;  // kHost: [master, exp_avg, exp_avg_sq]
+    int64_t chunk_ = 0;             // elements per pipelined chunk (host memory)
+    at::Tensor staged_grad_[2];     // [chunk_] each: gradient chunks downloaded ahead
+    std::unique_ptr<TransferStream> transfer_;
     std::unique_ptr<io::DirectFile> swap_;
     std::vector<SubGroup> groups_;
     io::AlignedBuffer buffers_[2];

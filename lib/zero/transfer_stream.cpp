@@ -30,12 +30,17 @@ TransferStream::TransferStream(const at::Device& device) {
 
 TransferStream::~TransferStream() = default;
 
-TransferStream::Done TransferStream::run(const std::function<void()>& enqueue) {
+TransferStream::Done TransferStream::run(const std::function<void()>& enqueue, bool after_current_work) {
     if (!side_) {
         enqueue();
         return {};
     }
 #ifdef FTL_WITH_CUDA
+    if (after_current_work) {
+        at::cuda::CUDAEvent produced;
+        produced.record(c10::cuda::getCurrentCUDAStream(side_->stream.device_index()));
+        produced.block(side_->stream);
+    }
     c10::cuda::CUDAStreamGuard on_side(side_->stream);
     enqueue();
     auto event = std::make_shared<at::cuda::CUDAEvent>();
@@ -55,6 +60,13 @@ void TransferStream::wait(const Done& done, const std::vector<at::Tensor>& tenso
         if (t.defined() && t.is_cuda()) t.record_stream(current);
 #else
     (void)tensors;
+#endif
+}
+
+void TransferStream::synchronize(const Done& done) {
+    if (!side_ || !done.event) return;
+#ifdef FTL_WITH_CUDA
+    static_cast<at::cuda::CUDAEvent*>(done.event.get())->synchronize();
 #endif
 }
 

@@ -10,7 +10,8 @@ a global batch of 4 rows, single rank without ZeRO as the reference. Checks:
                updates and write-backs overlap); ZeRO-3 2 ranks with optimizer and parameters on
                cpu, and on nvme with max_in_cpu 0 (each rank reports where its parameter slices
                are: host memory, or its params.swap file); ZeRO-3 on 1 rank with both on cpu (the
-               seed's third command on one device), each part uploaded ahead of its use; parameters on nvme with max_in_cpu
+               seed's third command on one device), each part uploaded ahead of its use, the
+               update pipelined in chunks of sub_group_size 1000; parameters on nvme with max_in_cpu
                40000 (each rank keeps the first parts that fit, at most 40000 elements, in host
                memory and the rest in its swap file, and says so); the log names where
                the state lives. (On CPU ranks host and device memory are one: these runs prove the
@@ -90,7 +91,7 @@ def main():
                                                          "offload_param": {"device": "cpu", "pin_memory": True}}),
                   2, 1, "host memory"),
                  ("ZeRO-3 partitioned, 1 rank, optimizer and parameters on cpu",
-                  zero3_json_yaml(work, 1, "zero3_cpu_1", {"offload_optimizer": {"device": "cpu"},
+                  zero3_json_yaml(work, 1, "zero3_cpu_1", {"sub_group_size": 1000, "offload_optimizer": {"device": "cpu"},
                                                            "offload_param": {"device": "cpu"}}),
                   4, 1, "host memory"),
                  ("ZeRO-3 partitioned, 2 ranks, optimizer and parameters on nvme",

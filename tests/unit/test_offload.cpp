@@ -184,6 +184,28 @@ TEST_CASE("the NVMe-swapped optimizer state steps as in memory, over several sub
                       "CRC-32C", "--resume_from_checkpoint auto");
 }
 
+TEST_CASE("the host-memory optimizer state steps in pipelined chunks as in one piece", "[offload]") {
+    at::manual_seed(10);
+    const optim::AdamWOptions options{0.9, 0.999, 1e-8, 0.01};
+    const int64_t n = 3500;
+    const at::Tensor master0 = at::randn({n});
+    zero::OptimizerOffload offload;
+    offload.sub_group_size = 1000;  // 4 chunks, the last of 500: downloads and uploads interleave
+    zero::OffloadedAdamWState chunked(master0, offload, 0);
+    CHECK(chunked.describe() == "host memory");
+    at::Tensor p = master0.clone(), m = at::zeros({n}), v = at::zeros({n});
+    at::Tensor updated = at::full({n}, std::nanf(""));
+    for (int64_t step = 1; step <= 3; ++step) {
+        const at::Tensor grad = at::randn({n});
+        chunked.step(grad, updated, step, 1e-2, options);
+        optim::cpu_adamw_update(p, grad, m, v, step, 1e-2, options);
+        CHECK(at::equal(updated, p));
+    }
+    const auto state = chunked.read_all();
+    CHECK(at::equal(state[zero::OffloadedAdamWState::kExpAvg], m));
+    CHECK(at::equal(state[zero::OffloadedAdamWState::kExpAvgSq], v));
+}
+
 TEST_CASE("parameter slices swapped to NVMe come back as stored, read ahead or not", "[offload]") {
     at::manual_seed(10);
     const TempFolder folder;
