@@ -11,7 +11,9 @@ Settings on both sides (the anchors'): LoRA r=8, alpha 16, dropout 0.1 on all li
 vocabulary (a pre-tokenized dataset), no padding. Shapes (name:batch): 8b and 1.5b are DESIGN.md's
 (untied 128,256-token vocabulary, seq 2048); tiny (hidden 256, 4 layers, vocabulary 8192, seq 256)
 is for the CPU. --qlora adds ftlaunch's QLoRA run of each shape (NF4, nested, bf16 storage and
-compute; issue 8's target: >= 0.75x our LoRA's tokens/s).
+compute; issue 8's target: >= 0.75x our LoRA's tokens/s); --offload adds its run under the seed's
+third configuration on one device (ZeRO-3, optimizer and parameters offloaded to host memory:
+parts uploaded ahead of use), both in a second table against our plain LoRA run.
 
 
 tokens/s: over --steps steps after --warmup (ftlaunch: the per-step rates of its metrics.jsonl;
@@ -143,8 +145,18 @@ QLORA = ["--use_4bit_quantization", "True", "--use_nested_quant", "True", "--bnb
          "--bnb_4bit_compute_dtype", "bfloat16", "--bnb_4bit_quant_storage_dtype", "bfloat16"]
 
 
-def run_ftlaunch(args, model_dir, data_dir, out, batch, steps, seq, extra=()):
-    launcher = ["--num_processes", "1", "--main_process_port", "0"] + (["--cpu"] if args.device == "cpu" else [])
+def offload_launcher(folder, device):
+    """An accelerate config for one rank: ZeRO-3 with offload_optimizer and offload_param cpu."""
+    path = os.path.join(folder, "zero3_offload.yaml")
+    with open(path, "w") as f:
+        f.write("distributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: 3\n  offload_optimizer_device: cpu\n"
+                "  offload_param_device: cpu\n  zero3_init_flag: true\nmixed_precision: bf16\nnum_machines: 1\n"
+                f"num_processes: 1\nmain_process_port: 0\nuse_cpu: {str(device == 'cpu').lower()}\n")
+    return ["--config_file", path]
+
+
+def run_ftlaunch(args, model_dir, data_dir, out, batch, steps, seq, extra=(), launcher=None):
+    launcher = launcher or (["--num_processes", "1", "--main_process_port", "0"] + (["--cpu"] if args.device == "cpu" else []))
     cmd = [os.path.join(args.build_dir, "bin", "ftlaunch"), *launcher, "train", "--model_name_or_path", model_dir,
            "--dataset_name", data_dir, "--splits", "train", "--chat_template_format", "none", "--packing", "False",
            "--max_seq_len", str(seq), "--use_peft_lora", "True", "--lora_r", str(LORA["r"]),
@@ -177,6 +189,7 @@ def main():
     parser.add_argument("--loss_steps", type=int, default=50)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--qlora", action="store_true", help="also time ftlaunch's QLoRA run of each shape")
+    parser.add_argument("--offload", action="store_true", help="also time it under ZeRO-3 with cpu offload")
     parser.add_argument("--hf-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -206,13 +219,17 @@ def main():
             ref, ref_error = run_hf(args, model_dir, data_dir, batch, steps)
             if ref_error:
                 problems.append(f"{shape}: the HF stack failed:\n{ref_error}")
-            qlora = None
+            variants = {}
             if args.qlora:
-                qlora, error = run_ftlaunch(args, model_dir, data_dir, os.path.join(work, shape, "out_qlora"), batch,
-                                            speed_steps, seq, QLORA)
+                variants["QLoRA"] = dict(extra=QLORA)
+            if args.offload:
+                variants["ZeRO-3 offload"] = dict(launcher=offload_launcher(os.path.join(work, shape), args.device))
+            for name, how in variants.items():
+                out = os.path.join(work, shape, "out_" + name.replace(" ", "_"))
+                variants[name], error = run_ftlaunch(args, model_dir, data_dir, out, batch, speed_steps, seq, **how)
                 if error:
-                    problems.append(f"{shape}: ftlaunch QLoRA failed:\n{error}")
-            table.append((shape, batch, seq, ours, ref, qlora))
+                    problems.append(f"{shape}: ftlaunch {name} failed:\n{error}")
+            table.append((shape, batch, seq, ours, ref, variants))
             if loss_steps and ours and ref:
                 first = abs(ours["losses"][0] - ref["losses"][0]) / ref["losses"][0]
                 tail_ours, tail_ref = (sum(x["losses"][-10:]) / 10 for x in (ours, ref))
@@ -229,17 +246,26 @@ def main():
     print(f"\nLoRA r8 all-linear, bf16, gradient checkpointing, device {args.device}, {args.steps} steps after "
           f"{args.warmup} warm-up")
     print(f"{'shape':>6} {'batch':>5} {'seq':>5} | {'HF tok/s':>9} {'ours tok/s':>10} {'ratio':>6} | "
-          f"{'HF GiB':>7} {'ours GiB':>8} {'ratio':>6}" + (" | QLoRA tok/s  / LoRA    GiB" if args.qlora else ""))
-    for shape, batch, seq, ours, ref, qlora in table:
-        def cell(x, key, scale=1.0, fmt="{:.0f}"):
-            return fmt.format(x[key] / scale) if x else "failed"
-        speed = f"{ours['tokens_per_second'] / ref['tokens_per_second']:.2f}" if ours and ref else "-"
-        memory = f"{ours['peak_bytes'] / ref['peak_bytes']:.2f}" if ours and ref else "-"
+          f"{'HF GiB':>7} {'ours GiB':>8} {'ratio':>6}")
+
+    def cell(x, key, scale=1.0, fmt="{:.0f}"):
+        return fmt.format(x[key] / scale) if x else "failed"
+
+    def ratio(a, b, key):
+        return f"{a[key] / b[key]:.2f}" if a and b else "-"
+
+    for shape, batch, seq, ours, ref, _ in table:
         print(f"{shape:>6} {batch:>5} {seq:>5} | {cell(ref, 'tokens_per_second'):>9} {cell(ours, 'tokens_per_second'):>10} "
-              f"{speed:>6} | {cell(ref, 'peak_bytes', gib, '{:.1f}'):>7} {cell(ours, 'peak_bytes', gib, '{:.1f}'):>8} "
-              f"{memory:>6}" + (f" | {cell(qlora, 'tokens_per_second'):>11} "
-                                f"{(qlora['tokens_per_second'] / ours['tokens_per_second']) if qlora and ours else 0:>7.2f} "
-                                f"{cell(qlora, 'peak_bytes', gib, '{:.1f}'):>6}" if args.qlora else ""))
+              f"{ratio(ours, ref, 'tokens_per_second'):>6} | {cell(ref, 'peak_bytes', gib, '{:.1f}'):>7} "
+              f"{cell(ours, 'peak_bytes', gib, '{:.1f}'):>8} {ratio(ours, ref, 'peak_bytes'):>6}")
+    if any(variants for *_, variants in table):
+        print(f"\nftlaunch's other runs against its plain LoRA run")
+        print(f"{'shape':>6} {'batch':>5} {'run':>15} | {'tok/s':>7} {'ratio':>6} | {'GiB':>6} {'ratio':>6}")
+        for shape, batch, seq, ours, ref, variants in table:
+            for name, result in variants.items():
+                print(f"{shape:>6} {batch:>5} {name:>15} | {cell(result, 'tokens_per_second'):>7} "
+                      f"{ratio(result, ours, 'tokens_per_second'):>6} | {cell(result, 'peak_bytes', gib, '{:.1f}'):>6} "
+                      f"{ratio(result, ours, 'peak_bytes'):>6}")
     sys.exit(1 if problems else 0)
 
 

@@ -46,10 +46,10 @@ row "4-bit dequant kernel vs CPU (bit for bit)" "$([ $rc = 0 ] && echo ok || ech
 row "4-bit dequant bandwidth" "$(grep -o '[0-9]*% of copy' "$out/dequant.log" || echo 'not measured')"
 
 # Issue 8's table: ftlaunch against transformers + PEFT on DESIGN.md's shapes (loss check on the
-# first), and our QLoRA against our LoRA.
+# first), and our QLoRA and ZeRO-3 + cpu offload runs against our LoRA.
 if python3 -c 'import transformers, peft' 2>/dev/null; then
   start=$(date +%s)
-  timeout 420 python3 bench/bench_lora.py build --device cuda --shapes 1.5b:8,8b:4 --qlora >"$out/bench_lora.log" 2>&1
+  timeout 480 python3 bench/bench_lora.py build --device cuda --shapes 1.5b:8,8b:4 --qlora --offload >"$out/bench_lora.log" 2>&1
   rc=$?
   row "LoRA bench vs HF (bench_lora.log)" "$([ $rc = 0 ] && echo ok || echo "FAILED (exit $rc)") in $(( $(date +%s) - start )) s"
 else
@@ -67,6 +67,6 @@ fi
 echo
 cat "$out/nccl_test.log" "$out/dequant.log"
 echo
-tail -25 "$out/bench_lora.log" 2>/dev/null
+tail -30 "$out/bench_lora.log" 2>/dev/null
 echo
 printf '%s\n' "${summary[@]}"
