@@ -93,6 +93,11 @@ CommCheckReport run_comm_check(Comm& comm, const std::string& device) {
         comm.broadcast(t, root);
         record("broadcast from rank " + std::to_string(root), mismatch(t, at::arange(129, at::kFloat).add(7)));
     }
+    {  // The trainer's counters and votes are host tensors whatever the backend (NCCL stages them).
+        at::Tensor counters = at::full({3}, static_cast<double>(r + 1), at::kDouble);
+        comm.all_reduce(counters, ReduceOp::kSum);
+        record("all_reduce sum Double (host)", mismatch(counters, at::full({3}, n * (n + 1) / 2.0, at::kDouble)));
+    }
     comm.barrier();
     record("barrier", "");
 

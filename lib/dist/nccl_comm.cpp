@@ -27,7 +27,7 @@ class NcclComm final : public Comm {
 public:
     NcclComm(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size, int device,
              std::chrono::milliseconds timeout)
-        : Comm(store), rank_(rank), size_(size) {
+        : Comm(store), rank_(rank), size_(size), device_(at::kCUDA, static_cast<c10::DeviceIndex>(device)) {
         c10::cuda::set_device(static_cast<c10::DeviceIndex>(device));
         auto options = c10d::ProcessGroupNCCL::Options::create();
         options->timeout = timeout;
@@ -42,41 +42,65 @@ public:
     std::string backend_name() const override { return "nccl"; }
 
     void all_reduce(at::Tensor& t, ReduceOp op) override {
-        std::vector<at::Tensor> tensors{t};
-        c10d::AllreduceOptions options;
-        options.reduceOp = to_c10d(op);
-        group_->allreduce(tensors, options)->wait();
+        on_device(t, [&](at::Tensor& staged) {
+            std::vector<at::Tensor> tensors{staged};
+            c10d::AllreduceOptions options;
+            options.reduceOp = to_c10d(op);
+            group_->allreduce(tensors, options)->wait();
+        });
     }
     void all_gather(at::Tensor& out, const at::Tensor& in) override {
-        at::Tensor input = in;
-        group_->_allgather_base(out, input)->wait();
+        at::Tensor input = in.is_cuda() ? in : in.to(device_);
+        on_device(out, [&](at::Tensor& staged) { group_->_allgather_base(staged, input)->wait(); });
     }
     // On NCCL's stream; wait() orders the current stream after it.
     std::unique_ptr<PendingCollective> start_all_gather(at::Tensor& out, const at::Tensor& in) override {
+        require_device(out, in, "start_all_gather");
         at::Tensor input = in;
         return std::make_unique<Pending>(group_->_allgather_base(out, input));
     }
     std::unique_ptr<PendingCollective> start_reduce_scatter(at::Tensor& out, const at::Tensor& in, ReduceOp op) override {
+        require_device(out, in, "start_reduce_scatter");
         at::Tensor input = in;
         c10d::ReduceScatterOptions options;
         options.reduceOp = to_c10d(op);
         return std::make_unique<Pending>(group_->_reduce_scatter_base(out, input, options));
     }
     void reduce_scatter(at::Tensor& out, const at::Tensor& in, ReduceOp op) override {
-        at::Tensor input = in;
+        at::Tensor input = in.is_cuda() ? in : in.to(device_);
         c10d::ReduceScatterOptions options;
         options.reduceOp = to_c10d(op);
-        group_->_reduce_scatter_base(out, input, options)->wait();
+        on_device(out, [&](at::Tensor& staged) { group_->_reduce_scatter_base(staged, input, options)->wait(); });
     }
     void broadcast(at::Tensor& t, int root) override {
-        std::vector<at::Tensor> tensors{t};
-        c10d::BroadcastOptions options;
-        options.rootRank = root;
-        group_->broadcast(tensors, options)->wait();
+        on_device(t, [&](at::Tensor& staged) {
+            std::vector<at::Tensor> tensors{staged};
+            c10d::BroadcastOptions options;
+            options.rootRank = root;
+            group_->broadcast(tensors, options)->wait();
+        });
     }
     void barrier() override { group_->barrier()->wait(); }
 
 private:
+    // NCCL moves device memory only: a host tensor (the trainer's counters, votes and memory
+    // figures) goes through a device copy, and the result comes back into it.
+    template <class Collective>
+    void on_device(at::Tensor& t, Collective collective) {
+        if (t.is_cuda()) {
+            collective(t);
+            return;
+        }
+        at::Tensor staged = t.to(device_);
+        collective(staged);
+        t.copy_(staged);
+    }
+    // A started collective cannot copy its result back when it completes: device tensors only.
+    static void require_device(const at::Tensor& out, const at::Tensor& in, const char* call) {
+        if (!out.is_cuda() || !in.is_cuda())
+            ftl::fail(ErrorKind::kInternal, std::string("NcclComm::") + call + ": NCCL needs device tensors");
+    }
+
     class Pending final : public PendingCollective {
     public:
         explicit Pending(c10::intrusive_ptr<c10d::Work> work) : work_(std::move(work)) {}
@@ -87,6 +111,7 @@ private:
     };
 
     int rank_, size_;
+    at::Device device_;
     c10::intrusive_ptr<c10d::ProcessGroupNCCL> group_;
 };
 
