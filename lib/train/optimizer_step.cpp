@@ -1,5 +1,7 @@
 #include "train/optimizer_step.h"
 
+#include <ATen/core/grad_mode.h>
+
 #include <cmath>
 
 #include "train/batches.h"
@@ -37,6 +39,39 @@ TrainOptimizer::TrainOptimizer(NamedTensors trainable, optim::AdamWOptions optio
     partitioned_.emplace(*sharding, options, rank.comm, rank.rank, layout.offload);
 }
 
+namespace {
+
+// Sums `grads` over ranks a bucket at a time (consecutive tensors of the same dtype, up to 2^25
+// elements, flattened into one buffer): one collective per bucket, not per tensor (LoRA on an 8B
+// model has 448 adapter tensors).
+void all_reduce_in_buckets(dist::Comm& comm, std::vector<at::Tensor>& grads) {
+    constexpr int64_t kBucketElements = int64_t{1} << 25;
+    at::NoGradGuard no_grad;
+    for (size_t begin = 0; begin < grads.size();) {
+        size_t end = begin + 1;
+        int64_t elements = grads[begin].numel();
+        while (end < grads.size() && grads[end].scalar_type() == grads[begin].scalar_type() &&
+               elements + grads[end].numel() <= kBucketElements)
+            elements += grads[end++].numel();
+        if (end - begin == 1) {
+            comm.all_reduce(grads[begin], dist::ReduceOp::kSum);
+        } else {
+            std::vector<at::Tensor> flat_views;
+            for (size_t i = begin; i < end; ++i) flat_views.push_back(grads[i].reshape({-1}));
+            at::Tensor bucket = at::cat(flat_views);
+            comm.all_reduce(bucket, dist::ReduceOp::kSum);
+            int64_t offset = 0;
+            for (size_t i = begin; i < end; ++i) {
+                grads[i].copy_(bucket.narrow(0, offset, grads[i].numel()).view_as(grads[i]));
+                offset += grads[i].numel();
+            }
+        }
+        begin = end;
+    }
+}
+
+}  // namespace
+
 std::string TrainOptimizer::reduction() const { return bucketed_ ? bucketed_->describe() : ""; }
 
 void TrainOptimizer::reduce_during_next_backward() {
@@ -54,8 +89,7 @@ TrainOptimizer::StepResult TrainOptimizer::step(double lr, double max_grad_norm,
     std::vector<at::Tensor> grads;
     for (auto& [name, t] : trainable_)
         if (t.grad().defined()) grads.push_back(t.mutable_grad());
-    if (rank_.comm)
-        for (auto& g : grads) rank_.comm->all_reduce(g, dist::ReduceOp::kSum);
+    if (rank_.comm) all_reduce_in_buckets(*rank_.comm, grads);
     const bool finite = !scaler || scaler->unscale(grads);
     StepResult result;
     result.grad_norm = clip_grad_norm(grads, max_grad_norm);
