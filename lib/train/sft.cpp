@@ -31,6 +31,7 @@
 #include "train/offload.h"
 #include "train/optimizer_step.h"
 #include "train/preflight.h"
+#include "zero/memory_estimate.h"
 #include "zero/partitioned_weights.h"
 #include "train/progress.h"
 #include "train/resume.h"
@@ -223,8 +224,12 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         for (int i = 0; i < lm.config().num_layers; ++i) quantize_layer(i);
         model::quantize_model(lm, *quantizer, at::kFloat, device, frozen_head_dtype);  // the rest to fp32 on the device
     }
+    // Recomputed: every decoder layer's weights (LoRA's adapters all sit in them).
+    const bool recomputes = args.gradient_checkpointing || partition_weights;
+    const int64_t layer_params = zero::count_parameters(lm.config()).per_layer * lm.config().num_layers +
+                                 (args.use_peft_lora ? trainable_count : 0);
     const ModelShape shape{args.use_peft_lora ? all_count : 0, trainable_count, lm.config().num_layers,
-                           lm.config().hidden_size};
+                           lm.config().hidden_size, recomputes ? layer_params : 0};
     if (main_rank)
         log.info("trainable params: " + std::to_string(trainable_count) + " || all params: " +
                  std::to_string(all_count + (args.use_peft_lora ? trainable_count : 0)));

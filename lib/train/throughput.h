@@ -16,13 +16,18 @@ struct ModelShape {
     int64_t trainable_params = 0;  // weights with gradients (adapters, or everything)
     int64_t layers = 0;
     int64_t hidden = 0;
+    // Parameters of the decoder layers when their forward runs again in backward (gradient
+    // checkpointing; ZeRO-3 always recomputes), else 0.
+    int64_t recomputed_params = 0;
 };
 
 // Training FLOPs per token at `sequence_length` tokens per sequence. PaLM (Chowdhery et al. 2022,
 // appendix B) counts 6N + 12·L·H·S: 2N for the forward, 4N for the backward (gradients of the
 // inputs and of the weights) and 12·L·H·S for attention's scores and values. A frozen weight has
-// no weight gradient, so it costs 4 FLOPs per parameter per token instead of 6. Recomputation
-// under gradient checkpointing is not counted (that would be hardware, not model, FLOPs).
+// no weight gradient, so it costs 4 FLOPs per parameter per token instead of 6. A recomputed
+// layer's forward runs twice, and issue 8 asks that the figure show the device's real work: +2
+// per recomputed parameter and +4·L·H·S for the attention forward (so with recomputation the
+// logged "mfu" counts hardware FLOPs, as a frozen 8B base's ~6N a token).
 double training_flops_per_token(const ModelShape& shape, int64_t sequence_length);
 
 struct PeakFlops {

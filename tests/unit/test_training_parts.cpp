@@ -151,6 +151,10 @@ TEST_CASE("the SIGUSR1 status block shows step, ETA, loss, rate and every rank's
 TEST_CASE("training FLOPs per token: 4 per frozen and 6 per trainable parameter plus attention", "[train]") {
     const train::ModelShape shape{1000, 10, 2, 8};
     CHECK(train::training_flops_per_token(shape, 16) == 4.0 * 1000 + 6.0 * 10 + 12.0 * 2 * 8 * 16);
+    // Recomputed layers (900 of the parameters, adapters included) run their forward again.
+    const train::ModelShape recomputed{1000, 10, 2, 8, 900};
+    CHECK(train::training_flops_per_token(recomputed, 16) ==
+          4.0 * 1000 + 6.0 * 10 + 12.0 * 2 * 8 * 16 + 2.0 * 900 + 4.0 * 2 * 8 * 16);
 }
 
 TEST_CASE("the DeepSpeed loss scaler spends its hysteresis, then halves, and grows per window", "[train]") {
