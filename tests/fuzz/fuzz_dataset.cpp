@@ -5,7 +5,9 @@
 //   bit 3     assistant_only_loss        bit 4  add_special_tokens
 //   bit 5     append_concat_token        bit 6  packed rows (else one row per example)
 // the second byte the row length (1..64 tokens). Rows that come out must be well formed: the
-// three columns equally long, at most max_seq_len, ids inside the vocabulary; anything else aborts.
+// three columns equally long, at most max_seq_len, ids non-negative and (unless the records are
+// pre-tokenized `input_ids`, which the trainer checks against the model) inside the tokenizer's
+// vocabulary, labels -100 or the id; anything else aborts.
 // The tokenizer is the Llama-2-style tokenizer.json of the parity tests (FTL_FUZZ_TOKENIZER).
 #include <cstddef>
 #include <cstdint>
@@ -60,8 +62,8 @@ void check_rows(const std::vector<ftl::data::Row>& rows, int64_t max_seq_len, in
         bool ok = n >= 1 && static_cast<int64_t>(n) <= max_seq_len && row.labels.size() == n &&
                   row.position_ids.size() == n;
         for (size_t i = 0; ok && i < n; ++i)
-            ok = row.input_ids[i] >= 0 && row.input_ids[i] < vocab && (row.labels[i] == -100 || row.labels[i] >= 0) &&
-                 row.labels[i] < vocab && row.position_ids[i] >= 0;
+            ok = row.input_ids[i] >= 0 && row.input_ids[i] < vocab &&
+                 (row.labels[i] == -100 || row.labels[i] == row.input_ids[i]) && row.position_ids[i] >= 0;
         if (!ok) {
             std::fprintf(stderr, "fuzz_dataset: a malformed row of %zu tokens (max %lld)\n", n,
                          static_cast<long long>(max_seq_len));
@@ -92,7 +94,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         const auto examples = ftl::data::tokenize_records(records, tokenizer, options, "fuzz [train]");
         const auto rows = (mode & 64) ? ftl::data::pack_examples(examples, max_seq_len)
                                       : ftl::data::unpacked_rows(examples, max_seq_len, "fuzz [train]");
-        check_rows(rows, max_seq_len, tokenizer.size());
+        const bool pretokenized = records.front().contains("input_ids");
+        check_rows(rows, max_seq_len, pretokenized ? INT32_MAX : tokenizer.size());
     } catch (const ftl::Error&) {
     }
     std::filesystem::remove(path);

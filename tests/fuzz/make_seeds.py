@@ -112,6 +112,13 @@ def dataset_seeds():
     with pa.ipc.new_stream(sink, chat_table.schema) as writer:
         writer.write_table(chat_table)
     put("dataset", "arrow_chat", bytes([0x03 | 4, 63]) + sink.getvalue())
+    pretokenized = [{"input_ids": [1, 5, 9, 2], "labels": [-100, 5, 9, 2]}, {"input_ids": [3, 4], "assistant_masks": [0, 1]},
+                    {"input_ids": [7, 8, 9]}]
+    put("dataset", "jsonl_pretokenized", bytes([0x00 | 64, 3]) + jsonl(pretokenized))
+    table = pa.Table.from_pylist([{"input_ids": r["input_ids"]} for r in pretokenized])
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    put("dataset", "parquet_pretokenized", bytes([0x02, 8]) + sink.getvalue())
 
 
 def checkpoint_seeds():
