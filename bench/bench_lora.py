@@ -14,6 +14,10 @@ is for the CPU. --qlora adds ftlaunch's QLoRA run of each shape (NF4, nested, bf
 compute; issue 8's target: >= 0.75x our LoRA's tokens/s); --offload adds its run under the seed's
 third configuration on one device (ZeRO-3, optimizer and parameters offloaded to host memory:
 parts uploaded ahead of use), both in a second table against our plain LoRA run.
+--prequantized (issue 8's scale target: 70B QLoRA on one H200) writes the shape straight as a
+bitsandbytes NF4 checkpoint (nested absmax, random codes and scales, 16-bit embeddings, norms and
+head) instead of a bf16 one, and times ftlaunch's QLoRA run on it alone: a 70B model's bf16 weights
+(140 GB) fit neither the GPU machine's disk nor its GPU, and the HF stack would need them.
 
 
 tokens/s: over --steps steps after --warmup (ftlaunch: the per-step rates of its metrics.jsonl;
@@ -31,6 +35,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,6 +46,7 @@ SEED = 7
 SHAPES = {  # hidden, layers, MLP, heads, kv heads, vocabulary, sequence length
     "8b": (4096, 32, 14336, 32, 8, 128256, 2048),
     "1.5b": (2048, 16, 8192, 32, 8, 128256, 2048),
+    "70b": (8192, 80, 28672, 64, 8, 128256, 2048),
     "tiny": (256, 4, 1024, 8, 4, 8192, 256),
 }
 LORA = dict(r=8, lora_alpha=16, lora_dropout=0.1, target_modules="all-linear")
@@ -51,7 +57,6 @@ def make_model(folder, shape, device):
     """A random-init Llama in bf16 (transformers' own init) and a minimal tokenizer, saved to `folder`."""
     import torch
     import transformers
-    from tokenizers import Tokenizer, models
 
     hidden, layers, mlp, heads, kv_heads, vocab, seq = SHAPES[shape]
     config = transformers.LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=mlp,
@@ -63,7 +68,78 @@ def make_model(folder, shape, device):
     with torch.device(device):
         model = transformers.LlamaForCausalLM(config)
     model.save_pretrained(folder)
-    # Only the ids matter (the dataset is pre-tokenized); ftlaunch reads eos from the tokenizer.
+    write_tokenizer(folder)
+
+
+def make_prequantized(folder, shape):
+    """A bitsandbytes NF4 checkpoint with nested absmax (transformers' save_pretrained layout), with
+    random codes and scales: the decoder's linears 4-bit, the rest bf16, one file per few layers."""
+    import torch
+    from safetensors.torch import save_file
+
+    hidden, layers, mlp, heads, kv_heads, vocab, seq = SHAPES[shape]
+    head_dim = hidden // heads
+    blocksize, nested_blocksize = 64, 256
+    torch.manual_seed(SEED)
+    os.makedirs(folder, exist_ok=True)
+    nested_code = torch.linspace(-1.0, 1.0, 256)
+
+    def four_bit(name, out_features, in_features):
+        n = out_features * in_features
+        blocks = (n + blocksize - 1) // blocksize
+        state = {"quant_type": "nf4", "blocksize": blocksize, "dtype": "bfloat16",
+                 "shape": [out_features, in_features], "nested_blocksize": nested_blocksize, "nested_offset": 0.01}
+        return {name: torch.randint(0, 256, ((n + 1) // 2, 1), dtype=torch.uint8),
+                name + ".absmax": torch.randint(0, 256, (blocks,), dtype=torch.uint8),
+                name + ".nested_absmax": torch.rand((blocks + nested_blocksize - 1) // nested_blocksize) * 0.02,
+                name + ".nested_quant_map": nested_code.clone(),
+                name + ".quant_state.bitsandbytes__nf4": torch.tensor(list(json.dumps(state).encode()), dtype=torch.uint8)}
+
+    def bf16(*shape):
+        return (torch.randn(*shape) * 0.02).to(torch.bfloat16)
+
+    index, shard, files = {}, {}, []
+
+    def flush():
+        if shard:
+            files.append(f"model-{len(files):05d}.safetensors")
+            save_file(shard, os.path.join(folder, files[-1]), metadata={"format": "pt"})
+            index.update({k: files[-1] for k in shard})
+            shard.clear()
+
+    shard["model.embed_tokens.weight"] = bf16(vocab, hidden)
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        shard[p + "input_layernorm.weight"] = torch.ones(hidden, dtype=torch.bfloat16)
+        shard[p + "post_attention_layernorm.weight"] = torch.ones(hidden, dtype=torch.bfloat16)
+        for name, out_f, in_f in (("self_attn.q_proj", heads * head_dim, hidden), ("self_attn.k_proj", kv_heads * head_dim, hidden),
+                                  ("self_attn.v_proj", kv_heads * head_dim, hidden), ("self_attn.o_proj", hidden, heads * head_dim),
+                                  ("mlp.gate_proj", mlp, hidden), ("mlp.up_proj", mlp, hidden), ("mlp.down_proj", hidden, mlp)):
+            shard.update(four_bit(p + name + ".weight", out_f, in_f))
+        if i % 8 == 7:
+            flush()
+    shard["model.norm.weight"] = torch.ones(hidden, dtype=torch.bfloat16)
+    shard["lm_head.weight"] = bf16(vocab, hidden)
+    flush()
+    with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {}, "weight_map": index}, f)
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": vocab, "hidden_size": hidden,
+              "intermediate_size": mlp, "num_hidden_layers": layers, "num_attention_heads": heads,
+              "num_key_value_heads": kv_heads, "max_position_embeddings": max(seq, 2048), "rms_norm_eps": 1e-5,
+              "rope_theta": 500000.0, "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2,
+              "torch_dtype": "bfloat16",
+              "quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": True, "load_in_8bit": False,
+                                      "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
+                                      "bnb_4bit_compute_dtype": "bfloat16", "bnb_4bit_quant_storage": "uint8"}}
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config, f)
+    write_tokenizer(folder)
+
+
+def write_tokenizer(folder):
+    """Only the ids matter (the dataset is pre-tokenized); ftlaunch reads eos from the tokenizer."""
+    import transformers
+    from tokenizers import Tokenizer, models
     tok = Tokenizer(models.BPE(vocab={"<unk>": 0, "<s>": 1, "</s>": 2, "a": 3}, merges=[], unk_token="<unk>"))
     transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
                                          eos_token="</s>").save_pretrained(folder)
@@ -190,6 +266,8 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--qlora", action="store_true", help="also time ftlaunch's QLoRA run of each shape")
     parser.add_argument("--offload", action="store_true", help="also time it under ZeRO-3 with cpu offload")
+    parser.add_argument("--prequantized", action="store_true",
+                        help="write each shape as a random NF4 checkpoint and time ftlaunch's QLoRA run on it alone")
     parser.add_argument("--hf-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -206,10 +284,20 @@ def main():
         for index, (shape, batch) in enumerate(shapes):
             seq = SHAPES[shape][6]
             model_dir, data_dir = os.path.join(work, shape, "model"), os.path.join(work, shape, "data")
+            make = (f"make_prequantized({model_dir!r}, {shape!r})" if args.prequantized
+                    else f"make_model({model_dir!r}, {shape!r}, {args.device!r})")
             subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); "
-                            f"import bench_lora; bench_lora.make_model({model_dir!r}, {shape!r}, {args.device!r})"],
-                           check=True, capture_output=True)
+                            f"import bench_lora; bench_lora.{make}"], check=True, capture_output=True)
             speed_steps = args.warmup + args.steps
+            if args.prequantized:  # ftlaunch's QLoRA run alone: no HF run, loss check or variants
+                write_rows(data_dir, shape, batch * speed_steps)
+                ours, error = run_ftlaunch(args, model_dir, data_dir, os.path.join(work, shape, "out"), batch,
+                                           speed_steps, seq)
+                if error:
+                    problems.append(f"{shape}: ftlaunch failed:\n{error}")
+                table.append((shape, batch, seq, ours, None, {}))
+                shutil.rmtree(os.path.join(work, shape))  # a 70B checkpoint is ~40 GB
+                continue
             loss_steps = args.loss_steps if index == 0 else 0
             steps = max(speed_steps, loss_steps)
             write_rows(data_dir, shape, batch * steps)
@@ -232,7 +320,7 @@ def main():
             table.append((shape, batch, seq, ours, ref, variants))
             if loss_steps and ours and ref:
                 first = abs(ours["losses"][0] - ref["losses"][0]) / ref["losses"][0]
-                tail_ours, tail_ref = (sum(x["losses"][-10:]) / 10 for x in (ours, ref))
+                tail_ours, tail_ref = (sum(x["losses"][-10:]) / len(x["losses"][-10:]) for x in (ours, ref))
                 tail = abs(tail_ours - tail_ref) / tail_ref
                 verdict = "ok" if first <= 1e-2 and tail <= 2e-2 else "DIFFER"
                 print(f"loss check ({shape}, {loss_steps} steps): step 1 {ours['losses'][0]:.4f} vs {ref['losses'][0]:.4f} "
@@ -243,13 +331,13 @@ def main():
     for problem in problems:
         print(problem)
     gib = 1024 ** 3
-    print(f"\nLoRA r8 all-linear, bf16, gradient checkpointing, device {args.device}, {args.steps} steps after "
-          f"{args.warmup} warm-up")
+    print(f"\n{'QLoRA (NF4 checkpoint, no HF run)' if args.prequantized else 'LoRA'} r8 all-linear, bf16, gradient "
+          f"checkpointing, device {args.device}, {args.steps} steps after {args.warmup} warm-up ('-': not run or failed)")
     print(f"{'shape':>6} {'batch':>5} {'seq':>5} | {'HF tok/s':>9} {'ours tok/s':>10} {'ratio':>6} | "
           f"{'HF GiB':>7} {'ours GiB':>8} {'ratio':>6}")
 
     def cell(x, key, scale=1.0, fmt="{:.0f}"):
-        return fmt.format(x[key] / scale) if x else "failed"
+        return fmt.format(x[key] / scale) if x else "-"
 
     def ratio(a, b, key):
         return f"{a[key] / b[key]:.2f}" if a and b else "-"

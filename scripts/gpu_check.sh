@@ -2,7 +2,9 @@
 # One call on the GPU machine (the `device` tool): build with the image's torch, run the unit
 # tests, then the GPU checks (NCCL communicator on the visible GPUs, the 4-bit kernel, issue 8's
 # LoRA bench against the HF stack, ZeRO-3's overhead), and print a short table last. Logs go to
-# $OUT when it is set. Usage: bash scripts/gpu_check.sh
+# $OUT when it is set. Usage: bash scripts/gpu_check.sh [scale]
+# `scale` instead builds and runs only issue 8's scale check: ftlaunch's QLoRA on a 70B-shaped NF4
+# checkpoint (written with random codes; ~40 GB of disk) on one GPU, tokens/s and peak memory.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-/tmp/ftl_gpu_check}"
@@ -25,6 +27,15 @@ if FTLAUNCH_BUILD_JOBS=16 bash scripts/build.sh >"$out/build.log" 2>&1; then
 else
   row "build" "FAILED (build.log)"; tail -40 "$out/build.log"; cp build-configure.log "$out/" 2>/dev/null
   printf '%s\n' "${summary[@]}"; exit 1
+fi
+
+if [ "${1:-}" = scale ]; then
+  timeout 540 python3 bench/bench_lora.py build --device cuda --shapes 70b:1 --prequantized --steps 3 --warmup 2 \
+    >"$out/bench_scale.log" 2>&1
+  row "70B QLoRA on one GPU (bench_scale.log)" "exit $?"
+  tail -8 "$out/bench_scale.log"
+  printf '%s\n' "${summary[@]}"
+  exit 0
 fi
 
 # The unit tests (seconds); the parity suite runs on CPU in CI and would not fit the device budget.
