@@ -152,6 +152,7 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
             r.bad("quantization_config", "only bitsandbytes 4-bit checkpoints (quant_method bitsandbytes, load_in_4bit "
                                          "true) are read; start from the floating-point model");
         c.bnb_4bit_compute_dtype = qr.text("bnb_4bit_compute_dtype", "float32");
+        c.bnb_4bit_nested = qr.boolean("bnb_4bit_use_double_quant", false);
     }
     c.bos_token_id = r.token_id("bos_token_id");
     c.eos_token_id = r.token_id("eos_token_id");

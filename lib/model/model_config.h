@@ -47,6 +47,7 @@ struct DecoderConfig {
     // its 4-bit linears run in ("float32" when not given, as BitsAndBytesConfig defaults); empty
     // for a floating-point checkpoint.
     std::string bnb_4bit_compute_dtype;
+    bool bnb_4bit_nested = false;  // bnb_4bit_use_double_quant: the absmax values 8-bit quantised
     std::optional<int64_t> bos_token_id, eos_token_id, pad_token_id;
 };
 

@@ -94,14 +94,15 @@ RankMemory estimate_rank_memory(const EstimateInputs& in, bool on_gpu) {
     const int64_t largest_part = std::max({p.embeddings, p.per_layer, p.head});
     if (in.lora) {
         // 4-bit applies to the decoder layers' linear weights; embeddings, norms and the head stay 16-bit.
+        // The decoder's linears (4-bit, 16-bit or fp32), an untied head (16-bit or fp32), and the
+        // embeddings and norms in fp32, as train::load_job_model and model::quantize_model keep them.
         const int64_t layer_linears = in.model.num_layers * (p.per_layer - 2 * in.model.hidden_size);
-        const int64_t quantised = in.base_weights == BaseWeights::kFloat32 ? 0 : layer_linears;
-        double bytes = static_cast<double>(quantised) * base_bytes_per_parameter(in.base_weights) +
-                       static_cast<double>(p.total - quantised) * (quantised ? 2.0 : 4.0);
-        if (!quantised && in.frozen_linears_16bit) {
-            const int64_t sixteen = layer_linears + (in.model.tie_word_embeddings ? 0 : p.head - in.model.hidden_size);
-            bytes -= 2.0 * static_cast<double>(sixteen);
-        }
+        const int64_t head = in.model.tie_word_embeddings ? 0 : p.head - in.model.hidden_size;
+        const double sixteen_or_32 = in.frozen_linears_16bit ? 2.0 : 4.0;
+        const double linear_bytes =
+            in.base_weights == BaseWeights::kFloat32 ? sixteen_or_32 : base_bytes_per_parameter(in.base_weights);
+        const double bytes = static_cast<double>(layer_linears) * linear_bytes + static_cast<double>(head) * sixteen_or_32 +
+                             static_cast<double>(p.total - layer_linears - head) * 4.0;
         const bool partitioned = in.zero_stage == 3;
         m.base_weights = static_cast<int64_t>(bytes / static_cast<double>(partitioned ? n : 1));
         if (partitioned) {
@@ -162,11 +163,13 @@ EstimateInputs estimate_inputs(const config::RunConfig& run, const model::Decode
     in.lora_r = a.lora_r;
     in.lora_target_modules = a.lora_target_modules;
     if (a.use_4bit_quantization) in.base_weights = a.use_nested_quant ? BaseWeights::kNf4Nested : BaseWeights::kNf4;
+    if (!model.bnb_4bit_compute_dtype.empty())  // a bitsandbytes 4-bit checkpoint, loaded as it is
+        in.base_weights = model.bnb_4bit_nested ? BaseWeights::kNf4Nested : BaseWeights::kNf4;
     in.micro_batch = a.per_device_train_batch_size;
     in.sequence_length = a.max_seq_length;
     in.gradient_checkpointing = a.gradient_checkpointing;
     in.activation_bytes = (a.bf16 || a.fp16) ? 2 : 4;
-    in.frozen_linears_16bit = a.use_peft_lora && (a.bf16 || a.fp16) && !a.use_4bit_quantization;
+    in.frozen_linears_16bit = a.use_peft_lora && (a.bf16 || a.fp16);
     return in;
 }
 

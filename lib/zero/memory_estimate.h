@@ -45,8 +45,8 @@ struct EstimateInputs {
     int64_t lora_r = 8;
     std::string lora_target_modules = "all-linear";
     BaseWeights base_weights = BaseWeights::kFloat32;
-    // LoRA under bf16/fp16 autocast: the frozen linears (the decoder's and an untied lm_head) are
-    // kept in 16 bits, the embeddings and norms in fp32 (train::load_job_model).
+    // LoRA under bf16/fp16 autocast: the frozen linears (the decoder's unless 4-bit, and an untied
+    // lm_head) are kept in 16 bits, the embeddings and norms in fp32 (train::load_job_model).
     bool frozen_linears_16bit = false;
     int64_t micro_batch = 1;
     int64_t sequence_length = 1024;

@@ -10,7 +10,8 @@ DeepSpeed's own estimators (CPU; models built on the meta device, nothing is dow
   stages       on the 70B shape with LoRA under bf16: the frozen linears and lm_head count 2 bytes,
                embeddings and norms 4; stage 3 puts 1/world of the base weights on a rank,
                offload moves optimizer state and then parameters to the host, 4-bit shrinks the
-               base weights ~7x, checkpointing shrinks activations; without LoRA (full
+               base weights ~7x (a saved bitsandbytes checkpoint counts as 4-bit too), checkpointing
+               shrinks activations; without LoRA (full
                fine-tuning) stage 3 puts 1/world of the fp32 weights and gradients on a rank
   pre-flight   FTLAUNCH_MEMORY_PER_RANK below this run's estimate: exit 2 before any weight is
                loaded, naming both figures and a smaller --per_device_train_batch_size that fits;
@@ -134,6 +135,17 @@ def main():
         quant = estimate(os.path.join(work, "llama2_70b"), extra=("--use_4bit_quantization", "True", "--use_nested_quant", "True"))
         ratio = 4 * total / 8 / row(quant, 3)["base_weights"]
         check(6.5 < ratio < 8, f"70B: nested 4-bit base weights are {ratio:.2f}x smaller than fp32")
+        # A bitsandbytes checkpoint (config.json's quantization_config) counts as 4-bit without the flags.
+        prequantized = os.path.join(work, "llama2_70b_bnb")
+        os.makedirs(prequantized)
+        config = json.load(open(os.path.join(work, "llama2_70b", "config.json")))
+        config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True,
+                                         "bnb_4bit_use_double_quant": True, "bnb_4bit_quant_type": "nf4"}
+        json.dump(config, open(os.path.join(prequantized, "config.json"), "w"))
+        saved = estimate(prequantized)
+        check(row(saved, 3)["base_weights"] == row(quant, 3)["base_weights"],
+              f"70B saved as nested 4-bit: base weights {row(saved, 3)['base_weights']} as with --use_4bit_quantization "
+              f"({row(quant, 3)['base_weights']})")
         no_ckpt = estimate(os.path.join(work, "llama2_70b"), stage=2, extra=("--gradient_checkpointing", "False"))
         check(row(no_ckpt, 2)["activations"] > 5 * row(z2, 2)["activations"],
               "70B: without gradient checkpointing the activations grow several-fold")
