@@ -14,6 +14,7 @@ AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOption
     for (const auto& [name, p] : params_) {
         exp_avg_.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
         exp_avg_sq_.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
+        if (options_.fused) step_counts_.push_back(at::zeros({}, p.options().dtype(at::kFloat)));
     }
 }
 
@@ -31,6 +32,24 @@ void adamw_update(at::Tensor& param, const at::Tensor& grad, at::Tensor& exp_avg
 void AdamW::step(double lr) {
     at::NoGradGuard no_grad;
     ++step_;
+    if (options_.fused) {
+        // As torch.optim.AdamW(fused=True) calls it: steps advanced first, tensors with gradients.
+        at::_foreach_add_(step_counts_, 1.0);
+        std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
+        for (size_t i = 0; i < params_.size(); ++i) {
+            const at::Tensor& p = params_[i].second;
+            if (!p.grad().defined()) continue;
+            params.push_back(p);
+            grads.push_back(p.grad());
+            exp_avgs.push_back(exp_avg_[i]);
+            exp_avg_sqs.push_back(exp_avg_sq_[i]);
+            steps.push_back(step_counts_[i]);
+        }
+        if (!params.empty())
+            at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps, lr, options_.beta1,
+                              options_.beta2, options_.weight_decay, options_.eps, /*amsgrad=*/false, /*maximize=*/false);
+        return;
+    }
     for (size_t i = 0; i < params_.size(); ++i) {
         at::Tensor& p = params_[i].second;
         if (!p.grad().defined()) continue;
@@ -70,6 +89,7 @@ void AdamW::load_state(const std::vector<std::pair<std::string, at::Tensor>>& st
     auto it = by_name.find("step");
     if (it == by_name.end()) fail(ErrorKind::kConfig, "optimizer state: missing 'step'");
     step_ = static_cast<int64_t>(it->second.item<double>());
+    for (at::Tensor& count : step_counts_) count.fill_(static_cast<double>(step_));
 }
 
 }  // namespace ftl::optim

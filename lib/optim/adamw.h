@@ -18,6 +18,10 @@ struct AdamWOptions {
     double beta2 = 0.999;
     double eps = 1e-8;
     double weight_decay = 0.0;
+    // AdamW::step runs ATen's multi-tensor kernel (torch.optim.AdamW(fused=True): what the HF
+    // Trainer's default optim "adamw_torch_fused" runs; one launch for all tensors on a GPU) instead
+    // of the per-tensor update above. The same formula; roundings may differ in the last bit.
+    bool fused = false;
 };
 
 // One AdamW update of `param` in place with gradient `grad` and moments `exp_avg`,
@@ -43,6 +47,7 @@ public:
 private:
     std::vector<std::pair<std::string, at::Tensor>> params_;
     std::vector<at::Tensor> exp_avg_, exp_avg_sq_;
+    std::vector<at::Tensor> step_counts_;  // fused: each tensor's step, fp32 on its device (as torch keeps it)
     AdamWOptions options_;
     int64_t step_ = 0;
 };

@@ -321,7 +321,10 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     const int64_t save_every = interval(args.save_steps, total_steps);
     OptimizerLayout layout = optimizer_layout_for(run, lm.config().hidden_size);
     layout.partitioned = partitioned_trainable;
-    TrainOptimizer optimizer(trainable, {args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay}, layout,
+    // --optim adamw_torch_fused (the Trainer's default) runs torch's fused kernel where ZeRO does not
+    // take the optimizer over (DeepSpeed brings its own).
+    const bool fused_adamw = args.optim == "adamw_torch_fused";
+    TrainOptimizer optimizer(trainable, {args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay, fused_adamw}, layout,
                              rank);
     if (main_rank && !optimizer.reduction().empty()) log.info("ZeRO stage " + std::to_string(zero_stage) + ": " + optimizer.reduction());
     if (optimizer_offload)

@@ -5,7 +5,8 @@ tokenizer parity test, and a JSON-lines dataset of texts of different lengths. f
 seed's flags (LoRA all-linear, dropout 0, AdamW with weight decay, cosine schedule with warmup,
 clipping, accumulation) for 20 steps with logging_steps 1. The reference runs the same steps in
 Python with transformers + peft: get_peft_model after torch.manual_seed(seed) (so the LoRA A init
-is the same draw), torch.optim.AdamW (foreach=False), transformers.get_scheduler, clip_grad_norm_,
+is the same draw), torch.optim.AdamW(fused=True) (the Trainer's default optim on torch >= 2.8, which
+--optim adamw_torch_fused selects in ftlaunch too), transformers.get_scheduler, clip_grad_norm_,
 the model's own loss with num_items_in_batch = target tokens of the whole accumulated batch, and
 ftlaunch's documented batch order (torch.randperm with generator seed + epoch).
 
@@ -100,7 +101,7 @@ def reference_losses(model_dir, texts, batch, accumulation, fp16=False, load_kwa
     model = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
                                                         target_modules="all-linear", task_type="CAUSAL_LM"))
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=2e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, foreach=False)
+    opt = torch.optim.AdamW(params, lr=2e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, fused=True)
     sched = transformers.get_scheduler("cosine", opt, num_warmup_steps=math.ceil(0.1 * STEPS), num_training_steps=STEPS)
 
     def micro_batches():
