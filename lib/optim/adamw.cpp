@@ -29,12 +29,19 @@ void adamw_update(at::Tensor& param, const at::Tensor& grad, at::Tensor& exp_avg
     param.addcdiv_(exp_avg, denom, -step_size);
 }
 
+void fused_adamw_update(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,
+                        const std::vector<at::Tensor>& exp_avgs, const std::vector<at::Tensor>& exp_avg_sqs,
+                        const std::vector<at::Tensor>& steps, double lr, const AdamWOptions& options) {
+    at::NoGradGuard no_grad;
+    at::_foreach_add_(steps, 1.0);
+    at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps, lr, options.beta1, options.beta2,
+                      options.weight_decay, options.eps, /*amsgrad=*/false, /*maximize=*/false);
+}
+
 void AdamW::step(double lr) {
     at::NoGradGuard no_grad;
     ++step_;
-    if (options_.fused) {
-        // As torch.optim.AdamW(fused=True) calls it: steps advanced first, tensors with gradients.
-        at::_foreach_add_(step_counts_, 1.0);
+    if (options_.fused) {  // the tensors with gradients, as torch.optim.AdamW(fused=True) takes them
         std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
         for (size_t i = 0; i < params_.size(); ++i) {
             const at::Tensor& p = params_[i].second;
@@ -45,9 +52,7 @@ void AdamW::step(double lr) {
             exp_avg_sqs.push_back(exp_avg_sq_[i]);
             steps.push_back(step_counts_[i]);
         }
-        if (!params.empty())
-            at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps, lr, options_.beta1,
-                              options_.beta2, options_.weight_decay, options_.eps, /*amsgrad=*/false, /*maximize=*/false);
+        if (!params.empty()) fused_adamw_update(params, grads, exp_avgs, exp_avg_sqs, steps, lr, options_);
         return;
     }
     for (size_t i = 0; i < params_.size(); ++i) {

@@ -29,6 +29,12 @@ struct AdamWOptions {
 void adamw_update(at::Tensor& param, const at::Tensor& grad, at::Tensor& exp_avg, at::Tensor& exp_avg_sq,
                   int64_t step, double lr, const AdamWOptions& options);
 
+// The same update through ATen's multi-tensor kernel, as torch.optim.AdamW(fused=True) calls it:
+// `steps` (each tensor's step count, a float32 scalar tensor on its device) advance by one first.
+void fused_adamw_update(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,
+                        const std::vector<at::Tensor>& exp_avgs, const std::vector<at::Tensor>& exp_avg_sqs,
+                        const std::vector<at::Tensor>& steps, double lr, const AdamWOptions& options);
+
 class AdamW {
 public:
     // `params`: (name, fp32 tensor with .grad()) pairs; names key the saved state.

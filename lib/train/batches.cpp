@@ -100,14 +100,11 @@ at::Tensor count_targets(const model::Batch& batch) {
 double clip_grad_norm(std::vector<at::Tensor>& grads, double max_norm) {
     at::NoGradGuard no_grad;
     if (grads.empty()) return 0.0;
-    std::vector<at::Tensor> norms;
-    for (const auto& g : grads) norms.push_back(at::linalg_vector_norm(g, 2.0, {}, false, at::kFloat));
-    const double total = at::linalg_vector_norm(at::stack(norms), 2.0).item<double>();
-    if (max_norm > 0) {
-        const double coef = std::min(1.0, max_norm / (total + 1e-6));
-        for (auto& g : grads) g.mul_(coef);
-    }
-    return total;
+    // As torch's clip_grad_norm_ with foreach: one multi-tensor norm kernel on a GPU (per tensor on
+    // the CPU), the coefficient as a device tensor, one multi-tensor multiply.
+    const at::Tensor total = at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2.0)), 2.0);
+    if (max_norm > 0) at::_foreach_mul_(grads, at::clamp_max(max_norm / (total + 1e-6), 1.0));
+    return total.item<double>();
 }
 
 }  // namespace ftl::train

@@ -20,6 +20,7 @@ PartitionedAdamW::PartitionedAdamW(Sharding& sharding, optim::AdamWOptions optio
     master_ = slice;
     exp_avg_ = at::zeros_like(master_);
     exp_avg_sq_ = at::zeros_like(master_);
+    if (options_.fused) step_count_ = at::zeros({}, master_.options());
 }
 
 std::string PartitionedAdamW::placement() const { return offloaded_ ? offloaded_->describe() : "device memory"; }
@@ -53,6 +54,8 @@ PartitionedAdamW::StepResult PartitionedAdamW::step(double lr, double max_grad_n
     if (offloaded_) {
         updated = at::empty({sharding_.local_numel()}, fp32);
         offloaded_->step(grad, updated, step_, lr, options_);
+    } else if (options_.fused) {  // the client optimizer DeepSpeed steps on its partition: torch's fused AdamW
+        optim::fused_adamw_update({master_}, {grad}, {exp_avg_}, {exp_avg_sq_}, {step_count_}, lr, options_);
     } else {
         optim::adamw_update(master_, grad, exp_avg_, exp_avg_sq_, step_, lr, options_);
     }
@@ -95,6 +98,7 @@ void PartitionedAdamW::load_state(const NamedTensors& state) {
     const auto it = by_name.find("step");
     if (it == by_name.end()) fail(ErrorKind::kConfig, "optimizer state: missing 'step'");
     step_ = static_cast<int64_t>(it->second.item<double>());
+    if (step_count_.defined()) step_count_.fill_(static_cast<double>(step_));
 }
 
 }  // namespace ftl::zero

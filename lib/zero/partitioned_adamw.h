@@ -68,6 +68,7 @@ private:
     at::Tensor exp_avg_sq_;
     std::unique_ptr<OffloadedAdamWState> offloaded_;  // with offload: all three, elsewhere
     int64_t step_ = 0;
+    at::Tensor step_count_;  // options.fused (not offloaded): the step as the fused kernel reads it
 };
 
 }  // namespace ftl::zero
