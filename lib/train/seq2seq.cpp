@@ -260,6 +260,9 @@ int run_seq2seq_example(const config::RunConfig& run, const RankContext& rank, c
                                         : 10 * bart.d_model;
         partitioned.emplace(model.weight_parts(), rank.comm, rank.rank, rank.world_size, at::kFloat, device, persistence,
                             parameter_offload_for(run, offload_param));
+        // DeepSpeed's stage3_prefetch_bucket_size ("auto": 0.9 x hidden_size^2); 0 turns prefetch off.
+        if (!zero.stage3_prefetch_bucket_size || *zero.stage3_prefetch_bucket_size > 0)
+            partitioned->enable_prefetch(zero.stage3_max_live_parameters);
         if (main_rank)
             log.info("ZeRO-3: this rank holds " + std::to_string(partitioned->slice_bytes()) + " bytes" +
                      (offload_param ? " (offload_param: in " + partitioned->slice_placement() + ")" : std::string()) +
@@ -381,6 +384,13 @@ int run_seq2seq_example(const config::RunConfig& run, const RankContext& rank, c
                          "dataset['" + eval_split + "'][label_column][:10]=" +
                              python_list({labels.begin(), labels.begin() + static_cast<std::ptrdiff_t>(shown)})});
         }
+    }
+
+    if (main_rank && partitioned && (rank.comm || offload_param)) {
+        const auto& count = partitioned->prefetch_count();
+        log.info("ZeRO-3 gathers: " + std::to_string(count.gathers) + ", of which " + std::to_string(count.ahead) +
+                 " were started ahead of their use (prefetch) and " + std::to_string(count.dropped) +
+                 " started ahead were not used");
     }
 
     // ---- the adapter, as model.save_pretrained(peft_model_id) ----

@@ -329,7 +329,10 @@ void PartitionedWeights::acquire(int id) {
     if (tied_ && id == kHead) decoder_->lm_head = decoder_->embed_tokens;
     // Look ahead to the part expected next: with offload_param nvme, read its slices from disk;
     // with prefetch, start its gather so that it runs while this part computes.
+    if (!decoder_ && previous_ && before_previous_) successor_[{*before_previous_, *previous_}] = id;
     const std::optional<int> next = predicted_after(id);
+    before_previous_ = previous_;
+    previous_ = id;
     last_acquired_ = id;
     if (!next) return;
     const int next_gathered = stored_as(*next);
@@ -345,12 +348,15 @@ void PartitionedWeights::acquire(int id) {
 }
 
 void PartitionedWeights::enable_prefetch(int64_t max_live_parameters) {
-    prefetch_ = decoder_ != nullptr;
+    prefetch_ = true;
     max_live_parameters_ = max_live_parameters;
 }
 
 std::optional<int> PartitionedWeights::predicted_after(int part) const {
-    if (!decoder_) {  // the list order; in backward (the part after this one came last) the one before
+    if (!decoder_) {
+        if (previous_)
+            if (const auto known = successor_.find({*previous_, part}); known != successor_.end()) return known->second;
+        // Not seen yet: the list order; in backward (the part after this one came last) the one before.
         const auto at = std::find(order_.begin(), order_.end(), part);
         if (at == order_.end()) return std::nullopt;
         const bool backward = at + 1 != order_.end() && *(at + 1) == last_acquired_;

@@ -87,8 +87,9 @@ public:
                        at::ScalarType dtype, const at::Device& device, int64_t persistence_threshold = 0,
                        const std::optional<ParameterOffload>& offload = std::nullopt);
 
-    // Prefetch (DeepSpeed's stage3_prefetch_bucket_size > 0; the decoder family, whose order of
-    // parts is known): after gathering a part, start gathering the one expected next
+    // Prefetch (DeepSpeed's stage3_prefetch_bucket_size > 0): after gathering a part, start
+    // gathering the one expected next (the decoder family's known order; any other model's list
+    // order, or in backward the part before)
     // (Comm::start_all_gather; with offload_param, on one rank too, its upload from host memory on
     // a side stream: zero/transfer_stream.h) while this one computes, unless the two together exceed
     // `max_live_parameters` elements (stage3_max_live_parameters). A wrong guess costs one gather
@@ -166,6 +167,12 @@ private:
     // The part likely gathered after `part` (forward: the next; backward's recompute: the one
     // before), for the swap's read-ahead; nullopt when there is no guess.
     std::optional<int> predicted_after(int part) const;
+    // For any other model (BART: its embeddings serve the encoder, the decoder and the head, and
+    // generation repeats the decoder) predicted_after returns the part that followed the last two
+    // acquired the last time they came in that order, as DeepSpeed follows the trace it records
+    // of a step; the list order until then.
+    std::map<std::pair<int, int>, int> successor_;  // (part before, part) -> the part that came next
+    std::optional<int> previous_, before_previous_;  // the last two parts acquired
     int64_t persistent_bytes_ = 0;
     std::map<int, std::vector<Group>> parts_;
     std::vector<int> order_;  // part ids in forward order
