@@ -177,8 +177,8 @@ def hf_worker(args):
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     rows = [json.loads(line)["input_ids"] for line in open(os.path.join(args.data, "train.jsonl"))]
-    model = transformers.AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16,
-                                                              attn_implementation="sdpa").to(device)
+    model = transformers.AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16, attn_implementation="sdpa",
+                                                              device_map=args.device)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.enable_input_require_grads()
     model = peft.get_peft_model(model, peft.LoraConfig(task_type="CAUSAL_LM", **LORA))
