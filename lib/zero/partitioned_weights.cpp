@@ -170,11 +170,12 @@ PartitionedWeights::PartitionedWeights(const std::vector<model::WeightPart>& par
 void PartitionedWeights::place_slices(const std::optional<ParameterOffload>& offload, const std::vector<at::Tensor>& frozen,
                                       at::ScalarType dtype, size_t parts) {
     slices_on_host_ = offload.has_value();
-    if (offload) transfer_ = std::make_unique<TransferStream>(device_);
-    if (offload)
+    if (offload) {
         slice_options_ = at::TensorOptions().device(at::kCPU).pinned_memory(device_.is_cuda() && !offload->nvme);
-    else
+        transfer_ = std::make_unique<TransferStream>(device_);
+    } else {
         slice_options_ = at::TensorOptions().device(device_);
+    }
     if (!offload || !offload->nvme) return;
     nvme_ = true;
     host_budget_ = offload->max_in_cpu;
