@@ -1,5 +1,7 @@
 #include "data/arrow_reader.h"
 
+#include <filesystem>
+
 #include "util/error.h"
 
 #ifdef FTL_HAVE_ARROW
@@ -68,6 +70,13 @@ void append_table(const arrow::Table& table, const std::string& path, std::vecto
     // string columns. Reading the values of an unchecked file can run off its buffers.
     const arrow::Status valid = combined->ValidateFull();
     if (!valid.ok()) fail(ErrorKind::kIo, path + ": damaged Arrow data (" + valid.ToString() + ")");
+    // A row costs at least a bit of some buffer (a validity bit, a boolean), except in columns of
+    // the null type or in a batch without columns, whose row count nothing backs: a damaged count
+    // there would make billions of records.
+    const uint64_t file_bytes = std::filesystem::file_size(path);
+    if (static_cast<uint64_t>(combined->num_rows()) > 8 * file_bytes)
+        fail(ErrorKind::kIo, path + ": damaged Arrow data (" + std::to_string(combined->num_rows()) + " rows declared in a file of " +
+                                 std::to_string(file_bytes) + " bytes)");
     const size_t first = out.size();
     out.resize(first + static_cast<size_t>(combined->num_rows()), nlohmann::json::object());
     for (int c = 0; c < combined->num_columns(); ++c) {
