@@ -15,10 +15,11 @@ row() { summary+=("$(printf '%-44s %s' "$1" "$2")"); }
 nvidia-smi -L | tee "$out/gpus.txt"
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' | tee -a "$out/gpus.txt"
 
-# nlohmann-json is header-only; if the image lacks it, use the copy carried in .gpu_deps/.
-if [ ! -f /usr/include/nlohmann/json.hpp ] && [ -d .gpu_deps/usr ]; then
-  export CMAKE_PREFIX_PATH="$PWD/.gpu_deps/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
-  echo "using carried nlohmann-json from .gpu_deps"
+# What the image may lack (nlohmann-json, PCRE2) comes carried in .gpu_deps/ (scripts/make_gpu_deps.sh);
+# CMake prefers the image's own packages and falls back to these.
+if [ -d .gpu_deps/usr ]; then
+  export CMAKE_PREFIX_PATH="${CMAKE_PREFIX_PATH:+$CMAKE_PREFIX_PATH:}$PWD/.gpu_deps/usr"
+  echo "carried build dependencies in .gpu_deps on CMAKE_PREFIX_PATH"
 fi
 
 start=$(date +%s)
