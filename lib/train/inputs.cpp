@@ -56,7 +56,7 @@ JobModel load_job_model(const JobInputs& inputs, const at::Device& device, bool 
     const bool resizes = inputs.chat_format && inputs.tokenizer.size() > model::read_decoder_config(inputs.model_dir).vocab_size;
     if (!resizes) load.head_dtype = frozen_dtype;
     JobModel out{model::load_causal_lm(inputs.model_dir, load), std::nullopt};
-    if (inputs.chat_format && inputs.tokenizer.size() > out.loaded.model.config().vocab_size) {
+    if (resizes) {
         model::DecoderWeights& w = out.loaded.model.weights();
         if (mapped) {  // mean-resize in fp32 as the unmapped path does
             const bool tied = w.lm_head.is_same(w.embed_tokens);

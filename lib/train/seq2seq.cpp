@@ -386,12 +386,7 @@ int run_seq2seq_example(const config::RunConfig& run, const RankContext& rank, c
         }
     }
 
-    if (main_rank && partitioned && (rank.comm || offload_param)) {
-        const auto& count = partitioned->prefetch_count();
-        log.info("ZeRO-3 gathers: " + std::to_string(count.gathers) + ", of which " + std::to_string(count.ahead) +
-                 " were started ahead of their use (prefetch) and " + std::to_string(count.dropped) +
-                 " started ahead were not used");
-    }
+    if (main_rank && partitioned && (rank.comm || offload_param)) log.info(partitioned->describe_prefetch());
 
     // ---- the adapter, as model.save_pretrained(peft_model_id) ----
     if (main_rank) {

@@ -593,12 +593,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                  format_number(step_volume.reduce_scatter / steps) + ", broadcast " +
                  format_number(step_volume.broadcast / steps) + ")");
     }
-    if (main_rank && partitioned && (rank.comm || offload_param)) {
-        const auto& count = partitioned->prefetch_count();
-        log.info("ZeRO-3 gathers: " + std::to_string(count.gathers) + ", of which " + std::to_string(count.ahead) +
-                 " were started ahead of their use (prefetch) and " + std::to_string(count.dropped) +
-                 " started ahead were not used");
-    }
+    if (main_rank && partitioned && (rank.comm || offload_param)) log.info(partitioned->describe_prefetch());
 
     // ---- save (rank 0): the final weights and state in output_dir ----
     const NamedTensors full_tensors = gathered_for_save();  // collective under ZeRO-3

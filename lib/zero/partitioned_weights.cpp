@@ -348,6 +348,12 @@ void PartitionedWeights::acquire(int id) {
     }
 }
 
+std::string PartitionedWeights::describe_prefetch() const {
+    const PrefetchCount& count = prefetch_count_;
+    return "ZeRO-3 gathers: " + std::to_string(count.gathers) + ", of which " + std::to_string(count.ahead) +
+           " were started ahead of their use (prefetch) and " + std::to_string(count.dropped) + " started ahead were not used";
+}
+
 void PartitionedWeights::enable_prefetch(int64_t max_live_parameters) {
     prefetch_ = true;
     max_live_parameters_ = max_live_parameters;

@@ -101,7 +101,8 @@ public:
         int64_t ahead = 0;    // of those, gathered ahead of their use
         int64_t dropped = 0;  // gathers started ahead and not used (wrong guesses)
     };
-    const PrefetchCount& prefetch_count() const { return prefetch_count_; }
+    // The counts in a sentence, for the run's log.
+    std::string describe_prefetch() const;
 
     void acquire(int part) override;
     void release(int part) override;
