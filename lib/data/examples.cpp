@@ -75,7 +75,7 @@ std::optional<int64_t> small_integer(const nlohmann::json& v) {
         if (v.get<uint64_t>() > INT32_MAX) return std::nullopt;
         return static_cast<int64_t>(v.get<uint64_t>());
     }
-    if (!v.is_number_integer() || v.get<int64_t>() < -100) return std::nullopt;
+    if (!v.is_number_integer() || v.get<int64_t>() < -100 || v.get<int64_t>() > INT32_MAX) return std::nullopt;
     return v.get<int64_t>();
 }
 

@@ -56,7 +56,7 @@ const Tokenizers& tokenizers() {
     return loaded;
 }
 
-void check_rows(const std::vector<ftl::data::Row>& rows, int64_t max_seq_len, int32_t vocab) {
+void check_rows(const std::vector<ftl::data::Row>& rows, int64_t max_seq_len, int64_t vocab) {
     for (const auto& row : rows) {
         const size_t n = row.input_ids.size();
         bool ok = n >= 1 && static_cast<int64_t>(n) <= max_seq_len && row.labels.size() == n &&
@@ -95,7 +95,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         const auto rows = (mode & 64) ? ftl::data::pack_examples(examples, max_seq_len)
                                       : ftl::data::unpacked_rows(examples, max_seq_len, "fuzz [train]");
         const bool pretokenized = records.front().contains("input_ids");
-        check_rows(rows, max_seq_len, pretokenized ? INT32_MAX : tokenizer.size());
+        check_rows(rows, max_seq_len, pretokenized ? int64_t{INT32_MAX} + 1 : tokenizer.size());
     } catch (const ftl::Error&) {
     }
     std::filesystem::remove(path);
