@@ -26,7 +26,8 @@ bytes over the whole run on CUDA (both sides read c10's statistics), the peak re
 Loss check (--loss_steps > 0; the first shape): both stacks train the same rows in the same order
 (ftlaunch's sampler: torch.randperm seeded seed + epoch) for --loss_steps steps. Step 1's loss is
 the base model's on the same rows (adapters start at zero); it must agree within 1e-2 relative
-(bf16 rounding: HF keeps the residual stream in bf16, ftlaunch in fp32), and the mean of the last
+(bf16 rounding in different kernels; both load the model in bf16, so both keep the residual stream
+in bf16), and the mean of the last
 10 steps within 2e-2 (the two stacks draw different dropout masks).
 
 The table is printed last; `scripts/gpu_check.sh` runs this on the GPU machine.
@@ -239,6 +240,7 @@ def run_ftlaunch(args, model_dir, data_dir, out, batch, steps, seq, extra=(), la
            "--lora_alpha", str(LORA["lora_alpha"]), "--lora_dropout", str(LORA["lora_dropout"]),
            "--lora_target_modules", LORA["target_modules"], "--per_device_train_batch_size", str(batch),
            "--gradient_accumulation_steps", "1", "--gradient_checkpointing", "True", "--bf16", "True",
+           "--torch_dtype", "bfloat16",
            "--learning_rate", str(LEARNING_RATE), "--lr_scheduler_type", "constant", "--warmup_steps", "0",
            "--weight_decay", "0.01", "--max_grad_norm", "1.0", "--max_steps", str(steps), "--logging_steps", "1",
            "--save_strategy", "no", "--seed", str(SEED), "--report_to", "none", "--output_dir", out, *extra]

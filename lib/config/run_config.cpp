@@ -247,7 +247,22 @@ RunConfig resolve_run_config(const LauncherFlags& flags, const std::string& job_
     run.warnings.insert(run.warnings.end(), built.warnings.begin(), built.warnings.end());
     apply_mixed_precision(run.deepspeed, run.mixed_precision);
     resolve_with_train_args(run.deepspeed, run.train, run.world_size);
+    const std::string& dtype = run.train.torch_dtype;
+    if (!run.train.use_peft_lora && (dtype == "bfloat16" || dtype == "float16"))
+        run.warnings.push_back("--torch_dtype " + dtype + ": full fine-tuning keeps float32 weights (the optimizer's "
+                               "master copy, as DeepSpeed's engines keep it); use --bf16/--fp16 for " + dtype +
+                               " compute; the weights are not trained in " + dtype);
     return run;
+}
+
+std::string frozen_base_dtype(const RunConfig& run, const std::string& checkpoint_dtype) {
+    const bool sixteen_bit = run.mixed_precision == MixedPrecision::kBf16 || run.mixed_precision == MixedPrecision::kFp16;
+    if (run.uses_deepspeed && sixteen_bit) return run.mixed_precision == MixedPrecision::kBf16 ? "bfloat16" : "float16";
+    const TrainArgs& a = run.train;
+    if (a.torch_dtype == "auto") return checkpoint_dtype.empty() ? "float32" : checkpoint_dtype;
+    if (!a.torch_dtype.empty()) return a.torch_dtype;
+    if (a.use_4bit_quantization && a.bnb_4bit_quant_storage_dtype != "uint8") return a.bnb_4bit_quant_storage_dtype;
+    return "float32";
 }
 
 nlohmann::json RunConfig::to_json() const {

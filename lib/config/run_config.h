@@ -67,6 +67,15 @@ struct RunConfig {
 RunConfig resolve_run_config(const LauncherFlags& flags, const std::string& job_token,
                              const std::vector<std::string>& job_argv);
 
+// The type (config.json's names: "bfloat16", "float16", "float32") LoRA keeps its frozen base in:
+// DeepSpeed's bf16/fp16 engine (and FSDP's mixed precision) casts the whole module to its 16-bit
+// type; otherwise the type the model loads in: --torch_dtype ("auto": `checkpoint_dtype`, or
+// float32 when the checkpoint names none), else a 4-bit run's float storage type (the seed's
+// train.py loads with it), else float32. The residual stream runs in the embeddings' type.
+// Independently, under autocast the decoder's linears and an untied head are kept in the autocast
+// type (autocast rounds them to it at every use: the same products).
+std::string frozen_base_dtype(const RunConfig& run, const std::string& checkpoint_dtype);
+
 // The accelerate config alone (for `ftlaunch test` and `env`): file or defaults, plus flags.
 struct ResolvedAccelerate {
     AccelerateConfig config;

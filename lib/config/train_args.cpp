@@ -104,6 +104,7 @@ const std::vector<FlagSpec>& flag_table() {
         // ModelArguments
         flag("model_name_or_path", &A::model_name_or_path, text()),
         flag("model_revision", &A::model_revision, text()),
+        flag("torch_dtype", &A::torch_dtype, text({"auto", "bfloat16", "float16", "float32"}), {"dtype"}),
         flag("adapter_path", &A::adapter_path, text()),
         flag("chat_template_format", &A::chat_template_format, text({"chatml", "zephyr", "none"})),
         flag("lora_alpha", &A::lora_alpha, integer(1)),

@@ -31,6 +31,9 @@ struct TrainArgs {
     // ---- ModelArguments ----
     std::string model_name_or_path;           // required: a local folder or org/name in the hub cache
     std::string model_revision = "main";      // hub-cache snapshot to use
+    // TRL ModelConfig's --dtype (formerly --torch_dtype): the type the model loads in; "auto" =
+    // config.json's. Empty = the seed's train.py: fp32, or a 4-bit run's float storage type.
+    std::string torch_dtype;
     std::string adapter_path;                 // evaluate: a PEFT adapter folder to apply
     std::string chat_template_format = "none";  // chatml | zephyr | none
     int lora_alpha = 16;

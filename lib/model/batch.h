@@ -21,6 +21,10 @@ struct Batch {
     at::Tensor position_ids;
     at::Tensor labels;
     bool packed = false;  // true: documents are delimited by position_ids restarting at 0
+    // Optional, made on the host (train::collate): the positions of the flattened [B*T] rows whose
+    // next-token label counts, [N] int64, and those labels, [N] int64, so that the loss finds
+    // them without reading the labels back from the device (a wait for all work queued before).
+    at::Tensor target_positions, target_ids;
 };
 
 // The positions to use: batch.position_ids, or 0..T-1 broadcast to [B, T].

@@ -87,6 +87,8 @@ public:
 // when not the partition's (packed 4-bit codes keep their storage type; 16-bit frozen linears).
 struct WeightPart {
     struct Slot {
+        Slot(at::Tensor* slot_tensor, std::optional<at::ScalarType> slot_dtype = std::nullopt)  // NOLINT: a pointer converts
+            : tensor(slot_tensor), dtype(slot_dtype) {}
         at::Tensor* tensor;
         std::optional<at::ScalarType> dtype;
     };

@@ -63,14 +63,18 @@ at::Tensor chunked_linear_cross_entropy(const at::Tensor& hidden, const at::Tens
 LossResult causal_lm_loss(const CausalLM& model, const Batch& batch, const LossOptions& options,
                           const ForwardOptions& forward) {
     if (!batch.labels.defined()) fail(ErrorKind::kInternal, "causal_lm_loss: the batch has no labels");
-    at::Tensor hidden = model.hidden_states(batch, forward);  // [B, T, H]
     // Position t predicts label t+1; the last position of each row predicts nothing.
-    at::Tensor shifted = at::cat({batch.labels.narrow(1, 1, batch.labels.size(1) - 1),
-                                  at::full({batch.labels.size(0), 1}, kIgnoreIndex, batch.labels.options())},
-                                 1)
-                             .reshape({-1});
-    at::Tensor counted = (shifted != kIgnoreIndex).nonzero().squeeze(1);
+    at::Tensor counted = batch.target_positions, targets = batch.target_ids;
+    if (!counted.defined()) {
+        at::Tensor shifted = at::cat({batch.labels.narrow(1, 1, batch.labels.size(1) - 1),
+                                      at::full({batch.labels.size(0), 1}, kIgnoreIndex, batch.labels.options())},
+                                     1)
+                                 .reshape({-1});
+        counted = (shifted != kIgnoreIndex).nonzero().squeeze(1);
+        targets = shifted.index_select(0, counted);
+    }
     const int64_t count = counted.size(0);
+    at::Tensor hidden = model.hidden_states(batch, forward);  // [B, T, H]
     at::Tensor rows = hidden.reshape({-1, hidden.size(-1)}).index_select(0, counted);
     const double divisor = options.divisor ? *options.divisor : static_cast<double>(count);
     // Acquired before the early return: under ZeRO-3 acquiring is a collective every rank makes.
@@ -83,8 +87,7 @@ LossResult causal_lm_loss(const CausalLM& model, const Batch& batch, const LossO
         const at::Tensor first = hidden.reshape({-1, hidden.size(-1)}).narrow(0, 0, 1);
         return {at::linear(first, model.weights().lm_head).sum().to(at::kFloat) * 0.0, count};
     }
-    at::Tensor loss = chunked_linear_cross_entropy(rows, model.weights().lm_head, shifted.index_select(0, counted),
-                                                   options.chunk_rows, divisor);
+    at::Tensor loss = chunked_linear_cross_entropy(rows, model.weights().lm_head, targets, options.chunk_rows, divisor);
     return {loss, count};
 }
 

@@ -66,7 +66,19 @@ model::Batch collate(const std::vector<data::Row>& rows, const std::vector<int64
         for (int64_t j = static_cast<int64_t>(row.input_ids.size()); j < t; ++j)
             pos_a[r][j] = j == 0 ? 0 : pos_a[r][j - 1] + 1;
     }
+    // The loss's targets: flattened position r*t+j predicts labels[r][j+1] when that counts.
+    std::vector<int64_t> target_positions, target_ids;
+    for (int64_t r = 0; r < b; ++r) {
+        const std::vector<int32_t>& row_labels = rows[static_cast<size_t>(indices[static_cast<size_t>(r)])].labels;
+        for (size_t j = 1; j < row_labels.size(); ++j)
+            if (row_labels[j] != -100) {
+                target_positions.push_back(r * t + static_cast<int64_t>(j) - 1);
+                target_ids.push_back(row_labels[j]);
+            }
+    }
     model::Batch batch;
+    batch.target_positions = at::tensor(target_positions, options).to(device);
+    batch.target_ids = at::tensor(target_ids, options).to(device);
     batch.input_ids = ids.to(device);
     batch.labels = labels.to(device);
     batch.attention_mask = mask.to(device);
@@ -92,9 +104,14 @@ PaddedRows pad_rows(const std::vector<const std::vector<int32_t>*>& rows, int32_
     return {ids, mask};
 }
 
-at::Tensor count_targets(const model::Batch& batch) {
-    const int64_t t = batch.labels.size(1);
-    return (batch.labels.narrow(1, 1, t - 1) != -100).sum().to(at::kDouble).cpu().reshape({1});
+BatchCounts count_tokens(const std::vector<data::Row>& rows, const std::vector<int64_t>& indices) {
+    BatchCounts counts;
+    for (int64_t i : indices) {
+        const data::Row& row = rows[static_cast<size_t>(i)];
+        counts.tokens += static_cast<int64_t>(row.input_ids.size());
+        for (size_t j = 1; j < row.labels.size(); ++j) counts.targets += row.labels[j] != -100 ? 1 : 0;
+    }
+    return counts;
 }
 
 double clip_grad_norm(std::vector<at::Tensor>& grads, double max_norm) {

@@ -8,6 +8,7 @@
 #include "data/row_cache.h"
 #include "io/hub.h"
 #include "model/tensor_io.h"
+#include "train/autocast.h"
 #include "util/error.h"
 
 namespace ftl::train {
@@ -46,15 +47,34 @@ JobInputs resolve_job_inputs(const config::TrainArgs& args) {
     return {model_dir, dataset_dir, chat_format, std::move(tok)};
 }
 
-JobModel load_job_model(const JobInputs& inputs, const at::Device& device, bool mapped,
-                        std::optional<at::ScalarType> frozen_dtype) {
+bool resizes_vocabulary(const JobInputs& inputs, const model::DecoderConfig& config) {
+    return inputs.chat_format && inputs.tokenizer.size() > config.vocab_size;
+}
+
+zero::SliceTypes model_types(const config::RunConfig& run, const JobInputs& inputs, const model::DecoderConfig& config) {
+    zero::SliceTypes types(at::kFloat);
+    if (!run.train.use_peft_lora) return types;
+    const bool resizes = resizes_vocabulary(inputs, config);
+    if (!resizes) {
+        const std::string name = config::frozen_base_dtype(run, config.torch_dtype);
+        types.base = model::parse_float_dtype(name, run.train.torch_dtype == "auto"
+                                                        ? "--torch_dtype auto: " + inputs.model_dir + "/config.json: dtype"
+                                                        : "--torch_dtype");
+    }
+    const std::optional<at::ScalarType> autocast = autocast_dtype(run.train);
+    types.linears = autocast.value_or(types.base);
+    if (!resizes) types.head = autocast.value_or(types.base);
+    return types;
+}
+
+JobModel load_job_model(const JobInputs& inputs, const at::Device& device, bool mapped, const zero::SliceTypes& types) {
     model::LoadOptions load;
-    load.dtype = at::kFloat;
+    load.dtype = types.base;
     load.device = device;
     load.keep_mapped = mapped;
-    load.linear_dtype = frozen_dtype;
-    const bool resizes = inputs.chat_format && inputs.tokenizer.size() > model::read_decoder_config(inputs.model_dir).vocab_size;
-    if (!resizes) load.head_dtype = frozen_dtype;
+    load.linear_dtype = types.linears;
+    load.head_dtype = types.head;
+    const bool resizes = resizes_vocabulary(inputs, model::read_decoder_config(inputs.model_dir));
     JobModel out{model::load_causal_lm(inputs.model_dir, load), std::nullopt};
     if (resizes) {
         model::DecoderWeights& w = out.loaded.model.weights();

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "config/run_config.h"
 #include "config/train_args.h"
 #include "data/examples.h"
 #include "model/load.h"
@@ -15,6 +16,7 @@
 #include "tokenizer/chat_format.h"
 #include "tokenizer/hf_tokenizer.h"
 #include "train/rank_context.h"
+#include "zero/partitioned_weights.h"
 #include "util/log.h"
 
 namespace ftl::train {
@@ -39,19 +41,27 @@ at::Generator dropout_generator(const at::Device& device, uint64_t seed);
 // from_pretrained overrides); without one, pad = eos.
 JobInputs resolve_job_inputs(const config::TrainArgs& args);
 
-// The model in fp32 on `device` (train.py loads fp32 unless a 4-bit storage dtype says otherwise),
-// its embeddings resized (to a multiple of 8) when the chat tokens made the vocabulary larger.
-// `mapped` (ZeRO-3): the weights stay views of the mapped files, in the files' dtype, for
-// zero::PartitionedWeights to convert slice by slice (resized embeddings are converted whole).
-// `frozen_dtype` (LoRA under bf16/fp16 autocast): the decoder's linears and an untied lm_head
-// load in that type instead (model::LoadOptions::linear_dtype); the head stays fp32 when the
-// vocabulary is resized, since its new rows are means computed in fp32.
+// Whether the chat format's tokens make the tokenizer larger than config.json's vocabulary (the
+// model's embeddings are then resized for them).
+bool resizes_vocabulary(const JobInputs& inputs, const model::DecoderConfig& config);
+
+// The types the model's tensors are kept in: float32 for full fine-tuning (the trained weights);
+// with LoRA the frozen base in config::frozen_base_dtype, the decoder's linears and an untied head
+// in the autocast type under --bf16/--fp16. When the vocabulary is resized the embeddings, the head
+// and the norms stay float32 (the new rows are fp32 means the adapter file saves) and only the
+// linears follow those rules.
+zero::SliceTypes model_types(const config::RunConfig& run, const JobInputs& inputs, const model::DecoderConfig& config);
+
+// The model on `device` in `types`, its embeddings resized (to a multiple of 8) when the chat
+// tokens made the vocabulary larger. `mapped` (ZeRO-3, 4-bit): the weights stay views of the
+// mapped files, in the files' dtype, for zero::PartitionedWeights or quantisation to convert
+// (resized embeddings are converted whole, to fp32).
 struct JobModel {
     model::LoadedModel loaded;
     std::optional<int64_t> resized_to;  // the new vocabulary size when resized
 };
 JobModel load_job_model(const JobInputs& inputs, const at::Device& device, bool mapped = false,
-                        std::optional<at::ScalarType> frozen_dtype = std::nullopt);
+                        const zero::SliceTypes& types = {});
 
 // The --lora_* flags (and the base model's name) as PEFT's LoraConfig.
 peft::LoraConfig lora_config(const config::TrainArgs& args);

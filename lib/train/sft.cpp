@@ -156,8 +156,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     if (rank.heartbeat) rank.heartbeat->unwatched("tokenising the dataset");
     const model::DecoderConfig model_config = model::read_decoder_config(inputs.model_dir);
     // A chat format's tokens may add rows (load_job_model resizes the embeddings for them).
-    const int64_t vocab_rows = inputs.chat_format ? std::max<int64_t>(model_config.vocab_size, inputs.tokenizer.size())
-                                                  : model_config.vocab_size;
+    const int64_t vocab_rows = resizes_vocabulary(inputs, model_config) ? inputs.tokenizer.size() : model_config.vocab_size;
     const Splits data = prepare_data(args, inputs, args.eval_strategy != "no", vocab_rows, rank, log);
     if (rank.heartbeat) rank.heartbeat->unwatched("checking the memory estimate");
 
@@ -179,21 +178,23 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     (void)at::ones({4096}, at::kBFloat16).to(at::kFloat).sum().item<float>();
     reset_peak_resident();
     const int64_t resident_before_load = resident_bytes();
-    // LoRA under bf16/fp16: the frozen linears are only ever multiplied in the autocast type, so
-    // they are kept in it (as DeepSpeed's bf16/fp16 engines keep the module): half the bytes, no
-    // cast in each forward and recompute, the same products. Loading does it, or (mapped
-    // weights) ZeRO-3's slicing and 4-bit quantisation below.
-    const std::optional<at::ScalarType> frozen_dtype = args.use_peft_lora ? autocast_dtype(args) : std::nullopt;
-    JobModel job_model = load_job_model(inputs, device, partition_weights || four_bit, frozen_dtype);
-    // The head too, unless resized: its new rows are fp32 means that the adapter file saves.
-    const std::optional<at::ScalarType> frozen_head_dtype = job_model.resized_to ? std::nullopt : frozen_dtype;
+    // LoRA: the frozen base in the type the reference stack runs it in, and under bf16/fp16 the
+    // linears in the autocast type (they are only ever multiplied in it: half the bytes, no cast in
+    // each forward and recompute, the same products). Loading does it, or (mapped weights)
+    // ZeRO-3's slicing and 4-bit quantisation below.
+    const zero::SliceTypes types = model_types(run, inputs, model_config);
+    if (types.base != at::kFloat)
+        check_compute_dtype(device, types.base, "the frozen base's type " + std::string(c10::toString(types.base)) +
+                                                    " (--torch_dtype, or DeepSpeed's bf16/fp16 engine)");
+    JobModel job_model = load_job_model(inputs, device, partition_weights || four_bit, types);
     model::CausalLM& lm = job_model.loaded.model;
     if (!args.use_peft_lora && model::has_four_bit_linears(lm))
         fail(ErrorKind::kConfig, inputs.model_dir + " is a bitsandbytes 4-bit checkpoint: its frozen 4-bit weights "
                                  "train only through adapters (--use_peft_lora True)");
-    if (main_rank && frozen_dtype)
-        log.info(std::string("frozen linear weights kept in ") + c10::toString(*frozen_dtype) + " (the autocast type)" +
-                 (frozen_head_dtype ? ", lm_head too" : ", lm_head in float32 (resized)"));
+    if (main_rank && args.use_peft_lora)
+        log.info(std::string("frozen base weights kept in ") + c10::toString(types.base) + ", the decoder's linears in " +
+                 c10::toString(*types.linears) + ", lm_head in " + c10::toString(types.head.value_or(types.base)) +
+                 (job_model.resized_to ? " (resized vocabulary: embeddings, head and norms in float32)" : ""));
     if (main_rank && job_model.resized_to)
         log.info("resized the embeddings to " + std::to_string(*job_model.resized_to) + " rows for the chat tokens");
     NamedTensors trainable;
@@ -222,7 +223,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     };
     if (four_bit && !partition_weights) {
         for (int i = 0; i < lm.config().num_layers; ++i) quantize_layer(i);
-        model::quantize_model(lm, *quantizer, at::kFloat, device, frozen_head_dtype);  // the rest to fp32 on the device
+        model::quantize_model(lm, *quantizer, types.base, device, types.head);  // the rest on the device
     }
     // Recomputed: every decoder layer's weights (LoRA's adapters all sit in them).
     const bool recomputes = args.gradient_checkpointing || partition_weights;
@@ -243,10 +244,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                                         ? static_cast<int64_t>(*zero.stage3_param_persistence_threshold)
                                         : 10 * lm.config().hidden_size;
         const auto which = args.use_peft_lora ? zero::Partitioned::kFrozen : zero::Partitioned::kTrainable;
-        zero::SliceTypes slice_types(at::kFloat);
-        slice_types.linears = frozen_dtype;
-        slice_types.head = frozen_head_dtype;
-        partitioned.emplace(lm, rank.comm, rank.rank, rank.world_size, slice_types, device, persistence,
+        partitioned.emplace(lm, rank.comm, rank.rank, rank.world_size, types, device, persistence,
                             four_bit ? std::function<void(int)>(quantize_layer) : std::function<void(int)>(),
                             parameter_offload_for(run, offload_param), which);
         partitioned_trainable = partitioned->sharding();
@@ -423,16 +421,23 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         const std::string at_step = "step " + std::to_string(step + 1) + ": ";
         beat(at_step + "counting the batch's target tokens (all-reduce)");
         std::vector<model::Batch> micro;
-        for (int i = 0; i < args.gradient_accumulation_steps; ++i)
-            micro.push_back(collate(data.train, plan.next_micro_batch(), pad_id, args.packing, device));
+        std::vector<BatchCounts> micro_counts;
+        for (int i = 0; i < args.gradient_accumulation_steps; ++i) {
+            const std::vector<int64_t> indices = plan.next_micro_batch();
+            micro_counts.push_back(count_tokens(data.train, indices));
+            micro.push_back(collate(data.train, indices, pad_id, args.packing, device));
+        }
         // transformers >= 4.46: every micro-batch's summed loss is divided by the target tokens of
         // the whole accumulated batch over all ranks, so the curve does not depend on the split.
         at::Tensor counted = at::zeros({1}, at::TensorOptions().dtype(at::kDouble));
-        for (const auto& b : micro) counted += count_targets(b);
+        for (const BatchCounts& c : micro_counts) counted += static_cast<double>(c.targets);
         if (rank.comm) rank.comm->all_reduce(counted, dist::ReduceOp::kSum);
         model::LossOptions loss_options;
         loss_options.divisor = counted.item<double>();
-        double step_loss = 0.0;
+        // The micro-batches' losses summed on the device (in double, as a host sum of their values
+        // would be) and read once, with the step's other figures: no wait for the device between
+        // micro-batches.
+        at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
         for (size_t m = 0; m < micro.size(); ++m) {
             const model::Batch& b = micro[m];
             const std::string at_micro_batch =
@@ -450,20 +455,21 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             (scaler ? scaler->scaled(loss) : loss).backward();
             forward.progress = nullptr;
             if (rank.during_step) rank.during_step(step + 1);
-            step_loss += loss.item<double>();
-            const int64_t tokens = b.attention_mask.sum().item<int64_t>();  // real tokens, not padding
+            loss_sum += loss.detach().to(at::kDouble);
+            const int64_t tokens = micro_counts[m].tokens;
             tokens_seen += tokens;
             interval_tokens += tokens;
             interval_flops += static_cast<double>(tokens) * training_flops_per_token(shape, b.input_ids.size(1));
         }
         const bool stop_requested = rank.stop_requested && rank.stop_requested();
+        double step_loss = 0.0;  // summed over micro-batches and ranks
         bool stop_now = false;  // a rank got SIGTERM: all save and stop after this step
         beat(at_step + "all-reduce of the loss and stop votes");
         {  // one collective for the step's loss (summed), the stop votes and each rank's peak
            // device memory and resident host memory: [loss, stop, peak x world, host x world]
             const int world = rank.world_size;
             at::Tensor stats = at::zeros({2 + 2 * world}, at::TensorOptions().dtype(at::kDouble));
-            stats[0] = step_loss;
+            stats[0] = loss_sum.item<double>();
             stats[1] = stop_requested ? 1.0 : 0.0;
             stats[2 + world + rank.rank] = static_cast<double>(resident_bytes());  // before the peak: <= it on CPU
             stats[2 + rank.rank] = static_cast<double>(device_peak_bytes(device));

@@ -93,16 +93,16 @@ RankMemory estimate_rank_memory(const EstimateInputs& in, bool on_gpu) {
     RankMemory m;
     const int64_t largest_part = std::max({p.embeddings, p.per_layer, p.head});
     if (in.lora) {
-        // 4-bit applies to the decoder layers' linear weights; embeddings, norms and the head stay 16-bit.
-        // The decoder's linears (4-bit, 16-bit or fp32), an untied head (16-bit or fp32), and the
-        // embeddings and norms in fp32, as train::load_job_model and model::quantize_model keep them.
+        // 4-bit applies to the decoder layers' linear weights. The decoder's linears (4-bit, 16-bit
+        // or fp32), an untied head (16-bit or fp32), and the embeddings and norms in the frozen
+        // base's type, as train::model_types and model::quantize_model keep them.
         const int64_t layer_linears = in.model.num_layers * (p.per_layer - 2 * in.model.hidden_size);
         const int64_t head = in.model.tie_word_embeddings ? 0 : p.head - in.model.hidden_size;
-        const double sixteen_or_32 = in.frozen_linears_16bit ? 2.0 : 4.0;
+        const double sixteen_or_32 = in.frozen_linears_16bit || in.frozen_base_16bit ? 2.0 : 4.0;
         const double linear_bytes =
             in.base_weights == BaseWeights::kFloat32 ? sixteen_or_32 : base_bytes_per_parameter(in.base_weights);
         const double bytes = static_cast<double>(layer_linears) * linear_bytes + static_cast<double>(head) * sixteen_or_32 +
-                             static_cast<double>(p.total - layer_linears - head) * 4.0;
+                             static_cast<double>(p.total - layer_linears - head) * (in.frozen_base_16bit ? 2.0 : 4.0);
         const bool partitioned = in.zero_stage == 3;
         m.base_weights = static_cast<int64_t>(bytes / static_cast<double>(partitioned ? n : 1));
         if (partitioned) {
@@ -135,7 +135,9 @@ RankMemory estimate_rank_memory(const EstimateInputs& in, bool on_gpu) {
         m.optimizer = 0;
     }
     const double layer = layer_activation_bytes(in);
-    const double saved_inputs = static_cast<double>(in.micro_batch * in.sequence_length * in.model.hidden_size) * 4.0;
+    // Recompute keeps each layer's input: the residual stream, in the embeddings' type.
+    const double saved_inputs = static_cast<double>(in.micro_batch * in.sequence_length * in.model.hidden_size) *
+                                (in.lora && in.frozen_base_16bit ? 2.0 : 4.0);
     const bool recompute = in.gradient_checkpointing || in.zero_stage == 3;  // ZeRO-3 always recomputes
     const double layers = static_cast<double>(in.model.num_layers);
     const double logits = static_cast<double>(std::min<int64_t>(in.micro_batch * in.sequence_length, 1024) *
@@ -170,6 +172,7 @@ EstimateInputs estimate_inputs(const config::RunConfig& run, const model::Decode
     in.gradient_checkpointing = a.gradient_checkpointing;
     in.activation_bytes = (a.bf16 || a.fp16) ? 2 : 4;
     in.frozen_linears_16bit = a.use_peft_lora && (a.bf16 || a.fp16);
+    in.frozen_base_16bit = a.use_peft_lora && config::frozen_base_dtype(run, model.torch_dtype) != "float32";
     return in;
 }
 

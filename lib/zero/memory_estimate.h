@@ -46,8 +46,11 @@ struct EstimateInputs {
     std::string lora_target_modules = "all-linear";
     BaseWeights base_weights = BaseWeights::kFloat32;
     // LoRA under bf16/fp16 autocast: the frozen linears (the decoder's unless 4-bit, and an untied
-    // lm_head) are kept in 16 bits, the embeddings and norms in fp32 (train::load_job_model).
+    // lm_head) are kept in 16 bits (train::model_types).
     bool frozen_linears_16bit = false;
+    // LoRA's whole frozen base (embeddings, norms too) in 16 bits (config::frozen_base_dtype): the
+    // residual stream, and recompute's saved layer inputs, then are 16-bit too.
+    bool frozen_base_16bit = false;
     int64_t micro_batch = 1;
     int64_t sequence_length = 1024;
     bool gradient_checkpointing = true;

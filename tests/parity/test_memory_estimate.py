@@ -7,8 +7,10 @@ DeepSpeed's own estimators (CPU; models built on the meta device, nothing is dow
                equal PEFT's for all-linear and for a module list
   deepspeed    the DeepSpeed rows equal deepspeed.runtime.zero's estimate_zero2/zero3
                _model_states_mem_needs for the same counts and ranks (exact)
-  stages       on the 70B shape with LoRA under bf16: the frozen linears and lm_head count 2 bytes,
-               embeddings and norms 4; stage 3 puts 1/world of the base weights on a rank,
+  stages       on the 70B shape with LoRA under bf16: DeepSpeed's bf16 engine keeps every frozen
+               tensor in 2 bytes; without DeepSpeed the frozen linears and lm_head count 2 bytes,
+               embeddings and norms 4 (all 2 with --torch_dtype bfloat16, and the saved residual
+               stream halves); stage 3 puts 1/world of the base weights on a rank,
                offload moves optimizer state and then parameters to the host, 4-bit shrinks the
                base weights ~7x (a saved bitsandbytes checkpoint counts as 4-bit too), checkpointing
                shrinks activations; without LoRA (full
@@ -46,10 +48,14 @@ SHAPES = {
 
 
 def estimate(model_dir, ranks=8, stage=3, extra=(), lora=True):
+    """stage None: plain data parallel (accelerate MULTI_GPU), no DeepSpeed."""
     yaml = os.path.join(os.path.dirname(model_dir), f"z{stage}_{ranks}.yaml")
     with open(yaml, "w") as f:
-        f.write(f"distributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: {stage}\n  offload_optimizer_device: none\n"
-                f"  offload_param_device: none\nmixed_precision: bf16\nnum_machines: 1\nnum_processes: {ranks}\n")
+        if stage is None:
+            f.write(f"distributed_type: MULTI_GPU\nmixed_precision: bf16\nnum_machines: 1\nnum_processes: {ranks}\n")
+        else:
+            f.write(f"distributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: {stage}\n  offload_optimizer_device: none\n"
+                    f"  offload_param_device: none\nmixed_precision: bf16\nnum_machines: 1\nnum_processes: {ranks}\n")
     cmd = [FTLAUNCH, "--config_file", yaml, "estimate-memory", "--model_name_or_path", model_dir, "--use_peft_lora",
            str(lora), "--lora_r", "8", "--lora_target_modules", "all-linear", "--per_device_train_batch_size", "2",
            "--max_seq_len", "2048", "--json", *extra]
@@ -122,10 +128,18 @@ def main():
         big = results["llama2_70b"]
         total = big["model"]["total_params"]
         s2, s3 = row(big, 2), row(big, 3)
+        check(s2["base_weights"] == 2 * total,
+              f"70B, LoRA under DeepSpeed's bf16 engine: base weights {s2['base_weights']} = every frozen tensor in "
+              f"bf16 ({2 * total}; fp32 would be {4 * total})")
+        plain = row(estimate(os.path.join(work, "llama2_70b"), stage=None), 0)
         base_bytes = 4 * total - 2 * sixteen_bit["llama2_70b"]
-        check(s2["base_weights"] == base_bytes,
-              f"70B, LoRA under bf16: base weights {s2['base_weights']} = linears and lm_head in bf16, embeddings and "
-              f"norms in fp32 ({base_bytes}; fp32 would be {4 * total})")
+        check(plain["base_weights"] == base_bytes,
+              f"70B, LoRA under bf16 without DeepSpeed: base weights {plain['base_weights']} = linears and lm_head in "
+              f"bf16, embeddings and norms in fp32 ({base_bytes})")
+        in_bf16 = row(estimate(os.path.join(work, "llama2_70b"), stage=None, extra=("--torch_dtype", "bfloat16")), 0)
+        check(in_bf16["base_weights"] == 2 * total and in_bf16["activations"] < plain["activations"],
+              f"70B, --torch_dtype bfloat16 without DeepSpeed: base weights {in_bf16['base_weights']} all bf16, "
+              f"activations {in_bf16['activations']} < {plain['activations']} (the residual stream saved in bf16)")
         check(abs(s3["base_weights"] * 8 - s2["base_weights"]) <= 8,
               f"70B: stage 3 keeps 1/8 of the base weights per rank ({s3['base_weights']} x 8 vs {s2['base_weights']})")
         opt, both = row(big, 3, optimizer=True), row(big, 3, optimizer=True, params=True)

@@ -90,13 +90,15 @@ def run_ftlaunch(model_dir, data_dir, out, batch, accumulation, extra=(), launch
     return [e["loss"] for e in state["log_history"] if "loss" in e], proc.stdout
 
 
-def reference_losses(model_dir, texts, batch, accumulation, fp16=False, load_kwargs=None):
-    """load_kwargs: more from_pretrained arguments (test_qlora: a BitsAndBytesConfig)."""
+def reference_losses(model_dir, texts, batch, accumulation, fp16=False, load_kwargs=None, bf16=False):
+    """load_kwargs: more from_pretrained arguments (test_qlora: a BitsAndBytesConfig). bf16: the
+    model loaded in bf16 (PEFT keeps the adapters fp32), every forward under autocast(bfloat16)."""
     tok = transformers.AutoTokenizer.from_pretrained(model_dir)
     tok.pad_token = tok.eos_token
     rows = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
     import peft
-    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, **(load_kwargs or {}))
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16 if bf16 else torch.float32,
+                                                              **(load_kwargs or {}))
     torch.manual_seed(SEED)
     model = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
                                                         target_modules="all-linear", task_type="CAUSAL_LM"))
@@ -126,7 +128,7 @@ def reference_losses(model_dir, texts, batch, accumulation, fp16=False, load_kwa
             ids = torch.tensor([r + [tok.pad_token_id] * (length - len(r)) for r in m])
             mask = torch.tensor([[1] * len(r) + [0] * (length - len(r)) for r in m])
             labels = torch.tensor([r + [-100] * (length - len(r)) for r in m])
-            with torch.autocast("cpu", dtype=torch.float16, enabled=fp16):
+            with torch.autocast("cpu", dtype=torch.bfloat16 if bf16 else torch.float16, enabled=fp16 or bf16):
                 out = model(input_ids=ids, attention_mask=mask, labels=labels, num_items_in_batch=torch.tensor(n_items))
             scaler.scale(out.loss).backward()
             total += out.loss.item()
@@ -142,10 +144,13 @@ def reference_losses(model_dir, texts, batch, accumulation, fp16=False, load_kwa
     return losses, model
 
 
-def first_step_gradients(model_dir, data_dir, texts, out, batch_size):
+def first_step_gradients(model_dir, data_dir, texts, out, batch_size, bf16=False):
     """LoRA gradients of step 1: ftlaunch --fp16, and PyTorch with and without
-    autocast(float16) + loss scale 2^16, unscaled. Keys are PEFT's adapter names."""
-    run_ftlaunch(model_dir, data_dir, out, batch_size, 1, extra=("--fp16", "True", "--save_steps", "1", "--max_grad_norm", "1e9"))
+    autocast(float16) + loss scale 2^16, unscaled. Keys are PEFT's adapter names. bf16: ftlaunch
+    --bf16 True --torch_dtype bfloat16, and PyTorch with the model in bf16 under autocast(bfloat16)
+    (no loss scale) and the fp32 run."""
+    precision = ("--bf16", "True", "--torch_dtype", "bfloat16") if bf16 else ("--fp16", "True")
+    run_ftlaunch(model_dir, data_dir, out, batch_size, 1, extra=(*precision, "--save_steps", "1", "--max_grad_norm", "1e9"))
     state = load_file(os.path.join(out, "checkpoint-1", "optimizer.safetensors"))
     ours = {k[len("exp_avg."):]: v / 0.1 for k, v in state.items() if k.startswith("exp_avg.")}
     tok = transformers.AutoTokenizer.from_pretrained(model_dir)
@@ -159,13 +164,14 @@ def first_step_gradients(model_dir, data_dir, texts, out, batch_size):
     labels = torch.tensor([r + [-100] * (length - len(r)) for r in batch])
     import peft
     grads = []
-    for fp16 in (True, False):
-        model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    for half in (True, False):
+        dtype = torch.bfloat16 if half and bf16 else torch.float32
+        model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
         torch.manual_seed(SEED)
         model = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
                                                             target_modules="all-linear", task_type="CAUSAL_LM"))
-        scale = 2.0 ** 16 if fp16 else 1.0
-        with torch.autocast("cpu", dtype=torch.float16, enabled=fp16):
+        scale = 2.0 ** 16 if half and not bf16 else 1.0
+        with torch.autocast("cpu", dtype=torch.bfloat16 if bf16 else torch.float16, enabled=half):
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         (loss * scale).backward()
         grads.append({n.replace(".default", ""): p.grad / scale for n, p in model.named_parameters() if p.requires_grad})
@@ -228,6 +234,24 @@ def main():
         ref16_curve, _ = reference_losses(model_dir, texts, 2, 2, fp16=True)
         compare_curves(fp16, ref16_curve, 5e-2, "--fp16 20 steps against transformers+peft with GradScaler")
         check("overflowed" not in fp16_log and fp16[-1] < fp16[0], "--fp16: no overflow at the default scale; the loss falls")
+
+        # --bf16 True --torch_dtype bfloat16 (TRL's ModelConfig flag; the bench's and DeepSpeed's
+        # bf16 setting): the whole frozen model in bf16, so the residual stream runs in bf16 as in
+        # transformers with dtype=bfloat16; adapters fp32 (PEFT's autocast_adapter_dtype). Step 1
+        # (zero adapters: the base model's loss) agrees to bf16 kernel-order noise; gradients are as
+        # close to fp32's as PyTorch's own bf16 ones; the curve drifts as two bf16 runs do.
+        ours_bf16, ref_bf16, ref32 = first_step_gradients(model_dir, data_dir, texts, os.path.join(work, "grad_bf16"), 1, bf16=True)
+        err_ours = max(((ours_bf16[k] - ref32[k]).norm() / ref32[k].norm()).item() for k in ref32 if ref32[k].norm() > 0)
+        err_ref = max(((ref_bf16[k] - ref32[k]).norm() / ref32[k].norm()).item() for k in ref32 if ref32[k].norm() > 0)
+        check(err_ours <= 2 * err_ref, f"--bf16 --torch_dtype bfloat16 first-step gradients vs fp32: ours {err_ours:.2e}, "
+                                       f"PyTorch's bf16 model under autocast {err_ref:.2e} (ours <= 2x)")
+        bf16_curve, bf16_log = run_ftlaunch(model_dir, data_dir, os.path.join(work, "run_bf16"), 2, 2,
+                                            extra=("--bf16", "True", "--torch_dtype", "bfloat16"))
+        ref_bf16_curve, _ = reference_losses(model_dir, texts, 2, 2, bf16=True)
+        check("frozen base weights kept in BFloat16" in bf16_log, "--torch_dtype bfloat16: the log says the base is kept in bf16")
+        step1 = abs(bf16_curve[0] - ref_bf16_curve[0]) / ref_bf16_curve[0]
+        check(step1 <= 1e-3, f"--torch_dtype bfloat16 step 1 (the base model's loss) vs transformers in bf16: rel {step1:.2e} <= 1e-3")
+        compare_curves(bf16_curve, ref_bf16_curve, 5e-2, "--bf16 --torch_dtype bfloat16 20 steps against transformers+peft in bf16")
 
         # Accumulation does not change the curve.
         b4, _ = run_ftlaunch(model_dir, data_dir, os.path.join(work, "run_b4_a1"), 4, 1)

@@ -24,8 +24,10 @@ ranks, with and without accumulation. Checks:
   buckets      ZeRO-2 on 2 ranks with accumulation, gradients reduce-scattered in 10 buckets
                (reduce_bucket_size 1000), during the last backward (overlap_comm) and after it: both
                curves == the single-rank one (1e-5) and each other bit for bit
-  bf16         LoRA under --bf16 True: frozen linears and the head kept in bf16 (norms, embeddings
-               fp32); ZeRO-3 on 2 ranks partitions exactly those bytes, curve == plain 2 ranks (1e-6)
+  bf16         LoRA under --bf16 True: without DeepSpeed the frozen linears and the head kept in
+               bf16 (norms, embeddings fp32); ZeRO-3 (DeepSpeed's bf16 engine) keeps every frozen
+               tensor in bf16 and partitions exactly those bytes, curve == plain 2 ranks with
+               --torch_dtype bfloat16 (1e-6)
   persistence  with DeepSpeed's default stage3_param_persistence_threshold (1e5 elements) the
                tensors below it stay whole on every rank: each rank reports exactly their fp32 bytes
   resume       a stage-2 run on 4 ranks saves checkpoint-10; resumed on 2 ranks under stage 1
@@ -133,29 +135,35 @@ def loading_growth(log):
 
 
 def check_bf16_frozen_linears(work, model_dir, data_dir):
-    """LoRA under --bf16 True keeps the frozen linears (and the untied head) in bf16, embeddings and
-    norms in fp32: ZeRO-3 on 2 ranks (every tensor partitioned) reports exactly those bytes as
-    the partitioned total, and its curve equals plain data parallel's on 2 ranks in bf16 (bf16
-    products depend on the batch's padded shape, so 1 rank x batch 4 is ~1e-2 away after 20
-    steps, for plain data parallel alike). Without clipping: plain data parallel takes the norm as
-    torch's clip_grad_norm_ does (fp32 per-tensor norms), ZeRO over its shards in fp64, and bf16
-    amplifies that last-bit difference in the coefficient to ~3e-5 in 20 steps."""
+    """LoRA under --bf16 True. Plain data parallel keeps the frozen linears (and the untied head)
+    in bf16, embeddings and norms in fp32 (the log says so). DeepSpeed's bf16 engine casts the
+    whole frozen model to bf16: ZeRO-3 on 2 ranks (every tensor partitioned) reports exactly every
+    tensor at 2 bytes as the partitioned total, and its curve equals plain data parallel's with
+    --torch_dtype bfloat16 (the same types) on 2 ranks (bf16 products depend on the batch's padded
+    shape, so 1 rank x batch 4 is ~1e-2 away after 20 steps, for plain data parallel alike).
+    Without clipping: plain data parallel takes the norm as torch's clip_grad_norm_ does (fp32
+    per-tensor norms), ZeRO over its shards in fp64, and bf16 amplifies that last-bit difference
+    in the coefficient to ~3e-5 in 20 steps."""
     bf16 = ("--bf16", "True", "--max_grad_norm", "0")
-    plain, log = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, "bf16_plain"), 2, 1, extra=bf16,
-                                  launcher=("--config_file", os.path.join(os.environ["FTL_SOURCE_DIR"], "configs",
-                                                                          "multi_cpu_2.yaml")))
-    check("frozen linear weights kept in BFloat16 (the autocast type), lm_head too" in log,
-          "--bf16 True with LoRA: the log says the frozen linears are kept in bf16")
+    two_cpu_ranks = ("--config_file", os.path.join(os.environ["FTL_SOURCE_DIR"], "configs", "multi_cpu_2.yaml"))
+    _, log = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, "bf16_linears"), 2, 1, extra=bf16, launcher=two_cpu_ranks)
+    check("frozen base weights kept in Float, the decoder's linears in BFloat16, lm_head in BFloat16" in log,
+          "--bf16 True with LoRA, no DeepSpeed: the log says the frozen linears and head are kept in bf16, the rest fp32")
+    plain, log = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, "bf16_plain"), 2, 1,
+                                  extra=(*bf16, "--torch_dtype", "bfloat16"), launcher=two_cpu_ranks)
+    everything_bf16 = "frozen base weights kept in BFloat16, the decoder's linears in BFloat16, lm_head in BFloat16"
+    check(everything_bf16 in log, "--torch_dtype bfloat16: the log says the whole frozen model is kept in bf16")
     losses, log = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, "bf16_zero3"), 2, 1, extra=bf16,
                                    launcher=("--config_file", zero3_everything_partitioned(work, 2)))
+    check(everything_bf16 in log, "ZeRO-3 with --bf16 True (DeepSpeed's bf16 engine): the whole frozen model in bf16")
     weights = load_file(os.path.join(model_dir, "model.safetensors"))
-    expected = sum(t.numel() * (2 if "_proj." in k or k == "lm_head.weight" else 4) for k, t in weights.items())
+    expected = sum(t.numel() * 2 for t in weights.values())
     totals = {int(t) for t in re.findall(r"holds \d+ bytes of the (\d+) bytes", log)}
-    check(totals == {expected}, f"ZeRO-3 bf16: partitioned bytes {sorted(totals)} == linears and head at 2 bytes, "
-                                f"the rest at 4: {expected} (fp32 would be {sum(t.numel() * 4 for t in weights.values())})")
+    check(totals == {expected}, f"ZeRO-3 bf16: partitioned bytes {sorted(totals)} == every tensor at 2 bytes: {expected} "
+                                f"(fp32 would be {sum(t.numel() * 4 for t in weights.values())})")
     curve = worst_curve_diff(losses, plain)
     check(len(losses) == len(plain) and curve <= 1e-6,
-          f"ZeRO-3 bf16 vs plain data parallel bf16, 2 ranks: worst rel diff {curve:.2e} <= 1e-6")
+          f"ZeRO-3 bf16 vs plain data parallel with --torch_dtype bfloat16, 2 ranks: worst rel diff {curve:.2e} <= 1e-6")
 
 
 def check_gradient_buckets(work, model_dir, data_dir, single):

@@ -71,8 +71,12 @@ int main(int argc, char** argv) try {
     auto read = [&](const std::string& name) {
         return inputs->contains(name) ? model::tensor_from_view(inputs->tensor(name)) : at::Tensor();
     };
-    model::Batch batch{read("input_ids"), read("attention_mask"), read("position_ids"), read("labels"),
-                       inputs->contains("packed")};
+    model::Batch batch;
+    batch.input_ids = read("input_ids");
+    batch.attention_mask = read("attention_mask");
+    batch.position_ids = read("position_ids");
+    batch.labels = read("labels");
+    batch.packed = inputs->contains("packed");
 
     {
         at::NoGradGuard no_grad;

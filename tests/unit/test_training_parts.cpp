@@ -56,6 +56,25 @@ TEST_CASE("packing wraps documents into rows, each document on its own positions
                       "--packing True");
 }
 
+TEST_CASE("collate's host-made targets and counts are those the labels give on the device", "[train]") {
+    // Rows of different lengths (right padding), a packed row with a document start, masked labels.
+    std::vector<data::Row> rows(3);
+    rows[0] = {{5, 6, 7, 8, 9}, {5, 6, -100, 8, 9}, {0, 1, 2, 3, 4}};
+    rows[1] = {{1, 2}, {1, 2}, {0, 1}};
+    rows[2] = {{3, 4, 5, 6}, {-100, 4, -100, 6}, {0, 1, 0, 1}};
+    const std::vector<int64_t> indices{2, 0, 1};
+    const model::Batch batch = train::collate(rows, indices, 0, /*packed=*/true, at::kCPU);
+    const int64_t t = batch.labels.size(1);
+    const at::Tensor shifted = at::cat({batch.labels.narrow(1, 1, t - 1), at::full({3, 1}, -100, at::kLong)}, 1).reshape({-1});
+    const at::Tensor expected = (shifted != -100).nonzero().squeeze(1);
+    CHECK(at::equal(batch.target_positions, expected));
+    CHECK(at::equal(batch.target_ids, shifted.index_select(0, expected)));
+    const train::BatchCounts counts = train::count_tokens(rows, indices);
+    CHECK(counts.tokens == batch.attention_mask.sum().item<int64_t>());
+    CHECK(counts.targets == expected.size(0));
+    CHECK(counts.targets == 6);  // 3 of row 0 (its third label masked), 1 of row 1, 2 of row 2
+}
+
 TEST_CASE("split files are found by HF's naming", "[train]") {
     const auto dir = std::filesystem::temp_directory_path() / "ftl_split_test";
     std::filesystem::remove_all(dir);
