@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "model/recompute.h"
+#include "model/rms_norm.h"
 #include "model/rope.h"
 #include "util/error.h"
 
@@ -42,8 +43,10 @@ at::Tensor apply_linear(const Linear& linear, const at::Tensor& x, const Forward
     const LowRankAdapter& a = *linear.adapter;
     at::Tensor input = x.to(a.A.scalar_type());
     if (options.training && a.dropout > 0.0) {
-        // Inverted dropout, as torch.nn.Dropout: keep with probability 1-p, scale by 1/(1-p).
-        at::Tensor keep = at::empty_like(input).bernoulli_(1.0 - a.dropout, options.generator);
+        // Inverted dropout, as torch.nn.Dropout: keep with probability 1-p, scale by 1/(1-p). The
+        // mask is bool (the same draws and products as a float mask): backward keeps 1 byte per
+        // element of it, not 4.
+        at::Tensor keep = at::empty_like(input, at::kBool).bernoulli_(1.0 - a.dropout, options.generator);
         input = input * keep / (1.0 - a.dropout);
     }
     at::Tensor delta = at::linear(at::linear(input, a.A), a.B) * a.scaling;
@@ -90,12 +93,6 @@ int64_t resize_token_embeddings(DecoderConfig& config, DecoderWeights& weights, 
     weights.lm_head = tied ? weights.embed_tokens : grow(weights.lm_head);
     config.vocab_size = new_size;
     return new_size;
-}
-
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-    at::Tensor x32 = x.to(at::kFloat);
-    at::Tensor normed = x32 * at::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps);
-    return weight * normed.to(x.scalar_type());
 }
 
 CausalLM::CausalLM(DecoderConfig config, DecoderWeights weights)

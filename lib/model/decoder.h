@@ -167,9 +167,6 @@ int64_t resize_token_embeddings(DecoderConfig& config, DecoderWeights& weights, 
 // x [..., in] -> [..., out] through `linear`, its bias and its adapter.
 at::Tensor apply_linear(const Linear& linear, const at::Tensor& x, const ForwardOptions& options);
 
-// HF LlamaRMSNorm: x / sqrt(mean(x^2) + eps) in fp32, cast back, times weight.
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
-
 // The keys and values of the tokens decoded so far, per layer ([N, kv_heads, length, head_dim],
 // after RoPE), for decoding one token at a time (transformers' DynamicCache).
 struct KeyValueCache {

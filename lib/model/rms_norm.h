@@ -1,0 +1,23 @@
+// HF LlamaRMSNorm: y = weight * (x / sqrt(mean(x^2) + eps) computed in fp32, cast back to x's type).
+//
+// On a GPU (x and weight of one type: fp32, bf16 or fp16) one fused kernel each way
+// (model/rms_norm_cuda.h): forward reads x once and writes y and one fp32 rstd per row; backward
+// keeps only x and rstd (the composite's autograd keeps an fp32 copy of x and the normalised
+// tensor as well). Elsewhere, and as the reference the kernels are tested against, the composite
+// of ATen ops below.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace ftl::model {
+
+// x [..., H], weight [H] -> [..., H] in promote(x, weight)'s type; differentiable in both.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+// The composite of ATen ops HF's module runs (the CPU path).
+at::Tensor rms_norm_reference(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+// Whether rms_norm runs the fused kernels for these tensors (a CUDA build, tensors on a GPU).
+bool rms_norm_is_fused(const at::Tensor& x, const at::Tensor& weight);
+
+}  // namespace ftl::model
