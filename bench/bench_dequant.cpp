@@ -8,12 +8,14 @@
 // Prints one line per part; exits 1 on any mismatch.
 #include <c10/cuda/CUDAFunctions.h>
 
-#include <chrono>
 #include <cstdio>
+
+#include "cuda_timing.h"
 
 #include "quant/four_bit.h"
 
 using namespace ftl;
+using bench::seconds_per_call;
 
 namespace {
 
@@ -31,16 +33,6 @@ quant::FourBitState on_device(const quant::FourBitState& s, const at::Device& de
         out.nested_code = s.nested_code.to(device);
     }
     return out;
-}
-
-template <class F>
-double seconds_per_call(F&& call, int iterations) {
-    call();
-    c10::cuda::device_synchronize();
-    const auto start = std::chrono::steady_clock::now();
-    for (int i = 0; i < iterations; ++i) call();
-    c10::cuda::device_synchronize();
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / iterations;
 }
 
 }  // namespace

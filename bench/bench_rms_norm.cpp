@@ -10,28 +10,20 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include <chrono>
 #include <cstdio>
+
+#include "cuda_timing.h"
 #include <limits>
 
 #include "model/rms_norm.h"
 #include "model/rms_norm_cuda.h"
 
 using namespace ftl;
+using bench::seconds_per_call;
 
 namespace {
 
 constexpr double kEps = 1e-5;
-
-template <class F>
-double seconds_per_call(F&& call, int iterations) {
-    call();
-    c10::cuda::device_synchronize();
-    const auto start = std::chrono::steady_clock::now();
-    for (int i = 0; i < iterations; ++i) call();
-    c10::cuda::device_synchronize();
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / iterations;
-}
 
 double relative_error(const at::Tensor& out, const at::Tensor& ref) {
     const at::Tensor o = out.to(at::kCPU, at::kDouble);

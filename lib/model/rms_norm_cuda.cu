@@ -4,28 +4,15 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "util/cuda_elements.cuh"
+
 namespace ftl::model::cuda {
 namespace {
 
 constexpr int kThreads = 256;  // per block; one block per row
 
-template <class T>
-__device__ inline float to_float(T v);
-template <>
-__device__ inline float to_float<float>(float v) { return v; }
-template <>
-__device__ inline float to_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <>
-__device__ inline float to_float<__half>(__half v) { return __half2float(v); }
-
-template <class T>
-__device__ inline T from_float(float v);
-template <>
-__device__ inline float from_float<float>(float v) { return v; }
-template <>
-__device__ inline __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-template <>
-__device__ inline __half from_float<__half>(float v) { return __float2half_rn(v); }
+using cuda_elements::from_float;
+using cuda_elements::to_float;
 
 // The sum of `v` over the block's threads, returned to every thread. `shared` holds one float per warp.
 __device__ inline float block_sum(float v, float* shared) {

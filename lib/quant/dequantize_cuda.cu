@@ -4,19 +4,14 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "util/cuda_elements.cuh"
+
 namespace ftl::quant::cuda {
 namespace {
 
 constexpr int64_t kNestedBlocksize = 256;
 
-template <class T>
-__device__ inline T from_float(float v);
-template <>
-__device__ inline float from_float<float>(float v) { return v; }
-template <>
-__device__ inline __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-template <>
-__device__ inline __half from_float<__half>(float v) { return __float2half_rn(v); }
+using cuda_elements::from_float;
 
 __device__ inline float block_scale(const DequantizeArgs& a, int64_t block) {
     if (!a.absmax_codes) return a.absmax[block];
