@@ -60,6 +60,11 @@ at::Tensor chunked_linear_cross_entropy(const at::Tensor& hidden, const at::Tens
     return loss;
 }
 
+int64_t loss_chunk_rows(int64_t vocab_size) {
+    constexpr int64_t kLogitsBytes = int64_t{128} << 20;
+    return std::max<int64_t>(64, kLogitsBytes / (4 * std::max<int64_t>(1, vocab_size)));
+}
+
 LossResult causal_lm_loss(const CausalLM& model, const Batch& batch, const LossOptions& options,
                           const ForwardOptions& forward) {
     if (!batch.labels.defined()) fail(ErrorKind::kInternal, "causal_lm_loss: the batch has no labels");
@@ -87,7 +92,9 @@ LossResult causal_lm_loss(const CausalLM& model, const Batch& batch, const LossO
         const at::Tensor first = hidden.reshape({-1, hidden.size(-1)}).narrow(0, 0, 1);
         return {at::linear(first, model.weights().lm_head).sum().to(at::kFloat) * 0.0, count};
     }
-    at::Tensor loss = chunked_linear_cross_entropy(rows, model.weights().lm_head, targets, options.chunk_rows, divisor);
+    const at::Tensor& head_weight = model.weights().lm_head;
+    at::Tensor loss = chunked_linear_cross_entropy(rows, head_weight, targets,
+                                                   options.chunk_rows.value_or(loss_chunk_rows(head_weight.size(0))), divisor);
     return {loss, count};
 }
 

@@ -18,8 +18,13 @@ namespace ftl::model {
 
 constexpr int64_t kIgnoreIndex = -100;
 
+// Rows per chunk whose fp32 logits take at most 128 MiB (at least 64 rows): 261 for Llama 3's
+// 128,256-token vocabulary. The chunk's logits, their exponentials and their 16-bit gradient are
+// the loss's whole working set, so this bounds it near 2.5x that.
+int64_t loss_chunk_rows(int64_t vocab_size);
+
 struct LossOptions {
-    int64_t chunk_rows = 1024;
+    std::optional<int64_t> chunk_rows;  // default: loss_chunk_rows(the head's rows)
     // Divide the summed loss by this (the HF Trainer's num_items_in_batch under gradient
     // accumulation); default: the number of counted tokens in this batch (a mean).
     std::optional<double> divisor;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <regex>
 
+#include "model/loss.h"
 #include "util/strings.h"
 
 namespace ftl::zero {
@@ -140,8 +141,9 @@ RankMemory estimate_rank_memory(const EstimateInputs& in, bool on_gpu) {
                                 (in.lora && in.frozen_base_16bit ? 2.0 : 4.0);
     const bool recompute = in.gradient_checkpointing || in.zero_stage == 3;  // ZeRO-3 always recomputes
     const double layers = static_cast<double>(in.model.num_layers);
-    const double logits = static_cast<double>(std::min<int64_t>(in.micro_batch * in.sequence_length, 1024) *
-                                              in.model.vocab_size) * 4.0 * 2.0;  // a chunk of fp32 logits and their gradient
+    // A chunk of fp32 logits, their exponentials and their 16-bit (or fp32) gradient.
+    const double logits = static_cast<double>(std::min(in.micro_batch * in.sequence_length, model::loss_chunk_rows(in.model.vocab_size)) *
+                                              in.model.vocab_size) * (8.0 + in.activation_bytes);
     m.activations = static_cast<int64_t>((recompute ? layers * saved_inputs + layer : layers * layer) + logits);
     m.runtime = on_gpu ? kGiB : kGiB / 2;
     return m;
