@@ -40,16 +40,23 @@ at::Tensor apply_linear(const Linear& linear, const at::Tensor& x, const Forward
                    : linear.bias.defined() ? at::linear(x, linear.weight, linear.bias)
                                            : at::linear(x, linear.weight);
     if (!linear.adapter) return y;
-    const LowRankAdapter& a = *linear.adapter;
-    at::Tensor input = x.to(a.A.scalar_type());
-    if (options.training && a.dropout > 0.0) {
-        // Inverted dropout, as torch.nn.Dropout: keep with probability 1-p, scale by 1/(1-p). The
-        // mask is bool (the same draws and products as a float mask): backward keeps 1 byte per
-        // element of it, not 4.
-        at::Tensor keep = at::empty_like(input, at::kBool).bernoulli_(1.0 - a.dropout, options.generator);
-        input = input * keep / (1.0 - a.dropout);
-    }
-    at::Tensor delta = at::linear(at::linear(input, a.A), a.B) * a.scaling;
+    // PEFT's branch, lora_B(lora_A(dropout(x))) * scaling with x cast to the adapter's type, run
+    // again from x in backward (model/recompute.h, with the dropout generator's state put back): it
+    // keeps nothing but x, which the frozen linear keeps anyway, instead of a copy of the (dropped)
+    // input and its mask per adapter; the products and gradients are the same.
+    const LowRankAdapter a = *linear.adapter;
+    const bool drops = options.training && a.dropout > 0.0;
+    const std::optional<at::Generator> generator = drops ? options.generator : std::nullopt;
+    auto branch = [a, drops, generator](const at::Tensor& x_in, bool /*recomputing*/) {
+        at::Tensor input = x_in.to(a.A.scalar_type());
+        if (drops) {
+            // Inverted dropout, as torch.nn.Dropout: keep with probability 1-p, scale by 1/(1-p).
+            at::Tensor keep = at::empty_like(input, at::kBool).bernoulli_(1.0 - a.dropout, generator);
+            input = input * keep / (1.0 - a.dropout);
+        }
+        return at::linear(at::linear(input, a.A), a.B) * a.scaling;
+    };
+    const at::Tensor delta = recomputed_in_backward(branch, x, {a.A, a.B}, generator);
     return y + delta.to(y.scalar_type());
 }
 

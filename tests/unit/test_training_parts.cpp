@@ -383,3 +383,42 @@ TEST_CASE("under bf16 autocast, frozen linears stored in bf16 give the fp32-stor
         for (size_t i = 0; i < half; ++i) CHECK(at::equal(gradients[i], gradients[half + i]));
     }
 }
+
+TEST_CASE("the LoRA branch recomputed in backward gives PEFT's composite's output and gradients bit for bit", "[train]") {
+    // A bf16 frozen linear and its fp32 adapter under bf16 autocast with dropout 0.3, as PEFT runs
+    // it: lora_B(lora_A(dropout(x.to(fp32)))) * scaling, then added to the frozen output.
+    at::manual_seed(3);
+    model::Linear linear;
+    linear.weight = (at::randn({24, 16}) * 0.2).to(at::kBFloat16);
+    linear.adapter = model::LowRankAdapter{(at::randn({4, 16}) * 0.3).requires_grad_(true),
+                                           (at::randn({24, 4}) * 0.3).requires_grad_(true), 2.0, 0.3};
+    const at::Tensor x_value = at::randn({3, 5, 16}).to(at::kBFloat16);
+    const at::Tensor upstream = at::randn({3, 5, 24}).to(at::kBFloat16);
+    auto run = [&](bool ours) {
+        at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(19);
+        const model::LowRankAdapter& a = *linear.adapter;
+        const at::Tensor x = x_value.clone().requires_grad_(true);
+        at::Tensor y;
+        {
+            const train::AutocastScope autocast(at::kBFloat16, at::Device(at::kCPU));
+            if (ours) {
+                model::ForwardOptions options;
+                options.training = true;
+                options.generator = generator;
+                y = model::apply_linear(linear, x, options);
+            } else {
+                at::Tensor input = x.to(at::kFloat);
+                input = input * at::empty_like(input).bernoulli_(0.7, generator) / 0.7;
+                const at::Tensor base = at::linear(x, linear.weight);
+                y = base + (at::linear(at::linear(input, a.A), a.B) * a.scaling).to(base.scalar_type());
+            }
+        }
+        y.backward(upstream);
+        std::vector<at::Tensor> out{y.detach(), x.grad(), a.A.grad().clone(), a.B.grad().clone()};
+        a.A.mutable_grad().zero_();
+        a.B.mutable_grad().zero_();
+        return out;
+    };
+    const std::vector<at::Tensor> ours = run(true), peft = run(false);
+    for (size_t i = 0; i < ours.size(); ++i) CHECK(at::equal(ours[i], peft[i]));
+}
