@@ -13,7 +13,9 @@ vocabulary (a pre-tokenized dataset), no padding. Shapes (name:batch): 8b and 1.
 is for the CPU. --qlora adds ftlaunch's QLoRA run of each shape (NF4, nested, bf16 storage and
 compute; issue 8's target: >= 0.75x our LoRA's tokens/s); --offload adds its run under the seed's
 third configuration on one device (ZeRO-3, optimizer and parameters offloaded to host memory:
-parts uploaded ahead of use), both in a second table against our plain LoRA run.
+parts uploaded ahead of use); --auto_checkpointing adds its run with --gradient_checkpointing auto
+(ftlaunch's: the last layers whose activations fit in the device's free memory are not recomputed),
+all in a second table against our plain LoRA run.
 --prequantized (issue 8's scale target: 70B QLoRA on one H200) writes the shape straight as a
 bitsandbytes NF4 checkpoint (nested absmax, random codes and scales, 16-bit embeddings, norms and
 head) instead of a bf16 one, and times ftlaunch's QLoRA run on it alone: a 70B model's bf16 weights
@@ -268,6 +270,7 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--qlora", action="store_true", help="also time ftlaunch's QLoRA run of each shape")
     parser.add_argument("--offload", action="store_true", help="also time it under ZeRO-3 with cpu offload")
+    parser.add_argument("--auto_checkpointing", action="store_true", help="also time it with --gradient_checkpointing auto")
     parser.add_argument("--prequantized", action="store_true",
                         help="write each shape as a random NF4 checkpoint and time ftlaunch's QLoRA run on it alone")
     parser.add_argument("--hf-worker", action="store_true", help=argparse.SUPPRESS)
@@ -314,6 +317,8 @@ def main():
                 variants["QLoRA"] = dict(extra=QLORA)
             if args.offload:
                 variants["ZeRO-3 offload"] = dict(launcher=offload_launcher(os.path.join(work, shape), args.device))
+            if args.auto_checkpointing:
+                variants["checkpointing auto"] = dict(extra=["--gradient_checkpointing", "auto"])
             for name, how in variants.items():
                 out = os.path.join(work, shape, "out_" + name.replace(" ", "_"))
                 variants[name], error = run_ftlaunch(args, model_dir, data_dir, out, batch, speed_steps, seq, **how)
@@ -350,10 +355,10 @@ def main():
               f"{cell(ours, 'peak_bytes', gib, '{:.1f}'):>8} {ratio(ours, ref, 'peak_bytes'):>6}")
     if any(variants for *_, variants in table):
         print(f"\nftlaunch's other runs against its plain LoRA run")
-        print(f"{'shape':>6} {'batch':>5} {'run':>15} | {'tok/s':>7} {'ratio':>6} | {'GiB':>6} {'ratio':>6}")
+        print(f"{'shape':>6} {'batch':>5} {'run':>18} | {'tok/s':>7} {'ratio':>6} | {'GiB':>6} {'ratio':>6}")
         for shape, batch, seq, ours, ref, variants in table:
             for name, result in variants.items():
-                print(f"{shape:>6} {batch:>5} {name:>15} | {cell(result, 'tokens_per_second'):>7} "
+                print(f"{shape:>6} {batch:>5} {name:>18} | {cell(result, 'tokens_per_second'):>7} "
                       f"{ratio(result, ours, 'tokens_per_second'):>6} | {cell(result, 'peak_bytes', gib, '{:.1f}'):>6} "
                       f"{ratio(result, ours, 'peak_bytes'):>6}")
     sys.exit(1 if problems else 0)

@@ -65,7 +65,7 @@ row "RMSNorm fwd+bwd vs composite" "$(grep -o 'composite [0-9.]* us ([0-9.]*x)' 
 # first), and our QLoRA and ZeRO-3 + cpu offload runs against our LoRA.
 if python3 -c 'import transformers, peft' 2>/dev/null; then
   start=$(date +%s)
-  timeout 480 python3 bench/bench_lora.py build --device cuda --shapes 1.5b:8,8b:4 --qlora --offload >"$out/bench_lora.log" 2>&1
+  timeout 480 python3 bench/bench_lora.py build --device cuda --shapes 1.5b:8,8b:4 --qlora --offload --auto_checkpointing >"$out/bench_lora.log" 2>&1
   rc=$?
   row "LoRA bench vs HF (bench_lora.log)" "$([ $rc = 0 ] && echo ok || echo "FAILED (exit $rc)") in $(( $(date +%s) - start )) s"
 else

@@ -20,6 +20,7 @@ struct FlagSpec {
     std::string name;
     std::vector<std::string> aliases;
     bool is_bool = false;
+    std::vector<std::string> words;  // a boolean flag's other values (taken after the bare flag too)
     std::function<void(TrainArgs&, const std::string& flag, const std::string& value)> set;
     std::function<nlohmann::json(const TrainArgs&)> get;
 };
@@ -71,6 +72,25 @@ BoolParser boolean() {
         if (!v) bad_value(flag, value, "must be a boolean: true/false, yes/no, 1/0");
         return *v;
     };
+}
+
+// --gradient_checkpointing: a boolean as in TrainingArguments, or ftlaunch's "auto" (recompute
+// only the layers whose activations do not fit; train/preflight.h).
+FlagSpec checkpointing_flag() {
+    FlagSpec f;
+    f.name = "gradient_checkpointing";
+    f.is_bool = true;
+    f.words = {"auto"};
+    f.set = [](TrainArgs& a, const std::string& flag, const std::string& value) {
+        const std::optional<bool> v = parse_bool(value);
+        a.gradient_checkpointing_auto = to_lower(value) == "auto";
+        if (!v && !a.gradient_checkpointing_auto) bad_value(flag, value, "must be a boolean (true/false, yes/no, 1/0) or auto");
+        a.gradient_checkpointing = a.gradient_checkpointing_auto || *v;
+    };
+    f.get = [](const TrainArgs& a) {
+        return a.gradient_checkpointing_auto ? nlohmann::json("auto") : nlohmann::json(a.gradient_checkpointing);
+    };
+    return f;
 }
 
 template <typename T>
@@ -171,7 +191,7 @@ const std::vector<FlagSpec>& flag_table() {
         flag("per_device_train_batch_size", &A::per_device_train_batch_size, integer(1)),
         flag("per_device_eval_batch_size", &A::per_device_eval_batch_size, integer(1)),
         flag("gradient_accumulation_steps", &A::gradient_accumulation_steps, integer(1)),
-        flag("gradient_checkpointing", &A::gradient_checkpointing, boolean()),
+        checkpointing_flag(),
         flag("adam_beta1", &A::adam_beta1, number(0.0, 1.0, true)),
         flag("adam_beta2", &A::adam_beta2, number(0.0, 1.0, true)),
         flag("adam_epsilon", &A::adam_epsilon, number(0.0, 1.0)),
@@ -326,7 +346,9 @@ ParsedTrainArgs parse_train_args(JobKind job, const std::vector<std::string>& ar
             const bool next_is_value = i + 1 < argv.size() && !starts_with(argv[i + 1], "--");
             if (spec->is_bool) {
                 // A bare boolean means True, as in HfArgumentParser (nargs='?', const=True).
-                if (next_is_value && parse_bool(argv[i + 1])) value = argv[++i];
+                const auto is_word = [&](const std::string& word) { return to_lower(argv[i + 1]) == word; };
+                if (next_is_value && (parse_bool(argv[i + 1]) || std::any_of(spec->words.begin(), spec->words.end(), is_word)))
+                    value = argv[++i];
                 else value = "true";
             } else {
                 if (i + 1 >= argv.size())

@@ -104,6 +104,9 @@ struct TrainArgs {
     int per_device_eval_batch_size = 8;
     int gradient_accumulation_steps = 1;
     bool gradient_checkpointing = true;
+    // --gradient_checkpointing auto (ftlaunch's): checkpointing on, but the last decoder layers whose
+    // activations fit in the rank's memory keep them (train::layers_kept_in_memory).
+    bool gradient_checkpointing_auto = false;
     double adam_beta1 = 0.9;
     double adam_beta2 = 0.999;
     double adam_epsilon = 1e-8;

@@ -171,7 +171,8 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
         }
         const DecoderLayerWeights& layer = weights_.layers[i];
         const int part = static_cast<int>(i);
-        if (options.recompute_layers || options.residency) {
+        const bool kept = static_cast<int64_t>(weights_.layers.size() - i) <= options.kept_layers;
+        if ((options.recompute_layers && !kept) || options.residency) {
             auto run_layer = [this, &layer, part, rope, mask, options](const at::Tensor& x, bool recomputing) {
                 const char* pass = recomputing ? "backward" : "forward";
                 const AcquiredPart weights(options, part, pass);

@@ -115,6 +115,9 @@ struct ForwardOptions {
     bool training = false;
     std::optional<at::Generator> generator;
     bool recompute_layers = false;
+    // With recompute_layers (and no residency, which recomputes every layer): the last decoder
+    // layers that keep their activations instead (--gradient_checkpointing auto).
+    int64_t kept_layers = 0;
     WeightResidency* residency = nullptr;
     ProgressReport progress;
 };

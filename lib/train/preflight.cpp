@@ -21,24 +21,27 @@ std::string gib(int64_t bytes) {
     return text;
 }
 
+struct RankMemory {
+    int64_t bytes = 0;
+    std::string source;  // where the figure comes from, for messages
+};
+
+// RankContext::memory_per_rank when set, else the GPU's free memory, else the host's available
+// memory shared by the machine's ranks.
+RankMemory rank_memory(const config::RunConfig& run, const RankContext& rank) {
+    if (rank.memory_per_rank) return {*rank.memory_per_rank, "FTLAUNCH_MEMORY_PER_RANK"};
+    if (rank.device == "cuda") return {device_free_bytes(rank.torch_device()), "free on " + rank.torch_device().str()};
+    return {available_host_bytes() / std::max(1, run.processes_per_machine),
+            "the host's available memory shared by " + std::to_string(run.processes_per_machine) + " ranks"};
+}
+
 }  // namespace
 
 std::string check_memory_fits(const config::RunConfig& run, const model::DecoderConfig& model, const RankContext& rank) {
     const bool on_gpu = rank.device == "cuda";
     const zero::EstimateInputs inputs = zero::estimate_inputs(run, model);
     const zero::RankMemory need = zero::estimate_rank_memory(inputs, on_gpu);
-    int64_t available = 0;
-    std::string source;
-    if (rank.memory_per_rank) {
-        available = *rank.memory_per_rank;
-        source = "FTLAUNCH_MEMORY_PER_RANK";
-    } else if (on_gpu) {
-        available = device_free_bytes(rank.torch_device());
-        source = "free on " + rank.torch_device().str();
-    } else {
-        available = available_host_bytes() / std::max(1, run.processes_per_machine);
-        source = "the host's available memory shared by " + std::to_string(run.processes_per_machine) + " ranks";
-    }
+    const auto [available, source] = rank_memory(run, rank);
     const std::string parts = "base weights " + gib(need.base_weights) + ", trainable " + gib(need.trainable) +
                               ", gradients " + gib(need.gradients) + ", optimizer " + gib(need.optimizer) +
                               ", ZeRO-3 gather buffers " + gib(need.gather_buffers) + ", activations " +
@@ -54,6 +57,20 @@ std::string check_memory_fits(const config::RunConfig& run, const model::Decoder
                            : "Settings that fit:\n  " + join(fits, "\n  ")) +
              "\n(`ftlaunch estimate-memory` with the same flags prints the whole table; set "
              "FTLAUNCH_MEMORY_PER_RANK=<bytes> to state the memory a rank may use.)");
+}
+
+KeptLayers layers_kept_in_memory(const config::RunConfig& run, const model::DecoderConfig& model, const RankContext& rank) {
+    const bool on_gpu = rank.device == "cuda";
+    zero::EstimateInputs inputs = zero::estimate_inputs(run, model);
+    const auto [available, source] = rank_memory(run, rank);
+    KeptLayers out;
+    out.count = zero::layers_to_keep(inputs, on_gpu, available);
+    inputs.kept_layers = out.count;
+    out.description = "gradient checkpointing auto: the last " + std::to_string(out.count) + " of " +
+                      std::to_string(model.num_layers) + " decoder layers keep their activations, the rest are " +
+                      "recomputed (estimate " + gib(zero::estimate_rank_memory(inputs, on_gpu).device_total()) +
+                      " per rank within 90% of " + gib(available) + ", " + source + ")";
+    return out;
 }
 
 void check_compute_dtype(const c10::Device& device, c10::ScalarType dtype, const std::string& flag) {

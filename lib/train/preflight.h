@@ -21,6 +21,15 @@ namespace ftl::train {
 // naming both figures, the estimate's parts and the settings whose estimate fits.
 std::string check_memory_fits(const config::RunConfig& run, const model::DecoderConfig& model, const RankContext& rank);
 
+// --gradient_checkpointing auto: how many of the last decoder layers keep their activations
+// (zero::layers_to_keep against the memory check_memory_fits compares with; 0 under ZeRO-3), and
+// a line for the log with the figures.
+struct KeptLayers {
+    int64_t count = 0;
+    std::string description;
+};
+KeptLayers layers_kept_in_memory(const config::RunConfig& run, const model::DecoderConfig& model, const RankContext& rank);
+
 // A compute dtype the device cannot run (bfloat16 on a GPU before compute capability 8.0, as
 // torch.cuda.is_bf16_supported() rules) is ftl::Error(kConfig) naming `flag`, the device and what
 // would run; every dtype runs on the CPU.

@@ -165,6 +165,13 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         const std::string fits = check_memory_fits(run, model_config, rank);
         if (main_rank) log.info(fits);
     }
+    // --gradient_checkpointing auto: the last layers whose activations fit are not recomputed.
+    int64_t kept_layers = 0;
+    if (args.gradient_checkpointing_auto) {
+        const KeptLayers kept = layers_kept_in_memory(run, model_config, rank);
+        kept_layers = kept.count;
+        if (main_rank) log.info(kept.description);
+    }
     if (rank.heartbeat) rank.heartbeat->unwatched("loading the model");
     const at::Device device = rank.torch_device();
     if (four_bit) check_compute_dtype(device, four_bit->compute_dtype, "--bnb_4bit_compute_dtype " + args.bnb_4bit_compute_dtype);
@@ -225,12 +232,13 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         for (int i = 0; i < lm.config().num_layers; ++i) quantize_layer(i);
         model::quantize_model(lm, *quantizer, types.base, device, types.head);  // the rest on the device
     }
-    // Recomputed: every decoder layer's weights (LoRA's adapters all sit in them).
-    const bool recomputes = args.gradient_checkpointing || partition_weights;
-    const int64_t layer_params = zero::count_parameters(lm.config()).per_layer * lm.config().num_layers +
-                                 (args.use_peft_lora ? trainable_count : 0);
-    const ModelShape shape{args.use_peft_lora ? all_count : 0, trainable_count, lm.config().num_layers,
-                           lm.config().hidden_size, recomputes ? layer_params : 0};
+    // Recomputed: the decoder layers' weights (LoRA's adapters all sit in them), all of them under
+    // ZeRO-3, all but the kept ones with checkpointing.
+    const int64_t layers = lm.config().num_layers;
+    const int64_t recomputed_layers = partition_weights ? layers : args.gradient_checkpointing ? layers - kept_layers : 0;
+    const int64_t layer_params = zero::count_parameters(lm.config()).per_layer + (args.use_peft_lora ? trainable_count / layers : 0);
+    const ModelShape shape{args.use_peft_lora ? all_count : 0, trainable_count, layers, lm.config().hidden_size,
+                           recomputed_layers * layer_params, recomputed_layers};
     if (main_rank)
         log.info("trainable params: " + std::to_string(trainable_count) + " || all params: " +
                  std::to_string(all_count + (args.use_peft_lora ? trainable_count : 0)));
@@ -337,6 +345,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     forward.training = true;
     forward.generator = dropout_generator(device, static_cast<uint64_t>(args.seed) + 1);
     forward.recompute_layers = args.gradient_checkpointing;
+    forward.kept_layers = kept_layers;
     forward.residency = partitioned ? &*partitioned : nullptr;
     json log_history = json::array();
 

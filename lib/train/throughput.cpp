@@ -63,11 +63,12 @@ PeakFlops measured_peak(const c10::Device& device, c10::ScalarType compute) {
 }  // namespace
 
 double training_flops_per_token(const ModelShape& shape, int64_t sequence_length) {
-    const double attention_forward =
-        4.0 * static_cast<double>(shape.layers) * static_cast<double>(shape.hidden) * static_cast<double>(sequence_length);
-    const double recompute = shape.recomputed_params > 0 ? 2.0 * static_cast<double>(shape.recomputed_params) + attention_forward : 0.0;
+    // Attention's forward per layer: 4·H·S a token.
+    const double attention_forward = 4.0 * static_cast<double>(shape.hidden) * static_cast<double>(sequence_length);
+    const double recompute = 2.0 * static_cast<double>(shape.recomputed_params) +
+                             static_cast<double>(shape.recomputed_layers) * attention_forward;
     return 4.0 * static_cast<double>(shape.frozen_params) + 6.0 * static_cast<double>(shape.trainable_params) +
-           3.0 * attention_forward + recompute;
+           3.0 * static_cast<double>(shape.layers) * attention_forward + recompute;
 }
 
 PeakFlops device_peak_flops(const c10::Device& device, c10::ScalarType compute, std::optional<double> given_tflops) {

@@ -16,9 +16,10 @@ struct ModelShape {
     int64_t trainable_params = 0;  // weights with gradients (adapters, or everything)
     int64_t layers = 0;
     int64_t hidden = 0;
-    // Parameters of the decoder layers when their forward runs again in backward (gradient
-    // checkpointing; ZeRO-3 always recomputes), else 0.
+    // The decoder layers whose forward runs again in backward (gradient checkpointing; ZeRO-3
+    // always recomputes) and their parameters; 0 without recomputation.
     int64_t recomputed_params = 0;
+    int64_t recomputed_layers = 0;
 };
 
 // Training FLOPs per token at `sequence_length` tokens per sequence. PaLM (Chowdhery et al. 2022,

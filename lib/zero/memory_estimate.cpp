@@ -144,9 +144,25 @@ RankMemory estimate_rank_memory(const EstimateInputs& in, bool on_gpu) {
     // A chunk of fp32 logits, their exponentials and their 16-bit (or fp32) gradient.
     const double logits = static_cast<double>(std::min(in.micro_batch * in.sequence_length, model::loss_chunk_rows(in.model.vocab_size)) *
                                               in.model.vocab_size) * (8.0 + in.activation_bytes);
-    m.activations = static_cast<int64_t>((recompute ? layers * saved_inputs + layer : layers * layer) + logits);
+    // Recomputed layers keep their input; kept ones (--gradient_checkpointing auto) their activations;
+    // backward of a recomputed layer holds one layer's activations again.
+    const double kept = in.zero_stage == 3 ? 0.0 : static_cast<double>(std::clamp<int64_t>(in.kept_layers, 0, in.model.num_layers));
+    m.activations = static_cast<int64_t>(
+        (recompute ? (layers - kept) * saved_inputs + kept * layer + layer : layers * layer) + logits);
     m.runtime = on_gpu ? kGiB : kGiB / 2;
     return m;
+}
+
+int64_t layers_to_keep(EstimateInputs in, bool on_gpu, int64_t available) {
+    if (!in.gradient_checkpointing || in.zero_stage == 3) return 0;
+    const double budget = 0.9 * static_cast<double>(available);
+    int64_t kept = 0;
+    for (int64_t k = 1; k <= in.model.num_layers; ++k) {
+        in.kept_layers = k;
+        if (static_cast<double>(estimate_rank_memory(in, on_gpu).device_total()) > budget) break;
+        kept = k;
+    }
+    return kept;
 }
 
 EstimateInputs estimate_inputs(const config::RunConfig& run, const model::DecoderConfig& model) {

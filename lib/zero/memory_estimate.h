@@ -54,6 +54,9 @@ struct EstimateInputs {
     int64_t micro_batch = 1;
     int64_t sequence_length = 1024;
     bool gradient_checkpointing = true;
+    // With checkpointing (and without ZeRO-3, which recomputes every layer): the last decoder layers
+    // that keep their activations instead of being recomputed (--gradient_checkpointing auto).
+    int64_t kept_layers = 0;
     int activation_bytes = 4;  // 2 under bf16/fp16 autocast
 };
 
@@ -68,6 +71,11 @@ struct RankMemory {
     }
 };
 RankMemory estimate_rank_memory(const EstimateInputs& in, bool on_gpu);
+
+// --gradient_checkpointing auto: the most decoder layers (the last ones) that may keep their
+// activations with the estimate within 90% of `available` bytes (the rest is margin for the
+// allocator's fragmentation); 0 when checkpointing is off, under ZeRO-3, or when none fits.
+int64_t layers_to_keep(EstimateInputs in, bool on_gpu, int64_t available);
 
 // The run's inputs from its resolved configuration (stage, offload, LoRA, 4-bit, batch, length,
 // checkpointing, precision): optimizer offload under stages 1-3, parameter offload under stage 3,

@@ -11,8 +11,10 @@ crash safety while saving, and bad input stopped before training.
                   holding adapter_model.safetensors, adapter_config.json, optimizer.safetensors,
                   rng_state.safetensors and trainer_state.json
   resume          a run resumed from checkpoint-8 logs the same losses for steps 9..12 (1e-6)
-  recompute       --gradient_checkpointing True (layers recomputed in backward, LoRA dropout 0.1
-                  replayed from the same generator state) logs the same losses and grad norms (1e-6)
+  recompute       layers recomputed in backward (SFTConfig's default, LoRA dropout 0.1 replayed
+                  from the same generator state) log the same losses and grad norms (1e-6) as
+                  --gradient_checkpointing False, and as auto with room for every layer's
+                  activations (none recomputed) or for none (all recomputed), as its log says
   kill -9         a rank killed while writing checkpoint-8 leaves checkpoint-4 intact and no
                   checkpoint-8; --resume_from_checkpoint True resumes from 4 and matches (1e-6)
   pre-tokenized   an input_ids dataset gives the text dataset's curve exactly; assistant_masks and
@@ -226,16 +228,31 @@ def main():
         check(tty.returncode == 0 and "4/4 100%|####################|" in tty.stdout and "\x1b[K" in tty.stdout,
               "on a terminal: rank 0's progress bar redrawn in place up to 4/4")
 
-        # Gradient checkpointing recomputes each layer with the same dropout masks: the same curve.
-        recomputed = os.path.join(work, "recomputed")
-        proc = run(args_for(model_dir, data_dir, recomputed, extra=("--gradient_checkpointing", "True")))
-        check(proc.returncode == 0, "--gradient_checkpointing True runs")
-        if proc.returncode == 0:
-            same_tail(losses(recomputed)[0], full_losses, list(range(1, 13)), "gradient checkpointing vs keeping activations")
-            norms = [json.load(open(os.path.join(d, "trainer_state.json")))["log_history"] for d in (recomputed, full)]
-            norms = [[e["grad_norm"] for e in h if "grad_norm" in e] for h in norms]
-            worst = max(abs(a - b) / b for a, b in zip(*norms))
-            check(len(norms[0]) == 12 and worst <= 1e-6, f"gradient checkpointing: grad norms worst rel diff {worst:.2e} <= 1e-6")
+        # The runs above recompute every layer (SFTConfig's default, gradient checkpointing on) with
+        # the same dropout masks as a run that keeps every activation: the same curve. With
+        # --gradient_checkpointing auto the layers whose activations fit keep them: all of them with
+        # ample memory, none with exactly the estimate of recomputing all (the 10% margin leaves no
+        # room); the curve is the same either way.
+        def grad_norms(out):
+            history = json.load(open(os.path.join(out, "trainer_state.json")))["log_history"]
+            return [e["grad_norm"] for e in history if "grad_norm" in e]
+        auto = ("--gradient_checkpointing", "auto")
+        estimate = run([FTLAUNCH, "--cpu", "--num_processes", "1", "estimate-memory", *args_for(model_dir, data_dir, full, extra=auto)[5:],
+                        "--json"])
+        exact_fit = next(r["device_total"] for r in json.loads(estimate.stdout)["rows"] if r["zero_stage"] == 0)
+        for name, extra, memory, expected in (("kept", ("--gradient_checkpointing", "False"), None, None),
+                                              ("auto_all", auto, 10**12, "the last 2 of 2 decoder layers keep"),
+                                              ("auto_none", auto, exact_fit, "the last 0 of 2 decoder layers keep")):
+            out = os.path.join(work, name)
+            proc = run(args_for(model_dir, data_dir, out, extra=extra),
+                       env={"FTLAUNCH_MEMORY_PER_RANK": str(memory)} if memory else None)
+            check(proc.returncode == 0 and (expected is None or expected in proc.stdout),
+                  f"--gradient_checkpointing {extra[1]}{f' with {memory} bytes per rank' if memory else ''} runs"
+                  + (f" and logs '{expected}'" if expected else ""))
+            if proc.returncode == 0:
+                same_tail(losses(out)[0], full_losses, list(range(1, 13)), f"{name} vs every layer recomputed")
+                worst = max(abs(a - b) / b for a, b in zip(grad_norms(out), grad_norms(full)))
+                check(len(grad_norms(out)) == 12 and worst <= 1e-6, f"{name}: grad norms worst rel diff {worst:.2e} <= 1e-6")
 
         # kill -9 while checkpoint-8 is being written, then resume from what is on disk.
         crashed = os.path.join(work, "crashed")

@@ -63,6 +63,26 @@ TEST_CASE("defaults are SFTConfig's where it overrides TrainingArguments", "[con
     CHECK_FALSE(fp16.bf16);
 }
 
+TEST_CASE("--gradient_checkpointing takes a boolean, bare or valued, or auto", "[config][train]") {
+    auto parsed = [](std::vector<std::string> flags) {
+        flags.insert(flags.begin(), {"--model_name_or_path", "m"});
+        return parse_train_args(JobKind::kSft, flags).args;
+    };
+    const TrainArgs automatic = parsed({"--gradient_checkpointing", "auto", "--bf16", "False"});
+    CHECK(automatic.gradient_checkpointing);
+    CHECK(automatic.gradient_checkpointing_auto);
+    CHECK_FALSE(automatic.bf16);
+    CHECK(automatic.to_json()["gradient_checkpointing"] == "auto");
+    const TrainArgs off = parsed({"--gradient_checkpointing=False"});
+    CHECK_FALSE(off.gradient_checkpointing);
+    CHECK_FALSE(off.gradient_checkpointing_auto);
+    const TrainArgs bare = parsed({"--gradient_checkpointing", "--bf16", "False"});
+    CHECK(bare.gradient_checkpointing);
+    CHECK_FALSE(bare.gradient_checkpointing_auto);
+    FTL_REQUIRE_ERROR(parsed({"--gradient_checkpointing=maybe"}), ErrorKind::kUsage, "--gradient_checkpointing",
+                      "boolean", "or auto", "maybe");
+}
+
 TEST_CASE("--name=value, hyphens and the three sequence-length spellings", "[config][train]") {
     for (const char* name : {"--max_length", "--max_seq_len", "--max_seq_length", "--max-seq-length"}) {
         auto a = parse_train_args(JobKind::kSft, {"--model_name_or_path=m", std::string(name) + "=512"}).args;

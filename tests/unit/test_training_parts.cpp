@@ -17,6 +17,7 @@
 #include "train/batches.h"
 #include "train/progress.h"
 #include "train/throughput.h"
+#include "zero/memory_estimate.h"
 #include "zero/partitioned_weights.h"
 #include "catch.h"  // last: replaces c10's CHECK macro
 
@@ -171,9 +172,13 @@ TEST_CASE("training FLOPs per token: 4 per frozen and 6 per trainable parameter 
     const train::ModelShape shape{1000, 10, 2, 8};
     CHECK(train::training_flops_per_token(shape, 16) == 4.0 * 1000 + 6.0 * 10 + 12.0 * 2 * 8 * 16);
     // Recomputed layers (900 of the parameters, adapters included) run their forward again.
-    const train::ModelShape recomputed{1000, 10, 2, 8, 900};
+    const train::ModelShape recomputed{1000, 10, 2, 8, 900, 2};
     CHECK(train::training_flops_per_token(recomputed, 16) ==
           4.0 * 1000 + 6.0 * 10 + 12.0 * 2 * 8 * 16 + 2.0 * 900 + 4.0 * 2 * 8 * 16);
+    // --gradient_checkpointing auto keeping one of the two layers: half of them run again.
+    const train::ModelShape half{1000, 10, 2, 8, 450, 1};
+    CHECK(train::training_flops_per_token(half, 16) ==
+          4.0 * 1000 + 6.0 * 10 + 12.0 * 2 * 8 * 16 + 2.0 * 450 + 4.0 * 1 * 8 * 16);
 }
 
 TEST_CASE("the DeepSpeed loss scaler spends its hysteresis, then halves, and grows per window", "[train]") {
@@ -421,4 +426,34 @@ TEST_CASE("the LoRA branch recomputed in backward gives PEFT's composite's outpu
     };
     const std::vector<at::Tensor> ours = run(true), peft = run(false);
     for (size_t i = 0; i < ours.size(); ++i) CHECK(at::equal(ours[i], peft[i]));
+}
+
+TEST_CASE("--gradient_checkpointing auto keeps the most last layers whose estimate fits in 90% of the memory", "[zero]") {
+    zero::EstimateInputs in;
+    in.model.model_type = "llama";
+    in.model.vocab_size = 1000;
+    in.model.hidden_size = 256;
+    in.model.intermediate_size = 512;
+    in.model.num_layers = 6;
+    in.model.num_heads = 4;
+    in.model.num_kv_heads = 4;
+    in.model.head_dim = 64;
+    in.micro_batch = 2;
+    in.sequence_length = 512;
+    auto total = [&](int64_t kept) {
+        zero::EstimateInputs with = in;
+        with.kept_layers = kept;
+        return zero::estimate_rank_memory(with, /*on_gpu=*/true).device_total();
+    };
+    // Each kept layer costs its activations instead of its saved input.
+    for (int64_t k = 1; k <= 6; ++k) CHECK(total(k) > total(k - 1));
+    CHECK(zero::layers_to_keep(in, true, total(6) * 10) == 6);
+    CHECK(zero::layers_to_keep(in, true, total(0)) == 0);  // the 10% margin leaves no room
+    const auto room_for_three = static_cast<int64_t>(static_cast<double>(total(3)) / 0.9) + 1;
+    CHECK(zero::layers_to_keep(in, true, room_for_three) == 3);
+    in.zero_stage = 3;  // ZeRO-3 recomputes every layer
+    CHECK(zero::layers_to_keep(in, true, total(6) * 10) == 0);
+    in.zero_stage = 0;
+    in.gradient_checkpointing = false;
+    CHECK(zero::layers_to_keep(in, true, total(6) * 10) == 0);
 }
