@@ -37,11 +37,19 @@ double base_bytes_per_parameter(BaseWeights w) {
 }
 
 // Activation bytes of one decoder layer kept for backward: Korthikanti et al. 2022 (Reducing
-// Activation Recomputation in Large Transformer Models), s·b·h·(34 + 5·a·s/h) bytes at 16 bits.
+// Activation Recomputation in Large Transformer Models), s·b·h·(34 + 5·a·s/h) bytes at 16 bits, or,
+// when larger (short sequences, where the attention matrix it counts is small), what this decoder
+// keeps per token: 7 tensors of width h (the normed inputs, q and its rotation, attention's output
+// and the o_proj input, the residual sum, the second normed input), 3 of the key/value width (k,
+// its rotation, v) and 4 of the MLP's (gate, up, silu(gate), their product).
 double layer_activation_bytes(const EstimateInputs& in) {
     const double b = static_cast<double>(in.micro_batch), s = static_cast<double>(in.sequence_length);
     const double h = static_cast<double>(in.model.hidden_size), a = static_cast<double>(in.model.num_heads);
-    return s * b * h * (34.0 + 5.0 * a * s / h) * in.activation_bytes / 2.0;
+    const double kv = static_cast<double>(in.model.num_kv_heads * in.model.head_dim);
+    const double mlp = static_cast<double>(in.model.intermediate_size);
+    const double korthikanti = s * b * h * (34.0 + 5.0 * a * s / h) * in.activation_bytes / 2.0;
+    const double kept_tensors = s * b * (7.0 * h + 3.0 * kv + 4.0 * mlp) * in.activation_bytes;
+    return std::max(korthikanti, kept_tensors);
 }
 
 }  // namespace
