@@ -105,9 +105,9 @@ Example pretokenized_example(const nlohmann::json& record, const TextOptions& op
     if (!column.is_array() || column.size() != example.ids.size())
         fail(ErrorKind::kConfig, where + ": `" + mask_column + "` must be a list as long as input_ids (" +
                                      std::to_string(example.ids.size()) + " tokens)");
+    const bool is_labels = mask_column == std::string("labels");
     for (size_t i = 0; i < column.size(); ++i) {
         const auto value = small_integer(column[i]);
-        const bool is_labels = mask_column == std::string("labels");
         const bool valid = value && (is_labels ? *value == -100 || *value == example.ids[i] : *value == 0 || *value == 1);
         if (!valid)
             fail(ErrorKind::kConfig, where + ": `" + mask_column + "`[" + std::to_string(i) + "] is " + column[i].dump() +
