@@ -1,5 +1,6 @@
 #include "model/decoder.h"
 
+#include <ATen/autocast_mode.h>
 #include <ATen/core/grad_mode.h>
 
 #include <algorithm>
@@ -48,7 +49,13 @@ at::Tensor apply_linear(const Linear& linear, const at::Tensor& x, const Forward
     const bool drops = options.training && a.dropout > 0.0;
     const std::optional<at::Generator> generator = drops ? options.generator : std::nullopt;
     auto branch = [a, drops, generator](const at::Tensor& x_in, bool /*recomputing*/) {
-        at::Tensor input = x_in.to(a.A.scalar_type());
+        // Under autocast to x's own type the cast to the adapter's type is skipped: autocast would
+        // round the (dropped) input straight back, and the dropout's product and quotient, computed
+        // in fp32 and rounded once either way, give the same values; half the bytes moved.
+        const at::DeviceType device = x_in.device().type();
+        const bool autocast_to_own_type = at::autocast::is_autocast_enabled(device) &&
+                                          at::autocast::get_autocast_dtype(device) == x_in.scalar_type();
+        at::Tensor input = autocast_to_own_type ? x_in : x_in.to(a.A.scalar_type());
         if (drops) {
             // Inverted dropout, as torch.nn.Dropout: keep with probability 1-p, scale by 1/(1-p).
             at::Tensor keep = at::empty_like(input, at::kBool).bernoulli_(1.0 - a.dropout, generator);
