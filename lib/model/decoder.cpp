@@ -63,7 +63,7 @@ at::Tensor apply_linear(const Linear& linear, const at::Tensor& x, const Forward
         }
         return at::linear(at::linear(input, a.A), a.B) * a.scaling;
     };
-    const at::Tensor delta = recomputed_in_backward(branch, x, {a.A, a.B}, generator);
+    const at::Tensor delta = options.recomputing ? branch(x, true) : recomputed_in_backward(branch, x, {a.A, a.B}, generator);
     return y + delta.to(y.scalar_type());
 }
 
@@ -184,7 +184,9 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
                 const char* pass = recomputing ? "backward" : "forward";
                 const AcquiredPart weights(options, part, pass);
                 if (options.progress) options.progress(std::string(pass) + " of " + part_name(part));
-                return layer_forward(layer, x, rope, mask, options);
+                ForwardOptions run_options = options;
+                run_options.recomputing = recomputing;
+                return layer_forward(layer, x, rope, mask, run_options);
             };
             std::vector<at::Tensor> weights = layer.tensors();
             if (options.residency)

@@ -118,6 +118,9 @@ struct ForwardOptions {
     // With recompute_layers (and no residency, which recomputes every layer): the last decoder
     // layers that keep their activations instead (--gradient_checkpointing auto).
     int64_t kept_layers = 0;
+    // Set while a recomputed layer runs again in backward: what it keeps lives only until its
+    // gradient is taken, so LoRA's branch is not recomputed a second time.
+    bool recomputing = false;
     WeightResidency* residency = nullptr;
     ProgressReport progress;
 };
