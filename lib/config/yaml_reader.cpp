@@ -25,12 +25,34 @@ YAML::Node YamlReader::load_text(const std::string& text) const {
         if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7f)
             refuse(i, "is a control character, which YAML does not allow");
     }
+    YAML::Node root;
     try {
-        return YAML::Load(text);
+        root = YAML::Load(text);
     } catch (const YAML::ParserException& e) {
         ftl::fail(ErrorKind::kConfig, source_ + ":" + std::to_string(e.mark.line + 1) + ":" +
                                           std::to_string(e.mark.column + 1) +
                                           ": YAML syntax error: " + e.msg);
+    }
+    check_decoded_scalars(root);
+    return root;
+}
+
+void YamlReader::check_decoded_scalars(const YAML::Node& node) const {
+    // yaml-cpp decodes YAML's escapes \_ (no-break space, U+00A0) and \N (next line, U+0085) in
+    // double-quoted strings to single bytes, not UTF-8: such a key or value would reach the logs
+    // and run records as invalid UTF-8.
+    if (node.IsScalar()) {
+        if (first_invalid_utf8(node.Scalar()))
+            ftl::fail(ErrorKind::kConfig, location(node) + ": a quoted string's escape decodes to invalid UTF-8 (this "
+                                                           "build's YAML parser turns \\_ and \\N into single bytes); "
+                                                           "write the character itself instead");
+    } else if (node.IsSequence()) {
+        for (const auto& item : node) check_decoded_scalars(item);
+    } else if (node.IsMap()) {
+        for (const auto& item : node) {
+            check_decoded_scalars(item.first);
+            check_decoded_scalars(item.second);
+        }
     }
 }
 

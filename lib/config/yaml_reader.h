@@ -21,6 +21,8 @@ public:
     YAML::Node load_text(const std::string& text) const;
 
     std::string location(const YAML::Node& node) const;  // "file:line"
+    // Every key and value of `node` is UTF-8 (ftl::Error(kConfig) naming the line otherwise).
+    void check_decoded_scalars(const YAML::Node& node) const;
     [[noreturn]] void fail(const YAML::Node& node, const std::string& key,
                            const std::string& rule) const;
 

@@ -76,6 +76,12 @@ TEST_CASE("a config that is not UTF-8, or holds control characters, is refused w
     // yaml-cpp turned the rest of a key after a NUL byte into invalid UTF-8.
     FTL_REQUIRE_ERROR(parse_accelerate_config(std::string("distributed_type: NO\nze\0ro: 1\n", 30), "n.yaml"),
                       ErrorKind::kConfig, "n.yaml:2", "0x00", "control character");
+    // yaml-cpp decodes YAML's escapes "\_" (no-break space, U+00A0) and "\N" (next line, U+0085) to single bytes.
+    for (const char* escape : {"\\_", "\\N"})
+        FTL_REQUIRE_ERROR(parse_accelerate_config(std::string("distributed_type: NO\n\"a") + escape + "b\": 1\n", "e.yaml"),
+                          ErrorKind::kConfig, "e.yaml:2", "invalid UTF-8", "write the character itself");
+    // The character itself is UTF-8 and fine (an unknown key, warned about).
+    CHECK_NOTHROW(parse_accelerate_config("distributed_type: NO\n\"a\u00a0b\": 1\n", "e.yaml"));
 }
 
 TEST_CASE("unknown keys are warnings that suggest the closest key", "[config]") {
