@@ -17,12 +17,11 @@ class YamlReader {
 public:
     explicit YamlReader(std::string source) : source_(std::move(source)) {}
 
-    // Parses YAML text; syntax errors become ftl::Error(kConfig) with file:line:column.
+    // Parses YAML text; syntax errors become ftl::Error(kConfig) with file:line:column, as does
+    // text that is not UTF-8 (or holds control characters), before or after yaml-cpp's decoding.
     YAML::Node load_text(const std::string& text) const;
 
     std::string location(const YAML::Node& node) const;  // "file:line"
-    // Every key and value of `node` is UTF-8 (ftl::Error(kConfig) naming the line otherwise).
-    void check_decoded_scalars(const YAML::Node& node) const;
     [[noreturn]] void fail(const YAML::Node& node, const std::string& key,
                            const std::string& rule) const;
 
@@ -45,6 +44,8 @@ public:
     }
 
 private:
+    // Every key and value of `node` is UTF-8 (ftl::Error(kConfig) naming the line otherwise).
+    void check_decoded_scalars(const YAML::Node& node) const;
     static std::string join_allowed(const std::vector<std::string>& allowed);
     std::string source_;
 };

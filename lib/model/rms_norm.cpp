@@ -83,25 +83,20 @@ struct FusedRmsNorm : public torch::autograd::Function<FusedRmsNorm> {
     }
 };
 
-}  // namespace
-#endif
-
-bool rms_norm_is_fused(const at::Tensor& x, const at::Tensor& weight) {
-#ifdef FTL_WITH_CUDA
+// Whether the kernels take these tensors: on one GPU, of one type they handle.
+bool fused_kernels_take(const at::Tensor& x, const at::Tensor& weight) {
     const at::ScalarType t = x.scalar_type();
     return x.is_cuda() && weight.device() == x.device() && weight.scalar_type() == t &&
            (t == at::kFloat || t == at::kBFloat16 || t == at::kHalf) && weight.dim() == 1 && x.dim() >= 1 &&
            weight.size(0) == x.size(-1) && x.numel() > 0;
-#else
-    (void)x;
-    (void)weight;
-    return false;
-#endif
 }
+
+}  // namespace
+#endif
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
 #ifdef FTL_WITH_CUDA
-    if (rms_norm_is_fused(x, weight)) return FusedRmsNorm::apply(x, weight, eps);
+    if (fused_kernels_take(x, weight)) return FusedRmsNorm::apply(x, weight, eps);
 #endif
     return rms_norm_reference(x, weight, eps);
 }

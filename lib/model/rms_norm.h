@@ -17,7 +17,4 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 // The composite of ATen ops HF's module runs (the CPU path).
 at::Tensor rms_norm_reference(const at::Tensor& x, const at::Tensor& weight, double eps);
 
-// Whether rms_norm runs the fused kernels for these tensors (a CUDA build, tensors on a GPU).
-bool rms_norm_is_fused(const at::Tensor& x, const at::Tensor& weight);
-
 }  // namespace ftl::model
