@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One call on the GPU machine (the `device` tool): build with the image's torch, run the unit
-# tests, then the GPU checks (NCCL communicator on the visible GPUs, the 4-bit and RMSNorm kernels, issue 8's
+# tests, then the GPU checks (NCCL communicator on the visible GPUs, the 4-bit, RMSNorm, SwiGLU and RoPE kernels, issue 8's
 # LoRA bench against the HF stack, ZeRO-3's overhead), and print a short table last. Logs go to
 # $OUT when it is set. Usage: bash scripts/gpu_check.sh [scale]
 # `scale` instead builds and runs only issue 8's scale check: ftlaunch's QLoRA on a 70B-shaped NF4
@@ -56,10 +56,12 @@ timeout 120 build/bin/ftl_bench_dequant >"$out/dequant.log" 2>&1
 rc=$?
 row "4-bit dequant kernel vs CPU (bit for bit)" "$([ $rc = 0 ] && echo ok || echo FAILED) (exit $rc)"
 row "4-bit dequant bandwidth" "$(grep -o '[0-9]*% of copy' "$out/dequant.log" || echo 'not measured')"
-timeout 120 build/bin/ftl_bench_rms_norm >"$out/rms_norm.log" 2>&1
+timeout 120 build/bin/ftl_bench_model_kernels >"$out/model_kernels.log" 2>&1
 rc=$?
-row "RMSNorm kernels vs float64 composite" "$([ $rc = 0 ] && echo ok || echo FAILED) (exit $rc)"
-row "RMSNorm fwd+bwd vs composite" "$(grep -o 'composite [0-9.]* us ([0-9.]*x)' "$out/rms_norm.log" || echo 'not measured')"
+row "RMSNorm/SwiGLU/RoPE kernels vs composite" "$([ $rc = 0 ] && echo ok || echo FAILED) (exit $rc)"
+for kernel in rms_norm swiglu rope; do
+  row "$kernel fwd+bwd vs composite" "$(grep "^$kernel .*forward+backward" "$out/model_kernels.log" | grep -o 'composite [0-9.]* us ([0-9.]*x)' || echo 'not measured')"
+done
 
 # Issue 8's table: ftlaunch against transformers + PEFT on DESIGN.md's shapes (loss check on the
 # first), and our QLoRA and ZeRO-3 + cpu offload runs against our LoRA.
@@ -81,7 +83,7 @@ else
 fi
 
 echo
-cat "$out/nccl_test.log" "$out/dequant.log" "$out/rms_norm.log"
+cat "$out/nccl_test.log" "$out/dequant.log" "$out/model_kernels.log"
 echo
 tail -30 "$out/bench_lora.log" 2>/dev/null
 echo

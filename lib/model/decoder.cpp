@@ -9,6 +9,7 @@
 #include "model/recompute.h"
 #include "model/rms_norm.h"
 #include "model/rope.h"
+#include "model/swiglu.h"
 #include "util/error.h"
 
 namespace ftl::model {
@@ -120,11 +121,11 @@ at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tenso
                                    size_t layer_index) const {
     const int64_t rows = hidden.size(0), length = hidden.size(1), d = config_.head_dim;
     at::Tensor x = rms_norm(hidden, l.input_norm, config_.rms_norm_eps);
-    // [B, T, n*d] -> [B, n, T, d]
-    auto heads = [&](const at::Tensor& t) { return t.view({rows, length, -1, d}).transpose(1, 2); };
-    at::Tensor q = apply_rope(heads(apply_linear(l.q_proj, x, options)), rope);
-    at::Tensor k = apply_rope(heads(apply_linear(l.k_proj, x, options)), rope);
-    at::Tensor v = heads(apply_linear(l.v_proj, x, options));
+    // [B, T, n*d] -> [B, T, n, d], rotated there; SDPA takes [B, n, T, d] views.
+    auto split_heads = [&](const at::Tensor& t) { return t.view({rows, length, -1, d}); };
+    at::Tensor q = apply_rope(split_heads(apply_linear(l.q_proj, x, options)), rope).transpose(1, 2);
+    at::Tensor k = apply_rope(split_heads(apply_linear(l.k_proj, x, options)), rope).transpose(1, 2);
+    at::Tensor v = split_heads(apply_linear(l.v_proj, x, options)).transpose(1, 2);
     if (cache) {
         if (cache->keys[layer_index].defined()) {
             k = at::cat({cache->keys[layer_index], k}, 2);
@@ -141,7 +142,9 @@ at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tenso
     at::Tensor h = hidden + apply_linear(l.o_proj, attn.transpose(1, 2).reshape({rows, length, -1}), options);
 
     at::Tensor y = rms_norm(h, l.post_attention_norm, config_.rms_norm_eps);
-    at::Tensor mlp = at::silu(apply_linear(l.gate_proj, y, options)) * apply_linear(l.up_proj, y, options);
+    // gate before up, as LlamaMLP runs them (the order LoRA dropout draws its masks in).
+    at::Tensor gate = apply_linear(l.gate_proj, y, options);
+    at::Tensor mlp = swiglu(gate, apply_linear(l.up_proj, y, options));
     return h + apply_linear(l.down_proj, mlp, options);
 }
 

@@ -2,11 +2,8 @@
 
 #include <torch/csrc/autograd/custom_function.h>
 
-#include "util/error.h"
-
 #ifdef FTL_WITH_CUDA
-#include <c10/cuda/CUDAStream.h>
-
+#include "model/kernel_launch.h"
 #include "model/rms_norm_cuda.h"
 #endif
 
@@ -31,19 +28,9 @@ cuda::RmsNormArgs kernel_args(const at::Tensor& rows, const at::Tensor& weight, 
     args.rows = rows.size(0);
     args.hidden = rows.size(1);
     args.eps = static_cast<float>(eps);
-    args.type = rows.scalar_type() == at::kBFloat16 ? cuda::ElementType::kBFloat16
-                : rows.scalar_type() == at::kHalf   ? cuda::ElementType::kFloat16
-                                                    : cuda::ElementType::kFloat32;
+    args.type = *cuda::element_type_of(rows.scalar_type());
     return args;
 }
-
-void check_launch(int status, const char* which) {
-    if (status != 0)
-        fail(ErrorKind::kInternal, std::string("RMSNorm ") + which + " kernel failed to launch (CUDA error " +
-                                       std::to_string(status) + ")");
-}
-
-void* current_stream(const at::Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.device().index()).stream(); }
 
 struct FusedRmsNorm : public torch::autograd::Function<FusedRmsNorm> {
     static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight, double eps) {
@@ -51,9 +38,9 @@ struct FusedRmsNorm : public torch::autograd::Function<FusedRmsNorm> {
         const at::Tensor w = weight.contiguous();
         at::Tensor y = at::empty_like(rows);
         at::Tensor rstd = at::empty({rows.size(0)}, rows.options().dtype(at::kFloat));
-        check_launch(cuda::launch_rms_norm_forward(kernel_args(rows, w, eps), y.data_ptr(), rstd.data_ptr<float>(),
-                                                   current_stream(rows)),
-                     "forward");
+        cuda::check_launch(cuda::launch_rms_norm_forward(kernel_args(rows, w, eps), y.data_ptr(), rstd.data_ptr<float>(),
+                                                         cuda::current_stream(rows)),
+                           "RMSNorm forward");
         ctx->save_for_backward({rows, w, rstd});
         ctx->saved_data["eps"] = eps;
         return y.view(x.sizes());
@@ -68,10 +55,10 @@ struct FusedRmsNorm : public torch::autograd::Function<FusedRmsNorm> {
         at::Tensor grad_x;
         if (ctx->needs_input_grad(0)) {
             grad_x = at::empty_like(rows);
-            check_launch(cuda::launch_rms_norm_backward(kernel_args(rows, w, ctx->saved_data["eps"].toDouble()),
-                                                        grad.data_ptr(), rstd.data_ptr<float>(), grad_x.data_ptr(),
-                                                        current_stream(rows)),
-                         "backward");
+            cuda::check_launch(cuda::launch_rms_norm_backward(kernel_args(rows, w, ctx->saved_data["eps"].toDouble()),
+                                                              grad.data_ptr(), rstd.data_ptr<float>(), grad_x.data_ptr(),
+                                                              cuda::current_stream(rows)),
+                               "RMSNorm backward");
             grad_x = grad_x.view(grad_outputs[0].sizes());
         }
         at::Tensor grad_weight;
@@ -85,9 +72,8 @@ struct FusedRmsNorm : public torch::autograd::Function<FusedRmsNorm> {
 
 // Whether the kernels take these tensors: on one GPU, of one type they handle.
 bool fused_kernels_take(const at::Tensor& x, const at::Tensor& weight) {
-    const at::ScalarType t = x.scalar_type();
-    return x.is_cuda() && weight.device() == x.device() && weight.scalar_type() == t &&
-           (t == at::kFloat || t == at::kBFloat16 || t == at::kHalf) && weight.dim() == 1 && x.dim() >= 1 &&
+    return x.is_cuda() && weight.device() == x.device() && weight.scalar_type() == x.scalar_type() &&
+           cuda::element_type_of(x.scalar_type()) && weight.dim() == 1 && x.dim() >= 1 &&
            weight.size(0) == x.size(-1) && x.numel() > 0;
 }
 

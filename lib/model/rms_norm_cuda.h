@@ -11,9 +11,9 @@
 
 #include <cstdint>
 
-namespace ftl::model::cuda {
+#include "model/kernel_element.h"
 
-enum class ElementType { kFloat32, kBFloat16, kFloat16 };
+namespace ftl::model::cuda {
 
 struct RmsNormArgs {
     const void* x = nullptr;       // [rows, hidden] of `type`, rows contiguous

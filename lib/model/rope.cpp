@@ -2,6 +2,13 @@
 
 #include <cmath>
 
+#ifdef FTL_WITH_CUDA
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "model/kernel_launch.h"
+#include "model/pointwise_cuda.h"
+#endif
+
 namespace ftl::model {
 
 at::Tensor rope_inverse_frequencies(const DecoderConfig& config, int64_t max_position,
@@ -52,10 +59,72 @@ RopeTables rope_tables(const DecoderConfig& config, const at::Tensor& position_i
     return {emb.cos().to(dtype), emb.sin().to(dtype)};
 }
 
-at::Tensor apply_rope(const at::Tensor& x, const RopeTables& tables) {
+at::Tensor apply_rope_reference(const at::Tensor& x, const RopeTables& tables) {
     const int64_t half = x.size(-1) / 2;
     at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-    return x * tables.cos.unsqueeze(1) + rotated * tables.sin.unsqueeze(1);
+    return x * tables.cos.unsqueeze(2) + rotated * tables.sin.unsqueeze(2);
+}
+
+#ifdef FTL_WITH_CUDA
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// x or its gradient [B, T, heads, d], contiguous; the tables [B, T, d], contiguous.
+cuda::RopeArgs kernel_args(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+    cuda::RopeArgs args;
+    args.cos = cos.data_ptr();
+    args.sin = sin.data_ptr();
+    args.tokens = x.size(0) * x.size(1);
+    args.heads = x.size(2);
+    args.head_dim = x.size(3);
+    args.type = *cuda::element_type_of(x.scalar_type());
+    return args;
+}
+
+struct FusedRope : public torch::autograd::Function<FusedRope> {
+    static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+        const at::Tensor in = x.contiguous(), c = cos.contiguous(), s = sin.contiguous();
+        at::Tensor out = at::empty_like(in, at::MemoryFormat::Contiguous);
+        cuda::check_launch(cuda::launch_rope(kernel_args(in, c, s), in.data_ptr(), out.data_ptr(), /*backward=*/false,
+                                             cuda::current_stream(in)),
+                           "RoPE forward");
+        ctx->save_for_backward({c, s});
+        return out;
+    }
+
+    static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+        const auto saved = ctx->get_saved_variables();
+        const at::Tensor grad = grad_outputs[0].contiguous();
+        at::Tensor grad_x = at::empty_like(grad, at::MemoryFormat::Contiguous);
+        cuda::check_launch(cuda::launch_rope(kernel_args(grad, saved[0], saved[1]), grad.data_ptr(), grad_x.data_ptr(),
+                                             /*backward=*/true, cuda::current_stream(grad)),
+                           "RoPE backward");
+        return {grad_x, at::Tensor(), at::Tensor()};
+    }
+};
+
+// Whether the kernels take these tensors: on one GPU, of one type they handle, tables [B, T, d]
+// matching x [B, T, heads, d] (d even), and tables that need no gradient.
+bool fused_kernels_take(const at::Tensor& x, const RopeTables& tables) {
+    const at::Tensor& cos = tables.cos;
+    const at::Tensor& sin = tables.sin;
+    return x.is_cuda() && x.dim() == 4 && x.size(3) % 2 == 0 && x.numel() > 0 &&
+           cuda::element_type_of(x.scalar_type()) && cos.device() == x.device() && sin.device() == x.device() &&
+           cos.scalar_type() == x.scalar_type() && sin.scalar_type() == x.scalar_type() &&
+           cos.sizes() == sin.sizes() && cos.dim() == 3 && cos.size(0) == x.size(0) && cos.size(1) == x.size(1) &&
+           cos.size(2) == x.size(3) && !cos.requires_grad() && !sin.requires_grad();
+}
+
+}  // namespace
+#endif
+
+at::Tensor apply_rope(const at::Tensor& x, const RopeTables& tables) {
+#ifdef FTL_WITH_CUDA
+    if (fused_kernels_take(x, tables)) return FusedRope::apply(x, tables.cos, tables.sin);
+#endif
+    return apply_rope_reference(x, tables);
 }
 
 }  // namespace ftl::model

@@ -24,8 +24,14 @@ struct RopeTables {
 // position_ids [B, T] int64 -> cos/sin tables in `dtype`.
 RopeTables rope_tables(const DecoderConfig& config, const at::Tensor& position_ids, at::ScalarType dtype);
 
-// x [B, heads, T, head_dim] rotated by the tables: x*cos + rotate_half(x)*sin, where
-// rotate_half(x) = cat(-x[..., d/2:], x[..., :d/2]).
+// x [B, T, heads, head_dim] rotated by the tables: x*cos + rotate_half(x)*sin, where
+// rotate_half(x) = cat(-x[..., d/2:], x[..., :d/2]); differentiable in x.
+// On a GPU (x and the tables of one type: fp32, bf16 or fp16) one fused kernel each way
+// (model/pointwise_cuda.h), bit for bit the composite's values; backward keeps only the tables,
+// which every layer shares. Elsewhere the composite below.
 at::Tensor apply_rope(const at::Tensor& x, const RopeTables& tables);
+
+// The composite of ATen ops transformers runs (the CPU path and the kernels' reference).
+at::Tensor apply_rope_reference(const at::Tensor& x, const RopeTables& tables);
 
 }  // namespace ftl::model
