@@ -1,5 +1,5 @@
-// GPU check of the model's fused kernels, RMSNorm, SwiGLU and RoPE (scripts/gpu_check.sh; needs a
-// CUDA device):
+// GPU check of the model's fused kernels, RMSNorm, SwiGLU and RoPE, and of variable-length flash
+// attention over collate's spans (scripts/gpu_check.sh; needs a CUDA device):
 //   1. correct: for fp32/bf16/fp16 on awkward shapes, fresh random inputs each case, outputs
 //      poisoned with NaN before the launch, every element must be written, and
 //      - against the composite in float64 on the CPU (autograd for the gradients):
@@ -8,24 +8,32 @@
 //        they round; the unit tests hold the formula to it on the CPU);
 //      - the model's autograd path (model::rms_norm, swiglu, apply_rope) gives the launchers'
 //        results bit for bit;
+//      - attention over the spans of packed, padded rows (train::collate) against SDPA with
+//        attention_mask_for's mask in fp32: output at real tokens and q/k/v gradients (upstream
+//        gradient zero at padding, whose outputs nothing uses) within 1e-2 (bf16);
 //   2. speed, forward + backward against the composite of ATen ops (what runs without the
 //      kernels) on the 8B bench shape's tensors (batch 4 x 2048 tokens), and the bytes moved per
-//      second against a device-to-device copy.
+//      second against a device-to-device copy; attention over spans against the masked SDPA.
 // Prints one line per part; exits 1 on any failure.
 #include <c10/cuda/CUDAFunctions.h>
 
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <limits>
 #include <string>
+#include <tuple>
 
 #include "cuda_timing.h"
+#include "data/examples.h"
+#include "model/attention.h"
 #include "model/kernel_launch.h"
 #include "model/pointwise_cuda.h"
 #include "model/rms_norm.h"
 #include "model/rms_norm_cuda.h"
 #include "model/rope.h"
 #include "model/swiglu.h"
+#include "train/batches.h"
 
 using namespace ftl;
 using bench::seconds_per_call;
@@ -217,6 +225,77 @@ void measure_speed(const at::Device& gpu) {
     }
 }
 
+// Packed rows of random documents, the last row padded: the batch collate makes, on the GPU.
+model::Batch packed_batch(int64_t rows, int64_t length, const at::Device& gpu) {
+    std::vector<data::Row> data_rows(static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r) {
+        data::Row& row = data_rows[static_cast<size_t>(r)];
+        const int64_t filled = r + 1 == rows ? length - length / 5 : length;
+        while (static_cast<int64_t>(row.input_ids.size()) < filled) {
+            const int64_t document = std::min<int64_t>(filled - static_cast<int64_t>(row.input_ids.size()),
+                                                       1 + at::randint(length / 2, {1}).item<int64_t>());
+            for (int64_t j = 0; j < document; ++j) {
+                row.input_ids.push_back(1);
+                row.labels.push_back(1);
+                row.position_ids.push_back(static_cast<int32_t>(j));
+            }
+        }
+    }
+    std::vector<int64_t> indices(static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r) indices[static_cast<size_t>(r)] = r;
+    return train::collate(data_rows, indices, 0, /*packed=*/true, gpu);
+}
+
+bool check_attention_over_spans(int64_t heads, int64_t kv_heads, int64_t head_dim, const at::Device& gpu) {
+    const int64_t rows = 3, length = 300;
+    const model::Batch batch = packed_batch(rows, length, gpu);
+    const model::AttentionPattern spans = model::attention_pattern(batch, std::nullopt, gpu, at::kBFloat16, head_dim);
+    model::AttentionPattern masked;
+    masked.mask = model::attention_mask_for(batch, std::nullopt);
+    const auto bf16 = at::TensorOptions().device(gpu).dtype(at::kBFloat16);
+    const at::Tensor q = at::randn({rows, length, heads, head_dim}, bf16), k = at::randn({rows, length, kv_heads, head_dim}, bf16),
+                     v = at::randn({rows, length, kv_heads, head_dim}, bf16);
+    const at::Tensor real = batch.attention_mask.to(at::kBool).unsqueeze(2);  // [B, T, 1]
+    const at::Tensor g = at::randn({rows, length, heads * head_dim}, bf16).masked_fill(real.logical_not(), 0);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+    auto run = [&](const model::AttentionPattern& pattern, at::ScalarType type) {
+        std::vector<at::Tensor> in{q.to(type).requires_grad_(true), k.to(type).requires_grad_(true), v.to(type).requires_grad_(true)};
+        const at::Tensor out = model::causal_attention(in[0], in[1], in[2], pattern, scale);
+        out.backward(g.to(type));
+        return std::vector<at::Tensor>{out.detach().masked_fill(real.logical_not(), 0), in[0].grad(), in[1].grad(), in[2].grad()};
+    };
+    const std::vector<at::Tensor> ours = run(spans, at::kBFloat16), reference = run(masked, at::kFloat);
+    double worst = 0;
+    for (size_t i = 0; i < ours.size(); ++i) worst = std::max(worst, relative_error(ours[i], reference[i]));
+    const bool ok = spans.span_starts.defined() && worst <= 1e-2;
+    if (!ok)
+        std::printf("FAILED attention over spans, heads %lld/%lld, head_dim %lld: spans used %d, worst error %.2e (bound 1e-2)\n",
+                    static_cast<long long>(heads), static_cast<long long>(kv_heads), static_cast<long long>(head_dim),
+                    spans.span_starts.defined(), worst);
+    return ok;
+}
+
+void measure_attention_speed(const at::Device& gpu) {
+    const int64_t rows = 4, length = 2048, heads = 32, kv_heads = 8, head_dim = 128;
+    const model::Batch batch = packed_batch(rows, length, gpu);
+    const model::AttentionPattern spans = model::attention_pattern(batch, std::nullopt, gpu, at::kBFloat16, head_dim);
+    model::AttentionPattern masked;
+    masked.mask = model::attention_mask_for(batch, std::nullopt);
+    const auto bf16 = at::TensorOptions().device(gpu).dtype(at::kBFloat16);
+    const at::Tensor q = at::randn({rows, length, heads, head_dim}, bf16).requires_grad_(true);
+    const at::Tensor k = at::randn({rows, length, kv_heads, head_dim}, bf16).requires_grad_(true);
+    const at::Tensor v = at::randn({rows, length, kv_heads, head_dim}, bf16).requires_grad_(true);
+    const at::Tensor g = at::randn({rows, length, heads * head_dim}, bf16);
+    auto pass = [&](const model::AttentionPattern& pattern) {
+        for (const at::Tensor& t : {q, k, v}) t.mutable_grad() = at::Tensor();
+        model::causal_attention(q, k, v, pattern, 0.088).backward(g);
+    };
+    const double over_spans = seconds_per_call([&] { pass(spans); }, 20);
+    const double with_mask = seconds_per_call([&] { pass(masked); }, 20);
+    std::printf("attention 4x2048 packed, 32/8 heads of 128, bf16, forward+backward: over spans %.1f us, masked SDPA %.1f us (%.2fx)\n",
+                over_spans * 1e6, with_mask * 1e6, with_mask / over_spans);
+}
+
 // Runs `check` over shapes x dtypes; prints the count; returns whether all passed.
 bool run_cases(const char* kernel, const std::vector<std::vector<int64_t>>& shapes,
                const std::function<bool(const std::vector<int64_t>&, at::ScalarType, const at::Device&)>& check,
@@ -240,7 +319,13 @@ int main() try {
     ok = run_cases("swiglu", {{1}, {3, 65}, {37, 1001}, {2, 5, 14336}, {1000, 4097}}, check_swiglu, gpu) && ok;
     ok = run_cases("rope (and ATen's CUDA composite bit for bit)", {{1, 1, 1, 2}, {2, 5, 3, 64}, {3, 33, 8, 128}, {1, 257, 32, 128}},
                    check_rope, gpu) && ok;
+    int attention_passed = 0;
+    for (const auto& [heads, kv_heads, head_dim] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{8, 2, 64}, {4, 4, 128}, {6, 3, 72}})
+        attention_passed += check_attention_over_spans(heads, kv_heads, head_dim, gpu) ? 1 : 0;
+    std::printf("attention over collate's spans vs masked SDPA in fp32: %d of 3 cases within bounds\n", attention_passed);
+    ok = ok && attention_passed == 3;
     measure_speed(gpu);
+    measure_attention_speed(gpu);
     return ok ? 0 : 1;
 } catch (const std::exception& e) {
     std::fprintf(stderr, "ftl_bench_model_kernels: %s\n", e.what());

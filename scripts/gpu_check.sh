@@ -58,10 +58,11 @@ row "4-bit dequant kernel vs CPU (bit for bit)" "$([ $rc = 0 ] && echo ok || ech
 row "4-bit dequant bandwidth" "$(grep -o '[0-9]*% of copy' "$out/dequant.log" || echo 'not measured')"
 timeout 120 build/bin/ftl_bench_model_kernels >"$out/model_kernels.log" 2>&1
 rc=$?
-row "RMSNorm/SwiGLU/RoPE kernels vs composite" "$([ $rc = 0 ] && echo ok || echo FAILED) (exit $rc)"
+row "RMSNorm/SwiGLU/RoPE kernels, span attention" "$([ $rc = 0 ] && echo ok || echo FAILED) (exit $rc)"
 for kernel in rms_norm swiglu rope; do
   row "$kernel fwd+bwd vs composite" "$(grep "^$kernel .*forward+backward" "$out/model_kernels.log" | grep -o 'composite [0-9.]* us ([0-9.]*x)' || echo 'not measured')"
 done
+row "packed attention over spans vs masked SDPA" "$(grep -o 'masked SDPA [0-9.]* us ([0-9.]*x)' "$out/model_kernels.log" || echo 'not measured')"
 
 # Issue 8's table: ftlaunch against transformers + PEFT on DESIGN.md's shapes (loss check on the
 # first), and our QLoRA and ZeRO-3 + cpu offload runs against our LoRA.

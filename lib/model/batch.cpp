@@ -10,7 +10,8 @@ at::Tensor positions_of(const Batch& batch) {
 
 at::Tensor attention_mask_for(const Batch& batch, std::optional<int64_t> window) {
     const int64_t length = batch.input_ids.size(1);
-    const bool padded = batch.attention_mask.defined() && !batch.attention_mask.all().item<bool>();
+    const bool padded = batch.padded ? *batch.padded
+                                     : batch.attention_mask.defined() && !batch.attention_mask.all().item<bool>();
     const bool windowed = window && *window < length;
     if (!padded && !batch.packed && !windowed) return {};
 

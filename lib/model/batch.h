@@ -21,10 +21,20 @@ struct Batch {
     at::Tensor position_ids;
     at::Tensor labels;
     bool packed = false;  // true: documents are delimited by position_ids restarting at 0
-    // Optional, made on the host (train::collate): the positions of the flattened [B*T] rows whose
-    // next-token label counts, [N] int64, and those labels, [N] int64, so that the loss finds
-    // them without reading the labels back from the device (a wait for all work queued before).
+    // Optional, made on the host (train::collate) so that a step reads nothing back from the
+    // device (each read waits for all work queued before):
+    //  - target_positions [N] int64: the positions of the flattened [B*T] rows whose next-token
+    //    label counts, and target_ids [N] int64 those labels (what the loss gathers);
+    //  - padded: whether any position is padding; real_tokens: how many are not;
+    //  - span_starts [spans + 1] int32 and longest_span: the flattened [B*T] tokens cut into the
+    //    runs that attend only within themselves, causally: each document of a row, then the row's
+    //    padding as one run (whose outputs nothing uses). Variable-length flash attention takes
+    //    them instead of a [B, 1, T, T] mask; on the device.
     at::Tensor target_positions, target_ids;
+    std::optional<bool> padded;
+    int64_t real_tokens = 0;
+    at::Tensor span_starts;
+    int64_t longest_span = 0;
 };
 
 // The positions to use: batch.position_ids, or 0..T-1 broadcast to [B, T].

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "model/attention.h"
 #include "model/recompute.h"
 #include "model/rms_norm.h"
 #include "model/rope.h"
@@ -117,29 +118,28 @@ CausalLM::CausalLM(DecoderConfig config, DecoderWeights weights)
 }
 
 at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tensor& hidden, const RopeTables& rope,
-                                   const at::Tensor& mask, const ForwardOptions& options, KeyValueCache* cache,
+                                   const AttentionPattern& attention, const ForwardOptions& options, KeyValueCache* cache,
                                    size_t layer_index) const {
     const int64_t rows = hidden.size(0), length = hidden.size(1), d = config_.head_dim;
     at::Tensor x = rms_norm(hidden, l.input_norm, config_.rms_norm_eps);
-    // [B, T, n*d] -> [B, T, n, d], rotated there; SDPA takes [B, n, T, d] views.
+    // [B, T, n*d] -> [B, T, n, d], the layout attention takes.
     auto split_heads = [&](const at::Tensor& t) { return t.view({rows, length, -1, d}); };
-    at::Tensor q = apply_rope(split_heads(apply_linear(l.q_proj, x, options)), rope).transpose(1, 2);
-    at::Tensor k = apply_rope(split_heads(apply_linear(l.k_proj, x, options)), rope).transpose(1, 2);
-    at::Tensor v = split_heads(apply_linear(l.v_proj, x, options)).transpose(1, 2);
-    if (cache) {
+    at::Tensor q = apply_rope(split_heads(apply_linear(l.q_proj, x, options)), rope);
+    at::Tensor k = apply_rope(split_heads(apply_linear(l.k_proj, x, options)), rope);
+    at::Tensor v = split_heads(apply_linear(l.v_proj, x, options));
+    if (cache) {  // the cache holds [B, n_kv, S, d]
+        at::Tensor keys = k.transpose(1, 2), values = v.transpose(1, 2);
         if (cache->keys[layer_index].defined()) {
-            k = at::cat({cache->keys[layer_index], k}, 2);
-            v = at::cat({cache->values[layer_index], v}, 2);
+            keys = at::cat({cache->keys[layer_index], keys}, 2);
+            values = at::cat({cache->values[layer_index], values}, 2);
         }
-        cache->keys[layer_index] = k;
-        cache->values[layer_index] = v;
+        cache->keys[layer_index] = keys;
+        cache->values[layer_index] = values;
+        k = keys.transpose(1, 2);
+        v = values.transpose(1, 2);
     }
-    const bool causal = !mask.defined() && k.size(2) == q.size(2);  // a lone new query sees every key
-    at::Tensor attn = at::scaled_dot_product_attention(
-        q, k, v, mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt, /*dropout_p=*/0.0,
-        /*is_causal=*/causal, /*scale=*/1.0 / std::sqrt(static_cast<double>(d)),
-        /*enable_gqa=*/config_.num_kv_heads != config_.num_heads);
-    at::Tensor h = hidden + apply_linear(l.o_proj, attn.transpose(1, 2).reshape({rows, length, -1}), options);
+    const at::Tensor attn = causal_attention(q, k, v, attention, 1.0 / std::sqrt(static_cast<double>(d)));
+    at::Tensor h = hidden + apply_linear(l.o_proj, attn, options);
 
     at::Tensor y = rms_norm(h, l.post_attention_norm, config_.rms_norm_eps);
     // gate before up, as LlamaMLP runs them (the order LoRA dropout draws its masks in).
@@ -168,28 +168,32 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
         hidden = at::embedding(weights_.embed_tokens, batch.input_ids);
     }
     const RopeTables rope = rope_tables(config_, positions_of(batch), hidden.scalar_type());
-    // Layers share a mask unless their windows differ; build each distinct one once.
-    std::optional<int64_t> mask_window;
-    at::Tensor mask;
-    bool mask_built = false;
+    const at::DeviceType device_type = hidden.device().type();
+    const at::ScalarType attention_type = at::autocast::is_autocast_enabled(device_type)
+                                              ? at::autocast::get_autocast_dtype(device_type)
+                                              : hidden.scalar_type();
+    // Layers share a pattern unless their windows differ; build each distinct one once.
+    std::optional<int64_t> pattern_window;
+    AttentionPattern pattern;
+    bool pattern_built = false;
     for (size_t i = 0; i < weights_.layers.size(); ++i) {
         const auto& window = config_.layer_window[i];
-        if (!mask_built || window != mask_window) {
-            mask = attention_mask_for(batch, window);
-            mask_window = window;
-            mask_built = true;
+        if (!pattern_built || window != pattern_window) {
+            pattern = attention_pattern(batch, window, hidden.device(), attention_type, config_.head_dim);
+            pattern_window = window;
+            pattern_built = true;
         }
         const DecoderLayerWeights& layer = weights_.layers[i];
         const int part = static_cast<int>(i);
         const bool kept = static_cast<int64_t>(weights_.layers.size() - i) <= options.kept_layers;
         if ((options.recompute_layers && !kept) || options.residency) {
-            auto run_layer = [this, &layer, part, rope, mask, options](const at::Tensor& x, bool recomputing) {
+            auto run_layer = [this, &layer, part, rope, pattern, options](const at::Tensor& x, bool recomputing) {
                 const char* pass = recomputing ? "backward" : "forward";
                 const AcquiredPart weights(options, part, pass);
                 if (options.progress) options.progress(std::string(pass) + " of " + part_name(part));
                 ForwardOptions run_options = options;
                 run_options.recomputing = recomputing;
-                return layer_forward(layer, x, rope, mask, run_options);
+                return layer_forward(layer, x, rope, pattern, run_options);
             };
             std::vector<at::Tensor> weights = layer.tensors();
             if (options.residency)
@@ -197,7 +201,7 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
             hidden = recomputed_in_backward(run_layer, hidden, weights, options.generator);
         } else {
             report("forward of " + part_name(part));
-            hidden = layer_forward(layer, hidden, rope, mask, options);
+            hidden = layer_forward(layer, hidden, rope, pattern, options);
             // Backward reaches this layer when the gradient of its output arrives.
             if (options.progress && hidden.requires_grad()) {
                 const ProgressReport progress = options.progress;
@@ -266,16 +270,16 @@ at::Tensor CausalLM::decode_step(const at::Tensor& new_ids, const at::Tensor& at
     };
     // Layers share a mask unless their windows differ; build each distinct one once.
     std::optional<int64_t> mask_window;
-    at::Tensor mask;
+    AttentionPattern pattern;
     bool mask_built = false;
     for (size_t i = 0; i < weights_.layers.size(); ++i) {
         if (!mask_built || config_.layer_window[i] != mask_window) {
-            mask = mask_for(config_.layer_window[i]);
+            pattern.mask = mask_for(config_.layer_window[i]);
             mask_window = config_.layer_window[i];
             mask_built = true;
         }
         const AcquiredPart part(options, static_cast<int>(i));
-        hidden = layer_forward(weights_.layers[i], hidden, rope, mask, options, &cache, i);
+        hidden = layer_forward(weights_.layers[i], hidden, rope, pattern, options, &cache, i);
     }
     cache.length = total;
     const AcquiredPart final_norm(options, WeightResidency::kFinalNorm);

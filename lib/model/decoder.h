@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "model/attention.h"
 #include "model/batch.h"
 #include "model/model_config.h"
 #include "model/rope.h"
@@ -217,7 +218,7 @@ public:
 private:
     // With `cache` (decode_step), the layer's keys and values join those of the earlier tokens.
     at::Tensor layer_forward(const DecoderLayerWeights& layer, const at::Tensor& hidden, const RopeTables& rope,
-                             const at::Tensor& mask, const ForwardOptions& options, KeyValueCache* cache = nullptr,
+                             const AttentionPattern& attention, const ForwardOptions& options, KeyValueCache* cache = nullptr,
                              size_t layer_index = 0) const;
 
     DecoderConfig config_;

@@ -66,17 +66,34 @@ model::Batch collate(const std::vector<data::Row>& rows, const std::vector<int64
         for (int64_t j = static_cast<int64_t>(row.input_ids.size()); j < t; ++j)
             pos_a[r][j] = j == 0 ? 0 : pos_a[r][j - 1] + 1;
     }
-    // The loss's targets: flattened position r*t+j predicts labels[r][j+1] when that counts.
-    std::vector<int64_t> target_positions, target_ids;
-    for (int64_t r = 0; r < b; ++r) {
-        const std::vector<int32_t>& row_labels = rows[static_cast<size_t>(indices[static_cast<size_t>(r)])].labels;
-        for (size_t j = 1; j < row_labels.size(); ++j)
-            if (row_labels[j] != -100) {
-                target_positions.push_back(r * t + static_cast<int64_t>(j) - 1);
-                target_ids.push_back(row_labels[j]);
-            }
-    }
     model::Batch batch;
+    // The loss's targets: flattened position r*t+j predicts labels[r][j+1] when that counts.
+    // The attention spans: a document starts where a row's positions restart at 0 (only a packed
+    // row has more than one); the row's padding follows as one span.
+    std::vector<int64_t> target_positions, target_ids;
+    std::vector<int32_t> span_starts{0};
+    auto end_span = [&](int64_t end) {
+        batch.longest_span = std::max<int64_t>(batch.longest_span, end - span_starts.back());
+        span_starts.push_back(static_cast<int32_t>(end));
+    };
+    for (int64_t r = 0; r < b; ++r) {
+        const data::Row& row = rows[static_cast<size_t>(indices[static_cast<size_t>(r)])];
+        for (size_t j = 1; j < row.labels.size(); ++j)
+            if (row.labels[j] != -100) {
+                target_positions.push_back(r * t + static_cast<int64_t>(j) - 1);
+                target_ids.push_back(row.labels[j]);
+            }
+        const int64_t real = static_cast<int64_t>(row.input_ids.size());
+        for (int64_t j = 1; j < real; ++j)
+            if (packed && row.position_ids[static_cast<size_t>(j)] == 0) end_span(r * t + j);
+        if (real > 0) end_span(r * t + real);
+        if (real < t) end_span((r + 1) * t);
+        batch.real_tokens += real;
+    }
+    if (static_cast<int64_t>(span_starts.back()) != b * t || b * t > INT32_MAX)
+        fail(ErrorKind::kInternal, "collate: attention spans do not cover the batch's " + std::to_string(b * t) + " tokens");
+    batch.padded = batch.real_tokens < b * t;
+    batch.span_starts = at::tensor(span_starts, at::TensorOptions().dtype(at::kInt)).to(device);
     batch.target_positions = at::tensor(target_positions, options).to(device);
     batch.target_ids = at::tensor(target_ids, options).to(device);
     batch.input_ids = ids.to(device);
@@ -102,16 +119,6 @@ PaddedRows pad_rows(const std::vector<const std::vector<int32_t>*>& rows, int32_
         }
     }
     return {ids, mask};
-}
-
-BatchCounts count_tokens(const std::vector<data::Row>& rows, const std::vector<int64_t>& indices) {
-    BatchCounts counts;
-    for (int64_t i : indices) {
-        const data::Row& row = rows[static_cast<size_t>(i)];
-        counts.tokens += static_cast<int64_t>(row.input_ids.size());
-        for (size_t j = 1; j < row.labels.size(); ++j) counts.targets += row.labels[j] != -100 ? 1 : 0;
-    }
-    return counts;
 }
 
 double clip_grad_norm(std::vector<at::Tensor>& grads, double max_norm) {

@@ -33,7 +33,8 @@ private:
     size_t cursor_ = 0;
 };
 
-// Rows -> [B, T] tensors, right-padded to the longest row (padding: pad_id, label -100, mask 0).
+// Rows -> [B, T] tensors, right-padded to the longest row (padding: pad_id, label -100, mask 0),
+// with the host-made facts model::Batch describes (targets, padding, attention spans).
 model::Batch collate(const std::vector<data::Row>& rows, const std::vector<int64_t>& indices, int32_t pad_id,
                      bool packed, const at::Device& device);
 
@@ -44,14 +45,6 @@ struct PaddedRows {
     at::Tensor ids, mask;
 };
 PaddedRows pad_rows(const std::vector<const std::vector<int32_t>*>& rows, int32_t pad_id, bool left);
-
-// What collate(rows, indices, ...) will hold, counted on the host from the rows: real tokens (not
-// padding) and targets after the shift (labels[1:] != -100 within each row), so the training loop
-// reads no device value for them.
-struct BatchCounts {
-    int64_t tokens = 0, targets = 0;
-};
-BatchCounts count_tokens(const std::vector<data::Row>& rows, const std::vector<int64_t>& indices);
 
 // torch.nn.utils.clip_grad_norm_: the L2 norm over all gradients; when max_norm > 0, every
 // gradient is scaled by min(1, max_norm / (norm + 1e-6)). Returns the norm before clipping.

@@ -430,16 +430,12 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         const std::string at_step = "step " + std::to_string(step + 1) + ": ";
         beat(at_step + "counting the batch's target tokens (all-reduce)");
         std::vector<model::Batch> micro;
-        std::vector<BatchCounts> micro_counts;
-        for (int i = 0; i < args.gradient_accumulation_steps; ++i) {
-            const std::vector<int64_t> indices = plan.next_micro_batch();
-            micro_counts.push_back(count_tokens(data.train, indices));
-            micro.push_back(collate(data.train, indices, pad_id, args.packing, device));
-        }
+        for (int i = 0; i < args.gradient_accumulation_steps; ++i)
+            micro.push_back(collate(data.train, plan.next_micro_batch(), pad_id, args.packing, device));
         // transformers >= 4.46: every micro-batch's summed loss is divided by the target tokens of
         // the whole accumulated batch over all ranks, so the curve does not depend on the split.
         at::Tensor counted = at::zeros({1}, at::TensorOptions().dtype(at::kDouble));
-        for (const BatchCounts& c : micro_counts) counted += static_cast<double>(c.targets);
+        for (const model::Batch& b : micro) counted += static_cast<double>(b.target_positions.size(0));
         if (rank.comm) rank.comm->all_reduce(counted, dist::ReduceOp::kSum);
         model::LossOptions loss_options;
         loss_options.divisor = counted.item<double>();
@@ -465,7 +461,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             forward.progress = nullptr;
             if (rank.during_step) rank.during_step(step + 1);
             loss_sum += loss.detach().to(at::kDouble);
-            const int64_t tokens = micro_counts[m].tokens;
+            const int64_t tokens = micro[m].real_tokens;
             tokens_seen += tokens;
             interval_tokens += tokens;
             interval_flops += static_cast<double>(tokens) * training_flops_per_token(shape, b.input_ids.size(1));

@@ -70,10 +70,35 @@ TEST_CASE("collate's host-made targets and counts are those the labels give on t
     const at::Tensor expected = (shifted != -100).nonzero().squeeze(1);
     CHECK(at::equal(batch.target_positions, expected));
     CHECK(at::equal(batch.target_ids, shifted.index_select(0, expected)));
-    const train::BatchCounts counts = train::count_tokens(rows, indices);
-    CHECK(counts.tokens == batch.attention_mask.sum().item<int64_t>());
-    CHECK(counts.targets == expected.size(0));
-    CHECK(counts.targets == 6);  // 3 of row 0 (its third label masked), 1 of row 1, 2 of row 2
+    CHECK(batch.real_tokens == batch.attention_mask.sum().item<int64_t>());
+    CHECK(batch.padded == std::optional<bool>(true));
+    CHECK(batch.target_positions.size(0) == 6);  // 3 of row 0 (its third label masked), 1 of row 1, 2 of row 2
+}
+
+TEST_CASE("collate's attention spans allow what the dense mask allows at every real query", "[train]") {
+    std::vector<data::Row> rows(3);
+    rows[0] = {{5, 6, 7, 8, 9}, {5, 6, 7, 8, 9}, {0, 1, 2, 0, 1}};  // two documents, no padding
+    rows[1] = {{1, 2}, {1, 2}, {0, 1}};                              // one document, 3 padding
+    rows[2] = {{3, 4, 5, 6}, {3, 4, 5, 6}, {0, 0, 1, 0}};            // three documents, 1 padding
+    for (bool packed : {true, false}) {
+        CAPTURE(packed);
+        const model::Batch batch = train::collate(rows, {0, 1, 2}, 0, packed, at::kCPU);
+        const int64_t b = 3, t = batch.input_ids.size(1);
+        // Span of each flattened position; key k is visible to query q when both share a span and k <= q.
+        const at::Tensor starts = batch.span_starts.to(at::kLong);
+        at::Tensor span = at::zeros({b * t}, at::kLong);
+        for (int64_t s = 1; s + 1 < starts.size(0); ++s) span.narrow(0, starts[s].item<int64_t>(), b * t - starts[s].item<int64_t>()) += 1;
+        span = span.view({b, t});
+        const at::Tensor index = at::arange(t);
+        const at::Tensor from_spans = (span.unsqueeze(2) == span.unsqueeze(1)).logical_and(index.view({1, 1, t}) <= index.view({1, t, 1}));
+        const at::Tensor dense = model::attention_mask_for(batch, std::nullopt).squeeze(1).expand({b, t, t});
+        const at::Tensor real_query = batch.attention_mask.to(at::kBool).unsqueeze(2).expand({b, t, t});
+        CHECK(at::equal(from_spans.masked_select(real_query), dense.masked_select(real_query)));
+        CHECK(starts[-1].item<int64_t>() == b * t);
+        CHECK(batch.longest_span == at::diff(starts).max().item<int64_t>());
+        // Packed: 2 + 1 + 1 (padding) + 3 + 1 (padding) spans; unpacked: each row's tokens, then its padding.
+        CHECK(starts.size(0) - 1 == (packed ? 8 : 5));
+    }
 }
 
 TEST_CASE("split files are found by HF's naming", "[train]") {
