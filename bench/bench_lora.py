@@ -24,7 +24,8 @@ head) instead of a bf16 one, and times ftlaunch's QLoRA run on it alone: a 70B m
 
 tokens/s: over --steps steps after --warmup (ftlaunch: the per-step rates of its metrics.jsonl;
 HF: wall time with the device synchronised). Peak memory: the caching allocator's peak allocated
-bytes over the whole run on CUDA (both sides read c10's statistics), the peak resident set on CPU.
+bytes over the whole run on CUDA (both sides read c10's statistics), the peak resident set on CPU;
+"estimate": ftlaunch's pre-flight memory estimate for the run (runtime allowance included).
 Loss check (--loss_steps > 0; the first shape): both stacks train the same rows in the same order
 (ftlaunch's sampler: torch.randperm seeded seed + epoch) for --loss_steps steps. Step 1's loss is
 the base model's on the same rows (adapters start at zero); it must agree within 1e-2 relative
@@ -37,6 +38,7 @@ The table is printed last; `scripts/gpu_check.sh` runs this on the GPU machine.
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -255,8 +257,11 @@ def run_ftlaunch(args, model_dir, data_dir, out, batch, steps, seq, extra=(), la
     measured = train[args.warmup:]
     # Rates per step; the harmonic mean is total tokens over total time.
     rate = len(measured) / sum(1.0 / r["tokens_per_second"] for r in measured)
+    # The pre-flight's memory estimate for the run, to hold against the measured peak.
+    estimate = re.search(r"about ([0-9.]+) GiB per rank needed", proc.stdout + proc.stderr)
     return {"losses": [r["loss"] for r in train], "tokens_per_second": rate,
-            "peak_bytes": max(max(r["peak_memory_bytes"]) for r in train)}, ""
+            "peak_bytes": max(max(r["peak_memory_bytes"]) for r in train),
+            "estimate_bytes": float(estimate.group(1)) * 1024 ** 3 if estimate else None}, ""
 
 
 def main():
@@ -341,7 +346,7 @@ def main():
     print(f"\n{'QLoRA (NF4 checkpoint, no HF run)' if args.prequantized else 'LoRA'} r8 all-linear, bf16, gradient "
           f"checkpointing, device {args.device}, {args.steps} steps after {args.warmup} warm-up ('-': not run or failed)")
     print(f"{'shape':>6} {'batch':>5} {'seq':>5} | {'HF tok/s':>9} {'ours tok/s':>10} {'ratio':>6} | "
-          f"{'HF GiB':>7} {'ours GiB':>8} {'ratio':>6}")
+          f"{'HF GiB':>7} {'ours GiB':>8} {'ratio':>6} {'estimate':>8}")
 
     def cell(x, key, scale=1.0, fmt="{:.0f}"):
         return fmt.format(x[key] / scale) if x else "-"
@@ -352,7 +357,8 @@ def main():
     for shape, batch, seq, ours, ref, _ in table:
         print(f"{shape:>6} {batch:>5} {seq:>5} | {cell(ref, 'tokens_per_second'):>9} {cell(ours, 'tokens_per_second'):>10} "
               f"{ratio(ours, ref, 'tokens_per_second'):>6} | {cell(ref, 'peak_bytes', gib, '{:.1f}'):>7} "
-              f"{cell(ours, 'peak_bytes', gib, '{:.1f}'):>8} {ratio(ours, ref, 'peak_bytes'):>6}")
+              f"{cell(ours, 'peak_bytes', gib, '{:.1f}'):>8} {ratio(ours, ref, 'peak_bytes'):>6} "
+              f"{cell(ours, 'estimate_bytes', gib, '{:.1f}') if ours and ours['estimate_bytes'] else '-':>8}")
     if any(variants for *_, variants in table):
         print(f"\nftlaunch's other runs against its plain LoRA run")
         print(f"{'shape':>6} {'batch':>5} {'run':>18} | {'tok/s':>7} {'ratio':>6} | {'GiB':>6} {'ratio':>6}")

@@ -1,7 +1,7 @@
 // Causal self-attention as transformers' SDPA path computes it, on the kernel that suits the
 // batch:
 //  - variable-length flash attention (ATen's _flash_attention_forward over cumulative span starts)
-//    when the batch carries its attention spans (train::collate makes them on the host), on a GPU
+//    when the batch is padded or packed and carries its attention spans (train::collate makes them on the host), on a GPU
 //    with flash kernels (compute capability 8 or more), in 16 bits, with head_dim a multiple of 8
 //    up to 256, and no sliding window in reach: padded and packed batches then need no [B, 1, T, T]
 //    mask and no masked kernel, and no span attends across a row or document border;

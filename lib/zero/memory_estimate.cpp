@@ -36,17 +36,25 @@ double base_bytes_per_parameter(BaseWeights w) {
     return 4.0;
 }
 
-// Activation bytes of one decoder layer kept for backward: Korthikanti et al. 2022 (Reducing
-// Activation Recomputation in Large Transformer Models), s·b·h·(34 + 5·a·s/h) bytes at 16 bits, or,
-// when larger (short sequences, where the attention matrix it counts is small), what this decoder
-// keeps per token: 7 tensors of width h (the normed inputs, q and its rotation, attention's output
-// and the o_proj input, the residual sum, the second normed input), 3 of the key/value width (k,
-// its rotation, v) and 4 of the MLP's (gate, up, silu(gate), their product).
-double layer_activation_bytes(const EstimateInputs& in) {
+// Activation bytes of one decoder layer kept for backward.
+// On a GPU whose 16-bit base runs the fused kernels and flash attention (model/rms_norm.h,
+// swiglu.h, rope.h, attention.h), what they keep per token: 5 tensors of width h (the normed
+// input, the rotated q, attention's output, which is o_proj's input, the residual sum, the second
+// normed input), 2 of the key/value width (the rotated k, v), 3 of the MLP's (gate, up, their
+// product), and flash's fp32 log-sum-exp per head; no attention matrix exists.
+// Elsewhere: Korthikanti et al. 2022 (Reducing Activation Recomputation in Large Transformer
+// Models), s·b·h·(34 + 5·a·s/h) bytes at 16 bits, or, when larger (short sequences, where the
+// attention matrix it counts is small), what the composite of ATen ops keeps per token: 7 tensors
+// of width h (the normed inputs, q and its rotation, attention's output and the o_proj input, the
+// residual sum, the second normed input), 3 of the key/value width (k, its rotation, v) and 4 of
+// the MLP's (gate, up, silu(gate), their product).
+double layer_activation_bytes(const EstimateInputs& in, bool on_gpu) {
     const double b = static_cast<double>(in.micro_batch), s = static_cast<double>(in.sequence_length);
     const double h = static_cast<double>(in.model.hidden_size), a = static_cast<double>(in.model.num_heads);
     const double kv = static_cast<double>(in.model.num_kv_heads * in.model.head_dim);
     const double mlp = static_cast<double>(in.model.intermediate_size);
+    if (on_gpu && in.activation_bytes == 2 && in.frozen_base_16bit)
+        return s * b * ((5.0 * h + 2.0 * kv + 3.0 * mlp) * 2.0 + 4.0 * a);
     const double korthikanti = s * b * h * (34.0 + 5.0 * a * s / h) * in.activation_bytes / 2.0;
     const double kept_tensors = s * b * (7.0 * h + 3.0 * kv + 4.0 * mlp) * in.activation_bytes;
     return std::max(korthikanti, kept_tensors);
@@ -143,7 +151,7 @@ RankMemory estimate_rank_memory(const EstimateInputs& in, bool on_gpu) {
         m.host += m.optimizer;
         m.optimizer = 0;
     }
-    const double layer = layer_activation_bytes(in);
+    const double layer = layer_activation_bytes(in, on_gpu);
     // Recompute keeps each layer's input: the residual stream, in the embeddings' type.
     const double saved_inputs = static_cast<double>(in.micro_batch * in.sequence_length * in.model.hidden_size) *
                                 (in.lora && in.frozen_base_16bit ? 2.0 : 4.0);
