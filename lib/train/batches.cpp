@@ -43,12 +43,29 @@ std::vector<int64_t> BatchPlan::next_micro_batch() {
     return batch;
 }
 
+namespace {
+
+// Host tensors bound for `device`: pinned when it is a GPU, so that the copy is asynchronous (a copy
+// from pageable memory waits for all work queued on the stream before it).
+at::TensorOptions staging_options(at::ScalarType type, const at::Device& device) {
+    return at::TensorOptions().dtype(type).pinned_memory(device.is_cuda());
+}
+
+template <class T>
+at::Tensor to_device(const std::vector<T>& values, at::ScalarType type, const at::Device& device) {
+    at::Tensor host = at::empty({static_cast<int64_t>(values.size())}, staging_options(type, device));
+    std::copy(values.begin(), values.end(), host.data_ptr<T>());
+    return host.to(device, /*non_blocking=*/true);
+}
+
+}  // namespace
+
 model::Batch collate(const std::vector<data::Row>& rows, const std::vector<int64_t>& indices, int32_t pad_id,
                      bool packed, const at::Device& device) {
     size_t length = 0;
     for (int64_t i : indices) length = std::max(length, rows[static_cast<size_t>(i)].input_ids.size());
     const int64_t b = static_cast<int64_t>(indices.size()), t = static_cast<int64_t>(length);
-    auto options = at::TensorOptions().dtype(at::kLong);
+    const auto options = staging_options(at::kLong, device);
     at::Tensor ids = at::full({b, t}, pad_id, options), labels = at::full({b, t}, -100, options);
     at::Tensor mask = at::zeros({b, t}, options), positions = at::zeros({b, t}, options);
     auto ids_a = ids.accessor<int64_t, 2>(), labels_a = labels.accessor<int64_t, 2>();
@@ -93,13 +110,13 @@ model::Batch collate(const std::vector<data::Row>& rows, const std::vector<int64
     if (static_cast<int64_t>(span_starts.back()) != b * t || b * t > INT32_MAX)
         fail(ErrorKind::kInternal, "collate: attention spans do not cover the batch's " + std::to_string(b * t) + " tokens");
     batch.padded = batch.real_tokens < b * t;
-    batch.span_starts = at::tensor(span_starts, at::TensorOptions().dtype(at::kInt)).to(device);
-    batch.target_positions = at::tensor(target_positions, options).to(device);
-    batch.target_ids = at::tensor(target_ids, options).to(device);
-    batch.input_ids = ids.to(device);
-    batch.labels = labels.to(device);
-    batch.attention_mask = mask.to(device);
-    batch.position_ids = positions.to(device);
+    batch.span_starts = to_device(span_starts, at::kInt, device);
+    batch.target_positions = to_device(target_positions, at::kLong, device);
+    batch.target_ids = to_device(target_ids, at::kLong, device);
+    batch.input_ids = ids.to(device, /*non_blocking=*/true);
+    batch.labels = labels.to(device, /*non_blocking=*/true);
+    batch.attention_mask = mask.to(device, /*non_blocking=*/true);
+    batch.position_ids = positions.to(device, /*non_blocking=*/true);
     batch.packed = packed;
     return batch;
 }
@@ -121,14 +138,14 @@ PaddedRows pad_rows(const std::vector<const std::vector<int32_t>*>& rows, int32_
     return {ids, mask};
 }
 
-double clip_grad_norm(std::vector<at::Tensor>& grads, double max_norm) {
+at::Tensor clip_grad_norm(std::vector<at::Tensor>& grads, double max_norm) {
     at::NoGradGuard no_grad;
-    if (grads.empty()) return 0.0;
+    if (grads.empty()) return at::zeros({});
     // As torch's clip_grad_norm_ with foreach: one multi-tensor norm kernel on a GPU (per tensor on
     // the CPU), the coefficient as a device tensor, one multi-tensor multiply.
     const at::Tensor total = at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2.0)), 2.0);
     if (max_norm > 0) at::_foreach_mul_(grads, at::clamp_max(max_norm / (total + 1e-6), 1.0));
-    return total.item<double>();
+    return total;
 }
 
 }  // namespace ftl::train

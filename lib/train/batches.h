@@ -47,7 +47,8 @@ struct PaddedRows {
 PaddedRows pad_rows(const std::vector<const std::vector<int32_t>*>& rows, int32_t pad_id, bool left);
 
 // torch.nn.utils.clip_grad_norm_: the L2 norm over all gradients; when max_norm > 0, every
-// gradient is scaled by min(1, max_norm / (norm + 1e-6)). Returns the norm before clipping.
-double clip_grad_norm(std::vector<at::Tensor>& grads, double max_norm);
+// gradient is scaled by min(1, max_norm / (norm + 1e-6)). Returns the norm before clipping, a
+// 0-dim tensor on the gradients' device (reading it waits for the device).
+at::Tensor clip_grad_norm(std::vector<at::Tensor>& grads, double max_norm);
 
 }  // namespace ftl::train

@@ -32,7 +32,10 @@ EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& 
     model::ForwardOptions forward;
     forward.residency = residency;
     forward.progress = progress;
-    at::Tensor totals = at::zeros({2}, at::TensorOptions().dtype(at::kDouble));  // [loss sum, targets]
+    // The loss summed on the device (read once at the end: a read waits for the device) and the
+    // targets counted on the host.
+    at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
+    double targets = 0.0;
     for (size_t b = 0; b < batches; ++b) {
         const size_t begin = b * batch;
         const bool counted = begin < mine.size();
@@ -46,9 +49,10 @@ EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& 
         const AutocastScope precision(autocast, device);
         model::LossResult result = model::causal_lm_loss(model, inputs, sum, forward);
         if (!counted) continue;
-        totals[0] += result.loss.item<double>();
-        totals[1] += static_cast<double>(result.counted_tokens);
+        loss_sum += result.loss.detach().to(at::kDouble);
+        targets += static_cast<double>(result.counted_tokens);
     }
+    at::Tensor totals = at::stack({loss_sum.cpu(), at::scalar_tensor(targets, at::kDouble)});  // [loss sum, targets]
     if (rank.comm) rank.comm->all_reduce(totals, dist::ReduceOp::kSum);
     EvalResult out;
     out.tokens = static_cast<int64_t>(totals[1].item<double>());

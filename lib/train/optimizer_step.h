@@ -48,7 +48,7 @@ public:
     void reduce_during_next_backward();
 
     struct StepResult {
-        double grad_norm = 0.0;
+        at::Tensor grad_norm;  // 0-dim, on the device: read it only when logging (a read waits)
         bool stepped = false;  // false: fp16 overflow, the update was skipped
     };
     // With each trainable tensor's .grad() summed over this rank's micro-batches: reduce over

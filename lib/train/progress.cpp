@@ -47,13 +47,15 @@ std::string progress_line(int64_t done, int64_t total, int64_t first, double ela
     return line + tail;
 }
 
-std::string status_block(int64_t done, int64_t total, int64_t first, double elapsed_seconds, double loss,
+std::string status_block(int64_t done, int64_t total, int64_t first, double elapsed_seconds, std::optional<double> loss,
                          double tokens_per_second, const std::vector<int64_t>& peak_memory_bytes) {
     const int percent = total > 0 ? static_cast<int>(100 * done / total) : 100;
+    char loss_text[32] = "-";
+    if (loss) std::snprintf(loss_text, sizeof loss_text, "%.6g", *loss);
     char text[256];
-    std::snprintf(text, sizeof text, "[ftlaunch status] step %lld/%lld (%d%%), elapsed %s, ETA %s\n  loss %.6g (last step), %.0f tokens/s (all ranks)\n",
+    std::snprintf(text, sizeof text, "[ftlaunch status] step %lld/%lld (%d%%), elapsed %s, ETA %s\n  loss %s (last logged), %.0f tokens/s (all ranks)\n",
                   static_cast<long long>(done), static_cast<long long>(total), percent, clock_text(elapsed_seconds).c_str(),
-                  clock_text(remaining_seconds(done, total, first, elapsed_seconds)).c_str(), loss, tokens_per_second);
+                  clock_text(remaining_seconds(done, total, first, elapsed_seconds)).c_str(), loss_text, tokens_per_second);
     std::string block = text;
     block += "  peak memory:";
     for (size_t r = 0; r < peak_memory_bytes.size(); ++r) {

@@ -19,9 +19,10 @@ std::string progress_line(int64_t done, int64_t total, int64_t first, double ela
 
 // The block rank 0 prints on SIGUSR1, without stopping training:
 //   [ftlaunch status] step 12/100 (12%), elapsed 00:10, ETA 01:13
-//     loss 6.53 (last step), 2150 tokens/s (all ranks)
+//     loss 6.53 (last logged), 2150 tokens/s (all ranks)
 //     peak memory: rank 0 1.21 GiB, rank 1 1.19 GiB
-std::string status_block(int64_t done, int64_t total, int64_t first, double elapsed_seconds, double loss,
+// (the loss is read from the device only at logging steps; "-" before the first).
+std::string status_block(int64_t done, int64_t total, int64_t first, double elapsed_seconds, std::optional<double> loss,
                          double tokens_per_second, const std::vector<int64_t>& peak_memory_bytes);
 
 }  // namespace ftl::train

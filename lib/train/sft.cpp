@@ -401,7 +401,10 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
 
     // ---- the loop: one iteration = one optimizer step ----
     const std::optional<at::ScalarType> precision = autocast_dtype(args);
-    double logged_loss = 0.0;
+    // The loss summed over this rank's micro-batches and steps since the last logging step, kept on
+    // the device and read (all-reduced over ranks) only when logging: a read waits for the device.
+    at::Tensor logged_loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
+    std::optional<double> last_logged_loss;
     int64_t logged_steps = 0, tokens_seen = 0;
     // This rank's tokens, model FLOPs (train/throughput.h) and seconds in training steps (not in
     // evaluation or saving) since the last logging step, for the logged rates; the progress bar
@@ -439,10 +442,8 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         if (rank.comm) rank.comm->all_reduce(counted, dist::ReduceOp::kSum);
         model::LossOptions loss_options;
         loss_options.divisor = counted.item<double>();
-        // The micro-batches' losses summed on the device (in double, as a host sum of their values
-        // would be) and read once, with the step's other figures: no wait for the device between
-        // micro-batches.
-        at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
+        // The micro-batches' losses are summed on the device (in double, as a host sum of their
+        // values would be) into logged_loss_sum: no wait for the device within the step.
         for (size_t m = 0; m < micro.size(); ++m) {
             const model::Batch& b = micro[m];
             const std::string at_micro_batch =
@@ -460,35 +461,31 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             (scaler ? scaler->scaled(loss) : loss).backward();
             forward.progress = nullptr;
             if (rank.during_step) rank.during_step(step + 1);
-            loss_sum += loss.detach().to(at::kDouble);
+            logged_loss_sum += loss.detach().to(at::kDouble);
             const int64_t tokens = micro[m].real_tokens;
             tokens_seen += tokens;
             interval_tokens += tokens;
             interval_flops += static_cast<double>(tokens) * training_flops_per_token(shape, b.input_ids.size(1));
         }
         const bool stop_requested = rank.stop_requested && rank.stop_requested();
-        double step_loss = 0.0;  // summed over micro-batches and ranks
         bool stop_now = false;  // a rank got SIGTERM: all save and stop after this step
-        beat(at_step + "all-reduce of the loss and stop votes");
-        {  // one collective for the step's loss (summed), the stop votes and each rank's peak
-           // device memory and resident host memory: [loss, stop, peak x world, host x world]
+        beat(at_step + "all-reduce of the stop votes");
+        {  // one collective for the stop votes and each rank's peak device memory and resident host
+           // memory (the allocator's figures, read without waiting): [stop, peak x world, host x world]
             const int world = rank.world_size;
-            at::Tensor stats = at::zeros({2 + 2 * world}, at::TensorOptions().dtype(at::kDouble));
-            stats[0] = loss_sum.item<double>();
-            stats[1] = stop_requested ? 1.0 : 0.0;
-            stats[2 + world + rank.rank] = static_cast<double>(resident_bytes());  // before the peak: <= it on CPU
-            stats[2 + rank.rank] = static_cast<double>(device_peak_bytes(device));
+            at::Tensor stats = at::zeros({1 + 2 * world}, at::TensorOptions().dtype(at::kDouble));
+            stats[0] = stop_requested ? 1.0 : 0.0;
+            stats[1 + world + rank.rank] = static_cast<double>(resident_bytes());  // before the peak: <= it on CPU
+            stats[1 + rank.rank] = static_cast<double>(device_peak_bytes(device));
             if (rank.comm) rank.comm->all_reduce(stats, dist::ReduceOp::kSum);
-            step_loss = stats[0].item<double>();
-            stop_now = stats[1].item<double>() > 0;
+            stop_now = stats[0].item<double>() > 0;
             for (int r = 0; r < world; ++r) {
-                peak_memory[static_cast<size_t>(r)] = stats[2 + r].item<int64_t>();
-                host_memory[static_cast<size_t>(r)] = stats[2 + world + r].item<int64_t>();
+                peak_memory[static_cast<size_t>(r)] = stats[1 + r].item<int64_t>();
+                host_memory[static_cast<size_t>(r)] = stats[1 + world + r].item<int64_t>();
             }
         }
         beat(at_step + "gradient reduction and optimizer");
         const auto update = optimizer.step(learning_rate(), args.max_grad_norm, scaler ? &*scaler : nullptr);
-        const double grad_norm = update.grad_norm;
         optimizer.zero_grad();
         if (scaler) {
             scaler->update();
@@ -497,25 +494,34 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                          format_number(scaler->scale()));
         }
 
-        interval_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
-        if (rank.comm_volume) step_volume += rank.comm_volume->since(before);
         const int64_t done = step + 1;
         const bool last = done == total_steps;
+        ++logged_steps;
+        const bool logging_now = done % logging_every == 0 || last;
+        double grad_norm = 0.0;
+        if (logging_now) {  // the reads wait for the device: inside the timed interval
+            beat(at_step + "all-reduce of the logged loss");
+            at::Tensor loss_total = logged_loss_sum.reshape({1}).cpu().clone();
+            if (rank.comm) rank.comm->all_reduce(loss_total, dist::ReduceOp::kSum);
+            last_logged_loss = loss_total.item<double>() / static_cast<double>(logged_steps);
+            logged_loss_sum.zero_();
+            grad_norm = update.grad_norm.item<double>();  // HF logs the last step's
+        }
+        interval_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
+        if (rank.comm_volume) step_volume += rank.comm_volume->since(before);
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
         const double tokens_per_second = static_cast<double>(tokens_seen) * rank.world_size / seconds;
         if (main_rank && rank.progress_bar)
-            std::cout << progress_line(done, total_steps, first_step, seconds, step_loss, tokens_per_second)
+            std::cout << progress_line(done, total_steps, first_step, seconds, last_logged_loss, tokens_per_second)
                       << "\n" << std::flush;
         if (main_rank && rank.status_requested && rank.status_requested())
-            std::cout << status_block(done, total_steps, first_step, seconds, step_loss, tokens_per_second, peak_memory)
+            std::cout << status_block(done, total_steps, first_step, seconds, last_logged_loss, tokens_per_second, peak_memory)
                       << std::flush;
         const bool epoch_end = done % steps_per_epoch == 0;
         const double epoch = static_cast<double>(done) / static_cast<double>(steps_per_epoch);
-        logged_loss += step_loss;
-        ++logged_steps;
-        if (done % logging_every == 0 || last) {
+        if (logging_now) {
             // HF logs the rate the scheduler holds after its step, i.e. the next step's rate.
-            json entry = {{"loss", logged_loss / static_cast<double>(logged_steps)},
+            json entry = {{"loss", *last_logged_loss},
                           {"grad_norm", grad_norm},
                           {"learning_rate", learning_rate()},
                           {"epoch", epoch},
@@ -532,7 +538,6 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             if (main_rank)
                 log.info("step " + std::to_string(done) + "/" + std::to_string(total_steps) + " " + entry.dump() +
                          " tokens/s " + format_number(tokens_per_second));
-            logged_loss = 0.0;
             logged_steps = 0;
         }
         if (epoch_end || last) {

@@ -39,15 +39,17 @@ PartitionedAdamW::StepResult PartitionedAdamW::step(double lr, double max_grad_n
         if (comm_) comm_->all_reduce(overflow, dist::ReduceOp::kMax);
         if (overflow.item<float>() != 0.0f) {
             if (finite_here) scaler->mark_overflow();
-            result.grad_norm = std::nan("");
+            result.grad_norm = at::full({}, std::nan(""), fp32.dtype(at::kDouble));
             return result;
         }
     }
     // 3. the global norm, clipped as clip_grad_norm_ does
     at::Tensor squares = grad.to(at::kDouble).pow(2).sum().reshape({1});
     if (comm_) comm_->all_reduce(squares, dist::ReduceOp::kSum);
-    result.grad_norm = std::sqrt(squares.item<double>());
-    if (max_grad_norm > 0) grad.mul_(std::min(1.0, max_grad_norm / (result.grad_norm + 1e-6)));
+    // On the device, so that nothing waits for it: the coefficient in double (as a host double
+    // would be), applied in fp32 (as a host scalar would be).
+    result.grad_norm = squares.sqrt().reshape({});
+    if (max_grad_norm > 0) grad.mul_(at::clamp_max(max_grad_norm / (result.grad_norm + 1e-6), 1.0).to(at::kFloat));
     // 4. AdamW on the slice (optim::AdamW's update)
     ++step_;
     at::Tensor updated = master_;

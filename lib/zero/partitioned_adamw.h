@@ -42,7 +42,7 @@ public:
                      const std::optional<OptimizerOffload>& offload = std::nullopt);
 
     struct StepResult {
-        double grad_norm = 0.0;  // before clipping, over all ranks' gradients
+        at::Tensor grad_norm;  // before clipping, over all ranks' gradients; 0-dim, on the device (NaN: skipped)
         bool stepped = false;    // false when fp16 gradients overflowed
     };
     // Steps 1-5 above with the gradients in the parameters' .grad() (summed over micro-batches,

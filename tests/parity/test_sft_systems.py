@@ -15,6 +15,8 @@ crash safety while saving, and bad input stopped before training.
                   from the same generator state) log the same losses and grad norms (1e-6) as
                   --gradient_checkpointing False, and as auto with room for every layer's
                   activations (none recomputed) or for none (all recomputed), as its log says
+  sparse logging  --logging_steps 5: entries at 5, 10, 12 hold the mean of the per-step losses since
+                  the previous entry and the last step's grad norm (1e-6)
   kill -9         a rank killed while writing checkpoint-8 leaves checkpoint-4 intact and no
                   checkpoint-8; --resume_from_checkpoint True resumes from 4 and matches (1e-6)
   pre-tokenized   an input_ids dataset gives the text dataset's curve exactly; assistant_masks and
@@ -253,6 +255,23 @@ def main():
                 same_tail(losses(out)[0], full_losses, list(range(1, 13)), f"{name} vs every layer recomputed")
                 worst = max(abs(a - b) / b for a, b in zip(grad_norms(out), grad_norms(full)))
                 check(len(grad_norms(out)) == 12 and worst <= 1e-6, f"{name}: grad norms worst rel diff {worst:.2e} <= 1e-6")
+
+        # --logging_steps 5 (the loss and grad norm stay on the device between logging steps): the
+        # entries at steps 5, 10 and 12 hold the mean of the per-step losses since the last entry
+        # (HF's tr_loss / steps since the last log) and the last step's grad norm.
+        sparse = os.path.join(work, "sparse_logging")
+        command = args_for(model_dir, data_dir, sparse)
+        command[command.index("--logging_steps") + 1] = "5"
+        proc = run(command)
+        history = json.load(open(os.path.join(sparse, "trainer_state.json")))["log_history"] if proc.returncode == 0 else []
+        entries = {e["step"]: e for e in history if "loss" in e}
+        full_norms = dict(zip(range(1, 13), grad_norms(full)))
+        expected = {5: range(1, 6), 10: range(6, 11), 12: range(11, 13)}
+        worst = max((max(abs(entries[k]["loss"] - sum(full_losses[s] for s in r) / len(r)) / abs(full_losses[k]),
+                         abs(entries[k]["grad_norm"] - full_norms[k]) / full_norms[k]) for k, r in expected.items()),
+                    default=float("inf")) if sorted(entries) == [5, 10, 12] else float("inf")
+        check(worst <= 1e-6, f"--logging_steps 5: entries {sorted(entries)} hold the mean loss since the last entry and the "
+                             f"last step's grad norm (worst rel diff {worst:.1e} <= 1e-6)")
 
         # kill -9 while checkpoint-8 is being written, then resume from what is on disk.
         crashed = os.path.join(work, "crashed")

@@ -189,7 +189,7 @@ TEST_CASE("the progress line shows steps, percent, elapsed<remaining, loss and t
 TEST_CASE("the SIGUSR1 status block shows step, ETA, loss, rate and every rank's memory", "[train]") {
     CHECK(train::status_block(25, 100, 0, 10.0, 6.5, 2150.4, {int64_t{3} << 29, int64_t{1} << 30}) ==
           "[ftlaunch status] step 25/100 (25%), elapsed 00:10, ETA 00:30\n"
-          "  loss 6.5 (last step), 2150 tokens/s (all ranks)\n"
+          "  loss 6.5 (last logged), 2150 tokens/s (all ranks)\n"
           "  peak memory: rank 0 1.50 GiB, rank 1 1.00 GiB\n");
 }
 
