@@ -15,7 +15,9 @@ compute; issue 8's target: >= 0.75x our LoRA's tokens/s); --offload adds its run
 third configuration on one device (ZeRO-3, optimizer and parameters offloaded to host memory:
 parts uploaded ahead of use); --auto_checkpointing adds its run with --gradient_checkpointing auto
 (ftlaunch's: the last layers whose activations fit in the device's free memory are not recomputed),
-all in a second table against our plain LoRA run.
+--embeddings_on_device its run with the frozen input embeddings on the device (--embeddings_on_host
+False; by default they stay in host memory and each micro-batch's rows are copied up), all in a
+second table against our plain LoRA run.
 --prequantized (issue 8's scale target: 70B QLoRA on one H200) writes the shape straight as a
 bitsandbytes NF4 checkpoint (nested absmax, random codes and scales, 16-bit embeddings, norms and
 head) instead of a bf16 one, and times ftlaunch's QLoRA run on it alone: a 70B model's bf16 weights
@@ -276,6 +278,7 @@ def main():
     parser.add_argument("--qlora", action="store_true", help="also time ftlaunch's QLoRA run of each shape")
     parser.add_argument("--offload", action="store_true", help="also time it under ZeRO-3 with cpu offload")
     parser.add_argument("--auto_checkpointing", action="store_true", help="also time it with --gradient_checkpointing auto")
+    parser.add_argument("--embeddings_on_device", action="store_true", help="also time it with --embeddings_on_host False")
     parser.add_argument("--prequantized", action="store_true",
                         help="write each shape as a random NF4 checkpoint and time ftlaunch's QLoRA run on it alone")
     parser.add_argument("--hf-worker", action="store_true", help=argparse.SUPPRESS)
@@ -324,6 +327,8 @@ def main():
                 variants["ZeRO-3 offload"] = dict(launcher=offload_launcher(os.path.join(work, shape), args.device))
             if args.auto_checkpointing:
                 variants["checkpointing auto"] = dict(extra=["--gradient_checkpointing", "auto"])
+            if args.embeddings_on_device:
+                variants["embeddings on device"] = dict(extra=["--embeddings_on_host", "False"])
             for name, how in variants.items():
                 out = os.path.join(work, shape, "out_" + name.replace(" ", "_"))
                 variants[name], error = run_ftlaunch(args, model_dir, data_dir, out, batch, speed_steps, seq, **how)

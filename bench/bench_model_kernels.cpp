@@ -8,6 +8,8 @@
 //        they round; the unit tests hold the formula to it on the CPU);
 //      - the model's autograd path (model::rms_norm, swiglu, apply_rope) gives the launchers'
 //        results bit for bit;
+//      - input embeddings looked up in a pinned host table (LoRA's frozen embeddings kept off the
+//        device) equal the device lookup bit for bit, from host ids and from a copy of device ids;
 //      - attention over the spans of packed, padded rows (train::collate) against SDPA with
 //        attention_mask_for's mask in fp32: output at real tokens and q/k/v gradients (upstream
 //        gradient zero at padding, whose outputs nothing uses) within 1e-2 (bf16);
@@ -27,6 +29,7 @@
 #include "cuda_timing.h"
 #include "data/examples.h"
 #include "model/attention.h"
+#include "model/decoder.h"
 #include "model/kernel_launch.h"
 #include "model/pointwise_cuda.h"
 #include "model/rms_norm.h"
@@ -296,6 +299,23 @@ void measure_attention_speed(const at::Device& gpu) {
                 over_spans * 1e6, with_mask * 1e6, with_mask / over_spans);
 }
 
+bool check_embeddings_from_host(const at::Device& gpu) {
+    model::DecoderConfig config;
+    config.vocab_size = 1000;
+    config.hidden_size = 96;
+    model::DecoderWeights weights;
+    weights.embed_tokens = at::randn({config.vocab_size, config.hidden_size}, at::kBFloat16).pin_memory();
+    weights.lm_head = at::randn({config.vocab_size, config.hidden_size}, at::kBFloat16);
+    const model::CausalLM lm(config, weights);
+    const at::Tensor host_ids = at::randint(config.vocab_size, {3, 17}, at::kLong);
+    const at::Tensor ids = host_ids.to(gpu);
+    const at::Tensor reference = at::embedding(weights.embed_tokens.to(gpu), ids);
+    const at::Tensor from_host_ids = lm.embed(ids, host_ids), from_device_ids = lm.embed(ids);
+    const bool ok = from_host_ids.device() == gpu && at::equal(from_host_ids, reference) && at::equal(from_device_ids, reference);
+    std::printf("%s: embeddings from a pinned host table equal the device lookup bit for bit\n", ok ? "ok" : "FAILED");
+    return ok;
+}
+
 // Runs `check` over shapes x dtypes; prints the count; returns whether all passed.
 bool run_cases(const char* kernel, const std::vector<std::vector<int64_t>>& shapes,
                const std::function<bool(const std::vector<int64_t>&, at::ScalarType, const at::Device&)>& check,
@@ -324,6 +344,7 @@ int main() try {
         attention_passed += check_attention_over_spans(heads, kv_heads, head_dim, gpu) ? 1 : 0;
     std::printf("attention over collate's spans vs masked SDPA in fp32: %d of 3 cases within bounds\n", attention_passed);
     ok = ok && attention_passed == 3;
+    ok = check_embeddings_from_host(gpu) && ok;
     measure_speed(gpu);
     measure_attention_speed(gpu);
     return ok ? 0 : 1;

@@ -101,7 +101,7 @@ int run_estimate_memory(const Invocation& inv, const Log& log) {
                     gib(static_cast<double>(r.memory.runtime)).c_str(), gib(static_cast<double>(r.memory.device_total())).c_str(),
                     gib(static_cast<double>(r.memory.host)).c_str());
     }
-    std::printf("  (* = this run's settings; offload and 4-bit are planned in this build, not yet executed)\n");
+    std::printf("  (* = this run's settings)\n");
     std::printf("DeepSpeed's model-states estimate for full fine-tuning of this model (ZeRO-%d, buffer factor 1.5):\n",
                 std::max(2, planned.zero_stage));
     std::printf("  per CPU  |  per GPU | options\n");

@@ -192,6 +192,7 @@ const std::vector<FlagSpec>& flag_table() {
         flag("per_device_eval_batch_size", &A::per_device_eval_batch_size, integer(1)),
         flag("gradient_accumulation_steps", &A::gradient_accumulation_steps, integer(1)),
         checkpointing_flag(),
+        flag("embeddings_on_host", &A::embeddings_on_host, boolean()),
         flag("adam_beta1", &A::adam_beta1, number(0.0, 1.0, true)),
         flag("adam_beta2", &A::adam_beta2, number(0.0, 1.0, true)),
         flag("adam_epsilon", &A::adam_epsilon, number(0.0, 1.0)),

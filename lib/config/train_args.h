@@ -107,6 +107,9 @@ struct TrainArgs {
     // --gradient_checkpointing auto (ftlaunch's): checkpointing on, but the last decoder layers whose
     // activations fit in the rank's memory keep them (train::layers_kept_in_memory).
     bool gradient_checkpointing_auto = false;
+    // --embeddings_on_host (ftlaunch's): LoRA on a GPU keeps the frozen input embeddings in pinned
+    // host memory and copies up only each micro-batch's rows (train::embeddings_stay_on_host).
+    bool embeddings_on_host = true;
     double adam_beta1 = 0.9;
     double adam_beta2 = 0.999;
     double adam_epsilon = 1e-8;

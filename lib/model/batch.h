@@ -30,7 +30,10 @@ struct Batch {
     //    runs that attend only within themselves, causally: each document of a row, then the row's
     //    padding as one run (whose outputs nothing uses). Variable-length flash attention takes
     //    them instead of a [B, 1, T, T] mask; on the device.
+    //  - host_input_ids: input_ids in host memory, where a table of embeddings kept on the host
+    //    looks them up (CausalLM::embed);
     at::Tensor target_positions, target_ids;
+    at::Tensor host_input_ids;
     std::optional<bool> padded;
     int64_t real_tokens = 0;
     at::Tensor span_starts;

@@ -165,7 +165,7 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
     {
         const AcquiredPart embeddings(options, WeightResidency::kEmbeddings);
         report("forward of the embeddings");
-        hidden = at::embedding(weights_.embed_tokens, batch.input_ids);
+        hidden = embed(batch.input_ids, batch.host_input_ids);
     }
     const RopeTables rope = rope_tables(config_, positions_of(batch), hidden.scalar_type());
     const at::DeviceType device_type = hidden.device().type();
@@ -218,6 +218,15 @@ at::Tensor CausalLM::logits(const Batch& batch, const ForwardOptions& options) c
     return head(hidden_states(batch, options), options);
 }
 
+at::Tensor CausalLM::embed(const at::Tensor& ids, const at::Tensor& host_ids) const {
+    const at::Tensor& table = weights_.embed_tokens;
+    if (table.device() == ids.device()) return at::embedding(table, ids);
+    const at::Tensor on_host = (host_ids.defined() ? host_ids : ids.cpu()).reshape({-1});
+    at::Tensor rows = at::empty({on_host.size(0), table.size(1)}, table.options().pinned_memory(ids.is_cuda()));
+    at::index_select_out(rows, table, 0, on_host);
+    return rows.view({ids.size(0), ids.size(1), table.size(1)}).to(ids.device(), /*non_blocking=*/true);
+}
+
 at::Tensor CausalLM::head(const at::Tensor& hidden, const ForwardOptions& options) const {
     const AcquiredPart head(options, WeightResidency::kHead);
     return at::linear(hidden, weights_.lm_head);
@@ -250,7 +259,7 @@ at::Tensor CausalLM::decode_step(const at::Tensor& new_ids, const at::Tensor& at
     at::Tensor hidden;
     {
         const AcquiredPart embeddings(options, WeightResidency::kEmbeddings);
-        hidden = at::embedding(weights_.embed_tokens, new_ids);
+        hidden = embed(new_ids);
     }
     const RopeTables rope = rope_tables(config_, position_ids, hidden.scalar_type());
     // The first step sees the prompt as hidden_states() would; later ones, one query over every

@@ -214,6 +214,11 @@ public:
                            KeyValueCache& cache, const ForwardOptions& options = {}) const;
     // lm_head over hidden states: [..., H] -> [..., V].
     at::Tensor head(const at::Tensor& hidden, const ForwardOptions& options = {}) const;
+    // The input embeddings of ids [B, T], on ids' device. A table kept in host memory while ids are
+    // on a GPU (frozen embeddings left off the device) gathers its rows on the host from
+    // `host_ids` (a copy of ids when undefined: that waits for the device) into pinned memory and
+    // copies them up without waiting: the same values as a lookup on the device.
+    at::Tensor embed(const at::Tensor& ids, const at::Tensor& host_ids = {}) const;
 
 private:
     // With `cache` (decode_step), the layer's keys and values join those of the earlier tokens.

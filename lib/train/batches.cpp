@@ -113,6 +113,7 @@ model::Batch collate(const std::vector<data::Row>& rows, const std::vector<int64
     batch.span_starts = to_device(span_starts, at::kInt, device);
     batch.target_positions = to_device(target_positions, at::kLong, device);
     batch.target_ids = to_device(target_ids, at::kLong, device);
+    batch.host_input_ids = ids;
     batch.input_ids = ids.to(device, /*non_blocking=*/true);
     batch.labels = labels.to(device, /*non_blocking=*/true);
     batch.attention_mask = mask.to(device, /*non_blocking=*/true);

@@ -51,6 +51,13 @@ bool resizes_vocabulary(const JobInputs& inputs, const model::DecoderConfig& con
     return inputs.chat_format && inputs.tokenizer.size() > config.vocab_size;
 }
 
+bool embeddings_stay_on_host(const config::TrainArgs& args, const at::Device& device, bool partitioned,
+                             const model::CausalLM& model, bool resized) {
+    const model::DecoderWeights& w = model.weights();
+    return args.embeddings_on_host && args.use_peft_lora && device.is_cuda() && !partitioned && !resized &&
+           !w.lm_head.is_same(w.embed_tokens);
+}
+
 zero::SliceTypes model_types(const config::RunConfig& run, const JobInputs& inputs, const model::DecoderConfig& config) {
     zero::SliceTypes types(at::kFloat);
     if (!run.train.use_peft_lora) return types;

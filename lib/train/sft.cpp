@@ -232,6 +232,14 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         for (int i = 0; i < lm.config().num_layers; ++i) quantize_layer(i);
         model::quantize_model(lm, *quantizer, types.base, device, types.head);  // the rest on the device
     }
+    if (embeddings_stay_on_host(args, device, partition_weights, lm, job_model.resized_to.has_value())) {
+        at::Tensor& table = lm.weights().embed_tokens;
+        table = table.to(at::kCPU).pin_memory();
+        if (main_rank)
+            log.info("the frozen input embeddings (" + std::to_string(table.nbytes() >> 20) +
+                     " MiB) stay in pinned host memory; each micro-batch's rows are copied up (--embeddings_on_host False: "
+                     "on the device)");
+    }
     // Recomputed: the decoder layers' weights (LoRA's adapters all sit in them), all of them under
     // ZeRO-3, all but the kept ones with checkpointing.
     const int64_t layers = lm.config().num_layers;

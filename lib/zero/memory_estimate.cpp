@@ -122,6 +122,11 @@ RankMemory estimate_rank_memory(const EstimateInputs& in, bool on_gpu) {
                              static_cast<double>(p.total - layer_linears - head) * (in.frozen_base_16bit ? 2.0 : 4.0);
         const bool partitioned = in.zero_stage == 3;
         m.base_weights = static_cast<int64_t>(bytes / static_cast<double>(partitioned ? n : 1));
+        if (on_gpu && in.embeddings_on_host && !partitioned && !in.model.tie_word_embeddings) {
+            const auto embeddings = static_cast<int64_t>(static_cast<double>(p.embeddings) * (in.frozen_base_16bit ? 2.0 : 4.0));
+            m.base_weights -= embeddings;
+            m.host += embeddings;
+        }
         if (partitioned) {
             // A part is gathered whole while it runs; the next one may be gathered before the
             // last is freed (backward's recompute), hence two.
@@ -207,6 +212,7 @@ EstimateInputs estimate_inputs(const config::RunConfig& run, const model::Decode
     in.activation_bytes = (a.bf16 || a.fp16) ? 2 : 4;
     in.frozen_linears_16bit = a.use_peft_lora && (a.bf16 || a.fp16);
     in.frozen_base_16bit = a.use_peft_lora && config::frozen_base_dtype(run, model.torch_dtype) != "float32";
+    in.embeddings_on_host = a.use_peft_lora && a.embeddings_on_host;
     return in;
 }
 

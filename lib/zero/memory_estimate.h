@@ -51,6 +51,9 @@ struct EstimateInputs {
     // LoRA's whole frozen base (embeddings, norms too) in 16 bits (config::frozen_base_dtype): the
     // residual stream, and recompute's saved layer inputs, then are 16-bit too.
     bool frozen_base_16bit = false;
+    // LoRA's frozen input embeddings in host memory on a GPU without ZeRO-3 when untied
+    // (train::embeddings_stay_on_host; a resized vocabulary, which keeps them, is not foreseen here).
+    bool embeddings_on_host = false;
     int64_t micro_batch = 1;
     int64_t sequence_length = 1024;
     bool gradient_checkpointing = true;

@@ -10,7 +10,9 @@ DeepSpeed's own estimators (CPU; models built on the meta device, nothing is dow
   stages       on the 70B shape with LoRA under bf16: DeepSpeed's bf16 engine keeps every frozen
                tensor in 2 bytes; without DeepSpeed the frozen linears and lm_head count 2 bytes,
                embeddings and norms 4 (all 2 with --torch_dtype bfloat16, and the saved residual
-               stream halves); stage 3 puts 1/world of the base weights on a rank,
+               stream halves); on a GPU without ZeRO-3 the frozen input embeddings count in host
+               memory (--embeddings_on_host; False keeps them on the device); stage 3 puts
+               1/world of the base weights on a rank,
                offload moves optimizer state and then parameters to the host, 4-bit shrinks the
                base weights ~7x (a saved bitsandbytes checkpoint counts as 4-bit too), checkpointing
                shrinks activations; without LoRA (full
@@ -128,20 +130,26 @@ def main():
         big = results["llama2_70b"]
         total = big["model"]["total_params"]
         s2, s3 = row(big, 2), row(big, 3)
-        check(s2["base_weights"] == 2 * total,
-              f"70B, LoRA under DeepSpeed's bf16 engine: base weights {s2['base_weights']} = every frozen tensor in "
-              f"bf16 ({2 * total}; fp32 would be {4 * total})")
+        config_70b = json.load(open(os.path.join(work, "llama2_70b", "config.json")))
+        embeddings = config_70b["vocab_size"] * config_70b["hidden_size"]  # in host memory on a GPU (LoRA, no ZeRO-3)
+        check(s2["base_weights"] == 2 * (total - embeddings) and s2["host"] == 2 * embeddings,
+              f"70B, LoRA under DeepSpeed's bf16 engine: base weights {s2['base_weights']} on the device and "
+              f"{s2['host']} in host memory = every frozen tensor in bf16, the input embeddings on the host "
+              f"({2 * (total - embeddings)} + {2 * embeddings}; fp32 would be {4 * total})")
+        on_device = row(estimate(os.path.join(work, "llama2_70b"), stage=2, extra=("--embeddings_on_host", "False")), 2)
+        check(on_device["base_weights"] == 2 * total and on_device["host"] == 0,
+              f"70B, --embeddings_on_host False: every frozen tensor on the device ({on_device['base_weights']})")
         plain = row(estimate(os.path.join(work, "llama2_70b"), stage=None), 0)
         base_bytes = 4 * total - 2 * sixteen_bit["llama2_70b"]
-        check(plain["base_weights"] == base_bytes,
-              f"70B, LoRA under bf16 without DeepSpeed: base weights {plain['base_weights']} = linears and lm_head in "
-              f"bf16, embeddings and norms in fp32 ({base_bytes})")
+        check(plain["base_weights"] + 4 * embeddings == base_bytes and plain["host"] == 4 * embeddings,
+              f"70B, LoRA under bf16 without DeepSpeed: base weights {plain['base_weights']} + {plain['host']} on the host = "
+              f"linears and lm_head in bf16, embeddings and norms in fp32 ({base_bytes})")
         in_bf16 = row(estimate(os.path.join(work, "llama2_70b"), stage=None, extra=("--torch_dtype", "bfloat16")), 0)
-        check(in_bf16["base_weights"] == 2 * total and in_bf16["activations"] < plain["activations"],
+        check(in_bf16["base_weights"] == 2 * (total - embeddings) and in_bf16["activations"] < plain["activations"],
               f"70B, --torch_dtype bfloat16 without DeepSpeed: base weights {in_bf16['base_weights']} all bf16, "
               f"activations {in_bf16['activations']} < {plain['activations']} (the residual stream saved in bf16)")
-        check(abs(s3["base_weights"] * 8 - s2["base_weights"]) <= 8,
-              f"70B: stage 3 keeps 1/8 of the base weights per rank ({s3['base_weights']} x 8 vs {s2['base_weights']})")
+        check(abs(s3["base_weights"] * 8 - 2 * total) <= 8,
+              f"70B: stage 3 keeps 1/8 of the base weights per rank, embeddings included ({s3['base_weights']} x 8 vs {2 * total})")
         opt, both = row(big, 3, optimizer=True), row(big, 3, optimizer=True, params=True)
         check(opt["optimizer"] == 0 and opt["host"] == s3["optimizer"] and both["base_weights"] == 0
               and both["host"] == s3["optimizer"] + s3["base_weights"],

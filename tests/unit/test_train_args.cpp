@@ -91,6 +91,8 @@ TEST_CASE("--name=value, hyphens and the three sequence-length spellings", "[con
     auto a = parse_train_args(JobKind::kSft, {"--model_name_or_path", "m", "--max_steps", "-1", "--packing"}).args;
     CHECK(a.max_steps == -1);
     CHECK(a.packing);
+    CHECK(a.embeddings_on_host);  // ftlaunch's flag, on unless turned off
+    CHECK_FALSE(parse_train_args(JobKind::kSft, {"--model_name_or_path", "m", "--embeddings_on_host", "False"}).args.embeddings_on_host);
 }
 
 TEST_CASE("bad training flags are usage errors with a suggestion", "[config][train][errors]") {
