@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "data/arrow_reader.h"
+#include "data/csv_reader.h"
 #include "util/files.h"
 #include "util/error.h"
 #include "util/strings.h"
@@ -14,6 +15,7 @@ namespace fs = std::filesystem;
 namespace {
 
 const std::vector<std::string> kKnownSplits{"train", "test", "validation", "valid", "dev", "eval"};
+const std::vector<std::string> kExtensions{".jsonl", ".json", ".csv", ".parquet", ".arrow"};
 
 std::string split_of(const std::string& filename) {
     const std::string stem = filename.substr(0, filename.find('.'));
@@ -64,7 +66,7 @@ std::map<std::string, SplitFiles> find_split_files(const std::string& dir) {
         if (!entry.is_regular_file()) continue;
         const std::string name = entry.path().filename().string();
         const std::string ext = entry.path().extension().string();
-        if (ext != ".jsonl" && ext != ".json" && ext != ".parquet" && ext != ".arrow") continue;
+        if (std::find(kExtensions.begin(), kExtensions.end(), ext) == kExtensions.end()) continue;
         const std::string split = split_of(name);
         if (split.empty()) continue;
         splits[split].split = split;
@@ -86,10 +88,15 @@ std::vector<nlohmann::json> read_split(const std::string& dir, const std::string
     }
     std::vector<nlohmann::json> records;
     for (const auto& file : it->second.files) {
-        if (ends_with(file, ".jsonl")) read_jsonl(file, records);
-        else if (ends_with(file, ".json")) read_json(file, records);
-        else if (ends_with(file, ".parquet")) read_parquet(file, records);
-        else read_arrow_stream(file, records);
+        const std::string ext = fs::path(file).extension().string();
+        if (ext == ".jsonl") read_jsonl(file, records);
+        else if (ext == ".json") read_json(file, records);
+        else if (ext == ".csv") read_csv(file, records);
+        else if (ext == ".parquet") read_parquet(file, records);
+        else if (ext == ".arrow") read_arrow_stream(file, records);
+        else
+            fail(ErrorKind::kConfig, "dataset '" + file + "': the extension '" + ext +
+                                         "' is not a format ftlaunch reads (" + join(kExtensions, ", ") + ")");
     }
     return records;
 }

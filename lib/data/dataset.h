@@ -18,7 +18,8 @@ struct SplitFiles {
 
 // The split files under `dir` (recursively), keyed by split name. A file belongs to split S when
 // its name is S.<ext> or starts with S- or S_ (HF's data-files patterns). Extensions read:
-// .jsonl, .json, .parquet, .arrow (Arrow IPC stream, as the datasets cache writes).
+// .jsonl, .json, .csv (data/csv_reader.h), .parquet, .arrow (Arrow IPC stream, as the datasets
+// cache writes).
 std::map<std::string, SplitFiles> find_split_files(const std::string& dir);
 
 // Every record of the split, in file order. Throws ftl::Error(kConfig) naming the dataset and the

@@ -1,6 +1,7 @@
 // libFuzzer target: any bytes as a dataset file must read into records, tokenise and pack into
 // training rows — or raise ftl::Error. The first byte picks how the rest is read and prepared:
-//   bits 0-1  file kind: train.jsonl, train.json, train.parquet, train.arrow (Arrow IPC stream)
+//   bits 0-1  file kind: train.jsonl, train.json, train.parquet, train.arrow (Arrow IPC stream);
+//   bit 7     instead: train.csv
 //   bit 2     chatml: `messages` rendered in the ChatML format (else the `text` field)
 //   bit 3     assistant_only_loss        bit 4  add_special_tokens
 //   bit 5     append_concat_token        bit 6  packed rows (else one row per example)
@@ -79,7 +80,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const uint8_t mode = data[0];
     const int64_t max_seq_len = 1 + data[1] % 64;
     static const char* const kNames[] = {"train.jsonl", "train.json", "train.parquet", "train.arrow"};
-    const std::string path = ftl::fuzz::scratch_dir() + "/" + kNames[mode & 3];
+    const std::string path = ftl::fuzz::scratch_dir() + "/" + ((mode & 128) ? "train.csv" : kNames[mode & 3]);
     ftl::fuzz::write_file(path, data + 2, size - 2);
 
     const bool chat = mode & 4;

@@ -119,6 +119,8 @@ def dataset_seeds():
     sink = io.BytesIO()
     pq.write_table(table, sink)
     put("dataset", "parquet_pretokenized", bytes([0x02, 8]) + sink.getvalue())
+    csv_text = '\ufefftext,n,,n\r\n"a, ""b""\nc",1,x,NA\r\n\r\n  plain ,2\n"q"after,,"",True\n'
+    put("dataset", "csv_text", bytes([0x80 | 16 | 64, 12]) + csv_text.encode())
 
 
 def checkpoint_seeds():
