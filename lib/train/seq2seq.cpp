@@ -321,7 +321,8 @@ int run_seq2seq_example(const config::RunConfig& run, const RankContext& rank, c
         std::optional<GpuMemoryPhase> gpu_train;
         if (device.is_cuda()) gpu_train.emplace(device);
         const CpuMemoryPhase cpu_train;
-        double total_loss = 0.0;
+        // Summed on the device (the seed's loop: total_loss += loss.detach().float()), read once per epoch.
+        at::Tensor total_loss = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
         for (int64_t micro = 0; micro < micro_per_epoch; ++micro) {
             const std::string at = "epoch " + std::to_string(epoch) + " batch " + std::to_string(micro + 1) + ": ";
             beat(at + "forward and backward");
@@ -330,7 +331,7 @@ int run_seq2seq_example(const config::RunConfig& run, const RankContext& rank, c
             if ((micro + 1) % accumulation == 0 || micro + 1 == micro_per_epoch) optimizer.reduce_during_next_backward();
             // DeepSpeed averages gradients over ranks and accumulation steps.
             (loss / static_cast<double>(accumulation * rank.world_size)).backward();
-            total_loss += loss.item<double>();
+            total_loss += loss.detach().to(at::kDouble);
             if ((micro + 1) % accumulation == 0 || micro + 1 == micro_per_epoch) {
                 beat(at + "optimizer step (reduces gradients)");
                 const double lr = args.learning_rate * optim::lr_multiplier(schedule, optimizer.steps(), warmup, total_steps);
@@ -338,9 +339,8 @@ int run_seq2seq_example(const config::RunConfig& run, const RankContext& rank, c
                 optimizer.zero_grad();
             }
         }
-        at::Tensor epoch_loss = at::full({1}, total_loss / static_cast<double>(micro_per_epoch), at::kDouble);
+        at::Tensor epoch_loss = (total_loss / static_cast<double>(micro_per_epoch)).reshape({1});
         if (rank.comm) {
-            epoch_loss = epoch_loss.to(device);
             rank.comm->all_reduce(epoch_loss, dist::ReduceOp::kSum);
             epoch_loss = epoch_loss.cpu() / rank.world_size;
         }
