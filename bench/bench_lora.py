@@ -224,6 +224,18 @@ def run_hf(args, model_dir, data_dir, batch, steps):
     return json.loads(proc.stdout.strip().splitlines()[-1]), ""
 
 
+def progress(shape, batch, name, result, error):
+    """One line as soon as a run ends (flushed), so that a run cut short by a time limit still
+    leaves what it measured in the log."""
+    gib = 1024 ** 3
+    if result:
+        estimate = f", estimate {result['estimate_bytes'] / gib:.1f} GiB" if result.get("estimate_bytes") else ""
+        print(f"[{shape} batch {batch}] {name}: {result['tokens_per_second']:.0f} tokens/s, peak "
+              f"{result['peak_bytes'] / gib:.1f} GiB{estimate}", flush=True)
+    else:
+        print(f"[{shape} batch {batch}] {name}: failed", flush=True)
+
+
 QLORA = ["--use_4bit_quantization", "True", "--use_nested_quant", "True", "--bnb_4bit_quant_type", "nf4",
          "--bnb_4bit_compute_dtype", "bfloat16", "--bnb_4bit_quant_storage_dtype", "bfloat16"]
 
@@ -306,6 +318,7 @@ def main():
                 write_rows(data_dir, shape, batch * speed_steps)
                 ours, error = run_ftlaunch(args, model_dir, data_dir, os.path.join(work, shape, "out"), batch,
                                            speed_steps, seq)
+                progress(shape, batch, "ftlaunch QLoRA", ours, error)
                 if error:
                     problems.append(f"{shape}: ftlaunch failed:\n{error}")
                 table.append((shape, batch, seq, ours, None, {}))
@@ -315,9 +328,11 @@ def main():
             steps = max(speed_steps, loss_steps)
             write_rows(data_dir, shape, batch * steps)
             ours, error = run_ftlaunch(args, model_dir, data_dir, os.path.join(work, shape, "out"), batch, steps, seq)
+            progress(shape, batch, "ftlaunch LoRA", ours, error)
             if error:
                 problems.append(f"{shape}: ftlaunch failed:\n{error}")
             ref, ref_error = run_hf(args, model_dir, data_dir, batch, steps)
+            progress(shape, batch, "HF stack", ref, ref_error)
             if ref_error:
                 problems.append(f"{shape}: the HF stack failed:\n{ref_error}")
             variants = {}
@@ -332,6 +347,7 @@ def main():
             for name, how in variants.items():
                 out = os.path.join(work, shape, "out_" + name.replace(" ", "_"))
                 variants[name], error = run_ftlaunch(args, model_dir, data_dir, out, batch, speed_steps, seq, **how)
+                progress(shape, batch, f"ftlaunch {name}", variants[name], error)
                 if error:
                     problems.append(f"{shape}: ftlaunch {name} failed:\n{error}")
             table.append((shape, batch, seq, ours, ref, variants))
