@@ -30,6 +30,25 @@ double normwise_relative(const at::Tensor& a, const at::Tensor& b) {
     return ((a64 - b64).norm() / b64.norm()).item<double>();
 }
 
+// Three AdamW steps of `state` (made from master0) against cpu_adamw_update on one piece: the
+// updated master after each step, then the master and moments read back, bit for bit.
+void check_steps_as_one_piece(zero::OffloadedAdamWState& state, const at::Tensor& master0,
+                              const optim::AdamWOptions& options) {
+    const int64_t n = master0.numel();
+    at::Tensor p = master0.clone(), m = at::zeros({n}), v = at::zeros({n});
+    at::Tensor updated = at::full({n}, std::nanf(""));
+    for (int64_t step = 1; step <= 3; ++step) {
+        const at::Tensor grad = at::randn({n});
+        state.step(grad, updated, step, 1e-2, options);
+        optim::cpu_adamw_update(p, grad, m, v, step, 1e-2, options);
+        CHECK(at::equal(updated, p));
+    }
+    const auto read = state.read_all();
+    CHECK(at::equal(read[zero::OffloadedAdamWState::kMaster], p));
+    CHECK(at::equal(read[zero::OffloadedAdamWState::kExpAvg], m));
+    CHECK(at::equal(read[zero::OffloadedAdamWState::kExpAvgSq], v));
+}
+
 }  // namespace
 
 TEST_CASE("the CPU AdamW's vector forms equal its scalar form and ATen's update", "[offload]") {
@@ -151,18 +170,7 @@ TEST_CASE("the NVMe-swapped optimizer state steps as in memory, over several sub
     offload.aio.block_size = 4096;
     zero::OffloadedAdamWState swapped(master0, offload, 3);
     CHECK(swapped.describe().find("4 sub-group(s) of up to 1000 elements") != std::string::npos);
-    at::Tensor p = master0.clone(), m = at::zeros({n}), v = at::zeros({n});
-    at::Tensor updated = at::empty({n});
-    for (int64_t step = 1; step <= 3; ++step) {
-        const at::Tensor grad = at::randn({n});
-        swapped.step(grad, updated, step, 1e-2, options);
-        optim::cpu_adamw_update(p, grad, m, v, step, 1e-2, options);
-        CHECK(at::equal(updated, p));
-    }
-    const auto state = swapped.read_all();
-    CHECK(at::equal(state[zero::OffloadedAdamWState::kMaster], p));
-    CHECK(at::equal(state[zero::OffloadedAdamWState::kExpAvg], m));
-    CHECK(at::equal(state[zero::OffloadedAdamWState::kExpAvgSq], v));
+    check_steps_as_one_piece(swapped, master0, options);
     const at::Tensor master = at::rand({n}), avg = at::rand({n}), avg_sq = at::rand({n});
     swapped.write_all(master, avg, avg_sq);
     const auto replaced = swapped.read_all();
@@ -193,17 +201,7 @@ TEST_CASE("the host-memory optimizer state steps in pipelined chunks as in one p
     offload.sub_group_size = 1000;  // 4 chunks, the last of 500: downloads and uploads interleave
     zero::OffloadedAdamWState chunked(master0, offload, 0);
     CHECK(chunked.describe() == "host memory");
-    at::Tensor p = master0.clone(), m = at::zeros({n}), v = at::zeros({n});
-    at::Tensor updated = at::full({n}, std::nanf(""));
-    for (int64_t step = 1; step <= 3; ++step) {
-        const at::Tensor grad = at::randn({n});
-        chunked.step(grad, updated, step, 1e-2, options);
-        optim::cpu_adamw_update(p, grad, m, v, step, 1e-2, options);
-        CHECK(at::equal(updated, p));
-    }
-    const auto state = chunked.read_all();
-    CHECK(at::equal(state[zero::OffloadedAdamWState::kExpAvg], m));
-    CHECK(at::equal(state[zero::OffloadedAdamWState::kExpAvgSq], v));
+    check_steps_as_one_piece(chunked, master0, options);
 }
 
 TEST_CASE("parameter slices swapped to NVMe come back as stored, read ahead or not", "[offload]") {
