@@ -21,10 +21,8 @@ bool flash_kernels_on(const at::Device& device) {
 AttentionPattern attention_pattern(const Batch& batch, std::optional<int64_t> window, const at::Device& device,
                                    at::ScalarType attention_type, int64_t head_dim) {
     const bool windowed = window && *window < batch.input_ids.size(1);
-    const bool padded = batch.padded ? *batch.padded
-                                     : batch.attention_mask.defined() && !batch.attention_mask.all().item<bool>();
     AttentionPattern pattern;
-    if (!padded && !batch.packed && !windowed) return pattern;  // plain causal: SDPA's is_causal
+    if (!has_padding(batch) && !batch.packed && !windowed) return pattern;  // plain causal: SDPA's is_causal
     const bool sixteen_bit = attention_type == at::kBFloat16 || attention_type == at::kHalf;
     if (batch.span_starts.defined() && !windowed && sixteen_bit && head_dim % 8 == 0 && head_dim <= 256 &&
         flash_kernels_on(device)) {

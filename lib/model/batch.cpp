@@ -8,10 +8,14 @@ at::Tensor positions_of(const Batch& batch) {
     return at::arange(length, batch.input_ids.options().dtype(at::kLong)).unsqueeze(0).expand({rows, length});
 }
 
+bool has_padding(const Batch& batch) {
+    if (batch.padded) return *batch.padded;
+    return batch.attention_mask.defined() && !batch.attention_mask.all().item<bool>();
+}
+
 at::Tensor attention_mask_for(const Batch& batch, std::optional<int64_t> window) {
     const int64_t length = batch.input_ids.size(1);
-    const bool padded = batch.padded ? *batch.padded
-                                     : batch.attention_mask.defined() && !batch.attention_mask.all().item<bool>();
+    const bool padded = has_padding(batch);
     const bool windowed = window && *window < length;
     if (!padded && !batch.packed && !windowed) return {};
 

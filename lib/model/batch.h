@@ -40,6 +40,10 @@ struct Batch {
     int64_t longest_span = 0;
 };
 
+// Whether any position is padding: batch.padded when collate said so on the host, else read from
+// the attention mask (a read that waits for the device).
+bool has_padding(const Batch& batch);
+
 // The positions to use: batch.position_ids, or 0..T-1 broadcast to [B, T].
 at::Tensor positions_of(const Batch& batch);
 
