@@ -33,14 +33,15 @@ BpeModel BpeModel::from_json(const nlohmann::json& model, const std::string& whe
     if (!model.contains("vocab") || !model["vocab"].is_object())
         fail(ErrorKind::kConfig, where + ".vocab: must be an object {token: id}");
     for (auto it = model["vocab"].begin(); it != model["vocab"].end(); ++it) {
-        if (!it->is_number_integer() || it->get<int64_t>() < 0 || it->get<int64_t>() > INT32_MAX)
-            fail(ErrorKind::kConfig, where + ".vocab['" + it.key() + "']: must be a non-negative id");
+        // Below INT32_MAX so that the tokenizer's size (largest id + 1) is an int32 too.
+        if (!it->is_number_integer() || it->get<int64_t>() < 0 || it->get<int64_t>() >= INT32_MAX)
+            fail(ErrorKind::kConfig, where + ".vocab['" + it.key() + "']: must be a non-negative id below 2^31-1");
         const int32_t id = it->get<int32_t>();
         bpe.vocab_[it.key()] = id;
         bpe.max_id_ = std::max(bpe.max_id_, id);
     }
-    bpe.by_id_.assign(static_cast<size_t>(bpe.max_id_ + 1), nullptr);
-    for (const auto& [token, id] : bpe.vocab_) bpe.by_id_[static_cast<size_t>(id)] = &token;
+    bpe.by_id_.reserve(bpe.vocab_.size());
+    for (const auto& [token, id] : bpe.vocab_) bpe.by_id_[id] = &token;
 
     bpe.continuing_subword_prefix_ = optional_text(model, "continuing_subword_prefix", where);
     bpe.end_of_word_suffix_ = optional_text(model, "end_of_word_suffix", where);
@@ -98,8 +99,8 @@ std::optional<int32_t> BpeModel::token_to_id(std::string_view token) const {
 }
 
 const std::string* BpeModel::id_to_token(int32_t id) const {
-    if (id < 0 || id >= static_cast<int32_t>(by_id_.size())) return nullptr;
-    return by_id_[static_cast<size_t>(id)];
+    auto it = by_id_.find(id);
+    return it == by_id_.end() ? nullptr : it->second;
 }
 
 void BpeModel::tokenize(std::string_view word, std::vector<int32_t>& ids) const {

@@ -39,7 +39,8 @@ private:
     void merge_word(std::string_view word, std::vector<int32_t>& ids) const;
 
     std::unordered_map<std::string, int32_t> vocab_;
-    std::vector<const std::string*> by_id_;  // id -> key in vocab_
+    // id -> key in vocab_; a map, since ids need not be dense (a file may name id 2^31-1).
+    std::unordered_map<int32_t, const std::string*> by_id_;
     std::unordered_map<uint64_t, Merge> merges_;
     std::optional<std::string> unk_token_;
     std::string continuing_subword_prefix_, end_of_word_suffix_;

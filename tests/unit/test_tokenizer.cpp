@@ -44,6 +44,15 @@ TEST_CASE("a tiny BPE: merges, byte fallback, fused unk, template, decode", "[to
     CHECK(tok.encode("a<|im_end|>") == std::vector<int32_t>{1, 6});
 }
 
+TEST_CASE("ids need not be dense: a sparse vocab id costs no table up to it", "[tokenizer]") {
+    // fuzz_tokenizer_json once ran out of memory on such a file (a dense id -> token table).
+    auto tok = Tokenizer::from_json_text(tiny("\"b\": 2,", "\"b\": 2147483000,"), "t.json");
+    CHECK(tok.encode("b") == std::vector<int32_t>{2147483000});
+    CHECK(tok.id_to_token(2147483000) == std::optional<std::string>("b"));
+    CHECK(tok.id_to_token(2) == std::nullopt);
+    CHECK(tok.size() == 2147483001);
+}
+
 TEST_CASE("broken tokenizer.json files are clear errors", "[tokenizer]") {
     FTL_REQUIRE_ERROR(Tokenizer::from_json_text("{\"model\": ", "t.json"), ErrorKind::kConfig, "t.json", "malformed");
     FTL_REQUIRE_ERROR(Tokenizer::from_json_text(tiny("\"type\": \"BPE\"", "\"type\": \"Unigram\""), "t.json"),
@@ -60,6 +69,10 @@ TEST_CASE("broken tokenizer.json files are clear errors", "[tokenizer]") {
                       ErrorKind::kConfig, "t.json");
     FTL_REQUIRE_ERROR(Tokenizer::from_json_text(tiny("\"a\": 1,", "\"a\": -1,"), "t.json"), ErrorKind::kConfig,
                       "vocab['a']", "non-negative");
+    FTL_REQUIRE_ERROR(Tokenizer::from_json_text(tiny("\"a\": 1,", "\"a\": 2147483647,"), "t.json"), ErrorKind::kConfig,
+                      "vocab['a']", "below 2^31-1");
+    FTL_REQUIRE_ERROR(Tokenizer::from_json_text(tiny("{\"id\": 5,", "{\"id\": -5,"), "t.json"), ErrorKind::kConfig,
+                      "added_tokens[0].id", "-5");
     FTL_REQUIRE_ERROR(Tokenizer::from_json_text(tiny("{\"type\": \"Fuse\"}", "{\"type\": \"Strip\", \"content\": \" \", \"start\": \"x\"}"), "t.json"),
                       ErrorKind::kConfig, "decoder");
     FTL_REQUIRE_ERROR(Tokenizer::from_file("/nonexistent/tokenizer.json"), ErrorKind::kConfig, "cannot read");
