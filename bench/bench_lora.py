@@ -3,11 +3,12 @@ random-init Llama shapes, the same random token rows and the same settings, meas
 (issue 8's harness; DESIGN.md's anchors were taken this way).
 
   python bench/bench_lora.py BUILD_DIR [--device cuda|cpu] [--shapes 8b:4,1.5b:8] [--steps 8]
-         [--warmup 3] [--loss_steps 50] [--seq N] [--threads N]
+         [--warmup 3] [--loss_steps 50] [--threads N] [--qlora] [--offload] [--auto_checkpointing]
+         [--embeddings_on_device] [--no_hf] [--prequantized]
 
 Settings on both sides (the anchors'): LoRA r=8, alpha 16, dropout 0.1 on all linears; bf16
 (frozen weights in bf16, forward under autocast); SDPA attention; gradient checkpointing
-(non-reentrant); AdamW lr 1e-4; max_grad_norm 1.0; rows of --seq tokens drawn uniformly from the
+(non-reentrant); AdamW lr 1e-4; max_grad_norm 1.0; rows of the shape's sequence length drawn uniformly from the
 vocabulary (a pre-tokenized dataset), no padding. Shapes (name:batch): 8b and 1.5b are DESIGN.md's
 (untied 128,256-token vocabulary, seq 2048); tiny (hidden 256, 4 layers, vocabulary 8192, seq 256)
 is for the CPU. --qlora adds ftlaunch's QLoRA run of each shape (NF4, nested, bf16 storage and
@@ -17,7 +18,8 @@ parts uploaded ahead of use); --auto_checkpointing adds its run with --gradient_
 (ftlaunch's: the last layers whose activations fit in the device's free memory are not recomputed),
 --embeddings_on_device its run with the frozen input embeddings on the device (--embeddings_on_host
 False; by default they stay in host memory and each micro-batch's rows are copied up), all in a
-second table against our plain LoRA run.
+second table against our plain LoRA run. --no_hf leaves out the HF runs and the loss check (a
+second call times the variants when one call's device time does not hold everything).
 --prequantized (issue 8's scale target: 70B QLoRA on one H200) writes the shape straight as a
 bitsandbytes NF4 checkpoint (nested absmax, random codes and scales, 16-bit embeddings, norms and
 head) instead of a bf16 one, and times ftlaunch's QLoRA run on it alone: a 70B model's bf16 weights
@@ -224,16 +226,21 @@ def run_hf(args, model_dir, data_dir, batch, steps):
     return json.loads(proc.stdout.strip().splitlines()[-1]), ""
 
 
+STARTED = time.monotonic()
+
+
 def progress(shape, batch, name, result, error):
-    """One line as soon as a run ends (flushed), so that a run cut short by a time limit still
-    leaves what it measured in the log."""
+    """One line as soon as a run ends (flushed), with the seconds since the bench started, so that
+    a bench cut short by a time limit still leaves what it measured in the log; a failed run's
+    output tail at once, not only at the end."""
     gib = 1024 ** 3
+    stamp = f"[{time.monotonic() - STARTED:5.0f} s] [{shape} batch {batch}] {name}"
     if result:
         estimate = f", estimate {result['estimate_bytes'] / gib:.1f} GiB" if result.get("estimate_bytes") else ""
-        print(f"[{shape} batch {batch}] {name}: {result['tokens_per_second']:.0f} tokens/s, peak "
+        print(f"{stamp}: {result['tokens_per_second']:.0f} tokens/s, peak "
               f"{result['peak_bytes'] / gib:.1f} GiB{estimate}", flush=True)
     else:
-        print(f"[{shape} batch {batch}] {name}: failed", flush=True)
+        print(f"{stamp}: failed; its output ends:\n{error}", flush=True)
 
 
 QLORA = ["--use_4bit_quantization", "True", "--use_nested_quant", "True", "--bnb_4bit_quant_type", "nf4",
@@ -291,6 +298,8 @@ def main():
     parser.add_argument("--offload", action="store_true", help="also time it under ZeRO-3 with cpu offload")
     parser.add_argument("--auto_checkpointing", action="store_true", help="also time it with --gradient_checkpointing auto")
     parser.add_argument("--embeddings_on_device", action="store_true", help="also time it with --embeddings_on_host False")
+    parser.add_argument("--no_hf", action="store_true",
+                        help="ftlaunch's runs alone (no HF run, no loss check): the variants' table against our LoRA")
     parser.add_argument("--prequantized", action="store_true",
                         help="write each shape as a random NF4 checkpoint and time ftlaunch's QLoRA run on it alone")
     parser.add_argument("--hf-worker", action="store_true", help=argparse.SUPPRESS)
@@ -309,10 +318,13 @@ def main():
         for index, (shape, batch) in enumerate(shapes):
             seq = SHAPES[shape][6]
             model_dir, data_dir = os.path.join(work, shape, "model"), os.path.join(work, shape, "data")
+            print(f"[{time.monotonic() - STARTED:5.0f} s] [{shape}] writing the model", flush=True)
             make = (f"make_prequantized({model_dir!r}, {shape!r})" if args.prequantized
                     else f"make_model({model_dir!r}, {shape!r}, {args.device!r})")
-            subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); "
-                            f"import bench_lora; bench_lora.{make}"], check=True, capture_output=True)
+            made = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); "
+                                   f"import bench_lora; bench_lora.{make}"], capture_output=True, text=True)
+            if made.returncode != 0:
+                sys.exit(f"bench_lora: writing the {shape} model failed:\n{made.stderr[-3000:]}")
             speed_steps = args.warmup + args.steps
             if args.prequantized:  # ftlaunch's QLoRA run alone: no HF run, loss check or variants
                 write_rows(data_dir, shape, batch * speed_steps)
@@ -324,26 +336,27 @@ def main():
                 table.append((shape, batch, seq, ours, None, {}))
                 shutil.rmtree(os.path.join(work, shape))  # a 70B checkpoint is ~40 GB
                 continue
-            loss_steps = args.loss_steps if index == 0 else 0
+            loss_steps = args.loss_steps if index == 0 and not args.no_hf else 0
             steps = max(speed_steps, loss_steps)
             write_rows(data_dir, shape, batch * steps)
             ours, error = run_ftlaunch(args, model_dir, data_dir, os.path.join(work, shape, "out"), batch, steps, seq)
             progress(shape, batch, "ftlaunch LoRA", ours, error)
             if error:
                 problems.append(f"{shape}: ftlaunch failed:\n{error}")
-            ref, ref_error = run_hf(args, model_dir, data_dir, batch, steps)
-            progress(shape, batch, "HF stack", ref, ref_error)
+            ref, ref_error = run_hf(args, model_dir, data_dir, batch, steps) if not args.no_hf else (None, "")
+            if not args.no_hf:
+                progress(shape, batch, "HF stack", ref, ref_error)
             if ref_error:
                 problems.append(f"{shape}: the HF stack failed:\n{ref_error}")
             variants = {}
             if args.qlora:
                 variants["QLoRA"] = dict(extra=QLORA)
-            if args.offload:
-                variants["ZeRO-3 offload"] = dict(launcher=offload_launcher(os.path.join(work, shape), args.device))
             if args.auto_checkpointing:
                 variants["checkpointing auto"] = dict(extra=["--gradient_checkpointing", "auto"])
             if args.embeddings_on_device:
                 variants["embeddings on device"] = dict(extra=["--embeddings_on_host", "False"])
+            if args.offload:  # the slowest, last
+                variants["ZeRO-3 offload"] = dict(launcher=offload_launcher(os.path.join(work, shape), args.device))
             for name, how in variants.items():
                 out = os.path.join(work, shape, "out_" + name.replace(" ", "_"))
                 variants[name], error = run_ftlaunch(args, model_dir, data_dir, out, batch, speed_steps, seq, **how)

@@ -3,6 +3,8 @@
 # LibTorch is found through the Python that has torch: the setup venv
 # ($FTLAUNCH_VENV, default $HOME/.cache/ftlaunch/venv) or, if that has none, the system python3
 # (the GPU image). Extra CMake arguments pass through: scripts/build.sh -DCMAKE_BUILD_TYPE=Debug
+# FTLAUNCH_BUILD_TARGETS="ftlaunch ..." builds only those targets (scripts/gpu_check.sh), and
+# FTLAUNCH_BUILD_JOBS sets the parallel jobs (default: the cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,4 +32,6 @@ command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
 cmake -S . -B build "${generator[@]}" -DCMAKE_PREFIX_PATH="$torch_prefix" \
   -DPython3_EXECUTABLE="$python" -DFTL_PYTHON="$python" "${cuda_args[@]}" "$@" >build-configure.log 2>&1 || {
   cat build-configure.log >&2; exit 1; }
-cmake --build build -j "${FTLAUNCH_BUILD_JOBS:-$(nproc)}"
+targets=()
+for target in ${FTLAUNCH_BUILD_TARGETS:-}; do targets+=(--target "$target"); done
+cmake --build build -j "${FTLAUNCH_BUILD_JOBS:-$(nproc)}" "${targets[@]}"
