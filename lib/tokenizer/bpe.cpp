@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <queue>
 
+#include "tokenizer/pipeline.h"
 #include "tokenizer/text.h"
 #include "util/error.h"
 
@@ -33,10 +34,7 @@ BpeModel BpeModel::from_json(const nlohmann::json& model, const std::string& whe
     if (!model.contains("vocab") || !model["vocab"].is_object())
         fail(ErrorKind::kConfig, where + ".vocab: must be an object {token: id}");
     for (auto it = model["vocab"].begin(); it != model["vocab"].end(); ++it) {
-        // Below INT32_MAX so that the tokenizer's size (largest id + 1) is an int32 too.
-        if (!it->is_number_integer() || it->get<int64_t>() < 0 || it->get<int64_t>() >= INT32_MAX)
-            fail(ErrorKind::kConfig, where + ".vocab['" + it.key() + "']: must be a non-negative id below 2^31-1");
-        const int32_t id = it->get<int32_t>();
+        const int32_t id = token_id(*it, where + ".vocab['" + it.key() + "']");
         bpe.vocab_[it.key()] = id;
         bpe.max_id_ = std::max(bpe.max_id_, id);
     }

@@ -84,8 +84,14 @@ HfTokenizer HfTokenizer::load_checked(const std::string& dir, const SpecialToken
     if (t.chat_template_.empty() && fs::exists(dir + "/chat_template.jinja")) {
         t.chat_template_ = read_text_file(dir + "/chat_template.jinja").value_or("");
     }
-    if (config.contains("model_max_length") && config["model_max_length"].is_number())
-        t.model_max_length_ = static_cast<int64_t>(config["model_max_length"].get<double>());
+    if (config.contains("model_max_length") && config["model_max_length"].is_number()) {
+        const double length = config["model_max_length"].get<double>();
+        if (length < 0)
+            fail(ErrorKind::kConfig, config_path + ": model_max_length: must be a non-negative number (got " +
+                                         config["model_max_length"].dump() + ")");
+        // transformers writes int(1e30) (its VERY_LARGE_INTEGER) for "no limit": beyond int64 it stays unset.
+        if (length < 9.0e18) t.model_max_length_ = static_cast<int64_t>(length);
+    }
 
     // add_bos_token / add_eos_token in the config replace the post-processor with
     // [bos] $A [eos] (transformers' update_post_processor).

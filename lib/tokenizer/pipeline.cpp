@@ -51,6 +51,16 @@ size_t count_field(const json& j, const char* key, const std::string& where) {
     return j[key].get<size_t>();
 }
 
+}  // namespace
+
+int32_t token_id(const json& value, const std::string& where) {
+    if (!value.is_number_integer() || value.get<int64_t>() < 0 || value.get<int64_t>() >= INT32_MAX)
+        bad(where, "must be a token id, an integer in [0, 2^31-1) (got " + value.dump() + ")");
+    return static_cast<int32_t>(value.get<int64_t>());
+}
+
+namespace {
+
 [[noreturn]] void unsupported(const std::string& where, const std::string& type, const char* supported) {
     bad(where, "type '" + type + "' is not supported (supported: " + supported + ")");
 }
@@ -375,7 +385,8 @@ std::unique_ptr<PostProcessor> make_template(const json& j, const std::string& w
             if (!specials.contains(name) || !specials[name].contains("ids") || !specials[name]["ids"].is_array())
                 bad(where + ".special_tokens", "has no ids for '" + name + "' used in single");
             for (const auto& id : specials[name]["ids"])
-                (seen_sequence ? p->after : p->before).push_back(id.get<int32_t>());
+                (seen_sequence ? p->after : p->before)
+                    .push_back(token_id(id, where + ".special_tokens['" + name + "'].ids"));
         } else {
             bad(where + ".single", "entries must be {\"Sequence\": ...} or {\"SpecialToken\": ...}");
         }
@@ -386,10 +397,10 @@ std::unique_ptr<PostProcessor> make_template(const json& j, const std::string& w
 std::unique_ptr<PostProcessor> make_cls_sep(const json& j, const std::string& where) {
     auto p = std::make_unique<TemplatePostProcessor>();
     for (const char* key : {"cls", "sep"})
-        if (!j.contains(key) || !j[key].is_array() || j[key].size() != 2 || !j[key][1].is_number_integer())
+        if (!j.contains(key) || !j[key].is_array() || j[key].size() != 2)
             bad(where + "." + key, "must be [token, id]");
-    p->before.push_back(j["cls"][1].get<int32_t>());
-    p->after.push_back(j["sep"][1].get<int32_t>());
+    p->before.push_back(token_id(j["cls"][1], where + ".cls[1]"));
+    p->after.push_back(token_id(j["sep"][1], where + ".sep[1]"));
     return p;
 }
 

@@ -55,6 +55,10 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const nlohmann::json& j, const 
 std::unique_ptr<PostProcessor> make_post_processor(const nlohmann::json& j, const std::string& where);
 std::unique_ptr<Decoder> make_decoder(const nlohmann::json& j, const std::string& where);
 
+// A token id read from tokenizer.json: an integer in [0, 2^31-1) (so that the largest id + 1, the
+// tokenizer's size, is an int32 too), else a config error naming `where` and the value.
+int32_t token_id(const nlohmann::json& value, const std::string& where);
+
 // Whether this build can apply Unicode normalization forms (NFC, ...): needs utf8proc.
 bool unicode_normalization_available();
 

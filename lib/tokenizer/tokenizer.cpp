@@ -136,11 +136,8 @@ Tokenizer Tokenizer::parse(const std::string& text, const std::string& source) {
                 !a["content"].is_string())
                 fail(ErrorKind::kConfig, source + ": added_tokens[" + std::to_string(i) +
                                              "]: needs an integer 'id' and a string 'content'");
-            if (a["id"].get<int64_t>() < 0 || a["id"].get<int64_t>() >= INT32_MAX)
-                fail(ErrorKind::kConfig, source + ": added_tokens[" + std::to_string(i) + "].id: " +
-                                             a["id"].dump() + " must be a non-negative id below 2^31-1");
             AddedToken token;
-            token.id = a["id"].get<int32_t>();
+            token.id = token_id(a["id"], source + ": added_tokens[" + std::to_string(i) + "].id");
             token.content = a["content"].get<std::string>();
             token.single_word = flag(a, "single_word", false);
             token.lstrip = flag(a, "lstrip", false);

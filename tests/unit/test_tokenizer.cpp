@@ -1,7 +1,12 @@
 // tokenizer.json loading errors and small hand-checked encodings. The bulk of the proof is the
 // parity test against HF tokenizers (tests/parity/test_tokenizer_parity.py).
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
+
 #include "catch.h"
 #include "tokenizer/chat_format.h"
+#include "tokenizer/hf_tokenizer.h"
 #include "tokenizer/tokenizer.h"
 
 using namespace ftl;
@@ -68,11 +73,14 @@ TEST_CASE("broken tokenizer.json files are clear errors", "[tokenizer]") {
     FTL_REQUIRE_ERROR(Tokenizer::from_json_text(tiny("\"ids\": [5]", "\"ids\": [\"five\"]"), "t.json"),
                       ErrorKind::kConfig, "t.json");
     FTL_REQUIRE_ERROR(Tokenizer::from_json_text(tiny("\"a\": 1,", "\"a\": -1,"), "t.json"), ErrorKind::kConfig,
-                      "vocab['a']", "non-negative");
+                      "vocab['a']", "token id", "-1");
     FTL_REQUIRE_ERROR(Tokenizer::from_json_text(tiny("\"a\": 1,", "\"a\": 2147483647,"), "t.json"), ErrorKind::kConfig,
-                      "vocab['a']", "below 2^31-1");
+                      "vocab['a']", "[0, 2^31-1)", "2147483647");
     FTL_REQUIRE_ERROR(Tokenizer::from_json_text(tiny("{\"id\": 5,", "{\"id\": -5,"), "t.json"), ErrorKind::kConfig,
                       "added_tokens[0].id", "-5");
+    // A number beyond int64 parses as a double; converting that to an id was undefined behaviour (fuzz_tokenizer_json).
+    FTL_REQUIRE_ERROR(Tokenizer::from_json_text(tiny("\"ids\": [5]", "\"ids\": [3333333333333333333333333333335]"), "t.json"),
+                      ErrorKind::kConfig, "special_tokens['<s>'].ids", "token id");
     FTL_REQUIRE_ERROR(Tokenizer::from_json_text(tiny("{\"type\": \"Fuse\"}", "{\"type\": \"Strip\", \"content\": \" \", \"start\": \"x\"}"), "t.json"),
                       ErrorKind::kConfig, "decoder");
     FTL_REQUIRE_ERROR(Tokenizer::from_file("/nonexistent/tokenizer.json"), ErrorKind::kConfig, "cannot read");
@@ -89,4 +97,17 @@ TEST_CASE("chat formats render as peft's templates do", "[tokenizer]") {
     FTL_REQUIRE_ERROR(recognise_chat_template("{{ bos_token }}{% for m in messages %}[INST]{% endfor %}", "m/tokenizer_config.json"),
                       ErrorKind::kConfig, "m/tokenizer_config.json", "--chat_template_format chatml");
     FTL_REQUIRE_ERROR(parse_chat_format("llama", "--chat_template_format"), ErrorKind::kConfig, "chatml, zephyr");
+}
+
+TEST_CASE("tokenizer_config.json's model_max_length: transformers' int(1e30) means no limit", "[tokenizer]") {
+    char templ[] = "/tmp/ftl_tokenizer_test_XXXXXX";
+    const std::string dir = ::mkdtemp(templ);
+    { std::ofstream(dir + "/tokenizer.json") << tiny(); }
+    { std::ofstream(dir + "/tokenizer_config.json") << R"({"model_max_length": 1000000000000000019884624838656})"; }
+    CHECK(HfTokenizer::load(dir).model_max_length() == std::nullopt);
+    { std::ofstream(dir + "/tokenizer_config.json") << R"({"model_max_length": 1024})"; }
+    CHECK(HfTokenizer::load(dir).model_max_length() == 1024);
+    { std::ofstream(dir + "/tokenizer_config.json") << R"({"model_max_length": -3})"; }
+    FTL_REQUIRE_ERROR(HfTokenizer::load(dir), ErrorKind::kConfig, "tokenizer_config.json", "model_max_length", "-3");
+    std::filesystem::remove_all(dir);
 }
