@@ -4,7 +4,7 @@ random-init Llama shapes, the same random token rows and the same settings, meas
 
   python bench/bench_lora.py BUILD_DIR [--device cuda|cpu] [--shapes 8b:4,1.5b:8] [--steps 8]
          [--warmup 3] [--loss_steps 50] [--threads N] [--qlora] [--offload] [--auto_checkpointing]
-         [--embeddings_on_device] [--no_hf] [--prequantized]
+         [--embeddings_on_device] [--composite_kernels] [--no_hf] [--prequantized]
 
 Settings on both sides (the anchors'): LoRA r=8, alpha 16, dropout 0.1 on all linears; bf16
 (frozen weights in bf16, forward under autocast); SDPA attention; gradient checkpointing
@@ -17,8 +17,9 @@ third configuration on one device (ZeRO-3, optimizer and parameters offloaded to
 parts uploaded ahead of use); --auto_checkpointing adds its run with --gradient_checkpointing auto
 (ftlaunch's: the last layers whose activations fit in the device's free memory are not recomputed),
 --embeddings_on_device its run with the frozen input embeddings on the device (--embeddings_on_host
-False; by default they stay in host memory and each micro-batch's rows are copied up), all in a
-second table against our plain LoRA run. --no_hf leaves out the HF runs and the loss check (a
+False; by default they stay in host memory and each micro-batch's rows are copied up),
+--composite_kernels its run with --fused_kernels False (what the fused RMSNorm, SwiGLU and RoPE
+kernels and variable-length attention gain), all in a second table against our plain LoRA run. --no_hf leaves out the HF runs and the loss check (a
 second call times the variants when one call's device time does not hold everything).
 --prequantized (issue 8's scale target: 70B QLoRA on one H200) writes the shape straight as a
 bitsandbytes NF4 checkpoint (nested absmax, random codes and scales, 16-bit embeddings, norms and
@@ -298,6 +299,8 @@ def main():
     parser.add_argument("--offload", action="store_true", help="also time it under ZeRO-3 with cpu offload")
     parser.add_argument("--auto_checkpointing", action="store_true", help="also time it with --gradient_checkpointing auto")
     parser.add_argument("--embeddings_on_device", action="store_true", help="also time it with --embeddings_on_host False")
+    parser.add_argument("--composite_kernels", action="store_true",
+                        help="also time it with --fused_kernels False (the composites of ATen ops, SDPA with a mask)")
     parser.add_argument("--no_hf", action="store_true",
                         help="ftlaunch's runs alone (no HF run, no loss check): the variants' table against our LoRA")
     parser.add_argument("--prequantized", action="store_true",
@@ -355,6 +358,8 @@ def main():
                 variants["checkpointing auto"] = dict(extra=["--gradient_checkpointing", "auto"])
             if args.embeddings_on_device:
                 variants["embeddings on device"] = dict(extra=["--embeddings_on_host", "False"])
+            if args.composite_kernels:
+                variants["composite kernels"] = dict(extra=["--fused_kernels", "False"])
             if args.offload:  # the slowest, last
                 variants["ZeRO-3 offload"] = dict(launcher=offload_launcher(os.path.join(work, shape), args.device))
             for name, how in variants.items():

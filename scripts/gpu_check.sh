@@ -92,7 +92,8 @@ if t=$(budget 90 20); then
 fi
 
 # Issue 8's table: ftlaunch against transformers + PEFT on DESIGN.md's shapes (loss check on the
-# first), then our QLoRA, ZeRO-3 + cpu offload and checkpointing-auto runs against our LoRA.
+# first), then our QLoRA, checkpointing-auto, composite-kernel and ZeRO-3 + cpu offload runs
+# against our LoRA.
 # Each run's line is in the log as soon as it ends.
 if ! python3 -c 'import transformers, peft' 2>/dev/null; then
   row "LoRA bench vs HF" "not measured (no transformers/peft in the image)"
@@ -108,7 +109,8 @@ else
 fi
 if t=$(budget 200 90); then
   start=$(date +%s)
-  timeout "$t" python3 bench/bench_lora.py build --device cuda --shapes 8b:4 --no_hf --qlora --auto_checkpointing --offload \
+  timeout "$t" python3 bench/bench_lora.py build --device cuda --shapes 8b:4 --no_hf --qlora --auto_checkpointing \
+    --composite_kernels --offload \
     >"$out/bench_variants.log" 2>&1
   row "our variants, 8B (bench_variants.log)" "$(verdict $?) in $(( $(date +%s) - start )) s"
   grep -E '^\[ *[0-9]+ s\] \[[^]]*\] [^:]*: [0-9]+ tokens/s' "$out/bench_variants.log" | sed 's/^/  /' | tee -a "$out/summary.txt"

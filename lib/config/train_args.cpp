@@ -193,6 +193,7 @@ const std::vector<FlagSpec>& flag_table() {
         flag("gradient_accumulation_steps", &A::gradient_accumulation_steps, integer(1)),
         checkpointing_flag(),
         flag("embeddings_on_host", &A::embeddings_on_host, boolean()),
+        flag("fused_kernels", &A::fused_kernels, boolean()),
         flag("adam_beta1", &A::adam_beta1, number(0.0, 1.0, true)),
         flag("adam_beta2", &A::adam_beta2, number(0.0, 1.0, true)),
         flag("adam_epsilon", &A::adam_epsilon, number(0.0, 1.0)),

@@ -110,6 +110,9 @@ struct TrainArgs {
     // --embeddings_on_host (ftlaunch's): LoRA on a GPU keeps the frozen input embeddings in pinned
     // host memory and copies up only each micro-batch's rows (train::embeddings_stay_on_host).
     bool embeddings_on_host = true;
+    // --fused_kernels (ftlaunch's): on a GPU, the fused RMSNorm/SwiGLU/RoPE kernels and
+    // variable-length flash attention; False runs the composites of ATen ops (model::ForwardOptions).
+    bool fused_kernels = true;
     double adam_beta1 = 0.9;
     double adam_beta2 = 0.999;
     double adam_epsilon = 1e-8;

@@ -19,12 +19,12 @@ bool flash_kernels_on(const at::Device& device) {
 }  // namespace
 
 AttentionPattern attention_pattern(const Batch& batch, std::optional<int64_t> window, const at::Device& device,
-                                   at::ScalarType attention_type, int64_t head_dim) {
+                                   at::ScalarType attention_type, int64_t head_dim, bool variable_length) {
     const bool windowed = window && *window < batch.input_ids.size(1);
     AttentionPattern pattern;
     if (!has_padding(batch) && !batch.packed && !windowed) return pattern;  // plain causal: SDPA's is_causal
     const bool sixteen_bit = attention_type == at::kBFloat16 || attention_type == at::kHalf;
-    if (batch.span_starts.defined() && !windowed && sixteen_bit && head_dim % 8 == 0 && head_dim <= 256 &&
+    if (variable_length && batch.span_starts.defined() && !windowed && sixteen_bit && head_dim % 8 == 0 && head_dim <= 256 &&
         flash_kernels_on(device)) {
         pattern.span_starts = batch.span_starts;
         pattern.longest_span = batch.longest_span;

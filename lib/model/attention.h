@@ -27,9 +27,10 @@ struct AttentionPattern {
 };
 
 // The pattern for `batch` under `window`. `attention_type` is the type attention computes in (the
-// autocast type, or the activations'); `head_dim` the heads' width.
+// autocast type, or the activations'); `head_dim` the heads' width; `variable_length`: whether
+// the spans may be used at all (ForwardOptions::fused_kernels), else a mask.
 AttentionPattern attention_pattern(const Batch& batch, std::optional<int64_t> window, const at::Device& device,
-                                   at::ScalarType attention_type, int64_t head_dim);
+                                   at::ScalarType attention_type, int64_t head_dim, bool variable_length = true);
 
 // q [B, T, n_h, d], k and v [B, S, n_kv, d] (n_kv divides n_h; S > T only with cached keys, whose
 // queries see every key) -> [B, T, n_h * d], scores scaled by `scale`.

@@ -121,11 +121,14 @@ at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tenso
                                    const AttentionPattern& attention, const ForwardOptions& options, KeyValueCache* cache,
                                    size_t layer_index) const {
     const int64_t rows = hidden.size(0), length = hidden.size(1), d = config_.head_dim;
-    at::Tensor x = rms_norm(hidden, l.input_norm, config_.rms_norm_eps);
+    const auto norm = options.fused_kernels ? rms_norm : rms_norm_reference;
+    const auto rotate = options.fused_kernels ? apply_rope : apply_rope_reference;
+    const auto gated = options.fused_kernels ? swiglu : swiglu_reference;
+    at::Tensor x = norm(hidden, l.input_norm, config_.rms_norm_eps);
     // [B, T, n*d] -> [B, T, n, d], the layout attention takes.
     auto split_heads = [&](const at::Tensor& t) { return t.view({rows, length, -1, d}); };
-    at::Tensor q = apply_rope(split_heads(apply_linear(l.q_proj, x, options)), rope);
-    at::Tensor k = apply_rope(split_heads(apply_linear(l.k_proj, x, options)), rope);
+    at::Tensor q = rotate(split_heads(apply_linear(l.q_proj, x, options)), rope);
+    at::Tensor k = rotate(split_heads(apply_linear(l.k_proj, x, options)), rope);
     at::Tensor v = split_heads(apply_linear(l.v_proj, x, options));
     if (cache) {  // the cache holds [B, n_kv, S, d]
         at::Tensor keys = k.transpose(1, 2), values = v.transpose(1, 2);
@@ -141,10 +144,10 @@ at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tenso
     const at::Tensor attn = causal_attention(q, k, v, attention, 1.0 / std::sqrt(static_cast<double>(d)));
     at::Tensor h = hidden + apply_linear(l.o_proj, attn, options);
 
-    at::Tensor y = rms_norm(h, l.post_attention_norm, config_.rms_norm_eps);
+    at::Tensor y = norm(h, l.post_attention_norm, config_.rms_norm_eps);
     // gate before up, as LlamaMLP runs them (the order LoRA dropout draws its masks in).
     at::Tensor gate = apply_linear(l.gate_proj, y, options);
-    at::Tensor mlp = swiglu(gate, apply_linear(l.up_proj, y, options));
+    at::Tensor mlp = gated(gate, apply_linear(l.up_proj, y, options));
     return h + apply_linear(l.down_proj, mlp, options);
 }
 
@@ -179,7 +182,8 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
     for (size_t i = 0; i < weights_.layers.size(); ++i) {
         const auto& window = config_.layer_window[i];
         if (!pattern_built || window != pattern_window) {
-            pattern = attention_pattern(batch, window, hidden.device(), attention_type, config_.head_dim);
+            pattern = attention_pattern(batch, window, hidden.device(), attention_type, config_.head_dim,
+                                        options.fused_kernels);
             pattern_window = window;
             pattern_built = true;
         }
@@ -211,7 +215,7 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
     }
     const AcquiredPart final_norm(options, WeightResidency::kFinalNorm);
     report("forward of the final norm");
-    return rms_norm(hidden, weights_.final_norm, config_.rms_norm_eps);
+    return (options.fused_kernels ? rms_norm : rms_norm_reference)(hidden, weights_.final_norm, config_.rms_norm_eps);
 }
 
 at::Tensor CausalLM::logits(const Batch& batch, const ForwardOptions& options) const {
@@ -292,7 +296,7 @@ at::Tensor CausalLM::decode_step(const at::Tensor& new_ids, const at::Tensor& at
     }
     cache.length = total;
     const AcquiredPart final_norm(options, WeightResidency::kFinalNorm);
-    return rms_norm(hidden, weights_.final_norm, config_.rms_norm_eps);
+    return (options.fused_kernels ? rms_norm : rms_norm_reference)(hidden, weights_.final_norm, config_.rms_norm_eps);
 }
 
 }  // namespace ftl::model

@@ -116,6 +116,11 @@ struct ForwardOptions {
     bool training = false;
     std::optional<at::Generator> generator;
     bool recompute_layers = false;
+    // --fused_kernels (ftlaunch's, on by default): on a GPU, RMSNorm, SwiGLU and RoPE run as the
+    // fused kernels and padded or packed batches as variable-length flash attention; off, the
+    // composites of ATen ops and SDPA with a mask run instead (the kernels' references, for
+    // bisecting a difference). On a CPU both are the composites.
+    bool fused_kernels = true;
     // With recompute_layers (and no residency, which recomputes every layer): the last decoder
     // layers that keep their activations instead (--gradient_checkpointing auto).
     int64_t kept_layers = 0;

@@ -18,8 +18,7 @@ namespace ftl::train {
 
 EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& rows, int batch_size, int32_t pad_id,
                     bool packed, const at::Device& device, std::optional<at::ScalarType> autocast,
-                    model::WeightResidency* residency, const RankContext& rank,
-                    const model::ProgressReport& progress) {
+                    const model::ForwardOptions& options, const RankContext& rank) {
     at::NoGradGuard no_grad;
     std::vector<int64_t> mine;
     for (size_t i = static_cast<size_t>(rank.rank); i < rows.size(); i += static_cast<size_t>(rank.world_size))
@@ -28,10 +27,11 @@ EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& 
     // as rank 0 (which has the most rows); a rank out of rows repeats its first and counts nothing.
     const size_t batch = static_cast<size_t>(batch_size);
     const size_t most_rows = (rows.size() + static_cast<size_t>(rank.world_size) - 1) / static_cast<size_t>(rank.world_size);
-    const size_t batches = residency ? (most_rows + batch - 1) / batch : (mine.size() + batch - 1) / batch;
+    const size_t batches = options.residency ? (most_rows + batch - 1) / batch : (mine.size() + batch - 1) / batch;
     model::ForwardOptions forward;
-    forward.residency = residency;
-    forward.progress = progress;
+    forward.residency = options.residency;
+    forward.progress = options.progress;
+    forward.fused_kernels = options.fused_kernels;
     // The loss summed on the device (read once at the end: a read waits for the device) and the
     // targets counted on the host.
     at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
@@ -70,8 +70,10 @@ void run_evaluate(const config::RunConfig& run, const RankContext& rank) {
     const at::Device device = rank.torch_device();
     JobModel job_model = load_job_model(inputs, device);
     if (!args.adapter_path.empty()) peft::load_adapter(args.adapter_path, job_model.loaded.model);
+    model::ForwardOptions forward;
+    forward.fused_kernels = args.fused_kernels;
     const EvalResult result = evaluate(job_model.loaded.model, rows, args.per_device_eval_batch_size,
-                                       inputs.tokenizer.pad_id().value_or(0), args.packing, device, autocast_dtype(args), nullptr, rank);
+                                       inputs.tokenizer.pad_id().value_or(0), args.packing, device, autocast_dtype(args), forward, rank);
     if (rank.rank == 0)
         std::cout << nlohmann::json{{"split", split_name},
                                     {"eval_loss", result.loss},

@@ -21,10 +21,11 @@ struct EvalResult {
     int64_t tokens = 0;
 };
 
+// `options`: the forward passes' residency (ZeRO-3), progress report and kernels; they run
+// without training (no dropout, no recompute) whatever `options` says of that.
 EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& rows, int batch_size, int32_t pad_id,
                     bool packed, const at::Device& device, std::optional<at::ScalarType> autocast,
-                    model::WeightResidency* residency, const RankContext& rank,
-                    const model::ProgressReport& progress = nullptr);
+                    const model::ForwardOptions& options, const RankContext& rank);
 
 }  // namespace ftl::train
 

@@ -240,6 +240,9 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                      " MiB) stay in pinned host memory; each micro-batch's rows are copied up (--embeddings_on_host False: "
                      "on the device)");
     }
+    if (main_rank && device.is_cuda() && !args.fused_kernels)
+        log.info("--fused_kernels False: RMSNorm, SwiGLU and RoPE run as composites of ATen ops, padded and packed "
+                 "batches as SDPA with a mask");
     // Recomputed: the decoder layers' weights (LoRA's adapters all sit in them), all of them under
     // ZeRO-3, all but the kept ones with checkpointing.
     const int64_t layers = lm.config().num_layers;
@@ -353,6 +356,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     forward.training = true;
     forward.generator = dropout_generator(device, static_cast<uint64_t>(args.seed) + 1);
     forward.recompute_layers = args.gradient_checkpointing;
+    forward.fused_kernels = args.fused_kernels;
     forward.kept_layers = kept_layers;
     forward.residency = partitioned ? &*partitioned : nullptr;
     json log_history = json::array();
@@ -562,12 +566,13 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             const CpuMemoryPhase eval_memory;
             const std::string at_eval = "evaluation after step " + std::to_string(done) + ": ";
             beat(at_eval + "starting");
+            model::ForwardOptions eval_forward;
+            eval_forward.residency = forward.residency;
+            eval_forward.fused_kernels = forward.fused_kernels;
+            if (rank.heartbeat)
+                eval_forward.progress = [&beat, at_eval](const std::string& where) { beat(at_eval + where); };
             const EvalResult eval = evaluate(lm, data.eval, args.per_device_eval_batch_size, pad_id, args.packing, device, precision,
-                                             forward.residency, rank,
-                                             rank.heartbeat ? model::ProgressReport([&beat, at_eval](const std::string& where) {
-                                                 beat(at_eval + where);
-                                             })
-                                                            : model::ProgressReport());
+                                             eval_forward, rank);
             if (main_rank && eval_gpu_memory)
                 for (const auto& line : eval_gpu_memory->report("eval")) log.info(line);
             if (main_rank)

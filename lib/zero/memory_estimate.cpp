@@ -53,7 +53,7 @@ double layer_activation_bytes(const EstimateInputs& in, bool on_gpu) {
     const double h = static_cast<double>(in.model.hidden_size), a = static_cast<double>(in.model.num_heads);
     const double kv = static_cast<double>(in.model.num_kv_heads * in.model.head_dim);
     const double mlp = static_cast<double>(in.model.intermediate_size);
-    if (on_gpu && in.activation_bytes == 2 && in.frozen_base_16bit)
+    if (on_gpu && in.fused_kernels && in.activation_bytes == 2 && in.frozen_base_16bit)
         return s * b * ((5.0 * h + 2.0 * kv + 3.0 * mlp) * 2.0 + 4.0 * a);
     const double korthikanti = s * b * h * (34.0 + 5.0 * a * s / h) * in.activation_bytes / 2.0;
     const double kept_tensors = s * b * (7.0 * h + 3.0 * kv + 4.0 * mlp) * in.activation_bytes;
@@ -213,6 +213,7 @@ EstimateInputs estimate_inputs(const config::RunConfig& run, const model::Decode
     in.frozen_linears_16bit = a.use_peft_lora && (a.bf16 || a.fp16);
     in.frozen_base_16bit = a.use_peft_lora && config::frozen_base_dtype(run, model.torch_dtype) != "float32";
     in.embeddings_on_host = a.use_peft_lora && a.embeddings_on_host;
+    in.fused_kernels = a.fused_kernels;
     return in;
 }
 

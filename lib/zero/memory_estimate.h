@@ -54,6 +54,8 @@ struct EstimateInputs {
     // LoRA's frozen input embeddings in host memory on a GPU without ZeRO-3 when untied
     // (train::embeddings_stay_on_host; a resized vocabulary, which keeps them, is not foreseen here).
     bool embeddings_on_host = false;
+    // The fused kernels and flash attention on a GPU (--fused_kernels, on by default).
+    bool fused_kernels = true;
     int64_t micro_batch = 1;
     int64_t sequence_length = 1024;
     bool gradient_checkpointing = true;

@@ -11,7 +11,8 @@ DeepSpeed's own estimators (CPU; models built on the meta device, nothing is dow
                tensor in 2 bytes; without DeepSpeed the frozen linears and lm_head count 2 bytes,
                embeddings and norms 4 (all 2 with --torch_dtype bfloat16, and the saved residual
                stream halves); on a GPU without ZeRO-3 the frozen input embeddings count in host
-               memory (--embeddings_on_host; False keeps them on the device); stage 3 puts
+               memory (--embeddings_on_host; False keeps them on the device); --fused_kernels False
+               counts the composites' larger activations; stage 3 puts
                1/world of the base weights on a rank,
                offload moves optimizer state and then parameters to the host, 4-bit shrinks the
                base weights ~7x (a saved bitsandbytes checkpoint counts as 4-bit too), checkpointing
@@ -139,6 +140,10 @@ def main():
         on_device = row(estimate(os.path.join(work, "llama2_70b"), stage=2, extra=("--embeddings_on_host", "False")), 2)
         check(on_device["base_weights"] == 2 * total and on_device["host"] == 0,
               f"70B, --embeddings_on_host False: every frozen tensor on the device ({on_device['base_weights']})")
+        composite = row(estimate(os.path.join(work, "llama2_70b"), stage=2, extra=("--fused_kernels", "False")), 2)
+        check(composite["activations"] > s2["activations"],
+              f"70B, --fused_kernels False: the composites keep more per layer ({composite['activations']} > "
+              f"{s2['activations']} with the fused kernels and flash attention)")
         plain = row(estimate(os.path.join(work, "llama2_70b"), stage=None), 0)
         base_bytes = 4 * total - 2 * sixteen_bit["llama2_70b"]
         check(plain["base_weights"] + 4 * embeddings == base_bytes and plain["host"] == 4 * embeddings,

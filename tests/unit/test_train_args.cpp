@@ -93,6 +93,8 @@ TEST_CASE("--name=value, hyphens and the three sequence-length spellings", "[con
     CHECK(a.packing);
     CHECK(a.embeddings_on_host);  // ftlaunch's flag, on unless turned off
     CHECK_FALSE(parse_train_args(JobKind::kSft, {"--model_name_or_path", "m", "--embeddings_on_host", "False"}).args.embeddings_on_host);
+    CHECK(a.fused_kernels);  // ftlaunch's flag, on unless turned off
+    CHECK_FALSE(parse_train_args(JobKind::kSft, {"--model_name_or_path", "m", "--fused_kernels", "False"}).args.fused_kernels);
 }
 
 TEST_CASE("bad training flags are usage errors with a suggestion", "[config][train][errors]") {
