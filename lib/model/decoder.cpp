@@ -20,8 +20,18 @@ std::vector<std::pair<std::string, Linear*>> DecoderLayerWeights::linears() {
             {"mlp.down_proj", &down_proj}};
 }
 
+std::vector<std::pair<std::string, at::Tensor*>> DecoderLayerWeights::norms() {
+    std::vector<std::pair<std::string, at::Tensor*>> out{{"input_layernorm.weight", &input_norm},
+                                                         {"post_attention_layernorm.weight", &post_attention_norm}};
+    if (q_norm.defined()) out.push_back({"self_attn.q_norm.weight", &q_norm});
+    if (k_norm.defined()) out.push_back({"self_attn.k_norm.weight", &k_norm});
+    return out;
+}
+
 std::vector<at::Tensor> DecoderLayerWeights::tensors() const {
     std::vector<at::Tensor> out{input_norm, post_attention_norm};
+    for (const at::Tensor* norm : {&q_norm, &k_norm})
+        if (norm->defined()) out.push_back(*norm);
     for (const Linear* linear : {&q_proj, &k_proj, &v_proj, &o_proj, &gate_proj, &up_proj, &down_proj}) {
         out.push_back(linear->weight);
         if (linear->bias.defined()) out.push_back(linear->bias);
@@ -79,8 +89,7 @@ std::vector<std::pair<std::string, at::Tensor>> named_weights(const DecoderConfi
         auto add = [&](const std::string& name, const at::Tensor& t) {
             if (t.defined()) out.emplace_back(p + name, t);
         };
-        add("input_layernorm.weight", l.input_norm);
-        add("post_attention_layernorm.weight", l.post_attention_norm);
+        for (auto& [path, norm] : l.norms()) add(path, *norm);
         for (auto& [path, linear] : l.linears()) {
             add(path + ".weight", linear->weight);
             add(path + ".bias", linear->bias);
@@ -127,8 +136,12 @@ at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tenso
     at::Tensor x = norm(hidden, l.input_norm, config_.rms_norm_eps);
     // [B, T, n*d] -> [B, T, n, d], the layout attention takes.
     auto split_heads = [&](const at::Tensor& t) { return t.view({rows, length, -1, d}); };
-    at::Tensor q = rotate(split_heads(apply_linear(l.q_proj, x, options)), rope);
-    at::Tensor k = rotate(split_heads(apply_linear(l.k_proj, x, options)), rope);
+    // Qwen3 normalises each head of q and k over head_dim before the rotation.
+    auto head_norm = [&](const at::Tensor& t, const at::Tensor& weight) {
+        return weight.defined() ? norm(t, weight, config_.rms_norm_eps) : t;
+    };
+    at::Tensor q = rotate(head_norm(split_heads(apply_linear(l.q_proj, x, options)), l.q_norm), rope);
+    at::Tensor k = rotate(head_norm(split_heads(apply_linear(l.k_proj, x, options)), l.k_norm), rope);
     at::Tensor v = split_heads(apply_linear(l.v_proj, x, options));
     if (cache) {  // the cache holds [B, n_kv, S, d]
         at::Tensor keys = k.transpose(1, 2), values = v.transpose(1, 2);

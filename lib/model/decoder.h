@@ -1,7 +1,7 @@
-// The Llama-family causal LM (llama, mistral, qwen2) written with ATen ops, so autograd gives the
-// gradients and the same code runs on CPU and GPU.
+// The Llama-family causal LM (llama, mistral, qwen2, qwen3) written with ATen ops, so autograd gives
+// the gradients and the same code runs on CPU and GPU.
 //
-// Per layer (HF LlamaDecoderLayer):
+// Per layer (HF LlamaDecoderLayer; qwen3 applies q_norm/k_norm per head inside rope(...)):
 //   x = h + o_proj(attention(rope(q_proj(rms(h))), rope(k_proj(rms(h))), v_proj(rms(h))))
 //   h' = x + down_proj(silu(gate_proj(rms(x))) * up_proj(rms(x)))
 // then a final RMSNorm and lm_head (tied to embed_tokens when tie_word_embeddings).
@@ -51,12 +51,16 @@ std::pair<int64_t, int64_t> linear_features(const Linear& linear);
 struct DecoderLayerWeights {
     at::Tensor input_norm;                  // [H]
     Linear q_proj, k_proj, v_proj, o_proj;  // [n_h*d, H], [n_kv*d, H] x2, [H, n_h*d]
+    at::Tensor q_norm, k_norm;              // [d] each (DecoderConfig::qk_norm), else undefined
     at::Tensor post_attention_norm;         // [H]
     Linear gate_proj, up_proj, down_proj;   // [I, H], [I, H], [H, I]
 
     // (module path inside the layer, linear) in HF's module order: self_attn.q_proj, k, v, o,
     // mlp.gate_proj, up, down. PEFT creates adapters in this order.
     std::vector<std::pair<std::string, Linear*>> linears();
+    // (weight's path inside the layer, norm weight): input_layernorm, post_attention_layernorm,
+    // then self_attn.q_norm and k_norm where the family has them (undefined ones are left out).
+    std::vector<std::pair<std::string, at::Tensor*>> norms();
     // Every tensor the layer reads: norms, weights, biases, adapter matrices.
     std::vector<at::Tensor> tensors() const;
 };

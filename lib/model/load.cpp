@@ -37,6 +37,8 @@ LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& opti
         l.k_proj = linear("self_attn.k_proj", kv_out, H, config.qkv_bias);
         l.v_proj = linear("self_attn.v_proj", kv_out, H, config.qkv_bias);
         l.o_proj = linear("self_attn.o_proj", H, q_out, config.o_bias);
+        l.q_norm = r.read_if(config.qk_norm, p + "self_attn.q_norm.weight", {d});
+        l.k_norm = r.read_if(config.qk_norm, p + "self_attn.k_norm.weight", {d});
         l.post_attention_norm = r.read(p + "post_attention_layernorm.weight", {H});
         l.gate_proj = linear("mlp.gate_proj", I, H, config.mlp_bias);
         l.up_proj = linear("mlp.up_proj", I, H, config.mlp_bias);

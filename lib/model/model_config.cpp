@@ -60,7 +60,7 @@ RopeConfig parse_rope(const json& config, const ConfigReader& top, int64_t max_p
 }  // namespace
 
 const std::vector<std::string>& supported_model_types() {
-    static const std::vector<std::string> types{"llama", "mistral", "qwen2"};
+    static const std::vector<std::string> types{"llama", "mistral", "qwen2", "qwen3"};
     return types;
 }
 
@@ -87,7 +87,7 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
     const auto& types = supported_model_types();
     if (std::find(types.begin(), types.end(), c.model_type) == types.end())
         r.bad("model_type", "must be one of " + join(types, ", ") + " in this build");
-    const bool qwen2 = c.model_type == "qwen2", mistral = c.model_type == "mistral";
+    const bool qwen2 = c.model_type == "qwen2", qwen3 = c.model_type == "qwen3", mistral = c.model_type == "mistral";
 
     c.vocab_size = r.integer("vocab_size");
     c.hidden_size = r.integer("hidden_size");
@@ -97,8 +97,8 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
     c.num_kv_heads = r.integer("num_key_value_heads", c.num_heads);
     if (c.num_heads % c.num_kv_heads != 0)
         r.bad("num_key_value_heads", "must divide num_attention_heads (" + std::to_string(c.num_heads) + ")");
-    if (r.has("head_dim")) {
-        c.head_dim = r.integer("head_dim");
+    if (r.has("head_dim") || qwen3) {
+        c.head_dim = r.integer("head_dim", qwen3 ? std::optional<int64_t>(128) : std::nullopt);  // Qwen3Config's default
     } else {
         if (c.hidden_size % c.num_heads != 0)
             r.bad("hidden_size", "must be divisible by num_attention_heads when head_dim is not given");
@@ -106,24 +106,28 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
     }
     if (c.head_dim % 2 != 0) r.bad("head_dim", "must be even for rotary embeddings");
     c.rms_norm_eps = r.number("rms_norm_eps", 1e-6);
-    c.max_position_embeddings = r.integer("max_position_embeddings", qwen2 ? 32768 : mistral ? 131072 : 2048);
+    c.max_position_embeddings = r.integer("max_position_embeddings", qwen2 || qwen3 ? 32768 : mistral ? 131072 : 2048);
     c.tie_word_embeddings = r.boolean("tie_word_embeddings", false);
     const std::string act = r.text("hidden_act", "silu");
     if (act != "silu") r.bad("hidden_act", "must be silu for the Llama family");
     if (qwen2) {
         c.qkv_bias = true;
+    } else if (qwen3) {
+        c.qkv_bias = c.o_bias = r.boolean("attention_bias", false);
+        c.qk_norm = true;
     } else if (!mistral) {
         c.qkv_bias = c.o_bias = r.boolean("attention_bias", false);
         c.mlp_bias = r.boolean("mlp_bias", false);
     }
     c.rope = parse_rope(config, r, c.max_position_embeddings, source);
 
-    // Sliding windows: mistral on every layer; qwen2 when use_sliding_window, on the layers that
-    // layer_types (or max_window_layers) name. llama has none.
+    // Sliding windows: mistral on every layer; qwen2 and qwen3 when use_sliding_window, on the
+    // layers that layer_types (or max_window_layers) name. llama has none.
     // MistralConfig defaults sliding_window to 4096 when the key is absent; an explicit null is none.
     std::optional<int64_t> window;
     if (mistral && !config.contains("sliding_window")) window = 4096;
-    if ((mistral || (qwen2 && r.boolean("use_sliding_window", false))) && r.has("sliding_window"))
+    const bool qwen = qwen2 || qwen3;
+    if ((mistral || (qwen && r.boolean("use_sliding_window", false))) && r.has("sliding_window"))
         window = r.integer("sliding_window");
     c.layer_window.assign(static_cast<size_t>(c.num_layers), std::nullopt);
     if (window) {
@@ -138,7 +142,7 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
                     r.bad("layer_types", "entries must be full_attention or sliding_attention");
             }
         } else {
-            const int64_t first = qwen2 ? r.integer("max_window_layers", 28, 0) : 0;
+            const int64_t first = qwen ? r.integer("max_window_layers", 28, 0) : 0;
             for (int64_t i = first; i < c.num_layers; ++i) c.layer_window[static_cast<size_t>(i)] = window;
         }
     }

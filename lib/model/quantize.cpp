@@ -32,8 +32,7 @@ void quantize_model(CausalLM& model, const quant::FourBitQuantizer& quantizer, a
     for (size_t i = 0; i < w.layers.size(); ++i) {
         DecoderLayerWeights& layer = w.layers[i];
         quantize_layer_linears(layer, static_cast<int64_t>(i), quantizer);
-        convert(layer.input_norm);
-        convert(layer.post_attention_norm);
+        for (auto& [path, norm] : layer.norms()) convert(*norm);
         for (auto& [path, linear] : layer.linears()) convert(linear->bias);
     }
     convert(w.final_norm);

@@ -66,7 +66,8 @@ ParameterCounts count_parameters(const model::DecoderConfig& c) {
     ParameterCounts p;
     p.embeddings = c.vocab_size * c.hidden_size;
     int64_t largest = p.embeddings;
-    p.per_layer = 2 * c.hidden_size;  // the two RMSNorms
+    p.per_layer_norms = 2 * c.hidden_size + (c.qk_norm ? 2 * c.head_dim : 0);  // qwen3 adds q/k norms over head_dim
+    p.per_layer = p.per_layer_norms;
     for (const LinearShape& l : layer_linears(c)) {
         int64_t n = l.in * l.out;
         const bool attention_qkv = l.name == "self_attn.q_proj" || l.name == "self_attn.k_proj" || l.name == "self_attn.v_proj";
@@ -113,7 +114,7 @@ RankMemory estimate_rank_memory(const EstimateInputs& in, bool on_gpu) {
         // 4-bit applies to the decoder layers' linear weights. The decoder's linears (4-bit, 16-bit
         // or fp32), an untied head (16-bit or fp32), and the embeddings and norms in the frozen
         // base's type, as train::model_types and model::quantize_model keep them.
-        const int64_t layer_linears = in.model.num_layers * (p.per_layer - 2 * in.model.hidden_size);
+        const int64_t layer_linears = in.model.num_layers * (p.per_layer - p.per_layer_norms);
         const int64_t head = in.model.tie_word_embeddings ? 0 : p.head - in.model.hidden_size;
         const double sixteen_or_32 = in.frozen_linears_16bit || in.frozen_base_16bit ? 2.0 : 4.0;
         const double linear_bytes =

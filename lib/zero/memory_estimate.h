@@ -24,6 +24,7 @@ struct ParameterCounts {
     int64_t total = 0;
     int64_t largest_tensor = 0;  // DeepSpeed's largest_layer_params: the biggest module's own parameters
     int64_t embeddings = 0, per_layer = 0, head = 0;  // head: final norm (+ lm_head when untied)
+    int64_t per_layer_norms = 0;                       // of per_layer: the norms' weights
 };
 ParameterCounts count_parameters(const model::DecoderConfig& config);
 

@@ -131,7 +131,8 @@ PartitionedWeights::PartitionedWeights(model::CausalLM& model, dist::Comm* comm,
     for (size_t i = 0; i < decoder_->layers.size(); ++i) {
         if (prepare_layer) prepare_layer(static_cast<int>(i));
         model::DecoderLayerWeights& l = decoder_->layers[i];
-        std::vector<Slot> slots{{&l.input_norm, {}}, {&l.post_attention_norm, {}}};
+        std::vector<Slot> slots;
+        for (auto& [path, norm] : l.norms()) slots.push_back({norm, {}});
         for (model::Linear* linear : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj}) {
             slots.push_back({&linear->weight, linear->four_bit ? linear->weight.scalar_type() : types.linears});
             slots.push_back({&linear->bias, types.linears});

@@ -1,4 +1,5 @@
-"""ftlaunch's Llama-family decoder against transformers, on tiny random models made here.
+"""ftlaunch's Llama-family decoder (llama, mistral, qwen2, qwen3) against transformers, on tiny random
+models made here.
 
 Each case builds a 2-layer model (hidden 64, GQA) with transformers, saves it with save_pretrained,
 runs the same batch through transformers and through ftl_model_probe, and checks:
@@ -53,6 +54,10 @@ CASES = {
     "mistral_window": tiny_config("mistral", sliding_window=5),
     "qwen2_tied": tiny_config("qwen2", tie_word_embeddings=True),
     "qwen2_window": tiny_config("qwen2", use_sliding_window=True, sliding_window=4, max_window_layers=1),
+    # head_dim 24 (not hidden / heads = 16): q/k norms and the rotation over a width of their own.
+    "qwen3": tiny_config("qwen3", head_dim=24),
+    "qwen3_bias_window_tied": tiny_config("qwen3", attention_bias=True, use_sliding_window=True, sliding_window=4,
+                                          max_window_layers=1, tie_word_embeddings=True),
 }
 
 
@@ -202,7 +207,7 @@ def main():
             model = make_model(name, config, folder)
             compare_fp32(name, model, folder, work)
             compare_packed(name, model, folder, work)
-            if name in ("llama", "qwen2_tied"):
+            if name in ("llama", "qwen2_tied", "qwen3"):
                 compare_half(name, folder, work, torch.bfloat16)
                 compare_half(name, folder, work, torch.float16)
                 compare_resize(name, model, folder, work)

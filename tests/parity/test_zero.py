@@ -28,6 +28,8 @@ ranks, with and without accumulation. Checks:
                bf16 (norms, embeddings fp32); ZeRO-3 (DeepSpeed's bf16 engine) keeps every frozen
                tensor in bf16 and partitions exactly those bytes, curve == plain 2 ranks with
                --torch_dtype bfloat16 (1e-6)
+  qwen3        a qwen3 of the same shape (per-head q/k norms, randomised): ZeRO-3 on 4 ranks with
+               every tensor partitioned == one rank (1e-5)
   persistence  with DeepSpeed's default stage3_param_persistence_threshold (1e5 elements) the
                tensors below it stay whole on every rank: each rank reports exactly their fp32 bytes
   resume       a stage-2 run on 4 ranks saves checkpoint-10; resumed on 2 ranks under stage 1
@@ -189,7 +191,8 @@ def check_gradient_buckets(work, model_dir, data_dir, single):
 
 def model_variant(small_model_dir, folder, change, dtype=None):
     """`folder`: the tiny model's folder (its tokenizer) with a fresh random model (seed 0) of the
-    config `change(config)` edits, saved in `dtype` when given. Returns the model."""
+    config `change(config)` edits (or returns in its place), saved in `dtype` when given. Returns
+    the model."""
     import torch
     import transformers
     shutil.copytree(small_model_dir, folder)
@@ -197,7 +200,7 @@ def model_variant(small_model_dir, folder, change, dtype=None):
         if name.endswith(".safetensors") or name == "config.json":
             os.remove(os.path.join(folder, name))
     config = transformers.AutoConfig.from_pretrained(small_model_dir)
-    change(config)
+    config = change(config) or config
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(config)
     if dtype is not None:
@@ -236,6 +239,38 @@ def check_loading_memory(work, small_model_dir, data_dir):
     expected = 4 * sum(p.numel() for p in model.parameters() if p.numel() < 100000)
     check(len(whole) == 4 and all(w == expected for w in whole),
           f"stage3_param_persistence_threshold 1e5: each rank keeps the {expected} bytes of smaller tensors whole ({whole[:1]})")
+
+
+def check_qwen3_partitioned(work, small_model_dir, data_dir, single):
+    """qwen3's per-head q/k norms are partitioned, gathered and used like every other tensor:
+    ZeRO-3 on 4 ranks with every tensor partitioned == one rank, on a qwen3 of the tiny model's
+    shape with random norms."""
+    import torch
+    import transformers
+
+    def as_qwen3(llama):
+        return transformers.Qwen3Config(
+            vocab_size=llama.vocab_size, hidden_size=llama.hidden_size, intermediate_size=llama.intermediate_size,
+            num_hidden_layers=llama.num_hidden_layers, num_attention_heads=llama.num_attention_heads,
+            num_key_value_heads=llama.num_key_value_heads, head_dim=llama.hidden_size // llama.num_attention_heads,
+            max_position_embeddings=llama.max_position_embeddings, tie_word_embeddings=llama.tie_word_embeddings,
+            bos_token_id=llama.bos_token_id, eos_token_id=llama.eos_token_id, pad_token_id=llama.pad_token_id)
+
+    folder = os.path.join(work, "qwen3_model")
+    model = model_variant(small_model_dir, folder, as_qwen3)
+    with torch.no_grad():  # q_norm/k_norm start at 1: randomise them so that they matter
+        for name, p in model.named_parameters():
+            if "_norm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(folder)
+    one, _ = sft.run_ftlaunch(folder, data_dir, os.path.join(work, "qwen3_single"), 4, 1)
+    sharded, log = sft.run_ftlaunch(folder, data_dir, os.path.join(work, "qwen3_zero3"), 1, 1,
+                                    launcher=("--config_file", zero3_everything_partitioned(work, 4)))
+    curve = worst_curve_diff(sharded, one) if len(sharded) == len(one) == len(single) else float("inf")
+    held = re.findall(r"holds (\d+) bytes of the (\d+) bytes", log)
+    check(curve <= 1e-5 and len(held) == 4 and one != single,
+          f"qwen3 (q/k norms), ZeRO-3 on 4 ranks, every tensor partitioned: loss curve vs 1 rank worst rel diff "
+          f"{curve:.2e} <= 1e-5 (and not the llama's curve)")
 
 
 def check_kill_mid_step(work, model_dir, data_dir):
@@ -305,6 +340,7 @@ def main():
         check_gradient_buckets(work, model_dir, data_dir, single)
         check_bf16_frozen_linears(work, model_dir, data_dir)
         check_loading_memory(work, model_dir, data_dir)
+        check_qwen3_partitioned(work, model_dir, data_dir, single)
 
         # Re-partitioning on resume: 4 ranks (stage 2) -> 2 ranks (stage 1).
         four = os.path.join(work, "resume_from_4")

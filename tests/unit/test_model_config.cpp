@@ -51,11 +51,29 @@ TEST_CASE("config.json: sliding windows per family", "[model]") {
     CHECK(qwen.qkv_bias);
     auto qwen_off = parse_decoder_config(R"({"model_type": "qwen2", "sliding_window": 16, )" + shape + "}", "c");
     CHECK((qwen_off.layer_window == std::vector<std::optional<int64_t>>(3, std::nullopt)));
+    auto qwen3 = parse_decoder_config(R"({"model_type": "qwen3", "use_sliding_window": true,
+        "sliding_window": 16, "max_window_layers": 2, )" + shape + "}", "c");
+    CHECK((qwen3.layer_window == last_layer_only));
+}
+
+TEST_CASE("config.json: qwen3's q/k norms, head_dim and bias defaults", "[model]") {
+    const std::string shape = R"("vocab_size": 10, "hidden_size": 8, "intermediate_size": 12,
+        "num_hidden_layers": 1, "num_attention_heads": 2)";
+    auto plain = parse_decoder_config(R"({"model_type": "qwen3", )" + shape + "}", "c");
+    CHECK(plain.qk_norm);
+    CHECK(plain.head_dim == 128);  // Qwen3Config's default, not hidden / heads
+    CHECK(plain.max_position_embeddings == 32768);
+    CHECK_FALSE(plain.qkv_bias);
+    CHECK_FALSE(plain.o_bias);
+    auto biased = parse_decoder_config(R"({"model_type": "qwen3", "head_dim": 4, "attention_bias": true, )" + shape + "}", "c");
+    CHECK(biased.head_dim == 4);
+    CHECK((biased.qkv_bias && biased.o_bias && !biased.mlp_bias));
+    CHECK_FALSE(parse_decoder_config(kLlama + "}", "c").qk_norm);
 }
 
 TEST_CASE("config.json: bad values name the key, the value and the rule", "[model]") {
     FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "gpt2"})", "m/config.json"), ErrorKind::kConfig,
-                      "m/config.json: model_type", "llama, mistral, qwen2", "\"gpt2\"");
+                      "m/config.json: model_type", "llama, mistral, qwen2, qwen3", "\"gpt2\"");
     FTL_REQUIRE_ERROR(parse_decoder_config(kLlama + R"(, "num_key_value_heads": 3})", "c"), ErrorKind::kConfig,
                       "num_key_value_heads", "divide");
     FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "llama", "vocab_size": 10})", "c"),
