@@ -48,15 +48,19 @@ double base_bytes_per_parameter(BaseWeights w) {
 // of width h (the normed inputs, q and its rotation, attention's output and the o_proj input, the
 // residual sum, the second normed input), 3 of the key/value width (k, its rotation, v) and 4 of
 // the MLP's (gate, up, silu(gate), their product).
+// Either way qwen3's q/k norms keep their inputs (the projections' outputs) as well: one more
+// tensor of q's width and one of the key/value width.
 double layer_activation_bytes(const EstimateInputs& in, bool on_gpu) {
     const double b = static_cast<double>(in.micro_batch), s = static_cast<double>(in.sequence_length);
     const double h = static_cast<double>(in.model.hidden_size), a = static_cast<double>(in.model.num_heads);
     const double kv = static_cast<double>(in.model.num_kv_heads * in.model.head_dim);
     const double mlp = static_cast<double>(in.model.intermediate_size);
+    const double head_norm_inputs =
+        in.model.qk_norm ? static_cast<double>(in.model.num_heads * in.model.head_dim) + kv : 0.0;
     if (on_gpu && in.fused_kernels && in.activation_bytes == 2 && in.frozen_base_16bit)
-        return s * b * ((5.0 * h + 2.0 * kv + 3.0 * mlp) * 2.0 + 4.0 * a);
+        return s * b * ((5.0 * h + 2.0 * kv + 3.0 * mlp + head_norm_inputs) * 2.0 + 4.0 * a);
     const double korthikanti = s * b * h * (34.0 + 5.0 * a * s / h) * in.activation_bytes / 2.0;
-    const double kept_tensors = s * b * (7.0 * h + 3.0 * kv + 4.0 * mlp) * in.activation_bytes;
+    const double kept_tensors = s * b * (7.0 * h + 3.0 * kv + 4.0 * mlp + head_norm_inputs) * in.activation_bytes;
     return std::max(korthikanti, kept_tensors);
 }
 
