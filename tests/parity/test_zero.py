@@ -28,8 +28,9 @@ ranks, with and without accumulation. Checks:
                bf16 (norms, embeddings fp32); ZeRO-3 (DeepSpeed's bf16 engine) keeps every frozen
                tensor in bf16 and partitions exactly those bytes, curve == plain 2 ranks with
                --torch_dtype bfloat16 (1e-6)
-  qwen3        a qwen3 of the same shape (per-head q/k norms, randomised): ZeRO-3 on 4 ranks with
-               every tensor partitioned == one rank (1e-5)
+  qwen3        a qwen3 of the same shape (per-head q/k norms, randomised): LoRA on one rank ==
+               transformers + PEFT (1e-4); ZeRO-3 on 4 ranks with every tensor partitioned == one
+               rank (1e-5)
   persistence  with DeepSpeed's default stage3_param_persistence_threshold (1e5 elements) the
                tensors below it stay whole on every rank: each rank reports exactly their fp32 bytes
   resume       a stage-2 run on 4 ranks saves checkpoint-10; resumed on 2 ranks under stage 1
@@ -241,10 +242,10 @@ def check_loading_memory(work, small_model_dir, data_dir):
           f"stage3_param_persistence_threshold 1e5: each rank keeps the {expected} bytes of smaller tensors whole ({whole[:1]})")
 
 
-def check_qwen3_partitioned(work, small_model_dir, data_dir, single):
-    """qwen3's per-head q/k norms are partitioned, gathered and used like every other tensor:
-    ZeRO-3 on 4 ranks with every tensor partitioned == one rank, on a qwen3 of the tiny model's
-    shape with random norms."""
+def check_qwen3(work, small_model_dir, data_dir, texts, single):
+    """A qwen3 of the tiny model's shape with random norms: LoRA on one rank == transformers + PEFT
+    (1e-4, test_sft_parity's bound), and its per-head q/k norms are partitioned, gathered and used
+    like every other tensor: ZeRO-3 on 4 ranks with every tensor partitioned == one rank."""
     import torch
     import transformers
 
@@ -264,6 +265,9 @@ def check_qwen3_partitioned(work, small_model_dir, data_dir, single):
                 p.add_(torch.randn_like(p) * 0.1)
     model.save_pretrained(folder)
     one, _ = sft.run_ftlaunch(folder, data_dir, os.path.join(work, "qwen3_single"), 4, 1)
+    reference, _ = sft.reference_losses(folder, texts, 4, 1)
+    worst = worst_curve_diff(one, reference) if len(one) == len(reference) else float("inf")
+    check(worst <= 1e-4, f"qwen3 LoRA, 1 rank: loss curve vs transformers + PEFT worst rel diff {worst:.2e} <= 1e-4")
     sharded, log = sft.run_ftlaunch(folder, data_dir, os.path.join(work, "qwen3_zero3"), 1, 1,
                                     launcher=("--config_file", zero3_everything_partitioned(work, 4)))
     curve = worst_curve_diff(sharded, one) if len(sharded) == len(one) == len(single) else float("inf")
@@ -340,7 +344,7 @@ def main():
         check_gradient_buckets(work, model_dir, data_dir, single)
         check_bf16_frozen_linears(work, model_dir, data_dir)
         check_loading_memory(work, model_dir, data_dir)
-        check_qwen3_partitioned(work, model_dir, data_dir, single)
+        check_qwen3(work, model_dir, data_dir, texts, single)
 
         # Re-partitioning on resume: 4 ranks (stage 2) -> 2 ranks (stage 1).
         four = os.path.join(work, "resume_from_4")
