@@ -154,14 +154,19 @@ at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tenso
         k = keys.transpose(1, 2);
         v = values.transpose(1, 2);
     }
-    const at::Tensor attn = causal_attention(q, k, v, attention, 1.0 / std::sqrt(static_cast<double>(d)));
-    at::Tensor h = hidden + apply_linear(l.o_proj, attn, options);
+    const double scale = config_.attention_multiplier.value_or(1.0 / std::sqrt(static_cast<double>(d)));
+    const at::Tensor attn = causal_attention(q, k, v, attention, scale);
+    // granite scales each block's output before it joins the residual stream.
+    auto residual = [&](const at::Tensor& stream, const at::Tensor& block) {
+        return config_.residual_multiplier == 1.0 ? stream + block : stream + block * config_.residual_multiplier;
+    };
+    at::Tensor h = residual(hidden, apply_linear(l.o_proj, attn, options));
 
     at::Tensor y = norm(h, l.post_attention_norm, config_.rms_norm_eps);
     // gate before up, as LlamaMLP runs them (the order LoRA dropout draws its masks in).
     at::Tensor gate = apply_linear(l.gate_proj, y, options);
     at::Tensor mlp = gated(gate, apply_linear(l.up_proj, y, options));
-    return h + apply_linear(l.down_proj, mlp, options);
+    return residual(h, apply_linear(l.down_proj, mlp, options));
 }
 
 std::string part_name(int part) {
@@ -237,16 +242,23 @@ at::Tensor CausalLM::logits(const Batch& batch, const ForwardOptions& options) c
 
 at::Tensor CausalLM::embed(const at::Tensor& ids, const at::Tensor& host_ids) const {
     const at::Tensor& table = weights_.embed_tokens;
-    if (table.device() == ids.device()) return at::embedding(table, ids);
-    const at::Tensor on_host = (host_ids.defined() ? host_ids : ids.cpu()).reshape({-1});
-    at::Tensor rows = at::empty({on_host.size(0), table.size(1)}, table.options().pinned_memory(ids.is_cuda()));
-    at::index_select_out(rows, table, 0, on_host);
-    return rows.view({ids.size(0), ids.size(1), table.size(1)}).to(ids.device(), /*non_blocking=*/true);
+    at::Tensor embedded;
+    if (table.device() == ids.device()) {
+        embedded = at::embedding(table, ids);
+    } else {
+        const at::Tensor on_host = (host_ids.defined() ? host_ids : ids.cpu()).reshape({-1});
+        at::Tensor rows = at::empty({on_host.size(0), table.size(1)}, table.options().pinned_memory(ids.is_cuda()));
+        at::index_select_out(rows, table, 0, on_host);
+        embedded = rows.view({ids.size(0), ids.size(1), table.size(1)}).to(ids.device(), /*non_blocking=*/true);
+    }
+    // granite's embedding_multiplier, in the table's type as transformers multiplies.
+    return config_.embedding_multiplier == 1.0 ? embedded : embedded * config_.embedding_multiplier;
 }
 
 at::Tensor CausalLM::head(const at::Tensor& hidden, const ForwardOptions& options) const {
     const AcquiredPart head(options, WeightResidency::kHead);
-    return at::linear(hidden, weights_.lm_head);
+    const at::Tensor logits = at::linear(hidden, weights_.lm_head);
+    return config_.logits_scaling == 1.0 ? logits : logits / config_.logits_scaling;  // granite
 }
 
 void KeyValueCache::keep_rows(const at::Tensor& rows) {

@@ -1,5 +1,5 @@
-// The Llama-family causal LM (llama, mistral, qwen2, qwen3) written with ATen ops, so autograd gives
-// the gradients and the same code runs on CPU and GPU.
+// The Llama-family causal LM (llama, mistral, qwen2, qwen3, granite) written with ATen ops, so
+// autograd gives the gradients and the same code runs on CPU and GPU.
 //
 // Per layer (HF LlamaDecoderLayer; qwen3 applies q_norm/k_norm per head inside rope(...)):
 //   x = h + o_proj(attention(rope(q_proj(rms(h))), rope(k_proj(rms(h))), v_proj(rms(h))))
@@ -221,12 +221,13 @@ public:
     // sequence at those positions.
     at::Tensor decode_step(const at::Tensor& new_ids, const at::Tensor& attention_mask, const at::Tensor& position_ids,
                            KeyValueCache& cache, const ForwardOptions& options = {}) const;
-    // lm_head over hidden states: [..., H] -> [..., V].
+    // lm_head over hidden states: [..., H] -> [..., V] (divided by granite's logits_scaling).
     at::Tensor head(const at::Tensor& hidden, const ForwardOptions& options = {}) const;
     // The input embeddings of ids [B, T], on ids' device. A table kept in host memory while ids are
     // on a GPU (frozen embeddings left off the device) gathers its rows on the host from
     // `host_ids` (a copy of ids when undefined: that waits for the device) into pinned memory and
-    // copies them up without waiting: the same values as a lookup on the device.
+    // copies them up without waiting: the same values as a lookup on the device. Multiplied by
+    // granite's embedding_multiplier.
     at::Tensor embed(const at::Tensor& ids, const at::Tensor& host_ids = {}) const;
 
 private:

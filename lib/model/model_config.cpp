@@ -60,7 +60,7 @@ RopeConfig parse_rope(const json& config, const ConfigReader& top, int64_t max_p
 }  // namespace
 
 const std::vector<std::string>& supported_model_types() {
-    static const std::vector<std::string> types{"llama", "mistral", "qwen2", "qwen3"};
+    static const std::vector<std::string> types{"llama", "mistral", "qwen2", "qwen3", "granite"};
     return types;
 }
 
@@ -88,6 +88,7 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
     if (std::find(types.begin(), types.end(), c.model_type) == types.end())
         r.bad("model_type", "must be one of " + join(types, ", ") + " in this build");
     const bool qwen2 = c.model_type == "qwen2", qwen3 = c.model_type == "qwen3", mistral = c.model_type == "mistral";
+    const bool granite = c.model_type == "granite";
 
     c.vocab_size = r.integer("vocab_size");
     c.hidden_size = r.integer("hidden_size");
@@ -118,6 +119,13 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
     } else if (!mistral) {
         c.qkv_bias = c.o_bias = r.boolean("attention_bias", false);
         c.mlp_bias = r.boolean("mlp_bias", false);
+    }
+    if (granite) {  // GraniteConfig's defaults: all 1.0
+        c.embedding_multiplier = r.number("embedding_multiplier", 1.0);
+        c.residual_multiplier = r.number("residual_multiplier", 1.0);
+        c.logits_scaling = r.number("logits_scaling", 1.0);
+        if (c.logits_scaling == 0.0) r.bad("logits_scaling", "must not be 0 (the logits are divided by it)");
+        c.attention_multiplier = r.number("attention_multiplier", 1.0);
     }
     c.rope = parse_rope(config, r, c.max_position_embeddings, source);
 

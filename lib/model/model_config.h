@@ -1,4 +1,4 @@
-// config.json -> the typed shape of a Llama-family decoder (llama, mistral, qwen2, qwen3).
+// config.json -> the typed shape of a Llama-family decoder (llama, mistral, qwen2, qwen3, granite).
 //
 // Reads both layouts found on the hub: transformers 5's `rope_parameters` ({rope_type, rope_theta,
 // factor, ...}) and the older top-level `rope_theta` + `rope_scaling` ({type|rope_type, factor,
@@ -24,7 +24,7 @@ struct RopeConfig {
 };
 
 struct DecoderConfig {
-    std::string model_type;  // "llama" | "mistral" | "qwen2" | "qwen3"
+    std::string model_type;  // "llama" | "mistral" | "qwen2" | "qwen3" | "granite"
     int64_t vocab_size = 0;
     int64_t hidden_size = 0;
     int64_t intermediate_size = 0;
@@ -35,12 +35,20 @@ struct DecoderConfig {
     double rms_norm_eps = 1e-6;
     int64_t max_position_embeddings = 2048;
     bool tie_word_embeddings = false;
-    bool qkv_bias = false;    // qwen2: always; llama, qwen3: attention_bias
-    bool o_bias = false;      // llama, qwen3: attention_bias
-    bool mlp_bias = false;    // llama: mlp_bias
+    bool qkv_bias = false;    // qwen2: always; llama, qwen3, granite: attention_bias
+    bool o_bias = false;      // llama, qwen3, granite: attention_bias
+    bool mlp_bias = false;    // llama, granite: mlp_bias
     // qwen3: an RMSNorm over each head's head_dim on q and on k (self_attn.q_norm, k_norm), after
     // the projection and before the rotation.
     bool qk_norm = false;
+    // granite's scalars (1 elsewhere): the embeddings are multiplied by embedding_multiplier, each
+    // block's output (attention's, the MLP's) by residual_multiplier before it joins the residual
+    // stream, and the logits divided by logits_scaling; attention scores are scaled by
+    // attention_multiplier instead of 1/sqrt(head_dim).
+    double embedding_multiplier = 1.0;
+    double residual_multiplier = 1.0;
+    double logits_scaling = 1.0;
+    std::optional<double> attention_multiplier;
     RopeConfig rope;
     // Per layer: the sliding attention window in tokens (a key is seen when q - k < window), or
     // nullopt for full causal attention.

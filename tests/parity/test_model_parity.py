@@ -1,4 +1,4 @@
-"""ftlaunch's Llama-family decoder (llama, mistral, qwen2, qwen3) against transformers, on tiny random
+"""ftlaunch's Llama-family decoder (llama, mistral, qwen2, qwen3, granite) against transformers, on tiny random
 models made here.
 
 Each case builds a 2-layer model (hidden 64, GQA) with transformers, saves it with save_pretrained,
@@ -58,6 +58,9 @@ CASES = {
     "qwen3": tiny_config("qwen3", head_dim=24),
     "qwen3_bias_window_tied": tiny_config("qwen3", attention_bias=True, use_sliding_window=True, sliding_window=4,
                                           max_window_layers=1, tie_word_embeddings=True),
+    # Granite 3's kind of scalars: every one away from 1 (and the score scale from 1/sqrt(d)).
+    "granite": tiny_config("granite", embedding_multiplier=12.0, residual_multiplier=0.22, logits_scaling=8.0,
+                           attention_multiplier=0.015625, attention_bias=True),
 }
 
 
@@ -207,7 +210,7 @@ def main():
             model = make_model(name, config, folder)
             compare_fp32(name, model, folder, work)
             compare_packed(name, model, folder, work)
-            if name in ("llama", "qwen2_tied", "qwen3"):
+            if name in ("llama", "qwen2_tied", "qwen3", "granite"):
                 compare_half(name, folder, work, torch.bfloat16)
                 compare_half(name, folder, work, torch.float16)
                 compare_resize(name, model, folder, work)

@@ -71,9 +71,26 @@ TEST_CASE("config.json: qwen3's q/k norms, head_dim and bias defaults", "[model]
     CHECK_FALSE(parse_decoder_config(kLlama + "}", "c").qk_norm);
 }
 
+TEST_CASE("config.json: granite's multipliers, 1 by default and on other families", "[model]") {
+    const std::string shape = R"("vocab_size": 10, "hidden_size": 8, "intermediate_size": 12,
+        "num_hidden_layers": 1, "num_attention_heads": 2)";
+    auto scaled = parse_decoder_config(R"({"model_type": "granite", "embedding_multiplier": 12.0,
+        "residual_multiplier": 0.22, "logits_scaling": 8, "attention_multiplier": 0.015625, )" + shape + "}", "c");
+    CHECK(scaled.embedding_multiplier == 12.0);
+    CHECK(scaled.residual_multiplier == 0.22);
+    CHECK(scaled.logits_scaling == 8.0);
+    CHECK(scaled.attention_multiplier == 0.015625);
+    auto plain = parse_decoder_config(R"({"model_type": "granite", )" + shape + "}", "c");
+    CHECK(plain.attention_multiplier == 1.0);  // GraniteConfig's default, not 1/sqrt(head_dim)
+    CHECK(plain.logits_scaling == 1.0);
+    CHECK_FALSE(parse_decoder_config(kLlama + R"(, "logits_scaling": 8})", "c").attention_multiplier);
+    FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "granite", "logits_scaling": 0, )" + shape + "}", "c"),
+                      ErrorKind::kConfig, "logits_scaling", "0");
+}
+
 TEST_CASE("config.json: bad values name the key, the value and the rule", "[model]") {
     FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "gpt2"})", "m/config.json"), ErrorKind::kConfig,
-                      "m/config.json: model_type", "llama, mistral, qwen2, qwen3", "\"gpt2\"");
+                      "m/config.json: model_type", "llama, mistral, qwen2, qwen3, granite", "\"gpt2\"");
     FTL_REQUIRE_ERROR(parse_decoder_config(kLlama + R"(, "num_key_value_heads": 3})", "c"), ErrorKind::kConfig,
                       "num_key_value_heads", "divide");
     FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "llama", "vocab_size": 10})", "c"),
