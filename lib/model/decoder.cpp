@@ -122,8 +122,9 @@ int64_t resize_token_embeddings(DecoderConfig& config, DecoderWeights& weights, 
 
 CausalLM::CausalLM(DecoderConfig config, DecoderWeights weights)
     : config_(std::move(config)), weights_(std::move(weights)) {
-    if (static_cast<int64_t>(weights_.layers.size()) != config_.num_layers)
-        fail(ErrorKind::kInternal, "CausalLM: layer count differs from config");
+    const auto layers = static_cast<size_t>(config_.num_layers);
+    if (weights_.layers.size() != layers || config_.layer_window.size() != layers || config_.layer_rope.size() != layers)
+        fail(ErrorKind::kInternal, "CausalLM: the weights' layers, layer_window and layer_rope must match num_layers");
 }
 
 at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tensor& hidden, const RopeTables& rope,
@@ -140,8 +141,10 @@ at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tenso
     auto head_norm = [&](const at::Tensor& t, const at::Tensor& weight) {
         return weight.defined() ? norm(t, weight, config_.rms_norm_eps) : t;
     };
-    at::Tensor q = rotate(head_norm(split_heads(apply_linear(l.q_proj, x, options)), l.q_norm), rope);
-    at::Tensor k = rotate(head_norm(split_heads(apply_linear(l.k_proj, x, options)), l.k_norm), rope);
+    // Undefined tables: a layer without rotation (smollm3's no_rope_layers).
+    auto rotated = [&](const at::Tensor& t) { return rope.cos.defined() ? rotate(t, rope) : t; };
+    at::Tensor q = rotated(head_norm(split_heads(apply_linear(l.q_proj, x, options)), l.q_norm));
+    at::Tensor k = rotated(head_norm(split_heads(apply_linear(l.k_proj, x, options)), l.k_norm));
     at::Tensor v = split_heads(apply_linear(l.v_proj, x, options));
     if (cache) {  // the cache holds [B, n_kv, S, d]
         at::Tensor keys = k.transpose(1, 2), values = v.transpose(1, 2);
@@ -206,16 +209,17 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
             pattern_built = true;
         }
         const DecoderLayerWeights& layer = weights_.layers[i];
+        const RopeTables layer_rope = config_.layer_rope[i] ? rope : RopeTables{};
         const int part = static_cast<int>(i);
         const bool kept = static_cast<int64_t>(weights_.layers.size() - i) <= options.kept_layers;
         if ((options.recompute_layers && !kept) || options.residency) {
-            auto run_layer = [this, &layer, part, rope, pattern, options](const at::Tensor& x, bool recomputing) {
+            auto run_layer = [this, &layer, part, layer_rope, pattern, options](const at::Tensor& x, bool recomputing) {
                 const char* pass = recomputing ? "backward" : "forward";
                 const AcquiredPart weights(options, part, pass);
                 if (options.progress) options.progress(std::string(pass) + " of " + part_name(part));
                 ForwardOptions run_options = options;
                 run_options.recomputing = recomputing;
-                return layer_forward(layer, x, rope, pattern, run_options);
+                return layer_forward(layer, x, layer_rope, pattern, run_options);
             };
             std::vector<at::Tensor> weights = layer.tensors();
             if (options.residency)
@@ -223,7 +227,7 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
             hidden = recomputed_in_backward(run_layer, hidden, weights, options.generator);
         } else {
             report("forward of " + part_name(part));
-            hidden = layer_forward(layer, hidden, rope, pattern, options);
+            hidden = layer_forward(layer, hidden, layer_rope, pattern, options);
             // Backward reaches this layer when the gradient of its output arrives.
             if (options.progress && hidden.requires_grad()) {
                 const ProgressReport progress = options.progress;
@@ -317,7 +321,8 @@ at::Tensor CausalLM::decode_step(const at::Tensor& new_ids, const at::Tensor& at
             mask_built = true;
         }
         const AcquiredPart part(options, static_cast<int>(i));
-        hidden = layer_forward(weights_.layers[i], hidden, rope, pattern, options, &cache, i);
+        hidden = layer_forward(weights_.layers[i], hidden, config_.layer_rope[i] ? rope : RopeTables{}, pattern, options,
+                               &cache, i);
     }
     cache.length = total;
     const AcquiredPart final_norm(options, WeightResidency::kFinalNorm);

@@ -1,7 +1,8 @@
-// The Llama-family causal LM (llama, mistral, qwen2, qwen3, granite) written with ATen ops, so
-// autograd gives the gradients and the same code runs on CPU and GPU.
+// The Llama-family causal LM (llama, mistral, qwen2, qwen3, granite, smollm3) written with ATen ops,
+// so autograd gives the gradients and the same code runs on CPU and GPU.
 //
-// Per layer (HF LlamaDecoderLayer; qwen3 applies q_norm/k_norm per head inside rope(...)):
+// Per layer (HF LlamaDecoderLayer; qwen3 applies q_norm/k_norm per head inside rope(...), smollm3's
+// no_rope_layers leave rope out, granite scales as DecoderConfig says):
 //   x = h + o_proj(attention(rope(q_proj(rms(h))), rope(k_proj(rms(h))), v_proj(rms(h))))
 //   h' = x + down_proj(silu(gate_proj(rms(x))) * up_proj(rms(x)))
 // then a final RMSNorm and lm_head (tied to embed_tokens when tie_word_embeddings).

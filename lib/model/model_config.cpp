@@ -60,7 +60,7 @@ RopeConfig parse_rope(const json& config, const ConfigReader& top, int64_t max_p
 }  // namespace
 
 const std::vector<std::string>& supported_model_types() {
-    static const std::vector<std::string> types{"llama", "mistral", "qwen2", "qwen3", "granite"};
+    static const std::vector<std::string> types{"llama", "mistral", "qwen2", "qwen3", "granite", "smollm3"};
     return types;
 }
 
@@ -77,6 +77,15 @@ DecoderConfig parse_decoder_config(const std::string& json_text, const std::stri
 }
 
 namespace {
+// config[key]: a list of one entry per layer, else an error naming the key and `what` its entries are.
+const json& per_layer_list(const json& config, const ConfigReader& r, const std::string& key, int64_t layers,
+                           const std::string& what) {
+    const json& list = config.at(key);
+    if (!list.is_array() || static_cast<int64_t>(list.size()) != layers)
+        r.bad(key, "must be a list with one " + what + " per layer (" + std::to_string(layers) + ")");
+    return list;
+}
+
 DecoderConfig parse_checked(const std::string& json_text, const std::string& source) {
     json config = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
     if (config.is_discarded() || !config.is_object())
@@ -88,7 +97,7 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
     if (std::find(types.begin(), types.end(), c.model_type) == types.end())
         r.bad("model_type", "must be one of " + join(types, ", ") + " in this build");
     const bool qwen2 = c.model_type == "qwen2", qwen3 = c.model_type == "qwen3", mistral = c.model_type == "mistral";
-    const bool granite = c.model_type == "granite";
+    const bool granite = c.model_type == "granite", smollm3 = c.model_type == "smollm3";
 
     c.vocab_size = r.integer("vocab_size");
     c.hidden_size = r.integer("hidden_size");
@@ -107,8 +116,9 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
     }
     if (c.head_dim % 2 != 0) r.bad("head_dim", "must be even for rotary embeddings");
     c.rms_norm_eps = r.number("rms_norm_eps", 1e-6);
-    c.max_position_embeddings = r.integer("max_position_embeddings", qwen2 || qwen3 ? 32768 : mistral ? 131072 : 2048);
-    c.tie_word_embeddings = r.boolean("tie_word_embeddings", false);
+    c.max_position_embeddings =
+        r.integer("max_position_embeddings", qwen2 || qwen3 || smollm3 ? 32768 : mistral ? 131072 : 2048);
+    c.tie_word_embeddings = r.boolean("tie_word_embeddings", smollm3);  // SmolLM3Config ties by default
     const std::string act = r.text("hidden_act", "silu");
     if (act != "silu") r.bad("hidden_act", "must be silu for the Llama family");
     if (qwen2) {
@@ -129,26 +139,45 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
     }
     c.rope = parse_rope(config, r, c.max_position_embeddings, source);
 
+    // Rotary embeddings: on every layer, except smollm3's no_rope_layers (1 = rotated, 0 = not;
+    // absent: every no_rope_layer_interval-th layer is not).
+    c.layer_rope.assign(static_cast<size_t>(c.num_layers), true);
+    if (smollm3) {
+        if (r.has("no_rope_layers")) {
+            const json& flags = per_layer_list(config, r, "no_rope_layers", c.num_layers, "0 or 1");
+            for (int64_t i = 0; i < c.num_layers; ++i) {
+                const json& flag = flags[static_cast<size_t>(i)];
+                if (flag != 0 && flag != 1) r.bad("no_rope_layers", "entries must be 0 (no rotation) or 1");
+                c.layer_rope[static_cast<size_t>(i)] = flag == 1;
+            }
+        } else {
+            const int64_t interval = r.integer("no_rope_layer_interval", 4);
+            for (int64_t i = 0; i < c.num_layers; ++i) c.layer_rope[static_cast<size_t>(i)] = (i + 1) % interval != 0;
+        }
+    }
+
     // Sliding windows: mistral on every layer; qwen2 and qwen3 when use_sliding_window, on the
-    // layers that layer_types (or max_window_layers) name. llama has none.
+    // layers that layer_types (or max_window_layers) name; smollm3 likewise, on layer_types' or
+    // else its layers without rotation. llama has none.
     // MistralConfig defaults sliding_window to 4096 when the key is absent; an explicit null is none.
     std::optional<int64_t> window;
     if (mistral && !config.contains("sliding_window")) window = 4096;
     const bool qwen = qwen2 || qwen3;
-    if ((mistral || (qwen && r.boolean("use_sliding_window", false))) && r.has("sliding_window"))
+    if ((mistral || ((qwen || smollm3) && r.boolean("use_sliding_window", false))) && r.has("sliding_window"))
         window = r.integer("sliding_window");
     c.layer_window.assign(static_cast<size_t>(c.num_layers), std::nullopt);
     if (window) {
         if (r.has("layer_types")) {
-            const json& types_json = config.at("layer_types");
-            if (!types_json.is_array() || static_cast<int64_t>(types_json.size()) != c.num_layers)
-                r.bad("layer_types", "must be a list with one entry per layer");
+            const json& types_json = per_layer_list(config, r, "layer_types", c.num_layers, "attention type");
             for (int64_t i = 0; i < c.num_layers; ++i) {
                 const json& t = types_json[static_cast<size_t>(i)];
                 if (t == "sliding_attention") c.layer_window[static_cast<size_t>(i)] = window;
                 else if (t != "full_attention")
                     r.bad("layer_types", "entries must be full_attention or sliding_attention");
             }
+        } else if (smollm3) {
+            for (int64_t i = 0; i < c.num_layers; ++i)
+                if (!c.layer_rope[static_cast<size_t>(i)]) c.layer_window[static_cast<size_t>(i)] = window;
         } else {
             const int64_t first = qwen ? r.integer("max_window_layers", 28, 0) : 0;
             for (int64_t i = first; i < c.num_layers; ++i) c.layer_window[static_cast<size_t>(i)] = window;

@@ -1,4 +1,5 @@
-// config.json -> the typed shape of a Llama-family decoder (llama, mistral, qwen2, qwen3, granite).
+// config.json -> the typed shape of a Llama-family decoder (llama, mistral, qwen2, qwen3, granite,
+// smollm3).
 //
 // Reads both layouts found on the hub: transformers 5's `rope_parameters` ({rope_type, rope_theta,
 // factor, ...}) and the older top-level `rope_theta` + `rope_scaling` ({type|rope_type, factor,
@@ -24,7 +25,7 @@ struct RopeConfig {
 };
 
 struct DecoderConfig {
-    std::string model_type;  // "llama" | "mistral" | "qwen2" | "qwen3" | "granite"
+    std::string model_type;  // "llama" | "mistral" | "qwen2" | "qwen3" | "granite" | "smollm3"
     int64_t vocab_size = 0;
     int64_t hidden_size = 0;
     int64_t intermediate_size = 0;
@@ -53,6 +54,8 @@ struct DecoderConfig {
     // Per layer: the sliding attention window in tokens (a key is seen when q - k < window), or
     // nullopt for full causal attention.
     std::vector<std::optional<int64_t>> layer_window;
+    // Per layer: whether q and k are rotated (smollm3's no_rope_layers leave some out; all elsewhere).
+    std::vector<bool> layer_rope;
     std::string torch_dtype;  // as written ("bfloat16", "float32", ...); empty when absent
     // A bitsandbytes 4-bit checkpoint (quantization_config with load_in_4bit): the compute dtype
     // its 4-bit linears run in ("float32" when not given, as BitsAndBytesConfig defaults); empty

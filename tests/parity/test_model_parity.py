@@ -1,4 +1,4 @@
-"""ftlaunch's Llama-family decoder (llama, mistral, qwen2, qwen3, granite) against transformers, on tiny random
+"""ftlaunch's Llama-family decoder (llama, mistral, qwen2, qwen3, granite, smollm3) against transformers, on tiny random
 models made here.
 
 Each case builds a 2-layer model (hidden 64, GQA) with transformers, saves it with save_pretrained,
@@ -61,6 +61,12 @@ CASES = {
     # Granite 3's kind of scalars: every one away from 1 (and the score scale from 1/sqrt(d)).
     "granite": tiny_config("granite", embedding_multiplier=12.0, residual_multiplier=0.22, logits_scaling=8.0,
                            attention_multiplier=0.015625, attention_bias=True),
+    # SmolLM3: layer 1 of 2 without rotation (every 2nd), tied by default; then a list with the
+    # first layer unrotated and windowed (use_sliding_window puts windows on the unrotated layers).
+    # (SmolLM3Config's default pad id, 128004, lies outside this vocabulary.)
+    "smollm3": tiny_config("smollm3", no_rope_layer_interval=2, pad_token_id=0),
+    "smollm3_list_window": tiny_config("smollm3", no_rope_layers=[0, 1], use_sliding_window=True, sliding_window=4,
+                                       tie_word_embeddings=False, pad_token_id=0),
 }
 
 
@@ -210,7 +216,7 @@ def main():
             model = make_model(name, config, folder)
             compare_fp32(name, model, folder, work)
             compare_packed(name, model, folder, work)
-            if name in ("llama", "qwen2_tied", "qwen3", "granite"):
+            if name in ("llama", "qwen2_tied", "qwen3", "granite", "smollm3"):
                 compare_half(name, folder, work, torch.bfloat16)
                 compare_half(name, folder, work, torch.float16)
                 compare_resize(name, model, folder, work)

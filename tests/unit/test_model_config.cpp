@@ -88,9 +88,25 @@ TEST_CASE("config.json: granite's multipliers, 1 by default and on other familie
                       ErrorKind::kConfig, "logits_scaling", "0");
 }
 
+TEST_CASE("config.json: smollm3's layers without rotation, and its windows on them", "[model]") {
+    const std::string shape = R"("vocab_size": 10, "hidden_size": 8, "intermediate_size": 12,
+        "num_hidden_layers": 8, "num_attention_heads": 2)";
+    auto every_fourth = parse_decoder_config(R"({"model_type": "smollm3", )" + shape + "}", "c");
+    CHECK((every_fourth.layer_rope == std::vector<bool>{true, true, true, false, true, true, true, false}));
+    CHECK(every_fourth.tie_word_embeddings);  // SmolLM3Config's default
+    CHECK((every_fourth.layer_window == std::vector<std::optional<int64_t>>(8, std::nullopt)));
+    auto windowed = parse_decoder_config(R"({"model_type": "smollm3", "no_rope_layer_interval": 2,
+        "use_sliding_window": true, "sliding_window": 16, )" + shape + "}", "c");
+    CHECK(windowed.layer_window[0] == std::nullopt);
+    CHECK(windowed.layer_window[1] == 16);
+    CHECK((parse_decoder_config(kLlama + "}", "c").layer_rope == std::vector<bool>{true}));
+    FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "smollm3", "no_rope_layers": [1, 0], )" + shape + "}", "c"),
+                      ErrorKind::kConfig, "no_rope_layers", "one 0 or 1 per layer");
+}
+
 TEST_CASE("config.json: bad values name the key, the value and the rule", "[model]") {
     FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "gpt2"})", "m/config.json"), ErrorKind::kConfig,
-                      "m/config.json: model_type", "llama, mistral, qwen2, qwen3, granite", "\"gpt2\"");
+                      "m/config.json: model_type", "llama, mistral, qwen2, qwen3, granite, smollm3", "\"gpt2\"");
     FTL_REQUIRE_ERROR(parse_decoder_config(kLlama + R"(, "num_key_value_heads": 3})", "c"), ErrorKind::kConfig,
                       "num_key_value_heads", "divide");
     FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "llama", "vocab_size": 10})", "c"),

@@ -259,6 +259,7 @@ model::CausalLM tiny_decoder(int layers) {
     config.num_kv_heads = 1;
     config.head_dim = 2;
     config.layer_window.assign(static_cast<size_t>(layers), std::nullopt);
+    config.layer_rope.assign(static_cast<size_t>(layers), true);
     model::DecoderWeights weights;
     auto square = [] { return at::randn({2, 2}); };
     weights.embed_tokens = at::randn({3, 2});
@@ -352,6 +353,7 @@ TEST_CASE("under bf16 autocast, frozen linears stored in bf16 give the fp32-stor
     config.num_kv_heads = 2;
     config.head_dim = 8;
     config.layer_window.assign(2, std::nullopt);
+    config.layer_rope.assign(2, true);
     auto random = [](std::vector<int64_t> shape) { return at::randn(shape) * 0.2; };
     model::DecoderWeights fp32;
     fp32.embed_tokens = random({40, 32});
