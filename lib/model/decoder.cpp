@@ -14,6 +14,17 @@
 #include "util/error.h"
 
 namespace ftl::model {
+namespace {
+
+// The RMSNorm a forward runs: the fused kernel's entry, or the composite (--fused_kernels False).
+auto rms_norm_for(const ForwardOptions& options) { return options.fused_kernels ? rms_norm : rms_norm_reference; }
+
+// Layer i's rotation tables: undefined for a layer without rotation (smollm3's no_rope_layers).
+RopeTables rope_for_layer(const DecoderConfig& config, size_t i, const RopeTables& rope) {
+    return config.layer_rope[i] ? rope : RopeTables{};
+}
+
+}  // namespace
 std::vector<std::pair<std::string, Linear*>> DecoderLayerWeights::linears() {
     return {{"self_attn.q_proj", &q_proj}, {"self_attn.k_proj", &k_proj}, {"self_attn.v_proj", &v_proj},
             {"self_attn.o_proj", &o_proj}, {"mlp.gate_proj", &gate_proj},  {"mlp.up_proj", &up_proj},
@@ -131,7 +142,7 @@ at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tenso
                                    const AttentionPattern& attention, const ForwardOptions& options, KeyValueCache* cache,
                                    size_t layer_index) const {
     const int64_t rows = hidden.size(0), length = hidden.size(1), d = config_.head_dim;
-    const auto norm = options.fused_kernels ? rms_norm : rms_norm_reference;
+    const auto norm = rms_norm_for(options);
     const auto rotate = options.fused_kernels ? apply_rope : apply_rope_reference;
     const auto gated = options.fused_kernels ? swiglu : swiglu_reference;
     at::Tensor x = norm(hidden, l.input_norm, config_.rms_norm_eps);
@@ -209,7 +220,7 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
             pattern_built = true;
         }
         const DecoderLayerWeights& layer = weights_.layers[i];
-        const RopeTables layer_rope = config_.layer_rope[i] ? rope : RopeTables{};
+        const RopeTables layer_rope = rope_for_layer(config_, i, rope);
         const int part = static_cast<int>(i);
         const bool kept = static_cast<int64_t>(weights_.layers.size() - i) <= options.kept_layers;
         if ((options.recompute_layers && !kept) || options.residency) {
@@ -237,7 +248,7 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
     }
     const AcquiredPart final_norm(options, WeightResidency::kFinalNorm);
     report("forward of the final norm");
-    return (options.fused_kernels ? rms_norm : rms_norm_reference)(hidden, weights_.final_norm, config_.rms_norm_eps);
+    return rms_norm_for(options)(hidden, weights_.final_norm, config_.rms_norm_eps);
 }
 
 at::Tensor CausalLM::logits(const Batch& batch, const ForwardOptions& options) const {
@@ -321,12 +332,11 @@ at::Tensor CausalLM::decode_step(const at::Tensor& new_ids, const at::Tensor& at
             mask_built = true;
         }
         const AcquiredPart part(options, static_cast<int>(i));
-        hidden = layer_forward(weights_.layers[i], hidden, config_.layer_rope[i] ? rope : RopeTables{}, pattern, options,
-                               &cache, i);
+        hidden = layer_forward(weights_.layers[i], hidden, rope_for_layer(config_, i, rope), pattern, options, &cache, i);
     }
     cache.length = total;
     const AcquiredPart final_norm(options, WeightResidency::kFinalNorm);
-    return (options.fused_kernels ? rms_norm : rms_norm_reference)(hidden, weights_.final_norm, config_.rms_norm_eps);
+    return rms_norm_for(options)(hidden, weights_.final_norm, config_.rms_norm_eps);
 }
 
 }  // namespace ftl::model
