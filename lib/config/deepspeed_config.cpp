@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "config/deepspeed_sections.h"
+#include "config/json_reader.h"
 #include "util/files.h"
 #include "util/error.h"
 #include "util/strings.h"
@@ -11,68 +13,6 @@ namespace ftl::config {
 namespace {
 
 using nlohmann::json;
-
-// Typed reads from a DeepSpeed JSON object; messages name the file and the dotted key.
-class JsonReader {
-public:
-    explicit JsonReader(std::string source) : source_(std::move(source)) {}
-
-    [[noreturn]] void fail(const std::string& key, const std::string& rule) const {
-        ftl::fail(ErrorKind::kConfig, source_ + ": " + key + ": " + rule);
-    }
-    static bool is_auto(const json& v) { return v.is_string() && v.get<std::string>() == "auto"; }
-
-    long long integer(const json& v, const std::string& key, long long min) const {
-        long long out = 0;
-        if (v.is_number_integer()) out = v.get<long long>();
-        else if (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>() && std::fabs(v.get<double>()) < 0x1p63)
-            out = static_cast<long long>(v.get<double>());  // 5e8 as DeepSpeed configs write bucket sizes
-        else fail(key, "must be an integer below 2^63 (got " + v.dump() + ")");
-        if (out < min) fail(key, "must be at least " + std::to_string(min) + " (got " + v.dump() + ")");
-        return out;
-    }
-    Auto<long long> auto_integer(const json& v, const std::string& key, long long min) const {
-        if (is_auto(v)) return std::nullopt;
-        return integer(v, key, min);
-    }
-    double number(const json& v, const std::string& key, double min) const {
-        if (!v.is_number()) fail(key, "must be a number (got " + v.dump() + ")");
-        if (v.get<double>() < min) fail(key, "must be at least " + json(min).dump() + " (got " + v.dump() + ")");
-        return v.get<double>();
-    }
-    bool boolean(const json& v, const std::string& key) const {
-        if (v.is_boolean()) return v.get<bool>();
-        if (v.is_string())
-            if (auto b = parse_bool(v.get<std::string>())) return *b;
-        fail(key, "must be true or false (got " + v.dump() + ")");
-    }
-    Auto<bool> auto_boolean(const json& v, const std::string& key) const {
-        if (is_auto(v)) return std::nullopt;
-        return boolean(v, key);
-    }
-    std::string string(const json& v, const std::string& key) const {
-        if (v.is_null()) return "";
-        if (!v.is_string()) fail(key, "must be a string (got " + v.dump() + ")");
-        return v.get<std::string>();
-    }
-    OffloadDevice device(const json& v, const std::string& key) const {
-        if (v.is_null()) return OffloadDevice::kNone;
-        auto d = parse_offload_device(string(v, key));
-        if (!d) fail(key, "must be one of none, cpu, nvme (got " + v.dump() + ")");
-        return *d;
-    }
-    const json& object(const json& v, const std::string& key) const {
-        if (!v.is_object()) fail(key, "must be an object {...} (got " + v.dump() + ")");
-        return v;
-    }
-    void unknown(const std::string& key, const std::string& name, const std::vector<std::string>& known,
-                 std::vector<std::string>& warnings) const {
-        warnings.push_back(source_ + ": unknown key " + key + " ignored" + did_you_mean(name, known));
-    }
-
-private:
-    std::string source_;
-};
 
 // DeepSpeed's offload tuning keys that ftlaunch reads but does not apply: the numbers do not
 // depend on them, only where and how the swap buffers its data; the warning says what ftlaunch
@@ -292,8 +232,8 @@ BuiltDeepSpeedConfig parse_deepspeed_json(const std::string& text, const std::st
             for (auto b = r.object(v, k).begin(); b != v.end(); ++b)
                 if (b.key() == "enabled") ds.bf16_enabled = r.auto_boolean(b.value(), k + ".enabled");
         } else if (k == "fp16") read_fp16(r, v, ds, out.warnings);
-        else if (k == "optimizer") ds.optimizer = r.object(v, k);
-        else if (k == "scheduler") ds.scheduler = r.object(v, k);
+        else if (k == "optimizer") ds.optimizer = read_optimizer_section(r, v);
+        else if (k == "scheduler") ds.scheduler = read_scheduler_section(r, v);
         else if (k == "aio") read_aio(r, v, ds.aio, out.warnings);
         else if (k == "zero_allow_untested_optimizer") ds.zero_allow_untested_optimizer = r.boolean(v, k);
         else if (k == "communication_data_type") {
@@ -361,21 +301,8 @@ void resolve_with_train_args(DeepSpeedConfig& ds, const TrainArgs& a, int world_
     else if (*ds.fp16_enabled != a.fp16 && a.was_given("fp16"))
         mismatches.push_back(std::string("- ds fp16.enabled=") + (*ds.fp16_enabled ? "True" : "False") +
                              " vs hf fp16|fp16_full_eval+fp16_backend(amp)=" + (a.fp16 ? "True" : "False"));
-    if (ds.optimizer.is_object() && ds.optimizer.contains("params")) {
-        json& p = ds.optimizer["params"];
-        auto fill = [&](const char* key, const json& value) {
-            if (p.contains(key) && JsonReader::is_auto(p[key])) p[key] = value;
-        };
-        fill("lr", a.learning_rate);
-        fill("betas", json::array({a.adam_beta1, a.adam_beta2}));
-        fill("eps", a.adam_epsilon);
-        fill("weight_decay", a.weight_decay);
-    }
-    if (ds.scheduler.is_object() && ds.scheduler.contains("params")) {
-        json& p = ds.scheduler["params"];
-        if (p.contains("warmup_min_lr") && JsonReader::is_auto(p["warmup_min_lr"])) p["warmup_min_lr"] = 0;
-        if (p.contains("warmup_max_lr") && JsonReader::is_auto(p["warmup_max_lr"])) p["warmup_max_lr"] = a.learning_rate;
-    }
+    if (ds.optimizer) fill_optimizer_from_flags(*ds.optimizer, a, mismatches);
+    if (ds.scheduler) fill_scheduler_from_flags(*ds.scheduler, a, mismatches);
     if (!mismatches.empty())
         ftl::fail(ErrorKind::kConfig,
                   ds.source + ": Please correct the following DeepSpeed config values that mismatch "
@@ -435,8 +362,8 @@ json DeepSpeedConfig::to_json() const {
                  {"loss_scale", fp16.loss_scale}, {"initial_scale_power", fp16.initial_scale_power},
                  {"loss_scale_window", fp16.loss_scale_window}, {"hysteresis", fp16.hysteresis},
                  {"min_loss_scale", fp16.min_loss_scale}};
-    if (!optimizer.is_null()) j["optimizer"] = optimizer;
-    if (!scheduler.is_null()) j["scheduler"] = scheduler;
+    if (optimizer) j["optimizer"] = config::to_json(*optimizer);
+    if (scheduler) j["scheduler"] = config::to_json(*scheduler);
     j["aio"] = {{"block_size", aio.block_size}, {"queue_depth", aio.queue_depth},
                 {"thread_count", aio.thread_count}, {"single_submit", aio.single_submit},
                 {"overlap_events", aio.overlap_events}};

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,37 @@ struct AioConfig {
     bool overlap_events = true;
 };
 
+// "optimizer": DeepSpeed builds the optimizer from it (the HF Trainer hands DeepSpeed a DummyOptim)
+// as one group over every trainable tensor, so weight decay applies to all of them. ftlaunch builds
+// the kinds DeepSpeed's Adam/AdamW types name with decoupled weight decay (adam_w_mode, on by
+// default), bias correction and no amsgrad; other types are an error.
+// Each value is nullopt for "auto" until the flags fill it; a key the section leaves out holds
+// DeepSpeed's default (FusedAdam's / DeepSpeedCPUAdam's), which the flags do not change.
+struct DeepSpeedOptimizerConfig {
+    std::string type;  // as written: "AdamW", "Adam", ...
+    Auto<double> lr = 1e-3;
+    Auto<double> beta1 = 0.9;  // "betas": [beta1, beta2], or "auto" for both
+    Auto<double> beta2 = 0.999;
+    Auto<double> eps = 1e-8;
+    Auto<double> weight_decay = 0.0;
+    std::set<std::string> given;  // the params the section names (only these must agree with the flags)
+};
+
+// "scheduler": DeepSpeed's schedule replaces the flags' --lr_scheduler_type (optim/schedule.h has
+// the formulas). Values as in DeepSpeedOptimizerConfig: nullopt = "auto" until resolved, DeepSpeed's
+// defaults for keys left out.
+struct DeepSpeedSchedulerConfig {
+    std::string type;                 // WarmupLR, WarmupDecayLR or WarmupCosineLR
+    Auto<double> warmup_min_lr = 0.0;     // WarmupLR, WarmupDecayLR
+    Auto<double> warmup_max_lr = 1e-3;    // WarmupDecayLR's default; WarmupLR's is the optimizer's lr
+    double warmup_min_ratio = 0.0;        // WarmupCosineLR
+    double cos_min_ratio = 1e-4;          // WarmupCosineLR
+    Auto<long long> warmup_num_steps = 1000;
+    Auto<long long> total_num_steps;      // required by WarmupDecayLR and WarmupCosineLR
+    bool log_warmup = true;               // warmup_type "log" (DeepSpeed's default) or "linear"
+    std::set<std::string> given;
+};
+
 struct DeepSpeedConfig {
     std::string source;  // JSON file, or "accelerate config deepspeed_config" for YAML-built ones
     Auto<long long> train_batch_size;
@@ -85,8 +117,8 @@ struct DeepSpeedConfig {
     Auto<bool> bf16_enabled = false;
     Fp16Config fp16;
     Auto<bool> fp16_enabled = false;
-    nlohmann::json optimizer;        // {type, params} or null: ftlaunch's AdamW from the flags
-    nlohmann::json scheduler;        // {type, params} or null: the flags' lr_scheduler_type
+    std::optional<DeepSpeedOptimizerConfig> optimizer;  // none: the Trainer's AdamW from the flags
+    std::optional<DeepSpeedSchedulerConfig> scheduler;  // none: the flags' --lr_scheduler_type
     AioConfig aio;
     bool zero_allow_untested_optimizer = true;
     std::string communication_data_type;  // "" = the gradients' own dtype
@@ -116,5 +148,10 @@ void resolve_with_train_args(DeepSpeedConfig& ds, const TrainArgs& args, int wor
 
 // The hidden-size "auto" keys, once the model's config.json is known.
 void resolve_with_hidden_size(DeepSpeedConfig& ds, long long hidden_size);
+
+// The scheduler's step counts once the run's length is known (HF's trainer_config_finalize):
+// total_num_steps from `total_steps`, warmup_num_steps from max(1, `warmup_steps`); throws kConfig
+// listing a concrete value that differs. WarmupLR without warmup_max_lr takes the optimizer's lr.
+void resolve_with_steps(DeepSpeedConfig& ds, long long total_steps, long long warmup_steps, double optimizer_lr);
 
 }  // namespace ftl::config

@@ -66,6 +66,16 @@ NumberParser number(double min, double max = 1e15, bool max_exclusive = false) {
     };
 }
 
+// A JSON object given as text (TrainingArguments' dict fields, e.g. --lr_scheduler_kwargs '{"num_cycles": 1}').
+using ObjectParser = std::function<nlohmann::json(const std::string&, const std::string&)>;
+ObjectParser json_object() {
+    return [](const std::string& flag, const std::string& value) {
+        nlohmann::json parsed = nlohmann::json::parse(value, nullptr, /*allow_exceptions=*/false);
+        if (!parsed.is_object()) bad_value(flag, value, "must be a JSON object, e.g. '{\"num_cycles\": 1}'");
+        return parsed;
+    };
+}
+
 BoolParser boolean() {
     return [](const std::string& flag, const std::string& value) {
         auto v = parse_bool(value);
@@ -181,7 +191,9 @@ const std::vector<FlagSpec>& flag_table() {
         flag("learning_rate", &A::learning_rate, number(0.0, 1e9)),
         flag("lr_scheduler_type", &A::lr_scheduler_type,
              text({"linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
-                     "constant_with_warmup", "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay"})),
+                     "constant_with_warmup", "inverse_sqrt", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                     "warmup_stable_decay"})),
+        flag("lr_scheduler_kwargs", &A::lr_scheduler_kwargs, json_object()),
         flag("weight_decay", &A::weight_decay, number(0.0, 1e9)),
         flag("warmup_ratio", &A::warmup_ratio, number(0.0, 1.0)),
         flag("warmup_steps", &A::warmup_steps, number(0.0, 1e12)),

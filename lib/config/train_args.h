@@ -94,6 +94,7 @@ struct TrainArgs {
     bool fp16 = false;
     double learning_rate = 2e-5;
     std::string lr_scheduler_type = "linear";
+    nlohmann::json lr_scheduler_kwargs = nlohmann::json::object();  // the schedule's parameters (optim/schedule.h)
     double weight_decay = 0.0;
     double warmup_ratio = 0.0;
     double warmup_steps = 0;                  // int = steps; float in [0,1) = ratio

@@ -1,25 +1,70 @@
-// Learning-rate schedules as transformers' get_scheduler builds them (optimization.py): the
-// multiplier of the base rate after `step` optimizer steps (LambdaLR's lr_lambda).
-//   constant               1
-//   constant_with_warmup   step / warmup while warming up, then 1
-//   linear                 warmup, then (total - step) / (total - warmup), floored at 0
-//   cosine                 warmup, then 0.5 * (1 + cos(pi * progress)), progress = (step - warmup) / (total - warmup)
+// Learning-rate schedules: the rate of each optimizer step.
+//
+// The HF Trainer's (--lr_scheduler_type with --lr_scheduler_kwargs; transformers/optimization.py,
+// get_scheduler): LambdaLR multipliers of --learning_rate, step s using lambda(s):
+//   constant                   1
+//   constant_with_warmup       s / warmup while warming up, then 1
+//   linear                     warmup, then (total - s) / (total - warmup), floored at 0
+//   cosine                     warmup, then 0.5 * (1 + cos(2 pi num_cycles p)), p = (s - warmup) / (total - warmup);
+//                              num_cycles 0.5
+//   cosine_with_restarts       warmup, then 0.5 * (1 + cos(pi * ((num_cycles p) mod 1))), 0 from p >= 1; num_cycles 1
+//   polynomial                 warmup, then ((lr - lr_end) (1 - p)^power + lr_end) / lr, lr_end / lr after total;
+//                              lr_end 1e-7, power 1
+//   inverse_sqrt               warmup, then 1 / sqrt((s + timescale - warmup) / timescale); timescale = warmup or 1e4
+//   cosine_with_min_lr         cosine scaled into [min_lr_rate, 1] (min_lr_rate or min_lr / lr, exactly one given)
+//   cosine_warmup_with_min_lr  the same with a warmup from (s + 1) / warmup (or from warmup_lr_rate) and the decay
+//                              one step ahead, p = (s - warmup + 1) / (total - warmup)
+//   warmup_stable_decay        warmup (linear, cosine or 1-sqrt) from min_lr_ratio to 1, num_stable_steps at 1,
+//                              num_decay_steps decaying (linear, cosine or 1-sqrt) to min_lr_ratio, then min_lr_ratio
+// where "warmup" is s / max(1, warmup) for s < warmup.
+//
+// DeepSpeed's, built from a DeepSpeed config's "scheduler" section (deepspeed/runtime/lr_schedules.py).
+// DeepSpeed's engine steps them after each applied optimizer step, starting from iteration -1, so
+// step s uses iteration i = s - 1 and the first step the starting rate:
+//   WarmupLR        min_lr + (max_lr - min_lr) * g, g = log(i + 1) / log(W) ("log") or i / W ("linear")
+//                   for i < W, then 1; W = max(2, warmup_num_steps); min_lr at i = -1
+//   WarmupDecayLR   the same, then g = max(0, (total - i) / max(1, total - W))
+//   WarmupCosineLR  lr * r: warmup r = warmup_min_ratio + (1 - warmup_min_ratio) g, then
+//                   r = cos_min_ratio + (1 - cos_min_ratio) (1 + cos(pi min(1, (i - W + 1) / max(1, total - W)))) / 2;
+//                   0 at i = -1
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace ftl::optim {
 
-enum class ScheduleType { kConstant, kConstantWithWarmup, kLinear, kCosine };
-
-// "linear" -> kLinear ...; throws naming --lr_scheduler_type and the choices otherwise.
-ScheduleType parse_schedule_type(const std::string& name);
+// The learning rate of the optimizer step taken after `steps_done` applied steps (a step skipped
+// for an fp16 overflow does not count: neither scheduler advances then).
+using LearningRateSchedule = std::function<double(int64_t steps_done)>;
 
 // TrainingArguments.get_warmup_steps: warmup_steps when > 0 (a value in (0, 1) is a ratio of
 // the total, as transformers 5 reads it), else ceil(total * warmup_ratio).
 int64_t warmup_steps_for(int64_t total_steps, double warmup_steps, double warmup_ratio);
 
-double lr_multiplier(ScheduleType type, int64_t step, int64_t warmup_steps, int64_t total_steps);
+// The Trainer's schedule `type` over `total_steps` optimizer steps, `warmup_steps` of them warming
+// up, from `learning_rate`. `kwargs` is --lr_scheduler_kwargs (a JSON object; numbers may be given
+// as text, as TrainingArguments converts them). Throws kConfig naming --lr_scheduler_type or the
+// --lr_scheduler_kwargs key for an unknown type, an unknown or missing key, or a value out of range.
+LearningRateSchedule trainer_schedule(const std::string& type, const nlohmann::json& kwargs, double learning_rate,
+                                      int64_t warmup_steps, int64_t total_steps);
+
+// A DeepSpeed config's "scheduler" section with every value resolved (config::resolve_deepspeed_scheduler).
+struct DeepSpeedSchedule {
+    enum class Type { kWarmupLR, kWarmupDecayLR, kWarmupCosineLR };
+    Type type = Type::kWarmupLR;
+    double warmup_min_lr = 0.0;   // WarmupLR, WarmupDecayLR
+    double warmup_max_lr = 0.0;   // WarmupLR, WarmupDecayLR
+    double warmup_min_ratio = 0.0;   // WarmupCosineLR
+    double cos_min_ratio = 0.0;      // WarmupCosineLR
+    int64_t warmup_num_steps = 1000;
+    int64_t total_num_steps = 0;     // WarmupDecayLR, WarmupCosineLR
+    bool log_warmup = true;          // warmup_type "log"; false: "linear"
+};
+
+// `learning_rate`: the optimizer's rate (WarmupCosineLR scales it).
+LearningRateSchedule deepspeed_schedule(const DeepSpeedSchedule& schedule, double learning_rate);
 
 }  // namespace ftl::optim

@@ -21,6 +21,45 @@ OptimizerLayout optimizer_layout_for(const config::RunConfig& run, int64_t hidde
     return layout;
 }
 
+OptimizerChoice optimizer_choice_for(const config::RunConfig& run, const config::TrainArgs& args, bool fused) {
+    OptimizerChoice choice;
+    if (!run.uses_deepspeed || !run.deepspeed.optimizer) {
+        choice.options = {args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay, fused};
+        choice.learning_rate = args.learning_rate;
+        return choice;
+    }
+    // resolve_with_train_args filled every "auto"; keys the section left out hold DeepSpeed's defaults.
+    const config::DeepSpeedOptimizerConfig& o = *run.deepspeed.optimizer;
+    choice.options = {o.beta1.value(), o.beta2.value(), o.eps.value(), o.weight_decay.value(), fused};
+    choice.learning_rate = o.lr.value();
+    choice.description = run.deepspeed.source + ": optimizer " + o.type + " (lr " + nlohmann::json(choice.learning_rate).dump() +
+                         ", betas [" + nlohmann::json(choice.options.beta1).dump() + ", " +
+                         nlohmann::json(choice.options.beta2).dump() + "], eps " + nlohmann::json(choice.options.eps).dump() +
+                         ", weight_decay " + nlohmann::json(choice.options.weight_decay).dump() + " on every trainable tensor)";
+    return choice;
+}
+
+optim::LearningRateSchedule learning_rate_schedule_for(const config::RunConfig& run, const config::TrainArgs& args,
+                                                       int64_t total_steps, double learning_rate) {
+    const int64_t warmup = optim::warmup_steps_for(total_steps, args.warmup_steps, args.warmup_ratio);
+    if (!run.uses_deepspeed || !run.deepspeed.scheduler)
+        return optim::trainer_schedule(args.lr_scheduler_type, args.lr_scheduler_kwargs, learning_rate, warmup, total_steps);
+    config::DeepSpeedConfig ds = run.deepspeed;
+    config::resolve_with_steps(ds, total_steps, warmup, learning_rate);
+    const config::DeepSpeedSchedulerConfig& s = *ds.scheduler;
+    using Type = optim::DeepSpeedSchedule::Type;
+    optim::DeepSpeedSchedule schedule;
+    schedule.type = s.type == "WarmupLR" ? Type::kWarmupLR : s.type == "WarmupDecayLR" ? Type::kWarmupDecayLR : Type::kWarmupCosineLR;
+    schedule.warmup_min_lr = s.warmup_min_lr.value();
+    schedule.warmup_max_lr = s.warmup_max_lr.value();
+    schedule.warmup_min_ratio = s.warmup_min_ratio;
+    schedule.cos_min_ratio = s.cos_min_ratio;
+    schedule.warmup_num_steps = s.warmup_num_steps.value();
+    schedule.total_num_steps = s.total_num_steps.value_or(0);
+    schedule.log_warmup = s.log_warmup;
+    return optim::deepspeed_schedule(schedule, learning_rate);
+}
+
 TrainOptimizer::TrainOptimizer(NamedTensors trainable, optim::AdamWOptions options, const OptimizerLayout& layout,
                                const RankContext& rank)
     : trainable_(trainable), rank_(rank) {

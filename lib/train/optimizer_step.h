@@ -16,6 +16,7 @@
 #include "config/run_config.h"
 #include "optim/adamw.h"
 #include "optim/loss_scaler.h"
+#include "optim/schedule.h"
 #include "train/rank_context.h"
 #include "zero/partitioned_adamw.h"
 
@@ -34,6 +35,22 @@ struct OptimizerLayout {
 // reduce_bucket_size ("auto": hidden_size^2, as HF resolves it) and overlap_comm (DeepSpeed's
 // default: on for stage 3 only). `partitioned` is left to the caller.
 OptimizerLayout optimizer_layout_for(const config::RunConfig& run, int64_t hidden_size);
+
+// The optimizer a run steps with: the DeepSpeed config's "optimizer" section when it has one (the
+// HF Trainer lets DeepSpeed build it then; its lr is the schedule's base), else the flags' AdamW
+// (--learning_rate, --adam_beta1/2, --adam_epsilon, --weight_decay; `fused` for adamw_torch_fused).
+struct OptimizerChoice {
+    optim::AdamWOptions options;
+    double learning_rate = 0.0;
+    std::string description;  // for the log: which source and the values
+};
+OptimizerChoice optimizer_choice_for(const config::RunConfig& run, const config::TrainArgs& args, bool fused);
+
+// The learning-rate schedule over `total_steps` optimizer steps from `learning_rate`: the DeepSpeed
+// config's "scheduler" section when it has one (its "auto" step counts filled, checked against the
+// run's), else --lr_scheduler_type with --lr_scheduler_kwargs and the flags' warmup.
+optim::LearningRateSchedule learning_rate_schedule_for(const config::RunConfig& run, const config::TrainArgs& args,
+                                                       int64_t total_steps, double learning_rate);
 
 class TrainOptimizer {
 public:

@@ -190,6 +190,15 @@ int run_seq2seq_example(const config::RunConfig& run, const RankContext& rank, c
     if (run.mixed_precision != config::MixedPrecision::kNo)
         fail(ErrorKind::kConfig, "mixed_precision " + config::to_string(run.mixed_precision) +
                                      ": the seq2seq example runs in fp32 in this build (its config says mixed_precision: 'no')");
+    // The script builds its own AdamW and schedule, which accelerate refuses next to the config's.
+    if (run.uses_deepspeed && run.deepspeed.optimizer)
+        fail(ErrorKind::kConfig, run.deepspeed.source + ": optimizer: You cannot specify an optimizer in the config file and in "
+                                 "the code at the same time (the seq2seq example creates torch.optim.AdamW). Please remove "
+                                 "the optimizer from the config file.");
+    if (run.uses_deepspeed && run.deepspeed.scheduler)
+        fail(ErrorKind::kConfig, run.deepspeed.source + ": scheduler: You cannot specify a scheduler in the config file and in "
+                                 "the code at the same time (the seq2seq example creates a linear schedule). Please remove "
+                                 "the scheduler from the config file.");
     // ZeRO-3: BART's frozen weights partitioned (each rank reads only its slices from the files),
     // optionally offloaded to host memory or NVMe (offload_param).
     const bool partition_weights = zero_stage == 3;
@@ -289,8 +298,7 @@ int run_seq2seq_example(const config::RunConfig& run, const RankContext& rank, c
     const int64_t steps_per_epoch = (micro_per_epoch + accumulation - 1) / accumulation;
     const auto epochs = static_cast<int64_t>(std::ceil(args.num_train_epochs));
     const int64_t total_steps = steps_per_epoch * epochs;
-    const auto schedule = optim::parse_schedule_type(args.lr_scheduler_type);
-    const int64_t warmup = optim::warmup_steps_for(total_steps, args.warmup_steps, args.warmup_ratio);
+    const optim::LearningRateSchedule schedule = learning_rate_schedule_for(run, args, total_steps, args.learning_rate);
     const double clip = run.uses_deepspeed && run.deepspeed.gradient_clipping ? *run.deepspeed.gradient_clipping : args.max_grad_norm;
     model::ForwardOptions forward;
     forward.training = true;
@@ -334,7 +342,7 @@ int run_seq2seq_example(const config::RunConfig& run, const RankContext& rank, c
             total_loss += loss.detach().to(at::kDouble);
             if ((micro + 1) % accumulation == 0 || micro + 1 == micro_per_epoch) {
                 beat(at + "optimizer step (reduces gradients)");
-                const double lr = args.learning_rate * optim::lr_multiplier(schedule, optimizer.steps(), warmup, total_steps);
+                const double lr = schedule(optimizer.steps());
                 optimizer.step(lr, clip, nullptr);
                 optimizer.zero_grad();
             }

@@ -144,6 +144,9 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     if (args.use_8bit_quantization)
         fail(ErrorKind::kConfig, "--use_8bit_quantization True: 8-bit (LLM.int8) base weights are not in this build; "
                                  "--use_4bit_quantization True (QLoRA) is");
+    // The schedule's parameters, checked before anything loads (the run's length is not known yet).
+    if (!(run.uses_deepspeed && run.deepspeed.scheduler))
+        learning_rate_schedule_for(run, args, 1, optimizer_choice_for(run, args, false).learning_rate);
     // ---- inputs: folders, tokenizer (as train.py sets it up), data ----
     const JobInputs inputs = resolve_job_inputs(args);
     const int32_t pad_id = inputs.tokenizer.pad_id().value_or(0);
@@ -331,8 +334,6 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     const int64_t total_steps = args.max_steps > 0
                                     ? args.max_steps
                                     : static_cast<int64_t>(std::ceil(args.num_train_epochs * static_cast<double>(steps_per_epoch)));
-    const auto schedule = optim::parse_schedule_type(args.lr_scheduler_type);
-    const int64_t warmup = optim::warmup_steps_for(total_steps, args.warmup_steps, args.warmup_ratio);
     const int64_t logging_every = interval(args.logging_steps, total_steps);
     const int64_t eval_every = interval(args.eval_steps.value_or(args.logging_steps), total_steps);
     const int64_t save_every = interval(args.save_steps, total_steps);
@@ -340,9 +341,9 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     layout.partitioned = partitioned_trainable;
     // --optim adamw_torch_fused (the Trainer's default) runs torch's fused kernel where ZeRO does not
     // take the optimizer over (DeepSpeed brings its own).
-    const bool fused_adamw = args.optim == "adamw_torch_fused";
-    TrainOptimizer optimizer(trainable, {args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay, fused_adamw}, layout,
-                             rank);
+    const OptimizerChoice choice = optimizer_choice_for(run, args, args.optim == "adamw_torch_fused");
+    if (main_rank && !choice.description.empty()) log.info(choice.description);
+    TrainOptimizer optimizer(trainable, choice.options, layout, rank);
     if (main_rank && !optimizer.reduction().empty()) log.info("ZeRO stage " + std::to_string(zero_stage) + ": " + optimizer.reduction());
     if (optimizer_offload)
         log.info("offload_optimizer: this rank's optimizer state is in " + optimizer.placement() + "; AdamW steps on the CPU (" +
@@ -351,7 +352,8 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     if (args.fp16) scaler.emplace(loss_scaling(run), device);
     // The schedule advances with the optimizer: a step skipped for inf/NaN gradients (fp16) does
     // not move it, as HF Trainer does not step its scheduler then.
-    auto learning_rate = [&] { return args.learning_rate * optim::lr_multiplier(schedule, optimizer.steps(), warmup, total_steps); };
+    const optim::LearningRateSchedule schedule = learning_rate_schedule_for(run, args, total_steps, choice.learning_rate);
+    auto learning_rate = [&] { return schedule(optimizer.steps()); };
     model::ForwardOptions forward;
     forward.training = true;
     forward.generator = dropout_generator(device, static_cast<uint64_t>(args.seed) + 1);

@@ -30,9 +30,14 @@ TEST_CASE("a DeepSpeed JSON with auto values is filled from the training flags",
     CHECK(ds.train_batch_size == std::optional<long long>(64));  // 4 ranks x 2 x 8
     CHECK(ds.gradient_clipping == std::optional<double>(0.5));
     CHECK(ds.bf16_enabled == std::optional<bool>(true));
-    CHECK(ds.optimizer["params"]["lr"] == 3e-4);
-    CHECK(ds.optimizer["params"]["betas"] == nlohmann::json::array({0.9, 0.999}));
-    CHECK(ds.optimizer["params"]["weight_decay"] == 0.01);
+    REQUIRE(ds.optimizer);
+    CHECK(ds.optimizer->lr == std::optional<double>(3e-4));
+    CHECK(ds.optimizer->beta1 == std::optional<double>(0.9));
+    CHECK(ds.optimizer->beta2 == std::optional<double>(0.999));
+    CHECK(ds.optimizer->eps == std::optional<double>(1e-8));
+    CHECK(ds.optimizer->weight_decay == std::optional<double>(0.01));
+    CHECK(ds.to_json()["optimizer"] == nlohmann::json::parse(
+              R"({"type": "AdamW", "params": {"lr": 3e-4, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01}})"));
     CHECK(ds.zero_optimization.reduce_bucket_size == std::optional<long long>(4096LL * 4096));
     CHECK(ds.zero_optimization.stage3_prefetch_bucket_size == std::optional<long long>(15099494));  // int(0.9 h^2)
     CHECK(ds.zero_optimization.stage3_param_persistence_threshold == std::optional<long long>(40960));
@@ -115,4 +120,68 @@ TEST_CASE("offload tuning keys ftlaunch does not apply are named in a warning", 
     CHECK_THAT(built.warnings[2], Catch::Matchers::StartsWith("zero_optimization.offload_param.buffer_size"));
     CHECK(built.config.zero_optimization.offload_param.max_in_cpu == 1000000000);
     CHECK(built.config.zero_optimization.offload_param.buffer_size == 100000000);
+}
+
+TEST_CASE("the optimizer and scheduler sections: DeepSpeed's defaults, the flags' autos, the steps", "[config][deepspeed]") {
+    auto ds = parse_deepspeed_json(R"({"zero_optimization": {"stage": 2},
+        "optimizer": {"type": "Adam", "params": {"lr": "auto", "weight_decay": 0.1, "torch_adam": true}},
+        "scheduler": {"type": "WarmupDecayLR", "params": {"warmup_min_lr": "auto", "warmup_max_lr": "auto",
+                      "warmup_num_steps": "auto", "total_num_steps": "auto", "warmup_type": "linear"}}})",
+                                   "ds.json").config;
+    TrainArgs args;
+    args.learning_rate = 3e-4;
+    args.weight_decay = 0.1;
+    args.adam_beta1 = 0.8;  // the section names no betas: DeepSpeed's (0.9, 0.999) stay
+    resolve_with_train_args(ds, args, 1);
+    REQUIRE(ds.optimizer);
+    CHECK(ds.optimizer->lr == std::optional<double>(3e-4));
+    CHECK(ds.optimizer->beta1 == std::optional<double>(0.9));
+    CHECK(ds.optimizer->weight_decay == std::optional<double>(0.1));
+    REQUIRE(ds.scheduler);
+    CHECK(ds.scheduler->warmup_min_lr == std::optional<double>(0.0));
+    CHECK(ds.scheduler->warmup_max_lr == std::optional<double>(3e-4));
+    CHECK_FALSE(ds.scheduler->log_warmup);
+    DeepSpeedConfig steps = ds;
+    resolve_with_steps(steps, 120, 0, 3e-4);
+    CHECK(steps.scheduler->total_num_steps == std::optional<long long>(120));
+    CHECK(steps.scheduler->warmup_num_steps == std::optional<long long>(1));  // HF fills at least 1
+    CHECK(steps.to_json()["scheduler"]["params"]["total_num_steps"] == 120);
+
+    auto fixed = parse_deepspeed_json(R"({"zero_optimization": {"stage": 1},
+        "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "betas": [0.9, 0.95]}},
+        "scheduler": {"type": "WarmupLR", "params": {"warmup_num_steps": 10, "warmup_max_lr": 5e-4}}})",
+                                      "fixed.json").config;
+    FTL_REQUIRE_ERROR(resolve_with_train_args(fixed, args, 1), ErrorKind::kConfig, "fixed.json",
+                      "- ds optimizer.params.lr=0.001 vs hf learning_rate=0.0003",
+                      "- ds optimizer.params.betas=[0.9,0.95] vs hf adam_beta1+adam_beta2=[0.8,0.999]",
+                      "- ds scheduler.params.warmup_max_lr=0.0005 vs hf learning_rate=0.0003");
+    auto warmup = parse_deepspeed_json(R"({"zero_optimization": {"stage": 1},
+        "scheduler": {"type": "WarmupCosineLR", "params": {"warmup_num_steps": 10, "total_num_steps": 100}}})",
+                                       "w.json").config;
+    FTL_REQUIRE_ERROR(resolve_with_steps(warmup, 50, 10, 1e-3), ErrorKind::kConfig, "w.json",
+                      "- ds scheduler.params.total_num_steps=100 vs hf num_training_steps (calculated)=50");
+}
+
+TEST_CASE("optimizer and scheduler sections ftlaunch does not build are errors naming the key", "[config][deepspeed][errors]") {
+    auto parse = [](const std::string& sections) {
+        return parse_deepspeed_json(R"({"zero_optimization": {"stage": 2}, )" + sections + "}", "s.json");
+    };
+    FTL_REQUIRE_ERROR(parse(R"("optimizer": {"type": "Lamb"})"), ErrorKind::kConfig, "s.json", "optimizer.type", "Lamb",
+                      "AdamW");
+    FTL_REQUIRE_ERROR(parse(R"("optimizer": {"type": "Adam", "params": {"adam_w_mode": false}})"), ErrorKind::kConfig,
+                      "optimizer.params.adam_w_mode", "L2");
+    FTL_REQUIRE_ERROR(parse(R"("optimizer": {"type": "AdamW", "params": {"max_grad_norm": 1.0}})"), ErrorKind::kConfig,
+                      "optimizer.params.max_grad_norm", "gradient_clipping");
+    FTL_REQUIRE_ERROR(parse(R"("optimizer": {"type": "AdamW", "params": {"betas": [0.9]}})"), ErrorKind::kConfig,
+                      "optimizer.params.betas", "[beta1, beta2]");
+    FTL_REQUIRE_ERROR(parse(R"("scheduler": {"type": "OneCycle", "params": {}})"), ErrorKind::kConfig, "scheduler.type",
+                      "OneCycle", "WarmupCosineLR");
+    FTL_REQUIRE_ERROR(parse(R"("scheduler": {"type": "WarmupLR", "params": {"total_num_steps": 10}})"), ErrorKind::kConfig,
+                      "scheduler.params.total_num_steps", "not a parameter of DeepSpeed's WarmupLR");
+    FTL_REQUIRE_ERROR(parse(R"("scheduler": {"type": "WarmupDecayLR", "params": {"warmup_num_steps": 5}})"),
+                      ErrorKind::kConfig, "scheduler.params.total_num_steps", "missing");
+    FTL_REQUIRE_ERROR(parse(R"("scheduler": {"type": "WarmupLR", "params": {"warmup_num_steps": 0}})"), ErrorKind::kConfig,
+                      "scheduler.params.warmup_num_steps", "at least 1");
+    FTL_REQUIRE_ERROR(parse(R"("scheduler": {"type": "WarmupLR", "params": {"warmup_type": "cubic"}})"), ErrorKind::kConfig,
+                      "scheduler.params.warmup_type", "log or linear");
 }

@@ -23,21 +23,40 @@
 
 using namespace ftl;
 
-TEST_CASE("schedules follow transformers' lr_lambda formulas", "[train]") {
-    using optim::ScheduleType;
-    CHECK(optim::lr_multiplier(ScheduleType::kLinear, 0, 2, 10) == 0.0);
-    CHECK(optim::lr_multiplier(ScheduleType::kLinear, 1, 2, 10) == 0.5);
-    CHECK(optim::lr_multiplier(ScheduleType::kLinear, 2, 2, 10) == 1.0);
-    CHECK(optim::lr_multiplier(ScheduleType::kLinear, 6, 2, 10) == 0.5);
-    CHECK(optim::lr_multiplier(ScheduleType::kCosine, 6, 2, 10) == Approx(0.5));
-    CHECK(optim::lr_multiplier(ScheduleType::kCosine, 10, 2, 10) == Approx(0.0).margin(1e-12));
-    CHECK(optim::lr_multiplier(ScheduleType::kConstantWithWarmup, 1, 4, 10) == 0.25);
-    CHECK(optim::lr_multiplier(ScheduleType::kConstant, 0, 4, 10) == 1.0);
+// The rates themselves are checked against transformers and DeepSpeed in tests/parity/test_schedules.py.
+TEST_CASE("schedules: the warmup rule, landmarks and the errors naming the flag and key", "[train]") {
+    using nlohmann::json;
+    auto linear = optim::trainer_schedule("linear", json::object(), 1.0, 2, 10);
+    CHECK(linear(0) == 0.0);
+    CHECK(linear(1) == 0.5);
+    CHECK(linear(6) == 0.5);
+    auto restarts = optim::trainer_schedule("cosine_with_restarts", json{{"num_cycles", "2"}}, 1.0, 0, 10);
+    CHECK(restarts(5) == Approx(1.0));  // the second cycle starts afresh
+    auto floor = optim::trainer_schedule("cosine_with_min_lr", json{{"min_lr", 0.25}}, 2.0, 0, 10);
+    CHECK(floor(10) == Approx(0.25));
     CHECK(optim::warmup_steps_for(20, 0, 0.1) == 2);
     CHECK(optim::warmup_steps_for(25, 0, 0.1) == 3);  // ceil
     CHECK(optim::warmup_steps_for(25, 5, 0.1) == 5);
-    FTL_REQUIRE_ERROR(optim::parse_schedule_type("polynomial_decay"), ErrorKind::kConfig, "--lr_scheduler_type",
-                      "cosine");
+    optim::DeepSpeedSchedule ds;
+    ds.warmup_min_lr = 0.1;
+    ds.warmup_max_lr = 1.0;
+    ds.warmup_num_steps = 4;
+    auto warmup = optim::deepspeed_schedule(ds, 1.0);
+    CHECK(warmup(0) == 0.1);  // DeepSpeed's first step: the starting rate
+    CHECK(warmup(1) == 0.1);  // iteration 0: log(1) = 0
+    CHECK(warmup(5) == 1.0);
+    FTL_REQUIRE_ERROR(optim::trainer_schedule("polynomial_decay", json::object(), 1.0, 0, 10), ErrorKind::kConfig,
+                      "--lr_scheduler_type", "polynomial_decay", "cosine_with_min_lr");
+    FTL_REQUIRE_ERROR(optim::trainer_schedule("cosine", json{{"num_cycle", 1}}, 1.0, 0, 10), ErrorKind::kConfig,
+                      "--lr_scheduler_kwargs", "num_cycle", "num_cycles");
+    FTL_REQUIRE_ERROR(optim::trainer_schedule("cosine_with_min_lr", json::object(), 1.0, 0, 10), ErrorKind::kConfig,
+                      "--lr_scheduler_kwargs", "min_lr_rate");
+    FTL_REQUIRE_ERROR(optim::trainer_schedule("polynomial", json{{"lr_end", 2.0}}, 1.0, 0, 10), ErrorKind::kConfig,
+                      "lr_end", "smaller than --learning_rate");
+    FTL_REQUIRE_ERROR(optim::trainer_schedule("warmup_stable_decay", json::object(), 1.0, 0, 10), ErrorKind::kConfig,
+                      "num_decay_steps");
+    FTL_REQUIRE_ERROR(optim::trainer_schedule("cosine", json{{"num_cycles", "many"}}, 1.0, 0, 10), ErrorKind::kConfig,
+                      "num_cycles", "must be a number", "many");
 }
 
 TEST_CASE("packing wraps documents into rows, each document on its own positions", "[train]") {
