@@ -2,11 +2,13 @@
 
 #include <ATen/core/grad_mode.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "train/batches.h"
 #include "train/offload.h"
 #include "util/error.h"
+#include "util/strings.h"
 
 namespace ftl::train {
 
@@ -37,6 +39,23 @@ OptimizerChoice optimizer_choice_for(const config::RunConfig& run, const config:
                          nlohmann::json(choice.options.beta2).dump() + "], eps " + nlohmann::json(choice.options.eps).dump() +
                          ", weight_decay " + nlohmann::json(choice.options.weight_decay).dump() + " on every trainable tensor)";
     return choice;
+}
+
+std::string weight_decay_deviation(const config::RunConfig& run, const config::TrainArgs& args,
+                                   const std::vector<std::pair<std::string, at::Tensor>>& trained) {
+    if (args.weight_decay <= 0 || (run.uses_deepspeed && run.deepspeed.optimizer)) return "";
+    auto exempt = [](std::string name) {
+        name = to_lower(name);
+        auto has = [&](const std::string& part) { return name.find(part) != std::string::npos; };
+        return has("bias") || has("layernorm") || has("rmsnorm") || starts_with(name, "norm.") || has(".norm.") ||
+               ends_with(name, ".norm") || name == "norm" || has("_norm.") || ends_with(name, "_norm");
+    };
+    const auto count = std::count_if(trained.begin(), trained.end(), [&](const auto& named) { return exempt(named.first); });
+    if (count == 0) return "";
+    return "--weight_decay " + nlohmann::json(args.weight_decay).dump() + " applies to all " + std::to_string(trained.size()) +
+           " trained tensors, the " + std::to_string(count) + " norm weights and biases among them; the HF Trainer exempts "
+           "those (its optimizer's second parameter group), so full fine-tuning's curve drifts from its by the decay of "
+           "those tensors (--weight_decay 0 matches it exactly)";
 }
 
 optim::LearningRateSchedule learning_rate_schedule_for(const config::RunConfig& run, const config::TrainArgs& args,

@@ -46,6 +46,14 @@ struct OptimizerChoice {
 };
 OptimizerChoice optimizer_choice_for(const config::RunConfig& run, const config::TrainArgs& args, bool fused);
 
+// The HF Trainer's optimizer exempts biases and norm weights from weight decay (Trainer.
+// get_decay_parameter_names: names matching bias, layernorm, rmsnorm, norm, _norm); ftlaunch's
+// optimizers take one weight decay for every trained tensor. Returns a warning naming how many of
+// `trained` the Trainer would exempt when that changes the numbers (--weight_decay > 0 with the
+// Trainer's optimizer), else "".
+std::string weight_decay_deviation(const config::RunConfig& run, const config::TrainArgs& args,
+                                   const std::vector<std::pair<std::string, at::Tensor>>& trained);
+
 // The learning-rate schedule over `total_steps` optimizer steps from `learning_rate`: the DeepSpeed
 // config's "scheduler" section when it has one (its "auto" step counts filled, checked against the
 // run's), else --lr_scheduler_type with --lr_scheduler_kwargs and the flags' warmup.

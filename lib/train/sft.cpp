@@ -216,6 +216,8 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         trainable = peft::adapter_parameters(lm);
     } else {
         trainable = lm.named_weights();
+        if (main_rank)
+            if (const std::string deviation = weight_decay_deviation(run, args, trainable); !deviation.empty()) log.warn(deviation);
     }
     for (auto& [name, t] : trainable) t.requires_grad_(true);
     int64_t trainable_count = 0;
