@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,6 +25,27 @@ struct AdamWOptions {
     bool fused = false;
 };
 
+// The same options with weight_decay 0 (the HF Trainer's second parameter group).
+AdamWOptions without_decay(AdamWOptions options);
+
+// The HF Trainer's rule for its second parameter group (Trainer.get_decay_parameter_names): a
+// parameter whose lower-cased name matches bias, layernorm, rmsnorm, (^|.)norm($|.) or
+// _norm($|.) gets no weight decay. LoRA's adapters never match; a full fine-tune's norms do.
+bool exempt_from_weight_decay(const std::string& name);
+
+// Where weight decay applies in a flat vector of trained elements (a ZeRO slice): everywhere but
+// the `exempt` ranges [begin, end) (sorted, disjoint).
+class DecayMask {
+public:
+    DecayMask() = default;
+    explicit DecayMask(std::vector<std::pair<int64_t, int64_t>> exempt) : exempt_(std::move(exempt)) {}
+    // fn(begin, end, decays) over consecutive runs covering [begin, end), in order.
+    void for_each_run(int64_t begin, int64_t end, const std::function<void(int64_t, int64_t, bool)>& fn) const;
+
+private:
+    std::vector<std::pair<int64_t, int64_t>> exempt_;
+};
+
 // One AdamW update of `param` in place with gradient `grad` and moments `exp_avg`,
 // `exp_avg_sq` (updated in place), at 1-based step `step` (for the bias corrections).
 void adamw_update(at::Tensor& param, const at::Tensor& grad, at::Tensor& exp_avg, at::Tensor& exp_avg_sq,
@@ -37,8 +59,9 @@ void fused_adamw_update(const std::vector<at::Tensor>& params, const std::vector
 
 class AdamW {
 public:
-    // `params`: (name, fp32 tensor with .grad()) pairs; names key the saved state.
-    AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions options);
+    // `params`: (name, fp32 tensor with .grad()) pairs; names key the saved state. With
+    // `trainer_groups`, the parameters exempt_from_weight_decay names step with weight_decay 0.
+    AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions options, bool trainer_groups = false);
 
     // One update with learning rate `lr` on every parameter that has a gradient.
     void step(double lr);
@@ -54,6 +77,7 @@ private:
     std::vector<std::pair<std::string, at::Tensor>> params_;
     std::vector<at::Tensor> exp_avg_, exp_avg_sq_;
     std::vector<at::Tensor> step_counts_;  // fused: each tensor's step, fp32 on its device (as torch keeps it)
+    std::vector<bool> decays_;             // per parameter: weight decay applies
     AdamWOptions options_;
     int64_t step_ = 0;
 };

@@ -2,13 +2,11 @@
 
 #include <ATen/core/grad_mode.h>
 
-#include <algorithm>
 #include <cmath>
 
 #include "train/batches.h"
 #include "train/offload.h"
 #include "util/error.h"
-#include "util/strings.h"
 
 namespace ftl::train {
 
@@ -33,29 +31,13 @@ OptimizerChoice optimizer_choice_for(const config::RunConfig& run, const config:
     // resolve_with_train_args filled every "auto"; keys the section left out hold DeepSpeed's defaults.
     const config::DeepSpeedOptimizerConfig& o = *run.deepspeed.optimizer;
     choice.options = {o.beta1.value(), o.beta2.value(), o.eps.value(), o.weight_decay.value(), fused};
+    choice.trainer_groups = false;
     choice.learning_rate = o.lr.value();
     choice.description = run.deepspeed.source + ": optimizer " + o.type + " (lr " + nlohmann::json(choice.learning_rate).dump() +
                          ", betas [" + nlohmann::json(choice.options.beta1).dump() + ", " +
                          nlohmann::json(choice.options.beta2).dump() + "], eps " + nlohmann::json(choice.options.eps).dump() +
                          ", weight_decay " + nlohmann::json(choice.options.weight_decay).dump() + " on every trainable tensor)";
     return choice;
-}
-
-std::string weight_decay_deviation(const config::RunConfig& run, const config::TrainArgs& args,
-                                   const std::vector<std::pair<std::string, at::Tensor>>& trained) {
-    if (args.weight_decay <= 0 || (run.uses_deepspeed && run.deepspeed.optimizer)) return "";
-    auto exempt = [](std::string name) {
-        name = to_lower(name);
-        auto has = [&](const std::string& part) { return name.find(part) != std::string::npos; };
-        return has("bias") || has("layernorm") || has("rmsnorm") || starts_with(name, "norm.") || has(".norm.") ||
-               ends_with(name, ".norm") || name == "norm" || has("_norm.") || ends_with(name, "_norm");
-    };
-    const auto count = std::count_if(trained.begin(), trained.end(), [&](const auto& named) { return exempt(named.first); });
-    if (count == 0) return "";
-    return "--weight_decay " + nlohmann::json(args.weight_decay).dump() + " applies to all " + std::to_string(trained.size()) +
-           " trained tensors, the " + std::to_string(count) + " norm weights and biases among them; the HF Trainer exempts "
-           "those (its optimizer's second parameter group), so full fine-tuning's curve drifts from its by the decay of "
-           "those tensors (--weight_decay 0 matches it exactly)";
 }
 
 optim::LearningRateSchedule learning_rate_schedule_for(const config::RunConfig& run, const config::TrainArgs& args,
@@ -79,13 +61,13 @@ optim::LearningRateSchedule learning_rate_schedule_for(const config::RunConfig& 
     return optim::deepspeed_schedule(schedule, learning_rate);
 }
 
-TrainOptimizer::TrainOptimizer(NamedTensors trainable, optim::AdamWOptions options, const OptimizerLayout& layout,
-                               const RankContext& rank)
+TrainOptimizer::TrainOptimizer(NamedTensors trainable, optim::AdamWOptions options, bool trainer_groups,
+                               const OptimizerLayout& layout, const RankContext& rank)
     : trainable_(trainable), rank_(rank) {
     if (layout.offload && layout.zero_stage == 0)
         fail(ErrorKind::kInternal, "TrainOptimizer: optimizer offload needs ZeRO stage 1, 2 or 3");
     if (layout.zero_stage == 0) {
-        replicated_.emplace(std::move(trainable), options);
+        replicated_.emplace(std::move(trainable), options, trainer_groups);
         return;
     }
     zero::Sharding* sharding = layout.partitioned;
@@ -94,7 +76,7 @@ TrainOptimizer::TrainOptimizer(NamedTensors trainable, optim::AdamWOptions optio
                                                              layout.reduce_bucket_elements, layout.overlap_comm);
         sharding = bucketed_.get();
     }
-    partitioned_.emplace(*sharding, options, rank.comm, rank.rank, layout.offload);
+    partitioned_.emplace(*sharding, options, rank.comm, rank.rank, layout.offload, trainer_groups);
 }
 
 namespace {

@@ -38,21 +38,16 @@ OptimizerLayout optimizer_layout_for(const config::RunConfig& run, int64_t hidde
 
 // The optimizer a run steps with: the DeepSpeed config's "optimizer" section when it has one (the
 // HF Trainer lets DeepSpeed build it then; its lr is the schedule's base), else the flags' AdamW
-// (--learning_rate, --adam_beta1/2, --adam_epsilon, --weight_decay; `fused` for adamw_torch_fused).
+// (--learning_rate, --adam_beta1/2, --adam_epsilon, --weight_decay; `fused` for adamw_torch_fused)
+// with the Trainer's two parameter groups: norm weights and biases without weight decay
+// (optim::exempt_from_weight_decay); DeepSpeed's optimizer is one group, decay on everything.
 struct OptimizerChoice {
     optim::AdamWOptions options;
+    bool trainer_groups = true;
     double learning_rate = 0.0;
     std::string description;  // for the log: which source and the values
 };
 OptimizerChoice optimizer_choice_for(const config::RunConfig& run, const config::TrainArgs& args, bool fused);
-
-// The HF Trainer's optimizer exempts biases and norm weights from weight decay (Trainer.
-// get_decay_parameter_names: names matching bias, layernorm, rmsnorm, norm, _norm); ftlaunch's
-// optimizers take one weight decay for every trained tensor. Returns a warning naming how many of
-// `trained` the Trainer would exempt when that changes the numbers (--weight_decay > 0 with the
-// Trainer's optimizer), else "".
-std::string weight_decay_deviation(const config::RunConfig& run, const config::TrainArgs& args,
-                                   const std::vector<std::pair<std::string, at::Tensor>>& trained);
 
 // The learning-rate schedule over `total_steps` optimizer steps from `learning_rate`: the DeepSpeed
 // config's "scheduler" section when it has one (its "auto" step counts filled, checked against the
@@ -65,8 +60,8 @@ public:
     using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
     // `trainable`: the tensors AdamW updates, whole on every rank (empty when
-    // `layout.partitioned` holds them).
-    TrainOptimizer(NamedTensors trainable, optim::AdamWOptions options, const OptimizerLayout& layout,
+    // `layout.partitioned` holds them). `trainer_groups`: as OptimizerChoice says.
+    TrainOptimizer(NamedTensors trainable, optim::AdamWOptions options, bool trainer_groups, const OptimizerLayout& layout,
                    const RankContext& rank);
     // Call before the step's last backward, on every rank: with overlap_comm the gradient buckets
     // are reduced as backward finishes them.

@@ -216,8 +216,6 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         trainable = peft::adapter_parameters(lm);
     } else {
         trainable = lm.named_weights();
-        if (main_rank)
-            if (const std::string deviation = weight_decay_deviation(run, args, trainable); !deviation.empty()) log.warn(deviation);
     }
     for (auto& [name, t] : trainable) t.requires_grad_(true);
     int64_t trainable_count = 0;
@@ -345,7 +343,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     // take the optimizer over (DeepSpeed brings its own).
     const OptimizerChoice choice = optimizer_choice_for(run, args, args.optim == "adamw_torch_fused");
     if (main_rank && !choice.description.empty()) log.info(choice.description);
-    TrainOptimizer optimizer(trainable, choice.options, layout, rank);
+    TrainOptimizer optimizer(trainable, choice.options, choice.trainer_groups, layout, rank);
     if (main_rank && !optimizer.reduction().empty()) log.info("ZeRO stage " + std::to_string(zero_stage) + ": " + optimizer.reduction());
     if (optimizer_offload)
         log.info("offload_optimizer: this rank's optimizer state is in " + optimizer.placement() + "; AdamW steps on the CPU (" +

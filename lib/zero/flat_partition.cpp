@@ -27,6 +27,18 @@ at::Tensor FlatPartition::flatten(const std::vector<at::Tensor>& tensors, const 
     return flat;
 }
 
+std::vector<std::pair<int64_t, int64_t>> FlatPartition::shard_ranges(const std::vector<bool>& selected) const {
+    std::vector<std::pair<int64_t, int64_t>> ranges;
+    const int64_t begin = shard_begin(), end = begin + shard();
+    for (size_t i = 0; i < numels_.size() && i < selected.size(); ++i) {
+        const int64_t first = std::max(begin, offsets_[i]), last = std::min(end, offsets_[i] + numels_[i]);
+        if (!selected[i] || first >= last) continue;
+        if (!ranges.empty() && ranges.back().second == first - begin) ranges.back().second = last - begin;
+        else ranges.emplace_back(first - begin, last - begin);
+    }
+    return ranges;
+}
+
 at::Tensor FlatPartition::local_of(const std::vector<at::Tensor>& tensors, const at::TensorOptions& options) const {
     if (tensors.size() != numels_.size())
         fail(ErrorKind::kInternal, "FlatPartition::local_of: " + std::to_string(tensors.size()) + " tensors for a layout of " +

@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace ftl::zero {
@@ -29,6 +30,9 @@ public:
     // [shard] in `options`: this rank's slice of the tensors flattened (undefined = zeros), reading
     // only the elements that fall in it (of mapped files, only those pages).
     at::Tensor local_of(const std::vector<at::Tensor>& tensors, const at::TensorOptions& options) const;
+    // Ranges [begin, end) of this rank's [shard], in order, holding elements of the tensors whose
+    // `selected` entry is true.
+    std::vector<std::pair<int64_t, int64_t>> shard_ranges(const std::vector<bool>& selected) const;
     // Copies tensor i's elements out of a [padded] vector into `into` (any dtype/device).
     void unflatten_into(const at::Tensor& flat, size_t i, at::Tensor& into) const;
 

@@ -115,11 +115,28 @@ void OffloadedAdamWState::write_group(size_t index, const io::AlignedBuffer& fro
     if (wait) swap_->write(from.data(), bytes, group.offset);
 }
 
+namespace {
+
+// The CPU update of the shard's elements [first, first + n) held in `master` etc. [n], split where
+// `decay` exempts elements from weight decay.
+void update_with_decay(at::Tensor& master, const at::Tensor& grad, at::Tensor& exp_avg, at::Tensor& exp_avg_sq, int64_t first,
+                       int64_t step, double lr, const optim::AdamWOptions& options, const optim::DecayMask& decay) {
+    decay.for_each_run(first, first + master.numel(), [&](int64_t begin, int64_t end, bool decays) {
+        const int64_t offset = begin - first, n = end - begin;
+        at::Tensor param = master.narrow(0, offset, n), avg = exp_avg.narrow(0, offset, n);
+        at::Tensor avg_sq = exp_avg_sq.narrow(0, offset, n);
+        optim::cpu_adamw_update(param, grad.narrow(0, offset, n), avg, avg_sq, step, lr,
+                                decays ? options : optim::without_decay(options));
+    });
+}
+
+}  // namespace
+
 void OffloadedAdamWState::step(const at::Tensor& grad, at::Tensor& updated, int64_t step, double lr,
-                               const optim::AdamWOptions& options) {
+                               const optim::AdamWOptions& options, const optim::DecayMask& decay) {
     at::NoGradGuard no_grad;
     if (!swap_) {
-        step_in_host_memory(grad, updated, step, lr, options);
+        step_in_host_memory(grad, updated, step, lr, options, decay);
         return;
     }
     // Two buffers: while sub-group i is updated in one, i+1 is read into the other once the
@@ -139,7 +156,7 @@ void OffloadedAdamWState::step(const at::Tensor& grad, at::Tensor& updated, int6
         at::Tensor master = floats_at(base, group.size), exp_avg = floats_at(base + section, group.size);
         at::Tensor exp_avg_sq = floats_at(base + 2 * section, group.size);
         const at::Tensor g = grad.narrow(0, group.begin, group.size).to(at::kCPU, at::kFloat).contiguous();
-        optim::cpu_adamw_update(master, g, exp_avg, exp_avg_sq, step, lr, options);
+        update_with_decay(master, g, exp_avg, exp_avg_sq, group.begin, step, lr, options, decay);
         updated.narrow(0, group.begin, group.size).copy_(master);
         write_group(i, current, false);
         if (writing.valid()) writing.get();
@@ -153,7 +170,7 @@ void OffloadedAdamWState::step(const at::Tensor& grad, at::Tensor& updated, int6
 }
 
 void OffloadedAdamWState::step_in_host_memory(const at::Tensor& grad, at::Tensor& updated, int64_t step, double lr,
-                                              const optim::AdamWOptions& options) {
+                                              const optim::AdamWOptions& options, const optim::DecayMask& decay) {
     const int64_t chunks = (numel_ + chunk_ - 1) / chunk_;
     auto range = [&](int64_t k) { return std::pair<int64_t, int64_t>{k * chunk_, std::min(chunk_, numel_ - k * chunk_)}; };
     // Chunk k's gradient into staging buffer k % 2, after the device's work that produced it.
@@ -172,7 +189,7 @@ void OffloadedAdamWState::step_in_host_memory(const at::Tensor& grad, at::Tensor
         const auto [begin, size] = range(k);
         at::Tensor master = host_[kMaster].narrow(0, begin, size), exp_avg = host_[kExpAvg].narrow(0, begin, size);
         at::Tensor exp_avg_sq = host_[kExpAvgSq].narrow(0, begin, size);
-        optim::cpu_adamw_update(master, staged_grad_[k % 2].narrow(0, 0, size), exp_avg, exp_avg_sq, step, lr, options);
+        update_with_decay(master, staged_grad_[k % 2].narrow(0, 0, size), exp_avg, exp_avg_sq, begin, step, lr, options, decay);
         uploaded = transfer_->run([&, begin = begin, size = size] {
             updated.narrow(0, begin, size).copy_(host_[kMaster].narrow(0, begin, size), /*non_blocking=*/true);
         });

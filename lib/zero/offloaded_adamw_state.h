@@ -48,9 +48,10 @@ public:
     OffloadedAdamWState(const at::Tensor& master, const OptimizerOffload& offload, int rank);
     ~OffloadedAdamWState();
 
-    // One AdamW update at 1-based `step` with `grad` [n] fp32 (any device); the updated master
-    // slice is copied into `updated` [n] (any device).
-    void step(const at::Tensor& grad, at::Tensor& updated, int64_t step, double lr, const optim::AdamWOptions& options);
+    // One AdamW update at 1-based `step` with `grad` [n] fp32 (any device), weight decay where
+    // `decay` applies it; the updated master slice is copied into `updated` [n] (any device).
+    void step(const at::Tensor& grad, at::Tensor& updated, int64_t step, double lr, const optim::AdamWOptions& options,
+              const optim::DecayMask& decay = {});
 
     // The whole state, [n] fp32 on the host each, indexed by Tensor: for checkpoints, in one pass
     // over the swap file.
@@ -76,7 +77,7 @@ private:
 
     // The host-memory update, pipelined as the header says.
     void step_in_host_memory(const at::Tensor& grad, at::Tensor& updated, int64_t step, double lr,
-                             const optim::AdamWOptions& options);
+                             const optim::AdamWOptions& options, const optim::DecayMask& decay);
 
     int64_t numel_;
     OptimizerOffload offload_;

@@ -10,8 +10,10 @@
 namespace ftl::zero {
 
 PartitionedAdamW::PartitionedAdamW(Sharding& sharding, optim::AdamWOptions options, dist::Comm* comm, int rank,
-                                   const std::optional<OptimizerOffload>& offload)
+                                   const std::optional<OptimizerOffload>& offload, bool trainer_groups)
     : sharding_(sharding), options_(options), comm_(comm) {
+    if (trainer_groups && options_.weight_decay != 0)
+        decay_ = optim::DecayMask(sharding_.local_ranges(optim::exempt_from_weight_decay));
     const at::Tensor slice = sharding_.local_parameters();
     if (offload) {
         offloaded_ = std::make_unique<OffloadedAdamWState>(slice, *offload, rank);
@@ -20,7 +22,9 @@ PartitionedAdamW::PartitionedAdamW(Sharding& sharding, optim::AdamWOptions optio
     master_ = slice;
     exp_avg_ = at::zeros_like(master_);
     exp_avg_sq_ = at::zeros_like(master_);
-    if (options_.fused) step_count_ = at::zeros({}, master_.options());
+    decay_.for_each_run(0, master_.numel(), [&](int64_t begin, int64_t end, bool decays) {
+        runs_.push_back({begin, end, decays, options_.fused ? at::zeros({}, master_.options()) : at::Tensor()});
+    });
 }
 
 std::string PartitionedAdamW::placement() const { return offloaded_ ? offloaded_->describe() : "device memory"; }
@@ -55,11 +59,31 @@ PartitionedAdamW::StepResult PartitionedAdamW::step(double lr, double max_grad_n
     at::Tensor updated = master_;
     if (offloaded_) {
         updated = at::empty({sharding_.local_numel()}, fp32);
-        offloaded_->step(grad, updated, step_, lr, options_);
-    } else if (options_.fused) {  // the client optimizer DeepSpeed steps on its partition: torch's fused AdamW
-        optim::fused_adamw_update({master_}, {grad}, {exp_avg_}, {exp_avg_sq_}, {step_count_}, lr, options_);
+        offloaded_->step(grad, updated, step_, lr, options_, decay_);
+    } else if (options_.fused) {  // the client optimizer DeepSpeed steps on its partition: torch's fused AdamW, per group
+        for (const bool decays : {true, false}) {
+            std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
+            for (const Run& run : runs_) {
+                if (run.decays != decays) continue;
+                const int64_t n = run.end - run.begin;
+                params.push_back(master_.narrow(0, run.begin, n));
+                grads.push_back(grad.narrow(0, run.begin, n));
+                exp_avgs.push_back(exp_avg_.narrow(0, run.begin, n));
+                exp_avg_sqs.push_back(exp_avg_sq_.narrow(0, run.begin, n));
+                steps.push_back(run.step_count);
+            }
+            if (!params.empty())
+                optim::fused_adamw_update(params, grads, exp_avgs, exp_avg_sqs, steps, lr,
+                                          decays ? options_ : optim::without_decay(options_));
+        }
     } else {
-        optim::adamw_update(master_, grad, exp_avg_, exp_avg_sq_, step_, lr, options_);
+        for (const Run& run : runs_) {
+            const int64_t n = run.end - run.begin;
+            at::Tensor param = master_.narrow(0, run.begin, n), avg = exp_avg_.narrow(0, run.begin, n);
+            at::Tensor avg_sq = exp_avg_sq_.narrow(0, run.begin, n);
+            optim::adamw_update(param, grad.narrow(0, run.begin, n), avg, avg_sq, step_, lr,
+                                run.decays ? options_ : optim::without_decay(options_));
+        }
     }
     // 5. the updated slice into the parameters
     sharding_.write_parameters(updated);
@@ -100,7 +124,8 @@ void PartitionedAdamW::load_state(const NamedTensors& state) {
     const auto it = by_name.find("step");
     if (it == by_name.end()) fail(ErrorKind::kConfig, "optimizer state: missing 'step'");
     step_ = static_cast<int64_t>(it->second.item<double>());
-    if (step_count_.defined()) step_count_.fill_(static_cast<double>(step_));
+    for (Run& run : runs_)
+        if (run.step_count.defined()) run.step_count.fill_(static_cast<double>(step_));
 }
 
 }  // namespace ftl::zero

@@ -37,9 +37,11 @@ public:
 
     // `sharding` (not owned) outlives the optimizer. `comm` null = one rank. With `offload`, the
     // fp32 state lives in host memory or on NVMe and step 4 runs on the CPU
-    // (zero/offloaded_adamw_state.h).
+    // (zero/offloaded_adamw_state.h). With `trainer_groups`, the tensors
+    // optim::exempt_from_weight_decay names step with weight_decay 0 (DeepSpeed keeps the client
+    // optimizer's parameter groups apart; the update is elementwise, so ranges of the slice do).
     PartitionedAdamW(Sharding& sharding, optim::AdamWOptions options, dist::Comm* comm, int rank,
-                     const std::optional<OptimizerOffload>& offload = std::nullopt);
+                     const std::optional<OptimizerOffload>& offload = std::nullopt, bool trainer_groups = false);
 
     struct StepResult {
         at::Tensor grad_norm;  // before clipping, over all ranks' gradients; 0-dim, on the device (NaN: skipped)
@@ -67,8 +69,14 @@ private:
     at::Tensor exp_avg_;
     at::Tensor exp_avg_sq_;
     std::unique_ptr<OffloadedAdamWState> offloaded_;  // with offload: all three, elsewhere
+    optim::DecayMask decay_;
+    struct Run {  // a stretch of the slice with one weight decay
+        int64_t begin = 0, end = 0;
+        bool decays = true;
+        at::Tensor step_count;  // options.fused (not offloaded): the step as the fused kernel reads it
+    };
+    std::vector<Run> runs_;
     int64_t step_ = 0;
-    at::Tensor step_count_;  // options.fused (not offloaded): the step as the fused kernel reads it
 };
 
 }  // namespace ftl::zero

@@ -99,6 +99,18 @@ public:
         return at::cat(slices);
     }
 
+    std::vector<std::pair<int64_t, int64_t>> local_ranges(const std::function<bool(const std::string&)>& selected) const override {
+        std::vector<std::pair<int64_t, int64_t>> ranges;
+        int64_t offset = 0;
+        for (const Group* group : groups_) {
+            std::vector<bool> picked;
+            for (const std::string& name : group->names) picked.push_back(selected(name));
+            for (const auto& [begin, end] : group->layout.shard_ranges(picked)) ranges.emplace_back(offset + begin, offset + end);
+            offset += group->layout.shard();
+        }
+        return ranges;
+    }
+
 private:
     PartitionedWeights& owner_;
     std::vector<Group*> groups_;

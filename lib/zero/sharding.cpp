@@ -193,6 +193,18 @@ Sharding::NamedTensors BucketedSharding::whole(const at::Tensor& local) const {
     return named;
 }
 
+std::vector<std::pair<int64_t, int64_t>> BucketedSharding::local_ranges(
+    const std::function<bool(const std::string&)>& selected) const {
+    std::vector<std::pair<int64_t, int64_t>> ranges;
+    for (const Bucket& bucket : buckets_) {
+        std::vector<bool> picked;
+        for (size_t i : bucket.members) picked.push_back(selected(params_[i].first));
+        for (const auto& [begin, end] : bucket.layout.shard_ranges(picked))
+            ranges.emplace_back(bucket.local_offset + begin, bucket.local_offset + end);
+    }
+    return ranges;
+}
+
 at::Tensor BucketedSharding::local_of(const std::map<std::string, at::Tensor>& by_name, const std::string& prefix,
                                       const std::string& source) const {
     std::vector<at::Tensor> slices;

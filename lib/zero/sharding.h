@@ -13,6 +13,7 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -47,6 +48,9 @@ public:
     // ErrorKind::kConfig.
     virtual at::Tensor local_of(const std::map<std::string, at::Tensor>& by_name, const std::string& prefix,
                                 const std::string& source) const = 0;
+    // Ranges [begin, end) of the [local] slice, in order, holding elements of the tensors whose
+    // names `selected` picks (optim::DecayMask's exemptions).
+    virtual std::vector<std::pair<int64_t, int64_t>> local_ranges(const std::function<bool(const std::string&)>& selected) const = 0;
     // The next backward is the step's last (its gradients are final): a layout that can reduce
     // them while backward runs may start now. Every rank calls it at the same point.
     virtual void reduce_during_next_backward() {}
@@ -86,6 +90,7 @@ public:
     NamedTensors whole(const at::Tensor& local) const override;
     at::Tensor local_of(const std::map<std::string, at::Tensor>& by_name, const std::string& prefix,
                         const std::string& source) const override;
+    std::vector<std::pair<int64_t, int64_t>> local_ranges(const std::function<bool(const std::string&)>& selected) const override;
     void reduce_during_next_backward() override;
 
     // "gradients reduce-scattered in 3 bucket(s) of up to ... elements (reduce_bucket_size), ...".

@@ -90,9 +90,12 @@ def run_ftlaunch(model_dir, data_dir, out, batch, accumulation, extra=(), launch
     return [e["loss"] for e in state["log_history"] if "loss" in e], proc.stdout
 
 
-def reference_losses(model_dir, texts, batch, accumulation, fp16=False, load_kwargs=None, bf16=False):
+def reference_losses(model_dir, texts, batch, accumulation, fp16=False, load_kwargs=None, bf16=False, full=False, lr=2e-2,
+                     weight_decay=0.01, decay_groups=True):
     """load_kwargs: more from_pretrained arguments (test_qlora: a BitsAndBytesConfig). bf16: the
-    model loaded in bf16 (PEFT keeps the adapters fp32), every forward under autocast(bfloat16)."""
+    model loaded in bf16 (PEFT keeps the adapters fp32), every forward under autocast(bfloat16).
+    full: every weight trained, no PEFT. decay_groups: the Trainer's two parameter groups (no weight
+    decay for what Trainer.get_decay_parameter_names leaves out: norm weights, biases)."""
     tok = transformers.AutoTokenizer.from_pretrained(model_dir)
     tok.pad_token = tok.eos_token
     rows = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
@@ -100,10 +103,15 @@ def reference_losses(model_dir, texts, batch, accumulation, fp16=False, load_kwa
     model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16 if bf16 else torch.float32,
                                                               **(load_kwargs or {}))
     torch.manual_seed(SEED)
-    model = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
-                                                        target_modules="all-linear", task_type="CAUSAL_LM"))
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=2e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, fused=True)
+    if not full:
+        model = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                                            target_modules="all-linear", task_type="CAUSAL_LM"))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    decayed = set(transformers.Trainer.get_decay_parameter_names(None, model)) if decay_groups else {n for n, _ in named}
+    groups = [{"params": [p for n, p in named if n in decayed], "weight_decay": weight_decay},
+              {"params": [p for n, p in named if n not in decayed], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
     sched = transformers.get_scheduler("cosine", opt, num_warmup_steps=math.ceil(0.1 * STEPS), num_training_steps=STEPS)
 
     def micro_batches():

@@ -12,11 +12,13 @@
 #include "data/row_cache.h"
 #include "model/loss.h"
 #include "optim/loss_scaler.h"
+#include "optim/adamw.h"
 #include "optim/schedule.h"
 #include "train/autocast.h"
 #include "train/batches.h"
 #include "train/progress.h"
 #include "train/throughput.h"
+#include "zero/flat_partition.h"
 #include "zero/memory_estimate.h"
 #include "zero/partitioned_weights.h"
 #include "catch.h"  // last: replaces c10's CHECK macro
@@ -57,6 +59,30 @@ TEST_CASE("schedules: the warmup rule, landmarks and the errors naming the flag 
                       "num_decay_steps");
     FTL_REQUIRE_ERROR(optim::trainer_schedule("cosine", json{{"num_cycles", "many"}}, 1.0, 0, 10), ErrorKind::kConfig,
                       "num_cycles", "must be a number", "many");
+}
+
+TEST_CASE("weight decay: the Trainer's exempt names, and the runs of a slice", "[train]") {
+    for (const char* name : {"model.norm.weight", "model.layers.0.input_layernorm.weight", "model.layers.3.self_attn.q_norm.weight",
+                             "model.layers.0.self_attn.q_proj.bias", "norm.weight", "encoder.layer_norm.weight", "x.RMSNorm.w"})
+        CHECK(optim::exempt_from_weight_decay(name));
+    for (const char* name : {"model.layers.0.self_attn.q_proj.weight", "lm_head.weight", "model.embed_tokens.weight",
+                             "base_model.model.model.layers.0.mlp.up_proj.lora_A.default.weight", "model.normalizer.weight",
+                             "model.abnorm.weight"})
+        CHECK_FALSE(optim::exempt_from_weight_decay(name));
+    const optim::DecayMask mask({{2, 4}, {6, 7}});
+    std::vector<int64_t> runs;  // begin, end, decays (1/0) of each run
+    auto record = [&](int64_t b, int64_t e, bool decays) { runs.insert(runs.end(), {b, e, decays ? 1 : 0}); };
+    mask.for_each_run(1, 9, record);
+    CHECK(runs == std::vector<int64_t>{1, 2, 1, 2, 4, 0, 4, 6, 1, 6, 7, 0, 7, 9, 1});
+    runs.clear();
+    mask.for_each_run(3, 6, record);
+    CHECK(runs == std::vector<int64_t>{3, 4, 0, 4, 6, 1});
+    const zero::FlatPartition layout({3, 2, 4}, 1, 2);  // 9 elements padded to 10; rank 1 holds [5, 10)
+    const auto ranges = layout.shard_ranges({false, true, true});
+    REQUIRE(ranges.size() == 1);
+    CHECK(ranges[0].first == 0);
+    CHECK(ranges[0].second == 4);
+    CHECK(layout.shard_ranges({true, true, false}).empty());
 }
 
 TEST_CASE("packing wraps documents into rows, each document on its own positions", "[train]") {
