@@ -89,6 +89,7 @@ BoolParser boolean() {
 FlagSpec checkpointing_flag() {
     FlagSpec f;
     f.name = "gradient_checkpointing";
+    f.aliases = {"activation_checkpointing"};  // transformers 5's name; gradient_checkpointing is its alias there
     f.is_bool = true;
     f.words = {"auto"};
     f.set = [](TrainArgs& a, const std::string& flag, const std::string& value) {
@@ -100,6 +101,47 @@ FlagSpec checkpointing_flag() {
     f.get = [](const TrainArgs& a) {
         return a.gradient_checkpointing_auto ? nlohmann::json("auto") : nlohmann::json(a.gradient_checkpointing);
     };
+    return f;
+}
+
+// --activation_checkpointing_kwargs (alias --gradient_checkpointing_kwargs): what
+// activation_checkpointing_enable takes (every_n_layers, offload) and torch.utils.checkpoint's
+// keywords that a command line can give.
+FlagSpec checkpointing_kwargs_flag() {
+    FlagSpec f;
+    f.name = "activation_checkpointing_kwargs";
+    f.aliases = {"gradient_checkpointing_kwargs"};
+    f.set = [](TrainArgs& a, const std::string& flag, const std::string& value) {
+        const nlohmann::json kwargs = nlohmann::json::parse(value, nullptr, /*allow_exceptions=*/false);
+        if (!kwargs.is_object()) bad_value(flag, value, "must be a JSON object, e.g. '{\"use_reentrant\": false}'");
+        auto bad_key = [&](const std::string& key, const std::string& rule) {
+            ftl::fail(ErrorKind::kUsage, "--" + flag + ": " + key + " " + rule + " (got " + kwargs[key].dump() + ")");
+        };
+        for (const auto& [key, v] : kwargs.items()) {
+            if (key == "use_reentrant") {
+                if (!v.is_boolean()) bad_key(key, "must be true or false");
+                a.use_reentrant = v.get<bool>();  // recomputation gives the same numbers either way
+            } else if (key == "every_n_layers") {
+                if (!v.is_number_integer() || v.get<long long>() < 1 || v.get<long long>() > (1LL << 30))
+                    bad_key(key, "must be an integer of at least 1");
+                a.checkpoint_every_n_layers = v.get<int>();
+            } else if (key == "preserve_rng_state") {
+                if (v != true) bad_key(key, "must be true: a recomputed layer draws the same dropout masks");
+            } else if (key == "offload") {
+                if (v != false) bad_key(key, "true (saved activations in pinned host memory) is not in this build; "
+                                             "--gradient_checkpointing auto keeps what fits instead");
+            } else if (key == "determinism_check") {
+                if (v != "default" && v != "none") bad_key(key, "must be \"default\" or \"none\"");
+            } else if (key == "debug") {
+                if (!v.is_boolean()) bad_key(key, "must be true or false");
+            } else {
+                ftl::fail(ErrorKind::kUsage, "--" + flag + ": '" + key + "' is not a keyword ftlaunch takes (use_reentrant, "
+                                             "every_n_layers, preserve_rng_state, offload, determinism_check, debug)");
+            }
+        }
+        a.activation_checkpointing_kwargs = kwargs;
+    };
+    f.get = [](const TrainArgs& a) { return a.activation_checkpointing_kwargs; };
     return f;
 }
 
@@ -204,6 +246,7 @@ const std::vector<FlagSpec>& flag_table() {
         flag("per_device_eval_batch_size", &A::per_device_eval_batch_size, integer(1)),
         flag("gradient_accumulation_steps", &A::gradient_accumulation_steps, integer(1)),
         checkpointing_flag(),
+        checkpointing_kwargs_flag(),
         flag("embeddings_on_host", &A::embeddings_on_host, boolean()),
         flag("fused_kernels", &A::fused_kernels, boolean()),
         flag("adam_beta1", &A::adam_beta1, number(0.0, 1.0, true)),
@@ -240,6 +283,13 @@ void validate(const TrainArgs& a) {
                   "Hugging Face hub cache");
     if (a.bf16 && a.fp16 && a.was_given("bf16") && a.was_given("fp16"))
         ftl::fail(ErrorKind::kUsage, "--bf16 True and --fp16 True: choose one mixed precision");
+    if (a.gradient_checkpointing_auto && a.checkpoint_every_n_layers > 1)
+        ftl::fail(ErrorKind::kUsage, "--gradient_checkpointing auto chooses the recomputed layers from free memory; "
+                                     "--activation_checkpointing_kwargs every_n_layers " +
+                                         std::to_string(a.checkpoint_every_n_layers) + " chooses them by index: give one");
+    if (a.job == JobKind::kSeq2seqExample && a.checkpoint_every_n_layers > 1)
+        ftl::fail(ErrorKind::kUsage, "--activation_checkpointing_kwargs every_n_layers: the seq2seq example recomputes "
+                                     "the whole encoder and decoder or nothing");
     if (a.use_4bit_quantization && a.use_8bit_quantization)
         ftl::fail(ErrorKind::kUsage,
                   "You configured 4bit and 8bit quantization at the same time (--use_4bit_quantization "

@@ -49,7 +49,7 @@ struct TrainArgs {
     bool use_peft_lora = false;
     bool use_8bit_quantization = false;
     bool use_4bit_quantization = false;
-    bool use_reentrant = false;
+    bool use_reentrant = false;               // also --activation_checkpointing_kwargs' use_reentrant
     bool use_unsloth = false;
 
     // ---- DataTrainingArguments and SFTConfig data fields ----
@@ -108,6 +108,11 @@ struct TrainArgs {
     // --gradient_checkpointing auto (ftlaunch's): checkpointing on, but the last decoder layers whose
     // activations fit in the rank's memory keep them (train::layers_kept_in_memory).
     bool gradient_checkpointing_auto = false;
+    // --activation_checkpointing_kwargs (alias --gradient_checkpointing_kwargs), as given, and its
+    // every_n_layers: with checkpointing, only the layers whose index is a multiple of it are
+    // recomputed (transformers' _set_gradient_checkpointing), the rest keep their activations.
+    nlohmann::json activation_checkpointing_kwargs;
+    int checkpoint_every_n_layers = 1;
     // --embeddings_on_host (ftlaunch's): LoRA on a GPU keeps the frozen input embeddings in pinned
     // host memory and copies up only each micro-batch's rows (train::embeddings_stay_on_host).
     bool embeddings_on_host = true;

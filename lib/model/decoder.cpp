@@ -222,7 +222,8 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
         const DecoderLayerWeights& layer = weights_.layers[i];
         const RopeTables layer_rope = rope_for_layer(config_, i, rope);
         const int part = static_cast<int>(i);
-        const bool kept = static_cast<int64_t>(weights_.layers.size() - i) <= options.kept_layers;
+        const bool kept = static_cast<int64_t>(weights_.layers.size() - i) <= options.kept_layers ||
+                          static_cast<int64_t>(i) % options.recompute_every != 0;
         if ((options.recompute_layers && !kept) || options.residency) {
             auto run_layer = [this, &layer, part, layer_rope, pattern, options](const at::Tensor& x, bool recomputing) {
                 const char* pass = recomputing ? "backward" : "forward";

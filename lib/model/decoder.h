@@ -129,6 +129,9 @@ struct ForwardOptions {
     // With recompute_layers (and no residency, which recomputes every layer): the last decoder
     // layers that keep their activations instead (--gradient_checkpointing auto).
     int64_t kept_layers = 0;
+    // With recompute_layers: only layers whose index is a multiple of this are recomputed
+    // (--activation_checkpointing_kwargs every_n_layers; transformers' rule).
+    int64_t recompute_every = 1;
     // Set while a recomputed layer runs again in backward: what it keeps lives only until its
     // gradient is taken, so LoRA's branch is not recomputed a second time.
     bool recomputing = false;

@@ -214,6 +214,9 @@ EstimateInputs estimate_inputs(const config::RunConfig& run, const model::Decode
     in.micro_batch = a.per_device_train_batch_size;
     in.sequence_length = a.max_seq_length;
     in.gradient_checkpointing = a.gradient_checkpointing;
+    // every_n_layers: the layers whose index is not a multiple of n keep their activations.
+    const int64_t n = a.checkpoint_every_n_layers;
+    if (n > 1) in.kept_layers = model.num_layers - (model.num_layers + n - 1) / n;
     in.activation_bytes = (a.bf16 || a.fp16) ? 2 : 4;
     in.frozen_linears_16bit = a.use_peft_lora && (a.bf16 || a.fp16);
     in.frozen_base_16bit = a.use_peft_lora && config::frozen_base_dtype(run, model.torch_dtype) != "float32";

@@ -83,6 +83,28 @@ TEST_CASE("--gradient_checkpointing takes a boolean, bare or valued, or auto", "
                       "boolean", "or auto", "maybe");
 }
 
+TEST_CASE("transformers 5's --activation_checkpointing names and its kwargs", "[config][train]") {
+    auto parsed = [](std::vector<std::string> flags) {
+        flags.insert(flags.begin(), {"--model_name_or_path", "m"});
+        return parse_train_args(JobKind::kSft, flags).args;
+    };
+    const TrainArgs every = parsed({"--gradient_checkpointing", "False", "--activation_checkpointing", "True",
+                                    "--activation_checkpointing_kwargs", R"({"every_n_layers": 3, "use_reentrant": true})"});
+    CHECK(every.gradient_checkpointing);
+    CHECK(every.checkpoint_every_n_layers == 3);
+    CHECK(every.use_reentrant);
+    CHECK(every.to_json()["activation_checkpointing_kwargs"]["every_n_layers"] == 3);
+    const TrainArgs legacy = parsed({"--gradient_checkpointing_kwargs", R"({"use_reentrant": false, "preserve_rng_state": true})"});
+    CHECK(legacy.checkpoint_every_n_layers == 1);
+    CHECK_FALSE(legacy.use_reentrant);
+    FTL_REQUIRE_ERROR(parsed({"--activation_checkpointing_kwargs", "[1]"}), ErrorKind::kUsage,
+                      "--activation_checkpointing_kwargs", "JSON object");
+    FTL_REQUIRE_ERROR(parsed({"--activation_checkpointing_kwargs", R"({"every_n_layers": 1.5})"}), ErrorKind::kUsage,
+                      "every_n_layers", "integer", "1.5");
+    FTL_REQUIRE_ERROR(parsed({"--gradient_checkpointing_kwargs", R"({"preserve_rng_state": false})"}), ErrorKind::kUsage,
+                      "--gradient_checkpointing_kwargs", "preserve_rng_state", "dropout");
+}
+
 TEST_CASE("--name=value, hyphens and the three sequence-length spellings", "[config][train]") {
     for (const char* name : {"--max_length", "--max_seq_len", "--max_seq_length", "--max-seq-length"}) {
         auto a = parse_train_args(JobKind::kSft, {"--model_name_or_path=m", std::string(name) + "=512"}).args;
