@@ -240,6 +240,7 @@ const std::vector<FlagSpec>& flag_table() {
         flag("warmup_ratio", &A::warmup_ratio, number(0.0, 1.0)),
         flag("warmup_steps", &A::warmup_steps, number(0.0, 1e12)),
         flag("max_grad_norm", &A::max_grad_norm, number(0.0, 1e12)),
+        flag("neftune_noise_alpha", &A::neftune_noise_alpha, number(0.0, 1e6)),
         flag("output_dir", &A::output_dir, text()),
         flag("overwrite_output_dir", &A::overwrite_output_dir, boolean()),
         flag("per_device_train_batch_size", &A::per_device_train_batch_size, integer(1)),
@@ -287,6 +288,9 @@ void validate(const TrainArgs& a) {
         ftl::fail(ErrorKind::kUsage, "--gradient_checkpointing auto chooses the recomputed layers from free memory; "
                                      "--activation_checkpointing_kwargs every_n_layers " +
                                          std::to_string(a.checkpoint_every_n_layers) + " chooses them by index: give one");
+    if (a.job == JobKind::kSeq2seqExample && a.neftune_noise_alpha)
+        ftl::fail(ErrorKind::kUsage, "--neftune_noise_alpha: the seq2seq example trains without NEFTune (a decoder-only "
+                                     "SFT option)");
     if (a.job == JobKind::kSeq2seqExample && a.checkpoint_every_n_layers > 1)
         ftl::fail(ErrorKind::kUsage, "--activation_checkpointing_kwargs every_n_layers: the seq2seq example recomputes "
                                      "the whole encoder and decoder or nothing");

@@ -99,6 +99,7 @@ struct TrainArgs {
     double warmup_ratio = 0.0;
     double warmup_steps = 0;                  // int = steps; float in [0,1) = ratio
     double max_grad_norm = 1.0;               // 0 disables clipping
+    std::optional<double> neftune_noise_alpha;  // NEFTune's noise on the input embeddings in training
     std::string output_dir = "trainer_output";
     bool overwrite_output_dir = false;
     int per_device_train_batch_size = 8;

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "model/attention.h"
+#include "model/neftune.h"
 #include "model/recompute.h"
 #include "model/rms_norm.h"
 #include "model/rope.h"
@@ -200,7 +201,7 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
     {
         const AcquiredPart embeddings(options, WeightResidency::kEmbeddings);
         report("forward of the embeddings");
-        hidden = embed(batch.input_ids, batch.host_input_ids);
+        hidden = embed(batch.input_ids, batch.host_input_ids, &options);
     }
     const RopeTables rope = rope_tables(config_, positions_of(batch), hidden.scalar_type());
     const at::DeviceType device_type = hidden.device().type();
@@ -256,7 +257,7 @@ at::Tensor CausalLM::logits(const Batch& batch, const ForwardOptions& options) c
     return head(hidden_states(batch, options), options);
 }
 
-at::Tensor CausalLM::embed(const at::Tensor& ids, const at::Tensor& host_ids) const {
+at::Tensor CausalLM::embed(const at::Tensor& ids, const at::Tensor& host_ids, const ForwardOptions* training) const {
     const at::Tensor& table = weights_.embed_tokens;
     at::Tensor embedded;
     if (table.device() == ids.device()) {
@@ -267,6 +268,8 @@ at::Tensor CausalLM::embed(const at::Tensor& ids, const at::Tensor& host_ids) co
         at::index_select_out(rows, table, 0, on_host);
         embedded = rows.view({ids.size(0), ids.size(1), table.size(1)}).to(ids.device(), /*non_blocking=*/true);
     }
+    if (training && training->training && training->neftune_noise_alpha > 0)
+        embedded = with_neftune_noise(embedded, training->neftune_noise_alpha, training->generator);
     // granite's embedding_multiplier, in the table's type as transformers multiplies.
     return config_.embedding_multiplier == 1.0 ? embedded : embedded * config_.embedding_multiplier;
 }

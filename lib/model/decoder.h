@@ -129,6 +129,9 @@ struct ForwardOptions {
     // With recompute_layers (and no residency, which recomputes every layer): the last decoder
     // layers that keep their activations instead (--gradient_checkpointing auto).
     int64_t kept_layers = 0;
+    // --neftune_noise_alpha: in training, NEFTune's noise on the input embeddings (model/neftune.h),
+    // drawn from `generator`; 0 = none.
+    double neftune_noise_alpha = 0.0;
     // With recompute_layers: only layers whose index is a multiple of this are recomputed
     // (--activation_checkpointing_kwargs every_n_layers; transformers' rule).
     int64_t recompute_every = 1;
@@ -231,8 +234,9 @@ public:
     // on a GPU (frozen embeddings left off the device) gathers its rows on the host from
     // `host_ids` (a copy of ids when undefined: that waits for the device) into pinned memory and
     // copies them up without waiting: the same values as a lookup on the device. Multiplied by
-    // granite's embedding_multiplier.
-    at::Tensor embed(const at::Tensor& ids, const at::Tensor& host_ids = {}) const;
+    // granite's embedding_multiplier. With `training` options that ask for it, NEFTune's noise is
+    // added to the rows before the multiplier (transformers hooks the embedding module's output).
+    at::Tensor embed(const at::Tensor& ids, const at::Tensor& host_ids = {}, const ForwardOptions* training = nullptr) const;
 
 private:
     // With `cache` (decode_step), the layer's keys and values join those of the earlier tokens.

@@ -369,6 +369,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     forward.fused_kernels = args.fused_kernels;
     forward.kept_layers = kept_layers;
     forward.recompute_every = args.checkpoint_every_n_layers;
+    forward.neftune_noise_alpha = args.neftune_noise_alpha.value_or(0.0);
     forward.residency = partitioned ? &*partitioned : nullptr;
     json log_history = json::array();
 

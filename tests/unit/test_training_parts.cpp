@@ -12,6 +12,7 @@
 #include "data/row_cache.h"
 #include "model/loss.h"
 #include "optim/loss_scaler.h"
+#include "model/neftune.h"
 #include "optim/adamw.h"
 #include "optim/schedule.h"
 #include "train/autocast.h"
@@ -83,6 +84,18 @@ TEST_CASE("weight decay: the Trainer's exempt names, and the runs of a slice", "
     CHECK(ranges[0].first == 0);
     CHECK(ranges[0].second == 4);
     CHECK(layout.shard_ranges({true, true, false}).empty());
+}
+
+TEST_CASE("NEFTune: uniform noise within alpha / sqrt(T * H), rounded through float32 as torch computes it", "[train]") {
+    const float m = model::neftune_magnitude(5.0, 128, 64);
+    CHECK(m == 5.0f / std::sqrt(8192.0f));
+    at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(3);
+    const at::Tensor noisy = model::with_neftune_noise(at::zeros({4, 128, 64}), 5.0, generator);
+    const float largest = noisy.abs().max().item<float>();
+    CHECK(largest <= m);
+    CHECK(largest > 0.99f * m);
+    CHECK(std::abs(noisy.mean().item<double>()) < 0.01 * m);
+    CHECK(noisy.std().item<double>() == Approx(m / std::sqrt(3.0)).epsilon(0.01));  // uniform's standard deviation
 }
 
 TEST_CASE("packing wraps documents into rows, each document on its own positions", "[train]") {
