@@ -221,6 +221,10 @@ const std::vector<FlagSpec>& flag_table() {
         flag("eval_strategy", &A::eval_strategy, text(kStrategies), {"evaluation_strategy"}),
         flag("eval_steps", &A::eval_steps, number(0.0)),
         flag("save_strategy", &A::save_strategy, text({"no", "steps", "epoch", "best"})),
+        flag("load_best_model_at_end", &A::load_best_model_at_end, boolean()),
+        flag("metric_for_best_model", &A::metric_for_best_model,
+             text({"loss", "eval_loss", "perplexity", "eval_perplexity"})),
+        flag("greater_is_better", &A::greater_is_better, boolean()),
         flag("save_steps", &A::save_steps, number(0.0, 1e12)),
         flag("save_total_limit", &A::save_total_limit, integer(1)),
         flag("push_to_hub", &A::push_to_hub, boolean()),
@@ -276,6 +280,11 @@ const FlagSpec* find_flag(const std::string& name) {
     return nullptr;
 }
 
+// A flag's number as Python prints it (4.0 -> 4, 0.5 -> 0.5), for messages.
+std::string json_number(double v) {
+    return v == std::floor(v) && std::fabs(v) < 1e15 ? std::to_string(static_cast<long long>(v)) : nlohmann::json(v).dump();
+}
+
 // Cross-field rules, checked once all flags are read.
 void validate(const TrainArgs& a) {
     if (a.job != JobKind::kSeq2seqExample && a.model_name_or_path.empty())
@@ -284,6 +293,24 @@ void validate(const TrainArgs& a) {
                   "Hugging Face hub cache");
     if (a.bf16 && a.fp16 && a.was_given("bf16") && a.was_given("fp16"))
         ftl::fail(ErrorKind::kUsage, "--bf16 True and --fp16 True: choose one mixed precision");
+    if (a.load_best_model_at_end && a.save_strategy != "best") {
+        if (a.eval_strategy != a.save_strategy)
+            ftl::fail(ErrorKind::kUsage, "--load_best_model_at_end requires the save and eval strategy to match, except when "
+                                         "--save_strategy=\"best\", but found\n- Evaluation strategy: " + a.eval_strategy +
+                                             "\n- Save strategy: " + a.save_strategy);
+        const double eval_steps = a.eval_steps.value_or(a.logging_steps);
+        if (a.eval_strategy == "steps" && (eval_steps < 1) != (a.save_steps < 1))
+            ftl::fail(ErrorKind::kUsage, "--load_best_model_at_end requires the saving steps to be a multiple of the evaluation "
+                                         "steps, which cannot get guaranteed when mixing ratio and absolute steps for "
+                                         "save_steps " + json_number(a.save_steps) + " and eval_steps " + json_number(eval_steps) + ".");
+        if (a.eval_strategy == "steps" && std::llround(a.save_steps * 1e6) % std::max(1LL, std::llround(eval_steps * 1e6)) != 0)
+            ftl::fail(ErrorKind::kUsage, "--load_best_model_at_end requires the saving steps to be a round multiple of the "
+                                         "evaluation steps, but found " + json_number(a.save_steps) +
+                                             ", which is not a round multiple of " + json_number(eval_steps) + ".");
+    }
+    if (a.save_strategy == "best" && a.eval_strategy == "no")
+        ftl::fail(ErrorKind::kUsage, "--save_strategy best saves when an evaluation is a new best: it needs --eval_strategy "
+                                     "steps or epoch");
     if (a.gradient_checkpointing_auto && a.checkpoint_every_n_layers > 1)
         ftl::fail(ErrorKind::kUsage, "--gradient_checkpointing auto chooses the recomputed layers from free memory; "
                                      "--activation_checkpointing_kwargs every_n_layers " +
@@ -428,6 +455,11 @@ ParsedTrainArgs parse_train_args(JobKind job, const std::vector<std::string>& ar
         a.given.insert(spec->name);
     }
     if (a.was_given("fp16") && a.fp16 && !a.was_given("bf16")) a.bf16 = false;  // SFTConfig rule
+    // TrainingArguments.__post_init__: the best-model metric and its direction.
+    if ((a.load_best_model_at_end || a.save_strategy == "best") && a.metric_for_best_model.empty())
+        a.metric_for_best_model = "loss";
+    if (!a.greater_is_better && !a.metric_for_best_model.empty())
+        a.greater_is_better = !ends_with(a.metric_for_best_model, "loss");
     if (a.push_to_hub || a.was_given("hub_private_repo") || a.was_given("hub_strategy") ||
         a.was_given("hub_model_id") || a.was_given("hub_token"))
         out.warnings.push_back(

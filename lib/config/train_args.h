@@ -82,9 +82,14 @@ struct TrainArgs {
     bool logging_first_step = false;
     std::string eval_strategy = "no";
     std::optional<double> eval_steps;
-    std::string save_strategy = "steps";
+    std::string save_strategy = "steps";       // no, steps, epoch, best (when an evaluation is a new best)
     double save_steps = 500;
     std::optional<int> save_total_limit;
+    // The best-model rules (validate fills the defaults: metric "loss" for load_best_model_at_end and
+    // save_strategy best; greater_is_better unless the metric ends in "loss").
+    bool load_best_model_at_end = false;
+    std::string metric_for_best_model;        // loss or perplexity, with or without eval_; "" = none
+    std::optional<bool> greater_is_better;
     bool push_to_hub = false;                 // accepted; no network: a warning
     std::optional<bool> hub_private_repo;
     std::string hub_strategy = "every_save";

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 
 #include "io/atomic_file.h"
 #include "io/manifest.h"
@@ -65,11 +66,27 @@ void write_files(const fs::path& temp_dir, const CheckpointContents& contents,
 
 }  // namespace
 
+void check_output_dir(const std::string& dir) {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    const std::string probe = dir + "/.ftlaunch-write-test";
+    std::ofstream out(probe);
+    if (ec || !out)
+        fail(ErrorKind::kConfig, "--output_dir: cannot write to '" + dir + "'" + (ec ? " (" + ec.message() + ")" : ""));
+    out.close();
+    fs::remove(probe, ec);
+}
+
+std::string checkpoint_dir(const std::string& output_dir, int64_t step) {
+    return (fs::path(output_dir) / (kPrefix + std::to_string(step))).string();
+}
+
 std::string save_checkpoint(const std::string& output_dir, const CheckpointContents& contents,
                             const std::function<void(const std::string&)>& write_model,
-                            std::optional<int> save_total_limit, const std::function<void()>& crash_hook) {
+                            std::optional<int> save_total_limit, const std::function<void()>& crash_hook,
+                            const std::optional<std::string>& keep) {
     const std::string name = kPrefix + std::to_string(contents.global_step);
-    const fs::path final_dir = fs::path(output_dir) / name;
+    const fs::path final_dir = checkpoint_dir(output_dir, contents.global_step);
     const fs::path temp_dir = fs::path(output_dir) / ("." + name + ".tmp-" + std::to_string(::getpid()));
     std::error_code ec;
     fs::remove_all(temp_dir, ec);
@@ -90,9 +107,18 @@ std::string save_checkpoint(const std::string& output_dir, const CheckpointConte
     if (ec) fail(ErrorKind::kIo, final_dir.string() + ": cannot move the checkpoint into place: " + ec.message());
     io::sync_directory(output_dir);
 
+    // transformers' rotate_checkpoints: the oldest go first, never the newest nor `keep`.
     if (save_total_limit && *save_total_limit > 0) {
         auto all = checkpoints_in(output_dir);
-        for (size_t i = 0; i + static_cast<size_t>(*save_total_limit) < all.size(); ++i) fs::remove_all(all[i].second, ec);
+        auto is_kept = [&](const fs::path& dir) { return dir == all.back().second || (keep && dir == fs::path(*keep)); };
+        const size_t kept = 1 + (keep && fs::path(*keep) != all.back().second && fs::is_directory(*keep) ? 1 : 0);
+        size_t remaining = all.size();
+        for (const auto& [step, dir] : all) {
+            if (remaining <= std::max(static_cast<size_t>(*save_total_limit), kept)) break;
+            if (is_kept(dir)) continue;
+            fs::remove_all(dir, ec);
+            --remaining;
+        }
     }
     return final_dir.string();
 }

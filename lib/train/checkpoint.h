@@ -30,13 +30,21 @@ struct CheckpointContents {
     nlohmann::json identity = nlohmann::json::object();
 };
 
+// Checked before anything heavy runs: the output folder can be created and written; throws
+// kConfig naming --output_dir otherwise.
+void check_output_dir(const std::string& dir);
+
+// output_dir/checkpoint-<step>.
+std::string checkpoint_dir(const std::string& output_dir, int64_t step);
+
 // Writes checkpoint-<step> under output_dir. `write_model` writes the weights into the folder it
 // is given (the adapter, or the trainable weights). `crash_hook`, when set, runs after the first
 // file is written and before the rename (tests kill the process there). Then removes the oldest
-// checkpoints beyond save_total_limit.
+// checkpoints beyond save_total_limit, never the newest nor `keep` (the best model's).
 std::string save_checkpoint(const std::string& output_dir, const CheckpointContents& contents,
                             const std::function<void(const std::string&)>& write_model,
-                            std::optional<int> save_total_limit, const std::function<void()>& crash_hook = {});
+                            std::optional<int> save_total_limit, const std::function<void()>& crash_hook = {},
+                            const std::optional<std::string>& keep = std::nullopt);
 
 // "True"/"true"/"last" -> the newest complete checkpoint in output_dir; a path -> that folder;
 // "auto" -> the newest checkpoint if there is one, else "" (start afresh: a requeued job's rerun).

@@ -10,6 +10,7 @@
 #include "model/tensor_io.h"
 #include "train/autocast.h"
 #include "util/error.h"
+#include "util/strings.h"
 
 namespace ftl::train {
 
@@ -192,6 +193,22 @@ std::vector<data::Row> prepared_split_rows(const config::TrainArgs& args, const 
     }
     if (rank.comm) rank.comm->publish(signal, "ok");
     return rows;
+}
+
+Splits prepare_splits(const config::TrainArgs& args, const JobInputs& inputs, bool need_eval, int64_t vocab_rows,
+                      const RankContext& rank, const Log& log) {
+    const std::vector<std::string> names = split(args.splits, ',');
+    Splits s;
+    s.train = prepared_split_rows(args, inputs, trim(names.at(0)), rank, log);
+    check_token_ids(s.train, vocab_rows, args.dataset_name + " [" + trim(names.at(0)) + "]");
+    if (need_eval) {
+        if (names.size() < 2)
+            fail(ErrorKind::kConfig, "--eval_strategy " + args.eval_strategy + ": --splits '" + args.splits +
+                                         "' names no evaluation split (e.g. --splits train,test)");
+        s.eval = prepared_split_rows(args, inputs, trim(names.at(1)), rank, log);
+        check_token_ids(s.eval, vocab_rows, args.dataset_name + " [" + trim(names.at(1)) + "]");
+    }
+    return s;
 }
 
 }  // namespace ftl::train

@@ -95,4 +95,13 @@ void check_token_ids(const std::vector<data::Row>& rows, int64_t vocab_rows, con
 std::vector<data::Row> prepared_split_rows(const config::TrainArgs& args, const JobInputs& inputs,
                                            const std::string& split, const RankContext& rank, const Log& log);
 
+struct Splits {
+    std::vector<data::Row> train, eval;
+};
+
+// The rows of the training split (and the evaluation split when `need_eval`), every id checked
+// against the model's `vocab_rows` embedding rows.
+Splits prepare_splits(const config::TrainArgs& args, const JobInputs& inputs, bool need_eval, int64_t vocab_rows,
+                      const RankContext& rank, const Log& log);
+
 }  // namespace ftl::train

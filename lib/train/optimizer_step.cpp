@@ -40,6 +40,23 @@ OptimizerChoice optimizer_choice_for(const config::RunConfig& run, const config:
     return choice;
 }
 
+optim::LossScalerOptions loss_scaling_for(const config::RunConfig& run) {
+    optim::LossScalerOptions options;
+    if (!run.uses_deepspeed) return options;
+    const config::Fp16Config& fp16 = run.deepspeed.fp16;
+    if (fp16.loss_scale > 0) {
+        options.policy = optim::LossScalePolicy::kStatic;
+        options.init_scale = fp16.loss_scale;
+        return options;
+    }
+    options.policy = optim::LossScalePolicy::kDeepSpeed;
+    options.init_scale = std::ldexp(1.0, fp16.initial_scale_power);
+    options.growth_interval = fp16.loss_scale_window;
+    options.hysteresis = fp16.hysteresis;
+    options.min_scale = fp16.min_loss_scale;
+    return options;
+}
+
 optim::LearningRateSchedule learning_rate_schedule_for(const config::RunConfig& run, const config::TrainArgs& args,
                                                        int64_t total_steps, double learning_rate) {
     const int64_t warmup = optim::warmup_steps_for(total_steps, args.warmup_steps, args.warmup_ratio);

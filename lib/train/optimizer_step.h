@@ -49,6 +49,10 @@ struct OptimizerChoice {
 };
 OptimizerChoice optimizer_choice_for(const config::RunConfig& run, const config::TrainArgs& args, bool fused);
 
+// --fp16's loss scaling: GradScaler's defaults, or under DeepSpeed its fp16 block (loss_scale 0 =
+// dynamic from 2^initial_scale_power with loss_scale_window, hysteresis, min_loss_scale; > 0 = static).
+optim::LossScalerOptions loss_scaling_for(const config::RunConfig& run);
+
 // The learning-rate schedule over `total_steps` optimizer steps from `learning_rate`: the DeepSpeed
 // config's "scheduler" section when it has one (its "auto" step counts filled, checked against the
 // run's), else --lr_scheduler_type with --lr_scheduler_kwargs and the flags' warmup.

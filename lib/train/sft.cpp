@@ -4,8 +4,6 @@
 
 #include <chrono>
 #include <cmath>
-#include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -24,6 +22,7 @@
 #include "peft/lora.h"
 #include "train/autocast.h"
 #include "train/batches.h"
+#include "train/best_model.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
 #include "train/gpu_memory.h"
@@ -46,21 +45,8 @@
 namespace ftl::train {
 namespace {
 
-namespace fs = std::filesystem;
 using nlohmann::json;
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
-
-// Checked before anything heavy runs: the output folder can be written.
-void check_output_dir(const std::string& dir) {
-    std::error_code ec;
-    fs::create_directories(dir, ec);
-    const std::string probe = dir + "/.ftlaunch-write-test";
-    std::ofstream out(probe);
-    if (ec || !out)
-        fail(ErrorKind::kConfig, "--output_dir: cannot write to '" + dir + "'" + (ec ? " (" + ec.message() + ")" : ""));
-    out.close();
-    fs::remove(probe, ec);
-}
 
 std::string format_number(double v) {
     std::ostringstream s;
@@ -73,47 +59,6 @@ std::string format_number(double v) {
 int64_t interval(double value, int64_t total_steps) {
     if (value < 1) return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(value * static_cast<double>(total_steps))));
     return static_cast<int64_t>(value);
-}
-
-// --fp16's loss scaling: GradScaler's defaults, or under DeepSpeed its fp16 block (loss_scale 0 =
-// dynamic from 2^initial_scale_power with loss_scale_window, hysteresis, min_loss_scale; > 0 = static).
-optim::LossScalerOptions loss_scaling(const config::RunConfig& run) {
-    optim::LossScalerOptions options;
-    if (!run.uses_deepspeed) return options;
-    const config::Fp16Config& fp16 = run.deepspeed.fp16;
-    if (fp16.loss_scale > 0) {
-        options.policy = optim::LossScalePolicy::kStatic;
-        options.init_scale = fp16.loss_scale;
-        return options;
-    }
-    options.policy = optim::LossScalePolicy::kDeepSpeed;
-    options.init_scale = std::ldexp(1.0, fp16.initial_scale_power);
-    options.growth_interval = fp16.loss_scale_window;
-    options.hysteresis = fp16.hysteresis;
-    options.min_scale = fp16.min_loss_scale;
-    return options;
-}
-
-struct Splits {
-    std::vector<data::Row> train, eval;
-};
-
-// The rows of the training split (and the evaluation split when `need_eval`), every id checked
-// against the model's `vocab_rows` embedding rows.
-Splits prepare_data(const config::TrainArgs& args, const JobInputs& inputs, bool need_eval, int64_t vocab_rows,
-                    const RankContext& rank, const Log& log) {
-    const std::vector<std::string> names = split(args.splits, ',');
-    Splits s;
-    s.train = prepared_split_rows(args, inputs, trim(names.at(0)), rank, log);
-    check_token_ids(s.train, vocab_rows, args.dataset_name + " [" + trim(names.at(0)) + "]");
-    if (need_eval) {
-        if (names.size() < 2)
-            fail(ErrorKind::kConfig, "--eval_strategy " + args.eval_strategy + ": --splits '" + args.splits +
-                                         "' names no evaluation split (e.g. --splits train,test)");
-        s.eval = prepared_split_rows(args, inputs, trim(names.at(1)), rank, log);
-        check_token_ids(s.eval, vocab_rows, args.dataset_name + " [" + trim(names.at(1)) + "]");
-    }
-    return s;
 }
 
 // The job after its checks: inputs, model, schedule, the loop, the final save.
@@ -160,7 +105,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     const model::DecoderConfig model_config = model::read_decoder_config(inputs.model_dir);
     // A chat format's tokens may add rows (load_job_model resizes the embeddings for them).
     const int64_t vocab_rows = resizes_vocabulary(inputs, model_config) ? inputs.tokenizer.size() : model_config.vocab_size;
-    const Splits data = prepare_data(args, inputs, args.eval_strategy != "no", vocab_rows, rank, log);
+    const Splits data = prepare_splits(args, inputs, args.eval_strategy != "no", vocab_rows, rank, log);
     if (rank.heartbeat) rank.heartbeat->unwatched("checking the memory estimate");
 
     // ---- model and adapters: first, will it fit? ----
@@ -357,7 +302,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         log.info("offload_optimizer: this rank's optimizer state is in " + optimizer.placement() + "; AdamW steps on the CPU (" +
                  optim::isa_name(optim::best_cpu_isa()) + ", " + std::to_string(at::get_num_threads()) + " threads)");
     std::optional<optim::LossScaler> scaler;  // --fp16: loss scaling
-    if (args.fp16) scaler.emplace(loss_scaling(run), device);
+    if (args.fp16) scaler.emplace(loss_scaling_for(run), device);
     // The schedule advances with the optimizer: a step skipped for inf/NaN gradients (fp16) does
     // not move it, as HF Trainer does not step its scheduler then.
     const optim::LearningRateSchedule schedule = learning_rate_schedule_for(run, args, total_steps, choice.learning_rate);
@@ -372,6 +317,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     forward.neftune_noise_alpha = args.neftune_noise_alpha.value_or(0.0);
     forward.residency = partitioned ? &*partitioned : nullptr;
     json log_history = json::array();
+    BestModelTracker best(args);
 
     const json identity = run_identity(args, inputs, lm, rank.world_size, zero_stage);
     // ---- resume: weights, optimizer, generators, history; the sampler replays to the same place ----
@@ -390,6 +336,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                      " (saved by fewer ranks): this rank's dropout masks start afresh, as HF does without rng_state_" +
                      std::to_string(rank.rank) + ".pth");
         log_history = saved.trainer_state.value("log_history", json::array());
+        best.restore(saved.trainer_state);
         first_step = saved.global_step;
         for (int64_t i = 0; i < first_step * args.gradient_accumulation_steps; ++i) plan.next_micro_batch();
         if (main_rank) log.info("resumed from " + resume_dir + " at step " + std::to_string(first_step));
@@ -412,7 +359,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     };
 
     auto trainer_state = [&](int64_t step) {
-        return json{{"global_step", step},
+        json state{{"global_step", step},
                     {"max_steps", total_steps},
                     {"num_train_epochs", args.num_train_epochs},
                     {"logging_steps", logging_every},
@@ -421,6 +368,8 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                     {"train_batch_size", args.per_device_train_batch_size},
                     {"epoch", static_cast<double>(step) / static_cast<double>(steps_per_epoch)},
                     {"log_history", log_history}};
+        best.add_to(state);
+        return state;
     };
 
     // ---- the loop: one iteration = one optimizer step ----
@@ -572,6 +521,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             epoch_memory.reset();
             epoch_gpu_memory.reset();
         }
+        bool new_best = false;
         if ((args.eval_strategy == "steps" && done % eval_every == 0) || (args.eval_strategy == "epoch" && epoch_end)) {
             std::optional<GpuMemoryPhase> eval_gpu_memory;
             if (device.is_cuda()) eval_gpu_memory.emplace(device);
@@ -590,15 +540,18 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             if (main_rank)
                 for (const auto& line : eval_memory.report("eval")) log.info(line);
             json entry = {{"eval_loss", eval.loss}, {"eval_perplexity", eval.perplexity}, {"epoch", epoch}, {"step", done}};
+            new_best = best.observe(eval, done);
             log_history.push_back(entry);
             recorder.eval({done, epoch, eval.loss, eval.perplexity});
             if (main_rank) log.info("eval " + entry.dump());
         }
         const bool preempted = stop_now && !last;  // the last step ends the run normally
         const bool scheduled_save = !last && ((args.save_strategy == "steps" && done % save_every == 0) ||
-                                              (args.save_strategy == "epoch" && epoch_end));
+                                              (args.save_strategy == "epoch" && epoch_end) ||
+                                              (args.save_strategy == "best" && new_best));
         if (scheduled_save || preempted) {
             beat("saving checkpoint-" + std::to_string(done));
+            best.saving(done, checkpoint_dir(args.output_dir, done));
             auto optimizer_state = optimizer.state();  // collective under ZeRO
             const NamedTensors full_tensors = gathered_for_save();  // collective under ZeRO-3
             std::vector<at::Tensor> rng_states = generator_states();      // collective
@@ -612,7 +565,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                 };
                 const std::string dir = save_checkpoint(
                     args.output_dir, contents, [&](const std::string& d) { write_weights(d, at::kFloat, full_tensors); },
-                    args.save_total_limit, crash_hook);
+                    args.save_total_limit, crash_hook, best.checkpoint());
                 log.info("saved " + dir);
                 recorder.checkpoint(done, dir);
             }
@@ -636,6 +589,12 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     }
     if (main_rank && partitioned && (rank.comm || offload_param)) log.info(partitioned->describe_prefetch());
 
+    // --load_best_model_at_end: the best checkpoint's weights become the final ones (collective).
+    if (const std::optional<std::string> best_dir = best.finish(total_steps, args.output_dir)) {
+        if (partitioned_trainable) restore_partitioned_weights(*best_dir, "model", *partitioned_trainable);
+        else restore_weights(*best_dir, args.use_peft_lora ? "adapter_model" : "model", trainable);
+        if (main_rank) log.info("loaded the best model from " + *best_dir + " (" + best.describe() + ")");
+    }
     // ---- save (rank 0): the final weights and state in output_dir ----
     const NamedTensors full_tensors = gathered_for_save();  // collective under ZeRO-3
     if (!main_rank) return 0;
@@ -653,8 +612,9 @@ int run_sft(const config::RunConfig& run, const RankContext& rank, const Log& lo
     const config::TrainArgs& args = run.train;
     if (args.eval_strategy != "no" && args.eval_strategy != "steps" && args.eval_strategy != "epoch")
         fail(ErrorKind::kConfig, "--eval_strategy: must be no, steps or epoch (got '" + args.eval_strategy + "')");
-    if (args.save_strategy != "no" && args.save_strategy != "steps" && args.save_strategy != "epoch")
-        fail(ErrorKind::kConfig, "--save_strategy: must be no, steps or epoch (got '" + args.save_strategy + "')");
+    if (args.save_strategy != "no" && args.save_strategy != "steps" && args.save_strategy != "epoch" &&
+        args.save_strategy != "best")
+        fail(ErrorKind::kConfig, "--save_strategy: must be no, steps, epoch or best (got '" + args.save_strategy + "')");
     if (rank.rank == 0) check_output_dir(args.output_dir);
     const std::string resume_dir =
         args.resume_from_checkpoint.empty() || parse_bool(args.resume_from_checkpoint) == std::optional<bool>(false)

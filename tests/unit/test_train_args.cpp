@@ -83,6 +83,26 @@ TEST_CASE("--gradient_checkpointing takes a boolean, bare or valued, or auto", "
                       "boolean", "or auto", "maybe");
 }
 
+TEST_CASE("the best-model flags take TrainingArguments' defaults and rules", "[config][train]") {
+    auto parsed = [](std::vector<std::string> flags) {
+        flags.insert(flags.begin(), {"--model_name_or_path", "m", "--eval_strategy", "steps", "--eval_steps", "5"});
+        return parse_train_args(JobKind::kSft, flags).args;
+    };
+    const TrainArgs loaded = parsed({"--load_best_model_at_end", "True", "--save_steps", "10"});
+    CHECK(loaded.metric_for_best_model == "loss");
+    CHECK(loaded.greater_is_better == std::optional<bool>(false));
+    CHECK(parsed({"--metric_for_best_model", "eval_perplexity"}).greater_is_better == std::optional<bool>(true));
+    CHECK(parsed({"--save_strategy", "best"}).metric_for_best_model == "loss");
+    FTL_REQUIRE_ERROR(parsed({"--load_best_model_at_end", "True", "--save_steps", "7"}), ErrorKind::kUsage,
+                      "round multiple", "7", "5");
+    FTL_REQUIRE_ERROR(parsed({"--load_best_model_at_end", "True", "--save_steps", "0.5"}), ErrorKind::kUsage,
+                      "mixing ratio and absolute steps");
+    FTL_REQUIRE_ERROR(parsed({"--load_best_model_at_end", "True", "--save_strategy", "epoch"}), ErrorKind::kUsage,
+                      "Evaluation strategy: steps", "Save strategy: epoch");
+    FTL_REQUIRE_ERROR(parse_train_args(JobKind::kSft, {"--model_name_or_path", "m", "--save_strategy", "best"}),
+                      ErrorKind::kUsage, "--save_strategy best", "--eval_strategy");
+}
+
 TEST_CASE("transformers 5's --activation_checkpointing names and its kwargs", "[config][train]") {
     auto parsed = [](std::vector<std::string> flags) {
         flags.insert(flags.begin(), {"--model_name_or_path", "m"});
