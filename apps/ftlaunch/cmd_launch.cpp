@@ -30,7 +30,8 @@ int run_job_worker(const config::RunConfig& run, const launch::WorkerIdentity& i
     rank.world_size = id.world_size;
     rank.device = worker_device(run.accelerate);
     rank.device_index = id.local_rank;
-    if (const char* progress = std::getenv("FTLAUNCH_PROGRESS")) rank.progress_bar = std::string(progress) == "1";
+    if (const char* progress = std::getenv("FTLAUNCH_PROGRESS"))
+        rank.progress_bar = std::string(progress) == "1" && !run.train.disable_tqdm;
     if (const char* peak = std::getenv("FTLAUNCH_PEAK_TFLOPS"); peak && *peak) {
         char* end = nullptr;
         const double tflops = std::strtod(peak, &end);

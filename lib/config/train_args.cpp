@@ -220,6 +220,8 @@ const std::vector<FlagSpec>& flag_table() {
         flag("logging_first_step", &A::logging_first_step, boolean()),
         flag("eval_strategy", &A::eval_strategy, text(kStrategies), {"evaluation_strategy"}),
         flag("eval_steps", &A::eval_steps, number(0.0)),
+        flag("eval_on_start", &A::eval_on_start, boolean()),
+        flag("disable_tqdm", &A::disable_tqdm, boolean()),
         flag("save_strategy", &A::save_strategy, text({"no", "steps", "epoch", "best"})),
         flag("load_best_model_at_end", &A::load_best_model_at_end, boolean()),
         flag("metric_for_best_model", &A::metric_for_best_model,
@@ -308,6 +310,9 @@ void validate(const TrainArgs& a) {
                                          "evaluation steps, but found " + json_number(a.save_steps) +
                                              ", which is not a round multiple of " + json_number(eval_steps) + ".");
     }
+    if (a.eval_on_start && a.eval_strategy == "no")
+        ftl::fail(ErrorKind::kUsage, "--eval_on_start True needs an evaluation split to evaluate: set --eval_strategy "
+                                     "steps or epoch (and --splits train,test)");
     if (a.save_strategy == "best" && a.eval_strategy == "no")
         ftl::fail(ErrorKind::kUsage, "--save_strategy best saves when an evaluation is a new best: it needs --eval_strategy "
                                      "steps or epoch");

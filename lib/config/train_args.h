@@ -82,6 +82,8 @@ struct TrainArgs {
     bool logging_first_step = false;
     std::string eval_strategy = "no";
     std::optional<double> eval_steps;
+    bool eval_on_start = false;               // evaluate once before the first step (a sanity check)
+    bool disable_tqdm = false;                // no progress bar
     std::string save_strategy = "steps";       // no, steps, epoch, best (when an evaluation is a new best)
     double save_steps = 500;
     std::optional<int> save_total_limit;

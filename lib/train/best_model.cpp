@@ -9,7 +9,9 @@ namespace ftl::train {
 using nlohmann::json;
 
 BestModelTracker::BestModelTracker(const config::TrainArgs& args)
-    : greater_is_better_(args.greater_is_better.value_or(false)), load_at_end_(args.load_best_model_at_end) {
+    : greater_is_better_(args.greater_is_better.value_or(false)),
+      load_at_end_(args.load_best_model_at_end),
+      saves_(args.save_strategy != "no") {
     if (!args.metric_for_best_model.empty())
         metric_ = starts_with(args.metric_for_best_model, "eval_") ? args.metric_for_best_model
                                                                    : "eval_" + args.metric_for_best_model;
@@ -21,7 +23,7 @@ bool BestModelTracker::observe(const EvalResult& eval, int64_t step) {
     const bool better = !best_metric_ || (greater_is_better_ ? value > *best_metric_ : value < *best_metric_);
     if (!better) return false;
     best_metric_ = value;
-    best_step_ = step;
+    if (saves_) best_step_ = step;  // as _determine_best_metric: a step only where checkpoints are saved
     return true;
 }
 
@@ -56,7 +58,7 @@ void BestModelTracker::restore(const json& trainer_state) {
 
 std::string BestModelTracker::describe() const {
     if (!best_metric_) return "no evaluation";
-    return metric_ + " " + json(*best_metric_).dump() + " at step " + std::to_string(*best_step_);
+    return metric_ + " " + json(*best_metric_).dump() + (best_step_ ? " at step " + std::to_string(*best_step_) : "");
 }
 
 }  // namespace ftl::train

@@ -43,6 +43,7 @@ private:
     std::string metric_;  // "eval_loss" or "eval_perplexity"; empty: not tracking
     bool greater_is_better_ = false;
     bool load_at_end_ = false;
+    bool saves_ = false;  // a save strategy other than "no": only then is the best's step recorded
     std::optional<double> best_metric_;
     std::optional<int64_t> best_step_;
     std::optional<std::string> best_checkpoint_;

@@ -390,6 +390,32 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         log.info("MFU is measured against " + format_number(peak->flops_per_second / 1e12) + " TFLOP/s per rank (" +
                  peak->source + ")");
     }
+    // An evaluation after `done` steps (at `epoch`): logged, recorded, and its result returned.
+    auto evaluate_after = [&](int64_t done, double epoch) {
+        std::optional<GpuMemoryPhase> eval_gpu_memory;
+        if (device.is_cuda()) eval_gpu_memory.emplace(device);
+        const CpuMemoryPhase eval_memory;
+        const std::string at_eval = "evaluation after step " + std::to_string(done) + ": ";
+        beat(at_eval + "starting");
+        model::ForwardOptions eval_forward;
+        eval_forward.residency = forward.residency;
+        eval_forward.fused_kernels = forward.fused_kernels;
+        if (rank.heartbeat)
+            eval_forward.progress = [&beat, at_eval](const std::string& where) { beat(at_eval + where); };
+        const EvalResult eval = evaluate(lm, data.eval, args.per_device_eval_batch_size, pad_id, args.packing, device, precision,
+                                         eval_forward, rank);
+        if (main_rank && eval_gpu_memory)
+            for (const auto& line : eval_gpu_memory->report("eval")) log.info(line);
+        if (main_rank)
+            for (const auto& line : eval_memory.report("eval")) log.info(line);
+        const json entry = {{"eval_loss", eval.loss}, {"eval_perplexity", eval.perplexity}, {"epoch", epoch}, {"step", done}};
+        log_history.push_back(entry);
+        recorder.eval({done, epoch, eval.loss, eval.perplexity});
+        if (main_rank) log.info("eval " + entry.dump());
+        return eval;
+    };
+    // --eval_on_start: the Trainer's sanity check before the first step (not a best-model candidate).
+    if (args.eval_on_start) evaluate_after(first_step, static_cast<double>(first_step) / static_cast<double>(steps_per_epoch));
     std::vector<int64_t> peak_memory(static_cast<size_t>(rank.world_size), 0);  // bytes per rank, this epoch
     std::vector<int64_t> host_memory(static_cast<size_t>(rank.world_size), 0);  // resident bytes per rank, now
     const auto started = std::chrono::steady_clock::now();
@@ -523,27 +549,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         }
         bool new_best = false;
         if ((args.eval_strategy == "steps" && done % eval_every == 0) || (args.eval_strategy == "epoch" && epoch_end)) {
-            std::optional<GpuMemoryPhase> eval_gpu_memory;
-            if (device.is_cuda()) eval_gpu_memory.emplace(device);
-            const CpuMemoryPhase eval_memory;
-            const std::string at_eval = "evaluation after step " + std::to_string(done) + ": ";
-            beat(at_eval + "starting");
-            model::ForwardOptions eval_forward;
-            eval_forward.residency = forward.residency;
-            eval_forward.fused_kernels = forward.fused_kernels;
-            if (rank.heartbeat)
-                eval_forward.progress = [&beat, at_eval](const std::string& where) { beat(at_eval + where); };
-            const EvalResult eval = evaluate(lm, data.eval, args.per_device_eval_batch_size, pad_id, args.packing, device, precision,
-                                             eval_forward, rank);
-            if (main_rank && eval_gpu_memory)
-                for (const auto& line : eval_gpu_memory->report("eval")) log.info(line);
-            if (main_rank)
-                for (const auto& line : eval_memory.report("eval")) log.info(line);
-            json entry = {{"eval_loss", eval.loss}, {"eval_perplexity", eval.perplexity}, {"epoch", epoch}, {"step", done}};
-            new_best = best.observe(eval, done);
-            log_history.push_back(entry);
-            recorder.eval({done, epoch, eval.loss, eval.perplexity});
-            if (main_rank) log.info("eval " + entry.dump());
+            new_best = best.observe(evaluate_after(done, epoch), done);
         }
         const bool preempted = stop_now && !last;  // the last step ends the run normally
         const bool scheduled_save = !last && ((args.save_strategy == "steps" && done % save_every == 0) ||

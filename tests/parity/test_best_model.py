@@ -13,6 +13,8 @@ picks:
                 checkpoint's; with --save_total_limit 1 the best checkpoint and the newest stay, no
                 other
   resume        the run resumed from its newest checkpoint keeps the best it recorded and loads it
+  on start      --eval_on_start evaluates before the first step (its loss the highest), and that
+                evaluation is not a best candidate, as in the Trainer
   best only     --save_strategy best: a checkpoint exactly at each evaluation that set a new best
                 (but the last step, whose weights go to output_dir)
   errors        eval every 4 and save every 6, eval steps with save epoch, an unknown metric: exit 2
@@ -97,6 +99,16 @@ def main():
                                                 os.path.join(out, "checkpoint-8")])
     check(state is not None and state["best_global_step"] == step and same(adapter(out), final),
           f"resumed from checkpoint-8: best_global_step {state and state['best_global_step']} kept, checkpoint-{step} loaded")
+
+    # --eval_on_start: an evaluation at step 0, the highest loss of all, yet not a best candidate.
+    out = os.path.join(work, "on_start")
+    state, _ = train(model_dir, data_dir, out, ["--greater_is_better", "True", "--metric_for_best_model", "loss",
+                                                "--eval_on_start", "True"])
+    evals = evaluations(state) if state else []
+    check(len(evals) == 4 and evals[0][0] == 0 and evals[0][1] > max(v for _, v in evals[1:])
+          and state["best_global_step"] == max(evals[1:], key=lambda e: e[1])[0],
+          f"eval_on_start: step 0 evaluated first ({evals[:1]}), the best chosen among the others "
+          f"(step {state and state['best_global_step']})")
 
     out = os.path.join(work, "best_only")
     state, _ = train(model_dir, data_dir, out, ["--save_strategy", "best", "--save_steps", "1"])

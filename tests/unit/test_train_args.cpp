@@ -101,6 +101,9 @@ TEST_CASE("the best-model flags take TrainingArguments' defaults and rules", "[c
                       "Evaluation strategy: steps", "Save strategy: epoch");
     FTL_REQUIRE_ERROR(parse_train_args(JobKind::kSft, {"--model_name_or_path", "m", "--save_strategy", "best"}),
                       ErrorKind::kUsage, "--save_strategy best", "--eval_strategy");
+    FTL_REQUIRE_ERROR(parse_train_args(JobKind::kSft, {"--model_name_or_path", "m", "--eval_on_start", "True"}),
+                      ErrorKind::kUsage, "--eval_on_start", "--eval_strategy");
+    CHECK(parsed({"--eval_on_start", "--disable_tqdm", "True"}).disable_tqdm);
 }
 
 TEST_CASE("transformers 5's --activation_checkpointing names and its kwargs", "[config][train]") {
