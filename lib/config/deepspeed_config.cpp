@@ -275,24 +275,15 @@ void apply_mixed_precision(DeepSpeedConfig& ds, MixedPrecision mp) {
 
 void resolve_with_train_args(DeepSpeedConfig& ds, const TrainArgs& a, int world_size) {
     std::vector<std::string> mismatches;
-    // HF's fill_match: fill an auto, or record a concrete value that differs.
-    auto fill_int = [&](Auto<long long>& slot, const std::string& ds_key, long long hf_value, const std::string& hf_key) {
-        if (!slot) slot = hf_value;
-        else if (*slot != hf_value)
-            mismatches.push_back("- ds " + ds_key + "=" + std::to_string(*slot) + " vs hf " + hf_key + "=" +
-                                 std::to_string(hf_value));
-    };
-    fill_int(ds.train_micro_batch_size_per_gpu, "train_micro_batch_size_per_gpu", a.per_device_train_batch_size,
-             "per_device_train_batch_size");
-    fill_int(ds.gradient_accumulation_steps, "gradient_accumulation_steps", a.gradient_accumulation_steps,
-             "gradient_accumulation_steps");
-    fill_int(ds.train_batch_size, "train_batch_size",
-             static_cast<long long>(world_size) * a.per_device_train_batch_size * a.gradient_accumulation_steps,
-             "train_batch_size (calculated)");
-    if (!ds.gradient_clipping) ds.gradient_clipping = a.max_grad_norm;
-    else if (*ds.gradient_clipping != a.max_grad_norm && a.was_given("max_grad_norm"))
-        mismatches.push_back("- ds gradient_clipping=" + json(*ds.gradient_clipping).dump() +
-                             " vs hf max_grad_norm=" + json(a.max_grad_norm).dump());
+    fill_match(ds.train_micro_batch_size_per_gpu, true, "train_micro_batch_size_per_gpu", a.per_device_train_batch_size,
+               "per_device_train_batch_size", mismatches);
+    fill_match(ds.gradient_accumulation_steps, true, "gradient_accumulation_steps", a.gradient_accumulation_steps,
+               "gradient_accumulation_steps", mismatches);
+    fill_match(ds.train_batch_size, true, "train_batch_size",
+               static_cast<long long>(world_size) * a.per_device_train_batch_size * a.gradient_accumulation_steps,
+               "train_batch_size (calculated)", mismatches);
+    fill_match(ds.gradient_clipping, a.was_given("max_grad_norm"), "gradient_clipping", a.max_grad_norm, "max_grad_norm",
+               mismatches);
     if (!ds.bf16_enabled) ds.bf16_enabled = a.bf16;
     else if (*ds.bf16_enabled != a.bf16 && a.was_given("bf16"))
         mismatches.push_back(std::string("- ds bf16.enabled=") + (*ds.bf16_enabled ? "True" : "False") +
@@ -303,11 +294,7 @@ void resolve_with_train_args(DeepSpeedConfig& ds, const TrainArgs& a, int world_
                              " vs hf fp16|fp16_full_eval+fp16_backend(amp)=" + (a.fp16 ? "True" : "False"));
     if (ds.optimizer) fill_optimizer_from_flags(*ds.optimizer, a, mismatches);
     if (ds.scheduler) fill_scheduler_from_flags(*ds.scheduler, a, mismatches);
-    if (!mismatches.empty())
-        ftl::fail(ErrorKind::kConfig,
-                  ds.source + ": Please correct the following DeepSpeed config values that mismatch "
-                              "TrainingArguments values:\n" + join(mismatches, "\n") +
-                      "\nThe easiest method is to set these DeepSpeed config values to 'auto'.");
+    fail_on_mismatches(ds.source, mismatches);
 }
 
 void resolve_with_hidden_size(DeepSpeedConfig& ds, long long hidden_size) {

@@ -26,16 +26,14 @@ std::string type_of(const JsonReader& r, const json& section, const std::string&
     return r.string(section["type"], name + ".type");
 }
 
-// fill_match for one value: "auto" (nullopt) takes the flag's; a value the section named that
-// differs from the flag's is a mismatch in HF's words.
-void fill(Auto<double>& slot, bool given, const std::string& ds_key, double hf_value, const std::string& hf_key,
-          std::vector<std::string>& mismatches) {
-    if (!slot) slot = hf_value;
-    else if (given && *slot != hf_value)
-        mismatches.push_back("- ds " + ds_key + "=" + json(*slot).dump() + " vs hf " + hf_key + "=" + json(hf_value).dump());
-}
-
 }  // namespace
+
+void fail_on_mismatches(const std::string& source, const std::vector<std::string>& mismatches) {
+    if (mismatches.empty()) return;
+    ftl::fail(ErrorKind::kConfig, source + ": Please correct the following DeepSpeed config values that mismatch "
+                                           "TrainingArguments values:\n" + join(mismatches, "\n") +
+                                      "\nThe easiest method is to set these DeepSpeed config values to 'auto'.");
+}
 
 DeepSpeedOptimizerConfig read_optimizer_section(const JsonReader& r, const json& section) {
     DeepSpeedOptimizerConfig o;
@@ -123,7 +121,7 @@ DeepSpeedSchedulerConfig read_scheduler_section(const JsonReader& r, const json&
 }
 
 void fill_optimizer_from_flags(DeepSpeedOptimizerConfig& o, const TrainArgs& a, std::vector<std::string>& mismatches) {
-    fill(o.lr, o.given.count("lr"), "optimizer.params.lr", a.learning_rate, "learning_rate", mismatches);
+    fill_match(o.lr, o.given.count("lr"), "optimizer.params.lr", a.learning_rate, "learning_rate", mismatches);
     if (o.given.count("betas")) {
         const bool was_auto = !o.beta1;
         if (was_auto) o.beta1 = a.adam_beta1, o.beta2 = a.adam_beta2;
@@ -131,35 +129,29 @@ void fill_optimizer_from_flags(DeepSpeedOptimizerConfig& o, const TrainArgs& a, 
             mismatches.push_back("- ds optimizer.params.betas=" + json::array({*o.beta1, *o.beta2}).dump() +
                                  " vs hf adam_beta1+adam_beta2=" + json::array({a.adam_beta1, a.adam_beta2}).dump());
     }
-    fill(o.eps, o.given.count("eps"), "optimizer.params.eps", a.adam_epsilon, "adam_epsilon", mismatches);
-    fill(o.weight_decay, o.given.count("weight_decay"), "optimizer.params.weight_decay", a.weight_decay, "weight_decay",
-         mismatches);
+    fill_match(o.eps, o.given.count("eps"), "optimizer.params.eps", a.adam_epsilon, "adam_epsilon", mismatches);
+    fill_match(o.weight_decay, o.given.count("weight_decay"), "optimizer.params.weight_decay", a.weight_decay,
+               "weight_decay", mismatches);
 }
 
 void fill_scheduler_from_flags(DeepSpeedSchedulerConfig& s, const TrainArgs& a, std::vector<std::string>& mismatches) {
     if (!s.warmup_min_lr) s.warmup_min_lr = 0.0;  // fill_only: not a Trainer flag
-    fill(s.warmup_max_lr, s.given.count("warmup_max_lr"), "scheduler.params.warmup_max_lr", a.learning_rate,
-         "learning_rate", mismatches);
+    fill_match(s.warmup_max_lr, s.given.count("warmup_max_lr"), "scheduler.params.warmup_max_lr", a.learning_rate,
+               "learning_rate", mismatches);
 }
 
 void resolve_with_steps(DeepSpeedConfig& ds, long long total_steps, long long warmup_steps, double optimizer_lr) {
     if (!ds.scheduler) return;
     DeepSpeedSchedulerConfig& s = *ds.scheduler;
     std::vector<std::string> mismatches;
-    auto fill_steps = [&](Auto<long long>& slot, const std::string& ds_key, long long hf_value, const std::string& hf_key) {
-        if (!slot) slot = hf_value;
-        else if (s.given.count(ds_key) && *slot != hf_value)
-            mismatches.push_back("- ds scheduler.params." + ds_key + "=" + std::to_string(*slot) + " vs hf " + hf_key + "=" +
-                                 std::to_string(hf_value));
-    };
-    if (s.type != "WarmupLR") fill_steps(s.total_num_steps, "total_num_steps", total_steps, "num_training_steps (calculated)");
+    if (s.type != "WarmupLR")
+        fill_match(s.total_num_steps, s.given.count("total_num_steps"), "scheduler.params.total_num_steps", total_steps,
+                   "num_training_steps (calculated)", mismatches);
     // DeepSpeed 0.19.6+ refuses a warmup of 0 steps; HF fills at least 1.
-    fill_steps(s.warmup_num_steps, "warmup_num_steps", std::max(1LL, warmup_steps), "warmup_steps");
+    fill_match(s.warmup_num_steps, s.given.count("warmup_num_steps"), "scheduler.params.warmup_num_steps",
+               std::max(1LL, warmup_steps), "warmup_steps", mismatches);
     if (s.type == "WarmupLR" && !s.given.count("warmup_max_lr")) s.warmup_max_lr = optimizer_lr;
-    if (!mismatches.empty())
-        ftl::fail(ErrorKind::kConfig, ds.source + ": Please correct the following DeepSpeed config values that mismatch "
-                                                  "TrainingArguments values:\n" + join(mismatches, "\n") +
-                                          "\nThe easiest method is to set these DeepSpeed config values to 'auto'.");
+    fail_on_mismatches(ds.source, mismatches);
 }
 
 json to_json(const DeepSpeedOptimizerConfig& o) {

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "config/deepspeed_config.h"
@@ -17,6 +18,21 @@ namespace ftl::config {
 // take, or a value out of range.
 DeepSpeedOptimizerConfig read_optimizer_section(const JsonReader& r, const nlohmann::json& section);
 DeepSpeedSchedulerConfig read_scheduler_section(const JsonReader& r, const nlohmann::json& section);
+
+// HF's fill_match for one value: "auto" (nullopt) takes the flag's `hf_value`; a concrete value
+// that differs from it is recorded in HF's words ("- ds <ds_key>=.. vs hf <hf_key>=..") when
+// `check` (the key was named in the section, or the flag given).
+template <typename T>
+void fill_match(Auto<T>& slot, bool check, const std::string& ds_key, std::type_identity_t<T> hf_value,
+                const std::string& hf_key, std::vector<std::string>& mismatches) {
+    if (!slot) slot = hf_value;
+    else if (check && *slot != hf_value)
+        mismatches.push_back("- ds " + ds_key + "=" + nlohmann::json(*slot).dump() + " vs hf " + hf_key + "=" +
+                             nlohmann::json(hf_value).dump());
+}
+
+// Throws kConfig with HF's message listing `mismatches` (naming `source`), if there are any.
+void fail_on_mismatches(const std::string& source, const std::vector<std::string>& mismatches);
 
 // HF's fill_match for the params the sections name: "auto" takes the flag, a concrete value that
 // differs from it adds "- ds optimizer.params.lr=.. vs hf learning_rate=.." to `mismatches`.

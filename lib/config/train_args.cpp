@@ -66,12 +66,12 @@ NumberParser number(double min, double max = 1e15, bool max_exclusive = false) {
     };
 }
 
-// A JSON object given as text (TrainingArguments' dict fields, e.g. --lr_scheduler_kwargs '{"num_cycles": 1}').
+// A JSON object given as text (TrainingArguments' dict fields); `example` shows one in the error.
 using ObjectParser = std::function<nlohmann::json(const std::string&, const std::string&)>;
-ObjectParser json_object() {
-    return [](const std::string& flag, const std::string& value) {
+ObjectParser json_object(std::string example) {
+    return [example](const std::string& flag, const std::string& value) {
         nlohmann::json parsed = nlohmann::json::parse(value, nullptr, /*allow_exceptions=*/false);
-        if (!parsed.is_object()) bad_value(flag, value, "must be a JSON object, e.g. '{\"num_cycles\": 1}'");
+        if (!parsed.is_object()) bad_value(flag, value, "must be a JSON object, e.g. '" + example + "'");
         return parsed;
     };
 }
@@ -112,8 +112,7 @@ FlagSpec checkpointing_kwargs_flag() {
     f.name = "activation_checkpointing_kwargs";
     f.aliases = {"gradient_checkpointing_kwargs"};
     f.set = [](TrainArgs& a, const std::string& flag, const std::string& value) {
-        const nlohmann::json kwargs = nlohmann::json::parse(value, nullptr, /*allow_exceptions=*/false);
-        if (!kwargs.is_object()) bad_value(flag, value, "must be a JSON object, e.g. '{\"use_reentrant\": false}'");
+        const nlohmann::json kwargs = json_object(R"({"use_reentrant": false})")(flag, value);
         auto bad_key = [&](const std::string& key, const std::string& rule) {
             ftl::fail(ErrorKind::kUsage, "--" + flag + ": " + key + " " + rule + " (got " + kwargs[key].dump() + ")");
         };
@@ -241,7 +240,7 @@ const std::vector<FlagSpec>& flag_table() {
              text({"linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
                      "constant_with_warmup", "inverse_sqrt", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
                      "warmup_stable_decay"})),
-        flag("lr_scheduler_kwargs", &A::lr_scheduler_kwargs, json_object()),
+        flag("lr_scheduler_kwargs", &A::lr_scheduler_kwargs, json_object(R"({"num_cycles": 1})")),
         flag("weight_decay", &A::weight_decay, number(0.0, 1e9)),
         flag("warmup_ratio", &A::warmup_ratio, number(0.0, 1.0)),
         flag("warmup_steps", &A::warmup_steps, number(0.0, 1e12)),

@@ -129,11 +129,12 @@ LearningRateSchedule trainer_schedule(const std::string& type, const json& kwarg
         });
     } else if (type == "cosine" || type == "cosine_with_min_lr") {
         const double cycles = kw.number("num_cycles").value_or(0.5);
+        // cosine's floor 0 leaves the factor exactly as it is (x * 1 + 0 == x).
         const double floor = type == "cosine" ? 0.0 : min_lr_rate_from(kw, learning_rate);
         schedule = scaled(learning_rate, [=](int64_t s) {
             if (s < warmup) return linear_warmup(s, warmup);
             const double factor = 0.5 * (1.0 + std::cos(M_PI * cycles * 2.0 * decay_progress(s, warmup, total)));
-            return std::max(0.0, type == "cosine" ? factor : factor * (1 - floor) + floor);
+            return std::max(0.0, factor * (1 - floor) + floor);
         });
     } else if (type == "cosine_warmup_with_min_lr") {
         const double cycles = kw.number("num_cycles").value_or(0.5);
