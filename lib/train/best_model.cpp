@@ -31,13 +31,9 @@ void BestModelTracker::saving(int64_t step, const std::string& dir) {
     if (best_step_ && *best_step_ == step) best_checkpoint_ = dir;
 }
 
-std::optional<std::string> BestModelTracker::finish(int64_t total_steps, const std::string& output_dir) {
-    if (!best_step_) return std::nullopt;
-    if (*best_step_ == total_steps) {
-        best_checkpoint_ = output_dir;
-        return std::nullopt;
-    }
-    return load_at_end_ ? best_checkpoint_ : std::nullopt;
+std::optional<std::string> BestModelTracker::finish(int64_t total_steps) const {
+    if (!load_at_end_ || !best_step_ || *best_step_ == total_steps) return std::nullopt;
+    return best_checkpoint_;
 }
 
 void BestModelTracker::add_to(json& trainer_state) const {

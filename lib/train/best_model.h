@@ -30,9 +30,9 @@ public:
     // The checkpoint to protect from save_total_limit's rotation.
     std::optional<std::string> checkpoint() const { return best_checkpoint_; }
     // At the end of `total_steps`: the checkpoint whose weights --load_best_model_at_end loads, or
-    // none when the final weights are the best (then `output_dir`, where they are written, is
-    // recorded as the best model's folder) or nothing was evaluated.
-    std::optional<std::string> finish(int64_t total_steps, const std::string& output_dir);
+    // none when the final weights are the best (the last step's checkpoint holds them: every save
+    // strategy saves at the last step, TrainerFlow) or nothing was evaluated.
+    std::optional<std::string> finish(int64_t total_steps) const;
 
     // trainer_state.json's best_metric, best_global_step and best_model_checkpoint.
     void add_to(nlohmann::json& trainer_state) const;

@@ -123,6 +123,12 @@ std::string save_checkpoint(const std::string& output_dir, const CheckpointConte
     return final_dir.string();
 }
 
+void keep_only_checkpoint(const std::string& output_dir, const std::string& kept) {
+    std::error_code ec;
+    for (const auto& [step, dir] : checkpoints_in(output_dir))
+        if (!fs::equivalent(dir, kept, ec)) fs::remove_all(dir, ec);
+}
+
 std::string find_checkpoint(const std::string& resume_from, const std::string& output_dir) {
     remove_temporaries(output_dir);
     const auto as_bool = parse_bool(resume_from);

@@ -46,6 +46,10 @@ std::string save_checkpoint(const std::string& output_dir, const CheckpointConte
                             std::optional<int> save_total_limit, const std::function<void()>& crash_hook = {},
                             const std::optional<std::string>& keep = std::nullopt);
 
+// The end of a run with save_total_limit 1 and a best checkpoint: every other checkpoint-<N> goes,
+// the newest too (transformers' Trainer._finalize_training).
+void keep_only_checkpoint(const std::string& output_dir, const std::string& kept);
+
 // "True"/"true"/"last" -> the newest complete checkpoint in output_dir; a path -> that folder;
 // "auto" -> the newest checkpoint if there is one, else "" (start afresh: a requeued job's rerun).
 // Throws naming what was looked for when there is none. Also removes leftover temporary folders.

@@ -78,6 +78,10 @@ optim::LearningRateSchedule learning_rate_schedule_for(const config::RunConfig& 
     return optim::deepspeed_schedule(schedule, learning_rate);
 }
 
+bool logs_next_step_rate(const config::RunConfig& run) {
+    return run.accelerate.distributed_type == config::DistributedType::kDeepSpeed || !run.train.deepspeed.empty();
+}
+
 TrainOptimizer::TrainOptimizer(NamedTensors trainable, optim::AdamWOptions options, bool trainer_groups,
                                const OptimizerLayout& layout, const RankContext& rank)
     : trainable_(trainable), rank_(rank) {

@@ -59,6 +59,12 @@ optim::LossScalerOptions loss_scaling_for(const config::RunConfig& run);
 optim::LearningRateSchedule learning_rate_schedule_for(const config::RunConfig& run, const config::TrainArgs& args,
                                                        int64_t total_steps, double learning_rate);
 
+// Which rate the HF Trainer logs for a step. Under DeepSpeed the engine steps the schedule inside
+// accelerate's backward (DeepSpeedEngineWrapper.backward calls engine.step()), before the Trainer
+// reads it: the log shows the next step's rate. Elsewhere (plain, DDP, FSDP) transformers >= 4.51
+// reads it between the optimizer's step and the scheduler's (PR 36973): the rate the step applied.
+bool logs_next_step_rate(const config::RunConfig& run);
+
 class TrainOptimizer {
 public:
     using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;

@@ -3,6 +3,8 @@
 #include <cstdio>
 
 #include "train/gpu_memory.h"
+#include "train/inputs.h"
+#include "train/optimizer_step.h"
 #include "util/error.h"
 #include "util/memory.h"
 #include "util/strings.h"
@@ -36,6 +38,29 @@ RankMemory rank_memory(const config::RunConfig& run, const RankContext& rank) {
 }
 
 }  // namespace
+
+void check_run_settings(const config::RunConfig& run, const RankContext& rank, const Log& log) {
+    const config::TrainArgs& args = run.train;
+    const auto& zero = run.deepspeed.zero_optimization;
+    const bool offloads_param = run.uses_deepspeed && zero.offload_param.device != config::OffloadDevice::kNone;
+    if (offloads_param && zero.stage == 3 && !args.use_peft_lora && zero.offload_param.device == config::OffloadDevice::kNvme)
+        fail(ErrorKind::kConfig, "zero_optimization.offload_param.device nvme: full fine-tuning trains its partitioned "
+                                 "weights in place, and this build keeps trained slices in host memory only; use cpu "
+                                 "(or LoRA, whose frozen base weights can live on NVMe)");
+    if (rank.rank == 0 && offloads_param && zero.stage != 3)
+        log.warn("zero_optimization.offload_param: parameters are offloaded only under ZeRO stage 3; they stay on " +
+                 rank.device);
+    if (four_bit_config(args) && !args.use_peft_lora)
+        fail(ErrorKind::kConfig, "--use_4bit_quantization True needs --use_peft_lora True: 4-bit base weights are frozen, "
+                                 "so only adapters can train on them (transformers refuses to fine-tune a purely "
+                                 "quantized model too)");
+    if (args.use_8bit_quantization)
+        fail(ErrorKind::kConfig, "--use_8bit_quantization True: 8-bit (LLM.int8) base weights are not in this build; "
+                                 "--use_4bit_quantization True (QLoRA) is");
+    // The run's length is not known yet: the schedule is built over one step for its checks.
+    if (!(run.uses_deepspeed && run.deepspeed.scheduler))
+        learning_rate_schedule_for(run, args, 1, optimizer_choice_for(run, args, false).learning_rate);
+}
 
 std::string check_memory_fits(const config::RunConfig& run, const model::DecoderConfig& model, const RankContext& rank) {
     const bool on_gpu = rank.device == "cuda";

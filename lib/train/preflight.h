@@ -12,8 +12,15 @@
 #include "config/run_config.h"
 #include "model/model_config.h"
 #include "train/rank_context.h"
+#include "util/log.h"
 
 namespace ftl::train {
+
+// The settings this build cannot run together, refused before anything loads: offload_param nvme
+// for full fine-tuning (trained slices stay in host memory), 4-bit weights without LoRA, 8-bit
+// weights, and a learning-rate schedule's parameters; offload_param below stage 3 is a warning
+// (DeepSpeed offloads parameters only there).
+void check_run_settings(const config::RunConfig& run, const RankContext& rank, const Log& log);
 
 // The memory a rank has: RankContext::memory_per_rank when set (FTLAUNCH_MEMORY_PER_RANK), else
 // the free memory of its GPU, else the host's available memory shared by the machine's ranks.

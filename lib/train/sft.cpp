@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -36,6 +37,7 @@
 #include "train/resume.h"
 #include "train/run_record.h"
 #include "train/throughput.h"
+#include "train/trainer_flow.h"
 #include "util/checksum.h"
 #include "util/error.h"
 #include "util/files.h"
@@ -55,12 +57,6 @@ std::string format_number(double v) {
     return s.str();
 }
 
-// HF's "steps" intervals: a value < 1 is a ratio of the total steps.
-int64_t interval(double value, int64_t total_steps) {
-    if (value < 1) return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(value * static_cast<double>(total_steps))));
-    return static_cast<int64_t>(value);
-}
-
 // The job after its checks: inputs, model, schedule, the loop, the final save.
 // Returns 0, or kExitPreempted after a SIGTERM stop with its checkpoint.
 int train(const config::RunConfig& run, const RankContext& rank, const Log& log, const std::string& resume_dir,
@@ -69,29 +65,12 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     const bool main_rank = rank.rank == 0;
     const auto& zero = run.deepspeed.zero_optimization;
     const int zero_stage = run.uses_deepspeed ? zero.stage : 0;
+    check_run_settings(run, rank, log);
     const std::optional<zero::OptimizerOffload> optimizer_offload = optimizer_offload_for(run);
     // offload_param (stage 3: the partitioned weights' slices) to host memory, or (LoRA's frozen
     // base weights) to NVMe.
     const bool offload_param = run.uses_deepspeed && zero_stage == 3 && zero.offload_param.device != config::OffloadDevice::kNone;
-    if (offload_param && !args.use_peft_lora && zero.offload_param.device == config::OffloadDevice::kNvme)
-        fail(ErrorKind::kConfig, "zero_optimization.offload_param.device nvme: full fine-tuning trains its partitioned "
-                                 "weights in place, and this build keeps trained slices in host memory only; use cpu "
-                                 "(or LoRA, whose frozen base weights can live on NVMe)");
-    if (main_rank && run.uses_deepspeed && zero.offload_param.device != config::OffloadDevice::kNone && !offload_param)
-        log.warn("zero_optimization.offload_param: parameters are offloaded only under ZeRO stage 3; they stay on " +
-                 rank.device);
-
     const std::optional<quant::FourBitConfig> four_bit = four_bit_config(args);
-    if (four_bit && !args.use_peft_lora)
-        fail(ErrorKind::kConfig, "--use_4bit_quantization True needs --use_peft_lora True: 4-bit base weights are frozen, "
-                                 "so only adapters can train on them (transformers refuses to fine-tune a purely "
-                                 "quantized model too)");
-    if (args.use_8bit_quantization)
-        fail(ErrorKind::kConfig, "--use_8bit_quantization True: 8-bit (LLM.int8) base weights are not in this build; "
-                                 "--use_4bit_quantization True (QLoRA) is");
-    // The schedule's parameters, checked before anything loads (the run's length is not known yet).
-    if (!(run.uses_deepspeed && run.deepspeed.scheduler))
-        learning_rate_schedule_for(run, args, 1, optimizer_choice_for(run, args, false).learning_rate);
     // ---- inputs: folders, tokenizer (as train.py sets it up), data ----
     const JobInputs inputs = resolve_job_inputs(args);
     const int32_t pad_id = inputs.tokenizer.pad_id().value_or(0);
@@ -287,9 +266,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     const int64_t total_steps = args.max_steps > 0
                                     ? args.max_steps
                                     : static_cast<int64_t>(std::ceil(args.num_train_epochs * static_cast<double>(steps_per_epoch)));
-    const int64_t logging_every = interval(args.logging_steps, total_steps);
-    const int64_t eval_every = interval(args.eval_steps.value_or(args.logging_steps), total_steps);
-    const int64_t save_every = interval(args.save_steps, total_steps);
+    const TrainerFlow flow(args, total_steps, steps_per_epoch);
     OptimizerLayout layout = optimizer_layout_for(run, lm.config().hidden_size);
     layout.partitioned = partitioned_trainable;
     // --optim adamw_torch_fused (the Trainer's default) runs torch's fused kernel where ZeRO does not
@@ -307,6 +284,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     // not move it, as HF Trainer does not step its scheduler then.
     const optim::LearningRateSchedule schedule = learning_rate_schedule_for(run, args, total_steps, choice.learning_rate);
     auto learning_rate = [&] { return schedule(optimizer.steps()); };
+    const bool next_rate_logged = logs_next_step_rate(run);
     model::ForwardOptions forward;
     forward.training = true;
     forward.generator = dropout_generator(device, static_cast<uint64_t>(args.seed) + 1);
@@ -319,6 +297,8 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     json log_history = json::array();
     BestModelTracker best(args);
 
+    // Non-embedding parameters: all but embed_tokens' (a tied head is that tensor, counted once).
+    TrainerFlos flos(all_count - lm.config().vocab_size * lm.config().hidden_size + (args.use_peft_lora ? trainable_count : 0));
     const json identity = run_identity(args, inputs, lm, rank.world_size, zero_stage);
     // ---- resume: weights, optimizer, generators, history; the sampler replays to the same place ----
     int64_t first_step = 0;
@@ -337,6 +317,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                      std::to_string(rank.rank) + ".pth");
         log_history = saved.trainer_state.value("log_history", json::array());
         best.restore(saved.trainer_state);
+        flos.restore(saved.trainer_state.value("total_flos", 0.0));
         first_step = saved.global_step;
         for (int64_t i = 0; i < first_step * args.gradient_accumulation_steps; ++i) plan.next_micro_batch();
         if (main_rank) log.info("resumed from " + resume_dir + " at step " + std::to_string(first_step));
@@ -362,11 +343,12 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         json state{{"global_step", step},
                     {"max_steps", total_steps},
                     {"num_train_epochs", args.num_train_epochs},
-                    {"logging_steps", logging_every},
-                    {"eval_steps", eval_every},
-                    {"save_steps", save_every},
+                    {"logging_steps", flow.logging_every},
+                    {"eval_steps", flow.eval_every},
+                    {"save_steps", flow.save_every},
                     {"train_batch_size", args.per_device_train_batch_size},
                     {"epoch", static_cast<double>(step) / static_cast<double>(steps_per_epoch)},
+                    {"total_flos", flos.total()},
                     {"log_history", log_history}};
         best.add_to(state);
         return state;
@@ -377,7 +359,15 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     // The loss summed over this rank's micro-batches and steps since the last logging step, kept on
     // the device and read (all-reduced over ranks) only when logging: a read waits for the device.
     at::Tensor logged_loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
+    // The summed loss over ranks since the last logging step, read and reset (collective).
+    auto take_logged_loss = [&] {
+        at::Tensor total = logged_loss_sum.reshape({1}).cpu().clone();
+        if (rank.comm) rank.comm->all_reduce(total, dist::ReduceOp::kSum);
+        logged_loss_sum.zero_();
+        return total.item<double>();
+    };
     std::optional<double> last_logged_loss;
+    double run_loss_total = 0.0;  // every step's loss this run (HF's _total_loss_scalar), for train_loss
     int64_t logged_steps = 0, tokens_seen = 0;
     // This rank's tokens, model FLOPs (train/throughput.h) and seconds in training steps (not in
     // evaluation or saving) since the last logging step, for the logged rates; the progress bar
@@ -402,13 +392,19 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         eval_forward.fused_kernels = forward.fused_kernels;
         if (rank.heartbeat)
             eval_forward.progress = [&beat, at_eval](const std::string& where) { beat(at_eval + where); };
+        const auto eval_start = std::chrono::steady_clock::now();
         const EvalResult eval = evaluate(lm, data.eval, args.per_device_eval_batch_size, pad_id, args.packing, device, precision,
                                          eval_forward, rank);
         if (main_rank && eval_gpu_memory)
             for (const auto& line : eval_gpu_memory->report("eval")) log.info(line);
         if (main_rank)
             for (const auto& line : eval_memory.report("eval")) log.info(line);
-        const json entry = {{"eval_loss", eval.loss}, {"eval_perplexity", eval.perplexity}, {"epoch", epoch}, {"step", done}};
+        // The Trainer's evaluate(): the loss and speed over the split (batches of the eval batch
+        // size on every rank); eval_perplexity is ftlaunch's, for --metric_for_best_model.
+        const double eval_rows = static_cast<double>(data.eval.size());
+        json entry = speed_metrics("eval", std::chrono::duration<double>(std::chrono::steady_clock::now() - eval_start).count(),
+                                   eval_rows, std::ceil(eval_rows / (args.per_device_eval_batch_size * rank.world_size)));
+        entry.update({{"eval_loss", eval.loss}, {"eval_perplexity", eval.perplexity}, {"epoch", epoch}, {"step", done}});
         log_history.push_back(entry);
         recorder.eval({done, epoch, eval.loss, eval.perplexity});
         if (main_rank) log.info("eval " + entry.dump());
@@ -465,6 +461,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             tokens_seen += tokens;
             interval_tokens += tokens;
             interval_flops += static_cast<double>(tokens) * training_flops_per_token(shape, b.input_ids.size(1));
+            flos.add_batch(b.input_ids.numel());
         }
         const bool stop_requested = rank.stop_requested && rank.stop_requested();
         bool stop_now = false;  // a rank got SIGTERM: all save and stop after this step
@@ -484,7 +481,9 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             }
         }
         beat(at_step + "gradient reduction and optimizer");
-        const auto update = optimizer.step(learning_rate(), args.max_grad_norm, scaler ? &*scaler : nullptr);
+        const double applied_rate = learning_rate();
+        const auto update = optimizer.step(applied_rate, args.max_grad_norm, scaler ? &*scaler : nullptr);
+        const double logged_rate = next_rate_logged ? learning_rate() : applied_rate;
         optimizer.zero_grad();
         if (scaler) {
             scaler->update();
@@ -495,15 +494,14 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
 
         const int64_t done = step + 1;
         const bool last = done == total_steps;
+        const StepActions actions = flow.after_step(done);
         ++logged_steps;
-        const bool logging_now = done % logging_every == 0 || last;
         double grad_norm = 0.0;
-        if (logging_now) {  // the reads wait for the device: inside the timed interval
+        if (actions.log) {  // the reads wait for the device: inside the timed interval
             beat(at_step + "all-reduce of the logged loss");
-            at::Tensor loss_total = logged_loss_sum.reshape({1}).cpu().clone();
-            if (rank.comm) rank.comm->all_reduce(loss_total, dist::ReduceOp::kSum);
-            last_logged_loss = loss_total.item<double>() / static_cast<double>(logged_steps);
-            logged_loss_sum.zero_();
+            const double loss_total = take_logged_loss();
+            run_loss_total += loss_total;
+            last_logged_loss = loss_total / static_cast<double>(logged_steps);
             grad_norm = update.grad_norm.item<double>();  // HF logs the last step's
         }
         interval_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
@@ -516,17 +514,16 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         if (main_rank && rank.status_requested && rank.status_requested())
             std::cout << status_block(done, total_steps, first_step, seconds, last_logged_loss, tokens_per_second, peak_memory)
                       << std::flush;
-        const bool epoch_end = done % steps_per_epoch == 0;
+        const bool epoch_end = flow.epoch_end(done);
         const double epoch = static_cast<double>(done) / static_cast<double>(steps_per_epoch);
-        if (logging_now) {
-            // HF logs the rate the scheduler holds after its step, i.e. the next step's rate.
+        if (actions.log) {
             json entry = {{"loss", *last_logged_loss},
                           {"grad_norm", grad_norm},
-                          {"learning_rate", learning_rate()},
+                          {"learning_rate", logged_rate},
                           {"epoch", epoch},
                           {"step", done}};
             log_history.push_back(entry);
-            StepMetrics metrics{done, epoch, entry["loss"].get<double>(), grad_norm, learning_rate(),
+            StepMetrics metrics{done, epoch, entry["loss"].get<double>(), grad_norm, logged_rate,
                                 static_cast<double>(interval_tokens) * rank.world_size / interval_seconds,
                                 std::nullopt, peak_memory, host_memory};
             if (peak) metrics.mfu = interval_flops / interval_seconds / peak->flops_per_second;
@@ -539,7 +536,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                          " tokens/s " + format_number(tokens_per_second));
             logged_steps = 0;
         }
-        if (epoch_end || last) {
+        if (epoch_end) {
             if (main_rank && epoch_gpu_memory)
                 for (const auto& line : epoch_gpu_memory->report("train")) log.info(line);
             if (main_rank)
@@ -547,17 +544,12 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             epoch_memory.reset();
             epoch_gpu_memory.reset();
         }
-        bool new_best = false;
-        if ((args.eval_strategy == "steps" && done % eval_every == 0) || (args.eval_strategy == "epoch" && epoch_end)) {
-            new_best = best.observe(evaluate_after(done, epoch), done);
-        }
+        const bool new_best = actions.evaluate && best.observe(evaluate_after(done, epoch), done);
         const bool preempted = stop_now && !last;  // the last step ends the run normally
-        const bool scheduled_save = !last && ((args.save_strategy == "steps" && done % save_every == 0) ||
-                                              (args.save_strategy == "epoch" && epoch_end) ||
-                                              (args.save_strategy == "best" && new_best));
-        if (scheduled_save || preempted) {
+        if (actions.save || (args.save_strategy == "best" && new_best) || preempted) {
             beat("saving checkpoint-" + std::to_string(done));
             best.saving(done, checkpoint_dir(args.output_dir, done));
+            flos.store(rank.comm);  // collective
             auto optimizer_state = optimizer.state();  // collective under ZeRO
             const NamedTensors full_tensors = gathered_for_save();  // collective under ZeRO-3
             std::vector<at::Tensor> rng_states = generator_states();      // collective
@@ -595,8 +587,18 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     }
     if (main_rank && partitioned && (rank.comm || offload_param)) log.info(partitioned->describe_prefetch());
 
+    run_loss_total += take_logged_loss();  // collective: the steps since the last log
+    flos.store(rank.comm);                 // collective
+    RunTotals totals{first_step, total_steps, static_cast<int64_t>(data.train.size()), rank.world_size};
+    totals.runtime_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    totals.loss_total = run_loss_total;
+    totals.total_flos = flos.total();
+    totals.epoch = static_cast<double>(total_steps) / static_cast<double>(steps_per_epoch);
+    log_history.push_back(closing_entry(args, totals));
+    if (main_rank) log.info("train " + log_history.back().dump());
+
     // --load_best_model_at_end: the best checkpoint's weights become the final ones (collective).
-    if (const std::optional<std::string> best_dir = best.finish(total_steps, args.output_dir)) {
+    if (const std::optional<std::string> best_dir = best.finish(total_steps)) {
         if (partitioned_trainable) restore_partitioned_weights(*best_dir, "model", *partitioned_trainable);
         else restore_weights(*best_dir, args.use_peft_lora ? "adapter_model" : "model", trainable);
         if (main_rank) log.info("loaded the best model from " + *best_dir + " (" + best.describe() + ")");
@@ -604,6 +606,10 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     // ---- save (rank 0): the final weights and state in output_dir ----
     const NamedTensors full_tensors = gathered_for_save();  // collective under ZeRO-3
     if (!main_rank) return 0;
+    if (args.save_total_limit == std::optional<int>(1) && best.checkpoint() && std::filesystem::is_directory(*best.checkpoint())) {
+        keep_only_checkpoint(args.output_dir, *best.checkpoint());
+        log.info("save_total_limit 1: kept only the best checkpoint, " + *best.checkpoint());
+    }
     write_weights(args.output_dir, final_dtype, full_tensors);
     io::write_file_atomically(args.output_dir + "/trainer_state.json",
                               [&](std::ostream& out) { out << trainer_state(total_steps).dump(2) << "\n"; });

@@ -9,6 +9,8 @@
 #include <optional>
 #include <string>
 
+#include "dist/comm.h"
+
 namespace ftl::train {
 
 struct ModelShape {
@@ -41,5 +43,25 @@ struct PeakFlops {
 // A100/H100/H200; else a measurement: the best rate of repeated square matmuls over ~0.2 s, so
 // MFU is then a fraction of what this device sustains for a large matmul.
 PeakFlops device_peak_flops(const c10::Device& device, c10::ScalarType compute, std::optional<double> given_tflops);
+
+// trainer_state.json's total_flos as the HF Trainer counts it (Trainer.floating_point_ops and
+// store_flos): 6 x each micro-batch's input_ids elements (padding included) x the model's
+// non-embedding parameters, the adapters' included, summed over micro-batches and ranks. Under
+// ZeRO-3 transformers counts the partitioned parameters' empty stand-ins as 0; this counts the model.
+class TrainerFlos {
+public:
+    explicit TrainerFlos(int64_t non_embedding_parameters) : parameters_(non_embedding_parameters) {}
+    void add_batch(int64_t input_elements) {
+        pending_ += 6.0 * static_cast<double>(input_elements) * static_cast<double>(parameters_);
+    }
+    void store(dist::Comm* comm);  // collective when `comm` is set: every rank's pending into the total
+    void restore(double total) { total_ = total; }  // a resumed run's
+    double total() const { return total_; }
+
+private:
+    int64_t parameters_;
+    double pending_ = 0.0;  // this rank's, since the last store
+    double total_ = 0.0;    // every rank's, up to the last store
+};
 
 }  // namespace ftl::train

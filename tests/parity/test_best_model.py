@@ -5,18 +5,17 @@
 best step is read from the run's own log_history, so each check says which evaluation the rule
 picks:
   lowest loss   --load_best_model_at_end with the default metric (eval_loss, lower is better):
-                best_global_step is the step of the lowest eval_loss and best_metric its value; when
-                that is the last step the final weights are kept (best_model_checkpoint = output_dir),
-                else the adapter in output_dir equals that checkpoint's bit for bit
+                best_global_step is the step of the lowest eval_loss and best_metric its value, and
+                the adapter in output_dir equals that checkpoint's bit for bit (the last step saves
+                checkpoint-12 too, as the Trainer does)
   highest loss  --greater_is_better True (the first evaluation, as the loss falls): the adapter in
                 output_dir equals checkpoint-<best>'s bit for bit and differs from the last
-                checkpoint's; with --save_total_limit 1 the best checkpoint and the newest stay, no
-                other
+                checkpoint's; with --save_total_limit 1 only the best checkpoint stays at the end
+                (Trainer._finalize_training removes the newest too)
   resume        the run resumed from its newest checkpoint keeps the best it recorded and loads it
   on start      --eval_on_start evaluates before the first step (its loss the highest), and that
                 evaluation is not a best candidate, as in the Trainer
   best only     --save_strategy best: a checkpoint exactly at each evaluation that set a new best
-                (but the last step, whose weights go to output_dir)
   errors        eval every 4 and save every 6, eval steps with save epoch, an unknown metric: exit 2
                 with the Trainer's message
 """
@@ -70,35 +69,35 @@ def main():
     step, value = min(evals, key=lambda e: e[1]) if evals else (None, None)
     check(state is not None and state["best_global_step"] == step and state["best_metric"] == value,
           f"lowest eval_loss: best_global_step {state and state['best_global_step']} == {step}, best_metric == {value}")
-    if step == STEPS:
-        check(state["best_model_checkpoint"] == out, "the best is the last step: its weights are output_dir's")
-    elif state:
-        check(same(adapter(out), adapter(os.path.join(out, f"checkpoint-{step}"))),
-              f"output_dir's adapter == checkpoint-{step}'s (the best)")
+    check(state is not None and state["best_model_checkpoint"] == os.path.join(out, f"checkpoint-{step}")
+          and same(adapter(out), adapter(os.path.join(out, f"checkpoint-{step}"))),
+          f"output_dir's adapter == checkpoint-{step}'s (the best; {state and state['best_model_checkpoint']})")
+    newest = adapter(os.path.join(out, f"checkpoint-{STEPS}")) if state else None
 
+    highest = ["--load_best_model_at_end", "True", "--greater_is_better", "True"]
     out = os.path.join(work, "highest")
-    state, proc = train(model_dir, data_dir, out, ["--load_best_model_at_end", "True", "--greater_is_better", "True",
-                                                   "--save_total_limit", "1"])
+    state, proc = train(model_dir, data_dir, out, highest)
     evals = evaluations(state) if state else []
     step, value = max(evals, key=lambda e: e[1]) if evals else (None, None)
-    kept = sorted(d for d in os.listdir(out) if d.startswith("checkpoint-")) if state else []
     check(state is not None and step != STEPS and state["best_global_step"] == step and state["best_metric"] == value
           and state["best_model_checkpoint"] == os.path.join(out, f"checkpoint-{step}"),
           f"highest eval_loss (greater_is_better): step {step} recorded as the best ({state and state['best_model_checkpoint']})")
     check(state is not None and same(adapter(out), adapter(os.path.join(out, f"checkpoint-{step}")))
-          and not same(adapter(out), adapter(os.path.join(out, "checkpoint-8"))),
+          and same(adapter(os.path.join(out, f"checkpoint-{STEPS}")), newest) and not same(adapter(out), newest),
           f"output_dir's adapter == checkpoint-{step}'s bit for bit, not the newest checkpoint's; log: "
           f"{[line for line in (proc.stdout + proc.stderr).splitlines() if 'best model' in line][:1]}")
-    check(kept == sorted({f"checkpoint-{step}", "checkpoint-8"}),
-          f"save_total_limit 1 keeps the best and the newest checkpoint: {kept}")
 
     # Resumed from checkpoint-8, the run still knows step 4 was the best and loads it at the end.
     final = adapter(out) if state else None
-    state, _ = train(model_dir, data_dir, out, ["--load_best_model_at_end", "True", "--greater_is_better", "True",
-                                                "--save_total_limit", "1", "--resume_from_checkpoint",
-                                                os.path.join(out, "checkpoint-8")])
+    state, _ = train(model_dir, data_dir, out, [*highest, "--resume_from_checkpoint", os.path.join(out, "checkpoint-8")])
     check(state is not None and state["best_global_step"] == step and same(adapter(out), final),
           f"resumed from checkpoint-8: best_global_step {state and state['best_global_step']} kept, checkpoint-{step} loaded")
+
+    out = os.path.join(work, "limit")
+    state, _ = train(model_dir, data_dir, out, [*highest, "--save_total_limit", "1"])
+    kept = sorted(d for d in os.listdir(out) if d.startswith("checkpoint-")) if state else []
+    check(kept == [f"checkpoint-{step}"] and same(adapter(out), final),
+          f"save_total_limit 1: only the best checkpoint stays at the end: {kept}")
 
     # --eval_on_start: an evaluation at step 0, the highest loss of all, yet not a best candidate.
     out = os.path.join(work, "on_start")
@@ -116,8 +115,7 @@ def main():
     for step, value in evaluations(state) if state else []:
         if lowest is None or value < lowest:
             lowest = value
-            if step != STEPS:
-                expected.append(f"checkpoint-{step}")
+            expected.append(f"checkpoint-{step}")
     saved = sorted(d for d in os.listdir(out) if d.startswith("checkpoint-")) if state else None
     check(saved == sorted(expected), f"save_strategy best: checkpoints {saved} == the new bests {expected}")
 

@@ -163,8 +163,8 @@ def main():
         kinds = [r["kind"] for r in records]
         check(all(r.get("schema") == 1 and "time" in r for r in records), "metrics: every line has schema 1 and a time")
         check(kinds[:2] == ["start", "schedule"] and kinds[-1] == "end", f"metrics: start, schedule ... end ({kinds[:2]}, {kinds[-1]})")
-        check(kinds.count("train") == 12 and kinds.count("eval") == 2 and kinds.count("checkpoint") == 2,
-              f"metrics: 12 train, 2 eval, 2 checkpoint records ({kinds.count('train')}, {kinds.count('eval')}, "
+        check(kinds.count("train") == 12 and kinds.count("eval") == 2 and kinds.count("checkpoint") == 3,
+              f"metrics: 12 train, 2 eval, 3 checkpoint records (steps 4, 8 and the last, 12) ({kinds.count('train')}, {kinds.count('eval')}, "
               f"{kinds.count('checkpoint')})")
         check(records[-1].get("status") == "completed" and records[-1].get("exit_code") == 0, "metrics: the end record says completed")
         check(records[0]["run"]["launch_plan"]["world_size"] == 2 and "deepspeed_config" in records[0]["run"],

@@ -1,8 +1,10 @@
 """Learning-rate schedules against transformers' get_scheduler and DeepSpeed's lr_schedules.
 
 ftlaunch trains the tiny LoRA model of test_sft_parity for 12 steps (batch 1, logging every step)
-under each schedule. trainer_state.json's learning_rate at step k is the rate after k optimizer
-steps (the scheduler's last rate, as the HF Trainer logs it) and must equal the reference's:
+under each schedule. trainer_state.json's learning_rate at step k must equal the rate the HF
+Trainer logs there: without DeepSpeed the rate step k applied (transformers >= 4.51 reads it
+between the optimizer's and the scheduler's step); under DeepSpeed the rate after k steps (the
+engine steps the schedule inside accelerate's backward, before the Trainer reads it):
   trainer    every --lr_scheduler_type, with the --lr_scheduler_kwargs each takes (cosine
              num_cycles, cosine_with_restarts, polynomial lr_end and power, inverse_sqrt timescale,
              cosine_with_min_lr by min_lr_rate and by min_lr, cosine_warmup_with_min_lr with and
@@ -74,16 +76,19 @@ def deepspeed_yaml(work, name, sections):
     return ("--config_file", yaml)
 
 
-def trainer_rates(name, kwargs, base_lr=LR):
-    """The HF Trainer's rate after each of STEPS optimizer steps."""
+def trainer_rates(name, kwargs, base_lr=LR, deepspeed=False):
+    """The rate the HF Trainer logs at each of STEPS optimizer steps (see the module's docstring)."""
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=base_lr)
     sched = transformers.get_scheduler(name, opt, num_warmup_steps=WARMUP, num_training_steps=STEPS,
                                        scheduler_specific_kwargs=kwargs)
     rates = []
     for _ in range(STEPS):
         opt.step()
+        if not deepspeed:
+            rates.append(sched.get_last_lr()[0])
         sched.step()
-        rates.append(sched.get_last_lr()[0])
+        if deepspeed:
+            rates.append(sched.get_last_lr()[0])
     return rates
 
 
@@ -155,7 +160,7 @@ def main():
     no_lr = deepspeed_yaml(work, "no_lr", {"optimizer": {"type": "AdamW", "params": {"weight_decay": "auto"}}})
     jobs.append(("DeepSpeed optimizer without lr: DeepSpeed's 1e-3 under the flags' cosine",
                  command(model_dir, data_dir, os.path.join(work, "no_lr"), ["--lr_scheduler_type", "cosine"], launcher=no_lr),
-                 trainer_rates("cosine", {}, base_lr=1e-3)))
+                 trainer_rates("cosine", {}, base_lr=1e-3, deepspeed=True)))
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(lambda job: run(job[1]), jobs))
     for (what, _, ref), (proc, rates, _) in zip(jobs, results):
