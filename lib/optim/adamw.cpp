@@ -101,10 +101,12 @@ void AdamW::step(double lr) {
     }
 }
 
-void AdamW::zero_grad() {
-    for (auto& [name, p] : params_)
+void clear_gradients(std::vector<std::pair<std::string, at::Tensor>>& params) {
+    for (auto& [name, p] : params)
         if (p.grad().defined()) p.mutable_grad() = at::Tensor();
 }
+
+void AdamW::zero_grad() { clear_gradients(params_); }
 
 std::vector<std::pair<std::string, at::Tensor>> AdamW::state() const {
     std::vector<std::pair<std::string, at::Tensor>> out;

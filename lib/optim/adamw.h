@@ -57,6 +57,9 @@ void fused_adamw_update(const std::vector<at::Tensor>& params, const std::vector
                         const std::vector<at::Tensor>& exp_avgs, const std::vector<at::Tensor>& exp_avg_sqs,
                         const std::vector<at::Tensor>& steps, double lr, const AdamWOptions& options);
 
+// Drops the gradient of every tensor in `params` (zero_grad(set_to_none=True)).
+void clear_gradients(std::vector<std::pair<std::string, at::Tensor>>& params);
+
 class AdamW {
 public:
     // `params`: (name, fp32 tensor with .grad()) pairs; names key the saved state. With

@@ -9,6 +9,7 @@
 #include <numeric>
 
 #include "quant/blockwise.h"
+#include "quant/eight_bit.h"
 #include "util/error.h"
 
 #ifdef FTL_WITH_CUDA
@@ -70,25 +71,11 @@ int64_t FourBitState::bytes() const {
     return total;
 }
 
-at::Tensor dynamic_map() {
-    // Exponents 10^-6 .. 10^0, each with 2^i evenly spaced fractions of both signs, then 0 and 1.
-    std::vector<at::Tensor> values;
-    const double powers[] = {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0};
-    for (int i = 0; i < 7; ++i) {
-        const at::Tensor bounds = at::linspace(0.1, 1.0, (int64_t{1} << i) + 1, at::kFloat);
-        const at::Tensor means = (bounds.narrow(0, 0, bounds.size(0) - 1) + bounds.narrow(0, 1, bounds.size(0) - 1)) / 2.0;
-        values.push_back(means * powers[i]);
-        values.push_back(means * -powers[i]);
-    }
-    values.push_back(at::tensor({0.0f, 1.0f}, at::kFloat));
-    return std::get<0>(at::sort(at::cat(values)));
-}
-
 FourBitQuantizer::FourBitQuantizer(const FourBitConfig& config, const at::Device& device)
     : config_(config), device_(device) {
     check_blocksize(config.blocksize);
     if (config.nested) {
-        const at::Tensor code = dynamic_map();
+        const at::Tensor code = dynamic_map(true);
         nested_search_ = eight_bit_lut(code.data_ptr<float>());
         nested_code_ = code.to(device);
     }

@@ -105,9 +105,4 @@ std::optional<FourBitWeight> read_saved_four_bit(const std::string& name,
                                                  at::ScalarType compute_dtype, const at::Device& device,
                                                  const std::string& source);
 
-// bitsandbytes' signed 8-bit dynamic map (create_dynamic_map(signed=True, max_exponent_bits=7,
-// total_bits=8); Dettmers 2015, "8-bit approximations"), computed with the same LibTorch ops so
-// that it is the same fp32 table on this machine: 256 ascending values in [-1, 1].
-at::Tensor dynamic_map();
-
 }  // namespace ftl::quant

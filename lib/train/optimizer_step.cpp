@@ -26,6 +26,21 @@ OptimizerChoice optimizer_choice_for(const config::RunConfig& run, const config:
     if (!run.uses_deepspeed || !run.deepspeed.optimizer) {
         choice.options = {args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay, fused};
         choice.learning_rate = args.learning_rate;
+        const bool bitsandbytes = args.optim.find("8bit") != std::string::npos || args.optim == "paged_adamw_32bit";
+        if (!bitsandbytes) return choice;
+        if (run.uses_deepspeed)
+            fail(ErrorKind::kConfig, "--optim " + args.optim + " under DeepSpeed: DeepSpeed hands a client optimizer its "
+                                     "flattened fp32 partitions, so bitsandbytes' 8-bit blocks and its 4096-element "
+                                     "threshold fall across tensors there, a layout this build does not reproduce; run "
+                                     "it without DeepSpeed (one process, or multi_gpu data parallel), or use --optim "
+                                     "adamw_torch_fused or the DeepSpeed config's optimizer section");
+        choice.options.fused = false;
+        choice.bitsandbytes = args.optim == "paged_adamw_32bit" ? BitsandbytesState::k32bit : BitsandbytesState::k8bit;
+        choice.description = "--optim " + args.optim + ": bitsandbytes' AdamW with " +
+                             (choice.bitsandbytes == BitsandbytesState::k8bit
+                                  ? "8-bit blockwise state (tensors of 4096 elements or more)"
+                                  : "32-bit state") +
+                             (args.optim.rfind("paged", 0) == 0 ? ", kept in device memory (not paged)" : "");
         return choice;
     }
     // resolve_with_train_args filled every "auto"; keys the section left out hold DeepSpeed's defaults.
@@ -82,11 +97,18 @@ bool logs_next_step_rate(const config::RunConfig& run) {
     return run.accelerate.distributed_type == config::DistributedType::kDeepSpeed || !run.train.deepspeed.empty();
 }
 
-TrainOptimizer::TrainOptimizer(NamedTensors trainable, optim::AdamWOptions options, bool trainer_groups,
-                               const OptimizerLayout& layout, const RankContext& rank)
+TrainOptimizer::TrainOptimizer(NamedTensors trainable, const OptimizerChoice& choice, const OptimizerLayout& layout,
+                               const RankContext& rank)
     : trainable_(trainable), rank_(rank) {
+    const optim::AdamWOptions& options = choice.options;
+    const bool trainer_groups = choice.trainer_groups;
     if (layout.offload && layout.zero_stage == 0)
         fail(ErrorKind::kInternal, "TrainOptimizer: optimizer offload needs ZeRO stage 1, 2 or 3");
+    if (choice.bitsandbytes != BitsandbytesState::kNone) {
+        if (layout.zero_stage != 0) fail(ErrorKind::kInternal, "TrainOptimizer: bitsandbytes' AdamW needs ZeRO stage 0");
+        bitsandbytes_.emplace(std::move(trainable), options, trainer_groups, choice.bitsandbytes == BitsandbytesState::k8bit);
+        return;
+    }
     if (layout.zero_stage == 0) {
         replicated_.emplace(std::move(trainable), options, trainer_groups);
         return;
@@ -154,24 +176,29 @@ TrainOptimizer::StepResult TrainOptimizer::step(double lr, double max_grad_norm,
     const bool finite = !scaler || scaler->unscale(grads);
     StepResult result;
     result.grad_norm = clip_grad_norm(grads, max_grad_norm);
-    if (finite) replicated_->step(lr);
+    if (finite && bitsandbytes_) bitsandbytes_->step(lr);
+    else if (finite) replicated_->step(lr);
     result.stepped = finite;
     return result;
 }
 
 void TrainOptimizer::zero_grad() {
     if (partitioned_) partitioned_->zero_grad();
+    else if (bitsandbytes_) bitsandbytes_->zero_grad();
     else replicated_->zero_grad();
 }
 
-int64_t TrainOptimizer::steps() const { return partitioned_ ? partitioned_->steps() : replicated_->steps(); }
+int64_t TrainOptimizer::steps() const {
+    return partitioned_ ? partitioned_->steps() : bitsandbytes_ ? bitsandbytes_->steps() : replicated_->steps();
+}
 
 TrainOptimizer::NamedTensors TrainOptimizer::state() const {
-    return partitioned_ ? partitioned_->state() : replicated_->state();
+    return partitioned_ ? partitioned_->state() : bitsandbytes_ ? bitsandbytes_->state() : replicated_->state();
 }
 
 void TrainOptimizer::load_state(const NamedTensors& state) {
     if (partitioned_) partitioned_->load_state(state);
+    else if (bitsandbytes_) bitsandbytes_->load_state(state);
     else replicated_->load_state(state);
 }
 

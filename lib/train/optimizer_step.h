@@ -15,6 +15,7 @@
 
 #include "config/run_config.h"
 #include "optim/adamw.h"
+#include "optim/bnb_adamw.h"
 #include "optim/loss_scaler.h"
 #include "optim/schedule.h"
 #include "train/rank_context.h"
@@ -41,9 +42,14 @@ OptimizerLayout optimizer_layout_for(const config::RunConfig& run, int64_t hidde
 // (--learning_rate, --adam_beta1/2, --adam_epsilon, --weight_decay; `fused` for adamw_torch_fused)
 // with the Trainer's two parameter groups: norm weights and biases without weight decay
 // (optim::exempt_from_weight_decay); DeepSpeed's optimizer is one group, decay on everything.
+// --optim adamw_bnb_8bit / adamw_8bit / paged_adamw_8bit / paged_adamw_32bit: bitsandbytes' AdamW
+// (optim::BnbAdamW) with the same groups; refused under DeepSpeed, which would hand it its
+// flattened partitions (8-bit blocks across tensors), a layout this build does not reproduce.
+enum class BitsandbytesState { kNone, k32bit, k8bit };
 struct OptimizerChoice {
     optim::AdamWOptions options;
     bool trainer_groups = true;
+    BitsandbytesState bitsandbytes = BitsandbytesState::kNone;
     double learning_rate = 0.0;
     std::string description;  // for the log: which source and the values
 };
@@ -70,8 +76,8 @@ public:
     using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
     // `trainable`: the tensors AdamW updates, whole on every rank (empty when
-    // `layout.partitioned` holds them). `trainer_groups`: as OptimizerChoice says.
-    TrainOptimizer(NamedTensors trainable, optim::AdamWOptions options, bool trainer_groups, const OptimizerLayout& layout,
+    // `layout.partitioned` holds them). `choice`: the update, its options and groups.
+    TrainOptimizer(NamedTensors trainable, const OptimizerChoice& choice, const OptimizerLayout& layout,
                    const RankContext& rank);
     // Call before the step's last backward, on every rank: with overlap_comm the gradient buckets
     // are reduced as backward finishes them.
@@ -98,6 +104,7 @@ private:
     NamedTensors trainable_;
     const RankContext& rank_;
     std::optional<optim::AdamW> replicated_;
+    std::optional<optim::BnbAdamW> bitsandbytes_;  // ZeRO stage 0 only
     std::unique_ptr<zero::BucketedSharding> bucketed_;  // stages 1-2 (and LoRA's adapters at stage 3)
     std::optional<zero::PartitionedAdamW> partitioned_;
 };

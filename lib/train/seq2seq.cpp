@@ -289,8 +289,10 @@ int run_seq2seq_example(const config::RunConfig& run, const RankContext& rank, c
 
     // ---- optimizer and schedule ----
     // The script's torch.optim.AdamW(model.parameters()): one group, weight decay on every adapter.
-    TrainOptimizer optimizer(trainable, {args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay},
-                             /*trainer_groups=*/false, optimizer_layout_for(run, bart.d_model), rank);
+    OptimizerChoice script_adamw;
+    script_adamw.options = {args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay};
+    script_adamw.trainer_groups = false;
+    TrainOptimizer optimizer(trainable, script_adamw, optimizer_layout_for(run, bart.d_model), rank);
     if (main_rank && zero_stage > 0) log.info("ZeRO stage " + std::to_string(zero_stage) + ": the optimizer state is in " + optimizer.placement());
     const int accumulation = args.gradient_accumulation_steps;
     BatchPlan plan(train.rows.size(), args.per_device_train_batch_size, accumulation, rank.rank, rank.world_size,

@@ -273,7 +273,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     // take the optimizer over (DeepSpeed brings its own).
     const OptimizerChoice choice = optimizer_choice_for(run, args, args.optim == "adamw_torch_fused");
     if (main_rank && !choice.description.empty()) log.info(choice.description);
-    TrainOptimizer optimizer(trainable, choice.options, choice.trainer_groups, layout, rank);
+    TrainOptimizer optimizer(trainable, choice, layout, rank);
     if (main_rank && !optimizer.reduction().empty()) log.info("ZeRO stage " + std::to_string(zero_stage) + ": " + optimizer.reduction());
     if (optimizer_offload)
         log.info("offload_optimizer: this rank's optimizer state is in " + optimizer.placement() + "; AdamW steps on the CPU (" +

@@ -157,6 +157,10 @@ RankMemory estimate_rank_memory(const EstimateInputs& in, bool on_gpu) {
         }
     }
     m.optimizer = in.zero_stage == 0 ? 8 * trainable : 12 * trainable / n;  // moments; partitioned: + fp32 master slice
+    if (in.eight_bit_optimizer) {
+        const int64_t kept_32bit = in.lora ? 0 : in.model.vocab_size * in.model.hidden_size;
+        m.optimizer = 8 * kept_32bit + 2 * (trainable - kept_32bit) + 2 * 4 * ((trainable - kept_32bit + 255) / 256);
+    }
     if (in.offload_optimizer) {
         m.host += m.optimizer;
         m.optimizer = 0;
@@ -213,6 +217,7 @@ EstimateInputs estimate_inputs(const config::RunConfig& run, const model::Decode
         in.base_weights = model.bnb_4bit_nested ? BaseWeights::kNf4Nested : BaseWeights::kNf4;
     in.micro_batch = a.per_device_train_batch_size;
     in.sequence_length = a.max_seq_length;
+    in.eight_bit_optimizer = a.optim.find("8bit") != std::string::npos && !(run.uses_deepspeed && run.deepspeed.optimizer);
     in.gradient_checkpointing = a.gradient_checkpointing;
     // every_n_layers: the layers whose index is not a multiple of n keep their activations.
     const int64_t n = a.checkpoint_every_n_layers;

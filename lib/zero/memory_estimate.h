@@ -64,6 +64,9 @@ struct EstimateInputs {
     // that keep their activations instead of being recomputed (--gradient_checkpointing auto).
     int64_t kept_layers = 0;
     int activation_bytes = 4;  // 2 under bf16/fp16 autocast
+    // bitsandbytes' 8-bit AdamW (--optim adamw_8bit, ...; stage 0 only): 1-byte moments and an fp32
+    // absmax per 256 elements each, but for embed_tokens (32-bit, the Trainer's override).
+    bool eight_bit_optimizer = false;
 };
 
 // Bytes per rank. `device_total` is what the rank's device (GPU, or the CPU rank's share of host

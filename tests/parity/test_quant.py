@@ -9,6 +9,9 @@ nested (double) quantisation, with uint8 and bfloat16 quant storage. Checked, al
   value: bitsandbytes itself returns FP4 code 8 as -0.0 from its native kernel and as +0.0 from
   its fallback (odd last dimension), so the sign of that zero is not compared;
   the dynamic 8-bit map against bitsandbytes.functional.create_dynamic_map().
+8-bit blockwise (bitsandbytes' 8-bit optimizers keep their moments so; blocksize 256): the same
+float32 matrices with the signed dynamic map and their absolute values with the unsigned one,
+codes and absmax against bitsandbytes' quantize_blockwise, bit for bit; both maps too.
 Memory: NF4 + nested state of a 4096 x 4096 weight is at most 0.28x its bfloat16 bytes.
 """
 import os
@@ -106,6 +109,24 @@ def main():
         r = subprocess.run([PROBE, os.path.join(tmp, "odd.safetensors"), os.path.join(tmp, "o.safetensors"),
                             "--type", "int4"], capture_output=True, text=True)
         check(r.returncode != 0 and "nf4 or fp4" in r.stderr, f"unknown quant type refused: {r.stderr.strip()}")
+        src = os.path.join(tmp, "in8.safetensors")
+        save_file({name: t.float().contiguous() for name, t in base.items()}, src)
+        out = os.path.join(tmp, "out8.safetensors")
+        ok = subprocess.run([PROBE, src, out, "--eight_bit", "1"], capture_output=True, text=True)
+        if check(ok.returncode == 0, f"ftl_quant_probe --eight_bit 1 ran ({ok.stderr.strip()[-300:]})"):
+            ours = load_file(out)
+            maps = {"signed": F.create_dynamic_map(signed=True), "unsigned": F.create_dynamic_map(signed=False)}
+            check(same_bits(maps["unsigned"], ours["unsigned_dynamic_map"]),
+                  "unsigned dynamic 8-bit map equals create_dynamic_map(signed=False) bit for bit")
+            bad = []
+            for name, x in base.items():
+                for kind, code in maps.items():
+                    values = x.float().contiguous() if kind == "signed" else x.float().abs().contiguous()
+                    codes, absmax = torch.ops.bitsandbytes.quantize_blockwise(values, code, 256)
+                    if not (torch.equal(ours[f"{name}.{kind}_codes"], codes) and same_bits(ours[f"{name}.{kind}_absmax"], absmax)):
+                        bad.append(f"{name} {kind}")
+            check(not bad, f"8-bit blockwise codes and absmax equal bitsandbytes' quantize_blockwise, signed and "
+                           f"unsigned maps ({len(base)} matrices; differing: {bad})")
         # Memory: 4-bit codes + nested state against bfloat16.
         big = torch.randn(4096, 4096)
         save_file({"w": big}, os.path.join(tmp, "big.safetensors"))

@@ -91,11 +91,12 @@ def run_ftlaunch(model_dir, data_dir, out, batch, accumulation, extra=(), launch
 
 
 def reference_losses(model_dir, texts, batch, accumulation, fp16=False, load_kwargs=None, bf16=False, full=False, lr=2e-2,
-                     weight_decay=0.01, decay_groups=True):
+                     weight_decay=0.01, decay_groups=True, make_optimizer=None):
     """load_kwargs: more from_pretrained arguments (test_qlora: a BitsAndBytesConfig). bf16: the
     model loaded in bf16 (PEFT keeps the adapters fp32), every forward under autocast(bfloat16).
     full: every weight trained, no PEFT. decay_groups: the Trainer's two parameter groups (no weight
-    decay for what Trainer.get_decay_parameter_names leaves out: norm weights, biases)."""
+    decay for what Trainer.get_decay_parameter_names leaves out: norm weights, biases).
+    make_optimizer(groups, model, lr): another optimizer than torch's fused AdamW (test_bnb_optim)."""
     tok = transformers.AutoTokenizer.from_pretrained(model_dir)
     tok.pad_token = tok.eos_token
     rows = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
@@ -111,7 +112,9 @@ def reference_losses(model_dir, texts, batch, accumulation, fp16=False, load_kwa
     decayed = set(transformers.Trainer.get_decay_parameter_names(None, model)) if decay_groups else {n for n, _ in named}
     groups = [{"params": [p for n, p in named if n in decayed], "weight_decay": weight_decay},
               {"params": [p for n, p in named if n not in decayed], "weight_decay": 0.0}]
-    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
+    groups = [g for g in groups if g["params"]]
+    opt = (make_optimizer(groups, model, lr) if make_optimizer
+           else torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True))
     sched = transformers.get_scheduler("cosine", opt, num_warmup_steps=math.ceil(0.1 * STEPS), num_training_steps=STEPS)
 
     def micro_batches():

@@ -6,12 +6,19 @@
 // For each input tensor X, OUTPUT holds X.packed (the packed weight as stored), X.absmax,
 // X.dequantized (in X's dtype), and when nested X.nested_absmax, X.nested_code and X.offset [1];
 // plus dynamic_map [256].
+//
+//   ftl_quant_probe INPUTS OUTPUT --eight_bit 1
+// 8-bit blockwise instead (blocksize 256, quant::EightBitBlockwise): X.signed_codes and
+// X.signed_absmax of X with the signed dynamic map, X.unsigned_codes and X.unsigned_absmax of |X|
+// with the unsigned one; plus dynamic_map and unsigned_dynamic_map.
 #include <cstdio>
 #include <string>
+#include <tuple>
 
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
 #include "model/tensor_io.h"
+#include "quant/eight_bit.h"
 #include "quant/four_bit.h"
 #include "util/error.h"
 
@@ -23,9 +30,11 @@ int main(int argc, char** argv) try {
         return 2;
     }
     quant::FourBitConfig config;
+    bool eight_bit = false;
     for (int i = 3; i + 1 < argc; i += 2) {
         const std::string flag = argv[i], value = argv[i + 1];
-        if (flag == "--type") config.type = quant::parse_quant_type(value, "--type");
+        if (flag == "--eight_bit") eight_bit = value == "1";
+        else if (flag == "--type") config.type = quant::parse_quant_type(value, "--type");
         else if (flag == "--nested") config.nested = value == "1";
         else if (flag == "--storage") config.storage_dtype = quant::parse_storage_dtype(value, "--storage");
         else if (flag == "--blocksize") config.blocksize = std::stoll(value);
@@ -34,10 +43,23 @@ int main(int argc, char** argv) try {
     const quant::FourBitQuantizer quantizer(config, at::kCPU);
     auto inputs = io::SafetensorsFile::open(argv[1]);
     std::vector<std::pair<std::string, at::Tensor>> outputs;
-    outputs.emplace_back("dynamic_map", quant::dynamic_map());
+    outputs.emplace_back("dynamic_map", quant::dynamic_map(true));
+    if (eight_bit) outputs.emplace_back("unsigned_dynamic_map", quant::dynamic_map(false));
+    const quant::EightBitBlockwise signed_code(quant::dynamic_map(true), 256, at::kCPU);
+    const quant::EightBitBlockwise unsigned_code(quant::dynamic_map(false), 256, at::kCPU);
     for (const io::TensorEntry& entry : inputs->header().tensors) {
         const std::string& name = entry.name;
         const at::Tensor weight = model::tensor_from_view(inputs->tensor(name));
+        if (eight_bit) {
+            const at::Tensor x = weight.to(at::kFloat);
+            for (const auto& [prefix, code, values] : {std::tuple{"signed", &signed_code, x}, std::tuple{"unsigned", &unsigned_code, x.abs()}}) {
+                at::Tensor codes = at::empty(x.sizes(), at::kByte), absmax = at::empty({code->blocks(x.numel())}, at::kFloat);
+                code->quantize(values, codes, absmax);
+                outputs.emplace_back(name + "." + prefix + "_codes", codes);
+                outputs.emplace_back(name + "." + prefix + "_absmax", absmax);
+            }
+            continue;
+        }
         const quant::FourBitWeight q = quantizer.quantize(weight, name);
         outputs.emplace_back(name + ".packed", q.packed);
         outputs.emplace_back(name + ".absmax", q.state->absmax);

@@ -3,10 +3,13 @@
 // checks on a saved 4-bit weight. Bit-for-bit agreement with bitsandbytes is tests/parity/test_quant.py.
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <map>
+#include <vector>
 
 #include "quant/blockwise.h"
 #include "quant/codes.h"
+#include "quant/eight_bit.h"
 #include "quant/four_bit.h"
 #include "util/error.h"
 #include "catch.h"  // last: replaces c10's CHECK macro
@@ -90,4 +93,35 @@ TEST_CASE("a saved 4-bit weight whose sizes do not fit is refused, naming it", "
     saved["w"] = q.packed;
     CHECK(quant::read_saved_four_bit("w", lookup, at::kFloat, at::kCPU, "model.safetensors").has_value());
     CHECK_FALSE(quant::read_saved_four_bit("absent", lookup, at::kFloat, at::kCPU, "model.safetensors").has_value());
+}
+
+TEST_CASE("8-bit blockwise as ATen ops gives bitsandbytes' CPU quantizer's codes and absmax", "[quant]") {
+    at::manual_seed(11);
+    for (const bool is_signed : {true, false}) {
+        const at::Tensor code = quant::dynamic_map(is_signed);
+        REQUIRE(code.numel() == 256);
+        CHECK((code.min().item<float>() < 0.0f) == is_signed);
+        CHECK(code.max().item<float>() == 1.0f);
+        const quant::EightBitLut lut = quant::eight_bit_lut(code.data_ptr<float>());
+        const quant::EightBitBlockwise blockwise(code, 256, at::kCPU);
+        for (const int64_t n : {int64_t{1}, int64_t{255}, int64_t{256}, int64_t{4097}, int64_t{70000}}) {
+            // Moments' magnitudes span decades; the second moment is never negative.
+            at::Tensor x = at::randn({n}) * at::pow(10.0, at::randint(-8, 2, {n}).to(at::kFloat));
+            if (!is_signed) x = x.abs();
+            if (n > 512) x.narrow(0, 256, 256).zero_();  // a zero block
+            const int64_t blocks = (n + 255) / 256;
+            std::vector<uint8_t> expected(static_cast<size_t>(n));
+            std::vector<float> expected_absmax(static_cast<size_t>(blocks));
+            quant::quantize_8bit(x.data_ptr<float>(), n, 256, lut, expected.data(), expected_absmax.data());
+            at::Tensor codes = at::empty({n}, at::kByte), absmax = at::empty({blocks}, at::kFloat);
+            blockwise.quantize(x, codes, absmax);
+            CHECK(std::equal(expected.begin(), expected.end(), codes.data_ptr<uint8_t>()));
+            CHECK(std::equal(expected_absmax.begin(), expected_absmax.end(), absmax.data_ptr<float>()));
+            const at::Tensor back = blockwise.dequantize(codes, absmax);
+            const at::Tensor reference =
+                code.index_select(0, codes.to(at::kLong)) *
+                absmax.repeat_interleave(256).narrow(0, 0, n);
+            CHECK(at::equal(back, reference));
+        }
+    }
 }
