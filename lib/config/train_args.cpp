@@ -84,6 +84,16 @@ BoolParser boolean() {
     };
 }
 
+// --include_num_input_tokens_seen: all, non_padding or no, or a boolean (true: all), as
+// TrainingArguments maps it.
+std::function<std::string(const std::string&, const std::string&)> token_count_mode() {
+    return [](const std::string& flag, const std::string& value) -> std::string {
+        if (value == "all" || value == "non_padding" || value == "no") return value;
+        if (const auto v = parse_bool(value)) return *v ? "all" : "no";
+        bad_value(flag, value, "must be all, non_padding, no or a boolean");
+    };
+}
+
 // --gradient_checkpointing: a boolean as in TrainingArguments, or ftlaunch's "auto" (recompute
 // only the layers whose activations do not fit; train/preflight.h).
 FlagSpec checkpointing_flag() {
@@ -221,6 +231,8 @@ const std::vector<FlagSpec>& flag_table() {
         flag("eval_steps", &A::eval_steps, number(0.0)),
         flag("eval_on_start", &A::eval_on_start, boolean()),
         flag("disable_tqdm", &A::disable_tqdm, boolean()),
+        flag("save_only_model", &A::save_only_model, boolean()),
+        flag("include_num_input_tokens_seen", &A::include_num_input_tokens_seen, token_count_mode()),
         flag("save_strategy", &A::save_strategy, text({"no", "steps", "epoch", "best"})),
         flag("load_best_model_at_end", &A::load_best_model_at_end, boolean()),
         flag("metric_for_best_model", &A::metric_for_best_model,

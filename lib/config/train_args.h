@@ -84,6 +84,9 @@ struct TrainArgs {
     std::optional<double> eval_steps;
     bool eval_on_start = false;               // evaluate once before the first step (a sanity check)
     bool disable_tqdm = false;                // no progress bar
+    bool save_only_model = false;             // checkpoints without optimizer and generator state
+    // Logged num_input_tokens_seen: "all" input_ids elements, "non_padding" ones, or "no".
+    std::string include_num_input_tokens_seen = "no";
     std::string save_strategy = "steps";       // no, steps, epoch, best (when an evaluation is a new best)
     double save_steps = 500;
     std::optional<int> save_total_limit;

@@ -52,13 +52,15 @@ void write_files(const fs::path& temp_dir, const CheckpointContents& contents,
                  const std::function<void(const std::string&)>& write_model, const std::function<void()>& crash_hook) {
     write_model(temp_dir.string());
     if (crash_hook) crash_hook();
-    const model::CpuTensorViews optimizer = model::cpu_views(contents.optimizer);
-    io::write_safetensors((temp_dir / "optimizer.safetensors").string(), optimizer.views);
-    std::vector<std::pair<std::string, at::Tensor>> states;
-    for (size_t r = 0; r < contents.dropout_rng_states.size(); ++r)
-        states.emplace_back("dropout_rank" + std::to_string(r), contents.dropout_rng_states[r]);
-    const model::CpuTensorViews rng = model::cpu_views(states);
-    io::write_safetensors((temp_dir / "rng_state.safetensors").string(), rng.views);
+    if (!contents.model_only) {
+        const model::CpuTensorViews optimizer = model::cpu_views(contents.optimizer);
+        io::write_safetensors((temp_dir / "optimizer.safetensors").string(), optimizer.views);
+        std::vector<std::pair<std::string, at::Tensor>> states;
+        for (size_t r = 0; r < contents.dropout_rng_states.size(); ++r)
+            states.emplace_back("dropout_rank" + std::to_string(r), contents.dropout_rng_states[r]);
+        const model::CpuTensorViews rng = model::cpu_views(states);
+        io::write_safetensors((temp_dir / "rng_state.safetensors").string(), rng.views);
+    }
     io::write_file_atomically((temp_dir / "trainer_state.json").string(),
                               [&](std::ostream& out) { out << contents.trainer_state.dump(2) << "\n"; });
     io::write_manifest(temp_dir.string(), contents.identity);  // last: it vouches for the files above
@@ -156,6 +158,10 @@ CheckpointContents load_checkpoint(const std::string& dir) {
     if (c.trainer_state.is_discarded() || !c.trainer_state.contains("global_step"))
         fail(ErrorKind::kConfig, dir + "/trainer_state.json: not a trainer state (no global_step)");
     c.global_step = c.trainer_state["global_step"].get<int64_t>();
+    if (!fs::exists(dir + "/optimizer.safetensors"))
+        fail(ErrorKind::kConfig, dir + " holds no optimizer.safetensors (saved with --save_only_model): it has the weights "
+                                       "only, so training cannot resume from it; load it as a model or adapter, or resume "
+                                       "from a checkpoint saved without --save_only_model");
     auto optimizer = io::SafetensorsFile::open(dir + "/optimizer.safetensors");
     for (const auto& e : optimizer->header().tensors)
         c.optimizer.emplace_back(e.name, model::tensor_from_view(optimizer->tensor(e.name)));

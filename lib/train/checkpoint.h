@@ -28,6 +28,9 @@ struct CheckpointContents {
     // What the checkpoint belongs to (base model, adapter configuration, ...), kept in its
     // manifest; a resume compares it with its own run (see sft.cpp).
     nlohmann::json identity = nlohmann::json::object();
+    // --save_only_model: the weights and trainer_state.json only, no optimizer.safetensors nor
+    // rng_state.safetensors (a resume from it is refused).
+    bool model_only = false;
 };
 
 // Checked before anything heavy runs: the output folder can be created and written; throws

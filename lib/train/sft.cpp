@@ -297,8 +297,22 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     json log_history = json::array();
     BestModelTracker best(args);
 
-    // Non-embedding parameters: all but embed_tokens' (a tied head is that tensor, counted once).
-    TrainerFlos flos(all_count - lm.config().vocab_size * lm.config().hidden_size + (args.use_peft_lora ? trainable_count : 0));
+    // trainer_state.json's total_flos as Trainer.floating_point_ops counts it: 6 x each micro-batch's
+    // input_ids elements (padding included) x the non-embedding parameters (all but embed_tokens';
+    // a tied head is that tensor), the adapters' included. Under ZeRO-3 transformers counts its
+    // partitioned parameters' empty stand-ins as 0; this counts the model.
+    const double flops_parameters =
+        static_cast<double>(all_count - lm.config().vocab_size * lm.config().hidden_size + (args.use_peft_lora ? trainable_count : 0));
+    RankTotal flos;
+    // --include_num_input_tokens_seen: input_ids elements ("all") or real tokens ("non_padding").
+    RankTotal input_tokens;
+    const bool count_input_tokens = args.include_num_input_tokens_seen != "no";
+    // A log entry's num_input_tokens_seen, when counted (collective: every rank logs together).
+    auto add_input_tokens = [&](json& entry) {
+        if (!count_input_tokens) return;
+        input_tokens.store(rank.comm);
+        entry["num_input_tokens_seen"] = static_cast<int64_t>(input_tokens.total());
+    };
     const json identity = run_identity(args, inputs, lm, rank.world_size, zero_stage);
     // ---- resume: weights, optimizer, generators, history; the sampler replays to the same place ----
     int64_t first_step = 0;
@@ -318,10 +332,12 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         log_history = saved.trainer_state.value("log_history", json::array());
         best.restore(saved.trainer_state);
         flos.restore(saved.trainer_state.value("total_flos", 0.0));
+        input_tokens.restore(saved.trainer_state.value("num_input_tokens_seen", 0.0));
         first_step = saved.global_step;
         for (int64_t i = 0; i < first_step * args.gradient_accumulation_steps; ++i) plan.next_micro_batch();
         if (main_rank) log.info("resumed from " + resume_dir + " at step " + std::to_string(first_step));
     }
+    const double session_start_tokens = input_tokens.total();
     recorder.schedule(first_step, total_steps, steps_per_epoch);
     if (main_rank)
         log.info("***** Running training *****  rows " + std::to_string(data.train.size()) + ", epochs " +
@@ -349,6 +365,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                     {"train_batch_size", args.per_device_train_batch_size},
                     {"epoch", static_cast<double>(step) / static_cast<double>(steps_per_epoch)},
                     {"total_flos", flos.total()},
+                    {"num_input_tokens_seen", static_cast<int64_t>(input_tokens.total())},
                     {"log_history", log_history}};
         best.add_to(state);
         return state;
@@ -403,8 +420,9 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         // size on every rank); eval_perplexity is ftlaunch's, for --metric_for_best_model.
         const double eval_rows = static_cast<double>(data.eval.size());
         json entry = speed_metrics("eval", std::chrono::duration<double>(std::chrono::steady_clock::now() - eval_start).count(),
-                                   eval_rows, std::ceil(eval_rows / (args.per_device_eval_batch_size * rank.world_size)));
+                                   {eval_rows, std::ceil(eval_rows / (args.per_device_eval_batch_size * rank.world_size)), std::nullopt});
         entry.update({{"eval_loss", eval.loss}, {"eval_perplexity", eval.perplexity}, {"epoch", epoch}, {"step", done}});
+        add_input_tokens(entry);
         log_history.push_back(entry);
         recorder.eval({done, epoch, eval.loss, eval.perplexity});
         if (main_rank) log.info("eval " + entry.dump());
@@ -461,7 +479,9 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             tokens_seen += tokens;
             interval_tokens += tokens;
             interval_flops += static_cast<double>(tokens) * training_flops_per_token(shape, b.input_ids.size(1));
-            flos.add_batch(b.input_ids.numel());
+            flos.add(6.0 * static_cast<double>(b.input_ids.numel()) * flops_parameters);
+            if (count_input_tokens)
+                input_tokens.add(static_cast<double>(args.include_num_input_tokens_seen == "all" ? b.input_ids.numel() : tokens));
         }
         const bool stop_requested = rank.stop_requested && rank.stop_requested();
         bool stop_now = false;  // a rank got SIGTERM: all save and stop after this step
@@ -522,6 +542,10 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                           {"learning_rate", logged_rate},
                           {"epoch", epoch},
                           {"step", done}};
+            if (count_input_tokens) {  // Trainer.log: the count, and this session's token rate
+                add_input_tokens(entry);
+                entry.update(speed_metrics("train", seconds, {std::nullopt, std::nullopt, input_tokens.total() - session_start_tokens}));
+            }
             log_history.push_back(entry);
             StepMetrics metrics{done, epoch, entry["loss"].get<double>(), grad_norm, logged_rate,
                                 static_cast<double>(interval_tokens) * rank.world_size / interval_seconds,
@@ -549,14 +573,17 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         if (actions.save || (args.save_strategy == "best" && new_best) || preempted) {
             beat("saving checkpoint-" + std::to_string(done));
             best.saving(done, checkpoint_dir(args.output_dir, done));
-            flos.store(rank.comm);  // collective
-            auto optimizer_state = optimizer.state();  // collective under ZeRO
+            flos.store(rank.comm);          // collective
+            input_tokens.store(rank.comm);  // collective
+            // --save_only_model: the weights alone, but a SIGTERM checkpoint is for resuming.
+            const bool model_only = args.save_only_model && !preempted;
+            auto optimizer_state = model_only ? NamedTensors{} : optimizer.state();  // collective under ZeRO
             const NamedTensors full_tensors = gathered_for_save();  // collective under ZeRO-3
-            std::vector<at::Tensor> rng_states = generator_states();      // collective
+            std::vector<at::Tensor> rng_states = model_only ? std::vector<at::Tensor>{} : generator_states();  // collective
             if (main_rank) {
                 CheckpointContents contents{done, trainer_state(done), std::move(optimizer_state), std::move(rng_states),
-                                            identity};
-                if (scaler)
+                                            identity, model_only};
+                if (scaler && !model_only)
                     for (auto& entry : scaler->state()) contents.optimizer.push_back(entry);
                 auto crash_hook = [&] {
                     if (rank.during_checkpoint_save) rank.during_checkpoint_save(done);
@@ -594,8 +621,10 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     totals.loss_total = run_loss_total;
     totals.total_flos = flos.total();
     totals.epoch = static_cast<double>(total_steps) / static_cast<double>(steps_per_epoch);
-    log_history.push_back(closing_entry(args, totals));
-    if (main_rank) log.info("train " + log_history.back().dump());
+    json closing = closing_entry(args, totals);
+    add_input_tokens(closing);
+    log_history.push_back(closing);
+    if (main_rank) log.info("train " + closing.dump());
 
     // --load_best_model_at_end: the best checkpoint's weights become the final ones (collective).
     if (const std::optional<std::string> best_dir = best.finish(total_steps)) {

@@ -77,7 +77,7 @@ PeakFlops device_peak_flops(const c10::Device& device, c10::ScalarType compute, 
     return measured_peak(device, compute);
 }
 
-void TrainerFlos::store(dist::Comm* comm) {
+void RankTotal::store(dist::Comm* comm) {
     at::Tensor flos = at::full({1}, pending_, at::TensorOptions().dtype(at::kDouble));
     if (comm) comm->all_reduce(flos, dist::ReduceOp::kSum);
     total_ += flos.item<double>();

@@ -44,22 +44,17 @@ struct PeakFlops {
 // MFU is then a fraction of what this device sustains for a large matmul.
 PeakFlops device_peak_flops(const c10::Device& device, c10::ScalarType compute, std::optional<double> given_tflops);
 
-// trainer_state.json's total_flos as the HF Trainer counts it (Trainer.floating_point_ops and
-// store_flos): 6 x each micro-batch's input_ids elements (padding included) x the model's
-// non-embedding parameters, the adapters' included, summed over micro-batches and ranks. Under
-// ZeRO-3 transformers counts the partitioned parameters' empty stand-ins as 0; this counts the model.
-class TrainerFlos {
+// A figure each rank counts and the run reports summed over ranks: the HF Trainer's total_flos
+// (Trainer.store_flos) and num_input_tokens_seen (gathered each micro-batch there; here at each
+// read, which is the same sum).
+class RankTotal {
 public:
-    explicit TrainerFlos(int64_t non_embedding_parameters) : parameters_(non_embedding_parameters) {}
-    void add_batch(int64_t input_elements) {
-        pending_ += 6.0 * static_cast<double>(input_elements) * static_cast<double>(parameters_);
-    }
+    void add(double value) { pending_ += value; }
     void store(dist::Comm* comm);  // collective when `comm` is set: every rank's pending into the total
     void restore(double total) { total_ = total; }  // a resumed run's
     double total() const { return total_; }
 
 private:
-    int64_t parameters_;
     double pending_ = 0.0;  // this rank's, since the last store
     double total_ = 0.0;    // every rank's, up to the last store
 };

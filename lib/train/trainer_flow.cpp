@@ -32,12 +32,13 @@ StepActions TrainerFlow::after_step(int64_t done) const {
     return actions;
 }
 
-nlohmann::json speed_metrics(const std::string& split, double runtime_seconds, double samples, double steps) {
+nlohmann::json speed_metrics(const std::string& split, double runtime_seconds, const SpeedCounts& counts) {
     auto rounded = [](double v, double scale) { return std::round(v * scale) / scale; };
     nlohmann::json metrics = {{split + "_runtime", rounded(runtime_seconds, 1e4)}};
     if (runtime_seconds == 0) return metrics;
-    metrics[split + "_samples_per_second"] = rounded(samples / runtime_seconds, 1e3);
-    metrics[split + "_steps_per_second"] = rounded(steps / runtime_seconds, 1e3);
+    if (counts.samples) metrics[split + "_samples_per_second"] = rounded(*counts.samples / runtime_seconds, 1e3);
+    if (counts.steps) metrics[split + "_steps_per_second"] = rounded(*counts.steps / runtime_seconds, 1e3);
+    if (counts.tokens) metrics[split + "_tokens_per_second"] = rounded(*counts.tokens / runtime_seconds, 1e3);
     return metrics;
 }
 
@@ -46,9 +47,9 @@ nlohmann::json closing_entry(const config::TrainArgs& args, const RunTotals& tot
     const double samples = args.max_steps > 0 ? static_cast<double>(args.max_steps) * args.per_device_train_batch_size *
                                                     args.gradient_accumulation_steps * totals.world_size
                                               : static_cast<double>(totals.train_rows) * args.num_train_epochs;
-    nlohmann::json entry = speed_metrics("train", totals.runtime_seconds,
-                                         samples * steps_run / static_cast<double>(std::max<int64_t>(totals.total_steps, 1)),
-                                         steps_run);
+    nlohmann::json entry = speed_metrics(
+        "train", totals.runtime_seconds,
+        {samples * steps_run / static_cast<double>(std::max<int64_t>(totals.total_steps, 1)), steps_run, std::nullopt});
     entry["total_flos"] = totals.total_flos;
     entry["train_loss"] = totals.loss_total / std::max(steps_run, 0.001);
     entry["epoch"] = totals.epoch;

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "config/train_args.h"
@@ -43,9 +44,13 @@ private:
     int64_t steps_per_epoch_;
 };
 
-// transformers' speed_metrics: {split}_runtime (seconds, 4 decimals), {split}_samples_per_second
-// and {split}_steps_per_second (3 decimals; left out when the runtime is 0).
-nlohmann::json speed_metrics(const std::string& split, double runtime_seconds, double samples, double steps);
+// transformers' speed_metrics: {split}_runtime (seconds, 4 decimals), and for each count given
+// {split}_samples_per_second, {split}_steps_per_second, {split}_tokens_per_second (3 decimals;
+// left out when the runtime is 0).
+struct SpeedCounts {
+    std::optional<double> samples, steps, tokens;
+};
+nlohmann::json speed_metrics(const std::string& split, double runtime_seconds, const SpeedCounts& counts);
 
 // The Trainer's closing log_history entry (Trainer._finalize_training): speed over this run's
 // steps (from `first_step`, the resumed step, to `total_steps`), total_flos, and train_loss = the

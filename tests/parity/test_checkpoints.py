@@ -9,6 +9,10 @@ and checkpoint-8, each with manifest.json (sizes and CRC-32C of every file, the 
   partial     manifest.json deleted (a copy interrupted before its last file): refused
   foreign     resuming with another base model (config.json differs) or another LoRA rank:
               exit 2 naming what differs, before any step
+  model only  --save_only_model True: checkpoint-8 holds the adapter, trainer_state.json and the
+              manifest, no optimizer or generator state (as the Trainer then writes no
+              optimizer/scheduler/RNG files); the curve is the same bit for bit; verify passes; a
+              resume from it exits 2 naming --save_only_model, before any step
   disk full   the run's output_dir on a tmpfs sized to hold checkpoint-4 but not checkpoint-8
               (mounted in a private mount namespace): the run stops with exit 1 and a message
               naming the file and the full disk; no partial checkpoint-8 or
@@ -94,6 +98,21 @@ def main():
               and not os.path.exists(os.path.join(out_other, "trainer_state.json")),
               f"another base model: resume exits {r.returncode} naming it")
         refused("lora_r", ckpt, 'adapter {"lora_alpha"', model_dir, data_dir, work, extra=("--lora_r", "8"))
+
+        only = os.path.join(work, "model_only")
+        only_losses, _ = sft.run_ftlaunch(model_dir, data_dir, only, 4, 1, extra=SAVE + ("--save_only_model", "True"))
+        only_ckpt = os.path.join(only, "checkpoint-8")
+        files = sorted(os.listdir(only_ckpt))
+        check(files == ["adapter_config.json", "adapter_model.safetensors", "manifest.json", "trainer_state.json"]
+              and only_losses == whole, f"--save_only_model: checkpoint-8 holds {files}, the curve unchanged")
+        v = run([FTLAUNCH, "verify", only_ckpt])
+        check(v.returncode == 0, f"--save_only_model: ftlaunch verify exits {v.returncode}")
+        resumed_out = os.path.join(work, "resume_model_only")
+        r = run(sft.ftlaunch_command(model_dir, data_dir, resumed_out, 4, 1,
+                                     extra=SAVE + ("--resume_from_checkpoint", only_ckpt)))
+        check(r.returncode == 2 and "--save_only_model" in r.stderr + r.stdout
+              and not os.path.exists(os.path.join(resumed_out, "trainer_state.json")),
+              f"resume from a --save_only_model checkpoint exits {r.returncode} naming it, no step run")
 
         check_disk_full(work, model_dir, data_dir, out, whole)
     finish("checkpoints are verified and a full disk loses nothing")

@@ -13,6 +13,10 @@ compares what each writes:
   checkpoints the checkpoint-<N> folders equal to the Trainer's
   total_flos  in the closing entry, over whole epochs (then it does not depend on the row order):
               equal to the Trainer's (6 x input tokens x non-embedding parameters, LoRA's included)
+  tokens      --include_num_input_tokens_seen True (all input_ids elements, batch 1) and
+              non_padding (batch 2, padded rows): every entry's num_input_tokens_seen equal to the
+              Trainer's, at epoch ends (whole epochs: order-independent), and its train logs carry
+              train_runtime and train_tokens_per_second as the Trainer's do
 Cases: steps (12 steps; logging, eval and save every 5: the last step evaluates and saves, no
 training log at 12); epochs (2 epochs with accumulation 2; epoch strategies and
 --logging_first_step); cut-short epoch (max_steps 30 with epoch strategies: the last step ends an
@@ -48,6 +52,11 @@ CASES = [  # name, flags (TrainingArguments names), whole epochs (total_flos com
                          "save_strategy": "epoch"}, False),
     ("none", {"max_steps": 6, "logging_strategy": "no", "eval_strategy": "no", "save_strategy": "no"}, False),
     ("ratios", {"max_steps": 12, "logging_steps": 0.25, "save_strategy": "steps", "save_steps": 0.5}, False),
+    ("tokens_all", {"num_train_epochs": 1, "logging_strategy": "epoch", "eval_strategy": "epoch", "save_strategy": "no",
+                    "include_num_input_tokens_seen": True}, True),
+    ("tokens_non_padding", {"num_train_epochs": 1, "per_device_train_batch_size": 2, "logging_strategy": "epoch",
+                            "eval_strategy": "epoch", "save_strategy": "no",
+                            "include_num_input_tokens_seen": "non_padding"}, False),
 ]
 
 
@@ -56,7 +65,8 @@ def flag_text(value):
 
 
 def ftlaunch_run(model_dir, data_dir, out, flags, launcher=("--cpu", "--num_processes", "1")):
-    cmd = sft.ftlaunch_command(model_dir, data_dir, out, 1, flags.get("gradient_accumulation_steps", 1), launcher=launcher)
+    cmd = sft.ftlaunch_command(model_dir, data_dir, out, flags.get("per_device_train_batch_size", 1),
+                               flags.get("gradient_accumulation_steps", 1), launcher=launcher)
     for name, value in COMMON.items():
         if name in cmd:
             cmd[cmd.index(name) + 1] = value
@@ -66,7 +76,7 @@ def ftlaunch_run(model_dir, data_dir, out, flags, launcher=("--cpu", "--num_proc
     cmd[cmd.index("--splits") + 1] = "train,test"
     cmd[cmd.index("--max_steps") + 1] = str(flags.get("max_steps", -1))
     for name, value in flags.items():
-        if name in ("max_steps", "gradient_accumulation_steps"):
+        if name in ("max_steps", "gradient_accumulation_steps", "per_device_train_batch_size"):
             continue
         if f"--{name}" in cmd:
             cmd[cmd.index(f"--{name}") + 1] = flag_text(value)
@@ -80,7 +90,7 @@ def ftlaunch_run(model_dir, data_dir, out, flags, launcher=("--cpu", "--num_proc
 
 
 def hf_run(model_dir, rows, out, flags):
-    """transformers.Trainer on `rows` (batch 1, no padding), the LoRA of test_sft_parity."""
+    """transformers.Trainer on `rows` (padded on the right within a batch), the LoRA of test_sft_parity."""
     class Rows(torch.utils.data.Dataset):
         def __len__(self):
             return len(rows)
@@ -89,17 +99,19 @@ def hf_run(model_dir, rows, out, flags):
             return {"input_ids": rows[i]}
 
     def collate(batch):
-        ids = torch.tensor([b["input_ids"] for b in batch])
-        return {"input_ids": ids, "labels": ids.clone(), "attention_mask": torch.ones_like(ids)}
+        length = max(len(b["input_ids"]) for b in batch)
+        ids = torch.tensor([b["input_ids"] + [0] * (length - len(b["input_ids"])) for b in batch])
+        mask = torch.tensor([[1] * len(b["input_ids"]) + [0] * (length - len(b["input_ids"])) for b in batch])
+        return {"input_ids": ids, "labels": ids.masked_fill(mask == 0, -100), "attention_mask": mask}
 
     model = transformers.AutoModelForCausalLM.from_pretrained(model_dir)
     torch.manual_seed(sft.SEED)
     model = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear",
                                                        task_type="CAUSAL_LM"))
-    args = transformers.TrainingArguments(
-        output_dir=out, per_device_train_batch_size=1, per_device_eval_batch_size=1, report_to="none", use_cpu=True,
-        learning_rate=2e-2, lr_scheduler_type="linear", warmup_steps=3, max_grad_norm=0.5, weight_decay=0.01,
-        disable_tqdm=True, seed=sft.SEED, **flags)
+    settings = dict(output_dir=out, per_device_train_batch_size=1, per_device_eval_batch_size=1, report_to="none",
+                    use_cpu=True, learning_rate=2e-2, lr_scheduler_type="linear", warmup_steps=3, max_grad_norm=0.5,
+                    weight_decay=0.01, disable_tqdm=True, seed=sft.SEED)
+    args = transformers.TrainingArguments(**{**settings, **flags})
     trainer = transformers.Trainer(model=model, args=args, train_dataset=Rows(), eval_dataset=Rows(), data_collator=collate)
     trainer.train()
     return trainer.state.log_history, model.num_parameters(exclude_embeddings=True)
@@ -129,6 +141,10 @@ def compare(name, ours, ours_out, ref, ref_out, whole_epochs):
     check(all(abs(a - b) <= 1e-12 * abs(b) for a, b in rates), f"{name}: learning rates equal ({rates[:3]} ...)")
     check(checkpoints(ours_out) == checkpoints(ref_out),
           f"{name}: checkpoints {checkpoints(ours_out)} == the Trainer's {checkpoints(ref_out)}")
+    tokens = [(a.get("num_input_tokens_seen"), b["num_input_tokens_seen"]) for a, b in zip(ours, ref)
+              if "num_input_tokens_seen" in b]
+    if tokens:
+        check(all(a == b for a, b in tokens), f"{name}: num_input_tokens_seen {tokens} == the Trainer's")
     if whole_epochs:
         flos, ref_flos = ours[-1]["total_flos"], ref[-1]["total_flos"]
         check(flos == ref_flos, f"{name}: total_flos {flos:.6g} == the Trainer's {ref_flos:.6g} over whole epochs")

@@ -106,6 +106,22 @@ TEST_CASE("the best-model flags take TrainingArguments' defaults and rules", "[c
     CHECK(parsed({"--eval_on_start", "--disable_tqdm", "True"}).disable_tqdm);
 }
 
+TEST_CASE("logging and saving flags: token counts, model-only checkpoints, bitsandbytes optimizers", "[config][train]") {
+    auto parsed = [](std::vector<std::string> flags) {
+        flags.insert(flags.begin(), {"--model_name_or_path", "m"});
+        return parse_train_args(JobKind::kSft, flags).args;
+    };
+    CHECK(parsed({}).include_num_input_tokens_seen == "no");
+    CHECK(parsed({"--include_num_input_tokens_seen", "True"}).include_num_input_tokens_seen == "all");
+    CHECK(parsed({"--include_num_input_tokens_seen", "false"}).include_num_input_tokens_seen == "no");
+    CHECK(parsed({"--include_num_input_tokens_seen", "non_padding"}).include_num_input_tokens_seen == "non_padding");
+    FTL_REQUIRE_ERROR(parsed({"--include_num_input_tokens_seen", "some"}), ErrorKind::kUsage,
+                      "--include_num_input_tokens_seen", "some", "non_padding");
+    CHECK(parsed({"--save_only_model", "True"}).save_only_model);
+    CHECK(parsed({"--optim", "paged_adamw_8bit"}).optim == "paged_adamw_8bit");
+    FTL_REQUIRE_ERROR(parsed({"--optim", "lion_8bit"}), ErrorKind::kUsage, "--optim", "lion_8bit", "adamw_8bit");
+}
+
 TEST_CASE("transformers 5's --activation_checkpointing names and its kwargs", "[config][train]") {
     auto parsed = [](std::vector<std::string> flags) {
         flags.insert(flags.begin(), {"--model_name_or_path", "m"});
