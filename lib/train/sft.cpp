@@ -170,21 +170,14 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     if (main_rank && device.is_cuda() && !args.fused_kernels)
         log.info("--fused_kernels False: RMSNorm, SwiGLU and RoPE run as composites of ATen ops, padded and packed "
                  "batches as SDPA with a mask");
-    // Recomputed: the decoder layers' weights (LoRA's adapters all sit in them), all of them under
-    // ZeRO-3, all but the kept ones with checkpointing.
     const int64_t layers = lm.config().num_layers;
     const int64_t every = args.checkpoint_every_n_layers;
-    const int64_t recomputed_layers = partition_weights            ? layers
-                                      : !args.gradient_checkpointing ? 0
-                                      : every > 1                    ? (layers + every - 1) / every
-                                                                     : layers - kept_layers;
+    const ModelShape shape = model_shape(lm.config(), args.use_peft_lora ? all_count : 0, trainable_count,
+                                         recomputed_layer_count(layers, partition_weights, args.gradient_checkpointing, every, kept_layers));
     if (main_rank && args.gradient_checkpointing && every > 1 && !partition_weights)
-        log.info("activation checkpointing every " + std::to_string(every) + " layers: " + std::to_string(recomputed_layers) +
+        log.info("activation checkpointing every " + std::to_string(every) + " layers: " + std::to_string(shape.recomputed_layers) +
                  " of " + std::to_string(layers) + " decoder layers recomputed (indices 0, " + std::to_string(every) +
                  ", ...), the rest keep their activations");
-    const int64_t layer_params = zero::count_parameters(lm.config()).per_layer + (args.use_peft_lora ? trainable_count / layers : 0);
-    const ModelShape shape{args.use_peft_lora ? all_count : 0, trainable_count, layers, lm.config().hidden_size,
-                           recomputed_layers * layer_params, recomputed_layers};
     if (main_rank)
         log.info("trainable params: " + std::to_string(trainable_count) + " || all params: " +
                  std::to_string(all_count + (args.use_peft_lora ? trainable_count : 0)));

@@ -4,6 +4,8 @@
 
 #include <chrono>
 
+#include "zero/memory_estimate.h"
+
 #ifdef FTL_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
 #endif
@@ -61,6 +63,18 @@ PeakFlops measured_peak(const c10::Device& device, c10::ScalarType compute) {
 }
 
 }  // namespace
+
+int64_t recomputed_layer_count(int64_t layers, bool partitioned, bool checkpointing, int64_t every, int64_t kept) {
+    if (partitioned) return layers;
+    if (!checkpointing) return 0;
+    return every > 1 ? (layers + every - 1) / every : layers - kept;
+}
+
+ModelShape model_shape(const model::DecoderConfig& config, int64_t frozen, int64_t trainable, int64_t recomputed_layers) {
+    const int64_t layers = config.num_layers;
+    const int64_t layer_params = zero::count_parameters(config).per_layer + (frozen > 0 ? trainable / layers : 0);
+    return {frozen, trainable, layers, config.hidden_size, recomputed_layers * layer_params, recomputed_layers};
+}
 
 double training_flops_per_token(const ModelShape& shape, int64_t sequence_length) {
     // Attention's forward per layer: 4·H·S a token.

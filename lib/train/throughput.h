@@ -10,6 +10,7 @@
 #include <string>
 
 #include "dist/comm.h"
+#include "model/model_config.h"
 
 namespace ftl::train {
 
@@ -32,6 +33,15 @@ struct ModelShape {
 // per recomputed parameter and +4·L·H·S for the attention forward (so with recomputation the
 // logged "mfu" counts hardware FLOPs, as a frozen 8B base's ~6N a token).
 double training_flops_per_token(const ModelShape& shape, int64_t sequence_length);
+
+// The decoder layers whose forward runs again in backward: all under ZeRO-3 (`partitioned`);
+// with checkpointing those whose index is a multiple of `every` (> 1), else all but the last
+// `kept` (--gradient_checkpointing auto); none without.
+int64_t recomputed_layer_count(int64_t layers, bool partitioned, bool checkpointing, int64_t every, int64_t kept);
+
+// The shape for a run of `config` with `frozen` and `trainable` parameters (LoRA's adapters, which
+// all sit in the decoder layers, or every weight), `recomputed_layers` of them recomputed.
+ModelShape model_shape(const model::DecoderConfig& config, int64_t frozen, int64_t trainable, int64_t recomputed_layers);
 
 struct PeakFlops {
     double flops_per_second = 0.0;
