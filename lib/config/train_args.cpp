@@ -277,6 +277,14 @@ const std::vector<FlagSpec>& flag_table() {
         flag("run_name", &A::run_name, text()),
         flag("dataloader_num_workers", &A::dataloader_num_workers, integer(0)),
         flag("dataloader_drop_last", &A::dataloader_drop_last, boolean()),
+        flag("dataloader_pin_memory", &A::dataloader_pin_memory, boolean()),
+        flag("dataloader_persistent_workers", &A::dataloader_persistent_workers, boolean()),
+        flag("dataloader_prefetch_factor", &A::dataloader_prefetch_factor, integer(1)),
+        flag("ddp_find_unused_parameters", &A::ddp_find_unused_parameters, boolean()),
+        flag("eval_accumulation_steps", &A::eval_accumulation_steps, integer(1)),
+        flag("remove_unused_columns", &A::remove_unused_columns, boolean()),
+        flag("local_rank", &A::local_rank, integer(-1)),
+        flag("save_safetensors", &A::save_safetensors, boolean()),
         flag("ddp_timeout", &A::ddp_timeout, integer(1)),
         flag("do_train", &A::do_train, boolean()),
         flag("do_eval", &A::do_eval, boolean()),
@@ -301,6 +309,9 @@ std::string json_number(double v) {
 
 // Cross-field rules, checked once all flags are read.
 void validate(const TrainArgs& a) {
+    if (!a.save_safetensors)
+        ftl::fail(ErrorKind::kUsage, "--save_safetensors False: ftlaunch writes safetensors only (the pickled .bin "
+                                     "format runs code on load); leave it True");
     if (a.job != JobKind::kSeq2seqExample && a.model_name_or_path.empty())
         ftl::fail(ErrorKind::kUsage,
                   "--model_name_or_path is required: a local model folder or an org/name in the "

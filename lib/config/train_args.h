@@ -137,8 +137,19 @@ struct TrainArgs {
     std::string resume_from_checkpoint;
     std::string report_to = "none";
     std::string run_name;
+    bool dataloader_drop_last = false;        // leave out each epoch's short last batch
+    // PyTorch DataLoader and DDP tuning. ftlaunch has neither (batches are collated in the trainer
+    // loop, gradients reduced by its own buckets), so these are read, for HF commands to run
+    // unchanged, and change nothing that is computed.
     int dataloader_num_workers = 0;
-    bool dataloader_drop_last = false;
+    bool dataloader_pin_memory = true;
+    bool dataloader_persistent_workers = false;
+    std::optional<int> dataloader_prefetch_factor;
+    std::optional<bool> ddp_find_unused_parameters;
+    std::optional<int> eval_accumulation_steps;  // evaluation keeps only the loss: no logits to accumulate
+    bool remove_unused_columns = true;           // the dataset's columns are read by name (--dataset_text_field, ...)
+    int local_rank = -1;                         // set by torch.distributed.launch; ftlaunch assigns ranks itself
+    bool save_safetensors = true;                // only safetensors are written
     int ddp_timeout = 1800;                   // seconds a collective may wait
     bool do_train = false;
     bool do_eval = false;

@@ -9,18 +9,22 @@
 
 namespace ftl::train {
 
-BatchPlan::BatchPlan(size_t rows, int per_device, int accumulation, int rank, int world_size, uint64_t seed)
-    : rows_(rows), per_device_(per_device), rank_(rank), world_size_(world_size), seed_(seed) {
+BatchPlan::BatchPlan(size_t rows, int per_device, int accumulation, int rank, int world_size, uint64_t seed, bool drop_last)
+    : rows_(rows), per_device_(per_device), rank_(rank), world_size_(world_size), drop_last_(drop_last), seed_(seed) {
     if (per_device <= 0)
         fail(ErrorKind::kConfig, "--per_device_train_batch_size: must be positive (got " + std::to_string(per_device) + ")");
     if (accumulation <= 0)
         fail(ErrorKind::kConfig, "--gradient_accumulation_steps: must be positive (got " + std::to_string(accumulation) + ")");
     if (rows == 0) fail(ErrorKind::kConfig, "the training split has no rows");
+    if (micro_batches_per_epoch() == 0)
+        fail(ErrorKind::kConfig, "--dataloader_drop_last True: each rank's share of the " + std::to_string(rows) +
+                                     " training rows is smaller than --per_device_train_batch_size " +
+                                     std::to_string(per_device) + ", so no full batch is left to train on");
 }
 
 int64_t BatchPlan::micro_batches_per_epoch() const {
     const int64_t per_rank = static_cast<int64_t>((rows_ + world_size_ - 1) / world_size_);
-    return (per_rank + per_device_ - 1) / per_device_;
+    return drop_last_ ? per_rank / per_device_ : (per_rank + per_device_ - 1) / per_device_;
 }
 
 void BatchPlan::start_epoch() {
@@ -36,7 +40,8 @@ void BatchPlan::start_epoch() {
 }
 
 std::vector<int64_t> BatchPlan::next_micro_batch() {
-    if (epoch_ < 0 || cursor_ >= order_.size()) start_epoch();
+    if (epoch_ < 0 || cursor_ >= order_.size() || (drop_last_ && order_.size() - cursor_ < static_cast<size_t>(per_device_)))
+        start_epoch();
     const size_t end = std::min(order_.size(), cursor_ + static_cast<size_t>(per_device_));
     std::vector<int64_t> batch(order_.begin() + static_cast<long>(cursor_), order_.begin() + static_cast<long>(end));
     cursor_ = end;

@@ -120,6 +120,14 @@ TEST_CASE("logging and saving flags: token counts, model-only checkpoints, bitsa
     CHECK(parsed({"--save_only_model", "True"}).save_only_model);
     CHECK(parsed({"--optim", "paged_adamw_8bit"}).optim == "paged_adamw_8bit");
     FTL_REQUIRE_ERROR(parsed({"--optim", "lion_8bit"}), ErrorKind::kUsage, "--optim", "lion_8bit", "adamw_8bit");
+    // DataLoader/DDP tuning from HF commands is read; a pickled save format is refused.
+    const TrainArgs tuned = parsed({"--dataloader_pin_memory", "False", "--ddp_find_unused_parameters", "False",
+                                    "--dataloader_prefetch_factor", "2", "--eval_accumulation_steps", "4",
+                                    "--remove_unused_columns", "False", "--local_rank", "0", "--dataloader_drop_last", "True"});
+    CHECK(!tuned.dataloader_pin_memory);
+    CHECK(tuned.dataloader_drop_last);
+    CHECK(tuned.eval_accumulation_steps == std::optional<int>(4));
+    FTL_REQUIRE_ERROR(parsed({"--save_safetensors", "False"}), ErrorKind::kUsage, "--save_safetensors", "safetensors only");
 }
 
 TEST_CASE("transformers 5's --activation_checkpointing names and its kwargs", "[config][train]") {

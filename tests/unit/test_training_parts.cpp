@@ -176,12 +176,21 @@ TEST_CASE("split files are found by HF's naming", "[train]") {
 }
 
 TEST_CASE("the sampler deals one shuffled order round-robin over ranks", "[train]") {
-    train::BatchPlan one(10, 4, 1, 0, 1, 3), r0(10, 2, 1, 0, 2, 3), r1(10, 2, 1, 1, 2, 3);
+    train::BatchPlan one(10, 4, 1, 0, 1, 3, false), r0(10, 2, 1, 0, 2, 3, false), r1(10, 2, 1, 1, 2, 3, false);
     auto all = one.next_micro_batch();
     auto a = r0.next_micro_batch(), b = r1.next_micro_batch();
     CHECK((std::vector<int64_t>{a[0], b[0], a[1], b[1]} == all));
     CHECK(r0.micro_batches_per_epoch() == 3);  // 5 rows per rank in batches of 2
-    FTL_REQUIRE_ERROR(train::BatchPlan(10, 0, 1, 0, 1, 3), ErrorKind::kConfig, "--per_device_train_batch_size");
+    FTL_REQUIRE_ERROR(train::BatchPlan(10, 0, 1, 0, 1, 3, false), ErrorKind::kConfig, "--per_device_train_batch_size");
+    // --dataloader_drop_last: the short last batch of an epoch is left out; the next epoch follows.
+    train::BatchPlan kept(10, 4, 1, 0, 1, 3, false), dropped(10, 4, 1, 0, 1, 3, true);
+    CHECK(kept.micro_batches_per_epoch() == 3);
+    CHECK(dropped.micro_batches_per_epoch() == 2);
+    for (int i = 0; i < 2; ++i) CHECK(dropped.next_micro_batch() == kept.next_micro_batch());
+    CHECK(kept.next_micro_batch().size() == 2);
+    CHECK(dropped.next_micro_batch() == kept.next_micro_batch());  // both start epoch 1
+    CHECK(dropped.epoch() == 1);
+    FTL_REQUIRE_ERROR(train::BatchPlan(3, 4, 1, 0, 1, 3, true), ErrorKind::kConfig, "--dataloader_drop_last", "3 training rows");
 }
 
 TEST_CASE("the tokenised-rows cache gives back what was stored, under its key only", "[train]") {
