@@ -231,6 +231,8 @@ const std::vector<FlagSpec>& flag_table() {
         flag("eval_steps", &A::eval_steps, number(0.0)),
         flag("eval_on_start", &A::eval_on_start, boolean()),
         flag("disable_tqdm", &A::disable_tqdm, boolean()),
+        flag("eval_delay", &A::eval_delay, number(0.0)),
+        flag("data_seed", &A::data_seed, integer(0)),
         flag("save_only_model", &A::save_only_model, boolean()),
         flag("include_num_input_tokens_seen", &A::include_num_input_tokens_seen, token_count_mode()),
         flag("save_strategy", &A::save_strategy, text({"no", "steps", "epoch", "best"})),

@@ -84,6 +84,8 @@ struct TrainArgs {
     std::optional<double> eval_steps;
     bool eval_on_start = false;               // evaluate once before the first step (a sanity check)
     bool disable_tqdm = false;                // no progress bar
+    double eval_delay = 0.0;                  // no evaluation before this step (or epoch, under eval_strategy epoch)
+    std::optional<int> data_seed;             // the sampler's seed (else --seed)
     bool save_only_model = false;             // checkpoints without optimizer and generator state
     // Logged num_input_tokens_seen: "all" input_ids elements, "non_padding" ones, or "no".
     std::string include_num_input_tokens_seen = "no";

@@ -254,7 +254,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
 
     // ---- schedule ----
     BatchPlan plan(data.train.size(), args.per_device_train_batch_size, args.gradient_accumulation_steps, rank.rank,
-                   rank.world_size, static_cast<uint64_t>(args.seed), args.dataloader_drop_last);
+                   rank.world_size, static_cast<uint64_t>(args.data_seed.value_or(args.seed)), args.dataloader_drop_last);
     const int64_t steps_per_epoch = std::max<int64_t>(1, plan.micro_batches_per_epoch() / args.gradient_accumulation_steps);
     const int64_t total_steps = args.max_steps > 0
                                     ? args.max_steps

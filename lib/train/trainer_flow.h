@@ -29,7 +29,8 @@ public:
 
     // After optimizer step `done` (1-based):
     //   log       --logging_first_step at step 1; "steps" every logging_every; "epoch" at epoch ends
-    //   evaluate  "steps" every eval_every and at the last step; "epoch" at epoch ends
+    //   evaluate  "steps" every eval_every and at the last step; "epoch" at epoch ends; neither
+    //             before --eval_delay (a step, or under "epoch" an epoch)
     //   save      "steps" every save_every and at the last step; "epoch" at epoch ends
     StepActions after_step(int64_t done) const;
     bool epoch_end(int64_t done) const { return done % steps_per_epoch_ == 0 || done == total_steps_; }

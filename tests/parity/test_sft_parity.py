@@ -20,6 +20,8 @@ Checks:
                       per-step loss 5e-2 (fp16 rounding differs; Adam's first steps amplify it)
   ranks               2 CPU ranks x batch 2 == 4 ranks x batch 1 == 1 rank x batch 4 (1e-5)
   packing             --packing True: ceil(total tokens / max_seq_len) rows (TRL "wrapped")
+  data_seed           --data_seed 11: the batch order from seed 11 (+ epoch), the LoRA init from
+                      --seed: the reference's curve with that order (1e-4), not the default's
   parquet             the same split as data/train-00000-of-00001.parquet gives the same curve;
                       a chat dataset (`messages`, parquet) trains with --chat_template_format chatml
                       (the ChatML tokens added, the embeddings resized as train.py does)
@@ -91,12 +93,13 @@ def run_ftlaunch(model_dir, data_dir, out, batch, accumulation, extra=(), launch
 
 
 def reference_losses(model_dir, texts, batch, accumulation, fp16=False, load_kwargs=None, bf16=False, full=False, lr=2e-2,
-                     weight_decay=0.01, decay_groups=True, make_optimizer=None):
+                     weight_decay=0.01, decay_groups=True, make_optimizer=None, data_seed=None):
     """load_kwargs: more from_pretrained arguments (test_qlora: a BitsAndBytesConfig). bf16: the
     model loaded in bf16 (PEFT keeps the adapters fp32), every forward under autocast(bfloat16).
     full: every weight trained, no PEFT. decay_groups: the Trainer's two parameter groups (no weight
     decay for what Trainer.get_decay_parameter_names leaves out: norm weights, biases).
-    make_optimizer(groups, model, lr): another optimizer than torch's fused AdamW (test_bnb_optim)."""
+    make_optimizer(groups, model, lr): another optimizer than torch's fused AdamW (test_bnb_optim).
+    data_seed: the batch order's seed (--data_seed), else SEED."""
     tok = transformers.AutoTokenizer.from_pretrained(model_dir)
     tok.pad_token = tok.eos_token
     rows = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
@@ -120,7 +123,7 @@ def reference_losses(model_dir, texts, batch, accumulation, fp16=False, load_kwa
     def micro_batches():
         epoch = 0
         while True:
-            order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(SEED + epoch)).tolist()
+            order = torch.randperm(len(rows), generator=torch.Generator().manual_seed((data_seed or SEED) + epoch)).tolist()
             for i in range(0, len(order), batch):
                 yield [rows[j] for j in order[i:i + batch]]
             epoch += 1
@@ -203,6 +206,11 @@ def main():
         print(f"     losses ftlaunch {ours[0]:.5f} -> {ours[-1]:.5f}; transformers+peft {ref[0]:.5f} -> {ref[-1]:.5f}")
         compare_curves(ours, ref, 1e-4, "20 steps against transformers+peft")
         check(ours[-1] < ours[0], f"the loss falls ({ours[0]:.4f} -> {ours[-1]:.4f})")
+        # --data_seed: the batch order from its own seed, the LoRA init still from --seed.
+        reordered, _ = run_ftlaunch(model_dir, data_dir, os.path.join(work, "run_data_seed"), 2, 2, extra=("--data_seed", "11"))
+        ref_reordered, _ = reference_losses(model_dir, texts, 2, 2, data_seed=11)
+        compare_curves(reordered, ref_reordered, 1e-4, "--data_seed 11 against the reference's order from seed 11")
+        check(max(abs(a - b) for a, b in zip(reordered, ours)) > 1e-3, "--data_seed 11 changes the batch order (the curve)")
 
         # The adapter ftlaunch wrote loads in PEFT and computes what ftlaunch computes.
         import peft

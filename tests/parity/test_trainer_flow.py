@@ -22,7 +22,8 @@ training log at 12); epochs (2 epochs with accumulation 2; epoch strategies and
 --logging_first_step); cut-short epoch (max_steps 30 with epoch strategies: the last step ends an
 epoch); none (every strategy no: only the closing entry, no checkpoint); ratios (--logging_steps
 0.25, --save_steps 0.5 of 12 steps); drop_last (--dataloader_drop_last, batch 5 of 24 rows: 4 steps
-an epoch, not 5).
+an epoch, not 5); eval_delay (7 steps with evaluation every 3: at 9 and 12; 1.5 epochs with
+epoch evaluation: only the second).
 ftlaunch alone: train_loss is the mean loss of the run's steps (the logging-every-step run's losses,
 rel 1e-12; the same in the steps case, where the last two steps are never logged); on 2 CPU ranks
 total_flos counts both ranks' rows (6 x all rows' tokens x parameters).
@@ -55,6 +56,10 @@ CASES = [  # name, flags (TrainingArguments names), whole epochs (total_flos com
     ("ratios", {"max_steps": 12, "logging_steps": 0.25, "save_strategy": "steps", "save_steps": 0.5}, False),
     ("drop_last", {"num_train_epochs": 2, "per_device_train_batch_size": 5, "logging_steps": 1, "eval_strategy": "no",
                    "save_strategy": "epoch", "dataloader_drop_last": True}, False),
+    ("eval_delay_steps", {"max_steps": 12, "logging_steps": 6, "eval_strategy": "steps", "eval_steps": 3,
+                          "eval_delay": 7, "save_strategy": "no"}, False),
+    ("eval_delay_epochs", {"num_train_epochs": 2, "logging_strategy": "epoch", "eval_strategy": "epoch",
+                           "eval_delay": 1.5, "save_strategy": "no"}, False),
     ("tokens_all", {"num_train_epochs": 1, "logging_strategy": "epoch", "eval_strategy": "epoch", "save_strategy": "no",
                     "include_num_input_tokens_seen": True}, True),
     ("tokens_non_padding", {"num_train_epochs": 1, "per_device_train_batch_size": 2, "logging_strategy": "epoch",
