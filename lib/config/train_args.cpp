@@ -253,7 +253,7 @@ const std::vector<FlagSpec>& flag_table() {
         flag("lr_scheduler_type", &A::lr_scheduler_type,
              text({"linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
                      "constant_with_warmup", "inverse_sqrt", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
-                     "warmup_stable_decay"})),
+                     "warmup_stable_decay", "reduce_lr_on_plateau"})),
         flag("lr_scheduler_kwargs", &A::lr_scheduler_kwargs, json_object(R"({"num_cycles": 1})")),
         flag("weight_decay", &A::weight_decay, number(0.0, 1e9)),
         flag("warmup_ratio", &A::warmup_ratio, number(0.0, 1.0)),
@@ -338,6 +338,10 @@ void validate(const TrainArgs& a) {
     if (a.eval_on_start && a.eval_strategy == "no")
         ftl::fail(ErrorKind::kUsage, "--eval_on_start True needs an evaluation split to evaluate: set --eval_strategy "
                                      "steps or epoch (and --splits train,test)");
+    if (a.lr_scheduler_type == "reduce_lr_on_plateau" && a.eval_strategy == "no")
+        ftl::fail(ErrorKind::kUsage, "--lr_scheduler_type reduce_lr_on_plateau lowers the rate when evaluations stop "
+                                     "improving: it needs --eval_strategy steps or epoch (TrainingArguments: requires an "
+                                     "eval strategy)");
     if (a.save_strategy == "best" && a.eval_strategy == "no")
         ftl::fail(ErrorKind::kUsage, "--save_strategy best saves when an evaluation is a new best: it needs --eval_strategy "
                                      "steps or epoch");
@@ -486,7 +490,8 @@ ParsedTrainArgs parse_train_args(JobKind job, const std::vector<std::string>& ar
     }
     if (a.was_given("fp16") && a.fp16 && !a.was_given("bf16")) a.bf16 = false;  // SFTConfig rule
     // TrainingArguments.__post_init__: the best-model metric and its direction.
-    if ((a.load_best_model_at_end || a.save_strategy == "best") && a.metric_for_best_model.empty())
+    if ((a.load_best_model_at_end || a.save_strategy == "best" || a.lr_scheduler_type == "reduce_lr_on_plateau") &&
+        a.metric_for_best_model.empty())
         a.metric_for_best_model = "loss";
     if (!a.greater_is_better && !a.metric_for_best_model.empty())
         a.greater_is_better = !ends_with(a.metric_for_best_model, "loss");

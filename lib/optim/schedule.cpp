@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <optional>
 #include <set>
 #include <vector>
@@ -238,6 +239,75 @@ LearningRateSchedule deepspeed_schedule(const DeepSpeedSchedule& d, double learn
                                       std::max(1.0, static_cast<double>(d.total_num_steps - warmup)));
         return d.warmup_min_lr + (d.warmup_max_lr - d.warmup_min_lr) * gamma;
     };
+}
+
+PlateauSchedule::PlateauSchedule(const json& kwargs, double learning_rate) : lr_(learning_rate) {
+    const std::string type = "reduce_lr_on_plateau";
+    Kwargs kw(kwargs, type);
+    maximize_ = kw.word("mode", {"min", "max"}).value_or("min") == "max";
+    factor_ = kw.number("factor").value_or(0.1);
+    if (!(factor_ < 1.0)) kw.bad("factor", kwargs["factor"], "must be below 1 (torch's ReduceLROnPlateau: Factor should be < 1.0)");
+    const double patience = kw.number("patience").value_or(10.0);
+    if (patience < 0 || patience != std::floor(patience)) kw.bad("patience", kwargs["patience"], "must be a whole number >= 0");
+    patience_ = static_cast<int64_t>(patience);
+    threshold_ = kw.number("threshold").value_or(1e-4);
+    absolute_threshold_ = kw.word("threshold_mode", {"rel", "abs"}).value_or("rel") == "abs";
+    const double cooldown = kw.number("cooldown").value_or(0.0);
+    if (cooldown < 0 || cooldown != std::floor(cooldown)) kw.bad("cooldown", kwargs["cooldown"], "must be a whole number >= 0");
+    cooldown_ = static_cast<int64_t>(cooldown);
+    min_lr_ = kw.number("min_lr").value_or(0.0);
+    eps_ = kw.number("eps").value_or(1e-8);
+    kw.refuse_others();
+    best_ = maximize_ ? -INFINITY : INFINITY;
+}
+
+bool PlateauSchedule::better(double value) const {
+    if (maximize_) return absolute_threshold_ ? value > best_ + threshold_ : value > best_ * (threshold_ + 1.0);
+    return absolute_threshold_ ? value < best_ - threshold_ : value < best_ * (1.0 - threshold_);
+}
+
+void PlateauSchedule::observe(double metric) {
+    ++evaluations_;
+    if (better(metric)) {
+        best_ = metric;
+        bad_evaluations_ = 0;
+    } else {
+        ++bad_evaluations_;
+    }
+    if (cooldown_left_ > 0) {
+        --cooldown_left_;
+        bad_evaluations_ = 0;
+    }
+    if (bad_evaluations_ > patience_) {
+        const double reduced = std::max(lr_ * factor_, min_lr_);
+        if (lr_ - reduced > eps_) lr_ = reduced;
+        cooldown_left_ = cooldown_;
+        bad_evaluations_ = 0;
+    }
+}
+
+std::vector<std::pair<std::string, double>> PlateauSchedule::state() const {
+    return {{"plateau.lr", lr_},
+            {"plateau.best", best_},
+            {"plateau.num_bad_epochs", static_cast<double>(bad_evaluations_)},
+            {"plateau.cooldown_counter", static_cast<double>(cooldown_left_)},
+            {"plateau.last_epoch", static_cast<double>(evaluations_)}};
+}
+
+void PlateauSchedule::load_state(const std::vector<std::pair<std::string, double>>& state) {
+    std::map<std::string, double> by_name(state.begin(), state.end());
+    auto take = [&](const std::string& name) {
+        auto it = by_name.find(name);
+        if (it == by_name.end())
+            fail(ErrorKind::kConfig, "optimizer state: missing '" + name + "' (was the checkpoint written with another "
+                                     "--lr_scheduler_type?)");
+        return it->second;
+    };
+    lr_ = take("plateau.lr");
+    best_ = take("plateau.best");
+    bad_evaluations_ = static_cast<int64_t>(take("plateau.num_bad_epochs"));
+    cooldown_left_ = static_cast<int64_t>(take("plateau.cooldown_counter"));
+    evaluations_ = static_cast<int64_t>(take("plateau.last_epoch"));
 }
 
 }  // namespace ftl::optim

@@ -33,6 +33,8 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace ftl::optim {
 
@@ -66,5 +68,31 @@ struct DeepSpeedSchedule {
 
 // `learning_rate`: the optimizer's rate (WarmupCosineLR scales it).
 LearningRateSchedule deepspeed_schedule(const DeepSpeedSchedule& schedule, double learning_rate);
+
+// The Trainer's reduce_lr_on_plateau: torch.optim.lr_scheduler.ReduceLROnPlateau with
+// --lr_scheduler_kwargs (mode min|max, factor 0.1 (< 1), patience 10, threshold 1e-4,
+// threshold_mode rel|abs, cooldown 0, min_lr 0, eps 1e-8), stepped with the evaluation metric. The
+// rate starts at `learning_rate` (no warmup); an evaluation is better when it beats the best by
+// the threshold (rel: best * (1 -/+ threshold), abs: best -/+ threshold); after more than
+// `patience` evaluations that are not, the rate is multiplied by factor, not below min_lr (a
+// change of eps or less is skipped), and the next `cooldown` evaluations count no bad ones.
+class PlateauSchedule {
+public:
+    // Throws kConfig naming the --lr_scheduler_kwargs key for an unknown key or a bad value.
+    PlateauSchedule(const nlohmann::json& kwargs, double learning_rate);
+    double rate() const { return lr_; }
+    void observe(double metric);  // after an evaluation
+    // The state a checkpoint keeps (scheduler.pt's fields), as plateau.<field> scalars.
+    std::vector<std::pair<std::string, double>> state() const;
+    void load_state(const std::vector<std::pair<std::string, double>>& state);
+
+private:
+    bool better(double value) const;
+    bool maximize_ = false, absolute_threshold_ = false;
+    double factor_ = 0.1, threshold_ = 1e-4, min_lr_ = 0.0, eps_ = 1e-8;
+    int64_t patience_ = 10, cooldown_ = 0;
+    double lr_, best_;
+    int64_t bad_evaluations_ = 0, cooldown_left_ = 0, evaluations_ = 0;
+};
 
 }  // namespace ftl::optim

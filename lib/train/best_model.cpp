@@ -17,9 +17,14 @@ BestModelTracker::BestModelTracker(const config::TrainArgs& args)
                                                                    : "eval_" + args.metric_for_best_model;
 }
 
+std::optional<double> BestModelTracker::metric(const EvalResult& eval) const {
+    if (metric_.empty()) return std::nullopt;
+    return metric_ == "eval_loss" ? eval.loss : eval.perplexity;
+}
+
 bool BestModelTracker::observe(const EvalResult& eval, int64_t step) {
     if (metric_.empty()) return false;
-    const double value = metric_ == "eval_loss" ? eval.loss : eval.perplexity;
+    const double value = *metric(eval);
     const bool better = !best_metric_ || (greater_is_better_ ? value > *best_metric_ : value < *best_metric_);
     if (!better) return false;
     best_metric_ = value;

@@ -24,6 +24,8 @@ public:
     // After an evaluation at `step`: true when it is a new best (strictly better, as np.greater /
     // np.less compare).
     bool observe(const EvalResult& eval, int64_t step);
+    // The tracked metric's value in `eval` (none when the run names no metric).
+    std::optional<double> metric(const EvalResult& eval) const;
     // Before checkpoint-<step> is written to `dir`: it holds the best weights when the best
     // evaluation is at this step.
     void saving(int64_t step, const std::string& dir);

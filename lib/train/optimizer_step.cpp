@@ -93,6 +93,17 @@ optim::LearningRateSchedule learning_rate_schedule_for(const config::RunConfig& 
     return optim::deepspeed_schedule(schedule, learning_rate);
 }
 
+std::shared_ptr<optim::PlateauSchedule> plateau_schedule_for(const config::RunConfig& run, const config::TrainArgs& args,
+                                                             double learning_rate) {
+    if (args.lr_scheduler_type != "reduce_lr_on_plateau" || (run.uses_deepspeed && run.deepspeed.scheduler)) return nullptr;
+    if (run.uses_deepspeed)
+        fail(ErrorKind::kConfig, "--lr_scheduler_type reduce_lr_on_plateau under DeepSpeed: DeepSpeed's engine steps the "
+                                 "schedule after every optimizer step without the evaluation metric, which this "
+                                 "schedule needs (transformers fails there too); run it without DeepSpeed, or give the "
+                                 "DeepSpeed config a scheduler section");
+    return std::make_shared<optim::PlateauSchedule>(args.lr_scheduler_kwargs, learning_rate);
+}
+
 bool logs_next_step_rate(const config::RunConfig& run) {
     return run.accelerate.distributed_type == config::DistributedType::kDeepSpeed || !run.train.deepspeed.empty();
 }

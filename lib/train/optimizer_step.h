@@ -65,6 +65,12 @@ optim::LossScalerOptions loss_scaling_for(const config::RunConfig& run);
 optim::LearningRateSchedule learning_rate_schedule_for(const config::RunConfig& run, const config::TrainArgs& args,
                                                        int64_t total_steps, double learning_rate);
 
+// --lr_scheduler_type reduce_lr_on_plateau (null for every other type): a rate that evaluations
+// lower, not steps. Refused under DeepSpeed, whose engine steps its schedule without a metric
+// (where transformers' ReduceLROnPlateau fails).
+std::shared_ptr<optim::PlateauSchedule> plateau_schedule_for(const config::RunConfig& run, const config::TrainArgs& args,
+                                                             double learning_rate);
+
 // Which rate the HF Trainer logs for a step. Under DeepSpeed the engine steps the schedule inside
 // accelerate's backward (DeepSpeedEngineWrapper.backward calls engine.step()), before the Trainer
 // reads it: the log shows the next step's rate. Elsewhere (plain, DDP, FSDP) transformers >= 4.51

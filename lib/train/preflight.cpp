@@ -58,8 +58,10 @@ void check_run_settings(const config::RunConfig& run, const RankContext& rank, c
         fail(ErrorKind::kConfig, "--use_8bit_quantization True: 8-bit (LLM.int8) base weights are not in this build; "
                                  "--use_4bit_quantization True (QLoRA) is");
     // The run's length is not known yet: the schedule is built over one step for its checks.
-    if (!(run.uses_deepspeed && run.deepspeed.scheduler))
-        learning_rate_schedule_for(run, args, 1, optimizer_choice_for(run, args, false).learning_rate);
+    if (!(run.uses_deepspeed && run.deepspeed.scheduler)) {
+        const double learning_rate = optimizer_choice_for(run, args, false).learning_rate;
+        if (!plateau_schedule_for(run, args, learning_rate)) learning_rate_schedule_for(run, args, 1, learning_rate);
+    }
 }
 
 std::string check_memory_fits(const config::RunConfig& run, const model::DecoderConfig& model, const RankContext& rank) {

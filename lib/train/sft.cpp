@@ -275,7 +275,11 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     if (args.fp16) scaler.emplace(loss_scaling_for(run), device);
     // The schedule advances with the optimizer: a step skipped for inf/NaN gradients (fp16) does
     // not move it, as HF Trainer does not step its scheduler then.
-    const optim::LearningRateSchedule schedule = learning_rate_schedule_for(run, args, total_steps, choice.learning_rate);
+    // reduce_lr_on_plateau: the rate evaluations set (stepped after each but --eval_on_start's).
+    const std::shared_ptr<optim::PlateauSchedule> plateau = plateau_schedule_for(run, args, choice.learning_rate);
+    const optim::LearningRateSchedule schedule =
+        plateau ? [plateau](int64_t) { return plateau->rate(); }
+                : learning_rate_schedule_for(run, args, total_steps, choice.learning_rate);
     auto learning_rate = [&] { return schedule(optimizer.steps()); };
     const bool next_rate_logged = logs_next_step_rate(run);
     model::ForwardOptions forward;
@@ -316,6 +320,12 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         else restore_weights(resume_dir, args.use_peft_lora ? "adapter_model" : "model", trainable);
         optimizer.load_state(saved.optimizer);
         if (scaler) scaler->load_state(saved.optimizer);
+        if (plateau) {
+            std::vector<std::pair<std::string, double>> plateau_state;
+            for (const auto& [name, value] : saved.optimizer)
+                if (starts_with(name, "plateau.")) plateau_state.emplace_back(name, value.item<double>());
+            plateau->load_state(plateau_state);
+        }
         if (static_cast<size_t>(rank.rank) < saved.dropout_rng_states.size())
             forward.generator->set_state(saved.dropout_rng_states[static_cast<size_t>(rank.rank)]);
         else
@@ -561,7 +571,12 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             epoch_memory.reset();
             epoch_gpu_memory.reset();
         }
-        const bool new_best = actions.evaluate && best.observe(evaluate_after(done, epoch), done);
+        bool new_best = false;
+        if (actions.evaluate) {
+            const EvalResult eval = evaluate_after(done, epoch);
+            new_best = best.observe(eval, done);
+            if (plateau) plateau->observe(*best.metric(eval));
+        }
         const bool preempted = stop_now && !last;  // the last step ends the run normally
         if (actions.save || (args.save_strategy == "best" && new_best) || preempted) {
             beat("saving checkpoint-" + std::to_string(done));
@@ -578,6 +593,9 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                                             identity, model_only};
                 if (scaler && !model_only)
                     for (auto& entry : scaler->state()) contents.optimizer.push_back(entry);
+                if (plateau && !model_only)
+                    for (const auto& [name, value] : plateau->state())
+                        contents.optimizer.emplace_back(name, at::scalar_tensor(value, at::kDouble));
                 auto crash_hook = [&] {
                     if (rank.during_checkpoint_save) rank.during_checkpoint_save(done);
                 };

@@ -18,6 +18,12 @@ engine steps the schedule inside accelerate's backward, before the Trainer reads
   optimizer  an optimizer section without lr: DeepSpeed's default 1e-3 is the base the flags'
              schedule scales (not --learning_rate); an all-"auto" section trains the same curve as
              no section (bit for bit)
+  plateau    reduce_lr_on_plateau, evaluating every step: the logged rates equal those of
+             torch.optim.lr_scheduler.ReduceLROnPlateau (with the same kwargs, numbers as text too)
+             stepped with the run's own eval_loss after each evaluation (3 cases: rel/min with
+             patience 1; max with patience 0, cooldown 2 and min_lr; abs threshold with eps); a run
+             resumed from checkpoint-6 logs the same rates and losses (its state restored); no
+             eval strategy, a DeepSpeed config and factor >= 1 are refused with exit 2
   bound      |ours - ref| <= 1e-12 |ref| + 1e-18 (the same double formulas; libm's cos, log and pow
              may differ in the last bit)
   errors     an unknown kwarg, a missing min_lr_rate, OneCycle, and a concrete total_num_steps that
@@ -142,6 +148,66 @@ def resolved(params):
     return {k: (fills[k] if v == "auto" else v) for k, v in params.items()}
 
 
+PLATEAU_CASES = [
+    {"factor": 0.5, "patience": 1, "threshold": 0.01},
+    {"mode": "max", "factor": "0.3", "patience": "0", "cooldown": 2, "min_lr": 1e-3},
+    {"threshold_mode": "abs", "threshold": 0.05, "patience": 2, "eps": 1e-3},
+]
+
+
+def plateau_rates(kwargs, eval_losses):
+    """The rate of each step: torch's ReduceLROnPlateau stepped with the evaluation after each step."""
+    converted = {k: (float(v) if isinstance(v, str) and k != "mode" and k != "threshold_mode" else v) for k, v in kwargs.items()}
+    converted = {k: (int(v) if k in ("patience", "cooldown") else v) for k, v in converted.items()}
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=LR)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, **converted)
+    rates = []
+    for loss in eval_losses:
+        rates.append(opt.param_groups[0]["lr"])
+        sched.step(loss)
+    return rates
+
+
+def check_plateau(work, model_dir, data_dir):
+    import shutil
+    shutil.copy(os.path.join(data_dir, "train.jsonl"), os.path.join(data_dir, "test.jsonl"))
+    evaluate = ["--splits", "train,test", "--eval_strategy", "steps", "--eval_steps", "1", "--lr_scheduler_type",
+                "reduce_lr_on_plateau"]
+    for i, kwargs in enumerate(PLATEAU_CASES):
+        out = os.path.join(work, f"plateau{i}")
+        proc, rates, _ = run(command(model_dir, data_dir, out, [*evaluate, "--lr_scheduler_kwargs", json.dumps(kwargs)]))
+        history = json.load(open(os.path.join(out, "trainer_state.json")))["log_history"] if rates else []
+        evals = [e["eval_loss"] for e in history if "eval_loss" in e]
+        ref = plateau_rates(kwargs, evals) if len(evals) == STEPS else []
+        if proc.returncode != 0:
+            print(proc.stdout[-2000:], proc.stderr[-2000:])
+        check(close(rates, ref) and len(set(ref)) > 1,
+              f"reduce_lr_on_plateau {json.dumps(kwargs)}: rates == ReduceLROnPlateau's on the run's eval losses "
+              f"({worst(rates, ref)}; {len(set(ref))} distinct rates)")
+    # Resume: the schedule's state comes back from checkpoint-6.
+    kwargs = json.dumps(PLATEAU_CASES[0])
+    whole_out = os.path.join(work, "plateau_whole")
+    flags = [*evaluate, "--lr_scheduler_kwargs", kwargs]
+    cmd = command(model_dir, data_dir, whole_out, flags)
+    cmd[cmd.index("--save_strategy") + 1:cmd.index("--save_strategy") + 2] = ["steps", "--save_steps", "6"]
+    _, whole_rates, whole_losses = run(cmd)
+    resumed = cmd + ["--resume_from_checkpoint", os.path.join(whole_out, "checkpoint-6")]
+    _, rates, losses = run(resumed)
+    check(whole_rates is not None and rates == whole_rates and losses == whole_losses,
+          "reduce_lr_on_plateau resumed from checkpoint-6: the same rates and losses bit for bit")
+    errors = [
+        (["--lr_scheduler_type", "reduce_lr_on_plateau"], (), ["reduce_lr_on_plateau", "--eval_strategy"]),
+        ([*evaluate], deepspeed_yaml(work, "plateau_ds", {}), ["reduce_lr_on_plateau under DeepSpeed"]),
+        ([*evaluate, "--lr_scheduler_kwargs", '{"factor": 1.5}'], (), ["factor", "below 1"]),
+    ]
+    for i, (flags, launcher, needles) in enumerate(errors):
+        out = os.path.join(work, f"plateau_e{i}")
+        proc = subprocess.run(command(model_dir, data_dir, out, flags, **({"launcher": launcher} if launcher else {})),
+                              capture_output=True, text=True, timeout=600)
+        text = proc.stdout + proc.stderr
+        check(proc.returncode == 2 and all(n in text for n in needles), f"plateau error case {i}: exit {proc.returncode}, names {needles}")
+
+
 def main():
     work = tempfile.mkdtemp(prefix="ftl_schedules_")
     model_dir, data_dir, _ = sft.make_inputs(work)
@@ -193,6 +259,7 @@ def main():
         check(proc.returncode == 2 and all(n in text for n in needles)
               and not os.path.exists(os.path.join(out, "trainer_state.json")),
               f"error case {i}: exit {proc.returncode}, names {needles}")
+    check_plateau(work, model_dir, data_dir)
     finish("schedules: every rate equals transformers' / DeepSpeed's")
 
 

@@ -128,6 +128,11 @@ TEST_CASE("logging and saving flags: token counts, model-only checkpoints, bitsa
     CHECK(tuned.dataloader_drop_last);
     CHECK(tuned.eval_accumulation_steps == std::optional<int>(4));
     FTL_REQUIRE_ERROR(parsed({"--save_safetensors", "False"}), ErrorKind::kUsage, "--save_safetensors", "safetensors only");
+    // reduce_lr_on_plateau steps with --metric_for_best_model ("loss" by default): it needs evaluations.
+    const TrainArgs plateau = parsed({"--lr_scheduler_type", "reduce_lr_on_plateau", "--eval_strategy", "epoch"});
+    CHECK(plateau.metric_for_best_model == "loss");
+    FTL_REQUIRE_ERROR(parsed({"--lr_scheduler_type", "reduce_lr_on_plateau"}), ErrorKind::kUsage, "reduce_lr_on_plateau",
+                      "--eval_strategy");
 }
 
 TEST_CASE("transformers 5's --activation_checkpointing names and its kwargs", "[config][train]") {
