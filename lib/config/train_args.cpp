@@ -423,6 +423,11 @@ TrainArgs default_train_args(JobKind job) {
     return a;
 }
 
+int bitsandbytes_state_bits(const std::string& optim) {
+    if (optim.find("8bit") != std::string::npos) return 8;
+    return optim == "paged_adamw_32bit" ? 32 : 0;
+}
+
 ReportTargets report_targets(const std::string& report_to) {
     ReportTargets targets;
     for (const std::string& item : split(report_to, ',')) {

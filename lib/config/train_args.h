@@ -168,6 +168,10 @@ struct ParsedTrainArgs {
     std::vector<std::string> warnings;  // hub flags without network, overridden settings
 };
 
+// The bits of the optimizer state --optim keeps with bitsandbytes' AdamW: 8 (adamw_bnb_8bit,
+// adamw_8bit, paged_adamw_8bit), 32 (paged_adamw_32bit), or 0 for torch's AdamW.
+int bitsandbytes_state_bits(const std::string& optim);
+
 // --report_to as HF TrainingArguments reads it: "none", "all" (every integration this build has:
 // TensorBoard), or integration names separated by commas ("tensorboard,wandb").
 struct ReportTargets {

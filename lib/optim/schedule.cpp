@@ -1,5 +1,7 @@
 #include "optim/schedule.h"
 
+#include <ATen/ATen.h>
+
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -286,22 +288,24 @@ void PlateauSchedule::observe(double metric) {
     }
 }
 
-std::vector<std::pair<std::string, double>> PlateauSchedule::state() const {
-    return {{"plateau.lr", lr_},
-            {"plateau.best", best_},
-            {"plateau.num_bad_epochs", static_cast<double>(bad_evaluations_)},
-            {"plateau.cooldown_counter", static_cast<double>(cooldown_left_)},
-            {"plateau.last_epoch", static_cast<double>(evaluations_)}};
+std::vector<std::pair<std::string, at::Tensor>> PlateauSchedule::state() const {
+    std::vector<std::pair<std::string, at::Tensor>> out;
+    for (const auto& [name, value] : {std::pair{"plateau.lr", lr_}, std::pair{"plateau.best", best_},
+                                      std::pair{"plateau.num_bad_epochs", static_cast<double>(bad_evaluations_)},
+                                      std::pair{"plateau.cooldown_counter", static_cast<double>(cooldown_left_)},
+                                      std::pair{"plateau.last_epoch", static_cast<double>(evaluations_)}})
+        out.emplace_back(name, at::scalar_tensor(value, at::kDouble));
+    return out;
 }
 
-void PlateauSchedule::load_state(const std::vector<std::pair<std::string, double>>& state) {
-    std::map<std::string, double> by_name(state.begin(), state.end());
+void PlateauSchedule::load_state(const std::vector<std::pair<std::string, at::Tensor>>& state) {
+    const std::map<std::string, at::Tensor> by_name(state.begin(), state.end());
     auto take = [&](const std::string& name) {
         auto it = by_name.find(name);
         if (it == by_name.end())
             fail(ErrorKind::kConfig, "optimizer state: missing '" + name + "' (was the checkpoint written with another "
                                      "--lr_scheduler_type?)");
-        return it->second;
+        return it->second.item<double>();
     };
     lr_ = take("plateau.lr");
     best_ = take("plateau.best");

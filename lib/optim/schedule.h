@@ -29,6 +29,8 @@
 //                   0 at i = -1
 #pragma once
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -82,9 +84,10 @@ public:
     PlateauSchedule(const nlohmann::json& kwargs, double learning_rate);
     double rate() const { return lr_; }
     void observe(double metric);  // after an evaluation
-    // The state a checkpoint keeps (scheduler.pt's fields), as plateau.<field> scalars.
-    std::vector<std::pair<std::string, double>> state() const;
-    void load_state(const std::vector<std::pair<std::string, double>>& state);
+    // The state a checkpoint keeps (scheduler.pt's fields) as plateau.<field> float64 scalars among
+    // the optimizer's entries; load_state takes them from those entries.
+    std::vector<std::pair<std::string, at::Tensor>> state() const;
+    void load_state(const std::vector<std::pair<std::string, at::Tensor>>& state);
 
 private:
     bool better(double value) const;

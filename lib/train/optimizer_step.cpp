@@ -26,8 +26,8 @@ OptimizerChoice optimizer_choice_for(const config::RunConfig& run, const config:
     if (!run.uses_deepspeed || !run.deepspeed.optimizer) {
         choice.options = {args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay, fused};
         choice.learning_rate = args.learning_rate;
-        const bool bitsandbytes = args.optim.find("8bit") != std::string::npos || args.optim == "paged_adamw_32bit";
-        if (!bitsandbytes) return choice;
+        const int state_bits = config::bitsandbytes_state_bits(args.optim);
+        if (state_bits == 0) return choice;
         if (run.uses_deepspeed)
             fail(ErrorKind::kConfig, "--optim " + args.optim + " under DeepSpeed: DeepSpeed hands a client optimizer its "
                                      "flattened fp32 partitions, so bitsandbytes' 8-bit blocks and its 4096-element "
@@ -35,7 +35,7 @@ OptimizerChoice optimizer_choice_for(const config::RunConfig& run, const config:
                                      "it without DeepSpeed (one process, or multi_gpu data parallel), or use --optim "
                                      "adamw_torch_fused or the DeepSpeed config's optimizer section");
         choice.options.fused = false;
-        choice.bitsandbytes = args.optim == "paged_adamw_32bit" ? BitsandbytesState::k32bit : BitsandbytesState::k8bit;
+        choice.bitsandbytes = state_bits == 8 ? BitsandbytesState::k8bit : BitsandbytesState::k32bit;
         choice.description = "--optim " + args.optim + ": bitsandbytes' AdamW with " +
                              (choice.bitsandbytes == BitsandbytesState::k8bit
                                   ? "8-bit blockwise state (tensors of 4096 elements or more)"

@@ -320,12 +320,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         else restore_weights(resume_dir, args.use_peft_lora ? "adapter_model" : "model", trainable);
         optimizer.load_state(saved.optimizer);
         if (scaler) scaler->load_state(saved.optimizer);
-        if (plateau) {
-            std::vector<std::pair<std::string, double>> plateau_state;
-            for (const auto& [name, value] : saved.optimizer)
-                if (starts_with(name, "plateau.")) plateau_state.emplace_back(name, value.item<double>());
-            plateau->load_state(plateau_state);
-        }
+        if (plateau) plateau->load_state(saved.optimizer);
         if (static_cast<size_t>(rank.rank) < saved.dropout_rng_states.size())
             forward.generator->set_state(saved.dropout_rng_states[static_cast<size_t>(rank.rank)]);
         else
@@ -366,7 +361,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                     {"eval_steps", flow.eval_every},
                     {"save_steps", flow.save_every},
                     {"train_batch_size", args.per_device_train_batch_size},
-                    {"epoch", static_cast<double>(step) / static_cast<double>(steps_per_epoch)},
+                    {"epoch", flow.epoch_at(step)},
                     {"total_flos", flos.total()},
                     {"num_input_tokens_seen", static_cast<int64_t>(input_tokens.total())},
                     {"log_history", log_history}};
@@ -432,7 +427,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         return eval;
     };
     // --eval_on_start: the Trainer's sanity check before the first step (not a best-model candidate).
-    if (args.eval_on_start) evaluate_after(first_step, static_cast<double>(first_step) / static_cast<double>(steps_per_epoch));
+    if (args.eval_on_start) evaluate_after(first_step, flow.epoch_at(first_step));
     std::vector<int64_t> peak_memory(static_cast<size_t>(rank.world_size), 0);  // bytes per rank, this epoch
     std::vector<int64_t> host_memory(static_cast<size_t>(rank.world_size), 0);  // resident bytes per rank, now
     const auto started = std::chrono::steady_clock::now();
@@ -538,7 +533,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             std::cout << status_block(done, total_steps, first_step, seconds, last_logged_loss, tokens_per_second, peak_memory)
                       << std::flush;
         const bool epoch_end = flow.epoch_end(done);
-        const double epoch = static_cast<double>(done) / static_cast<double>(steps_per_epoch);
+        const double epoch = flow.epoch_at(done);
         if (actions.log) {
             json entry = {{"loss", *last_logged_loss},
                           {"grad_norm", grad_norm},
@@ -581,8 +576,8 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         if (actions.save || (args.save_strategy == "best" && new_best) || preempted) {
             beat("saving checkpoint-" + std::to_string(done));
             best.saving(done, checkpoint_dir(args.output_dir, done));
-            flos.store(rank.comm);          // collective
-            input_tokens.store(rank.comm);  // collective
+            flos.store(rank.comm);                                // collective
+            if (count_input_tokens) input_tokens.store(rank.comm);  // collective
             // --save_only_model: the weights alone, but a SIGTERM checkpoint is for resuming.
             const bool model_only = args.save_only_model && !preempted;
             auto optimizer_state = model_only ? NamedTensors{} : optimizer.state();  // collective under ZeRO
@@ -594,8 +589,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                 if (scaler && !model_only)
                     for (auto& entry : scaler->state()) contents.optimizer.push_back(entry);
                 if (plateau && !model_only)
-                    for (const auto& [name, value] : plateau->state())
-                        contents.optimizer.emplace_back(name, at::scalar_tensor(value, at::kDouble));
+                    for (auto& entry : plateau->state()) contents.optimizer.push_back(entry);
                 auto crash_hook = [&] {
                     if (rank.during_checkpoint_save) rank.during_checkpoint_save(done);
                 };
@@ -631,7 +625,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     totals.runtime_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     totals.loss_total = run_loss_total;
     totals.total_flos = flos.total();
-    totals.epoch = static_cast<double>(total_steps) / static_cast<double>(steps_per_epoch);
+    totals.epoch = flow.epoch_at(total_steps);
     json closing = closing_entry(args, totals);
     add_input_tokens(closing);
     log_history.push_back(closing);

@@ -92,9 +92,9 @@ PeakFlops device_peak_flops(const c10::Device& device, c10::ScalarType compute, 
 }
 
 void RankTotal::store(dist::Comm* comm) {
-    at::Tensor flos = at::full({1}, pending_, at::TensorOptions().dtype(at::kDouble));
-    if (comm) comm->all_reduce(flos, dist::ReduceOp::kSum);
-    total_ += flos.item<double>();
+    at::Tensor sum = at::full({1}, pending_, at::TensorOptions().dtype(at::kDouble));
+    if (comm) comm->all_reduce(sum, dist::ReduceOp::kSum);
+    total_ += sum.item<double>();
     pending_ = 0.0;
 }
 

@@ -25,10 +25,9 @@ StepActions TrainerFlow::after_step(int64_t done) const {
     actions.log = (done == 1 && args_.logging_first_step) ||
                   (args_.logging_strategy == "steps" && done % logging_every == 0) ||
                   (args_.logging_strategy == "epoch" && epoch);
-    const double epochs_done = static_cast<double>(done) / static_cast<double>(steps_per_epoch_);
     actions.evaluate = (args_.eval_strategy == "steps" && (done % eval_every == 0 || last) &&
                         args_.eval_delay <= static_cast<double>(done)) ||
-                       (args_.eval_strategy == "epoch" && epoch && args_.eval_delay <= epochs_done);
+                       (args_.eval_strategy == "epoch" && epoch && args_.eval_delay <= epoch_at(done));
     actions.save = (args_.save_strategy == "steps" && (done % save_every == 0 || last)) ||
                    (args_.save_strategy == "epoch" && epoch);
     return actions;

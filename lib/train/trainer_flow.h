@@ -34,6 +34,8 @@ public:
     //   save      "steps" every save_every and at the last step; "epoch" at epoch ends
     StepActions after_step(int64_t done) const;
     bool epoch_end(int64_t done) const { return done % steps_per_epoch_ == 0 || done == total_steps_; }
+    // The Trainer's state.epoch after `done` steps: a fraction of epochs.
+    double epoch_at(int64_t done) const { return static_cast<double>(done) / static_cast<double>(steps_per_epoch_); }
 
     const int64_t logging_every;
     const int64_t eval_every;   // --eval_steps, else --logging_steps (TrainingArguments' rule)

@@ -217,7 +217,7 @@ EstimateInputs estimate_inputs(const config::RunConfig& run, const model::Decode
         in.base_weights = model.bnb_4bit_nested ? BaseWeights::kNf4Nested : BaseWeights::kNf4;
     in.micro_batch = a.per_device_train_batch_size;
     in.sequence_length = a.max_seq_length;
-    in.eight_bit_optimizer = a.optim.find("8bit") != std::string::npos && !(run.uses_deepspeed && run.deepspeed.optimizer);
+    in.eight_bit_optimizer = config::bitsandbytes_state_bits(a.optim) == 8 && !(run.uses_deepspeed && run.deepspeed.optimizer);
     in.gradient_checkpointing = a.gradient_checkpointing;
     // every_n_layers: the layers whose index is not a multiple of n keep their activations.
     const int64_t n = a.checkpoint_every_n_layers;

@@ -43,9 +43,13 @@ def losses(out):
     return [e["loss"] for e in state["log_history"] if "loss" in e]
 
 
-def refused(label, ckpt, needle, model_dir, data_dir, work, extra=()):
+def refused(label, ckpt, needle, model_dir, data_dir, work, extra=(), verifies=False):
+    """Resuming from `ckpt` exits 2 naming `needle` before any step; `ftlaunch verify` refuses it
+    too (exit 2 naming `needle`), or with `verifies` passes it (a sound checkpoint that cannot resume)."""
     v = run([FTLAUNCH, "verify", ckpt])
-    if not extra:
+    if verifies:
+        check(v.returncode == 0, f"{label}: ftlaunch verify exits {v.returncode}")
+    elif not extra:
         check(v.returncode == 2 and needle in v.stderr, f"{label}: ftlaunch verify exits {v.returncode} naming {needle!r}: "
                                                         f"{v.stderr.strip()[-200:]}")
     out = os.path.join(work, "resume_" + label)
@@ -105,14 +109,7 @@ def main():
         files = sorted(os.listdir(only_ckpt))
         check(files == ["adapter_config.json", "adapter_model.safetensors", "manifest.json", "trainer_state.json"]
               and only_losses == whole, f"--save_only_model: checkpoint-8 holds {files}, the curve unchanged")
-        v = run([FTLAUNCH, "verify", only_ckpt])
-        check(v.returncode == 0, f"--save_only_model: ftlaunch verify exits {v.returncode}")
-        resumed_out = os.path.join(work, "resume_model_only")
-        r = run(sft.ftlaunch_command(model_dir, data_dir, resumed_out, 4, 1,
-                                     extra=SAVE + ("--resume_from_checkpoint", only_ckpt)))
-        check(r.returncode == 2 and "--save_only_model" in r.stderr + r.stdout
-              and not os.path.exists(os.path.join(resumed_out, "trainer_state.json")),
-              f"resume from a --save_only_model checkpoint exits {r.returncode} naming it, no step run")
+        refused("model_only", only_ckpt, "--save_only_model", model_dir, data_dir, work, verifies=True)
 
         check_disk_full(work, model_dir, data_dir, out, whole)
     finish("checkpoints are verified and a full disk loses nothing")
