@@ -17,7 +17,7 @@
 set -euo pipefail
 
 venv="${FTLAUNCH_VENV:-$HOME/.cache/ftlaunch/venv}"
-stamp_version=7   # bump when the package list below changes
+stamp_version=8   # bump when the package list below changes
 
 apt_packages=(
   build-essential cmake ninja-build ccache pkg-config git
@@ -31,7 +31,7 @@ apt_packages=(
 python_packages=(
   "torch==2.11.0" "numpy==2.4.6" "pyarrow==26.0.1"
   "transformers==5.24.0" "peft==0.21.2" "tokenizers==0.23.3" "safetensors==0.8.0" "accelerate==1.15.0"
-  "tensorboard==2.21.0" "pillow==13.0.0" "deepspeed==0.19.8" "bitsandbytes==0.50.2" "datasets==5.2.0"
+  "tensorboard==2.21.0" "pillow==13.0.0" "deepspeed==0.19.8" "bitsandbytes==0.50.2" "datasets==5.2.0" "trl==1.16.0"
 )
 
 log() { printf '[setup] %s\n' "$*"; }

@@ -60,7 +60,13 @@ struct TrainArgs {
     std::string dataset_text_field = "text";
     int max_seq_length = 1024;                // tokens; also --max_length, --max_seq_len
     bool packing = false;
+    // SFTConfig's packing_strategy: "wrapped" (data/examples.h: rows of max_seq_length, documents
+    // kept apart), "bfd" or "bfd_split" (TRL's best-fit decreasing, data/best_fit_packing.h).
+    std::string packing_strategy = "wrapped";
+    // SFTConfig's truncation_mode: without packing, which end of a longer example a row keeps.
+    std::string truncation_mode = "keep_start";
     bool assistant_only_loss = false;
+    bool completion_only_loss = true;         // SFTConfig's; its None means true for prompt-completion data
     // The seq2seq example's columns and lengths (data/seq2seq.h): source text, label (text, or a
     // class index named by the dataset's class names), at most max_source_length source tokens
     // (default: the tokenizer's model_max_length) and max_target_length target tokens (default:
@@ -80,6 +86,9 @@ struct TrainArgs {
     std::string logging_strategy = "steps";
     std::string logging_dir;                  // TensorBoard folder; empty: $TENSORBOARD_LOGGING_DIR, else output_dir/runs/<date>_<host>
     bool logging_first_step = false;
+    // A micro-batch's NaN or infinite training loss is logged as the mean of the interval so far,
+    // and non-finite evaluation batches are left out of eval_loss (TrainingArguments' default).
+    bool logging_nan_inf_filter = true;
     std::string eval_strategy = "no";
     std::optional<double> eval_steps;
     bool eval_on_start = false;               // evaluate once before the first step (a sanity check)

@@ -81,7 +81,7 @@ std::optional<int64_t> small_integer(const nlohmann::json& v) {
 
 // A record of a pre-tokenized dataset (TRL's "processed" datasets: an `input_ids` column, so
 // nothing is rendered or tokenized). Its targets come from `labels` (-100 = not a target), else
-// from `assistant_masks` (0 = not a target), else every token is one.
+// from `completion_mask` and `assistant_masks` (0 = not a target), else every token is one.
 Example pretokenized_example(const nlohmann::json& record, const TextOptions& options, const std::string& where) {
     auto ids_it = record.find("input_ids");
     if (ids_it == record.end() || !ids_it->is_array())
@@ -94,27 +94,67 @@ Example pretokenized_example(const nlohmann::json& record, const TextOptions& op
             fail(ErrorKind::kConfig, where + ": input_ids holds " + id.dump() + "; token ids are integers from 0");
         example.ids.push_back(static_cast<int32_t>(*value));
     }
-    const char* mask_column = record.contains("labels") ? "labels" : record.contains("assistant_masks") ? "assistant_masks" : nullptr;
-    if (!mask_column) {
-        if (options.assistant_only_loss)
-            fail(ErrorKind::kConfig, where + ": --assistant_only_loss True: the pre-tokenized dataset has neither "
-                                             "`assistant_masks` nor `labels` to say which tokens the assistant wrote");
-        return example;
+    // The columns that mark targets: `labels` when present, else TRL's mask columns, each of which
+    // must mark a token (completion_mask only under --completion_only_loss).
+    std::vector<std::string> columns;
+    if (record.contains("labels")) {
+        columns = {"labels"};
+    } else {
+        if (options.completion_only_loss && record.contains("completion_mask")) columns.push_back("completion_mask");
+        if (record.contains("assistant_masks")) columns.push_back("assistant_masks");
     }
-    const auto& column = record[mask_column];
-    if (!column.is_array() || column.size() != example.ids.size())
-        fail(ErrorKind::kConfig, where + ": `" + mask_column + "` must be a list as long as input_ids (" +
-                                     std::to_string(example.ids.size()) + " tokens)");
-    const bool is_labels = mask_column == std::string("labels");
-    for (size_t i = 0; i < column.size(); ++i) {
-        const auto value = small_integer(column[i]);
-        const bool valid = value && (is_labels ? *value == -100 || *value == example.ids[i] : *value == 0 || *value == 1);
-        if (!valid)
-            fail(ErrorKind::kConfig, where + ": `" + mask_column + "`[" + std::to_string(i) + "] is " + column[i].dump() +
-                                         (is_labels ? "; a label is -100 or the input id at its position (" +
-                                                          std::to_string(example.ids[i]) + ": the shift is done in training)"
-                                                    : "; assistant_masks hold 0 or 1"));
-        example.is_target.push_back(is_labels ? *value != -100 : *value == 1);
+    if (options.assistant_only_loss && !record.contains("labels") && !record.contains("assistant_masks"))
+        fail(ErrorKind::kConfig, where + ": --assistant_only_loss True: the pre-tokenized dataset has neither "
+                                         "`assistant_masks` nor `labels` to say which tokens the assistant wrote");
+    if (columns.empty()) return example;
+    example.is_target.assign(example.ids.size(), 1);
+    for (const std::string& name : columns) {
+        const auto& column = record[name];
+        if (!column.is_array() || column.size() != example.ids.size())
+            fail(ErrorKind::kConfig, where + ": `" + name + "` must be a list as long as input_ids (" +
+                                         std::to_string(example.ids.size()) + " tokens)");
+        const bool is_labels = name == "labels";
+        for (size_t i = 0; i < column.size(); ++i) {
+            const auto value = small_integer(column[i]);
+            const bool valid = value && (is_labels ? *value == -100 || *value == example.ids[i] : *value == 0 || *value == 1);
+            if (!valid)
+                fail(ErrorKind::kConfig, where + ": `" + name + "`[" + std::to_string(i) + "] is " + column[i].dump() +
+                                             (is_labels ? "; a label is -100 or the input id at its position (" +
+                                                              std::to_string(example.ids[i]) + ": the shift is done in training)"
+                                                        : "; " + name + " holds 0 or 1"));
+            if (is_labels ? *value == -100 : *value == 0) example.is_target[i] = 0;
+        }
+    }
+    return example;
+}
+
+// TRL's prompt-completion records (SFTTrainer, TRL 1.16): unless the record also has the text
+// field, the completion gets the EOS text when it does not end with it; the prompt and the
+// prompt + completion are tokenized apart, and the completion starts where their ids diverge (a
+// merge across the boundary moves it into the prompt's last tokens); under
+// --completion_only_loss (TRL's default for such records) only completion tokens are targets.
+Example prompt_completion_example(const nlohmann::json& record, const tokenizer::HfTokenizer& tok,
+                                  const TextOptions& options, const std::string& where) {
+    const auto& prompt = record["prompt"];
+    const auto& completion = record["completion"];
+    if (!prompt.is_string() || !completion.is_string())
+        fail(ErrorKind::kConfig, where + ": `prompt` and `completion` must be text (conversational prompt-completion "
+                                         "records, lists of messages, are not supported: give the turns as `messages`)");
+    if (options.assistant_only_loss)
+        fail(ErrorKind::kConfig, where + ": --assistant_only_loss True needs conversations (a `messages` column); for "
+                                         "prompt-completion records --completion_only_loss marks the targets");
+    std::string completion_text = completion.get<std::string>();
+    const std::string eos = tok.eos_token().value_or("");
+    if (!record.contains(options.text_field) && !eos.empty() && !ends_with(completion_text, eos)) completion_text += eos;
+    const std::vector<int32_t> prompt_ids = tok.encode(prompt.get<std::string>(), options.add_special_tokens);
+    Example example{tok.encode(prompt.get<std::string>() + completion_text, options.add_special_tokens), {}};
+    size_t prompt_length = 0;
+    while (prompt_length < std::min(prompt_ids.size(), example.ids.size()) &&
+           prompt_ids[prompt_length] == example.ids[prompt_length])
+        ++prompt_length;
+    if (options.completion_only_loss) {
+        example.is_target.assign(example.ids.size(), 1);
+        std::fill_n(example.is_target.begin(), static_cast<long>(prompt_length), 0);
     }
     return example;
 }
@@ -133,6 +173,7 @@ std::vector<Example> tokenize_records(const std::vector<nlohmann::json>& records
     if (records.front().contains("input_ids")) {
         for (size_t i = 0; i < records.size(); ++i) {
             Example example = pretokenized_example(records[i], options, source + " record " + std::to_string(i));
+            example.record = static_cast<int64_t>(i);
             if (!example.ids.empty()) out.push_back(std::move(example));
         }
         if (out.empty()) fail(ErrorKind::kConfig, source + ": every record's input_ids is empty");
@@ -140,12 +181,15 @@ std::vector<Example> tokenize_records(const std::vector<nlohmann::json>& records
     }
     for (size_t i = 0; i < records.size(); ++i) {
         const std::string where = source + " record " + std::to_string(i);
-        Example example = encode(segments_of(records[i], options, tokenizer, where), tokenizer,
-                                 options.add_special_tokens, where);
+        Example example = records[i].contains("prompt") && records[i].contains("completion")
+                              ? prompt_completion_example(records[i], tokenizer, options, where)
+                              : encode(segments_of(records[i], options, tokenizer, where), tokenizer,
+                                       options.add_special_tokens, where);
         if (options.append_concat_token) {
             example.ids.push_back(*eos);
             if (!example.is_target.empty()) example.is_target.push_back(0);
         }
+        example.record = static_cast<int64_t>(i);
         if (!example.ids.empty()) out.push_back(std::move(example));
     }
     if (out.empty()) fail(ErrorKind::kConfig, source + ": every record tokenized to nothing");
@@ -175,23 +219,28 @@ std::vector<Row> pack_examples(const std::vector<Example>& examples, int64_t max
     return rows;
 }
 
-std::vector<Row> unpacked_rows(const std::vector<Example>& examples, int64_t max_seq_len,
+std::vector<Row> unpacked_rows(const std::vector<Example>& examples, int64_t max_seq_len, Truncation truncation,
                                const std::string& source) {
     std::vector<Row> rows;
-    for (size_t i = 0; i < examples.size(); ++i) {
-        const auto& ids = examples[i].ids;
-        if (static_cast<int64_t>(ids.size()) > max_seq_len)
-            fail(ErrorKind::kConfig, source + " record " + std::to_string(i) + ": " + std::to_string(ids.size()) +
-                                         " tokens exceed --max_seq_len " + std::to_string(max_seq_len) +
-                                         " (raise --max_seq_len, or pass --packing True to split documents across rows)");
+    for (const Example& example : examples) {
+        const int64_t length = static_cast<int64_t>(example.ids.size());
+        const int64_t kept = std::min(length, max_seq_len);
+        const int64_t first = truncation == Truncation::kKeepEnd ? length - kept : 0;
         Row row;
-        row.input_ids = ids;
-        for (size_t p = 0; p < ids.size(); ++p) {
-            row.labels.push_back(is_target(examples[i], p) ? ids[p] : -100);
-            row.position_ids.push_back(static_cast<int32_t>(p));
+        bool has_target = false;
+        for (int64_t p = first; p < first + kept; ++p) {
+            const size_t i = static_cast<size_t>(p);
+            const bool target = is_target(example, i);
+            has_target = has_target || target;
+            row.input_ids.push_back(example.ids[i]);
+            row.labels.push_back(target ? example.ids[i] : -100);
+            row.position_ids.push_back(static_cast<int32_t>(p - first));
         }
-        rows.push_back(std::move(row));
+        if (has_target) rows.push_back(std::move(row));
     }
+    if (rows.empty())
+        fail(ErrorKind::kConfig, source + ": no record has a target token within its first (or, with --truncation_mode "
+                                          "keep_end, last) --max_seq_len " + std::to_string(max_seq_len) + " tokens");
     return rows;
 }
 

@@ -1,7 +1,7 @@
 // From records to training rows, as the seed's train.py + TRL's SFTTrainer prepare them:
-// text (the --dataset_text_field, or a `messages` conversation rendered in the chat format),
-// tokenized with --add_special_tokens, --append_concat_token adding EOS; then either packed or
-// one row per example.
+// text (the --dataset_text_field, a `messages` conversation rendered in the chat format, or a
+// `prompt` and its `completion` as TRL tokenizes them), tokenized with --add_special_tokens,
+// --append_concat_token adding EOS; then either packed or one row per example.
 //
 // Packing follows TRL's "wrapped" strategy: all token streams concatenated and cut into rows of
 // max_seq_len (the last row shorter), so rows = ceil(total tokens / max_seq_len); unlike TRL's
@@ -29,12 +29,16 @@ struct TextOptions {
     // TRL's assistant_only_loss: only what assistants wrote (content + end marker) is a target.
     // Needs `messages` in a chat format; the ids are those of the whole rendered text (checked).
     bool assistant_only_loss = false;
+    // TRL's completion_only_loss: in prompt-completion records (and pre-tokenized ones with a
+    // `completion_mask`) only the completion's tokens are targets.
+    bool completion_only_loss = true;
 };
 
 // One tokenized record: ids and, when only some tokens are targets, a 0/1 mask per token.
 struct Example {
     std::vector<int32_t> ids;
     std::vector<uint8_t> is_target;  // empty: every token is a target
+    int64_t record = 0;              // the record's index in its split (TRL packs 1000 records at a time)
 };
 
 // One tokenized example per record. A dataset whose first record has `input_ids` is taken as
@@ -52,9 +56,16 @@ struct Row {
     std::vector<int32_t> position_ids;
 };
 
+// Packing's "wrapped" strategy (above): rows of max_seq_len, the last one shorter.
 std::vector<Row> pack_examples(const std::vector<Example>& examples, int64_t max_seq_len);
-// One row per example; an example longer than max_seq_len is an error naming it and the fixes.
-std::vector<Row> unpacked_rows(const std::vector<Example>& examples, int64_t max_seq_len,
+
+// Which end of an example longer than max_seq_len a row keeps (SFTConfig's truncation_mode).
+enum class Truncation { kKeepStart, kKeepEnd };
+
+// One row per example, without packing, as TRL's SFTTrainer prepares them: an example longer than
+// max_seq_len is cut to its first (kKeepStart) or last max_seq_len tokens, then a row without any
+// target token is left out (it adds no loss). `source` names the split when no row is left.
+std::vector<Row> unpacked_rows(const std::vector<Example>& examples, int64_t max_seq_len, Truncation truncation,
                                const std::string& source);
 
 }  // namespace ftl::data

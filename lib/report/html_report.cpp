@@ -53,6 +53,12 @@ std::map<int64_t, json> by_step(const std::vector<json>& records, const std::str
     return out;
 }
 
+// A record's number, NaN when it is absent or not a number (a NaN loss is written as null).
+double number_or_nan(const json& record, const std::string& field) {
+    const auto it = record.find(field);
+    return it != record.end() && it->is_number() ? it->get<double>() : NAN;
+}
+
 Series series_of(const std::string& name, const std::map<int64_t, json>& records, const std::string& field,
                  double scale = 1.0) {
     Series s{name, {}};
@@ -137,8 +143,8 @@ std::string build_report_html(const MetricsFile& metrics, const std::string& sou
     if (schedule)
         row(html, "steps logged", (train.empty() ? "0" : std::to_string(train.rbegin()->first)) + " of " +
                                       std::to_string(schedule->value("total_steps", int64_t{0})));
-    if (!train.empty()) row(html, "last train loss", format(train.rbegin()->second.value("loss", NAN)));
-    if (!eval.empty()) row(html, "last eval loss", format(eval.rbegin()->second.value("eval_loss", NAN)));
+    if (!train.empty()) row(html, "last train loss", format(number_or_nan(train.rbegin()->second, "loss")));
+    if (!eval.empty()) row(html, "last eval loss", format(number_or_nan(eval.rbegin()->second, "eval_loss")));
     html << "</table>\n";
 
     std::vector<Chart> charts;

@@ -50,6 +50,42 @@ std::vector<int64_t> BatchPlan::next_micro_batch() {
 
 namespace {
 
+std::vector<int64_t> index_range(int64_t begin, int64_t end) {
+    std::vector<int64_t> out;
+    for (int64_t i = begin; i < end; ++i) out.push_back(i);
+    return out;
+}
+
+}  // namespace
+
+std::vector<std::vector<int64_t>> evaluation_batches(int64_t rows, int batch_size, int rank, int world_size) {
+    const int64_t b = batch_size, world = world_size;
+    const int64_t batches = (rows + b - 1) / b;
+    auto batch_at = [&](int64_t g) { return index_range(g * b, std::min(rows, g * b + b)); };
+    std::vector<std::vector<int64_t>> mine;
+    if (world == 1) {
+        for (int64_t g = 0; g < batches; ++g) mine.push_back(batch_at(g));
+        return mine;
+    }
+    const int64_t rounds = rows / b / world;  // rounds of world full batches
+    for (int64_t k = 0; k < rounds; ++k) mine.push_back(batch_at(k * world + rank));
+    // The rest: the remaining batches, the short one topped up and batches up to the round's end
+    // made, from the start of the split.
+    std::vector<int64_t> start = index_range(0, std::min(rows, world * b));
+    while (static_cast<int64_t>(start.size()) < world * b) start.insert(start.end(), start.begin(), start.end());
+    size_t cycle = 0;
+    for (int64_t g = rounds * world; g < batches || g % world != 0; ++g) {
+        std::vector<int64_t> batch = g < batches ? batch_at(g) : std::vector<int64_t>{};
+        const size_t missing = static_cast<size_t>(b) - batch.size();
+        batch.insert(batch.end(), start.begin() + static_cast<long>(cycle), start.begin() + static_cast<long>(cycle + missing));
+        cycle += missing;
+        if (g % world == rank) mine.push_back(std::move(batch));
+    }
+    return mine;
+}
+
+namespace {
+
 // Host tensors bound for `device`: pinned when it is a GPU, so that the copy is asynchronous (a copy
 // from pageable memory waits for all work queued on the stream before it).
 at::TensorOptions staging_options(at::ScalarType type, const at::Device& device) {

@@ -35,6 +35,14 @@ private:
     size_t cursor_ = 0;
 };
 
+// The evaluation rows rank `rank` of `world_size` takes, batch by batch, as the Trainer's eval
+// DataLoader gives them (a SequentialSampler in batches of `batch_size`). One rank: consecutive
+// batches, the last one shorter. Several: accelerate's BatchSamplerShard with even_batches (its
+// default): batch g goes to rank g % world_size, and the last round is completed with rows from
+// the split's start (the first world_size x batch_size rows, repeated when fewer), so every rank
+// runs the same number of batches.
+std::vector<std::vector<int64_t>> evaluation_batches(int64_t rows, int batch_size, int rank, int world_size);
+
 // Rows -> [B, T] tensors, right-padded to the longest row (padding: pad_id, label -100, mask 0),
 // with the host-made facts model::Batch describes (targets, padding, attention spans).
 model::Batch collate(const std::vector<data::Row>& rows, const std::vector<int64_t>& indices, int32_t pad_id,

@@ -2,6 +2,7 @@
 
 #include <ATen/core/grad_mode.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include <iostream>
@@ -18,46 +19,61 @@ namespace ftl::train {
 
 EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& rows, int batch_size, int32_t pad_id,
                     bool packed, const at::Device& device, std::optional<at::ScalarType> autocast,
-                    const model::ForwardOptions& options, const RankContext& rank) {
+                    const model::ForwardOptions& options, bool drop_non_finite, const RankContext& rank) {
     at::NoGradGuard no_grad;
-    std::vector<int64_t> mine;
-    for (size_t i = static_cast<size_t>(rank.rank); i < rows.size(); i += static_cast<size_t>(rank.world_size))
-        mine.push_back(static_cast<int64_t>(i));
-    // Under ZeRO-3 every forward gathers weights with all ranks, so every rank runs as many batches
-    // as rank 0 (which has the most rows); a rank out of rows repeats its first and counts nothing.
-    const size_t batch = static_cast<size_t>(batch_size);
-    const size_t most_rows = (rows.size() + static_cast<size_t>(rank.world_size) - 1) / static_cast<size_t>(rank.world_size);
-    const size_t batches = options.residency ? (most_rows + batch - 1) / batch : (mine.size() + batch - 1) / batch;
+    // Every rank runs as many batches as every other (a forward under ZeRO-3 gathers with all).
+    const std::vector<std::vector<int64_t>> batches =
+        evaluation_batches(static_cast<int64_t>(rows.size()), batch_size, rank.rank, rank.world_size);
+    const int64_t steps = static_cast<int64_t>(batches.size());
     model::ForwardOptions forward;
     forward.residency = options.residency;
     forward.progress = options.progress;
     forward.fused_kernels = options.fused_kernels;
-    // The loss summed on the device (read once at the end: a read waits for the device) and the
-    // targets counted on the host.
-    at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
-    double targets = 0.0;
-    for (size_t b = 0; b < batches; ++b) {
-        const size_t begin = b * batch;
-        const bool counted = begin < mine.size();
-        const size_t end = counted ? std::min(mine.size(), begin + batch) : 0;
-        const std::vector<int64_t> indices = counted ? std::vector<int64_t>(mine.begin() + static_cast<long>(begin),
-                                                                            mine.begin() + static_cast<long>(end))
-                                                     : std::vector<int64_t>{0};
-        model::Batch inputs = collate(rows, indices, pad_id, packed, device);
+    // Each batch's summed loss stays on the device (read once at the end: a read waits for the
+    // device); its targets are counted on the host.
+    at::Tensor loss_sums = at::zeros({steps}, at::TensorOptions().dtype(at::kDouble).device(device));
+    at::Tensor targets = at::zeros({steps}, at::TensorOptions().dtype(at::kDouble));
+    for (int64_t s = 0; s < steps; ++s) {
+        model::Batch inputs = collate(rows, batches[static_cast<size_t>(s)], pad_id, packed, device);
         model::LossOptions sum;
         sum.divisor = 1.0;
         const AutocastScope precision(autocast, device);
-        model::LossResult result = model::causal_lm_loss(model, inputs, sum, forward);
-        if (!counted) continue;
-        loss_sum += result.loss.detach().to(at::kDouble);
-        targets += static_cast<double>(result.counted_tokens);
+        const model::LossResult result = model::causal_lm_loss(model, inputs, sum, forward);
+        loss_sums[s].copy_(result.loss.detach().to(at::kDouble));
+        targets[s] = static_cast<double>(result.counted_tokens);
     }
-    at::Tensor totals = at::stack({loss_sum.cpu(), at::scalar_tensor(targets, at::kDouble)});  // [loss sum, targets]
-    if (rank.comm) rank.comm->all_reduce(totals, dist::ReduceOp::kSum);
+    // transformers' evaluation_loop (5.24): step s's loss on rank r is its summed loss over the
+    // targets of all ranks' batches at s, times the world size (average_tokens_across_devices);
+    // each is repeated per_device_eval_batch_size times and gathered, the last step's gathered
+    // copies cut to the rows left over (rows % (world x batch)), so the wrapped-around rows drop
+    // out; eval_loss is the mean of the copies, the non-finite ones left out when some are finite
+    // (--logging_nan_inf_filter).
+    if (rank.comm) rank.comm->all_reduce(targets, dist::ReduceOp::kSum);
+    const at::Tensor sums = loss_sums.cpu();
+    const double world = rank.world_size;
+    const int64_t left_over = static_cast<int64_t>(rows.size()) % (rank.world_size * batch_size);
+    double finite_sum = 0.0, finite_count = 0.0, all_sum = 0.0, all_count = 0.0;
+    for (int64_t s = 0; s < steps; ++s) {
+        int64_t count = batch_size;
+        if (s + 1 == steps && left_over > 0) count = std::clamp<int64_t>(left_over - rank.rank * batch_size, 0, batch_size);
+        if (count == 0) continue;
+        const double loss = sums[s].item<double>() / targets[s].item<double>() * world;
+        all_sum += static_cast<double>(count) * loss;
+        all_count += static_cast<double>(count);
+        if (std::isfinite(loss)) {
+            finite_sum += static_cast<double>(count) * loss;
+            finite_count += static_cast<double>(count);
+        }
+    }
+    at::Tensor copies = at::tensor(std::vector<double>{finite_sum, finite_count, all_sum, all_count}, at::kDouble);
+    if (rank.comm) rank.comm->all_reduce(copies, dist::ReduceOp::kSum);
     EvalResult out;
-    out.tokens = static_cast<int64_t>(totals[1].item<double>());
-    out.loss = out.tokens ? totals[0].item<double>() / static_cast<double>(out.tokens) : 0.0;
+    const bool finite_only = drop_non_finite && copies[1].item<double>() > 0;
+    out.loss = finite_only ? copies[0].item<double>() / copies[1].item<double>()
+                           : copies[2].item<double>() / copies[3].item<double>();
     out.perplexity = std::exp(out.loss);
+    for (const data::Row& row : rows)
+        for (size_t j = 1; j < row.labels.size(); ++j) out.tokens += row.labels[j] != -100;
     return out;
 }
 
@@ -73,7 +89,8 @@ void run_evaluate(const config::RunConfig& run, const RankContext& rank) {
     model::ForwardOptions forward;
     forward.fused_kernels = args.fused_kernels;
     const EvalResult result = evaluate(job_model.loaded.model, rows, args.per_device_eval_batch_size,
-                                       inputs.tokenizer.pad_id().value_or(0), args.packing, device, autocast_dtype(args), forward, rank);
+                                       inputs.tokenizer.pad_id().value_or(0), args.packing, device, autocast_dtype(args), forward,
+                                       args.logging_nan_inf_filter, rank);
     if (rank.rank == 0)
         std::cout << nlohmann::json{{"split", split_name},
                                     {"eval_loss", result.loss},

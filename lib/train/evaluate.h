@@ -1,8 +1,7 @@
-// Evaluation: the next-token loss over a split, every target token weighted equally across all
-// ranks (each rank takes rows r, r + world, ...; sums and counts are all-reduced), and its
-// perplexity exp(loss). transformers' Trainer averages per-batch mean losses instead; the two
-// agree when batches hold equal numbers of targets. `progress` hears where each forward is
-// (model::ForwardOptions::progress).
+// Evaluation: the next-token loss over a split as transformers' Trainer reports it (eval_loss:
+// the mean over rows of their batch's loss, each batch's loss its summed loss over the targets of
+// the batches all ranks run at that step; batches as evaluation_batches gives them), and its
+// perplexity exp(loss). `progress` hears where each forward is (model::ForwardOptions::progress).
 #pragma once
 
 #include <optional>
@@ -18,14 +17,16 @@ namespace ftl::train {
 struct EvalResult {
     double loss = 0.0;
     double perplexity = 0.0;
-    int64_t tokens = 0;
+    int64_t tokens = 0;  // the split's target tokens
 };
 
 // `options`: the forward passes' residency (ZeRO-3), progress report and kernels; they run
-// without training (no dropout, no recompute) whatever `options` says of that.
+// without training (no dropout, no recompute) whatever `options` says of that. drop_non_finite
+// (--logging_nan_inf_filter): batches whose loss is NaN or infinite are left out of the mean
+// unless all are.
 EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& rows, int batch_size, int32_t pad_id,
                     bool packed, const at::Device& device, std::optional<at::ScalarType> autocast,
-                    const model::ForwardOptions& options, const RankContext& rank);
+                    const model::ForwardOptions& options, bool drop_non_finite, const RankContext& rank);
 
 }  // namespace ftl::train
 

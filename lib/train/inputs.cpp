@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "data/best_fit_packing.h"
 #include "data/dataset.h"
 #include "data/row_cache.h"
 #include "io/hub.h"
@@ -119,11 +120,16 @@ std::optional<quant::FourBitConfig> four_bit_config(const config::TrainArgs& arg
 
 std::vector<data::Row> split_rows(const config::TrainArgs& args, const JobInputs& inputs, const std::string& split) {
     data::TextOptions text{args.dataset_text_field, inputs.chat_format, args.add_special_tokens,
-                           args.append_concat_token, args.assistant_only_loss};
+                           args.append_concat_token, args.assistant_only_loss, args.completion_only_loss};
     const std::string source = args.dataset_name + " [" + split + "]";
     auto examples = data::tokenize_records(data::read_split(inputs.dataset_dir, split), inputs.tokenizer, text, source);
-    return args.packing ? data::pack_examples(examples, args.max_seq_length)
-                        : data::unpacked_rows(examples, args.max_seq_length, source);
+    if (!args.packing)
+        return data::unpacked_rows(examples, args.max_seq_length,
+                                   args.truncation_mode == "keep_end" ? data::Truncation::kKeepEnd : data::Truncation::kKeepStart,
+                                   source);
+    if (args.packing_strategy == "wrapped") return data::pack_examples(examples, args.max_seq_length);
+    return data::pack_best_fit(examples, args.max_seq_length,
+                               args.packing_strategy == "bfd_split" ? data::Overflow::kSplit : data::Overflow::kTruncate);
 }
 
 void check_token_ids(const std::vector<data::Row>& rows, int64_t vocab_rows, const std::string& source) {
@@ -149,7 +155,8 @@ std::string tokenization_key(const config::TrainArgs& args, const JobInputs& inp
     key.add(args.dataset_text_field).add(args.chat_template_format);
     key.add(std::to_string(args.add_special_tokens)).add(std::to_string(args.append_concat_token));
     key.add(std::to_string(args.packing)).add(std::to_string(args.max_seq_length));
-    key.add(std::to_string(args.assistant_only_loss));
+    key.add(args.packing ? args.packing_strategy : args.truncation_mode);
+    key.add(std::to_string(args.assistant_only_loss)).add(std::to_string(args.completion_only_loss));
     return key.hex();
 }
 

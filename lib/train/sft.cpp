@@ -409,7 +409,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             eval_forward.progress = [&beat, at_eval](const std::string& where) { beat(at_eval + where); };
         const auto eval_start = std::chrono::steady_clock::now();
         const EvalResult eval = evaluate(lm, data.eval, args.per_device_eval_batch_size, pad_id, args.packing, device, precision,
-                                         eval_forward, rank);
+                                         eval_forward, args.logging_nan_inf_filter, rank);
         if (main_rank && eval_gpu_memory)
             for (const auto& line : eval_gpu_memory->report("eval")) log.info(line);
         if (main_rank)
@@ -472,7 +472,14 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             (scaler ? scaler->scaled(loss) : loss).backward();
             forward.progress = nullptr;
             if (rank.during_step) rank.during_step(step + 1);
-            logged_loss_sum += loss.detach().to(at::kDouble);
+            // --logging_nan_inf_filter (the Trainer's): a NaN or infinite loss adds the interval's
+            // mean so far instead (its sum over 1 + the steps since the last logging step).
+            const at::Tensor micro_loss = loss.detach().to(at::kDouble);
+            if (args.logging_nan_inf_filter)
+                logged_loss_sum = at::where(at::isfinite(micro_loss), logged_loss_sum + micro_loss,
+                                            logged_loss_sum + logged_loss_sum / static_cast<double>(1 + logged_steps));
+            else
+                logged_loss_sum += micro_loss;
             const int64_t tokens = micro[m].real_tokens;
             tokens_seen += tokens;
             interval_tokens += tokens;

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "data/best_fit_packing.h"
 #include "data/dataset.h"
 #include "data/examples.h"
 #include "fuzz_files.h"
@@ -93,8 +94,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     try {
         const auto records = ftl::data::read_split(path, "train");
         const auto examples = ftl::data::tokenize_records(records, tokenizer, options, "fuzz [train]");
-        const auto rows = (mode & 64) ? ftl::data::pack_examples(examples, max_seq_len)
-                                      : ftl::data::unpacked_rows(examples, max_seq_len, "fuzz [train]");
+        const int variant = data[1] >> 6;  // the packing strategy, or without packing the truncation
+        std::vector<ftl::data::Row> rows;
+        if (!(mode & 64))
+            rows = ftl::data::unpacked_rows(examples, max_seq_len,
+                                            variant & 1 ? ftl::data::Truncation::kKeepEnd : ftl::data::Truncation::kKeepStart,
+                                            "fuzz [train]");
+        else if (variant == 0)
+            rows = ftl::data::pack_examples(examples, max_seq_len);
+        else
+            rows = ftl::data::pack_best_fit(examples, max_seq_len,
+                                            variant == 1 ? ftl::data::Overflow::kTruncate : ftl::data::Overflow::kSplit);
         const bool pretokenized = records.front().contains("input_ids");
         check_rows(rows, max_seq_len, pretokenized ? int64_t{INT32_MAX} + 1 : tokenizer.size());
     } catch (const ftl::Error&) {

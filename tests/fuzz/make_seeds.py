@@ -119,6 +119,10 @@ def dataset_seeds():
     sink = io.BytesIO()
     pq.write_table(table, sink)
     put("dataset", "parquet_pretokenized", bytes([0x02, 8]) + sink.getvalue())
+    pairs = [{"prompt": "Q: 2+2? ", "completion": "A: 4"}, {"prompt": "Say hi", "completion": "hi</s>"}]
+    put("dataset", "jsonl_prompt_completion_bfd", bytes([0x00 | 64, 0x40 | 6]) + jsonl(pairs))
+    masked = [{"input_ids": [1, 5, 9, 2], "completion_mask": [0, 0, 1, 1], "assistant_masks": [0, 1, 1, 0]}]
+    put("dataset", "jsonl_completion_mask_bfd_split", bytes([0x00 | 64, 0x80 | 3]) + jsonl(masked))
     csv_text = '\ufefftext,n,,n\r\n"a, ""b""\nc",1,x,NA\r\n\r\n  plain ,2\n"q"after,,"",True\n'
     put("dataset", "csv_text", bytes([0x80 | 16 | 64, 12]) + csv_text.encode())
 

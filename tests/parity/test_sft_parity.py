@@ -93,16 +93,27 @@ def run_ftlaunch(model_dir, data_dir, out, batch, accumulation, extra=(), launch
 
 
 def reference_losses(model_dir, texts, batch, accumulation, fp16=False, load_kwargs=None, bf16=False, full=False, lr=2e-2,
-                     weight_decay=0.01, decay_groups=True, make_optimizer=None, data_seed=None):
+                     weight_decay=0.01, decay_groups=True, make_optimizer=None, data_seed=None, rows=None, collate=None):
     """load_kwargs: more from_pretrained arguments (test_qlora: a BitsAndBytesConfig). bf16: the
     model loaded in bf16 (PEFT keeps the adapters fp32), every forward under autocast(bfloat16).
     full: every weight trained, no PEFT. decay_groups: the Trainer's two parameter groups (no weight
     decay for what Trainer.get_decay_parameter_names leaves out: norm weights, biases).
     make_optimizer(groups, model, lr): another optimizer than torch's fused AdamW (test_bnb_optim).
-    data_seed: the batch order's seed (--data_seed), else SEED."""
+    data_seed: the batch order's seed (--data_seed), else SEED. rows: the training rows, if not the
+    texts' ids; collate(micro-batch rows) -> the model's inputs (with labels), if not right padding
+    (test_packing: TRL's packed rows and its padding-free collator)."""
     tok = transformers.AutoTokenizer.from_pretrained(model_dir)
     tok.pad_token = tok.eos_token
-    rows = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    if rows is None:
+        rows = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+    def right_padded(m):
+        length = max(len(r) for r in m)
+        return {"input_ids": torch.tensor([r + [tok.pad_token_id] * (length - len(r)) for r in m]),
+                "attention_mask": torch.tensor([[1] * len(r) + [0] * (length - len(r)) for r in m]),
+                "labels": torch.tensor([r + [-100] * (length - len(r)) for r in m])}
+
+    collate = collate or right_padded
     import peft
     model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16 if bf16 else torch.float32,
                                                               **(load_kwargs or {}))
@@ -134,16 +145,12 @@ def reference_losses(model_dir, texts, batch, accumulation, fp16=False, load_kwa
     # a step the scaler skips does not advance the schedule.
     scaler = torch.amp.GradScaler("cpu", enabled=fp16)
     for _ in range(STEPS):
-        micro = [next(stream) for _ in range(accumulation)]
-        n_items = sum(len(r) - 1 for m in micro for r in m)
+        micro = [collate(next(stream)) for _ in range(accumulation)]
+        n_items = sum(int((m["labels"][..., 1:] != -100).sum()) for m in micro)  # the targets after the shift
         total = 0.0
         for m in micro:
-            length = max(len(r) for r in m)
-            ids = torch.tensor([r + [tok.pad_token_id] * (length - len(r)) for r in m])
-            mask = torch.tensor([[1] * len(r) + [0] * (length - len(r)) for r in m])
-            labels = torch.tensor([r + [-100] * (length - len(r)) for r in m])
             with torch.autocast("cpu", dtype=torch.bfloat16 if bf16 else torch.float16, enabled=fp16 or bf16):
-                out = model(input_ids=ids, attention_mask=mask, labels=labels, num_items_in_batch=torch.tensor(n_items))
+                out = model(**m, num_items_in_batch=torch.tensor(n_items))
             scaler.scale(out.loss).backward()
             total += out.loss.item()
         scaler.unscale_(opt)

@@ -2,7 +2,8 @@
 crash safety while saving, and bad input stopped before training.
 
   eval            --eval_strategy steps: eval_loss / eval_perplexity entries in log_history,
-                  eval_loss equal to transformers' token-weighted loss of the adapted model (1e-5);
+                  eval_loss equal to transformers' loss of the adapted model over the 6 rows (1e-5;
+                  one evaluation batch, so the Trainer's per-batch mean is the token-weighted one);
                   `ftlaunch evaluate --adapter_path` prints the same loss as JSON
   progress        on a terminal (run under `script`) rank 0 redraws a progress bar in place;
                   through a pipe there is none, only log lines
@@ -28,9 +29,9 @@ crash safety while saving, and bad input stopped before training.
   preemption      SIGTERM to the launcher of a 2-rank run: a checkpoint, exit 75, end record
                   "preempted"; the same command (--resume_from_checkpoint auto) resumes and matches the
                   uninterrupted run (1e-6)
-  bad input       missing split, missing text field, empty split, row longer than max_seq_len,
-                  unknown target module, lora_r 0, unwritable output_dir: exit 2 with a message
-                  naming the value, and no training step runs; with 2 ranks, rank 0's error
+  bad input       missing split, missing text field, empty split, unknown target module,
+                  lora_r 0, unwritable output_dir: exit 2 with a message naming the value, and no
+                  training step runs; with 2 ranks, rank 0's error
                   reaches rank 1 through the store (both stop, exit 2)
 """
 import json
@@ -193,7 +194,7 @@ def main():
         check(files == ["adapter_config.json", "adapter_model.safetensors", "manifest.json", "optimizer.safetensors",
                         "rng_state.safetensors", "trainer_state.json"], f"checkpoint-8 holds {files}")
 
-        # The final eval loss equals transformers + peft on the trained adapter (token-weighted).
+        # The final eval loss equals transformers + peft on the trained adapter (one batch of 6 rows).
         import peft
         import torch
         import transformers
@@ -310,7 +311,6 @@ def main():
             ("missing split", ["--dataset_name", train_only, "--eval_strategy", "steps"], "has no split 'test'"),
             ("missing text field", ["--dataset_text_field", "content"], "--dataset_text_field 'content'"),
             ("empty split", ["--dataset_name", empty], "is empty"),
-            ("row longer than max_seq_len", ["--max_seq_len", "8"], "exceed --max_seq_len 8"),
             ("unknown target module", ["--lora_target_modules", "q_proj,qkv_proj"], "'qkv_proj' matches no linear"),
             ("lora_r 0", ["--lora_r", "0"], "--lora_r"),
             ("unwritable output_dir", ["--output_dir", os.path.join(not_a_folder, "sub")], "--output_dir"),

@@ -97,21 +97,27 @@ def ftlaunch_run(model_dir, data_dir, out, flags, launcher=("--cpu", "--num_proc
     return json.load(open(os.path.join(out, "trainer_state.json")))["log_history"]
 
 
-def hf_run(model_dir, rows, out, flags):
-    """transformers.Trainer on `rows` (padded on the right within a batch), the LoRA of test_sft_parity."""
-    class Rows(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(rows)
+class Rows(torch.utils.data.Dataset):
+    def __init__(self, rows):
+        self.rows = rows
 
-        def __getitem__(self, i):
-            return {"input_ids": rows[i]}
+    def __len__(self):
+        return len(self.rows)
 
-    def collate(batch):
-        length = max(len(b["input_ids"]) for b in batch)
-        ids = torch.tensor([b["input_ids"] + [0] * (length - len(b["input_ids"])) for b in batch])
-        mask = torch.tensor([[1] * len(b["input_ids"]) + [0] * (length - len(b["input_ids"])) for b in batch])
-        return {"input_ids": ids, "labels": ids.masked_fill(mask == 0, -100), "attention_mask": mask}
+    def __getitem__(self, i):
+        return {"input_ids": self.rows[i]}
 
+
+def collate(batch):
+    """Right padding, padding masked out of attention and labels."""
+    length = max(len(b["input_ids"]) for b in batch)
+    ids = torch.tensor([b["input_ids"] + [0] * (length - len(b["input_ids"])) for b in batch])
+    mask = torch.tensor([[1] * len(b["input_ids"]) + [0] * (length - len(b["input_ids"])) for b in batch])
+    return {"input_ids": ids, "labels": ids.masked_fill(mask == 0, -100), "attention_mask": mask}
+
+
+def hf_trainer(model_dir, rows, out, flags):
+    """transformers.Trainer on `rows` (as training and evaluation split), the LoRA of test_sft_parity."""
     model = transformers.AutoModelForCausalLM.from_pretrained(model_dir)
     torch.manual_seed(sft.SEED)
     model = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear",
@@ -120,9 +126,23 @@ def hf_run(model_dir, rows, out, flags):
                     use_cpu=True, learning_rate=2e-2, lr_scheduler_type="linear", warmup_steps=3, max_grad_norm=0.5,
                     weight_decay=0.01, disable_tqdm=True, seed=sft.SEED)
     args = transformers.TrainingArguments(**{**settings, **flags})
-    trainer = transformers.Trainer(model=model, args=args, train_dataset=Rows(), eval_dataset=Rows(), data_collator=collate)
+    return transformers.Trainer(model=model, args=args, train_dataset=Rows(rows), eval_dataset=Rows(rows),
+                                data_collator=collate)
+
+
+def hf_run(model_dir, rows, out, flags):
+    trainer = hf_trainer(model_dir, rows, out, flags)
     trainer.train()
-    return trainer.state.log_history, model.num_parameters(exclude_embeddings=True)
+    return trainer.state.log_history, trainer.model.num_parameters(exclude_embeddings=True)
+
+
+def make_inputs(prefix):
+    """A work folder with test_sft_parity's model and rows, its training split copied as the test split."""
+    work = tempfile.mkdtemp(prefix=prefix)
+    model_dir, data_dir, texts = sft.make_inputs(work)
+    shutil.copy(os.path.join(data_dir, "train.jsonl"), os.path.join(data_dir, "test.jsonl"))
+    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+    return work, model_dir, data_dir, [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
 def kind(entry):
@@ -159,11 +179,7 @@ def compare(name, ours, ours_out, ref, ref_out, whole_epochs):
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="ftl_flow_")
-    model_dir, data_dir, texts = sft.make_inputs(work)
-    shutil.copy(os.path.join(data_dir, "train.jsonl"), os.path.join(data_dir, "test.jsonl"))
-    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
-    rows = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    work, model_dir, data_dir, rows = make_inputs("ftl_flow_")
 
     parameters = None
     for name, flags, whole_epochs in CASES:

@@ -9,8 +9,10 @@ ranks, with and without accumulation. Checks:
                with other draws of the tokenizer, hence the model, Adam's normalised updates of
                near-zero gradients amplified fp32 summation-order differences -- a batch split
                over ranks, a norm over shards -- to 1e-4 by step 20, plain data parallel alike.)
-  evaluation   eval_loss at steps 10 and 20 on a 7-row split (uneven over 4 ranks: under ZeRO-3 a
-               rank out of rows still joins every gather) == the single-rank value within 1e-5
+  evaluation   eval_loss at steps 10 and 20 on a 7-row split (uneven over 4 ranks: the last round is
+               topped up with rows from the start, as accelerate deals it, so every rank joins
+               every ZeRO-3 gather) == the first case's with as many ranks within 1e-5 (the Trainer's
+               eval_loss depends on the world size: a step's loss is over all ranks' batches)
   ZeRO-3       on 4 ranks every tensor is partitioned (stage3_param_persistence_threshold 0, from a
                DeepSpeed JSON: on this tiny model the default 1e5 keeps everything whole, as the
                2-rank case checks); each rank reports holding its 1/world_size slice of the frozen
@@ -43,6 +45,7 @@ ranks, with and without accumulation. Checks:
                naming it a checkpoint of another run (another base model), before any step
 """
 import json
+import math
 import os
 import re
 import shutil
@@ -312,7 +315,7 @@ def main():
                 f.write(json.dumps({"text": t}) + "\n")
         single_dir = os.path.join(work, "single")
         single, _ = sft.run_ftlaunch(model_dir, data_dir, single_dir, 4, 1, extra=EVAL)
-        single_eval = eval_losses(single_dir)
+        first_evals = {1: ("1 rank", eval_losses(single_dir))}  # ranks -> (case, eval losses)
         cases = [(0, 4, 1, 1), (1, 2, 2, 1), (1, 4, 1, 1), (2, 2, 2, 1), (2, 4, 1, 1), (2, 2, 1, 2), (3, 2, 2, 1),
                  (3, 4, 1, 1)]
         for stage, ranks, batch, accumulation in cases:
@@ -328,8 +331,12 @@ def main():
             curve = worst_curve_diff(losses, single)
             check(len(losses) == len(single) and curve <= 1e-5, f"{what}: loss curve vs 1 rank worst rel diff {curve:.2e} <= 1e-5")
             evals = eval_losses(out)
-            worst = max(abs(a - b) / b for a, b in zip(evals, single_eval)) if len(evals) == len(single_eval) == 2 else 1
-            check(worst <= 1e-5, f"{what}: eval_loss at steps 10, 20 vs 1 rank worst rel diff {worst:.2e} <= 1e-5")
+            baseline = first_evals.setdefault(ranks, (what, evals))
+            if baseline[0] != what:
+                worst = max(abs(a - b) / b for a, b in zip(evals, baseline[1])) if len(evals) == len(baseline[1]) == 2 else 1
+                check(worst <= 1e-5, f"{what}: eval_loss at steps 10, 20 vs {baseline[0]} worst rel diff {worst:.2e} <= 1e-5")
+            else:
+                check(len(evals) == 2 and all(math.isfinite(e) for e in evals), f"{what}: eval_loss at steps 10, 20: {evals}")
             early, _ = adapter_diff(os.path.join(out, "checkpoint-5"), os.path.join(single_dir, "checkpoint-5"))
             check(early <= 1e-5, f"{what}: checkpoint-5 adapter vs 1 rank rel diff {early:.2e} <= 1e-5")
             final, _ = adapter_diff(out, single_dir)

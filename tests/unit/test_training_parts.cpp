@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "data/best_fit_packing.h"
 #include "data/dataset.h"
 #include "data/examples.h"
 #include "data/row_cache.h"
@@ -110,9 +111,44 @@ TEST_CASE("packing wraps documents into rows, each document on its own positions
     // Assistant-only targets: masked tokens are never labels, packed or not.
     const data::Example marked{{1, 2, 3, 4}, {0, 1, 0, 1}};
     CHECK((data::pack_examples({marked}, 8)[0].labels == std::vector<int32_t>{-100, 2, -100, 4}));
-    CHECK((data::unpacked_rows({marked}, 8, "d")[0].labels == std::vector<int32_t>{-100, 2, -100, 4}));
-    FTL_REQUIRE_ERROR(data::unpacked_rows({{{1, 2, 3}}}, 2, "d [train]"), ErrorKind::kConfig, "d [train] record 0",
-                      "--packing True");
+    CHECK((data::unpacked_rows({marked}, 8, data::Truncation::kKeepStart, "d")[0].labels ==
+           std::vector<int32_t>{-100, 2, -100, 4}));
+}
+
+TEST_CASE("without packing, a long example is cut as TRL cuts it and a row without targets is left out", "[train]") {
+    const data::Example long_one{{1, 2, 3, 4, 5}, {1, 1, 0, 0, 0}};
+    const data::Example masked{{6, 7}, {0, 0}};
+    const auto start = data::unpacked_rows({long_one, masked}, 3, data::Truncation::kKeepStart, "d");
+    REQUIRE(start.size() == 1);  // the masked example adds no loss
+    CHECK((start[0].input_ids == std::vector<int32_t>{1, 2, 3}));
+    CHECK((start[0].labels == std::vector<int32_t>{1, 2, -100}));
+    CHECK((start[0].position_ids == std::vector<int32_t>{0, 1, 2}));
+    // Its last 3 tokens hold no target: no row is left.
+    FTL_REQUIRE_ERROR(data::unpacked_rows({long_one, masked}, 3, data::Truncation::kKeepEnd, "d [train]"),
+                      ErrorKind::kConfig, "d [train]", "--truncation_mode");
+    const auto end = data::unpacked_rows({long_one}, 4, data::Truncation::kKeepEnd, "d");
+    CHECK((end[0].input_ids == std::vector<int32_t>{2, 3, 4, 5}));
+    CHECK((end[0].labels == std::vector<int32_t>{2, -100, -100, -100}));
+}
+
+TEST_CASE("best-fit-decreasing packing gives the rows of TRL's pack_dataset docstring example", "[train]") {
+    // trl.data_utils.pack_dataset's example: [[1..5], [6, 7], [8, 9, 10], [11]] into rows of 4.
+    const std::vector<data::Example> examples{{{1, 2, 3, 4, 5}, {}, 0}, {{6, 7}, {}, 1}, {{8, 9, 10}, {}, 2}, {{11}, {}, 3}};
+    const auto bfd = data::pack_best_fit(examples, 4, data::Overflow::kTruncate);
+    REQUIRE(bfd.size() == 3);
+    CHECK((bfd[0].input_ids == std::vector<int32_t>{1, 2, 3, 4}));
+    CHECK((bfd[1].input_ids == std::vector<int32_t>{8, 9, 10, 11}));
+    CHECK((bfd[1].position_ids == std::vector<int32_t>{0, 1, 2, 0}));  // seq_lengths [3, 1]
+    CHECK((bfd[1].labels == std::vector<int32_t>{-100, 9, 10, -100}));
+    CHECK((bfd[2].input_ids == std::vector<int32_t>{6, 7}));
+    const auto split = data::pack_best_fit(examples, 4, data::Overflow::kSplit);
+    REQUIRE(split.size() == 3);
+    CHECK((split[1].input_ids == std::vector<int32_t>{8, 9, 10, 5}));  // the overflow piece [5] in the best fit
+    CHECK((split[2].input_ids == std::vector<int32_t>{6, 7, 11}));
+    CHECK((split[2].position_ids == std::vector<int32_t>{0, 1, 0}));
+    // Batches of 1000 records are packed apart: record 1000 does not join record 0's row.
+    const auto batches = data::pack_best_fit({{{1, 2}, {}, 0}, {{3}, {}, 1000}}, 4, data::Overflow::kTruncate);
+    CHECK(batches.size() == 2);
 }
 
 TEST_CASE("collate's host-made targets and counts are those the labels give on the device", "[train]") {
@@ -191,6 +227,25 @@ TEST_CASE("the sampler deals one shuffled order round-robin over ranks", "[train
     CHECK(dropped.next_micro_batch() == kept.next_micro_batch());  // both start epoch 1
     CHECK(dropped.epoch() == 1);
     FTL_REQUIRE_ERROR(train::BatchPlan(3, 4, 1, 0, 1, 3, true), ErrorKind::kConfig, "--dataloader_drop_last", "3 training rows");
+}
+
+TEST_CASE("evaluation batches are those accelerate's BatchSamplerShard deals with even_batches", "[train]") {
+    using Batches = std::vector<std::vector<int64_t>>;
+    const auto all_ranks = [](int64_t rows, int batch, int world) {
+        std::vector<Batches> out;
+        for (int r = 0; r < world; ++r) out.push_back(train::evaluation_batches(rows, batch, r, world));
+        return out;
+    };
+    // One rank: a plain DataLoader, the last batch shorter.
+    CHECK((train::evaluation_batches(5, 2, 0, 1) == Batches{{0, 1}, {2, 3}, {4}}));
+    // Several: what accelerate 1.15's BatchSamplerShard(BatchSampler(SequentialSampler(range(rows)),
+    // batch, False), world, rank, split_batches=False, even_batches=True) yields for each rank.
+    CHECK((all_ranks(9, 2, 2) == std::vector<Batches>{{{0, 1}, {4, 5}, {8, 0}}, {{2, 3}, {6, 7}, {1, 2}}}));
+    CHECK((all_ranks(10, 2, 4) ==
+           std::vector<Batches>{{{0, 1}, {8, 9}}, {{2, 3}, {0, 1}}, {{4, 5}, {2, 3}}, {{6, 7}, {4, 5}}}));
+    CHECK((all_ranks(3, 2, 4) == std::vector<Batches>{{{0, 1}}, {{2, 0}}, {{1, 2}}, {{0, 1}}}));
+    CHECK((all_ranks(12, 3, 2) == std::vector<Batches>{{{0, 1, 2}, {6, 7, 8}}, {{3, 4, 5}, {9, 10, 11}}}));
+    CHECK((all_ranks(7, 3, 3) == std::vector<Batches>{{{0, 1, 2}}, {{3, 4, 5}}, {{6, 0, 1}}}));
 }
 
 TEST_CASE("the tokenised-rows cache gives back what was stored, under its key only", "[train]") {
