@@ -65,6 +65,7 @@ struct TrainArgs {
     std::string packing_strategy = "wrapped";
     // SFTConfig's truncation_mode: without packing, which end of a longer example a row keeps.
     std::string truncation_mode = "keep_start";
+    std::optional<bool> eval_packing;         // SFTConfig's; unset: as --packing
     bool assistant_only_loss = false;
     bool completion_only_loss = true;         // SFTConfig's; its None means true for prompt-completion data
     // The seq2seq example's columns and lengths (data/seq2seq.h): source text, label (text, or a
@@ -89,6 +90,7 @@ struct TrainArgs {
     // A micro-batch's NaN or infinite training loss is logged as the mean of the interval so far,
     // and non-finite evaluation batches are left out of eval_loss (TrainingArguments' default).
     bool logging_nan_inf_filter = true;
+    std::string train_sampling_strategy = "random";  // or "sequential" (rows in dataset order)
     std::string eval_strategy = "no";
     std::optional<double> eval_steps;
     bool eval_on_start = false;               // evaluate once before the first step (a sanity check)

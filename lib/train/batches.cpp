@@ -9,8 +9,10 @@
 
 namespace ftl::train {
 
-BatchPlan::BatchPlan(size_t rows, int per_device, int accumulation, int rank, int world_size, uint64_t seed, bool drop_last)
-    : rows_(rows), per_device_(per_device), rank_(rank), world_size_(world_size), drop_last_(drop_last), seed_(seed) {
+BatchPlan::BatchPlan(size_t rows, int per_device, int accumulation, int rank, int world_size, uint64_t seed, bool drop_last,
+                     bool shuffle)
+    : rows_(rows), per_device_(per_device), rank_(rank), world_size_(world_size), drop_last_(drop_last),
+      shuffle_(shuffle), seed_(seed) {
     if (per_device <= 0)
         fail(ErrorKind::kConfig, "--per_device_train_batch_size: must be positive (got " + std::to_string(per_device) + ")");
     if (accumulation <= 0)
@@ -30,7 +32,8 @@ int64_t BatchPlan::micro_batches_per_epoch() const {
 void BatchPlan::start_epoch() {
     ++epoch_;
     at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed_ + static_cast<uint64_t>(epoch_));
-    at::Tensor perm = at::randperm(static_cast<int64_t>(rows_), generator, at::TensorOptions().dtype(at::kLong));
+    at::Tensor perm = shuffle_ ? at::randperm(static_cast<int64_t>(rows_), generator, at::TensorOptions().dtype(at::kLong))
+                               : at::arange(static_cast<int64_t>(rows_), at::TensorOptions().dtype(at::kLong));
     const int64_t* p = perm.data_ptr<int64_t>();
     const size_t total = (rows_ + world_size_ - 1) / world_size_ * world_size_;
     order_.clear();

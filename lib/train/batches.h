@@ -12,14 +12,16 @@
 namespace ftl::train {
 
 // The sampler. Epoch e shuffles the rows with torch.randperm(n, generator seeded seed + e)
-// (reproducible in Python with the same call), pads the order to a multiple of the world size by
+// (reproducible in Python with the same call; the Trainer's SeedableRandomSampler draws it), or
+// without `shuffle` (--train_sampling_strategy sequential) keeps them in order; it pads the order to a multiple of the world size by
 // repeating its start and gives rank r every world-th index from r (torch's DistributedSampler);
 // micro-batches are consecutive runs of per_device rows (the last may be shorter; with
 // `drop_last`, --dataloader_drop_last, it is left out, as a DataLoader leaves it). Epochs follow
 // each other without end; the trainer decides when to stop.
 class BatchPlan {
 public:
-    BatchPlan(size_t rows, int per_device, int accumulation, int rank, int world_size, uint64_t seed, bool drop_last);
+    BatchPlan(size_t rows, int per_device, int accumulation, int rank, int world_size, uint64_t seed, bool drop_last,
+              bool shuffle);
     int64_t micro_batches_per_epoch() const;
     std::vector<int64_t> next_micro_batch();
     int64_t epoch() const { return epoch_; }
@@ -28,7 +30,7 @@ private:
     void start_epoch();
     size_t rows_;
     int per_device_, rank_, world_size_;
-    bool drop_last_;
+    bool drop_last_, shuffle_;
     uint64_t seed_;
     int64_t epoch_ = -1;
     std::vector<int64_t> order_;  // this rank's indices for the current epoch

@@ -82,14 +82,14 @@ void run_evaluate(const config::RunConfig& run, const RankContext& rank) {
     const JobInputs inputs = resolve_job_inputs(args);
     const std::vector<std::string> splits = split(args.splits, ',');
     const std::string split_name = trim(splits.back());
-    const std::vector<data::Row> rows = split_rows(args, inputs, split_name);
+    const std::vector<data::Row> rows = split_rows(args, inputs, split_name, packs_rows(args, true));
     const at::Device device = rank.torch_device();
     JobModel job_model = load_job_model(inputs, device);
     if (!args.adapter_path.empty()) peft::load_adapter(args.adapter_path, job_model.loaded.model);
     model::ForwardOptions forward;
     forward.fused_kernels = args.fused_kernels;
     const EvalResult result = evaluate(job_model.loaded.model, rows, args.per_device_eval_batch_size,
-                                       inputs.tokenizer.pad_id().value_or(0), args.packing, device, autocast_dtype(args), forward,
+                                       inputs.tokenizer.pad_id().value_or(0), packs_rows(args, true), device, autocast_dtype(args), forward,
                                        args.logging_nan_inf_filter, rank);
     if (rank.rank == 0)
         std::cout << nlohmann::json{{"split", split_name},

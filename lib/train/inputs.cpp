@@ -118,12 +118,17 @@ std::optional<quant::FourBitConfig> four_bit_config(const config::TrainArgs& arg
     return config;
 }
 
-std::vector<data::Row> split_rows(const config::TrainArgs& args, const JobInputs& inputs, const std::string& split) {
+bool packs_rows(const config::TrainArgs& args, bool evaluation) {
+    return evaluation ? args.eval_packing.value_or(args.packing) : args.packing;
+}
+
+std::vector<data::Row> split_rows(const config::TrainArgs& args, const JobInputs& inputs, const std::string& split,
+                                  bool packed) {
     data::TextOptions text{args.dataset_text_field, inputs.chat_format, args.add_special_tokens,
                            args.append_concat_token, args.assistant_only_loss, args.completion_only_loss};
     const std::string source = args.dataset_name + " [" + split + "]";
     auto examples = data::tokenize_records(data::read_split(inputs.dataset_dir, split), inputs.tokenizer, text, source);
-    if (!args.packing)
+    if (!packed)
         return data::unpacked_rows(examples, args.max_seq_length,
                                    args.truncation_mode == "keep_end" ? data::Truncation::kKeepEnd : data::Truncation::kKeepStart,
                                    source);
@@ -144,7 +149,8 @@ void check_token_ids(const std::vector<data::Row>& rows, int64_t vocab_rows, con
 namespace {
 
 // Everything tokenisation reads or does (see data/row_cache.h).
-std::string tokenization_key(const config::TrainArgs& args, const JobInputs& inputs, const std::string& split) {
+std::string tokenization_key(const config::TrainArgs& args, const JobInputs& inputs, const std::string& split,
+                             bool packed) {
     data::Fingerprint key;
     key.add("split").add(split);
     const auto splits = data::find_split_files(inputs.dataset_dir);
@@ -154,8 +160,8 @@ std::string tokenization_key(const config::TrainArgs& args, const JobInputs& inp
         key.add_file_bytes(inputs.model_dir + "/" + name);
     key.add(args.dataset_text_field).add(args.chat_template_format);
     key.add(std::to_string(args.add_special_tokens)).add(std::to_string(args.append_concat_token));
-    key.add(std::to_string(args.packing)).add(std::to_string(args.max_seq_length));
-    key.add(args.packing ? args.packing_strategy : args.truncation_mode);
+    key.add(std::to_string(packed)).add(std::to_string(args.max_seq_length));
+    key.add(packed ? args.packing_strategy : args.truncation_mode);
     key.add(std::to_string(args.assistant_only_loss)).add(std::to_string(args.completion_only_loss));
     return key.hex();
 }
@@ -163,8 +169,9 @@ std::string tokenization_key(const config::TrainArgs& args, const JobInputs& inp
 }  // namespace
 
 std::vector<data::Row> prepared_split_rows(const config::TrainArgs& args, const JobInputs& inputs,
-                                           const std::string& split, const RankContext& rank, const Log& log) {
-    const std::string key = tokenization_key(args, inputs, split);
+                                           const std::string& split, bool packed, const RankContext& rank,
+                                           const Log& log) {
+    const std::string key = tokenization_key(args, inputs, split, packed);
     const std::string path = args.output_dir + "/tokenized/" + split + "-" + key + ".safetensors";
     const std::string signal = "ftl/tokenized/" + split + "/" + key;
     if (rank.rank != 0 && rank.comm) {
@@ -174,7 +181,7 @@ std::vector<data::Row> prepared_split_rows(const config::TrainArgs& args, const 
         if (status != "ok") fail(ErrorKind::kConfig, "rank 0 could not prepare split '" + split + "': " + status);
         if (auto rows = data::read_row_cache(path, key)) return std::move(*rows);
         log.info(path + " is not visible on this node (output_dir is not shared): tokenising here");
-        return split_rows(args, inputs, split);
+        return split_rows(args, inputs, split, packed);
     }
     std::vector<data::Row> rows;
     try {
@@ -188,7 +195,7 @@ std::vector<data::Row> prepared_split_rows(const config::TrainArgs& args, const 
             log.info("reusing the tokenised rows of split '" + split + "' in " + path);
             rows = std::move(*cached);
         } else {
-            rows = split_rows(args, inputs, split);
+            rows = split_rows(args, inputs, split, packed);
             data::write_row_cache(path, rows, key);
         }
     } catch (const std::exception& e) {
@@ -206,13 +213,13 @@ Splits prepare_splits(const config::TrainArgs& args, const JobInputs& inputs, bo
                       const RankContext& rank, const Log& log) {
     const std::vector<std::string> names = split(args.splits, ',');
     Splits s;
-    s.train = prepared_split_rows(args, inputs, trim(names.at(0)), rank, log);
+    s.train = prepared_split_rows(args, inputs, trim(names.at(0)), packs_rows(args, false), rank, log);
     check_token_ids(s.train, vocab_rows, args.dataset_name + " [" + trim(names.at(0)) + "]");
     if (need_eval) {
         if (names.size() < 2)
             fail(ErrorKind::kConfig, "--eval_strategy " + args.eval_strategy + ": --splits '" + args.splits +
                                          "' names no evaluation split (e.g. --splits train,test)");
-        s.eval = prepared_split_rows(args, inputs, trim(names.at(1)), rank, log);
+        s.eval = prepared_split_rows(args, inputs, trim(names.at(1)), packs_rows(args, true), rank, log);
         check_token_ids(s.eval, vocab_rows, args.dataset_name + " [" + trim(names.at(1)) + "]");
     }
     return s;

@@ -78,8 +78,14 @@ peft::LoraConfig lora_config(const config::TrainArgs& args);
 // choose (blocksize 64, as bitsandbytes); nullopt without it.
 std::optional<quant::FourBitConfig> four_bit_config(const config::TrainArgs& args);
 
-// The rows of one split: tokenized with the job's text options, packed or one per example.
-std::vector<data::Row> split_rows(const config::TrainArgs& args, const JobInputs& inputs, const std::string& split);
+// Whether a split's rows are packed: --packing for training; for evaluation --eval_packing, which
+// follows --packing when not given (SFTConfig's eval_packing).
+bool packs_rows(const config::TrainArgs& args, bool evaluation);
+
+// The rows of one split: tokenized with the job's text options, packed (by --packing_strategy) or
+// one per example.
+std::vector<data::Row> split_rows(const config::TrainArgs& args, const JobInputs& inputs, const std::string& split,
+                                  bool packed);
 
 // Every token id of `rows` indexes one of the model's `vocab_rows` embedding rows; else
 // ftl::Error(kConfig) naming `source`, the row, the id and the model's vocabulary size (a
@@ -93,7 +99,8 @@ void check_token_ids(const std::vector<data::Row>& rows, int64_t vocab_rows, con
 // is not there for them (output_dir not on a shared filesystem) they tokenise for themselves,
 // which gives the same rows. An error on rank 0 is published too, so every rank stops with it.
 std::vector<data::Row> prepared_split_rows(const config::TrainArgs& args, const JobInputs& inputs,
-                                           const std::string& split, const RankContext& rank, const Log& log);
+                                           const std::string& split, bool packed, const RankContext& rank,
+                                           const Log& log);
 
 struct Splits {
     std::vector<data::Row> train, eval;

@@ -45,7 +45,7 @@ sources_of() {
     safetensors_header) echo io/safetensors "${util[@]}" ;;
     tokenizer_json)     echo "${tokenizer[@]}" "${util[@]}" ;;
     accelerate_config|deepspeed_json) echo "${config[@]}" "${util[@]}" util/log ;;
-    dataset)   echo data/dataset data/csv_reader data/examples data/arrow_reader "${tokenizer[@]}" tokenizer/hf_tokenizer \
+    dataset)   echo data/dataset data/csv_reader data/examples data/best_fit_packing data/arrow_reader "${tokenizer[@]}" tokenizer/hf_tokenizer \
                     tokenizer/chat_format "${util[@]}" ;;
     manifest)  echo io/manifest io/atomic_file util/checksum "${util[@]}" ;;
     row_cache) echo data/row_cache io/safetensors io/safetensors_writer io/atomic_file "${util[@]}" ;;

@@ -15,6 +15,8 @@ restart per document, labels at a document's first position are -100).
                    accumulation 2): per-step loss vs transformers + peft fed TRL's packed rows
                    through its padding-free collator (one flattened sequence, position_ids, no mask;
                    transformers finds the documents from the positions): rel diff <= 1e-4
+  eval_packing     the evaluation split packed by bfd as training is, or with --eval_packing False
+                   one row per text, cut as TRL cuts it: equal rows
   prompt-completion 1,200 `prompt` / `completion` records tokenized by TRL itself: rows equal
                    without packing and with bfd, with --completion_only_loss True and False
   bad input        every target cut off (keep_end, masks only at the start): exit 2 naming
@@ -22,6 +24,7 @@ restart per document, labels at a document's first position are -100).
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,15 +50,15 @@ def write_jsonl(folder, records):
     return folder
 
 
-def ftlaunch_rows(model_dir, data_dir, out, flags):
-    """The training rows ftlaunch stored for the run (one step is enough to prepare them)."""
+def ftlaunch_rows(model_dir, data_dir, out, flags, split="train"):
+    """The rows of `split` ftlaunch stored for the run (one step is enough to prepare them)."""
     cmd = sft.ftlaunch_command(model_dir, data_dir, out, 2, 1, extra=("--max_seq_len", str(MAX_LEN), *flags))
     cmd[cmd.index("--max_steps") + 1] = "1"
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         return None, proc
     folder = os.path.join(out, "tokenized")
-    (name,) = [n for n in os.listdir(folder) if n.startswith("train-")]
+    (name,) = [n for n in os.listdir(folder) if n.startswith(split + "-")]
     t = load_file(os.path.join(folder, name))
     offsets = t["offsets"].tolist()
     rows = [{k: t[k][offsets[i]:offsets[i + 1]].tolist() for k in ("input_ids", "labels", "position_ids")}
@@ -133,6 +136,21 @@ def main():
             if ours is None:
                 print(proc.stdout[-2000:], proc.stderr[-2000:])
             compare_rows(ours, trl_rows(many_ids, None, True, strategy), f"--packing_strategy {strategy}")
+        # The evaluation split: packed as training is unless --eval_packing False (SFTConfig's).
+        shutil.copy(os.path.join(many_dir, "train.jsonl"), os.path.join(many_dir, "test.jsonl"))
+        evaluated = ("--packing", "True", "--packing_strategy", "bfd", "--splits", "train,test", "--eval_strategy",
+                     "steps", "--eval_steps", "1")
+        for eval_packing in (None, False):
+            flags = evaluated + (("--eval_packing", "False") if eval_packing is False else ())
+            ours, proc = ftlaunch_rows(model_dir, many_dir, os.path.join(work, f"eval_packing_{eval_packing}"), flags,
+                                       split="test")
+            if ours is None:
+                print(proc.stdout[-1500:], proc.stderr[-1500:])
+            packed = eval_packing is None
+            compare_rows(ours, trl_rows(many_ids if packed else [i for i in many_ids if i], None, packed),
+                         f"evaluation split, --eval_packing {eval_packing}")
+        os.remove(os.path.join(many_dir, "test.jsonl"))
+
         for mode in ("keep_start", "keep_end"):
             ours, proc = ftlaunch_rows(model_dir, many_dir, os.path.join(work, mode), ("--truncation_mode", mode))
             compare_rows(ours, trl_rows([i for i in many_ids if i], None, False, truncation=mode),

@@ -10,6 +10,8 @@ the loss scaled by the batch's target count, accumulation, clipping, logging, ev
               rows of different lengths): every loss and eval_loss equal to the Trainer's (rel 1e-5),
               every grad_norm (rel 1e-4); eval_loss is the Trainer's mean of per-batch losses, not
               the token-weighted loss (which the check shows differs by more than the bound)
+  sequential  --train_sampling_strategy sequential (rows in dataset order, 6 steps of 4): every loss
+              equal to the Trainer's (rel 1e-5)
   nan filter  one token's embedding row made infinite, so rows holding it give a NaN loss and,
               once trained on, NaN weights: with --logging_nan_inf_filter (the default) the logged
               losses equal the Trainer's substitutes (the interval's mean so far), the evaluation
@@ -141,6 +143,10 @@ def main():
     compare("values", ours, ref, "loss", 1e-5)
     compare("values", ours, ref, "grad_norm", 1e-4)
     compare("values", ours, ref, "eval_loss", 1e-5)
+    sequential = {"max_steps": 6, "per_device_train_batch_size": 4, "logging_steps": 1, "save_strategy": "no",
+                  "train_sampling_strategy": "sequential"}
+    compare("sequential", flow.ftlaunch_run(model_dir, data_dir, os.path.join(work, "sequential"), sequential),
+            hf_history(model_dir, rows, os.path.join(work, "hf_sequential"), sequential), "loss", 1e-5)
     final = entries(ref, "eval_loss").get(12)
     if ours and final is not None:
         weighted = token_weighted_eval(model_dir, ours_out, rows)

@@ -212,21 +212,28 @@ TEST_CASE("split files are found by HF's naming", "[train]") {
 }
 
 TEST_CASE("the sampler deals one shuffled order round-robin over ranks", "[train]") {
-    train::BatchPlan one(10, 4, 1, 0, 1, 3, false), r0(10, 2, 1, 0, 2, 3, false), r1(10, 2, 1, 1, 2, 3, false);
+    train::BatchPlan one(10, 4, 1, 0, 1, 3, false, true), r0(10, 2, 1, 0, 2, 3, false, true),
+        r1(10, 2, 1, 1, 2, 3, false, true);
     auto all = one.next_micro_batch();
     auto a = r0.next_micro_batch(), b = r1.next_micro_batch();
     CHECK((std::vector<int64_t>{a[0], b[0], a[1], b[1]} == all));
     CHECK(r0.micro_batches_per_epoch() == 3);  // 5 rows per rank in batches of 2
-    FTL_REQUIRE_ERROR(train::BatchPlan(10, 0, 1, 0, 1, 3, false), ErrorKind::kConfig, "--per_device_train_batch_size");
+    FTL_REQUIRE_ERROR(train::BatchPlan(10, 0, 1, 0, 1, 3, false, true), ErrorKind::kConfig, "--per_device_train_batch_size");
     // --dataloader_drop_last: the short last batch of an epoch is left out; the next epoch follows.
-    train::BatchPlan kept(10, 4, 1, 0, 1, 3, false), dropped(10, 4, 1, 0, 1, 3, true);
+    train::BatchPlan kept(10, 4, 1, 0, 1, 3, false, true), dropped(10, 4, 1, 0, 1, 3, true, true);
     CHECK(kept.micro_batches_per_epoch() == 3);
     CHECK(dropped.micro_batches_per_epoch() == 2);
     for (int i = 0; i < 2; ++i) CHECK(dropped.next_micro_batch() == kept.next_micro_batch());
     CHECK(kept.next_micro_batch().size() == 2);
     CHECK(dropped.next_micro_batch() == kept.next_micro_batch());  // both start epoch 1
     CHECK(dropped.epoch() == 1);
-    FTL_REQUIRE_ERROR(train::BatchPlan(3, 4, 1, 0, 1, 3, true), ErrorKind::kConfig, "--dataloader_drop_last", "3 training rows");
+    FTL_REQUIRE_ERROR(train::BatchPlan(3, 4, 1, 0, 1, 3, true, true), ErrorKind::kConfig, "--dataloader_drop_last",
+                      "3 training rows");
+    // --train_sampling_strategy sequential: every epoch in dataset order, dealt round-robin.
+    train::BatchPlan in_order(5, 2, 1, 1, 2, 3, false, false);
+    CHECK((in_order.next_micro_batch() == std::vector<int64_t>{1, 3}));
+    CHECK((in_order.next_micro_batch() == std::vector<int64_t>{0}));  // padded to 6 with the first row
+    CHECK((in_order.next_micro_batch() == std::vector<int64_t>{1, 3}));
 }
 
 TEST_CASE("evaluation batches are those accelerate's BatchSamplerShard deals with even_batches", "[train]") {
