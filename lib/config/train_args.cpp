@@ -215,6 +215,7 @@ const std::vector<FlagSpec>& flag_table() {
         flag("packing_strategy", &A::packing_strategy, text({"wrapped", "bfd", "bfd_split"})),
         flag("truncation_mode", &A::truncation_mode, text({"keep_start", "keep_end"})),
         flag("eval_packing", &A::eval_packing, boolean()),
+        flag("dataset_num_proc", &A::dataset_num_proc, integer(1)),
         flag("assistant_only_loss", &A::assistant_only_loss, boolean()),
         flag("completion_only_loss", &A::completion_only_loss, boolean()),
         flag("text_column", &A::text_column, text()),

@@ -66,6 +66,9 @@ struct TrainArgs {
     // SFTConfig's truncation_mode: without packing, which end of a longer example a row keeps.
     std::string truncation_mode = "keep_start";
     std::optional<bool> eval_packing;         // SFTConfig's; unset: as --packing
+    // SFTConfig's: TRL's dataset preparation in this many processes, which changes only how
+    // "bfd" packing batches the records (data/best_fit_packing.h); ftlaunch tokenizes in one.
+    std::optional<int> dataset_num_proc;
     bool assistant_only_loss = false;
     bool completion_only_loss = true;         // SFTConfig's; its None means true for prompt-completion data
     // The seq2seq example's columns and lengths (data/seq2seq.h): source text, label (text, or a

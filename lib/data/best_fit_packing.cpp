@@ -71,13 +71,24 @@ void pack_batch(const std::vector<Example>& examples, size_t first, size_t end, 
 
 }  // namespace
 
-std::vector<Row> pack_best_fit(const std::vector<Example>& examples, int64_t max_seq_len, Overflow overflow) {
+std::vector<Row> pack_best_fit(const std::vector<Example>& examples, int64_t max_seq_len, Overflow overflow,
+                               int64_t records, int processes) {
+    // datasets.Dataset.map(num_proc): at most one shard per record; shard k holds records
+    // [k * size + min(k, left), ...) with `left` shards one record larger.
+    const int64_t shards = std::max<int64_t>(1, std::min<int64_t>(processes, records));
+    const int64_t size = records / shards, left = records % shards;
+    auto batch_of = [&](int64_t record) {
+        int64_t shard = std::min(record / (size + 1), left);  // among the larger shards
+        if (shard == left) shard = left + (record - left * (size + 1)) / size;
+        const int64_t start = shard * size + std::min(shard, left);
+        return std::pair{shard, (record - start) / kRecordsPerBatch};
+    };
     std::vector<Row> rows;
     size_t first = 0;
     while (first < examples.size()) {
-        const int64_t batch = examples[first].record / kRecordsPerBatch;
+        const auto batch = batch_of(examples[first].record);
         size_t end = first;
-        while (end < examples.size() && examples[end].record / kRecordsPerBatch == batch) ++end;
+        while (end < examples.size() && batch_of(examples[end].record) == batch) ++end;
         pack_batch(examples, first, end, max_seq_len, overflow, rows);
         first = end;
     }

@@ -127,14 +127,16 @@ std::vector<data::Row> split_rows(const config::TrainArgs& args, const JobInputs
     data::TextOptions text{args.dataset_text_field, inputs.chat_format, args.add_special_tokens,
                            args.append_concat_token, args.assistant_only_loss, args.completion_only_loss};
     const std::string source = args.dataset_name + " [" + split + "]";
-    auto examples = data::tokenize_records(data::read_split(inputs.dataset_dir, split), inputs.tokenizer, text, source);
+    const std::vector<nlohmann::json> records = data::read_split(inputs.dataset_dir, split);
+    auto examples = data::tokenize_records(records, inputs.tokenizer, text, source);
     if (!packed)
         return data::unpacked_rows(examples, args.max_seq_length,
                                    args.truncation_mode == "keep_end" ? data::Truncation::kKeepEnd : data::Truncation::kKeepStart,
                                    source);
     if (args.packing_strategy == "wrapped") return data::pack_examples(examples, args.max_seq_length);
     return data::pack_best_fit(examples, args.max_seq_length,
-                               args.packing_strategy == "bfd_split" ? data::Overflow::kSplit : data::Overflow::kTruncate);
+                               args.packing_strategy == "bfd_split" ? data::Overflow::kSplit : data::Overflow::kTruncate,
+                               static_cast<int64_t>(records.size()), args.dataset_num_proc.value_or(1));
 }
 
 void check_token_ids(const std::vector<data::Row>& rows, int64_t vocab_rows, const std::string& source) {
@@ -161,7 +163,7 @@ std::string tokenization_key(const config::TrainArgs& args, const JobInputs& inp
     key.add(args.dataset_text_field).add(args.chat_template_format);
     key.add(std::to_string(args.add_special_tokens)).add(std::to_string(args.append_concat_token));
     key.add(std::to_string(packed)).add(std::to_string(args.max_seq_length));
-    key.add(packed ? args.packing_strategy : args.truncation_mode);
+    key.add(packed ? args.packing_strategy : args.truncation_mode).add(std::to_string(args.dataset_num_proc.value_or(1)));
     key.add(std::to_string(args.assistant_only_loss)).add(std::to_string(args.completion_only_loss));
     return key.hex();
 }

@@ -104,7 +104,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             rows = ftl::data::pack_examples(examples, max_seq_len);
         else
             rows = ftl::data::pack_best_fit(examples, max_seq_len,
-                                            variant == 1 ? ftl::data::Overflow::kTruncate : ftl::data::Overflow::kSplit);
+                                            variant == 1 ? ftl::data::Overflow::kTruncate : ftl::data::Overflow::kSplit,
+                                            static_cast<int64_t>(records.size()), 1 + max_seq_len % 3);
         const bool pretokenized = records.front().contains("input_ids");
         check_rows(rows, max_seq_len, pretokenized ? int64_t{INT32_MAX} + 1 : tokenizer.size());
     } catch (const ftl::Error&) {

@@ -15,6 +15,8 @@ restart per document, labels at a document's first position are -100).
                    accumulation 2): per-step loss vs transformers + peft fed TRL's packed rows
                    through its padding-free collator (one flattened sequence, position_ids, no mask;
                    transformers finds the documents from the positions): rel diff <= 1e-4
+  num_proc         --dataset_num_proc 3 (TRL's map in 3 processes, each packing its third of the
+                   records in batches of 1000): bfd rows equal
   eval_packing     the evaluation split packed by bfd as training is, or with --eval_packing False
                    one row per text, cut as TRL cuts it: equal rows
   prompt-completion 1,200 `prompt` / `completion` records tokenized by TRL itself: rows equal
@@ -74,7 +76,7 @@ class _Preparer:
 
 
 def trl_rows(ids, masks, packing, strategy="bfd", truncation="keep_start", records=None, tokenizer=None,
-             completion_only_loss=None):
+             completion_only_loss=None, processes=None):
     """TRL's rows for these token ids (and assistant masks), or for these records tokenized by TRL
     with `tokenizer`, through its own preparation and collator."""
     columns = {"input_ids": ids}
@@ -83,7 +85,7 @@ def trl_rows(ids, masks, packing, strategy="bfd", truncation="keep_start", recor
     dataset = datasets.Dataset.from_list(records) if records else datasets.Dataset.from_dict(columns)
     with tempfile.TemporaryDirectory() as out:
         args = SFTConfig(output_dir=out, max_length=MAX_LEN, packing=packing, packing_strategy=strategy,
-                         truncation_mode=truncation, bf16=False, report_to="none")
+                         truncation_mode=truncation, dataset_num_proc=processes, bf16=False, report_to="none")
         prepared = SFTTrainer._prepare_dataset(_Preparer(tokenizer, completion_only_loss), dataset, tokenizer, args,
                                                packing, None, "train")
     collator = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=packing)
@@ -136,6 +138,10 @@ def main():
             if ours is None:
                 print(proc.stdout[-2000:], proc.stderr[-2000:])
             compare_rows(ours, trl_rows(many_ids, None, True, strategy), f"--packing_strategy {strategy}")
+        ours, _ = ftlaunch_rows(model_dir, many_dir, os.path.join(work, "bfd_3"),
+                                ("--packing", "True", "--packing_strategy", "bfd", "--dataset_num_proc", "3"))
+        compare_rows(ours, trl_rows(many_ids, None, True, "bfd", processes=3), "--packing_strategy bfd, --dataset_num_proc 3")
+
         # The evaluation split: packed as training is unless --eval_packing False (SFTConfig's).
         shutil.copy(os.path.join(many_dir, "train.jsonl"), os.path.join(many_dir, "test.jsonl"))
         evaluated = ("--packing", "True", "--packing_strategy", "bfd", "--splits", "train,test", "--eval_strategy",

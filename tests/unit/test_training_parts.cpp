@@ -134,21 +134,26 @@ TEST_CASE("without packing, a long example is cut as TRL cuts it and a row witho
 TEST_CASE("best-fit-decreasing packing gives the rows of TRL's pack_dataset docstring example", "[train]") {
     // trl.data_utils.pack_dataset's example: [[1..5], [6, 7], [8, 9, 10], [11]] into rows of 4.
     const std::vector<data::Example> examples{{{1, 2, 3, 4, 5}, {}, 0}, {{6, 7}, {}, 1}, {{8, 9, 10}, {}, 2}, {{11}, {}, 3}};
-    const auto bfd = data::pack_best_fit(examples, 4, data::Overflow::kTruncate);
+    const auto bfd = data::pack_best_fit(examples, 4, data::Overflow::kTruncate, 4, 1);
     REQUIRE(bfd.size() == 3);
     CHECK((bfd[0].input_ids == std::vector<int32_t>{1, 2, 3, 4}));
     CHECK((bfd[1].input_ids == std::vector<int32_t>{8, 9, 10, 11}));
     CHECK((bfd[1].position_ids == std::vector<int32_t>{0, 1, 2, 0}));  // seq_lengths [3, 1]
     CHECK((bfd[1].labels == std::vector<int32_t>{-100, 9, 10, -100}));
     CHECK((bfd[2].input_ids == std::vector<int32_t>{6, 7}));
-    const auto split = data::pack_best_fit(examples, 4, data::Overflow::kSplit);
+    const auto split = data::pack_best_fit(examples, 4, data::Overflow::kSplit, 4, 1);
     REQUIRE(split.size() == 3);
     CHECK((split[1].input_ids == std::vector<int32_t>{8, 9, 10, 5}));  // the overflow piece [5] in the best fit
     CHECK((split[2].input_ids == std::vector<int32_t>{6, 7, 11}));
     CHECK((split[2].position_ids == std::vector<int32_t>{0, 1, 0}));
     // Batches of 1000 records are packed apart: record 1000 does not join record 0's row.
-    const auto batches = data::pack_best_fit({{{1, 2}, {}, 0}, {{3}, {}, 1000}}, 4, data::Overflow::kTruncate);
-    CHECK(batches.size() == 2);
+    const std::vector<data::Example> apart{{{1, 2}, {}, 0}, {{3}, {}, 1000}};
+    CHECK(data::pack_best_fit(apart, 4, data::Overflow::kTruncate, 1001, 1).size() == 2);
+    // --dataset_num_proc 2 over 1001 records: shards [0, 501) and [501, 1001), one batch each.
+    CHECK(data::pack_best_fit(apart, 4, data::Overflow::kTruncate, 1001, 2).size() == 2);
+    const std::vector<data::Example> shard_edge{{{1, 2}, {}, 500}, {{3}, {}, 501}};
+    CHECK(data::pack_best_fit(shard_edge, 4, data::Overflow::kTruncate, 1001, 1).size() == 1);
+    CHECK(data::pack_best_fit(shard_edge, 4, data::Overflow::kTruncate, 1001, 2).size() == 2);
 }
 
 TEST_CASE("collate's host-made targets and counts are those the labels give on the device", "[train]") {
