@@ -9,18 +9,25 @@
 namespace ftl::data {
 namespace {
 
+// A list of {"role", "content"} objects (`column` names it in errors).
+std::vector<tokenizer::ChatMessage> messages_of(const nlohmann::json& list, const std::string& column,
+                                                const std::string& where) {
+    std::vector<tokenizer::ChatMessage> messages;
+    for (const auto& m : list) {
+        if (!m.is_object() || !m.contains("role") || !m.contains("content") || !m["role"].is_string() ||
+            !m["content"].is_string())
+            fail(ErrorKind::kConfig, where + ": " + column + " entries need string 'role' and 'content'");
+        messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+    }
+    return messages;
+}
+
 // The record's text as consecutive segments (one unless --assistant_only_loss cuts a conversation
 // at its assistant turns), each marked target or not.
 std::vector<tokenizer::ChatSegment> segments_of(const nlohmann::json& record, const TextOptions& options,
                                                 const tokenizer::HfTokenizer& tok, const std::string& where) {
     if (options.chat_format && record.contains("messages") && record["messages"].is_array()) {
-        std::vector<tokenizer::ChatMessage> messages;
-        for (const auto& m : record["messages"]) {
-            if (!m.is_object() || !m.contains("role") || !m.contains("content") || !m["role"].is_string() ||
-                !m["content"].is_string())
-                fail(ErrorKind::kConfig, where + ": messages entries need string 'role' and 'content'");
-            messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
-        }
+        const std::vector<tokenizer::ChatMessage> messages = messages_of(record["messages"], "messages", where);
         const std::string eos = tok.eos_token().value_or("");
         if (options.assistant_only_loss) return tokenizer::render_chat_segments(*options.chat_format, messages, eos);
         return {{tokenizer::render_chat(*options.chat_format, messages, eos), true}};
@@ -128,32 +135,48 @@ Example pretokenized_example(const nlohmann::json& record, const TextOptions& op
     return example;
 }
 
-// TRL's prompt-completion records (SFTTrainer, TRL 1.16): unless the record also has the text
-// field, the completion gets the EOS text when it does not end with it; the prompt and the
-// prompt + completion are tokenized apart, and the completion starts where their ids diverge (a
-// merge across the boundary moves it into the prompt's last tokens); under
-// --completion_only_loss (TRL's default for such records) only completion tokens are targets.
+// TRL's prompt-completion records (SFTTrainer, TRL 1.16). Text: unless the record also has the
+// text field, the completion gets the EOS text when it does not end with it. Conversations
+// (lists of messages, in --chat_template_format): the prompt rendered with the generation prompt,
+// prompt + completion as one conversation (assistant content marked under --assistant_only_loss).
+// The two are tokenized apart and the completion starts where their ids diverge (a merge across
+// the boundary moves it into the prompt's last tokens); under --completion_only_loss (TRL's
+// default for such records) only completion tokens are targets.
 Example prompt_completion_example(const nlohmann::json& record, const tokenizer::HfTokenizer& tok,
                                   const TextOptions& options, const std::string& where) {
     const auto& prompt = record["prompt"];
     const auto& completion = record["completion"];
-    if (!prompt.is_string() || !completion.is_string())
-        fail(ErrorKind::kConfig, where + ": `prompt` and `completion` must be text (conversational prompt-completion "
-                                         "records, lists of messages, are not supported: give the turns as `messages`)");
-    if (options.assistant_only_loss)
-        fail(ErrorKind::kConfig, where + ": --assistant_only_loss True needs conversations (a `messages` column); for "
-                                         "prompt-completion records --completion_only_loss marks the targets");
-    std::string completion_text = completion.get<std::string>();
     const std::string eos = tok.eos_token().value_or("");
-    if (!record.contains(options.text_field) && !eos.empty() && !ends_with(completion_text, eos)) completion_text += eos;
-    const std::vector<int32_t> prompt_ids = tok.encode(prompt.get<std::string>(), options.add_special_tokens);
-    Example example{tok.encode(prompt.get<std::string>() + completion_text, options.add_special_tokens), {}};
+    std::vector<int32_t> prompt_ids;
+    Example example;
+    if (prompt.is_array() && completion.is_array()) {
+        if (!options.chat_format)
+            fail(ErrorKind::kConfig, where + ": `prompt` and `completion` are conversations: render them with "
+                                             "--chat_template_format chatml|zephyr");
+        std::vector<tokenizer::ChatMessage> messages = messages_of(prompt, "prompt", where);
+        prompt_ids = tok.encode(tokenizer::render_chat(*options.chat_format, messages, eos, true), options.add_special_tokens);
+        for (auto& m : messages_of(completion, "completion", where)) messages.push_back(std::move(m));
+        example = options.assistant_only_loss
+                      ? encode(tokenizer::render_chat_segments(*options.chat_format, messages, eos), tok,
+                               options.add_special_tokens, where)
+                      : Example{tok.encode(tokenizer::render_chat(*options.chat_format, messages, eos), options.add_special_tokens), {}};
+    } else {
+        if (!prompt.is_string() || !completion.is_string())
+            fail(ErrorKind::kConfig, where + ": `prompt` and `completion` must both be text or both be lists of messages");
+        if (options.assistant_only_loss)
+            fail(ErrorKind::kConfig, where + ": --assistant_only_loss True needs conversations; for text "
+                                             "prompt-completion records --completion_only_loss marks the targets");
+        std::string completion_text = completion.get<std::string>();
+        if (!record.contains(options.text_field) && !eos.empty() && !ends_with(completion_text, eos)) completion_text += eos;
+        prompt_ids = tok.encode(prompt.get<std::string>(), options.add_special_tokens);
+        example.ids = tok.encode(prompt.get<std::string>() + completion_text, options.add_special_tokens);
+    }
     size_t prompt_length = 0;
     while (prompt_length < std::min(prompt_ids.size(), example.ids.size()) &&
            prompt_ids[prompt_length] == example.ids[prompt_length])
         ++prompt_length;
     if (options.completion_only_loss) {
-        example.is_target.assign(example.ids.size(), 1);
+        if (example.is_target.empty()) example.is_target.assign(example.ids.size(), 1);
         std::fill_n(example.is_target.begin(), static_cast<long>(prompt_length), 0);
     }
     return example;

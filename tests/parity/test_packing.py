@@ -21,6 +21,10 @@ restart per document, labels at a document's first position are -100).
                    one row per text, cut as TRL cuts it: equal rows
   prompt-completion 1,200 `prompt` / `completion` records tokenized by TRL itself: rows equal
                    without packing and with bfd, with --completion_only_loss True and False
+  chat pairs       300 conversational prompt-completion records in ChatML (the prompt rendered with
+                   its generation prompt, merged across the boundary by this tokenizer): rows equal
+                   unpacked and packed by bfd; with --assistant_only_loss (a byte-level tokenizer),
+                   bfd rows equal (targets where TRL's completion and assistant masks agree)
   bad input        every target cut off (keep_end, masks only at the start): exit 2 naming
                    --truncation_mode
 """
@@ -76,7 +80,7 @@ class _Preparer:
 
 
 def trl_rows(ids, masks, packing, strategy="bfd", truncation="keep_start", records=None, tokenizer=None,
-             completion_only_loss=None, processes=None):
+             completion_only_loss=None, processes=None, assistant_only_loss=False):
     """TRL's rows for these token ids (and assistant masks), or for these records tokenized by TRL
     with `tokenizer`, through its own preparation and collator."""
     columns = {"input_ids": ids}
@@ -85,7 +89,8 @@ def trl_rows(ids, masks, packing, strategy="bfd", truncation="keep_start", recor
     dataset = datasets.Dataset.from_list(records) if records else datasets.Dataset.from_dict(columns)
     with tempfile.TemporaryDirectory() as out:
         args = SFTConfig(output_dir=out, max_length=MAX_LEN, packing=packing, packing_strategy=strategy,
-                         truncation_mode=truncation, dataset_num_proc=processes, bf16=False, report_to="none")
+                         truncation_mode=truncation, dataset_num_proc=processes, assistant_only_loss=assistant_only_loss,
+                         bf16=False, report_to="none")
         prepared = SFTTrainer._prepare_dataset(_Preparer(tokenizer, completion_only_loss), dataset, tokenizer, args,
                                                packing, None, "train")
     collator = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=packing)
@@ -99,6 +104,35 @@ def trl_rows(ids, masks, packing, strategy="bfd", truncation="keep_start", recor
     return rows
 
 
+def byte_level_model(work):
+    """The tiny llama of test_sft_parity with test_tokenizer_parity's Llama-3-style byte-level tokenizer."""
+    folder = os.path.join(work, "byte_model")
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=sft.tokenizers_case.TOKENIZERS["llama3_split_ignore_merges"](),
+                                                bos_token="<s>", eos_token="</s>")
+    fast.save_pretrained(folder)
+    config = transformers.AutoConfig.for_model(
+        "llama", vocab_size=len(fast), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    return folder
+
+
+def turns_tokenize_apart(tok, conversation):
+    """Whether the ChatML text tokenized piece by piece (cut around each assistant's content and end
+    marker) gives the whole text's ids: what ftlaunch needs to mark assistant tokens exactly
+    (data/examples.h; it refuses a record otherwise)."""
+    pieces, text = [], ""
+    for m in conversation:
+        if m["role"] == "assistant":
+            pieces += [text + "<|im_start|>assistant\n", m["content"] + "<|im_end|>"]
+            text = "\n"
+        else:
+            text += f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n"
+    pieces.append(text)
+    joined = [i for p in pieces for i in tok(p, add_special_tokens=False)["input_ids"]]
+    return joined == tok("".join(pieces), add_special_tokens=False)["input_ids"]
+
+
 def compare_rows(ours, ref, what):
     same = ours is not None and len(ours) == len(ref)
     first_diff = None
@@ -108,6 +142,17 @@ def compare_rows(ours, ref, what):
     detail = f"{len(ref)} rows" if same else (f"row {first_diff} differs" if first_diff is not None
                                               else f"{len(ours or [])} rows vs TRL's {len(ref)}")
     check(same, f"{what}: rows equal to TRL's ({detail})")
+
+
+def same_records_rows(model_dir, data_dir, out, records, tokenizer, packing, flags, what, **trl):
+    """ftlaunch's rows for `records` (bfd-packed or not) against TRL's own tokenization of them."""
+    if packing:
+        flags += ("--packing", "True", "--packing_strategy", "bfd")
+    ours, proc = ftlaunch_rows(model_dir, data_dir, out, flags)
+    if ours is None:
+        print(proc.stdout[-1500:], proc.stderr[-1500:])
+    compare_rows(ours, trl_rows(None, None, packing, records=records, tokenizer=tokenizer, **trl),
+                 f"{what}, {'bfd' if packing else 'no packing'}")
 
 
 def packed_collate(rows):
@@ -184,14 +229,37 @@ def main():
                  for i in range(1200) if many[i]]
         pairs_dir = write_jsonl(os.path.join(work, "pairs"), pairs)
         for only, packing in ((True, False), (True, True), (False, True)):
-            flags = ("--add_special_tokens", "True", "--completion_only_loss", str(only))
-            if packing:
-                flags += ("--packing", "True", "--packing_strategy", "bfd")
-            ours, proc = ftlaunch_rows(model_dir, pairs_dir, os.path.join(work, f"pairs_{only}_{packing}"), flags)
-            if ours is None:
-                print(proc.stdout[-1500:], proc.stderr[-1500:])
-            compare_rows(ours, trl_rows(None, None, packing, records=pairs, tokenizer=tok, completion_only_loss=only),
-                         f"prompt-completion, completion_only_loss {only}, {'bfd' if packing else 'no packing'}")
+            same_records_rows(model_dir, pairs_dir, os.path.join(work, f"pairs_{only}_{packing}"), pairs, tok, packing,
+                              ("--add_special_tokens", "True", "--completion_only_loss", str(only)),
+                              f"prompt-completion, completion_only_loss {only}", completion_only_loss=only)
+
+        # Conversational prompt-completion records, rendered in ChatML (--chat_template_format
+        # chatml; TRL with the tokenizer train.py makes, the prompt with its generation prompt).
+        convs = sft.tokenizers_case.conversations(300)
+        chats = [{"prompt": c[:-1], "completion": c[-1:]} for c in convs]
+        chats_dir = write_jsonl(os.path.join(work, "chat_pairs"), chats)
+        template, eos_token, additional = sft.tokenizers_case.CHAT_FORMATS["chatml"]
+        chat_tok = transformers.AutoTokenizer.from_pretrained(model_dir, pad_token="<pad>", bos_token="<s>",
+                                                              eos_token=eos_token, additional_special_tokens=additional)
+        chat_tok.chat_template = template
+        for packing in (False, True):
+            same_records_rows(model_dir, chats_dir, os.path.join(work, f"chats_{packing}"), chats, chat_tok, packing,
+                              ("--chat_template_format", "chatml"), "conversational prompt-completion",
+                              completion_only_loss=True)
+
+        # With --assistant_only_loss (a byte-level tokenizer: ftlaunch refuses it for Metaspace
+        # ones, which merge across turns): targets where completion and assistant masks agree.
+        byte_dir = byte_level_model(work)
+        byte_tok = transformers.AutoTokenizer.from_pretrained(byte_dir, pad_token="<pad>", bos_token="<s>",
+                                                              eos_token=eos_token, additional_special_tokens=additional)
+        byte_tok.chat_template = sft.tokenizers_case.ASSISTANT_MASK_TEMPLATES["chatml"] + \
+            "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+        kept = [c for c in chats if turns_tokenize_apart(byte_tok, c["prompt"] + c["completion"])]
+        kept_dir = write_jsonl(os.path.join(work, "chat_pairs_byte"), kept)
+        same_records_rows(byte_dir, kept_dir, os.path.join(work, "chats_assistant_only"), kept, byte_tok, True,
+                          ("--chat_template_format", "chatml", "--assistant_only_loss", "True"),
+                          f"conversational prompt-completion ({len(kept)}), --assistant_only_loss",
+                          completion_only_loss=True, assistant_only_loss=True)
 
         front = write_jsonl(os.path.join(work, "front"),
                             [{"input_ids": list(range(3, 43)), "assistant_masks": [1] * 4 + [0] * 36}])
