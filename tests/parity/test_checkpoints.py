@@ -116,14 +116,17 @@ def main():
 
 
 def check_disk_full(work, model_dir, data_dir, reference_out, whole):
-    """Size a tmpfs from the reference run: what the run holds just before checkpoint-8 (a 5-step
-    run's whole output but its last step's checkpoint-5: checkpoint-4 and the final weights) plus
-    half of a checkpoint."""
+    """Size a tmpfs from the reference run: what the run holds just before checkpoint-8 (from a
+    5-step run: checkpoint-4, the tokenised rows and metrics.jsonl; the final weights, state and
+    report come only at the end) plus half of a checkpoint."""
     probe = os.path.join(work, "probe")
     sft.run_ftlaunch(model_dir, data_dir, probe, 4, 1, extra=("--save_steps", "4", "--max_steps", "5"))
-    used = int(run(["du", "-s", "--block-size=1", probe]).stdout.split()[0]) - int(
-        run(["du", "-s", "--block-size=1", os.path.join(probe, "checkpoint-5")]).stdout.split()[0])
-    checkpoint = int(run(["du", "-s", "--block-size=1", os.path.join(reference_out, "checkpoint-8")]).stdout.split()[0])
+
+    def du(path):
+        return int(run(["du", "-s", "--block-size=1", path]).stdout.split()[0])
+
+    used = sum(du(os.path.join(probe, name)) for name in ("checkpoint-4", "tokenized", "metrics.jsonl"))
+    checkpoint = du(os.path.join(reference_out, "checkpoint-8"))
     size_kib = (used + checkpoint // 2) // 1024
     mount = os.path.join(work, "small_disk")
     os.makedirs(mount)
