@@ -293,6 +293,8 @@ const std::vector<FlagSpec>& flag_table() {
         flag("eval_accumulation_steps", &A::eval_accumulation_steps, integer(1)),
         flag("remove_unused_columns", &A::remove_unused_columns, boolean()),
         flag("local_rank", &A::local_rank, integer(-1)),
+        flag("torch_compile", &A::torch_compile, boolean()),
+        flag("use_liger_kernel", &A::use_liger_kernel, boolean()),
         flag("save_safetensors", &A::save_safetensors, boolean()),
         flag("ddp_timeout", &A::ddp_timeout, integer(1)),
         flag("do_train", &A::do_train, boolean()),
@@ -512,6 +514,12 @@ ParsedTrainArgs parse_train_args(JobKind job, const std::vector<std::string>& ar
         out.warnings.push_back(
             "--push_to_hub and --hub_* are accepted but nothing is uploaded: ftlaunch has no "
             "network access to the Hub; the results stay in --output_dir " + a.output_dir);
+    if (a.torch_compile)
+        out.warnings.push_back("--torch_compile True changes nothing: ftlaunch's model is C++ and CUDA kernels, with no "
+                               "Python graph for torch.compile to compile");
+    if (a.use_liger_kernel)
+        out.warnings.push_back("--use_liger_kernel True changes nothing: ftlaunch's own fused RMSNorm/RoPE/SwiGLU kernels "
+                               "(--fused_kernels) and chunked cross-entropy do what Liger's kernels do in the HF stack");
     validate(a);
     const ReportTargets targets = report_targets(a.report_to);  // throws for an unknown integration
     if (!targets.online.empty())

@@ -165,6 +165,8 @@ struct TrainArgs {
     std::optional<int> eval_accumulation_steps;  // evaluation keeps only the loss: no logits to accumulate
     bool remove_unused_columns = true;           // the dataset's columns are read by name (--dataset_text_field, ...)
     int local_rank = -1;                         // set by torch.distributed.launch; ftlaunch assigns ranks itself
+    bool torch_compile = false;                  // there is no Python graph to compile: a warning says so
+    bool use_liger_kernel = false;               // Liger's fused kernels and chunked loss are ftlaunch's own: a warning says so
     bool save_safetensors = true;                // only safetensors are written
     int ddp_timeout = 1800;                   // seconds a collective may wait
     bool do_train = false;

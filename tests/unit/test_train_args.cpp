@@ -128,6 +128,29 @@ TEST_CASE("logging and saving flags: token counts, model-only checkpoints, bitsa
     CHECK(tuned.dataloader_drop_last);
     CHECK(tuned.eval_accumulation_steps == std::optional<int>(4));
     FTL_REQUIRE_ERROR(parsed({"--save_safetensors", "False"}), ErrorKind::kUsage, "--save_safetensors", "safetensors only");
+    // TRL's data preparation flags and the Trainer's sampling and NaN filter.
+    const TrainArgs trl = parsed({"--packing_strategy", "bfd_split", "--truncation_mode", "keep_end", "--eval_packing",
+                                  "False", "--dataset_num_proc", "4", "--completion_only_loss", "False",
+                                  "--train_sampling_strategy", "sequential", "--logging_nan_inf_filter", "False"});
+    CHECK(trl.packing_strategy == "bfd_split");
+    CHECK(trl.truncation_mode == "keep_end");
+    CHECK(trl.eval_packing == std::optional<bool>(false));
+    CHECK(trl.dataset_num_proc == std::optional<int>(4));
+    CHECK(!trl.completion_only_loss);
+    CHECK(trl.train_sampling_strategy == "sequential");
+    CHECK(!trl.logging_nan_inf_filter);
+    CHECK(parsed({}).packing_strategy == "wrapped");
+    CHECK(!parsed({}).eval_packing);
+    FTL_REQUIRE_ERROR(parsed({"--packing_strategy", "greedy"}), ErrorKind::kUsage, "--packing_strategy", "greedy", "bfd");
+    FTL_REQUIRE_ERROR(parsed({"--dataset_num_proc", "0"}), ErrorKind::kUsage, "--dataset_num_proc", "at least 1");
+    FTL_REQUIRE_ERROR(parsed({"--train_sampling_strategy", "group_by_length"}), ErrorKind::kUsage,
+                      "--train_sampling_strategy", "group_by_length", "sequential");
+    // --torch_compile and --use_liger_kernel are read, change nothing, and say so.
+    const auto compiled = parse_train_args(JobKind::kSft, {"--model_name_or_path", "m", "--torch_compile", "True",
+                                                           "--use_liger_kernel", "True"});
+    REQUIRE(compiled.warnings.size() == 2);
+    CHECK_THAT(compiled.warnings[0], Catch::Matchers::Contains("--torch_compile True changes nothing"));
+    CHECK_THAT(compiled.warnings[1], Catch::Matchers::Contains("--use_liger_kernel True changes nothing"));
     // reduce_lr_on_plateau steps with --metric_for_best_model ("loss" by default): it needs evaluations.
     const TrainArgs plateau = parsed({"--lr_scheduler_type", "reduce_lr_on_plateau", "--eval_strategy", "epoch"});
     CHECK(plateau.metric_for_best_model == "loss");
