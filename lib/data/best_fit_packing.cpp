@@ -60,7 +60,7 @@ void pack_batch(const std::vector<Example>& examples, size_t first, size_t end, 
             const Example& example = examples[piece.example];
             for (int64_t k = 0; k < piece.length; ++k) {
                 const size_t i = static_cast<size_t>(piece.begin + k);
-                const bool target = k > 0 && (example.is_target.empty() || example.is_target[i] != 0);
+                const bool target = k > 0 && is_target(example, i);
                 row.input_ids.push_back(example.ids[i]);
                 row.labels.push_back(target ? example.ids[i] : -100);
                 row.position_ids.push_back(static_cast<int32_t>(k));

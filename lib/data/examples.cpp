@@ -219,9 +219,7 @@ std::vector<Example> tokenize_records(const std::vector<nlohmann::json>& records
     return out;
 }
 
-namespace {
 bool is_target(const Example& example, size_t i) { return example.is_target.empty() || example.is_target[i] != 0; }
-}  // namespace
 
 std::vector<Row> pack_examples(const std::vector<Example>& examples, int64_t max_seq_len) {
     std::vector<Row> rows(1);

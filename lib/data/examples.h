@@ -49,6 +49,9 @@ std::vector<Example> tokenize_records(const std::vector<nlohmann::json>& records
                                                    const tokenizer::HfTokenizer& tokenizer, const TextOptions& options,
                                                    const std::string& source);
 
+// Whether token i of `example` is a target (before the shift).
+bool is_target(const Example& example, size_t i);
+
 // A training row: ids, next-token targets before the shift (-100 = not a target) and positions.
 struct Row {
     std::vector<int32_t> input_ids;
