@@ -10,11 +10,16 @@
 //     "eos", "pad", "additional"} (rendered text, its ids with add_special_tokens, len(tokenizer),
 //     the special ids) and "assistant_mask": per token of the rendered text without special
 //     tokens, 1 where --assistant_only_loss trains (null when that tokenizer cannot mark them).
+//   ftl_tokenizer_probe jinja TEMPLATE_FILE CASES_JSONL OUTPUT_JSONL
+//     Each input line is an object of template variables; each output line is {"text", "spans"}
+//     (the rendered text and its {% generation %} byte ranges) or {"error": message}.
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "data/examples.h"
+#include "jinja/template.h"
+#include "util/error.h"
 #include "tokenizer/chat_format.h"
 #include "tokenizer/hf_tokenizer.h"
 
@@ -75,6 +80,28 @@ void render_chats(const char* dir, const char* format_name, const char* conversa
     }
 }
 
+void render_jinja(const char* template_file, const char* cases, const char* output) {
+    std::ifstream source_in(template_file);
+    const std::string source((std::istreambuf_iterator<char>(source_in)), std::istreambuf_iterator<char>());
+    std::ifstream in(cases);
+    std::ofstream out(output);
+    std::string line;
+    try {
+        const auto compiled = jinja::Template::parse(source, "template");
+        while (std::getline(in, line)) {
+            const jinja::Value variables = jinja::Value::from_json(nlohmann::ordered_json::parse(line));
+            try {
+                const jinja::Rendered r = compiled.render(variables.as_dict());
+                out << dump({{"text", r.text}, {"spans", r.generation_spans}}) << "\n";
+            } catch (const Error& e) {
+                out << dump({{"error", e.what()}}) << "\n";
+            }
+        }
+    } catch (const Error& e) {  // the template itself is refused: every case says so
+        while (std::getline(in, line)) out << dump({{"error", e.what()}}) << "\n";
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -83,8 +110,10 @@ int main(int argc, char** argv) try {
         encode_corpus(argv[2], argv[3], argv[4]);
     } else if (mode == "chat" && argc == 6) {
         render_chats(argv[2], argv[3], argv[4], argv[5]);
+    } else if (mode == "jinja" && argc == 5) {
+        render_jinja(argv[2], argv[3], argv[4]);
     } else {
-        std::fprintf(stderr, "usage: ftl_tokenizer_probe encode TOKENIZER_JSON CORPUS OUT | chat DIR FORMAT CONVS OUT\n");
+        std::fprintf(stderr, "usage: ftl_tokenizer_probe encode TOKENIZER_JSON CORPUS OUT | chat DIR FORMAT CONVS OUT | jinja TEMPLATE CASES OUT\n");
         return 2;
     }
     return 0;

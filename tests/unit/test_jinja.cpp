@@ -1,0 +1,46 @@
+// Jinja chat templates: what is refused and how the error reads. What renders, and how, is
+// proven against transformers' own environment in tests/parity/test_chat_templates.py.
+#include "catch.h"
+#include "jinja/template.h"
+
+using namespace ftl;
+using namespace ftl::jinja;
+
+namespace {
+std::string render(const std::string& source, Dict variables = {}) {
+    return Template::parse(source, "m/tokenizer_config.json: chat_template").render(variables).text;
+}
+}  // namespace
+
+TEST_CASE("jinja: trim_blocks, lstrip_blocks and generation spans as transformers configures jinja2") {
+    CHECK(render("{% for x in xs %}\n  {% if x %}[{{ x }}]{% endif %}\n{% endfor %}\n",
+                 {{"xs", Value::list({Value(1), Value(0), Value("a")})}}) == "[1][a]");
+    const Rendered r = Template::parse("a{% generation %}b{{ 'é' }}{% endgeneration %}c", "t").render({});
+    CHECK(r.text == "abéc");
+    REQUIRE(r.generation_spans.size() == 1);
+    CHECK(r.generation_spans[0] == std::pair<size_t, size_t>{1, 4});  // bytes: 'b' and the two of 'é'
+}
+
+TEST_CASE("jinja: syntax errors, unknown filters and tags name the template and line") {
+    FTL_REQUIRE_ERROR(render("line\n{{ x | nosuchfilter }}"), ErrorKind::kConfig,
+                      "m/tokenizer_config.json: chat_template: line 2: no filter named 'nosuchfilter'");
+    FTL_REQUIRE_ERROR(render("{% if x is nosuchtest %}{% endif %}"), ErrorKind::kConfig, "no test named 'nosuchtest'");
+    FTL_REQUIRE_ERROR(render("{% for m in messages %}"), ErrorKind::kConfig, "ends before {% else %} or {% endfor %}");
+    FTL_REQUIRE_ERROR(render("{% include 'x' %}"), ErrorKind::kConfig, "unknown tag {% include %}");
+    FTL_REQUIRE_ERROR(render("\n\n{{ 'open }}"), ErrorKind::kConfig, "line 3: a string is never closed");
+    FTL_REQUIRE_ERROR(render("{{ (1 }}"), ErrorKind::kConfig, "line 1: unexpected '}', expected ')'");
+    FTL_REQUIRE_ERROR(render("{{ [1,"), ErrorKind::kConfig, "line 1: a bracket opened in a tag is never closed");
+    FTL_REQUIRE_ERROR(render("{{ (1] }}"), ErrorKind::kConfig, "line 1: unexpected ']', expected ')'");
+}
+
+TEST_CASE("jinja: rendering errors: raise_exception, undefined values, mutation") {
+    FTL_REQUIRE_ERROR(render("ok\n{{ raise_exception('Roles must alternate') }}"), ErrorKind::kConfig,
+                      "line 2: the chat template raised an exception: Roles must alternate");
+    FTL_REQUIRE_ERROR(render("{{ message.content }}"), ErrorKind::kConfig, "'message' is undefined");
+    FTL_REQUIRE_ERROR(render("{{ nothing() }}"), ErrorKind::kConfig, "'nothing' is undefined");
+    FTL_REQUIRE_ERROR(render("{{ xs.append(1) }}", {{"xs", Value::list({})}}), ErrorKind::kConfig, "immutable sandbox");
+    FTL_REQUIRE_ERROR(render("{{ 'a' + 1 }}"), ErrorKind::kConfig, "unsupported operand types for +: string and int");
+    FTL_REQUIRE_ERROR(render("{{ '%s' % 1 }}"), ErrorKind::kConfig, "%-formatting");
+    FTL_REQUIRE_ERROR(render("{% set x = 1 %}{% set x.a = 2 %}"), ErrorKind::kConfig, "not a namespace()");
+    FTL_REQUIRE_ERROR(render("{{ range(200000) | length }}"), ErrorKind::kConfig, "100,000");
+}
