@@ -9,43 +9,32 @@
 namespace ftl::data {
 namespace {
 
-// A list of {"role", "content"} objects (`column` names it in errors).
-std::vector<tokenizer::ChatMessage> messages_of(const nlohmann::json& list, const std::string& column,
-                                                const std::string& where) {
-    std::vector<tokenizer::ChatMessage> messages;
-    for (const auto& m : list) {
-        if (!m.is_object() || !m.contains("role") || !m.contains("content") || !m["role"].is_string() ||
-            !m["content"].is_string())
-            fail(ErrorKind::kConfig, where + ": " + column + " entries need string 'role' and 'content'");
-        messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
-    }
-    return messages;
-}
-
 // The record's text as consecutive segments (one unless --assistant_only_loss cuts a conversation
 // at its assistant turns), each marked target or not.
 std::vector<tokenizer::ChatSegment> segments_of(const nlohmann::json& record, const TextOptions& options,
                                                 const tokenizer::HfTokenizer& tok, const std::string& where) {
-    if (options.chat_format && record.contains("messages") && record["messages"].is_array()) {
-        const std::vector<tokenizer::ChatMessage> messages = messages_of(record["messages"], "messages", where);
-        const std::string eos = tok.eos_token().value_or("");
-        if (options.assistant_only_loss) return tokenizer::render_chat_segments(*options.chat_format, messages, eos);
-        return {{tokenizer::render_chat(*options.chat_format, messages, eos), true}};
-    }
+    if (options.chat && record.contains("messages") && record["messages"].is_array())
+        return options.chat->render(record["messages"], record, tok, false, options.assistant_only_loss, where);
     if (options.assistant_only_loss)
-        fail(ErrorKind::kConfig, where + ": --assistant_only_loss True needs conversations (a `messages` column) and "
-                                         "--chat_template_format chatml|zephyr");
+        fail(ErrorKind::kConfig, where + ": --assistant_only_loss True needs conversations (a `messages` column)");
     auto it = record.find(options.text_field);
     if (it == record.end() || !it->is_string()) {
         std::vector<std::string> columns;
         for (auto c = record.begin(); c != record.end(); ++c) columns.push_back(c.key());
         fail(ErrorKind::kConfig, where + ": --dataset_text_field '" + options.text_field +
                                      "' is not a text column (the records have: " + join(columns, ", ") + ")" +
-                                     (record.contains("messages") && !options.chat_format
-                                          ? "; for a `messages` column pass --chat_template_format chatml|zephyr"
-                                          : did_you_mean(options.text_field, columns)));
+                                     did_you_mean(options.text_field, columns));
     }
     return {{it->get<std::string>(), true}};
+}
+
+// Whether the record's ids get the post-processor's special tokens: --add_special_tokens for
+// text, and for conversations in chatml/zephyr (train.py renders them to text first); never for
+// the tokenizer's own template, whose text already has them (TRL's apply_chat_template).
+bool adds_special_tokens(const nlohmann::json& record, const TextOptions& options) {
+    const bool conversation = record.contains("messages") ? record["messages"].is_array()
+                                                          : record.contains("prompt") && record["prompt"].is_array();
+    return options.add_special_tokens && !(conversation && options.chat && !options.chat->is_native());
 }
 
 // Tokenizes the joined text; with several segments, marks each token by the segment it came
@@ -150,16 +139,13 @@ Example prompt_completion_example(const nlohmann::json& record, const tokenizer:
     std::vector<int32_t> prompt_ids;
     Example example;
     if (prompt.is_array() && completion.is_array()) {
-        if (!options.chat_format)
-            fail(ErrorKind::kConfig, where + ": `prompt` and `completion` are conversations: render them with "
-                                             "--chat_template_format chatml|zephyr");
-        std::vector<tokenizer::ChatMessage> messages = messages_of(prompt, "prompt", where);
-        prompt_ids = tok.encode(tokenizer::render_chat(*options.chat_format, messages, eos, true), options.add_special_tokens);
-        for (auto& m : messages_of(completion, "completion", where)) messages.push_back(std::move(m));
-        example = options.assistant_only_loss
-                      ? encode(tokenizer::render_chat_segments(*options.chat_format, messages, eos), tok,
-                               options.add_special_tokens, where)
-                      : Example{tok.encode(tokenizer::render_chat(*options.chat_format, messages, eos), options.add_special_tokens), {}};
+        if (!options.chat) fail(ErrorKind::kInternal, where + ": conversations without a chat renderer");
+        const bool specials = adds_special_tokens(record, options);
+        prompt_ids = encode(options.chat->render(prompt, record, tok, true, false, where), tok, specials, where).ids;
+        nlohmann::json messages = prompt;
+        for (const auto& m : completion) messages.push_back(m);
+        example = encode(options.chat->render(messages, record, tok, false, options.assistant_only_loss, where), tok,
+                         specials, where);
     } else {
         if (!prompt.is_string() || !completion.is_string())
             fail(ErrorKind::kConfig, where + ": `prompt` and `completion` must both be text or both be lists of messages");
@@ -207,7 +193,7 @@ std::vector<Example> tokenize_records(const std::vector<nlohmann::json>& records
         Example example = records[i].contains("prompt") && records[i].contains("completion")
                               ? prompt_completion_example(records[i], tokenizer, options, where)
                               : encode(segments_of(records[i], options, tokenizer, where), tokenizer,
-                                       options.add_special_tokens, where);
+                                       adds_special_tokens(records[i], options), where);
         if (options.append_concat_token) {
             example.ids.push_back(*eos);
             if (!example.is_target.empty()) example.is_target.push_back(0);

@@ -16,18 +16,20 @@
 
 #include <nlohmann/json.hpp>
 
-#include "tokenizer/chat_format.h"
+#include <memory>
+
+#include "tokenizer/chat_renderer.h"
 #include "tokenizer/hf_tokenizer.h"
 
 namespace ftl::data {
 
 struct TextOptions {
     std::string text_field = "text";
-    std::optional<tokenizer::ChatFormat> chat_format;  // render `messages` when set
+    std::shared_ptr<const tokenizer::ChatRenderer> chat;  // renders conversations (`messages`, prompt-completion lists)
     bool add_special_tokens = false;
     bool append_concat_token = false;
     // TRL's assistant_only_loss: only what assistants wrote (content + end marker) is a target.
-    // Needs `messages` in a chat format; the ids are those of the whole rendered text (checked).
+    // Needs conversations; the ids are those of the whole rendered text (checked).
     bool assistant_only_loss = false;
     // TRL's completion_only_loss: in prompt-completion records (and pre-tokenized ones with a
     // `completion_mask`) only the completion's tokens are targets.

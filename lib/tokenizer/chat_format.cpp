@@ -17,13 +17,6 @@ const std::string kZephyrTemplate =
     "message['content'] + eos_token }}\n{% endif %}\n{% if loop.last and add_generation_prompt %}\n"
     "{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}";
 
-std::string without_spaces(const std::string& s) {
-    std::string out;
-    for (char c : s)
-        if (c != ' ' && c != '\n' && c != '\t') out.push_back(c);
-    return out;
-}
-
 }  // namespace
 
 ChatFormat parse_chat_format(const std::string& name, const std::string& where) {
@@ -49,21 +42,6 @@ SpecialTokenOverrides chat_special_tokens(ChatFormat format) {
 
 const std::string& chat_template_text(ChatFormat format) {
     return format == ChatFormat::kChatml ? kChatmlTemplate : kZephyrTemplate;
-}
-
-ChatFormat recognise_chat_template(const std::string& jinja, const std::string& where) {
-    if (jinja == kChatmlTemplate) return ChatFormat::kChatml;
-    if (jinja == kZephyrTemplate) return ChatFormat::kZephyr;
-    // The same templates written with other whitespace.
-    const std::string compact = without_spaces(jinja);
-    if (compact == without_spaces(kChatmlTemplate)) return ChatFormat::kChatml;
-    if (compact == without_spaces(kZephyrTemplate)) return ChatFormat::kZephyr;
-    if (jinja.empty())
-        fail(ErrorKind::kConfig, where + ": the tokenizer has no chat_template; pass --chat_template_format chatml "
-                                         "or zephyr, or use a dataset whose text is already formatted");
-    fail(ErrorKind::kConfig, where + ": the tokenizer's chat_template is not one ftlaunch renders without Jinja "
-                                     "(it knows ChatML and Zephyr); pass --chat_template_format chatml or zephyr, "
-                                     "or format the dataset beforehand and use --chat_template_format none");
 }
 
 std::vector<ChatSegment> render_chat_segments(ChatFormat format, const std::vector<ChatMessage>& messages,

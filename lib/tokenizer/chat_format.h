@@ -1,6 +1,6 @@
 // Chat formats rendered natively (no Jinja): the ones the seed's train.py installs
-// (peft/examples/sft/utils.py: chatml, zephyr, with their special tokens) and a model's own
-// template when it is one of these fixed shapes. Anything else is an error that says what to do.
+// (peft/examples/sft/utils.py: chatml, zephyr, with their special tokens). A model's own
+// template is rendered by jinja/ (see chat_renderer.h).
 #pragma once
 
 #include <string>
@@ -27,11 +27,6 @@ SpecialTokenOverrides chat_special_tokens(ChatFormat format);
 // The Jinja template train.py installs as tokenizer.chat_template (stored verbatim so a saved
 // tokenizer_config.json matches what transformers writes).
 const std::string& chat_template_text(ChatFormat format);
-
-// The format a Jinja chat template renders, when it is one ftlaunch knows: the peft templates,
-// whitespace aside. Throws ftl::Error(kConfig) naming
-// `where` and the way out (--chat_template_format chatml|zephyr, or a pre-formatted dataset).
-ChatFormat recognise_chat_template(const std::string& jinja, const std::string& where);
 
 // apply_chat_template(messages, tokenize=False, add_generation_prompt=...).
 // chatml:  "<|im_start|>{role}\n{content}<|im_end|>\n" per message, then "<|im_start|>assistant\n".

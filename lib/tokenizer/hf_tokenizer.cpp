@@ -69,7 +69,11 @@ HfTokenizer HfTokenizer::load_checked(const std::string& dir, const SpecialToken
         if (token) t.tokenizer_.add_tokens({*token}, /*special=*/true);
     if (!overrides.additional.empty()) t.tokenizer_.add_tokens(overrides.additional, /*special=*/true);
 
-    if (config.contains("chat_template")) {
+    // transformers 5: a chat_template.jinja file takes priority over tokenizer_config.json's entry.
+    if (fs::exists(dir + "/chat_template.jinja")) {
+        t.chat_template_ = read_text_file(dir + "/chat_template.jinja").value_or("");
+        t.chat_template_origin_ = dir + "/chat_template.jinja";
+    } else if (config.contains("chat_template")) {
         const json& tpl = config["chat_template"];
         if (tpl.is_string()) {
             t.chat_template_ = tpl.get<std::string>();
@@ -80,9 +84,7 @@ HfTokenizer HfTokenizer::load_checked(const std::string& dir, const SpecialToken
         } else if (!tpl.is_null()) {
             fail(ErrorKind::kConfig, config_path + ": chat_template: must be a string or a list of {name, template}");
         }
-    }
-    if (t.chat_template_.empty() && fs::exists(dir + "/chat_template.jinja")) {
-        t.chat_template_ = read_text_file(dir + "/chat_template.jinja").value_or("");
+        t.chat_template_origin_ = config_path + ": chat_template";
     }
     if (config.contains("model_max_length") && config["model_max_length"].is_number()) {
         const double length = config["model_max_length"].get<double>();

@@ -34,10 +34,14 @@ public:
     const std::optional<std::string>& bos_token() const { return bos_; }
     const std::optional<std::string>& eos_token() const { return eos_; }
     const std::optional<std::string>& pad_token() const { return pad_; }
+    const std::optional<std::string>& unk_token() const { return unk_; }
     std::optional<int32_t> bos_id() const;
     std::optional<int32_t> eos_id() const;
     std::optional<int32_t> pad_id() const;
     const std::string& chat_template() const { return chat_template_; }
+    // Where the chat template was read, for errors: ".../chat_template.jinja" or
+    // ".../tokenizer_config.json: chat_template" (empty when the folder has none).
+    const std::string& chat_template_origin() const { return chat_template_origin_; }
     std::optional<int64_t> model_max_length() const { return model_max_length_; }
 
     // tokenizer.pad_token = tokenizer.eos_token (what the seed's train.py does without a chat format).
@@ -50,6 +54,7 @@ private:
     Tokenizer tokenizer_;
     std::optional<std::string> bos_, eos_, unk_, pad_;
     std::string chat_template_;
+    std::string chat_template_origin_;
     std::optional<int64_t> model_max_length_;
     std::optional<std::vector<int32_t>> template_before_, template_after_;  // add_bos/eos override
 };

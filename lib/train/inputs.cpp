@@ -46,7 +46,11 @@ JobInputs resolve_job_inputs(const config::TrainArgs& args) {
     auto tok = tokenizer::HfTokenizer::load(
         model_dir, chat_format ? tokenizer::chat_special_tokens(*chat_format) : tokenizer::SpecialTokenOverrides{});
     if (!chat_format) tok.set_pad_to_eos();
-    return {model_dir, dataset_dir, chat_format, std::move(tok)};
+    auto chat = chat_format ? std::make_shared<const tokenizer::ChatRenderer>(*chat_format)
+                            : std::make_shared<const tokenizer::ChatRenderer>(tokenizer::ChatRenderer::from_tokenizer(
+                                  tok, tok.chat_template_origin().empty() ? model_dir + "/tokenizer_config.json"
+                                                                          : tok.chat_template_origin()));
+    return {model_dir, dataset_dir, chat_format, std::move(tok), std::move(chat)};
 }
 
 bool resizes_vocabulary(const JobInputs& inputs, const model::DecoderConfig& config) {
@@ -124,7 +128,7 @@ bool packs_rows(const config::TrainArgs& args, bool evaluation) {
 
 std::vector<data::Row> split_rows(const config::TrainArgs& args, const JobInputs& inputs, const std::string& split,
                                   bool packed) {
-    data::TextOptions text{args.dataset_text_field, inputs.chat_format, args.add_special_tokens,
+    data::TextOptions text{args.dataset_text_field, inputs.chat, args.add_special_tokens,
                            args.append_concat_token, args.assistant_only_loss, args.completion_only_loss};
     const std::string source = args.dataset_name + " [" + split + "]";
     const std::vector<nlohmann::json> records = data::read_split(inputs.dataset_dir, split);
@@ -158,7 +162,8 @@ std::string tokenization_key(const config::TrainArgs& args, const JobInputs& inp
     const auto splits = data::find_split_files(inputs.dataset_dir);
     if (const auto it = splits.find(split); it != splits.end())
         for (const auto& file : it->second.files) key.add_file_identity(file);
-    for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"})
+    for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                             "chat_template.jinja"})
         key.add_file_bytes(inputs.model_dir + "/" + name);
     key.add(args.dataset_text_field).add(args.chat_template_format);
     key.add(std::to_string(args.add_special_tokens)).add(std::to_string(args.append_concat_token));

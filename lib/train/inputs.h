@@ -3,6 +3,7 @@
 // device, and the rows of a split.
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "peft/lora.h"
 #include "quant/four_bit.h"
 #include "tokenizer/chat_format.h"
+#include "tokenizer/chat_renderer.h"
 #include "tokenizer/hf_tokenizer.h"
 #include "train/rank_context.h"
 #include "zero/partitioned_weights.h"
@@ -26,6 +28,8 @@ struct JobInputs {
     std::string dataset_dir;
     std::optional<tokenizer::ChatFormat> chat_format;
     tokenizer::HfTokenizer tokenizer;
+    // Renders conversations: the chat format, or (--chat_template_format none) the tokenizer's template.
+    std::shared_ptr<const tokenizer::ChatRenderer> chat;
 };
 
 // --dataset_name as a folder: a local path, or a hub dataset (org/name) in the hub cache; with

@@ -22,7 +22,7 @@
 #include "data/dataset.h"
 #include "data/examples.h"
 #include "fuzz_files.h"
-#include "tokenizer/chat_format.h"
+#include "tokenizer/chat_renderer.h"
 #include "tokenizer/hf_tokenizer.h"
 #include "util/error.h"
 #include "util/files.h"
@@ -87,7 +87,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const bool chat = mode & 4;
     const HfTokenizer& tokenizer = chat ? tokenizers().chatml : tokenizers().plain;
     ftl::data::TextOptions options;
-    if (chat) options.chat_format = ftl::tokenizer::ChatFormat::kChatml;
+    if (chat) options.chat = std::make_shared<const ftl::tokenizer::ChatRenderer>(ftl::tokenizer::ChatFormat::kChatml);
     options.assistant_only_loss = mode & 8;
     options.add_special_tokens = mode & 16;
     options.append_concat_token = mode & 32;

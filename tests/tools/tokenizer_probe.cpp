@@ -60,7 +60,7 @@ void render_chats(const char* dir, const char* format_name, const char* conversa
         for (const auto& m : json::parse(line)) messages.push_back({m["role"], m["content"]});
         const std::string text = tokenizer::render_chat(format, messages, tok.eos_token().value_or(""));
         data::TextOptions assistant_only;
-        assistant_only.chat_format = format;
+        assistant_only.chat = std::make_shared<const tokenizer::ChatRenderer>(format);
         assistant_only.assistant_only_loss = true;
         json mask = nullptr;
         try {

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "catch.h"
+#include "jinja/template.h"
 #include "tokenizer/chat_format.h"
 #include "tokenizer/hf_tokenizer.h"
 #include "tokenizer/tokenizer.h"
@@ -93,10 +94,18 @@ TEST_CASE("chat formats render as peft's templates do", "[tokenizer]") {
           "<|im_start|>assistant\nHello!<|im_end|>\n");
     CHECK(render_chat(ChatFormat::kZephyr, chat, "</s>", true) ==
           "<|system|>\nBe brief.</s>\n<|user|>\nHi</s>\n<|assistant|>\nHello!</s>\n<|assistant|>\n");
-    CHECK(recognise_chat_template(chat_template_text(ChatFormat::kZephyr), "t") == ChatFormat::kZephyr);
-    FTL_REQUIRE_ERROR(recognise_chat_template("{{ bos_token }}{% for m in messages %}[INST]{% endfor %}", "m/tokenizer_config.json"),
-                      ErrorKind::kConfig, "m/tokenizer_config.json", "--chat_template_format chatml");
     FTL_REQUIRE_ERROR(parse_chat_format("llama", "--chat_template_format"), ErrorKind::kConfig, "chatml, zephyr");
+    // The native rendering is peft's template's, as jinja/ renders the template text.
+    jinja::List messages;
+    for (const auto& m : chat) messages.push_back(jinja::Value::dict({{"role", jinja::Value(m.role)}, {"content", jinja::Value(m.content)}}));
+    for (const auto& [format, eos] : {std::pair{ChatFormat::kChatml, "<|im_end|>"}, std::pair{ChatFormat::kZephyr, "</s>"}})
+        for (bool prompt : {false, true}) {
+            const jinja::Dict variables{{"messages", jinja::Value::list(messages)},
+                                        {"eos_token", jinja::Value(eos)},
+                                        {"add_generation_prompt", jinja::Value(prompt)}};
+            CHECK(jinja::Template::parse(chat_template_text(format), "peft").render(variables).text ==
+                  render_chat(format, chat, eos, prompt));
+        }
 }
 
 TEST_CASE("tokenizer_config.json's model_max_length: transformers' int(1e30) means no limit", "[tokenizer]") {
