@@ -125,6 +125,7 @@ std::string replace_all(const std::string& s, const std::string& from, const std
         for (const auto& cp : cps) {
             if (count < 0 || done < count) out += to, ++done;
             out += cp;
+            check_size(out.size());
         }
         if (count < 0 || done < count) out += to;
         return out;
@@ -132,6 +133,7 @@ std::string replace_all(const std::string& s, const std::string& from, const std
     while (count < 0 || done < count) {
         const size_t at = s.find(from, start);
         if (at == std::string::npos) break;
+        check_size(out.size() + (at - start) + to.size());
         out += s.substr(start, at - start) + to;
         start = at + from.size();
         ++done;
@@ -367,6 +369,22 @@ void json_value(std::string& out, const Value& v, bool ensure_ascii, int indent,
 
 }  // namespace
 
+void check_size(size_t n) {
+    if (n > kMaxBuilt) raise("the template builds a string or list of " + std::to_string(n) + " bytes/items (more than 64 Mi)");
+}
+
+int64_t checked_add(int64_t a, int64_t b) {
+    int64_t r = 0;
+    if (__builtin_add_overflow(a, b, &r)) raise("integer overflow: ftlaunch's integers are 64-bit");
+    return r;
+}
+
+int64_t checked_mul(int64_t a, int64_t b) {
+    int64_t r = 0;
+    if (__builtin_mul_overflow(a, b, &r)) raise("integer overflow: ftlaunch's integers are 64-bit");
+    return r;
+}
+
 Value argument(CallArgs& args, size_t position, const std::string& name, Value fallback) {
     if (position < args.positional.size()) return args.positional[position];
     for (const auto& [key, value] : args.keyword)
@@ -457,7 +475,10 @@ Value get_slice(const Value& obj, const Value* start, const Value* stop, const V
     const int64_t from = clamp(start, by > 0 ? 0 : n - 1);
     const int64_t to = clamp(stop, by > 0 ? n : -1);
     List out;
-    for (int64_t i = from; by > 0 ? i < to : i > to; i += by) out.push_back(items[static_cast<size_t>(i)]);
+    for (int64_t i = from; by > 0 ? i < to : i > to;) {
+        out.push_back(items[static_cast<size_t>(i)]);
+        if (__builtin_add_overflow(i, by, &i)) break;
+    }
     if (!obj.is_string()) return Value::list(std::move(out));
     std::string text;
     for (const Value& cp : out) text += cp.as_string();
@@ -515,7 +536,11 @@ bool apply_test(const std::string& name, const Value& v, CallArgs& args) {
     if (name == "callable") return v.kind() == K::kFunction;
     if (name == "odd") return int_of(v, "odd") % 2 != 0;
     if (name == "even") return int_of(v, "even") % 2 == 0;
-    if (name == "divisibleby") return int_of(v, "divisibleby") % int_of(other, "divisibleby") == 0;
+    if (name == "divisibleby") {
+        const int64_t d = int_of(other, "divisibleby");
+        if (d == 0) raise("divisibleby(0): division by zero");
+        return d == -1 || int_of(v, "divisibleby") % d == 0;
+    }
     if (name == "eq" || name == "equalto" || name == "==") return equal(v, other);
     if (name == "ne" || name == "!=") return !equal(v, other);
     if (name == "lt" || name == "lessthan") return less(v, other);
@@ -723,7 +748,7 @@ Value apply_filter(const std::string& name, const Value& input, CallArgs& args) 
             for (const Value& item : items) {
                 const bool floats = total.kind() == K::kFloat || item.kind() == K::kFloat;
                 total = floats ? Value(number_of(total, "sum") + number_of(item, "sum"))
-                               : Value(int_of(total, "sum") + int_of(item, "sum"));
+                               : Value(checked_add(int_of(total, "sum"), int_of(item, "sum")));
             }
             return total;
         }
@@ -735,7 +760,8 @@ Value apply_filter(const std::string& name, const Value& input, CallArgs& args) 
     }
     if (name == "abs") {
         if (input.kind() == K::kFloat) return Value(std::fabs(input.as_float()));
-        return Value(static_cast<int64_t>(std::llabs(int_of(input, "abs"))));
+        const int64_t i = int_of(input, "abs");
+        return Value(i < 0 ? checked_mul(i, -1) : i);
     }
     if (name == "round") {
         const int64_t precision = int_of(argument(args, 0, "precision", Value(0)), "round");
@@ -747,8 +773,10 @@ Value apply_filter(const std::string& name, const Value& input, CallArgs& args) 
     }
     if (name == "indent") {
         const Value width_value = argument(args, 0, "width", Value(4));
-        const std::string pad = width_value.is_string() ? width_value.as_string()
-                                                        : std::string(static_cast<size_t>(int_of(width_value, "indent")), ' ');
+        const int64_t width = width_value.is_string() ? 0 : int_of(width_value, "indent");
+        if (width < 0) raise("indent: a negative width");
+        check_size(static_cast<size_t>(width));
+        const std::string pad = width_value.is_string() ? width_value.as_string() : std::string(static_cast<size_t>(width), ' ');
         const bool first = argument(args, 1, "first", Value(false)).truthy();
         const bool blank = argument(args, 2, "blank", Value(false)).truthy();
         std::vector<std::string> lines = split(input.str(), '\n');
@@ -757,6 +785,7 @@ Value apply_filter(const std::string& name, const Value& input, CallArgs& args) 
             if (i > 0) out += '\n';
             const bool indent_line = (i > 0 || first) && (blank || !trim(lines[i]).empty());
             out += (indent_line ? pad : "") + lines[i];
+            check_size(out.size());
         }
         return Value(out);
     }
@@ -766,6 +795,7 @@ Value apply_filter(const std::string& name, const Value& input, CallArgs& args) 
         const std::string s = input.str();
         const int64_t len = static_cast<int64_t>(code_points(s).size());
         if (len >= width) return Value(s);
+        check_size(static_cast<size_t>(width));
         const int64_t total = width - len;
         const int64_t left = total / 2 + (total & width & 1);  // Python's str.center rounding
         return Value(std::string(static_cast<size_t>(left), ' ') + s + std::string(static_cast<size_t>(total - left), ' '));

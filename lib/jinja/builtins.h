@@ -40,6 +40,15 @@ bool has_test(const std::string& name);
 std::string to_json(const Value& value, bool ensure_ascii, int indent, const std::string& item_separator,
                     const std::string& key_separator, bool sort_keys);
 
+// A string or list a template builds is capped at 64 Mi bytes / items (a chat template builds a
+// few KiB); beyond it RenderError, not an allocation that takes the machine's memory.
+inline constexpr size_t kMaxBuilt = size_t{1} << 26;
+void check_size(size_t n);
+
+// Python's integers are unbounded; ftlaunch's are 64-bit: an overflowing result is RenderError.
+int64_t checked_add(int64_t a, int64_t b);
+int64_t checked_mul(int64_t a, int64_t b);
+
 // The positional or keyword argument `name` at `position` of a call, or `fallback`.
 Value argument(CallArgs& args, size_t position, const std::string& name, Value fallback);
 

@@ -269,7 +269,10 @@ private:
                     const std::string hex = src_.substr(pos_, n);
                     for (char h : hex)
                         if (!std::isxdigit(static_cast<unsigned char>(h))) error("a bad \\" + std::string(1, e) + " escape");
-                    append_utf8(out, static_cast<uint32_t>(std::stoul(hex, nullptr, 16)));
+                    const unsigned long code = std::stoul(hex, nullptr, 16);
+                    if (code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF))
+                        error("the escape \\" + std::string(1, e) + hex + " is not a Unicode character ftlaunch can write as UTF-8");
+                    append_utf8(out, static_cast<uint32_t>(code));
                     pos_ += n;
                     break;
                 }

@@ -1,5 +1,7 @@
 #include "jinja/parser.h"
 
+#include <cstdlib>
+
 #include "util/error.h"
 #include "util/strings.h"
 
@@ -19,6 +21,16 @@ public:
     }
 
 private:
+    // Bounds the recursion (brackets, `not not ...`, nested blocks) so that a hostile template
+    // is an error, not a stack overflow; real templates nest a few levels.
+    struct Nesting {
+        explicit Nesting(Parser& parser) : parser_(parser) {
+            if (++parser_.depth_ > 200) parser_.error("the template nests more than 200 levels deep");
+        }
+        ~Nesting() { --parser_.depth_; }
+        Parser& parser_;
+    };
+
     const Token& peek(size_t ahead = 0) const { return tokens_[std::min(pos_ + ahead, tokens_.size() - 1)]; }
     const Token& next() { return tokens_[pos_ < tokens_.size() - 1 ? pos_++ : pos_]; }
 
@@ -51,6 +63,7 @@ private:
 
     // Statements up to (not including) a block tag whose name is in `stops`, or the end.
     Body parse_body(const std::vector<std::string>& stops) {
+        const Nesting nesting(*this);
         Body body;
         while (peek().type != Type::kEnd) {
             const Token& token = peek();
@@ -217,6 +230,13 @@ private:
         return stmt;
     }
 
+    // Python's ints are unbounded; ftlaunch's are 64-bit, and a literal beyond that is refused.
+    int64_t integer(const Token& token) const {
+        const auto value = parse_int(token.text);
+        if (!value) error("the integer " + token.text + " does not fit in 64 bits");
+        return static_cast<int64_t>(*value);
+    }
+
     ExprPtr node(Expr::Kind kind, int line) const {
         auto e = std::make_unique<Expr>();
         e->kind = kind;
@@ -283,6 +303,7 @@ private:
     }
 
     ExprPtr parse_not() {
+        const Nesting nesting(*this);
         if (at_name("not")) {
             const int line = next().line;
             auto e = node(Expr::Kind::kNot, line);
@@ -358,6 +379,7 @@ private:
     }
 
     ExprPtr parse_unary(bool with_filter) {
+        const Nesting nesting(*this);
         ExprPtr value;
         if (at_operator("-") || at_operator("+")) {
             const Token& sign = next();
@@ -375,6 +397,7 @@ private:
     }
 
     ExprPtr parse_primary() {
+        const Nesting nesting(*this);
         const Token& token = next();
         auto literal = [&](Value v) {
             auto e = node(Expr::Kind::kLiteral, token.line);
@@ -387,8 +410,8 @@ private:
                 while (peek().type == Type::kString) text += next().text;  // adjacent strings join
                 return literal(Value(text));
             }
-            case Type::kInt: return literal(Value(static_cast<int64_t>(std::stoll(token.text))));
-            case Type::kFloat: return literal(Value(std::stod(token.text)));
+            case Type::kInt: return literal(Value(integer(token)));
+            case Type::kFloat: return literal(Value(std::strtod(token.text.c_str(), nullptr)));  // inf beyond range, as Python
             case Type::kName: {
                 if (token.text == "true" || token.text == "True") return literal(Value(true));
                 if (token.text == "false" || token.text == "False") return literal(Value(false));
@@ -443,7 +466,7 @@ private:
                     e->kind = Expr::Kind::kItem;
                     e->operands.push_back(std::move(value));
                     auto index = node(Expr::Kind::kLiteral, e->line);
-                    index->literal = Value(static_cast<int64_t>(std::stoll(next().text)));
+                    index->literal = Value(integer(next()));
                     e->operands.push_back(std::move(index));
                 } else {
                     e->name = expect_identifier();
@@ -561,6 +584,7 @@ private:
     const std::vector<Token>& tokens_;
     const std::string& where_;
     size_t pos_ = 0;
+    int depth_ = 0;
 };
 
 }  // namespace

@@ -2,7 +2,10 @@
 // caller's variables at the bottom, one scope per loop iteration and per macro call, as jinja2
 // scopes them: `set` inside a loop is not seen by the next iteration nor after the loop;
 // namespace() objects carry values out).
+#include <algorithm>
 #include <chrono>
+#include <climits>
+#include <cstdint>
 #include <cmath>
 #include <ctime>
 #include <map>
@@ -34,9 +37,10 @@ Value python_range(CallArgs& args) {
     const int64_t step = bounds.size() == 3 ? bounds[2] : 1;
     if (step == 0) raise("range() step must not be zero");
     List out;
-    for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+    for (int64_t i = start; step > 0 ? i < stop : i > stop;) {
         if (out.size() >= 100000) raise("range() is too big (the sandbox allows 100,000 items)");
         out.emplace_back(i);
+        if (__builtin_add_overflow(i, step, &i)) break;  // past the 64-bit range: past stop
     }
     return Value::list(std::move(out));
 }
@@ -78,11 +82,15 @@ Scope globals() {
 }
 
 int64_t floor_div(int64_t a, int64_t b) {
+    if (a == INT64_MIN && b == -1) raise("integer overflow: ftlaunch's integers are 64-bit");
     const int64_t q = a / b;
     return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
 }
 
 Value repeat(const Value& seq, int64_t times) {
+    times = std::max<int64_t>(times, 0);
+    const size_t unit = seq.is_string() ? seq.as_string().size() : seq.as_list().size();
+    if (unit > 0 && static_cast<uint64_t>(times) > kMaxBuilt / unit) check_size(kMaxBuilt + 1);
     if (seq.is_string()) {
         std::string out;
         for (int64_t i = 0; i < times; ++i) out += seq.as_string();
@@ -95,43 +103,70 @@ Value repeat(const Value& seq, int64_t times) {
 
 // Python's binary operators on jinja2's values.
 Value arithmetic(const std::string& op, const Value& a, const Value& b) {
-    if (op == "~") return Value(a.str() + b.str());
+    if (op == "~") {
+        std::string text = a.str() + b.str();
+        check_size(text.size());
+        return Value(std::move(text));
+    }
     for (const Value* v : {&a, &b})
         if (v->is_undefined()) raise("'" + v->name() + "' is undefined (used with " + op + ")");
     const bool numbers = a.is_number() && b.is_number();
     const bool floats = numbers && (a.kind() == K::kFloat || b.kind() == K::kFloat);
     if (op == "+") {
-        if (a.is_string() && b.is_string()) return Value(a.as_string() + b.as_string());
+        if (a.is_string() && b.is_string()) {
+            check_size(a.as_string().size() + b.as_string().size());
+            return Value(a.as_string() + b.as_string());
+        }
         if (a.kind() == K::kList && b.kind() == K::kList) {
+            check_size(a.as_list().size() + b.as_list().size());
             List out = a.as_list();
             out.insert(out.end(), b.as_list().begin(), b.as_list().end());
             return Value::list(std::move(out));
         }
-        if (numbers) return floats ? Value(a.as_float() + b.as_float()) : Value(a.as_int() + b.as_int());
+        if (numbers) return floats ? Value(a.as_float() + b.as_float()) : Value(checked_add(a.as_int(), b.as_int()));
     } else if (op == "-" && numbers) {
-        return floats ? Value(a.as_float() - b.as_float()) : Value(a.as_int() - b.as_int());
+        if (floats) return Value(a.as_float() - b.as_float());
+        if (b.as_int() == INT64_MIN) raise("integer overflow: ftlaunch's integers are 64-bit");
+        return Value(checked_add(a.as_int(), -b.as_int()));
     } else if (op == "*") {
-        if (numbers) return floats ? Value(a.as_float() * b.as_float()) : Value(a.as_int() * b.as_int());
+        if (numbers) return floats ? Value(a.as_float() * b.as_float()) : Value(checked_mul(a.as_int(), b.as_int()));
         if ((a.is_string() || a.kind() == K::kList) && (b.kind() == K::kInt || b.kind() == K::kBool)) return repeat(a, b.as_int());
         if ((b.is_string() || b.kind() == K::kList) && (a.kind() == K::kInt || a.kind() == K::kBool)) return repeat(b, a.as_int());
     } else if (numbers && (op == "/" || op == "//" || op == "%")) {
         if (b.as_float() == 0) raise("division by zero");
         if (op == "/") return Value(a.as_float() / b.as_float());
         if (!floats) return op == "//" ? Value(floor_div(a.as_int(), b.as_int()))
-                                       : Value(a.as_int() - floor_div(a.as_int(), b.as_int()) * b.as_int());
+                                       : Value(b.as_int() == -1 ? 0 : a.as_int() - floor_div(a.as_int(), b.as_int()) * b.as_int());
         const double q = std::floor(a.as_float() / b.as_float());
         return op == "//" ? Value(q) : Value(a.as_float() - q * b.as_float());
     } else if (op == "**" && numbers) {
-        if (!floats && b.as_int() >= 0) {
-            int64_t r = 1;
-            for (int64_t i = 0; i < b.as_int(); ++i) r *= a.as_int();
-            return Value(r);
+        if (!floats && b.as_int() >= 0) {  // by squaring, every product checked
+            int64_t result = 1, base = a.as_int();
+            for (int64_t e = b.as_int(); e > 0; e >>= 1) {
+                if (e & 1) result = checked_mul(result, base);
+                if (e > 1) base = checked_mul(base, base);
+            }
+            return Value(result);
         }
         return Value(std::pow(a.as_float(), b.as_float()));
     } else if (op == "%" && a.is_string()) {
         raise("%-formatting of strings is not supported; use ~ or the format of the values themselves");
     }
     raise("unsupported operand types for " + op + ": " + a.type_name() + " and " + b.type_name());
+}
+
+// Whether `v` is or holds (in lists, dicts, namespaces) the namespace whose attributes are
+// `attributes`: the only way a value can come to hold itself, which printing could not end.
+bool holds(const Value& v, const Dict& attributes) {
+    if (v.kind() == K::kList) {
+        for (const Value& item : v.as_list())
+            if (holds(item, attributes)) return true;
+    } else if (v.is_mapping()) {
+        if (&v.as_dict() == &attributes) return true;
+        for (const auto& [key, item] : v.as_dict())
+            if (holds(item, attributes)) return true;
+    }
+    return false;
 }
 
 bool contains(const Value& container, const Value& item) {
@@ -166,7 +201,7 @@ bool compare(const std::string& op, const Value& a, const Value& b) {
 
 class Renderer {
 public:
-    explicit Renderer(const Dict& variables) {
+    Renderer(const Dict& variables, uint64_t step_limit) : step_limit_(step_limit) {
         scopes_.push_back(globals());
         for (const auto& [name, value] : variables) scopes_[0][name] = value;
     }
@@ -189,11 +224,25 @@ private:
         return Flow::kNormal;
     }
 
+    // One step per statement, loop iteration and expression evaluated; past the limit the
+    // template is stopped.
+    void step() {
+        if (++steps_ > step_limit_)
+            raise("the template ran more than " + std::to_string(step_limit_) +
+                  " steps (a chat template takes thousands); stopped rather than hang");
+    }
+
+    void write(const std::string& text) {
+        check_size(out_.size() + text.size());
+        out_ += text;
+    }
+
     Flow render(const Stmt& s) {
+        step();
         line_ = s.line;
         switch (s.kind) {
-            case Stmt::Kind::kText: out_ += s.text; return Flow::kNormal;
-            case Stmt::Kind::kOutput: out_ += eval(*s.expr).str(); return Flow::kNormal;
+            case Stmt::Kind::kText: write(s.text); return Flow::kNormal;
+            case Stmt::Kind::kOutput: write(eval(*s.expr).str()); return Flow::kNormal;
             case Stmt::Kind::kIf:
                 for (const auto& [condition, body] : s.branches)
                     if (eval(*condition).truthy()) return render_body(body);
@@ -206,6 +255,8 @@ private:
                     if (target.kind() != K::kNamespace)
                         raise("cannot set ." + s.attribute + " on '" + s.targets[0] + "', which is not a namespace()");
                     if (s.attribute[0] == '_') raise("namespace attributes starting with an underscore are refused");
+                    if (holds(value, target.as_dict()))
+                        raise("cannot set ." + s.attribute + " on '" + s.targets[0] + "' to a value holding the namespace itself");
                     Dict& attributes = target.mutable_dict();
                     for (auto& entry : attributes)
                         if (entry.first == s.attribute) {
@@ -272,6 +323,8 @@ private:
                 for (const auto& p : s.parameters) known = known || p.first == key;
                 if (!known) raise("macro '" + s.targets[0] + "' has no parameter '" + key + "'");
             }
+            if (macro_depth_ >= 100) raise("macro calls nest more than 100 deep (runaway recursion?)");
+            ++macro_depth_;
             std::vector<Scope> saved = std::move(scopes_);
             scopes_ = {saved.front(), std::move(frame)};
             const int saved_line = line_;
@@ -280,9 +333,11 @@ private:
                 text = capture(s.body);
             } catch (...) {
                 scopes_ = std::move(saved);
+                --macro_depth_;
                 throw;
             }
             scopes_ = std::move(saved);
+            --macro_depth_;
             line_ = saved_line;
             return Value(text);
         });
@@ -310,6 +365,7 @@ private:
         }
         const int64_t n = static_cast<int64_t>(items.size());
         for (int64_t i = 0; i < n; ++i) {
+            step();
             scopes_.emplace_back();  // each iteration starts without the previous one's `set`s
             assign_targets(s.targets, items[static_cast<size_t>(i)]);
             Dict loop = {{"index", Value(i + 1)},          {"index0", Value(i)},
@@ -348,6 +404,7 @@ private:
     }
 
     Value eval(const Expr& e) {
+        step();
         line_ = e.line;
         switch (e.kind) {
             case Expr::Kind::kLiteral: return e.literal;
@@ -404,7 +461,7 @@ private:
             case Expr::Kind::kNegate: {
                 const Value v = eval(*e.operands[0]);
                 if (v.kind() == K::kFloat) return Value(-v.as_float());
-                if (v.is_number()) return Value(-v.as_int());
+                if (v.is_number()) return Value(checked_mul(v.as_int(), -1));
                 raise("cannot negate a " + v.type_name());
             }
             case Expr::Kind::kBinary: {
@@ -435,6 +492,9 @@ private:
         return Value();
     }
 
+    uint64_t step_limit_;
+    uint64_t steps_ = 0;
+    int macro_depth_ = 0;
     std::vector<Scope> scopes_;
     std::string out_;
     std::vector<std::pair<size_t, size_t>> spans_;
@@ -478,8 +538,8 @@ Template Template::parse(const std::string& source, std::string where) {
     return t;
 }
 
-Rendered Template::render(const Dict& variables) const {
-    Renderer renderer(variables);
+Rendered Template::render(const Dict& variables, uint64_t step_limit) const {
+    Renderer renderer(variables, step_limit);
     try {
         return renderer.run(*body_);
     } catch (const RenderError& e) {

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <utility>
@@ -36,8 +37,9 @@ public:
 
     // Renders with `variables` (name -> value) on top of the globals. Throws ftl::Error(kConfig)
     // naming the template and line for an error while rendering, including raise_exception's
-    // message.
-    Rendered render(const Dict& variables) const;
+    // message, and for a template that runs more than `step_limit` steps (statements, loop
+    // iterations and expressions evaluated: a chat template takes thousands, a runaway loop would hang the job).
+    Rendered render(const Dict& variables, uint64_t step_limit = 50'000'000) const;
 
     // Whether the source has a {% generation %} block (transformers' check for assistant masks).
     bool has_generation() const { return has_generation_; }

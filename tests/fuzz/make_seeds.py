@@ -157,9 +157,22 @@ def checkpoint_seeds():
         {"format": "ftlaunch-rows-1", "key": "fuzz"}))
 
 
+def chat_template_seeds():
+    """The templates of the chat template parity test (the shapes models ship, and the rest the
+    renderer supports)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "chat_templates", os.path.join(HERE, "..", "parity", "test_chat_templates.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, template in module.TEMPLATES.items():
+        put("chat_template", name + ".jinja", template)
+
+
 if __name__ == "__main__":
     safetensors_seeds()
     tokenizer_seeds()
     config_seeds()
     dataset_seeds()
     checkpoint_seeds()
+    chat_template_seeds()

@@ -16,7 +16,7 @@ mkdir -p "$2"
 work="$(cd "$2" && pwd)"
 seconds="${3:-60}"
 shift $(( $# < 3 ? $# : 3 ))
-targets=(safetensors_header tokenizer_json accelerate_config deepspeed_json dataset manifest row_cache)
+targets=(safetensors_header tokenizer_json accelerate_config deepspeed_json dataset manifest row_cache chat_template)
 [ "$#" -eq 0 ] || targets=("$@")
 
 cxx="${FTL_FUZZ_CXX:-clang++}"
@@ -39,6 +39,7 @@ fi
 # Sources of each target (besides tests/fuzz/fuzz_<name>.cpp) and the system libraries it links.
 util=(util/error util/strings util/files)
 tokenizer=(tokenizer/text tokenizer/bpe tokenizer/pipeline tokenizer/tokenizer)
+jinja=(jinja/value jinja/lexer jinja/parser jinja/builtins jinja/render)
 config=(config/yaml_reader config/accelerate_config config/deepspeed_config config/deepspeed_sections config/train_args config/run_config)
 sources_of() {
   case "$1" in
@@ -46,7 +47,8 @@ sources_of() {
     tokenizer_json)     echo "${tokenizer[@]}" "${util[@]}" ;;
     accelerate_config|deepspeed_json) echo "${config[@]}" "${util[@]}" util/log ;;
     dataset)   echo data/dataset data/csv_reader data/examples data/best_fit_packing data/arrow_reader "${tokenizer[@]}" tokenizer/hf_tokenizer \
-                    tokenizer/chat_format "${util[@]}" ;;
+                    tokenizer/chat_format tokenizer/chat_renderer "${jinja[@]}" "${util[@]}" ;;
+    chat_template) echo "${jinja[@]}" "${util[@]}" ;;
     manifest)  echo io/manifest io/atomic_file util/checksum "${util[@]}" ;;
     row_cache) echo data/row_cache io/safetensors io/safetensors_writer io/atomic_file "${util[@]}" ;;
   esac

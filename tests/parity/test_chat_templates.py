@@ -21,8 +21,6 @@ import tempfile
 
 from transformers.utils.chat_template_utils import _compile_jinja_template, render_jinja_template
 
-PROBE = os.environ["FTL_TOKENIZER_PROBE"]
-
 CHATML_DEFAULT_SYSTEM = """{%- if messages[0]['role'] == 'system' -%}
     {%- set system_text = messages[0]['content'] -%}
     {%- set rest = messages[1:] -%}
@@ -344,6 +342,7 @@ def reference(template, variables):
 
 
 def main():
+    probe = os.environ["FTL_TOKENIZER_PROBE"]
     rng = random.Random(20261207)
     cases = conversations(rng, 45)
     failures = 0
@@ -359,7 +358,7 @@ def main():
             with open(cases_path, "w", encoding="utf-8") as f:
                 for c in cases:
                     f.write(json.dumps(c, ensure_ascii=False) + "\n")
-            subprocess.run([PROBE, "jinja", template_path, cases_path, out_path], check=True)
+            subprocess.run([probe, "jinja", template_path, cases_path, out_path], check=True)
             with open(out_path, encoding="utf-8") as f:
                 ours = [json.loads(line) for line in f]
             assert len(ours) == len(cases), (name, len(ours))

@@ -44,3 +44,21 @@ TEST_CASE("jinja: rendering errors: raise_exception, undefined values, mutation"
     FTL_REQUIRE_ERROR(render("{% set x = 1 %}{% set x.a = 2 %}"), ErrorKind::kConfig, "not a namespace()");
     FTL_REQUIRE_ERROR(render("{{ range(200000) | length }}"), ErrorKind::kConfig, "100,000");
 }
+
+TEST_CASE("jinja: a runaway template is stopped after its step limit") {
+    const Template t = Template::parse("{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}", "t");
+    FTL_REQUIRE_ERROR(t.render({}, 100000), ErrorKind::kConfig, "ran more than 100000 steps");
+    CHECK(t.render({}, 10'000'000).text.empty());
+}
+
+TEST_CASE("jinja: hostile nesting and recursion are errors, not stack overflows") {
+    FTL_REQUIRE_ERROR(render("{{ " + std::string(5000, '(') + "1" + std::string(5000, ')') + " }}"), ErrorKind::kConfig,
+                      "nests more than 200 levels");
+    FTL_REQUIRE_ERROR(render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"), ErrorKind::kConfig,
+                      "macro calls nest more than 100 deep");
+    FTL_REQUIRE_ERROR(render("{{ 99999999999999999999 }}"), ErrorKind::kConfig, "does not fit in 64 bits");
+    FTL_REQUIRE_ERROR(render("{{ '\\U00110000' }}"), ErrorKind::kConfig, "not a Unicode character");
+    CHECK(render("{{ 1e999 }}") == "inf");
+    FTL_REQUIRE_ERROR(render("{% set ns = namespace(a=1) %}{% set ns.b = [ns] %}{{ ns }}"), ErrorKind::kConfig,
+                      "holding the namespace itself");
+}
