@@ -3,7 +3,8 @@
 // generate(do_sample=False) decodes (model/generate.h) with the model's generation_config.json,
 // --max_new_tokens and --num_beams overriding it. Prompts go in batches of --batch_size, padded
 // as transformers pads for generation (on the left for a decoder-only model, on the right for an
-// encoder-decoder one), so outputs equal transformers' for the same batches.
+// encoder-decoder one), so outputs equal transformers' for the same batches. Conversations are
+// rendered with the model's chat template (jinja/), as apply_chat_template renders them.
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -16,6 +17,7 @@
 #include "model/generate.h"
 #include "model/load.h"
 #include "peft/lora.h"
+#include "tokenizer/chat_renderer.h"
 #include "tokenizer/hf_tokenizer.h"
 #include "train/batches.h"
 #include "util/error.h"
@@ -25,23 +27,41 @@
 namespace ftl::app {
 namespace {
 
-// One prompt per line, or JSON lines with a "prompt" (else "text") field.
-std::vector<std::string> read_prompts(const std::string& path) {
+// A prompt: what its output line shows, and the ids generation continues.
+struct Prompt {
+    nlohmann::json shown;
+    std::vector<int32_t> ids;
+};
+
+// One prompt per line (encoded with the tokenizer's special tokens, as tokenizer(prompts) does),
+// or JSON lines each with a "prompt" (else "text") string, or "messages": a conversation
+// rendered with the model's chat template and its generation prompt and encoded without special
+// tokens, as apply_chat_template(messages, add_generation_prompt=True, tokenize=True) does.
+std::vector<Prompt> read_prompts(const std::string& path, const tokenizer::HfTokenizer& tok,
+                                 const tokenizer::ChatRenderer& chat) {
     std::ifstream in(path);
     if (!in) fail(ErrorKind::kUsage, "--prompts: cannot read '" + path + "'");
-    std::vector<std::string> prompts;
+    std::vector<Prompt> prompts;
     std::string line;
     for (int number = 1; std::getline(in, line); ++number) {
         if (trim(line).empty()) continue;
         if (!ends_with(path, ".jsonl")) {
-            prompts.push_back(line);
+            prompts.push_back({line, tok.encode(line, true)});
             continue;
         }
+        const std::string where = path + ":" + std::to_string(number);
         const auto record = nlohmann::json::parse(line, nullptr, false);
+        if (record.is_object() && record.contains("messages") && record["messages"].is_array()) {
+            std::string text;
+            for (const auto& segment : chat.render(record["messages"], record, tok, true, false, where)) text += segment.text;
+            prompts.push_back({record["messages"], tok.encode(text, false)});
+            continue;
+        }
         const char* field = record.is_object() && record.contains("prompt") ? "prompt" : "text";
         if (!record.is_object() || !record.contains(field) || !record[field].is_string())
-            fail(ErrorKind::kConfig, path + ":" + std::to_string(number) + ": expected a JSON object with a \"prompt\" (or \"text\") string");
-        prompts.push_back(record[field].get<std::string>());
+            fail(ErrorKind::kConfig, where + ": expected a JSON object with a \"prompt\" (or \"text\") string or "
+                                             "\"messages\" (a conversation for the model's chat template)");
+        prompts.push_back({record[field], tok.encode(record[field].get<std::string>(), true)});
     }
     if (prompts.empty()) fail(ErrorKind::kConfig, path + ": no prompts");
     return prompts;
@@ -55,8 +75,11 @@ int run_generate(const GenerateInvocation& inv, const Log& log) {
     if (!config_text) fail(ErrorKind::kConfig, model_dir + "/config.json: cannot read (is it a model folder?)");
     const bool encoder_decoder =
         model::parse_json_object(*config_text, model_dir + "/config.json").value("model_type", "") == "bart";
-    const std::vector<std::string> prompts = read_prompts(inv.prompts_file);
     const tokenizer::HfTokenizer tokenizer = tokenizer::HfTokenizer::load(model_dir);
+    const auto chat = tokenizer::ChatRenderer::from_tokenizer(
+        tokenizer, tokenizer.chat_template_origin().empty() ? model_dir + "/tokenizer_config.json"
+                                                            : tokenizer.chat_template_origin());
+    const std::vector<Prompt> prompts = read_prompts(inv.prompts_file, tokenizer, chat);
     const at::Device device = inv.device == "cuda" ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
     model::LoadOptions load;
     load.dtype = at::kFloat;
@@ -85,10 +108,8 @@ int run_generate(const GenerateInvocation& inv, const Log& log) {
     std::string out_text;
     for (size_t first = 0; first < prompts.size(); first += static_cast<size_t>(inv.batch_size)) {
         const size_t end = std::min(prompts.size(), first + static_cast<size_t>(inv.batch_size));
-        std::vector<std::vector<int32_t>> rows;
-        for (size_t i = first; i < end; ++i) rows.push_back(tokenizer.encode(prompts[i], true));
         std::vector<const std::vector<int32_t>*> row_pointers;
-        for (const auto& row : rows) row_pointers.push_back(&row);
+        for (size_t i = first; i < end; ++i) row_pointers.push_back(&prompts[i].ids);
         auto [ids, mask] = train::pad_rows(row_pointers, pad_id, /*left=*/!encoder_decoder);
         const at::Tensor sequences =
             (encoder_decoder ? model::generate(seq2seq->model, ids.to(device), mask.to(device), generation)
@@ -99,7 +120,7 @@ int run_generate(const GenerateInvocation& inv, const Log& log) {
         for (size_t i = first; i < end; ++i) {
             const at::Tensor row = sequences[static_cast<int64_t>(i - first)].narrow(0, skip, sequences.size(1) - skip).contiguous();
             std::vector<int32_t> generated(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + row.numel());
-            nlohmann::json line = {{"prompt", prompts[i]},
+            nlohmann::json line = {{"prompt", prompts[i].shown},
                                    {"completion", tokenizer.decode(generated, /*skip_special_tokens=*/true)},
                                    {"ids", generated}};
             out_text += line.dump() + "\n";

@@ -53,7 +53,7 @@ int run_merge(const MergeInvocation& merge, const Log& log);
 struct GenerateInvocation {
     std::string model_name_or_path;
     std::string adapter_path;             // a PEFT LoRA adapter folder, or none
-    std::string prompts_file;             // one prompt per line, or .jsonl with "prompt"
+    std::string prompts_file;             // one prompt per line, or .jsonl with "prompt" or "messages"
     std::string output;                   // JSON lines; "" = stdout
     std::optional<int64_t> max_new_tokens;  // else generation_config.json's
     std::optional<int64_t> num_beams;

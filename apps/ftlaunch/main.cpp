@@ -125,7 +125,7 @@ int dispatch(const std::vector<std::string>& argv, const ftl::Log& log) {
     auto* generate_cmd = app.add_subcommand("generate", "complete prompts with a model (and adapter): greedy or beam search");
     generate_cmd->add_option("--model_name_or_path", generate.model_name_or_path, "the model folder or hub name")->required();
     generate_cmd->add_option("--adapter_path", generate.adapter_path, "a PEFT LoRA adapter folder");
-    generate_cmd->add_option("--prompts", generate.prompts_file, "one prompt per line, or .jsonl with \"prompt\"")->required();
+    generate_cmd->add_option("--prompts", generate.prompts_file, "one prompt per line, or .jsonl with \"prompt\" or \"messages\" (a conversation in the model's chat template)")->required();
     generate_cmd->add_option("--output", generate.output, "JSON lines file (default: stdout)");
     generate_cmd->add_option("--max_new_tokens", generate.max_new_tokens, "tokens to generate (default: generation_config.json)")
         ->check(CLI::PositiveNumber);

@@ -9,6 +9,9 @@
                    0.6), with bart-large's generation settings (no_repeat_ngram_size 3, forced
                    BOS/EOS, early stopping): greedy and 4 beams, with and without a PEFT adapter
                    (task_type SEQ_2_SEQ_LM); the adapter must change the output
+  conversations    .jsonl prompts with "messages", rendered with the Llama's chat template (saved as
+                   chat_template.jinja) and its generation prompt: greedy ids equal transformers'
+                   generate on apply_chat_template(messages, add_generation_prompt=True)
   bad              a prompts file that does not exist -> exit 2 naming it
 """
 import json
@@ -106,6 +109,38 @@ def compare(work, name, model_dir, model, tokenizer, left, adapter=None):
     return greedy
 
 
+CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{{ m.role | upper }}: {{ m.content | trim }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+
+
+def check_conversations(work, llama_dir, tokenizer):
+    """Conversations in the model's chat template, greedy, one per batch (no padding). The model
+    is loaded anew: get_peft_model put LoRA layers into the one loaded before."""
+    model = transformers.AutoModelForCausalLM.from_pretrained(llama_dir, dtype=torch.float32).eval()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(llama_dir)
+    conversations = [[{"role": "system", "content": "Be brief."}, {"role": "user", "content": p}] for p in PROMPTS[:3]]
+    prompts = os.path.join(work, "chats.jsonl")
+    with open(prompts, "w") as f:
+        for c in conversations:
+            f.write(json.dumps({"messages": c}) + "\n")
+    out = os.path.join(work, "chats_out.jsonl")
+    proc = subprocess.run([FTLAUNCH, "generate", "--model_name_or_path", llama_dir, "--prompts", prompts, "--output",
+                           out, "--max_new_tokens", "6", "--batch_size", "1"], capture_output=True, text=True)
+    if not check(proc.returncode == 0, f"conversations: ftlaunch generate runs ({proc.stderr.strip()[-300:]})"):
+        return
+    mine = [json.loads(line) for line in open(out)]
+    expected = []
+    for c in conversations:
+        ids = tokenizer.apply_chat_template(c, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        with torch.no_grad():
+            generated = model.generate(**ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        expected.append(generated[0, ids["input_ids"].shape[1]:].tolist())
+    check([m["ids"] for m in mine] == expected and [m["prompt"] for m in mine] == conversations,
+          f"conversations in the model's chat template: generated ids equal transformers'\n"
+          f"  ours {[m['ids'] for m in mine]}\n  HF   {expected}")
+
+
 def main():
     with tempfile.TemporaryDirectory() as work:
         llama_dir = os.path.join(work, "llama")
@@ -134,6 +169,8 @@ def main():
         adapted = compare(work, "bart + LoRA", bart_dir, peft_bart, bart_tokenizer, left=False, adapter=bart_adapter)
         check(base != adapted and len({str(ids) for ids in base}) > 1,
               "bart + LoRA: prompts generate differently, and the adapter changes what is generated")
+
+        check_conversations(work, llama_dir, tokenizer)
 
         proc = subprocess.run([FTLAUNCH, "generate", "--model_name_or_path", llama_dir, "--prompts",
                                os.path.join(work, "missing.txt")], capture_output=True, text=True)
