@@ -26,7 +26,7 @@ T value_or_fail(arrow::Result<T> result, const std::string& path) {
     return std::move(result).ValueUnsafe();
 }
 
-nlohmann::json value_at(const arrow::Array& array, int64_t i, const std::string& where) {
+nlohmann::ordered_json value_at(const arrow::Array& array, int64_t i, const std::string& where) {
     if (array.IsNull(i)) return nullptr;
     switch (array.type_id()) {
         case arrow::Type::STRING: return static_cast<const arrow::StringArray&>(array).GetString(i);
@@ -47,13 +47,13 @@ nlohmann::json value_at(const arrow::Array& array, int64_t i, const std::string&
             std::shared_ptr<arrow::Array> items;
             if (array.type_id() == arrow::Type::LIST) items = static_cast<const arrow::ListArray&>(array).value_slice(i);
             else items = static_cast<const arrow::LargeListArray&>(array).value_slice(i);
-            nlohmann::json list = nlohmann::json::array();
+            nlohmann::ordered_json list = nlohmann::ordered_json::array();
             for (int64_t k = 0; k < items->length(); ++k) list.push_back(value_at(*items, k, where));
             return list;
         }
         case arrow::Type::STRUCT: {
             const auto& s = static_cast<const arrow::StructArray&>(array);
-            nlohmann::json object = nlohmann::json::object();
+            nlohmann::ordered_json object = nlohmann::ordered_json::object();
             for (int f = 0; f < s.num_fields(); ++f)
                 object[s.struct_type()->field(f)->name()] = value_at(*s.field(f), i, where);
             return object;
@@ -64,7 +64,7 @@ nlohmann::json value_at(const arrow::Array& array, int64_t i, const std::string&
     }
 }
 
-void append_table(const arrow::Table& table, const std::string& path, std::vector<nlohmann::json>& out) {
+void append_table(const arrow::Table& table, const std::string& path, std::vector<nlohmann::ordered_json>& out) {
     auto combined = value_or_fail(table.CombineChunksToBatch(), path);
     // Arrow's readers check the framing, not the data: offsets inside their buffers, UTF-8 in
     // string columns. Reading the values of an unchecked file can run off its buffers.
@@ -78,7 +78,7 @@ void append_table(const arrow::Table& table, const std::string& path, std::vecto
         fail(ErrorKind::kIo, path + ": damaged Arrow data (" + std::to_string(combined->num_rows()) + " rows declared in a file of " +
                                  std::to_string(file_bytes) + " bytes)");
     const size_t first = out.size();
-    out.resize(first + static_cast<size_t>(combined->num_rows()), nlohmann::json::object());
+    out.resize(first + static_cast<size_t>(combined->num_rows()), nlohmann::ordered_json::object());
     for (int c = 0; c < combined->num_columns(); ++c) {
         const std::string name = combined->schema()->field(c)->name();
         const auto& column = *combined->column(c);
@@ -115,7 +115,7 @@ void check_row_counts(const parquet::FileMetaData& metadata, const std::string& 
 
 bool arrow_available() { return true; }
 
-void read_parquet(const std::string& path, std::vector<nlohmann::json>& out) {
+void read_parquet(const std::string& path, std::vector<nlohmann::ordered_json>& out) {
     auto file = value_or_fail(arrow::io::ReadableFile::Open(path), path);
     auto reader = value_or_fail(parquet::arrow::OpenFile(file, arrow::default_memory_pool()), path);
     // Arrow's Result-returning calls catch the Parquet library's exceptions; the footer's own
@@ -144,7 +144,7 @@ std::optional<std::string> parquet_schema_metadata(const std::string& path, cons
     }
 }
 
-void read_arrow_stream(const std::string& path, std::vector<nlohmann::json>& out) {
+void read_arrow_stream(const std::string& path, std::vector<nlohmann::ordered_json>& out) {
     auto file = value_or_fail(arrow::io::ReadableFile::Open(path), path);
     auto reader = value_or_fail(arrow::ipc::RecordBatchStreamReader::Open(file), path);
     std::shared_ptr<arrow::Table> table;
@@ -165,8 +165,8 @@ namespace {
 }
 }  // namespace
 
-void read_parquet(const std::string& path, std::vector<nlohmann::json>&) { no_arrow(path); }
-void read_arrow_stream(const std::string& path, std::vector<nlohmann::json>&) { no_arrow(path); }
+void read_parquet(const std::string& path, std::vector<nlohmann::ordered_json>&) { no_arrow(path); }
+void read_arrow_stream(const std::string& path, std::vector<nlohmann::ordered_json>&) { no_arrow(path); }
 std::optional<std::string> parquet_schema_metadata(const std::string&, const std::string&) { return std::nullopt; }
 
 #endif

@@ -16,8 +16,8 @@ bool arrow_available();
 
 // Appends one JSON object per row. Throws ftl::Error naming the file for unreadable files or
 // column types that have no JSON form here.
-void read_parquet(const std::string& path, std::vector<nlohmann::json>& out);
-void read_arrow_stream(const std::string& path, std::vector<nlohmann::json>& out);
+void read_parquet(const std::string& path, std::vector<nlohmann::ordered_json>& out);
+void read_arrow_stream(const std::string& path, std::vector<nlohmann::ordered_json>& out);
 
 // The value of `key` in a Parquet file's key-value metadata (the hub's exports keep the datasets
 // features under "huggingface"); nullopt when absent, unreadable, or without Arrow.

@@ -193,7 +193,7 @@ std::vector<std::string> column_names(const Record& header) {
 
 }  // namespace
 
-void parse_csv(const std::string& text, const std::string& source, std::vector<nlohmann::json>& out) {
+void parse_csv(const std::string& text, const std::string& source, std::vector<nlohmann::ordered_json>& out) {
     if (const auto bad = first_invalid_utf8(text))
         fail(ErrorKind::kConfig, source + ": not UTF-8 text (invalid byte at offset " + std::to_string(*bad) + ")");
     const std::vector<Record> records = split_records(text, source);
@@ -205,7 +205,7 @@ void parse_csv(const std::string& text, const std::string& source, std::vector<n
             fail(ErrorKind::kConfig, source + ":" + std::to_string(records[r].line) + ": " +
                                          std::to_string(records[r].fields.size()) + " fields where the header has " +
                                          std::to_string(columns));
-    std::vector<nlohmann::json> rows_out(rows, nlohmann::json::object());
+    std::vector<nlohmann::ordered_json> rows_out(rows, nlohmann::ordered_json::object());
     for (size_t c = 0; c < columns; ++c) {
         std::vector<const std::string*> present;
         bool any_missing = false;
@@ -217,7 +217,7 @@ void parse_csv(const std::string& text, const std::string& source, std::vector<n
         const Kind kind = kind_of(present);
         for (size_t r = 1; r < records.size(); ++r) {
             const auto& fields = records[r].fields;
-            nlohmann::json& cell = rows_out[r - 1][names[c]];
+            nlohmann::ordered_json& cell = rows_out[r - 1][names[c]];
             if (c >= fields.size() || is_missing(fields[c].text)) {
                 cell = nullptr;
                 continue;
@@ -237,7 +237,7 @@ void parse_csv(const std::string& text, const std::string& source, std::vector<n
     for (auto& row : rows_out) out.push_back(std::move(row));
 }
 
-void read_csv(const std::string& path, std::vector<nlohmann::json>& out) {
+void read_csv(const std::string& path, std::vector<nlohmann::ordered_json>& out) {
     const auto text = read_text_file(path);
     if (!text) fail(ErrorKind::kIo, path + ": cannot read");
     parse_csv(*text, path, out);

@@ -18,9 +18,9 @@ namespace ftl::data {
 // Appends one JSON object per data row of the CSV file at `path`. Throws ftl::Error(kConfig)
 // naming the file and line for text that is not UTF-8, an unterminated quoted field, or a row
 // with more fields than the header.
-void read_csv(const std::string& path, std::vector<nlohmann::json>& out);
+void read_csv(const std::string& path, std::vector<nlohmann::ordered_json>& out);
 
 // The same from CSV text (`source` names it in errors).
-void parse_csv(const std::string& text, const std::string& source, std::vector<nlohmann::json>& out);
+void parse_csv(const std::string& text, const std::string& source, std::vector<nlohmann::ordered_json>& out);
 
 }  // namespace ftl::data

@@ -24,23 +24,23 @@ std::string split_of(const std::string& filename) {
     return "";
 }
 
-void read_jsonl(const std::string& path, std::vector<nlohmann::json>& out) {
+void read_jsonl(const std::string& path, std::vector<nlohmann::ordered_json>& out) {
     std::ifstream in(path);
     if (!in) fail(ErrorKind::kIo, path + ": cannot read");
     std::string line;
     for (int number = 1; std::getline(in, line); ++number) {
         if (trim(line).empty()) continue;
-        auto record = nlohmann::json::parse(line, nullptr, false);
+        auto record = nlohmann::ordered_json::parse(line, nullptr, false);
         if (record.is_discarded() || !record.is_object())
             fail(ErrorKind::kConfig, path + ":" + std::to_string(number) + ": not a JSON object");
         out.push_back(std::move(record));
     }
 }
 
-void read_json(const std::string& path, std::vector<nlohmann::json>& out) {
+void read_json(const std::string& path, std::vector<nlohmann::ordered_json>& out) {
     const auto text = read_text_file(path);
     if (!text) fail(ErrorKind::kIo, path + ": cannot read");
-    auto doc = nlohmann::json::parse(*text, nullptr, false);
+    auto doc = nlohmann::ordered_json::parse(*text, nullptr, false);
     if (doc.is_discarded()) {  // many ".json" dataset files are JSON lines
         read_jsonl(path, out);
         return;
@@ -76,7 +76,7 @@ std::map<std::string, SplitFiles> find_split_files(const std::string& dir) {
     return splits;
 }
 
-std::vector<nlohmann::json> read_split(const std::string& dir, const std::string& split) {
+std::vector<nlohmann::ordered_json> read_split(const std::string& dir, const std::string& split) {
     const auto splits = find_split_files(dir);
     auto it = splits.find(split);
     if (it == splits.end()) {
@@ -86,7 +86,7 @@ std::vector<nlohmann::json> read_split(const std::string& dir, const std::string
                                      (names.empty() ? std::string("no split files") : join(names, ", ")) +
                                      "; files are matched by name, e.g. " + split + ".jsonl)");
     }
-    std::vector<nlohmann::json> records;
+    std::vector<nlohmann::ordered_json> records;
     for (const auto& file : it->second.files) {
         const std::string ext = fs::path(file).extension().string();
         if (ext == ".jsonl") read_jsonl(file, records);

@@ -24,6 +24,6 @@ std::map<std::string, SplitFiles> find_split_files(const std::string& dir);
 
 // Every record of the split, in file order. Throws ftl::Error(kConfig) naming the dataset and the
 // splits it has when `split` is missing, and file:line for malformed records.
-std::vector<nlohmann::json> read_split(const std::string& dir, const std::string& split);
+std::vector<nlohmann::ordered_json> read_split(const std::string& dir, const std::string& split);
 
 }  // namespace ftl::data

@@ -11,7 +11,7 @@ namespace {
 
 // The record's text as consecutive segments (one unless --assistant_only_loss cuts a conversation
 // at its assistant turns), each marked target or not.
-std::vector<tokenizer::ChatSegment> segments_of(const nlohmann::json& record, const TextOptions& options,
+std::vector<tokenizer::ChatSegment> segments_of(const nlohmann::ordered_json& record, const TextOptions& options,
                                                 const tokenizer::HfTokenizer& tok, const std::string& where) {
     if (options.chat && record.contains("messages") && record["messages"].is_array())
         return options.chat->render(record["messages"], record, tok, false, options.assistant_only_loss, where);
@@ -31,7 +31,7 @@ std::vector<tokenizer::ChatSegment> segments_of(const nlohmann::json& record, co
 // Whether the record's ids get the post-processor's special tokens: --add_special_tokens for
 // text, and for conversations in chatml/zephyr (train.py renders them to text first); never for
 // the tokenizer's own template, whose text already has them (TRL's apply_chat_template).
-bool adds_special_tokens(const nlohmann::json& record, const TextOptions& options) {
+bool adds_special_tokens(const nlohmann::ordered_json& record, const TextOptions& options) {
     const bool conversation = record.contains("messages") ? record["messages"].is_array()
                                                           : record.contains("prompt") && record["prompt"].is_array();
     return options.add_special_tokens && !(conversation && options.chat && !options.chat->is_native());
@@ -66,7 +66,7 @@ Example encode(const std::vector<tokenizer::ChatSegment>& segments, const tokeni
 }
 
 // `v` as an integer when it is one in [-100, INT32_MAX] (ids, labels and masks all fit).
-std::optional<int64_t> small_integer(const nlohmann::json& v) {
+std::optional<int64_t> small_integer(const nlohmann::ordered_json& v) {
     if (v.is_number_unsigned()) {
         if (v.get<uint64_t>() > INT32_MAX) return std::nullopt;
         return static_cast<int64_t>(v.get<uint64_t>());
@@ -78,7 +78,7 @@ std::optional<int64_t> small_integer(const nlohmann::json& v) {
 // A record of a pre-tokenized dataset (TRL's "processed" datasets: an `input_ids` column, so
 // nothing is rendered or tokenized). Its targets come from `labels` (-100 = not a target), else
 // from `completion_mask` and `assistant_masks` (0 = not a target), else every token is one.
-Example pretokenized_example(const nlohmann::json& record, const TextOptions& options, const std::string& where) {
+Example pretokenized_example(const nlohmann::ordered_json& record, const TextOptions& options, const std::string& where) {
     auto ids_it = record.find("input_ids");
     if (ids_it == record.end() || !ids_it->is_array())
         fail(ErrorKind::kConfig, where + ": the dataset is pre-tokenized (its first record has `input_ids`), but this "
@@ -131,7 +131,7 @@ Example pretokenized_example(const nlohmann::json& record, const TextOptions& op
 // The two are tokenized apart and the completion starts where their ids diverge (a merge across
 // the boundary moves it into the prompt's last tokens); under --completion_only_loss (TRL's
 // default for such records) only completion tokens are targets.
-Example prompt_completion_example(const nlohmann::json& record, const tokenizer::HfTokenizer& tok,
+Example prompt_completion_example(const nlohmann::ordered_json& record, const tokenizer::HfTokenizer& tok,
                                   const TextOptions& options, const std::string& where) {
     const auto& prompt = record["prompt"];
     const auto& completion = record["completion"];
@@ -142,7 +142,7 @@ Example prompt_completion_example(const nlohmann::json& record, const tokenizer:
         if (!options.chat) fail(ErrorKind::kInternal, where + ": conversations without a chat renderer");
         const bool specials = adds_special_tokens(record, options);
         prompt_ids = encode(options.chat->render(prompt, record, tok, true, false, where), tok, specials, where).ids;
-        nlohmann::json messages = prompt;
+        nlohmann::ordered_json messages = prompt;
         for (const auto& m : completion) messages.push_back(m);
         example = encode(options.chat->render(messages, record, tok, false, options.assistant_only_loss, where), tok,
                          specials, where);
@@ -170,7 +170,7 @@ Example prompt_completion_example(const nlohmann::json& record, const tokenizer:
 
 }  // namespace
 
-std::vector<Example> tokenize_records(const std::vector<nlohmann::json>& records,
+std::vector<Example> tokenize_records(const std::vector<nlohmann::ordered_json>& records,
                                       const tokenizer::HfTokenizer& tokenizer, const TextOptions& options,
                                       const std::string& source) {
     if (records.empty()) fail(ErrorKind::kConfig, source + ": the dataset split is empty");

@@ -47,7 +47,7 @@ struct Example {
 // pre-tokenized, as TRL does: its ids are used as they are (no text field, chat format, special
 // tokens or concat token), targets from `labels` or `assistant_masks` when present. `source` names the dataset/split in errors (missing text
 // field naming the columns the records have; empty dataset).
-std::vector<Example> tokenize_records(const std::vector<nlohmann::json>& records,
+std::vector<Example> tokenize_records(const std::vector<nlohmann::ordered_json>& records,
                                                    const tokenizer::HfTokenizer& tokenizer, const TextOptions& options,
                                                    const std::string& source);
 

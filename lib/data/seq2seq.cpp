@@ -14,10 +14,10 @@ namespace {
 
 // features.<column>.names of a datasets features object ({column: {"_type": "ClassLabel",
 // "names": [...]}}), '_' read as ' ' as the example does; empty when the column has none.
-std::vector<std::string> names_in_features(const nlohmann::json& features, const std::string& column) {
+std::vector<std::string> names_in_features(const nlohmann::ordered_json& features, const std::string& column) {
     std::vector<std::string> names;
     if (!features.is_object() || !features.contains(column)) return names;
-    const nlohmann::json& feature = features[column];
+    const nlohmann::ordered_json& feature = features[column];
     if (!feature.is_object() || !feature.contains("names") || !feature["names"].is_array()) return names;
     for (const auto& name : feature["names"]) {
         if (!name.is_string()) return {};
@@ -32,7 +32,7 @@ std::vector<std::string> names_in_features(const nlohmann::json& features, const
 std::vector<std::string> names_in_info_file(const std::string& path, const std::string& column) {
     const auto text = read_text_file(path);
     if (!text) return {};
-    const auto doc = nlohmann::json::parse(*text, nullptr, false);
+    const auto doc = nlohmann::ordered_json::parse(*text, nullptr, false);
     if (!doc.is_object()) return {};
     if (doc.contains("features")) return names_in_features(doc["features"], column);
     for (const auto& [config, info] : doc.items())
@@ -43,7 +43,7 @@ std::vector<std::string> names_in_info_file(const std::string& path, const std::
     return {};
 }
 
-std::string describe(const nlohmann::json& value) {
+std::string describe(const nlohmann::ordered_json& value) {
     const std::string text = value.dump();
     return text.size() > 60 ? text.substr(0, 57) + "..." : text;
 }
@@ -68,7 +68,7 @@ std::vector<std::string> class_names(const std::string& dataset_dir, const std::
     for (const auto& path : parquet_files) {
         const auto metadata = parquet_schema_metadata(path, "huggingface");
         if (!metadata) continue;
-        const auto doc = nlohmann::json::parse(*metadata, nullptr, false);
+        const auto doc = nlohmann::ordered_json::parse(*metadata, nullptr, false);
         if (doc.is_object() && doc.contains("info") && doc["info"].is_object() && doc["info"].contains("features")) {
             auto names = names_in_features(doc["info"]["features"], column);
             if (!names.empty()) return names;
@@ -77,14 +77,14 @@ std::vector<std::string> class_names(const std::string& dataset_dir, const std::
     return {};
 }
 
-std::vector<Seq2SeqText> seq2seq_texts(const std::vector<nlohmann::json>& records, const std::string& text_column,
+std::vector<Seq2SeqText> seq2seq_texts(const std::vector<nlohmann::ordered_json>& records, const std::string& text_column,
                                        const std::string& label_column, const std::vector<std::string>& classes,
                                        const std::string& where) {
     if (records.empty()) fail(ErrorKind::kConfig, where + ": no records");
     std::vector<Seq2SeqText> out;
     out.reserve(records.size());
     for (size_t i = 0; i < records.size(); ++i) {
-        const nlohmann::json& record = records[i];
+        const nlohmann::ordered_json& record = records[i];
         const std::string at = where + " record " + std::to_string(i);
         for (const std::string& column : {text_column, label_column})
             if (!record.contains(column)) {
@@ -93,8 +93,8 @@ std::vector<Seq2SeqText> seq2seq_texts(const std::vector<nlohmann::json>& record
                 fail(ErrorKind::kConfig, at + ": no column '" + column + "' (it has " + join(have, ", ") +
                                              "; choose with --text_column and --label_column)");
             }
-        const nlohmann::json& text = record[text_column];
-        const nlohmann::json& label = record[label_column];
+        const nlohmann::ordered_json& text = record[text_column];
+        const nlohmann::ordered_json& label = record[label_column];
         if (!text.is_string())
             fail(ErrorKind::kConfig, at + ": --text_column '" + text_column + "' holds " + describe(text) + ", not text");
         Seq2SeqText pair{text.get<std::string>(), ""};

@@ -31,7 +31,7 @@ struct Seq2SeqText {
 // The source text and target text of each record. A missing column, an integer label outside
 // `classes` (or without class names), or a value that is neither text nor an integer is
 // ftl::Error(kConfig) naming `where`, the record and what would be right.
-std::vector<Seq2SeqText> seq2seq_texts(const std::vector<nlohmann::json>& records, const std::string& text_column,
+std::vector<Seq2SeqText> seq2seq_texts(const std::vector<nlohmann::ordered_json>& records, const std::string& text_column,
                                        const std::string& label_column, const std::vector<std::string>& classes,
                                        const std::string& where);
 

@@ -6,7 +6,7 @@ namespace ftl::tokenizer {
 namespace {
 
 // A list of {"role", "content"} objects, as the native formats read them.
-std::vector<ChatMessage> plain_messages(const nlohmann::json& list, const std::string& where) {
+std::vector<ChatMessage> plain_messages(const nlohmann::ordered_json& list, const std::string& where) {
     std::vector<ChatMessage> messages;
     for (const auto& m : list) {
         if (!m.is_object() || !m.contains("role") || !m.contains("content") || !m["role"].is_string() ||
@@ -19,16 +19,16 @@ std::vector<ChatMessage> plain_messages(const nlohmann::json& list, const std::s
 
 // transformers' _normalize_chat_messages and _alias_reasoning_fields: keys whose value is None
 // dropped; reasoning given as reasoning_content, thinking or reasoning copied to the first two.
-jinja::Value template_messages(const nlohmann::json& list, const std::string& where) {
+jinja::Value template_messages(const nlohmann::ordered_json& list, const std::string& where) {
     jinja::List messages;
     for (const auto& m : list) {
         if (!m.is_object()) fail(ErrorKind::kConfig, where + ": a message is " + m.dump() + "; messages are objects");
-        nlohmann::json message = nlohmann::json::object();
+        nlohmann::ordered_json message = nlohmann::ordered_json::object();
         for (auto it = m.begin(); it != m.end(); ++it)
             if (!it.value().is_null()) message[it.key()] = it.value();
         for (const char* field : {"reasoning_content", "thinking", "reasoning"})
             if (message.contains(field)) {
-                const nlohmann::json reasoning = message[field];
+                const nlohmann::ordered_json reasoning = message[field];
                 if (!message.contains("thinking")) message["thinking"] = reasoning;
                 message["reasoning_content"] = reasoning;
                 break;
@@ -39,7 +39,7 @@ jinja::Value template_messages(const nlohmann::json& list, const std::string& wh
 }
 
 // The template's variables, as apply_chat_template passes them.
-jinja::Dict template_variables(const nlohmann::json& messages, const nlohmann::json& record,
+jinja::Dict template_variables(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& record,
                                const HfTokenizer& tokenizer, bool add_generation_prompt, const std::string& where) {
     jinja::Dict variables;
     auto set = [&](const std::string& name, jinja::Value value) {
@@ -99,7 +99,7 @@ const jinja::Template& ChatRenderer::compiled() const {
     return *template_;
 }
 
-std::vector<ChatSegment> ChatRenderer::render(const nlohmann::json& messages, const nlohmann::json& record,
+std::vector<ChatSegment> ChatRenderer::render(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& record,
                                               const HfTokenizer& tokenizer, bool add_generation_prompt,
                                               bool mark_assistant, const std::string& where) const {
     if (!messages.is_array()) fail(ErrorKind::kConfig, where + ": a conversation is a list of messages");

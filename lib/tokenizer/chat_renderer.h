@@ -37,7 +37,7 @@ public:
     // {% generation %} blocks. Without it, one segment marked as a target.
     // Throws ftl::Error(kConfig) naming `where` for a malformed message, a missing template, a
     // template error, or assistant marks asked of a template without {% generation %}.
-    std::vector<ChatSegment> render(const nlohmann::json& messages, const nlohmann::json& record,
+    std::vector<ChatSegment> render(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& record,
                                     const HfTokenizer& tokenizer, bool add_generation_prompt, bool mark_assistant,
                                     const std::string& where) const;
 

@@ -131,7 +131,7 @@ std::vector<data::Row> split_rows(const config::TrainArgs& args, const JobInputs
     data::TextOptions text{args.dataset_text_field, inputs.chat, args.add_special_tokens,
                            args.append_concat_token, args.assistant_only_loss, args.completion_only_loss};
     const std::string source = args.dataset_name + " [" + split + "]";
-    const std::vector<nlohmann::json> records = data::read_split(inputs.dataset_dir, split);
+    const auto records = data::read_split(inputs.dataset_dir, split);
     auto examples = data::tokenize_records(records, inputs.tokenizer, text, source);
     if (!packed)
         return data::unpacked_rows(examples, args.max_seq_length,

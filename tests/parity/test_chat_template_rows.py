@@ -10,6 +10,8 @@ collator on the same records, row for row (input_ids, labels, position_ids):
   assistant_only      --assistant_only_loss True, bfd: targets from the template's generation blocks
   prompt-completion   conversational pairs (the prompt with its generation prompt), bfd
   tokenizer_config    the same template read from tokenizer_config.json instead of the .jinja file
+  tool calls          assistant tool calls whose arguments the template prints with tojson, keys
+                      in the file's order (datasets.load_dataset keeps such JSON as written)
 Refused with a clear error: a messages dataset for a model without a chat template, and
 --assistant_only_loss with a template that has no {% generation %} block.
 """
@@ -37,7 +39,9 @@ TEMPLATE = """{{- bos_token }}
 {%- for message in messages %}
     {{- '<|im_start|>' + message.role + '\\n' }}
     {%- if message.role == 'assistant' %}
-        {%- generation %}{{- message.content | trim + '<|im_end|>' }}{%- endgeneration %}
+        {%- generation %}{{- message.content | trim }}
+        {%- for call in message.tool_calls | default([]) %}{{ '\n<call>' + call.function.name + ' ' + call.function.arguments | tojson + '</call>' }}{% endfor %}
+        {{- '<|im_end|>' }}{%- endgeneration %}
     {%- else %}
         {{- message.content | trim + '<|im_end|>' }}
     {%- endif %}
@@ -96,6 +100,17 @@ def main():
                                   ("--assistant_only_loss", "True"),
                                   f"--assistant_only_loss from the template's generation blocks ({len(kept)})",
                                   assistant_only_loss=True)
+
+        calls = []
+        for i, c in enumerate(convs[:120]):
+            c = [dict(m) for m in c]
+            arguments = {"zeta": i, "city": "Paris", "alpha": [1, 2]} if i % 2 else {"b": True, "a": None}
+            c[-1]["tool_calls"] = [{"type": "function", "function": {"name": f"tool{i % 3}", "arguments": arguments}}]
+            calls.append({"messages": c})
+        calls_dir = packing.write_jsonl(os.path.join(work, "calls"), calls)
+        packing.same_records_rows(model_dir, calls_dir, os.path.join(work, "calls_out"), calls, tok, False, (),
+                                  f"tool calls printed with tojson ({len(calls)})",
+                                  data_file=os.path.join(calls_dir, "train.jsonl"))
 
         pairs = [{"prompt": c[:-1], "completion": c[-1:]} for c in convs]
         pairs_dir = packing.write_jsonl(os.path.join(work, "pairs"), pairs)

@@ -80,13 +80,18 @@ class _Preparer:
 
 
 def trl_rows(ids, masks, packing, strategy="bfd", truncation="keep_start", records=None, tokenizer=None,
-             completion_only_loss=None, processes=None, assistant_only_loss=False):
+             completion_only_loss=None, processes=None, assistant_only_loss=False, data_file=None):
     """TRL's rows for these token ids (and assistant masks), or for these records tokenized by TRL
-    with `tokenizer`, through its own preparation and collator."""
+    with `tokenizer`, through its own preparation and collator. With `data_file`, the records are
+    read from that JSON lines file by datasets.load_dataset, as a user's dataset folder is (whose
+    features may differ from Dataset.from_list's: heterogeneous dicts stay JSON, in file order)."""
     columns = {"input_ids": ids}
     if masks is not None:
         columns["assistant_masks"] = masks
-    dataset = datasets.Dataset.from_list(records) if records else datasets.Dataset.from_dict(columns)
+    if data_file:
+        dataset = datasets.load_dataset("json", data_files=data_file, split="train")
+    else:
+        dataset = datasets.Dataset.from_list(records) if records else datasets.Dataset.from_dict(columns)
     with tempfile.TemporaryDirectory() as out:
         args = SFTConfig(output_dir=out, max_length=MAX_LEN, packing=packing, packing_strategy=strategy,
                          truncation_mode=truncation, dataset_num_proc=processes, assistant_only_loss=assistant_only_loss,
