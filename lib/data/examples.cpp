@@ -168,6 +168,41 @@ Example prompt_completion_example(const nlohmann::ordered_json& record, const to
     return example;
 }
 
+// TRL's is_conversational_from_value: a `conversations` list whose first entry is an object with
+// "from" and "value" (the ShareGPT layout).
+bool is_conversational_from_value(const nlohmann::ordered_json& record) {
+    const auto it = record.find("conversations");
+    return it != record.end() && it->is_array() && !it->empty() && (*it)[0].is_object() &&
+           (*it)[0].contains("from") && (*it)[0].contains("value");
+}
+
+// TRL's maybe_convert_to_chatml: in every list of messages, "from" becomes "role" and "value"
+// "content" (moved to the end, as Python's pop and insert move them; roles are not renamed), and
+// `conversations` becomes `messages`.
+nlohmann::ordered_json converted_to_chatml(nlohmann::ordered_json record) {
+    for (const char* key : {"prompt", "completion", "chosen", "rejected", "messages", "conversations"}) {
+        auto it = record.find(key);
+        if (it == record.end() || !it->is_array()) continue;
+        for (auto& message : *it) {
+            if (!message.is_object()) continue;
+            for (const auto& [from, to] : {std::pair{"from", "role"}, std::pair{"value", "content"}}) {
+                if (!message.contains(from)) continue;
+                nlohmann::ordered_json value = std::move(message[from]);
+                message.erase(from);
+                message.erase(to);
+                message[to] = std::move(value);
+            }
+        }
+    }
+    if (record.contains("conversations")) {
+        nlohmann::ordered_json messages = std::move(record["conversations"]);
+        record.erase("conversations");
+        record.erase("messages");
+        record["messages"] = std::move(messages);
+    }
+    return record;
+}
+
 }  // namespace
 
 std::vector<Example> tokenize_records(const std::vector<nlohmann::ordered_json>& records,
@@ -188,12 +223,14 @@ std::vector<Example> tokenize_records(const std::vector<nlohmann::ordered_json>&
         if (out.empty()) fail(ErrorKind::kConfig, source + ": every record's input_ids is empty");
         return out;
     }
+    const bool from_value = is_conversational_from_value(records.front());
     for (size_t i = 0; i < records.size(); ++i) {
         const std::string where = source + " record " + std::to_string(i);
-        Example example = records[i].contains("prompt") && records[i].contains("completion")
-                              ? prompt_completion_example(records[i], tokenizer, options, where)
-                              : encode(segments_of(records[i], options, tokenizer, where), tokenizer,
-                                       adds_special_tokens(records[i], options), where);
+        const nlohmann::ordered_json record = from_value ? converted_to_chatml(records[i]) : records[i];
+        Example example = record.contains("prompt") && record.contains("completion")
+                              ? prompt_completion_example(record, tokenizer, options, where)
+                              : encode(segments_of(record, options, tokenizer, where), tokenizer,
+                                       adds_special_tokens(record, options), where);
         if (options.append_concat_token) {
             example.ids.push_back(*eos);
             if (!example.is_target.empty()) example.is_target.push_back(0);

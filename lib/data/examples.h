@@ -43,13 +43,16 @@ struct Example {
     int64_t record = 0;              // the record's index in its split (TRL packs 1000 records at a time)
 };
 
-// One tokenized example per record. A dataset whose first record has `input_ids` is taken as
-// pre-tokenized, as TRL does: its ids are used as they are (no text field, chat format, special
-// tokens or concat token), targets from `labels` or `assistant_masks` when present. `source` names the dataset/split in errors (missing text
-// field naming the columns the records have; empty dataset).
+// One tokenized example per record. When the first record is a ShareGPT-style conversation
+// (`conversations` of {"from", "value"}), every record is converted as TRL converts them ("from"
+// -> "role", "value" -> "content", `conversations` -> `messages`). A dataset whose first record
+// has `input_ids` is taken as pre-tokenized, as TRL does: its ids are used as they are (no text
+// field, chat format, special tokens or concat token), targets from `labels` or
+// `assistant_masks` when present. `source` names the dataset/split in errors (missing text field
+// naming the columns the records have; empty dataset).
 std::vector<Example> tokenize_records(const std::vector<nlohmann::ordered_json>& records,
-                                                   const tokenizer::HfTokenizer& tokenizer, const TextOptions& options,
-                                                   const std::string& source);
+                                      const tokenizer::HfTokenizer& tokenizer, const TextOptions& options,
+                                      const std::string& source);
 
 // Whether token i of `example` is a target (before the shift).
 bool is_target(const Example& example, size_t i);

@@ -10,6 +10,7 @@ collator on the same records, row for row (input_ids, labels, position_ids):
   assistant_only      --assistant_only_loss True, bfd: targets from the template's generation blocks
   prompt-completion   conversational pairs (the prompt with its generation prompt), bfd
   tokenizer_config    the same template read from tokenizer_config.json instead of the .jinja file
+  ShareGPT            `conversations` of {"from", "value"} (TRL converts them to messages), bfd
   tool calls          assistant tool calls whose arguments the template prints with tojson, keys
                       in the file's order (datasets.load_dataset keeps such JSON as written)
 Refused with a clear error: a messages dataset for a model without a chat template, and
@@ -100,6 +101,12 @@ def main():
                                   ("--assistant_only_loss", "True"),
                                   f"--assistant_only_loss from the template's generation blocks ({len(kept)})",
                                   assistant_only_loss=True)
+
+        sharegpt = [{"conversations": [{"from": m["role"], "value": m["content"]} for m in c]} for c in convs[:150]]
+        sharegpt_dir = packing.write_jsonl(os.path.join(work, "sharegpt"), sharegpt)
+        packing.same_records_rows(model_dir, sharegpt_dir, os.path.join(work, "sharegpt_out"), sharegpt, tok, True, (),
+                                  f"ShareGPT conversations ({len(sharegpt)})",
+                                  data_file=os.path.join(sharegpt_dir, "train.jsonl"))
 
         calls = []
         for i, c in enumerate(convs[:120]):
