@@ -188,6 +188,7 @@ const std::vector<FlagSpec>& flag_table() {
         flag("torch_dtype", &A::torch_dtype, text({"auto", "bfloat16", "float16", "float32"}), {"dtype"}),
         flag("adapter_path", &A::adapter_path, text()),
         flag("chat_template_format", &A::chat_template_format, text({"chatml", "zephyr", "none"})),
+        flag("chat_template_path", &A::chat_template_path, text()),
         flag("lora_alpha", &A::lora_alpha, integer(1)),
         flag("lora_dropout", &A::lora_dropout, number(0.0, 1.0, true)),
         flag("lora_r", &A::lora_r, integer(1)),
@@ -375,6 +376,15 @@ void validate(const TrainArgs& a) {
                                              "' not recognized as one of test or train (got '" + a.splits + "')");
     }
     if (a.output_dir.empty()) ftl::fail(ErrorKind::kUsage, "--output_dir: must not be empty");
+    if (!a.chat_template_path.empty()) {
+        if (!ends_with(a.chat_template_path, ".jinja") && !ends_with(a.chat_template_path, ".j2"))
+            ftl::fail(ErrorKind::kUsage, "--chat_template_path " + a.chat_template_path +
+                                             ": ftlaunch reads a template file (.jinja or .j2); TRL's other form, a "
+                                             "tokenizer whose template and tokens are cloned, is not supported");
+        if (a.chat_template_format != "none")
+            ftl::fail(ErrorKind::kUsage, "--chat_template_path and --chat_template_format " + a.chat_template_format +
+                                             ": both set the chat template; pass one (--chat_template_format none)");
+    }
 }
 
 // The integrations transformers' --report_to knows (transformers.integrations), TensorBoard aside.

@@ -36,6 +36,9 @@ struct TrainArgs {
     std::string torch_dtype;
     std::string adapter_path;                 // evaluate: a PEFT adapter folder to apply
     std::string chat_template_format = "none";  // chatml | zephyr | none
+    // SFTConfig's chat_template_path: a .jinja/.j2 file that replaces the tokenizer's template
+    // (under --chat_template_format none). Empty: the tokenizer's own.
+    std::string chat_template_path;
     int lora_alpha = 16;
     double lora_dropout = 0.1;                // probability, [0, 1)
     int lora_r = 64;

@@ -46,7 +46,11 @@ public:
 
     // tokenizer.pad_token = tokenizer.eos_token (what the seed's train.py does without a chat format).
     void set_pad_to_eos() { pad_ = eos_; }
-    void set_chat_template(std::string jinja) { chat_template_ = std::move(jinja); }
+    // tokenizer.chat_template = ... (read from `origin`, which errors name).
+    void set_chat_template(std::string jinja, std::string origin) {
+        chat_template_ = std::move(jinja);
+        chat_template_origin_ = std::move(origin);
+    }
 
 private:
     HfTokenizer(Tokenizer tokenizer) : tokenizer_(std::move(tokenizer)) {}

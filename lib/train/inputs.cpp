@@ -11,6 +11,7 @@
 #include "model/tensor_io.h"
 #include "train/autocast.h"
 #include "util/error.h"
+#include "util/files.h"
 #include "util/strings.h"
 
 namespace ftl::train {
@@ -46,6 +47,11 @@ JobInputs resolve_job_inputs(const config::TrainArgs& args) {
     auto tok = tokenizer::HfTokenizer::load(
         model_dir, chat_format ? tokenizer::chat_special_tokens(*chat_format) : tokenizer::SpecialTokenOverrides{});
     if (!chat_format) tok.set_pad_to_eos();
+    if (!args.chat_template_path.empty()) {  // SFTConfig.chat_template_path, a template file
+        const auto text = read_text_file(args.chat_template_path);
+        if (!text) fail(ErrorKind::kConfig, "--chat_template_path " + args.chat_template_path + ": cannot read the file");
+        tok.set_chat_template(*text, args.chat_template_path);
+    }
     auto chat = chat_format ? std::make_shared<const tokenizer::ChatRenderer>(*chat_format)
                             : std::make_shared<const tokenizer::ChatRenderer>(tokenizer::ChatRenderer::from_tokenizer(
                                   tok, tok.chat_template_origin().empty() ? model_dir + "/tokenizer_config.json"
@@ -166,6 +172,7 @@ std::string tokenization_key(const config::TrainArgs& args, const JobInputs& inp
                              "chat_template.jinja"})
         key.add_file_bytes(inputs.model_dir + "/" + name);
     key.add(args.dataset_text_field).add(args.chat_template_format);
+    if (!args.chat_template_path.empty()) key.add_file_bytes(args.chat_template_path);
     key.add(std::to_string(args.add_special_tokens)).add(std::to_string(args.append_concat_token));
     key.add(std::to_string(packed)).add(std::to_string(args.max_seq_length));
     key.add(packed ? args.packing_strategy : args.truncation_mode).add(std::to_string(args.dataset_num_proc.value_or(1)));

@@ -10,6 +10,7 @@ collator on the same records, row for row (input_ids, labels, position_ids):
   assistant_only      --assistant_only_loss True, bfd: targets from the template's generation blocks
   prompt-completion   conversational pairs (the prompt with its generation prompt), bfd
   tokenizer_config    the same template read from tokenizer_config.json instead of the .jinja file
+  chat_template_path  a model without a template, given one by --chat_template_path
   ShareGPT            `conversations` of {"from", "value"} (TRL converts them to messages), bfd
   tool calls          assistant tool calls whose arguments the template prints with tojson, keys
                       in the file's order (datasets.load_dataset keeps such JSON as written)
@@ -140,6 +141,12 @@ def main():
         json.dump(config, open(os.path.join(bare_dir, "tokenizer_config.json"), "w"))
         refused(bare_dir, data_dir, os.path.join(work, "bare_out"), (), "has no chat_template",
                 "messages for a model without a chat template")
+        template_file = os.path.join(work, "template.jinja")
+        with open(template_file, "w") as f:
+            f.write(TEMPLATE)
+        packing.same_records_rows(bare_dir, data_dir, os.path.join(work, "path_out"), records, tok, False,
+                                  ("--chat_template_path", template_file),
+                                  "the template given by --chat_template_path (SFTConfig's)")
         plain_dir = os.path.join(work, "plain_template")
         shutil.copytree(model_dir, plain_dir)
         with open(os.path.join(plain_dir, "chat_template.jinja"), "w") as f:

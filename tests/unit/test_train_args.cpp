@@ -145,6 +145,11 @@ TEST_CASE("logging and saving flags: token counts, model-only checkpoints, bitsa
     FTL_REQUIRE_ERROR(parsed({"--dataset_num_proc", "0"}), ErrorKind::kUsage, "--dataset_num_proc", "at least 1");
     FTL_REQUIRE_ERROR(parsed({"--train_sampling_strategy", "group_by_length"}), ErrorKind::kUsage,
                       "--train_sampling_strategy", "group_by_length", "sequential");
+    CHECK(parsed({"--chat_template_path", "t/chat.jinja"}).chat_template_path == "t/chat.jinja");
+    FTL_REQUIRE_ERROR(parsed({"--chat_template_path", "Qwen/Qwen3-0.6B"}), ErrorKind::kUsage, "--chat_template_path",
+                      ".jinja or .j2");
+    FTL_REQUIRE_ERROR(parsed({"--chat_template_path", "c.j2", "--chat_template_format", "chatml"}), ErrorKind::kUsage,
+                      "pass one");
     // --torch_compile and --use_liger_kernel are read, change nothing, and say so.
     const auto compiled = parse_train_args(JobKind::kSft, {"--model_name_or_path", "m", "--torch_compile", "True",
                                                            "--use_liger_kernel", "True"});
