@@ -7,6 +7,10 @@
 
 #include "util/strings.h"
 
+#ifdef FTL_HAVE_UTF8PROC
+#include <utf8proc.h>
+#endif
+
 namespace ftl::jinja {
 namespace {
 
@@ -24,15 +28,68 @@ bool is_python_space(const std::string& cp) {
            static_cast<unsigned char>(cp[2]) >= 0x80 && static_cast<unsigned char>(cp[2]) <= 0x8A;
 }
 
-std::string ascii_upper(std::string s) {
-    for (char& c : s)
-        if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-    return s;
+enum class Case { kUpper, kLower, kTitle };
+
+// Letters whose Python case mapping is not one simple mapping (Unicode's SpecialCasing: ß, İ,
+// ŉ, ǰ, ΐ, ΰ, և, ẖ..ẚ, ὐ..ὖ, the Greek extended block, the ligatures ﬀ..ﬆ and ﬓ..ﬗ) and Σ,
+// whose lowercase depends on the letters around it (final sigma).
+bool special_casing(int32_t cp, Case c) {
+    return cp == 0xDF || cp == 0x130 || cp == 0x149 || cp == 0x1F0 || cp == 0x390 || cp == 0x3B0 || cp == 0x587 ||
+           (cp == 0x3A3 && c != Case::kUpper) || (cp >= 0x1E96 && cp <= 0x1E9A) || (cp >= 0x1F50 && cp <= 0x1F56) ||
+           (cp >= 0x1F80 && cp <= 0x1FFF) || (cp >= 0xFB00 && cp <= 0xFB06) || (cp >= 0xFB13 && cp <= 0xFB17);
 }
-std::string ascii_lower(std::string s) {
-    for (char& c : s)
-        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    return s;
+
+// One code point (UTF-8) as Python's upper/lower/title map it, and whether it has case at all
+// (Python's "cased": Lu, Ll, Lt). ASCII directly; beyond it utf8proc's simple mappings, and a
+// letter Python maps specially is refused rather than mapped differently. Without utf8proc,
+// any non-ASCII code point is refused.
+struct CaseResult {
+    std::string text;
+    bool cased = false;
+};
+CaseResult map_case(const std::string& cp, Case c) {
+    if (cp.size() == 1) {
+        char ch = cp[0];
+        const bool lower = ch >= 'a' && ch <= 'z', upper = ch >= 'A' && ch <= 'Z';
+        if (lower && c != Case::kLower) ch = static_cast<char>(ch - 'a' + 'A');
+        if (upper && c == Case::kLower) ch = static_cast<char>(ch - 'A' + 'a');
+        return {std::string(1, ch), lower || upper};
+    }
+#ifdef FTL_HAVE_UTF8PROC
+    utf8proc_int32_t code = -1;
+    utf8proc_iterate(reinterpret_cast<const utf8proc_uint8_t*>(cp.data()), static_cast<utf8proc_ssize_t>(cp.size()), &code);
+    if (code < 0) return {cp, false};
+    const utf8proc_category_t category = utf8proc_category(code);
+    const bool cased = category == UTF8PROC_CATEGORY_LU || category == UTF8PROC_CATEGORY_LL || category == UTF8PROC_CATEGORY_LT;
+    if (special_casing(code, c))
+        raise("changing the case of '" + cp + "' (its Python mapping is a special case ftlaunch does not reproduce)");
+    const utf8proc_int32_t mapped = c == Case::kUpper ? utf8proc_toupper(code)
+                                    : c == Case::kLower ? utf8proc_tolower(code)
+                                                        : utf8proc_totitle(code);
+    utf8proc_uint8_t buf[4];
+    const utf8proc_ssize_t n = utf8proc_encode_char(mapped, buf);
+    return {std::string(reinterpret_cast<const char*>(buf), static_cast<size_t>(n)), cased};
+#else
+    raise("changing the case of '" + cp + "' needs utf8proc, which this build lacks (ASCII only)");
+#endif
+}
+
+std::string change_case(const std::string& s, Case c) {
+    std::string out;
+    for (const std::string& cp : code_points(s)) out += map_case(cp, c).text;
+    return out;
+}
+
+// Python's str.islower() / isupper(): some cased letter, and none in the other case.
+bool all_cased_as(const std::string& s, Case c) {
+    bool any = false;
+    for (const std::string& cp : code_points(s)) {
+        const CaseResult r = map_case(cp, c);
+        if (!r.cased) continue;
+        any = true;
+        if (r.text != cp) return false;
+    }
+    return any;
 }
 
 const std::string& text_of(const Value& v, const std::string& what) {
@@ -78,7 +135,7 @@ std::vector<std::string> split_text(const std::string& s, const Value& separator
             if (!in_piece && max_splits >= 0 && static_cast<int64_t>(out.size()) == max_splits) {
                 std::string rest;
                 for (size_t j = i; j < cps.size(); ++j) rest += cps[j];
-                out.push_back(strip(rest, Value::none(), 2));
+                out.push_back(rest);  // Python keeps the rest as it is, trailing whitespace included
                 return out;
             }
             in_piece = true;
@@ -141,19 +198,26 @@ std::string replace_all(const std::string& s, const std::string& from, const std
     return out + s.substr(start);
 }
 
+// Python's str.capitalize: the first code point title-cased, the rest lowercased.
 std::string capitalize(const std::string& s) {
-    const std::string lower = ascii_lower(s);
-    return lower.empty() ? lower : ascii_upper(lower.substr(0, 1)) + lower.substr(1);
+    std::string out;
+    bool first = true;
+    for (const std::string& cp : code_points(s)) {
+        out += map_case(cp, first ? Case::kTitle : Case::kLower).text;
+        first = false;
+    }
+    return out;
 }
 
-// jinja2's title filter: each word (after whitespace, -, (, {, [ or <) capitalised.
+// jinja2's title filter: each word (after whitespace, -, (, {, [ or <) its first code point
+// uppercased, the rest lowercased.
 std::string title(const std::string& s) {
     std::string out;
     bool word_start = true;
-    for (char c : s) {
-        const bool boundary = c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '-' || c == '(' || c == '{' ||
-                              c == '[' || c == '<';
-        out += word_start ? ascii_upper(std::string(1, c)) : ascii_lower(std::string(1, c));
+    for (const std::string& cp : code_points(s)) {
+        const bool boundary = cp == " " || cp == "\t" || cp == "\n" || cp == "\r" || cp == "\f" || cp == "\v" ||
+                              cp == "-" || cp == "(" || cp == "{" || cp == "[" || cp == "<" || is_python_space(cp);
+        out += boundary ? cp : map_case(cp, word_start ? Case::kUpper : Case::kLower).text;
         word_start = boundary;
     }
     return out;
@@ -175,8 +239,10 @@ Value string_method(const Value& self, const std::string& name) {
          }},
         {"startswith", [](const Value& s, CallArgs& a) { return Value(affix_matches(s.as_string(), argument(a, 0, "prefix", Value::none()), true)); }},
         {"endswith", [](const Value& s, CallArgs& a) { return Value(affix_matches(s.as_string(), argument(a, 0, "suffix", Value::none()), false)); }},
-        {"upper", [](const Value& s, CallArgs&) { return Value(ascii_upper(s.as_string())); }},
-        {"lower", [](const Value& s, CallArgs&) { return Value(ascii_lower(s.as_string())); }},
+        {"upper", [](const Value& s, CallArgs&) { return Value(change_case(s.as_string(), Case::kUpper)); }},
+        {"lower", [](const Value& s, CallArgs&) { return Value(change_case(s.as_string(), Case::kLower)); }},
+        {"islower", [](const Value& s, CallArgs&) { return Value(all_cased_as(s.as_string(), Case::kLower)); }},
+        {"isupper", [](const Value& s, CallArgs&) { return Value(all_cased_as(s.as_string(), Case::kUpper)); }},
         {"title", [](const Value& s, CallArgs&) { return Value(title(s.as_string())); }},
         {"capitalize", [](const Value& s, CallArgs&) { return Value(capitalize(s.as_string())); }},
         {"replace", [](const Value& s, CallArgs& a) {
@@ -258,8 +324,7 @@ const std::vector<std::string>& mutating_methods() {
 bool is_python_method(const Value& obj, const std::string& name) {
     static const std::vector<std::string> str_methods = {
         "casefold", "center", "encode", "expandtabs", "format", "format_map", "index", "isalnum", "isalpha",
-        "isascii", "isdecimal", "isidentifier", "islower", "isnumeric", "isprintable", "isspace", "istitle",
-        "isupper", "ljust", "maketrans", "partition", "removeprefix", "removesuffix", "rfind", "rindex", "rjust",
+        "isascii", "isdecimal", "isidentifier", "isnumeric", "isprintable", "isspace", "istitle", "ljust", "maketrans", "partition", "removeprefix", "removesuffix", "rfind", "rindex", "rjust",
         "rpartition", "rsplit", "swapcase", "translate", "zfill"};
     static const std::vector<std::string> dict_methods = {"copy", "fromkeys"};
     static const std::vector<std::string> list_methods = {"copy", "count", "index"};
@@ -552,8 +617,8 @@ bool apply_test(const std::string& name, const Value& v, CallArgs& args) {
         for (const Value& item : items_of(other, "in")) if (equal(item, v)) return true;
         return false;
     }
-    if (name == "lower") return v.is_string() && ascii_lower(v.as_string()) == v.as_string();
-    if (name == "upper") return v.is_string() && ascii_upper(v.as_string()) == v.as_string();
+    if (name == "lower") return all_cased_as(v.str(), Case::kLower);
+    if (name == "upper") return all_cased_as(v.str(), Case::kUpper);
     if (name == "sameas") return v.kind() == other.kind() && (v.is_none() || equal(v, other));
     raise("unknown test '" + name + "'");
 }
@@ -589,7 +654,7 @@ Value filter_items(const Value& input, CallArgs& args, bool by_attribute, bool k
     return Value::list(std::move(out));
 }
 
-std::string sort_key_text(const Value& v) { return ascii_lower(v.str()); }
+std::string sort_key_text(const Value& v) { return change_case(v.str(), Case::kLower); }
 
 }  // namespace
 
@@ -623,8 +688,8 @@ Value apply_filter(const std::string& name, const Value& input, CallArgs& args) 
         raise("length: a " + input.type_name() + " has no length");
     }
     if (name == "trim") return Value(strip(input.str(), argument(args, 0, "chars", Value::none()), 3));
-    if (name == "upper") return Value(ascii_upper(input.str()));
-    if (name == "lower") return Value(ascii_lower(input.str()));
+    if (name == "upper") return Value(change_case(input.str(), Case::kUpper));
+    if (name == "lower") return Value(change_case(input.str(), Case::kLower));
     if (name == "title") return Value(title(input.str()));
     if (name == "capitalize") return Value(capitalize(input.str()));
     if (name == "replace")
@@ -682,7 +747,9 @@ Value apply_filter(const std::string& name, const Value& input, CallArgs& args) 
         if (!input.is_mapping()) raise("dictsort: needs a mapping, got " + input.type_name());
         Dict entries = input.as_dict();
         std::stable_sort(entries.begin(), entries.end(),
-                         [](const auto& a, const auto& b) { return ascii_lower(a.first) < ascii_lower(b.first); });
+                         [](const auto& a, const auto& b) {
+                             return change_case(a.first, Case::kLower) < change_case(b.first, Case::kLower);
+                         });
         List pairs;
         for (auto& [k, v] : entries) pairs.push_back(Value::list({Value(k), v}));
         return Value::list(std::move(pairs));

@@ -6,8 +6,8 @@
 //
 // Supported: the statements and expressions listed in parser.h; the filters, tests and methods
 // in builtins.h. Outside that (call blocks, includes, extends, recursive loops, %-formatting,
-// Unicode case mapping beyond ASCII) parsing or rendering throws an error naming the template
-// and line, never a guess.
+// the letters whose Python case mapping is a special case: ß, ligatures, final sigma) parsing or
+// rendering throws an error naming the template and line, never a guess.
 #pragma once
 
 #include <cstddef>

@@ -266,6 +266,8 @@ no turns
 {%- if tools is defined and tools %}{{ tools | map(attribute='function') | map(attribute='name') | join(', ') }}{% endif %}
 {{ "escapes: \\t|\\u00e9|\\x41|\\\\" }} {{ 'adjacent' 'strings' }}
 {{ messages[0].content.strip().upper()[:3] }} {{ 'x'.rjust is defined }} {{ messages.0.role }}
+{{ messages[-1].content | upper }}|{{ messages[-1].content | lower | title }}|{{ messages[-1].content | capitalize }}|{{ messages[-1].content is lower }} {{ messages[-1].content is upper }} {{ '123' is lower }} {{ 'ABC' is upper }} {{ messages[-1].content.islower() }}
+{{ '  a b  c '.split(none, 1) }} {{ messages | map(attribute='content') | map('lower') | sort | first | default('') | length }}
 """
 
 # Reading an attribute of an undefined value raises in jinja2 (its default Undefined) and here.
@@ -288,6 +290,7 @@ TEXTS = [
     "Hello!", "What is 2+2?", "  leading and trailing spaces  ", "line one\nline two\n", "你好，世界 🌍",
     "Use <|im_end|> literally", "Quotes ' and \" and \\ backslash", "", "tab\tseparated", "A much longer answer " * 4,
     "<think>\nreasoning here\n</think>\n\nThe answer is 4.", "café naïve", "{{ not a template }}", "{% raw %}",
+    "Ünïcödé Ελληνικά ПРИВЕТ мир ǅ", "ALL CAPS ÉTÉ", "123 ?!",
 ]
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",

@@ -62,3 +62,10 @@ TEST_CASE("jinja: hostile nesting and recursion are errors, not stack overflows"
     FTL_REQUIRE_ERROR(render("{% set ns = namespace(a=1) %}{% set ns.b = [ns] %}{{ ns }}"), ErrorKind::kConfig,
                       "holding the namespace itself");
 }
+
+TEST_CASE("jinja: letter case as Python maps it, special cases refused") {
+    CHECK(render("{{ 'Élan ПРИВЕТ' | lower }}|{{ 'ǆemal' | capitalize }}|{{ '123' is lower }}|{{ 'é1' is lower }}") ==
+          "élan привет|ǅemal|False|True");
+    FTL_REQUIRE_ERROR(render("{{ 'straße' | upper }}"), ErrorKind::kConfig, "special case");
+    FTL_REQUIRE_ERROR(render("{{ 'ΟΔΟΣ' | lower }}"), ErrorKind::kConfig, "special case");
+}
