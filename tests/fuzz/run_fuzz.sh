@@ -58,6 +58,7 @@ libs_of() {
     tokenizer_json) echo -lpcre2-8 -lutf8proc ;;
     accelerate_config|deepspeed_json) echo -lyaml-cpp -lspdlog -lfmt ;;
     dataset) echo -lpcre2-8 -lutf8proc "${arrow_libs[@]}" ;;
+    chat_template) echo -lutf8proc ;;
   esac
 }
 
