@@ -19,8 +19,6 @@
 namespace ftl::jinja {
 namespace {
 
-[[noreturn]] void raise(const std::string& message) { throw RenderError(message); }
-
 using Scope = std::map<std::string, Value>;
 using K = Value::Kind;
 

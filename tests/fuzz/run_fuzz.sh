@@ -39,7 +39,7 @@ fi
 # Sources of each target (besides tests/fuzz/fuzz_<name>.cpp) and the system libraries it links.
 util=(util/error util/strings util/files)
 tokenizer=(tokenizer/text tokenizer/bpe tokenizer/pipeline tokenizer/tokenizer)
-jinja=(jinja/value jinja/lexer jinja/parser jinja/builtins jinja/render)
+jinja=(jinja/value jinja/lexer jinja/parser jinja/python jinja/lookup jinja/filters jinja/render)
 config=(config/yaml_reader config/accelerate_config config/deepspeed_config config/deepspeed_sections config/train_args config/run_config)
 sources_of() {
   case "$1" in
