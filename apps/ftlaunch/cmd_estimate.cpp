@@ -42,8 +42,9 @@ int run_estimate_memory(const Invocation& inv, const Log& log) {
     const model::DecoderConfig config = model::read_decoder_config(model_dir);
     const zero::ParameterCounts params = zero::count_parameters(config);
     const zero::EstimateInputs planned = zero::estimate_inputs(run, config);
-    const int64_t trainable = planned.lora ? zero::lora_parameters(config, planned.lora_r, planned.lora_target_modules, false)
-                                           : params.total;
+    const int64_t trainable =
+        planned.lora ? zero::lora_parameters(config, planned.lora_r, planned.lora_target_modules, false, planned.lora_dora)
+                     : params.total;
 
     const bool on_gpu = !run.accelerate.use_cpu;  // --cpu / use_cpu: CPU ranks (a smaller runtime share)
     std::vector<Row> rows;

@@ -194,6 +194,7 @@ const std::vector<FlagSpec>& flag_table() {
         flag("lora_r", &A::lora_r, integer(1)),
         flag("lora_target_modules", &A::lora_target_modules, text()),
         flag("use_rslora", &A::use_rslora, boolean()),
+        flag("use_dora", &A::use_dora, boolean()),
         flag("use_nested_quant", &A::use_nested_quant, boolean()),
         flag("bnb_4bit_compute_dtype", &A::bnb_4bit_compute_dtype, text(kFloatDtypes)),
         flag("bnb_4bit_quant_storage_dtype", &A::bnb_4bit_quant_storage_dtype,
@@ -376,6 +377,11 @@ void validate(const TrainArgs& a) {
                                              "' not recognized as one of test or train (got '" + a.splits + "')");
     }
     if (a.output_dir.empty()) ftl::fail(ErrorKind::kUsage, "--output_dir: must not be empty");
+    if (a.use_dora && !a.use_peft_lora)
+        ftl::fail(ErrorKind::kUsage, "--use_dora True: DoRA is a LoRA variant; it needs --use_peft_lora True");
+    if (a.use_dora && a.use_4bit_quantization)
+        ftl::fail(ErrorKind::kUsage, "--use_dora True with --use_4bit_quantization True (QDoRA): not supported; "
+                                     "DoRA trains on 16- and 32-bit base weights");
     if (!a.chat_template_path.empty()) {
         if (!ends_with(a.chat_template_path, ".jinja") && !ends_with(a.chat_template_path, ".j2"))
             ftl::fail(ErrorKind::kUsage, "--chat_template_path " + a.chat_template_path +

@@ -44,6 +44,7 @@ struct TrainArgs {
     int lora_r = 64;
     std::string lora_target_modules = "q_proj,k_proj,v_proj,o_proj,down_proj,up_proj,gate_proj";
     bool use_rslora = false;                  // scaling alpha/sqrt(r) instead of alpha/r
+    bool use_dora = false;                    // PEFT's DoRA: a trained magnitude per output row
     bool use_nested_quant = false;
     std::string bnb_4bit_compute_dtype = "float16";
     std::string bnb_4bit_quant_storage_dtype = "uint8";

@@ -50,6 +50,7 @@ std::vector<at::Tensor> DecoderLayerWeights::tensors() const {
         if (linear->adapter) {
             out.push_back(linear->adapter->A);
             out.push_back(linear->adapter->B);
+            if (linear->adapter->magnitude.defined()) out.push_back(linear->adapter->magnitude);
         }
     }
     return out;
@@ -60,11 +61,64 @@ std::pair<int64_t, int64_t> linear_features(const Linear& linear) {
     return {shape.at(0), shape.at(1)};
 }
 
+namespace {
+
+// Inverted dropout, as torch.nn.Dropout: keep with probability 1-p, scale by 1/(1-p).
+at::Tensor dropped(const at::Tensor& input, double p, const std::optional<at::Generator>& generator) {
+    at::Tensor keep = at::empty_like(input, at::kBool).bernoulli_(1.0 - p, generator);
+    return input * keep / (1.0 - p);
+}
+
+// ||weight + scaling * lora_weight||_row, as PEFT's DoraLinearLayer.get_weight_norm: the sum in
+// the promoted type, the norm returned in it.
+at::Tensor row_norms(const at::Tensor& weight, const at::Tensor& lora_weight, double scaling) {
+    const at::Tensor sum = weight + lora_weight * scaling;
+    return at::linalg_vector_norm(sum, 2, at::IntArrayRef{1}).to(sum.scalar_type());
+}
+
+// DoRA's addition to the base output y (LowRankAdapter), PEFT's DoraLinearVariant.forward op for
+// op so that autocast rounds where it does: x cast to the adapter's type, B A formed as
+// lora_B(lora_A(I))^T, the norm without gradient. Plain autograd (unlike the LoRA branch, nothing
+// is recomputed): it keeps x' and A x' for backward.
+at::Tensor dora_output(const Linear& linear, const at::Tensor& x, const at::Tensor& y, const ForwardOptions& options) {
+    const LowRankAdapter& a = *linear.adapter;
+    at::Tensor input = x.to(a.A.scalar_type());
+    const bool drops = options.training && a.dropout > 0.0;
+    if (drops) input = dropped(input, a.dropout, options.generator);
+    const at::Tensor weight = linear.weight.to(input.scalar_type());
+    at::Tensor norm;
+    {
+        at::NoGradGuard no_grad;
+        const at::Tensor eye = at::eye(a.A.size(1), a.A.options());
+        const at::Tensor lora_weight = at::linear(at::linear(eye, a.A), a.B).t().to(input.scalar_type());
+        norm = row_norms(weight, lora_weight, a.scaling);
+    }
+    const at::Tensor scale = (a.magnitude / norm).view({1, -1});
+    const at::Tensor lora_result = at::linear(at::linear(input, a.A), a.B);
+    const at::Tensor base_result = drops                   ? at::linear(input, weight)
+                                   : linear.bias.defined() ? y - linear.bias
+                                                           : y;
+    return (scale - 1) * base_result + scale * lora_result * a.scaling;
+}
+
+}  // namespace
+
+at::Tensor dora_magnitude(const Linear& linear) {
+    if (linear.four_bit)
+        fail(ErrorKind::kConfig, "DoRA on 4-bit base weights (QDoRA) is not supported: its magnitudes start from the "
+                                 "dequantised weights");
+    at::NoGradGuard no_grad;
+    const LowRankAdapter& a = *linear.adapter;
+    const at::Tensor weight = linear.weight.to(a.A.device());
+    return row_norms(weight, at::matmul(a.B, a.A), a.scaling).to(at::kFloat);
+}
+
 at::Tensor apply_linear(const Linear& linear, const at::Tensor& x, const ForwardOptions& options) {
     at::Tensor y = linear.four_bit                ? quant::linear_4bit(x, linear.weight, linear.four_bit, linear.bias)
                    : linear.bias.defined() ? at::linear(x, linear.weight, linear.bias)
                                            : at::linear(x, linear.weight);
     if (!linear.adapter) return y;
+    if (linear.adapter->magnitude.defined()) return (y + dora_output(linear, x, y, options)).to(y.scalar_type());
     // PEFT's branch, lora_B(lora_A(dropout(x))) * scaling with x cast to the adapter's type, run
     // again from x in backward (model/recompute.h, with the dropout generator's state put back): it
     // keeps nothing but x, which the frozen linear keeps anyway, instead of a copy of the (dropped)
@@ -80,11 +134,7 @@ at::Tensor apply_linear(const Linear& linear, const at::Tensor& x, const Forward
         const bool autocast_to_own_type = at::autocast::is_autocast_enabled(device) &&
                                           at::autocast::get_autocast_dtype(device) == x_in.scalar_type();
         at::Tensor input = autocast_to_own_type ? x_in : x_in.to(a.A.scalar_type());
-        if (drops) {
-            // Inverted dropout, as torch.nn.Dropout: keep with probability 1-p, scale by 1/(1-p).
-            at::Tensor keep = at::empty_like(input, at::kBool).bernoulli_(1.0 - a.dropout, generator);
-            input = input * keep / (1.0 - a.dropout);
-        }
+        if (drops) input = dropped(input, a.dropout, generator);
         return at::linear(at::linear(input, a.A), a.B) * a.scaling;
     };
     const at::Tensor delta = options.recomputing ? branch(x, true) : recomputed_in_backward(branch, x, {a.A, a.B}, generator);

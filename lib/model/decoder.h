@@ -28,11 +28,17 @@ namespace ftl::model {
 
 // A low-rank adapter on a linear layer (LoRA, Hu et al. 2021, as PEFT computes it):
 //   y = base(x) + scaling * B(A(dropout(x))),  A [r, in], B [out, r], x cast to A's dtype.
+//
+// DoRA (PEFT's use_dora) adds a magnitude m [out] and rescales each output row by
+// s = m / ||W + scaling * B A||_row, the norm held constant in backward (the DoRA paper, 4.3):
+//   y = base(x) + (s - 1) * (base(x') - bias) + s * scaling * B(A(x')),  x' = dropout(x)
+// with base(x') computed anew when dropout is on (PEFT's DoraLinearLayer).
 struct LowRankAdapter {
     at::Tensor A;
     at::Tensor B;
     double scaling = 1.0;
     double dropout = 0.0;
+    at::Tensor magnitude;  // DoRA's m [out] (fp32, trained); undefined for plain LoRA
 };
 
 // A linear layer: weight [out, in] as in HF, bias undefined when the family has none, and an
@@ -188,6 +194,9 @@ int64_t resize_token_embeddings(DecoderConfig& config, DecoderWeights& weights, 
                                 int64_t pad_to_multiple_of = 1);
 
 // x [..., in] -> [..., out] through `linear`, its bias and its adapter.
+// DoRA's starting magnitude for `linear` with its adapter: ||W + scaling * B A||_row in fp32, as
+// PEFT's DoraLinearLayer.update_layer computes it (B is zero then, so the rows of W).
+at::Tensor dora_magnitude(const Linear& linear);
 at::Tensor apply_linear(const Linear& linear, const at::Tensor& x, const ForwardOptions& options);
 
 // The keys and values of the tokens decoded so far, per layer ([N, kv_heads, length, head_dim],

@@ -120,7 +120,8 @@ std::vector<std::string> attach_lora(const LinearPaths& candidates, const std::s
         kaiming_uniform(a, std::sqrt(5.0), generator);  // reset_lora_parameters
         b.zero_();
         const at::Device on = device.value_or(linear->weight.device());
-        linear->adapter = model::LowRankAdapter{a.to(on), b.to(on), config.scaling(), config.dropout};
+        linear->adapter = model::LowRankAdapter{a.to(on), b.to(on), config.scaling(), config.dropout, {}};
+        if (config.use_dora) linear->adapter->magnitude = model::dora_magnitude(*linear).to(on);
         adapted.push_back(path);
     }
     if (adapted.empty())
@@ -138,6 +139,8 @@ std::vector<std::pair<std::string, at::Tensor>> adapter_parameters(const LinearP
         if (!linear->adapter) continue;
         out.emplace_back("base_model.model." + path + ".lora_A.weight", linear->adapter->A);
         out.emplace_back("base_model.model." + path + ".lora_B.weight", linear->adapter->B);
+        if (linear->adapter->magnitude.defined())  // PEFT saves DoRA's vector without ".weight"
+            out.emplace_back("base_model.model." + path + ".lora_magnitude_vector", linear->adapter->magnitude);
     }
     return out;
 }
@@ -180,7 +183,7 @@ void save_adapter(const std::string& dir, const LinearPaths& candidates, const L
                 {"inference_mode", true},
                 {"init_lora_weights", true},
                 {"modules_to_save", nullptr},
-                {"use_dora", false},
+                {"use_dora", config.use_dora},
                 {"target_modules", std::vector<std::string>(targets.begin(), targets.end())}};
     io::write_file_atomically(dir + "/adapter_config.json", [&](std::ostream& out) { out << cfg.dump(2) << "\n"; });
 }
@@ -200,6 +203,7 @@ LoraConfig read_adapter_config(const std::string& dir) {
         config.alpha = cfg.value("lora_alpha", 8.0);
         config.dropout = cfg.value("lora_dropout", 0.0);
         config.use_rslora = cfg.value("use_rslora", false);
+        config.use_dora = cfg.value("use_dora", false);
         if (cfg.contains("task_type") && cfg["task_type"].is_string()) config.task_type = cfg["task_type"].get<std::string>();
         config.base_model_name_or_path = cfg.value("base_model_name_or_path", json("")).is_string()
                                              ? cfg.value("base_model_name_or_path", "")

@@ -23,6 +23,9 @@ struct LoraConfig {
     std::string target_modules = "all-linear";
     bool targets_are_regex = false;
     bool use_rslora = false;  // scaling alpha / sqrt(r) instead of alpha / r
+    // DoRA (Liu et al. 2024; PEFT's use_dora): each adapted linear also trains a magnitude per
+    // output row, starting at the row norms of W (model/decoder.h, LowRankAdapter).
+    bool use_dora = false;
     std::string base_model_name_or_path;
     std::string task_type = "CAUSAL_LM";  // PEFT's TaskType as adapter_config.json records it
 

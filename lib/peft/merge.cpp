@@ -22,6 +22,7 @@ constexpr const char* kPeftPrefix = "base_model.model.";
 // What the adapter holds for one base tensor.
 struct AdapterEntry {
     std::string lora_a, lora_b;  // LoRA pair (names in adapter_model.safetensors)
+    std::string magnitude;       // DoRA's magnitude vector, when the adapter has one
     std::string replacement;     // or a full tensor saved in the adapter
 };
 
@@ -40,6 +41,8 @@ std::map<std::string, AdapterEntry> adapter_entries(const io::Checkpoint& adapte
                 const std::string base = rest.substr(0, rest.size() - kind.size()) + ".weight";
                 (kind == ".lora_A.weight" ? entries[base].lora_a : entries[base].lora_b) = name;
             }
+        const std::string magnitude = ".lora_magnitude_vector";
+        if (ends_with(rest, magnitude)) entries[rest.substr(0, rest.size() - magnitude.size()) + ".weight"].magnitude = name;
         if (rest.find(".lora_") == std::string::npos) entries[rest].replacement = name;
     }
     for (const auto& [base, entry] : entries)
@@ -118,7 +121,14 @@ MergeSummary merge_adapter(const MergeOptions& options) {
             const at::Tensor a = model::mapped_tensor(adapter.shared_file_of(entry->second.lora_a), entry->second.lora_a);
             const at::Tensor b = model::mapped_tensor(adapter.shared_file_of(entry->second.lora_b), entry->second.lora_b);
             const at::Tensor w = model::mapped_tensor(base.shared_file_of(spec.name), spec.name);
-            current = (w.to(at::kFloat) + at::matmul(b.to(at::kFloat), a.to(at::kFloat)) * scaling).to(out_type).contiguous();
+            at::Tensor merged = w.to(at::kFloat) + at::matmul(b.to(at::kFloat), a.to(at::kFloat)) * scaling;
+            if (!entry->second.magnitude.empty()) {  // DoRA: each row rescaled to its magnitude (PEFT's merge_safe)
+                const std::string& m = entry->second.magnitude;
+                const at::Tensor magnitude = model::mapped_tensor(adapter.shared_file_of(m), m).to(at::kFloat);
+                const at::Tensor norm = at::linalg_vector_norm(merged, 2, at::IntArrayRef{1});
+                merged = (magnitude / norm).view({-1, 1}) * merged;
+            }
+            current = merged.to(out_type).contiguous();
         }
         return model::view_of(current);
     };

@@ -1,6 +1,6 @@
 // `ftlaunch merge`: PEFT's merge_and_unload() written to disk as a model folder transformers
-// loads. Every LoRA-targeted linear's weight becomes W + scaling · (B · A), computed in fp32 and
-// stored in the output dtype (PEFT on CPU casts A and B to fp32 and adds the fp32 delta into W);
+// loads. Every LoRA-targeted linear's weight becomes W + scaling · (B · A) (DoRA: that sum with
+// each row rescaled by m / its norm), computed in fp32 and stored in the output dtype (PEFT on CPU casts A and B to fp32 and adds the fp32 delta into W);
 // full tensors an adapter carries (PEFT saves embed_tokens and lm_head when the vocabulary was
 // resized) replace the base model's; every other tensor is copied (converted when a dtype is
 // asked for). Tensors are made and written one at a time, so memory stays at the largest tensor,

@@ -114,6 +114,7 @@ peft::LoraConfig lora_config(const config::TrainArgs& args) {
     lora.dropout = args.lora_dropout;
     lora.target_modules = args.lora_target_modules;
     lora.use_rslora = args.use_rslora;
+    lora.use_dora = args.use_dora;
     lora.base_model_name_or_path = args.model_name_or_path;
     return lora;
 }

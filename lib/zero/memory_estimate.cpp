@@ -88,7 +88,7 @@ ParameterCounts count_parameters(const model::DecoderConfig& c) {
 }
 
 int64_t lora_parameters(const model::DecoderConfig& c, int64_t r, const std::string& target_modules,
-                        bool targets_are_regex) {
+                        bool targets_are_regex, bool use_dora) {
     const bool all = to_lower(trim(target_modules)) == "all-linear";
     std::vector<std::string> names;
     for (const std::string& n : split(target_modules, ',')) names.push_back(trim(n));
@@ -102,7 +102,7 @@ int64_t lora_parameters(const model::DecoderConfig& c, int64_t r, const std::str
             if (targets_are_regex) hit = std::regex_match(path, pattern);
             else
                 for (const std::string& n : names) hit = hit || n == leaf || n == path || ends_with(path, "." + n);
-            if (hit) total += r * (l.in + l.out);
+            if (hit) total += r * (l.in + l.out) + (use_dora ? l.out : 0);
         }
     return total;
 }
@@ -111,7 +111,8 @@ RankMemory estimate_rank_memory(const EstimateInputs& in, bool on_gpu) {
     const ParameterCounts p = count_parameters(in.model);
     const int64_t n = std::max(1, in.world_size);
     const int64_t trainable =
-        in.lora ? lora_parameters(in.model, in.lora_r, in.lora_target_modules, /*targets_are_regex=*/false) : p.total;
+        in.lora ? lora_parameters(in.model, in.lora_r, in.lora_target_modules, /*targets_are_regex=*/false, in.lora_dora)
+                : p.total;
     RankMemory m;
     const int64_t largest_part = std::max({p.embeddings, p.per_layer, p.head});
     if (in.lora) {
@@ -212,6 +213,7 @@ EstimateInputs estimate_inputs(const config::RunConfig& run, const model::Decode
     in.lora = a.use_peft_lora;
     in.lora_r = a.lora_r;
     in.lora_target_modules = a.lora_target_modules;
+    in.lora_dora = a.use_dora;
     if (a.use_4bit_quantization) in.base_weights = a.use_nested_quant ? BaseWeights::kNf4Nested : BaseWeights::kNf4;
     if (!model.bnb_4bit_compute_dtype.empty())  // a bitsandbytes 4-bit checkpoint, loaded as it is
         in.base_weights = model.bnb_4bit_nested ? BaseWeights::kNf4Nested : BaseWeights::kNf4;

@@ -589,6 +589,48 @@ TEST_CASE("the LoRA branch recomputed in backward gives PEFT's composite's outpu
     for (size_t i = 0; i < ours.size(); ++i) CHECK(at::equal(ours[i], peft[i]));
 }
 
+TEST_CASE("DoRA with dropout: the base output recomputed from the dropped input, as PEFT's DoraLinearLayer", "[train]") {
+    // PEFT's composite (lora/dora.py, variants.py) written out: with dropout on, the base output is
+    // F.linear(dropout(x), W) without bias; the norm ||W + scaling B A||_row takes no gradient.
+    at::manual_seed(5);
+    model::Linear linear;
+    linear.weight = at::randn({24, 16}) * 0.2;
+    linear.bias = at::randn({24}) * 0.1;
+    linear.adapter = model::LowRankAdapter{(at::randn({4, 16}) * 0.3).requires_grad_(true),
+                                           (at::randn({24, 4}) * 0.3).requires_grad_(true), 2.0, 0.3,
+                                           (at::rand({24}) + 0.5).requires_grad_(true)};
+    const at::Tensor x_value = at::randn({3, 5, 16});
+    const at::Tensor upstream = at::randn({3, 5, 24});
+    auto run = [&](bool ours) {
+        at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(23);
+        const model::LowRankAdapter& a = *linear.adapter;
+        const at::Tensor x = x_value.clone().requires_grad_(true);
+        at::Tensor y;
+        if (ours) {
+            model::ForwardOptions options;
+            options.training = true;
+            options.generator = generator;
+            y = model::apply_linear(linear, x, options);
+        } else {
+            const at::Tensor result = at::linear(x, linear.weight, linear.bias);
+            const at::Tensor dropped = x * at::empty_like(x).bernoulli_(0.7, generator) / 0.7;
+            const at::Tensor lora_weight = at::linear(at::linear(at::eye(16), a.A), a.B).t();
+            const at::Tensor norm =
+                at::linalg_vector_norm(linear.weight + a.scaling * lora_weight.detach(), 2, at::IntArrayRef{1}).detach();
+            const at::Tensor scale = (a.magnitude / norm).view({1, -1});
+            const at::Tensor base_result = at::linear(dropped, linear.weight);
+            y = result + ((scale - 1) * base_result + scale * at::linear(at::linear(dropped, a.A), a.B) * a.scaling);
+        }
+        y.backward(upstream);
+        std::vector<at::Tensor> out{y.detach(), x.grad(), a.A.grad().clone(), a.B.grad().clone(), a.magnitude.grad().clone()};
+        for (const at::Tensor* t : {&a.A, &a.B, &a.magnitude}) t->mutable_grad().zero_();
+        return out;
+    };
+    const std::vector<at::Tensor> ours = run(true), peft = run(false);
+    for (size_t i = 0; i < ours.size(); ++i) CHECK(at::allclose(ours[i], peft[i], 1e-5, 1e-6));
+    CHECK(!at::equal(peft[4], at::zeros_like(peft[4])));  // the magnitude trains
+}
+
 TEST_CASE("--gradient_checkpointing auto keeps the most last layers whose estimate fits in 90% of the memory", "[zero]") {
     zero::EstimateInputs in;
     in.model.model_type = "llama";
