@@ -8,6 +8,7 @@
             against PEFT under autocast(bfloat16): the curve within 5e-2 as test_sft_parity's
             bf16 case (both stacks round in bf16, and differently after a few steps)
   merge     `ftlaunch merge` of the DoRA adapter equals PEFT's merge_and_unload (1e-6 relative)
+  ZeRO-3    2 CPU ranks, every tensor partitioned (batch 2 each) against 1 rank x batch 4: 1e-5
   refused   --use_dora without --use_peft_lora, and with --use_4bit_quantization (QDoRA)
 """
 import os
@@ -22,6 +23,7 @@ from safetensors.torch import load_file, save_file
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import check, finish  # noqa: E402
 import test_sft_parity as sft  # noqa: E402
+import test_zero  # noqa: E402
 
 DORA = {"use_dora": True}
 
@@ -78,6 +80,12 @@ def main():
                                    extra=("--use_dora", "True", "--bf16", "True", "--torch_dtype", "bfloat16"))
         ref_bf16, _ = sft.reference_losses(model_dir, texts, 2, 2, bf16=True, lora_kwargs=DORA)
         sft.compare_curves(bf16, ref_bf16, 5e-2, "DoRA --bf16 --torch_dtype bfloat16 against transformers+peft in bf16")
+
+        one, _ = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, "dora_b4"), 4, 1, extra=("--use_dora", "True"))
+        zero3, _ = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, "dora_zero3"), 2, 1,
+                                    extra=("--use_dora", "True"),
+                                    launcher=("--config_file", test_zero.zero3_everything_partitioned(work, 2)))
+        sft.compare_curves(zero3, one, 1e-5, "DoRA under ZeRO-3 on 2 ranks x batch 2 vs 1 rank x batch 4")
 
         for flags, fragment in ((("--use_peft_lora", "False"), "needs --use_peft_lora True"),
                                 (("--use_4bit_quantization", "True"), "QDoRA")):
