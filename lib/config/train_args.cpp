@@ -379,9 +379,6 @@ void validate(const TrainArgs& a) {
     if (a.output_dir.empty()) ftl::fail(ErrorKind::kUsage, "--output_dir: must not be empty");
     if (a.use_dora && !a.use_peft_lora)
         ftl::fail(ErrorKind::kUsage, "--use_dora True: DoRA is a LoRA variant; it needs --use_peft_lora True");
-    if (a.use_dora && a.use_4bit_quantization)
-        ftl::fail(ErrorKind::kUsage, "--use_dora True with --use_4bit_quantization True (QDoRA): not supported; "
-                                     "DoRA trains on 16- and 32-bit base weights");
     if (!a.chat_template_path.empty()) {
         if (!ends_with(a.chat_template_path, ".jinja") && !ends_with(a.chat_template_path, ".j2"))
             ftl::fail(ErrorKind::kUsage, "--chat_template_path " + a.chat_template_path +

@@ -85,7 +85,8 @@ at::Tensor dora_output(const Linear& linear, const at::Tensor& x, const at::Tens
     at::Tensor input = x.to(a.A.scalar_type());
     const bool drops = options.training && a.dropout > 0.0;
     if (drops) input = dropped(input, a.dropout, options.generator);
-    const at::Tensor weight = linear.weight.to(input.scalar_type());
+    const at::Tensor weight = (linear.four_bit ? quant::dequantize_4bit(linear.weight, *linear.four_bit) : linear.weight)
+                                  .to(input.scalar_type());
     at::Tensor norm;
     {
         at::NoGradGuard no_grad;
@@ -104,13 +105,18 @@ at::Tensor dora_output(const Linear& linear, const at::Tensor& x, const at::Tens
 }  // namespace
 
 at::Tensor dora_magnitude(const Linear& linear) {
-    if (linear.four_bit)
-        fail(ErrorKind::kConfig, "DoRA on 4-bit base weights (QDoRA) is not supported: its magnitudes start from the "
-                                 "dequantised weights");
     at::NoGradGuard no_grad;
     const LowRankAdapter& a = *linear.adapter;
-    const at::Tensor weight = linear.weight.to(a.A.device());
+    const at::Tensor weight =
+        (linear.four_bit ? quant::dequantize_4bit(linear.weight, *linear.four_bit) : linear.weight).to(a.A.device());
     return row_norms(weight, at::matmul(a.B, a.A), a.scaling).to(at::kFloat);
+}
+
+void reset_dora_magnitudes(DecoderLayerWeights& layer) {
+    at::NoGradGuard no_grad;
+    for (auto& [path, linear] : layer.linears())
+        if (linear->adapter && linear->adapter->magnitude.defined())
+            linear->adapter->magnitude.copy_(dora_magnitude(*linear));
 }
 
 at::Tensor apply_linear(const Linear& linear, const at::Tensor& x, const ForwardOptions& options) {

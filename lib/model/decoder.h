@@ -32,7 +32,7 @@ namespace ftl::model {
 // DoRA (PEFT's use_dora) adds a magnitude m [out] and rescales each output row by
 // s = m / ||W + scaling * B A||_row, the norm held constant in backward (the DoRA paper, 4.3):
 //   y = base(x) + (s - 1) * (base(x') - bias) + s * scaling * B(A(x')),  x' = dropout(x)
-// with base(x') computed anew when dropout is on (PEFT's DoraLinearLayer).
+// with base(x') computed anew when dropout is on (PEFT's DoraLinearLayer); W dequantised when 4-bit.
 struct LowRankAdapter {
     at::Tensor A;
     at::Tensor B;
@@ -195,8 +195,12 @@ int64_t resize_token_embeddings(DecoderConfig& config, DecoderWeights& weights, 
 
 // x [..., in] -> [..., out] through `linear`, its bias and its adapter.
 // DoRA's starting magnitude for `linear` with its adapter: ||W + scaling * B A||_row in fp32, as
-// PEFT's DoraLinearLayer.update_layer computes it (B is zero then, so the rows of W).
+// PEFT's DoraLinearLayer.update_layer computes it (B is zero then, so the rows of W), W
+// dequantised when 4-bit (QDoRA: PEFT sees the quantised model).
 at::Tensor dora_magnitude(const Linear& linear);
+// Sets the layer's DoRA magnitudes anew from its weights, in place: after its linears become
+// 4-bit, so that they start from the dequantised weights as PEFT's do.
+void reset_dora_magnitudes(DecoderLayerWeights& layer);
 at::Tensor apply_linear(const Linear& linear, const at::Tensor& x, const ForwardOptions& options);
 
 // The keys and values of the tokens decoded so far, per layer ([N, kv_heads, length, head_dim],

@@ -153,6 +153,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     auto quantize_layer = [&](int i) {
         model::DecoderLayerWeights& layer = lm.weights().layers.at(static_cast<size_t>(i));
         model::quantize_layer_linears(layer, i, *quantizer);
+        if (args.use_dora) model::reset_dora_magnitudes(layer);  // QDoRA: from the dequantised weights
         four_bit_bytes.add(layer);
     };
     if (four_bit && !partition_weights) {

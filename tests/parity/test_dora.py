@@ -9,7 +9,11 @@
             bf16 case (both stacks round in bf16, and differently after a few steps)
   merge     `ftlaunch merge` of the DoRA adapter equals PEFT's merge_and_unload (1e-6 relative)
   ZeRO-3    2 CPU ranks, every tensor partitioned (batch 2 each) against 1 rank x batch 4: 1e-5
-  refused   --use_dora without --use_peft_lora, and with --use_4bit_quantization (QDoRA)
+  QDoRA     4-bit NF4 nested base (uint8 storage, fp32 compute) against PEFT on bitsandbytes'
+            CPU path: the magnitudes start from the dequantised weights; 1e-4 as test_qlora; and under
+            ZeRO-3 on 2 ranks (bf16 storage, layers quantised as they are partitioned) vs stage 0 on 2
+            ranks, as test_qlora compares QLoRA (no clipping): 1e-5
+  refused   --use_dora without --use_peft_lora
 """
 import os
 import subprocess
@@ -87,8 +91,28 @@ def main():
                                     launcher=("--config_file", test_zero.zero3_everything_partitioned(work, 2)))
         sft.compare_curves(zero3, one, 1e-5, "DoRA under ZeRO-3 on 2 ranks x batch 2 vs 1 rank x batch 4")
 
-        for flags, fragment in ((("--use_peft_lora", "False"), "needs --use_peft_lora True"),
-                                (("--use_4bit_quantization", "True"), "QDoRA")):
+        import test_qlora
+        qdora, _ = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, "qdora"), 4, 1,
+                                    extra=("--use_dora", "True", *test_qlora.FOUR_BIT,
+                                           "--bnb_4bit_quant_storage_dtype", "uint8"))
+        bnb = transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                              bnb_4bit_compute_dtype=torch.float32, bnb_4bit_quant_storage=torch.uint8)
+        ref_q, _ = sft.reference_losses(model_dir, texts, 4, 1, lora_kwargs=DORA,
+                                        load_kwargs={"quantization_config": bnb, "device_map": "cpu"})
+        sft.compare_curves(qdora, ref_q, 1e-4, "QDoRA (NF4, nested) against transformers + bitsandbytes + PEFT")
+        check(max(abs(a - b) / abs(b) for a, b in zip(qdora, one)) > 1e-4, "QDoRA's curve differs from 16-bit DoRA's")
+        # bf16 storage, as the seed's QLoRA command, compared as test_qlora compares plain QLoRA:
+        # 2 ranks under ZeRO-3 vs DeepSpeed stage 0, without clipping, learning rate 1e-2.
+        bf16_storage = ("--use_dora", "True", *test_qlora.FOUR_BIT, "--bnb_4bit_quant_storage_dtype", "bfloat16",
+                        "--max_grad_norm", "0", "--learning_rate", "1e-2")
+        qdora_bf16, _ = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, "qdora_bf16"), 2, 1, extra=bf16_storage,
+                                         launcher=("--config_file", test_zero.zero_config(work, 0, 2, 1)))
+        qdora_zero3, _ = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, "qdora_zero3"), 2, 1, extra=bf16_storage,
+                                          launcher=("--config_file", test_zero.zero3_everything_partitioned(work, 2)))
+        sft.compare_curves(qdora_zero3, qdora_bf16, 1e-5, "QDoRA under ZeRO-3 on 2 ranks (bf16 storage, each layer "
+                                                          "quantised as it is partitioned) vs stage 0")
+
+        for flags, fragment in ((("--use_peft_lora", "False"), "needs --use_peft_lora True"),):
             cmd = sft.ftlaunch_command(model_dir, data_dir, os.path.join(work, "refused"), 2, 1,
                                        extra=("--use_dora", "True", *flags))
             proc = subprocess.run(cmd, capture_output=True, text=True)
