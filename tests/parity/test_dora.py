@@ -8,6 +8,7 @@
             against PEFT under autocast(bfloat16): the curve within 5e-2 as test_sft_parity's
             bf16 case (both stacks round in bf16, and differently after a few steps)
   merge     `ftlaunch merge` of the DoRA adapter equals PEFT's merge_and_unload (1e-6 relative)
+  dropout   lora_dropout 0.1 with and without --gradient_checkpointing: the same curve, exactly
   ZeRO-3    2 CPU ranks, every tensor partitioned (batch 2 each) against 1 rank x batch 4: 1e-5
   QDoRA     4-bit NF4 nested base (uint8 storage, fp32 compute) against PEFT on bitsandbytes'
             CPU path: the magnitudes start from the dequantised weights; 1e-4 as test_qlora; and under
@@ -84,6 +85,15 @@ def main():
                                    extra=("--use_dora", "True", "--bf16", "True", "--torch_dtype", "bfloat16"))
         ref_bf16, _ = sft.reference_losses(model_dir, texts, 2, 2, bf16=True, lora_kwargs=DORA)
         sft.compare_curves(bf16, ref_bf16, 5e-2, "DoRA --bf16 --torch_dtype bfloat16 against transformers+peft in bf16")
+
+        # With dropout the base output is recomputed from the dropped input; recomputing the layers
+        # in backward (--gradient_checkpointing) replays the same draws: the same curve, exactly.
+        dropout = ("--use_dora", "True", "--lora_dropout", "0.1")
+        dropped, _ = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, "dora_dropout"), 2, 2, extra=dropout)
+        recomputed, _ = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, "dora_dropout_gc"), 2, 2,
+                                         extra=dropout + ("--gradient_checkpointing", "True"))
+        check(recomputed == dropped and dropped != ours,
+              "DoRA with lora_dropout 0.1: --gradient_checkpointing True gives the same curve, step for step (exact)")
 
         one, _ = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, "dora_b4"), 4, 1, extra=("--use_dora", "True"))
         zero3, _ = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, "dora_zero3"), 2, 1,
