@@ -20,7 +20,7 @@ Value Value::none() {
     return v;
 }
 
-Value::Value(bool b) : kind_(Kind::kBool), bool_(b), int_(b ? 1 : 0) {}
+Value::Value(bool b) : kind_(Kind::kBool), int_(b ? 1 : 0) {}
 Value::Value(int64_t i) : kind_(Kind::kInt), int_(i) {}
 Value::Value(double d) : kind_(Kind::kFloat), float_(d) {}
 Value::Value(std::string s) : kind_(Kind::kString), string_(std::make_shared<const std::string>(std::move(s))) {}
@@ -88,7 +88,7 @@ bool Value::truthy() const {
     switch (kind_) {
         case Kind::kUndefined:
         case Kind::kNone: return false;
-        case Kind::kBool: return bool_;
+        case Kind::kBool: return int_ != 0;
         case Kind::kInt: return int_ != 0;
         case Kind::kFloat: return float_ != 0;
         case Kind::kString: return !string_->empty();
@@ -171,7 +171,7 @@ std::string Value::repr() const {
     switch (kind_) {
         case Kind::kUndefined: return "";
         case Kind::kNone: return "None";
-        case Kind::kBool: return bool_ ? "True" : "False";
+        case Kind::kBool: return int_ != 0 ? "True" : "False";
         case Kind::kInt: return std::to_string(int_);
         case Kind::kFloat: return python_float(float_);
         case Kind::kString: return quote(*string_);

@@ -58,7 +58,7 @@ public:
     bool is_number() const { return kind_ == Kind::kInt || kind_ == Kind::kFloat || kind_ == Kind::kBool; }
     bool is_mapping() const { return kind_ == Kind::kDict || kind_ == Kind::kNamespace; }
 
-    bool as_bool() const { return bool_; }
+    bool as_bool() const { return int_ != 0; }
     int64_t as_int() const { return kind_ == Kind::kFloat ? static_cast<int64_t>(float_) : int_; }
     double as_float() const { return kind_ == Kind::kFloat ? float_ : static_cast<double>(int_); }
     const std::string& as_string() const { return *string_; }
@@ -81,8 +81,7 @@ public:
 
 private:
     Kind kind_ = Kind::kUndefined;
-    bool bool_ = false;
-    int64_t int_ = 0;
+    int64_t int_ = 0;  // an int, or a bool as 0/1 (Python counts True as 1)
     double float_ = 0;
     std::string name_;
     std::shared_ptr<const std::string> string_;
