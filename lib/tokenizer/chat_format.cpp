@@ -45,7 +45,7 @@ const std::string& chat_template_text(ChatFormat format) {
 }
 
 std::vector<ChatSegment> render_chat_segments(ChatFormat format, const std::vector<ChatMessage>& messages,
-                                              const std::string& eos_token) {
+                                              const std::string& eos_token, bool add_generation_prompt) {
     std::vector<ChatSegment> out;
     auto add = [&](std::string text, bool assistant) {
         if (!out.empty() && out.back().assistant == assistant) out.back().text += text;
@@ -63,15 +63,16 @@ std::vector<ChatSegment> render_chat_segments(ChatFormat format, const std::vect
             add("\n", false);
         }
     }
+    if (add_generation_prompt && !messages.empty())
+        add(format == ChatFormat::kChatml ? "<|im_start|>assistant\n" : "<|assistant|>\n", false);
     return out;
 }
 
 std::string render_chat(ChatFormat format, const std::vector<ChatMessage>& messages, const std::string& eos_token,
                         bool add_generation_prompt) {
     std::string out;
-    for (const auto& segment : render_chat_segments(format, messages, eos_token)) out += segment.text;
-    if (add_generation_prompt && !messages.empty())
-        out += format == ChatFormat::kChatml ? "<|im_start|>assistant\n" : "<|assistant|>\n";
+    for (const auto& segment : render_chat_segments(format, messages, eos_token, add_generation_prompt))
+        out += segment.text;
     return out;
 }
 

@@ -36,12 +36,13 @@ std::string render_chat(ChatFormat format, const std::vector<ChatMessage>& messa
 
 // render_chat's text cut into consecutive pieces, those an assistant wrote marked: the content and
 // its end marker ("<|im_end|>" / eos), as TRL's {% generation %} blocks mark them for
-// assistant_only_loss. Joining the pieces gives render_chat's text.
+// assistant_only_loss (the generation prompt, when asked, unmarked). Joining the pieces gives
+// render_chat's text.
 struct ChatSegment {
     std::string text;
     bool assistant = false;
 };
 std::vector<ChatSegment> render_chat_segments(ChatFormat format, const std::vector<ChatMessage>& messages,
-                                              const std::string& eos_token);
+                                              const std::string& eos_token, bool add_generation_prompt = false);
 
 }  // namespace ftl::tokenizer

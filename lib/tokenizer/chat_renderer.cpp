@@ -107,10 +107,7 @@ std::vector<ChatSegment> ChatRenderer::render(const nlohmann::ordered_json& mess
         const std::vector<ChatMessage> plain = plain_messages(messages, where);
         const std::string eos = tokenizer.eos_token().value_or("");
         if (!mark_assistant) return {{render_chat(*format_, plain, eos, add_generation_prompt), true}};
-        std::vector<ChatSegment> segments = render_chat_segments(*format_, plain, eos);
-        if (add_generation_prompt)
-            segments.push_back({render_chat(*format_, plain, eos, true).substr(render_chat(*format_, plain, eos).size()), false});
-        return segments;
+        return render_chat_segments(*format_, plain, eos, add_generation_prompt);
     }
     const jinja::Template& chat_template = compiled();
     if (mark_assistant && !chat_template.has_generation())
