@@ -37,31 +37,27 @@ bool adds_special_tokens(const nlohmann::ordered_json& record, const TextOptions
     return options.add_special_tokens && !(conversation && options.chat && !options.chat->is_native());
 }
 
-// Tokenizes the joined text; with several segments, marks each token by the segment it came
-// from. Segments are encoded one by one and must give exactly the ids of the whole text (after
-// any special tokens the post-processor adds), or the mask could not be trusted.
+// Tokenizes the joined text; with several segments, a token is a target when its characters
+// overlap an assistant segment: transformers' return_assistant_tokens_mask over the tokenizer's
+// offsets, so a token that straddles a boundary (a merge across it) is a target.
 Example encode(const std::vector<tokenizer::ChatSegment>& segments, const tokenizer::HfTokenizer& tok,
-               bool add_special_tokens, const std::string& where) {
+               bool add_special_tokens) {
     std::string text;
-    for (const auto& segment : segments) text += segment.text;
-    Example example{tok.encode(text, add_special_tokens), {}};
-    if (segments.size() == 1 && segments[0].assistant) return example;
-    std::vector<int32_t> joined;
-    std::vector<uint8_t> marks;
+    std::vector<std::pair<size_t, size_t>> targets;  // byte ranges of the assistant segments
     for (const auto& segment : segments) {
-        const auto ids = tok.encode(segment.text, false);
-        joined.insert(joined.end(), ids.begin(), ids.end());
-        marks.insert(marks.end(), ids.size(), segment.assistant ? 1 : 0);
+        if (segment.assistant) targets.emplace_back(text.size(), text.size() + segment.text.size());
+        text += segment.text;
     }
-    const auto& whole = example.ids;
-    std::optional<size_t> offset;
-    for (size_t k = 0; !offset && k + joined.size() <= whole.size(); ++k)
-        if (std::equal(joined.begin(), joined.end(), whole.begin() + static_cast<long>(k))) offset = k;
-    if (!offset)
-        fail(ErrorKind::kConfig, where + ": --assistant_only_loss: this tokenizer merges text across turn boundaries, "
-                                         "so the assistant tokens cannot be marked exactly (train without it)");
-    example.is_target.assign(whole.size(), 0);
-    std::copy(marks.begin(), marks.end(), example.is_target.begin() + static_cast<long>(*offset));
+    if (segments.size() == 1 && segments[0].assistant) return {tok.encode(text, add_special_tokens), {}};
+    const tokenizer::Encoding encoding = tok.encode_with_offsets(text, add_special_tokens);
+    Example example{encoding.ids, std::vector<uint8_t>(encoding.ids.size(), 0)};
+    size_t next = 0;  // the first target range not wholly before the token
+    for (size_t t = 0; t < encoding.ids.size(); ++t) {
+        const auto [begin, end] = encoding.offsets[t];
+        while (next < targets.size() && begin >= targets[next].second) ++next;
+        if (next == targets.size()) break;
+        if (end > targets[next].first) example.is_target[t] = 1;
+    }
     return example;
 }
 
@@ -141,11 +137,11 @@ Example prompt_completion_example(const nlohmann::ordered_json& record, const to
     if (prompt.is_array() && completion.is_array()) {
         if (!options.chat) fail(ErrorKind::kInternal, where + ": conversations without a chat renderer");
         const bool specials = adds_special_tokens(record, options);
-        prompt_ids = encode(options.chat->render(prompt, record, tok, true, false, where), tok, specials, where).ids;
+        prompt_ids = encode(options.chat->render(prompt, record, tok, true, false, where), tok, specials).ids;
         nlohmann::ordered_json messages = prompt;
         for (const auto& m : completion) messages.push_back(m);
         example = encode(options.chat->render(messages, record, tok, false, options.assistant_only_loss, where), tok,
-                         specials, where);
+                         specials);
     } else {
         if (!prompt.is_string() || !completion.is_string())
             fail(ErrorKind::kConfig, where + ": `prompt` and `completion` must both be text or both be lists of messages");
@@ -230,7 +226,7 @@ std::vector<Example> tokenize_records(const std::vector<nlohmann::ordered_json>&
         Example example = record.contains("prompt") && record.contains("completion")
                               ? prompt_completion_example(record, tokenizer, options, where)
                               : encode(segments_of(record, options, tokenizer, where), tokenizer,
-                                       adds_special_tokens(record, options), where);
+                                       adds_special_tokens(record, options));
         if (options.append_concat_token) {
             example.ids.push_back(*eos);
             if (!example.is_target.empty()) example.is_target.push_back(0);

@@ -101,62 +101,70 @@ const std::string* BpeModel::id_to_token(int32_t id) const {
     return it == by_id_.end() ? nullptr : it->second;
 }
 
-void BpeModel::tokenize(std::string_view word, std::vector<int32_t>& ids) const {
+void BpeModel::tokenize(std::string_view word, std::vector<int32_t>& ids, std::vector<Span>* spans) const {
     if (word.empty()) return;
+    auto append = [&](const Tokens& tokens) {
+        ids.insert(ids.end(), tokens.ids.begin(), tokens.ids.end());
+        if (spans) spans->insert(spans->end(), tokens.spans.begin(), tokens.spans.end());
+    };
     if (ignore_merges_) {
         if (auto id = token_to_id(word)) {
-            ids.push_back(*id);
+            append({{*id}, {{0u, static_cast<uint32_t>(word.size())}}});
             return;
         }
     }
     if (word.size() <= kMaxCachedWordBytes) {
         auto hit = cache_.find(std::string(word));
         if (hit != cache_.end()) {
-            ids.insert(ids.end(), hit->second.begin(), hit->second.end());
+            append(hit->second);
             return;
         }
     }
-    std::vector<int32_t> out;
-    merge_word(word, out);
-    ids.insert(ids.end(), out.begin(), out.end());
+    Tokens tokens = merge_word(word);
+    append(tokens);
     if (word.size() <= kMaxCachedWordBytes && cache_.size() < kMaxCacheEntries)
-        cache_.emplace(std::string(word), std::move(out));
+        cache_.emplace(std::string(word), std::move(tokens));
 }
 
-void BpeModel::merge_word(std::string_view word, std::vector<int32_t>& ids) const {
-    // 1. Characters -> symbols (a doubly linked list over a vector, as in HF's Word).
+BpeModel::Tokens BpeModel::merge_word(std::string_view word) const {
+    // 1. Characters -> symbols (a doubly linked list over a vector, as in HF's Word), each
+    //    covering the bytes [begin, end) of the word.
     struct Symbol {
         int32_t id;
         int32_t prev, next;
         bool alive;
+        uint32_t begin, end;
     };
     std::vector<Symbol> symbols;
     int32_t pending_unk = -1;  // an unk id waiting to be emitted (fused with following unknowns)
-    auto push = [&](int32_t id) {
+    uint32_t unk_begin = 0, unk_end = 0;
+    auto push = [&](int32_t id, size_t begin, size_t end) {
         const int32_t index = static_cast<int32_t>(symbols.size());
-        symbols.push_back({id, index - 1, index + 1, true});
+        symbols.push_back({id, index - 1, index + 1, true, static_cast<uint32_t>(begin), static_cast<uint32_t>(end)});
     };
     auto flush_unk = [&] {
-        if (pending_unk >= 0) push(pending_unk);
+        if (pending_unk >= 0) push(pending_unk, unk_begin, unk_end);
         pending_unk = -1;
     };
     std::string piece;
     for (size_t i = 0; i < word.size();) {
         const size_t n = std::min(utf8_length(static_cast<unsigned char>(word[i])), word.size() - i);
+        const size_t begin = i;
         piece.assign(word.substr(i, n));
         if (i > 0 && !continuing_subword_prefix_.empty()) piece.insert(0, continuing_subword_prefix_);
         if (i + n == word.size() && !end_of_word_suffix_.empty()) piece += end_of_word_suffix_;
         i += n;
         if (auto it = vocab_.find(piece); it != vocab_.end()) {
             flush_unk();
-            push(it->second);
+            push(it->second, begin, i);
             continue;
         }
         if (byte_fallback_) {
             bool all = true;
-            for (unsigned char c : piece) all = all && byte_ids_[c] >= 0;
+            for (size_t k = begin; k < i; ++k) all = all && byte_ids_[static_cast<unsigned char>(word[k])] >= 0;
             if (all) {
-                for (unsigned char c : piece) push(byte_ids_[c]);  // like HF: no unk flush here
+                // like HF: no unk flush here
+                for (size_t k = begin; k < i; ++k) push(byte_ids_[static_cast<unsigned char>(word[k])], k, k + 1);
                 continue;
             }
         }
@@ -165,6 +173,8 @@ void BpeModel::merge_word(std::string_view word, std::vector<int32_t>& ids) cons
             if (it == vocab_.end())
                 fail(ErrorKind::kConfig, "tokenizer.json: unk_token '" + *unk_token_ + "' is not in the vocab");
             if (pending_unk >= 0 && !fuse_unk_) flush_unk();
+            if (pending_unk < 0) unk_begin = static_cast<uint32_t>(begin);
+            unk_end = static_cast<uint32_t>(i);
             pending_unk = it->second;
         }
     }
@@ -195,14 +205,20 @@ void BpeModel::merge_word(std::string_view word, std::vector<int32_t>& ids) cons
         auto m = merges_.find(pair_key(left.id, right.id));
         if (m == merges_.end() || m->second.new_id != top.new_id) continue;  // stale entry
         left.id = top.new_id;
+        left.end = right.end;
         right.alive = false;
         left.next = right.next;
         if (left.next >= 0) symbols[static_cast<size_t>(left.next)].prev = top.pos;
         if (left.prev >= 0) consider(left.prev);
         consider(top.pos);
     }
-    for (const Symbol& s : symbols)
-        if (s.alive) ids.push_back(s.id);
+    Tokens tokens;
+    for (const Symbol& s : symbols) {
+        if (!s.alive) continue;
+        tokens.ids.push_back(s.id);
+        tokens.spans.emplace_back(s.begin, s.end);
+    }
+    return tokens;
 }
 
 }  // namespace ftl::tokenizer

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
@@ -20,8 +21,12 @@ public:
     // `model` is the "model" object of tokenizer.json; `where` names it in errors.
     static BpeModel from_json(const nlohmann::json& model, const std::string& where);
 
-    // Appends the ids of one pre-tokenized word.
-    void tokenize(std::string_view word, std::vector<int32_t>& ids) const;
+    // Byte range [first, second) of a token in its word.
+    using Span = std::pair<uint32_t, uint32_t>;
+
+    // Appends the ids of one pre-tokenized word and, when `spans` is given, the bytes of the
+    // word each token stands for (a character with no token and no unk token has none).
+    void tokenize(std::string_view word, std::vector<int32_t>& ids, std::vector<Span>* spans = nullptr) const;
 
     std::optional<int32_t> token_to_id(std::string_view token) const;
     const std::string* id_to_token(int32_t id) const;  // nullptr when the id is not in the vocab
@@ -36,7 +41,11 @@ private:
     static uint64_t pair_key(int32_t a, int32_t b) {
         return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
     }
-    void merge_word(std::string_view word, std::vector<int32_t>& ids) const;
+    struct Tokens {
+        std::vector<int32_t> ids;
+        std::vector<Span> spans;
+    };
+    Tokens merge_word(std::string_view word) const;
 
     std::unordered_map<std::string, int32_t> vocab_;
     // id -> key in vocab_; a map, since ids need not be dense (a file may name id 2^31-1).
@@ -49,7 +58,7 @@ private:
     bool ignore_merges_ = false;
     int32_t byte_ids_[256];  // <0xNN> ids, -1 when absent
     int32_t max_id_ = -1;
-    mutable std::unordered_map<std::string, std::vector<int32_t>> cache_;
+    mutable std::unordered_map<std::string, Tokens> cache_;
 };
 
 }  // namespace ftl::tokenizer

@@ -114,12 +114,18 @@ HfTokenizer HfTokenizer::load_checked(const std::string& dir, const SpecialToken
 
 std::vector<int32_t> HfTokenizer::encode(std::string_view text, bool add_special_tokens) const {
     if (!template_before_) return tokenizer_.encode(text, add_special_tokens);
-    std::vector<int32_t> ids = tokenizer_.encode(text, false);
-    if (add_special_tokens) {
-        ids.insert(ids.begin(), template_before_->begin(), template_before_->end());
-        ids.insert(ids.end(), template_after_->begin(), template_after_->end());
-    }
-    return ids;
+    Encoding encoding{tokenizer_.encode(text, false)};
+    if (add_special_tokens) surround(encoding, *template_before_, *template_after_);
+    return encoding.ids;
+}
+
+Encoding HfTokenizer::encode_with_offsets(std::string_view text, bool add_special_tokens) const {
+    if (!template_before_) return tokenizer_.encode_with_offsets(text, add_special_tokens);
+    // transformers' update_post_processor put a TemplateProcessing in place of the file's
+    // post-processor, so none of the file's runs (not even a ByteLevel offset trim).
+    Encoding encoding = tokenizer_.encode_with_offsets(text, false, /*post_process=*/false);
+    if (add_special_tokens) surround(encoding, *template_before_, *template_after_);
+    return encoding;
 }
 
 std::string HfTokenizer::decode(const std::vector<int32_t>& ids, bool skip_special_tokens) const {

@@ -27,6 +27,9 @@ public:
     // transformers' tokenizer(text, add_special_tokens=...): the default adds BOS/EOS as the
     // post-processor says.
     std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = true) const;
+    // The same ids with each token's byte range in `text` (Tokenizer::encode_with_offsets; the
+    // special tokens added here get (0, 0)).
+    Encoding encode_with_offsets(std::string_view text, bool add_special_tokens = true) const;
     std::string decode(const std::vector<int32_t>& ids, bool skip_special_tokens = false) const;
 
     const Tokenizer& backend() const { return tokenizer_; }

@@ -3,7 +3,9 @@
 //   pre_tokenizer  pieces -> smaller pieces      (Sequence, ByteLevel, Split, Metaspace, Digits)
 //   post_processor ids -> ids with special ones  (TemplateProcessing, ByteLevel, Roberta/Bert, Sequence)
 //   decoder        tokens -> text                (ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip, Sequence)
-// Semantics follow HF tokenizers (normalizers/, pre_tokenizers/, processors/, decoders/).
+// Semantics follow HF tokenizers (normalizers/, pre_tokenizers/, processors/, decoders/), each
+// stage keeping a tracked piece's alignment to the original input (piece.h) as tokenizers does.
+// Normalizers live in normalizers.cpp, pre-tokenizers in pre_tokenizers.cpp, the rest in pipeline.cpp.
 // A stage type not listed is a clear error naming it and the supported ones.
 #pragma once
 
@@ -14,19 +16,29 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "tokenizer/piece.h"
+
 namespace ftl::tokenizer {
 
-// A piece of the input on its way to the model. `at_start`: it begins at byte 0 of the original
-// input (Metaspace's prepend_scheme "first" prepends only there).
-struct Piece {
+// The ids of one sequence. When offsets are tracked (`tracked`), also the text they index (the
+// input, invalid UTF-8 replaced), each token's text (model vocabulary form; empty for the
+// post-processor's special tokens) and its byte range in that text ((0, 0) for those special
+// tokens, as tokenizers gives them).
+struct Encoding {
+    std::vector<int32_t> ids;
+    bool tracked = false;
     std::string text;
-    bool at_start = false;
+    std::vector<std::string> tokens;
+    std::vector<ByteRange> offsets;
 };
+
+// Puts special tokens `before` and `after` the sequence (offsets (0, 0), empty token texts).
+void surround(Encoding& encoding, const std::vector<int32_t>& before, const std::vector<int32_t>& after);
 
 class Normalizer {
 public:
     virtual ~Normalizer() = default;
-    virtual void normalize(std::string& text) const = 0;
+    virtual void normalize(Piece& piece) const = 0;
 };
 
 class PreTokenizer {
@@ -39,8 +51,9 @@ public:
 class PostProcessor {
 public:
     virtual ~PostProcessor() = default;
-    // Adds the special tokens around one sequence.
-    virtual void process(std::vector<int32_t>& ids) const = 0;
+    // With `add_special_tokens`, adds the special tokens around one sequence; ByteLevel's
+    // trim_offsets also adjusts the offsets of a tracked encoding either way (as tokenizers does).
+    virtual void process(Encoding& encoding, bool add_special_tokens) const = 0;
 };
 
 class Decoder {

@@ -160,10 +160,10 @@ void Tokenizer::rebuild_matchers() {
         impl_->added_by_id[added_[i].id] = i;
         if (added_[i].normalized) {
             // Matched against normalized text, so its pattern is its own normalized form.
-            std::string pattern = added_[i].content;
+            Piece pattern{added_[i].content, false, {}};
             if (impl_->normalizer) impl_->normalizer->normalize(pattern);
-            impl_->normalized_trie.add(pattern, i);
-            impl_->decode_form.push_back(pattern);
+            impl_->normalized_trie.add(pattern.text, i);
+            impl_->decode_form.push_back(pattern.text);
         } else {
             impl_->raw_trie.add(added_[i].content, i);
             impl_->decode_form.push_back(added_[i].content);
@@ -194,10 +194,9 @@ void Tokenizer::split_added(std::vector<Piece>& pieces, std::vector<std::optiona
             continue;
         }
         const std::string& text = pieces[p].text;
-        const bool at_start = pieces[p].at_start;
         auto emit = [&](size_t b, size_t e, std::optional<int32_t> token) {
             if (e > b) {
-                out_pieces.push_back({text.substr(b, e - b), at_start && b == 0});
+                out_pieces.push_back(slice(pieces[p], b, e));
                 out_tokens.push_back(token);
             }
         };
@@ -230,30 +229,56 @@ void Tokenizer::split_added(std::vector<Piece>& pieces, std::vector<std::optiona
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view input, bool add_special_tokens) const {
-    std::vector<Piece> pieces{{is_valid_utf8(input) ? std::string(input) : utf8_lossy(input), true}};
-    std::vector<std::optional<int32_t>> token_of{std::nullopt};
-    if (pieces[0].text.empty()) {
-        pieces.clear();
-        token_of.clear();
+    return run(input, add_special_tokens, /*track=*/false, /*post_process=*/true).ids;
+}
+
+Encoding Tokenizer::encode_with_offsets(std::string_view input, bool add_special_tokens, bool post_process) const {
+    return run(input, add_special_tokens, /*track=*/true, post_process);
+}
+
+Encoding Tokenizer::run(std::string_view input, bool add_special_tokens, bool track, bool post_process) const {
+    std::string text = is_valid_utf8(input) ? std::string(input) : utf8_lossy(input);
+    std::vector<Piece> pieces;
+    std::vector<std::optional<int32_t>> token_of;
+    if (!text.empty()) {
+        pieces.push_back(track ? tracked_piece(std::move(text), 0) : Piece{std::move(text), true, {}});
+        token_of.push_back(std::nullopt);
     }
+    std::string tracked_text = track && !pieces.empty() ? pieces[0].text : std::string();
     split_added(pieces, token_of, /*normalized=*/false);
     if (impl_->normalizer)
         for (size_t i = 0; i < pieces.size(); ++i)
-            if (!token_of[i]) impl_->normalizer->normalize(pieces[i].text);
+            if (!token_of[i]) impl_->normalizer->normalize(pieces[i]);
     split_added(pieces, token_of, /*normalized=*/true);
 
-    std::vector<int32_t> ids;
+    Encoding encoding;
+    encoding.tracked = track;
+    encoding.text = std::move(tracked_text);
+    std::vector<BpeModel::Span> spans;
     for (size_t i = 0; i < pieces.size(); ++i) {
         if (token_of[i]) {
-            ids.push_back(*token_of[i]);
+            encoding.ids.push_back(*token_of[i]);
+            if (track) {
+                encoding.tokens.push_back(pieces[i].text);  // as matched, with what lstrip/rstrip took
+                encoding.offsets.push_back(origin_of(pieces[i], 0, pieces[i].text.size()));
+            }
             continue;
         }
         std::vector<Piece> words{std::move(pieces[i])};
         if (impl_->pre_tokenizer) impl_->pre_tokenizer->split(words);
-        for (const auto& w : words) impl_->model->tokenize(w.text, ids);
+        for (const auto& w : words) {
+            const size_t first = encoding.ids.size();
+            spans.clear();
+            impl_->model->tokenize(w.text, encoding.ids, track ? &spans : nullptr);
+            if (!track) continue;
+            for (size_t t = 0; t < spans.size(); ++t) {
+                encoding.tokens.push_back(*impl_->model->id_to_token(encoding.ids[first + t]));
+                encoding.offsets.push_back(origin_of(w, spans[t].first, spans[t].second));
+            }
+        }
     }
-    if (add_special_tokens && impl_->post_processor) impl_->post_processor->process(ids);
-    return ids;
+    if (post_process && impl_->post_processor) impl_->post_processor->process(encoding, add_special_tokens);
+    return encoding;
 }
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special_tokens) const {

@@ -39,6 +39,12 @@ public:
     ~Tokenizer();
 
     std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = false) const;
+    // The same ids with each token's text and byte range in `text` (tokenizers' Encoding
+    // .tokens/.offsets, in bytes where Python gives characters); the post-processor's special
+    // tokens get (0, 0). Invalid UTF-8 is replaced first, and the ranges count that text.
+    // `post_process` false skips the post-processor (whose ByteLevel step trims offsets even
+    // without special tokens), for a caller that replaces it.
+    Encoding encode_with_offsets(std::string_view text, bool add_special_tokens = false, bool post_process = true) const;
     std::string decode(const std::vector<int32_t>& ids, bool skip_special_tokens = false) const;
 
     std::optional<int32_t> token_to_id(std::string_view token) const;
@@ -56,6 +62,7 @@ private:
     Tokenizer();
     static Tokenizer parse(const std::string& text, const std::string& source);
     void rebuild_matchers();
+    Encoding run(std::string_view text, bool add_special_tokens, bool track, bool post_process) const;
     void split_added(std::vector<Piece>& pieces, std::vector<std::optional<int32_t>>& token_of,
                      bool normalized) const;
 

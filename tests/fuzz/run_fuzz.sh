@@ -38,7 +38,7 @@ fi
 
 # Sources of each target (besides tests/fuzz/fuzz_<name>.cpp) and the system libraries it links.
 util=(util/error util/strings util/files)
-tokenizer=(tokenizer/text tokenizer/bpe tokenizer/pipeline tokenizer/tokenizer)
+tokenizer=(tokenizer/text tokenizer/piece tokenizer/bpe tokenizer/pipeline tokenizer/normalizers tokenizer/pre_tokenizers tokenizer/tokenizer)
 jinja=(jinja/value jinja/lexer jinja/parser jinja/python jinja/lookup jinja/filters jinja/render)
 config=(config/yaml_reader config/accelerate_config config/deepspeed_config config/deepspeed_sections config/train_args config/run_config)
 sources_of() {

@@ -5,15 +5,20 @@ Five tokenizer.json shapes found in the Llama family are trained with the `token
 Qwen2's NFC + split; Llama-2's legacy metaspace normalizer with byte fallback; Mistral's Metaspace
 pre-tokenizer with prepend_scheme "first"), each with special and added tokens (single_word,
 lstrip/rstrip, normalized or not). On a corpus of 2,000+ strings (CJK, emoji, combining marks,
-whitespace runs, digits, code, special tokens inside text) the ids must be identical, with and
-without add_special_tokens, and decode must equal the reference's decode, keeping and skipping
-special tokens (so decode(encode(x)) == x exactly where the reference round-trips).
+whitespace runs, digits, code, special tokens inside text, text that NFC recomposes or reorders)
+the ids must be identical, with and without add_special_tokens, decode must equal the
+reference's decode, keeping and skipping special tokens (so decode(encode(x)) == x exactly where
+the reference round-trips), and encode_with_offsets must give each token the reference's
+offsets (Encoding.offsets, in characters). A sixth shape, GPT-2's ByteLevel with
+add_prefix_space and trim_offsets, checks the post-processor's offset trimming.
 
 Chat formats: two of these tokenizers saved as transformers folders are loaded the way the seed's
 train.py loads them for --chat_template_format chatml / zephyr (AutoTokenizer.from_pretrained with
 pad/bos/eos and the additional special tokens, then tokenizer.chat_template = peft's template);
 the rendered text (apply_chat_template), its ids (tokenizer(text)), len(tokenizer) and the
-special-token ids must be identical.
+special-token ids must be identical, and the --assistant_only_loss mask of every conversation
+must equal transformers' return_assistant_tokens_mask (tokens overlapping a {% generation %}
+span, by offsets).
 """
 import json
 import os
@@ -44,6 +49,12 @@ FRAGMENTS = [
     "ÀÉÎÕÜ", "ß", "İstanbul", "ǅ", "\x00", "\x7f", "'s", "'S", "'ll've", "...", "!!!", "?!", "$$$",
 ]
 
+# Text that NFC recomposes (Hangul jamo, two starters, marks in either order) or leaves split
+# (a composition exclusion): offsets must follow each character. Kept out of FRAGMENTS, whose
+# draws other tests' datasets are made of.
+NORMALIZATION_FRAGMENTS = ["a\u0323\u0302", "a\u0302\u0323", "\u1e9b\u0323", "\u0958", "\u09c7\u09be",
+                           "\u1100\u1161", "e\u0302\u0301"]
+
 TRAIN_TEXT = [
     "The quick brown fox jumps over the lazy dog. " * 3,
     "Fine-tuning large language models with LoRA and DeepSpeed ZeRO on many GPUs.",
@@ -56,7 +67,7 @@ TRAIN_TEXT = [
 
 def corpus(n=2200):
     rng = random.Random(1234)
-    lines = list(FRAGMENTS)
+    lines = list(FRAGMENTS) + NORMALIZATION_FRAGMENTS
     while len(lines) < n:
         k = rng.randint(1, 6)
         parts = [rng.choice(FRAGMENTS) for _ in range(k)]
@@ -74,7 +85,7 @@ def with_added_tokens(tok):
     return tok
 
 
-def byte_level(pattern=None, ignore_merges=False, nfc=False, bos=False):
+def byte_level(pattern=None, ignore_merges=False, nfc=False, bos=False, trim_offsets=False):
     tok = Tokenizer(models.BPE(ignore_merges=ignore_merges))
     if nfc:
         tok.normalizer = normalizers.NFC()
@@ -83,7 +94,7 @@ def byte_level(pattern=None, ignore_merges=False, nfc=False, bos=False):
             pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     else:
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=trim_offsets)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=SPECIALS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
@@ -92,7 +103,7 @@ def byte_level(pattern=None, ignore_merges=False, nfc=False, bos=False):
         tok.post_processor = processors.TemplateProcessing(
             single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", tok.token_to_id("<|begin_of_text|>"))])
     else:
-        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+        tok.post_processor = processors.ByteLevel(trim_offsets=trim_offsets, add_prefix_space=trim_offsets)
     return with_added_tokens(tok)
 
 
@@ -126,6 +137,7 @@ def metaspace(legacy):
 
 TOKENIZERS = {
     "gpt2_byte_level": lambda: byte_level(),
+    "gpt2_prefix_space_trim_offsets": lambda: byte_level(trim_offsets=True),
     "llama3_split_ignore_merges": lambda: byte_level(LLAMA3_PATTERN, ignore_merges=True, bos=True),
     "qwen2_nfc_split": lambda: byte_level(QWEN2_PATTERN, nfc=True),
     "llama2_legacy_metaspace": lambda: metaspace(legacy=True),
@@ -219,7 +231,9 @@ def check_chat_formats(work):
                     problems.append(f"bos/eos/pad/size {[o['bos'], o['eos'], o['pad'], o['size']]} != {specials + [len(ref)]}")
                 if o["additional"] != ref.convert_tokens_to_ids(additional):
                     problems.append(f"additional ids {o['additional']} != {ref.convert_tokens_to_ids(additional)}")
-                if o["assistant_mask"] is not None:
+                if o["assistant_mask"] is None:
+                    problems.append("no assistant mask")
+                else:
                     marked += 1
                     hf = ref.apply_chat_template(conv, tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
                                                  chat_template=ASSISTANT_MASK_TEMPLATES[fmt])
@@ -227,12 +241,9 @@ def check_chat_formats(work):
                         problems.append(f"assistant mask {o['assistant_mask'][:30]} != {hf['assistant_masks'][:30]}")
                 if problems:
                     bad.append(problems)
-            # Coverage is reported, not required: ftlaunch marks turns by encoding them one by one and
-            # refuses (a clear error) where that differs from encoding the whole text (Metaspace's
-            # prepended space; a regex piece spanning a turn boundary).
             status = "ok  " if not bad and len(ours) == len(convs) else "FAIL"
             print(f"{status} {base}/{fmt}: {len(convs) - len(bad)}/{len(convs)} conversations identical "
-                  f"(len(tokenizer) {len(ref)}); assistant masks given for {marked}, all equal to transformers' "
+                  f"(len(tokenizer) {len(ref)}); assistant masks for {marked}, equal to transformers' "
                   f"return_assistant_tokens_mask")
             for problems in bad[:3]:
                 print("     " + "; ".join(problems)[:500])
@@ -275,6 +286,12 @@ def main():
                     problems.append(f"decode {o['decoded']!r} != {tok.decode(ref_ids, skip_special_tokens=False)!r}")
                 if o["decoded_skip"] != tok.decode(ref_ids, skip_special_tokens=True):
                     problems.append("decode(skip_special_tokens) differs")
+                if o["offsets_ids"] != ref_ids:
+                    problems.append("encode_with_offsets gives other ids")
+                if [tuple(r) for r in o["offsets"]] != plain[i].offsets:
+                    problems.append(f"offsets {o['offsets']} != {plain[i].offsets}")
+                if [tuple(r) for r in o["offsets_special"]] != special[i].offsets:
+                    problems.append(f"offsets with specials {o['offsets_special']} != {special[i].offsets}")
                 round_trips += o["decoded"] == line
                 if problems:
                     bad.append((line, problems))

@@ -2,14 +2,15 @@
 //
 //   ftl_tokenizer_probe encode TOKENIZER_JSON CORPUS_JSONL OUTPUT_JSONL
 //     Each input line is a JSON string; each output line is {"ids", "ids_special", "decoded",
-//     "decoded_skip"}: ids without / with add_special_tokens, and decode of "ids" keeping /
-//     skipping special tokens.
+//     "decoded_skip", "offsets", "offsets_special"}: ids without / with add_special_tokens,
+//     decode of "ids" keeping / skipping special tokens, and encode_with_offsets' ranges of both
+//     encodings in characters (as Python's tokenizers gives them).
 //   ftl_tokenizer_probe chat MODEL_DIR FORMAT CONVERSATIONS_JSONL OUTPUT_JSONL
 //     Loads the folder with FORMAT's special tokens (chatml|zephyr) as train.py does; each input
 //     line is a list of {"role", "content"}; each output line is {"text", "ids", "size", "bos",
 //     "eos", "pad", "additional"} (rendered text, its ids with add_special_tokens, len(tokenizer),
 //     the special ids) and "assistant_mask": per token of the rendered text without special
-//     tokens, 1 where --assistant_only_loss trains (null when that tokenizer cannot mark them).
+//     tokens, 1 where --assistant_only_loss trains.
 //   ftl_tokenizer_probe jinja TEMPLATE_FILE CASES_JSONL OUTPUT_JSONL
 //     Each input line is an object of template variables; each output line is {"text", "spans"}
 //     (the rendered text and its {% generation %} byte ranges) or {"error": message}.
@@ -30,6 +31,20 @@ namespace {
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
+// Byte ranges as character ranges of `text` (valid UTF-8).
+json char_offsets(const std::string& text, const tokenizer::Encoding& encoding) {
+    std::vector<size_t> chars_before(text.size() + 1, 0);
+    size_t count = 0;
+    for (size_t i = 0; i < text.size(); ++i) {
+        chars_before[i] = count;
+        if ((static_cast<unsigned char>(text[i]) & 0xC0) != 0x80) ++count;
+    }
+    chars_before[text.size()] = count;
+    json out = json::array();
+    for (const auto& range : encoding.offsets) out.push_back({chars_before[range.begin], chars_before[range.end]});
+    return out;
+}
+
 void encode_corpus(const char* tokenizer_json, const char* corpus, const char* output) {
     const auto tok = tokenizer::Tokenizer::from_file(tokenizer_json);
     std::ifstream in(corpus);
@@ -38,10 +53,15 @@ void encode_corpus(const char* tokenizer_json, const char* corpus, const char* o
     while (std::getline(in, line)) {
         const std::string text = json::parse(line).get<std::string>();
         const auto ids = tok.encode(text, false);
+        const auto tracked = tok.encode_with_offsets(text, false);
+        const auto tracked_special = tok.encode_with_offsets(text, true);
         out << dump({{"ids", ids},
                      {"ids_special", tok.encode(text, true)},
                      {"decoded", tok.decode(ids, false)},
-                     {"decoded_skip", tok.decode(ids, true)}})
+                     {"decoded_skip", tok.decode(ids, true)},
+                     {"offsets_ids", tracked.ids},
+                     {"offsets", char_offsets(text, tracked)},
+                     {"offsets_special", char_offsets(text, tracked_special)}})
             << "\n";
     }
 }
@@ -62,12 +82,8 @@ void render_chats(const char* dir, const char* format_name, const char* conversa
         data::TextOptions assistant_only;
         assistant_only.chat = std::make_shared<const tokenizer::ChatRenderer>(format);
         assistant_only.assistant_only_loss = true;
-        json mask = nullptr;
-        try {
-            mask = data::tokenize_records({json{{"messages", json::parse(line)}}}, tok, assistant_only, "probe")[0].is_target;
-        } catch (const std::exception&) {
-            // the tokenizer merges across turn boundaries: no mask (reported as null)
-        }
+        const json mask =
+            data::tokenize_records({json{{"messages", json::parse(line)}}}, tok, assistant_only, "probe")[0].is_target;
         out << dump({{"text", text},
                      {"assistant_mask", mask},
                      {"ids", tok.encode(text, true)},

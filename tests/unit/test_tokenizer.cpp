@@ -50,6 +50,30 @@ TEST_CASE("a tiny BPE: merges, byte fallback, fused unk, template, decode", "[to
     CHECK(tok.encode("a<|im_end|>") == std::vector<int32_t>{1, 6});
 }
 
+TEST_CASE("offsets: byte ranges of the input, whole characters, (0, 0) for template tokens", "[tokenizer]") {
+    auto tok = Tokenizer::from_json_text(tiny(), "tiny.json");
+    auto ranges = [](const Encoding& e) {
+        std::vector<std::pair<uint32_t, uint32_t>> out;
+        for (const auto& r : e.offsets) out.emplace_back(r.begin, r.end);
+        return out;
+    };
+    using R = std::vector<std::pair<uint32_t, uint32_t>>;
+    // "ab" merges; "A" falls back to a byte token; "xy" fuses into one <unk> covering both.
+    const Encoding plain = tok.encode_with_offsets("abAxyb<s>", true);
+    CHECK(plain.ids == std::vector<int32_t>{5, 3, 4, 0, 2, 5});
+    CHECK(plain.ids == tok.encode("abAxyb<s>", true));
+    CHECK(ranges(plain) == R{{0, 0}, {0, 2}, {2, 3}, {3, 5}, {5, 6}, {6, 9}});
+    // A two-byte character with no token: <unk> spans both bytes.
+    CHECK(ranges(tok.encode_with_offsets("a\xC3\xA9" "b")) == R{{0, 1}, {1, 3}, {3, 4}});
+    // A Prepend/Replace normalizer (Llama-2's): the inserted '▁' belong to the character they
+    // stand before or replace.
+    auto legacy = Tokenizer::from_json_text(
+        tiny("\"normalizer\": null", R"("normalizer": {"type": "Sequence", "normalizers": [
+              {"type": "Prepend", "prepend": "_"}, {"type": "Replace", "pattern": {"String": " "}, "content": "_"}]})"),
+        "legacy.json");
+    CHECK(ranges(legacy.encode_with_offsets("ab b")) == R{{0, 1}, {0, 2}, {2, 3}, {3, 4}});
+}
+
 TEST_CASE("ids need not be dense: a sparse vocab id costs no table up to it", "[tokenizer]") {
     // fuzz_tokenizer_json once ran out of memory on such a file (a dense id -> token table).
     auto tok = Tokenizer::from_json_text(tiny("\"b\": 2,", "\"b\": 2147483000,"), "t.json");
