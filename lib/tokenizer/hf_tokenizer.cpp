@@ -49,9 +49,13 @@ HfTokenizer HfTokenizer::load_checked(const std::string& dir, const SpecialToken
                                                                   ".save_pretrained(dir), which writes tokenizer.json)")
                                                     : std::string(" in the folder")));
     }
-    HfTokenizer t(Tokenizer::from_file(json_path));
+    auto json_text = read_text_file(json_path);
+    if (!json_text) fail(ErrorKind::kConfig, json_path + ": cannot read the tokenizer file");
+    HfTokenizer t(Tokenizer::from_json_text(*json_text, json_path));
+    t.json_text_ = std::move(*json_text);
     const std::string config_path = dir + "/tokenizer_config.json";
     const json config = read_json_if_present(config_path);
+    t.config_text_ = read_text_file(config_path).value_or("");
     const json special_map = read_json_if_present(dir + "/special_tokens_map.json");
     auto named = [&](const char* key, const std::optional<std::string>& override_value) {
         if (override_value) return override_value;
@@ -68,6 +72,7 @@ HfTokenizer HfTokenizer::load_checked(const std::string& dir, const SpecialToken
     for (const auto& token : {t.bos_, t.eos_, t.unk_, t.pad_})
         if (token) t.tokenizer_.add_tokens({*token}, /*special=*/true);
     if (!overrides.additional.empty()) t.tokenizer_.add_tokens(overrides.additional, /*special=*/true);
+    t.additional_ = overrides.additional;
 
     // transformers 5: a chat_template.jinja file takes priority over tokenizer_config.json's entry.
     if (fs::exists(dir + "/chat_template.jinja")) {
@@ -130,6 +135,43 @@ Encoding HfTokenizer::encode_with_offsets(std::string_view text, bool add_specia
 
 std::string HfTokenizer::decode(const std::vector<int32_t>& ids, bool skip_special_tokens) const {
     return tokenizer_.decode(ids, skip_special_tokens);
+}
+
+std::vector<std::pair<std::string, std::string>> HfTokenizer::pretrained_files() const {
+    using ordered = nlohmann::ordered_json;
+    auto token_json = [](const AddedToken& a) {
+        return ordered{{"id", a.id},           {"content", a.content}, {"single_word", a.single_word},
+                       {"lstrip", a.lstrip},   {"rstrip", a.rstrip},   {"normalized", a.normalized},
+                       {"special", a.special}};
+    };
+    ordered file = ordered::parse(json_text_);
+    file["added_tokens"] = ordered::array();
+    for (const auto& a : tokenizer_.added_tokens()) file["added_tokens"].push_back(token_json(a));
+
+    ordered config = config_text_.empty() ? ordered::object() : ordered::parse(config_text_);
+    const std::pair<const char*, const std::optional<std::string>*> named[] = {
+        {"bos_token", &bos_}, {"eos_token", &eos_}, {"unk_token", &unk_}, {"pad_token", &pad_}};
+    for (const auto& [key, value] : named) {
+        if (*value) config[key] = **value;
+        else if (config.contains(key)) config[key] = nullptr;
+    }
+    if (!additional_.empty()) {
+        config.erase("additional_special_tokens");
+        config["extra_special_tokens"] = additional_;
+    }
+    if (config.contains("added_tokens_decoder") && config["added_tokens_decoder"].is_object())
+        for (const auto& a : tokenizer_.added_tokens()) {
+            ordered entry = token_json(a);
+            entry.erase("id");
+            config["added_tokens_decoder"][std::to_string(a.id)] = entry;
+        }
+    config.erase("chat_template");
+
+    auto text = [](const ordered& j) { return j.dump(2, ' ', false, ordered::error_handler_t::replace) + "\n"; };
+    std::vector<std::pair<std::string, std::string>> files{{"tokenizer.json", text(file)},
+                                                           {"tokenizer_config.json", text(config)}};
+    if (!chat_template_.empty()) files.emplace_back("chat_template.jinja", chat_template_);
+    return files;
 }
 
 std::optional<int32_t> HfTokenizer::bos_id() const { return bos_ ? tokenizer_.token_to_id(*bos_) : std::nullopt; }

@@ -5,6 +5,7 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tokenizer/tokenizer.h"
@@ -47,6 +48,13 @@ public:
     const std::string& chat_template_origin() const { return chat_template_origin_; }
     std::optional<int64_t> model_max_length() const { return model_max_length_; }
 
+    // What tokenizer.save_pretrained(dir) writes in transformers 5, as (file name, contents):
+    // tokenizer.json with every added token, tokenizer_config.json with the special tokens as now
+    // set (extra_special_tokens for the additional ones; the folder's other keys kept), and
+    // chat_template.jinja when there is a template. AutoTokenizer.from_pretrained on the result
+    // gives this tokenizer.
+    std::vector<std::pair<std::string, std::string>> pretrained_files() const;
+
     // tokenizer.pad_token = tokenizer.eos_token (what the seed's train.py does without a chat format).
     void set_pad_to_eos() { pad_ = eos_; }
     // tokenizer.chat_template = ... (read from `origin`, which errors name).
@@ -60,6 +68,9 @@ private:
     static HfTokenizer load_checked(const std::string& dir, const SpecialTokenOverrides& overrides);
     Tokenizer tokenizer_;
     std::optional<std::string> bos_, eos_, unk_, pad_;
+    std::vector<std::string> additional_;  // additional special tokens passed to load
+    std::string json_text_;                // tokenizer.json as read
+    std::string config_text_;              // tokenizer_config.json as read (empty when absent)
     std::string chat_template_;
     std::string chat_template_origin_;
     std::optional<int64_t> model_max_length_;

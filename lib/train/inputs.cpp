@@ -46,7 +46,10 @@ JobInputs resolve_job_inputs(const config::TrainArgs& args) {
         chat_format = tokenizer::parse_chat_format(args.chat_template_format, "--chat_template_format");
     auto tok = tokenizer::HfTokenizer::load(
         model_dir, chat_format ? tokenizer::chat_special_tokens(*chat_format) : tokenizer::SpecialTokenOverrides{});
-    if (!chat_format) tok.set_pad_to_eos();
+    if (chat_format)  // train.py: tokenizer.chat_template = the format's template
+        tok.set_chat_template(tokenizer::chat_template_text(*chat_format), "--chat_template_format " + args.chat_template_format);
+    else
+        tok.set_pad_to_eos();
     if (!args.chat_template_path.empty()) {  // SFTConfig.chat_template_path, a template file
         const auto text = read_text_file(args.chat_template_path);
         if (!text) fail(ErrorKind::kConfig, "--chat_template_path " + args.chat_template_path + ": cannot read the file");

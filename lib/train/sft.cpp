@@ -239,13 +239,15 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         }
         return out;
     };
+    // The weights, and the tokenizer as SFTTrainer saves its processing class beside them.
     auto write_weights = [&](const std::string& dir, at::ScalarType dtype, const NamedTensors& full_tensors) {
-        if (args.use_peft_lora) {
+        if (args.use_peft_lora)
             peft::save_adapter(dir, lm, lora, full_tensors);
-            return;
-        }
-        model::save_model_folder(dir, partitioned_trainable ? full_tensors : trainable, inputs.model_dir,
-                                 lm.config().vocab_size, dtype);
+        else
+            model::save_model_folder(dir, partitioned_trainable ? full_tensors : trainable, inputs.model_dir,
+                                     lm.config().vocab_size, dtype);
+        for (const auto& [name, text] : inputs.tokenizer.pretrained_files())
+            io::write_file_atomically(dir + "/" + name, [&](std::ostream& out) { out << text; });
     };
     // DeepSpeed's stage3_gather_16bit_weights_on_model_save (accelerate: zero3_save_16bit_model):
     // the final weights in the run's 16-bit type; checkpoints stay fp32 for exact resumes.

@@ -25,6 +25,9 @@ Checks:
   parquet             the same split as data/train-00000-of-00001.parquet gives the same curve;
                       a chat dataset (`messages`, parquet) trains with --chat_template_format chatml
                       (the ChatML tokens added, the embeddings resized as train.py does)
+  saved tokenizer     output_dir and its checkpoints hold the tokenizer as SFTTrainer saves it:
+                      AutoTokenizer.from_pretrained(output_dir) equals the one train.py set up
+                      (len, special tokens, chat template, ids of every text and conversation)
 """
 import json
 import math
@@ -202,6 +205,31 @@ def first_step_gradients(model_dir, data_dir, texts, out, batch_size, bf16=False
     return ours, grads[0], grads[1]
 
 
+def check_saved_tokenizer(folder, expected, texts, what):
+    """AutoTokenizer.from_pretrained(folder) behaves as `expected` (the tokenizer train.py set up)."""
+    saved = transformers.AutoTokenizer.from_pretrained(folder)
+    named = ("bos_token", "eos_token", "pad_token", "unk_token")
+    problems = []
+    if len(saved) != len(expected):
+        problems.append(f"len {len(saved)} != {len(expected)}")
+    for name in named:
+        if getattr(saved, name) != getattr(expected, name):
+            problems.append(f"{name} {getattr(saved, name)!r} != {getattr(expected, name)!r}")
+    if sorted(saved.all_special_tokens) != sorted(expected.all_special_tokens):
+        problems.append(f"special tokens {saved.all_special_tokens} != {expected.all_special_tokens}")
+    if saved.chat_template != expected.chat_template:
+        problems.append("chat templates differ")
+    if saved(texts)["input_ids"] != expected(texts)["input_ids"]:
+        problems.append("ids differ")
+    if expected.chat_template:
+        chats = [[{"role": "user", "content": t}, {"role": "assistant", "content": t[::-1]}] for t in texts]
+        if ([saved.apply_chat_template(c, tokenize=False) for c in chats] !=
+                [expected.apply_chat_template(c, tokenize=False) for c in chats]):
+            problems.append("rendered conversations differ")
+    check(not problems, f"{what}: AutoTokenizer.from_pretrained gives train.py's tokenizer (len {len(saved)}, "
+                        f"pad {saved.pad_token!r}, eos {saved.eos_token!r}) {'; '.join(problems)}")
+
+
 def compare_curves(a, b, tol, what):
     worst = max(abs(x - y) / abs(y) for x, y in zip(a, b)) if len(a) == len(b) else float("inf")
     check(len(a) == len(b) and worst <= tol, f"{what}: worst per-step rel diff {worst:.2e} <= {tol} over {len(b)} steps")
@@ -320,6 +348,12 @@ def main():
         rows = math.ceil(len(chat_tok) / 8) * 8
         check(f"resized the embeddings to {rows} rows" in chat_log and chat_losses[-1] < chat_losses[0],
               f"chatml messages from parquet: embeddings resized to {rows}, loss {chat_losses[0]:.3f} -> {chat_losses[-1]:.3f}")
+        chat_tok.chat_template = tokenizers_case.CHAT_FORMATS["chatml"][0]  # train.py installs peft's template
+        check_saved_tokenizer(os.path.join(work, "run_chat"), chat_tok, texts, "--chat_template_format chatml output_dir")
+        plain_tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+        plain_tok.pad_token = plain_tok.eos_token  # train.py without a chat format
+        check_saved_tokenizer(out, plain_tok, texts, "output_dir")
+        check_saved_tokenizer(os.path.join(work, "grad_fp16_1", "checkpoint-1"), plain_tok, texts, "checkpoint-1")
 
         # Packing: rows = ceil(total tokens / max_seq_len).
         tok = transformers.AutoTokenizer.from_pretrained(model_dir)
