@@ -9,7 +9,7 @@ and checkpoint-8, each with manifest.json (sizes and CRC-32C of every file, the 
   partial     manifest.json deleted (a copy interrupted before its last file): refused
   foreign     resuming with another base model (config.json differs) or another LoRA rank:
               exit 2 naming what differs, before any step
-  model only  --save_only_model True: checkpoint-8 holds the adapter, trainer_state.json and the
+  model only  --save_only_model True: checkpoint-8 holds the adapter, the tokenizer, trainer_state.json and the
               manifest, no optimizer or generator state (as the Trainer then writes no
               optimizer/scheduler/RNG files); the curve is the same bit for bit; verify passes; a
               resume from it exits 2 naming --save_only_model, before any step
@@ -107,7 +107,8 @@ def main():
         only_losses, _ = sft.run_ftlaunch(model_dir, data_dir, only, 4, 1, extra=SAVE + ("--save_only_model", "True"))
         only_ckpt = os.path.join(only, "checkpoint-8")
         files = sorted(os.listdir(only_ckpt))
-        check(files == ["adapter_config.json", "adapter_model.safetensors", "manifest.json", "trainer_state.json"]
+        check(files == ["adapter_config.json", "adapter_model.safetensors", "manifest.json", "tokenizer.json",
+                        "tokenizer_config.json", "trainer_state.json"]
               and only_losses == whole, f"--save_only_model: checkpoint-8 holds {files}, the curve unchanged")
         refused("model_only", only_ckpt, "--save_only_model", model_dir, data_dir, work, verifies=True)
 
