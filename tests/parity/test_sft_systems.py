@@ -192,7 +192,8 @@ def main():
                                                          f"too, as the Trainer saves it): {kept}")
         files = sorted(os.listdir(os.path.join(full, "checkpoint-8")))
         check(files == ["adapter_config.json", "adapter_model.safetensors", "manifest.json", "optimizer.safetensors",
-                        "rng_state.safetensors", "trainer_state.json"], f"checkpoint-8 holds {files}")
+                        "rng_state.safetensors", "tokenizer.json", "tokenizer_config.json", "trainer_state.json"],
+              f"checkpoint-8 holds {files}")
 
         # The final eval loss equals transformers + peft on the trained adapter (one batch of 6 rows).
         import peft
