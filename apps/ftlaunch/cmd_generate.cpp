@@ -5,6 +5,7 @@
 // as transformers pads for generation (on the left for a decoder-only model, on the right for an
 // encoder-decoder one), so outputs equal transformers' for the same batches. Conversations are
 // rendered with the model's chat template (jinja/), as apply_chat_template renders them.
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -75,9 +76,13 @@ int run_generate(const GenerateInvocation& inv, const Log& log) {
     if (!config_text) fail(ErrorKind::kConfig, model_dir + "/config.json: cannot read (is it a model folder?)");
     const bool encoder_decoder =
         model::parse_json_object(*config_text, model_dir + "/config.json").value("model_type", "") == "bart";
-    const tokenizer::HfTokenizer tokenizer = tokenizer::HfTokenizer::load(model_dir);
+    // The adapter's folder holds the tokenizer it was trained with when the run saved one (ftlaunch
+    // and SFTTrainer do: added tokens, chat template), as AutoTokenizer.from_pretrained(adapter).
+    const bool adapter_tokenizer = !inv.adapter_path.empty() && std::filesystem::exists(inv.adapter_path + "/tokenizer.json");
+    const std::string tokenizer_dir = adapter_tokenizer ? inv.adapter_path : model_dir;
+    const tokenizer::HfTokenizer tokenizer = tokenizer::HfTokenizer::load(tokenizer_dir);
     const auto chat = tokenizer::ChatRenderer::from_tokenizer(
-        tokenizer, tokenizer.chat_template_origin().empty() ? model_dir + "/tokenizer_config.json"
+        tokenizer, tokenizer.chat_template_origin().empty() ? tokenizer_dir + "/tokenizer_config.json"
                                                             : tokenizer.chat_template_origin());
     const std::vector<Prompt> prompts = read_prompts(inv.prompts_file, tokenizer, chat);
     const at::Device device = inv.device == "cuda" ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);

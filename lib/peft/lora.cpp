@@ -257,6 +257,13 @@ LoraConfig load_adapter(const std::string& dir, model::CausalLM& model) {
     const io::Checkpoint ckpt = io::Checkpoint::open(dir, "adapter_model");
     load_adapter_weights(dir, ckpt, config, adapter_parameters(model));
     at::NoGradGuard no_grad;
+    // An adapter trained with added tokens carries the whole resized embeddings (and head): the
+    // model takes their row count first, as the training run resized it.
+    const std::string embeddings = embedding_tensors(model).front().first;
+    if (ckpt.contains(embeddings)) {
+        const int64_t rows = model::mapped_tensor(ckpt.shared_file_of(embeddings), embeddings).size(0);
+        if (rows != model.config().vocab_size) model.resize_token_embeddings(rows);
+    }
     for (auto& [name, weight] : embedding_tensors(model)) {
         if (!ckpt.contains(name)) continue;
         const at::Tensor loaded = model::mapped_tensor(ckpt.shared_file_of(name), name);

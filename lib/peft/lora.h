@@ -76,9 +76,9 @@ std::vector<std::pair<std::string, at::Tensor>> embedding_tensors(model::CausalL
 LoraConfig read_adapter_config(const std::string& dir);
 
 // Reads a PEFT LoRA adapter folder, attaches its adapters and loads their weights (inference or
-// continued training), and the embeddings / lm_head when the adapter carries them (the model
-// must already have the adapter's vocabulary size). Throws naming the file for a non-LoRA adapter, missing tensors or shapes
-// that do not fit the model.
+// continued training), and the embeddings / lm_head when the adapter carries them (the model is
+// first resized to their rows, as the run that added tokens resized it). Throws naming the file
+// for a non-LoRA adapter, missing tensors or shapes that do not fit the model.
 LoraConfig load_adapter(const std::string& dir, model::CausalLM& model);
 // The same for any model given its linears (Seq2SeqLM::linears()); `model_type` names it in errors.
 LoraConfig load_adapter(const std::string& dir, const LinearPaths& candidates, const std::string& model_type);

@@ -12,6 +12,10 @@
   conversations    .jsonl prompts with "messages", rendered with the Llama's chat template (saved as
                    chat_template.jinja) and its generation prompt: greedy ids equal transformers'
                    generate on apply_chat_template(messages, add_generation_prompt=True)
+  trained adapter  `ftlaunch train --chat_template_format chatml` (tokens added, embeddings resized)
+                   then `generate --adapter_path` its output: the prompts rendered with the saved
+                   tokenizer's template, greedy ids equal PeftModel's generate with the tokenizer
+                   AutoTokenizer.from_pretrained(output_dir) loads (the base resized to it)
   bad              a prompts file that does not exist -> exit 2 naming it
 """
 import json
@@ -141,6 +145,58 @@ def check_conversations(work, llama_dir, tokenizer):
           f"  ours {[m['ids'] for m in mine]}\n  HF   {expected}")
 
 
+def check_trained_chatml_adapter(work, llama_dir):
+    """The flow of the PEFT guide: train with ChatML tokens added, then generate from output_dir,
+    whose tokenizer and resized embeddings ftlaunch saved there."""
+    import peft
+    data_dir = os.path.join(work, "chat_data")
+    os.makedirs(data_dir)
+    with open(os.path.join(data_dir, "train.jsonl"), "w") as f:
+        for p in PROMPTS:
+            f.write(json.dumps({"messages": [{"role": "user", "content": p},
+                                             {"role": "assistant", "content": p[::-1]}]}) + "\n")
+    out = os.path.join(work, "chatml_run")
+    proc = subprocess.run([FTLAUNCH, "--cpu", "--num_processes", "1", "train", "--model_name_or_path", llama_dir,
+                           "--dataset_name", data_dir, "--splits", "train", "--chat_template_format", "chatml",
+                           "--use_peft_lora", "True", "--lora_r", "4", "--lora_alpha", "8", "--learning_rate", "5e-2",
+                           "--per_device_train_batch_size", "2", "--max_steps", "3", "--max_seq_len", "64",
+                           "--bf16", "False", "--output_dir", out], capture_output=True, text=True)
+    if not check(proc.returncode == 0, f"trained adapter: ftlaunch train --chat_template_format chatml runs "
+                                       f"({proc.stderr.strip()[-300:]})"):
+        return
+    conversations = [[{"role": "user", "content": p}] for p in PROMPTS[:3]]
+    prompts = os.path.join(work, "chatml_prompts.jsonl")
+    with open(prompts, "w") as f:
+        for c in conversations:
+            f.write(json.dumps({"messages": c}) + "\n")
+    generated = os.path.join(work, "chatml_out.jsonl")
+    proc = subprocess.run([FTLAUNCH, "generate", "--model_name_or_path", llama_dir, "--adapter_path", out, "--prompts",
+                           prompts, "--output", generated, "--max_new_tokens", "6", "--batch_size", "1"],
+                          capture_output=True, text=True)
+    if not check(proc.returncode == 0, f"trained adapter: ftlaunch generate --adapter_path output_dir runs "
+                                       f"({proc.stderr.strip()[-300:]})"):
+        return
+    mine = [json.loads(line)["ids"] for line in open(generated)]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    base = transformers.AutoModelForCausalLM.from_pretrained(llama_dir, dtype=torch.float32)
+    base_rows = base.config.vocab_size
+    from safetensors import safe_open
+    with safe_open(os.path.join(out, "adapter_model.safetensors"), "pt") as f:
+        rows = f.get_slice("base_model.model.model.embed_tokens.weight").get_shape()[0]
+    base.resize_token_embeddings(rows)
+    model = peft.PeftModel.from_pretrained(base, out).eval()
+    expected = []
+    for c in conversations:
+        ids = tokenizer.apply_chat_template(c, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        with torch.no_grad():
+            row = model.generate(**ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        expected.append(row[0, ids["input_ids"].shape[1]:].tolist())
+    check(mine == expected and rows > base_rows and "<|im_start|>user" in tokenizer.get_vocab(),
+          f"trained adapter (embeddings {base_rows} -> {rows} rows, the ChatML tokens in the saved tokenizer): "
+          f"generated ids equal "
+          f"PeftModel's\n  ours {mine}\n  HF   {expected}")
+
+
 def main():
     with tempfile.TemporaryDirectory() as work:
         llama_dir = os.path.join(work, "llama")
@@ -171,6 +227,7 @@ def main():
               "bart + LoRA: prompts generate differently, and the adapter changes what is generated")
 
         check_conversations(work, llama_dir, tokenizer)
+        check_trained_chatml_adapter(work, llama_dir)
 
         proc = subprocess.run([FTLAUNCH, "generate", "--model_name_or_path", llama_dir, "--prompts",
                                os.path.join(work, "missing.txt")], capture_output=True, text=True)
