@@ -117,6 +117,35 @@ CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{{ m.role | upper }}: {{
                  "{% if add_generation_prompt %}ASSISTANT:{% endif %}")
 
 
+def generate_conversations(work, name, llama_dir, conversations, adapter=None):
+    """`ftlaunch generate` on `conversations` as "messages" records, greedy, one per batch:
+    the output records, or None when the run failed (reported)."""
+    prompts = os.path.join(work, f"{name}.jsonl")
+    with open(prompts, "w") as f:
+        for c in conversations:
+            f.write(json.dumps({"messages": c}) + "\n")
+    out = os.path.join(work, f"{name}_out.jsonl")
+    command = [FTLAUNCH, "generate", "--model_name_or_path", llama_dir, "--prompts", prompts, "--output", out,
+               "--max_new_tokens", "6", "--batch_size", "1"]
+    if adapter:
+        command += ["--adapter_path", adapter]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if not check(proc.returncode == 0, f"{name}: ftlaunch generate runs ({proc.stderr.strip()[-300:]})"):
+        return None
+    return [json.loads(line) for line in open(out)]
+
+
+def reference_conversations(model, tokenizer, conversations):
+    """transformers' greedy ids for each conversation rendered with its generation prompt."""
+    expected = []
+    for c in conversations:
+        ids = tokenizer.apply_chat_template(c, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        with torch.no_grad():
+            row = model.generate(**ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        expected.append(row[0, ids["input_ids"].shape[1]:].tolist())
+    return expected
+
+
 def check_conversations(work, llama_dir, tokenizer):
     """Conversations in the model's chat template, greedy, one per batch (no padding). The model
     is loaded anew: get_peft_model put LoRA layers into the one loaded before."""
@@ -124,22 +153,10 @@ def check_conversations(work, llama_dir, tokenizer):
     tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.save_pretrained(llama_dir)
     conversations = [[{"role": "system", "content": "Be brief."}, {"role": "user", "content": p}] for p in PROMPTS[:3]]
-    prompts = os.path.join(work, "chats.jsonl")
-    with open(prompts, "w") as f:
-        for c in conversations:
-            f.write(json.dumps({"messages": c}) + "\n")
-    out = os.path.join(work, "chats_out.jsonl")
-    proc = subprocess.run([FTLAUNCH, "generate", "--model_name_or_path", llama_dir, "--prompts", prompts, "--output",
-                           out, "--max_new_tokens", "6", "--batch_size", "1"], capture_output=True, text=True)
-    if not check(proc.returncode == 0, f"conversations: ftlaunch generate runs ({proc.stderr.strip()[-300:]})"):
+    mine = generate_conversations(work, "conversations", llama_dir, conversations)
+    if mine is None:
         return
-    mine = [json.loads(line) for line in open(out)]
-    expected = []
-    for c in conversations:
-        ids = tokenizer.apply_chat_template(c, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-        with torch.no_grad():
-            generated = model.generate(**ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        expected.append(generated[0, ids["input_ids"].shape[1]:].tolist())
+    expected = reference_conversations(model, tokenizer, conversations)
     check([m["ids"] for m in mine] == expected and [m["prompt"] for m in mine] == conversations,
           f"conversations in the model's chat template: generated ids equal transformers'\n"
           f"  ours {[m['ids'] for m in mine]}\n  HF   {expected}")
@@ -165,18 +182,10 @@ def check_trained_chatml_adapter(work, llama_dir):
                                        f"({proc.stderr.strip()[-300:]})"):
         return
     conversations = [[{"role": "user", "content": p}] for p in PROMPTS[:3]]
-    prompts = os.path.join(work, "chatml_prompts.jsonl")
-    with open(prompts, "w") as f:
-        for c in conversations:
-            f.write(json.dumps({"messages": c}) + "\n")
-    generated = os.path.join(work, "chatml_out.jsonl")
-    proc = subprocess.run([FTLAUNCH, "generate", "--model_name_or_path", llama_dir, "--adapter_path", out, "--prompts",
-                           prompts, "--output", generated, "--max_new_tokens", "6", "--batch_size", "1"],
-                          capture_output=True, text=True)
-    if not check(proc.returncode == 0, f"trained adapter: ftlaunch generate --adapter_path output_dir runs "
-                                       f"({proc.stderr.strip()[-300:]})"):
+    records = generate_conversations(work, "trained adapter", llama_dir, conversations, adapter=out)
+    if records is None:
         return
-    mine = [json.loads(line)["ids"] for line in open(generated)]
+    mine = [r["ids"] for r in records]
     tokenizer = transformers.AutoTokenizer.from_pretrained(out)
     base = transformers.AutoModelForCausalLM.from_pretrained(llama_dir, dtype=torch.float32)
     base_rows = base.config.vocab_size
@@ -185,16 +194,10 @@ def check_trained_chatml_adapter(work, llama_dir):
         rows = f.get_slice("base_model.model.model.embed_tokens.weight").get_shape()[0]
     base.resize_token_embeddings(rows)
     model = peft.PeftModel.from_pretrained(base, out).eval()
-    expected = []
-    for c in conversations:
-        ids = tokenizer.apply_chat_template(c, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-        with torch.no_grad():
-            row = model.generate(**ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        expected.append(row[0, ids["input_ids"].shape[1]:].tolist())
+    expected = reference_conversations(model, tokenizer, conversations)
     check(mine == expected and rows > base_rows and "<|im_start|>user" in tokenizer.get_vocab(),
           f"trained adapter (embeddings {base_rows} -> {rows} rows, the ChatML tokens in the saved tokenizer): "
-          f"generated ids equal "
-          f"PeftModel's\n  ours {mine}\n  HF   {expected}")
+          f"generated ids equal PeftModel's\n  ours {mine}\n  HF   {expected}")
 
 
 def main():
