@@ -11,13 +11,15 @@ namespace {
 
 using nlohmann::json;
 
-json read_json_if_present(const std::string& path) {
-    const auto text = read_text_file(path);
-    if (!text) return json::object();
-    json j = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+// `text` as a JSON object (an empty text: an absent file, so an empty object).
+json json_object(const std::string& text, const std::string& path) {
+    if (text.empty()) return json::object();
+    json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded() || !j.is_object()) fail(ErrorKind::kConfig, path + ": not a JSON object (malformed file)");
     return j;
 }
+
+json read_json_if_present(const std::string& path) { return json_object(read_text_file(path).value_or(""), path); }
 
 // A special token entry: "text", {"content": "text", ...} (AddedToken dict), or null.
 std::optional<std::string> token_entry(const json& j, const std::string& key, const std::string& source) {
@@ -54,8 +56,8 @@ HfTokenizer HfTokenizer::load_checked(const std::string& dir, const SpecialToken
     HfTokenizer t(Tokenizer::from_json_text(*json_text, json_path));
     t.json_text_ = std::move(*json_text);
     const std::string config_path = dir + "/tokenizer_config.json";
-    const json config = read_json_if_present(config_path);
     t.config_text_ = read_text_file(config_path).value_or("");
+    const json config = json_object(t.config_text_, config_path);
     const json special_map = read_json_if_present(dir + "/special_tokens_map.json");
     auto named = [&](const char* key, const std::optional<std::string>& override_value) {
         if (override_value) return override_value;
