@@ -1,5 +1,9 @@
 #include "model/attention.h"
 
+#include <limits>
+
+#include "util/error.h"
+
 #ifdef FTL_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
 #endif
@@ -14,6 +18,39 @@ bool flash_kernels_on(const at::Device& device) {
     (void)device;
     return false;
 #endif
+}
+
+// The lowest finite value of `type`, transformers' additive mask value: a masked row never
+// becomes NaN.
+double lowest_finite(at::ScalarType type) {
+    switch (type) {
+        case at::kHalf: return static_cast<double>(std::numeric_limits<c10::Half>::lowest());
+        case at::kBFloat16: return static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest());
+        case at::kDouble: return std::numeric_limits<double>::lowest();
+        default: return std::numeric_limits<float>::lowest();
+    }
+}
+
+// transformers' eager attention with Gemma 2's score capping (eager_attention_forward with softcap):
+// scores = q k^T * scale, capped to cap * tanh(scores / cap), masked, softmax in fp32 cast back to
+// q's type, times v. It materialises the [B, n_h, T, S] scores, as transformers does: SDPA and
+// ATen's flash kernels take no cap.
+at::Tensor capped_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionPattern& pattern,
+                            double scale, double cap) {
+    const int64_t rows = q.size(0), length = q.size(1), keys = k.size(1), groups = q.size(2) / k.size(2);
+    const at::Tensor query = q.transpose(1, 2);                               // [B, n_h, T, d]
+    const at::Tensor key = k.transpose(1, 2).repeat_interleave(groups, 1);    // [B, n_h, S, d], as repeat_kv
+    const at::Tensor value = v.transpose(1, 2).repeat_interleave(groups, 1);  // [B, n_h, S, d]
+    at::Tensor scores = at::matmul(query, key.transpose(2, 3)) * scale;
+    scores = at::tanh(scores / cap) * cap;
+    at::Tensor visible = pattern.mask;  // [B|1, 1, T, S]
+    if (!visible.defined()) {           // plain causal; with cached keys the queries are the last T
+        const auto positions = at::TensorOptions().dtype(at::kLong).device(q.device());
+        visible = at::arange(keys, positions).unsqueeze(0) <= at::arange(length, positions).unsqueeze(1) + (keys - length);
+    }
+    scores = scores.masked_fill(visible.logical_not(), lowest_finite(scores.scalar_type()));
+    const at::Tensor weights = at::softmax(scores, -1, at::kFloat).to(query.scalar_type());
+    return at::matmul(weights, value).transpose(1, 2).reshape({rows, length, -1});
 }
 
 }  // namespace
@@ -36,8 +73,13 @@ AttentionPattern attention_pattern(const Batch& batch, std::optional<int64_t> wi
 }
 
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                            const AttentionPattern& pattern, double scale) {
+                            const AttentionPattern& pattern, double scale, std::optional<double> softcap) {
     const int64_t rows = q.size(0), length = q.size(1);
+    if (softcap) {
+        if (pattern.span_starts.defined())
+            fail(ErrorKind::kInternal, "causal_attention: capped scores need a mask, not variable-length spans");
+        return capped_attention(q, k, v, pattern, scale, *softcap);
+    }
     if (pattern.span_starts.defined()) {
         // [B, T, n, d] -> [B*T, n, d]: the spans index the flattened tokens.
         auto tokens = [&](const at::Tensor& t) {

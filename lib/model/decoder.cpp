@@ -17,13 +17,28 @@
 namespace ftl::model {
 namespace {
 
-// The RMSNorm a forward runs: the fused kernel's entry, or the composite (--fused_kernels False).
-auto rms_norm_for(const ForwardOptions& options) { return options.fused_kernels ? rms_norm : rms_norm_reference; }
-
-// Layer i's rotation tables: undefined for a layer without rotation (smollm3's no_rope_layers).
-RopeTables rope_for_layer(const DecoderConfig& config, size_t i, const RopeTables& rope) {
-    return config.layer_rope[i] ? rope : RopeTables{};
+// The RMSNorm a forward runs: the Gemmas' own, else the fused kernel's entry or the composite
+// (--fused_kernels False).
+auto rms_norm_for(const DecoderConfig& config, const ForwardOptions& options) {
+    if (config.unit_offset_norms) return unit_offset_rms_norm;
+    return options.fused_kernels ? rms_norm : rms_norm_reference;
 }
+
+// The rotation tables of a forward's positions: one set per RopeConfig the layers use (the
+// sliding layers' own in gemma3).
+struct LayerRopes {
+    RopeTables full, sliding;
+
+    LayerRopes(const DecoderConfig& config, const at::Tensor& position_ids, at::ScalarType dtype)
+        : full(rope_tables(config, config.rope, position_ids, dtype)) {
+        if (config.sliding_rope) sliding = rope_tables(config, *config.sliding_rope, position_ids, dtype);
+    }
+    // Layer i's tables: undefined for a layer without rotation (smollm3's no_rope_layers).
+    RopeTables of_layer(const DecoderConfig& config, size_t i) const {
+        if (!config.layer_rope[i]) return {};
+        return &config.rope_of_layer(i) == &config.rope ? full : sliding;
+    }
+};
 
 }  // namespace
 std::vector<std::pair<std::string, Linear*>> DecoderLayerWeights::linears() {
@@ -35,6 +50,8 @@ std::vector<std::pair<std::string, Linear*>> DecoderLayerWeights::linears() {
 std::vector<std::pair<std::string, at::Tensor*>> DecoderLayerWeights::norms() {
     std::vector<std::pair<std::string, at::Tensor*>> out{{"input_layernorm.weight", &input_norm},
                                                          {"post_attention_layernorm.weight", &post_attention_norm}};
+    if (pre_feedforward_norm.defined()) out.push_back({"pre_feedforward_layernorm.weight", &pre_feedforward_norm});
+    if (post_feedforward_norm.defined()) out.push_back({"post_feedforward_layernorm.weight", &post_feedforward_norm});
     if (q_norm.defined()) out.push_back({"self_attn.q_norm.weight", &q_norm});
     if (k_norm.defined()) out.push_back({"self_attn.k_norm.weight", &k_norm});
     return out;
@@ -42,7 +59,7 @@ std::vector<std::pair<std::string, at::Tensor*>> DecoderLayerWeights::norms() {
 
 std::vector<at::Tensor> DecoderLayerWeights::tensors() const {
     std::vector<at::Tensor> out{input_norm, post_attention_norm};
-    for (const at::Tensor* norm : {&q_norm, &k_norm})
+    for (const at::Tensor* norm : {&pre_feedforward_norm, &post_feedforward_norm, &q_norm, &k_norm})
         if (norm->defined()) out.push_back(*norm);
     for (const Linear* linear : {&q_proj, &k_proj, &v_proj, &o_proj, &gate_proj, &up_proj, &down_proj}) {
         out.push_back(linear->weight);
@@ -147,6 +164,10 @@ at::Tensor apply_linear(const Linear& linear, const at::Tensor& x, const Forward
     return y + delta.to(y.scalar_type());
 }
 
+at::Tensor cap_logits(const at::Tensor& logits, std::optional<double> cap) {
+    return cap ? at::tanh(logits / *cap) * *cap : logits;
+}
+
 std::vector<std::pair<std::string, at::Tensor>> named_weights(const DecoderConfig& config,
                                                              DecoderWeights& w) {
     std::vector<std::pair<std::string, at::Tensor>> out;
@@ -199,13 +220,15 @@ at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tenso
                                    const AttentionPattern& attention, const ForwardOptions& options, KeyValueCache* cache,
                                    size_t layer_index) const {
     const int64_t rows = hidden.size(0), length = hidden.size(1), d = config_.head_dim;
-    const auto norm = rms_norm_for(options);
+    const auto norm = rms_norm_for(config_, options);
     const auto rotate = options.fused_kernels ? apply_rope : apply_rope_reference;
-    const auto gated = options.fused_kernels ? swiglu : swiglu_reference;
+    const auto gated = config_.activation == GateActivation::kGeluTanh ? gelu_tanh_gated
+                       : options.fused_kernels                         ? swiglu
+                                                                       : swiglu_reference;
     at::Tensor x = norm(hidden, l.input_norm, config_.rms_norm_eps);
     // [B, T, n*d] -> [B, T, n, d], the layout attention takes.
     auto split_heads = [&](const at::Tensor& t) { return t.view({rows, length, -1, d}); };
-    // Qwen3 normalises each head of q and k over head_dim before the rotation.
+    // Qwen3 and gemma3 normalise each head of q and k over head_dim before the rotation.
     auto head_norm = [&](const at::Tensor& t, const at::Tensor& weight) {
         return weight.defined() ? norm(t, weight, config_.rms_norm_eps) : t;
     };
@@ -226,18 +249,21 @@ at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tenso
         v = values.transpose(1, 2);
     }
     const double scale = config_.attention_multiplier.value_or(1.0 / std::sqrt(static_cast<double>(d)));
-    const at::Tensor attn = causal_attention(q, k, v, attention, scale);
-    // granite scales each block's output before it joins the residual stream.
-    auto residual = [&](const at::Tensor& stream, const at::Tensor& block) {
+    const at::Tensor attn = causal_attention(q, k, v, attention, scale, config_.attn_logit_softcapping);
+    // granite scales each block's output before it joins the residual stream; gemma2 and gemma3
+    // normalise it (post_attention_norm, post_feedforward_norm).
+    auto residual = [&](const at::Tensor& stream, const at::Tensor& block, const at::Tensor& output_norm) {
+        if (output_norm.defined()) return stream + norm(block, output_norm, config_.rms_norm_eps);
         return config_.residual_multiplier == 1.0 ? stream + block : stream + block * config_.residual_multiplier;
     };
-    at::Tensor h = residual(hidden, apply_linear(l.o_proj, attn, options));
+    const bool sandwich = config_.sandwich_norms;
+    at::Tensor h = residual(hidden, apply_linear(l.o_proj, attn, options), sandwich ? l.post_attention_norm : at::Tensor());
 
-    at::Tensor y = norm(h, l.post_attention_norm, config_.rms_norm_eps);
+    at::Tensor y = norm(h, sandwich ? l.pre_feedforward_norm : l.post_attention_norm, config_.rms_norm_eps);
     // gate before up, as LlamaMLP runs them (the order LoRA dropout draws its masks in).
     at::Tensor gate = apply_linear(l.gate_proj, y, options);
     at::Tensor mlp = gated(gate, apply_linear(l.up_proj, y, options));
-    return residual(h, apply_linear(l.down_proj, mlp, options));
+    return residual(h, apply_linear(l.down_proj, mlp, options), l.post_feedforward_norm);
 }
 
 std::string part_name(int part) {
@@ -259,7 +285,7 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
         report("forward of the embeddings");
         hidden = embed(batch.input_ids, batch.host_input_ids, &options);
     }
-    const RopeTables rope = rope_tables(config_, positions_of(batch), hidden.scalar_type());
+    const LayerRopes ropes(config_, positions_of(batch), hidden.scalar_type());
     const at::DeviceType device_type = hidden.device().type();
     const at::ScalarType attention_type = at::autocast::is_autocast_enabled(device_type)
                                               ? at::autocast::get_autocast_dtype(device_type)
@@ -271,13 +297,14 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
     for (size_t i = 0; i < weights_.layers.size(); ++i) {
         const auto& window = config_.layer_window[i];
         if (!pattern_built || window != pattern_window) {
+            // Capped scores (gemma2) are computed in full, with a mask: no variable-length spans.
             pattern = attention_pattern(batch, window, hidden.device(), attention_type, config_.head_dim,
-                                        options.fused_kernels);
+                                        options.fused_kernels && !config_.attn_logit_softcapping);
             pattern_window = window;
             pattern_built = true;
         }
         const DecoderLayerWeights& layer = weights_.layers[i];
-        const RopeTables layer_rope = rope_for_layer(config_, i, rope);
+        const RopeTables layer_rope = ropes.of_layer(config_, i);
         const int part = static_cast<int>(i);
         const bool kept = static_cast<int64_t>(weights_.layers.size() - i) <= options.kept_layers ||
                           static_cast<int64_t>(i) % options.recompute_every != 0;
@@ -306,7 +333,7 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
     }
     const AcquiredPart final_norm(options, WeightResidency::kFinalNorm);
     report("forward of the final norm");
-    return rms_norm_for(options)(hidden, weights_.final_norm, config_.rms_norm_eps);
+    return rms_norm_for(config_, options)(hidden, weights_.final_norm, config_.rms_norm_eps);
 }
 
 at::Tensor CausalLM::logits(const Batch& batch, const ForwardOptions& options) const {
@@ -324,6 +351,10 @@ at::Tensor CausalLM::embed(const at::Tensor& ids, const at::Tensor& host_ids, co
         at::index_select_out(rows, table, 0, on_host);
         embedded = rows.view({ids.size(0), ids.size(1), table.size(1)}).to(ids.device(), /*non_blocking=*/true);
     }
+    // The Gemmas' scale belongs to their embedding module, so NEFTune's hook (on that module's
+    // output) adds its noise after it; granite multiplies after the module, so after the noise.
+    if (config_.embeddings_scaled)
+        embedded = embedded * at::scalar_tensor(std::sqrt(static_cast<double>(config_.hidden_size)), embedded.options());
     if (training && training->training && training->neftune_noise_alpha > 0)
         embedded = with_neftune_noise(embedded, training->neftune_noise_alpha, training->generator);
     // granite's embedding_multiplier, in the table's type as transformers multiplies.
@@ -333,7 +364,8 @@ at::Tensor CausalLM::embed(const at::Tensor& ids, const at::Tensor& host_ids, co
 at::Tensor CausalLM::head(const at::Tensor& hidden, const ForwardOptions& options) const {
     const AcquiredPart head(options, WeightResidency::kHead);
     const at::Tensor logits = at::linear(hidden, weights_.lm_head);
-    return config_.logits_scaling == 1.0 ? logits : logits / config_.logits_scaling;  // granite
+    return cap_logits(config_.logits_scaling == 1.0 ? logits : logits / config_.logits_scaling,  // granite
+                      config_.final_logit_softcapping);
 }
 
 void KeyValueCache::keep_rows(const at::Tensor& rows) {
@@ -365,7 +397,7 @@ at::Tensor CausalLM::decode_step(const at::Tensor& new_ids, const at::Tensor& at
         const AcquiredPart embeddings(options, WeightResidency::kEmbeddings);
         hidden = embed(new_ids);
     }
-    const RopeTables rope = rope_tables(config_, position_ids, hidden.scalar_type());
+    const LayerRopes ropes(config_, position_ids, hidden.scalar_type());
     // The first step sees the prompt as hidden_states() would; later ones, one query over every
     // key: not padding, and inside the layer's window.
     Batch prompt;
@@ -392,11 +424,11 @@ at::Tensor CausalLM::decode_step(const at::Tensor& new_ids, const at::Tensor& at
             mask_built = true;
         }
         const AcquiredPart part(options, static_cast<int>(i));
-        hidden = layer_forward(weights_.layers[i], hidden, rope_for_layer(config_, i, rope), pattern, options, &cache, i);
+        hidden = layer_forward(weights_.layers[i], hidden, ropes.of_layer(config_, i), pattern, options, &cache, i);
     }
     cache.length = total;
     const AcquiredPart final_norm(options, WeightResidency::kFinalNorm);
-    return rms_norm_for(options)(hidden, weights_.final_norm, config_.rms_norm_eps);
+    return rms_norm_for(config_, options)(hidden, weights_.final_norm, config_.rms_norm_eps);
 }
 
 }  // namespace ftl::model

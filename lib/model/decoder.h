@@ -1,11 +1,15 @@
-// The Llama-family causal LM (llama, mistral, qwen2, qwen3, granite, smollm3) written with ATen ops,
-// so autograd gives the gradients and the same code runs on CPU and GPU.
+// The Llama-family causal LM (llama, mistral, qwen2, qwen3, granite, smollm3) and the Gemmas (gemma,
+// gemma2, gemma3_text) written with ATen ops, so autograd gives the gradients and the same code
+// runs on CPU and GPU.
 //
-// Per layer (HF LlamaDecoderLayer; qwen3 applies q_norm/k_norm per head inside rope(...), smollm3's
-// no_rope_layers leave rope out, granite scales as DecoderConfig says):
+// Per layer (HF LlamaDecoderLayer; qwen3 and gemma3 apply q_norm/k_norm per head inside rope(...),
+// smollm3's no_rope_layers leave rope out, granite scales as DecoderConfig says):
 //   x = h + o_proj(attention(rope(q_proj(rms(h))), rope(k_proj(rms(h))), v_proj(rms(h))))
-//   h' = x + down_proj(silu(gate_proj(rms(x))) * up_proj(rms(x)))
-// then a final RMSNorm and lm_head (tied to embed_tokens when tie_word_embeddings).
+//   h' = x + down_proj(act(gate_proj(rms(x))) * up_proj(rms(x)))      act: silu, Gemma's gelu_tanh
+// then a final RMSNorm and lm_head (tied to embed_tokens when tie_word_embeddings). gemma2 and
+// gemma3 (Gemma2DecoderLayer) normalise each block's output before it joins the stream:
+//   x = h + rms_post_attention(o_proj(attention(...)))
+//   h' = x + rms_post_feedforward(down_proj(act(gate_proj(rms_pre_feedforward(x))) * up_proj(...)))
 // Shapes: B rows, T tokens, H = hidden_size, heads n_h and n_kv (GQA), head_dim d, vocab V.
 #pragma once
 
@@ -60,13 +64,16 @@ struct DecoderLayerWeights {
     Linear q_proj, k_proj, v_proj, o_proj;  // [n_h*d, H], [n_kv*d, H] x2, [H, n_h*d]
     at::Tensor q_norm, k_norm;              // [d] each (DecoderConfig::qk_norm), else undefined
     at::Tensor post_attention_norm;         // [H]
+    // [H] each with DecoderConfig::sandwich_norms (gemma2, gemma3), else undefined.
+    at::Tensor pre_feedforward_norm, post_feedforward_norm;
     Linear gate_proj, up_proj, down_proj;   // [I, H], [I, H], [H, I]
 
     // (module path inside the layer, linear) in HF's module order: self_attn.q_proj, k, v, o,
     // mlp.gate_proj, up, down. PEFT creates adapters in this order.
     std::vector<std::pair<std::string, Linear*>> linears();
     // (weight's path inside the layer, norm weight): input_layernorm, post_attention_layernorm,
-    // then self_attn.q_norm and k_norm where the family has them (undefined ones are left out).
+    // then pre_ and post_feedforward_layernorm and self_attn.q_norm and k_norm where the family
+    // has them (undefined ones are left out).
     std::vector<std::pair<std::string, at::Tensor*>> norms();
     // Every tensor the layer reads: norms, weights, biases, adapter matrices.
     std::vector<at::Tensor> tensors() const;
@@ -193,7 +200,10 @@ std::vector<std::pair<std::string, at::Tensor>> named_weights(const DecoderConfi
 int64_t resize_token_embeddings(DecoderConfig& config, DecoderWeights& weights, int64_t new_size,
                                 int64_t pad_to_multiple_of = 1);
 
-// x [..., in] -> [..., out] through `linear`, its bias and its adapter.
+// The Gemmas' soft cap on logits (final_logit_softcapping): cap * tanh(logits / cap) in the logits'
+// type, op for op as transformers computes it; the logits themselves without a cap.
+at::Tensor cap_logits(const at::Tensor& logits, std::optional<double> cap);
+
 // DoRA's starting magnitude for `linear` with its adapter: ||W + scaling * B A||_row in fp32, as
 // PEFT's DoraLinearLayer.update_layer computes it (B is zero then, so the rows of W), W
 // dequantised when 4-bit (QDoRA: PEFT sees the quantised model).
@@ -201,6 +211,7 @@ at::Tensor dora_magnitude(const Linear& linear);
 // Sets the layer's DoRA magnitudes anew from its weights, in place: after its linears become
 // 4-bit, so that they start from the dequantised weights as PEFT's do.
 void reset_dora_magnitudes(DecoderLayerWeights& layer);
+// x [..., in] -> [..., out] through `linear`, its bias and its adapter.
 at::Tensor apply_linear(const Linear& linear, const at::Tensor& x, const ForwardOptions& options);
 
 // The keys and values of the tokens decoded so far, per layer ([N, kv_heads, length, head_dim],
@@ -241,14 +252,16 @@ public:
     // sequence at those positions.
     at::Tensor decode_step(const at::Tensor& new_ids, const at::Tensor& attention_mask, const at::Tensor& position_ids,
                            KeyValueCache& cache, const ForwardOptions& options = {}) const;
-    // lm_head over hidden states: [..., H] -> [..., V] (divided by granite's logits_scaling).
+    // lm_head over hidden states: [..., H] -> [..., V] (divided by granite's logits_scaling, capped
+    // by gemma2's final_logit_softcapping).
     at::Tensor head(const at::Tensor& hidden, const ForwardOptions& options = {}) const;
     // The input embeddings of ids [B, T], on ids' device. A table kept in host memory while ids are
     // on a GPU (frozen embeddings left off the device) gathers its rows on the host from
     // `host_ids` (a copy of ids when undefined: that waits for the device) into pinned memory and
     // copies them up without waiting: the same values as a lookup on the device. Multiplied by
-    // granite's embedding_multiplier. With `training` options that ask for it, NEFTune's noise is
-    // added to the rows before the multiplier (transformers hooks the embedding module's output).
+    // granite's embedding_multiplier or the Gemmas' sqrt(hidden_size). With `training` options that
+    // ask for it, NEFTune's noise is added to the embedding module's output, as transformers hooks
+    // it: before granite's multiplier, after the Gemmas' scale (part of their module).
     at::Tensor embed(const at::Tensor& ids, const at::Tensor& host_ids = {}, const ForwardOptions* training = nullptr) const;
 
 private:

@@ -40,6 +40,8 @@ LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& opti
         l.q_norm = r.read_if(config.qk_norm, p + "self_attn.q_norm.weight", {d});
         l.k_norm = r.read_if(config.qk_norm, p + "self_attn.k_norm.weight", {d});
         l.post_attention_norm = r.read(p + "post_attention_layernorm.weight", {H});
+        l.pre_feedforward_norm = r.read_if(config.sandwich_norms, p + "pre_feedforward_layernorm.weight", {H});
+        l.post_feedforward_norm = r.read_if(config.sandwich_norms, p + "post_feedforward_layernorm.weight", {H});
         l.gate_proj = linear("mlp.gate_proj", I, H, config.mlp_bias);
         l.up_proj = linear("mlp.up_proj", I, H, config.mlp_bias);
         l.down_proj = linear("mlp.down_proj", H, I, config.mlp_bias);

@@ -36,11 +36,12 @@ struct LossResult {
 };
 
 // hidden [N, H] (model dtype), lm_head [V, H], targets [N] int64 (no ignored entries) ->
-// sum over rows of cross_entropy((hidden @ lm_head^T) / logits_scaling in fp32, target) / divisor,
-// differentiable (logits_scaling: granite's, 1 elsewhere).
+// sum over rows of cross_entropy(cap_logits((hidden @ lm_head^T) / logits_scaling, softcap) in
+// fp32, target) / divisor, differentiable (logits_scaling: granite's, 1 elsewhere; softcap:
+// gemma2's final_logit_softcapping, none elsewhere).
 at::Tensor chunked_linear_cross_entropy(const at::Tensor& hidden, const at::Tensor& lm_head,
                                         const at::Tensor& targets, int64_t chunk_rows, double divisor,
-                                        double logits_scaling = 1.0);
+                                        double logits_scaling = 1.0, std::optional<double> softcap = std::nullopt);
 
 // The model's next-token loss on batch.labels (required).
 LossResult causal_lm_loss(const CausalLM& model, const Batch& batch, const LossOptions& options = {},

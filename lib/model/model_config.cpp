@@ -1,5 +1,7 @@
 #include "model/model_config.h"
 
+#include <cmath>
+
 #include <nlohmann/json.hpp>
 
 #include "model/config_reader.h"
@@ -14,21 +16,15 @@ using nlohmann::json;
 
 namespace {
 
-RopeConfig parse_rope(const json& config, const ConfigReader& top, int64_t max_positions,
-                      const std::string& source) {
-    // transformers 5 writes `rope_parameters`; older files `rope_scaling` (+ top-level rope_theta).
-    std::string key = "rope_parameters";
-    json params = json::object();
-    if (top.has("rope_parameters")) {
-        params = config.at("rope_parameters");
-    } else if (top.has("rope_scaling")) {
-        key = "rope_scaling";
-        params = config.at("rope_scaling");
-    }
+// One object of rope parameters ({rope_type|type, rope_theta, factor, ...}), `key` naming it in
+// errors; keys it lacks fall back to the top level's (older files keep rope_theta there) and then
+// to `default_theta`.
+RopeConfig parse_rope_object(const json& params, const ConfigReader& top, const std::string& key, double default_theta,
+                             int64_t max_positions, const std::string& source) {
     if (!params.is_object()) top.bad(key, "must be an object");
     ConfigReader r(params, source + ": " + key);
     RopeConfig rope;
-    rope.theta = r.number("rope_theta", top.number("rope_theta", 10000.0));
+    rope.theta = r.number("rope_theta", top.number("rope_theta", default_theta));
     const std::string type = r.text("rope_type", r.text("type", "default"));
     if (r.number("partial_rotary_factor", top.number("partial_rotary_factor", 1.0)) != 1.0)
         r.bad("partial_rotary_factor", "only 1.0 is supported for the Llama family");
@@ -57,10 +53,41 @@ RopeConfig parse_rope(const json& config, const ConfigReader& top, int64_t max_p
     return rope;
 }
 
+RopeConfig parse_rope(const json& config, const ConfigReader& top, int64_t max_positions, const std::string& source) {
+    // transformers 5 writes `rope_parameters`; older files `rope_scaling` (+ top-level rope_theta).
+    for (const char* key : {"rope_parameters", "rope_scaling"})
+        if (top.has(key)) return parse_rope_object(config.at(key), top, key, 10000.0, max_positions, source);
+    return parse_rope_object(json::object(), top, "rope_parameters", 10000.0, max_positions, source);
+}
+
+// gemma3's two rotations: {full_attention, sliding_attention} objects in rope_parameters
+// (transformers 5), or the older rope_theta (full, default 1e6), rope_local_base_freq (sliding,
+// default 1e4) and rope_scaling (full only), as Gemma3TextConfig converts them.
+std::pair<RopeConfig, RopeConfig> parse_gemma3_rope(const json& config, const ConfigReader& top, int64_t max_positions,
+                                                    const std::string& source) {
+    if (top.has("rope_parameters")) {
+        const json& params = config.at("rope_parameters");
+        if (!params.is_object() || params.contains("rope_type") || params.contains("rope_theta"))
+            top.bad("rope_parameters", "must hold one object per layer type (full_attention, sliding_attention) for gemma3_text");
+        const ConfigReader r(params, source + ": rope_parameters");
+        auto layer_type = [&](const char* type, double default_theta) {
+            return parse_rope_object(r.has(type) ? params.at(type) : json::object(), r, type, default_theta, max_positions,
+                                     source + ": rope_parameters");
+        };
+        return {layer_type("full_attention", 1e6), layer_type("sliding_attention", 1e4)};
+    }
+    RopeConfig full = parse_rope_object(top.has("rope_scaling") ? config.at("rope_scaling") : json::object(), top,
+                                        "rope_scaling", 1e6, max_positions, source);
+    RopeConfig sliding;
+    sliding.theta = top.number("rope_local_base_freq", 1e4);
+    return {full, sliding};
+}
+
 }  // namespace
 
 const std::vector<std::string>& supported_model_types() {
-    static const std::vector<std::string> types{"llama", "mistral", "qwen2", "qwen3", "granite", "smollm3"};
+    static const std::vector<std::string> types{"llama",   "mistral", "qwen2", "qwen3",      "granite",
+                                                "smollm3", "gemma",   "gemma2", "gemma3_text"};
     return types;
 }
 
@@ -86,39 +113,20 @@ const json& per_layer_list(const json& config, const ConfigReader& r, const std:
     return list;
 }
 
-DecoderConfig parse_checked(const std::string& json_text, const std::string& source) {
-    json config = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
-    if (config.is_discarded() || !config.is_object())
-        fail(ErrorKind::kConfig, source + ": not a JSON object (malformed config.json)");
-    ConfigReader r(config, source);
-    DecoderConfig c;
-    c.model_type = r.text("model_type", "");
-    const auto& types = supported_model_types();
-    if (std::find(types.begin(), types.end(), c.model_type) == types.end())
-        r.bad("model_type", "must be one of " + join(types, ", ") + " in this build");
+// Marks the layers `layer_types` calls sliding_attention with `window` (full_attention: none).
+void read_layer_types(const json& config, const ConfigReader& r, DecoderConfig& c, int64_t window) {
+    const json& types = per_layer_list(config, r, "layer_types", c.num_layers, "attention type");
+    for (int64_t i = 0; i < c.num_layers; ++i) {
+        const json& t = types[static_cast<size_t>(i)];
+        if (t == "sliding_attention") c.layer_window[static_cast<size_t>(i)] = window;
+        else if (t != "full_attention") r.bad("layer_types", "entries must be full_attention or sliding_attention");
+    }
+}
+
+// llama, mistral, qwen2, qwen3, granite, smollm3: activation, biases, scalars, rotation, windows.
+void read_llama_family(const json& config, const ConfigReader& r, DecoderConfig& c, const std::string& source) {
     const bool qwen2 = c.model_type == "qwen2", qwen3 = c.model_type == "qwen3", mistral = c.model_type == "mistral";
     const bool granite = c.model_type == "granite", smollm3 = c.model_type == "smollm3";
-
-    c.vocab_size = r.integer("vocab_size");
-    c.hidden_size = r.integer("hidden_size");
-    c.intermediate_size = r.integer("intermediate_size");
-    c.num_layers = r.integer("num_hidden_layers");
-    c.num_heads = r.integer("num_attention_heads");
-    c.num_kv_heads = r.integer("num_key_value_heads", c.num_heads);
-    if (c.num_heads % c.num_kv_heads != 0)
-        r.bad("num_key_value_heads", "must divide num_attention_heads (" + std::to_string(c.num_heads) + ")");
-    if (r.has("head_dim") || qwen3) {
-        c.head_dim = r.integer("head_dim", qwen3 ? std::optional<int64_t>(128) : std::nullopt);  // Qwen3Config's default
-    } else {
-        if (c.hidden_size % c.num_heads != 0)
-            r.bad("hidden_size", "must be divisible by num_attention_heads when head_dim is not given");
-        c.head_dim = c.hidden_size / c.num_heads;
-    }
-    if (c.head_dim % 2 != 0) r.bad("head_dim", "must be even for rotary embeddings");
-    c.rms_norm_eps = r.number("rms_norm_eps", 1e-6);
-    c.max_position_embeddings =
-        r.integer("max_position_embeddings", qwen2 || qwen3 || smollm3 ? 32768 : mistral ? 131072 : 2048);
-    c.tie_word_embeddings = r.boolean("tie_word_embeddings", smollm3);  // SmolLM3Config ties by default
     const std::string act = r.text("hidden_act", "silu");
     if (act != "silu") r.bad("hidden_act", "must be silu for the Llama family");
     if (qwen2) {
@@ -141,7 +149,6 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
 
     // Rotary embeddings: on every layer, except smollm3's no_rope_layers (1 = rotated, 0 = not;
     // absent: every no_rope_layer_interval-th layer is not).
-    c.layer_rope.assign(static_cast<size_t>(c.num_layers), true);
     if (smollm3) {
         if (r.has("no_rope_layers")) {
             const json& flags = per_layer_list(config, r, "no_rope_layers", c.num_layers, "0 or 1");
@@ -165,16 +172,9 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
     const bool qwen = qwen2 || qwen3;
     if ((mistral || ((qwen || smollm3) && r.boolean("use_sliding_window", false))) && r.has("sliding_window"))
         window = r.integer("sliding_window");
-    c.layer_window.assign(static_cast<size_t>(c.num_layers), std::nullopt);
     if (window) {
         if (r.has("layer_types")) {
-            const json& types_json = per_layer_list(config, r, "layer_types", c.num_layers, "attention type");
-            for (int64_t i = 0; i < c.num_layers; ++i) {
-                const json& t = types_json[static_cast<size_t>(i)];
-                if (t == "sliding_attention") c.layer_window[static_cast<size_t>(i)] = window;
-                else if (t != "full_attention")
-                    r.bad("layer_types", "entries must be full_attention or sliding_attention");
-            }
+            read_layer_types(config, r, c, *window);
         } else if (smollm3) {
             for (int64_t i = 0; i < c.num_layers; ++i)
                 if (!c.layer_rope[static_cast<size_t>(i)]) c.layer_window[static_cast<size_t>(i)] = window;
@@ -183,6 +183,110 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
             for (int64_t i = first; i < c.num_layers; ++i) c.layer_window[static_cast<size_t>(i)] = window;
         }
     }
+}
+
+// gemma, gemma2, gemma3_text, with GemmaConfig's, Gemma2Config's and Gemma3TextConfig's defaults.
+void read_gemma(const json& config, const ConfigReader& r, DecoderConfig& c, const std::string& source) {
+    const bool gemma1 = c.model_type == "gemma", gemma3 = c.model_type == "gemma3_text";
+    // GemmaConfig reads hidden_act and takes the released configs' legacy "gelu" for the tanh
+    // approximation it was meant as; gemma2 and gemma3 read hidden_activation.
+    const char* act_key = gemma1 ? "hidden_act" : "hidden_activation";
+    const std::string act = r.text(act_key, "gelu_pytorch_tanh");
+    if (act != "gelu_pytorch_tanh" && !(gemma1 && act == "gelu"))
+        r.bad(act_key, "must be gelu_pytorch_tanh" + std::string(gemma1 ? " (or gelu, which GemmaConfig reads as it)" : "") +
+                           " for " + c.model_type);
+    c.activation = GateActivation::kGeluTanh;
+    c.qkv_bias = c.o_bias = r.boolean("attention_bias", false);
+    c.unit_offset_norms = c.embeddings_scaled = true;
+    if (r.boolean("use_bidirectional_attention", false))
+        r.bad("use_bidirectional_attention", "must be false: ftlaunch trains causal language models");
+    if (gemma1) {
+        c.rope = parse_rope(config, r, c.max_position_embeddings, source);
+        return;
+    }
+    c.sandwich_norms = true;
+    const double scalar = r.number("query_pre_attn_scalar", 256.0);
+    if (scalar <= 0) r.bad("query_pre_attn_scalar", "must be > 0 (scores are scaled by its inverse square root)");
+    c.attention_multiplier = std::pow(scalar, -0.5);  // Python's scalar**-0.5
+    // A cap absent takes the family's default, null none. Gemma2Config caps scores at 50 and
+    // logits at 30; gemma3 caps neither by default, and its attention never reads
+    // attn_logit_softcapping (Gemma3Attention does not pass it on), so neither does ours.
+    auto cap = [&](const char* key, std::optional<double> fallback) -> std::optional<double> {
+        if (!config.contains(key)) return fallback;
+        if (!r.has(key)) return std::nullopt;
+        const double value = r.number(key, 0.0);
+        if (value <= 0) r.bad(key, "must be > 0, or null for no capping");
+        return value;
+    };
+    c.final_logit_softcapping = cap("final_logit_softcapping", gemma3 ? std::nullopt : std::optional<double>(30.0));
+    if (!gemma3) c.attn_logit_softcapping = cap("attn_logit_softcapping", 50.0);
+    if (gemma3) {
+        c.qk_norm = true;  // per head, as qwen3's (with the Gemma norm)
+        auto [full, sliding] = parse_gemma3_rope(config, r, c.max_position_embeddings, source);
+        c.rope = full;
+        c.sliding_rope = sliding;
+    } else {
+        c.rope = parse_rope(config, r, c.max_position_embeddings, source);
+    }
+    // Windows: sliding_window (4096 when absent) on the layers layer_types calls sliding_attention;
+    // without layer_types, all but every 2nd (gemma2) or every sliding_window_pattern-th (gemma3,
+    // 6) layer. gemma2 takes null for no window; gemma3's sliding layers also rotate differently,
+    // so it needs one.
+    std::optional<int64_t> window = 4096;
+    if (config.contains("sliding_window")) {
+        if (r.has("sliding_window") || gemma3) window = r.integer("sliding_window");
+        else window.reset();
+    }
+    if (!window) return;
+    if (r.has("layer_types")) {
+        read_layer_types(config, r, c, *window);
+    } else {
+        const int64_t pattern = gemma3 ? r.integer("sliding_window_pattern", 6) : 2;
+        for (int64_t i = 0; i < c.num_layers; ++i)
+            if ((i + 1) % pattern != 0) c.layer_window[static_cast<size_t>(i)] = window;
+    }
+}
+
+DecoderConfig parse_checked(const std::string& json_text, const std::string& source) {
+    json config = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+    if (config.is_discarded() || !config.is_object())
+        fail(ErrorKind::kConfig, source + ": not a JSON object (malformed config.json)");
+    ConfigReader r(config, source);
+    DecoderConfig c;
+    c.model_type = r.text("model_type", "");
+    const auto& types = supported_model_types();
+    if (std::find(types.begin(), types.end(), c.model_type) == types.end())
+        r.bad("model_type", "must be one of " + join(types, ", ") + " in this build");
+    const bool qwen2 = c.model_type == "qwen2", qwen3 = c.model_type == "qwen3", mistral = c.model_type == "mistral";
+    const bool smollm3 = c.model_type == "smollm3", gemma = starts_with(c.model_type, "gemma");
+
+    c.vocab_size = r.integer("vocab_size");
+    c.hidden_size = r.integer("hidden_size");
+    c.intermediate_size = r.integer("intermediate_size");
+    c.num_layers = r.integer("num_hidden_layers");
+    c.num_heads = r.integer("num_attention_heads");
+    c.num_kv_heads = r.integer("num_key_value_heads", c.num_heads);
+    if (c.num_heads % c.num_kv_heads != 0)
+        r.bad("num_key_value_heads", "must divide num_attention_heads (" + std::to_string(c.num_heads) + ")");
+    if (r.has("head_dim") || qwen3 || gemma) {
+        c.head_dim = r.integer("head_dim", qwen3 ? 128 : 256);  // Qwen3Config's and Gemma*Config's defaults
+    } else {
+        if (c.hidden_size % c.num_heads != 0)
+            r.bad("hidden_size", "must be divisible by num_attention_heads when head_dim is not given");
+        c.head_dim = c.hidden_size / c.num_heads;
+    }
+    if (c.head_dim % 2 != 0) r.bad("head_dim", "must be even for rotary embeddings");
+    c.rms_norm_eps = r.number("rms_norm_eps", 1e-6);
+    c.max_position_embeddings =
+        r.integer("max_position_embeddings", qwen2 || qwen3 || smollm3                   ? 32768
+                                             : mistral || c.model_type == "gemma3_text" ? 131072
+                                             : gemma                                    ? 8192
+                                                                                        : 2048);
+    c.tie_word_embeddings = r.boolean("tie_word_embeddings", smollm3 || gemma);  // SmolLM3Config and Gemma*Config tie
+    c.layer_rope.assign(static_cast<size_t>(c.num_layers), true);
+    c.layer_window.assign(static_cast<size_t>(c.num_layers), std::nullopt);
+    if (gemma) read_gemma(config, r, c, source);
+    else read_llama_family(config, r, c, source);
     c.torch_dtype = r.text("dtype", r.text("torch_dtype", ""));
     if (r.has("quantization_config")) {
         const json& q = config.at("quantization_config");

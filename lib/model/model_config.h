@@ -1,9 +1,10 @@
 // config.json -> the typed shape of a Llama-family decoder (llama, mistral, qwen2, qwen3, granite,
-// smollm3).
+// smollm3) or a Gemma (gemma, gemma2, gemma3_text: the same decoder with the changes DecoderConfig
+// lists).
 //
 // Reads both layouts found on the hub: transformers 5's `rope_parameters` ({rope_type, rope_theta,
 // factor, ...}) and the older top-level `rope_theta` + `rope_scaling` ({type|rope_type, factor,
-// ...}). Defaults are transformers' own (LlamaConfig, MistralConfig, Qwen2Config).
+// ...}). Defaults are transformers' own (LlamaConfig, MistralConfig, Qwen2Config, Gemma*Config).
 #pragma once
 
 #include <cstdint>
@@ -24,8 +25,12 @@ struct RopeConfig {
     int64_t original_max_position_embeddings = 0;  // llama3 (defaults to max_position_embeddings)
 };
 
+// The MLP's gate activation: silu (the Llama family) or GELU's tanh approximation (the Gemmas'
+// gelu_pytorch_tanh, torch's gelu(approximate="tanh")).
+enum class GateActivation { kSilu, kGeluTanh };
+
 struct DecoderConfig {
-    std::string model_type;  // "llama" | "mistral" | "qwen2" | "qwen3" | "granite" | "smollm3"
+    std::string model_type;  // "llama" | "mistral" | "qwen2" | "qwen3" | "granite" | "smollm3" | "gemma" | "gemma2" | "gemma3_text"
     int64_t vocab_size = 0;
     int64_t hidden_size = 0;
     int64_t intermediate_size = 0;
@@ -45,17 +50,41 @@ struct DecoderConfig {
     // granite's scalars (1 elsewhere): the embeddings are multiplied by embedding_multiplier, each
     // block's output (attention's, the MLP's) by residual_multiplier before it joins the residual
     // stream, and the logits divided by logits_scaling; attention scores are scaled by
-    // attention_multiplier instead of 1/sqrt(head_dim).
+    // attention_multiplier instead of 1/sqrt(head_dim) (granite's own; gemma2 and gemma3's
+    // query_pre_attn_scalar^-1/2).
     double embedding_multiplier = 1.0;
     double residual_multiplier = 1.0;
     double logits_scaling = 1.0;
     std::optional<double> attention_multiplier;
+    GateActivation activation = GateActivation::kSilu;
+    // The Gemmas' changes to the Llama decoder (false / none elsewhere):
+    //  - unit_offset_norms: every RMSNorm scales by (1 + weight), in fp32, rounding once at the end
+    //    (GemmaRMSNorm; Llama's rounds the normalised x first and multiplies by weight after);
+    //  - embeddings_scaled: the embeddings are multiplied by sqrt(hidden_size) rounded to the
+    //    table's type (Gemma*TextScaledWordEmbedding: sqrt(2304) = 48 exactly, sqrt(3072) 55.5 in bf16);
+    //  - sandwich_norms (gemma2, gemma3): attention's and the MLP's outputs are normalised
+    //    (post_attention_layernorm, post_feedforward_layernorm) before they join the residual
+    //    stream, and the MLP's input by pre_feedforward_layernorm;
+    //  - attn_logit_softcapping (gemma2): scores become cap * tanh(scores / cap) before the mask;
+    //  - final_logit_softcapping (gemma2; gemma3 when set): logits become cap * tanh(logits / cap);
+    //  - sliding_rope (gemma3): the rotation of the layers with a sliding window, whose base
+    //    (rope_local_base_freq) differs from the full-attention layers' `rope`.
+    bool unit_offset_norms = false;
+    bool embeddings_scaled = false;
+    bool sandwich_norms = false;
+    std::optional<double> attn_logit_softcapping;
+    std::optional<double> final_logit_softcapping;
+    std::optional<RopeConfig> sliding_rope;
     RopeConfig rope;
     // Per layer: the sliding attention window in tokens (a key is seen when q - k < window), or
     // nullopt for full causal attention.
     std::vector<std::optional<int64_t>> layer_window;
     // Per layer: whether q and k are rotated (smollm3's no_rope_layers leave some out; all elsewhere).
     std::vector<bool> layer_rope;
+    // Layer i's rotation: sliding_rope for a windowed layer when the model has one, else rope.
+    const RopeConfig& rope_of_layer(size_t i) const {
+        return sliding_rope && layer_window.at(i) ? *sliding_rope : rope;
+    }
     std::string torch_dtype;  // as written ("bfloat16", "float32", ...); empty when absent
     // A bitsandbytes 4-bit checkpoint (quantization_config with load_in_4bit): the compute dtype
     // its 4-bit linears run in ("float32" when not given, as BitsAndBytesConfig defaults); empty

@@ -15,6 +15,12 @@ at::Tensor rms_norm_reference(const at::Tensor& x, const at::Tensor& weight, dou
     return weight * normed.to(x.scalar_type());
 }
 
+at::Tensor unit_offset_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+    at::Tensor x32 = x.to(at::kFloat);
+    at::Tensor normed = x32 * at::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps);
+    return (normed * (weight.to(at::kFloat) + 1.0)).to(x.scalar_type());
+}
+
 #ifdef FTL_WITH_CUDA
 namespace {
 

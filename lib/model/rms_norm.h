@@ -17,4 +17,9 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 // The composite of ATen ops HF's module runs (the CPU path).
 at::Tensor rms_norm_reference(const at::Tensor& x, const at::Tensor& weight, double eps);
 
+// The Gemmas' RMSNorm (GemmaRMSNorm): y = (x / sqrt(mean(x^2) + eps) * (1 + weight)) all in fp32,
+// cast to x's type once at the end; a zero weight is the identity. x [..., H], weight [H] ->
+// [..., H] in x's type. A composite of ATen ops on every device (no fused kernel yet).
+at::Tensor unit_offset_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+
 }  // namespace ftl::model

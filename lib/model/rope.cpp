@@ -11,9 +11,8 @@
 
 namespace ftl::model {
 
-at::Tensor rope_inverse_frequencies(const DecoderConfig& config, int64_t max_position,
+at::Tensor rope_inverse_frequencies(const DecoderConfig& config, const RopeConfig& rope, int64_t max_position,
                                     const at::Device& device) {
-    const RopeConfig& rope = config.rope;
     const int64_t dim = config.head_dim;
     double base = rope.theta;
     if (rope.type == RopeType::kDynamic) {
@@ -46,11 +45,12 @@ at::Tensor rope_inverse_frequencies(const DecoderConfig& config, int64_t max_pos
     return inv_freq;
 }
 
-RopeTables rope_tables(const DecoderConfig& config, const at::Tensor& position_ids, at::ScalarType dtype) {
+RopeTables rope_tables(const DecoderConfig& config, const RopeConfig& rope, const at::Tensor& position_ids,
+                       at::ScalarType dtype) {
     // Only the dynamic type depends on the largest position; reading it syncs a GPU stream.
-    const bool dynamic = config.rope.type == RopeType::kDynamic;
+    const bool dynamic = rope.type == RopeType::kDynamic;
     const int64_t max_position = dynamic && position_ids.numel() ? position_ids.max().item<int64_t>() : 0;
-    at::Tensor inv_freq = rope_inverse_frequencies(config, max_position, position_ids.device());
+    at::Tensor inv_freq = rope_inverse_frequencies(config, rope, max_position, position_ids.device());
     // [B, T, 1] * [d/2] -> [B, T, d/2]; HF computes this as a batched matmul in fp32.
     at::Tensor angles = at::matmul(inv_freq.view({1, -1, 1}).expand({position_ids.size(0), -1, 1}),
                                    position_ids.to(at::kFloat).unsqueeze(1))

@@ -10,10 +10,11 @@
 
 namespace ftl::model {
 
-// inv_freq [head_dim/2] fp32 for a batch whose largest position is `max_position` (only the
-// dynamic type depends on it: HF rescales the base when max_position + 1 exceeds
-// max_position_embeddings; it caches the largest length seen, we use the batch's own).
-at::Tensor rope_inverse_frequencies(const DecoderConfig& config, int64_t max_position,
+// inv_freq [head_dim/2] fp32 of `rope` (config.rope, or gemma3's sliding_rope) for a batch whose
+// largest position is `max_position` (only the dynamic type depends on it: HF rescales the base
+// when max_position + 1 exceeds max_position_embeddings; it caches the largest length seen, we use
+// the batch's own).
+at::Tensor rope_inverse_frequencies(const DecoderConfig& config, const RopeConfig& rope, int64_t max_position,
                                     const at::Device& device);
 
 struct RopeTables {
@@ -21,8 +22,9 @@ struct RopeTables {
     at::Tensor sin;
 };
 
-// position_ids [B, T] int64 -> cos/sin tables in `dtype`.
-RopeTables rope_tables(const DecoderConfig& config, const at::Tensor& position_ids, at::ScalarType dtype);
+// position_ids [B, T] int64 -> cos/sin tables of `rope` in `dtype`.
+RopeTables rope_tables(const DecoderConfig& config, const RopeConfig& rope, const at::Tensor& position_ids,
+                       at::ScalarType dtype);
 
 // x [B, T, heads, head_dim] rotated by the tables: x*cos + rotate_half(x)*sin, where
 // rotate_half(x) = cat(-x[..., d/2:], x[..., :d/2]); differentiable in x.

@@ -11,6 +11,8 @@ namespace ftl::model {
 
 at::Tensor swiglu_reference(const at::Tensor& gate, const at::Tensor& up) { return at::silu(gate) * up; }
 
+at::Tensor gelu_tanh_gated(const at::Tensor& gate, const at::Tensor& up) { return at::gelu(gate, "tanh") * up; }
+
 #ifdef FTL_WITH_CUDA
 namespace {
 

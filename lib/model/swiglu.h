@@ -17,4 +17,8 @@ at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up);
 // The composite of ATen ops transformers runs (the CPU path).
 at::Tensor swiglu_reference(const at::Tensor& gate, const at::Tensor& up);
 
+// The Gemmas' gated activation, gelu_tanh(gate) * up (GemmaMLP with gelu_pytorch_tanh: torch's
+// gelu(approximate="tanh")). gate, up [..., I] -> [..., I]; a composite on every device.
+at::Tensor gelu_tanh_gated(const at::Tensor& gate, const at::Tensor& up);
+
 }  // namespace ftl::model

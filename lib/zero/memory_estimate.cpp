@@ -57,7 +57,10 @@ double layer_activation_bytes(const EstimateInputs& in, bool on_gpu) {
     const double mlp = static_cast<double>(in.model.intermediate_size);
     const double head_norm_inputs =
         in.model.qk_norm ? static_cast<double>(in.model.num_heads * in.model.head_dim) + kv : 0.0;
-    if (on_gpu && in.fused_kernels && in.activation_bytes == 2 && in.frozen_base_16bit)
+    // The Gemmas' norms and gated GELU run as composites (no fused kernels), gemma2's capped
+    // attention with its scores in full: the composite's figure.
+    const bool fused = in.fused_kernels && !in.model.unit_offset_norms && !in.model.attn_logit_softcapping;
+    if (on_gpu && fused && in.activation_bytes == 2 && in.frozen_base_16bit)
         return s * b * ((5.0 * h + 2.0 * kv + 3.0 * mlp + head_norm_inputs) * 2.0 + 4.0 * a);
     const double korthikanti = s * b * h * (34.0 + 5.0 * a * s / h) * in.activation_bytes / 2.0;
     const double kept_tensors = s * b * (7.0 * h + 3.0 * kv + 4.0 * mlp + head_norm_inputs) * in.activation_bytes;
@@ -70,7 +73,8 @@ ParameterCounts count_parameters(const model::DecoderConfig& c) {
     ParameterCounts p;
     p.embeddings = c.vocab_size * c.hidden_size;
     int64_t largest = p.embeddings;
-    p.per_layer_norms = 2 * c.hidden_size + (c.qk_norm ? 2 * c.head_dim : 0);  // qwen3 adds q/k norms over head_dim
+    // qwen3 and gemma3 add q/k norms over head_dim, gemma2 and gemma3 two feed-forward norms.
+    p.per_layer_norms = (c.sandwich_norms ? 4 : 2) * c.hidden_size + (c.qk_norm ? 2 * c.head_dim : 0);
     p.per_layer = p.per_layer_norms;
     for (const LinearShape& l : layer_linears(c)) {
         int64_t n = l.in * l.out;

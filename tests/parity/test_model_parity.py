@@ -1,5 +1,5 @@
-"""ftlaunch's Llama-family decoder (llama, mistral, qwen2, qwen3, granite, smollm3) against transformers, on tiny random
-models made here.
+"""ftlaunch's Llama-family decoder (llama, mistral, qwen2, qwen3, granite, smollm3) and the Gemmas (gemma, gemma2,
+gemma3_text) against transformers, on tiny random models made here.
 
 Each case builds a 2-layer model (hidden 64, GQA) with transformers, saves it with save_pretrained,
 runs the same batch through transformers and through ftl_model_probe, and checks:
@@ -67,12 +67,27 @@ CASES = {
     "smollm3": tiny_config("smollm3", no_rope_layer_interval=2, pad_token_id=0),
     "smollm3_list_window": tiny_config("smollm3", no_rope_layers=[0, 1], use_sliding_window=True, sliding_window=4,
                                        tie_word_embeddings=False, pad_token_id=0),
+    # The Gemmas: (1 + w) norms in fp32, embeddings times sqrt(hidden), gelu_tanh gates, tied.
+    "gemma": tiny_config("gemma", head_dim=16, attention_bias=True),
+    # gemma2: sandwich norms, query_pre_attn_scalar, windows on every other layer, and caps small
+    # enough to bend these scores (|q k| * scale up to ~1) and logits (up to ~0.7).
+    "gemma2": tiny_config("gemma2", head_dim=24, sliding_window=4, query_pre_attn_scalar=20,
+                          attn_logit_softcapping=0.3, final_logit_softcapping=0.5),
+    # gemma3: q/k norms, a sliding layer and a full one, each with its own rotation (the full
+    # one's scaled linearly, as Gemma 3 4B+ do); a logit cap of its own.
+    "gemma3_text": tiny_config("gemma3_text", head_dim=16, sliding_window=4, query_pre_attn_scalar=16,
+                               layer_types=["sliding_attention", "full_attention"], final_logit_softcapping=0.5,
+                               rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0,
+                                                                   "rope_theta": 1000000.0},
+                                                "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}),
 }
+# Gemma 2 has no SDPA path in transformers (SDPA takes no score cap): its eager attention.
+ATTENTION = {"gemma2": "eager"}
 
 
 def make_model(name, config, folder, dtype=torch.float32):
     torch.manual_seed(hash(name) % 1000)
-    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation=ATTENTION.get(name, "sdpa"))
     with torch.no_grad():  # norms and biases start at 1/0; randomise them so they matter
         for pname, p in model.named_parameters():
             if "norm" in pname or pname.endswith("bias"):
@@ -216,7 +231,7 @@ def main():
             model = make_model(name, config, folder)
             compare_fp32(name, model, folder, work)
             compare_packed(name, model, folder, work)
-            if name in ("llama", "qwen2_tied", "qwen3", "granite", "smollm3"):
+            if name in ("llama", "qwen2_tied", "qwen3", "granite", "smollm3", "gemma2", "gemma3_text"):
                 compare_half(name, folder, work, torch.bfloat16)
                 compare_half(name, folder, work, torch.float16)
                 compare_resize(name, model, folder, work)

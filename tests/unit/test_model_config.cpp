@@ -104,6 +104,60 @@ TEST_CASE("config.json: smollm3's layers without rotation, and its windows on th
                       ErrorKind::kConfig, "no_rope_layers", "one 0 or 1 per layer");
 }
 
+TEST_CASE("config.json: the Gemmas' defaults, caps, windows and two rotations", "[model]") {
+    const std::string shape = R"("vocab_size": 10, "hidden_size": 8, "intermediate_size": 12,
+        "num_hidden_layers": 6, "num_attention_heads": 2)";
+    auto gemma = parse_decoder_config(R"({"model_type": "gemma", "hidden_act": "gelu", )" + shape + "}", "c");
+    CHECK(gemma.activation == GateActivation::kGeluTanh);  // the legacy "gelu" read as GemmaConfig reads it
+    CHECK((gemma.unit_offset_norms && gemma.embeddings_scaled && gemma.tie_word_embeddings));
+    CHECK_FALSE(gemma.sandwich_norms);
+    CHECK((gemma.head_dim == 256 && gemma.max_position_embeddings == 8192));
+    CHECK_FALSE((gemma.attention_multiplier || gemma.attn_logit_softcapping || gemma.final_logit_softcapping));
+
+    auto gemma2 = parse_decoder_config(R"({"model_type": "gemma2", )" + shape + "}", "c");
+    CHECK(gemma2.sandwich_norms);
+    CHECK(gemma2.attention_multiplier == 1.0 / 16);  // query_pre_attn_scalar 256
+    CHECK((gemma2.attn_logit_softcapping == 50.0 && gemma2.final_logit_softcapping == 30.0));
+    const std::optional<int64_t> none;
+    CHECK((gemma2.layer_window == std::vector<std::optional<int64_t>>{4096, none, 4096, none, 4096, none}));
+    auto uncapped = parse_decoder_config(R"({"model_type": "gemma2", "attn_logit_softcapping": null,
+        "final_logit_softcapping": null, "sliding_window": null, )" + shape + "}", "c");
+    CHECK_FALSE((uncapped.attn_logit_softcapping || uncapped.final_logit_softcapping));
+    CHECK((uncapped.layer_window == std::vector<std::optional<int64_t>>(6, none)));
+
+    // gemma3 as the hub's files write it before transformers 5: five sliding layers in six, the
+    // full ones scaled linearly at base rope_theta, the sliding ones at rope_local_base_freq.
+    auto gemma3 = parse_decoder_config(R"({"model_type": "gemma3_text", "sliding_window": 512,
+        "sliding_window_pattern": 6, "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
+        "rope_scaling": {"rope_type": "linear", "factor": 8.0}, "attn_logit_softcapping": 50.0, )" + shape + "}", "c");
+    CHECK((gemma3.layer_window == std::vector<std::optional<int64_t>>{512, 512, 512, 512, 512, none}));
+    CHECK((gemma3.qk_norm && gemma3.sandwich_norms && gemma3.max_position_embeddings == 131072));
+    CHECK_FALSE(gemma3.attn_logit_softcapping);  // Gemma3Attention never passes it on
+    CHECK_FALSE(gemma3.final_logit_softcapping);
+    CHECK((gemma3.rope.type == RopeType::kLinear && gemma3.rope.factor == 8.0 && gemma3.rope.theta == 1e6));
+    REQUIRE(gemma3.sliding_rope);
+    CHECK((gemma3.sliding_rope->type == RopeType::kDefault && gemma3.sliding_rope->theta == 1e4));
+    CHECK(&gemma3.rope_of_layer(0) == &*gemma3.sliding_rope);
+    CHECK(&gemma3.rope_of_layer(5) == &gemma3.rope);
+    // transformers 5's layout: one rope object per layer type; missing thetas take the defaults.
+    auto nested = parse_decoder_config(R"({"model_type": "gemma3_text", "layer_types": ["full_attention",
+        "sliding_attention", "full_attention", "sliding_attention", "full_attention", "sliding_attention"],
+        "rope_parameters": {"full_attention": {"rope_type": "linear", "factor": 8.0}}, )" + shape + "}", "c");
+    CHECK((nested.rope.type == RopeType::kLinear && nested.rope.theta == 1e6 && nested.sliding_rope->theta == 1e4));
+    CHECK((nested.layer_window[0] == none && nested.layer_window[1] == 4096));
+
+    FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "gemma2", "hidden_activation": "relu", )" + shape + "}", "c"),
+                      ErrorKind::kConfig, "hidden_activation", "gelu_pytorch_tanh", "relu");
+    FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "gemma2", "attn_logit_softcapping": 0, )" + shape + "}", "c"),
+                      ErrorKind::kConfig, "attn_logit_softcapping", "> 0, or null");
+    FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "gemma3_text", "sliding_window": null, )" + shape + "}", "c"),
+                      ErrorKind::kConfig, "sliding_window", "integer");
+    FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "gemma3_text", "rope_parameters": {"rope_type": "default",
+        "rope_theta": 10000.0}, )" + shape + "}", "c"), ErrorKind::kConfig, "rope_parameters", "full_attention, sliding_attention");
+    FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "gemma", "use_bidirectional_attention": true, )" + shape + "}", "c"),
+                      ErrorKind::kConfig, "use_bidirectional_attention", "causal");
+}
+
 TEST_CASE("config.json: bad values name the key, the value and the rule", "[model]") {
     FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "gpt2"})", "m/config.json"), ErrorKind::kConfig,
                       "m/config.json: model_type", "llama, mistral, qwen2, qwen3, granite, smollm3", "\"gpt2\"");
