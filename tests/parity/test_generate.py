@@ -39,18 +39,28 @@ PROMPTS = ["ftlaunch fine-tunes", "The launcher reads the same configs and flags
 BATCH = 3
 
 
-def make_llama(folder):
+def make_llama(folder, model_type="llama", **extra):
     text = make_tiny_assets.sentences(make_tiny_assets.shipped_text())
     tokenizer = make_tiny_assets.make_tokenizer("\n".join(text), folder)
     tokenizer.pad_token = tokenizer.eos_token
     tokenizer.save_pretrained(folder)
-    config = transformers.AutoConfig.for_model(
-        "llama", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, initializer_range=0.5, tie_word_embeddings=False,
-        bos_token_id=1, eos_token_id=2)
+    shape = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, initializer_range=0.5, tie_word_embeddings=False,
+                 bos_token_id=1, eos_token_id=2)
+    shape.update(extra)
     torch.manual_seed(0)
-    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(model_type, **shape)).save_pretrained(folder)
     return tokenizer
+
+
+# Gemmas whose cached decoding crosses what differs from Llama's: windows of 3 tokens (prompts
+# and their 6 new tokens are longer), gemma2's capped scores and logits, gemma3's two rotations.
+GEMMAS = {
+    "gemma2": dict(head_dim=16, sliding_window=3, attn_logit_softcapping=2.0, final_logit_softcapping=3.0),
+    "gemma3_text": dict(head_dim=16, sliding_window=3, layer_types=["sliding_attention", "full_attention"],
+                        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e6},
+                                         "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}),
+}
 
 
 def make_adapter(model, folder, task_type, targets):
@@ -210,6 +220,11 @@ def main():
         peft_model = make_adapter(model, llama_adapter, "CAUSAL_LM", ["q_proj", "v_proj", "down_proj"])
         adapted = compare(work, "llama + LoRA", llama_dir, peft_model, tokenizer, left=True, adapter=llama_adapter)
         check(base != adapted, "llama + LoRA: the adapter changes what is generated")
+        for model_type, extra in GEMMAS.items():
+            folder = os.path.join(work, model_type)
+            gemma_tokenizer = make_llama(folder, model_type, **extra)
+            gemma = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+            compare(work, model_type, folder, gemma, gemma_tokenizer, left=True)
 
         # The seq2seq test's BART (its tokenizer and generation settings), weights drawn anew with
         # init_std 0.6 so that every prompt and the adapter change what is generated.
