@@ -12,6 +12,8 @@ ftlaunch's documented batch order (torch.randperm with generator seed + epoch).
 
 Checks:
   per-step loss       |ours - ref| / ref <= 1e-4 for all 20 steps
+  gemma2              the same run on a gemma2 of the same size (sandwich norms, windows, caps
+                      small enough to bend its scores and logits): per-step loss 1e-4
   adapter             PeftModel.from_pretrained(output_dir) logits == ftlaunch's with the same
                       adapter, max abs diff <= 1e-5; adapter weights equal to the reference's (1e-4)
   accumulation        batch 4 x accumulation 1 == batch 2 x accumulation 2 == batch 1 x 4 (1e-5)
@@ -65,6 +67,16 @@ def make_inputs(work):
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
     torch.manual_seed(0)
     transformers.AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
+    # A gemma2 of the same size with the same tokenizer: windows of 8 tokens, caps that bend.
+    gemma_dir = os.path.join(work, "gemma2")
+    fast.save_pretrained(gemma_dir)
+    gemma = transformers.AutoConfig.for_model(
+        "gemma2", vocab_size=len(fast), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=128, sliding_window=8,
+        query_pre_attn_scalar=16, attn_logit_softcapping=0.1, final_logit_softcapping=0.5, bos_token_id=1,
+        eos_token_id=2, pad_token_id=0)
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(gemma).save_pretrained(gemma_dir)
     data_dir = os.path.join(work, "data")
     os.makedirs(data_dir)
     frags = tokenizers_case.FRAGMENTS
@@ -244,6 +256,12 @@ def main():
         print(f"     losses ftlaunch {ours[0]:.5f} -> {ours[-1]:.5f}; transformers+peft {ref[0]:.5f} -> {ref[-1]:.5f}")
         compare_curves(ours, ref, 1e-4, "20 steps against transformers+peft")
         check(ours[-1] < ours[0], f"the loss falls ({ours[0]:.4f} -> {ours[-1]:.4f})")
+        gemma_dir = os.path.join(work, "gemma2")
+        gemma_ours, _ = run_ftlaunch(gemma_dir, data_dir, os.path.join(work, "run_gemma2"), 2, 2)
+        gemma_ref, _ = reference_losses(gemma_dir, texts, 2, 2)
+        print(f"     gemma2 losses ftlaunch {gemma_ours[0]:.5f} -> {gemma_ours[-1]:.5f}; "
+              f"transformers+peft {gemma_ref[0]:.5f} -> {gemma_ref[-1]:.5f}")
+        compare_curves(gemma_ours, gemma_ref, 1e-4, "gemma2: 20 steps against transformers+peft")
         # --data_seed: the batch order from its own seed, the LoRA init still from --seed.
         reordered, _ = run_ftlaunch(model_dir, data_dir, os.path.join(work, "run_data_seed"), 2, 2, extra=("--data_seed", "11"))
         ref_reordered, _ = reference_losses(model_dir, texts, 2, 2, data_seed=11)
