@@ -10,7 +10,9 @@ the ids must be identical, with and without add_special_tokens, decode must equa
 reference's decode, keeping and skipping special tokens (so decode(encode(x)) == x exactly where
 the reference round-trips), and encode_with_offsets must give each token the reference's
 offsets (Encoding.offsets, in characters). A sixth shape, GPT-2's ByteLevel with
-add_prefix_space and trim_offsets, checks the post-processor's offset trimming.
+add_prefix_space and trim_offsets, checks the post-processor's offset trimming; a seventh is
+Gemma's (spaces replaced by "▁" with nothing prepended, byte fallback, no Strip in the decoder:
+the pipeline transformers' GemmaTokenizer rebuilds around a tokenizer.json's vocabulary).
 
 Chat formats: two of these tokenizers saved as transformers folders are loaded the way the seed's
 train.py loads them for --chat_template_format chatml / zephyr (AutoTokenizer.from_pretrained with
@@ -107,10 +109,14 @@ def byte_level(pattern=None, ignore_merges=False, nfc=False, bos=False, trim_off
     return with_added_tokens(tok)
 
 
-def metaspace(legacy):
-    """SentencePiece-style BPE with byte fallback: Llama-2's legacy normalizer, or Mistral's Metaspace."""
+def metaspace(legacy, gemma=False):
+    """SentencePiece-style BPE with byte fallback: Llama-2's legacy normalizer, Mistral's Metaspace,
+    or Gemma's (spaces replaced, nothing prepended or stripped: what GemmaTokenizer builds)."""
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
-    if legacy:
+    if gemma:
+        tok.normalizer = normalizers.Replace(" ", "▁")
+        tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    elif legacy:
         tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
         tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
                                          decoders.Strip(" ", 1, 0)])
@@ -142,6 +148,7 @@ TOKENIZERS = {
     "qwen2_nfc_split": lambda: byte_level(QWEN2_PATTERN, nfc=True),
     "llama2_legacy_metaspace": lambda: metaspace(legacy=True),
     "mistral_metaspace_first": lambda: metaspace(legacy=False),
+    "gemma_replace_byte_fallback": lambda: metaspace(legacy=False, gemma=True),
 }
 
 
