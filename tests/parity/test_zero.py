@@ -32,7 +32,7 @@ ranks, with and without accumulation. Checks:
                --torch_dtype bfloat16 (1e-6)
   qwen3        a qwen3 of the same shape (per-head q/k norms, randomised): LoRA on one rank ==
                transformers + PEFT (1e-4); ZeRO-3 on 4 ranks with every tensor partitioned == one
-               rank (1e-5)
+               rank (1e-5); the same for a gemma3 (q/k norms and four (1 + w) norms a layer)
   persistence  with DeepSpeed's default stage3_param_persistence_threshold (1e5 elements) the
                tensors below it stay whole on every rank: each rank reports exactly their fp32 bytes
   resume       a stage-2 run on 4 ranks saves checkpoint-10; resumed on 2 ranks under stage 1
@@ -245,39 +245,57 @@ def check_loading_memory(work, small_model_dir, data_dir):
           f"stage3_param_persistence_threshold 1e5: each rank keeps the {expected} bytes of smaller tensors whole ({whole[:1]})")
 
 
-def check_qwen3(work, small_model_dir, data_dir, texts, single):
-    """A qwen3 of the tiny model's shape with random norms: LoRA on one rank == transformers + PEFT
-    (1e-4, test_sft_parity's bound), and its per-head q/k norms are partitioned, gathered and used
-    like every other tensor: ZeRO-3 on 4 ranks with every tensor partitioned == one rank."""
-    import torch
+def qwen3_of(llama):
+    """A qwen3 of the tiny llama's shape: per-head q/k norms."""
     import transformers
+    return transformers.Qwen3Config(
+        vocab_size=llama.vocab_size, hidden_size=llama.hidden_size, intermediate_size=llama.intermediate_size,
+        num_hidden_layers=llama.num_hidden_layers, num_attention_heads=llama.num_attention_heads,
+        num_key_value_heads=llama.num_key_value_heads, head_dim=llama.hidden_size // llama.num_attention_heads,
+        max_position_embeddings=llama.max_position_embeddings, tie_word_embeddings=llama.tie_word_embeddings,
+        bos_token_id=llama.bos_token_id, eos_token_id=llama.eos_token_id, pad_token_id=llama.pad_token_id)
 
-    def as_qwen3(llama):
-        return transformers.Qwen3Config(
-            vocab_size=llama.vocab_size, hidden_size=llama.hidden_size, intermediate_size=llama.intermediate_size,
-            num_hidden_layers=llama.num_hidden_layers, num_attention_heads=llama.num_attention_heads,
-            num_key_value_heads=llama.num_key_value_heads, head_dim=llama.hidden_size // llama.num_attention_heads,
-            max_position_embeddings=llama.max_position_embeddings, tie_word_embeddings=llama.tie_word_embeddings,
-            bos_token_id=llama.bos_token_id, eos_token_id=llama.eos_token_id, pad_token_id=llama.pad_token_id)
 
-    folder = os.path.join(work, "qwen3_model")
-    model = model_variant(small_model_dir, folder, as_qwen3)
-    with torch.no_grad():  # q_norm/k_norm start at 1: randomise them so that they matter
-        for name, p in model.named_parameters():
-            if "_norm" in name:
+def gemma3_of(llama):
+    """A gemma3_text of the tiny llama's shape: q/k norms and four norms a layer, all (1 + w), a
+    sliding layer (window 16) and a full one. (A fixed input, as the llama's: with a window of 8
+    the draw of its norms took one rank's and 4 ranks' curves 1e-5 apart by step 20, plain data
+    parallel alike (7.4e-6): Adam amplifying fp32 summation order.)"""
+    import transformers
+    return transformers.Gemma3TextConfig(
+        vocab_size=llama.vocab_size, hidden_size=llama.hidden_size, intermediate_size=llama.intermediate_size,
+        num_hidden_layers=llama.num_hidden_layers, num_attention_heads=llama.num_attention_heads,
+        num_key_value_heads=llama.num_key_value_heads, head_dim=llama.hidden_size // llama.num_attention_heads,
+        query_pre_attn_scalar=16, sliding_window=16, layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=llama.max_position_embeddings, bos_token_id=llama.bos_token_id,
+        eos_token_id=llama.eos_token_id, pad_token_id=llama.pad_token_id)
+
+
+def check_norm_family(work, small_model_dir, data_dir, texts, single, name, make_config):
+    """A model of the tiny model's shape whose extra norms (qwen3's q/k norms; gemma3's too, and its
+    feed-forward norms) are randomised: LoRA on one rank == transformers + PEFT (1e-4,
+    test_sft_parity's bound), and those norms are partitioned, gathered and used like every other
+    tensor: ZeRO-3 on 4 ranks with every tensor partitioned == one rank."""
+    import torch
+
+    folder = os.path.join(work, f"{name}_model")
+    model = model_variant(small_model_dir, folder, make_config)
+    with torch.no_grad():  # norms start at the identity: randomise them so that they matter
+        for pname, p in model.named_parameters():
+            if "norm" in pname:
                 p.add_(torch.randn_like(p) * 0.1)
     model.save_pretrained(folder)
-    one, _ = sft.run_ftlaunch(folder, data_dir, os.path.join(work, "qwen3_single"), 4, 1)
+    one, _ = sft.run_ftlaunch(folder, data_dir, os.path.join(work, f"{name}_single"), 4, 1)
     reference, _ = sft.reference_losses(folder, texts, 4, 1)
     worst = worst_curve_diff(one, reference) if len(one) == len(reference) else float("inf")
-    check(worst <= 1e-4, f"qwen3 LoRA, 1 rank: loss curve vs transformers + PEFT worst rel diff {worst:.2e} <= 1e-4")
-    sharded, log = sft.run_ftlaunch(folder, data_dir, os.path.join(work, "qwen3_zero3"), 1, 1,
+    check(worst <= 1e-4, f"{name} LoRA, 1 rank: loss curve vs transformers + PEFT worst rel diff {worst:.2e} <= 1e-4")
+    sharded, log = sft.run_ftlaunch(folder, data_dir, os.path.join(work, f"{name}_zero3"), 1, 1,
                                     launcher=("--config_file", zero3_everything_partitioned(work, 4)))
     curve = worst_curve_diff(sharded, one) if len(sharded) == len(one) == len(single) else float("inf")
     held = re.findall(r"holds (\d+) bytes of the (\d+) bytes", log)
     check(curve <= 1e-5 and len(held) == 4 and one != single,
-          f"qwen3 (q/k norms), ZeRO-3 on 4 ranks, every tensor partitioned: loss curve vs 1 rank worst rel diff "
-          f"{curve:.2e} <= 1e-5 (and not the llama's curve)")
+          f"{name} (its norms partitioned), ZeRO-3 on 4 ranks, every tensor partitioned: loss curve vs 1 rank "
+          f"worst rel diff {curve:.2e} <= 1e-5 (and not the llama's curve)")
 
 
 def check_kill_mid_step(work, model_dir, data_dir):
@@ -351,7 +369,8 @@ def main():
         check_gradient_buckets(work, model_dir, data_dir, single)
         check_bf16_frozen_linears(work, model_dir, data_dir)
         check_loading_memory(work, model_dir, data_dir)
-        check_qwen3(work, model_dir, data_dir, texts, single)
+        check_norm_family(work, model_dir, data_dir, texts, single, "qwen3", qwen3_of)
+        check_norm_family(work, model_dir, data_dir, texts, single, "gemma3", gemma3_of)
 
         # Re-partitioning on resume: 4 ranks (stage 2) -> 2 ranks (stage 1).
         four = os.path.join(work, "resume_from_4")
