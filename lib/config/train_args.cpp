@@ -235,7 +235,7 @@ const std::vector<FlagSpec>& flag_table() {
         flag("logging_dir", &A::logging_dir, text()),
         flag("logging_first_step", &A::logging_first_step, boolean()),
         flag("logging_nan_inf_filter", &A::logging_nan_inf_filter, boolean()),
-        flag("train_sampling_strategy", &A::train_sampling_strategy, text({"random", "sequential"})),
+        flag("train_sampling_strategy", &A::train_sampling_strategy, text({"random", "sequential", "group_by_length"})),
         flag("eval_strategy", &A::eval_strategy, text(kStrategies), {"evaluation_strategy"}),
         flag("eval_steps", &A::eval_steps, number(0.0)),
         flag("eval_on_start", &A::eval_on_start, boolean()),
@@ -363,6 +363,10 @@ void validate(const TrainArgs& a) {
     if (a.job == JobKind::kSeq2seqExample && a.neftune_noise_alpha)
         ftl::fail(ErrorKind::kUsage, "--neftune_noise_alpha: the seq2seq example trains without NEFTune (a decoder-only "
                                      "SFT option)");
+    if (a.job == JobKind::kSeq2seqExample && a.train_sampling_strategy != "random")
+        ftl::fail(ErrorKind::kUsage, "--train_sampling_strategy " + a.train_sampling_strategy +
+                                         ": the seq2seq example shuffles its rows (DataLoader(shuffle=True)); only random "
+                                         "applies");
     if (a.job == JobKind::kSeq2seqExample && a.checkpoint_every_n_layers > 1)
         ftl::fail(ErrorKind::kUsage, "--activation_checkpointing_kwargs every_n_layers: the seq2seq example recomputes "
                                      "the whole encoder and decoder or nothing");

@@ -97,7 +97,8 @@ struct TrainArgs {
     // A micro-batch's NaN or infinite training loss is logged as the mean of the interval so far,
     // and non-finite evaluation batches are left out of eval_loss (TrainingArguments' default).
     bool logging_nan_inf_filter = true;
-    std::string train_sampling_strategy = "random";  // or "sequential" (rows in dataset order)
+    // or "sequential" (rows in dataset order), "group_by_length" (train::length_grouped_order)
+    std::string train_sampling_strategy = "random";
     std::string eval_strategy = "no";
     std::optional<double> eval_steps;
     bool eval_on_start = false;               // evaluate once before the first step (a sanity check)

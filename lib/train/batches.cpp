@@ -9,10 +9,30 @@
 
 namespace ftl::train {
 
+std::vector<int64_t> length_grouped_order(const std::vector<int64_t>& lengths, int64_t batch_size, at::Generator generator) {
+    const auto n = static_cast<int64_t>(lengths.size());
+    const int64_t mega = std::max<int64_t>(1, std::min<int64_t>(n / (batch_size * 4), 50));
+    const at::Tensor perm = at::randperm(n, generator, at::TensorOptions().dtype(at::kLong));
+    const int64_t* p = perm.data_ptr<int64_t>();
+    std::vector<int64_t> order(p, p + n);
+    const int64_t size = mega * batch_size;
+    auto longer = [&](int64_t a, int64_t b) { return lengths[static_cast<size_t>(a)] > lengths[static_cast<size_t>(b)]; };
+    size_t longest_start = 0;  // the first megabatch whose first (longest) row is the longest of all
+    for (int64_t begin = 0; begin < n; begin += size) {
+        const auto first = order.begin() + begin, last = order.begin() + std::min(n, begin + size);
+        std::stable_sort(first, last, longer);
+        if (longer(*first, order[longest_start])) longest_start = static_cast<size_t>(begin);
+    }
+    if (n > 0) std::swap(order[0], order[longest_start]);
+    return order;
+}
+
 BatchPlan::BatchPlan(size_t rows, int per_device, int accumulation, int rank, int world_size, uint64_t seed, bool drop_last,
-                     bool shuffle)
-    : rows_(rows), per_device_(per_device), rank_(rank), world_size_(world_size), drop_last_(drop_last),
-      shuffle_(shuffle), seed_(seed) {
+                     Sampling sampling, std::vector<int64_t> lengths)
+    : rows_(rows), per_device_(per_device), accumulation_(accumulation), rank_(rank), world_size_(world_size),
+      drop_last_(drop_last), sampling_(sampling), lengths_(std::move(lengths)), seed_(seed) {
+    if (sampling == Sampling::kGroupByLength && lengths_.size() != rows)
+        fail(ErrorKind::kInternal, "BatchPlan: group_by_length needs one length per row");
     if (per_device <= 0)
         fail(ErrorKind::kConfig, "--per_device_train_batch_size: must be positive (got " + std::to_string(per_device) + ")");
     if (accumulation <= 0)
@@ -32,9 +52,17 @@ int64_t BatchPlan::micro_batches_per_epoch() const {
 void BatchPlan::start_epoch() {
     ++epoch_;
     at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed_ + static_cast<uint64_t>(epoch_));
-    at::Tensor perm = shuffle_ ? at::randperm(static_cast<int64_t>(rows_), generator, at::TensorOptions().dtype(at::kLong))
-                               : at::arange(static_cast<int64_t>(rows_), at::TensorOptions().dtype(at::kLong));
-    const int64_t* p = perm.data_ptr<int64_t>();
+    std::vector<int64_t> epoch_order;
+    if (sampling_ == Sampling::kGroupByLength) {
+        epoch_order = length_grouped_order(lengths_, int64_t{per_device_} * accumulation_, generator);
+    } else {
+        const auto rows = static_cast<int64_t>(rows_);
+        const at::Tensor perm = sampling_ == Sampling::kRandom
+                                    ? at::randperm(rows, generator, at::TensorOptions().dtype(at::kLong))
+                                    : at::arange(rows, at::TensorOptions().dtype(at::kLong));
+        epoch_order.assign(perm.data_ptr<int64_t>(), perm.data_ptr<int64_t>() + rows);
+    }
+    const int64_t* p = epoch_order.data();
     const size_t total = (rows_ + world_size_ - 1) / world_size_ * world_size_;
     order_.clear();
     for (size_t i = static_cast<size_t>(rank_); i < total; i += static_cast<size_t>(world_size_))
@@ -51,20 +79,30 @@ std::vector<int64_t> BatchPlan::next_micro_batch() {
     return batch;
 }
 
-namespace {
-
-std::vector<int64_t> index_range(int64_t begin, int64_t end) {
-    std::vector<int64_t> out;
-    for (int64_t i = begin; i < end; ++i) out.push_back(i);
-    return out;
+std::vector<int64_t> row_lengths(const std::vector<data::Row>& rows) {
+    std::vector<int64_t> lengths;
+    lengths.reserve(rows.size());
+    for (const data::Row& row : rows) lengths.push_back(static_cast<int64_t>(row.input_ids.size()));
+    return lengths;
 }
 
-}  // namespace
+std::vector<int64_t> evaluation_order(const std::vector<int64_t>& lengths, int batch_size,
+                                      std::optional<uint64_t> group_seed) {
+    if (group_seed)
+        return length_grouped_order(lengths, batch_size, at::make_generator<at::CPUGeneratorImpl>(*group_seed));
+    std::vector<int64_t> order(lengths.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
+    return order;
+}
 
-std::vector<std::vector<int64_t>> evaluation_batches(int64_t rows, int batch_size, int rank, int world_size) {
-    const int64_t b = batch_size, world = world_size;
+std::vector<std::vector<int64_t>> evaluation_batches(const std::vector<int64_t>& order, int batch_size, int rank,
+                                                     int world_size) {
+    const int64_t b = batch_size, world = world_size, rows = static_cast<int64_t>(order.size());
     const int64_t batches = (rows + b - 1) / b;
-    auto batch_at = [&](int64_t g) { return index_range(g * b, std::min(rows, g * b + b)); };
+    auto slice = [&](int64_t begin, int64_t end) {
+        return std::vector<int64_t>(order.begin() + begin, order.begin() + std::min(rows, end));
+    };
+    auto batch_at = [&](int64_t g) { return slice(g * b, g * b + b); };
     std::vector<std::vector<int64_t>> mine;
     if (world == 1) {
         for (int64_t g = 0; g < batches; ++g) mine.push_back(batch_at(g));
@@ -74,7 +112,7 @@ std::vector<std::vector<int64_t>> evaluation_batches(int64_t rows, int batch_siz
     for (int64_t k = 0; k < rounds; ++k) mine.push_back(batch_at(k * world + rank));
     // The rest: the remaining batches, the short one topped up and batches up to the round's end
     // made, from the start of the split.
-    std::vector<int64_t> start = index_range(0, std::min(rows, world * b));
+    std::vector<int64_t> start = slice(0, world * b);
     while (static_cast<int64_t>(start.size()) < world * b) start.insert(start.end(), start.begin(), start.end());
     size_t cycle = 0;
     for (int64_t g = rounds * world; g < batches || g % world != 0; ++g) {

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "data/examples.h"
@@ -11,17 +12,31 @@
 
 namespace ftl::train {
 
+// --train_sampling_strategy: how an epoch orders the training rows.
+enum class Sampling { kRandom, kSequential, kGroupByLength };
+
+// transformers' get_length_grouped_indices(lengths, batch_size, generator): torch.randperm(n,
+// generator) cut into megabatches of mega x batch_size rows (mega = min(n / (4 batch_size), 50),
+// at least 1), each sorted by length, longest first (ties keep their order: Python's stable
+// sort), then the first megabatch's first row swapped with the longest row of all (the first
+// megabatch holding it), so that a batch that runs out of memory does so at the start.
+std::vector<int64_t> length_grouped_order(const std::vector<int64_t>& lengths, int64_t batch_size, at::Generator generator);
+
 // The sampler. Epoch e shuffles the rows with torch.randperm(n, generator seeded seed + e)
-// (reproducible in Python with the same call; the Trainer's SeedableRandomSampler draws it), or
-// without `shuffle` (--train_sampling_strategy sequential) keeps them in order; it pads the order to a multiple of the world size by
-// repeating its start and gives rank r every world-th index from r (torch's DistributedSampler);
-// micro-batches are consecutive runs of per_device rows (the last may be shorter; with
-// `drop_last`, --dataloader_drop_last, it is left out, as a DataLoader leaves it). Epochs follow
-// each other without end; the trainer decides when to stop.
+// (reproducible in Python with the same call; the Trainer's SeedableRandomSampler draws it); kSequential
+// keeps them in order; kGroupByLength groups rows of similar `lengths` (one per row) with
+// length_grouped_order over batches of per_device x accumulation rows (transformers'
+// LengthGroupedSampler), its permutation drawn from the same seed + e generator (the Trainer's
+// draws from torch's global generator, whose state depends on everything the run drew before).
+// The order is padded to a multiple of the world size by repeating its start and rank r gets every
+// world-th index from r (torch's DistributedSampler); micro-batches are consecutive runs of
+// per_device rows (the last may be shorter; with `drop_last`, --dataloader_drop_last, it is left
+// out, as a DataLoader leaves it). Epochs follow each other without end; the trainer decides when
+// to stop.
 class BatchPlan {
 public:
     BatchPlan(size_t rows, int per_device, int accumulation, int rank, int world_size, uint64_t seed, bool drop_last,
-              bool shuffle);
+              Sampling sampling, std::vector<int64_t> lengths = {});
     int64_t micro_batches_per_epoch() const;
     std::vector<int64_t> next_micro_batch();
     int64_t epoch() const { return epoch_; }
@@ -29,21 +44,33 @@ public:
 private:
     void start_epoch();
     size_t rows_;
-    int per_device_, rank_, world_size_;
-    bool drop_last_, shuffle_;
+    int per_device_, accumulation_, rank_, world_size_;
+    bool drop_last_;
+    Sampling sampling_;
+    std::vector<int64_t> lengths_;
     uint64_t seed_;
     int64_t epoch_ = -1;
     std::vector<int64_t> order_;  // this rank's indices for the current epoch
     size_t cursor_ = 0;
 };
 
-// The evaluation rows rank `rank` of `world_size` takes, batch by batch, as the Trainer's eval
-// DataLoader gives them (a SequentialSampler in batches of `batch_size`). One rank: consecutive
-// batches, the last one shorter. Several: accelerate's BatchSamplerShard with even_batches (its
-// default): batch g goes to rank g % world_size, and the last round is completed with rows from
-// the split's start (the first world_size x batch_size rows, repeated when fewer), so every rank
-// runs the same number of batches.
-std::vector<std::vector<int64_t>> evaluation_batches(int64_t rows, int batch_size, int rank, int world_size);
+// Each row's token count (what LengthGroupedSampler measures: len(input_ids)).
+std::vector<int64_t> row_lengths(const std::vector<data::Row>& rows);
+
+// The order the Trainer's eval DataLoader takes a split's rows in: as stored (a SequentialSampler),
+// or with `group_seed` (--train_sampling_strategy group_by_length; the seed is --data_seed or
+// --seed) length_grouped_order over batches of `batch_size` with a generator seeded group_seed,
+// as the Trainer's evaluation LengthGroupedSampler draws it.
+std::vector<int64_t> evaluation_order(const std::vector<int64_t>& lengths, int batch_size,
+                                      std::optional<uint64_t> group_seed);
+
+// The evaluation rows rank `rank` of `world_size` takes, batch by batch, from `order`
+// (evaluation_order) cut into batches of `batch_size`. One rank: consecutive batches, the last one
+// shorter. Several: accelerate's BatchSamplerShard with even_batches (its default): batch g goes
+// to rank g % world_size, and the last round is completed with the order's first rows (the first
+// world_size x batch_size, repeated when fewer), so every rank runs the same number of batches.
+std::vector<std::vector<int64_t>> evaluation_batches(const std::vector<int64_t>& order, int batch_size, int rank,
+                                                     int world_size);
 
 // Rows -> [B, T] tensors, right-padded to the longest row (padding: pad_id, label -100, mask 0),
 // with the host-made facts model::Batch describes (targets, padding, attention spans).

@@ -17,13 +17,13 @@
 
 namespace ftl::train {
 
-EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& rows, int batch_size, int32_t pad_id,
-                    bool packed, const at::Device& device, std::optional<at::ScalarType> autocast,
+EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& rows, int batch_size,
+                    std::optional<uint64_t> group_by_length_seed, int32_t pad_id, bool packed, const at::Device& device, std::optional<at::ScalarType> autocast,
                     const model::ForwardOptions& options, bool drop_non_finite, const RankContext& rank) {
     at::NoGradGuard no_grad;
     // Every rank runs as many batches as every other (a forward under ZeRO-3 gathers with all).
-    const std::vector<std::vector<int64_t>> batches =
-        evaluation_batches(static_cast<int64_t>(rows.size()), batch_size, rank.rank, rank.world_size);
+    const std::vector<std::vector<int64_t>> batches = evaluation_batches(
+        evaluation_order(row_lengths(rows), batch_size, group_by_length_seed), batch_size, rank.rank, rank.world_size);
     const int64_t steps = static_cast<int64_t>(batches.size());
     model::ForwardOptions forward;
     forward.residency = options.residency;
@@ -77,6 +77,11 @@ EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& 
     return out;
 }
 
+std::optional<uint64_t> evaluation_grouping_seed(const config::TrainArgs& args) {
+    if (args.train_sampling_strategy != "group_by_length") return std::nullopt;
+    return static_cast<uint64_t>(args.data_seed.value_or(args.seed));
+}
+
 void run_evaluate(const config::RunConfig& run, const RankContext& rank) {
     const config::TrainArgs& args = run.train;
     const JobInputs inputs = resolve_job_inputs(args);
@@ -89,7 +94,7 @@ void run_evaluate(const config::RunConfig& run, const RankContext& rank) {
     model::ForwardOptions forward;
     forward.fused_kernels = args.fused_kernels;
     const EvalResult result = evaluate(job_model.loaded.model, rows, args.per_device_eval_batch_size,
-                                       inputs.tokenizer.pad_id().value_or(0), packs_rows(args, true), device, autocast_dtype(args), forward,
+                                       evaluation_grouping_seed(args), inputs.tokenizer.pad_id().value_or(0), packs_rows(args, true), device, autocast_dtype(args), forward,
                                        args.logging_nan_inf_filter, rank);
     if (rank.rank == 0)
         std::cout << nlohmann::json{{"split", split_name},

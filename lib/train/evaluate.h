@@ -21,11 +21,13 @@ struct EvalResult {
 };
 
 // `options`: the forward passes' residency (ZeRO-3), progress report and kernels; they run
-// without training (no dropout, no recompute) whatever `options` says of that. drop_non_finite
+// without training (no dropout, no recompute) whatever `options` says of that. With
+// `group_by_length_seed` the rows are taken in train::evaluation_order's length-grouped order
+// (--train_sampling_strategy group_by_length), else in order. drop_non_finite
 // (--logging_nan_inf_filter): batches whose loss is NaN or infinite are left out of the mean
 // unless all are.
-EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& rows, int batch_size, int32_t pad_id,
-                    bool packed, const at::Device& device, std::optional<at::ScalarType> autocast,
+EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& rows, int batch_size,
+                    std::optional<uint64_t> group_by_length_seed, int32_t pad_id, bool packed, const at::Device& device, std::optional<at::ScalarType> autocast,
                     const model::ForwardOptions& options, bool drop_non_finite, const RankContext& rank);
 
 }  // namespace ftl::train
@@ -36,5 +38,9 @@ namespace ftl::train {
 // in --splits; rank 0 prints {"split", "eval_loss", "eval_perplexity", "eval_tokens"} as one JSON
 // line on stdout.
 void run_evaluate(const config::RunConfig& run, const RankContext& rank);
+
+// The seed of the evaluation's length-grouped order under --train_sampling_strategy
+// group_by_length (--data_seed, else --seed, as the Trainer seeds it); none otherwise.
+std::optional<uint64_t> evaluation_grouping_seed(const config::TrainArgs& args);
 
 }  // namespace ftl::train

@@ -297,7 +297,7 @@ int run_seq2seq_example(const config::RunConfig& run, const RankContext& rank, c
     const int accumulation = args.gradient_accumulation_steps;
     // The script's DataLoader(shuffle=True) keeps the short last batch.
     BatchPlan plan(train.rows.size(), args.per_device_train_batch_size, accumulation, rank.rank, rank.world_size,
-                   static_cast<uint64_t>(args.seed), /*drop_last=*/false, /*shuffle=*/true);
+                   static_cast<uint64_t>(args.seed), /*drop_last=*/false, Sampling::kRandom);
     const int64_t micro_per_epoch = plan.micro_batches_per_epoch();
     const int64_t steps_per_epoch = (micro_per_epoch + accumulation - 1) / accumulation;
     const auto epochs = static_cast<int64_t>(std::ceil(args.num_train_epochs));

@@ -258,7 +258,10 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     // ---- schedule ----
     BatchPlan plan(data.train.size(), args.per_device_train_batch_size, args.gradient_accumulation_steps, rank.rank,
                    rank.world_size, static_cast<uint64_t>(args.data_seed.value_or(args.seed)), args.dataloader_drop_last,
-                   args.train_sampling_strategy == "random");
+                   args.train_sampling_strategy == "group_by_length" ? Sampling::kGroupByLength
+                   : args.train_sampling_strategy == "sequential"    ? Sampling::kSequential
+                                                                     : Sampling::kRandom,
+                   row_lengths(data.train));
     const int64_t steps_per_epoch = std::max<int64_t>(1, plan.micro_batches_per_epoch() / args.gradient_accumulation_steps);
     const int64_t total_steps = args.max_steps > 0
                                     ? args.max_steps
@@ -412,7 +415,8 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         if (rank.heartbeat)
             eval_forward.progress = [&beat, at_eval](const std::string& where) { beat(at_eval + where); };
         const auto eval_start = std::chrono::steady_clock::now();
-        const EvalResult eval = evaluate(lm, data.eval, args.per_device_eval_batch_size, pad_id, packs_rows(args, true), device, precision,
+        const EvalResult eval = evaluate(lm, data.eval, args.per_device_eval_batch_size, evaluation_grouping_seed(args), pad_id,
+                                         packs_rows(args, true), device, precision,
                                          eval_forward, args.logging_nan_inf_filter, rank);
         if (main_rank && eval_gpu_memory)
             for (const auto& line : eval_gpu_memory->report("eval")) log.info(line);

@@ -12,6 +12,12 @@ the loss scaled by the batch's target count, accumulation, clipping, logging, ev
               the token-weighted loss (which the check shows differs by more than the bound)
   sequential  --train_sampling_strategy sequential (rows in dataset order, 6 steps of 4): every loss
               equal to the Trainer's (rel 1e-5)
+  grouped     --train_sampling_strategy group_by_length (one epoch of 6 steps of 2 x 2, evaluations
+              before training and every 3 steps, eval batch 5): every loss and eval_loss equal to the
+              Trainer's (rel 1e-5). The Trainer's evaluation LengthGroupedSampler is its own (seeded
+              with --seed); its training one is handed ftlaunch's generator (seeded seed + epoch):
+              unmodified, it draws from torch's global generator, whose state at that point depends
+              on everything the Python process drew before, which no other program reproduces
   nan filter  one token's embedding row made infinite, so rows holding it give a NaN loss and,
               once trained on, NaN weights: with --logging_nan_inf_filter (the default) the logged
               losses equal the Trainer's substitutes (the interval's mean so far), the evaluation
@@ -34,6 +40,7 @@ import peft
 import torch
 import transformers
 from safetensors.torch import load_file, save_file
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import check, finish  # noqa: E402
@@ -147,6 +154,16 @@ def main():
                   "train_sampling_strategy": "sequential"}
     compare("sequential", flow.ftlaunch_run(model_dir, data_dir, os.path.join(work, "sequential"), sequential),
             hf_history(model_dir, rows, os.path.join(work, "hf_sequential"), sequential), "loss", 1e-5)
+    grouped = {"max_steps": 6, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2, "logging_steps": 1,
+               "eval_on_start": True, "eval_strategy": "steps", "eval_steps": 3, "per_device_eval_batch_size": 5,
+               "save_strategy": "no", "train_sampling_strategy": "group_by_length"}
+    trainer = flow.hf_trainer(model_dir, rows, os.path.join(work, "hf_grouped"), grouped)
+    trainer._get_train_sampler = lambda *_: LengthGroupedSampler(
+        4, lengths=[len(r) for r in rows], generator=torch.Generator().manual_seed(sft.SEED))
+    trainer.train()
+    ours_grouped = flow.ftlaunch_run(model_dir, data_dir, os.path.join(work, "grouped"), grouped)
+    compare("grouped", ours_grouped, trainer.state.log_history, "loss", 1e-5)
+    compare("grouped", ours_grouped, trainer.state.log_history, "eval_loss", 1e-5)
     final = entries(ref, "eval_loss").get(12)
     if ours and final is not None:
         weighted = token_weighted_eval(model_dir, ours_out, rows)

@@ -217,39 +217,62 @@ TEST_CASE("split files are found by HF's naming", "[train]") {
 }
 
 TEST_CASE("the sampler deals one shuffled order round-robin over ranks", "[train]") {
-    train::BatchPlan one(10, 4, 1, 0, 1, 3, false, true), r0(10, 2, 1, 0, 2, 3, false, true),
-        r1(10, 2, 1, 1, 2, 3, false, true);
+    train::BatchPlan one(10, 4, 1, 0, 1, 3, false, train::Sampling::kRandom), r0(10, 2, 1, 0, 2, 3, false, train::Sampling::kRandom),
+        r1(10, 2, 1, 1, 2, 3, false, train::Sampling::kRandom);
     auto all = one.next_micro_batch();
     auto a = r0.next_micro_batch(), b = r1.next_micro_batch();
     CHECK((std::vector<int64_t>{a[0], b[0], a[1], b[1]} == all));
     CHECK(r0.micro_batches_per_epoch() == 3);  // 5 rows per rank in batches of 2
-    FTL_REQUIRE_ERROR(train::BatchPlan(10, 0, 1, 0, 1, 3, false, true), ErrorKind::kConfig, "--per_device_train_batch_size");
+    FTL_REQUIRE_ERROR(train::BatchPlan(10, 0, 1, 0, 1, 3, false, train::Sampling::kRandom), ErrorKind::kConfig, "--per_device_train_batch_size");
     // --dataloader_drop_last: the short last batch of an epoch is left out; the next epoch follows.
-    train::BatchPlan kept(10, 4, 1, 0, 1, 3, false, true), dropped(10, 4, 1, 0, 1, 3, true, true);
+    train::BatchPlan kept(10, 4, 1, 0, 1, 3, false, train::Sampling::kRandom), dropped(10, 4, 1, 0, 1, 3, true, train::Sampling::kRandom);
     CHECK(kept.micro_batches_per_epoch() == 3);
     CHECK(dropped.micro_batches_per_epoch() == 2);
     for (int i = 0; i < 2; ++i) CHECK(dropped.next_micro_batch() == kept.next_micro_batch());
     CHECK(kept.next_micro_batch().size() == 2);
     CHECK(dropped.next_micro_batch() == kept.next_micro_batch());  // both start epoch 1
     CHECK(dropped.epoch() == 1);
-    FTL_REQUIRE_ERROR(train::BatchPlan(3, 4, 1, 0, 1, 3, true, true), ErrorKind::kConfig, "--dataloader_drop_last",
+    FTL_REQUIRE_ERROR(train::BatchPlan(3, 4, 1, 0, 1, 3, true, train::Sampling::kRandom), ErrorKind::kConfig, "--dataloader_drop_last",
                       "3 training rows");
     // --train_sampling_strategy sequential: every epoch in dataset order, dealt round-robin.
-    train::BatchPlan in_order(5, 2, 1, 1, 2, 3, false, false);
+    train::BatchPlan in_order(5, 2, 1, 1, 2, 3, false, train::Sampling::kSequential);
     CHECK((in_order.next_micro_batch() == std::vector<int64_t>{1, 3}));
     CHECK((in_order.next_micro_batch() == std::vector<int64_t>{0}));  // padded to 6 with the first row
     CHECK((in_order.next_micro_batch() == std::vector<int64_t>{1, 3}));
+}
+
+TEST_CASE("group_by_length: batches of similar lengths, the longest row first", "[train]") {
+    // 40 rows, batches of 2 x 2: megabatches of min(40 / 16, 50) = 2 batches (8 rows).
+    std::vector<int64_t> lengths;
+    for (int64_t i = 0; i < 40; ++i) lengths.push_back((i * 37) % 23 + 1);
+    const std::vector<int64_t> order =
+        train::length_grouped_order(lengths, 4, at::make_generator<at::CPUGeneratorImpl>(uint64_t{11}));
+    std::vector<int64_t> sorted = order;
+    std::sort(sorted.begin(), sorted.end());
+    for (int64_t i = 0; i < 40; ++i) CHECK(sorted[static_cast<size_t>(i)] == i);  // a permutation
+    const auto length_at = [&](size_t i) { return lengths[static_cast<size_t>(order[i])]; };
+    CHECK(length_at(0) == *std::max_element(lengths.begin(), lengths.end()));
+    for (size_t i = 2; i < 40; ++i)  // each megabatch descending (the first's head swapped in)
+        if (i % 8 != 0) CHECK(length_at(i - 1) >= length_at(i));
+    // Epochs draw anew from seed + epoch; sequential evaluation keeps the stored order.
+    train::BatchPlan plan(40, 2, 2, 0, 1, 11, false, train::Sampling::kGroupByLength, lengths);
+    CHECK((plan.next_micro_batch() == std::vector<int64_t>{order[0], order[1]}));
+    CHECK((train::evaluation_order({5, 1, 3}, 2, std::nullopt) == std::vector<int64_t>{0, 1, 2}));
+    FTL_REQUIRE_ERROR(train::BatchPlan(40, 2, 2, 0, 1, 11, false, train::Sampling::kGroupByLength, {1, 2}),
+                      ErrorKind::kInternal, "one length per row");
 }
 
 TEST_CASE("evaluation batches are those accelerate's BatchSamplerShard deals with even_batches", "[train]") {
     using Batches = std::vector<std::vector<int64_t>>;
     const auto all_ranks = [](int64_t rows, int batch, int world) {
         std::vector<Batches> out;
-        for (int r = 0; r < world; ++r) out.push_back(train::evaluation_batches(rows, batch, r, world));
+        const std::vector<int64_t> order = train::evaluation_order(std::vector<int64_t>(static_cast<size_t>(rows), 1), batch,
+                                                                   std::nullopt);
+        for (int r = 0; r < world; ++r) out.push_back(train::evaluation_batches(order, batch, r, world));
         return out;
     };
     // One rank: a plain DataLoader, the last batch shorter.
-    CHECK((train::evaluation_batches(5, 2, 0, 1) == Batches{{0, 1}, {2, 3}, {4}}));
+    CHECK((all_ranks(5, 2, 1) == std::vector<Batches>{{{0, 1}, {2, 3}, {4}}}));
     // Several: what accelerate 1.15's BatchSamplerShard(BatchSampler(SequentialSampler(range(rows)),
     // batch, False), world, rank, split_batches=False, even_batches=True) yields for each rank.
     CHECK((all_ranks(9, 2, 2) == std::vector<Batches>{{{0, 1}, {4, 5}, {8, 0}}, {{2, 3}, {6, 7}, {1, 2}}}));
