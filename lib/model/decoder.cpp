@@ -40,12 +40,20 @@ struct LayerRopes {
     }
 };
 
-}  // namespace
-std::vector<std::pair<std::string, Linear*>> DecoderLayerWeights::linears() {
-    return {{"self_attn.q_proj", &q_proj}, {"self_attn.k_proj", &k_proj}, {"self_attn.v_proj", &v_proj},
-            {"self_attn.o_proj", &o_proj}, {"mlp.gate_proj", &gate_proj},  {"mlp.up_proj", &up_proj},
-            {"mlp.down_proj", &down_proj}};
+// The layer's linears as DecoderLayerWeights::linears() lists them, for a const layer too.
+template <class Layer>
+auto linears_of(Layer& l) -> std::vector<std::pair<std::string, decltype(&l.o_proj)>> {
+    if (l.fused_projections)  // Phi3Attention creates o_proj before qkv_proj
+        return {{"self_attn.o_proj", &l.o_proj}, {"self_attn.qkv_proj", &l.qkv_proj}, {"mlp.gate_up_proj", &l.gate_up_proj},
+                {"mlp.down_proj", &l.down_proj}};
+    return {{"self_attn.q_proj", &l.q_proj}, {"self_attn.k_proj", &l.k_proj}, {"self_attn.v_proj", &l.v_proj},
+            {"self_attn.o_proj", &l.o_proj}, {"mlp.gate_proj", &l.gate_proj},  {"mlp.up_proj", &l.up_proj},
+            {"mlp.down_proj", &l.down_proj}};
 }
+
+}  // namespace
+
+std::vector<std::pair<std::string, Linear*>> DecoderLayerWeights::linears() { return linears_of(*this); }
 
 std::vector<std::pair<std::string, at::Tensor*>> DecoderLayerWeights::norms() {
     std::vector<std::pair<std::string, at::Tensor*>> out{{"input_layernorm.weight", &input_norm},
@@ -61,7 +69,7 @@ std::vector<at::Tensor> DecoderLayerWeights::tensors() const {
     std::vector<at::Tensor> out{input_norm, post_attention_norm};
     for (const at::Tensor* norm : {&pre_feedforward_norm, &post_feedforward_norm, &q_norm, &k_norm})
         if (norm->defined()) out.push_back(*norm);
-    for (const Linear* linear : {&q_proj, &k_proj, &v_proj, &o_proj, &gate_proj, &up_proj, &down_proj}) {
+    for (const auto& [path, linear] : linears_of(*this)) {
         out.push_back(linear->weight);
         if (linear->bias.defined()) out.push_back(linear->bias);
         if (linear->adapter) {
@@ -234,9 +242,21 @@ at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tenso
     };
     // Undefined tables: a layer without rotation (smollm3's no_rope_layers).
     auto rotated = [&](const at::Tensor& t) { return rope.cos.defined() ? rotate(t, rope) : t; };
-    at::Tensor q = rotated(head_norm(split_heads(apply_linear(l.q_proj, x, options)), l.q_norm));
-    at::Tensor k = rotated(head_norm(split_heads(apply_linear(l.k_proj, x, options)), l.k_norm));
-    at::Tensor v = split_heads(apply_linear(l.v_proj, x, options));
+    at::Tensor q, k, v;
+    if (l.fused_projections) {  // phi3: one linear, split q | k | v
+        const at::Tensor qkv = apply_linear(l.qkv_proj, x, options);
+        const int64_t q_width = config_.num_heads * d, kv_width = config_.num_kv_heads * d;
+        q = qkv.narrow(-1, 0, q_width);
+        k = qkv.narrow(-1, q_width, kv_width);
+        v = qkv.narrow(-1, q_width + kv_width, kv_width);
+    } else {
+        q = apply_linear(l.q_proj, x, options);
+        k = apply_linear(l.k_proj, x, options);
+        v = apply_linear(l.v_proj, x, options);
+    }
+    q = rotated(head_norm(split_heads(q), l.q_norm));
+    k = rotated(head_norm(split_heads(k), l.k_norm));
+    v = split_heads(v);
     if (cache) {  // the cache holds [B, n_kv, S, d]
         at::Tensor keys = k.transpose(1, 2), values = v.transpose(1, 2);
         if (cache->keys[layer_index].defined()) {
@@ -260,9 +280,17 @@ at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tenso
     at::Tensor h = residual(hidden, apply_linear(l.o_proj, attn, options), sandwich ? l.post_attention_norm : at::Tensor());
 
     at::Tensor y = norm(h, sandwich ? l.pre_feedforward_norm : l.post_attention_norm, config_.rms_norm_eps);
-    // gate before up, as LlamaMLP runs them (the order LoRA dropout draws its masks in).
-    at::Tensor gate = apply_linear(l.gate_proj, y, options);
-    at::Tensor mlp = gated(gate, apply_linear(l.up_proj, y, options));
+    // gate before up, as LlamaMLP runs them (the order LoRA dropout draws its masks in); phi3's
+    // one linear holds gate then up.
+    at::Tensor mlp;
+    if (l.fused_projections) {
+        const at::Tensor gate_up = apply_linear(l.gate_up_proj, y, options);
+        const int64_t width = gate_up.size(-1) / 2;
+        mlp = gated(gate_up.narrow(-1, 0, width), gate_up.narrow(-1, width, width));
+    } else {
+        at::Tensor gate = apply_linear(l.gate_proj, y, options);
+        mlp = gated(gate, apply_linear(l.up_proj, y, options));
+    }
     return residual(h, apply_linear(l.down_proj, mlp, options), l.post_feedforward_norm);
 }
 

@@ -62,6 +62,10 @@ std::pair<int64_t, int64_t> linear_features(const Linear& linear);
 struct DecoderLayerWeights {
     at::Tensor input_norm;                  // [H]
     Linear q_proj, k_proj, v_proj, o_proj;  // [n_h*d, H], [n_kv*d, H] x2, [H, n_h*d]
+    // phi3 (DecoderConfig::fused_projections): q, k, v from qkv_proj [n_h*d + 2*n_kv*d, H] and gate,
+    // up from gate_up_proj [2I, H]; q_proj, k_proj, v_proj, gate_proj and up_proj stay empty.
+    bool fused_projections = false;
+    Linear qkv_proj, gate_up_proj;
     at::Tensor q_norm, k_norm;              // [d] each (DecoderConfig::qk_norm), else undefined
     at::Tensor post_attention_norm;         // [H]
     // [H] each with DecoderConfig::sandwich_norms (gemma2, gemma3), else undefined.
@@ -69,7 +73,8 @@ struct DecoderLayerWeights {
     Linear gate_proj, up_proj, down_proj;   // [I, H], [I, H], [H, I]
 
     // (module path inside the layer, linear) in HF's module order: self_attn.q_proj, k, v, o,
-    // mlp.gate_proj, up, down. PEFT creates adapters in this order.
+    // mlp.gate_proj, up, down (phi3: self_attn.o_proj, qkv_proj, mlp.gate_up_proj, down_proj).
+    // PEFT creates adapters in this order.
     std::vector<std::pair<std::string, Linear*>> linears();
     // (weight's path inside the layer, norm weight): input_layernorm, post_attention_layernorm,
     // then pre_ and post_feedforward_layernorm and self_attn.q_norm and k_norm where the family

@@ -33,17 +33,26 @@ LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& opti
             auto [weight, four_bit] = r.read_linear(p + path + ".weight", {out, in}, four_bit_compute, options.linear_dtype);
             return Linear{weight, r.read_if(bias, p + path + ".bias", {out}, options.linear_dtype), std::nullopt, four_bit};
         };
-        l.q_proj = linear("self_attn.q_proj", q_out, H, config.qkv_bias);
-        l.k_proj = linear("self_attn.k_proj", kv_out, H, config.qkv_bias);
-        l.v_proj = linear("self_attn.v_proj", kv_out, H, config.qkv_bias);
+        l.fused_projections = config.fused_projections;
+        if (config.fused_projections) {
+            l.qkv_proj = linear("self_attn.qkv_proj", q_out + 2 * kv_out, H, config.qkv_bias);
+        } else {
+            l.q_proj = linear("self_attn.q_proj", q_out, H, config.qkv_bias);
+            l.k_proj = linear("self_attn.k_proj", kv_out, H, config.qkv_bias);
+            l.v_proj = linear("self_attn.v_proj", kv_out, H, config.qkv_bias);
+        }
         l.o_proj = linear("self_attn.o_proj", H, q_out, config.o_bias);
         l.q_norm = r.read_if(config.qk_norm, p + "self_attn.q_norm.weight", {d});
         l.k_norm = r.read_if(config.qk_norm, p + "self_attn.k_norm.weight", {d});
         l.post_attention_norm = r.read(p + "post_attention_layernorm.weight", {H});
         l.pre_feedforward_norm = r.read_if(config.sandwich_norms, p + "pre_feedforward_layernorm.weight", {H});
         l.post_feedforward_norm = r.read_if(config.sandwich_norms, p + "post_feedforward_layernorm.weight", {H});
-        l.gate_proj = linear("mlp.gate_proj", I, H, config.mlp_bias);
-        l.up_proj = linear("mlp.up_proj", I, H, config.mlp_bias);
+        if (config.fused_projections) {
+            l.gate_up_proj = linear("mlp.gate_up_proj", 2 * I, H, config.mlp_bias);
+        } else {
+            l.gate_proj = linear("mlp.gate_proj", I, H, config.mlp_bias);
+            l.up_proj = linear("mlp.up_proj", I, H, config.mlp_bias);
+        }
         l.down_proj = linear("mlp.down_proj", H, I, config.mlp_bias);
         w.layers.push_back(std::move(l));
     }

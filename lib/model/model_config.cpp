@@ -18,16 +18,19 @@ namespace {
 
 // One object of rope parameters ({rope_type|type, rope_theta, factor, ...}), `key` naming it in
 // errors; keys it lacks fall back to the top level's (older files keep rope_theta there) and then
-// to `default_theta`.
+// to `default_theta`. A partial_rotary_factor other than 1 is refused unless `partial_allowed` (phi3).
 RopeConfig parse_rope_object(const json& params, const ConfigReader& top, const std::string& key, double default_theta,
-                             int64_t max_positions, const std::string& source) {
+                             int64_t max_positions, const std::string& source, bool partial_allowed = false) {
     if (!params.is_object()) top.bad(key, "must be an object");
     ConfigReader r(params, source + ": " + key);
     RopeConfig rope;
     rope.theta = r.number("rope_theta", top.number("rope_theta", default_theta));
     const std::string type = r.text("rope_type", r.text("type", "default"));
-    if (r.number("partial_rotary_factor", top.number("partial_rotary_factor", 1.0)) != 1.0)
-        r.bad("partial_rotary_factor", "only 1.0 is supported for the Llama family");
+    rope.partial_rotary_factor = r.number("partial_rotary_factor", top.number("partial_rotary_factor", 1.0));
+    if (rope.partial_rotary_factor != 1.0 && !partial_allowed)
+        r.bad("partial_rotary_factor", "only 1.0 is supported for this model type (phi3 takes others)");
+    if (rope.partial_rotary_factor <= 0.0 || rope.partial_rotary_factor > 1.0)
+        r.bad("partial_rotary_factor", "must be in (0, 1]");
     if (type == "default") {
         rope.type = RopeType::kDefault;
     } else if (type == "linear" || type == "dynamic") {
@@ -46,18 +49,42 @@ RopeConfig parse_rope_object(const json& params, const ConfigReader& top, const 
         rope.original_max_position_embeddings =
             r.integer("original_max_position_embeddings",
                       top.integer("original_max_position_embeddings", max_positions));
+    } else if (type == "longrope" || type == "su") {  // "su": Phi-3's first name for it
+        rope.type = RopeType::kLongrope;
+        const int64_t original = r.integer("original_max_position_embeddings",
+                                           top.integer("original_max_position_embeddings", max_positions));
+        rope.original_max_position_embeddings = original;
+        rope.factor = r.number("factor", static_cast<double>(max_positions) / static_cast<double>(original));
+        auto factors = [&](const char* name) {
+            std::vector<double> out;
+            const json& list = r.has(name) ? params.at(name) : json();
+            if (!list.is_array() || list.empty()) r.bad(name, "must be a list of numbers for rope_type longrope");
+            for (const json& v : list) {
+                if (!v.is_number() || v.get<double>() <= 0) r.bad(name, "entries must be numbers > 0");
+                out.push_back(v.get<double>());
+            }
+            return out;
+        };
+        rope.short_factor = factors("short_factor");
+        rope.long_factor = factors("long_factor");
+        rope.attention_factor =
+            r.number("attention_factor", rope.factor <= 1.0 ? 1.0
+                                                             : std::sqrt(1.0 + std::log(rope.factor) /
+                                                                                   std::log(static_cast<double>(original))));
     } else {
         r.bad(params.contains("rope_type") ? "rope_type" : "type",
-              "must be one of default, linear, dynamic, llama3 (others are not supported for the Llama family)");
+              "must be one of default, linear, dynamic, llama3, longrope (others are not supported for these models)");
     }
     return rope;
 }
 
-RopeConfig parse_rope(const json& config, const ConfigReader& top, int64_t max_positions, const std::string& source) {
+RopeConfig parse_rope(const json& config, const ConfigReader& top, int64_t max_positions, const std::string& source,
+                      bool partial_allowed = false) {
     // transformers 5 writes `rope_parameters`; older files `rope_scaling` (+ top-level rope_theta).
     for (const char* key : {"rope_parameters", "rope_scaling"})
-        if (top.has(key)) return parse_rope_object(config.at(key), top, key, 10000.0, max_positions, source);
-    return parse_rope_object(json::object(), top, "rope_parameters", 10000.0, max_positions, source);
+        if (top.has(key))
+            return parse_rope_object(config.at(key), top, key, 10000.0, max_positions, source, partial_allowed);
+    return parse_rope_object(json::object(), top, "rope_parameters", 10000.0, max_positions, source, partial_allowed);
 }
 
 // gemma3's two rotations: {full_attention, sliding_attention} objects in rope_parameters
@@ -87,7 +114,7 @@ std::pair<RopeConfig, RopeConfig> parse_gemma3_rope(const json& config, const Co
 
 const std::vector<std::string>& supported_model_types() {
     static const std::vector<std::string> types{"llama",   "mistral", "qwen2", "qwen3",      "granite",
-                                                "smollm3", "gemma",   "gemma2", "gemma3_text"};
+                                                "smollm3", "gemma",   "gemma2", "gemma3_text", "phi3"};
     return types;
 }
 
@@ -247,6 +274,24 @@ void read_gemma(const json& config, const ConfigReader& r, DecoderConfig& c, con
     }
 }
 
+// phi3 (Phi-3, Phi-3.5, Phi-4), with Phi3Config's defaults: the Llama decoder with fused q/k/v and
+// gate/up linears, a partial rotation, default or longrope rotary embeddings, one window on every
+// layer when sliding_window is set, and no biases.
+void read_phi3(const json& config, const ConfigReader& r, DecoderConfig& c, const std::string& source) {
+    const std::string act = r.text("hidden_act", "silu");
+    if (act != "silu") r.bad("hidden_act", "must be silu for phi3");
+    // Training dropout in the residual stream and on the embeddings is not implemented; every
+    // released Phi-3 and Phi-4 config sets them to 0.
+    for (const char* key : {"resid_pdrop", "embd_pdrop"})
+        if (r.number(key, 0.0) != 0.0) r.bad(key, "must be 0: ftlaunch applies no dropout to the residual stream");
+    c.fused_projections = true;
+    c.rope = parse_rope(config, r, c.max_position_embeddings, source, /*partial_allowed=*/true);
+    if (c.rope.type != RopeType::kDefault && c.rope.type != RopeType::kLongrope)
+        r.bad(r.has("rope_parameters") ? "rope_parameters" : "rope_scaling", "rope_type must be default or longrope for phi3");
+    if (r.has("sliding_window"))
+        c.layer_window.assign(static_cast<size_t>(c.num_layers), r.integer("sliding_window"));
+}
+
 DecoderConfig parse_checked(const std::string& json_text, const std::string& source) {
     json config = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
     if (config.is_discarded() || !config.is_object())
@@ -259,6 +304,7 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
         r.bad("model_type", "must be one of " + join(types, ", ") + " in this build");
     const bool qwen2 = c.model_type == "qwen2", qwen3 = c.model_type == "qwen3", mistral = c.model_type == "mistral";
     const bool smollm3 = c.model_type == "smollm3", gemma = starts_with(c.model_type, "gemma");
+    const bool phi3 = c.model_type == "phi3";
 
     c.vocab_size = r.integer("vocab_size");
     c.hidden_size = r.integer("hidden_size");
@@ -276,17 +322,31 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
         c.head_dim = c.hidden_size / c.num_heads;
     }
     if (c.head_dim % 2 != 0) r.bad("head_dim", "must be even for rotary embeddings");
-    c.rms_norm_eps = r.number("rms_norm_eps", 1e-6);
+    c.rms_norm_eps = r.number("rms_norm_eps", phi3 ? 1e-5 : 1e-6);
     c.max_position_embeddings =
         r.integer("max_position_embeddings", qwen2 || qwen3 || smollm3                   ? 32768
                                              : mistral || c.model_type == "gemma3_text" ? 131072
                                              : gemma                                    ? 8192
+                                             : phi3                                     ? 4096
                                                                                         : 2048);
     c.tie_word_embeddings = r.boolean("tie_word_embeddings", smollm3 || gemma);  // SmolLM3Config and Gemma*Config tie
     c.layer_rope.assign(static_cast<size_t>(c.num_layers), true);
     c.layer_window.assign(static_cast<size_t>(c.num_layers), std::nullopt);
     if (gemma) read_gemma(config, r, c, source);
+    else if (phi3) read_phi3(config, r, c, source);
     else read_llama_family(config, r, c, source);
+    // Rotated in halves: an even number of dims (gemma3's sliding rotation is never partial).
+    const int64_t rotated = c.rotary_dim();
+    if (rotated % 2 != 0 || rotated == 0)
+        r.bad("head_dim", "times partial_rotary_factor must be an even number of rotated dims (got " +
+                              std::to_string(rotated) + ")");
+    for (const RopeConfig* rope : {&c.rope, c.sliding_rope ? &*c.sliding_rope : nullptr})
+        if (rope && rope->type == RopeType::kLongrope &&
+            (static_cast<int64_t>(rope->short_factor.size()) != rotated / 2 ||
+             static_cast<int64_t>(rope->long_factor.size()) != rotated / 2))
+            r.bad(r.has("rope_parameters") ? "rope_parameters" : "rope_scaling",
+                  "short_factor and long_factor must hold one number per rotated frequency (" +
+                      std::to_string(rotated / 2) + ")");
     c.torch_dtype = r.text("dtype", r.text("torch_dtype", ""));
     if (r.has("quantization_config")) {
         const json& q = config.at("quantization_config");

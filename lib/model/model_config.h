@@ -14,15 +14,22 @@
 
 namespace ftl::model {
 
-enum class RopeType { kDefault, kLinear, kDynamic, kLlama3 };
+enum class RopeType { kDefault, kLinear, kDynamic, kLlama3, kLongrope };
 
 struct RopeConfig {
     RopeType type = RopeType::kDefault;
     double theta = 10000.0;
-    double factor = 1.0;                       // linear, dynamic, llama3
+    double factor = 1.0;                       // linear, dynamic, llama3, longrope
     double low_freq_factor = 1.0;              // llama3
     double high_freq_factor = 4.0;             // llama3
-    int64_t original_max_position_embeddings = 0;  // llama3 (defaults to max_position_embeddings)
+    int64_t original_max_position_embeddings = 0;  // llama3, longrope (defaults to max_position_embeddings)
+    double partial_rotary_factor = 1.0;        // phi3: the share of head_dim that is rotated
+    // longrope (Phi-3.5, Phi-4-mini; HF _compute_longrope_parameters): one divisor per frequency,
+    // the short ones while a batch's positions stay within original_max_position_embeddings, the
+    // long ones past it; cos and sin are multiplied by attention_factor (default
+    // sqrt(1 + ln(factor) / ln(original)), factor max_position_embeddings / original).
+    std::vector<double> short_factor, long_factor;
+    double attention_factor = 1.0;
 };
 
 // The MLP's gate activation: silu (the Llama family) or GELU's tanh approximation (the Gemmas'
@@ -44,6 +51,9 @@ struct DecoderConfig {
     bool qkv_bias = false;    // qwen2: always; llama, qwen3, granite: attention_bias
     bool o_bias = false;      // llama, qwen3, granite: attention_bias
     bool mlp_bias = false;    // llama, granite: mlp_bias
+    // phi3: q, k and v come from one linear (self_attn.qkv_proj [n_h*d + 2*n_kv*d, H], split in that
+    // order) and gate and up from another (mlp.gate_up_proj [2I, H], gate first), as PEFT sees them.
+    bool fused_projections = false;
     // qwen3: an RMSNorm over each head's head_dim on q and on k (self_attn.q_norm, k_norm), after
     // the projection and before the rotation.
     bool qk_norm = false;
@@ -81,6 +91,11 @@ struct DecoderConfig {
     std::vector<std::optional<int64_t>> layer_window;
     // Per layer: whether q and k are rotated (smollm3's no_rope_layers leave some out; all elsewhere).
     std::vector<bool> layer_rope;
+    // The leading dims of each head that are rotated: transformers' int(head_dim x
+    // partial_rotary_factor) (head_dim unless phi3 says otherwise).
+    int64_t rotary_dim() const {
+        return static_cast<int64_t>(static_cast<double>(head_dim) * rope.partial_rotary_factor);
+    }
     // Layer i's rotation: sliding_rope for a windowed layer when the model has one, else rope.
     const RopeConfig& rope_of_layer(size_t i) const {
         return sliding_rope && layer_window.at(i) ? *sliding_rope : rope;

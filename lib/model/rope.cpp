@@ -13,7 +13,7 @@ namespace ftl::model {
 
 at::Tensor rope_inverse_frequencies(const DecoderConfig& config, const RopeConfig& rope, int64_t max_position,
                                     const at::Device& device) {
-    const int64_t dim = config.head_dim;
+    const int64_t dim = config.rotary_dim();
     double base = rope.theta;
     if (rope.type == RopeType::kDynamic) {
         // NTK-aware base rescaling (HF _compute_dynamic_ntk_parameters).
@@ -27,6 +27,14 @@ at::Tensor rope_inverse_frequencies(const DecoderConfig& config, const RopeConfi
     at::Tensor exponents = at::arange(0, dim, 2, at::TensorOptions().dtype(at::kLong).device(device))
                                .to(at::kFloat) / static_cast<double>(dim);
     at::Tensor inv_freq = 1.0 / at::pow(at::scalar_tensor(base, options), exponents);
+    if (rope.type == RopeType::kLongrope) {
+        // HF _compute_longrope_parameters: 1 / (factors * base^(2i/d)), the long factors once the
+        // batch reaches past the original context (its longrope_frequency_update).
+        const bool long_context = max_position + 1 > rope.original_max_position_embeddings;
+        const std::vector<double>& factors = long_context ? rope.long_factor : rope.short_factor;
+        const at::Tensor ext = at::tensor(at::ArrayRef<double>(factors), at::TensorOptions().dtype(at::kDouble)).to(options);
+        inv_freq = 1.0 / (ext * at::pow(at::scalar_tensor(base, options), exponents));
+    }
     if (rope.type == RopeType::kLinear) inv_freq = inv_freq / rope.factor;
     if (rope.type == RopeType::kLlama3) {
         // Llama 3.1: long wavelengths divided by factor, short kept, the band between smoothly
@@ -47,8 +55,8 @@ at::Tensor rope_inverse_frequencies(const DecoderConfig& config, const RopeConfi
 
 RopeTables rope_tables(const DecoderConfig& config, const RopeConfig& rope, const at::Tensor& position_ids,
                        at::ScalarType dtype) {
-    // Only the dynamic type depends on the largest position; reading it syncs a GPU stream.
-    const bool dynamic = rope.type == RopeType::kDynamic;
+    // Only the dynamic and longrope types depend on the largest position; reading it syncs a GPU stream.
+    const bool dynamic = rope.type == RopeType::kDynamic || rope.type == RopeType::kLongrope;
     const int64_t max_position = dynamic && position_ids.numel() ? position_ids.max().item<int64_t>() : 0;
     at::Tensor inv_freq = rope_inverse_frequencies(config, rope, max_position, position_ids.device());
     // [B, T, 1] * [d/2] -> [B, T, d/2]; HF computes this as a batched matmul in fp32.
@@ -56,10 +64,25 @@ RopeTables rope_tables(const DecoderConfig& config, const RopeConfig& rope, cons
                                    position_ids.to(at::kFloat).unsqueeze(1))
                             .transpose(1, 2);
     at::Tensor emb = at::cat({angles, angles}, -1);
+    if (rope.type == RopeType::kLongrope)  // scaled in fp32 before the cast, as HF's forward does
+        return {(emb.cos() * rope.attention_factor).to(dtype), (emb.sin() * rope.attention_factor).to(dtype)};
     return {emb.cos().to(dtype), emb.sin().to(dtype)};
 }
 
+namespace {
+
+// Partial rotation (phi3's partial_rotary_factor): tables narrower than x's heads rotate the
+// leading dims and pass the rest, concatenated as transformers' apply_rotary_pos_emb does.
+template <class Rotate>
+at::Tensor rotate_leading(const at::Tensor& x, const RopeTables& tables, Rotate rotate) {
+    const int64_t width = tables.cos.size(-1), d = x.size(-1);
+    return at::cat({rotate(x.narrow(-1, 0, width).contiguous(), tables), x.narrow(-1, width, d - width)}, -1);
+}
+
+}  // namespace
+
 at::Tensor apply_rope_reference(const at::Tensor& x, const RopeTables& tables) {
+    if (tables.cos.size(-1) < x.size(-1)) return rotate_leading(x, tables, apply_rope_reference);
     const int64_t half = x.size(-1) / 2;
     at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
     return x * tables.cos.unsqueeze(2) + rotated * tables.sin.unsqueeze(2);
@@ -121,6 +144,7 @@ bool fused_kernels_take(const at::Tensor& x, const RopeTables& tables) {
 #endif
 
 at::Tensor apply_rope(const at::Tensor& x, const RopeTables& tables) {
+    if (tables.cos.size(-1) < x.size(-1)) return rotate_leading(x, tables, apply_rope);
 #ifdef FTL_WITH_CUDA
     if (fused_kernels_take(x, tables)) return FusedRope::apply(x, tables.cos, tables.sin);
 #endif

@@ -18,7 +18,7 @@ at::Tensor rope_inverse_frequencies(const DecoderConfig& config, const RopeConfi
                                     const at::Device& device);
 
 struct RopeTables {
-    at::Tensor cos;  // [B, T, head_dim], activation dtype
+    at::Tensor cos;  // [B, T, rotary_dim] (head_dim unless partial), activation dtype
     at::Tensor sin;
 };
 
@@ -27,7 +27,8 @@ RopeTables rope_tables(const DecoderConfig& config, const RopeConfig& rope, cons
                        at::ScalarType dtype);
 
 // x [B, T, heads, head_dim] rotated by the tables: x*cos + rotate_half(x)*sin, where
-// rotate_half(x) = cat(-x[..., d/2:], x[..., :d/2]); differentiable in x.
+// rotate_half(x) = cat(-x[..., d/2:], x[..., :d/2]); differentiable in x. Tables narrower than
+// head_dim (phi3's partial rotation) rotate only the leading dims.
 // On a GPU (x and the tables of one type: fp32, bf16 or fp16) one fused kernel each way
 // (model/pointwise_cuda.h), bit for bit the composite's values; backward keeps only the tables,
 // which every layer shares. Elsewhere the composite below.

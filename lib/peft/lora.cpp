@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <regex>
 #include <set>
 
@@ -75,6 +76,34 @@ void LoraConfig::validate() const {
     if (target_modules.empty()) fail(ErrorKind::kConfig, "--lora_target_modules: must name at least one module");
 }
 
+namespace {
+
+bool matches_some(const LinearPaths& candidates, const std::string& name) {
+    for (const auto& [path, linear] : candidates)
+        if (path == name || ends_with(path, "." + name)) return true;
+    return false;
+}
+
+// `name` matches nothing but a linear of the model fuses it (phi3's).
+bool fused_away(const LinearPaths& candidates, const std::string& name) {
+    static const std::map<std::string, std::string> fused_into{{"q_proj", "qkv_proj"}, {"k_proj", "qkv_proj"},
+                                                               {"v_proj", "qkv_proj"}, {"gate_proj", "gate_up_proj"},
+                                                               {"up_proj", "gate_up_proj"}};
+    const auto it = fused_into.find(name);
+    return it != fused_into.end() && !matches_some(candidates, name) && matches_some(candidates, it->second);
+}
+
+}  // namespace
+
+std::vector<std::string> targets_fused_away(model::CausalLM& model, const LoraConfig& config) {
+    std::vector<std::string> out;
+    if (config.targets_are_regex || to_lower(config.target_modules) == "all-linear") return out;
+    const LinearPaths candidates = target_candidates(model);
+    for (const auto& name : target_names(config))
+        if (fused_away(candidates, name)) out.push_back(name);
+    return out;
+}
+
 std::vector<std::string> attach_lora(model::CausalLM& model, const LoraConfig& config, at::Generator& generator,
                                      std::optional<at::Device> device) {
     return attach_lora(target_candidates(model), model.config().model_type, config, generator, device);
@@ -92,14 +121,13 @@ std::vector<std::string> attach_lora(const LinearPaths& candidates, const std::s
             fail(ErrorKind::kConfig, "--lora_target_modules: invalid regex '" + config.target_modules + "': " + e.what());
         }
     }
-    // Every listed name must match something, as PEFT raises for targets not found.
+    // Every listed name must match something (PEFT raises only when nothing matches; a name that
+    // matches nothing is a typo here), except names the model fuses into one linear.
     if (!pattern && to_lower(config.target_modules) != "all-linear") {
         std::set<std::string> known;
         for (const auto& [path, linear] : candidates) known.insert(path.substr(path.rfind('.') + 1));
         for (const auto& n : names) {
-            bool found = false;
-            for (const auto& [path, linear] : candidates) found = found || path == n || ends_with(path, "." + n);
-            if (!found)
+            if (!matches_some(candidates, n) && !fused_away(candidates, n))
                 fail(ErrorKind::kConfig, "--lora_target_modules: '" + n + "' matches no linear layer of this " +
                                              model_type + " model (its linears: " +
                                              join(std::vector<std::string>(known.begin(), known.end()), ", ") +

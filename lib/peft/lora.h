@@ -39,7 +39,8 @@ struct LoraConfig {
 // nn.Linear(r, out) draw their default kaiming-uniform weights, then A is redrawn with
 // kaiming_uniform_(a=sqrt(5)) (bound 1/sqrt(in)) and B is zeroed. Adapters are fp32 (PEFT's
 // autocast_adapter_dtype) on `device` (default: the base weights' device). Returns the adapted module
-// paths; a target that matches nothing is ftl::Error(kConfig) listing the model's linear module names.
+// paths; a target that matches nothing is ftl::Error(kConfig) listing the model's linear module names,
+// except one fused into another of the model's linears (targets_fused_away).
 std::vector<std::string> attach_lora(model::CausalLM& model, const LoraConfig& config, at::Generator& generator,
                                      std::optional<at::Device> device = std::nullopt);
 
@@ -49,6 +50,12 @@ using LinearPaths = std::vector<std::pair<std::string, model::Linear*>>;
 std::vector<std::string> attach_lora(const LinearPaths& candidates, const std::string& model_type,
                                      const LoraConfig& config, at::Generator& generator,
                                      std::optional<at::Device> device = std::nullopt);
+
+// The listed target names that match none of the model's linears because the model fuses them into
+// one (phi3: q_proj, k_proj, v_proj in qkv_proj; gate_proj, up_proj in gate_up_proj). PEFT adapts
+// the targets that do match and ignores these, so a list written for the Llama family (train.py's
+// default) adapts phi3's o_proj and down_proj only; attach_lora does the same.
+std::vector<std::string> targets_fused_away(model::CausalLM& model, const LoraConfig& config);
 
 // (PEFT state-dict name, tensor) of every adapter weight, e.g.
 // base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight (the names adapter_model.safetensors uses).

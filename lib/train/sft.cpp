@@ -136,6 +136,11 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     if (args.use_peft_lora) {
         lora = lora_config(args);
         at::Generator init = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(args.seed));
+        const std::vector<std::string> fused_away = peft::targets_fused_away(lm, lora);
+        if (main_rank && !fused_away.empty())
+            log.warn("--lora_target_modules: " + join(fused_away, ", ") + " are fused into this " + lm.config().model_type +
+                     " model's qkv_proj / gate_up_proj, so (as PEFT does) only the targets it has are adapted; name "
+                     "qkv_proj and gate_up_proj, or all-linear, to adapt those");
         peft::attach_lora(lm, lora, init, device);
         trainable = peft::adapter_parameters(lm);
     } else {
@@ -239,14 +244,16 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         }
         return out;
     };
-    // The weights, and the tokenizer as SFTTrainer saves its processing class beside them.
+    // The weights, and the tokenizer as SFTTrainer saves its processing class beside them (its
+    // files made once: the tokenizer does not change during the run).
+    const std::vector<std::pair<std::string, std::string>> tokenizer_files = inputs.tokenizer.pretrained_files();
     auto write_weights = [&](const std::string& dir, at::ScalarType dtype, const NamedTensors& full_tensors) {
         if (args.use_peft_lora)
             peft::save_adapter(dir, lm, lora, full_tensors);
         else
             model::save_model_folder(dir, partitioned_trainable ? full_tensors : trainable, inputs.model_dir,
                                      lm.config().vocab_size, dtype);
-        for (const auto& [name, text] : inputs.tokenizer.pretrained_files())
+        for (const auto& [name, text] : tokenizer_files)
             io::write_file_atomically(dir + "/" + name, [&](std::ostream& out) { out << text; });
     };
     // DeepSpeed's stage3_gather_16bit_weights_on_model_save (accelerate: zero3_save_16bit_model):

@@ -18,6 +18,9 @@ struct LinearShape {
 
 std::vector<LinearShape> layer_linears(const model::DecoderConfig& c) {
     const int64_t q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
+    if (c.fused_projections)  // phi3
+        return {{"self_attn.qkv_proj", c.hidden_size, q + 2 * kv}, {"self_attn.o_proj", q, c.hidden_size},
+                {"mlp.gate_up_proj", c.hidden_size, 2 * c.intermediate_size}, {"mlp.down_proj", c.intermediate_size, c.hidden_size}};
     return {{"self_attn.q_proj", c.hidden_size, q},           {"self_attn.k_proj", c.hidden_size, kv},
             {"self_attn.v_proj", c.hidden_size, kv},          {"self_attn.o_proj", q, c.hidden_size},
             {"mlp.gate_proj", c.hidden_size, c.intermediate_size}, {"mlp.up_proj", c.hidden_size, c.intermediate_size},
@@ -78,7 +81,8 @@ ParameterCounts count_parameters(const model::DecoderConfig& c) {
     p.per_layer = p.per_layer_norms;
     for (const LinearShape& l : layer_linears(c)) {
         int64_t n = l.in * l.out;
-        const bool attention_qkv = l.name == "self_attn.q_proj" || l.name == "self_attn.k_proj" || l.name == "self_attn.v_proj";
+        const bool attention_qkv = l.name == "self_attn.q_proj" || l.name == "self_attn.k_proj" ||
+                                   l.name == "self_attn.v_proj" || l.name == "self_attn.qkv_proj";
         if ((attention_qkv && c.qkv_bias) || (l.name == "self_attn.o_proj" && c.o_bias) ||
             (starts_with(l.name, "mlp.") && c.mlp_bias))
             n += l.out;

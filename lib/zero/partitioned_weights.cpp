@@ -145,7 +145,7 @@ PartitionedWeights::PartitionedWeights(model::CausalLM& model, dist::Comm* comm,
         model::DecoderLayerWeights& l = decoder_->layers[i];
         std::vector<Slot> slots;
         for (auto& [path, norm] : l.norms()) slots.push_back({norm, {}});
-        for (model::Linear* linear : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj}) {
+        for (auto& [path, linear] : l.linears()) {
             slots.push_back({&linear->weight, linear->four_bit ? linear->weight.scalar_type() : types.linears});
             slots.push_back({&linear->bias, types.linears});
         }

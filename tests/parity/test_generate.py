@@ -53,13 +53,19 @@ def make_llama(folder, model_type="llama", **extra):
     return tokenizer
 
 
-# Gemmas whose cached decoding crosses what differs from Llama's: windows of 3 tokens (prompts
-# and their 6 new tokens are longer), gemma2's capped scores and logits, gemma3's two rotations.
-GEMMAS = {
+# Families whose cached decoding crosses what differs from Llama's: windows of 3 tokens (prompts
+# and their 6 new tokens are longer), gemma2's capped scores and logits, gemma3's two rotations,
+# phi3's fused projections, partial rotation and longrope switching from its short factors to its
+# long ones past position 8, in the middle of some prompts and of some generations.
+FAMILIES = {
     "gemma2": dict(head_dim=16, sliding_window=3, attn_logit_softcapping=2.0, final_logit_softcapping=3.0),
     "gemma3_text": dict(head_dim=16, sliding_window=3, layer_types=["sliding_attention", "full_attention"],
                         rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e6},
                                          "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}),
+    "phi3": dict(original_max_position_embeddings=8, pad_token_id=2,
+                 rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+                                  "short_factor": [1.0, 1.5, 2.0, 3.0, 5.0, 8.0],
+                                  "long_factor": [2.0, 3.0, 5.0, 9.0, 17.0, 33.0]}),
 }
 
 
@@ -220,7 +226,7 @@ def main():
         peft_model = make_adapter(model, llama_adapter, "CAUSAL_LM", ["q_proj", "v_proj", "down_proj"])
         adapted = compare(work, "llama + LoRA", llama_dir, peft_model, tokenizer, left=True, adapter=llama_adapter)
         check(base != adapted, "llama + LoRA: the adapter changes what is generated")
-        for model_type, extra in GEMMAS.items():
+        for model_type, extra in FAMILIES.items():
             folder = os.path.join(work, model_type)
             gemma_tokenizer = make_llama(folder, model_type, **extra)
             gemma = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()

@@ -1,5 +1,5 @@
-"""ftlaunch's Llama-family decoder (llama, mistral, qwen2, qwen3, granite, smollm3) and the Gemmas (gemma, gemma2,
-gemma3_text) against transformers, on tiny random models made here.
+"""ftlaunch's Llama-family decoder (llama, mistral, qwen2, qwen3, granite, smollm3, phi3) and the Gemmas (gemma,
+gemma2, gemma3_text) against transformers, on tiny random models made here.
 
 Each case builds a 2-layer model (hidden 64, GQA) with transformers, saves it with save_pretrained,
 runs the same batch through transformers and through ftl_model_probe, and checks:
@@ -80,6 +80,15 @@ CASES = {
                                rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0,
                                                                    "rope_theta": 1000000.0},
                                                 "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}),
+    # phi3: fused qkv_proj and gate_up_proj; Phi-4-mini's kind of partial rotation (3/4 of each head);
+    # longrope whose long factors take over past original_max_position_embeddings (8: the padded
+    # batch's 12 positions use them, the packed documents the short ones), with a window on every layer.
+    "phi3_partial": tiny_config("phi3", rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                         "partial_rotary_factor": 0.75}, pad_token_id=0),
+    "phi3_longrope_window": tiny_config(
+        "phi3", sliding_window=5, original_max_position_embeddings=8, pad_token_id=0,
+        rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+                         "short_factor": [1.0, 1.5, 2.0, 3.0, 5.0, 8.0], "long_factor": [2.0, 3.0, 5.0, 9.0, 17.0, 33.0]}),
 }
 # Gemma 2 has no SDPA path in transformers (SDPA takes no score cap): its eager attention.
 ATTENTION = {"gemma2": "eager"}
@@ -231,7 +240,7 @@ def main():
             model = make_model(name, config, folder)
             compare_fp32(name, model, folder, work)
             compare_packed(name, model, folder, work)
-            if name in ("llama", "qwen2_tied", "qwen3", "granite", "smollm3", "gemma2", "gemma3_text"):
+            if name in ("llama", "qwen2_tied", "qwen3", "granite", "smollm3", "gemma2", "gemma3_text", "phi3_longrope_window"):
                 compare_half(name, folder, work, torch.bfloat16)
                 compare_half(name, folder, work, torch.float16)
                 compare_resize(name, model, folder, work)

@@ -12,8 +12,10 @@ ftlaunch's documented batch order (torch.randperm with generator seed + epoch).
 
 Checks:
   per-step loss       |ours - ref| / ref <= 1e-4 for all 20 steps
-  gemma2              the same run on a gemma2 of the same size (sandwich norms, windows, caps
-                      small enough to bend its scores and logits): per-step loss 1e-4
+  gemma2, phi3        the same run on a gemma2 of the same size (sandwich norms, windows, caps
+                      small enough to bend its scores and logits) and on a phi3 (LoRA on its fused
+                      qkv_proj and gate_up_proj, partial rotation): per-step loss 1e-4; phi3 with
+                      train.py's default target list adapts what PEFT adapts (o_proj, down_proj)
   adapter             PeftModel.from_pretrained(output_dir) logits == ftlaunch's with the same
                       adapter, max abs diff <= 1e-5; adapter weights equal to the reference's (1e-4)
   accumulation        batch 4 x accumulation 1 == batch 2 x accumulation 2 == batch 1 x 4 (1e-5)
@@ -77,6 +79,14 @@ def make_inputs(work):
         eos_token_id=2, pad_token_id=0)
     torch.manual_seed(0)
     transformers.AutoModelForCausalLM.from_config(gemma).save_pretrained(gemma_dir)
+    phi3_dir = os.path.join(work, "phi3")
+    fast.save_pretrained(phi3_dir)
+    phi3 = transformers.AutoConfig.for_model(
+        "phi3", vocab_size=len(fast), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, bos_token_id=1, eos_token_id=2,
+        pad_token_id=0, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5})
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(phi3).save_pretrained(phi3_dir)
     data_dir = os.path.join(work, "data")
     os.makedirs(data_dir)
     frags = tokenizers_case.FRAGMENTS
@@ -256,12 +266,29 @@ def main():
         print(f"     losses ftlaunch {ours[0]:.5f} -> {ours[-1]:.5f}; transformers+peft {ref[0]:.5f} -> {ref[-1]:.5f}")
         compare_curves(ours, ref, 1e-4, "20 steps against transformers+peft")
         check(ours[-1] < ours[0], f"the loss falls ({ours[0]:.4f} -> {ours[-1]:.4f})")
-        gemma_dir = os.path.join(work, "gemma2")
-        gemma_ours, _ = run_ftlaunch(gemma_dir, data_dir, os.path.join(work, "run_gemma2"), 2, 2)
-        gemma_ref, _ = reference_losses(gemma_dir, texts, 2, 2)
-        print(f"     gemma2 losses ftlaunch {gemma_ours[0]:.5f} -> {gemma_ours[-1]:.5f}; "
-              f"transformers+peft {gemma_ref[0]:.5f} -> {gemma_ref[-1]:.5f}")
-        compare_curves(gemma_ours, gemma_ref, 1e-4, "gemma2: 20 steps against transformers+peft")
+        for family in ("gemma2", "phi3"):
+            family_dir = os.path.join(work, family)
+            family_ours, _ = run_ftlaunch(family_dir, data_dir, os.path.join(work, f"run_{family}"), 2, 2)
+            family_ref, _ = reference_losses(family_dir, texts, 2, 2)
+            print(f"     {family} losses ftlaunch {family_ours[0]:.5f} -> {family_ours[-1]:.5f}; "
+                  f"transformers+peft {family_ref[0]:.5f} -> {family_ref[-1]:.5f}")
+            compare_curves(family_ours, family_ref, 1e-4, f"{family}: 20 steps against transformers+peft")
+        # train.py's default target list names the Llama family's linears: on phi3 PEFT adapts the
+        # two it has (o_proj, down_proj) and ignores the fused ones; so does ftlaunch, with a warning.
+        import peft
+        llama_targets = "q_proj,k_proj,v_proj,o_proj,down_proj,up_proj,gate_proj"
+        default_out = os.path.join(work, "run_phi3_default_targets")
+        proc = subprocess.run(ftlaunch_command(os.path.join(work, "phi3"), data_dir, default_out, 2, 2,
+                                               extra=("--lora_target_modules", llama_targets, "--max_steps", "1")),
+                              capture_output=True, text=True, timeout=600)
+        log = proc.stdout + proc.stderr
+        wrapped = peft.get_peft_model(transformers.AutoModelForCausalLM.from_pretrained(os.path.join(work, "phi3")),
+                                      peft.LoraConfig(r=4, target_modules=llama_targets.split(","), task_type="CAUSAL_LM"))
+        peft_keys = {k.replace(".default", "") for k in wrapped.state_dict() if "lora_" in k}
+        ours_keys = set(load_file(os.path.join(default_out, "adapter_model.safetensors")))
+        check(ours_keys == peft_keys and "fused into this phi3" in log,
+              f"phi3 with train.py's default targets: the adapted modules equal PEFT's ({len(peft_keys)} tensors), "
+              "with a warning naming the fused ones")
         # --data_seed: the batch order from its own seed, the LoRA init still from --seed.
         reordered, _ = run_ftlaunch(model_dir, data_dir, os.path.join(work, "run_data_seed"), 2, 2, extra=("--data_seed", "11"))
         ref_reordered, _ = reference_losses(model_dir, texts, 2, 2, data_seed=11)

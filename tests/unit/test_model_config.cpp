@@ -2,6 +2,7 @@
 // the tensor, the file and both shapes. Numerics are in tests/parity/test_model_parity.py.
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -156,6 +157,35 @@ TEST_CASE("config.json: the Gemmas' defaults, caps, windows and two rotations", 
         "rope_theta": 10000.0}, )" + shape + "}", "c"), ErrorKind::kConfig, "rope_parameters", "full_attention, sliding_attention");
     FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "gemma", "use_bidirectional_attention": true, )" + shape + "}", "c"),
                       ErrorKind::kConfig, "use_bidirectional_attention", "causal");
+}
+
+TEST_CASE("config.json: phi3's fused linears, partial rotation and longrope", "[model]") {
+    const std::string shape = R"("vocab_size": 10, "hidden_size": 64, "intermediate_size": 12,
+        "num_hidden_layers": 2, "num_attention_heads": 4)";
+    auto phi3 = parse_decoder_config(R"({"model_type": "phi3", )" + shape + "}", "c");
+    CHECK((phi3.fused_projections && !phi3.tie_word_embeddings && !phi3.qkv_bias));
+    CHECK((phi3.rms_norm_eps == 1e-5 && phi3.max_position_embeddings == 4096));  // Phi3Config's defaults
+    CHECK((phi3.rotary_dim() == 16 && phi3.layer_window == std::vector<std::optional<int64_t>>(2, std::nullopt)));
+    // Phi-3.5-mini's layout: longrope in rope_scaling, factor from the two context lengths,
+    // attention_factor sqrt(1 + ln 32 / ln 4096), one window on every layer.
+    auto longrope = parse_decoder_config(R"({"model_type": "phi3", "max_position_embeddings": 131072,
+        "original_max_position_embeddings": 4096, "sliding_window": 262144, "partial_rotary_factor": 0.75,
+        "rope_scaling": {"type": "longrope", "short_factor": [1, 1, 1, 1, 1, 1], "long_factor": [2, 2, 2, 2, 2, 2]}, )" +
+                                         shape + "}", "c");
+    CHECK(longrope.rope.type == RopeType::kLongrope);
+    CHECK((longrope.rope.factor == 32.0 && longrope.rope.original_max_position_embeddings == 4096));
+    CHECK(longrope.rope.attention_factor == Approx(std::sqrt(1.0 + std::log(32.0) / std::log(4096.0))));
+    CHECK((longrope.rotary_dim() == 12 && longrope.layer_window[1] == 262144));
+    FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "phi3", "rope_scaling": {"type": "longrope",
+        "short_factor": [1, 1], "long_factor": [2, 2]}, )" + shape + "}", "c"),
+                      ErrorKind::kConfig, "short_factor and long_factor", "(8)");
+    FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "phi3", "resid_pdrop": 0.1, )" + shape + "}", "c"),
+                      ErrorKind::kConfig, "resid_pdrop", "0.1");
+    FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "phi3", "rope_scaling": {"type": "linear", "factor": 2}, )" +
+                                           shape + "}", "c"),
+                      ErrorKind::kConfig, "default or longrope");
+    FTL_REQUIRE_ERROR(parse_decoder_config(kLlama + R"(, "partial_rotary_factor": 0.5})", "c"), ErrorKind::kConfig,
+                      "partial_rotary_factor", "phi3");
 }
 
 TEST_CASE("config.json: bad values name the key, the value and the rule", "[model]") {
