@@ -32,7 +32,8 @@ ranks, with and without accumulation. Checks:
                --torch_dtype bfloat16 (1e-6)
   qwen3        a qwen3 of the same shape (per-head q/k norms, randomised): LoRA on one rank ==
                transformers + PEFT (1e-4); ZeRO-3 on 4 ranks with every tensor partitioned == one
-               rank (1e-5); the same for a gemma3 (q/k norms and four (1 + w) norms a layer)
+               rank (1e-5); the same for a gemma3 (q/k norms and four (1 + w) norms a layer) and a
+               phi3 (its fused qkv_proj and gate_up_proj partitioned and gathered)
   persistence  with DeepSpeed's default stage3_param_persistence_threshold (1e5 elements) the
                tensors below it stay whole on every rank: each rank reports exactly their fp32 bytes
   resume       a stage-2 run on 4 ranks saves checkpoint-10; resumed on 2 ranks under stage 1
@@ -271,11 +272,22 @@ def gemma3_of(llama):
         eos_token_id=llama.eos_token_id, pad_token_id=llama.pad_token_id)
 
 
+def phi3_of(llama):
+    """A phi3 of the tiny llama's shape: fused qkv_proj and gate_up_proj, half of each head rotated."""
+    import transformers
+    return transformers.Phi3Config(
+        vocab_size=llama.vocab_size, hidden_size=llama.hidden_size, intermediate_size=llama.intermediate_size,
+        num_hidden_layers=llama.num_hidden_layers, num_attention_heads=llama.num_attention_heads,
+        num_key_value_heads=llama.num_key_value_heads, max_position_embeddings=llama.max_position_embeddings,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
+        bos_token_id=llama.bos_token_id, eos_token_id=llama.eos_token_id, pad_token_id=llama.pad_token_id)
+
+
 def check_norm_family(work, small_model_dir, data_dir, texts, single, name, make_config):
-    """A model of the tiny model's shape whose extra norms (qwen3's q/k norms; gemma3's too, and its
-    feed-forward norms) are randomised: LoRA on one rank == transformers + PEFT (1e-4,
-    test_sft_parity's bound), and those norms are partitioned, gathered and used like every other
-    tensor: ZeRO-3 on 4 ranks with every tensor partitioned == one rank."""
+    """A model of the tiny model's shape with tensors of its own (qwen3's q/k norms; gemma3's too, and
+    its feed-forward norms; phi3's fused linears), its norms randomised: LoRA on one rank ==
+    transformers + PEFT (1e-4, test_sft_parity's bound), and those tensors are partitioned,
+    gathered and used like every other: ZeRO-3 on 4 ranks with every tensor partitioned == one rank."""
     import torch
 
     folder = os.path.join(work, f"{name}_model")
@@ -294,7 +306,7 @@ def check_norm_family(work, small_model_dir, data_dir, texts, single, name, make
     curve = worst_curve_diff(sharded, one) if len(sharded) == len(one) == len(single) else float("inf")
     held = re.findall(r"holds (\d+) bytes of the (\d+) bytes", log)
     check(curve <= 1e-5 and len(held) == 4 and one != single,
-          f"{name} (its norms partitioned), ZeRO-3 on 4 ranks, every tensor partitioned: loss curve vs 1 rank "
+          f"{name}, ZeRO-3 on 4 ranks, every tensor partitioned (its own norms and linears too): loss curve vs 1 rank "
           f"worst rel diff {curve:.2e} <= 1e-5 (and not the llama's curve)")
 
 
@@ -371,6 +383,7 @@ def main():
         check_loading_memory(work, model_dir, data_dir)
         check_norm_family(work, model_dir, data_dir, texts, single, "qwen3", qwen3_of)
         check_norm_family(work, model_dir, data_dir, texts, single, "gemma3", gemma3_of)
+        check_norm_family(work, model_dir, data_dir, texts, single, "phi3", phi3_of)
 
         # Re-partitioning on resume: 4 ranks (stage 2) -> 2 ranks (stage 1).
         four = os.path.join(work, "resume_from_4")
