@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "tokenizer/tokenizer_class.h"
 #include "util/files.h"
 #include "util/error.h"
 
@@ -53,25 +54,37 @@ HfTokenizer HfTokenizer::load_checked(const std::string& dir, const SpecialToken
     }
     auto json_text = read_text_file(json_path);
     if (!json_text) fail(ErrorKind::kConfig, json_path + ": cannot read the tokenizer file");
+    const std::string config_path = dir + "/tokenizer_config.json";
+    std::string config_text = read_text_file(config_path).value_or("");
+    const json config = json_object(config_text, config_path);
+    // The class tokenizer_config.json names may rebuild the file's stages (tokenizer_class.h).
+    const std::optional<ClassRebuild> rebuild = rebuild_for_class(*json_text, config, config_path);
+    if (rebuild) *json_text = rebuild->json_text;
     HfTokenizer t(Tokenizer::from_json_text(*json_text, json_path));
     t.json_text_ = std::move(*json_text);
-    const std::string config_path = dir + "/tokenizer_config.json";
-    t.config_text_ = read_text_file(config_path).value_or("");
-    const json config = json_object(t.config_text_, config_path);
+    t.config_text_ = std::move(config_text);
     const json special_map = read_json_if_present(dir + "/special_tokens_map.json");
-    auto named = [&](const char* key, const std::optional<std::string>& override_value) {
+    // A special token: from_pretrained's argument, else the config's, else special_tokens_map.json's,
+    // else, when neither file names the key (null included), the class's default.
+    auto named = [&](const char* key, const std::optional<std::string>& override_value,
+                     const std::optional<std::string>& class_default) {
         if (override_value) return override_value;
         if (auto v = token_entry(config, key, config_path)) return v;
-        return token_entry(special_map, key, dir + "/special_tokens_map.json");
+        if (auto v = token_entry(special_map, key, dir + "/special_tokens_map.json")) return v;
+        return config.contains(key) || special_map.contains(key) ? std::nullopt : class_default;
     };
-    t.bos_ = named("bos_token", overrides.bos);
-    t.eos_ = named("eos_token", overrides.eos);
-    t.unk_ = named("unk_token", overrides.unk);
-    t.pad_ = named("pad_token", overrides.pad);
+    const ClassRebuild defaults = rebuild.value_or(ClassRebuild{});
+    t.bos_ = named("bos_token", overrides.bos, defaults.bos);
+    t.eos_ = named("eos_token", overrides.eos, defaults.eos);
+    t.unk_ = named("unk_token", overrides.unk, defaults.unk);
+    t.pad_ = named("pad_token", overrides.pad, defaults.pad);
+    const std::optional<std::string> sep = named("sep_token", std::nullopt, std::nullopt),
+                                     cls = named("cls_token", std::nullopt, std::nullopt),
+                                     mask = named("mask_token", std::nullopt, defaults.mask);
 
-    // transformers adds the named special tokens (bos, eos, unk, pad in its attribute order), then
-    // the additional ones, each as special; tokens already known keep their ids.
-    for (const auto& token : {t.bos_, t.eos_, t.unk_, t.pad_})
+    // transformers adds the named special tokens (in its attribute order: bos, eos, unk, sep, pad,
+    // cls, mask), then the additional ones, each as special; tokens already known keep their ids.
+    for (const auto& token : {t.bos_, t.eos_, t.unk_, sep, t.pad_, cls, mask})
         if (token) t.tokenizer_.add_tokens({*token}, /*special=*/true);
     if (!overrides.additional.empty()) t.tokenizer_.add_tokens(overrides.additional, /*special=*/true);
     t.additional_ = overrides.additional;

@@ -1,6 +1,7 @@
 // A model folder's tokenizer as transformers loads it (AutoTokenizer on a tokenizer.json):
-// tokenizer.json plus tokenizer_config.json (and special_tokens_map.json) for the named special
-// tokens, add_bos_token / add_eos_token and the chat template.
+// tokenizer.json, rebuilt as its tokenizer_class rebuilds it (tokenizer_class.h), plus
+// tokenizer_config.json (and special_tokens_map.json) for the named special tokens,
+// add_bos_token / add_eos_token and the chat template.
 #pragma once
 
 #include <optional>
@@ -69,7 +70,7 @@ private:
     Tokenizer tokenizer_;
     std::optional<std::string> bos_, eos_, unk_, pad_;
     std::vector<std::string> additional_;  // additional special tokens passed to load
-    std::string json_text_;                // tokenizer.json as read
+    std::string json_text_;                // tokenizer.json as read (rebuilt by its class)
     std::string config_text_;              // tokenizer_config.json as read (empty when absent)
     std::string chat_template_;
     std::string chat_template_origin_;

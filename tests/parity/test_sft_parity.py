@@ -61,32 +61,27 @@ def make_inputs(work):
     # different order from run to run, and a different vocabulary is a different model and curve.
     from tokenizers import Tokenizer
     tok = Tokenizer.from_file(os.path.join(os.path.dirname(__file__), "data", "llama2_style_tokenizer.json"))
-    model_dir = os.path.join(work, "model")
     fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    fast.save_pretrained(model_dir)
-    config = transformers.AutoConfig.for_model(
-        "llama", vocab_size=len(fast), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
-    torch.manual_seed(0)
-    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
-    # A gemma2 of the same size with the same tokenizer: windows of 8 tokens, caps that bend.
-    gemma_dir = os.path.join(work, "gemma2")
-    fast.save_pretrained(gemma_dir)
-    gemma = transformers.AutoConfig.for_model(
-        "gemma2", vocab_size=len(fast), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=128, sliding_window=8,
-        query_pre_attn_scalar=16, attn_logit_softcapping=0.1, final_logit_softcapping=0.5, bos_token_id=1,
-        eos_token_id=2, pad_token_id=0)
-    torch.manual_seed(0)
-    transformers.AutoModelForCausalLM.from_config(gemma).save_pretrained(gemma_dir)
-    phi3_dir = os.path.join(work, "phi3")
-    fast.save_pretrained(phi3_dir)
-    phi3 = transformers.AutoConfig.for_model(
-        "phi3", vocab_size=len(fast), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, bos_token_id=1, eos_token_id=2,
-        pad_token_id=0, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5})
-    torch.manual_seed(0)
-    transformers.AutoModelForCausalLM.from_config(phi3).save_pretrained(phi3_dir)
+
+    def tiny_model(folder, model_type, **extra):
+        """A 2-layer model (hidden 64, GQA) drawn from seed 0, saved with the tokenizer."""
+        path = os.path.join(work, folder)
+        fast.save_pretrained(path)
+        config = transformers.AutoConfig.for_model(
+            model_type, vocab_size=len(fast), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, **extra)
+        torch.manual_seed(0)
+        transformers.AutoModelForCausalLM.from_config(config).save_pretrained(path)
+        return path
+
+    model_dir = tiny_model("model", "llama")
+    # A gemma2 and a phi3 of the same size with the same tokenizer: gemma2's windows of 8 tokens and
+    # caps that bend its scores and logits; phi3's fused linears with half of each head rotated.
+    ids = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    tiny_model("gemma2", "gemma2", head_dim=16, sliding_window=8, query_pre_attn_scalar=16, attn_logit_softcapping=0.1,
+               final_logit_softcapping=0.5, **ids)
+    tiny_model("phi3", "phi3", rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
+               **ids)
     data_dir = os.path.join(work, "data")
     os.makedirs(data_dir)
     frags = tokenizers_case.FRAGMENTS

@@ -14,6 +14,11 @@ add_prefix_space and trim_offsets, checks the post-processor's offset trimming; 
 Gemma's (spaces replaced by "▁" with nothing prepended, byte fallback, no Strip in the decoder:
 the pipeline transformers' GemmaTokenizer rebuilds around a tokenizer.json's vocabulary).
 
+Tokenizer classes: eight folders whose tokenizer_config.json names a class that transformers 5
+rebuilds around the file's vocabulary (LlamaTokenizer, GemmaTokenizer, Qwen2Tokenizer,
+GPT2Tokenizer; legacy / add_prefix_space variants) must give AutoTokenizer's ids (with and without
+special tokens), decode, offsets, len(tokenizer) and special ids on every corpus string.
+
 Chat formats: two of these tokenizers saved as transformers folders are loaded the way the seed's
 train.py loads them for --chat_template_format chatml / zephyr (AutoTokenizer.from_pretrained with
 pad/bos/eos and the additional special tokens, then tokenizer.chat_template = peft's template);
@@ -258,6 +263,73 @@ def check_chat_formats(work):
     return failures
 
 
+# Folders whose tokenizer_class makes transformers 5 rebuild the file's stages around its
+# vocabulary (lib/tokenizer/tokenizer_class.h): (tokenizer shape, class, tokenizer_config keys).
+CLASS_CASES = [
+    ("llama2_legacy_metaspace", "LlamaTokenizer", {}),  # Llama-2's files: Metaspace "first" replaces the normalizer
+    ("llama2_legacy_metaspace", "LlamaTokenizerFast", {"legacy": True}),  # "always"
+    ("llama2_legacy_metaspace", "LlamaTokenizer", {"legacy": False, "add_prefix_space": False}),  # "never", no Strip
+    ("mistral_metaspace_first", "LlamaTokenizerFast", {"legacy": False}),
+    ("gemma_replace_byte_fallback", "GemmaTokenizer", {}),
+    ("qwen2_nfc_split", "Qwen2Tokenizer", {}),
+    ("llama3_split_ignore_merges", "GPT2Tokenizer", {}),  # Phi-4's case: the file's split regex gives way to GPT-2's
+    ("gpt2_byte_level", "GPT2TokenizerFast", {"add_prefix_space": True}),
+]
+
+
+def check_tokenizer_classes(work, corpus_path, lines):
+    """Each CLASS_CASES folder loaded by AutoTokenizer and by ftlaunch (ftl_tokenizer_probe folder):
+    ids with and without special tokens, decode keeping and skipping them, offsets, len(tokenizer)
+    and the special ids identical on every corpus line."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    failures = 0
+    for i, (shape, cls, keys) in enumerate(CLASS_CASES):
+        name = f"{shape} as {cls} {json.dumps(keys)}"
+        folder = os.path.join(work, f"class_{i}")
+        sentencepiece_like = "metaspace" in shape or "gemma" in shape
+        PreTrainedTokenizerFast(tokenizer_object=TOKENIZERS[shape](), bos_token="<s>", eos_token="</s>",
+                                unk_token="<unk>" if sentencepiece_like else None).save_pretrained(folder)
+        cfg_path = os.path.join(folder, "tokenizer_config.json")
+        cfg = json.load(open(cfg_path))
+        cfg.update(tokenizer_class=cls, **keys)
+        json.dump(cfg, open(cfg_path, "w"))
+        ref = AutoTokenizer.from_pretrained(folder)
+        out_path = os.path.join(work, f"class_{i}.out.jsonl")
+        proc = subprocess.run([PROBE, "folder", folder, corpus_path, out_path], capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"FAIL {name}: probe failed: {proc.stderr}")
+            failures += 1
+            continue
+        ours = [json.loads(l) for l in open(out_path)]
+        named = [len(ref), ref.bos_token_id, ref.eos_token_id, ref.pad_token_id]
+        named = [-1 if v is None else v for v in named]
+        bad = []
+        for line, o in zip(lines, ours):
+            plain = ref(line, add_special_tokens=False, return_offsets_mapping=True)
+            special = ref(line, add_special_tokens=True, return_offsets_mapping=True)
+            problems = []
+            if o["ids"] != plain["input_ids"] or o["ids_special"] != special["input_ids"]:
+                problems.append(f"ids {o['ids'][:16]} != {plain['input_ids'][:16]} (or with specials)")
+            if o["decoded"] != ref.decode(plain["input_ids"]) or o["decoded_skip"] != ref.decode(
+                    plain["input_ids"], skip_special_tokens=True):
+                problems.append(f"decode {o['decoded']!r} != {ref.decode(plain['input_ids'])!r}")
+            if ([tuple(r) for r in o["offsets"]] != [tuple(r) for r in plain["offset_mapping"]] or
+                    [tuple(r) for r in o["offsets_special"]] != [tuple(r) for r in special["offset_mapping"]]):
+                problems.append("offsets differ")
+            if [o["size"], o["bos"], o["eos"], o["pad"]] != named:
+                problems.append(f"len/bos/eos/pad {[o['size'], o['bos'], o['eos'], o['pad']]} != {named}")
+            if problems:
+                bad.append((line, problems))
+        if len(ours) != len(lines):
+            bad.append(("<count>", [f"{len(ours)} results for {len(lines)} lines"]))
+        print(f"{'ok  ' if not bad else 'FAIL'} {name}: {len(lines) - len(bad)}/{len(lines)} lines identical to "
+              f"AutoTokenizer (backend {type(ref.backend_tokenizer.pre_tokenizer).__name__})")
+        for line, problems in bad[:5]:
+            print(f"     {line!r}: {'; '.join(problems)[:400]}")
+        failures += bool(bad)
+    return failures
+
+
 def main():
     lines = corpus()
     failures = 0
@@ -311,6 +383,7 @@ def main():
                 print(f"     {line!r}: {'; '.join(problems)[:400]}")
             failures += bool(bad)
         failures += check_chat_formats(work)
+        failures += check_tokenizer_classes(work, corpus_path, lines)
     if failures:
         sys.exit(1)
     print("all tokenizer parity checks passed")

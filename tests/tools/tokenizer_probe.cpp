@@ -5,6 +5,10 @@
 //     "decoded_skip", "offsets", "offsets_special"}: ids without / with add_special_tokens,
 //     decode of "ids" keeping / skipping special tokens, and encode_with_offsets' ranges of both
 //     encodings in characters (as Python's tokenizers gives them).
+//   ftl_tokenizer_probe folder MODEL_DIR CORPUS_JSONL OUTPUT_JSONL
+//     The folder's tokenizer as AutoTokenizer loads it (HfTokenizer, its tokenizer_class
+//     rebuilding the file's stages): per line the same fields as encode (offsets in characters)
+//     and "size", "bos", "eos", "pad" (len(tokenizer) and the special ids, -1 when none).
 //   ftl_tokenizer_probe chat MODEL_DIR FORMAT CONVERSATIONS_JSONL OUTPUT_JSONL
 //     Loads the folder with FORMAT's special tokens (chatml|zephyr) as train.py does; each input
 //     line is a list of {"role", "content"}; each output line is {"text", "ids", "size", "bos",
@@ -66,6 +70,30 @@ void encode_corpus(const char* tokenizer_json, const char* corpus, const char* o
     }
 }
 
+void encode_with_folder(const char* dir, const char* corpus, const char* output) {
+    const auto tok = tokenizer::HfTokenizer::load(dir);
+    const json named = {{"size", tok.size()},
+                        {"bos", tok.bos_id().value_or(-1)},
+                        {"eos", tok.eos_id().value_or(-1)},
+                        {"pad", tok.pad_id().value_or(-1)}};
+    std::ifstream in(corpus);
+    std::ofstream out(output);
+    std::string line;
+    while (std::getline(in, line)) {
+        const std::string text = json::parse(line).get<std::string>();
+        const auto plain = tok.encode_with_offsets(text, false);
+        const auto special = tok.encode_with_offsets(text, true);
+        json result = named;
+        result.update({{"ids", plain.ids},
+                       {"ids_special", tok.encode(text, true)},
+                       {"decoded", tok.decode(plain.ids, false)},
+                       {"decoded_skip", tok.decode(plain.ids, true)},
+                       {"offsets", char_offsets(text, plain)},
+                       {"offsets_special", char_offsets(text, special)}});
+        out << dump(result) << "\n";
+    }
+}
+
 void render_chats(const char* dir, const char* format_name, const char* conversations, const char* output) {
     const auto format = tokenizer::parse_chat_format(format_name, "FORMAT");
     const auto specials = tokenizer::chat_special_tokens(format);
@@ -124,12 +152,15 @@ int main(int argc, char** argv) try {
     const std::string mode = argc > 1 ? argv[1] : "";
     if (mode == "encode" && argc == 5) {
         encode_corpus(argv[2], argv[3], argv[4]);
+    } else if (mode == "folder" && argc == 5) {
+        encode_with_folder(argv[2], argv[3], argv[4]);
     } else if (mode == "chat" && argc == 6) {
         render_chats(argv[2], argv[3], argv[4], argv[5]);
     } else if (mode == "jinja" && argc == 5) {
         render_jinja(argv[2], argv[3], argv[4]);
     } else {
-        std::fprintf(stderr, "usage: ftl_tokenizer_probe encode TOKENIZER_JSON CORPUS OUT | chat DIR FORMAT CONVS OUT | jinja TEMPLATE CASES OUT\n");
+        std::fprintf(stderr, "usage: ftl_tokenizer_probe encode TOKENIZER_JSON CORPUS OUT | folder DIR CORPUS OUT | chat DIR FORMAT "
+                             "CONVS OUT | jinja TEMPLATE CASES OUT\n");
         return 2;
     }
     return 0;
