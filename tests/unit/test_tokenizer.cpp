@@ -132,6 +132,32 @@ TEST_CASE("chat formats render as peft's templates do", "[tokenizer]") {
         }
 }
 
+TEST_CASE("tokenizer_class: the classes transformers 5 rebuilds, their defaults, and a non-BPE file", "[tokenizer]") {
+    char templ[] = "/tmp/ftl_tokenizer_test_XXXXXX";
+    const std::string dir = ::mkdtemp(templ);
+    { std::ofstream(dir + "/tokenizer.json") << tiny(); }
+    // LlamaTokenizer: Metaspace "first" (the file has no pre-tokenizer), <s> </s> <unk> by default
+    // where the config names none; "</s>" is new, so it is added after the vocabulary.
+    { std::ofstream(dir + "/tokenizer_config.json") << R"({"tokenizer_class": "LlamaTokenizerFast"})"; }
+    const HfTokenizer llama = HfTokenizer::load(dir);
+    // "▁ab": the class's BPE has no unk token, so the unknown "▁" is dropped (as tokenizers drops it).
+    CHECK(llama.encode("ab", false) == std::vector<int32_t>{3});
+    CHECK(llama.encode("ab a", false) == std::vector<int32_t>{3, 1});
+    CHECK((llama.bos_token() == "<s>" && llama.eos_token() == "</s>" && llama.unk_token() == "<unk>"));
+    CHECK(llama.eos_id() == 6);
+    // A null in the config is no token, not the class's default.
+    { std::ofstream(dir + "/tokenizer_config.json") << R"({"tokenizer_class": "LlamaTokenizer", "eos_token": null})"; }
+    CHECK_FALSE(HfTokenizer::load(dir).eos_token());
+    { std::ofstream(dir + "/tokenizer_config.json") << R"({"tokenizer_class": "LlamaTokenizer", "legacy": "yes"})"; }
+    FTL_REQUIRE_ERROR(HfTokenizer::load(dir), ErrorKind::kConfig, "tokenizer_config.json", "legacy", "true or false");
+    { std::ofstream(dir + "/tokenizer_config.json") << R"({"tokenizer_class": "PreTrainedTokenizerFast"})"; }
+    CHECK(HfTokenizer::load(dir).encode("ab a", false) == std::vector<int32_t>{3, 0, 1});  // the file: unk kept
+    { std::ofstream(dir + "/tokenizer.json") << tiny(R"("type": "BPE")", R"("type": "WordPiece")"); }
+    { std::ofstream(dir + "/tokenizer_config.json") << R"({"tokenizer_class": "GemmaTokenizer"})"; }
+    FTL_REQUIRE_ERROR(HfTokenizer::load(dir), ErrorKind::kConfig, "tokenizer_class GemmaTokenizer", "not BPE");
+    std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("tokenizer_config.json's model_max_length: transformers' int(1e30) means no limit", "[tokenizer]") {
     char templ[] = "/tmp/ftl_tokenizer_test_XXXXXX";
     const std::string dir = ::mkdtemp(templ);
