@@ -1,7 +1,6 @@
 #include "model/attention.h"
 
-#include <limits>
-
+#include "model/capped_attention.h"
 #include "util/error.h"
 
 #ifdef FTL_WITH_CUDA
@@ -20,37 +19,21 @@ bool flash_kernels_on(const at::Device& device) {
 #endif
 }
 
-// The lowest finite value of `type`, transformers' additive mask value: a masked row never
-// becomes NaN.
-double lowest_finite(at::ScalarType type) {
-    switch (type) {
-        case at::kHalf: return static_cast<double>(std::numeric_limits<c10::Half>::lowest());
-        case at::kBFloat16: return static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest());
-        case at::kDouble: return std::numeric_limits<double>::lowest();
-        default: return std::numeric_limits<float>::lowest();
-    }
-}
-
-// transformers' eager attention with Gemma 2's score capping (eager_attention_forward with softcap):
-// scores = q k^T * scale, capped to cap * tanh(scores / cap), masked, softmax in fp32 cast back to
-// q's type, times v. It materialises the [B, n_h, T, S] scores, as transformers does: SDPA and
-// ATen's flash kernels take no cap.
+// transformers' eager attention with Gemma 2's score capping (eager_attention_forward with softcap;
+// SDPA and ATen's flash kernels take no cap), a block of queries at a time (capped_attention.h).
 at::Tensor capped_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionPattern& pattern,
                             double scale, double cap) {
     const int64_t rows = q.size(0), length = q.size(1), keys = k.size(1), groups = q.size(2) / k.size(2);
     const at::Tensor query = q.transpose(1, 2);                               // [B, n_h, T, d]
     const at::Tensor key = k.transpose(1, 2).repeat_interleave(groups, 1);    // [B, n_h, S, d], as repeat_kv
     const at::Tensor value = v.transpose(1, 2).repeat_interleave(groups, 1);  // [B, n_h, S, d]
-    at::Tensor scores = at::matmul(query, key.transpose(2, 3)) * scale;
-    scores = at::tanh(scores / cap) * cap;
     at::Tensor visible = pattern.mask;  // [B|1, 1, T, S]
     if (!visible.defined()) {           // plain causal; with cached keys the queries are the last T
         const auto positions = at::TensorOptions().dtype(at::kLong).device(q.device());
-        visible = at::arange(keys, positions).unsqueeze(0) <= at::arange(length, positions).unsqueeze(1) + (keys - length);
+        visible = (at::arange(keys, positions).unsqueeze(0) <= at::arange(length, positions).unsqueeze(1) + (keys - length))
+                      .view({1, 1, length, keys});
     }
-    scores = scores.masked_fill(visible.logical_not(), lowest_finite(scores.scalar_type()));
-    const at::Tensor weights = at::softmax(scores, -1, at::kFloat).to(query.scalar_type());
-    return at::matmul(weights, value).transpose(1, 2).reshape({rows, length, -1});
+    return capped_attention_blocks(query, key, value, visible, scale, cap).transpose(1, 2).reshape({rows, length, -1});
 }
 
 }  // namespace

@@ -8,7 +8,8 @@
 //  - otherwise scaled_dot_product_attention: is_causal without a mask where plain causal
 //    attention is exact (flash on a GPU), else attention_mask_for's boolean mask.
 // Under autocast both run in the autocast type (SDPA is on autocast's 16-bit list).
-// With a softcap (Gemma 2) neither: transformers' eager attention, scores materialised and capped.
+// With a softcap (Gemma 2) neither: transformers' eager attention's values, a block of queries at a
+// time (model/capped_attention.h).
 #pragma once
 
 #include <ATen/ATen.h>

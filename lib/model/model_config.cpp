@@ -301,7 +301,10 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
     c.model_type = r.text("model_type", "");
     const auto& types = supported_model_types();
     if (std::find(types.begin(), types.end(), c.model_type) == types.end())
-        r.bad("model_type", "must be one of " + join(types, ", ") + " in this build");
+        r.bad("model_type", "must be one of " + join(types, ", ") + " in this build" +
+                                (c.model_type == "gemma3" ? std::string(" (gemma3 is Gemma 3's image-and-text model; its "
+                                                                        "text-only checkpoints are gemma3_text)")
+                                                          : std::string()));
     const bool qwen2 = c.model_type == "qwen2", qwen3 = c.model_type == "qwen3", mistral = c.model_type == "mistral";
     const bool smollm3 = c.model_type == "smollm3", gemma = starts_with(c.model_type, "gemma");
     const bool phi3 = c.model_type == "phi3";

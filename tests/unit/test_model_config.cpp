@@ -157,6 +157,8 @@ TEST_CASE("config.json: the Gemmas' defaults, caps, windows and two rotations", 
         "rope_theta": 10000.0}, )" + shape + "}", "c"), ErrorKind::kConfig, "rope_parameters", "full_attention, sliding_attention");
     FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "gemma", "use_bidirectional_attention": true, )" + shape + "}", "c"),
                       ErrorKind::kConfig, "use_bidirectional_attention", "causal");
+    FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "gemma3", "text_config": {}})", "c"), ErrorKind::kConfig,
+                      "model_type", "image-and-text", "gemma3_text");
 }
 
 TEST_CASE("config.json: phi3's fused linears, partial rotation and longrope", "[model]") {

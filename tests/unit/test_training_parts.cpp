@@ -11,6 +11,7 @@
 #include "data/dataset.h"
 #include "data/examples.h"
 #include "data/row_cache.h"
+#include "model/capped_attention.h"
 #include "model/loss.h"
 #include "optim/loss_scaler.h"
 #include "model/neftune.h"
@@ -682,4 +683,60 @@ TEST_CASE("--gradient_checkpointing auto keeps the most last layers whose estima
     in.zero_stage = 0;
     in.gradient_checkpointing = false;
     CHECK(zero::layers_to_keep(in, true, total(6) * 10) == 0);
+}
+
+namespace {
+
+// transformers' eager attention with softcap over whole tensors (autograd keeps every
+// intermediate): the reference for model::capped_attention_blocks.
+at::Tensor eager_capped(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& visible,
+                        double scale, double cap) {
+    at::Tensor s = at::matmul(q, k.transpose(2, 3)) * scale;
+    s = (at::tanh(s / cap) * cap).masked_fill(visible.logical_not(), model::lowest_finite(s.scalar_type()));
+    return at::matmul(at::softmax(s, -1, at::kFloat).to(q.scalar_type()), v);
+}
+
+}  // namespace
+
+TEST_CASE("capped attention a block of queries at a time equals transformers' eager attention and its gradients", "[model]") {
+    at::manual_seed(5);
+    const int64_t rows = 2, heads = 3, length = 7, d = 8;
+    // Causal, the second row's last two tokens padding (they see themselves only).
+    at::Tensor visible = at::ones({length, length}, at::kBool).tril().view({1, 1, length, length}).repeat({rows, 1, 1, 1});
+    visible[1].narrow(2, 5, 2).fill_(false);
+    for (int64_t i = 5; i < length; ++i) visible[1][0][i][i] = true;
+    const double scale = 0.7, cap = 0.5;  // scores of a few units: the cap bends them
+    auto draw = [&] { return at::randn({rows, heads, length, d}, at::kDouble); };
+    const at::Tensor q64 = draw(), k64 = draw(), v64 = draw();
+    const at::Tensor grad_out = at::randn({rows, heads, length, d}, at::kDouble);
+    // (output, dq, dk, dv) of `attend` on the inputs cast to `type`, returned in fp64.
+    auto run = [&](at::ScalarType type, const auto& attend) {
+        auto leaf = [&](const at::Tensor& t) { return t.to(type).clone().requires_grad_(); };  // a copy even in fp64
+        at::Tensor q = leaf(q64), k = leaf(k64), v = leaf(v64);
+        const at::Tensor out = attend(q, k, v);
+        out.backward(grad_out.to(type));
+        return std::vector<at::Tensor>{out.detach().to(at::kDouble), q.grad().to(at::kDouble), k.grad().to(at::kDouble),
+                                       v.grad().to(at::kDouble)};
+    };
+    auto blocks_of = [&](int64_t block) {
+        return [&, block](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+            return model::capped_attention_blocks(q, k, v, visible, scale, cap, block);
+        };
+    };
+    auto eager = [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+        return eager_capped(q, k, v, visible, scale, cap);
+    };
+    const auto exact = run(at::kDouble, eager);
+    auto rel = [](const at::Tensor& a, const at::Tensor& b) { return ((a - b).norm() / b.norm()).item<double>(); };
+    // fp32: blocks of 3 (three blocks, the last short) and one block equal the eager result.
+    const auto eager32 = run(at::kFloat, eager);
+    for (int64_t block : {3, 0}) {
+        const auto ours = run(at::kFloat, blocks_of(block));
+        for (size_t i = 0; i < 4; ++i) CHECK(rel(ours[i], eager32[i]) <= 1e-6);
+    }
+    // bf16: as close to the fp64 result as transformers' own bf16 rounding (within 1.5x).
+    const auto eager16 = run(at::kBFloat16, eager), ours16 = run(at::kBFloat16, blocks_of(3));
+    for (size_t i = 0; i < 4; ++i) CHECK(rel(ours16[i], exact[i]) <= 1.5 * rel(eager16[i], exact[i]) + 1e-3);
+    // The cap matters here: without it the output differs.
+    CHECK(rel(eager_capped(q64, k64, v64, visible, scale, 1e6), exact[0]) > 1e-2);
 }
