@@ -143,8 +143,9 @@ TEST_CASE("logging and saving flags: token counts, model-only checkpoints, bitsa
     CHECK(!parsed({}).eval_packing);
     FTL_REQUIRE_ERROR(parsed({"--packing_strategy", "greedy"}), ErrorKind::kUsage, "--packing_strategy", "greedy", "bfd");
     FTL_REQUIRE_ERROR(parsed({"--dataset_num_proc", "0"}), ErrorKind::kUsage, "--dataset_num_proc", "at least 1");
-    FTL_REQUIRE_ERROR(parsed({"--train_sampling_strategy", "group_by_length"}), ErrorKind::kUsage,
-                      "--train_sampling_strategy", "group_by_length", "sequential");
+    CHECK(parsed({"--train_sampling_strategy", "group_by_length"}).train_sampling_strategy == "group_by_length");
+    FTL_REQUIRE_ERROR(parsed({"--train_sampling_strategy", "batch_rebalance"}), ErrorKind::kUsage,
+                      "--train_sampling_strategy", "batch_rebalance", "group_by_length");
     CHECK(parsed({"--chat_template_path", "t/chat.jinja"}).chat_template_path == "t/chat.jinja");
     FTL_REQUIRE_ERROR(parsed({"--chat_template_path", "Qwen/Qwen3-0.6B"}), ErrorKind::kUsage, "--chat_template_path",
                       ".jinja or .j2");
@@ -232,4 +233,6 @@ TEST_CASE("job tokens: train, train.py, the seq2seq example script", "[config][t
     CHECK(a.model_name_or_path == "facebook/bart-large");
     CHECK(a.lora_alpha == 32);
     CHECK(a.learning_rate == 3e-3);
+    FTL_REQUIRE_ERROR(parse_train_args(JobKind::kSeq2seqExample, {"--train_sampling_strategy", "group_by_length"}),
+                      ErrorKind::kUsage, "--train_sampling_strategy group_by_length", "shuffle=True");
 }
