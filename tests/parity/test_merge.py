@@ -11,6 +11,8 @@
   chat vocab     a chatml run under ZeRO-3 on 2 ranks (vocabulary resized for the chat tokens) saves
                  embed_tokens and lm_head in its adapter as PEFT does (gathered from the partitions);
                  its merge equals PEFT's merge of the resized base with that adapter (1e-5)
+  families       gemma2 and phi3 (fused qkv_proj / gate_up_proj) LoRA runs merged: every tensor and the
+                 logits within 1e-5 of PEFT's merge_and_unload()
   bad merges     the adapter folder as --output_dir, an adapter of another base model: exit 2 naming
                  the problem, nothing written
   16-bit save    full fine-tuning under ZeRO-3 on 2 ranks with zero3_save_16bit_model: output_dir is a
@@ -117,6 +119,25 @@ def main():
         expected = {k: v.to(torch.bfloat16) for k, v in reference.state_dict().items()}
         worst, problems = state_diff(ours_bf16.state_dict(), expected)
         check(not problems and worst == 0, f"bf16 merge equals PEFT's fp32 merge cast to bf16 exactly ({worst:.1e})")
+
+        # ---- the other families: gemma2's norms and caps, phi3's fused qkv_proj / gate_up_proj ----
+        for family, linears in (("gemma2", 14), ("phi3", 8)):
+            family_dir, family_out = os.path.join(work, family), os.path.join(work, f"{family}_lora")
+            family_cmd = args_for(family_dir, data_dir, family_out, steps=4)
+            family_merged = os.path.join(work, f"{family}_merged")
+            proc = run(family_cmd)
+            if proc.returncode == 0:
+                proc = run([FTLAUNCH, "merge", "--model_name_or_path", family_dir, "--adapter_path", family_out,
+                            "--output_dir", family_merged])
+            if not check(proc.returncode == 0 and f"merged {linears} LoRA weights" in proc.stdout,
+                         f"{family}: train and merge exit 0, {linears} linears merged ({proc.stderr.strip()[-200:]})"):
+                continue
+            reference = peft_merged(family_dir, family_out)
+            ours = transformers.AutoModelForCausalLM.from_pretrained(family_merged, dtype=torch.float32)
+            worst, problems = state_diff(ours.state_dict(), reference.state_dict())
+            diff = logits_diff(ours, reference, vocab)
+            check(not problems and worst <= 1e-5 and diff <= 1e-5,
+                  f"{family}: merge equals PEFT merge_and_unload (worst tensor {worst:.1e}, logits {diff:.1e}) {problems}")
 
         # ---- an adapter carrying resized embeddings, written by PEFT itself ----
         resized = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
