@@ -60,13 +60,18 @@ double layer_activation_bytes(const EstimateInputs& in, bool on_gpu) {
     const double mlp = static_cast<double>(in.model.intermediate_size);
     const double head_norm_inputs =
         in.model.qk_norm ? static_cast<double>(in.model.num_heads * in.model.head_dim) + kv : 0.0;
-    // The Gemmas' norms and gated GELU run as composites (no fused kernels), gemma2's capped
-    // attention with its scores in full: the composite's figure.
-    const bool fused = in.fused_kernels && !in.model.unit_offset_norms && !in.model.attn_logit_softcapping;
+    // The Gemmas' norms and gated GELU run as composites (no fused kernels): the composite's figure,
+    // with gemma2 and gemma3's sandwich norms keeping 3 more tensors of width h.
+    const bool fused = in.fused_kernels && !in.model.unit_offset_norms;
     if (on_gpu && fused && in.activation_bytes == 2 && in.frozen_base_16bit)
         return s * b * ((5.0 * h + 2.0 * kv + 3.0 * mlp + head_norm_inputs) * 2.0 + 4.0 * a);
+    const double sandwich = in.model.sandwich_norms ? 3.0 * h : 0.0;
+    const double kept_tensors =
+        s * b * (7.0 * h + sandwich + 3.0 * kv + 4.0 * mlp + head_norm_inputs) * in.activation_bytes;
+    // gemma2's capped attention keeps no attention matrix, only an fp32 log-sum-exp per head
+    // (model/capped_attention.h).
+    if (in.model.attn_logit_softcapping) return kept_tensors + s * b * 4.0 * a;
     const double korthikanti = s * b * h * (34.0 + 5.0 * a * s / h) * in.activation_bytes / 2.0;
-    const double kept_tensors = s * b * (7.0 * h + 3.0 * kv + 4.0 * mlp + head_norm_inputs) * in.activation_bytes;
     return std::max(korthikanti, kept_tensors);
 }
 
