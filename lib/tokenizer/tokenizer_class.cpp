@@ -81,14 +81,20 @@ std::optional<ClassRebuild> rebuild_for_class(const std::string& file_text, cons
         json decoders = metaspace_decoders();
         if (prefix) decoders.push_back({{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}});
         rebuilt["decoder"] = {{"type", "Sequence"}, {"decoders", decoders}};
-        out.bos = "<s>", out.eos = "</s>", out.unk = "<unk>";
+        out.bos = "<s>";
+        out.eos = "</s>";
+        out.unk = "<unk>";
     } else if (name == "GemmaTokenizer") {
         set_bpe(model, token_or(config, "unk_token", "<unk>"), nullptr, /*fuse_unk=*/true, /*byte_fallback=*/true);
         rebuilt["normalizer"] = replace(" ", "\u2581");
         rebuilt["pre_tokenizer"] = {
             {"type", "Split"}, {"pattern", {{"String", " "}}}, {"behavior", "MergedWithPrevious"}, {"invert", false}};
         rebuilt["decoder"] = {{"type", "Sequence"}, {"decoders", metaspace_decoders()}};
-        out.bos = "<bos>", out.eos = "<eos>", out.unk = "<unk>", out.pad = "<pad>", out.mask = "<mask>";
+        out.bos = "<bos>";
+        out.eos = "<eos>";
+        out.unk = "<unk>";
+        out.pad = "<pad>";
+        out.mask = "<mask>";
     } else if (name == "Qwen2Tokenizer") {
         set_bpe(model, nullptr, "", /*fuse_unk=*/false, /*byte_fallback=*/false);
         rebuilt["normalizer"] = {{"type", "NFC"}};
@@ -98,13 +104,13 @@ std::optional<ClassRebuild> rebuild_for_class(const std::string& file_text, cons
              json::array({{{"type", "Split"}, {"pattern", {{"Regex", kQwen2Pattern}}}, {"behavior", "Isolated"}, {"invert", false}},
                           byte_level(flag(config, "add_prefix_space", false, config_path), /*use_regex=*/false)})}};
         rebuilt["decoder"] = byte_level(true, true);
-        out.eos = "<|endoftext|>", out.unk = "<|endoftext|>", out.pad = "<|endoftext|>";
+        out.eos = out.unk = out.pad = "<|endoftext|>";
     } else {  // GPT2Tokenizer
         set_bpe(model, nullptr, "", /*fuse_unk=*/false, /*byte_fallback=*/false);
         rebuilt["normalizer"] = nullptr;
         rebuilt["pre_tokenizer"] = byte_level(flag(config, "add_prefix_space", false, config_path), /*use_regex=*/true);
         rebuilt["decoder"] = byte_level(true, true);
-        out.bos = "<|endoftext|>", out.eos = "<|endoftext|>", out.unk = "<|endoftext|>";
+        out.bos = out.eos = out.unk = "<|endoftext|>";
     }
     out.json_text = rebuilt.dump(-1, ' ', false, json::error_handler_t::replace);
     return out;
