@@ -19,15 +19,31 @@ namespace {
 // One object of rope parameters ({rope_type|type, rope_theta, factor, ...}), `key` naming it in
 // errors; keys it lacks fall back to the top level's (older files keep rope_theta there) and then
 // to `default_theta`. A partial_rotary_factor other than 1 is refused unless `partial_allowed` (phi3).
+//
+// original_max_position_embeddings (llama3, longrope) as transformers' standardize_rope_params
+// sets it: a top-level value (a config attribute) wins over the rope object's, which wins over
+// max_position_embeddings; `original_default` is the config class's own attribute default (phi3:
+// 4096), which likewise wins over the rope object's.
+struct RopeRules {
+    bool partial_allowed = false;
+    std::optional<int64_t> original_default;
+};
+
+int64_t original_context(const ConfigReader& r, const ConfigReader& top, int64_t max_positions, const RopeRules& rules) {
+    if (top.has("original_max_position_embeddings")) return top.integer("original_max_position_embeddings");
+    if (rules.original_default) return *rules.original_default;
+    return r.integer("original_max_position_embeddings", max_positions);
+}
+
 RopeConfig parse_rope_object(const json& params, const ConfigReader& top, const std::string& key, double default_theta,
-                             int64_t max_positions, const std::string& source, bool partial_allowed = false) {
+                             int64_t max_positions, const std::string& source, const RopeRules& rules = {}) {
     if (!params.is_object()) top.bad(key, "must be an object");
     ConfigReader r(params, source + ": " + key);
     RopeConfig rope;
     rope.theta = r.number("rope_theta", top.number("rope_theta", default_theta));
     const std::string type = r.text("rope_type", r.text("type", "default"));
     rope.partial_rotary_factor = r.number("partial_rotary_factor", top.number("partial_rotary_factor", 1.0));
-    if (rope.partial_rotary_factor != 1.0 && !partial_allowed)
+    if (rope.partial_rotary_factor != 1.0 && !rules.partial_allowed)
         r.bad("partial_rotary_factor", "only 1.0 is supported for this model type (phi3 takes others)");
     if (rope.partial_rotary_factor <= 0.0 || rope.partial_rotary_factor > 1.0)
         r.bad("partial_rotary_factor", "must be in (0, 1]");
@@ -46,13 +62,10 @@ RopeConfig parse_rope_object(const json& params, const ConfigReader& top, const 
         if (rope.low_freq_factor <= 0) r.bad("low_freq_factor", "must be > 0 for rope_type llama3");
         if (rope.high_freq_factor <= rope.low_freq_factor)
             r.bad("high_freq_factor", "must be > low_freq_factor for rope_type llama3");
-        rope.original_max_position_embeddings =
-            r.integer("original_max_position_embeddings",
-                      top.integer("original_max_position_embeddings", max_positions));
+        rope.original_max_position_embeddings = original_context(r, top, max_positions, rules);
     } else if (type == "longrope" || type == "su") {  // "su": Phi-3's first name for it
         rope.type = RopeType::kLongrope;
-        const int64_t original = r.integer("original_max_position_embeddings",
-                                           top.integer("original_max_position_embeddings", max_positions));
+        const int64_t original = original_context(r, top, max_positions, rules);
         rope.original_max_position_embeddings = original;
         rope.factor = r.number("factor", static_cast<double>(max_positions) / static_cast<double>(original));
         auto factors = [&](const char* name) {
@@ -79,12 +92,12 @@ RopeConfig parse_rope_object(const json& params, const ConfigReader& top, const 
 }
 
 RopeConfig parse_rope(const json& config, const ConfigReader& top, int64_t max_positions, const std::string& source,
-                      bool partial_allowed = false) {
+                      const RopeRules& rules = {}) {
     // transformers 5 writes `rope_parameters`; older files `rope_scaling` (+ top-level rope_theta).
     for (const char* key : {"rope_parameters", "rope_scaling"})
         if (top.has(key))
-            return parse_rope_object(config.at(key), top, key, 10000.0, max_positions, source, partial_allowed);
-    return parse_rope_object(json::object(), top, "rope_parameters", 10000.0, max_positions, source, partial_allowed);
+            return parse_rope_object(config.at(key), top, key, 10000.0, max_positions, source, rules);
+    return parse_rope_object(json::object(), top, "rope_parameters", 10000.0, max_positions, source, rules);
 }
 
 // gemma3's two rotations: {full_attention, sliding_attention} objects in rope_parameters
@@ -285,7 +298,8 @@ void read_phi3(const json& config, const ConfigReader& r, DecoderConfig& c, cons
     for (const char* key : {"resid_pdrop", "embd_pdrop"})
         if (r.number(key, 0.0) != 0.0) r.bad(key, "must be 0: ftlaunch applies no dropout to the residual stream");
     c.fused_projections = true;
-    c.rope = parse_rope(config, r, c.max_position_embeddings, source, /*partial_allowed=*/true);
+    // Phi3Config takes a partial rotation and defaults original_max_position_embeddings to 4096.
+    c.rope = parse_rope(config, r, c.max_position_embeddings, source, RopeRules{true, 4096});
     if (c.rope.type != RopeType::kDefault && c.rope.type != RopeType::kLongrope)
         r.bad(r.has("rope_parameters") ? "rope_parameters" : "rope_scaling", "rope_type must be default or longrope for phi3");
     if (r.has("sliding_window"))

@@ -46,7 +46,7 @@ sources_of() {
     safetensors_header) echo io/safetensors "${util[@]}" ;;
     tokenizer_json)     echo "${tokenizer[@]}" "${util[@]}" ;;
     accelerate_config|deepspeed_json) echo "${config[@]}" "${util[@]}" util/log ;;
-    dataset)   echo data/dataset data/csv_reader data/examples data/best_fit_packing data/arrow_reader "${tokenizer[@]}" tokenizer/hf_tokenizer \
+    dataset)   echo data/dataset data/csv_reader data/examples data/best_fit_packing data/arrow_reader "${tokenizer[@]}" tokenizer/hf_tokenizer tokenizer/tokenizer_class \
                     tokenizer/chat_format tokenizer/chat_renderer "${jinja[@]}" "${util[@]}" ;;
     chat_template) echo "${jinja[@]}" "${util[@]}" ;;
     manifest)  echo io/manifest io/atomic_file util/checksum "${util[@]}" ;;

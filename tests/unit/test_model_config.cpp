@@ -178,6 +178,16 @@ TEST_CASE("config.json: phi3's fused linears, partial rotation and longrope", "[
     CHECK((longrope.rope.factor == 32.0 && longrope.rope.original_max_position_embeddings == 4096));
     CHECK(longrope.rope.attention_factor == Approx(std::sqrt(1.0 + std::log(32.0) / std::log(4096.0))));
     CHECK((longrope.rotary_dim() == 12 && longrope.layer_window[1] == 262144));
+    // Phi3Config's original_max_position_embeddings (4096 when absent) wins over the rope object's,
+    // as transformers' standardize_rope_params gives the attribute priority.
+    auto unstated = parse_decoder_config(R"({"model_type": "phi3", "max_position_embeddings": 131072,
+        "rope_scaling": {"type": "longrope", "original_max_position_embeddings": 8192,
+        "short_factor": [1, 1, 1, 1, 1, 1, 1, 1], "long_factor": [2, 2, 2, 2, 2, 2, 2, 2]}, )" + shape + "}", "c");
+    CHECK((unstated.rope.original_max_position_embeddings == 4096 && unstated.rope.factor == 32.0));
+    auto llama3 = parse_decoder_config(kLlama + R"(, "original_max_position_embeddings": 4096, "rope_parameters":
+        {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+         "original_max_position_embeddings": 8192}})", "c");
+    CHECK(llama3.rope.original_max_position_embeddings == 4096);
     FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "phi3", "rope_scaling": {"type": "longrope",
         "short_factor": [1, 1], "long_factor": [2, 2]}, )" + shape + "}", "c"),
                       ErrorKind::kConfig, "short_factor and long_factor", "(8)");
