@@ -325,7 +325,7 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
     for (size_t i = 0; i < weights_.layers.size(); ++i) {
         const auto& window = config_.layer_window[i];
         if (!pattern_built || window != pattern_window) {
-            // Capped scores (gemma2) are computed in full, with a mask: no variable-length spans.
+            // Capped scores (gemma2) take a mask (model/capped_attention.h): no variable-length spans.
             pattern = attention_pattern(batch, window, hidden.device(), attention_type, config_.head_dim,
                                         options.fused_kernels && !config_.attn_logit_softcapping);
             pattern_window = window;
