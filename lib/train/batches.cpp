@@ -39,14 +39,17 @@ BatchPlan::BatchPlan(size_t rows, int per_device, int accumulation, int rank, in
         fail(ErrorKind::kConfig, "--gradient_accumulation_steps: must be positive (got " + std::to_string(accumulation) + ")");
     if (rows == 0) fail(ErrorKind::kConfig, "the training split has no rows");
     if (micro_batches_per_epoch() == 0)
-        fail(ErrorKind::kConfig, "--dataloader_drop_last True: each rank's share of the " + std::to_string(rows) +
-                                     " training rows is smaller than --per_device_train_batch_size " +
-                                     std::to_string(per_device) + ", so no full batch is left to train on");
+        fail(ErrorKind::kConfig, "--dataloader_drop_last True: the " + std::to_string(rows) +
+                                     " training rows make fewer full batches of --per_device_train_batch_size " +
+                                     std::to_string(per_device) + " than there are ranks (" + std::to_string(world_size) +
+                                     "), so no full batch is left to train on");
 }
 
 int64_t BatchPlan::micro_batches_per_epoch() const {
-    const int64_t per_rank = static_cast<int64_t>((rows_ + world_size_ - 1) / world_size_);
-    return drop_last_ ? per_rank / per_device_ : (per_rank + per_device_ - 1) / per_device_;
+    const int64_t rows = static_cast<int64_t>(rows_), world = world_size_;
+    const int64_t batches = drop_last_ ? rows / per_device_ : (rows + per_device_ - 1) / per_device_;
+    if (world == 1) return batches;
+    return drop_last_ ? batches / world : (batches + world - 1) / world;  // len(BatchSamplerShard)
 }
 
 void BatchPlan::start_epoch() {
@@ -62,21 +65,13 @@ void BatchPlan::start_epoch() {
                                     : at::arange(rows, at::TensorOptions().dtype(at::kLong));
         epoch_order.assign(perm.data_ptr<int64_t>(), perm.data_ptr<int64_t>() + rows);
     }
-    const int64_t* p = epoch_order.data();
-    const size_t total = (rows_ + world_size_ - 1) / world_size_ * world_size_;
-    order_.clear();
-    for (size_t i = static_cast<size_t>(rank_); i < total; i += static_cast<size_t>(world_size_))
-        order_.push_back(p[i % rows_]);
+    batches_ = shard_batches(epoch_order, per_device_, rank_, world_size_, drop_last_);
     cursor_ = 0;
 }
 
 std::vector<int64_t> BatchPlan::next_micro_batch() {
-    if (epoch_ < 0 || cursor_ >= order_.size() || (drop_last_ && order_.size() - cursor_ < static_cast<size_t>(per_device_)))
-        start_epoch();
-    const size_t end = std::min(order_.size(), cursor_ + static_cast<size_t>(per_device_));
-    std::vector<int64_t> batch(order_.begin() + static_cast<long>(cursor_), order_.begin() + static_cast<long>(end));
-    cursor_ = end;
-    return batch;
+    if (epoch_ < 0 || cursor_ >= batches_.size()) start_epoch();
+    return batches_[cursor_++];
 }
 
 std::vector<int64_t> row_lengths(const std::vector<data::Row>& rows) {
@@ -95,10 +90,10 @@ std::vector<int64_t> evaluation_order(const std::vector<int64_t>& lengths, int b
     return order;
 }
 
-std::vector<std::vector<int64_t>> evaluation_batches(const std::vector<int64_t>& order, int batch_size, int rank,
-                                                     int world_size) {
+std::vector<std::vector<int64_t>> shard_batches(const std::vector<int64_t>& order, int batch_size, int rank,
+                                                int world_size, bool drop_last) {
     const int64_t b = batch_size, world = world_size, rows = static_cast<int64_t>(order.size());
-    const int64_t batches = (rows + b - 1) / b;
+    const int64_t full = rows / b, batches = drop_last ? full : (rows + b - 1) / b;
     auto slice = [&](int64_t begin, int64_t end) {
         return std::vector<int64_t>(order.begin() + begin, order.begin() + std::min(rows, end));
     };
@@ -108,10 +103,11 @@ std::vector<std::vector<int64_t>> evaluation_batches(const std::vector<int64_t>&
         for (int64_t g = 0; g < batches; ++g) mine.push_back(batch_at(g));
         return mine;
     }
-    const int64_t rounds = rows / b / world;  // rounds of world full batches
+    const int64_t rounds = full / world;  // rounds of world full batches
     for (int64_t k = 0; k < rounds; ++k) mine.push_back(batch_at(k * world + rank));
+    if (drop_last) return mine;
     // The rest: the remaining batches, the short one topped up and batches up to the round's end
-    // made, from the start of the split.
+    // made, from the start of the order.
     std::vector<int64_t> start = slice(0, world * b);
     while (static_cast<int64_t>(start.size()) < world * b) start.insert(start.end(), start.begin(), start.end());
     size_t cycle = 0;

@@ -28,11 +28,10 @@ std::vector<int64_t> length_grouped_order(const std::vector<int64_t>& lengths, i
 // length_grouped_order over batches of per_device x accumulation rows (transformers'
 // LengthGroupedSampler), its permutation drawn from the same seed + e generator (the Trainer's
 // draws from torch's global generator, whose state depends on everything the run drew before).
-// The order is padded to a multiple of the world size by repeating its start and rank r gets every
-// world-th index from r (torch's DistributedSampler); micro-batches are consecutive runs of
-// per_device rows (the last may be shorter; with `drop_last`, --dataloader_drop_last, it is left
-// out, as a DataLoader leaves it). Epochs follow each other without end; the trainer decides when
-// to stop.
+// The epoch's order is cut into micro-batches of per_device rows and dealt over the ranks by
+// shard_batches, as the Trainer's accelerate-prepared DataLoader deals them (with `drop_last`,
+// --dataloader_drop_last, the short last batch is left out, as a DataLoader leaves it). Epochs
+// follow each other without end; the trainer decides when to stop.
 class BatchPlan {
 public:
     BatchPlan(size_t rows, int per_device, int accumulation, int rank, int world_size, uint64_t seed, bool drop_last,
@@ -50,7 +49,7 @@ private:
     std::vector<int64_t> lengths_;
     uint64_t seed_;
     int64_t epoch_ = -1;
-    std::vector<int64_t> order_;  // this rank's indices for the current epoch
+    std::vector<std::vector<int64_t>> batches_;  // this rank's micro-batches of the current epoch
     size_t cursor_ = 0;
 };
 
@@ -64,13 +63,15 @@ std::vector<int64_t> row_lengths(const std::vector<data::Row>& rows);
 std::vector<int64_t> evaluation_order(const std::vector<int64_t>& lengths, int batch_size,
                                       std::optional<uint64_t> group_seed);
 
-// The evaluation rows rank `rank` of `world_size` takes, batch by batch, from `order`
-// (evaluation_order) cut into batches of `batch_size`. One rank: consecutive batches, the last one
-// shorter. Several: accelerate's BatchSamplerShard with even_batches (its default): batch g goes
-// to rank g % world_size, and the last round is completed with the order's first rows (the first
+// The batches rank `rank` of `world_size` takes from `order` cut into batches of `batch_size`,
+// as the Trainer's DataLoader yields them (training and evaluation alike). One rank: consecutive
+// batches, the last one shorter (left out with `drop_last`). Several: accelerate's
+// BatchSamplerShard(split_batches=False, even_batches=True), what Accelerator.prepare makes of the
+// DataLoader: batch g goes to rank g % world_size; with `drop_last` only rounds of world_size full
+// batches are dealt, otherwise the last round is completed with the order's first rows (the first
 // world_size x batch_size, repeated when fewer), so every rank runs the same number of batches.
-std::vector<std::vector<int64_t>> evaluation_batches(const std::vector<int64_t>& order, int batch_size, int rank,
-                                                     int world_size);
+std::vector<std::vector<int64_t>> shard_batches(const std::vector<int64_t>& order, int batch_size, int rank,
+                                                int world_size, bool drop_last);
 
 // Rows -> [B, T] tensors, right-padded to the longest row (padding: pad_id, label -100, mask 0),
 // with the host-made facts model::Batch describes (targets, padding, attention spans).

@@ -13,17 +13,37 @@
 #include "train/autocast.h"
 #include "train/batches.h"
 #include "train/inputs.h"
+#include "util/error.h"
 #include "util/strings.h"
 
 namespace ftl::train {
 
-EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& rows, int batch_size,
-                    std::optional<uint64_t> group_by_length_seed, int32_t pad_id, bool packed, const at::Device& device, std::optional<at::ScalarType> autocast,
+EvalBatching evaluation_batching(const config::TrainArgs& args) {
+    EvalBatching batching;
+    batching.batch_size = args.per_device_eval_batch_size;
+    if (args.train_sampling_strategy == "group_by_length")
+        batching.group_by_length_seed = static_cast<uint64_t>(args.data_seed.value_or(args.seed));
+    batching.drop_last = args.dataloader_drop_last;
+    return batching;
+}
+
+void check_evaluation_batches(size_t rows, const EvalBatching& batching, int world_size, const std::string& split) {
+    if (!batching.drop_last || rows / static_cast<size_t>(batching.batch_size) >= static_cast<size_t>(world_size)) return;
+    fail(ErrorKind::kConfig, "--dataloader_drop_last True: the " + std::to_string(rows) + " rows of split '" + split +
+                                 "' make fewer full batches of --per_device_eval_batch_size " +
+                                 std::to_string(batching.batch_size) + " than there are ranks (" +
+                                 std::to_string(world_size) + "), so nothing is left to evaluate (lower the batch size)");
+}
+
+EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& rows, const EvalBatching& batching,
+                    int32_t pad_id, bool packed, const at::Device& device, std::optional<at::ScalarType> autocast,
                     const model::ForwardOptions& options, bool drop_non_finite, const RankContext& rank) {
     at::NoGradGuard no_grad;
+    const int batch_size = batching.batch_size;
     // Every rank runs as many batches as every other (a forward under ZeRO-3 gathers with all).
-    const std::vector<std::vector<int64_t>> batches = evaluation_batches(
-        evaluation_order(row_lengths(rows), batch_size, group_by_length_seed), batch_size, rank.rank, rank.world_size);
+    const std::vector<std::vector<int64_t>> batches =
+        shard_batches(evaluation_order(row_lengths(rows), batch_size, batching.group_by_length_seed), batch_size,
+                      rank.rank, rank.world_size, batching.drop_last);
     const int64_t steps = static_cast<int64_t>(batches.size());
     model::ForwardOptions forward;
     forward.residency = options.residency;
@@ -46,12 +66,14 @@ EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& 
     // targets of all ranks' batches at s, times the world size (average_tokens_across_devices);
     // each is repeated per_device_eval_batch_size times and gathered, the last step's gathered
     // copies cut to the rows left over (rows % (world x batch)), so the wrapped-around rows drop
-    // out; eval_loss is the mean of the copies, the non-finite ones left out when some are finite
+    // out (accelerate's gather_for_metrics; it cuts nothing when the DataLoader drops the last
+    // batch, for then every batch is whole); eval_loss is the mean of the copies, the non-finite ones left out when some are finite
     // (--logging_nan_inf_filter).
     if (rank.comm) rank.comm->all_reduce(targets, dist::ReduceOp::kSum);
     const at::Tensor sums = loss_sums.cpu();
     const double world = rank.world_size;
-    const int64_t left_over = static_cast<int64_t>(rows.size()) % (rank.world_size * batch_size);
+    const int64_t left_over =
+        batching.drop_last ? 0 : static_cast<int64_t>(rows.size()) % (rank.world_size * batch_size);
     double finite_sum = 0.0, finite_count = 0.0, all_sum = 0.0, all_count = 0.0;
     for (int64_t s = 0; s < steps; ++s) {
         int64_t count = batch_size;
@@ -77,24 +99,21 @@ EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& 
     return out;
 }
 
-std::optional<uint64_t> evaluation_grouping_seed(const config::TrainArgs& args) {
-    if (args.train_sampling_strategy != "group_by_length") return std::nullopt;
-    return static_cast<uint64_t>(args.data_seed.value_or(args.seed));
-}
-
 void run_evaluate(const config::RunConfig& run, const RankContext& rank) {
     const config::TrainArgs& args = run.train;
     const JobInputs inputs = resolve_job_inputs(args);
     const std::vector<std::string> splits = split(args.splits, ',');
     const std::string split_name = trim(splits.back());
     const std::vector<data::Row> rows = split_rows(args, inputs, split_name, packs_rows(args, true));
+    const EvalBatching batching = evaluation_batching(args);
+    check_evaluation_batches(rows.size(), batching, rank.world_size, split_name);
     const at::Device device = rank.torch_device();
     JobModel job_model = load_job_model(inputs, device);
     if (!args.adapter_path.empty()) peft::load_adapter(args.adapter_path, job_model.loaded.model);
     model::ForwardOptions forward;
     forward.fused_kernels = args.fused_kernels;
-    const EvalResult result = evaluate(job_model.loaded.model, rows, args.per_device_eval_batch_size,
-                                       evaluation_grouping_seed(args), inputs.tokenizer.pad_id().value_or(0), packs_rows(args, true), device, autocast_dtype(args), forward,
+    const EvalResult result = evaluate(job_model.loaded.model, rows, batching, inputs.tokenizer.pad_id().value_or(0),
+                                       packs_rows(args, true), device, autocast_dtype(args), forward,
                                        args.logging_nan_inf_filter, rank);
     if (rank.rank == 0)
         std::cout << nlohmann::json{{"split", split_name},

@@ -85,6 +85,9 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     // A chat format's tokens may add rows (load_job_model resizes the embeddings for them).
     const int64_t vocab_rows = resizes_vocabulary(inputs, model_config) ? inputs.tokenizer.size() : model_config.vocab_size;
     const Splits data = prepare_splits(args, inputs, args.eval_strategy != "no", vocab_rows, rank, log);
+    const EvalBatching eval_batching = evaluation_batching(args);
+    if (args.eval_strategy != "no")
+        check_evaluation_batches(data.eval.size(), eval_batching, rank.world_size, trim(split(args.splits, ',').at(1)));
     if (rank.heartbeat) rank.heartbeat->unwatched("checking the memory estimate");
 
     // ---- model and adapters: first, will it fit? ----
@@ -422,8 +425,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         if (rank.heartbeat)
             eval_forward.progress = [&beat, at_eval](const std::string& where) { beat(at_eval + where); };
         const auto eval_start = std::chrono::steady_clock::now();
-        const EvalResult eval = evaluate(lm, data.eval, args.per_device_eval_batch_size, evaluation_grouping_seed(args), pad_id,
-                                         packs_rows(args, true), device, precision,
+        const EvalResult eval = evaluate(lm, data.eval, eval_batching, pad_id, packs_rows(args, true), device, precision,
                                          eval_forward, args.logging_nan_inf_filter, rank);
         if (main_rank && eval_gpu_memory)
             for (const auto& line : eval_gpu_memory->report("eval")) log.info(line);

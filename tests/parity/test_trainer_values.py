@@ -24,6 +24,14 @@ the loss scaled by the batch's target count, accumulation, clipping, logging, ev
               before training (--eval_on_start) leaves the NaN batches out as the Trainer does
               and the last one is NaN in both; with --logging_nan_inf_filter False the losses are
               NaN where the Trainer's are (JSON null in ftlaunch's trainer_state.json)
+  ranks train two epochs on 2 CPU ranks (batch 5 a rank: 24 rows make 5 batches an epoch, dealt
+              batch g to rank g % 2, the short fifth topped up from the epoch's start and a sixth made
+              from it) against Trainer.train() under torchrun with 2 processes (gloo), a log every
+              step and evaluations (batch 5, 3 steps apart): every loss and eval_loss equal (rel
+              1e-5), grad_norm (rel 1e-4); again with --dataloader_drop_last (2 steps an epoch, and
+              evaluation drops the incomplete round too). Dealing rows round-robin instead (as
+              ftlaunch did) fails it (loss 8.3e-3, grad_norm 0.29 at the epochs' last steps); so
+              does evaluating the incomplete round under drop_last (eval_loss 0.11)
   ranks       `ftlaunch evaluate` of the values run's adapter on 2 CPU ranks (eval batch 5) and 3
               (batch 3) against Trainer.evaluate() under torchrun with as many processes (gloo):
               eval_loss equal (rel 1e-5); the rows accelerate wraps around to even the ranks'
@@ -114,6 +122,48 @@ def eval_worker(model_dir, adapter, rows_file, batch, out):
         print("METRICS " + json.dumps(metrics))
 
 
+def train_worker(model_dir, rows_file, flags_file, out):
+    """One torchrun process: Trainer.train() of test_trainer_flow's LoRA; rank 0 prints the log history."""
+    trainer = flow.hf_trainer(model_dir, json.load(open(rows_file)), out, json.load(open(flags_file)))
+    trainer.train()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print("HISTORY " + json.dumps(trainer.state.log_history))
+
+
+def torchrun_history(work, model_dir, rows, flags, ranks, name):
+    """The Trainer's log history when `ranks` processes train on `rows` with `flags`."""
+    rows_file, flags_file = os.path.join(work, f"{name}_rows.json"), os.path.join(work, f"{name}_flags.json")
+    json.dump(rows, open(rows_file, "w"))
+    json.dump(flags, open(flags_file, "w"))
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    try:
+        ref = subprocess.run([torchrun, "--standalone", "--nproc_per_node", str(ranks), __file__, "--train-worker",
+                              model_dir, rows_file, flags_file, os.path.join(work, f"hf_{name}")],
+                             capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        print("     torchrun did not finish in 300 s")
+        return None
+    lines = [l for l in ref.stdout.splitlines() if l.startswith("HISTORY ")]
+    if not lines:
+        print(ref.stdout[-2000:], ref.stderr[-2000:])
+        return None
+    return json.loads(lines[-1][len("HISTORY "):])
+
+
+def compare_ranks_training(work, model_dir, data_dir, rows):
+    two_ranks = ("--cpu", "--num_processes", "2", "--main_process_port", "0")
+    epochs = {"num_train_epochs": 2, "per_device_train_batch_size": 5, "logging_steps": 1, "eval_strategy": "steps",
+              "eval_steps": 3, "per_device_eval_batch_size": 5, "save_strategy": "no"}
+    for name, flags in (("ranks train", epochs), ("ranks train drop_last", {**epochs, "dataloader_drop_last": True})):
+        tag = name.replace(" ", "_")
+        ref = torchrun_history(work, model_dir, rows, flags, 2, tag)
+        ours = flow.ftlaunch_run(model_dir, data_dir, os.path.join(work, tag), flags, launcher=two_ranks)
+        check(bool(entries(ref, "loss")), f"{name}: the Trainer under torchrun logged {len(entries(ref, 'loss'))} steps")
+        compare(name, ours, ref, "loss", 1e-5)
+        compare(name, ours, ref, "grad_norm", 1e-4)
+        compare(name, ours, ref, "eval_loss", 1e-5)
+
+
 def compare_ranks(work, model_dir, data_dir, adapter, rows, ranks, batch):
     rows_file = os.path.join(work, "eval_rows.json")
     json.dump(rows, open(rows_file, "w"))
@@ -171,6 +221,7 @@ def main():
               f"values: the token-weighted loss {weighted:.6f} is not the Trainer's eval_loss {final:.6f}: "
               "the per-batch mean matters")
 
+    compare_ranks_training(work, model_dir, data_dir, rows)
     if ours:
         compare_ranks(work, model_dir, data_dir, ours_out, rows, 2, 5)
         compare_ranks(work, model_dir, data_dir, ours_out, rows, 3, 3)
@@ -199,5 +250,7 @@ def main():
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--eval-worker"]:
         eval_worker(*sys.argv[2:])
+    elif sys.argv[1:2] == ["--train-worker"]:
+        train_worker(*sys.argv[2:])
     else:
         main()

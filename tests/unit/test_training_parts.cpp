@@ -19,6 +19,7 @@
 #include "optim/schedule.h"
 #include "train/autocast.h"
 #include "train/batches.h"
+#include "train/evaluate.h"
 #include "train/progress.h"
 #include "train/throughput.h"
 #include "zero/flat_partition.h"
@@ -217,13 +218,13 @@ TEST_CASE("split files are found by HF's naming", "[train]") {
     std::filesystem::remove_all(dir);
 }
 
-TEST_CASE("the sampler deals one shuffled order round-robin over ranks", "[train]") {
-    train::BatchPlan one(10, 4, 1, 0, 1, 3, false, train::Sampling::kRandom), r0(10, 2, 1, 0, 2, 3, false, train::Sampling::kRandom),
+TEST_CASE("the sampler cuts one shuffled order into batches and deals them over ranks", "[train]") {
+    train::BatchPlan one(10, 2, 1, 0, 1, 3, false, train::Sampling::kRandom), r0(10, 2, 1, 0, 2, 3, false, train::Sampling::kRandom),
         r1(10, 2, 1, 1, 2, 3, false, train::Sampling::kRandom);
-    auto all = one.next_micro_batch();
-    auto a = r0.next_micro_batch(), b = r1.next_micro_batch();
-    CHECK((std::vector<int64_t>{a[0], b[0], a[1], b[1]} == all));
-    CHECK(r0.micro_batches_per_epoch() == 3);  // 5 rows per rank in batches of 2
+    const auto first = one.next_micro_batch(), second = one.next_micro_batch();
+    CHECK(r0.next_micro_batch() == first);  // batch 0 to rank 0, batch 1 to rank 1
+    CHECK(r1.next_micro_batch() == second);
+    CHECK(r0.micro_batches_per_epoch() == 3);  // 5 batches of 2, the last round topped up
     FTL_REQUIRE_ERROR(train::BatchPlan(10, 0, 1, 0, 1, 3, false, train::Sampling::kRandom), ErrorKind::kConfig, "--per_device_train_batch_size");
     // --dataloader_drop_last: the short last batch of an epoch is left out; the next epoch follows.
     train::BatchPlan kept(10, 4, 1, 0, 1, 3, false, train::Sampling::kRandom), dropped(10, 4, 1, 0, 1, 3, true, train::Sampling::kRandom);
@@ -234,12 +235,56 @@ TEST_CASE("the sampler deals one shuffled order round-robin over ranks", "[train
     CHECK(dropped.next_micro_batch() == kept.next_micro_batch());  // both start epoch 1
     CHECK(dropped.epoch() == 1);
     FTL_REQUIRE_ERROR(train::BatchPlan(3, 4, 1, 0, 1, 3, true, train::Sampling::kRandom), ErrorKind::kConfig, "--dataloader_drop_last",
-                      "3 training rows");
-    // --train_sampling_strategy sequential: every epoch in dataset order, dealt round-robin.
+                      "3 training rows", "ranks (1)");
+    FTL_REQUIRE_ERROR(train::BatchPlan(7, 4, 1, 0, 2, 3, true, train::Sampling::kRandom), ErrorKind::kConfig, "ranks (2)");
+    // --train_sampling_strategy sequential: every epoch in dataset order; rank 1 of 2 takes batch 1
+    // and the fourth, made from the order's start.
     train::BatchPlan in_order(5, 2, 1, 1, 2, 3, false, train::Sampling::kSequential);
-    CHECK((in_order.next_micro_batch() == std::vector<int64_t>{1, 3}));
-    CHECK((in_order.next_micro_batch() == std::vector<int64_t>{0}));  // padded to 6 with the first row
-    CHECK((in_order.next_micro_batch() == std::vector<int64_t>{1, 3}));
+    CHECK((in_order.next_micro_batch() == std::vector<int64_t>{2, 3}));
+    CHECK((in_order.next_micro_batch() == std::vector<int64_t>{1, 2}));
+    CHECK((in_order.next_micro_batch() == std::vector<int64_t>{2, 3}));
+}
+
+TEST_CASE("batches are dealt as accelerate's BatchSamplerShard deals them (even_batches)", "[train]") {
+    using Batches = std::vector<std::vector<int64_t>>;
+    const auto all_ranks = [](int64_t rows, int batch, int world, bool drop_last) {
+        std::vector<Batches> out;
+        std::vector<int64_t> order(static_cast<size_t>(rows));
+        for (int64_t i = 0; i < rows; ++i) order[static_cast<size_t>(i)] = i;
+        for (int r = 0; r < world; ++r) out.push_back(train::shard_batches(order, batch, r, world, drop_last));
+        return out;
+    };
+    // One rank: a plain DataLoader, the last batch shorter (left out with drop_last).
+    CHECK((all_ranks(5, 2, 1, false) == std::vector<Batches>{{{0, 1}, {2, 3}, {4}}}));
+    CHECK((all_ranks(5, 2, 1, true) == std::vector<Batches>{{{0, 1}, {2, 3}}}));
+    // Several: what accelerate 1.15's BatchSamplerShard(BatchSampler(range(rows), batch, drop_last),
+    // world, rank, split_batches=False, even_batches=True) yields for each rank.
+    CHECK((all_ranks(9, 2, 2, false) == std::vector<Batches>{{{0, 1}, {4, 5}, {8, 0}}, {{2, 3}, {6, 7}, {1, 2}}}));
+    CHECK((all_ranks(10, 2, 4, false) ==
+           std::vector<Batches>{{{0, 1}, {8, 9}}, {{2, 3}, {0, 1}}, {{4, 5}, {2, 3}}, {{6, 7}, {4, 5}}}));
+    CHECK((all_ranks(3, 2, 4, false) == std::vector<Batches>{{{0, 1}}, {{2, 0}}, {{1, 2}}, {{0, 1}}}));
+    CHECK((all_ranks(3, 4, 2, false) == std::vector<Batches>{{{0, 1, 2, 0}}, {{1, 2, 0, 1}}}));
+    CHECK((all_ranks(12, 3, 2, false) == std::vector<Batches>{{{0, 1, 2}, {6, 7, 8}}, {{3, 4, 5}, {9, 10, 11}}}));
+    CHECK((all_ranks(7, 3, 3, false) == std::vector<Batches>{{{0, 1, 2}}, {{3, 4, 5}}, {{6, 0, 1}}}));
+    CHECK((all_ranks(24, 5, 2, false) == std::vector<Batches>{{{0, 1, 2, 3, 4}, {10, 11, 12, 13, 14}, {20, 21, 22, 23, 0}},
+                                                                {{5, 6, 7, 8, 9}, {15, 16, 17, 18, 19}, {1, 2, 3, 4, 5}}}));
+    // drop_last: only rounds of world full batches.
+    CHECK((all_ranks(7, 1, 2, true) == std::vector<Batches>{{{0}, {2}, {4}}, {{1}, {3}, {5}}}));
+    CHECK((all_ranks(9, 2, 2, true) == std::vector<Batches>{{{0, 1}, {4, 5}}, {{2, 3}, {6, 7}}}));
+    CHECK((all_ranks(11, 3, 3, true) == std::vector<Batches>{{{0, 1, 2}}, {{3, 4, 5}}, {{6, 7, 8}}}));
+    // Evaluation under --dataloader_drop_last: a split with fewer full batches than ranks is refused
+    // before training starts.
+    train::EvalBatching dropping;
+    dropping.batch_size = 4;
+    dropping.drop_last = true;
+    train::check_evaluation_batches(8, dropping, 2, "test");
+    FTL_REQUIRE_ERROR(train::check_evaluation_batches(7, dropping, 2, "test"), ErrorKind::kConfig,
+                      "--dataloader_drop_last", "7 rows of split 'test'", "--per_device_eval_batch_size 4", "ranks (2)");
+    dropping.drop_last = false;
+    train::check_evaluation_batches(1, dropping, 2, "test");
+    // The plan's count is each rank's len(BatchSamplerShard).
+    CHECK(train::BatchPlan(7, 1, 1, 0, 2, 3, true, train::Sampling::kRandom).micro_batches_per_epoch() == 3);
+    CHECK(train::BatchPlan(24, 5, 1, 1, 2, 3, false, train::Sampling::kRandom).micro_batches_per_epoch() == 3);
 }
 
 TEST_CASE("group_by_length: batches of similar lengths, the longest row first", "[train]") {
@@ -261,27 +306,6 @@ TEST_CASE("group_by_length: batches of similar lengths, the longest row first", 
     CHECK((train::evaluation_order({5, 1, 3}, 2, std::nullopt) == std::vector<int64_t>{0, 1, 2}));
     FTL_REQUIRE_ERROR(train::BatchPlan(40, 2, 2, 0, 1, 11, false, train::Sampling::kGroupByLength, {1, 2}),
                       ErrorKind::kInternal, "one length per row");
-}
-
-TEST_CASE("evaluation batches are those accelerate's BatchSamplerShard deals with even_batches", "[train]") {
-    using Batches = std::vector<std::vector<int64_t>>;
-    const auto all_ranks = [](int64_t rows, int batch, int world) {
-        std::vector<Batches> out;
-        const std::vector<int64_t> order = train::evaluation_order(std::vector<int64_t>(static_cast<size_t>(rows), 1), batch,
-                                                                   std::nullopt);
-        for (int r = 0; r < world; ++r) out.push_back(train::evaluation_batches(order, batch, r, world));
-        return out;
-    };
-    // One rank: a plain DataLoader, the last batch shorter.
-    CHECK((all_ranks(5, 2, 1) == std::vector<Batches>{{{0, 1}, {2, 3}, {4}}}));
-    // Several: what accelerate 1.15's BatchSamplerShard(BatchSampler(SequentialSampler(range(rows)),
-    // batch, False), world, rank, split_batches=False, even_batches=True) yields for each rank.
-    CHECK((all_ranks(9, 2, 2) == std::vector<Batches>{{{0, 1}, {4, 5}, {8, 0}}, {{2, 3}, {6, 7}, {1, 2}}}));
-    CHECK((all_ranks(10, 2, 4) ==
-           std::vector<Batches>{{{0, 1}, {8, 9}}, {{2, 3}, {0, 1}}, {{4, 5}, {2, 3}}, {{6, 7}, {4, 5}}}));
-    CHECK((all_ranks(3, 2, 4) == std::vector<Batches>{{{0, 1}}, {{2, 0}}, {{1, 2}}, {{0, 1}}}));
-    CHECK((all_ranks(12, 3, 2) == std::vector<Batches>{{{0, 1, 2}, {6, 7, 8}}, {{3, 4, 5}, {9, 10, 11}}}));
-    CHECK((all_ranks(7, 3, 3) == std::vector<Batches>{{{0, 1, 2}}, {{3, 4, 5}}, {{6, 0, 1}}}));
 }
 
 TEST_CASE("the tokenised-rows cache gives back what was stored, under its key only", "[train]") {
