@@ -74,7 +74,7 @@ LoadedSeq2Seq load_bart(const std::string& model_dir, const LoadOptions& options
                                                           : at::zeros({1, config.vocab_size},
                                                                       at::TensorOptions().dtype(dtype).device(options.device));
     auto linear = [&](const std::string& name, int64_t out, int64_t in) {
-        return Linear{r.read(name + ".weight", {out, in}), r.read(name + ".bias", {out}), std::nullopt, nullptr};
+        return Linear{r.read(name + ".weight", {out, in}), r.read(name + ".bias", {out}), std::nullopt, nullptr, nullptr};
     };
     auto norm = [&](const std::string& name) { return LayerNorm{r.read(name + ".weight", {H}), r.read(name + ".bias", {H})}; };
     auto attention = [&](const std::string& name) {

@@ -94,6 +94,14 @@ at::Tensor dropped(const at::Tensor& input, double p, const std::optional<at::Ge
     return input * keep / (1.0 - p);
 }
 
+// The weight DoRA normalises: dequantised when 4-bit (QDoRA).
+at::Tensor dora_base_weight(const Linear& linear) {
+    if (linear.int8)
+        fail(ErrorKind::kConfig, "--use_dora True: DoRA on 8-bit (LLM.int8) base weights is not in this build (DoRA on 4-bit "
+                                 "weights, QDoRA, is)");
+    return linear.four_bit ? quant::dequantize_4bit(linear.weight, *linear.four_bit) : linear.weight;
+}
+
 // ||weight + scaling * lora_weight||_row, as PEFT's DoraLinearLayer.get_weight_norm: the sum in
 // the promoted type, the norm returned in it.
 at::Tensor row_norms(const at::Tensor& weight, const at::Tensor& lora_weight, double scaling) {
@@ -110,8 +118,7 @@ at::Tensor dora_output(const Linear& linear, const at::Tensor& x, const at::Tens
     at::Tensor input = x.to(a.A.scalar_type());
     const bool drops = options.training && a.dropout > 0.0;
     if (drops) input = dropped(input, a.dropout, options.generator);
-    const at::Tensor weight = (linear.four_bit ? quant::dequantize_4bit(linear.weight, *linear.four_bit) : linear.weight)
-                                  .to(input.scalar_type());
+    const at::Tensor weight = dora_base_weight(linear).to(input.scalar_type());
     at::Tensor norm;
     {
         at::NoGradGuard no_grad;
@@ -132,8 +139,7 @@ at::Tensor dora_output(const Linear& linear, const at::Tensor& x, const at::Tens
 at::Tensor dora_magnitude(const Linear& linear) {
     at::NoGradGuard no_grad;
     const LowRankAdapter& a = *linear.adapter;
-    const at::Tensor weight =
-        (linear.four_bit ? quant::dequantize_4bit(linear.weight, *linear.four_bit) : linear.weight).to(a.A.device());
+    const at::Tensor weight = dora_base_weight(linear).to(a.A.device());
     return row_norms(weight, at::matmul(a.B, a.A), a.scaling).to(at::kFloat);
 }
 
@@ -145,7 +151,11 @@ void reset_dora_magnitudes(DecoderLayerWeights& layer) {
 }
 
 at::Tensor apply_linear(const Linear& linear, const at::Tensor& x, const ForwardOptions& options) {
-    at::Tensor y = linear.four_bit                ? quant::linear_4bit(x, linear.weight, linear.four_bit, linear.bias)
+    // An 8-bit weight multiplies as bitsandbytes' Linear8bitLt does: dequantised while training on
+    // a CPU, with int8 activations and outlier columns otherwise (quant::linear_int8).
+    at::Tensor y = linear.four_bit         ? quant::linear_4bit(x, linear.weight, linear.four_bit, linear.bias)
+                   : linear.int8           ? quant::linear_int8(x, linear.weight, linear.int8, linear.bias,
+                                                                options.training && x.device().is_cpu())
                    : linear.bias.defined() ? at::linear(x, linear.weight, linear.bias)
                                            : at::linear(x, linear.weight);
     if (!linear.adapter) return y;

@@ -27,6 +27,7 @@
 #include "model/model_config.h"
 #include "model/rope.h"
 #include "quant/four_bit.h"
+#include "quant/int8.h"
 
 namespace ftl::model {
 
@@ -47,12 +48,15 @@ struct LowRankAdapter {
 
 // A linear layer: weight [out, in] as in HF, bias undefined when the family has none, and an
 // optional adapter. With `four_bit` (QLoRA) the weight holds the packed 4-bit codes in
-// bitsandbytes' layout and four_bit its quantisation state (quant/four_bit.h); it is frozen.
+// bitsandbytes' layout and four_bit its quantisation state (quant/four_bit.h); with `int8`
+// (LLM.int8, --use_8bit_quantization) the int8 codes [out, in] and int8 their row scales
+// (quant/int8.h). Either is frozen.
 struct Linear {
     at::Tensor weight;
     at::Tensor bias;
     std::optional<LowRankAdapter> adapter;
     std::shared_ptr<const quant::FourBitState> four_bit;
+    std::shared_ptr<const quant::Int8State> int8;
 };
 
 // (out_features, in_features) of a linear, 4-bit or not.

@@ -30,8 +30,10 @@ LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& opti
         DecoderLayerWeights l;
         l.input_norm = r.read(p + "input_layernorm.weight", {H});
         auto linear = [&](const std::string& path, int64_t out, int64_t in, bool bias) {
-            auto [weight, four_bit] = r.read_linear(p + path + ".weight", {out, in}, four_bit_compute, options.linear_dtype);
-            return Linear{weight, r.read_if(bias, p + path + ".bias", {out}, options.linear_dtype), std::nullopt, four_bit};
+            WeightReader::LinearWeight saved =
+                r.read_linear(p + path + ".weight", {out, in}, four_bit_compute, options.linear_dtype, config.llm_int8_threshold);
+            return Linear{saved.weight, r.read_if(bias, p + path + ".bias", {out}, options.linear_dtype), std::nullopt,
+                          saved.four_bit, saved.int8};
         };
         l.fused_projections = config.fused_projections;
         if (config.fused_projections) {

@@ -370,11 +370,18 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
         if (!q.is_object()) r.bad("quantization_config", "must be an object");
         const ConfigReader qr(q, source + ": quantization_config");
         const std::string method = qr.text("quant_method", "");
-        if (method != "bitsandbytes" || qr.boolean("load_in_8bit", false) || !qr.boolean("load_in_4bit", false))
-            r.bad("quantization_config", "only bitsandbytes 4-bit checkpoints (quant_method bitsandbytes, load_in_4bit "
-                                         "true) are read; start from the floating-point model");
-        c.bnb_4bit_compute_dtype = qr.text("bnb_4bit_compute_dtype", "float32");
-        c.bnb_4bit_nested = qr.boolean("bnb_4bit_use_double_quant", false);
+        const bool four_bit = qr.boolean("load_in_4bit", false), eight_bit = qr.boolean("load_in_8bit", false);
+        if (method != "bitsandbytes" || four_bit == eight_bit)
+            r.bad("quantization_config", "only bitsandbytes 4-bit or 8-bit checkpoints (quant_method bitsandbytes, "
+                                         "load_in_4bit or load_in_8bit true) are read; start from the floating-point model");
+        if (four_bit) {
+            c.bnb_4bit_compute_dtype = qr.text("bnb_4bit_compute_dtype", "float32");
+            c.bnb_4bit_nested = qr.boolean("bnb_4bit_use_double_quant", false);
+        } else {
+            c.llm_int8_threshold = qr.number("llm_int8_threshold", 6.0);
+            if (qr.boolean("llm_int8_has_fp16_weight", false))
+                r.bad("quantization_config.llm_int8_has_fp16_weight", "must be false: ftlaunch keeps 8-bit base weights frozen");
+        }
     }
     c.bos_token_id = r.token_id("bos_token_id");
     c.eos_token_id = r.token_id("eos_token_id");

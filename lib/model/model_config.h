@@ -106,6 +106,8 @@ struct DecoderConfig {
     // for a floating-point checkpoint.
     std::string bnb_4bit_compute_dtype;
     bool bnb_4bit_nested = false;  // bnb_4bit_use_double_quant: the absmax values 8-bit quantised
+    // A bitsandbytes 8-bit checkpoint (load_in_8bit): its llm_int8_threshold (quant/int8.h).
+    std::optional<double> llm_int8_threshold;
     std::optional<int64_t> bos_token_id, eos_token_id, pad_token_id;
 };
 

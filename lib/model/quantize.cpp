@@ -8,20 +8,32 @@ at::ScalarType four_bit_source_dtype(const quant::FourBitConfig& config) {
     return at::isFloatingType(config.storage_dtype) ? config.storage_dtype : at::kFloat;
 }
 
-void quantize_layer_linears(DecoderLayerWeights& layer, int64_t index, const quant::FourBitQuantizer& quantizer) {
+LinearQuantizer four_bit_linears(const quant::FourBitQuantizer& quantizer) {
+    return [&quantizer](Linear& linear, const std::string& name) {
+        quant::FourBitWeight q = quantizer.quantize(linear.weight.to(four_bit_source_dtype(quantizer.config())), name);
+        linear.weight = q.packed;
+        linear.four_bit = q.state;
+    };
+}
+
+LinearQuantizer int8_linears(double threshold, const at::Device& device) {
+    return [threshold, device](Linear& linear, const std::string&) {
+        quant::Int8Weight q = quant::quantize_int8(linear.weight.to(at::kFloat), threshold, device);
+        linear.weight = q.codes;
+        linear.int8 = q.state;
+    };
+}
+
+void quantize_layer_linears(DecoderLayerWeights& layer, int64_t index, const LinearQuantizer& quantize) {
     at::NoGradGuard no_grad;
-    const at::ScalarType source = four_bit_source_dtype(quantizer.config());
     for (auto& [path, linear] : layer.linears()) {
-        if (linear->four_bit) continue;
-        const std::string name = "model.layers." + std::to_string(index) + "." + path + ".weight";
-        quant::FourBitWeight q = quantizer.quantize(linear->weight.to(source), name);
-        linear->weight = q.packed;
-        linear->four_bit = q.state;
+        if (linear->four_bit || linear->int8) continue;
+        quantize(*linear, "model.layers." + std::to_string(index) + "." + path + ".weight");
     }
 }
 
-void quantize_model(CausalLM& model, const quant::FourBitQuantizer& quantizer, at::ScalarType float_dtype,
-                    const at::Device& device, std::optional<at::ScalarType> head_dtype) {
+void quantize_model(CausalLM& model, const LinearQuantizer& quantize, at::ScalarType float_dtype, const at::Device& device,
+                    std::optional<at::ScalarType> head_dtype) {
     at::NoGradGuard no_grad;
     DecoderWeights& w = model.weights();
     auto convert = [&](at::Tensor& t) {
@@ -31,7 +43,7 @@ void quantize_model(CausalLM& model, const quant::FourBitQuantizer& quantizer, a
     convert(w.embed_tokens);
     for (size_t i = 0; i < w.layers.size(); ++i) {
         DecoderLayerWeights& layer = w.layers[i];
-        quantize_layer_linears(layer, static_cast<int64_t>(i), quantizer);
+        quantize_layer_linears(layer, static_cast<int64_t>(i), quantize);
         for (auto& [path, norm] : layer.norms()) convert(*norm);
         for (auto& [path, linear] : layer.linears()) convert(linear->bias);
     }
@@ -40,18 +52,22 @@ void quantize_model(CausalLM& model, const quant::FourBitQuantizer& quantizer, a
     else w.lm_head = w.lm_head.to(device, head_dtype.value_or(float_dtype)).contiguous();
 }
 
-void FourBitFootprint::add(DecoderLayerWeights& layer) {
+void QuantizedFootprint::add(DecoderLayerWeights& layer) {
     for (auto& [path, linear] : layer.linears()) {
-        if (!linear->four_bit) continue;
-        quantized += linear->weight.nbytes() + linear->four_bit->bytes();
-        bf16 += linear->four_bit->numel() * 2;
+        if (linear->four_bit) {
+            quantized += linear->weight.nbytes() + linear->four_bit->bytes();
+            bf16 += linear->four_bit->numel() * 2;
+        } else if (linear->int8) {
+            quantized += linear->weight.nbytes() + linear->int8->scales.nbytes();
+            bf16 += linear->weight.numel() * 2;
+        }
     }
 }
 
-bool has_four_bit_linears(CausalLM& model) {
+bool has_quantized_linears(CausalLM& model) {
     for (DecoderLayerWeights& layer : model.weights().layers)
         for (auto& [path, linear] : layer.linears())
-            if (linear->four_bit) return true;
+            if (linear->four_bit || linear->int8) return true;
     return false;
 }
 

@@ -42,23 +42,30 @@ at::Tensor WeightReader::read_if(bool present, const std::string& name, std::vec
     return present ? read(name, std::move(shape), dtype) : at::Tensor();
 }
 
-std::pair<at::Tensor, std::shared_ptr<const quant::FourBitState>> WeightReader::read_linear(
-    const std::string& name, std::vector<int64_t> expected_shape, at::ScalarType compute_dtype,
-    std::optional<at::ScalarType> float_dtype) {
+WeightReader::LinearWeight WeightReader::read_linear(const std::string& name, std::vector<int64_t> expected_shape,
+                                                    at::ScalarType compute_dtype, std::optional<at::ScalarType> float_dtype,
+                                                    std::optional<double> int8_threshold) {
     auto saved = [&](const std::string& key) -> at::Tensor {
         if (!ckpt_.contains(key)) return {};
         used_.insert(key);
         return mapped_tensor(ckpt_.shared_file_of(key), key);
     };
-    std::optional<quant::FourBitWeight> four_bit =
-        quant::read_saved_four_bit(name, saved, compute_dtype, keep_mapped_ ? at::Device(at::kCPU) : device_,
-                                   ckpt_.contains(name) ? ckpt_.file_of(name).path() : ckpt_.dir());
-    if (!four_bit) return {read(name, std::move(expected_shape), float_dtype), nullptr};
+    const std::string source = ckpt_.contains(name) ? ckpt_.file_of(name).path() : ckpt_.dir();
+    const at::Device device = keep_mapped_ ? at::Device(at::kCPU) : device_;
+    if (int8_threshold && ckpt_.contains(name) && ckpt_.tensor(name).dtype == io::DType::kI8) {
+        const std::optional<quant::Int8Weight> int8 = quant::read_saved_int8(name, saved, *int8_threshold, device, source);
+        if (int8->codes.sizes().vec() != expected_shape)
+            fail(ErrorKind::kConfig, source + ": 8-bit tensor '" + name + "' has shape " + shape_text(int8->codes.sizes()) +
+                                         " but config.json implies " + shape_text(expected_shape));
+        return {int8->codes, nullptr, int8->state};
+    }
+    std::optional<quant::FourBitWeight> four_bit = quant::read_saved_four_bit(name, saved, compute_dtype, device, source);
+    if (!four_bit) return {read(name, std::move(expected_shape), float_dtype), nullptr, nullptr};
     if (four_bit->state->shape != expected_shape)
         fail(ErrorKind::kConfig, ckpt_.file_of(name).path() + ": 4-bit tensor '" + name + "' has shape " +
                                      shape_text(four_bit->state->shape) + " but config.json implies " +
                                      shape_text(expected_shape));
-    return {four_bit->packed, four_bit->state};
+    return {four_bit->packed, four_bit->state, nullptr};
 }
 
 std::vector<std::string> WeightReader::unused() const {

@@ -15,6 +15,7 @@
 
 #include "io/checkpoint.h"
 #include "quant/four_bit.h"
+#include "quant/int8.h"
 
 namespace ftl::model {
 
@@ -33,10 +34,15 @@ public:
                        std::optional<at::ScalarType> dtype = std::nullopt);
     // A linear's weight: floating point (in `float_dtype` when given), or (a bitsandbytes 4-bit
     // checkpoint) packed codes with their state, kept in their storage dtype on the device (or
-    // mapped).
-    std::pair<at::Tensor, std::shared_ptr<const quant::FourBitState>> read_linear(
-        const std::string& name, std::vector<int64_t> expected_shape, at::ScalarType compute_dtype,
-        std::optional<at::ScalarType> float_dtype = std::nullopt);
+    // mapped), or (an 8-bit checkpoint: `int8_threshold` given) int8 codes with their row scales.
+    struct LinearWeight {
+        at::Tensor weight;
+        std::shared_ptr<const quant::FourBitState> four_bit;
+        std::shared_ptr<const quant::Int8State> int8;
+    };
+    LinearWeight read_linear(const std::string& name, std::vector<int64_t> expected_shape, at::ScalarType compute_dtype,
+                             std::optional<at::ScalarType> float_dtype = std::nullopt,
+                             std::optional<double> int8_threshold = std::nullopt);
     bool contains(const std::string& name) const { return ckpt_.contains(name); }
     std::vector<std::string> unused() const;  // tensors of the checkpoint not read
 

@@ -54,9 +54,18 @@ void check_run_settings(const config::RunConfig& run, const RankContext& rank, c
         fail(ErrorKind::kConfig, "--use_4bit_quantization True needs --use_peft_lora True: 4-bit base weights are frozen, "
                                  "so only adapters can train on them (transformers refuses to fine-tune a purely "
                                  "quantized model too)");
-    if (args.use_8bit_quantization)
-        fail(ErrorKind::kConfig, "--use_8bit_quantization True: 8-bit (LLM.int8) base weights are not in this build; "
-                                 "--use_4bit_quantization True (QLoRA) is");
+    if (args.use_8bit_quantization) {
+        if (!args.use_peft_lora)
+            fail(ErrorKind::kConfig, "--use_8bit_quantization True needs --use_peft_lora True: 8-bit base weights are frozen, "
+                                     "so only adapters can train on them");
+        if (run.uses_deepspeed && zero.stage == 3)
+            fail(ErrorKind::kConfig, "--use_8bit_quantization True under ZeRO stage 3: LLM.int8 weights carry per-row scales "
+                                     "that ZeRO-3 cannot partition with them; use ZeRO stage 0-2, or --use_4bit_quantization "
+                                     "True with --bnb_4bit_quant_storage_dtype bfloat16 (the QLoRA + ZeRO-3 recipe)");
+        if (args.use_dora)
+            fail(ErrorKind::kConfig, "--use_dora True with --use_8bit_quantization True: DoRA on 8-bit base weights is not in "
+                                     "this build (DoRA on 4-bit weights, QDoRA, is)");
+    }
     // The run's length is not known yet: the schedule is built over one step for its checks.
     if (!(run.uses_deepspeed && run.deepspeed.scheduler)) {
         const double learning_rate = optimizer_choice_for(run, args, false).learning_rate;

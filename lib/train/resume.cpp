@@ -57,6 +57,7 @@ json run_identity(const config::TrainArgs& args, const JobInputs& inputs, model:
             {"vocab_size", lm.config().vocab_size},
             {"adapter", adapter},
             {"four_bit", args.use_4bit_quantization ? json(args.bnb_4bit_quant_type) : json(nullptr)},
+            {"eight_bit", args.use_8bit_quantization ? json(true) : json(nullptr)},
             {"world_size", world_size},
             {"zero_stage", zero_stage}};
 }
@@ -66,7 +67,7 @@ void check_same_run(const json& saved, const json& current, const std::string& d
         const json name = identity.value("base_model", json());
         return name.is_string() ? name.get<std::string>() : name.dump();
     };
-    for (const char* key : {"base_config_crc32c", "vocab_size", "adapter", "four_bit"}) {
+    for (const char* key : {"base_config_crc32c", "vocab_size", "adapter", "four_bit", "eight_bit"}) {
         const json mine = current.value(key, json()), theirs = saved.value(key, json());
         if (mine == theirs) continue;
         const std::string what = std::string(key) == "base_config_crc32c"

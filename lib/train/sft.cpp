@@ -123,11 +123,12 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     if (types.base != at::kFloat)
         check_compute_dtype(device, types.base, "the frozen base's type " + std::string(c10::toString(types.base)) +
                                                     " (--torch_dtype, or DeepSpeed's bf16/fp16 engine)");
-    JobModel job_model = load_job_model(inputs, device, partition_weights || four_bit, types);
+    const bool quantizes = four_bit || args.use_8bit_quantization;
+    JobModel job_model = load_job_model(inputs, device, partition_weights || quantizes, types);
     model::CausalLM& lm = job_model.loaded.model;
-    if (!args.use_peft_lora && model::has_four_bit_linears(lm))
-        fail(ErrorKind::kConfig, inputs.model_dir + " is a bitsandbytes 4-bit checkpoint: its frozen 4-bit weights "
-                                 "train only through adapters (--use_peft_lora True)");
+    if (!args.use_peft_lora && model::has_quantized_linears(lm))
+        fail(ErrorKind::kConfig, inputs.model_dir + " is a bitsandbytes 4-bit or 8-bit checkpoint: its frozen quantised "
+                                 "weights train only through adapters (--use_peft_lora True)");
     if (main_rank && args.use_peft_lora)
         log.info(std::string("frozen base weights kept in ") + c10::toString(types.base) + ", the decoder's linears in " +
                  c10::toString(*types.linears) + ", lm_head in " + c10::toString(types.head.value_or(types.base)) +
@@ -153,20 +154,24 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     int64_t trainable_count = 0;
     for (auto& [name, t] : trainable) trainable_count += t.numel();
     const int64_t all_count = model::base_parameter_count(lm);
-    // QLoRA: the decoder's linears become 4-bit, one layer at a time (under ZeRO-3 as each
-    // layer is partitioned, below).
-    std::optional<quant::FourBitQuantizer> quantizer;
-    if (four_bit) quantizer.emplace(*four_bit, device);
-    model::FourBitFootprint four_bit_bytes;
+    // QLoRA: the decoder's linears become 4-bit (under ZeRO-3 as each layer is partitioned,
+    // below), or 8-bit, one layer at a time.
+    std::optional<quant::FourBitQuantizer> four_bit_quantizer;
+    if (four_bit) four_bit_quantizer.emplace(*four_bit, device);
+    const model::LinearQuantizer quantize_linears = four_bit ? model::four_bit_linears(*four_bit_quantizer)
+                                                    : args.use_8bit_quantization
+                                                        ? model::int8_linears(quant::kLlmInt8Threshold, device)
+                                                        : model::LinearQuantizer();
+    model::QuantizedFootprint quantized_bytes;
     auto quantize_layer = [&](int i) {
         model::DecoderLayerWeights& layer = lm.weights().layers.at(static_cast<size_t>(i));
-        model::quantize_layer_linears(layer, i, *quantizer);
+        model::quantize_layer_linears(layer, i, quantize_linears);
         if (args.use_dora) model::reset_dora_magnitudes(layer);  // QDoRA: from the dequantised weights
-        four_bit_bytes.add(layer);
+        quantized_bytes.add(layer);
     };
-    if (four_bit && !partition_weights) {
+    if (quantizes && !partition_weights) {
         for (int i = 0; i < lm.config().num_layers; ++i) quantize_layer(i);
-        model::quantize_model(lm, *quantizer, types.base, device, types.head);  // the rest on the device
+        model::quantize_model(lm, quantize_linears, types.base, device, types.head);  // the rest on the device
     }
     if (embeddings_stay_on_host(args, device, partition_weights, lm, job_model.resized_to.has_value())) {
         at::Tensor& table = lm.weights().embed_tokens;
@@ -201,7 +206,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                                         : 10 * lm.config().hidden_size;
         const auto which = args.use_peft_lora ? zero::Partitioned::kFrozen : zero::Partitioned::kTrainable;
         partitioned.emplace(lm, rank.comm, rank.rank, rank.world_size, types, device, persistence,
-                            four_bit ? std::function<void(int)>(quantize_layer) : std::function<void(int)>(),
+                            quantizes ? std::function<void(int)>(quantize_layer) : std::function<void(int)>(),
                             parameter_offload_for(run, offload_param), which);
         partitioned_trainable = partitioned->sharding();
         // DeepSpeed's stage3_prefetch_bucket_size ("auto": 0.9 x hidden_size^2); 0 turns prefetch off.
@@ -220,8 +225,12 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     }
     if (four_bit)
         log.info("4-bit base weights (" + quant::quant_type_name(four_bit->type) + (four_bit->nested ? ", nested" : "") +
-                 ", " + c10::toString(four_bit->storage_dtype) + " storage): " + std::to_string(four_bit_bytes.quantized) +
-                 " bytes with their quantisation state, " + std::to_string(four_bit_bytes.bf16) + " bytes in bfloat16");
+                 ", " + c10::toString(four_bit->storage_dtype) + " storage): " + std::to_string(quantized_bytes.quantized) +
+                 " bytes with their quantisation state, " + std::to_string(quantized_bytes.bf16) + " bytes in bfloat16");
+    if (args.use_8bit_quantization)
+        log.info("8-bit base weights (LLM.int8, outlier threshold " + format_number(quant::kLlmInt8Threshold) +
+                 "): " + std::to_string(quantized_bytes.quantized) + " bytes with their row scales, " +
+                 std::to_string(quantized_bytes.bf16) + " bytes in bfloat16");
     log.info("loading the model raised resident memory by " +
              std::to_string(peak_resident_bytes() - resident_before_load) + " bytes at its peak");
     // The adapter, or (full fine-tuning) a model folder transformers loads, in the trained fp32

@@ -29,11 +29,14 @@ std::vector<LinearShape> layer_linears(const model::DecoderConfig& c) {
 
 // Bytes per frozen parameter: fp32 as ftlaunch keeps base weights, or bitsandbytes' 4-bit layout
 // (two codes per byte, an fp32 absmax per 64-value block; nested: an 8-bit absmax per block plus
-// an fp32 scale per 256 absmax values).
-double base_bytes_per_parameter(BaseWeights w) {
+// an fp32 scale per 256 absmax values), or LLM.int8's (a code per byte and an fp32 scale per row,
+// rows counted as `hidden_size` long: exact for every linear but down_proj, whose longer rows it
+// overcounts by (intermediate / hidden - 1) x 4 bytes a row).
+double base_bytes_per_parameter(BaseWeights w, int64_t hidden_size) {
     switch (w) {
         case BaseWeights::kNf4: return 0.5 + 4.0 / 64;
         case BaseWeights::kNf4Nested: return 0.5 + 1.0 / 64 + 4.0 / (64 * 256);
+        case BaseWeights::kInt8: return 1.0 + 4.0 / static_cast<double>(hidden_size);
         case BaseWeights::kFloat32: break;
     }
     return 4.0;
@@ -129,14 +132,14 @@ RankMemory estimate_rank_memory(const EstimateInputs& in, bool on_gpu) {
     RankMemory m;
     const int64_t largest_part = std::max({p.embeddings, p.per_layer, p.head});
     if (in.lora) {
-        // 4-bit applies to the decoder layers' linear weights. The decoder's linears (4-bit, 16-bit
+        // 4-bit and 8-bit apply to the decoder layers' linear weights. The decoder's linears (4-bit, 8-bit, 16-bit
         // or fp32), an untied head (16-bit or fp32), and the embeddings and norms in the frozen
         // base's type, as train::model_types and model::quantize_model keep them.
         const int64_t layer_linears = in.model.num_layers * (p.per_layer - p.per_layer_norms);
         const int64_t head = in.model.tie_word_embeddings ? 0 : p.head - in.model.hidden_size;
         const double sixteen_or_32 = in.frozen_linears_16bit || in.frozen_base_16bit ? 2.0 : 4.0;
         const double linear_bytes =
-            in.base_weights == BaseWeights::kFloat32 ? sixteen_or_32 : base_bytes_per_parameter(in.base_weights);
+            in.base_weights == BaseWeights::kFloat32 ? sixteen_or_32 : base_bytes_per_parameter(in.base_weights, in.model.hidden_size);
         const double bytes = static_cast<double>(layer_linears) * linear_bytes + static_cast<double>(head) * sixteen_or_32 +
                              static_cast<double>(p.total - layer_linears - head) * (in.frozen_base_16bit ? 2.0 : 4.0);
         const bool partitioned = in.zero_stage == 3;
@@ -228,6 +231,7 @@ EstimateInputs estimate_inputs(const config::RunConfig& run, const model::Decode
     in.lora_target_modules = a.lora_target_modules;
     in.lora_dora = a.use_dora;
     if (a.use_4bit_quantization) in.base_weights = a.use_nested_quant ? BaseWeights::kNf4Nested : BaseWeights::kNf4;
+    if (a.use_8bit_quantization || model.llm_int8_threshold) in.base_weights = BaseWeights::kInt8;
     if (!model.bnb_4bit_compute_dtype.empty())  // a bitsandbytes 4-bit checkpoint, loaded as it is
         in.base_weights = model.bnb_4bit_nested ? BaseWeights::kNf4Nested : BaseWeights::kNf4;
     in.micro_batch = a.per_device_train_batch_size;

@@ -33,7 +33,7 @@ ParameterCounts count_parameters(const model::DecoderConfig& config);
 int64_t lora_parameters(const model::DecoderConfig& config, int64_t r, const std::string& target_modules,
                         bool targets_are_regex, bool use_dora = false);
 
-enum class BaseWeights { kFloat32, kNf4, kNf4Nested };
+enum class BaseWeights { kFloat32, kNf4, kNf4Nested, kInt8 };
 
 struct EstimateInputs {
     model::DecoderConfig model;

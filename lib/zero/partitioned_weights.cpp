@@ -146,6 +146,11 @@ PartitionedWeights::PartitionedWeights(model::CausalLM& model, dist::Comm* comm,
         std::vector<Slot> slots;
         for (auto& [path, norm] : l.norms()) slots.push_back({norm, {}});
         for (auto& [path, linear] : l.linears()) {
+            if (linear->int8)
+                fail(ErrorKind::kConfig, "model.layers." + std::to_string(i) + "." + path +
+                                             ": 8-bit (LLM.int8) weights under ZeRO stage 3: their per-row scales cannot be "
+                                             "partitioned with them; use ZeRO stage 0-2, or a 4-bit model with a 16-bit "
+                                             "--bnb_4bit_quant_storage_dtype");
             slots.push_back({&linear->weight, linear->four_bit ? linear->weight.scalar_type() : types.linears});
             slots.push_back({&linear->bias, types.linears});
         }

@@ -181,6 +181,14 @@ def main():
         check(row(saved, 3)["base_weights"] == row(quant, 3)["base_weights"],
               f"70B saved as nested 4-bit: base weights {row(saved, 3)['base_weights']} as with --use_4bit_quantization "
               f"({row(quant, 3)['base_weights']})")
+        eight = row(estimate(os.path.join(work, "llama2_70b"), stage=None, extra=("--use_8bit_quantization", "True")), 0)
+        head = embeddings  # untied, as large as the embeddings
+        linears = sixteen_bit["llama2_70b"] - head
+        expected = linears * (1 + 4 / config_70b["hidden_size"]) + 2 * head + 4 * (total - linears - head)
+        check(abs(eight["base_weights"] + eight["host"] - expected) <= 8,
+              f"70B, --use_8bit_quantization under bf16: base weights {eight['base_weights']} + {eight['host']} on the host = "
+              f"the linears' int8 codes and a fp32 scale per {config_70b['hidden_size']}-long row, lm_head in bf16, the "
+              f"rest in fp32 ({expected:.0f})")
         no_ckpt = estimate(os.path.join(work, "llama2_70b"), stage=2, extra=("--gradient_checkpointing", "False"))
         check(row(no_ckpt, 2)["activations"] > 5 * row(z2, 2)["activations"],
               "70B: without gradient checkpointing the activations grow several-fold")

@@ -114,7 +114,7 @@ def run_ftlaunch(model_dir, data_dir, out, batch, accumulation, extra=(), launch
 
 def reference_losses(model_dir, texts, batch, accumulation, fp16=False, load_kwargs=None, bf16=False, full=False, lr=2e-2,
                      weight_decay=0.01, decay_groups=True, make_optimizer=None, data_seed=None, rows=None, collate=None,
-                     lora_kwargs=None):
+                     lora_kwargs=None, train_mode=False):
     """load_kwargs: more from_pretrained arguments (test_qlora: a BitsAndBytesConfig). bf16: the
     model loaded in bf16 (PEFT keeps the adapters fp32), every forward under autocast(bfloat16).
     full: every weight trained, no PEFT. decay_groups: the Trainer's two parameter groups (no weight
@@ -123,7 +123,9 @@ def reference_losses(model_dir, texts, batch, accumulation, fp16=False, load_kwa
     data_seed: the batch order's seed (--data_seed), else SEED. rows: the training rows, if not the
     texts' ids; collate(micro-batch rows) -> the model's inputs (with labels), if not right padding
     (test_packing: TRL's packed rows and its padding-free collator). lora_kwargs: more LoraConfig
-    arguments (test_dora: use_dora)."""
+    arguments (test_dora: use_dora). train_mode: model.train(), as the Trainer sets it (test_int8:
+    bitsandbytes' 8-bit linears multiply otherwise in train mode; the other cases run in the mode
+    from_pretrained leaves, eval, which computes the same for them)."""
     tok = transformers.AutoTokenizer.from_pretrained(model_dir)
     tok.pad_token = tok.eos_token
     if rows is None:
@@ -144,6 +146,8 @@ def reference_losses(model_dir, texts, batch, accumulation, fp16=False, load_kwa
         model = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
                                                             target_modules="all-linear", task_type="CAUSAL_LM",
                                                             **(lora_kwargs or {})))
+    if train_mode:
+        model.train()
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
     decayed = set(transformers.Trainer.get_decay_parameter_names(None, model)) if decay_groups else {n for n, _ in named}

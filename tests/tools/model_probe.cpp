@@ -3,13 +3,17 @@
 //
 //   ftl_model_probe MODEL_DIR INPUTS OUTPUT [--dtype D] [--chunk_rows N] [--resize_to N --pad_to_multiple_of M]
 //                   [--adapter PEFT_ADAPTER_DIR] [--four_bit nf4|fp4 --nested 0|1 --storage D --compute D]
+//                   [--int8 THRESHOLD] [--train_mode 0|1]
 // INPUTS holds input_ids [B,T] and optionally attention_mask, position_ids, labels (int64), and a
 // tensor named "packed" (any content) to mark a packed batch. OUTPUT receives logits [B,T,V] fp32,
 // and with labels: loss [] fp32 and grad.<hf weight name> (fp32) for every weight. With --resize_to,
 // the embeddings are resized first (resize_token_embeddings) and also written as resized.<name>.
-// With --four_bit the decoder's linears are quantised after loading (QLoRA). With 4-bit linears
-// (quantised here or read from a bitsandbytes checkpoint) gradients are written for the adapter's
-// tensors (grad.<PEFT name>) only, the 4-bit base being frozen.
+// With --four_bit the decoder's linears are quantised after loading (QLoRA), with --int8 to 8-bit
+// (LLM.int8 at that outlier threshold). With quantised linears (quantised here or read from a
+// bitsandbytes checkpoint) gradients are written for the adapter's tensors (grad.<PEFT name>)
+// only, the base being frozen. --train_mode 1 runs the loss's forward as training does (an 8-bit
+// linear then multiplies dequantised on a CPU, as bitsandbytes' Linear8bitLt in train mode);
+// the logits always come from an evaluation forward.
 #include <cstdio>
 #include <optional>
 #include <string>
@@ -37,6 +41,8 @@ int main(int argc, char** argv) try {
     int64_t resize_to = 0, pad_to_multiple_of = 1;
     std::string adapter;
     std::optional<quant::FourBitConfig> four_bit;
+    std::optional<double> int8_threshold;
+    model::ForwardOptions loss_forward;
     auto four_bit_config = [&]() -> quant::FourBitConfig& {
         if (!four_bit) four_bit.emplace();
         return *four_bit;
@@ -52,13 +58,18 @@ int main(int argc, char** argv) try {
         else if (flag == "--nested") four_bit_config().nested = value == "1";
         else if (flag == "--storage") four_bit_config().storage_dtype = quant::parse_storage_dtype(value, flag);
         else if (flag == "--compute") four_bit_config().compute_dtype = model::parse_float_dtype(value, flag);
+        else if (flag == "--int8") int8_threshold = std::stod(value);
+        else if (flag == "--train_mode") loss_forward.training = value == "1";
         else fail(ErrorKind::kUsage, "unknown flag " + flag);
     }
     auto loaded = model::load_causal_lm(argv[1], load);
     model::CausalLM& lm = loaded.model;
     std::vector<std::pair<std::string, at::Tensor>> outputs;
     if (four_bit)
-        model::quantize_model(lm, quant::FourBitQuantizer(*four_bit, at::kCPU), lm.weights().final_norm.scalar_type(),
+        model::quantize_model(lm, model::four_bit_linears(quant::FourBitQuantizer(*four_bit, at::kCPU)),
+                              lm.weights().final_norm.scalar_type(), at::kCPU);
+    if (int8_threshold)
+        model::quantize_model(lm, model::int8_linears(*int8_threshold, at::kCPU), lm.weights().final_norm.scalar_type(),
                               at::kCPU);
     if (!adapter.empty()) peft::load_adapter(adapter, lm);
     if (resize_to > 0) {
@@ -83,9 +94,9 @@ int main(int argc, char** argv) try {
         outputs.emplace_back("logits", lm.logits(batch).to(at::kFloat).contiguous());
     }
     if (batch.labels.defined()) {
-        auto weights = model::has_four_bit_linears(lm) ? peft::adapter_parameters(lm) : lm.named_weights();
+        auto weights = model::has_quantized_linears(lm) ? peft::adapter_parameters(lm) : lm.named_weights();
         for (auto& [name, w] : weights) w.requires_grad_(true);
-        model::LossResult result = model::causal_lm_loss(lm, batch, loss_options);
+        model::LossResult result = model::causal_lm_loss(lm, batch, loss_options, loss_forward);
         result.loss.backward();
         outputs.emplace_back("loss", result.loss.detach().contiguous());
         for (auto& [name, w] : weights)

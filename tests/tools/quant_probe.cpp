@@ -11,7 +11,13 @@
 // 8-bit blockwise instead (blocksize 256, quant::EightBitBlockwise): X.signed_codes and
 // X.signed_absmax of X with the signed dynamic map, X.unsigned_codes and X.unsigned_absmax of |X|
 // with the unsigned one; plus dynamic_map and unsigned_dynamic_map.
+//
+//   ftl_quant_probe INPUTS OUTPUT --int8 THRESHOLD
+// LLM.int8 (quant/int8.h) of each 2-D X: X.codes, X.scales and X.dequantized as a weight
+// (quantize_int8: row-wise from float16, no threshold), and X.row_codes, X.row_absmax and
+// X.outlier_columns as an activation (quantize_rows_int8 of X in float16 at THRESHOLD).
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <tuple>
 
@@ -20,6 +26,7 @@
 #include "model/tensor_io.h"
 #include "quant/eight_bit.h"
 #include "quant/four_bit.h"
+#include "quant/int8.h"
 #include "util/error.h"
 
 using namespace ftl;
@@ -31,9 +38,11 @@ int main(int argc, char** argv) try {
     }
     quant::FourBitConfig config;
     bool eight_bit = false;
+    std::optional<double> int8_threshold;
     for (int i = 3; i + 1 < argc; i += 2) {
         const std::string flag = argv[i], value = argv[i + 1];
         if (flag == "--eight_bit") eight_bit = value == "1";
+        else if (flag == "--int8") int8_threshold = std::stod(value);
         else if (flag == "--type") config.type = quant::parse_quant_type(value, "--type");
         else if (flag == "--nested") config.nested = value == "1";
         else if (flag == "--storage") config.storage_dtype = quant::parse_storage_dtype(value, "--storage");
@@ -50,6 +59,17 @@ int main(int argc, char** argv) try {
     for (const io::TensorEntry& entry : inputs->header().tensors) {
         const std::string& name = entry.name;
         const at::Tensor weight = model::tensor_from_view(inputs->tensor(name));
+        if (int8_threshold) {
+            const quant::Int8Weight w = quant::quantize_int8(weight, *int8_threshold, at::kCPU);
+            outputs.emplace_back(name + ".codes", w.codes);
+            outputs.emplace_back(name + ".scales", w.state->scales);
+            outputs.emplace_back(name + ".dequantized", quant::dequantize_int8(w.codes, w.state->scales));
+            const quant::RowQuantized a = quant::quantize_rows_int8(weight.to(at::kHalf), *int8_threshold);
+            outputs.emplace_back(name + ".row_codes", a.codes);
+            outputs.emplace_back(name + ".row_absmax", a.absmax);
+            outputs.emplace_back(name + ".outlier_columns", a.outlier_columns);
+            continue;
+        }
         if (eight_bit) {
             const at::Tensor x = weight.to(at::kFloat);
             for (const auto& [prefix, code, values] : {std::tuple{"signed", &signed_code, x}, std::tuple{"unsigned", &unsigned_code, x.abs()}}) {

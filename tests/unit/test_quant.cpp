@@ -1,6 +1,7 @@
 // The 4-bit pieces on their own: code tables and decisions, packing, the zero block, dequantised
 // round trips within half a code step, the 4-bit linear's gradient against a dense linear, and the
-// checks on a saved 4-bit weight. Bit-for-bit agreement with bitsandbytes is tests/parity/test_quant.py.
+// checks on a saved 4-bit weight; LLM.int8's linear gradient and saved-weight checks. Bit-for-bit
+// agreement with bitsandbytes is tests/parity/test_quant.py and test_int8.py.
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include "quant/codes.h"
 #include "quant/eight_bit.h"
 #include "quant/four_bit.h"
+#include "quant/int8.h"
 #include "util/error.h"
 #include "catch.h"  // last: replaces c10's CHECK macro
 
@@ -93,6 +95,50 @@ TEST_CASE("a saved 4-bit weight whose sizes do not fit is refused, naming it", "
     saved["w"] = q.packed;
     CHECK(quant::read_saved_four_bit("w", lookup, at::kFloat, at::kCPU, "model.safetensors").has_value());
     CHECK_FALSE(quant::read_saved_four_bit("absent", lookup, at::kFloat, at::kCPU, "model.safetensors").has_value());
+}
+
+TEST_CASE("an 8-bit linear's input gradient is grad_y times the dequantised weight, both ways of multiplying", "[quant]") {
+    at::manual_seed(6);
+    const quant::Int8Weight q = quant::quantize_int8(at::randn({12, 64}), 6.0, at::kCPU);
+    const at::Tensor dense = q.codes.to(at::kFloat) * (q.state->scales * (1.0 / 127.0)).unsqueeze(1);
+    for (bool dequantized : {true, false}) {
+        at::Tensor x_values = at::randn({3, 5, 64});
+        x_values.select(2, 9).mul_(20.0);  // an outlier column for the int8 product
+        const at::Tensor x = x_values.clone().requires_grad_(true);
+        const at::Tensor x_dense = x_values.clone().requires_grad_(true);
+        const at::Tensor bias = at::randn({12});
+        const at::Tensor y = quant::linear_int8(x, q.codes, q.state, bias, dequantized);
+        const at::Tensor y_dense = at::linear(x_dense, dense, bias);
+        CHECK(y.sizes() == y_dense.sizes());
+        // The int8 product rounds the activations to 8 bits (outlier column aside): ~1% of |y|.
+        CHECK(at::allclose(y, y_dense, dequantized ? 1e-5 : 3e-2, dequantized ? 1e-5 : 0.5));
+        const at::Tensor grad = at::randn_like(y);
+        y.backward(grad);
+        y_dense.backward(grad);
+        CHECK(at::allclose(x.grad(), x_dense.grad(), 1e-5, 1e-6));
+    }
+}
+
+TEST_CASE("a saved 8-bit weight without its row scales, or in a GPU tile layout, is refused, naming it", "[quant]") {
+    const quant::Int8Weight q = quant::quantize_int8(at::randn({8, 16}), 6.0, at::kCPU);
+    std::map<std::string, at::Tensor> saved = {{"l.weight", q.codes}};
+    auto lookup = [&](const std::string& key) { return saved.count(key) ? saved.at(key) : at::Tensor(); };
+    FTL_REQUIRE_ERROR(quant::read_saved_int8("l.weight", lookup, 6.0, at::kCPU, "model.safetensors"), ErrorKind::kConfig,
+                      "model.safetensors: 8-bit weight 'l.weight'", "l.SCB");
+    saved["l.SCB"] = q.state->scales.narrow(0, 0, 5);
+    FTL_REQUIRE_ERROR(quant::read_saved_int8("l.weight", lookup, 6.0, at::kCPU, "model.safetensors"), ErrorKind::kConfig,
+                      "5 values for 8 rows");
+    saved["l.SCB"] = q.state->scales;
+    saved["l.weight_format"] = at::full({}, 1, at::kByte);
+    FTL_REQUIRE_ERROR(quant::read_saved_int8("l.weight", lookup, 6.0, at::kCPU, "model.safetensors"), ErrorKind::kConfig,
+                      "weight_format 1");
+    saved["l.weight_format"] = at::full({}, 0, at::kByte);
+    const auto back = quant::read_saved_int8("l.weight", lookup, 6.0, at::kCPU, "model.safetensors");
+    REQUIRE(back.has_value());
+    CHECK(at::equal(back->codes, q.codes));
+    CHECK(back->state->threshold == 6.0);
+    saved["f.weight"] = at::randn({8, 16});
+    CHECK_FALSE(quant::read_saved_int8("f.weight", lookup, 6.0, at::kCPU, "model.safetensors").has_value());
 }
 
 TEST_CASE("8-bit blockwise as ATen ops gives bitsandbytes' CPU quantizer's codes and absmax", "[quant]") {
