@@ -17,10 +17,11 @@
 namespace ftl::model {
 namespace {
 
-// The RMSNorm a forward runs: the Gemmas' own, else the fused kernel's entry or the composite
-// (--fused_kernels False).
+// The RMSNorm a forward runs: the Gemmas' or OLMo's own, else the fused kernel's entry or the
+// composite (--fused_kernels False).
 auto rms_norm_for(const DecoderConfig& config, const ForwardOptions& options) {
     if (config.unit_offset_norms) return unit_offset_rms_norm;
+    if (config.weight_in_fp32_norms) return weight_in_fp32_rms_norm;
     return options.fused_kernels ? rms_norm : rms_norm_reference;
 }
 
@@ -56,8 +57,9 @@ auto linears_of(Layer& l) -> std::vector<std::pair<std::string, decltype(&l.o_pr
 std::vector<std::pair<std::string, Linear*>> DecoderLayerWeights::linears() { return linears_of(*this); }
 
 std::vector<std::pair<std::string, at::Tensor*>> DecoderLayerWeights::norms() {
-    std::vector<std::pair<std::string, at::Tensor*>> out{{"input_layernorm.weight", &input_norm},
-                                                         {"post_attention_layernorm.weight", &post_attention_norm}};
+    std::vector<std::pair<std::string, at::Tensor*>> out;
+    if (input_norm.defined()) out.push_back({"input_layernorm.weight", &input_norm});
+    out.push_back({"post_attention_layernorm.weight", &post_attention_norm});
     if (pre_feedforward_norm.defined()) out.push_back({"pre_feedforward_layernorm.weight", &pre_feedforward_norm});
     if (post_feedforward_norm.defined()) out.push_back({"post_feedforward_layernorm.weight", &post_feedforward_norm});
     if (q_norm.defined()) out.push_back({"self_attn.q_norm.weight", &q_norm});
@@ -66,8 +68,8 @@ std::vector<std::pair<std::string, at::Tensor*>> DecoderLayerWeights::norms() {
 }
 
 std::vector<at::Tensor> DecoderLayerWeights::tensors() const {
-    std::vector<at::Tensor> out{input_norm, post_attention_norm};
-    for (const at::Tensor* norm : {&pre_feedforward_norm, &post_feedforward_norm, &q_norm, &k_norm})
+    std::vector<at::Tensor> out{post_attention_norm};
+    for (const at::Tensor* norm : {&input_norm, &pre_feedforward_norm, &post_feedforward_norm, &q_norm, &k_norm})
         if (norm->defined()) out.push_back(*norm);
     for (const auto& [path, linear] : linears_of(*this)) {
         out.push_back(linear->weight);
@@ -243,12 +245,16 @@ at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tenso
     const auto gated = config_.activation == GateActivation::kGeluTanh ? gelu_tanh_gated
                        : options.fused_kernels                         ? swiglu
                                                                        : swiglu_reference;
-    at::Tensor x = norm(hidden, l.input_norm, config_.rms_norm_eps);
+    // OLMo normalises only the blocks' outputs (no input norm).
+    at::Tensor x = l.input_norm.defined() ? norm(hidden, l.input_norm, config_.rms_norm_eps) : hidden;
     // [B, T, n*d] -> [B, T, n, d], the layout attention takes.
     auto split_heads = [&](const at::Tensor& t) { return t.view({rows, length, -1, d}); };
-    // Qwen3 and gemma3 normalise each head of q and k over head_dim before the rotation.
+    // Qwen3 and gemma3 normalise each head of q and k over head_dim before the rotation; OLMo the
+    // whole projection before it is split into heads.
     auto head_norm = [&](const at::Tensor& t, const at::Tensor& weight) {
-        return weight.defined() ? norm(t, weight, config_.rms_norm_eps) : t;
+        if (!weight.defined()) return split_heads(t);
+        if (config_.qk_norm_whole) return split_heads(norm(t, weight, config_.rms_norm_eps));
+        return norm(split_heads(t), weight, config_.rms_norm_eps);
     };
     // Undefined tables: a layer without rotation (smollm3's no_rope_layers).
     auto rotated = [&](const at::Tensor& t) { return rope.cos.defined() ? rotate(t, rope) : t; };
@@ -264,8 +270,8 @@ at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tenso
         k = apply_linear(l.k_proj, x, options);
         v = apply_linear(l.v_proj, x, options);
     }
-    q = rotated(head_norm(split_heads(q), l.q_norm));
-    k = rotated(head_norm(split_heads(k), l.k_norm));
+    q = rotated(head_norm(q, l.q_norm));
+    k = rotated(head_norm(k, l.k_norm));
     v = split_heads(v);
     if (cache) {  // the cache holds [B, n_kv, S, d]
         at::Tensor keys = k.transpose(1, 2), values = v.transpose(1, 2);
@@ -280,16 +286,17 @@ at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tenso
     }
     const double scale = config_.attention_multiplier.value_or(1.0 / std::sqrt(static_cast<double>(d)));
     const at::Tensor attn = causal_attention(q, k, v, attention, scale, config_.attn_logit_softcapping);
-    // granite scales each block's output before it joins the residual stream; gemma2 and gemma3
-    // normalise it (post_attention_norm, post_feedforward_norm).
+    // granite scales each block's output before it joins the residual stream; gemma2, gemma3 and
+    // OLMo normalise it (post_attention_norm, post_feedforward_norm).
     auto residual = [&](const at::Tensor& stream, const at::Tensor& block, const at::Tensor& output_norm) {
         if (output_norm.defined()) return stream + norm(block, output_norm, config_.rms_norm_eps);
         return config_.residual_multiplier == 1.0 ? stream + block : stream + block * config_.residual_multiplier;
     };
-    const bool sandwich = config_.sandwich_norms;
-    at::Tensor h = residual(hidden, apply_linear(l.o_proj, attn, options), sandwich ? l.post_attention_norm : at::Tensor());
+    const bool sandwich = config_.sandwich_norms, post_only = config_.post_norms;
+    at::Tensor h = residual(hidden, apply_linear(l.o_proj, attn, options),
+                            sandwich || post_only ? l.post_attention_norm : at::Tensor());
 
-    at::Tensor y = norm(h, sandwich ? l.pre_feedforward_norm : l.post_attention_norm, config_.rms_norm_eps);
+    at::Tensor y = post_only ? h : norm(h, sandwich ? l.pre_feedforward_norm : l.post_attention_norm, config_.rms_norm_eps);
     // gate before up, as LlamaMLP runs them (the order LoRA dropout draws its masks in); phi3's
     // one linear holds gate then up.
     at::Tensor mlp;

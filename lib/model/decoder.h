@@ -64,15 +64,17 @@ std::pair<int64_t, int64_t> linear_features(const Linear& linear);
 
 // Weights of one decoder layer.
 struct DecoderLayerWeights {
-    at::Tensor input_norm;                  // [H]
+    at::Tensor input_norm;                  // [H]; undefined with DecoderConfig::post_norms (OLMo)
     Linear q_proj, k_proj, v_proj, o_proj;  // [n_h*d, H], [n_kv*d, H] x2, [H, n_h*d]
     // phi3 (DecoderConfig::fused_projections): q, k, v from qkv_proj [n_h*d + 2*n_kv*d, H] and gate,
     // up from gate_up_proj [2I, H]; q_proj, k_proj, v_proj, gate_proj and up_proj stay empty.
     bool fused_projections = false;
     Linear qkv_proj, gate_up_proj;
-    at::Tensor q_norm, k_norm;              // [d] each (DecoderConfig::qk_norm), else undefined
+    // [d] each (DecoderConfig::qk_norm), [n_h*d] and [n_kv*d] with qk_norm_whole, else undefined.
+    at::Tensor q_norm, k_norm;
     at::Tensor post_attention_norm;         // [H]
-    // [H] each with DecoderConfig::sandwich_norms (gemma2, gemma3), else undefined.
+    // [H] each with DecoderConfig::sandwich_norms (gemma2, gemma3); post_feedforward_norm also
+    // with post_norms (OLMo); else undefined.
     at::Tensor pre_feedforward_norm, post_feedforward_norm;
     Linear gate_proj, up_proj, down_proj;   // [I, H], [I, H], [H, I]
 

@@ -28,7 +28,7 @@ LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& opti
     for (int64_t i = 0; i < config.num_layers; ++i) {
         const std::string p = "model.layers." + std::to_string(i) + ".";
         DecoderLayerWeights l;
-        l.input_norm = r.read(p + "input_layernorm.weight", {H});
+        l.input_norm = r.read_if(!config.post_norms, p + "input_layernorm.weight", {H});
         auto linear = [&](const std::string& path, int64_t out, int64_t in, bool bias) {
             WeightReader::LinearWeight saved =
                 r.read_linear(p + path + ".weight", {out, in}, four_bit_compute, options.linear_dtype, config.llm_int8_threshold);
@@ -44,11 +44,12 @@ LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& opti
             l.v_proj = linear("self_attn.v_proj", kv_out, H, config.qkv_bias);
         }
         l.o_proj = linear("self_attn.o_proj", H, q_out, config.o_bias);
-        l.q_norm = r.read_if(config.qk_norm, p + "self_attn.q_norm.weight", {d});
-        l.k_norm = r.read_if(config.qk_norm, p + "self_attn.k_norm.weight", {d});
+        l.q_norm = r.read_if(config.qk_norm, p + "self_attn.q_norm.weight", {config.qk_norm_whole ? q_out : d});
+        l.k_norm = r.read_if(config.qk_norm, p + "self_attn.k_norm.weight", {config.qk_norm_whole ? kv_out : d});
         l.post_attention_norm = r.read(p + "post_attention_layernorm.weight", {H});
         l.pre_feedforward_norm = r.read_if(config.sandwich_norms, p + "pre_feedforward_layernorm.weight", {H});
-        l.post_feedforward_norm = r.read_if(config.sandwich_norms, p + "post_feedforward_layernorm.weight", {H});
+        l.post_feedforward_norm =
+            r.read_if(config.sandwich_norms || config.post_norms, p + "post_feedforward_layernorm.weight", {H});
         if (config.fused_projections) {
             l.gate_up_proj = linear("mlp.gate_up_proj", 2 * I, H, config.mlp_bias);
         } else {

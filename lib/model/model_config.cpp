@@ -27,7 +27,13 @@ namespace {
 struct RopeRules {
     bool partial_allowed = false;
     std::optional<int64_t> original_default;
+    // One of several per-layer-type objects: transformers reads yarn's `truncate` from the outer
+    // rope_parameters only, so a per-type one is never seen (and it stays true).
+    bool layer_typed = false;
 };
+
+// YaRN's default attention scale term (transformers' get_mscale).
+double yarn_mscale(double scale, double mscale) { return scale <= 1.0 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0; }
 
 int64_t original_context(const ConfigReader& r, const ConfigReader& top, int64_t max_positions, const RopeRules& rules) {
     if (top.has("original_max_position_embeddings")) return top.integer("original_max_position_embeddings");
@@ -84,9 +90,24 @@ RopeConfig parse_rope_object(const json& params, const ConfigReader& top, const 
             r.number("attention_factor", rope.factor <= 1.0 ? 1.0
                                                              : std::sqrt(1.0 + std::log(rope.factor) /
                                                                                    std::log(static_cast<double>(original))));
+    } else if (type == "yarn") {
+        rope.type = RopeType::kYarn;
+        const int64_t original = original_context(r, top, max_positions, rules);
+        rope.original_max_position_embeddings = original;
+        if (!params.contains("factor")) r.bad("factor", "is required for rope_type yarn (null: max_position_embeddings / original)");
+        rope.factor = r.number("factor", static_cast<double>(max_positions) / static_cast<double>(original));
+        if (rope.factor < 1.0) r.bad("factor", "must be a number >= 1 for rope_type yarn");
+        const double mscale = r.number("mscale", 0.0), mscale_all_dim = r.number("mscale_all_dim", 0.0);
+        rope.attention_factor = r.number("attention_factor", mscale != 0.0 && mscale_all_dim != 0.0
+                                                                 ? yarn_mscale(rope.factor, mscale) / yarn_mscale(rope.factor, mscale_all_dim)
+                                                                 : yarn_mscale(rope.factor, 1.0));
+        // transformers takes `or 32` / `or 1`: a 0 is the default too.
+        rope.beta_fast = r.number("beta_fast", 0.0) != 0.0 ? r.number("beta_fast", 0.0) : 32.0;
+        rope.beta_slow = r.number("beta_slow", 0.0) != 0.0 ? r.number("beta_slow", 0.0) : 1.0;
+        rope.truncate = rules.layer_typed || r.boolean("truncate", true);
     } else {
         r.bad(params.contains("rope_type") ? "rope_type" : "type",
-              "must be one of default, linear, dynamic, llama3, longrope (others are not supported for these models)");
+              "must be one of default, linear, dynamic, llama3, longrope, yarn (others are not supported for these models)");
     }
     return rope;
 }
@@ -100,26 +121,32 @@ RopeConfig parse_rope(const json& config, const ConfigReader& top, int64_t max_p
     return parse_rope_object(json::object(), top, "rope_parameters", 10000.0, max_positions, source, rules);
 }
 
-// gemma3's two rotations: {full_attention, sliding_attention} objects in rope_parameters
-// (transformers 5), or the older rope_theta (full, default 1e6), rope_local_base_freq (sliding,
-// default 1e4) and rope_scaling (full only), as Gemma3TextConfig converts them.
-std::pair<RopeConfig, RopeConfig> parse_gemma3_rope(const json& config, const ConfigReader& top, int64_t max_positions,
-                                                    const std::string& source) {
+// The two rotations of gemma3 and olmo3: {full_attention, sliding_attention} objects in
+// rope_parameters (transformers 5), or the older rope_theta (full, default `full_theta`),
+// `sliding_theta_key` (sliding, default `sliding_theta`) and rope_scaling (full only), as
+// Gemma3TextConfig and Olmo3Config convert them.
+std::pair<RopeConfig, RopeConfig> parse_layer_type_ropes(const json& config, const ConfigReader& top, int64_t max_positions,
+                                                         const std::string& source, const std::string& model_type,
+                                                         double full_theta, double sliding_theta,
+                                                         const char* sliding_theta_key) {
     if (top.has("rope_parameters")) {
         const json& params = config.at("rope_parameters");
         if (!params.is_object() || params.contains("rope_type") || params.contains("rope_theta"))
-            top.bad("rope_parameters", "must hold one object per layer type (full_attention, sliding_attention) for gemma3_text");
+            top.bad("rope_parameters",
+                    "must hold one object per layer type (full_attention, sliding_attention) for " + model_type);
         const ConfigReader r(params, source + ": rope_parameters");
         auto layer_type = [&](const char* type, double default_theta) {
+            RopeRules rules;
+            rules.layer_typed = true;
             return parse_rope_object(r.has(type) ? params.at(type) : json::object(), r, type, default_theta, max_positions,
-                                     source + ": rope_parameters");
+                                     source + ": rope_parameters", rules);
         };
-        return {layer_type("full_attention", 1e6), layer_type("sliding_attention", 1e4)};
+        return {layer_type("full_attention", full_theta), layer_type("sliding_attention", sliding_theta)};
     }
     RopeConfig full = parse_rope_object(top.has("rope_scaling") ? config.at("rope_scaling") : json::object(), top,
-                                        "rope_scaling", 1e6, max_positions, source);
+                                        "rope_scaling", full_theta, max_positions, source);
     RopeConfig sliding;
-    sliding.theta = top.number("rope_local_base_freq", 1e4);
+    sliding.theta = top.number(sliding_theta_key, sliding_theta);
     return {full, sliding};
 }
 
@@ -127,7 +154,8 @@ std::pair<RopeConfig, RopeConfig> parse_gemma3_rope(const json& config, const Co
 
 const std::vector<std::string>& supported_model_types() {
     static const std::vector<std::string> types{"llama",   "mistral", "qwen2", "qwen3",      "granite",
-                                                "smollm3", "gemma",   "gemma2", "gemma3_text", "phi3"};
+                                                "smollm3", "gemma",   "gemma2", "gemma3_text", "phi3",
+                                                "olmo2",   "olmo3"};
     return types;
 }
 
@@ -262,7 +290,8 @@ void read_gemma(const json& config, const ConfigReader& r, DecoderConfig& c, con
     if (!gemma3) c.attn_logit_softcapping = cap("attn_logit_softcapping", 50.0);
     if (gemma3) {
         c.qk_norm = true;  // per head, as qwen3's (with the Gemma norm)
-        auto [full, sliding] = parse_gemma3_rope(config, r, c.max_position_embeddings, source);
+        auto [full, sliding] =
+            parse_layer_type_ropes(config, r, c.max_position_embeddings, source, c.model_type, 1e6, 1e4, "rope_local_base_freq");
         c.rope = full;
         c.sliding_rope = sliding;
     } else {
@@ -306,6 +335,36 @@ void read_phi3(const json& config, const ConfigReader& r, DecoderConfig& c, cons
         c.layer_window.assign(static_cast<size_t>(c.num_layers), r.integer("sliding_window"));
 }
 
+// olmo2, olmo3 (OLMo 2, OLMo 3), with Olmo2Config's and Olmo3Config's defaults: the Llama decoder
+// with post_norms, whole-projection q/k norms and Olmo2RMSNorm's rounding; biases with
+// attention_bias. olmo3 adds windows (sliding_window, default 4096) on the layers layer_types
+// calls sliding_attention (without it three of every four), which rotate with their own rope.
+void read_olmo(const json& config, const ConfigReader& r, DecoderConfig& c, const std::string& source) {
+    const std::string act = r.text("hidden_act", "silu");
+    if (act != "silu") r.bad("hidden_act", "must be silu for " + c.model_type);
+    c.qkv_bias = c.o_bias = r.boolean("attention_bias", false);
+    c.post_norms = c.qk_norm = c.qk_norm_whole = c.weight_in_fp32_norms = true;
+    if (c.model_type == "olmo2") {
+        c.rope = parse_rope(config, r, c.max_position_embeddings, source);
+        return;
+    }
+    auto [full, sliding] =
+        parse_layer_type_ropes(config, r, c.max_position_embeddings, source, c.model_type, 1e4, 1e4, "rope_theta");
+    c.rope = full;
+    c.sliding_rope = sliding;
+    // Olmo3's sliding layers rotate with their own rope whether or not they have a window, so a
+    // window is needed to tell them apart here.
+    if (config.contains("sliding_window") && !r.has("sliding_window"))
+        r.bad("sliding_window", "must be a number for olmo3: its sliding_attention layers rotate with their own rope");
+    const int64_t window = r.integer("sliding_window", 4096, 1);
+    if (r.has("layer_types")) {
+        read_layer_types(config, r, c, window);
+    } else {
+        for (int64_t i = 0; i < c.num_layers; ++i)
+            if ((i + 1) % 4 != 0) c.layer_window[static_cast<size_t>(i)] = window;
+    }
+}
+
 DecoderConfig parse_checked(const std::string& json_text, const std::string& source) {
     json config = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
     if (config.is_discarded() || !config.is_object())
@@ -321,7 +380,7 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
                                                           : std::string()));
     const bool qwen2 = c.model_type == "qwen2", qwen3 = c.model_type == "qwen3", mistral = c.model_type == "mistral";
     const bool smollm3 = c.model_type == "smollm3", gemma = starts_with(c.model_type, "gemma");
-    const bool phi3 = c.model_type == "phi3";
+    const bool phi3 = c.model_type == "phi3", olmo = starts_with(c.model_type, "olmo");
 
     c.vocab_size = r.integer("vocab_size");
     c.hidden_size = r.integer("hidden_size");
@@ -339,7 +398,7 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
         c.head_dim = c.hidden_size / c.num_heads;
     }
     if (c.head_dim % 2 != 0) r.bad("head_dim", "must be even for rotary embeddings");
-    c.rms_norm_eps = r.number("rms_norm_eps", phi3 ? 1e-5 : 1e-6);
+    c.rms_norm_eps = r.number("rms_norm_eps", phi3 || olmo ? 1e-5 : 1e-6);
     c.max_position_embeddings =
         r.integer("max_position_embeddings", qwen2 || qwen3 || smollm3                   ? 32768
                                              : mistral || c.model_type == "gemma3_text" ? 131072
@@ -351,6 +410,7 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
     c.layer_window.assign(static_cast<size_t>(c.num_layers), std::nullopt);
     if (gemma) read_gemma(config, r, c, source);
     else if (phi3) read_phi3(config, r, c, source);
+    else if (olmo) read_olmo(config, r, c, source);
     else read_llama_family(config, r, c, source);
     // Rotated in halves: an even number of dims (gemma3's sliding rotation is never partial).
     const int64_t rotated = c.rotary_dim();

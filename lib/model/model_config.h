@@ -14,22 +14,30 @@
 
 namespace ftl::model {
 
-enum class RopeType { kDefault, kLinear, kDynamic, kLlama3, kLongrope };
+enum class RopeType { kDefault, kLinear, kDynamic, kLlama3, kLongrope, kYarn };
 
 struct RopeConfig {
     RopeType type = RopeType::kDefault;
     double theta = 10000.0;
-    double factor = 1.0;                       // linear, dynamic, llama3, longrope
+    double factor = 1.0;                       // linear, dynamic, llama3, longrope, yarn
     double low_freq_factor = 1.0;              // llama3
     double high_freq_factor = 4.0;             // llama3
-    int64_t original_max_position_embeddings = 0;  // llama3, longrope (defaults to max_position_embeddings)
+    int64_t original_max_position_embeddings = 0;  // llama3, longrope, yarn (defaults to max_position_embeddings)
     double partial_rotary_factor = 1.0;        // phi3: the share of head_dim that is rotated
     // longrope (Phi-3.5, Phi-4-mini; HF _compute_longrope_parameters): one divisor per frequency,
     // the short ones while a batch's positions stay within original_max_position_embeddings, the
     // long ones past it; cos and sin are multiplied by attention_factor (default
     // sqrt(1 + ln(factor) / ln(original)), factor max_position_embeddings / original).
     std::vector<double> short_factor, long_factor;
+    // longrope and yarn: cos and sin are multiplied by it.
     double attention_factor = 1.0;
+    // yarn (YaRN, Peng et al. 2023; HF _compute_yarn_parameters): frequencies blended from the
+    // original ("extrapolation") and the factor-divided ones ("interpolation") over a linear ramp
+    // between the dims where the original context turns beta_fast and beta_slow times (floored /
+    // ceiled when `truncate`); attention_factor defaults to 0.1 ln(factor) + 1 (or DeepSeek's
+    // ratio of two such terms with mscale / mscale_all_dim).
+    double beta_fast = 32.0, beta_slow = 1.0;
+    bool truncate = true;
 };
 
 // The MLP's gate activation: silu (the Llama family) or GELU's tanh approximation (the Gemmas'
@@ -82,6 +90,18 @@ struct DecoderConfig {
     bool unit_offset_norms = false;
     bool embeddings_scaled = false;
     bool sandwich_norms = false;
+    // OLMo 2 and 3's changes (olmo2, olmo3):
+    //  - post_norms: no input norm and no pre-feedforward norm; attention's and the MLP's outputs
+    //    are normalised (post_attention_layernorm, post_feedforward_layernorm) before they join
+    //    the residual stream;
+    //  - qk_norm_whole (with qk_norm): q_norm and k_norm normalise the whole projections
+    //    ([n_h*d], [n_kv*d]) before they are split into heads (qwen3's normalise each head);
+    //  - weight_in_fp32_norms: RMSNorm multiplies its weight with the fp32 normalised x and rounds
+    //    once (Olmo2RMSNorm; Llama's rounds the normalised x first); olmo3's sliding layers rotate
+    //    with sliding_rope.
+    bool post_norms = false;
+    bool qk_norm_whole = false;
+    bool weight_in_fp32_norms = false;
     std::optional<double> attn_logit_softcapping;
     std::optional<double> final_logit_softcapping;
     std::optional<RopeConfig> sliding_rope;

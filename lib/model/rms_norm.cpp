@@ -21,6 +21,12 @@ at::Tensor unit_offset_rms_norm(const at::Tensor& x, const at::Tensor& weight, d
     return (normed * (weight.to(at::kFloat) + 1.0)).to(x.scalar_type());
 }
 
+at::Tensor weight_in_fp32_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+    at::Tensor x32 = x.to(at::kFloat);
+    at::Tensor normed = x32 * at::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps);
+    return (weight * normed).to(x.scalar_type());
+}
+
 #ifdef FTL_WITH_CUDA
 namespace {
 

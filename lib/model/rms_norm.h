@@ -22,4 +22,9 @@ at::Tensor rms_norm_reference(const at::Tensor& x, const at::Tensor& weight, dou
 // [..., H] in x's type. A composite of ATen ops on every device (no fused kernel yet).
 at::Tensor unit_offset_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 
+// OLMo 2 and 3's RMSNorm (Olmo2RMSNorm): y = (weight * (x / sqrt(mean(x^2) + eps))) with the
+// normalised x in fp32 and the product cast to x's type once. x [..., H], weight [H] -> [..., H]
+// in x's type. A composite of ATen ops on every device (no fused kernel yet).
+at::Tensor weight_in_fp32_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+
 }  // namespace ftl::model

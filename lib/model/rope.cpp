@@ -36,6 +36,29 @@ at::Tensor rope_inverse_frequencies(const DecoderConfig& config, const RopeConfi
         inv_freq = 1.0 / (ext * at::pow(at::scalar_tensor(base, options), exponents));
     }
     if (rope.type == RopeType::kLinear) inv_freq = inv_freq / rope.factor;
+    if (rope.type == RopeType::kYarn) {
+        // HF _compute_yarn_parameters, op for op: the original frequencies kept where the original
+        // context turns more than beta_fast times, divided by factor where it turns less than
+        // beta_slow times, blended linearly between.
+        const at::Tensor pos_freqs = at::pow(at::scalar_tensor(base, options), exponents);
+        const at::Tensor extrapolation = 1.0 / pos_freqs;
+        const at::Tensor interpolation = 1.0 / (rope.factor * pos_freqs);
+        const double original = static_cast<double>(rope.original_max_position_embeddings);
+        auto correction_dim = [&](double rotations) {
+            return (static_cast<double>(dim) * std::log(original / (rotations * 2 * M_PI))) / (2 * std::log(base));
+        };
+        double low = correction_dim(rope.beta_fast), high = correction_dim(rope.beta_slow);
+        if (rope.truncate) {
+            low = std::floor(low);
+            high = std::ceil(high);
+        }
+        low = std::max(low, 0.0);
+        high = std::min(high, static_cast<double>(dim - 1));
+        if (low == high) high += 0.001;  // transformers' guard against a zero-width ramp
+        const at::Tensor ramp = at::clamp((at::arange(dim / 2, options) - low) / (high - low), 0, 1);
+        const at::Tensor extrapolated_share = 1 - ramp;
+        inv_freq = interpolation * (1 - extrapolated_share) + extrapolation * extrapolated_share;
+    }
     if (rope.type == RopeType::kLlama3) {
         // Llama 3.1: long wavelengths divided by factor, short kept, the band between smoothly
         // interpolated (HF _compute_llama3_parameters).
@@ -64,7 +87,7 @@ RopeTables rope_tables(const DecoderConfig& config, const RopeConfig& rope, cons
                                    position_ids.to(at::kFloat).unsqueeze(1))
                             .transpose(1, 2);
     at::Tensor emb = at::cat({angles, angles}, -1);
-    if (rope.type == RopeType::kLongrope)  // scaled in fp32 before the cast, as HF's forward does
+    if (rope.type == RopeType::kLongrope || rope.type == RopeType::kYarn)  // scaled in fp32 before the cast, as HF's forward does
         return {(emb.cos() * rope.attention_factor).to(dtype), (emb.sin() * rope.attention_factor).to(dtype)};
     return {emb.cos().to(dtype), emb.sin().to(dtype)};
 }

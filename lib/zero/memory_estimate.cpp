@@ -63,12 +63,13 @@ double layer_activation_bytes(const EstimateInputs& in, bool on_gpu) {
     const double mlp = static_cast<double>(in.model.intermediate_size);
     const double head_norm_inputs =
         in.model.qk_norm ? static_cast<double>(in.model.num_heads * in.model.head_dim) + kv : 0.0;
-    // The Gemmas' norms and gated GELU run as composites (no fused kernels): the composite's figure,
-    // with gemma2 and gemma3's sandwich norms keeping 3 more tensors of width h.
-    const bool fused = in.fused_kernels && !in.model.unit_offset_norms;
+    // The Gemmas' and OLMo's norms and gated GELU run as composites (no fused kernels): the
+    // composite's figure, with gemma2 and gemma3's sandwich norms keeping 3 more tensors of width h,
+    // OLMo's post norms 2.
+    const bool fused = in.fused_kernels && !in.model.unit_offset_norms && !in.model.weight_in_fp32_norms;
     if (on_gpu && fused && in.activation_bytes == 2 && in.frozen_base_16bit)
         return s * b * ((5.0 * h + 2.0 * kv + 3.0 * mlp + head_norm_inputs) * 2.0 + 4.0 * a);
-    const double sandwich = in.model.sandwich_norms ? 3.0 * h : 0.0;
+    const double sandwich = in.model.sandwich_norms ? 3.0 * h : in.model.post_norms ? 2.0 * h : 0.0;
     const double kept_tensors =
         s * b * (7.0 * h + sandwich + 3.0 * kv + 4.0 * mlp + head_norm_inputs) * in.activation_bytes;
     // gemma2's capped attention keeps no attention matrix, only an fp32 log-sum-exp per head
@@ -84,8 +85,12 @@ ParameterCounts count_parameters(const model::DecoderConfig& c) {
     ParameterCounts p;
     p.embeddings = c.vocab_size * c.hidden_size;
     int64_t largest = p.embeddings;
-    // qwen3 and gemma3 add q/k norms over head_dim, gemma2 and gemma3 two feed-forward norms.
-    p.per_layer_norms = (c.sandwich_norms ? 4 : 2) * c.hidden_size + (c.qk_norm ? 2 * c.head_dim : 0);
+    // qwen3 and gemma3 add q/k norms over head_dim, OLMo over the whole projections (and has no
+    // input norm but a feed-forward one); gemma2 and gemma3 two feed-forward norms.
+    const int64_t qk_norms = !c.qk_norm         ? 0
+                             : c.qk_norm_whole ? (c.num_heads + c.num_kv_heads) * c.head_dim
+                                               : 2 * c.head_dim;
+    p.per_layer_norms = (c.sandwich_norms ? 4 : 2) * c.hidden_size + qk_norms;
     p.per_layer = p.per_layer_norms;
     for (const LinearShape& l : layer_linears(c)) {
         int64_t n = l.in * l.out;

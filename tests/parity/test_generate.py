@@ -56,7 +56,8 @@ def make_llama(folder, model_type="llama", **extra):
 # Families whose cached decoding crosses what differs from Llama's: windows of 3 tokens (prompts
 # and their 6 new tokens are longer), gemma2's capped scores and logits, gemma3's two rotations,
 # phi3's fused projections, partial rotation and longrope switching from its short factors to its
-# long ones past position 8, in the middle of some prompts and of some generations.
+# long ones past position 8, in the middle of some prompts and of some generations; olmo3's post
+# norms and whole-projection q/k norms with a window and two rotations.
 FAMILIES = {
     "gemma2": dict(head_dim=16, sliding_window=3, attn_logit_softcapping=2.0, final_logit_softcapping=3.0),
     "gemma3_text": dict(head_dim=16, sliding_window=3, layer_types=["sliding_attention", "full_attention"],
@@ -66,6 +67,9 @@ FAMILIES = {
                  rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
                                   "short_factor": [1.0, 1.5, 2.0, 3.0, 5.0, 8.0],
                                   "long_factor": [2.0, 3.0, 5.0, 9.0, 17.0, 33.0]}),
+    "olmo3": dict(sliding_window=3, layer_types=["sliding_attention", "full_attention"], pad_token_id=2,
+                  rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 5e5},
+                                   "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}),
 }
 
 

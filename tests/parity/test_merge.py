@@ -11,7 +11,7 @@
   chat vocab     a chatml run under ZeRO-3 on 2 ranks (vocabulary resized for the chat tokens) saves
                  embed_tokens and lm_head in its adapter as PEFT does (gathered from the partitions);
                  its merge equals PEFT's merge of the resized base with that adapter (1e-5)
-  families       gemma2 and phi3 (fused qkv_proj / gate_up_proj) LoRA runs merged: every tensor and the
+  families       gemma2, phi3 (fused qkv_proj / gate_up_proj) and olmo3 LoRA runs merged: every tensor and the
                  logits within 1e-5 of PEFT's merge_and_unload()
   bad merges     the adapter folder as --output_dir, an adapter of another base model: exit 2 naming
                  the problem, nothing written
@@ -120,8 +120,8 @@ def main():
         worst, problems = state_diff(ours_bf16.state_dict(), expected)
         check(not problems and worst == 0, f"bf16 merge equals PEFT's fp32 merge cast to bf16 exactly ({worst:.1e})")
 
-        # ---- the other families: gemma2's norms and caps, phi3's fused qkv_proj / gate_up_proj ----
-        for family, linears in (("gemma2", 14), ("phi3", 8)):
+        # ---- the other families: gemma2's norms and caps, phi3's fused qkv_proj / gate_up_proj, olmo3's norms ----
+        for family, linears in (("gemma2", 14), ("phi3", 8), ("olmo3", 14)):
             family_dir, family_out = os.path.join(work, family), os.path.join(work, f"{family}_lora")
             family_cmd = args_for(family_dir, data_dir, family_out, steps=4)
             family_merged = os.path.join(work, f"{family}_merged")

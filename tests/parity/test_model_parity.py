@@ -1,5 +1,5 @@
-"""ftlaunch's Llama-family decoder (llama, mistral, qwen2, qwen3, granite, smollm3, phi3) and the Gemmas (gemma,
-gemma2, gemma3_text) against transformers, on tiny random models made here.
+"""ftlaunch's Llama-family decoder (llama, mistral, qwen2, qwen3, granite, smollm3, phi3, olmo2, olmo3) and the
+Gemmas (gemma, gemma2, gemma3_text) against transformers, on tiny random models made here.
 
 Each case builds a 2-layer model (hidden 64, GQA) with transformers, saves it with save_pretrained,
 runs the same batch through transformers and through ftl_model_probe, and checks:
@@ -51,6 +51,15 @@ CASES = {
     "llama_dynamic_rope": tiny_config("llama", max_position_embeddings=8,
                                       rope_parameters={"rope_type": "dynamic", "rope_theta": 10000.0,
                                                        "factor": 2.0}),
+    # YaRN: a context of 32 stretched 4x, base 100 so that the blend's ramp spans dims 0..3 of 8;
+    # then DeepSeek's mscale ratio, beta_fast 16 and no truncation (gpt-oss's setting).
+    "llama_yarn": tiny_config("llama", max_position_embeddings=128,
+                              rope_parameters={"rope_type": "yarn", "rope_theta": 100.0, "factor": 4.0,
+                                               "original_max_position_embeddings": 32}),
+    "qwen3_yarn_mscale": tiny_config("qwen3", head_dim=24, max_position_embeddings=128,
+                                     rope_parameters={"rope_type": "yarn", "rope_theta": 1000.0, "factor": 8.0,
+                                                      "original_max_position_embeddings": 16, "mscale": 1.0,
+                                                      "mscale_all_dim": 0.5, "beta_fast": 16, "truncate": False}),
     "mistral_window": tiny_config("mistral", sliding_window=5),
     "qwen2_tied": tiny_config("qwen2", tie_word_embeddings=True),
     "qwen2_window": tiny_config("qwen2", use_sliding_window=True, sliding_window=4, max_window_layers=1),
@@ -89,6 +98,14 @@ CASES = {
         "phi3", sliding_window=5, original_max_position_embeddings=8, pad_token_id=0,
         rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
                          "short_factor": [1.0, 1.5, 2.0, 3.0, 5.0, 8.0], "long_factor": [2.0, 3.0, 5.0, 9.0, 17.0, 33.0]}),
+    # OLMo 2: post norms only, q/k norms over the whole projections, Olmo2RMSNorm's rounding (no
+    # attention_bias: with it these models' q/k norm gradients nearly cancel, to 1e-5 of their
+    # parts, and transformers' own fp32 gradients are 1e-4 from fp64); OLMo 3: windows on three of
+    # every four layers (here the first of two), the sliding layers rotating with a base of their own.
+    "olmo2": tiny_config("olmo2", pad_token_id=0),
+    "olmo3": tiny_config("olmo3", sliding_window=4, pad_token_id=0,
+                         rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 500000.0},
+                                          "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}),
 }
 # Gemma 2 has no SDPA path in transformers (SDPA takes no score cap): its eager attention.
 ATTENTION = {"gemma2": "eager"}
@@ -240,7 +257,8 @@ def main():
             model = make_model(name, config, folder)
             compare_fp32(name, model, folder, work)
             compare_packed(name, model, folder, work)
-            if name in ("llama", "qwen2_tied", "qwen3", "granite", "smollm3", "gemma2", "gemma3_text", "phi3_longrope_window"):
+            if name in ("llama", "qwen2_tied", "qwen3", "granite", "smollm3", "gemma2", "gemma3_text", "phi3_longrope_window",
+                        "olmo3"):
                 compare_half(name, folder, work, torch.bfloat16)
                 compare_half(name, folder, work, torch.float16)
                 compare_resize(name, model, folder, work)

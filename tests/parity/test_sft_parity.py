@@ -12,9 +12,10 @@ ftlaunch's documented batch order (torch.randperm with generator seed + epoch).
 
 Checks:
   per-step loss       |ours - ref| / ref <= 1e-4 for all 20 steps
-  gemma2, phi3        the same run on a gemma2 of the same size (sandwich norms, windows, caps
-                      small enough to bend its scores and logits) and on a phi3 (LoRA on its fused
-                      qkv_proj and gate_up_proj, partial rotation): per-step loss 1e-4; phi3 with
+  gemma2, phi3, olmo3 the same run on a gemma2 of the same size (sandwich norms, windows, caps
+                      small enough to bend its scores and logits), on a phi3 (LoRA on its fused
+                      qkv_proj and gate_up_proj, partial rotation) and on an olmo3 (post norms,
+                      whole-projection q/k norms, a window): per-step loss 1e-4; phi3 with
                       train.py's default target list adapts what PEFT adapts (o_proj, down_proj)
   adapter             PeftModel.from_pretrained(output_dir) logits == ftlaunch's with the same
                       adapter, max abs diff <= 1e-5; adapter weights equal to the reference's (1e-4)
@@ -82,6 +83,12 @@ def make_inputs(work):
                final_logit_softcapping=0.5, **ids)
     tiny_model("phi3", "phi3", rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
                **ids)
+    # An olmo3: post norms, whole-projection q/k norms, windows of 16 tokens (rows reach 106) on both
+    # layers, rotated with a base of their own. (With windows of 8 this run is chaotic: transformers'
+    # own eager and SDPA attention end 6e-3 apart; with 16, 1.4e-5.)
+    tiny_model("olmo3", "olmo3", sliding_window=16,
+               rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 500000.0},
+                                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}, **ids)
     data_dir = os.path.join(work, "data")
     os.makedirs(data_dir)
     frags = tokenizers_case.FRAGMENTS
@@ -265,7 +272,7 @@ def main():
         print(f"     losses ftlaunch {ours[0]:.5f} -> {ours[-1]:.5f}; transformers+peft {ref[0]:.5f} -> {ref[-1]:.5f}")
         compare_curves(ours, ref, 1e-4, "20 steps against transformers+peft")
         check(ours[-1] < ours[0], f"the loss falls ({ours[0]:.4f} -> {ours[-1]:.4f})")
-        for family in ("gemma2", "phi3"):
+        for family in ("gemma2", "phi3", "olmo3"):
             family_dir = os.path.join(work, family)
             family_ours, _ = run_ftlaunch(family_dir, data_dir, os.path.join(work, f"run_{family}"), 2, 2)
             family_ref, _ = reference_losses(family_dir, texts, 2, 2)

@@ -32,8 +32,9 @@ ranks, with and without accumulation. Checks:
                --torch_dtype bfloat16 (1e-6)
   qwen3        a qwen3 of the same shape (per-head q/k norms, randomised): LoRA on one rank ==
                transformers + PEFT (1e-4); ZeRO-3 on 4 ranks with every tensor partitioned == one
-               rank (1e-5); the same for a gemma3 (q/k norms and four (1 + w) norms a layer) and a
-               phi3 (its fused qkv_proj and gate_up_proj partitioned and gathered)
+               rank (1e-5); the same for a gemma3 (q/k norms and four (1 + w) norms a layer), a
+               phi3 (its fused qkv_proj and gate_up_proj partitioned and gathered) and an olmo2
+               (no input norms; q/k norms over the whole projections)
   persistence  with DeepSpeed's default stage3_param_persistence_threshold (1e5 elements) the
                tensors below it stay whole on every rank: each rank reports exactly their fp32 bytes
   resume       a stage-2 run on 4 ranks saves checkpoint-10; resumed on 2 ranks under stage 1
@@ -283,6 +284,16 @@ def phi3_of(llama):
         bos_token_id=llama.bos_token_id, eos_token_id=llama.eos_token_id, pad_token_id=llama.pad_token_id)
 
 
+def olmo2_of(llama):
+    """An olmo2 of the tiny llama's shape: no input norms, post norms, q/k norms over whole projections."""
+    import transformers
+    return transformers.Olmo2Config(
+        vocab_size=llama.vocab_size, hidden_size=llama.hidden_size, intermediate_size=llama.intermediate_size,
+        num_hidden_layers=llama.num_hidden_layers, num_attention_heads=llama.num_attention_heads,
+        num_key_value_heads=llama.num_key_value_heads, max_position_embeddings=llama.max_position_embeddings,
+        bos_token_id=llama.bos_token_id, eos_token_id=llama.eos_token_id, pad_token_id=llama.pad_token_id)
+
+
 def check_norm_family(work, small_model_dir, data_dir, texts, single, name, make_config):
     """A model of the tiny model's shape with tensors of its own (qwen3's q/k norms; gemma3's too, and
     its feed-forward norms; phi3's fused linears), its norms randomised: LoRA on one rank ==
@@ -384,6 +395,7 @@ def main():
         check_norm_family(work, model_dir, data_dir, texts, single, "qwen3", qwen3_of)
         check_norm_family(work, model_dir, data_dir, texts, single, "gemma3", gemma3_of)
         check_norm_family(work, model_dir, data_dir, texts, single, "phi3", phi3_of)
+        check_norm_family(work, model_dir, data_dir, texts, single, "olmo2", olmo2_of)
 
         # Re-partitioning on resume: 4 ranks (stage 2) -> 2 ranks (stage 1).
         four = os.path.join(work, "resume_from_4")

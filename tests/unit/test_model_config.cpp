@@ -200,6 +200,38 @@ TEST_CASE("config.json: phi3's fused linears, partial rotation and longrope", "[
                       "partial_rotary_factor", "phi3");
 }
 
+TEST_CASE("config.json: OLMo 2 and 3's norms, windows and two rotations", "[model]") {
+    const std::string shape = R"("vocab_size": 10, "hidden_size": 64, "intermediate_size": 12,
+        "num_hidden_layers": 8, "num_attention_heads": 4)";
+    auto olmo2 = parse_decoder_config(R"({"model_type": "olmo2", )" + shape + "}", "c");
+    CHECK((olmo2.post_norms && olmo2.qk_norm && olmo2.qk_norm_whole && olmo2.weight_in_fp32_norms));
+    CHECK((!olmo2.sandwich_norms && !olmo2.qkv_bias && !olmo2.tie_word_embeddings && !olmo2.sliding_rope));
+    CHECK((olmo2.rms_norm_eps == 1e-5 && olmo2.max_position_embeddings == 2048));  // Olmo2Config's defaults
+    CHECK((olmo2.layer_window == std::vector<std::optional<int64_t>>(8, std::nullopt)));
+    // Olmo3Config: windows of 4096 on three of every four layers, each layer type its own rotation.
+    auto olmo3 = parse_decoder_config(R"({"model_type": "olmo3", "rope_parameters": {
+        "full_attention": {"rope_type": "default", "rope_theta": 500000.0},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}, )" + shape + "}", "c");
+    CHECK((olmo3.layer_window[0] == 4096 && olmo3.layer_window[2] == 4096 && !olmo3.layer_window[3] && !olmo3.layer_window[7]));
+    CHECK((olmo3.rope.theta == 500000.0 && olmo3.sliding_rope && olmo3.sliding_rope->theta == 10000.0));
+    CHECK(&olmo3.rope_of_layer(0) == &*olmo3.sliding_rope);
+    // The older layout: one rope_theta for both layer types.
+    auto older = parse_decoder_config(R"({"model_type": "olmo3", "rope_theta": 20000.0, "sliding_window": 8, )" + shape + "}", "c");
+    CHECK((older.rope.theta == 20000.0 && older.sliding_rope->theta == 20000.0 && older.layer_window[1] == 8));
+    // OLMo 3's long-context layout: YaRN on the full-attention layers only.
+    auto long_context = parse_decoder_config(R"({"model_type": "olmo3", "max_position_embeddings": 65536, "rope_parameters": {
+        "full_attention": {"rope_type": "yarn", "rope_theta": 500000.0, "factor": 8.0, "original_max_position_embeddings": 8192,
+                           "beta_fast": 32, "beta_slow": 1, "truncate": false},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 500000.0}}, )" + shape + "}", "c");
+    CHECK((long_context.rope.type == RopeType::kYarn && long_context.sliding_rope->type == RopeType::kDefault));
+    CHECK(long_context.rope.attention_factor == Approx(0.1 * std::log(8.0) + 1.0));
+    CHECK(long_context.rope.truncate);  // transformers reads truncate from the outer object only
+    FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "olmo3", "sliding_window": null, )" + shape + "}", "c"),
+                      ErrorKind::kConfig, "sliding_window", "olmo3");
+    FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "olmo2", "hidden_act": "gelu", )" + shape + "}", "c"),
+                      ErrorKind::kConfig, "hidden_act", "olmo2");
+}
+
 TEST_CASE("config.json: bad values name the key, the value and the rule", "[model]") {
     FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "gpt2"})", "m/config.json"), ErrorKind::kConfig,
                       "m/config.json: model_type", "llama, mistral, qwen2, qwen3, granite, smollm3", "\"gpt2\"");
@@ -207,8 +239,15 @@ TEST_CASE("config.json: bad values name the key, the value and the rule", "[mode
                       "num_key_value_heads", "divide");
     FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "llama", "vocab_size": 10})", "c"),
                       ErrorKind::kConfig, "hidden_size", "required integer", "missing");
-    FTL_REQUIRE_ERROR(parse_decoder_config(kLlama + R"(, "rope_scaling": {"type": "yarn", "factor": 4}})", "c"),
+    FTL_REQUIRE_ERROR(parse_decoder_config(kLlama + R"(, "rope_scaling": {"type": "ntk", "factor": 4}})", "c"),
                       ErrorKind::kConfig, "rope_scaling: type", "default, linear, dynamic, llama3");
+    FTL_REQUIRE_ERROR(parse_decoder_config(kLlama + R"(, "rope_scaling": {"type": "yarn"}})", "c"), ErrorKind::kConfig,
+                      "factor", "required for rope_type yarn");
+    // YaRN's attention scale: 0.1 ln(factor) + 1, or DeepSeek's ratio with mscale / mscale_all_dim.
+    auto yarn = parse_decoder_config(kLlama + R"(, "rope_scaling": {"type": "yarn", "factor": 4, "mscale": 1.0,
+        "mscale_all_dim": 0.5, "beta_fast": 0}})", "c");
+    CHECK(yarn.rope.attention_factor == Approx((0.1 * std::log(4.0) + 1.0) / (0.05 * std::log(4.0) + 1.0)));
+    CHECK((yarn.rope.beta_fast == 32.0 && yarn.rope.beta_slow == 1.0 && yarn.rope.truncate));
     FTL_REQUIRE_ERROR(parse_decoder_config(kLlama + R"(, "hidden_act": "gelu"})", "c"), ErrorKind::kConfig,
                       "hidden_act", "silu");
     FTL_REQUIRE_ERROR(parse_decoder_config("{\"model_type\": ", "c"), ErrorKind::kConfig, "malformed");
