@@ -26,22 +26,23 @@ at::Tensor rope_inverse_frequencies(const DecoderConfig& config, const RopeConfi
     auto options = at::TensorOptions().dtype(at::kFloat).device(device);
     at::Tensor exponents = at::arange(0, dim, 2, at::TensorOptions().dtype(at::kLong).device(device))
                                .to(at::kFloat) / static_cast<double>(dim);
-    at::Tensor inv_freq = 1.0 / at::pow(at::scalar_tensor(base, options), exponents);
+    // base^(2i/d), each frequency's wavelength over 2 pi.
+    const at::Tensor pos_freqs = at::pow(at::scalar_tensor(base, options), exponents);
     if (rope.type == RopeType::kLongrope) {
         // HF _compute_longrope_parameters: 1 / (factors * base^(2i/d)), the long factors once the
         // batch reaches past the original context (its longrope_frequency_update).
         const bool long_context = max_position + 1 > rope.original_max_position_embeddings;
         const std::vector<double>& factors = long_context ? rope.long_factor : rope.short_factor;
         const at::Tensor ext = at::tensor(at::ArrayRef<double>(factors), at::TensorOptions().dtype(at::kDouble)).to(options);
-        inv_freq = 1.0 / (ext * at::pow(at::scalar_tensor(base, options), exponents));
+        return 1.0 / (ext * pos_freqs);
     }
+    at::Tensor inv_freq = 1.0 / pos_freqs;
     if (rope.type == RopeType::kLinear) inv_freq = inv_freq / rope.factor;
     if (rope.type == RopeType::kYarn) {
         // HF _compute_yarn_parameters, op for op: the original frequencies kept where the original
         // context turns more than beta_fast times, divided by factor where it turns less than
         // beta_slow times, blended linearly between.
-        const at::Tensor pos_freqs = at::pow(at::scalar_tensor(base, options), exponents);
-        const at::Tensor extrapolation = 1.0 / pos_freqs;
+        const at::Tensor& extrapolation = inv_freq;
         const at::Tensor interpolation = 1.0 / (rope.factor * pos_freqs);
         const double original = static_cast<double>(rope.original_max_position_embeddings);
         auto correction_dim = [&](double rotations) {
