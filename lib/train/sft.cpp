@@ -37,6 +37,7 @@
 #include "train/resume.h"
 #include "train/run_record.h"
 #include "train/throughput.h"
+#include "train/trainer_resume.h"
 #include "train/trainer_flow.h"
 #include "util/checksum.h"
 #include "util/error.h"
@@ -291,6 +292,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     // --optim adamw_torch_fused (the Trainer's default) runs torch's fused kernel where ZeRO does not
     // take the optimizer over (DeepSpeed brings its own).
     const OptimizerChoice choice = optimizer_choice_for(run, args, args.optim == "adamw_torch_fused");
+    const bool trainer_resumable = trainer_can_resume(run);
     if (main_rank && !choice.description.empty()) log.info(choice.description);
     TrainOptimizer optimizer(trainable, choice, layout, rank);
     if (main_rank && !optimizer.reduction().empty()) log.info("ZeRO stage " + std::to_string(zero_stage) + ": " + optimizer.reduction());
@@ -626,9 +628,16 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                 auto crash_hook = [&] {
                     if (rank.during_checkpoint_save) rank.during_checkpoint_save(done);
                 };
-                const std::string dir = save_checkpoint(
-                    args.output_dir, contents, [&](const std::string& d) { write_weights(d, at::kFloat, full_tensors); },
-                    args.save_total_limit, crash_hook, best.checkpoint());
+                // Beside the weights, the HF Trainer's optimizer.pt and scheduler.pt where it would
+                // rebuild the same optimizer, so that it can resume the checkpoint too.
+                auto write_model = [&](const std::string& d) {
+                    write_weights(d, at::kFloat, full_tensors);
+                    if (trainer_resumable && !model_only)
+                        write_trainer_resume_files(d, trainable, contents.optimizer,
+                                                   {choice.options, choice.learning_rate, learning_rate(), optimizer.steps()});
+                };
+                const std::string dir =
+                    save_checkpoint(args.output_dir, contents, write_model, args.save_total_limit, crash_hook, best.checkpoint());
                 log.info("saved " + dir);
                 recorder.checkpoint(done, dir);
             }

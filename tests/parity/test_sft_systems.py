@@ -11,7 +11,8 @@ crash safety while saving, and bad input stopped before training.
   checkpoints     --save_steps 4 --save_total_limit 2: the two newest checkpoint-<step> are kept
                   (8, and 12: the Trainer saves at the last step),
                   holding adapter_model.safetensors, adapter_config.json, optimizer.safetensors,
-                  rng_state.safetensors and trainer_state.json
+                  rng_state.safetensors and trainer_state.json, and (a LoRA run without
+                  DeepSpeed) the Trainer's optimizer.pt and scheduler.pt
   resume          a run resumed from checkpoint-8 logs the same losses for steps 9..12 (1e-6)
   recompute       layers recomputed in backward (SFTConfig's default, LoRA dropout 0.1 replayed
                   from the same generator state) log the same losses and grad norms (1e-6) as
@@ -191,8 +192,9 @@ def main():
         check(kept == ["checkpoint-12", "checkpoint-8"], f"save_total_limit 2 keeps the two newest checkpoints (the last step's "
                                                          f"too, as the Trainer saves it): {kept}")
         files = sorted(os.listdir(os.path.join(full, "checkpoint-8")))
-        check(files == ["adapter_config.json", "adapter_model.safetensors", "manifest.json", "optimizer.safetensors",
-                        "rng_state.safetensors", "tokenizer.json", "tokenizer_config.json", "trainer_state.json"],
+        check(files == ["adapter_config.json", "adapter_model.safetensors", "manifest.json", "optimizer.pt",
+                        "optimizer.safetensors", "rng_state.safetensors", "scheduler.pt", "tokenizer.json",
+                        "tokenizer_config.json", "trainer_state.json"],
               f"checkpoint-8 holds {files}")
 
         # The final eval loss equals transformers + peft on the trained adapter (one batch of 6 rows).

@@ -32,6 +32,12 @@ the loss scaled by the batch's target count, accumulation, clipping, logging, ev
               evaluation drops the incomplete round too). Dealing rows round-robin instead (as
               ftlaunch did) fails it (loss 8.3e-3, grad_norm 0.29 at the epochs' last steps); so
               does evaluating the incomplete round under drop_last (eval_loss 0.11)
+  hf resume   the unmodified Trainer resumes ftlaunch's checkpoint-5 of a 10-step run
+              (Trainer.train(resume_from_checkpoint=...): the adapter, trainer_state.json and the
+              optimizer.pt / scheduler.pt ftlaunch writes for it): its steps 6..10 log ftlaunch's
+              uninterrupted losses (rel 1e-5) and grad norms (1e-4), with torch.load(weights_only=True)
+              reading both files; without those two files the Trainer starts a fresh optimizer and
+              its losses differ (control)
   ranks       `ftlaunch evaluate` of the values run's adapter on 2 CPU ranks (eval batch 5) and 3
               (batch 3) against Trainer.evaluate() under torchrun with as many processes (gloo):
               eval_loss equal (rel 1e-5); the rows accelerate wraps around to even the ranks'
@@ -164,6 +170,42 @@ def compare_ranks_training(work, model_dir, data_dir, rows):
         compare(name, ours, ref, "eval_loss", 1e-5)
 
 
+def compare_hf_resume(work, model_dir, data_dir, rows):
+    flags = {"max_steps": 10, "per_device_train_batch_size": 2, "logging_steps": 1, "save_strategy": "steps",
+             "save_steps": 5}
+    out = os.path.join(work, "resumable")
+    ours = flow.ftlaunch_run(model_dir, data_dir, out, flags)
+    checkpoint = os.path.join(out, "checkpoint-5")
+    if not check(ours is not None and all(os.path.isfile(os.path.join(checkpoint, f)) for f in ("optimizer.pt", "scheduler.pt")),
+                 "ftlaunch's checkpoint-5 holds optimizer.pt and scheduler.pt"):
+        return
+    optimizer_state = torch.load(os.path.join(checkpoint, "optimizer.pt"), weights_only=True)
+    check(len(optimizer_state["state"]) == 28 and [len(g["params"]) for g in optimizer_state["param_groups"]] == [28, 0],
+          f"optimizer.pt: 28 adapter tensors' state in the Trainer's two groups "
+          f"{[len(g['params']) for g in optimizer_state['param_groups']]}")
+    later = {s: e for s, e in entries(ours, "loss").items() if s > 5}
+
+    def resumed(folder, name):
+        trainer = flow.hf_trainer(model_dir, rows, os.path.join(work, name), {**flags, "save_strategy": "no"})
+        trainer.train(resume_from_checkpoint=folder)
+        return {s: e for s, e in entries(trainer.state.log_history, "loss").items() if s > 5}, trainer.state.log_history
+
+    hf_later, hf_history = resumed(checkpoint, "hf_resumed")
+    worst = max((abs(later[s] - hf_later[s]) / abs(hf_later[s]) for s in hf_later if s in later), default=float("inf"))
+    check(sorted(hf_later) == sorted(later) == list(range(6, 11)) and worst <= 1e-5,
+          f"hf resume: the Trainer resumed from ftlaunch's checkpoint-5 logs steps {sorted(hf_later)} with ftlaunch's "
+          f"losses (worst rel {worst:.1e} <= 1e-5)")
+    compare("hf resume", [e for e in ours if e.get("step", 0) > 5],
+            [e for e in hf_history if e.get("step", 0) > 5], "grad_norm", 1e-4)
+    bare = os.path.join(work, "checkpoint_without_pt")
+    shutil.copytree(checkpoint, bare)
+    for name in ("optimizer.pt", "scheduler.pt"):
+        os.remove(os.path.join(bare, name))
+    fresh, _ = resumed(bare, "hf_fresh")
+    gap = max((abs(later[s] - fresh[s]) / abs(fresh[s]) for s in fresh if s in later), default=0.0)
+    check(gap > 1e-3, f"hf resume control: without optimizer.pt and scheduler.pt the Trainer's losses differ by {gap:.1e}")
+
+
 def compare_ranks(work, model_dir, data_dir, adapter, rows, ranks, batch):
     rows_file = os.path.join(work, "eval_rows.json")
     json.dump(rows, open(rows_file, "w"))
@@ -222,6 +264,7 @@ def main():
               "the per-batch mean matters")
 
     compare_ranks_training(work, model_dir, data_dir, rows)
+    compare_hf_resume(work, model_dir, data_dir, rows)
     if ours:
         compare_ranks(work, model_dir, data_dir, ours_out, rows, 2, 5)
         compare_ranks(work, model_dir, data_dir, ours_out, rows, 3, 3)
