@@ -105,12 +105,13 @@ std::vector<std::string> targets_fused_away(model::CausalLM& model, const LoraCo
 }
 
 std::vector<std::string> attach_lora(model::CausalLM& model, const LoraConfig& config, at::Generator& generator,
-                                     std::optional<at::Device> device) {
-    return attach_lora(target_candidates(model), model.config().model_type, config, generator, device);
+                                     std::optional<at::Device> device, bool magnitudes_later) {
+    return attach_lora(target_candidates(model), model.config().model_type, config, generator, device, magnitudes_later);
 }
 
 std::vector<std::string> attach_lora(const LinearPaths& candidates, const std::string& model_type,
-                                     const LoraConfig& config, at::Generator& generator, std::optional<at::Device> device) {
+                                     const LoraConfig& config, at::Generator& generator, std::optional<at::Device> device,
+                                     bool magnitudes_later) {
     config.validate();
     const auto names = target_names(config);
     std::unique_ptr<std::regex> pattern;
@@ -149,7 +150,9 @@ std::vector<std::string> attach_lora(const LinearPaths& candidates, const std::s
         b.zero_();
         const at::Device on = device.value_or(linear->weight.device());
         linear->adapter = model::LowRankAdapter{a.to(on), b.to(on), config.scaling(), config.dropout, {}};
-        if (config.use_dora) linear->adapter->magnitude = model::dora_magnitude(*linear).to(on);
+        if (config.use_dora)
+            linear->adapter->magnitude = magnitudes_later ? at::empty({out}, options.device(on))
+                                                          : model::dora_magnitude(*linear).to(on);
         adapted.push_back(path);
     }
     if (adapted.empty())

@@ -38,18 +38,20 @@ struct LoraConfig {
 // with `generator` (torch's CPU generator semantics): per target, nn.Linear(in, r) and
 // nn.Linear(r, out) draw their default kaiming-uniform weights, then A is redrawn with
 // kaiming_uniform_(a=sqrt(5)) (bound 1/sqrt(in)) and B is zeroed. Adapters are fp32 (PEFT's
-// autocast_adapter_dtype) on `device` (default: the base weights' device). Returns the adapted module
-// paths; a target that matches nothing is ftl::Error(kConfig) listing the model's linear module names,
-// except one fused into another of the model's linears (targets_fused_away).
+// autocast_adapter_dtype) on `device` (default: the base weights' device). DoRA's magnitudes start
+// at the base weights' row norms, or with `magnitudes_later` are only allocated, for
+// model::reset_dora_magnitudes to fill once the weights are quantised (QDoRA). Returns the adapted
+// module paths; a target that matches nothing is ftl::Error(kConfig) listing the model's linear
+// module names, except one fused into another of the model's linears (targets_fused_away).
 std::vector<std::string> attach_lora(model::CausalLM& model, const LoraConfig& config, at::Generator& generator,
-                                     std::optional<at::Device> device = std::nullopt);
+                                     std::optional<at::Device> device = std::nullopt, bool magnitudes_later = false);
 
 // (module path, linear) of every linear LoRA may target, in the HF model's module order.
 using LinearPaths = std::vector<std::pair<std::string, model::Linear*>>;
 // The same for any model given its linears (Seq2SeqLM::linears()); `model_type` names it in errors.
 std::vector<std::string> attach_lora(const LinearPaths& candidates, const std::string& model_type,
                                      const LoraConfig& config, at::Generator& generator,
-                                     std::optional<at::Device> device = std::nullopt);
+                                     std::optional<at::Device> device = std::nullopt, bool magnitudes_later = false);
 
 // The listed target names that match none of the model's linears because the model fuses them into
 // one (phi3: q_proj, k_proj, v_proj in qkv_proj; gate_proj, up_proj in gate_up_proj). PEFT adapts

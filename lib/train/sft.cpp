@@ -146,7 +146,8 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             log.warn("--lora_target_modules: " + join(fused_away, ", ") + " are fused into this " + lm.config().model_type +
                      " model's qkv_proj / gate_up_proj, so (as PEFT does) only the targets it has are adapted; name "
                      "qkv_proj and gate_up_proj, or all-linear, to adapt those");
-        peft::attach_lora(lm, lora, init, device);
+        // QDoRA: the magnitudes come from the quantised weights (quantize_layer below).
+        peft::attach_lora(lm, lora, init, device, /*magnitudes_later=*/quantizes);
         trainable = peft::adapter_parameters(lm);
     } else {
         trainable = lm.named_weights();
