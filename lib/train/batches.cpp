@@ -46,10 +46,7 @@ BatchPlan::BatchPlan(size_t rows, int per_device, int accumulation, int rank, in
 }
 
 int64_t BatchPlan::micro_batches_per_epoch() const {
-    const int64_t rows = static_cast<int64_t>(rows_), world = world_size_;
-    const int64_t batches = drop_last_ ? rows / per_device_ : (rows + per_device_ - 1) / per_device_;
-    if (world == 1) return batches;
-    return drop_last_ ? batches / world : (batches + world - 1) / world;  // len(BatchSamplerShard)
+    return shard_count(static_cast<int64_t>(rows_), per_device_, world_size_, drop_last_);
 }
 
 void BatchPlan::start_epoch() {
@@ -88,6 +85,13 @@ std::vector<int64_t> evaluation_order(const std::vector<int64_t>& lengths, int b
     std::vector<int64_t> order(lengths.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
     return order;
+}
+
+int64_t shard_count(int64_t rows, int batch_size, int world_size, bool drop_last) {
+    const int64_t b = batch_size, world = world_size;
+    const int64_t batches = drop_last ? rows / b : (rows + b - 1) / b;
+    if (world == 1) return batches;
+    return drop_last ? batches / world : (batches + world - 1) / world;
 }
 
 std::vector<std::vector<int64_t>> shard_batches(const std::vector<int64_t>& order, int batch_size, int rank,

@@ -63,6 +63,10 @@ std::vector<int64_t> row_lengths(const std::vector<data::Row>& rows);
 std::vector<int64_t> evaluation_order(const std::vector<int64_t>& lengths, int batch_size,
                                       std::optional<uint64_t> group_seed);
 
+// How many batches each rank takes of `rows` rows under shard_batches (len(BatchSamplerShard), or
+// a plain DataLoader's length on one rank).
+int64_t shard_count(int64_t rows, int batch_size, int world_size, bool drop_last);
+
 // The batches rank `rank` of `world_size` takes from `order` cut into batches of `batch_size`,
 // as the Trainer's DataLoader yields them (training and evaluation alike). One rank: consecutive
 // batches, the last one shorter (left out with `drop_last`). Several: accelerate's

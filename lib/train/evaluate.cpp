@@ -28,7 +28,7 @@ EvalBatching evaluation_batching(const config::TrainArgs& args) {
 }
 
 void check_evaluation_batches(size_t rows, const EvalBatching& batching, int world_size, const std::string& split) {
-    if (!batching.drop_last || rows / static_cast<size_t>(batching.batch_size) >= static_cast<size_t>(world_size)) return;
+    if (!batching.drop_last || shard_count(static_cast<int64_t>(rows), batching.batch_size, world_size, true) > 0) return;
     fail(ErrorKind::kConfig, "--dataloader_drop_last True: the " + std::to_string(rows) + " rows of split '" + split +
                                  "' make fewer full batches of --per_device_eval_batch_size " +
                                  std::to_string(batching.batch_size) + " than there are ranks (" +
