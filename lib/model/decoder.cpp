@@ -7,12 +7,14 @@
 #include <cmath>
 
 #include "model/attention.h"
+#include "model/experts.h"
 #include "model/neftune.h"
 #include "model/recompute.h"
 #include "model/rms_norm.h"
 #include "model/rope.h"
 #include "model/swiglu.h"
 #include "util/error.h"
+#include "util/strings.h"
 
 namespace ftl::model {
 namespace {
@@ -47,6 +49,14 @@ auto linears_of(Layer& l) -> std::vector<std::pair<std::string, decltype(&l.o_pr
     if (l.fused_projections)  // Phi3Attention creates o_proj before qkv_proj
         return {{"self_attn.o_proj", &l.o_proj}, {"self_attn.qkv_proj", &l.qkv_proj}, {"mlp.gate_up_proj", &l.gate_up_proj},
                 {"mlp.down_proj", &l.down_proj}};
+    if (l.moe)
+        return {{"self_attn.q_proj", &l.q_proj},
+                {"self_attn.k_proj", &l.k_proj},
+                {"self_attn.v_proj", &l.v_proj},
+                {"self_attn.o_proj", &l.o_proj},
+                {"mlp.experts.gate_up_proj", &l.experts_gate_up},
+                {"mlp.experts.down_proj", &l.experts_down},
+                {"mlp.gate", &l.router}};
     return {{"self_attn.q_proj", &l.q_proj}, {"self_attn.k_proj", &l.k_proj}, {"self_attn.v_proj", &l.v_proj},
             {"self_attn.o_proj", &l.o_proj}, {"mlp.gate_proj", &l.gate_proj},  {"mlp.up_proj", &l.up_proj},
             {"mlp.down_proj", &l.down_proj}};
@@ -85,6 +95,7 @@ std::vector<at::Tensor> DecoderLayerWeights::tensors() const {
 
 std::pair<int64_t, int64_t> linear_features(const Linear& linear) {
     const std::vector<int64_t>& shape = linear.four_bit ? linear.four_bit->shape : linear.weight.sizes().vec();
+    if (shape.size() == 3) return {shape[1], shape[2]};  // a stack of experts
     return {shape.at(0), shape.at(1)};
 }
 
@@ -153,6 +164,7 @@ void reset_dora_magnitudes(DecoderLayerWeights& layer) {
 }
 
 at::Tensor apply_linear(const Linear& linear, const at::Tensor& x, const ForwardOptions& options) {
+    if (linear.weight.dim() == 3) fail(ErrorKind::kInternal, "apply_linear: an experts' stack runs through experts_forward");
     // An 8-bit weight multiplies as bitsandbytes' Linear8bitLt does: dequantised while training on
     // a CPU, with int8 activations and outlier columns otherwise (quant::linear_int8).
     at::Tensor y = linear.four_bit         ? quant::linear_4bit(x, linear.weight, linear.four_bit, linear.bias)
@@ -200,12 +212,47 @@ std::vector<std::pair<std::string, at::Tensor>> named_weights(const DecoderConfi
         };
         for (auto& [path, norm] : l.norms()) add(path, *norm);
         for (auto& [path, linear] : l.linears()) {
-            add(path + ".weight", linear->weight);
+            // transformers 5 holds an experts' stack as a parameter of that name (no ".weight").
+            add(linear->weight.dim() == 3 ? path : path + ".weight", linear->weight);
             add(path + ".bias", linear->bias);
         }
     }
     out.emplace_back("model.norm.weight", w.final_norm);
     if (!config.tie_word_embeddings) out.emplace_back("lm_head.weight", w.lm_head);
+    return out;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> checkpoint_weights(const DecoderConfig& config, DecoderWeights& weights) {
+    std::vector<std::pair<std::string, at::Tensor>> out;
+    if (!config.moe) return named_weights(config, weights);
+    const bool mixtral = config.moe->mixtral_names;
+    const std::string block = mixtral ? ".block_sparse_moe." : ".mlp.";
+    // The stacks' rows per expert under the hub's names: gate then up in gate_up_proj.
+    const std::string gate = mixtral ? "w1" : "gate_proj", up = mixtral ? "w3" : "up_proj", down = mixtral ? "w2" : "down_proj";
+    for (auto& [name, t] : named_weights(config, weights)) {
+        const size_t experts = name.find(".mlp.experts.");
+        const size_t router = name.find(".mlp.gate.weight");
+        if (experts == std::string::npos && router == std::string::npos) {
+            out.emplace_back(name, t);
+            continue;
+        }
+        const std::string layer = name.substr(0, std::min(experts, router));  // model.layers.<i>
+        if (router != std::string::npos) {
+            out.emplace_back(layer + block + "gate.weight", t);
+            continue;
+        }
+        const bool gate_up = ends_with(name, ".gate_up_proj");
+        const int64_t width = t.size(1) / 2;
+        for (int64_t e = 0; e < t.size(0); ++e) {
+            const std::string prefix = layer + block + "experts." + std::to_string(e) + ".";
+            if (gate_up) {
+                out.emplace_back(prefix + gate + ".weight", t[e].narrow(0, 0, width));
+                out.emplace_back(prefix + up + ".weight", t[e].narrow(0, width, width));
+            } else {
+                out.emplace_back(prefix + down + ".weight", t[e]);
+            }
+        }
+    }
     return out;
 }
 
@@ -242,9 +289,6 @@ at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tenso
     const int64_t rows = hidden.size(0), length = hidden.size(1), d = config_.head_dim;
     const auto norm = rms_norm_for(config_, options);
     const auto rotate = options.fused_kernels ? apply_rope : apply_rope_reference;
-    const auto gated = config_.activation == GateActivation::kGeluTanh ? gelu_tanh_gated
-                       : options.fused_kernels                         ? swiglu
-                                                                       : swiglu_reference;
     // OLMo normalises only the blocks' outputs (no input norm).
     at::Tensor x = l.input_norm.defined() ? norm(hidden, l.input_norm, config_.rms_norm_eps) : hidden;
     // [B, T, n*d] -> [B, T, n, d], the layout attention takes.
@@ -296,7 +340,15 @@ at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tenso
     at::Tensor h = residual(hidden, apply_linear(l.o_proj, attn, options),
                             sandwich || post_only ? l.post_attention_norm : at::Tensor());
 
-    at::Tensor y = post_only ? h : norm(h, sandwich ? l.pre_feedforward_norm : l.post_attention_norm, config_.rms_norm_eps);
+    const at::Tensor y = post_only ? h : norm(h, sandwich ? l.pre_feedforward_norm : l.post_attention_norm, config_.rms_norm_eps);
+    return residual(h, mlp_forward(l, y, options), l.post_feedforward_norm);
+}
+
+at::Tensor CausalLM::mlp_forward(const DecoderLayerWeights& l, const at::Tensor& y, const ForwardOptions& options) const {
+    const GatedActivationFn gated = config_.activation == GateActivation::kGeluTanh ? gelu_tanh_gated
+                                    : options.fused_kernels                         ? swiglu
+                                                                                    : swiglu_reference;
+    if (l.moe) return experts_forward(l, *config_.moe, y, gated, options);
     // gate before up, as LlamaMLP runs them (the order LoRA dropout draws its masks in); phi3's
     // one linear holds gate then up.
     at::Tensor mlp;
@@ -308,7 +360,7 @@ at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tenso
         at::Tensor gate = apply_linear(l.gate_proj, y, options);
         mlp = gated(gate, apply_linear(l.up_proj, y, options));
     }
-    return residual(h, apply_linear(l.down_proj, mlp, options), l.post_feedforward_norm);
+    return apply_linear(l.down_proj, mlp, options);
 }
 
 std::string part_name(int part) {

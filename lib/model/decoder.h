@@ -1,6 +1,7 @@
-// The Llama-family causal LM (llama, mistral, qwen2, qwen3, granite, smollm3) and the Gemmas (gemma,
-// gemma2, gemma3_text) written with ATen ops, so autograd gives the gradients and the same code
-// runs on CPU and GPU.
+// The Llama-family causal LM (llama, mistral, qwen2, qwen3, granite, smollm3, phi3, OLMo 2/3, and
+// with experts qwen3_moe and mixtral) and the Gemmas (gemma, gemma2, gemma3_text) written with ATen
+// ops, so autograd gives the gradients and the same code runs on CPU and GPU. A MoE layer's MLP is
+// model/experts.h's.
 //
 // Per layer (HF LlamaDecoderLayer; qwen3 and gemma3 apply q_norm/k_norm per head inside rope(...),
 // smollm3's no_rope_layers leave rope out, granite scales as DecoderConfig says):
@@ -47,7 +48,11 @@ struct LowRankAdapter {
 };
 
 // A linear layer: weight [out, in] as in HF, bias undefined when the family has none, and an
-// optional adapter. With `four_bit` (QLoRA) the weight holds the packed 4-bit codes in
+// optional adapter. A stack of experts' linears (DecoderLayerWeights::moe) has weight [E, out, in],
+// no bias, and an adapter laid out as PEFT's ParamWrapper lays it out: A [E*r, in] read as
+// [E, r, in], B [out, r*E] read as [out, r, E] (expert e's B_e = B[:, :, e]), so that expert e
+// computes x W_e^T + scaling * (x A_e^T) B_e^T, never with dropout; it is applied by the MoE block,
+// not by apply_linear. With `four_bit` (QLoRA) the weight holds the packed 4-bit codes in
 // bitsandbytes' layout and four_bit its quantisation state (quant/four_bit.h); with `int8`
 // (LLM.int8, --use_8bit_quantization) the int8 codes [out, in] and int8 their row scales
 // (quant/int8.h). Either is frozen.
@@ -59,7 +64,7 @@ struct Linear {
     std::shared_ptr<const quant::Int8State> int8;
 };
 
-// (out_features, in_features) of a linear, 4-bit or not.
+// (out_features, in_features) of a linear, 4-bit or not (of each expert for a stack).
 std::pair<int64_t, int64_t> linear_features(const Linear& linear);
 
 // Weights of one decoder layer.
@@ -77,10 +82,16 @@ struct DecoderLayerWeights {
     // with post_norms (OLMo); else undefined.
     at::Tensor pre_feedforward_norm, post_feedforward_norm;
     Linear gate_proj, up_proj, down_proj;   // [I, H], [I, H], [H, I]
+    // A mixture-of-experts MLP (DecoderConfig::is_moe_layer) instead of gate/up/down: the router
+    // mlp.gate [E, H] and the experts' stacks mlp.experts.gate_up_proj [E, 2I, H] (gate rows
+    // first) and mlp.experts.down_proj [E, H, I].
+    bool moe = false;
+    Linear router, experts_gate_up, experts_down;
 
     // (module path inside the layer, linear) in HF's module order: self_attn.q_proj, k, v, o,
-    // mlp.gate_proj, up, down (phi3: self_attn.o_proj, qkv_proj, mlp.gate_up_proj, down_proj).
-    // PEFT creates adapters in this order.
+    // mlp.gate_proj, up, down (phi3: self_attn.o_proj, qkv_proj, mlp.gate_up_proj, down_proj;
+    // a MoE layer: the attention's, then mlp.experts.gate_up_proj, mlp.experts.down_proj,
+    // mlp.gate, the order PEFT adapts them as parameters). PEFT creates adapters in this order.
     std::vector<std::pair<std::string, Linear*>> linears();
     // (weight's path inside the layer, norm weight): input_layernorm, post_attention_layernorm,
     // then pre_ and post_feedforward_layernorm and self_attn.q_norm and k_norm where the family
@@ -200,8 +211,16 @@ struct DecoderWeights {
 
 // (HF parameter name, tensor) for every weight, in the checkpoint's naming
 // (model.layers.0.self_attn.q_proj.weight, ...). Tied lm_head is listed once, as embed_tokens.
+// Experts' stacks are named as transformers 5 holds them (model.layers.0.mlp.experts.gate_up_proj);
+// checkpoint_weights gives save_pretrained's per-expert names.
 std::vector<std::pair<std::string, at::Tensor>> named_weights(const DecoderConfig& config,
                                                              DecoderWeights& weights);
+
+// named_weights as save_pretrained writes them by default (transformers' reverse conversion
+// mapping): each expert's linears apart, under the hub's names (model.layers.0.mlp.experts.3.up_proj.weight;
+// mixtral: model.layers.0.block_sparse_moe.experts.3.w3.weight and block_sparse_moe.gate.weight),
+// as views of the stacks. Equal to named_weights for a model without experts.
+std::vector<std::pair<std::string, at::Tensor>> checkpoint_weights(const DecoderConfig& config, DecoderWeights& weights);
 
 // transformers' resize_token_embeddings(new_size, pad_to_multiple_of) with mean resizing:
 // the vocabulary becomes new_size rounded up to the multiple; rows past the old vocabulary
@@ -276,6 +295,8 @@ public:
     at::Tensor embed(const at::Tensor& ids, const at::Tensor& host_ids = {}, const ForwardOptions* training = nullptr) const;
 
 private:
+    // The layer's MLP over y [B, T, H]: gate/up/down (or phi3's fused pair), or the experts.
+    at::Tensor mlp_forward(const DecoderLayerWeights& layer, const at::Tensor& y, const ForwardOptions& options) const;
     // With `cache` (decode_step), the layer's keys and values join those of the earlier tokens.
     at::Tensor layer_forward(const DecoderLayerWeights& layer, const at::Tensor& hidden, const RopeTables& rope,
                              const AttentionPattern& attention, const ForwardOptions& options, KeyValueCache* cache = nullptr,

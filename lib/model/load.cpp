@@ -6,6 +6,37 @@
 #include "util/error.h"
 
 namespace ftl::model {
+namespace {
+
+// Layer i's router and experts' stacks (DecoderLayerWeights::moe), from transformers 5's stacked
+// tensors (mlp.experts.gate_up_proj, save_pretrained with save_original_format=False) or, as the hub
+// and save_pretrained's default write them, one tensor per expert's linear, stacked here.
+void read_experts(WeightReader& r, const DecoderConfig& config, int64_t i, std::optional<at::ScalarType> dtype,
+                  DecoderLayerWeights& l) {
+    const MoeConfig& moe = *config.moe;
+    const int64_t experts = moe.num_experts, width = moe.expert_intermediate_size, H = config.hidden_size;
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    const std::string hub = p + (moe.mixtral_names ? "block_sparse_moe." : "mlp.");
+    l.moe = true;
+    l.router.weight = r.read(r.contains(p + "mlp.gate.weight") ? p + "mlp.gate.weight" : hub + "gate.weight", {experts, H}, dtype);
+    if (r.contains(p + "mlp.experts.gate_up_proj")) {
+        l.experts_gate_up.weight = r.read(p + "mlp.experts.gate_up_proj", {experts, 2 * width, H}, dtype);
+        l.experts_down.weight = r.read(p + "mlp.experts.down_proj", {experts, H, width}, dtype);
+        return;
+    }
+    const std::string gate = moe.mixtral_names ? "w1" : "gate_proj", up = moe.mixtral_names ? "w3" : "up_proj";
+    const std::string down = moe.mixtral_names ? "w2" : "down_proj";
+    std::vector<at::Tensor> gate_up, downs;
+    for (int64_t e = 0; e < experts; ++e) {
+        const std::string expert = hub + "experts." + std::to_string(e) + ".";
+        gate_up.push_back(at::cat({r.read(expert + gate + ".weight", {width, H}, dtype), r.read(expert + up + ".weight", {width, H}, dtype)}));
+        downs.push_back(r.read(expert + down + ".weight", {H, width}, dtype));
+    }
+    l.experts_gate_up.weight = at::stack(gate_up);
+    l.experts_down.weight = at::stack(downs);
+}
+
+}  // namespace
 
 LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& options) {
     DecoderConfig config = read_decoder_config(model_dir);
@@ -23,6 +54,10 @@ LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& opti
             ? at::kFloat
             : parse_float_dtype(config.bnb_4bit_compute_dtype, model_dir + "/config.json: quantization_config.bnb_4bit_compute_dtype");
 
+    if (config.moe && (!config.bnb_4bit_compute_dtype.empty() || config.llm_int8_threshold.has_value()))
+        fail(ErrorKind::kConfig, model_dir + "/config.json: quantization_config: a bitsandbytes checkpoint of a " +
+                                     config.model_type + " model (experts) is not read by this build; start from the "
+                                     "floating-point model");
     DecoderWeights w;
     w.embed_tokens = r.read("model.embed_tokens.weight", {config.vocab_size, H});
     for (int64_t i = 0; i < config.num_layers; ++i) {
@@ -50,13 +85,17 @@ LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& opti
         l.pre_feedforward_norm = r.read_if(config.sandwich_norms, p + "pre_feedforward_layernorm.weight", {H});
         l.post_feedforward_norm =
             r.read_if(config.sandwich_norms || config.post_norms, p + "post_feedforward_layernorm.weight", {H});
-        if (config.fused_projections) {
-            l.gate_up_proj = linear("mlp.gate_up_proj", 2 * I, H, config.mlp_bias);
+        if (config.is_moe_layer(static_cast<size_t>(i))) {
+            read_experts(r, config, i, options.linear_dtype, l);
         } else {
-            l.gate_proj = linear("mlp.gate_proj", I, H, config.mlp_bias);
-            l.up_proj = linear("mlp.up_proj", I, H, config.mlp_bias);
+            if (config.fused_projections) {
+                l.gate_up_proj = linear("mlp.gate_up_proj", 2 * I, H, config.mlp_bias);
+            } else {
+                l.gate_proj = linear("mlp.gate_proj", I, H, config.mlp_bias);
+                l.up_proj = linear("mlp.up_proj", I, H, config.mlp_bias);
+            }
+            l.down_proj = linear("mlp.down_proj", H, I, config.mlp_bias);
         }
-        l.down_proj = linear("mlp.down_proj", H, I, config.mlp_bias);
         w.layers.push_back(std::move(l));
     }
     w.final_norm = r.read("model.norm.weight", {H});

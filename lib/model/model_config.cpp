@@ -155,7 +155,7 @@ std::pair<RopeConfig, RopeConfig> parse_layer_type_ropes(const json& config, con
 const std::vector<std::string>& supported_model_types() {
     static const std::vector<std::string> types{"llama",   "mistral", "qwen2", "qwen3",      "granite",
                                                 "smollm3", "gemma",   "gemma2", "gemma3_text", "phi3",
-                                                "olmo2",   "olmo3"};
+                                                "olmo2",   "olmo3",   "qwen3_moe", "mixtral"};
     return types;
 }
 
@@ -191,9 +191,11 @@ void read_layer_types(const json& config, const ConfigReader& r, DecoderConfig& 
     }
 }
 
-// llama, mistral, qwen2, qwen3, granite, smollm3: activation, biases, scalars, rotation, windows.
+// llama, mistral, qwen2, qwen3, granite, smollm3 and the attention of qwen3_moe (qwen3's) and
+// mixtral (mistral's): activation, biases, scalars, rotation, windows.
 void read_llama_family(const json& config, const ConfigReader& r, DecoderConfig& c, const std::string& source) {
-    const bool qwen2 = c.model_type == "qwen2", qwen3 = c.model_type == "qwen3", mistral = c.model_type == "mistral";
+    const bool qwen2 = c.model_type == "qwen2", qwen3 = c.model_type == "qwen3" || c.model_type == "qwen3_moe";
+    const bool mistral = c.model_type == "mistral", mixtral = c.model_type == "mixtral";
     const bool granite = c.model_type == "granite", smollm3 = c.model_type == "smollm3";
     const std::string act = r.text("hidden_act", "silu");
     if (act != "silu") r.bad("hidden_act", "must be silu for the Llama family");
@@ -202,7 +204,7 @@ void read_llama_family(const json& config, const ConfigReader& r, DecoderConfig&
     } else if (qwen3) {
         c.qkv_bias = c.o_bias = r.boolean("attention_bias", false);
         c.qk_norm = true;
-    } else if (!mistral) {
+    } else if (!mistral && !mixtral) {
         c.qkv_bias = c.o_bias = r.boolean("attention_bias", false);
         c.mlp_bias = r.boolean("mlp_bias", false);
     }
@@ -231,17 +233,20 @@ void read_llama_family(const json& config, const ConfigReader& r, DecoderConfig&
         }
     }
 
-    // Sliding windows: mistral on every layer; qwen2 and qwen3 when use_sliding_window, on the
-    // layers that layer_types (or max_window_layers) name; smollm3 likewise, on layer_types' or
-    // else its layers without rotation. llama has none.
-    // MistralConfig defaults sliding_window to 4096 when the key is absent; an explicit null is none.
+    // Sliding windows: mistral and mixtral on every layer; qwen2 and qwen3 when use_sliding_window,
+    // on the layers that layer_types (or max_window_layers) name; qwen3_moe likewise, on every layer;
+    // smollm3 likewise, on layer_types' or else its layers without rotation. llama has none.
+    // MistralConfig defaults sliding_window to 4096 when the key is absent (MixtralConfig to none);
+    // an explicit null is none.
     std::optional<int64_t> window;
     if (mistral && !config.contains("sliding_window")) window = 4096;
     const bool qwen = qwen2 || qwen3;
-    if ((mistral || ((qwen || smollm3) && r.boolean("use_sliding_window", false))) && r.has("sliding_window"))
+    if ((mistral || mixtral || ((qwen || smollm3) && r.boolean("use_sliding_window", false))) && r.has("sliding_window"))
         window = r.integer("sliding_window");
     if (window) {
-        if (r.has("layer_types")) {
+        if (mixtral || c.model_type == "qwen3_moe") {
+            c.layer_window.assign(static_cast<size_t>(c.num_layers), window);
+        } else if (r.has("layer_types")) {
             read_layer_types(config, r, c, *window);
         } else if (smollm3) {
             for (int64_t i = 0; i < c.num_layers; ++i)
@@ -251,6 +256,45 @@ void read_llama_family(const json& config, const ConfigReader& r, DecoderConfig&
             for (int64_t i = first; i < c.num_layers; ++i) c.layer_window[static_cast<size_t>(i)] = window;
         }
     }
+}
+
+// qwen3_moe and mixtral's experts (MoeConfig), with Qwen3MoeConfig's and MixtralConfig's defaults.
+void read_moe(const json& config, const ConfigReader& r, DecoderConfig& c) {
+    const bool mixtral = c.model_type == "mixtral";
+    MoeConfig moe;
+    moe.mixtral_names = mixtral;
+    // Both configs map num_experts to num_local_experts (transformers 5 writes the latter; Qwen's hub
+    // configs the former).
+    moe.num_experts = r.integer(r.has("num_local_experts") ? "num_local_experts" : "num_experts", mixtral ? 8 : 128, 1);
+    moe.experts_per_token = r.integer("num_experts_per_tok", mixtral ? 2 : 8, 1);
+    if (moe.experts_per_token > moe.num_experts)
+        r.bad("num_experts_per_tok", "must be at most the number of experts (" + std::to_string(moe.num_experts) + ")");
+    moe.expert_intermediate_size = mixtral ? c.intermediate_size : r.integer("moe_intermediate_size", 768, 1);
+    moe.normalize_top_k = mixtral || r.boolean("norm_topk_prob", false);
+    moe.weights_in_logits_type = !mixtral;
+    // The load-balancing loss (Switch Transformer's) is added only when the config asks for the
+    // router logits; the released configs do not.
+    if (r.boolean("output_router_logits", false))
+        r.bad("output_router_logits", "must be false: ftlaunch trains without the router's load-balancing loss "
+                                      "(router_aux_loss_coef), which transformers adds only with it");
+    if (mixtral && r.number("router_jitter_noise", 0.0) != 0.0)
+        r.bad("router_jitter_noise", "must be 0: ftlaunch does not jitter the router's input");
+    c.layer_moe.assign(static_cast<size_t>(c.num_layers), true);
+    if (!mixtral) {  // Qwen3MoeDecoderLayer: experts unless mlp_only_layers names it, every decoder_sparse_step-th
+        const int64_t step = r.integer("decoder_sparse_step", 1, 1);
+        for (int64_t i = 0; i < c.num_layers; ++i) c.layer_moe[static_cast<size_t>(i)] = (i + 1) % step == 0;
+        if (r.has("mlp_only_layers")) {
+            const json& dense = config.at("mlp_only_layers");
+            if (!dense.is_array()) r.bad("mlp_only_layers", "must be a list of layer indices");
+            for (const json& i : dense) {
+                if (!i.is_number_integer() || i.get<int64_t>() < 0 || i.get<int64_t>() >= c.num_layers)
+                    r.bad("mlp_only_layers", "entries must be layer indices below num_hidden_layers (" +
+                                                 std::to_string(c.num_layers) + ")");
+                c.layer_moe[i.get<size_t>()] = false;
+            }
+        }
+    }
+    c.moe = moe;
 }
 
 // gemma, gemma2, gemma3_text, with GemmaConfig's, Gemma2Config's and Gemma3TextConfig's defaults.
@@ -381,6 +425,7 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
     const bool qwen2 = c.model_type == "qwen2", qwen3 = c.model_type == "qwen3", mistral = c.model_type == "mistral";
     const bool smollm3 = c.model_type == "smollm3", gemma = starts_with(c.model_type, "gemma");
     const bool phi3 = c.model_type == "phi3", olmo = starts_with(c.model_type, "olmo");
+    const bool mixtral = c.model_type == "mixtral", moe = mixtral || c.model_type == "qwen3_moe";
 
     c.vocab_size = r.integer("vocab_size");
     c.hidden_size = r.integer("hidden_size");
@@ -398,10 +443,10 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
         c.head_dim = c.hidden_size / c.num_heads;
     }
     if (c.head_dim % 2 != 0) r.bad("head_dim", "must be even for rotary embeddings");
-    c.rms_norm_eps = r.number("rms_norm_eps", phi3 || olmo ? 1e-5 : 1e-6);
+    c.rms_norm_eps = r.number("rms_norm_eps", phi3 || olmo || mixtral ? 1e-5 : 1e-6);
     c.max_position_embeddings =
-        r.integer("max_position_embeddings", qwen2 || qwen3 || smollm3                   ? 32768
-                                             : mistral || c.model_type == "gemma3_text" ? 131072
+        r.integer("max_position_embeddings", qwen2 || qwen3 || smollm3 || c.model_type == "qwen3_moe" ? 32768
+                                             : mistral || mixtral || c.model_type == "gemma3_text" ? 131072
                                              : gemma                                    ? 8192
                                              : phi3                                     ? 4096
                                                                                         : 2048);
@@ -412,6 +457,7 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
     else if (phi3) read_phi3(config, r, c, source);
     else if (olmo) read_olmo(config, r, c, source);
     else read_llama_family(config, r, c, source);
+    if (moe) read_moe(config, r, c);
     // Rotated in halves: an even number of dims (gemma3's sliding rotation is never partial).
     const int64_t rotated = c.rotary_dim();
     if (rotated % 2 != 0 || rotated == 0)

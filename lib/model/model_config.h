@@ -40,12 +40,32 @@ struct RopeConfig {
     bool truncate = true;
 };
 
+// A mixture-of-experts MLP (qwen3_moe, mixtral), as transformers 5 holds it: a router (mlp.gate,
+// [E, H]) scores each token's experts; the top k run, each a SwiGLU MLP whose weights are slices of
+// two stacked tensors (mlp.experts.gate_up_proj [E, 2I, H], gate rows first, and down_proj [E, H, I]),
+// and their outputs are summed weighted by the routing probabilities (Qwen3MoeSparseMoeBlock,
+// MixtralSparseMoeBlock; Shazeer et al. 2017's top-k gating).
+struct MoeConfig {
+    int64_t num_experts = 0;              // E: num_experts (qwen3_moe), num_local_experts (mixtral)
+    int64_t experts_per_token = 0;        // k: num_experts_per_tok
+    int64_t expert_intermediate_size = 0; // I of each expert: moe_intermediate_size (qwen3_moe), intermediate_size (mixtral)
+    // The top k probabilities are divided by their sum (mixtral always; qwen3_moe's norm_topk_prob).
+    bool normalize_top_k = true;
+    // qwen3_moe rounds the routing weights to the router logits' type before they scale the experts'
+    // outputs; mixtral keeps them in fp32 (the product is promoted, then rounded once).
+    bool weights_in_logits_type = true;
+    // How the checkpoint names the experts on the hub and in save_pretrained's default output
+    // (transformers' conversion mapping): qwen3_moe mlp.experts.<e>.gate_proj|up_proj|down_proj,
+    // mixtral block_sparse_moe.experts.<e>.w1|w3|w2 and block_sparse_moe.gate.
+    bool mixtral_names = false;
+};
+
 // The MLP's gate activation: silu (the Llama family) or GELU's tanh approximation (the Gemmas'
 // gelu_pytorch_tanh, torch's gelu(approximate="tanh")).
 enum class GateActivation { kSilu, kGeluTanh };
 
 struct DecoderConfig {
-    std::string model_type;  // "llama" | "mistral" | "qwen2" | "qwen3" | "granite" | "smollm3" | "gemma" | "gemma2" | "gemma3_text"
+    std::string model_type;  // one of supported_model_types()
     int64_t vocab_size = 0;
     int64_t hidden_size = 0;
     int64_t intermediate_size = 0;
@@ -102,6 +122,11 @@ struct DecoderConfig {
     bool post_norms = false;
     bool qk_norm_whole = false;
     bool weight_in_fp32_norms = false;
+    // Mixture-of-experts MLPs; `layer_moe[i]` says which layers have one (qwen3_moe's mlp_only_layers
+    // and decoder_sparse_step leave some dense, with intermediate_size).
+    std::optional<MoeConfig> moe;
+    std::vector<bool> layer_moe;
+    bool is_moe_layer(size_t i) const { return moe && layer_moe.at(i); }
     std::optional<double> attn_logit_softcapping;
     std::optional<double> final_logit_softcapping;
     std::optional<RopeConfig> sliding_rope;

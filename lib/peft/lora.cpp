@@ -2,6 +2,7 @@
 
 #include <ATen/core/grad_mode.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -13,6 +14,7 @@
 #include "io/checkpoint.h"
 #include "io/safetensors_writer.h"
 #include "model/tensor_io.h"
+#include "peft/moe_lora.h"
 #include "util/files.h"
 #include "util/error.h"
 #include "util/strings.h"
@@ -22,13 +24,31 @@ namespace {
 
 using nlohmann::json;
 
-// (module path, linear) for every linear LoRA can target, in PEFT's traversal order.
+// Whether a layer's linear at `path` is one of a MoE block's parameters (experts' stacks, router).
+bool is_moe_parameter(const model::Linear& linear, const std::string& path) {
+    return linear.weight.dim() == 3 || path == "mlp.gate";
+}
+
+// (module path, linear) for every linear LoRA can target, in PEFT's creation order. On a MoE model
+// PEFT adapts the modules of every layer first, then each layer's parameters (experts' gate_up_proj,
+// down_proj, router), whose adapters it names after its nested ParamWrappers: mlp.experts for the
+// outer one (down_proj, or gate_up_proj alone), mlp.experts.base_layer for gate_up_proj inside it.
 std::vector<std::pair<std::string, model::Linear*>> target_candidates(model::CausalLM& model) {
-    std::vector<std::pair<std::string, model::Linear*>> out;
+    std::vector<std::pair<std::string, model::Linear*>> out, parameters;
     auto& layers = model.weights().layers;
-    for (size_t i = 0; i < layers.size(); ++i)
-        for (auto& [path, linear] : layers[i].linears())
-            out.emplace_back("model.layers." + std::to_string(i) + "." + path, linear);
+    for (size_t i = 0; i < layers.size(); ++i) {
+        const std::string prefix = "model.layers." + std::to_string(i) + ".";
+        for (auto& [path, linear] : layers[i].linears()) {
+            if (!is_moe_parameter(*linear, path)) {
+                out.emplace_back(prefix + path, linear);
+                continue;
+            }
+            const bool nested = linear == &layers[i].experts_gate_up && layers[i].experts_down.adapter.has_value();
+            const std::string module = path == "mlp.gate" ? path : nested ? "mlp.experts.base_layer" : "mlp.experts";
+            parameters.emplace_back(prefix + module, linear);
+        }
+    }
+    out.insert(out.end(), parameters.begin(), parameters.end());
     return out;
 }
 
@@ -55,6 +75,70 @@ void kaiming_uniform(at::Tensor& w, double a, at::Generator& generator) {
     const double std_dev = gain / std::sqrt(static_cast<double>(w.size(1)));
     const double bound = std::sqrt(3.0) * std_dev;
     w.uniform_(-bound, bound, generator);
+}
+
+// A new adapter of `rank` for a linear (out, in), drawn as PEFT draws it: nn.Linear(in, rank) and
+// nn.Linear(rank, out) take their default kaiming-uniform weights, then A is redrawn
+// (reset_lora_parameters) and B zeroed. For an experts' stack `rank` is r x E (ParamWrapper's).
+model::LowRankAdapter new_adapter(int64_t out, int64_t in, int64_t rank, double scaling, double dropout,
+                                  at::Generator& generator, const at::Device& device) {
+    auto options = at::TensorOptions().dtype(at::kFloat);  // drawn on CPU, as torch's CPU generator does
+    at::Tensor a = at::empty({rank, in}, options);
+    at::Tensor b = at::empty({out, rank}, options);
+    kaiming_uniform(a, std::sqrt(5.0), generator);  // nn.Linear(in, r) default init
+    kaiming_uniform(b, std::sqrt(5.0), generator);  // nn.Linear(r, out) default init
+    kaiming_uniform(a, std::sqrt(5.0), generator);  // reset_lora_parameters
+    b.zero_();
+    return model::LowRankAdapter{a.to(device), b.to(device), scaling, dropout, {}};
+}
+
+// attach_lora on a MoE model (peft/moe_lora.h's reading of the targets).
+std::vector<std::string> attach_moe_lora(model::CausalLM& model, const LoraConfig& config, at::Generator& generator,
+                                         std::optional<at::Device> device, bool magnitudes_later) {
+    config.validate();
+    const model::DecoderConfig& c = model.config();
+    const MoeTargets targets = resolve_moe_targets(c, config);
+    std::vector<std::string> adapted;
+    at::NoGradGuard no_grad;
+    auto adapt = [&](const std::string& path, model::Linear& linear, int64_t rank, double scaling, double dropout) {
+        const auto [out, in] = model::linear_features(linear);
+        const int64_t stacked = linear.weight.dim() == 3 ? linear.weight.size(0) : 1;
+        linear.adapter = new_adapter(out, in, rank * stacked, scaling, dropout, generator, device.value_or(linear.weight.device()));
+        adapted.push_back(path);
+    };
+    std::set<std::string> matched;
+    auto& layers = model.weights().layers;
+    for (size_t i = 0; i < layers.size(); ++i)
+        for (auto& [path, linear] : layers[i].linears()) {
+            const std::string leaf = path.substr(path.rfind('.') + 1);
+            if (is_moe_parameter(*linear, path) || is_mapped_moe_name(c, leaf)) continue;
+            const bool named = std::find(targets.module_names.begin(), targets.module_names.end(), leaf) != targets.module_names.end();
+            if (!targets.all_linear && !named) continue;
+            matched.insert(leaf);
+            adapt("model.layers." + std::to_string(i) + "." + path, *linear, config.r, config.scaling(), config.dropout);
+            if (config.use_dora)
+                linear->adapter->magnitude = magnitudes_later ? at::empty({linear->weight.size(0)}, linear->adapter->A.options())
+                                                              : model::dora_magnitude(*linear);
+        }
+    for (const std::string& name : targets.module_names)
+        if (!matched.count(name))
+            fail(ErrorKind::kConfig, "--lora_target_modules: '" + name + "' matches no linear layer of this " + c.model_type +
+                                         " model (its attention's q_proj, k_proj, v_proj, o_proj; its experts' and router's "
+                                         "names as PEFT maps them; or all-linear)");
+    // gate_up_proj holds two adapters' worth side by side: rank and alpha doubled (the same alpha/r).
+    LoraConfig doubled = config;
+    doubled.r *= 2;
+    doubled.alpha *= 2;
+    for (size_t i = 0; i < layers.size(); ++i) {
+        if (!layers[i].moe) continue;
+        const std::string prefix = "model.layers." + std::to_string(i) + ".mlp.";
+        if (targets.gate_up) adapt(prefix + "experts.gate_up_proj", layers[i].experts_gate_up, doubled.r, doubled.scaling(), 0.0);
+        if (targets.down) adapt(prefix + "experts.down_proj", layers[i].experts_down, config.r, config.scaling(), 0.0);
+        if (targets.router) adapt(prefix + "gate", layers[i].router, config.r, config.scaling(), 0.0);
+    }
+    if (adapted.empty())
+        fail(ErrorKind::kConfig, "--lora_target_modules: '" + config.target_modules + "' matches no linear layer");
+    return adapted;
 }
 
 std::string module_of(const std::string& peft_name) {  // base_model.model.<path>.lora_A.weight -> <path>
@@ -95,17 +179,29 @@ bool fused_away(const LinearPaths& candidates, const std::string& name) {
 
 }  // namespace
 
-std::vector<std::string> targets_fused_away(model::CausalLM& model, const LoraConfig& config) {
-    std::vector<std::string> out;
-    if (config.targets_are_regex || to_lower(config.target_modules) == "all-linear") return out;
+std::optional<std::string> ignored_targets_warning(model::CausalLM& model, const LoraConfig& config) {
+    if (config.targets_are_regex || to_lower(config.target_modules) == "all-linear") return std::nullopt;
+    const std::string family = model.config().model_type;
+    if (model.config().moe) {
+        const MoeTargets targets = resolve_moe_targets(model.config(), config);
+        if (targets.absent.empty()) return std::nullopt;
+        return "--lora_target_modules: " + join(targets.absent, ", ") + " name no linear of this " + family +
+               " model, whose experts' linears PEFT calls w1, w3 (gate_up_proj) and w2 (down_proj); as PEFT does, only "
+               "the targets it has are adapted";
+    }
+    std::vector<std::string> fused;
     const LinearPaths candidates = target_candidates(model);
     for (const auto& name : target_names(config))
-        if (fused_away(candidates, name)) out.push_back(name);
-    return out;
+        if (fused_away(candidates, name)) fused.push_back(name);
+    if (fused.empty()) return std::nullopt;
+    return "--lora_target_modules: " + join(fused, ", ") + " are fused into this " + family +
+           " model's qkv_proj / gate_up_proj, so (as PEFT does) only the targets it has are adapted; name qkv_proj and "
+           "gate_up_proj, or all-linear, to adapt those";
 }
 
 std::vector<std::string> attach_lora(model::CausalLM& model, const LoraConfig& config, at::Generator& generator,
                                      std::optional<at::Device> device, bool magnitudes_later) {
+    if (model.config().moe) return attach_moe_lora(model, config, generator, device, magnitudes_later);
     return attach_lora(target_candidates(model), model.config().model_type, config, generator, device, magnitudes_later);
 }
 
@@ -141,17 +237,10 @@ std::vector<std::string> attach_lora(const LinearPaths& candidates, const std::s
     for (const auto& [path, linear] : candidates) {
         if (!matches(path, config, names, pattern.get())) continue;
         const auto [out, in] = model::linear_features(*linear);
-        auto options = at::TensorOptions().dtype(at::kFloat);  // drawn on CPU, as torch's CPU generator does
-        at::Tensor a = at::empty({config.r, in}, options);
-        at::Tensor b = at::empty({out, config.r}, options);
-        kaiming_uniform(a, std::sqrt(5.0), generator);  // nn.Linear(in, r) default init
-        kaiming_uniform(b, std::sqrt(5.0), generator);  // nn.Linear(r, out) default init
-        kaiming_uniform(a, std::sqrt(5.0), generator);  // reset_lora_parameters
-        b.zero_();
         const at::Device on = device.value_or(linear->weight.device());
-        linear->adapter = model::LowRankAdapter{a.to(on), b.to(on), config.scaling(), config.dropout, {}};
+        linear->adapter = new_adapter(out, in, config.r, config.scaling(), config.dropout, generator, on);
         if (config.use_dora)
-            linear->adapter->magnitude = magnitudes_later ? at::empty({out}, options.device(on))
+            linear->adapter->magnitude = magnitudes_later ? at::empty({out}, at::TensorOptions().dtype(at::kFloat).device(on))
                                                           : model::dora_magnitude(*linear).to(on);
         adapted.push_back(path);
     }
@@ -182,13 +271,33 @@ std::vector<std::pair<std::string, at::Tensor>> embedding_tensors(model::CausalL
             {"base_model.model.lm_head.weight", w.lm_head.defined() ? w.lm_head : w.embed_tokens}};
 }
 
+namespace {
+
+void write_adapter(const std::string& dir, const LinearPaths& candidates, const LoraConfig& config,
+                   const std::vector<std::pair<std::string, at::Tensor>>& full_tensors,
+                   const std::optional<MoeAdapterFields>& moe_fields);
+
+}  // namespace
+
 void save_adapter(const std::string& dir, model::CausalLM& model, const LoraConfig& config,
                   const std::vector<std::pair<std::string, at::Tensor>>& full_tensors) {
-    save_adapter(dir, target_candidates(model), config, full_tensors);
+    std::optional<MoeAdapterFields> moe_fields;
+    if (model.config().moe) moe_fields = moe_adapter_fields(resolve_moe_targets(model.config(), config), config);
+    write_adapter(dir, target_candidates(model), config, full_tensors, moe_fields);
 }
 
 void save_adapter(const std::string& dir, const LinearPaths& candidates, const LoraConfig& config,
                   const std::vector<std::pair<std::string, at::Tensor>>& full_tensors) {
+    write_adapter(dir, candidates, config, full_tensors, std::nullopt);
+}
+
+namespace {
+
+// save_adapter; `moe_fields` for a MoE model, whose parameter targets adapter_config.json lists
+// apart from its module targets.
+void write_adapter(const std::string& dir, const LinearPaths& candidates, const LoraConfig& config,
+                   const std::vector<std::pair<std::string, at::Tensor>>& full_tensors,
+                   const std::optional<MoeAdapterFields>& moe_fields) {
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     if (ec) fail(ErrorKind::kIo, dir + ": cannot create the adapter folder: " + ec.message());
@@ -196,6 +305,9 @@ void save_adapter(const std::string& dir, const LinearPaths& candidates, const L
     const auto parameters = adapter_parameters(candidates);
     for (const auto& [name, t] : parameters) {
         const std::string path = module_of(name);
+        if (moe_fields && (ends_with(path, ".mlp.experts") || ends_with(path, ".mlp.experts.base_layer") ||
+                           ends_with(path, ".mlp.gate")))
+            continue;  // a parameter target, listed in target_parameters
         targets.insert(path.substr(path.rfind('.') + 1));
     }
     std::vector<std::pair<std::string, at::Tensor>> saved = parameters;
@@ -216,8 +328,17 @@ void save_adapter(const std::string& dir, const LinearPaths& candidates, const L
                 {"modules_to_save", nullptr},
                 {"use_dora", config.use_dora},
                 {"target_modules", std::vector<std::string>(targets.begin(), targets.end())}};
+    if (moe_fields) {
+        cfg["target_parameters"] = moe_fields->target_parameters;
+        cfg["rank_pattern"] = json::object();
+        cfg["alpha_pattern"] = json::object();
+        for (const auto& [pattern, rank] : moe_fields->rank_pattern) cfg["rank_pattern"][pattern] = rank;
+        for (const auto& [pattern, alpha] : moe_fields->alpha_pattern) cfg["alpha_pattern"][pattern] = alpha;
+    }
     io::write_file_atomically(dir + "/adapter_config.json", [&](std::ostream& out) { out << cfg.dump(2) << "\n"; });
 }
+
+}  // namespace
 
 LoraConfig read_adapter_config(const std::string& dir) {
     const std::string config_path = dir + "/adapter_config.json";
@@ -244,7 +365,11 @@ LoraConfig read_adapter_config(const std::string& dir) {
             config.target_modules = targets.get<std::string>();
             config.targets_are_regex = to_lower(config.target_modules) != "all-linear";
         } else {
-            config.target_modules = join(targets.get<std::vector<std::string>>(), ",");
+            std::vector<std::string> names = targets.get<std::vector<std::string>>();
+            // A MoE model's experts and router (peft/moe_lora.h reads these names back).
+            if (cfg.contains("target_parameters") && cfg["target_parameters"].is_array())
+                for (const json& name : cfg["target_parameters"]) names.push_back(name.get<std::string>());
+            config.target_modules = join(names, ",");
         }
     } catch (const json::exception& e) {
         fail(ErrorKind::kConfig, config_path + ": r / target_modules missing or of the wrong type (" + e.what() + ")");

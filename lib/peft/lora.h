@@ -42,7 +42,8 @@ struct LoraConfig {
 // at the base weights' row norms, or with `magnitudes_later` are only allocated, for
 // model::reset_dora_magnitudes to fill once the weights are quantised (QDoRA). Returns the adapted
 // module paths; a target that matches nothing is ftl::Error(kConfig) listing the model's linear
-// module names, except one fused into another of the model's linears (targets_fused_away).
+// module names, except one fused into another of the model's linears (ignored_targets_warning).
+// On a MoE model the experts and router are targeted as PEFT maps the names (peft/moe_lora.h).
 std::vector<std::string> attach_lora(model::CausalLM& model, const LoraConfig& config, at::Generator& generator,
                                      std::optional<at::Device> device = std::nullopt, bool magnitudes_later = false);
 
@@ -53,11 +54,12 @@ std::vector<std::string> attach_lora(const LinearPaths& candidates, const std::s
                                      const LoraConfig& config, at::Generator& generator,
                                      std::optional<at::Device> device = std::nullopt, bool magnitudes_later = false);
 
-// The listed target names that match none of the model's linears because the model fuses them into
-// one (phi3: q_proj, k_proj, v_proj in qkv_proj; gate_proj, up_proj in gate_up_proj). PEFT adapts
-// the targets that do match and ignores these, so a list written for the Llama family (train.py's
-// default) adapts phi3's o_proj and down_proj only; attach_lora does the same.
-std::vector<std::string> targets_fused_away(model::CausalLM& model, const LoraConfig& config);
+// A warning naming the listed targets that match none of the model's linears because the model
+// fuses them into one (phi3: q_proj, k_proj, v_proj in qkv_proj; gate_proj, up_proj in
+// gate_up_proj) or names them otherwise (mixtral's experts: w1, w3, w2), or nullopt. PEFT adapts the
+// targets that do match and ignores these, so a list written for the Llama family (train.py's
+// default) adapts phi3's o_proj and down_proj only, mixtral's attention only; attach_lora does the same.
+std::optional<std::string> ignored_targets_warning(model::CausalLM& model, const LoraConfig& config);
 
 // (PEFT state-dict name, tensor) of every adapter weight, e.g.
 // base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight (the names adapter_model.safetensors uses).

@@ -125,6 +125,10 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         check_compute_dtype(device, types.base, "the frozen base's type " + std::string(c10::toString(types.base)) +
                                                     " (--torch_dtype, or DeepSpeed's bf16/fp16 engine)");
     const bool quantizes = four_bit || args.use_8bit_quantization;
+    if (quantizes && model_config.moe)
+        fail(ErrorKind::kConfig, std::string(four_bit ? "--use_4bit_quantization" : "--use_8bit_quantization") +
+                                     " True: quantising a " + model_config.model_type + " model (experts) is not in this "
+                                     "build; train it with LoRA on 16-bit weights (--torch_dtype bfloat16)");
     JobModel job_model = load_job_model(inputs, device, partition_weights || quantizes, types);
     model::CausalLM& lm = job_model.loaded.model;
     if (!args.use_peft_lora && model::has_quantized_linears(lm))
@@ -141,11 +145,8 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     if (args.use_peft_lora) {
         lora = lora_config(args);
         at::Generator init = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(args.seed));
-        const std::vector<std::string> fused_away = peft::targets_fused_away(lm, lora);
-        if (main_rank && !fused_away.empty())
-            log.warn("--lora_target_modules: " + join(fused_away, ", ") + " are fused into this " + lm.config().model_type +
-                     " model's qkv_proj / gate_up_proj, so (as PEFT does) only the targets it has are adapted; name "
-                     "qkv_proj and gate_up_proj, or all-linear, to adapt those");
+        if (const std::optional<std::string> ignored = peft::ignored_targets_warning(lm, lora); main_rank && ignored)
+            log.warn(*ignored);
         // QDoRA: the magnitudes come from the quantised weights (quantize_layer below).
         peft::attach_lora(lm, lora, init, device, /*magnitudes_later=*/quantizes);
         trainable = peft::adapter_parameters(lm);

@@ -1,0 +1,87 @@
+#include "peft/moe_lora.h"
+
+#include <sstream>
+
+#include "util/error.h"
+#include "util/strings.h"
+
+namespace ftl::peft {
+namespace {
+
+// transformers 4's names of the experts' linears in this family: (gate, up, down).
+struct ExpertNames {
+    std::string gate, up, down;
+};
+
+ExpertNames expert_names(const model::DecoderConfig& config) {
+    if (config.moe->mixtral_names) return {"w1", "w3", "w2"};
+    return {"gate_proj", "up_proj", "down_proj"};
+}
+
+std::string number_text(double value) {
+    std::ostringstream out;
+    out << value;
+    return out.str();
+}
+
+}  // namespace
+
+bool is_mapped_moe_name(const model::DecoderConfig& config, const std::string& leaf) {
+    const ExpertNames names = expert_names(config);
+    return leaf == names.gate || leaf == names.up || leaf == names.down || leaf == "gate";
+}
+
+MoeTargets resolve_moe_targets(const model::DecoderConfig& config, const LoraConfig& lora) {
+    MoeTargets t;
+    const std::string family = config.model_type;
+    if (lora.targets_are_regex)
+        fail(ErrorKind::kConfig, "--lora_target_modules: a regex on a " + family + " model (experts) is not read by this "
+                                 "build; list the module names (q_proj, ..., " + expert_names(config).gate + ", ...) or all-linear");
+    const ExpertNames names = expert_names(config);
+    bool gate = false, up = false;
+    if (to_lower(lora.target_modules) == "all-linear") {
+        t.all_linear = t.gate_up = t.down = t.router = true;
+    } else {
+        for (const std::string& raw : split(lora.target_modules, ',')) {
+            const std::string name = trim(raw);
+            if (name.empty()) continue;
+            if (name == names.gate) gate = true;
+            else if (name == names.up) up = true;
+            else if (name == "gate_up_proj") gate = up = true;  // PEFT's own parameter name, as adapter_config.json lists it
+            else if (name == names.down || name == "down_proj") t.down = true;
+            else if (name == "gate" || name == "gate.weight") t.router = true;
+            else if (config.moe->mixtral_names && (name == "gate_proj" || name == "up_proj")) t.absent.push_back(name);
+            else t.module_names.push_back(name);
+        }
+        if (gate != up)
+            fail(ErrorKind::kConfig, "--lora_target_modules: '" + (gate ? names.gate : names.up) + "' without '" +
+                                         (gate ? names.up : names.gate) + "': " + family + "'s experts hold both in one "
+                                         "stacked parameter (gate_up_proj), which PEFT adapts whole; name both or neither");
+        t.gate_up = gate;
+    }
+    const bool parameters = t.gate_up || t.down || t.router;
+    if (parameters && lora.dropout > 0.0)
+        fail(ErrorKind::kConfig, "--lora_dropout " + number_text(lora.dropout) + ": PEFT adapts " + family +
+                                     "'s experts and router as parameters (its ParamWrapper), which take no dropout; set "
+                                     "--lora_dropout 0, or leave " + names.gate + ", " + names.up + ", " + names.down +
+                                     " and gate out of --lora_target_modules");
+    if (parameters && lora.use_dora)
+        fail(ErrorKind::kConfig, "--use_dora True: PEFT's DoRA does not apply to " + family + "'s experts and router "
+                                 "(parameters, not linear modules); leave " + names.gate + ", " + names.up + ", " + names.down +
+                                 " and gate out of --lora_target_modules");
+    return t;
+}
+
+MoeAdapterFields moe_adapter_fields(const MoeTargets& targets, const LoraConfig& lora) {
+    MoeAdapterFields f;
+    if (targets.gate_up) {
+        f.target_parameters.push_back("gate_up_proj");
+        f.rank_pattern.emplace_back(".*\\.gate_up_proj", 2 * lora.r);
+        f.alpha_pattern.emplace_back(".*\\.gate_up_proj", 2 * lora.alpha);
+    }
+    if (targets.down) f.target_parameters.push_back("down_proj");
+    if (targets.router) f.target_parameters.push_back("gate.weight");
+    return f;
+}
+
+}  // namespace ftl::peft
