@@ -222,14 +222,15 @@ std::vector<std::pair<std::string, at::Tensor>> named_weights(const DecoderConfi
     return out;
 }
 
-std::vector<std::pair<std::string, at::Tensor>> checkpoint_weights(const DecoderConfig& config, DecoderWeights& weights) {
+std::vector<std::pair<std::string, at::Tensor>> checkpoint_weights(const DecoderConfig& config,
+                                                                  const std::vector<std::pair<std::string, at::Tensor>>& named) {
+    if (!config.moe) return named;
     std::vector<std::pair<std::string, at::Tensor>> out;
-    if (!config.moe) return named_weights(config, weights);
     const bool mixtral = config.moe->mixtral_names;
     const std::string block = mixtral ? ".block_sparse_moe." : ".mlp.";
     // The stacks' rows per expert under the hub's names: gate then up in gate_up_proj.
     const std::string gate = mixtral ? "w1" : "gate_proj", up = mixtral ? "w3" : "up_proj", down = mixtral ? "w2" : "down_proj";
-    for (auto& [name, t] : named_weights(config, weights)) {
+    for (const auto& [name, t] : named) {
         const size_t experts = name.find(".mlp.experts.");
         const size_t router = name.find(".mlp.gate.weight");
         if (experts == std::string::npos && router == std::string::npos) {

@@ -216,11 +216,12 @@ struct DecoderWeights {
 std::vector<std::pair<std::string, at::Tensor>> named_weights(const DecoderConfig& config,
                                                              DecoderWeights& weights);
 
-// named_weights as save_pretrained writes them by default (transformers' reverse conversion
-// mapping): each expert's linears apart, under the hub's names (model.layers.0.mlp.experts.3.up_proj.weight;
-// mixtral: model.layers.0.block_sparse_moe.experts.3.w3.weight and block_sparse_moe.gate.weight),
-// as views of the stacks. Equal to named_weights for a model without experts.
-std::vector<std::pair<std::string, at::Tensor>> checkpoint_weights(const DecoderConfig& config, DecoderWeights& weights);
+// Tensors named as named_weights names them, renamed as save_pretrained writes them by default
+// (transformers' reverse conversion mapping): each expert's linears apart, under the hub's names
+// (model.layers.0.mlp.experts.3.up_proj.weight; mixtral: model.layers.0.block_sparse_moe.experts.3.w3.weight
+// and block_sparse_moe.gate.weight), as views of the stacks. Unchanged for a model without experts.
+std::vector<std::pair<std::string, at::Tensor>> checkpoint_weights(const DecoderConfig& config,
+                                                                  const std::vector<std::pair<std::string, at::Tensor>>& named);
 
 // transformers' resize_token_embeddings(new_size, pad_to_multiple_of) with mean resizing:
 // the vocabulary becomes new_size rounded up to the multiple; rows past the old vocabulary

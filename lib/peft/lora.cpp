@@ -209,6 +209,9 @@ std::vector<std::string> attach_lora(const LinearPaths& candidates, const std::s
                                      const LoraConfig& config, at::Generator& generator, std::optional<at::Device> device,
                                      bool magnitudes_later) {
     config.validate();
+    if (!config.target_parameters.empty())
+        fail(ErrorKind::kConfig, "target_parameters (" + join(config.target_parameters, ", ") + "): PEFT's parameter targets "
+                                 "are read for the experts of qwen3_moe and mixtral models only, not for a " + model_type + " model");
     const auto names = target_names(config);
     std::unique_ptr<std::regex> pattern;
     if (config.targets_are_regex) {
@@ -365,12 +368,10 @@ LoraConfig read_adapter_config(const std::string& dir) {
             config.target_modules = targets.get<std::string>();
             config.targets_are_regex = to_lower(config.target_modules) != "all-linear";
         } else {
-            std::vector<std::string> names = targets.get<std::vector<std::string>>();
-            // A MoE model's experts and router (peft/moe_lora.h reads these names back).
-            if (cfg.contains("target_parameters") && cfg["target_parameters"].is_array())
-                for (const json& name : cfg["target_parameters"]) names.push_back(name.get<std::string>());
-            config.target_modules = join(names, ",");
+            config.target_modules = join(targets.get<std::vector<std::string>>(), ",");
         }
+        if (cfg.contains("target_parameters") && cfg["target_parameters"].is_array())
+            config.target_parameters = cfg["target_parameters"].get<std::vector<std::string>>();
     } catch (const json::exception& e) {
         fail(ErrorKind::kConfig, config_path + ": r / target_modules missing or of the wrong type (" + e.what() + ")");
     }

@@ -22,6 +22,9 @@ struct LoraConfig {
     // `targets_are_regex`, one regex that must match the whole module path (re.fullmatch).
     std::string target_modules = "all-linear";
     bool targets_are_regex = false;
+    // PEFT's target_parameters, as a MoE model's adapter_config.json lists its experts' and router's
+    // adapters (gate_up_proj, down_proj, gate.weight; peft/moe_lora.h).
+    std::vector<std::string> target_parameters;
     bool use_rslora = false;  // scaling alpha / sqrt(r) instead of alpha / r
     // DoRA (Liu et al. 2024; PEFT's use_dora): each adapted linear also trains a magnitude per
     // output row, starting at the row norms of W (model/decoder.h, LowRankAdapter).

@@ -98,7 +98,11 @@ MergeSummary merge_adapter(const MergeOptions& options) {
         specs.push_back(spec);
     }
     for (const auto& [name, entry] : entries)
-        if (!base.contains(name) && !(name == "lm_head.weight" && !entry.replacement.empty()))  // tied: no lm_head
+        if (name.find(".mlp.experts.") != std::string::npos && !base.contains(name))
+            fail(ErrorKind::kConfig, options.adapter_dir + ": the adapter trains the experts of a mixture-of-experts model "
+                                     "(PEFT's target_parameters, '" + name + "'); merging those is not in this build "
+                                     "(PeftModel.merge_and_unload merges them)");
+        else if (!base.contains(name) && !(name == "lm_head.weight" && !entry.replacement.empty()))  // tied: no lm_head
             fail(ErrorKind::kConfig, options.adapter_dir + ": the adapter changes '" + name + "', which " +
                                          options.model_dir + " does not have (another base model?)");
 

@@ -47,11 +47,19 @@ MoeTargets resolve_moe_targets(const model::DecoderConfig& config, const LoraCon
             if (name.empty()) continue;
             if (name == names.gate) gate = true;
             else if (name == names.up) up = true;
-            else if (name == "gate_up_proj") gate = up = true;  // PEFT's own parameter name, as adapter_config.json lists it
-            else if (name == names.down || name == "down_proj") t.down = true;
-            else if (name == "gate" || name == "gate.weight") t.router = true;
-            else if (config.moe->mixtral_names && (name == "gate_proj" || name == "up_proj")) t.absent.push_back(name);
+            else if (name == names.down) t.down = true;
+            else if (name == "gate") t.router = true;
+            else if (config.moe->mixtral_names && (name == "gate_proj" || name == "up_proj" || name == "down_proj"))
+                t.absent.push_back(name);
             else t.module_names.push_back(name);
+        }
+        // PEFT's own parameter targets, as adapter_config.json lists them.
+        for (const std::string& parameter : lora.target_parameters) {
+            if (parameter == "gate_up_proj") gate = up = true;
+            else if (parameter == "down_proj") t.down = true;
+            else if (parameter == "gate.weight") t.router = true;
+            else fail(ErrorKind::kConfig, "target_parameters: '" + parameter + "' is not a parameter of " + family +
+                                              "'s experts or router (gate_up_proj, down_proj, gate.weight)");
         }
         if (gate != up)
             fail(ErrorKind::kConfig, "--lora_target_modules: '" + (gate ? names.gate : names.up) + "' without '" +

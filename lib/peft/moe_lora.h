@@ -8,8 +8,9 @@
 //   qwen3_moe down_proj, mixtral w2                 -> down_proj
 //   gate                                            -> the router (gate.weight)
 // and are no longer module targets (so qwen3_moe's dense mlp_only_layers keep no adapter under
-// them). "all-linear" means the attention's linears and all three parameters. The names PEFT
-// writes in adapter_config.json (gate_up_proj, down_proj, gate.weight) are read back the same way.
+// them). "all-linear" means the attention's linears and all three parameters. The parameter
+// names PEFT writes in adapter_config.json's target_parameters (gate_up_proj, down_proj,
+// gate.weight; LoraConfig::target_parameters) name them directly.
 // ParamWrapper takes no dropout and no DoRA; PEFT raises for either, and so does this.
 #pragma once
 

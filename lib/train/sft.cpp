@@ -266,8 +266,8 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         if (args.use_peft_lora)
             peft::save_adapter(dir, lm, lora, full_tensors);
         else
-            model::save_model_folder(dir, partitioned_trainable ? full_tensors : trainable, inputs.model_dir,
-                                     lm.config().vocab_size, dtype);
+            model::save_model_folder(dir, model::checkpoint_weights(lm.config(), partitioned_trainable ? full_tensors : trainable),
+                                     inputs.model_dir, lm.config().vocab_size, dtype);
         for (const auto& [name, text] : tokenizer_files)
             io::write_file_atomically(dir + "/" + name, [&](std::ostream& out) { out << text; });
     };

@@ -4,6 +4,7 @@
 #include <regex>
 
 #include "model/loss.h"
+#include "peft/moe_lora.h"
 #include "util/strings.h"
 
 namespace ftl::zero {
@@ -16,8 +17,17 @@ struct LinearShape {
     int64_t in, out;
 };
 
-std::vector<LinearShape> layer_linears(const model::DecoderConfig& c) {
+// A layer's linears; a MoE layer's (DecoderConfig::is_moe_layer) MLP as its router and its experts'
+// two stacks, each counted as one linear of E times the rows.
+std::vector<LinearShape> layer_linears(const model::DecoderConfig& c, bool moe_layer = false) {
     const int64_t q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
+    if (moe_layer) {
+        const int64_t experts = c.moe->num_experts, width = c.moe->expert_intermediate_size;
+        return {{"self_attn.q_proj", c.hidden_size, q},  {"self_attn.k_proj", c.hidden_size, kv},
+                {"self_attn.v_proj", c.hidden_size, kv}, {"self_attn.o_proj", q, c.hidden_size},
+                {"mlp.gate", c.hidden_size, experts},    {"mlp.experts.gate_up_proj", c.hidden_size, experts * 2 * width},
+                {"mlp.experts.down_proj", width, experts * c.hidden_size}};
+    }
     if (c.fused_projections)  // phi3
         return {{"self_attn.qkv_proj", c.hidden_size, q + 2 * kv}, {"self_attn.o_proj", q, c.hidden_size},
                 {"mlp.gate_up_proj", c.hidden_size, 2 * c.intermediate_size}, {"mlp.down_proj", c.intermediate_size, c.hidden_size}};
@@ -79,6 +89,50 @@ double layer_activation_bytes(const EstimateInputs& in, bool on_gpu) {
     return std::max(korthikanti, kept_tensors);
 }
 
+// The weights and biases of a layer's linears; `largest` grows to the largest module's own
+// parameters (DeepSpeed's largest_layer_params: an experts module holds both stacks).
+int64_t linear_parameters(const model::DecoderConfig& c, bool moe_layer, int64_t& largest) {
+    int64_t total = 0, experts = 0;
+    for (const LinearShape& l : layer_linears(c, moe_layer)) {
+        int64_t n = l.in * l.out;
+        const bool attention_qkv = l.name == "self_attn.q_proj" || l.name == "self_attn.k_proj" ||
+                                   l.name == "self_attn.v_proj" || l.name == "self_attn.qkv_proj";
+        if ((attention_qkv && c.qkv_bias) || (l.name == "self_attn.o_proj" && c.o_bias) ||
+            (starts_with(l.name, "mlp.") && !moe_layer && c.mlp_bias))
+            n += l.out;
+        total += n;
+        if (starts_with(l.name, "mlp.experts.")) experts += n;
+        else largest = std::max(largest, n);
+    }
+    largest = std::max(largest, experts);
+    return total;
+}
+
+// lora_parameters on a MoE model, whose targets PEFT maps (peft/moe_lora.h): the module targets
+// on the other linears, the experts' stacks at E x r (gate_up_proj at twice the rank), the router.
+int64_t moe_lora_parameters(const model::DecoderConfig& c, int64_t r, const std::string& target_modules) {
+    peft::LoraConfig lora;
+    lora.r = r;
+    lora.target_modules = target_modules;
+    const peft::MoeTargets targets = peft::resolve_moe_targets(c, lora);
+    const int64_t experts = c.moe->num_experts, width = c.moe->expert_intermediate_size, h = c.hidden_size;
+    int64_t total = 0;
+    for (int64_t i = 0; i < c.num_layers; ++i) {
+        const bool moe_layer = c.is_moe_layer(static_cast<size_t>(i));
+        for (const LinearShape& l : layer_linears(c, moe_layer)) {
+            const std::string leaf = l.name.substr(l.name.rfind('.') + 1);
+            if (starts_with(l.name, "mlp.") && (moe_layer || peft::is_mapped_moe_name(c, leaf))) continue;
+            const bool named = std::find(targets.module_names.begin(), targets.module_names.end(), leaf) != targets.module_names.end();
+            if (targets.all_linear || named) total += r * (l.in + l.out);
+        }
+        if (!moe_layer) continue;
+        if (targets.gate_up) total += experts * 2 * r * (h + 2 * width);
+        if (targets.down) total += experts * r * (width + h);
+        if (targets.router) total += r * (h + experts);
+    }
+    return total;
+}
+
 }  // namespace
 
 ParameterCounts count_parameters(const model::DecoderConfig& c) {
@@ -91,25 +145,22 @@ ParameterCounts count_parameters(const model::DecoderConfig& c) {
                              : c.qk_norm_whole ? (c.num_heads + c.num_kv_heads) * c.head_dim
                                                : 2 * c.head_dim;
     p.per_layer_norms = (c.sandwich_norms ? 4 : 2) * c.hidden_size + qk_norms;
-    p.per_layer = p.per_layer_norms;
-    for (const LinearShape& l : layer_linears(c)) {
-        int64_t n = l.in * l.out;
-        const bool attention_qkv = l.name == "self_attn.q_proj" || l.name == "self_attn.k_proj" ||
-                                   l.name == "self_attn.v_proj" || l.name == "self_attn.qkv_proj";
-        if ((attention_qkv && c.qkv_bias) || (l.name == "self_attn.o_proj" && c.o_bias) ||
-            (starts_with(l.name, "mlp.") && c.mlp_bias))
-            n += l.out;
-        p.per_layer += n;
-        largest = std::max(largest, n);
+    // Layers differ only where qwen3_moe keeps some dense: per_layer is the largest.
+    int64_t layers_total = 0;
+    for (int64_t i = 0; i < c.num_layers; ++i) {
+        const int64_t layer = p.per_layer_norms + linear_parameters(c, c.is_moe_layer(static_cast<size_t>(i)), largest);
+        layers_total += layer;
+        p.per_layer = std::max(p.per_layer, layer);
     }
     p.head = c.hidden_size + (c.tie_word_embeddings ? 0 : c.vocab_size * c.hidden_size);
-    p.total = p.embeddings + c.num_layers * p.per_layer + p.head;
+    p.total = p.embeddings + layers_total + p.head;
     p.largest_tensor = largest;
     return p;
 }
 
 int64_t lora_parameters(const model::DecoderConfig& c, int64_t r, const std::string& target_modules,
                         bool targets_are_regex, bool use_dora) {
+    if (c.moe) return moe_lora_parameters(c, r, target_modules);
     const bool all = to_lower(trim(target_modules)) == "all-linear";
     std::vector<std::string> names;
     for (const std::string& n : split(target_modules, ',')) names.push_back(trim(n));

@@ -55,6 +55,12 @@ SHAPES = {
                  num_attention_heads=4, num_key_value_heads=2, pad_token_id=0),
     "olmo2": dict(model_type="olmo2", vocab_size=1200, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, pad_token_id=0),
+    # Experts: their stacks, the router and (qwen3_moe) a dense layer; PEFT adapts the stacks and router.
+    "qwen3_moe": dict(model_type="qwen3_moe", vocab_size=1200, hidden_size=64, intermediate_size=160, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, moe_intermediate_size=48, num_experts=16,
+                      num_experts_per_tok=2, mlp_only_layers=[1]),
+    "mixtral": dict(model_type="mixtral", vocab_size=1200, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, num_local_experts=8),
     "llama2_70b": dict(model_type="llama", vocab_size=32000, hidden_size=8192, intermediate_size=28672,
                        num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8),
 }

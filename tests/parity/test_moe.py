@@ -1,0 +1,180 @@
+"""Mixture-of-experts models (qwen3_moe, mixtral) trained with LoRA against transformers 5 + PEFT
+0.21, which adapts the experts and the router as parameters (PEFT's ParamWrapper), on CPU.
+
+Setup: test_sft_parity's tokenizer and texts; a 2-layer qwen3_moe (8 experts, 2 per token, top-k
+renormalised) and a 2-layer mixtral, drawn by transformers and saved as the hub holds them (one
+tensor per expert's linear).
+
+Checks:
+  curve          qwen3_moe, LoRA all-linear (attention, the experts' gate_up_proj at twice the
+                 rank, down_proj, the router), 20 steps: per-step loss vs transformers + PEFT 1e-4
+                 (test_sft_parity's bound)
+  adapter        adapter_model.safetensors holds PEFT's tensors under PEFT's names (experts.base_layer,
+                 experts, gate), adapter_config.json its target_parameters and rank/alpha patterns;
+                 PeftModel.from_pretrained(output_dir) logits == ftlaunch's with that adapter (1e-5)
+  ZeRO-3         the same run on 2 ranks with every tensor partitioned (the experts' stacks too)
+                 == 1 rank (1e-5)
+  train.py list  the seed's list (q..o_proj, gate_proj, up_proj, down_proj) with --lora_dropout 0.1
+                 is refused on qwen3_moe naming --lora_dropout, as PEFT raises; on mixtral (experts
+                 w1/w2/w3) the list adapts the attention only, the tensors PEFT adapts, with a warning
+  full           full fine-tuning of mixtral writes the hub's per-expert layout; transformers loads
+                 it and its logits equal ftlaunch's on the saved model (1e-5)
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import check, failures  # noqa: E402
+import test_sft_parity as sft  # noqa: E402
+from test_zero import zero3_everything_partitioned  # noqa: E402
+
+LLAMA_TARGETS = "q_proj,k_proj,v_proj,o_proj,down_proj,up_proj,gate_proj"
+
+
+def tiny_moe(work, tokenizer_dir, name, model_type, **extra):
+    """A 2-layer MoE model of test_sft_parity's size, with its tokenizer, the norms randomised."""
+    path = os.path.join(work, name)
+    tok = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+    tok.save_pretrained(path)
+    config = transformers.AutoConfig.for_model(
+        model_type, vocab_size=len(tok), hidden_size=64, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, num_experts_per_tok=2,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0, **extra)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if "norm" in pname:
+                p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(path)
+    return path
+
+
+def probe_logits(model_dir, adapter, work):
+    g = torch.Generator().manual_seed(5)
+    ids = torch.randint(3, 200, (2, 10), generator=g)
+    inputs = os.path.join(work, "probe_in.safetensors")
+    out = os.path.join(work, "probe_out.safetensors")
+    save_file({"input_ids": ids, "attention_mask": torch.ones_like(ids)}, inputs)
+    cmd = [sft.PROBE, model_dir, inputs, out] + (["--adapter", adapter] if adapter else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"probe failed: {proc.stderr}")
+    return ids, load_file(out)["logits"]
+
+
+def check_lora_curve_and_adapter(work, model_dir, data_dir, texts):
+    import peft
+    out = os.path.join(work, "qwen3_moe_run")
+    ours, _ = sft.run_ftlaunch(model_dir, data_dir, out, 2, 2)
+    ref, ref_model = sft.reference_losses(model_dir, texts, 2, 2)
+    print(f"     qwen3_moe losses ftlaunch {ours[0]:.5f} -> {ours[-1]:.5f}; transformers+peft {ref[0]:.5f} -> {ref[-1]:.5f}")
+    sft.compare_curves(ours, ref, 1e-4, "qwen3_moe LoRA on attention, experts and router: 20 steps against transformers+peft")
+
+    saved = load_file(os.path.join(out, "adapter_model.safetensors"))
+    reference = {k.replace(".default", ""): v for k, v in ref_model.state_dict().items() if "lora_" in k}
+    same_names = set(saved) == set(reference)
+    shapes = all(saved[k].shape == reference[k].shape for k in reference) if same_names else False
+    config = json.load(open(os.path.join(out, "adapter_config.json")))
+    check(same_names and shapes and sorted(config.get("target_parameters", [])) == ["down_proj", "gate.weight", "gate_up_proj"]
+          and config.get("rank_pattern") == {".*\\.gate_up_proj": 8},
+          f"the adapter holds PEFT's {len(reference)} tensors with PEFT's names and shapes, target_parameters and "
+          f"rank_pattern as PEFT writes them ({sorted(config.get('target_parameters', []))}, {config.get('rank_pattern')})")
+    worst = max((saved[k] - reference[k].float()).abs().max().item() for k in reference) if same_names else float("inf")
+    check(worst <= 1e-4, f"the trained adapter equals the reference's, max abs diff {worst:.2e} <= 1e-4")
+
+    ids, ours_logits = probe_logits(model_dir, out, work)
+    loaded = peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained(model_dir), out)
+    with torch.no_grad():
+        theirs = loaded(input_ids=ids).logits
+    diff = (ours_logits - theirs).abs().max().item()
+    check(diff <= 1e-5, f"PeftModel.from_pretrained(output_dir) logits equal ftlaunch's with its adapter, max abs diff {diff:.2e}")
+    return ours
+
+
+def check_zero3(work, model_dir, data_dir, one_rank):
+    sharded, log = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, "qwen3_moe_zero3"), 1, 2,
+                                    launcher=("--config_file", zero3_everything_partitioned(work, 2)))
+    worst = max(abs(x - y) / abs(y) for x, y in zip(sharded, one_rank)) if len(sharded) == len(one_rank) else float("inf")
+    held = "holds" in log
+    check(worst <= 1e-5 and held,
+          f"qwen3_moe ZeRO-3 on 2 ranks, every tensor partitioned: loss curve vs 1 rank worst rel diff {worst:.2e} <= 1e-5")
+
+
+def check_train_py_list(work, qwen_dir, mixtral_dir, data_dir):
+    import peft
+    refused = subprocess.run(sft.ftlaunch_command(qwen_dir, data_dir, os.path.join(work, "refused"), 2, 1,
+                                                  extra=("--lora_target_modules", LLAMA_TARGETS, "--lora_dropout", "0.1",
+                                                         "--max_steps", "1")),
+                             capture_output=True, text=True, timeout=600)
+    try:
+        peft.get_peft_model(transformers.AutoModelForCausalLM.from_pretrained(qwen_dir),
+                            peft.LoraConfig(r=4, lora_dropout=0.1, target_modules=LLAMA_TARGETS.split(",")))
+        peft_raises = False
+    except ValueError:
+        peft_raises = True
+    message = refused.stdout + refused.stderr
+    check(refused.returncode == 2 and "--lora_dropout 0.1" in message and "ParamWrapper" in message and peft_raises,
+          f"qwen3_moe with train.py's list and dropout 0.1: exit {refused.returncode} naming --lora_dropout (PEFT raises too: "
+          f"{peft_raises})")
+
+    out = os.path.join(work, "mixtral_llama_targets")
+    proc = subprocess.run(sft.ftlaunch_command(mixtral_dir, data_dir, out, 2, 1,
+                                               extra=("--lora_target_modules", LLAMA_TARGETS, "--lora_dropout", "0.1",
+                                                      "--max_steps", "1")),
+                          capture_output=True, text=True, timeout=600)
+    wrapped = peft.get_peft_model(transformers.AutoModelForCausalLM.from_pretrained(mixtral_dir),
+                                  peft.LoraConfig(r=4, lora_dropout=0.1, target_modules=LLAMA_TARGETS.split(",")))
+    peft_keys = {k.replace(".default", "") for k in wrapped.state_dict() if "lora_" in k}
+    ours_keys = set(load_file(os.path.join(out, "adapter_model.safetensors"))) if proc.returncode == 0 else set()
+    check(ours_keys == peft_keys and "w1, w3" in proc.stdout + proc.stderr,
+          f"mixtral with train.py's list: the adapted tensors equal PEFT's ({len(peft_keys)}, the attention's), with a "
+          "warning naming the experts' own names")
+
+
+def check_full_fine_tuning(work, mixtral_dir, data_dir):
+    out = os.path.join(work, "mixtral_full")
+    sft.run_ftlaunch(mixtral_dir, data_dir, out, 2, 1, extra=("--use_peft_lora", "False", "--learning_rate", "1e-3",
+                                                              "--max_steps", "3"))
+    names = set()
+    for file in os.listdir(out):
+        if file.endswith(".safetensors"):
+            names |= set(load_file(os.path.join(out, file)))
+    per_expert = "model.layers.0.block_sparse_moe.experts.7.w3.weight" in names and not any("gate_up_proj" in n for n in names)
+    trained = transformers.AutoModelForCausalLM.from_pretrained(out)
+    ids, ours = probe_logits(out, None, work)
+    with torch.no_grad():
+        theirs = trained(input_ids=ids).logits
+    base = transformers.AutoModelForCausalLM.from_pretrained(mixtral_dir)
+    moved = (trained.model.layers[0].mlp.experts.gate_up_proj - base.model.layers[0].mlp.experts.gate_up_proj).abs().max()
+    diff = (ours - theirs).abs().max().item()
+    check(per_expert and diff <= 1e-5 and moved > 0,
+          f"mixtral full fine-tuning saves the hub's per-expert layout ({per_expert}); transformers loads it, logits vs "
+          f"ftlaunch's max abs diff {diff:.2e} <= 1e-5; the experts trained (max change {moved:.2e})")
+
+
+def main():
+    with tempfile.TemporaryDirectory() as work:
+        llama_dir, data_dir, texts = sft.make_inputs(work)
+        qwen_dir = tiny_moe(work, llama_dir, "qwen3_moe", "qwen3_moe", head_dim=16, moe_intermediate_size=32,
+                            num_experts=8, norm_topk_prob=True)
+        mixtral_dir = tiny_moe(work, llama_dir, "mixtral", "mixtral", num_local_experts=8)
+        one_rank = check_lora_curve_and_adapter(work, qwen_dir, data_dir, texts)
+        check_zero3(work, qwen_dir, data_dir, one_rank)
+        check_train_py_list(work, qwen_dir, mixtral_dir, data_dir)
+        check_full_fine_tuning(work, mixtral_dir, data_dir)
+    if failures:
+        print(f"{len(failures)} MoE checks failed")
+        sys.exit(1)
+    print("all MoE checks passed")
+
+
+if __name__ == "__main__":
+    main()
