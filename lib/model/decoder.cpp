@@ -46,20 +46,21 @@ struct LayerRopes {
 // The layer's linears as DecoderLayerWeights::linears() lists them, for a const layer too.
 template <class Layer>
 auto linears_of(Layer& l) -> std::vector<std::pair<std::string, decltype(&l.o_proj)>> {
+    std::vector<std::pair<std::string, decltype(&l.o_proj)>> out;
     if (l.fused_projections)  // Phi3Attention creates o_proj before qkv_proj
-        return {{"self_attn.o_proj", &l.o_proj}, {"self_attn.qkv_proj", &l.qkv_proj}, {"mlp.gate_up_proj", &l.gate_up_proj},
-                {"mlp.down_proj", &l.down_proj}};
+        out = {{"self_attn.o_proj", &l.o_proj}, {"self_attn.qkv_proj", &l.qkv_proj}};
+    else
+        out = {{"self_attn.q_proj", &l.q_proj}, {"self_attn.k_proj", &l.k_proj}, {"self_attn.v_proj", &l.v_proj},
+               {"self_attn.o_proj", &l.o_proj}};
     if (l.moe)
-        return {{"self_attn.q_proj", &l.q_proj},
-                {"self_attn.k_proj", &l.k_proj},
-                {"self_attn.v_proj", &l.v_proj},
-                {"self_attn.o_proj", &l.o_proj},
-                {"mlp.experts.gate_up_proj", &l.experts_gate_up},
-                {"mlp.experts.down_proj", &l.experts_down},
-                {"mlp.gate", &l.router}};
-    return {{"self_attn.q_proj", &l.q_proj}, {"self_attn.k_proj", &l.k_proj}, {"self_attn.v_proj", &l.v_proj},
-            {"self_attn.o_proj", &l.o_proj}, {"mlp.gate_proj", &l.gate_proj},  {"mlp.up_proj", &l.up_proj},
-            {"mlp.down_proj", &l.down_proj}};
+        out.insert(out.end(), {{"mlp.experts.gate_up_proj", &l.experts_gate_up},
+                               {"mlp.experts.down_proj", &l.experts_down},
+                               {"mlp.gate", &l.router}});
+    else if (l.fused_projections)
+        out.insert(out.end(), {{"mlp.gate_up_proj", &l.gate_up_proj}, {"mlp.down_proj", &l.down_proj}});
+    else
+        out.insert(out.end(), {{"mlp.gate_proj", &l.gate_proj}, {"mlp.up_proj", &l.up_proj}, {"mlp.down_proj", &l.down_proj}});
+    return out;
 }
 
 }  // namespace
@@ -226,10 +227,9 @@ std::vector<std::pair<std::string, at::Tensor>> checkpoint_weights(const Decoder
                                                                   const std::vector<std::pair<std::string, at::Tensor>>& named) {
     if (!config.moe) return named;
     std::vector<std::pair<std::string, at::Tensor>> out;
-    const bool mixtral = config.moe->mixtral_names;
-    const std::string block = mixtral ? ".block_sparse_moe." : ".mlp.";
     // The stacks' rows per expert under the hub's names: gate then up in gate_up_proj.
-    const std::string gate = mixtral ? "w1" : "gate_proj", up = mixtral ? "w3" : "up_proj", down = mixtral ? "w2" : "down_proj";
+    const MoeConfig::CheckpointNames names = config.moe->checkpoint_names();
+    const std::string block = "." + names.block + ".";
     for (const auto& [name, t] : named) {
         const size_t experts = name.find(".mlp.experts.");
         const size_t router = name.find(".mlp.gate.weight");
@@ -247,10 +247,10 @@ std::vector<std::pair<std::string, at::Tensor>> checkpoint_weights(const Decoder
         for (int64_t e = 0; e < t.size(0); ++e) {
             const std::string prefix = layer + block + "experts." + std::to_string(e) + ".";
             if (gate_up) {
-                out.emplace_back(prefix + gate + ".weight", t[e].narrow(0, 0, width));
-                out.emplace_back(prefix + up + ".weight", t[e].narrow(0, width, width));
+                out.emplace_back(prefix + names.gate + ".weight", t[e].narrow(0, 0, width));
+                out.emplace_back(prefix + names.up + ".weight", t[e].narrow(0, width, width));
             } else {
-                out.emplace_back(prefix + down + ".weight", t[e]);
+                out.emplace_back(prefix + names.down + ".weight", t[e]);
             }
         }
     }

@@ -16,7 +16,8 @@ void read_experts(WeightReader& r, const DecoderConfig& config, int64_t i, std::
     const MoeConfig& moe = *config.moe;
     const int64_t experts = moe.num_experts, width = moe.expert_intermediate_size, H = config.hidden_size;
     const std::string p = "model.layers." + std::to_string(i) + ".";
-    const std::string hub = p + (moe.mixtral_names ? "block_sparse_moe." : "mlp.");
+    const MoeConfig::CheckpointNames names = moe.checkpoint_names();
+    const std::string hub = p + names.block + ".";
     l.moe = true;
     l.router.weight = r.read(r.contains(p + "mlp.gate.weight") ? p + "mlp.gate.weight" : hub + "gate.weight", {experts, H}, dtype);
     if (r.contains(p + "mlp.experts.gate_up_proj")) {
@@ -24,13 +25,12 @@ void read_experts(WeightReader& r, const DecoderConfig& config, int64_t i, std::
         l.experts_down.weight = r.read(p + "mlp.experts.down_proj", {experts, H, width}, dtype);
         return;
     }
-    const std::string gate = moe.mixtral_names ? "w1" : "gate_proj", up = moe.mixtral_names ? "w3" : "up_proj";
-    const std::string down = moe.mixtral_names ? "w2" : "down_proj";
     std::vector<at::Tensor> gate_up, downs;
     for (int64_t e = 0; e < experts; ++e) {
         const std::string expert = hub + "experts." + std::to_string(e) + ".";
-        gate_up.push_back(at::cat({r.read(expert + gate + ".weight", {width, H}, dtype), r.read(expert + up + ".weight", {width, H}, dtype)}));
-        downs.push_back(r.read(expert + down + ".weight", {H, width}, dtype));
+        gate_up.push_back(at::cat({r.read(expert + names.gate + ".weight", {width, H}, dtype),
+                                   r.read(expert + names.up + ".weight", {width, H}, dtype)}));
+        downs.push_back(r.read(expert + names.down + ".weight", {H, width}, dtype));
     }
     l.experts_gate_up.weight = at::stack(gate_up);
     l.experts_down.weight = at::stack(downs);

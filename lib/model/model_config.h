@@ -58,6 +58,16 @@ struct MoeConfig {
     // (transformers' conversion mapping): qwen3_moe mlp.experts.<e>.gate_proj|up_proj|down_proj,
     // mixtral block_sparse_moe.experts.<e>.w1|w3|w2 and block_sparse_moe.gate.
     bool mixtral_names = false;
+
+    // Those names: the block's module inside a layer and each expert's three linears (transformers
+    // 4's names, which PEFT's target mapping also reads).
+    struct CheckpointNames {
+        std::string block, gate, up, down;
+    };
+    CheckpointNames checkpoint_names() const {
+        if (mixtral_names) return {"block_sparse_moe", "w1", "w3", "w2"};
+        return {"mlp", "gate_proj", "up_proj", "down_proj"};
+    }
 };
 
 // The MLP's gate activation: silu (the Llama family) or GELU's tanh approximation (the Gemmas'

@@ -2,7 +2,6 @@
 
 #include <ATen/core/grad_mode.h>
 
-#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -24,9 +23,10 @@ namespace {
 
 using nlohmann::json;
 
-// Whether a layer's linear at `path` is one of a MoE block's parameters (experts' stacks, router).
+// Whether a layer's linear at `path` (inside the layer, or the whole module path) is one of a MoE
+// block's parameters (experts' stacks, router).
 bool is_moe_parameter(const model::Linear& linear, const std::string& path) {
-    return linear.weight.dim() == 3 || path == "mlp.gate";
+    return linear.weight.dim() == 3 || ends_with(path, "mlp.gate");
 }
 
 // (module path, linear) for every linear LoRA can target, in PEFT's creation order. On a MoE model
@@ -111,9 +111,7 @@ std::vector<std::string> attach_moe_lora(model::CausalLM& model, const LoraConfi
     for (size_t i = 0; i < layers.size(); ++i)
         for (auto& [path, linear] : layers[i].linears()) {
             const std::string leaf = path.substr(path.rfind('.') + 1);
-            if (is_moe_parameter(*linear, path) || is_mapped_moe_name(c, leaf)) continue;
-            const bool named = std::find(targets.module_names.begin(), targets.module_names.end(), leaf) != targets.module_names.end();
-            if (!targets.all_linear && !named) continue;
+            if (is_moe_parameter(*linear, path) || !adapts_module(c, targets, leaf)) continue;
             matched.insert(leaf);
             adapt("model.layers." + std::to_string(i) + "." + path, *linear, config.r, config.scaling(), config.dropout);
             if (config.use_dora)
@@ -139,12 +137,6 @@ std::vector<std::string> attach_moe_lora(model::CausalLM& model, const LoraConfi
     if (adapted.empty())
         fail(ErrorKind::kConfig, "--lora_target_modules: '" + config.target_modules + "' matches no linear layer");
     return adapted;
-}
-
-std::string module_of(const std::string& peft_name) {  // base_model.model.<path>.lora_A.weight -> <path>
-    const std::string prefix = "base_model.model.";
-    const size_t end = peft_name.rfind(".lora_");
-    return peft_name.substr(prefix.size(), end - prefix.size());
 }
 
 }  // namespace
@@ -305,15 +297,10 @@ void write_adapter(const std::string& dir, const LinearPaths& candidates, const 
     std::filesystem::create_directories(dir, ec);
     if (ec) fail(ErrorKind::kIo, dir + ": cannot create the adapter folder: " + ec.message());
     std::set<std::string> targets;
-    const auto parameters = adapter_parameters(candidates);
-    for (const auto& [name, t] : parameters) {
-        const std::string path = module_of(name);
-        if (moe_fields && (ends_with(path, ".mlp.experts") || ends_with(path, ".mlp.experts.base_layer") ||
-                           ends_with(path, ".mlp.gate")))
-            continue;  // a parameter target, listed in target_parameters
-        targets.insert(path.substr(path.rfind('.') + 1));
-    }
-    std::vector<std::pair<std::string, at::Tensor>> saved = parameters;
+    for (const auto& [path, linear] : candidates)
+        if (linear->adapter && !(moe_fields && is_moe_parameter(*linear, path)))  // those: target_parameters
+            targets.insert(path.substr(path.rfind('.') + 1));
+    std::vector<std::pair<std::string, at::Tensor>> saved = adapter_parameters(candidates);
     saved.insert(saved.end(), full_tensors.begin(), full_tensors.end());
     const model::CpuTensorViews weights = model::cpu_views(saved);
     io::write_safetensors(dir + "/adapter_model.safetensors", weights.views, {{"format", "pt"}});

@@ -1,5 +1,6 @@
 #include "peft/moe_lora.h"
 
+#include <algorithm>
 #include <sstream>
 
 #include "util/error.h"
@@ -7,16 +8,6 @@
 
 namespace ftl::peft {
 namespace {
-
-// transformers 4's names of the experts' linears in this family: (gate, up, down).
-struct ExpertNames {
-    std::string gate, up, down;
-};
-
-ExpertNames expert_names(const model::DecoderConfig& config) {
-    if (config.moe->mixtral_names) return {"w1", "w3", "w2"};
-    return {"gate_proj", "up_proj", "down_proj"};
-}
 
 std::string number_text(double value) {
     std::ostringstream out;
@@ -27,8 +18,14 @@ std::string number_text(double value) {
 }  // namespace
 
 bool is_mapped_moe_name(const model::DecoderConfig& config, const std::string& leaf) {
-    const ExpertNames names = expert_names(config);
+    const model::MoeConfig::CheckpointNames names = config.moe->checkpoint_names();
     return leaf == names.gate || leaf == names.up || leaf == names.down || leaf == "gate";
+}
+
+bool adapts_module(const model::DecoderConfig& config, const MoeTargets& targets, const std::string& leaf) {
+    if (is_mapped_moe_name(config, leaf)) return false;
+    return targets.all_linear ||
+           std::find(targets.module_names.begin(), targets.module_names.end(), leaf) != targets.module_names.end();
 }
 
 MoeTargets resolve_moe_targets(const model::DecoderConfig& config, const LoraConfig& lora) {
@@ -36,8 +33,9 @@ MoeTargets resolve_moe_targets(const model::DecoderConfig& config, const LoraCon
     const std::string family = config.model_type;
     if (lora.targets_are_regex)
         fail(ErrorKind::kConfig, "--lora_target_modules: a regex on a " + family + " model (experts) is not read by this "
-                                 "build; list the module names (q_proj, ..., " + expert_names(config).gate + ", ...) or all-linear");
-    const ExpertNames names = expert_names(config);
+                                 "build; list the module names (q_proj, ..., " + config.moe->checkpoint_names().gate +
+                                 ", ...) or all-linear");
+    const model::MoeConfig::CheckpointNames names = config.moe->checkpoint_names();
     bool gate = false, up = false;
     if (to_lower(lora.target_modules) == "all-linear") {
         t.all_linear = t.gate_up = t.down = t.router = true;

@@ -36,6 +36,9 @@ MoeTargets resolve_moe_targets(const model::DecoderConfig& config, const LoraCon
 
 // Whether `leaf` (a linear's last path component) is a name the MoE mapping takes over.
 bool is_mapped_moe_name(const model::DecoderConfig& config, const std::string& leaf);
+// Whether a linear module (not one of the MoE parameters) named `leaf` is adapted: named, or
+// all-linear, and not a name the mapping took over.
+bool adapts_module(const model::DecoderConfig& config, const MoeTargets& targets, const std::string& leaf);
 
 // The adapter_config.json fields of a MoE model's adapter, as PEFT writes them: target_parameters
 // (gate_up_proj, down_proj, gate.weight as adapted), rank_pattern and alpha_pattern doubling

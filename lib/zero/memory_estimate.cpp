@@ -121,9 +121,8 @@ int64_t moe_lora_parameters(const model::DecoderConfig& c, int64_t r, const std:
         const bool moe_layer = c.is_moe_layer(static_cast<size_t>(i));
         for (const LinearShape& l : layer_linears(c, moe_layer)) {
             const std::string leaf = l.name.substr(l.name.rfind('.') + 1);
-            if (starts_with(l.name, "mlp.") && (moe_layer || peft::is_mapped_moe_name(c, leaf))) continue;
-            const bool named = std::find(targets.module_names.begin(), targets.module_names.end(), leaf) != targets.module_names.end();
-            if (targets.all_linear || named) total += r * (l.in + l.out);
+            if (moe_layer && starts_with(l.name, "mlp.")) continue;  // the MoE parameters, below
+            if (peft::adapts_module(c, targets, leaf)) total += r * (l.in + l.out);
         }
         if (!moe_layer) continue;
         if (targets.gate_up) total += experts * 2 * r * (h + 2 * width);

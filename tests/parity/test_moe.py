@@ -28,11 +28,12 @@ import tempfile
 
 import torch
 import transformers
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import check, failures  # noqa: E402
 import test_sft_parity as sft  # noqa: E402
+from test_model_parity import run_probe_args  # noqa: E402
 from test_zero import zero3_everything_partitioned  # noqa: E402
 
 LLAMA_TARGETS = "q_proj,k_proj,v_proj,o_proj,down_proj,up_proj,gate_proj"
@@ -58,16 +59,11 @@ def tiny_moe(work, tokenizer_dir, name, model_type, **extra):
 
 
 def probe_logits(model_dir, adapter, work):
-    g = torch.Generator().manual_seed(5)
-    ids = torch.randint(3, 200, (2, 10), generator=g)
-    inputs = os.path.join(work, "probe_in.safetensors")
-    out = os.path.join(work, "probe_out.safetensors")
-    save_file({"input_ids": ids, "attention_mask": torch.ones_like(ids)}, inputs)
-    cmd = [sft.PROBE, model_dir, inputs, out] + (["--adapter", adapter] if adapter else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"probe failed: {proc.stderr}")
-    return ids, load_file(out)["logits"]
+    """ftl_model_probe's logits (with the adapter folder when given) on two fixed rows of 10 ids."""
+    ids = torch.randint(3, 200, (2, 10), generator=torch.Generator().manual_seed(5))
+    outputs = run_probe_args(model_dir, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, work,
+                             ["--adapter", adapter] if adapter else [])
+    return ids, outputs["logits"]
 
 
 def check_lora_curve_and_adapter(work, model_dir, data_dir, texts):
