@@ -52,10 +52,11 @@ auto linears_of(Layer& l) -> std::vector<std::pair<std::string, decltype(&l.o_pr
     else
         out = {{"self_attn.q_proj", &l.q_proj}, {"self_attn.k_proj", &l.k_proj}, {"self_attn.v_proj", &l.v_proj},
                {"self_attn.o_proj", &l.o_proj}};
-    if (l.moe)
-        out.insert(out.end(), {{"mlp.experts.gate_up_proj", &l.experts_gate_up},
-                               {"mlp.experts.down_proj", &l.experts_down},
-                               {"mlp.gate", &l.router}});
+    if (l.moe) {
+        if (l.router_first) out.push_back({"mlp.gate", &l.router});
+        out.insert(out.end(), {{"mlp.experts.gate_up_proj", &l.experts_gate_up}, {"mlp.experts.down_proj", &l.experts_down}});
+        if (!l.router_first) out.push_back({"mlp.gate", &l.router});
+    }
     else if (l.fused_projections)
         out.insert(out.end(), {{"mlp.gate_up_proj", &l.gate_up_proj}, {"mlp.down_proj", &l.down_proj}});
     else

@@ -86,12 +86,14 @@ struct DecoderLayerWeights {
     // mlp.gate [E, H] and the experts' stacks mlp.experts.gate_up_proj [E, 2I, H] (gate rows
     // first) and mlp.experts.down_proj [E, H, I].
     bool moe = false;
+    bool router_first = false;  // MoeConfig::router_first
     Linear router, experts_gate_up, experts_down;
 
     // (module path inside the layer, linear) in HF's module order: self_attn.q_proj, k, v, o,
     // mlp.gate_proj, up, down (phi3: self_attn.o_proj, qkv_proj, mlp.gate_up_proj, down_proj;
-    // a MoE layer: the attention's, then mlp.experts.gate_up_proj, mlp.experts.down_proj,
-    // mlp.gate, the order PEFT adapts them as parameters). PEFT creates adapters in this order.
+    // a MoE layer: the attention's, then mlp.experts.gate_up_proj, mlp.experts.down_proj and
+    // mlp.gate, the router first with router_first: the order PEFT adapts them as parameters).
+    // PEFT creates adapters in this order.
     std::vector<std::pair<std::string, Linear*>> linears();
     // (weight's path inside the layer, norm weight): input_layernorm, post_attention_layernorm,
     // then pre_ and post_feedforward_layernorm and self_attn.q_norm and k_norm where the family

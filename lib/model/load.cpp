@@ -19,6 +19,7 @@ void read_experts(WeightReader& r, const DecoderConfig& config, int64_t i, std::
     const MoeConfig::CheckpointNames names = moe.checkpoint_names();
     const std::string hub = p + names.block + ".";
     l.moe = true;
+    l.router_first = moe.router_first;
     l.router.weight = r.read(r.contains(p + "mlp.gate.weight") ? p + "mlp.gate.weight" : hub + "gate.weight", {experts, H}, dtype);
     if (r.contains(p + "mlp.experts.gate_up_proj")) {
         l.experts_gate_up.weight = r.read(p + "mlp.experts.gate_up_proj", {experts, 2 * width, H}, dtype);
@@ -54,10 +55,6 @@ LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& opti
             ? at::kFloat
             : parse_float_dtype(config.bnb_4bit_compute_dtype, model_dir + "/config.json: quantization_config.bnb_4bit_compute_dtype");
 
-    if (config.moe && (!config.bnb_4bit_compute_dtype.empty() || config.llm_int8_threshold.has_value()))
-        fail(ErrorKind::kConfig, model_dir + "/config.json: quantization_config: a bitsandbytes checkpoint of a " +
-                                     config.model_type + " model (experts) is not read by this build; start from the "
-                                     "floating-point model");
     DecoderWeights w;
     w.embed_tokens = r.read("model.embed_tokens.weight", {config.vocab_size, H});
     for (int64_t i = 0; i < config.num_layers; ++i) {

@@ -263,6 +263,7 @@ void read_moe(const json& config, const ConfigReader& r, DecoderConfig& c) {
     const bool mixtral = c.model_type == "mixtral";
     MoeConfig moe;
     moe.mixtral_names = mixtral;
+    moe.router_first = mixtral;
     // Both configs map num_experts to num_local_experts (transformers 5 writes the latter; Qwen's hub
     // configs the former).
     moe.num_experts = r.integer(r.has("num_local_experts") ? "num_local_experts" : "num_experts", mixtral ? 8 : 128, 1);

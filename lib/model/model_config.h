@@ -58,6 +58,9 @@ struct MoeConfig {
     // (transformers' conversion mapping): qwen3_moe mlp.experts.<e>.gate_proj|up_proj|down_proj,
     // mixtral block_sparse_moe.experts.<e>.w1|w3|w2 and block_sparse_moe.gate.
     bool mixtral_names = false;
+    // MixtralSparseMoeBlock registers its router (mlp.gate) before its experts, Qwen3MoeSparseMoeBlock
+    // after them: the order PEFT adapts them in and named_parameters lists them.
+    bool router_first = false;
 
     // Those names: the block's module inside a layer and each expert's three linears (transformers
     // 4's names, which PEFT's target mapping also reads).

@@ -24,16 +24,20 @@ LinearQuantizer int8_linears(double threshold, const at::Device& device) {
     };
 }
 
+bool bitsandbytes_quantizes(const DecoderLayerWeights& layer, const Linear& linear) {
+    return !layer.moe || (&linear != &layer.router && &linear != &layer.experts_gate_up && &linear != &layer.experts_down);
+}
+
 void quantize_layer_linears(DecoderLayerWeights& layer, int64_t index, const LinearQuantizer& quantize) {
     at::NoGradGuard no_grad;
     for (auto& [path, linear] : layer.linears()) {
-        if (linear->four_bit || linear->int8) continue;
+        if (linear->four_bit || linear->int8 || !bitsandbytes_quantizes(layer, *linear)) continue;
         quantize(*linear, "model.layers." + std::to_string(index) + "." + path + ".weight");
     }
 }
 
 void quantize_model(CausalLM& model, const LinearQuantizer& quantize, at::ScalarType float_dtype, const at::Device& device,
-                    std::optional<at::ScalarType> head_dtype) {
+                    std::optional<at::ScalarType> linear_dtype, std::optional<at::ScalarType> head_dtype) {
     at::NoGradGuard no_grad;
     DecoderWeights& w = model.weights();
     auto convert = [&](at::Tensor& t) {
@@ -45,7 +49,11 @@ void quantize_model(CausalLM& model, const LinearQuantizer& quantize, at::Scalar
         DecoderLayerWeights& layer = w.layers[i];
         quantize_layer_linears(layer, static_cast<int64_t>(i), quantize);
         for (auto& [path, norm] : layer.norms()) convert(*norm);
-        for (auto& [path, linear] : layer.linears()) convert(linear->bias);
+        for (auto& [path, linear] : layer.linears()) {
+            convert(linear->bias);
+            if (!bitsandbytes_quantizes(layer, *linear))
+                linear->weight = linear->weight.to(device, linear_dtype.value_or(float_dtype)).contiguous();
+        }
     }
     convert(w.final_norm);
     if (tied) w.lm_head = w.embed_tokens;

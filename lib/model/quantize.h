@@ -1,6 +1,7 @@
 // QLoRA's base model (transformers + bitsandbytes: replace_with_bnb_linear with load_in_4bit or
 // load_in_8bit): every linear of the decoder layers becomes 4-bit or 8-bit; embeddings, norms,
-// biases and lm_head stay in floating point. See quant/four_bit.h and quant/int8.h for the formats.
+// biases and lm_head stay in floating point, and so do a MoE layer's router and experts (transformers
+// 5 holds them as parameters of their own modules, not nn.Linear, which is all bitsandbytes replaces). See quant/four_bit.h and quant/int8.h for the formats.
 #pragma once
 
 #include <functional>
@@ -29,14 +30,19 @@ LinearQuantizer four_bit_linears(const quant::FourBitQuantizer& quantizer);
 // float32 (train.py loads 8-bit models with torch_dtype float32) quantised row-wise on `device`.
 LinearQuantizer int8_linears(double threshold, const at::Device& device);
 
+// Whether bitsandbytes quantises `linear` of `layer`: every linear but a MoE layer's router and
+// experts' stacks.
+bool bitsandbytes_quantizes(const DecoderLayerWeights& layer, const Linear& linear);
+
 // Quantises the linears of decoder layer `index` in place (those already quantised, from a
 // bitsandbytes checkpoint, stay as they are).
 void quantize_layer_linears(DecoderLayerWeights& layer, int64_t index, const LinearQuantizer& quantize);
 
 // Every decoder layer's linears quantised, one layer at a time, and every other tensor (still
-// mapped, or not) to `float_dtype` on `device` (an untied lm_head to `head_dtype` when given):
-// the base model never exists whole in floating point.
+// mapped, or not) to `float_dtype` on `device` (a MoE layer's router and experts to `linear_dtype`,
+// an untied lm_head to `head_dtype`, when given): the base model never exists whole in floating point.
 void quantize_model(CausalLM& model, const LinearQuantizer& quantize, at::ScalarType float_dtype, const at::Device& device,
+                    std::optional<at::ScalarType> linear_dtype = std::nullopt,
                     std::optional<at::ScalarType> head_dtype = std::nullopt);
 
 // Bytes of a model's quantised linears, added up layer by layer as they are quantised: codes with

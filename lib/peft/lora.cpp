@@ -31,7 +31,7 @@ bool is_moe_parameter(const model::Linear& linear, const std::string& path) {
 
 // (module path, linear) for every linear LoRA can target, in PEFT's creation order. On a MoE model
 // PEFT adapts the modules of every layer first, then each layer's parameters (experts' gate_up_proj,
-// down_proj, router), whose adapters it names after its nested ParamWrappers: mlp.experts for the
+// down_proj, router, in DecoderLayerWeights::linears() order), whose adapters it names after its nested ParamWrappers: mlp.experts for the
 // outer one (down_proj, or gate_up_proj alone), mlp.experts.base_layer for gate_up_proj inside it.
 std::vector<std::pair<std::string, model::Linear*>> target_candidates(model::CausalLM& model) {
     std::vector<std::pair<std::string, model::Linear*>> out, parameters;
@@ -129,10 +129,13 @@ std::vector<std::string> attach_moe_lora(model::CausalLM& model, const LoraConfi
     doubled.alpha *= 2;
     for (size_t i = 0; i < layers.size(); ++i) {
         if (!layers[i].moe) continue;
-        const std::string prefix = "model.layers." + std::to_string(i) + ".mlp.";
-        if (targets.gate_up) adapt(prefix + "experts.gate_up_proj", layers[i].experts_gate_up, doubled.r, doubled.scaling(), 0.0);
-        if (targets.down) adapt(prefix + "experts.down_proj", layers[i].experts_down, config.r, config.scaling(), 0.0);
-        if (targets.router) adapt(prefix + "gate", layers[i].router, config.r, config.scaling(), 0.0);
+        const std::string prefix = "model.layers." + std::to_string(i) + ".";
+        for (auto& [path, linear] : layers[i].linears()) {
+            if (linear == &layers[i].experts_gate_up && targets.gate_up)
+                adapt(prefix + path, *linear, doubled.r, doubled.scaling(), 0.0);
+            else if ((linear == &layers[i].experts_down && targets.down) || (linear == &layers[i].router && targets.router))
+                adapt(prefix + path, *linear, config.r, config.scaling(), 0.0);
+        }
     }
     if (adapted.empty())
         fail(ErrorKind::kConfig, "--lora_target_modules: '" + config.target_modules + "' matches no linear layer");

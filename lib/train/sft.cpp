@@ -125,10 +125,6 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         check_compute_dtype(device, types.base, "the frozen base's type " + std::string(c10::toString(types.base)) +
                                                     " (--torch_dtype, or DeepSpeed's bf16/fp16 engine)");
     const bool quantizes = four_bit || args.use_8bit_quantization;
-    if (quantizes && model_config.moe)
-        fail(ErrorKind::kConfig, std::string(four_bit ? "--use_4bit_quantization" : "--use_8bit_quantization") +
-                                     " True: quantising a " + model_config.model_type + " model (experts) is not in this "
-                                     "build; train it with LoRA on 16-bit weights (--torch_dtype bfloat16)");
     JobModel job_model = load_job_model(inputs, device, partition_weights || quantizes, types);
     model::CausalLM& lm = job_model.loaded.model;
     if (!args.use_peft_lora && model::has_quantized_linears(lm))
@@ -174,7 +170,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     };
     if (quantizes && !partition_weights) {
         for (int i = 0; i < lm.config().num_layers; ++i) quantize_layer(i);
-        model::quantize_model(lm, quantize_linears, types.base, device, types.head);  // the rest on the device
+        model::quantize_model(lm, quantize_linears, types.base, device, types.linears, types.head);  // the rest on the device
     }
     if (embeddings_stay_on_host(args, device, partition_weights, lm, job_model.resized_to.has_value())) {
         at::Tensor& table = lm.weights().embed_tokens;

@@ -108,6 +108,14 @@ int64_t linear_parameters(const model::DecoderConfig& c, bool moe_layer, int64_t
     return total;
 }
 
+// A MoE layer's router and experts' stacks (no biases).
+int64_t moe_mlp_parameters(const model::DecoderConfig& c) {
+    int64_t total = 0;
+    for (const LinearShape& l : layer_linears(c, /*moe_layer=*/true))
+        if (starts_with(l.name, "mlp.")) total += l.in * l.out;
+    return total;
+}
+
 // lora_parameters on a MoE model, whose targets PEFT maps (peft/moe_lora.h): the module targets
 // on the other linears, the experts' stacks at E x r (gate_up_proj at twice the rank), the router.
 int64_t moe_lora_parameters(const model::DecoderConfig& c, int64_t r, const std::string& target_modules) {
@@ -147,8 +155,12 @@ ParameterCounts count_parameters(const model::DecoderConfig& c) {
     // Layers differ only where qwen3_moe keeps some dense: per_layer is the largest.
     int64_t layers_total = 0;
     for (int64_t i = 0; i < c.num_layers; ++i) {
-        const int64_t layer = p.per_layer_norms + linear_parameters(c, c.is_moe_layer(static_cast<size_t>(i)), largest);
+        const bool moe_layer = c.is_moe_layer(static_cast<size_t>(i));
+        const int64_t linears = linear_parameters(c, moe_layer, largest);
+        const int64_t layer = p.per_layer_norms + linears;
         layers_total += layer;
+        p.layer_linears += linears;
+        if (moe_layer) p.moe_mlp += moe_mlp_parameters(c);
         p.per_layer = std::max(p.per_layer, layer);
     }
     p.head = c.hidden_size + (c.tie_word_embeddings ? 0 : c.vocab_size * c.hidden_size);
@@ -187,16 +199,18 @@ RankMemory estimate_rank_memory(const EstimateInputs& in, bool on_gpu) {
     RankMemory m;
     const int64_t largest_part = std::max({p.embeddings, p.per_layer, p.head});
     if (in.lora) {
-        // 4-bit and 8-bit apply to the decoder layers' linear weights. The decoder's linears (4-bit, 8-bit, 16-bit
-        // or fp32), an untied head (16-bit or fp32), and the embeddings and norms in the frozen
-        // base's type, as train::model_types and model::quantize_model keep them.
-        const int64_t layer_linears = in.model.num_layers * (p.per_layer - p.per_layer_norms);
+        // 4-bit and 8-bit apply to the decoder layers' linear weights but MoE routers and experts.
+        // The decoder's linears (4-bit, 8-bit, 16-bit or fp32), an untied head (16-bit or fp32),
+        // and the embeddings and norms in the frozen base's type, as train::model_types and
+        // model::quantize_model keep them.
+        const int64_t quantizable = p.layer_linears - p.moe_mlp;
         const int64_t head = in.model.tie_word_embeddings ? 0 : p.head - in.model.hidden_size;
         const double sixteen_or_32 = in.frozen_linears_16bit || in.frozen_base_16bit ? 2.0 : 4.0;
         const double linear_bytes =
             in.base_weights == BaseWeights::kFloat32 ? sixteen_or_32 : base_bytes_per_parameter(in.base_weights, in.model.hidden_size);
-        const double bytes = static_cast<double>(layer_linears) * linear_bytes + static_cast<double>(head) * sixteen_or_32 +
-                             static_cast<double>(p.total - layer_linears - head) * (in.frozen_base_16bit ? 2.0 : 4.0);
+        const double bytes = static_cast<double>(quantizable) * linear_bytes +
+                             static_cast<double>(head + p.moe_mlp) * sixteen_or_32 +
+                             static_cast<double>(p.total - p.layer_linears - head) * (in.frozen_base_16bit ? 2.0 : 4.0);
         const bool partitioned = in.zero_stage == 3;
         m.base_weights = static_cast<int64_t>(bytes / static_cast<double>(partitioned ? n : 1));
         if (on_gpu && in.embeddings_on_host && !partitioned && !in.model.tie_word_embeddings) {

@@ -15,7 +15,9 @@ DeepSpeed's own estimators (CPU; models built on the meta device, nothing is dow
                counts the composites' larger activations; stage 3 puts
                1/world of the base weights on a rank,
                offload moves optimizer state and then parameters to the host, 4-bit shrinks the
-               base weights ~7x (a saved bitsandbytes checkpoint counts as 4-bit too), checkpointing
+               base weights ~7x (a saved bitsandbytes checkpoint counts as 4-bit too; on qwen3_moe
+               8-bit covers the attention and dense layers, not the router and experts, which stay
+               16-bit, as bitsandbytes leaves them), checkpointing
                shrinks activations; without LoRA (full
                fine-tuning) stage 3 puts 1/world of the fp32 weights and gradients on a rank
   pre-flight   FTLAUNCH_MEMORY_PER_RANK below this run's estimate: exit 2 before any weight is
@@ -197,6 +199,22 @@ def main():
               f"70B, --use_8bit_quantization under bf16: base weights {eight['base_weights']} + {eight['host']} on the host = "
               f"the linears' int8 codes and a fp32 scale per {config_70b['hidden_size']}-long row, lm_head in bf16, the "
               f"rest in fp32 ({expected:.0f})")
+        # MoE: bitsandbytes replaces nn.Linear modules only; transformers 5's routers and experts are not.
+        moe_dir = os.path.join(work, "qwen3_moe")
+        with torch.device("meta"):
+            moe_model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.from_pretrained(moe_dir))
+        moe_linears = sum(m.weight.numel() for n, m in moe_model.named_modules()
+                          if isinstance(m, torch.nn.Linear) and n != "lm_head")
+        experts = sum(p.numel() for n, p in moe_model.named_parameters() if ".mlp.experts." in n or ".mlp.gate." in n)
+        moe_total, moe_hidden = results["qwen3_moe"]["model"]["total_params"], moe_model.config.hidden_size
+        moe_head = moe_model.lm_head.weight.numel()
+        moe_eight = row(estimate(moe_dir, stage=None, extra=("--use_8bit_quantization", "True")), 0)
+        expected = (moe_linears * (1 + 4 / moe_hidden) + 2 * (moe_head + experts)
+                    + 4 * (moe_total - moe_linears - moe_head - experts))
+        check(abs(moe_eight["base_weights"] + moe_eight["host"] - expected) <= 8,
+              f"qwen3_moe, --use_8bit_quantization under bf16: base weights {moe_eight['base_weights']} + "
+              f"{moe_eight['host']} on the host = the attention's and dense layer's int8 codes and scales, the router, "
+              f"experts and lm_head in bf16, the rest in fp32 ({expected:.0f})")
         no_ckpt = estimate(os.path.join(work, "llama2_70b"), stage=2, extra=("--gradient_checkpointing", "False"))
         check(row(no_ckpt, 2)["activations"] > 5 * row(z2, 2)["activations"],
               "70B: without gradient checkpointing the activations grow several-fold")

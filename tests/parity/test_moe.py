@@ -19,6 +19,17 @@ Checks:
                  w1/w2/w3) the list adapts the attention only, the tensors PEFT adapts, with a warning
   full           full fine-tuning of mixtral writes the hub's per-expert layout; transformers loads
                  it and its logits equal ftlaunch's on the saved model (1e-5)
+  4-bit          qwen3_moe QLoRA (NF4, nested, fp32 compute, uint8 storage): bitsandbytes quantises the
+                 attention's linears only (transformers 5's router and experts are not nn.Linear),
+                 per-step loss vs transformers + bitsandbytes + PEFT 1e-4; the 4-bit footprint logged
+                 counts the attention alone; bfloat16 storage (the seed's flags) on 2 ranks, ZeRO-3 with
+                 every tensor partitioned vs stage 0 1e-5 (no clipping: test_qlora says why); that
+                 reference's save_pretrained (4-bit attention, bf16 experts per expert) loads as it is
+                 and gives the quantise-on-load logits bit for bit
+  mixtral        LoRA all-linear, 20 steps: per-step loss vs transformers + PEFT 1e-4 (mixtral registers its
+                 router before its experts, so PEFT draws the router's adapter first; the order
+                 shows from step 3, once B has moved off zero); the same on LLM.int8 attention
+                 (experts and router in fp32) vs transformers + bitsandbytes + PEFT 1e-4
 """
 import json
 import os
@@ -32,8 +43,10 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import check, failures  # noqa: E402
+import bnb_portable  # noqa: E402,F401  (bitsandbytes' portable 4-bit kernels, the same on every CPU)
 import test_sft_parity as sft  # noqa: E402
 from test_model_parity import run_probe_args  # noqa: E402
+import test_zero  # noqa: E402
 from test_zero import zero3_everything_partitioned  # noqa: E402
 
 LLAMA_TARGETS = "q_proj,k_proj,v_proj,o_proj,down_proj,up_proj,gate_proj"
@@ -156,6 +169,70 @@ def check_full_fine_tuning(work, mixtral_dir, data_dir):
           f"ftlaunch's max abs diff {diff:.2e} <= 1e-5; the experts trained (max change {moved:.2e})")
 
 
+FOUR_BIT = ("--use_4bit_quantization", "True", "--use_nested_quant", "True", "--bnb_4bit_quant_type", "nf4",
+            "--bnb_4bit_compute_dtype", "float32")
+
+
+def four_bit_config(storage):
+    return transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                           bnb_4bit_compute_dtype=torch.float32, bnb_4bit_quant_storage=storage)
+
+
+def check_four_bit(work, model_dir, data_dir, texts):
+    import re
+    out = os.path.join(work, "qwen3_moe_4bit")
+    ours, log = sft.run_ftlaunch(model_dir, data_dir, out, 2, 2, extra=FOUR_BIT + ("--bnb_4bit_quant_storage_dtype", "uint8"))
+    ref, _ = sft.reference_losses(model_dir, texts, 2, 2,
+                                  load_kwargs={"quantization_config": four_bit_config(torch.uint8), "device_map": "cpu"})
+    print(f"     qwen3_moe 4-bit losses ftlaunch {ours[0]:.5f} -> {ours[-1]:.5f}; reference {ref[0]:.5f} -> {ref[-1]:.5f}")
+    sft.compare_curves(ours, ref, 1e-4, "qwen3_moe QLoRA (4-bit attention, floating-point experts and router): 20 steps "
+                                        "against transformers+bitsandbytes+peft")
+    reference = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, device_map="cpu",
+                                                                  quantization_config=four_bit_config(torch.bfloat16))
+    quantized = sum(m.in_features * m.out_features * 2 for m in reference.modules() if type(m).__name__ == "Linear4bit")
+    footprint = re.search(r"4-bit base weights .*?: (\d+) bytes with their quantisation state, (\d+) bytes in bfloat16", log)
+    check(footprint is not None and int(footprint.group(2)) == quantized,
+          f"the logged 4-bit footprint covers the linears bitsandbytes quantises ({footprint.group(2) if footprint else None} "
+          f"bf16 bytes = {quantized}: the attention's, not the experts')")
+
+    saved = os.path.join(work, "qwen3_moe_bnb")
+    reference.save_pretrained(saved)
+    ids = torch.randint(3, 200, (2, 10), generator=torch.Generator().manual_seed(5))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    on_load = run_probe_args(model_dir, inputs, work, ["--adapter", out, "--dtype", "bfloat16", "--four_bit", "nf4",
+                                                       "--nested", "1", "--storage", "bfloat16", "--compute", "float32"])
+    loaded = run_probe_args(saved, inputs, work, ["--adapter", out, "--dtype", "bfloat16"])
+    check(torch.equal(loaded["logits"], on_load["logits"]),
+          "transformers' save_pretrained of 4-bit qwen3_moe (bf16 experts per expert) loads as it is: the quantise-on-load "
+          f"logits bit for bit (max diff {(loaded['logits'] - on_load['logits']).abs().max().item():.1e})")
+
+    bf16 = FOUR_BIT + ("--bnb_4bit_quant_storage_dtype", "bfloat16", "--max_grad_norm", "0", "--learning_rate", "1e-2")
+    curves = {}
+    for stage in (0, 3):
+        config = test_zero.zero_config(work, 0, 2, 1) if stage == 0 else zero3_everything_partitioned(work, 2)
+        curves[stage], log = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, f"qwen3_moe_4bit_z{stage}"), 2, 1,
+                                              extra=bf16, launcher=("--config_file", config))
+    held = [(int(a), int(b)) for a, b in re.findall(r"this rank holds (\d+) bytes of the (\d+) bytes", log)]
+    diff = test_zero.worst_curve_diff(curves[3], curves[0])
+    check(diff <= 1e-5 and len(held) == 2 and all(0 < 2 * mine <= total + 4096 for mine, total in held),
+          f"qwen3_moe QLoRA, bfloat16 storage, 2 ranks: ZeRO-3 (each rank holds half: {held}) vs stage 0, worst rel diff "
+          f"{diff:.2e} <= 1e-5")
+
+
+def check_mixtral_curves(work, model_dir, data_dir, texts):
+    ours, _ = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, "mixtral_lora"), 2, 2)
+    ref, _ = sft.reference_losses(model_dir, texts, 2, 2)
+    sft.compare_curves(ours, ref, 1e-4, "mixtral LoRA all-linear (its router adapted before its experts, as PEFT does): "
+                                        "20 steps against transformers+peft")
+    ours, _ = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, "mixtral_8bit"), 2, 2,
+                               extra=("--use_8bit_quantization", "True"))
+    ref, _ = sft.reference_losses(model_dir, texts, 2, 2, train_mode=True,
+                                  load_kwargs={"quantization_config": transformers.BitsAndBytesConfig(load_in_8bit=True),
+                                               "device_map": "cpu"})
+    sft.compare_curves(ours, ref, 1e-4, "mixtral LoRA on 8-bit attention, floating-point experts: 20 steps against "
+                                        "transformers+bitsandbytes+peft")
+
+
 def main():
     with tempfile.TemporaryDirectory() as work:
         llama_dir, data_dir, texts = sft.make_inputs(work)
@@ -166,6 +243,8 @@ def main():
         check_zero3(work, qwen_dir, data_dir, one_rank)
         check_train_py_list(work, qwen_dir, mixtral_dir, data_dir)
         check_full_fine_tuning(work, mixtral_dir, data_dir)
+        check_four_bit(work, qwen_dir, data_dir, texts)
+        check_mixtral_curves(work, mixtral_dir, data_dir, texts)
     if failures:
         print(f"{len(failures)} MoE checks failed")
         sys.exit(1)
