@@ -1,6 +1,5 @@
 #include "model/attention.h"
 
-#include "model/capped_attention.h"
 #include "util/error.h"
 
 #ifdef FTL_WITH_CUDA
@@ -19,10 +18,10 @@ bool flash_kernels_on(const at::Device& device) {
 #endif
 }
 
-// transformers' eager attention with Gemma 2's score capping (eager_attention_forward with softcap;
-// SDPA and ATen's flash kernels take no cap), a block of queries at a time (capped_attention.h).
-at::Tensor capped_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionPattern& pattern,
-                            double scale, double cap) {
+// transformers' eager attention with Gemma 2's score capping or gpt-oss's sinks (SDPA and ATen's
+// flash kernels take neither), a block of queries at a time (eager_attention.h).
+at::Tensor eager_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionPattern& pattern,
+                           double scale, const EagerScores& eager) {
     const int64_t rows = q.size(0), length = q.size(1), keys = k.size(1), groups = q.size(2) / k.size(2);
     const at::Tensor query = q.transpose(1, 2);                               // [B, n_h, T, d]
     const at::Tensor key = k.transpose(1, 2).repeat_interleave(groups, 1);    // [B, n_h, S, d], as repeat_kv
@@ -33,7 +32,7 @@ at::Tensor capped_attention(const at::Tensor& q, const at::Tensor& k, const at::
         visible = (at::arange(keys, positions).unsqueeze(0) <= at::arange(length, positions).unsqueeze(1) + (keys - length))
                       .view({1, 1, length, keys});
     }
-    return capped_attention_blocks(query, key, value, visible, scale, cap).transpose(1, 2).reshape({rows, length, -1});
+    return eager_attention_blocks(query, key, value, visible, scale, eager).transpose(1, 2).reshape({rows, length, -1});
 }
 
 }  // namespace
@@ -56,12 +55,12 @@ AttentionPattern attention_pattern(const Batch& batch, std::optional<int64_t> wi
 }
 
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                            const AttentionPattern& pattern, double scale, std::optional<double> softcap) {
+                            const AttentionPattern& pattern, double scale, const EagerScores& eager) {
     const int64_t rows = q.size(0), length = q.size(1);
-    if (softcap) {
+    if (eager.cap || eager.sinks.defined()) {
         if (pattern.span_starts.defined())
-            fail(ErrorKind::kInternal, "causal_attention: capped scores need a mask, not variable-length spans");
-        return capped_attention(q, k, v, pattern, scale, *softcap);
+            fail(ErrorKind::kInternal, "causal_attention: capped scores and sinks need a mask, not variable-length spans");
+        return eager_attention(q, k, v, pattern, scale, eager);
     }
     if (pattern.span_starts.defined()) {
         // [B, T, n, d] -> [B*T, n, d]: the spans index the flattened tokens.

@@ -8,8 +8,8 @@
 //  - otherwise scaled_dot_product_attention: is_causal without a mask where plain causal
 //    attention is exact (flash on a GPU), else attention_mask_for's boolean mask.
 // Under autocast both run in the autocast type (SDPA is on autocast's 16-bit list).
-// With a softcap (Gemma 2) neither: transformers' eager attention's values, a block of queries at a
-// time (model/capped_attention.h).
+// With a softcap (Gemma 2) or sinks (gpt-oss) neither: transformers' eager attention's values, a
+// block of queries at a time (model/eager_attention.h).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -17,6 +17,7 @@
 #include <optional>
 
 #include "model/batch.h"
+#include "model/eager_attention.h"
 
 namespace ftl::model {
 
@@ -35,9 +36,10 @@ AttentionPattern attention_pattern(const Batch& batch, std::optional<int64_t> wi
                                    at::ScalarType attention_type, int64_t head_dim, bool variable_length = true);
 
 // q [B, T, n_h, d], k and v [B, S, n_kv, d] (n_kv divides n_h; S > T only with cached keys, whose
-// queries see every key) -> [B, T, n_h * d], scores scaled by `scale` and, with `softcap`, capped
-// to softcap * tanh(scores / softcap) before the mask (the pattern must then be a mask or none).
+// queries see every key) -> [B, T, n_h * d], scores scaled by `scale` and, with `eager` given a cap
+// or sinks, those applied as eager_attention_blocks applies them (the pattern must then be a mask
+// or none).
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                            const AttentionPattern& pattern, double scale, std::optional<double> softcap = std::nullopt);
+                            const AttentionPattern& pattern, double scale, const EagerScores& eager = {});
 
 }  // namespace ftl::model

@@ -53,9 +53,9 @@ auto linears_of(Layer& l) -> std::vector<std::pair<std::string, decltype(&l.o_pr
         out = {{"self_attn.q_proj", &l.q_proj}, {"self_attn.k_proj", &l.k_proj}, {"self_attn.v_proj", &l.v_proj},
                {"self_attn.o_proj", &l.o_proj}};
     if (l.moe) {
-        if (l.router_first) out.push_back({"mlp.gate", &l.router});
+        if (l.router_first) out.push_back({l.router_path, &l.router});
         out.insert(out.end(), {{"mlp.experts.gate_up_proj", &l.experts_gate_up}, {"mlp.experts.down_proj", &l.experts_down}});
-        if (!l.router_first) out.push_back({"mlp.gate", &l.router});
+        if (!l.router_first) out.push_back({l.router_path, &l.router});
     }
     else if (l.fused_projections)
         out.insert(out.end(), {{"mlp.gate_up_proj", &l.gate_up_proj}, {"mlp.down_proj", &l.down_proj}});
@@ -76,12 +76,13 @@ std::vector<std::pair<std::string, at::Tensor*>> DecoderLayerWeights::norms() {
     if (post_feedforward_norm.defined()) out.push_back({"post_feedforward_layernorm.weight", &post_feedforward_norm});
     if (q_norm.defined()) out.push_back({"self_attn.q_norm.weight", &q_norm});
     if (k_norm.defined()) out.push_back({"self_attn.k_norm.weight", &k_norm});
+    if (sinks.defined()) out.push_back({"self_attn.sinks", &sinks});
     return out;
 }
 
 std::vector<at::Tensor> DecoderLayerWeights::tensors() const {
     std::vector<at::Tensor> out{post_attention_norm};
-    for (const at::Tensor* norm : {&input_norm, &pre_feedforward_norm, &post_feedforward_norm, &q_norm, &k_norm})
+    for (const at::Tensor* norm : {&input_norm, &pre_feedforward_norm, &post_feedforward_norm, &q_norm, &k_norm, &sinks})
         if (norm->defined()) out.push_back(*norm);
     for (const auto& [path, linear] : linears_of(*this)) {
         out.push_back(linear->weight);
@@ -214,9 +215,11 @@ std::vector<std::pair<std::string, at::Tensor>> named_weights(const DecoderConfi
         };
         for (auto& [path, norm] : l.norms()) add(path, *norm);
         for (auto& [path, linear] : l.linears()) {
-            // transformers 5 holds an experts' stack as a parameter of that name (no ".weight").
-            add(linear->weight.dim() == 3 ? path : path + ".weight", linear->weight);
-            add(path + ".bias", linear->bias);
+            // transformers 5 holds an experts' stack as a parameter of that name (no ".weight"),
+            // its bias (gpt_oss) as <name>_bias.
+            const bool stack = linear->weight.dim() == 3;
+            add(stack ? path : path + ".weight", linear->weight);
+            add(stack ? path + "_bias" : path + ".bias", linear->bias);
         }
     }
     out.emplace_back("model.norm.weight", w.final_norm);
@@ -228,6 +231,11 @@ std::vector<std::pair<std::string, at::Tensor>> checkpoint_weights(const Decoder
                                                                   const std::vector<std::pair<std::string, at::Tensor>>& named) {
     if (!config.moe) return named;
     std::vector<std::pair<std::string, at::Tensor>> out;
+    if (config.moe->stacks_in_out) {  // gpt_oss: the stacks as [E, in, out], under the same names
+        for (const auto& [name, t] : named)
+            out.emplace_back(name, ends_with(name, "_proj") && t.dim() == 3 ? t.transpose(1, 2).contiguous() : t);
+        return out;
+    }
     // The stacks' rows per expert under the hub's names: gate then up in gate_up_proj.
     const MoeConfig::CheckpointNames names = config.moe->checkpoint_names();
     const std::string block = "." + names.block + ".";
@@ -331,7 +339,7 @@ at::Tensor CausalLM::layer_forward(const DecoderLayerWeights& l, const at::Tenso
         v = values.transpose(1, 2);
     }
     const double scale = config_.attention_multiplier.value_or(1.0 / std::sqrt(static_cast<double>(d)));
-    const at::Tensor attn = causal_attention(q, k, v, attention, scale, config_.attn_logit_softcapping);
+    const at::Tensor attn = causal_attention(q, k, v, attention, scale, EagerScores{config_.attn_logit_softcapping, l.sinks});
     // granite scales each block's output before it joins the residual stream; gemma2, gemma3 and
     // OLMo normalise it (post_attention_norm, post_feedforward_norm).
     auto residual = [&](const at::Tensor& stream, const at::Tensor& block, const at::Tensor& output_norm) {
@@ -396,9 +404,10 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
     for (size_t i = 0; i < weights_.layers.size(); ++i) {
         const auto& window = config_.layer_window[i];
         if (!pattern_built || window != pattern_window) {
-            // Capped scores (gemma2) take a mask (model/capped_attention.h): no variable-length spans.
+            // Capped scores (gemma2) and sinks (gpt_oss) take a mask (model/eager_attention.h): no
+            // variable-length spans.
             pattern = attention_pattern(batch, window, hidden.device(), attention_type, config_.head_dim,
-                                        options.fused_kernels && !config_.attn_logit_softcapping);
+                                        options.fused_kernels && !config_.attn_logit_softcapping && !config_.attention_sinks);
             pattern_window = window;
             pattern_built = true;
         }

@@ -77,6 +77,7 @@ struct DecoderLayerWeights {
     Linear qkv_proj, gate_up_proj;
     // [d] each (DecoderConfig::qk_norm), [n_h*d] and [n_kv*d] with qk_norm_whole, else undefined.
     at::Tensor q_norm, k_norm;
+    at::Tensor sinks;  // [n_h] with DecoderConfig::attention_sinks (gpt_oss), else undefined
     at::Tensor post_attention_norm;         // [H]
     // [H] each with DecoderConfig::sandwich_norms (gemma2, gemma3); post_feedforward_norm also
     // with post_norms (OLMo); else undefined.
@@ -85,19 +86,22 @@ struct DecoderLayerWeights {
     // A mixture-of-experts MLP (DecoderConfig::is_moe_layer) instead of gate/up/down: the router
     // mlp.gate [E, H] and the experts' stacks mlp.experts.gate_up_proj [E, 2I, H] (gate rows
     // first) and mlp.experts.down_proj [E, H, I].
+    // The router is mlp.<MoeConfig::router_name>, listed first with MoeConfig::router_first; with
+    // MoeConfig::biases it and the stacks have biases ([E], [E, 2I], [E, H]).
     bool moe = false;
-    bool router_first = false;  // MoeConfig::router_first
+    bool router_first = false;
+    std::string router_path = "mlp.gate";
     Linear router, experts_gate_up, experts_down;
 
     // (module path inside the layer, linear) in HF's module order: self_attn.q_proj, k, v, o,
     // mlp.gate_proj, up, down (phi3: self_attn.o_proj, qkv_proj, mlp.gate_up_proj, down_proj;
     // a MoE layer: the attention's, then mlp.experts.gate_up_proj, mlp.experts.down_proj and
-    // mlp.gate, the router first with router_first: the order PEFT adapts them as parameters).
+    // the router, the router first with router_first: the order PEFT adapts them as parameters).
     // PEFT creates adapters in this order.
     std::vector<std::pair<std::string, Linear*>> linears();
-    // (weight's path inside the layer, norm weight): input_layernorm, post_attention_layernorm,
-    // then pre_ and post_feedforward_layernorm and self_attn.q_norm and k_norm where the family
-    // has them (undefined ones are left out).
+    // (weight's path inside the layer, weight) of the layer's vectors: input_layernorm,
+    // post_attention_layernorm, then pre_ and post_feedforward_layernorm, self_attn.q_norm and
+    // k_norm, and gpt_oss's self_attn.sinks where the family has them (undefined ones are left out).
     std::vector<std::pair<std::string, at::Tensor*>> norms();
     // Every tensor the layer reads: norms, weights, biases, adapter matrices.
     std::vector<at::Tensor> tensors() const;
@@ -213,15 +217,17 @@ struct DecoderWeights {
 
 // (HF parameter name, tensor) for every weight, in the checkpoint's naming
 // (model.layers.0.self_attn.q_proj.weight, ...). Tied lm_head is listed once, as embed_tokens.
-// Experts' stacks are named as transformers 5 holds them (model.layers.0.mlp.experts.gate_up_proj);
-// checkpoint_weights gives save_pretrained's per-expert names.
+// Experts' stacks are named as transformers 5 holds them (model.layers.0.mlp.experts.gate_up_proj,
+// gpt_oss's biases gate_up_proj_bias) but laid out [E, out, in]; checkpoint_weights gives
+// save_pretrained's names and layouts.
 std::vector<std::pair<std::string, at::Tensor>> named_weights(const DecoderConfig& config,
                                                              DecoderWeights& weights);
 
 // Tensors named as named_weights names them, renamed as save_pretrained writes them by default
 // (transformers' reverse conversion mapping): each expert's linears apart, under the hub's names
 // (model.layers.0.mlp.experts.3.up_proj.weight; mixtral: model.layers.0.block_sparse_moe.experts.3.w3.weight
-// and block_sparse_moe.gate.weight), as views of the stacks. Unchanged for a model without experts.
+// and block_sparse_moe.gate.weight), as views of the stacks; gpt_oss's stacks keep their names,
+// transposed to [E, in, out] (MoeConfig::stacks_in_out). Unchanged for a model without experts.
 std::vector<std::pair<std::string, at::Tensor>> checkpoint_weights(const DecoderConfig& config,
                                                                   const std::vector<std::pair<std::string, at::Tensor>>& named);
 

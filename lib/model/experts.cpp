@@ -1,12 +1,14 @@
 #include "model/experts.h"
 
 
+#include <tuple>
 #include <vector>
 
 namespace ftl::model {
 
 at::Tensor expert_linear(const Linear& stack, int64_t expert, const at::Tensor& x) {
-    const at::Tensor y = at::linear(x, stack.weight.select(0, expert));
+    const at::Tensor y = stack.bias.defined() ? at::linear(x, stack.weight.select(0, expert), stack.bias.select(0, expert))
+                                              : at::linear(x, stack.weight.select(0, expert));
     if (!stack.adapter) return y;
     const LowRankAdapter& a = *stack.adapter;
     const int64_t experts = stack.weight.size(0), rank = a.A.size(0) / experts;
@@ -16,14 +18,27 @@ at::Tensor expert_linear(const Linear& stack, int64_t expert, const at::Tensor& 
     return y + (at::linear(at::linear(input, a_e), b_e) * a.scaling).to(y.scalar_type());
 }
 
+at::Tensor clamped_swiglu(const at::Tensor& gate_up, double alpha, double limit) {
+    const int64_t width = gate_up.size(-1) / 2;
+    const at::Tensor pairs = gate_up.unflatten(-1, {width, 2});
+    const at::Tensor gate = pairs.select(-1, 0).clamp_max(limit), up = pairs.select(-1, 1).clamp(-limit, limit);
+    return (up + 1) * (gate * at::sigmoid(gate * alpha));
+}
+
 at::Tensor experts_forward(const DecoderLayerWeights& layer, const MoeConfig& moe, const at::Tensor& y,
                            GatedActivationFn gated, const ForwardOptions& options) {
     const int64_t hidden = y.size(-1), k = moe.experts_per_token;
     const at::Tensor tokens = y.reshape({-1, hidden});                      // [N, H]
     const at::Tensor logits = apply_linear(layer.router, tokens, options);  // [N, E]
-    auto [weights, chosen] = at::topk(at::softmax(logits, -1, at::kFloat), k, -1);  // [N, k] each
-    if (moe.normalize_top_k) weights = weights / weights.sum(-1, /*keepdim=*/true);
-    if (moe.weights_in_logits_type) weights = weights.to(logits.scalar_type());
+    at::Tensor weights, chosen;                                             // [N, k] each
+    if (moe.softmax_after_top_k) {  // gpt_oss: the k largest logits, softmaxed in their type
+        std::tie(weights, chosen) = at::topk(logits, k, -1);
+        weights = at::softmax(weights, -1, logits.scalar_type());
+    } else {
+        std::tie(weights, chosen) = at::topk(at::softmax(logits, -1, at::kFloat), k, -1);
+        if (moe.normalize_top_k) weights = weights / weights.sum(-1, /*keepdim=*/true);
+        if (moe.weights_in_logits_type) weights = weights.to(logits.scalar_type());
+    }
 
     // (token, slot) pairs sorted by expert: rows [S = N*k, H], expert e's rows contiguous.
     const at::Tensor slots = chosen.reshape({-1});
@@ -36,9 +51,12 @@ at::Tensor experts_forward(const DecoderLayerWeights& layer, const MoeConfig& mo
     for (int64_t e = 0; e < moe.num_experts; ++e) {
         if (count[e] == 0) continue;
         const at::Tensor x = rows.narrow(0, start, count[e]);
-        const at::Tensor gate_up = expert_linear(layer.experts_gate_up, e, x);  // [n, 2I], gate first
+        const at::Tensor gate_up = expert_linear(layer.experts_gate_up, e, x);  // [n, 2I], gate first or interleaved
         const int64_t width = gate_up.size(-1) / 2;
-        outputs.push_back(expert_linear(layer.experts_down, e, gated(gate_up.narrow(-1, 0, width), gate_up.narrow(-1, width, width))));
+        const at::Tensor activated =
+            moe.swiglu_limit ? clamped_swiglu(gate_up, moe.swiglu_alpha, *moe.swiglu_limit)
+                             : gated(gate_up.narrow(-1, 0, width), gate_up.narrow(-1, width, width));
+        outputs.push_back(expert_linear(layer.experts_down, e, activated));
         start += count[e];
     }
     // Weighted (mixtral's fp32 weights promote the product), back in (token, slot) order, summed.

@@ -8,9 +8,27 @@
 namespace ftl::model {
 namespace {
 
+// gpt_oss's router (mlp.router, with a bias) and stacks: [E, in, out] with biases, transposed here
+// to [E, out, in], or (the hub's checkpoints) MXFP4 blocks already [E, out, in], dequantised.
+void read_gpt_oss_experts(WeightReader& r, const DecoderConfig& config, const std::string& p,
+                          std::optional<at::ScalarType> dtype, DecoderLayerWeights& l) {
+    const int64_t experts = config.moe->num_experts, width = config.moe->expert_intermediate_size, H = config.hidden_size;
+    l.router.weight = r.read(p + "mlp.router.weight", {experts, H}, dtype);
+    l.router.bias = r.read(p + "mlp.router.bias", {experts}, dtype);
+    auto stack = [&](const std::string& name, int64_t out, int64_t in) {
+        if (!r.contains(name) && r.contains(name + "_blocks")) return r.read_mxfp4(name, {experts, out, in}, dtype);
+        return r.read(name, {experts, in, out}, dtype).transpose(1, 2).contiguous();
+    };
+    l.experts_gate_up.weight = stack(p + "mlp.experts.gate_up_proj", 2 * width, H);
+    l.experts_gate_up.bias = r.read(p + "mlp.experts.gate_up_proj_bias", {experts, 2 * width}, dtype);
+    l.experts_down.weight = stack(p + "mlp.experts.down_proj", H, width);
+    l.experts_down.bias = r.read(p + "mlp.experts.down_proj_bias", {experts, H}, dtype);
+}
+
 // Layer i's router and experts' stacks (DecoderLayerWeights::moe), from transformers 5's stacked
 // tensors (mlp.experts.gate_up_proj, save_pretrained with save_original_format=False) or, as the hub
-// and save_pretrained's default write them, one tensor per expert's linear, stacked here.
+// and save_pretrained's default write them, one tensor per expert's linear, stacked here; gpt_oss's
+// as read_gpt_oss_experts reads them.
 void read_experts(WeightReader& r, const DecoderConfig& config, int64_t i, std::optional<at::ScalarType> dtype,
                   DecoderLayerWeights& l) {
     const MoeConfig& moe = *config.moe;
@@ -20,6 +38,8 @@ void read_experts(WeightReader& r, const DecoderConfig& config, int64_t i, std::
     const std::string hub = p + names.block + ".";
     l.moe = true;
     l.router_first = moe.router_first;
+    l.router_path = "mlp." + moe.router_name;
+    if (moe.stacks_in_out) return read_gpt_oss_experts(r, config, p, dtype, l);
     l.router.weight = r.read(r.contains(p + "mlp.gate.weight") ? p + "mlp.gate.weight" : hub + "gate.weight", {experts, H}, dtype);
     if (r.contains(p + "mlp.experts.gate_up_proj")) {
         l.experts_gate_up.weight = r.read(p + "mlp.experts.gate_up_proj", {experts, 2 * width, H}, dtype);
@@ -78,6 +98,7 @@ LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& opti
         l.o_proj = linear("self_attn.o_proj", H, q_out, config.o_bias);
         l.q_norm = r.read_if(config.qk_norm, p + "self_attn.q_norm.weight", {config.qk_norm_whole ? q_out : d});
         l.k_norm = r.read_if(config.qk_norm, p + "self_attn.k_norm.weight", {config.qk_norm_whole ? kv_out : d});
+        l.sinks = r.read_if(config.attention_sinks, p + "self_attn.sinks", {config.num_heads});
         l.post_attention_norm = r.read(p + "post_attention_layernorm.weight", {H});
         l.pre_feedforward_norm = r.read_if(config.sandwich_norms, p + "pre_feedforward_layernorm.weight", {H});
         l.post_feedforward_norm =

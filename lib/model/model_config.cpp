@@ -155,7 +155,7 @@ std::pair<RopeConfig, RopeConfig> parse_layer_type_ropes(const json& config, con
 const std::vector<std::string>& supported_model_types() {
     static const std::vector<std::string> types{"llama",   "mistral", "qwen2", "qwen3",      "granite",
                                                 "smollm3", "gemma",   "gemma2", "gemma3_text", "phi3",
-                                                "olmo2",   "olmo3",   "qwen3_moe", "mixtral"};
+                                                "olmo2",   "olmo3",   "qwen3_moe", "mixtral", "gpt_oss"};
     return types;
 }
 
@@ -260,19 +260,28 @@ void read_llama_family(const json& config, const ConfigReader& r, DecoderConfig&
 
 // qwen3_moe and mixtral's experts (MoeConfig), with Qwen3MoeConfig's and MixtralConfig's defaults.
 void read_moe(const json& config, const ConfigReader& r, DecoderConfig& c) {
-    const bool mixtral = c.model_type == "mixtral";
+    const bool mixtral = c.model_type == "mixtral", gpt_oss = c.model_type == "gpt_oss";
     MoeConfig moe;
     moe.mixtral_names = mixtral;
-    moe.router_first = mixtral;
-    // Both configs map num_experts to num_local_experts (transformers 5 writes the latter; Qwen's hub
-    // configs the former).
-    moe.num_experts = r.integer(r.has("num_local_experts") ? "num_local_experts" : "num_experts", mixtral ? 8 : 128, 1);
-    moe.experts_per_token = r.integer("num_experts_per_tok", mixtral ? 2 : 8, 1);
+    moe.router_first = mixtral || gpt_oss;
+    // All three configs map num_experts to num_local_experts (transformers 5 writes the latter;
+    // Qwen's hub configs the former).
+    moe.num_experts =
+        r.integer(r.has("num_local_experts") ? "num_local_experts" : "num_experts", mixtral ? 8 : 128, 1);
+    moe.experts_per_token = r.integer("num_experts_per_tok", mixtral ? 2 : gpt_oss ? 4 : 8, 1);
     if (moe.experts_per_token > moe.num_experts)
         r.bad("num_experts_per_tok", "must be at most the number of experts (" + std::to_string(moe.num_experts) + ")");
-    moe.expert_intermediate_size = mixtral ? c.intermediate_size : r.integer("moe_intermediate_size", 768, 1);
-    moe.normalize_top_k = mixtral || r.boolean("norm_topk_prob", false);
+    moe.expert_intermediate_size =
+        mixtral || gpt_oss ? c.intermediate_size : r.integer("moe_intermediate_size", 768, 1);
+    moe.normalize_top_k = mixtral || (!gpt_oss && r.boolean("norm_topk_prob", false));
     moe.weights_in_logits_type = !mixtral;
+    if (gpt_oss) {
+        moe.router_name = "router";
+        moe.softmax_after_top_k = moe.biases = moe.interleaved_gate_up = moe.stacks_in_out = true;
+        moe.swiglu_alpha = r.number("swiglu_alpha", 1.702);
+        moe.swiglu_limit = r.number("swiglu_limit", 7.0);
+        if (*moe.swiglu_limit <= 0) r.bad("swiglu_limit", "must be > 0 (the clamp of the experts' gate and up)");
+    }
     // The load-balancing loss (Switch Transformer's) is added only when the config asks for the
     // router logits; the released configs do not.
     if (r.boolean("output_router_logits", false))
@@ -281,7 +290,7 @@ void read_moe(const json& config, const ConfigReader& r, DecoderConfig& c) {
     if (mixtral && r.number("router_jitter_noise", 0.0) != 0.0)
         r.bad("router_jitter_noise", "must be 0: ftlaunch does not jitter the router's input");
     c.layer_moe.assign(static_cast<size_t>(c.num_layers), true);
-    if (!mixtral) {  // Qwen3MoeDecoderLayer: experts unless mlp_only_layers names it, every decoder_sparse_step-th
+    if (!mixtral && !gpt_oss) {  // Qwen3MoeDecoderLayer: experts unless mlp_only_layers names it, every decoder_sparse_step-th
         const int64_t step = r.integer("decoder_sparse_step", 1, 1);
         for (int64_t i = 0; i < c.num_layers; ++i) c.layer_moe[static_cast<size_t>(i)] = (i + 1) % step == 0;
         if (r.has("mlp_only_layers")) {
@@ -410,6 +419,27 @@ void read_olmo(const json& config, const ConfigReader& r, DecoderConfig& c, cons
     }
 }
 
+// gpt_oss (gpt-oss-20b, -120b), with GptOssConfig's defaults: attention with biases and sinks, on
+// alternate layers (layer_types; without it the even ones) a window of sliding_window (128) tokens,
+// YaRN rotation (factor 32 over 4096 positions, theta 150000, no truncation) when the config names
+// none, Olmo2RMSNorm's rounding (GptOssRMSNorm), and experts in every layer (read_moe).
+void read_gpt_oss(const json& config, const ConfigReader& r, DecoderConfig& c, const std::string& source) {
+    c.qkv_bias = c.o_bias = r.boolean("attention_bias", true);
+    c.attention_sinks = c.weight_in_fp32_norms = true;
+    const char* key = r.has("rope_parameters") ? "rope_parameters" : "rope_scaling";
+    const json yarn = {{"rope_type", "yarn"}, {"factor", 32.0},    {"beta_fast", 32.0},
+                       {"beta_slow", 1.0},    {"truncate", false}, {"original_max_position_embeddings", 4096}};
+    c.rope = parse_rope_object(r.has(key) ? config.at(key) : yarn, r, key, 150000.0, c.max_position_embeddings, source);
+    if (config.contains("sliding_window") && !r.has("sliding_window")) return;  // null: no windows
+    const int64_t window = r.integer("sliding_window", 128, 1);
+    if (r.has("layer_types")) {
+        read_layer_types(config, r, c, window);
+    } else {
+        for (int64_t i = 0; i < c.num_layers; ++i)
+            if ((i + 1) % 2 != 0) c.layer_window[static_cast<size_t>(i)] = window;
+    }
+}
+
 DecoderConfig parse_checked(const std::string& json_text, const std::string& source) {
     json config = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
     if (config.is_discarded() || !config.is_object())
@@ -426,7 +456,8 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
     const bool qwen2 = c.model_type == "qwen2", qwen3 = c.model_type == "qwen3", mistral = c.model_type == "mistral";
     const bool smollm3 = c.model_type == "smollm3", gemma = starts_with(c.model_type, "gemma");
     const bool phi3 = c.model_type == "phi3", olmo = starts_with(c.model_type, "olmo");
-    const bool mixtral = c.model_type == "mixtral", moe = mixtral || c.model_type == "qwen3_moe";
+    const bool gpt_oss = c.model_type == "gpt_oss", mixtral = c.model_type == "mixtral";
+    const bool moe = mixtral || gpt_oss || c.model_type == "qwen3_moe";
 
     c.vocab_size = r.integer("vocab_size");
     c.hidden_size = r.integer("hidden_size");
@@ -436,18 +467,18 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
     c.num_kv_heads = r.integer("num_key_value_heads", c.num_heads);
     if (c.num_heads % c.num_kv_heads != 0)
         r.bad("num_key_value_heads", "must divide num_attention_heads (" + std::to_string(c.num_heads) + ")");
-    if (r.has("head_dim") || qwen3 || gemma) {
-        c.head_dim = r.integer("head_dim", qwen3 ? 128 : 256);  // Qwen3Config's and Gemma*Config's defaults
+    if (r.has("head_dim") || qwen3 || gemma || gpt_oss) {
+        c.head_dim = r.integer("head_dim", qwen3 ? 128 : gpt_oss ? 64 : 256);  // Qwen3Config's, GptOssConfig's, Gemma*Config's
     } else {
         if (c.hidden_size % c.num_heads != 0)
             r.bad("hidden_size", "must be divisible by num_attention_heads when head_dim is not given");
         c.head_dim = c.hidden_size / c.num_heads;
     }
     if (c.head_dim % 2 != 0) r.bad("head_dim", "must be even for rotary embeddings");
-    c.rms_norm_eps = r.number("rms_norm_eps", phi3 || olmo || mixtral ? 1e-5 : 1e-6);
+    c.rms_norm_eps = r.number("rms_norm_eps", phi3 || olmo || mixtral || gpt_oss ? 1e-5 : 1e-6);
     c.max_position_embeddings =
         r.integer("max_position_embeddings", qwen2 || qwen3 || smollm3 || c.model_type == "qwen3_moe" ? 32768
-                                             : mistral || mixtral || c.model_type == "gemma3_text" ? 131072
+                                             : mistral || mixtral || gpt_oss || c.model_type == "gemma3_text" ? 131072
                                              : gemma                                    ? 8192
                                              : phi3                                     ? 4096
                                                                                         : 2048);
@@ -457,6 +488,7 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
     if (gemma) read_gemma(config, r, c, source);
     else if (phi3) read_phi3(config, r, c, source);
     else if (olmo) read_olmo(config, r, c, source);
+    else if (gpt_oss) read_gpt_oss(config, r, c, source);
     else read_llama_family(config, r, c, source);
     if (moe) read_moe(config, r, c);
     // Rotated in halves: an even number of dims (gemma3's sliding rotation is never partial).
@@ -478,13 +510,16 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
         const ConfigReader qr(q, source + ": quantization_config");
         const std::string method = qr.text("quant_method", "");
         const bool four_bit = qr.boolean("load_in_4bit", false), eight_bit = qr.boolean("load_in_8bit", false);
-        if (method != "bitsandbytes" || four_bit == eight_bit)
+        const bool mxfp4 = gpt_oss && method == "mxfp4";  // the hub's gpt-oss: MXFP4 experts, dequantised on load
+        if (!mxfp4 && (method != "bitsandbytes" || four_bit == eight_bit))
             r.bad("quantization_config", "only bitsandbytes 4-bit or 8-bit checkpoints (quant_method bitsandbytes, "
-                                         "load_in_4bit or load_in_8bit true) are read; start from the floating-point model");
+                                         "load_in_4bit or load_in_8bit true), and gpt_oss's mxfp4 experts, are read; start "
+                                         "from the floating-point model");
+        c.mxfp4_checkpoint = mxfp4;
         if (four_bit) {
             c.bnb_4bit_compute_dtype = qr.text("bnb_4bit_compute_dtype", "float32");
             c.bnb_4bit_nested = qr.boolean("bnb_4bit_use_double_quant", false);
-        } else {
+        } else if (eight_bit) {
             c.llm_int8_threshold = qr.number("llm_int8_threshold", 6.0);
             if (qr.boolean("llm_int8_has_fp16_weight", false))
                 r.bad("quantization_config.llm_int8_has_fp16_weight", "must be false: ftlaunch keeps 8-bit base weights frozen");

@@ -61,6 +61,21 @@ struct MoeConfig {
     // MixtralSparseMoeBlock registers its router (mlp.gate) before its experts, Qwen3MoeSparseMoeBlock
     // after them: the order PEFT adapts them in and named_parameters lists them.
     bool router_first = false;
+    std::string router_name = "gate";  // the router's module inside mlp: gate, or gpt_oss's router
+    // gpt_oss's experts (GptOssTopKRouter, GptOssExperts; false or none elsewhere):
+    //  - softmax_after_top_k: the k largest router logits are chosen first and softmaxed among
+    //    themselves in the logits' type (the weights then sum to 1: no normalize_top_k);
+    //  - biases: the router (mlp.router.bias [E]) and the experts' stacks (gate_up_proj_bias
+    //    [E, 2I], down_proj_bias [E, H]) add biases;
+    //  - interleaved_gate_up: gate_up_proj's outputs alternate gate, up (gate = even columns);
+    //  - swiglu_limit: the clamped SwiGLU, (clamp(up, -limit, limit) + 1) * g * sigmoid(swiglu_alpha g)
+    //    with g = min(gate, limit), instead of the model's activation;
+    //  - stacks_in_out: checkpoints (and transformers' memory) hold the stacks as [E, in, out], the
+    //    transpose of this build's [E, out, in], and have no per-expert layout; the hub's stacks may
+    //    be MXFP4 (quant/mxfp4.h), dequantised on load.
+    bool softmax_after_top_k = false, biases = false, interleaved_gate_up = false, stacks_in_out = false;
+    std::optional<double> swiglu_limit;
+    double swiglu_alpha = 1.702;
 
     // Those names: the block's module inside a layer and each expert's three linears (transformers
     // 4's names, which PEFT's target mapping also reads).
@@ -142,6 +157,9 @@ struct DecoderConfig {
     bool is_moe_layer(size_t i) const { return moe && layer_moe.at(i); }
     std::optional<double> attn_logit_softcapping;
     std::optional<double> final_logit_softcapping;
+    // gpt_oss: a learned logit per head (self_attn.sinks [n_h]) joins every query's softmax as a key
+    // without a value, so the weights over the real keys sum to less than 1 (GptOssAttention).
+    bool attention_sinks = false;
     std::optional<RopeConfig> sliding_rope;
     RopeConfig rope;
     // Per layer: the sliding attention window in tokens (a key is seen when q - k < window), or
@@ -166,6 +184,9 @@ struct DecoderConfig {
     bool bnb_4bit_nested = false;  // bnb_4bit_use_double_quant: the absmax values 8-bit quantised
     // A bitsandbytes 8-bit checkpoint (load_in_8bit): its llm_int8_threshold (quant/int8.h).
     std::optional<double> llm_int8_threshold;
+    // gpt_oss as the hub holds it (quantization_config quant_method mxfp4): the experts' stacks in
+    // MXFP4 (quant/mxfp4.h), dequantised on load; everything else floating point.
+    bool mxfp4_checkpoint = false;
     std::optional<int64_t> bos_token_id, eos_token_id, pad_token_id;
 };
 

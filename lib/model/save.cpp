@@ -19,13 +19,15 @@ std::string config_dtype_name(at::ScalarType type) {
 }
 
 void write_model_config(const std::string& base_model_dir, const std::string& out_dir,
-                        std::optional<int64_t> vocab_size, std::optional<at::ScalarType> dtype) {
+                        std::optional<int64_t> vocab_size, std::optional<at::ScalarType> dtype,
+                        bool floating_point_weights) {
     const std::string path = base_model_dir + "/config.json";
     const auto text = read_text_file(path);
     nlohmann::json config = text ? nlohmann::json::parse(*text, nullptr, false) : nlohmann::json();
     if (!config.is_object()) fail(ErrorKind::kConfig, path + ": cannot read it as a JSON object");
     if (vocab_size) config["vocab_size"] = *vocab_size;
     if (dtype) config[config.contains("torch_dtype") ? "torch_dtype" : "dtype"] = config_dtype_name(*dtype);
+    if (floating_point_weights) config.erase("quantization_config");
     io::write_file_atomically(out_dir + "/config.json", [&](std::ostream& out) { out << config.dump(2) << "\n"; });
 }
 
@@ -42,7 +44,7 @@ void save_model_folder(const std::string& out_dir, const std::vector<std::pair<s
             return view_of(current);
         },
         max_shard_bytes, "model", {{"format", "pt"}});
-    write_model_config(base_model_dir, out_dir, vocab_size, dtype);
+    write_model_config(base_model_dir, out_dir, vocab_size, dtype, /*floating_point_weights=*/true);
 }
 
 }  // namespace ftl::model

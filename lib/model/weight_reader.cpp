@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "model/tensor_io.h"
+#include "quant/mxfp4.h"
 #include "util/error.h"
 
 namespace ftl::model {
@@ -66,6 +67,32 @@ WeightReader::LinearWeight WeightReader::read_linear(const std::string& name, st
                                      shape_text(four_bit->state->shape) + " but config.json implies " +
                                      shape_text(expected_shape));
     return {four_bit->packed, four_bit->state, nullptr};
+}
+
+at::Tensor WeightReader::read_mxfp4(const std::string& name, std::vector<int64_t> expected_shape,
+                                    std::optional<at::ScalarType> dtype) {
+    const std::string blocks_name = name + "_blocks", scales_name = name + "_scales";
+    for (const std::string& key : {blocks_name, scales_name})
+        if (!ckpt_.contains(key))
+            fail(ErrorKind::kConfig, ckpt_.dir() + ": the checkpoint has no tensor '" + key + "' (an MXFP4 '" + name +
+                                         "' needs _blocks and _scales)");
+    std::vector<int64_t> blocks_shape = expected_shape;
+    if (blocks_shape.back() % 32 != 0)
+        fail(ErrorKind::kConfig, ckpt_.file_of(blocks_name).path() + ": '" + name + "' has " +
+                                     std::to_string(blocks_shape.back()) + " columns, not a multiple of MXFP4's 32-value blocks");
+    blocks_shape.back() /= 32;
+    const std::vector<int64_t> scales_shape = blocks_shape;
+    blocks_shape.push_back(16);
+    for (const auto& [key, shape] : {std::pair{blocks_name, blocks_shape}, std::pair{scales_name, scales_shape}})
+        if (ckpt_.tensor(key).shape != shape)
+            fail(ErrorKind::kConfig, ckpt_.file_of(key).path() + ": tensor '" + key + "' has shape " +
+                                         shape_text(ckpt_.tensor(key).shape) + " but config.json implies " + shape_text(shape));
+    used_.insert(blocks_name);
+    used_.insert(scales_name);
+    const at::Device device = keep_mapped_ ? at::Device(at::kCPU) : device_;
+    const at::Tensor blocks = mapped_tensor(ckpt_.shared_file_of(blocks_name), blocks_name).to(device);
+    const at::Tensor scales = mapped_tensor(ckpt_.shared_file_of(scales_name), scales_name).to(device);
+    return quant::dequantize_mxfp4(blocks, scales, dtype.value_or(dtype_), ckpt_.file_of(blocks_name).path() + ": " + name);
 }
 
 std::vector<std::string> WeightReader::unused() const {

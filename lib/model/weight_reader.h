@@ -43,6 +43,11 @@ public:
     LinearWeight read_linear(const std::string& name, std::vector<int64_t> expected_shape, at::ScalarType compute_dtype,
                              std::optional<at::ScalarType> float_dtype = std::nullopt,
                              std::optional<double> int8_threshold = std::nullopt);
+    // An MXFP4 tensor (the hub's gpt-oss experts: `name`_blocks and `name`_scales, quant/mxfp4.h)
+    // dequantised to `dtype` (else the target dtype), on the target device (the host when
+    // keep_mapped); `expected_shape` is the dequantised [..., rows, columns].
+    at::Tensor read_mxfp4(const std::string& name, std::vector<int64_t> expected_shape,
+                          std::optional<at::ScalarType> dtype = std::nullopt);
     bool contains(const std::string& name) const { return ckpt_.contains(name); }
     std::vector<std::string> unused() const;  // tensors of the checkpoint not read
 

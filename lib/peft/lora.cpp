@@ -26,7 +26,7 @@ using nlohmann::json;
 // Whether a layer's linear at `path` (inside the layer, or the whole module path) is one of a MoE
 // block's parameters (experts' stacks, router).
 bool is_moe_parameter(const model::Linear& linear, const std::string& path) {
-    return linear.weight.dim() == 3 || ends_with(path, "mlp.gate");
+    return linear.weight.dim() == 3 || ends_with(path, "mlp.gate") || ends_with(path, "mlp.router");
 }
 
 // (module path, linear) for every linear LoRA can target, in PEFT's creation order. On a MoE model
@@ -44,7 +44,7 @@ std::vector<std::pair<std::string, model::Linear*>> target_candidates(model::Cau
                 continue;
             }
             const bool nested = linear == &layers[i].experts_gate_up && layers[i].experts_down.adapter.has_value();
-            const std::string module = path == "mlp.gate" ? path : nested ? "mlp.experts.base_layer" : "mlp.experts";
+            const std::string module = path == layers[i].router_path ? path : nested ? "mlp.experts.base_layer" : "mlp.experts";
             parameters.emplace_back(prefix + module, linear);
         }
     }
@@ -180,9 +180,11 @@ std::optional<std::string> ignored_targets_warning(model::CausalLM& model, const
     if (model.config().moe) {
         const MoeTargets targets = resolve_moe_targets(model.config(), config);
         if (targets.absent.empty()) return std::nullopt;
-        return "--lora_target_modules: " + join(targets.absent, ", ") + " name no linear of this " + family +
-               " model, whose experts' linears PEFT calls w1, w3 (gate_up_proj) and w2 (down_proj); as PEFT does, only "
-               "the targets it has are adapted";
+        const std::string experts = model.config().moe->mixtral_names
+                                        ? "whose experts' linears PEFT calls w1, w3 (gate_up_proj) and w2 (down_proj)"
+                                        : "whose experts and router are parameters, not linear modules";
+        return "--lora_target_modules: " + join(targets.absent, ", ") + " name no linear of this " + family + " model, " +
+               experts + "; as PEFT does, only the targets it has are adapted";
     }
     std::vector<std::string> fused;
     const LinearPaths candidates = target_candidates(model);

@@ -15,9 +15,14 @@ std::string number_text(double value) {
     return out.str();
 }
 
+// gpt_oss's experts and router were parameters already in transformers 4: no module name maps to
+// them, and PEFT adapts them only when target_parameters names them.
+bool names_map_to_parameters(const model::DecoderConfig& config) { return !config.moe->stacks_in_out; }
+
 }  // namespace
 
 bool is_mapped_moe_name(const model::DecoderConfig& config, const std::string& leaf) {
+    if (!names_map_to_parameters(config)) return false;
     const model::MoeConfig::CheckpointNames names = config.moe->checkpoint_names();
     return leaf == names.gate || leaf == names.up || leaf == names.down || leaf == "gate";
 }
@@ -37,18 +42,24 @@ MoeTargets resolve_moe_targets(const model::DecoderConfig& config, const LoraCon
                                  ", ...) or all-linear");
     const model::MoeConfig::CheckpointNames names = config.moe->checkpoint_names();
     bool gate = false, up = false;
+    const bool maps = names_map_to_parameters(config);
+    if (!maps && !lora.target_parameters.empty())
+        fail(ErrorKind::kConfig, "target_parameters (" + join(lora.target_parameters, ", ") + "): adapters on " + family +
+                                     "'s experts and router are not read by this build; its attention's adapters are");
     if (to_lower(lora.target_modules) == "all-linear") {
-        t.all_linear = t.gate_up = t.down = t.router = true;
+        t.all_linear = true;
+        t.gate_up = t.down = t.router = maps;
     } else {
         for (const std::string& raw : split(lora.target_modules, ',')) {
             const std::string name = trim(raw);
             if (name.empty()) continue;
-            if (name == names.gate) gate = true;
+            const bool llama_mlp = name == "gate_proj" || name == "up_proj" || name == "down_proj";
+            if (!maps && (llama_mlp || name == "gate")) t.absent.push_back(name);
+            else if (name == names.gate) gate = true;
             else if (name == names.up) up = true;
             else if (name == names.down) t.down = true;
             else if (name == "gate") t.router = true;
-            else if (config.moe->mixtral_names && (name == "gate_proj" || name == "up_proj" || name == "down_proj"))
-                t.absent.push_back(name);
+            else if (config.moe->mixtral_names && llama_mlp) t.absent.push_back(name);
             else t.module_names.push_back(name);
         }
         // PEFT's own parameter targets, as adapter_config.json lists them.

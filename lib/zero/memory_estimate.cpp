@@ -83,7 +83,7 @@ double layer_activation_bytes(const EstimateInputs& in, bool on_gpu) {
     const double kept_tensors =
         s * b * (7.0 * h + sandwich + 3.0 * kv + 4.0 * mlp + head_norm_inputs) * in.activation_bytes;
     // gemma2's capped attention keeps no attention matrix, only an fp32 log-sum-exp per head
-    // (model/capped_attention.h).
+    // (model/eager_attention.h).
     if (in.model.attn_logit_softcapping) return kept_tensors + s * b * 4.0 * a;
     const double korthikanti = s * b * h * (34.0 + 5.0 * a * s / h) * in.activation_bytes / 2.0;
     return std::max(korthikanti, kept_tensors);
@@ -98,7 +98,7 @@ int64_t linear_parameters(const model::DecoderConfig& c, bool moe_layer, int64_t
         const bool attention_qkv = l.name == "self_attn.q_proj" || l.name == "self_attn.k_proj" ||
                                    l.name == "self_attn.v_proj" || l.name == "self_attn.qkv_proj";
         if ((attention_qkv && c.qkv_bias) || (l.name == "self_attn.o_proj" && c.o_bias) ||
-            (starts_with(l.name, "mlp.") && !moe_layer && c.mlp_bias))
+            (starts_with(l.name, "mlp.") && (moe_layer ? c.moe->biases : c.mlp_bias)))
             n += l.out;
         total += n;
         if (starts_with(l.name, "mlp.experts.")) experts += n;
@@ -108,11 +108,11 @@ int64_t linear_parameters(const model::DecoderConfig& c, bool moe_layer, int64_t
     return total;
 }
 
-// A MoE layer's router and experts' stacks (no biases).
+// A MoE layer's router and experts' stacks, with gpt_oss's biases.
 int64_t moe_mlp_parameters(const model::DecoderConfig& c) {
     int64_t total = 0;
     for (const LinearShape& l : layer_linears(c, /*moe_layer=*/true))
-        if (starts_with(l.name, "mlp.")) total += l.in * l.out;
+        if (starts_with(l.name, "mlp.")) total += l.in * l.out + (c.moe->biases ? l.out : 0);
     return total;
 }
 
@@ -151,7 +151,8 @@ ParameterCounts count_parameters(const model::DecoderConfig& c) {
     const int64_t qk_norms = !c.qk_norm         ? 0
                              : c.qk_norm_whole ? (c.num_heads + c.num_kv_heads) * c.head_dim
                                                : 2 * c.head_dim;
-    p.per_layer_norms = (c.sandwich_norms ? 4 : 2) * c.hidden_size + qk_norms;
+    // gpt_oss's attention sinks count here too: a vector per layer.
+    p.per_layer_norms = (c.sandwich_norms ? 4 : 2) * c.hidden_size + qk_norms + (c.attention_sinks ? c.num_heads : 0);
     // Layers differ only where qwen3_moe keeps some dense: per_layer is the largest.
     int64_t layers_total = 0;
     for (int64_t i = 0; i < c.num_layers; ++i) {

@@ -24,7 +24,7 @@ struct ParameterCounts {
     int64_t total = 0;
     int64_t largest_tensor = 0;  // DeepSpeed's largest_layer_params: the biggest module's own parameters
     int64_t embeddings = 0, per_layer = 0, head = 0;  // head: final norm (+ lm_head when untied)
-    int64_t per_layer_norms = 0;                       // of per_layer: the norms' weights
+    int64_t per_layer_norms = 0;                       // of per_layer: the norms' weights (and gpt_oss's sinks)
     // Of all layers together: the linears' weights and biases, and of those the MoE layers'
     // routers and experts' stacks (which 4-bit and 8-bit loading leave in floating point).
     int64_t layer_linears = 0, moe_mlp = 0;

@@ -1,5 +1,5 @@
 """ftlaunch's Llama-family decoder (llama, mistral, qwen2, qwen3, granite, smollm3, phi3, olmo2, olmo3, and
-with experts qwen3_moe and mixtral) and the Gemmas (gemma, gemma2, gemma3_text) against transformers, on tiny random models made here.
+with experts qwen3_moe, mixtral and gpt_oss) and the Gemmas (gemma, gemma2, gemma3_text) against transformers, on tiny random models made here.
 
 Each case builds a 2-layer model (hidden 64, GQA) with transformers, saves it with save_pretrained,
 runs the same batch through transformers and through ftl_model_probe, and checks:
@@ -113,20 +113,27 @@ CASES = {
     "qwen3_moe": tiny_config("qwen3_moe", head_dim=16, moe_intermediate_size=32, num_experts=8,
                              num_experts_per_tok=2, norm_topk_prob=True, mlp_only_layers=[1]),
     "mixtral": tiny_config("mixtral", num_local_experts=8, num_experts_per_tok=2, sliding_window=6),
+    # gpt-oss: sinks, biases everywhere, a window on the first layer, YaRN (its default), top-2 of 8
+    # experts softmaxed after the choice, interleaved gate/up through the clamped SwiGLU, its limit
+    # low enough (0.1) that the clamps bite on these small activations.
+    "gpt_oss": tiny_config("gpt_oss", head_dim=16, num_local_experts=8, num_experts_per_tok=2, sliding_window=4,
+                           swiglu_limit=0.1),
 }
 # Saved as transformers 5 holds the weights instead of save_pretrained's default (the hub's) layout.
 SAVED_STACKED = {"mixtral"}
 # Gemma 2 has no SDPA path in transformers (SDPA takes no score cap): its eager attention.
-ATTENTION = {"gemma2": "eager"}
+ATTENTION = {"gemma2": "eager", "gpt_oss": "eager"}
 
 
 def make_model(name, config, folder, dtype=torch.float32):
     torch.manual_seed(hash(name) % 1000)
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation=ATTENTION.get(name, "sdpa"))
-    with torch.no_grad():  # norms and biases start at 1/0; randomise them so they matter
+    with torch.no_grad():  # norms and biases start at 1/0, sinks near 0; randomise them so they matter
         for pname, p in model.named_parameters():
             if "norm" in pname or pname.endswith("bias"):
                 p.add_(torch.randn_like(p) * 0.1)
+            if pname.endswith("sinks"):
+                p.add_(torch.randn_like(p))
     # Shard one model to exercise the index.
     shard = "40KB" if name == "llama" else "50MB"
     model.save_pretrained(folder, max_shard_size=shard, save_original_format=name not in SAVED_STACKED)
@@ -276,7 +283,7 @@ def main():
             compare_fp32(name, model, folder, work)
             compare_packed(name, model, folder, work)
             if name in ("llama", "qwen2_tied", "qwen3", "granite", "smollm3", "gemma2", "gemma3_text", "phi3_longrope_window",
-                        "olmo3", "qwen3_moe", "mixtral"):
+                        "olmo3", "qwen3_moe", "mixtral", "gpt_oss"):
                 compare_half(name, folder, work, torch.bfloat16)
                 compare_half(name, folder, work, torch.float16)
                 compare_resize(name, model, folder, work)

@@ -99,8 +99,12 @@ int main(int argc, char** argv) try {
         model::LossResult result = model::causal_lm_loss(lm, batch, loss_options, loss_forward);
         result.loss.backward();
         outputs.emplace_back("loss", result.loss.detach().contiguous());
-        for (auto& [name, w] : weights)
-            outputs.emplace_back("grad." + name, w.grad().to(at::kFloat).contiguous());
+        std::vector<std::pair<std::string, at::Tensor>> grads;
+        for (auto& [name, w] : weights) grads.emplace_back(name, w.grad().to(at::kFloat));
+        // gpt_oss's stacks as transformers holds them ([E, in, out]); other experts stay stacked.
+        const model::DecoderConfig& config = lm.config();
+        if (config.moe && config.moe->stacks_in_out) grads = model::checkpoint_weights(config, grads);
+        for (auto& [name, g] : grads) outputs.emplace_back("grad." + name, g.contiguous());
     }
     io::write_safetensors(argv[3], model::cpu_views(outputs).views);
     return 0;

@@ -11,7 +11,7 @@
 #include "data/dataset.h"
 #include "data/examples.h"
 #include "data/row_cache.h"
-#include "model/capped_attention.h"
+#include "model/eager_attention.h"
 #include "model/loss.h"
 #include "optim/loss_scaler.h"
 #include "model/neftune.h"
@@ -712,7 +712,7 @@ TEST_CASE("--gradient_checkpointing auto keeps the most last layers whose estima
 namespace {
 
 // transformers' eager attention with softcap over whole tensors (autograd keeps every
-// intermediate): the reference for model::capped_attention_blocks.
+// intermediate): the reference for model::eager_attention_blocks.
 at::Tensor eager_capped(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& visible,
                         double scale, double cap) {
     at::Tensor s = at::matmul(q, k.transpose(2, 3)) * scale;
@@ -744,7 +744,7 @@ TEST_CASE("capped attention a block of queries at a time equals transformers' ea
     };
     auto blocks_of = [&](int64_t block) {
         return [&, block](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-            return model::capped_attention_blocks(q, k, v, visible, scale, cap, block);
+            return model::eager_attention_blocks(q, k, v, visible, scale, model::EagerScores{cap, {}}, block);
         };
     };
     auto eager = [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
@@ -763,4 +763,53 @@ TEST_CASE("capped attention a block of queries at a time equals transformers' ea
     for (size_t i = 0; i < 4; ++i) CHECK(rel(ours16[i], exact[i]) <= 1.5 * rel(eager16[i], exact[i]) + 1e-3);
     // The cap matters here: without it the output differs.
     CHECK(rel(eager_capped(q64, k64, v64, visible, scale, 1e6), exact[0]) > 1e-2);
+}
+
+namespace {
+
+// GptOssAttention's eager attention with sinks over whole tensors: the sink logit appended to each
+// query's masked scores, the row max subtracted, softmax, the sink's column dropped.
+at::Tensor eager_with_sinks(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& visible,
+                            double scale, const at::Tensor& sinks) {
+    const at::Tensor s =
+        (at::matmul(q, k.transpose(2, 3)) * scale).masked_fill(visible.logical_not(), model::lowest_finite(q.scalar_type()));
+    at::Tensor combined = at::cat({s, sinks.view({1, -1, 1, 1}).expand({s.size(0), -1, s.size(2), 1})}, -1);
+    combined = combined - std::get<0>(combined.max(-1, /*keepdim=*/true));
+    return at::matmul(at::softmax(combined, -1).narrow(-1, 0, s.size(-1)).to(v.scalar_type()), v);
+}
+
+}  // namespace
+
+TEST_CASE("attention with sinks a block of queries at a time equals gpt-oss's eager attention and its gradients", "[model]") {
+    at::manual_seed(9);
+    const int64_t rows = 2, heads = 3, length = 7, d = 8;
+    at::Tensor visible = at::ones({length, length}, at::kBool).tril().view({1, 1, length, length}).repeat({rows, 1, 1, 1});
+    visible[1].narrow(2, 5, 2).fill_(false);  // the second row's last two keys padding
+    const double scale = 0.6;
+    const at::Tensor q64 = at::randn({rows, heads, length, d}, at::kDouble), k64 = at::randn_like(q64),
+                     v64 = at::randn_like(q64), grad_out = at::randn_like(q64);
+    const at::Tensor sinks64 = at::randn({heads}, at::kDouble) + 1.0;  // a sink's weight comparable to the keys'
+    // (output, dq, dk, dv, dsinks) in fp64 of `attend` on the inputs cast to fp32.
+    auto run = [&](const auto& attend) {
+        auto leaf = [&](const at::Tensor& t) { return t.to(at::kFloat).clone().requires_grad_(); };
+        at::Tensor q = leaf(q64), k = leaf(k64), v = leaf(v64), sinks = leaf(sinks64);
+        const at::Tensor out = attend(q, k, v, sinks);
+        out.backward(grad_out.to(at::kFloat));
+        std::vector<at::Tensor> result{out.detach()};
+        for (const at::Tensor* t : {&q, &k, &v, &sinks}) result.push_back(t->grad());
+        return result;
+    };
+    const auto eager = run([&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& sinks) {
+        return eager_with_sinks(q, k, v, visible, scale, sinks);
+    });
+    auto rel = [](const at::Tensor& a, const at::Tensor& b) { return ((a - b).norm() / b.norm()).item<double>(); };
+    for (int64_t block : {3, 0}) {
+        const auto ours = run([&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& sinks) {
+            return model::eager_attention_blocks(q, k, v, visible, scale, model::EagerScores{std::nullopt, sinks}, block);
+        });
+        for (size_t i = 0; i < 5; ++i) CHECK(rel(ours[i], eager[i]) <= 1e-6);
+    }
+    // The sinks matter: without them the output differs.
+    const at::Tensor no_sinks = eager_with_sinks(q64, k64, v64, visible, scale, at::full({heads}, -1e4, at::kDouble));
+    CHECK(rel(no_sinks, eager[0].to(at::kDouble)) > 1e-2);
 }
