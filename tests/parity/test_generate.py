@@ -57,7 +57,8 @@ def make_llama(folder, model_type="llama", **extra):
 # and their 6 new tokens are longer), gemma2's capped scores and logits, gemma3's two rotations,
 # phi3's fused projections, partial rotation and longrope switching from its short factors to its
 # long ones past position 8, in the middle of some prompts and of some generations; olmo3's post
-# norms and whole-projection q/k norms with a window and two rotations.
+# norms and whole-projection q/k norms with a window and two rotations; qwen3_moe's experts (routed
+# anew for every cached step); gpt_oss's sinks over cached keys, its windows and experts.
 FAMILIES = {
     "gemma2": dict(head_dim=16, sliding_window=3, attn_logit_softcapping=2.0, final_logit_softcapping=3.0),
     "gemma3_text": dict(head_dim=16, sliding_window=3, layer_types=["sliding_attention", "full_attention"],
@@ -70,6 +71,8 @@ FAMILIES = {
     "olmo3": dict(sliding_window=3, layer_types=["sliding_attention", "full_attention"], pad_token_id=2,
                   rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 5e5},
                                    "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}}),
+    "qwen3_moe": dict(head_dim=16, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2),
+    "gpt_oss": dict(head_dim=16, num_local_experts=4, num_experts_per_tok=2, sliding_window=3, pad_token_id=2),
 }
 
 

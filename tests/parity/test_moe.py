@@ -39,7 +39,7 @@ import tempfile
 
 import torch
 import transformers
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import check, failures  # noqa: E402
@@ -52,21 +52,24 @@ from test_zero import zero3_everything_partitioned  # noqa: E402
 LLAMA_TARGETS = "q_proj,k_proj,v_proj,o_proj,down_proj,up_proj,gate_proj"
 
 
-def tiny_moe(work, tokenizer_dir, name, model_type, **extra):
-    """A 2-layer MoE model of test_sft_parity's size, with its tokenizer, the norms randomised."""
+def tiny_moe(work, tokenizer_dir, name, model_type, intermediate_size=48, **extra):
+    """A 2-layer MoE model of test_sft_parity's size, with its tokenizer, the norms (and gpt_oss's
+    biases and sinks) randomised."""
     path = os.path.join(work, name)
     tok = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
     tok.save_pretrained(path)
     config = transformers.AutoConfig.for_model(
-        model_type, vocab_size=len(tok), hidden_size=64, intermediate_size=48, num_hidden_layers=2,
+        model_type, vocab_size=len(tok), hidden_size=64, intermediate_size=intermediate_size, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, num_experts_per_tok=2,
         bos_token_id=1, eos_token_id=2, pad_token_id=0, **extra)
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(config)
     with torch.no_grad():
         for pname, p in model.named_parameters():
-            if "norm" in pname:
+            if "norm" in pname or pname.endswith("bias"):
                 p.add_(torch.randn_like(p) * 0.1)
+            if pname.endswith("sinks"):
+                p.add_(torch.randn_like(p))
     model.save_pretrained(path)
     return path
 
@@ -233,6 +236,80 @@ def check_mixtral_curves(work, model_dir, data_dir, texts):
                                         "transformers+bitsandbytes+peft")
 
 
+def check_gpt_oss(work, model_dir, data_dir, texts):
+    """gpt-oss: LoRA (PEFT adapts its attention only: the experts and router were parameters already
+    in transformers 4, so no target name maps to them), ZeRO-3, full fine-tuning saved in
+    transformers' [E, in, out] layout, and the hub's MXFP4 experts."""
+    import peft
+    out = os.path.join(work, "gpt_oss_lora")
+    ours, _ = sft.run_ftlaunch(model_dir, data_dir, out, 2, 2)
+    ref, ref_model = sft.reference_losses(model_dir, texts, 2, 2)
+    sft.compare_curves(ours, ref, 1e-4, "gpt_oss LoRA all-linear (attention with sinks and biases, windows, experts "
+                                        "through the clamped SwiGLU): 20 steps against transformers+peft")
+    saved = load_file(os.path.join(out, "adapter_model.safetensors"))
+    reference = {k.replace(".default", "") for k in ref_model.state_dict() if "lora_" in k}
+    config = json.load(open(os.path.join(out, "adapter_config.json")))
+    check(set(saved) == reference and not config.get("target_parameters"),
+          f"gpt_oss adapter: PEFT's {len(reference)} tensors (q/k/v/o_proj only), no target_parameters")
+    sharded, _ = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, "gpt_oss_zero3"), 1, 2,
+                                  launcher=("--config_file", zero3_everything_partitioned(work, 2)))
+    diff = test_zero.worst_curve_diff(sharded, ours)
+    check(diff <= 1e-5, f"gpt_oss ZeRO-3 on 2 ranks, every tensor partitioned (sinks, stacks and their biases too) vs "
+                        f"1 rank: worst rel diff {diff:.2e} <= 1e-5")
+
+    full = os.path.join(work, "gpt_oss_full")
+    sft.run_ftlaunch(model_dir, data_dir, full, 2, 1, extra=("--use_peft_lora", "False", "--learning_rate", "1e-3",
+                                                             "--max_steps", "3"))
+    base = transformers.AutoModelForCausalLM.from_pretrained(model_dir)
+    trained = transformers.AutoModelForCausalLM.from_pretrained(full)
+    written = load_file(os.path.join(full, "model.safetensors"))
+    layout = {k: tuple(v.shape) for k, v in written.items()} == {k: tuple(v.shape) for k, v in base.state_dict().items()}
+    ids, ours_logits = probe_logits(full, None, work)
+    with torch.no_grad():
+        theirs = trained(input_ids=ids).logits
+    moved = min((trained.model.layers[0].mlp.experts.down_proj - base.model.layers[0].mlp.experts.down_proj).abs().max(),
+                (trained.model.layers[0].self_attn.sinks - base.model.layers[0].self_attn.sinks).abs().max())
+    diff = (ours_logits - theirs).abs().max().item()
+    check(layout and diff <= 1e-5 and moved > 0,
+          f"gpt_oss full fine-tuning saves transformers' names and [E, in, out] stacks ({layout}); transformers loads "
+          f"it, logits vs ftlaunch's max abs diff {diff:.2e} <= 1e-5; experts and sinks trained (min change {moved:.2e})")
+    check_mxfp4(work, model_dir, data_dir)
+
+
+def check_mxfp4(work, model_dir, data_dir):
+    """The hub's layout: the experts' stacks as MXFP4 blocks and scales (random codes and scales
+    here), quantization_config quant_method mxfp4. transformers dequantises them on a CPU; so does
+    ftlaunch, on load."""
+    import shutil
+    folder = os.path.join(work, "gpt_oss_mxfp4")
+    shutil.copytree(model_dir, folder)
+    weights = load_file(os.path.join(folder, "model.safetensors"))
+    g = torch.Generator().manual_seed(3)
+    for name in [k for k in weights if k.endswith("_proj")]:
+        experts, cols, rows = weights.pop(name).shape  # [E, in, out]: MXFP4 holds [E, out, in / 32, 16]
+        weights[name + "_blocks"] = torch.randint(0, 256, (experts, rows, cols // 32, 16), generator=g, dtype=torch.uint8)
+        weights[name + "_scales"] = torch.randint(118, 124, (experts, rows, cols // 32), generator=g, dtype=torch.uint8)
+    save_file(weights, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+    config = json.load(open(os.path.join(folder, "config.json")))
+    config["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": [
+        "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
+    json.dump(config, open(os.path.join(folder, "config.json"), "w"))
+    reference = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    ids, ours = probe_logits(folder, None, work)
+    with torch.no_grad():
+        theirs = reference(input_ids=ids).logits
+    diff = (ours - theirs).abs().max().item()
+    check(diff <= 1e-5, f"gpt_oss with MXFP4 experts: ftlaunch's dequantise-on-load logits vs transformers' max abs diff "
+                        f"{diff:.2e} <= 1e-5")
+    full = os.path.join(work, "gpt_oss_mxfp4_full")
+    sft.run_ftlaunch(folder, data_dir, full, 2, 1, extra=("--use_peft_lora", "False", "--max_steps", "1"))
+    written = json.load(open(os.path.join(full, "config.json")))
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(full)
+    check("quantization_config" not in written and loaded.model.layers[0].mlp.experts.gate_up_proj.dtype == torch.float32,
+          "full fine-tuning of the MXFP4 model writes floating-point experts and a config.json without "
+          "quantization_config, which transformers loads")
+
+
 def main():
     with tempfile.TemporaryDirectory() as work:
         llama_dir, data_dir, texts = sft.make_inputs(work)
@@ -245,6 +322,9 @@ def main():
         check_full_fine_tuning(work, mixtral_dir, data_dir)
         check_four_bit(work, qwen_dir, data_dir, texts)
         check_mixtral_curves(work, mixtral_dir, data_dir, texts)
+        gpt_oss_dir = tiny_moe(work, llama_dir, "gpt_oss", "gpt_oss", intermediate_size=64, head_dim=16,
+                               num_local_experts=8, sliding_window=8, swiglu_limit=1.0)
+        check_gpt_oss(work, gpt_oss_dir, data_dir, texts)
     if failures:
         print(f"{len(failures)} MoE checks failed")
         sys.exit(1)

@@ -41,6 +41,11 @@ LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{
                   r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+# o200k (GPT-4o's, gpt-oss's o200k_harmony): case-aware letter runs with inline case-insensitive
+# contractions, \p{M} marks, "/" kept with punctuation runs.
+O200K_PATTERN = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+                 r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+                 r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 SPECIALS = ["<|begin_of_text|>", "<|im_start|>", "<|im_end|>", "<|endoftext|>"]
 
 FRAGMENTS = [
@@ -151,6 +156,7 @@ TOKENIZERS = {
     "gpt2_prefix_space_trim_offsets": lambda: byte_level(trim_offsets=True),
     "llama3_split_ignore_merges": lambda: byte_level(LLAMA3_PATTERN, ignore_merges=True, bos=True),
     "qwen2_nfc_split": lambda: byte_level(QWEN2_PATTERN, nfc=True),
+    "o200k_split": lambda: byte_level(O200K_PATTERN),
     "llama2_legacy_metaspace": lambda: metaspace(legacy=True),
     "mistral_metaspace_first": lambda: metaspace(legacy=False),
     "gemma_replace_byte_fallback": lambda: metaspace(legacy=False, gemma=True),

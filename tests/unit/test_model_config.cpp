@@ -232,6 +232,34 @@ TEST_CASE("config.json: OLMo 2 and 3's norms, windows and two rotations", "[mode
                       ErrorKind::kConfig, "hidden_act", "olmo2");
 }
 
+TEST_CASE("config.json: gpt-oss's sinks, windows, YaRN and experts", "[model]") {
+    const std::string shape = R"("vocab_size": 10, "hidden_size": 64, "intermediate_size": 32,
+        "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2)";
+    // GptOssConfig's defaults: head_dim 64, biases, windows of 128 on the even layers, YaRN 32x over
+    // 4096 positions at theta 150000 without truncation, 128 experts of which 4 a token.
+    auto c = parse_decoder_config(R"({"model_type": "gpt_oss", )" + shape + "}", "c");
+    CHECK((c.head_dim == 64 && c.qkv_bias && c.o_bias && c.attention_sinks && c.weight_in_fp32_norms));
+    CHECK((c.layer_window[0] == 128 && !c.layer_window[1] && c.layer_window[2] == 128 && !c.layer_window[3]));
+    CHECK((c.rope.type == RopeType::kYarn && c.rope.factor == 32.0 && c.rope.theta == 150000.0 && !c.rope.truncate));
+    CHECK(c.rope.original_max_position_embeddings == 4096);
+    REQUIRE(c.moe);
+    CHECK((c.moe->num_experts == 128 && c.moe->experts_per_token == 4 && c.moe->expert_intermediate_size == 32));
+    CHECK((c.moe->softmax_after_top_k && c.moe->biases && c.moe->interleaved_gate_up && c.moe->stacks_in_out));
+    CHECK((c.moe->swiglu_limit == 7.0 && c.moe->swiglu_alpha == 1.702 && c.moe->router_name == "router" && c.moe->router_first));
+    CHECK((c.is_moe_layer(0) && c.is_moe_layer(3) && !c.mxfp4_checkpoint));
+    // The hub's checkpoints: MXFP4 experts (dequantised on load); other quantisation methods refused.
+    auto hub = parse_decoder_config(R"({"model_type": "gpt_oss", "quantization_config": {"quant_method": "mxfp4"},
+        "sliding_window": null, "rope_scaling": {"rope_type": "default"}, )" + shape + "}", "c");
+    CHECK((hub.mxfp4_checkpoint && !hub.layer_window[0] && hub.rope.type == RopeType::kDefault && hub.rope.theta == 150000.0));
+    FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "llama", "quantization_config": {"quant_method": "mxfp4"},)" +
+                                               shape + "}", "c"),
+                      ErrorKind::kConfig, "quantization_config", "gpt_oss's mxfp4");
+    FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "gpt_oss", "swiglu_limit": 0, )" + shape + "}", "c"),
+                      ErrorKind::kConfig, "swiglu_limit", "> 0");
+    FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "gpt_oss", "output_router_logits": true, )" + shape + "}", "c"),
+                      ErrorKind::kConfig, "output_router_logits", "load-balancing");
+}
+
 TEST_CASE("config.json: bad values name the key, the value and the rule", "[model]") {
     FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "gpt2"})", "m/config.json"), ErrorKind::kConfig,
                       "m/config.json: model_type", "llama, mistral, qwen2, qwen3, granite, smollm3", "\"gpt2\"");

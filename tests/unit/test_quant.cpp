@@ -13,6 +13,7 @@
 #include "quant/eight_bit.h"
 #include "quant/four_bit.h"
 #include "quant/int8.h"
+#include "quant/mxfp4.h"
 #include "util/error.h"
 #include "catch.h"  // last: replaces c10's CHECK macro
 
@@ -170,4 +171,19 @@ TEST_CASE("8-bit blockwise as ATen ops gives bitsandbytes' CPU quantizer's codes
             CHECK(at::equal(back, reference));
         }
     }
+}
+
+TEST_CASE("MXFP4: E2M1 codes low nibble first, scaled by 2^(scale - 127); bad shapes named", "[quant]") {
+    // Byte 0x21: low code 1 (0.5), high code 2 (1.0); 0xF8: low -0.0, high -6.0 (code 15).
+    at::Tensor blocks = at::zeros({2, 1, 16}, at::kByte);
+    blocks[0][0][0] = 0x21;
+    blocks[1][0][1] = 0xF8;
+    const at::Tensor scales = at::tensor(std::vector<uint8_t>{128, 125}).view({2, 1});
+    const at::Tensor out = quant::dequantize_mxfp4(blocks, scales, at::kBFloat16, "w");
+    REQUIRE(out.sizes() == at::IntArrayRef({2, 32}));
+    CHECK((out[0][0].item<float>() == 1.0F && out[0][1].item<float>() == 2.0F));       // x 2^1
+    CHECK((out[1][2].item<float>() == 0.0F && out[1][3].item<float>() == -1.5F));      // -6 x 2^-2
+    CHECK(out.abs().sum().item<float>() == 1.0F + 2.0F + 1.5F);
+    FTL_REQUIRE_ERROR(quant::dequantize_mxfp4(blocks, scales.view({1, 2}), at::kFloat, "model.layers.0.mlp.experts.down_proj"),
+                      ErrorKind::kConfig, "model.layers.0.mlp.experts.down_proj", "MXFP4");
 }
