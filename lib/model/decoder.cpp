@@ -229,8 +229,13 @@ std::vector<std::pair<std::string, at::Tensor>> named_weights(const DecoderConfi
 
 std::vector<std::pair<std::string, at::Tensor>> checkpoint_weights(const DecoderConfig& config,
                                                                   const std::vector<std::pair<std::string, at::Tensor>>& named) {
-    if (!config.moe) return named;
     std::vector<std::pair<std::string, at::Tensor>> out;
+    if (config.vision) {  // gemma3: the language model's tensors under the hub's language_model.model.*
+        for (const auto& [name, t] : named)
+            out.emplace_back(starts_with(name, "model.") ? "language_model." + name : name, t);
+        return out;
+    }
+    if (!config.moe) return named;
     if (config.moe->stacks_in_out) {  // gpt_oss: the stacks as [E, in, out], under the same names
         for (const auto& [name, t] : named)
             out.emplace_back(name, ends_with(name, "_proj") && t.dim() == 3 ? t.transpose(1, 2).contiguous() : t);

@@ -213,6 +213,10 @@ struct DecoderWeights {
     std::vector<DecoderLayerWeights> layers;
     at::Tensor final_norm;    // [H]
     at::Tensor lm_head;       // [V, H]; the same tensor as embed_tokens when tied
+    // A gemma3 checkpoint's vision tower linears (DecoderConfig::vision), never run: weights on the
+    // meta device (shapes only), under transformers' module paths (model.vision_tower.encoder.
+    // layers.0.self_attn.k_proj, ...) in its module order, so that LoRA adapts them as PEFT does.
+    std::vector<std::pair<std::string, Linear>> vision_linears;
 };
 
 // (HF parameter name, tensor) for every weight, in the checkpoint's naming
@@ -227,7 +231,9 @@ std::vector<std::pair<std::string, at::Tensor>> named_weights(const DecoderConfi
 // (transformers' reverse conversion mapping): each expert's linears apart, under the hub's names
 // (model.layers.0.mlp.experts.3.up_proj.weight; mixtral: model.layers.0.block_sparse_moe.experts.3.w3.weight
 // and block_sparse_moe.gate.weight), as views of the stacks; gpt_oss's stacks keep their names,
-// transposed to [E, in, out] (MoeConfig::stacks_in_out). Unchanged for a model without experts.
+// transposed to [E, in, out] (MoeConfig::stacks_in_out); a gemma3 checkpoint's language model under
+// language_model.model.* (the tensors beside it: load.h's tensors_beside_language_model).
+// Unchanged for a plain causal LM without experts.
 std::vector<std::pair<std::string, at::Tensor>> checkpoint_weights(const DecoderConfig& config,
                                                                   const std::vector<std::pair<std::string, at::Tensor>>& named);
 

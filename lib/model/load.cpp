@@ -4,6 +4,7 @@
 #include "model/tensor_io.h"
 #include "model/weight_reader.h"
 #include "util/error.h"
+#include "util/strings.h"
 
 namespace ftl::model {
 namespace {
@@ -57,6 +58,26 @@ void read_experts(WeightReader& r, const DecoderConfig& config, int64_t i, std::
     l.experts_down.weight = at::stack(downs);
 }
 
+// Where the checkpoint keeps the decoder's tensors: model.* (a causal LM), or under a gemma3
+// checkpoint's language model: the hub's language_model.model.* or transformers 5's
+// model.language_model.* (save_pretrained with save_original_format=False).
+std::string language_model_prefix(const DecoderConfig& config, const WeightReader& r) {
+    if (!config.vision) return "model.";
+    return r.contains("language_model.model.embed_tokens.weight") ? "language_model.model." : "model.language_model.";
+}
+
+// The vision tower's linears as shapes (meta tensors) under transformers' module paths.
+std::vector<std::pair<std::string, Linear>> vision_linears(const VisionTower& tower) {
+    std::vector<std::pair<std::string, Linear>> out;
+    for (int64_t i = 0; i < tower.num_layers; ++i)
+        for (const VisionTower::LinearShape& l : tower.layer_linears()) {
+            Linear linear;
+            linear.weight = at::empty({l.out, l.in}, at::TensorOptions().device(at::kMeta));
+            out.emplace_back("model.vision_tower.encoder.layers." + std::to_string(i) + "." + l.path, std::move(linear));
+        }
+    return out;
+}
+
 }  // namespace
 
 LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& options) {
@@ -76,9 +97,10 @@ LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& opti
             : parse_float_dtype(config.bnb_4bit_compute_dtype, model_dir + "/config.json: quantization_config.bnb_4bit_compute_dtype");
 
     DecoderWeights w;
-    w.embed_tokens = r.read("model.embed_tokens.weight", {config.vocab_size, H});
+    const std::string lm = language_model_prefix(config, r);
+    w.embed_tokens = r.read(lm + "embed_tokens.weight", {config.vocab_size, H});
     for (int64_t i = 0; i < config.num_layers; ++i) {
-        const std::string p = "model.layers." + std::to_string(i) + ".";
+        const std::string p = lm + "layers." + std::to_string(i) + ".";
         DecoderLayerWeights l;
         l.input_norm = r.read_if(!config.post_norms, p + "input_layernorm.weight", {H});
         auto linear = [&](const std::string& path, int64_t out, int64_t in, bool bias) {
@@ -116,10 +138,22 @@ LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& opti
         }
         w.layers.push_back(std::move(l));
     }
-    w.final_norm = r.read("model.norm.weight", {H});
-    w.lm_head = config.tie_word_embeddings ? w.embed_tokens : r.read("lm_head.weight", {config.vocab_size, H}, options.head_dtype);
+    w.final_norm = r.read(lm + "norm.weight", {H});
+    // transformers 4's gemma3 kept the head inside its language model (language_model.lm_head).
+    const std::string head = r.contains("language_model.lm_head.weight") ? "language_model.lm_head.weight" : "lm_head.weight";
+    w.lm_head = config.tie_word_embeddings ? w.embed_tokens : r.read(head, {config.vocab_size, H}, options.head_dtype);
+    if (config.vision) w.vision_linears = vision_linears(*config.vision);
     std::vector<std::string> unused = r.unused();
     return {CausalLM(std::move(config), std::move(w)), std::move(unused)};
+}
+
+std::vector<std::pair<std::string, at::Tensor>> tensors_beside_language_model(const std::string& model_dir) {
+    const io::Checkpoint ckpt = io::Checkpoint::open(model_dir);
+    std::vector<std::pair<std::string, at::Tensor>> out;
+    for (const std::string& name : ckpt.names())
+        if (!starts_with(name, "language_model.") && !starts_with(name, "model.language_model.") && name != "lm_head.weight")
+            out.emplace_back(name, mapped_tensor(ckpt.shared_file_of(name), name));
+    return out;
 }
 
 }  // namespace ftl::model

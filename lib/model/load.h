@@ -35,4 +35,9 @@ struct LoadedModel {
 // is ftl::Error(kConfig) naming the tensor, the file and both shapes.
 LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& options = {});
 
+// A gemma3 checkpoint's tensors outside its language model (vision tower, projector), as mapped
+// views of `model_dir`'s files under their own names: what a full fine-tune writes back as it
+// found them (the tower never runs, so transformers' training leaves them unchanged too).
+std::vector<std::pair<std::string, at::Tensor>> tensors_beside_language_model(const std::string& model_dir);
+
 }  // namespace ftl::model

@@ -159,6 +159,14 @@ const std::vector<std::string>& supported_model_types() {
     return types;
 }
 
+int64_t VisionTower::parameters(int64_t text_hidden_size) const {
+    const int64_t patches = (image_size / patch_size) * (image_size / patch_size);
+    int64_t total = num_channels * patch_size * patch_size * hidden_size + hidden_size + patches * hidden_size;
+    for (const LinearShape& l : layer_linears()) total += num_layers * (l.out * l.in + l.out);
+    total += num_layers * 4 * hidden_size + 2 * hidden_size;  // two layer norms a layer, the post norm
+    return total + hidden_size * text_hidden_size + hidden_size;
+}
+
 namespace {
 DecoderConfig parse_checked(const std::string& json_text, const std::string& source);
 }  // namespace
@@ -440,6 +448,35 @@ void read_gpt_oss(const json& config, const ConfigReader& r, DecoderConfig& c, c
     }
 }
 
+// gemma3 (Gemma3ForConditionalGeneration): its text_config read as a gemma3_text (the top level's
+// tie_word_embeddings, dtype and quantization_config apply to it, and its token ids where the text
+// config has none), with its vision_config's shape (VisionTower).
+DecoderConfig read_gemma3_multimodal(const json& config, const ConfigReader& r, const std::string& source) {
+    for (const char* key : {"text_config", "vision_config"})
+        if (!r.has(key) || !config.at(key).is_object())
+            r.bad(key, "must be an object (Gemma3Config's language model and SigLIP vision tower)");
+    json text = config.at("text_config");
+    text["model_type"] = "gemma3_text";
+    text["tie_word_embeddings"] = r.boolean("tie_word_embeddings", true);
+    for (const char* key : {"dtype", "torch_dtype", "quantization_config"})
+        if (config.contains(key)) text[key] = config.at(key);
+    for (const char* key : {"bos_token_id", "eos_token_id", "pad_token_id"})
+        if (!text.contains(key) && config.contains(key)) text[key] = config.at(key);
+    DecoderConfig c = parse_checked(text.dump(), source + ": text_config");
+    const ConfigReader v(config.at("vision_config"), source + ": vision_config");
+    if (v.boolean("vision_use_head", true))
+        v.bad("vision_use_head", "must be false, as Gemma 3's vision towers set it (a pooling head is not carried)");
+    VisionTower tower;
+    tower.hidden_size = v.integer("hidden_size", 768, 1);
+    tower.intermediate_size = v.integer("intermediate_size", 3072, 1);
+    tower.num_layers = v.integer("num_hidden_layers", 12, 1);
+    tower.image_size = v.integer("image_size", 224, 1);
+    tower.patch_size = v.integer("patch_size", 16, 1);
+    tower.num_channels = v.integer("num_channels", 3, 1);
+    c.vision = tower;
+    return c;
+}
+
 DecoderConfig parse_checked(const std::string& json_text, const std::string& source) {
     json config = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
     if (config.is_discarded() || !config.is_object())
@@ -447,12 +484,11 @@ DecoderConfig parse_checked(const std::string& json_text, const std::string& sou
     ConfigReader r(config, source);
     DecoderConfig c;
     c.model_type = r.text("model_type", "");
+    if (c.model_type == "gemma3") return read_gemma3_multimodal(config, r, source);
     const auto& types = supported_model_types();
     if (std::find(types.begin(), types.end(), c.model_type) == types.end())
-        r.bad("model_type", "must be one of " + join(types, ", ") + " in this build" +
-                                (c.model_type == "gemma3" ? std::string(" (gemma3 is Gemma 3's image-and-text model; its "
-                                                                        "text-only checkpoints are gemma3_text)")
-                                                          : std::string()));
+        r.bad("model_type", "must be one of " + join(types, ", ") + ", or gemma3 (Gemma 3's image-and-text "
+                                                                    "checkpoints, trained on text) in this build");
     const bool qwen2 = c.model_type == "qwen2", qwen3 = c.model_type == "qwen3", mistral = c.model_type == "mistral";
     const bool smollm3 = c.model_type == "smollm3", gemma = starts_with(c.model_type, "gemma");
     const bool phi3 = c.model_type == "phi3", olmo = starts_with(c.model_type, "olmo");

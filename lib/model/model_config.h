@@ -88,6 +88,29 @@ struct MoeConfig {
     }
 };
 
+// Gemma 3's image-and-text checkpoints (model_type gemma3, Gemma3ForConditionalGeneration): the
+// decoder is the language model (text_config, a gemma3_text); the SigLIP vision tower (vision_config)
+// and the projector are never run (ftlaunch trains on text), but carried: PEFT adapts the tower's
+// linears too, and a full fine-tune writes them back as they were.
+struct VisionTower {
+    int64_t hidden_size = 0, intermediate_size = 0, num_layers = 0;
+    int64_t image_size = 0, patch_size = 0, num_channels = 3;
+    // Each encoder layer's linears in transformers' module order (SiglipAttention creates k, v, q,
+    // then out_proj; the MLP fc1, fc2): (path inside the layer, out, in), all with biases.
+    struct LinearShape {
+        std::string path;
+        int64_t out, in;
+    };
+    std::vector<LinearShape> layer_linears() const {
+        const int64_t h = hidden_size, i = intermediate_size;
+        return {{"self_attn.k_proj", h, h}, {"self_attn.v_proj", h, h}, {"self_attn.q_proj", h, h},
+                {"self_attn.out_proj", h, h}, {"mlp.fc1", i, h}, {"mlp.fc2", h, i}};
+    }
+    // Parameters of the tower and the projector (mm_input_projection_weight [h, text hidden],
+    // mm_soft_emb_norm [h]), as transformers counts them.
+    int64_t parameters(int64_t text_hidden_size) const;
+};
+
 // The MLP's gate activation: silu (the Llama family) or GELU's tanh approximation (the Gemmas'
 // gelu_pytorch_tanh, torch's gelu(approximate="tanh")).
 enum class GateActivation { kSilu, kGeluTanh };
@@ -184,6 +207,11 @@ struct DecoderConfig {
     bool bnb_4bit_nested = false;  // bnb_4bit_use_double_quant: the absmax values 8-bit quantised
     // A bitsandbytes 8-bit checkpoint (load_in_8bit): its llm_int8_threshold (quant/int8.h).
     std::optional<double> llm_int8_threshold;
+    // A gemma3 checkpoint's vision tower (model_type then reads gemma3_text: its language model).
+    std::optional<VisionTower> vision;
+    // Where the decoder's modules live in transformers' model (PEFT's adapter names):
+    // model.layers.0... or, under a vision tower, model.language_model.layers.0...
+    std::string module_prefix() const { return vision ? "model.language_model." : "model."; }
     // gpt_oss as the hub holds it (quantization_config quant_method mxfp4): the experts' stacks in
     // MXFP4 (quant/mxfp4.h), dequantised on load; everything else floating point.
     bool mxfp4_checkpoint = false;

@@ -29,15 +29,19 @@ bool is_moe_parameter(const model::Linear& linear, const std::string& path) {
     return linear.weight.dim() == 3 || ends_with(path, "mlp.gate") || ends_with(path, "mlp.router");
 }
 
-// (module path, linear) for every linear LoRA can target, in PEFT's creation order. On a MoE model
+// (module path, linear) for every linear LoRA can target, in PEFT's creation order: a gemma3
+// checkpoint's vision tower first (transformers registers it before the language model), then the
+// decoder's layers under DecoderConfig::module_prefix. On a MoE model
 // PEFT adapts the modules of every layer first, then each layer's parameters (experts' gate_up_proj,
 // down_proj, router, in DecoderLayerWeights::linears() order), whose adapters it names after its nested ParamWrappers: mlp.experts for the
 // outer one (down_proj, or gate_up_proj alone), mlp.experts.base_layer for gate_up_proj inside it.
 std::vector<std::pair<std::string, model::Linear*>> target_candidates(model::CausalLM& model) {
     std::vector<std::pair<std::string, model::Linear*>> out, parameters;
+    for (auto& [path, linear] : model.weights().vision_linears) out.emplace_back(path, &linear);
     auto& layers = model.weights().layers;
+    const std::string layer_prefix = model.config().module_prefix() + "layers.";
     for (size_t i = 0; i < layers.size(); ++i) {
-        const std::string prefix = "model.layers." + std::to_string(i) + ".";
+        const std::string prefix = layer_prefix + std::to_string(i) + ".";
         for (auto& [path, linear] : layers[i].linears()) {
             if (!is_moe_parameter(*linear, path)) {
                 out.emplace_back(prefix + path, linear);
@@ -113,7 +117,8 @@ std::vector<std::string> attach_moe_lora(model::CausalLM& model, const LoraConfi
             const std::string leaf = path.substr(path.rfind('.') + 1);
             if (is_moe_parameter(*linear, path) || !adapts_module(c, targets, leaf)) continue;
             matched.insert(leaf);
-            adapt("model.layers." + std::to_string(i) + "." + path, *linear, config.r, config.scaling(), config.dropout);
+            adapt(c.module_prefix() + "layers." + std::to_string(i) + "." + path, *linear, config.r, config.scaling(),
+                  config.dropout);
             if (config.use_dora)
                 linear->adapter->magnitude = magnitudes_later ? at::empty({linear->weight.size(0)}, linear->adapter->A.options())
                                                               : model::dora_magnitude(*linear);
@@ -129,7 +134,7 @@ std::vector<std::string> attach_moe_lora(model::CausalLM& model, const LoraConfi
     doubled.alpha *= 2;
     for (size_t i = 0; i < layers.size(); ++i) {
         if (!layers[i].moe) continue;
-        const std::string prefix = "model.layers." + std::to_string(i) + ".";
+        const std::string prefix = c.module_prefix() + "layers." + std::to_string(i) + ".";
         for (auto& [path, linear] : layers[i].linears()) {
             if (linear == &layers[i].experts_gate_up && targets.gate_up)
                 adapt(prefix + path, *linear, doubled.r, doubled.scaling(), 0.0);
@@ -237,7 +242,13 @@ std::vector<std::string> attach_lora(const LinearPaths& candidates, const std::s
     for (const auto& [path, linear] : candidates) {
         if (!matches(path, config, names, pattern.get())) continue;
         const auto [out, in] = model::linear_features(*linear);
-        const at::Device on = device.value_or(linear->weight.device());
+        // A carried vision tower's linears are shapes only (meta): their adapters live on the host.
+        const bool shape_only = linear->weight.is_meta();
+        if (shape_only && config.use_dora)
+            fail(ErrorKind::kConfig, "--use_dora True: DoRA's magnitudes need the weights of " + path + ", in the vision "
+                                     "tower ftlaunch does not load; target the language model's linears only (a regex "
+                                     "such as '.*language_model.*(q_proj|v_proj)')");
+        const at::Device on = device.value_or(shape_only ? at::Device(at::kCPU) : linear->weight.device());
         linear->adapter = new_adapter(out, in, config.r, config.scaling(), config.dropout, generator, on);
         if (config.use_dora)
             linear->adapter->magnitude = magnitudes_later ? at::empty({out}, at::TensorOptions().dtype(at::kFloat).device(on))
@@ -267,7 +278,7 @@ std::vector<std::pair<std::string, at::Tensor>> adapter_parameters(const LinearP
 
 std::vector<std::pair<std::string, at::Tensor>> embedding_tensors(model::CausalLM& model) {
     model::DecoderWeights& w = model.weights();
-    return {{"base_model.model.model.embed_tokens.weight", w.embed_tokens},
+    return {{"base_model.model." + model.config().module_prefix() + "embed_tokens.weight", w.embed_tokens},
             {"base_model.model.lm_head.weight", w.lm_head.defined() ? w.lm_head : w.embed_tokens}};
 }
 

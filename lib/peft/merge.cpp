@@ -52,6 +52,21 @@ std::map<std::string, AdapterEntry> adapter_entries(const io::Checkpoint& adapte
     return entries;
 }
 
+// transformers 5 names a gemma3 checkpoint's modules (model.language_model.*, model.vision_tower.*)
+// apart from the hub's files (language_model.model.*, vision_tower[.vision_model].*): an adapter's
+// tensor name as `base` holds it (unchanged when the base has it, or has none of the renames).
+std::string name_in_base(const std::string& name, const io::Checkpoint& base) {
+    if (base.contains(name)) return name;
+    const std::vector<std::pair<std::string, std::vector<std::string>>> renames = {
+        {"model.language_model.", {"language_model.model."}},
+        {"model.vision_tower.", {"vision_tower.vision_model.", "vision_tower."}}};
+    for (const auto& [from, candidates] : renames)
+        if (starts_with(name, from))
+            for (const std::string& to : candidates)
+                if (base.contains(to + name.substr(from.size()))) return to + name.substr(from.size());
+    return name;
+}
+
 void copy_if_present(const std::string& from_dir, const std::string& to_dir, const std::string& file) {
     const fs::path from = fs::path(from_dir) / file;
     if (!fs::exists(from)) return;
@@ -75,7 +90,8 @@ MergeSummary merge_adapter(const MergeOptions& options) {
     const LoraConfig lora = read_adapter_config(options.adapter_dir);
     const io::Checkpoint base = io::Checkpoint::open(options.model_dir, "model");
     const io::Checkpoint adapter = io::Checkpoint::open(options.adapter_dir, "adapter_model");
-    std::map<std::string, AdapterEntry> entries = adapter_entries(adapter);
+    std::map<std::string, AdapterEntry> entries;
+    for (auto& [name, entry] : adapter_entries(adapter)) entries[name_in_base(name, base)] = std::move(entry);
 
     // The plan: every base tensor, in the base's order, with its output dtype and shape.
     std::vector<io::TensorSpec> specs;

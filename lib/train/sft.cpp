@@ -136,7 +136,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                  (job_model.resized_to ? " (resized vocabulary: embeddings, head and norms in float32)" : ""));
     if (main_rank && job_model.resized_to)
         log.info("resized the embeddings to " + std::to_string(*job_model.resized_to) + " rows for the chat tokens");
-    NamedTensors trainable;
+    NamedTensors trainable, idle_adapters;
     peft::LoraConfig lora;
     if (args.use_peft_lora) {
         lora = lora_config(args);
@@ -145,13 +145,17 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             log.warn(*ignored);
         // QDoRA: the magnitudes come from the quantised weights (quantize_layer below).
         peft::attach_lora(lm, lora, init, device, /*magnitudes_later=*/quantizes);
-        trainable = peft::adapter_parameters(lm);
+        // A gemma3 checkpoint's vision tower adapters are saved as drawn and never trained: the
+        // tower never runs, so they get no gradient and the Trainer's AdamW skips them.
+        for (auto& entry : peft::adapter_parameters(lm))
+            (entry.first.find(".vision_tower.") != std::string::npos ? idle_adapters : trainable).push_back(entry);
     } else {
         trainable = lm.named_weights();
     }
     for (auto& [name, t] : trainable) t.requires_grad_(true);
     int64_t trainable_count = 0;
-    for (auto& [name, t] : trainable) trainable_count += t.numel();
+    for (const NamedTensors* list : {&trainable, &idle_adapters})
+        for (const auto& [name, t] : *list) trainable_count += t.numel();
     const int64_t all_count = model::base_parameter_count(lm);
     // QLoRA: the decoder's linears become 4-bit (under ZeRO-3 as each layer is partitioned,
     // below), or 8-bit, one layer at a time.
@@ -258,12 +262,20 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     // The weights, and the tokenizer as SFTTrainer saves its processing class beside them (its
     // files made once: the tokenizer does not change during the run).
     const std::vector<std::pair<std::string, std::string>> tokenizer_files = inputs.tokenizer.pretrained_files();
+    // Full fine-tuning's model folder: the trained weights under the checkpoint's names, and a
+    // gemma3 checkpoint's vision tower and projector as they were.
+    auto full_model_weights = [&](const NamedTensors& weights) {
+        NamedTensors out = model::checkpoint_weights(lm.config(), weights);
+        if (lm.config().vision)
+            for (auto& entry : model::tensors_beside_language_model(inputs.model_dir)) out.push_back(std::move(entry));
+        return out;
+    };
     auto write_weights = [&](const std::string& dir, at::ScalarType dtype, const NamedTensors& full_tensors) {
         if (args.use_peft_lora)
             peft::save_adapter(dir, lm, lora, full_tensors);
         else
-            model::save_model_folder(dir, model::checkpoint_weights(lm.config(), partitioned_trainable ? full_tensors : trainable),
-                                     inputs.model_dir, lm.config().vocab_size, dtype);
+            model::save_model_folder(dir, full_model_weights(partitioned_trainable ? full_tensors : trainable), inputs.model_dir,
+                                     lm.config().vocab_size, dtype);
         for (const auto& [name, text] : tokenizer_files)
             io::write_file_atomically(dir + "/" + name, [&](std::ostream& out) { out << text; });
     };
@@ -290,7 +302,8 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     // --optim adamw_torch_fused (the Trainer's default) runs torch's fused kernel where ZeRO does not
     // take the optimizer over (DeepSpeed brings its own).
     const OptimizerChoice choice = optimizer_choice_for(run, args, args.optim == "adamw_torch_fused");
-    const bool trainer_resumable = trainer_can_resume(run);
+    // The Trainer's optimizer would also hold the idle vision tower adapters: its groups differ.
+    const bool trainer_resumable = trainer_can_resume(run) && idle_adapters.empty();
     if (main_rank && !choice.description.empty()) log.info(choice.description);
     TrainOptimizer optimizer(trainable, choice, layout, rank);
     if (main_rank && !optimizer.reduction().empty()) log.info("ZeRO stage " + std::to_string(zero_stage) + ": " + optimizer.reduction());

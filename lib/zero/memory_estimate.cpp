@@ -165,7 +165,15 @@ ParameterCounts count_parameters(const model::DecoderConfig& c) {
         p.per_layer = std::max(p.per_layer, layer);
     }
     p.head = c.hidden_size + (c.tie_word_embeddings ? 0 : c.vocab_size * c.hidden_size);
-    p.total = p.embeddings + layers_total + p.head;
+    if (c.vision) {
+        const model::VisionTower& v = *c.vision;
+        p.vision = v.parameters(c.hidden_size);
+        const int64_t patches = (v.image_size / v.patch_size) * (v.image_size / v.patch_size);
+        largest = std::max({largest, v.hidden_size * c.hidden_size, patches * v.hidden_size,
+                            v.num_channels * v.patch_size * v.patch_size * v.hidden_size + v.hidden_size,
+                            v.intermediate_size * v.hidden_size + v.intermediate_size});
+    }
+    p.total = p.embeddings + layers_total + p.head + p.vision;
     p.largest_tensor = largest;
     return p;
 }
@@ -178,16 +186,24 @@ int64_t lora_parameters(const model::DecoderConfig& c, int64_t r, const std::str
     for (const std::string& n : split(target_modules, ',')) names.push_back(trim(n));
     std::regex pattern(targets_are_regex ? target_modules : std::string("x"));
     int64_t total = 0;
+    // Adds a linear's adapter when the targets match its module path (leaf: its last name).
+    auto count = [&](const std::string& path, const std::string& leaf, int64_t in, int64_t out) {
+        bool hit = all;
+        if (targets_are_regex) hit = std::regex_match(path, pattern);
+        else
+            for (const std::string& n : names) hit = hit || n == leaf || n == path || ends_with(path, "." + n);
+        if (hit) total += r * (in + out) + (use_dora ? out : 0);
+    };
+    // A gemma3 checkpoint's vision tower linears (all-linear adapts them too).
+    if (c.vision)
+        for (int64_t layer = 0; layer < c.vision->num_layers; ++layer)
+            for (const model::VisionTower::LinearShape& l : c.vision->layer_linears())
+                count("model.vision_tower.encoder.layers." + std::to_string(layer) + "." + l.path,
+                      l.path.substr(l.path.find('.') + 1), l.in, l.out);
     for (int64_t layer = 0; layer < c.num_layers; ++layer)
-        for (const LinearShape& l : layer_linears(c)) {
-            const std::string path = "model.layers." + std::to_string(layer) + "." + l.name;
-            const std::string leaf = l.name.substr(l.name.find('.') + 1);
-            bool hit = all;
-            if (targets_are_regex) hit = std::regex_match(path, pattern);
-            else
-                for (const std::string& n : names) hit = hit || n == leaf || n == path || ends_with(path, "." + n);
-            if (hit) total += r * (l.in + l.out) + (use_dora ? l.out : 0);
-        }
+        for (const LinearShape& l : layer_linears(c))
+            count(c.module_prefix() + "layers." + std::to_string(layer) + "." + l.name, l.name.substr(l.name.find('.') + 1),
+                  l.in, l.out);
     return total;
 }
 
@@ -211,7 +227,7 @@ RankMemory estimate_rank_memory(const EstimateInputs& in, bool on_gpu) {
             in.base_weights == BaseWeights::kFloat32 ? sixteen_or_32 : base_bytes_per_parameter(in.base_weights, in.model.hidden_size);
         const double bytes = static_cast<double>(quantizable) * linear_bytes +
                              static_cast<double>(head + p.moe_mlp) * sixteen_or_32 +
-                             static_cast<double>(p.total - p.layer_linears - head) * (in.frozen_base_16bit ? 2.0 : 4.0);
+                             static_cast<double>(p.total - p.vision - p.layer_linears - head) * (in.frozen_base_16bit ? 2.0 : 4.0);
         const bool partitioned = in.zero_stage == 3;
         m.base_weights = static_cast<int64_t>(bytes / static_cast<double>(partitioned ? n : 1));
         if (on_gpu && in.embeddings_on_host && !partitioned && !in.model.tie_word_embeddings) {

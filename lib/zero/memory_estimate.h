@@ -28,6 +28,9 @@ struct ParameterCounts {
     // Of all layers together: the linears' weights and biases, and of those the MoE layers'
     // routers and experts' stacks (which 4-bit and 8-bit loading leave in floating point).
     int64_t layer_linears = 0, moe_mlp = 0;
+    // A gemma3 checkpoint's vision tower and projector: counted in total (as transformers and
+    // DeepSpeed count them) but never loaded by ftlaunch.
+    int64_t vision = 0;
 };
 ParameterCounts count_parameters(const model::DecoderConfig& config);
 

@@ -2,7 +2,7 @@
 DeepSpeed's own estimators (CPU; models built on the meta device, nothing is downloaded).
 
   counts       total parameters equal transformers' (llama untied, llama tied, qwen2 with q/k/v
-               biases, qwen3 with q/k norms and biases, gemma2's four norms a layer, gemma3's six, phi3's fused linears, olmo2's whole-projection q/k norms, qwen3_moe, mixtral and gpt_oss's experts, a Llama-2-70B shape), largest_layer_params equal DeepSpeed's
+               biases, qwen3 with q/k norms and biases, gemma2's four norms a layer, gemma3's six, phi3's fused linears, olmo2's whole-projection q/k norms, qwen3_moe, mixtral and gpt_oss's experts, gemma3's vision tower, a Llama-2-70B shape), largest_layer_params equal DeepSpeed's
                model_to_params (the largest module's own parameters), LoRA trainable parameters
                equal PEFT's for all-linear and for a module list
   deepspeed    the DeepSpeed rows equal deepspeed.runtime.zero's estimate_zero2/zero3
@@ -66,6 +66,13 @@ SHAPES = {
     # gpt-oss: biases on the attention, router and experts, sinks; PEFT adapts the attention only.
     "gpt_oss": dict(model_type="gpt_oss", vocab_size=1200, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                     num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_local_experts=8),
+    # Gemma 3's image-and-text layout: the vision tower and projector count in the totals (and its
+    # linears in PEFT's all-linear) though ftlaunch never loads them.
+    "gemma3": dict(model_type="gemma3", mm_tokens_per_image=4,
+                   text_config=dict(vocab_size=1200, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                                    num_attention_heads=4, num_key_value_heads=2, head_dim=24),
+                   vision_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
+                                      image_size=28, patch_size=14, vision_use_head=False)),
     "llama2_70b": dict(model_type="llama", vocab_size=32000, hidden_size=8192, intermediate_size=28672,
                        num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8),
 }

@@ -157,8 +157,23 @@ TEST_CASE("config.json: the Gemmas' defaults, caps, windows and two rotations", 
         "rope_theta": 10000.0}, )" + shape + "}", "c"), ErrorKind::kConfig, "rope_parameters", "full_attention, sliding_attention");
     FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "gemma", "use_bidirectional_attention": true, )" + shape + "}", "c"),
                       ErrorKind::kConfig, "use_bidirectional_attention", "causal");
+    // Gemma 3's image-and-text checkpoints: text_config is the decoder (tied by the top level's
+    // default), vision_config the carried tower's shape.
+    const std::string vision = R"("vision_config": {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+        "image_size": 28, "patch_size": 14, "vision_use_head": false})";
+    auto multimodal = parse_decoder_config(R"({"model_type": "gemma3", "dtype": "bfloat16", "eos_token_id": 1,
+        "text_config": {"sliding_window": 512, )" + shape + "}, " + vision + "}", "c");
+    CHECK((multimodal.model_type == "gemma3_text" && multimodal.tie_word_embeddings && multimodal.torch_dtype == "bfloat16"));
+    CHECK((multimodal.eos_token_id == 1 && multimodal.qk_norm && multimodal.module_prefix() == "model.language_model."));
+    REQUIRE(multimodal.vision);
+    CHECK((multimodal.vision->num_layers == 2 && multimodal.vision->layer_linears().front().path == "self_attn.k_proj"));
+    // 3*14*14*32 + 32 + 4*32 patches, 2 x (4 x 32*33 + 48*33 + 32*49 + 4*32), 2*32, projector 32*64 + 32
+    CHECK(multimodal.vision->parameters(64) == 18816 + 32 + 128 + 2 * (4224 + 1584 + 1568 + 128) + 64 + 2048 + 32);
     FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "gemma3", "text_config": {}})", "c"), ErrorKind::kConfig,
-                      "model_type", "image-and-text", "gemma3_text");
+                      "vision_config", "SigLIP");
+    FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "gemma3", "text_config": {)" + shape +
+                                               R"(}, "vision_config": {"hidden_size": 32}})", "c"),
+                      ErrorKind::kConfig, "c: vision_config: vision_use_head", "pooling head");
 }
 
 TEST_CASE("config.json: phi3's fused linears, partial rotation and longrope", "[model]") {
