@@ -26,6 +26,12 @@ Checks:
                  every tensor partitioned vs stage 0 1e-5 (no clipping: test_qlora says why); that
                  reference's save_pretrained (4-bit attention, bf16 experts per expert) loads as it is
                  and gives the quantise-on-load logits bit for bit
+  gpt_oss        LoRA all-linear (the attention: PEFT maps no name to its experts) curve and adapter
+                 vs transformers + PEFT 1e-4; ZeRO-3 on 2 ranks == 1 rank 1e-5; full fine-tuning saved
+                 in transformers' [E, in, out] layout, loaded by transformers (1e-5); QLoRA curve vs
+                 transformers + bitsandbytes + PEFT 1e-4; MXFP4 experts (random codes) dequantised
+                 on load as transformers dequantises them (logits 1e-5), a full fine-tune of them
+                 written in floating point without quantization_config
   mixtral        LoRA all-linear, 20 steps: per-step loss vs transformers + PEFT 1e-4 (mixtral registers its
                  router before its experts, so PEFT draws the router's adapter first; the order
                  shows from step 3, once B has moved off zero); the same on LLM.int8 attention
@@ -239,7 +245,7 @@ def check_mixtral_curves(work, model_dir, data_dir, texts):
 def check_gpt_oss(work, model_dir, data_dir, texts):
     """gpt-oss: LoRA (PEFT adapts its attention only: the experts and router were parameters already
     in transformers 4, so no target name maps to them), ZeRO-3, full fine-tuning saved in
-    transformers' [E, in, out] layout, and the hub's MXFP4 experts."""
+    transformers' [E, in, out] layout, QLoRA, and the hub's MXFP4 experts."""
     import peft
     out = os.path.join(work, "gpt_oss_lora")
     ours, _ = sft.run_ftlaunch(model_dir, data_dir, out, 2, 2)
@@ -273,6 +279,12 @@ def check_gpt_oss(work, model_dir, data_dir, texts):
     check(layout and diff <= 1e-5 and moved > 0,
           f"gpt_oss full fine-tuning saves transformers' names and [E, in, out] stacks ({layout}); transformers loads "
           f"it, logits vs ftlaunch's max abs diff {diff:.2e} <= 1e-5; experts and sinks trained (min change {moved:.2e})")
+    ours, _ = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, "gpt_oss_4bit"), 2, 2,
+                               extra=FOUR_BIT + ("--bnb_4bit_quant_storage_dtype", "uint8"))
+    ref, _ = sft.reference_losses(model_dir, texts, 2, 2,
+                                  load_kwargs={"quantization_config": four_bit_config(torch.uint8), "device_map": "cpu"})
+    sft.compare_curves(ours, ref, 1e-4, "gpt_oss QLoRA (4-bit attention beside the sinks): 20 steps against "
+                                        "transformers+bitsandbytes+peft")
     check_mxfp4(work, model_dir, data_dir)
 
 

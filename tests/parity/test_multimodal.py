@@ -20,6 +20,7 @@ Checks:
              (model.language_model.*, model.vision_tower.*) to the hub's, and transformers' logits on
              the merged model equal PeftModel's (1e-5)
   train.py   the seed's target list adapts the vision tower's q/k/v_proj as PEFT does (the same names)
+  QLoRA      NF4 nested, fp32 compute: per-step loss vs transformers + bitsandbytes + PEFT 1e-4
   full       full fine-tuning writes the language model under the hub's names and the vision tower
              and projector as they were; transformers loads it; logits equal ftlaunch's (1e-5)
 """
@@ -134,6 +135,18 @@ def check_lora(work, folder, data_dir, texts):
                                   f"q/k/v_proj among them: {sum('.vision_tower.' in k for k in peft_keys)})")
 
 
+def check_qlora(work, folder, data_dir, texts):
+    import bnb_portable  # noqa: F401  (bitsandbytes' portable 4-bit kernels, the same on every CPU)
+    four_bit = ("--use_4bit_quantization", "True", "--use_nested_quant", "True", "--bnb_4bit_quant_type", "nf4",
+                "--bnb_4bit_compute_dtype", "float32", "--bnb_4bit_quant_storage_dtype", "uint8")
+    ours, _ = sft.run_ftlaunch(folder, data_dir, os.path.join(work, "gemma3_4bit"), 2, 2, extra=four_bit)
+    bnb = transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                          bnb_4bit_compute_dtype=torch.float32, bnb_4bit_quant_storage=torch.uint8)
+    ref, _ = sft.reference_losses(folder, texts, 2, 2, load_kwargs={"quantization_config": bnb, "device_map": "cpu"})
+    sft.compare_curves(ours, ref, 1e-4, "gemma3 QLoRA (the language model 4-bit; bitsandbytes quantises the tower too, "
+                                        "which never runs): 20 steps against transformers+bitsandbytes+peft")
+
+
 def check_full(work, folder, data_dir, base):
     out = os.path.join(work, "gemma3_full")
     sft.run_ftlaunch(folder, data_dir, out, 2, 1, extra=("--use_peft_lora", "False", "--learning_rate", "1e-3",
@@ -164,6 +177,7 @@ def main():
         folder, model = make_gemma3(work, llama_dir)
         check_logits(work, folder, model)
         check_lora(work, folder, data_dir, texts)
+        check_qlora(work, folder, data_dir, texts)
         check_full(work, folder, data_dir, model)
     if failures:
         print(f"{len(failures)} multimodal checks failed")
