@@ -92,6 +92,10 @@ struct DecoderLayerWeights {
     bool router_first = false;
     std::string router_path = "mlp.gate";
     Linear router, experts_gate_up, experts_down;
+    // Loaded with LoadOptions::stack_experts_late: the hub's per-expert tensors, mapped (gate_up:
+    // each expert's gate rows, then its up rows; down: each expert's), the stacks meanwhile meta
+    // tensors, until model::stack_experts.
+    std::vector<at::Tensor> gate_up_pieces, down_pieces;
 
     // (module path inside the layer, linear) in HF's module order: self_attn.q_proj, k, v, o,
     // mlp.gate_proj, up, down (phi3: self_attn.o_proj, qkv_proj, mlp.gate_up_proj, down_proj;

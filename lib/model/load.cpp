@@ -31,7 +31,7 @@ void read_gpt_oss_experts(WeightReader& r, const DecoderConfig& config, const st
 // and save_pretrained's default write them, one tensor per expert's linear, stacked here; gpt_oss's
 // as read_gpt_oss_experts reads them.
 void read_experts(WeightReader& r, const DecoderConfig& config, int64_t i, std::optional<at::ScalarType> dtype,
-                  DecoderLayerWeights& l) {
+                  bool stack_late, DecoderLayerWeights& l) {
     const MoeConfig& moe = *config.moe;
     const int64_t experts = moe.num_experts, width = moe.expert_intermediate_size, H = config.hidden_size;
     const std::string p = "model.layers." + std::to_string(i) + ".";
@@ -47,15 +47,16 @@ void read_experts(WeightReader& r, const DecoderConfig& config, int64_t i, std::
         l.experts_down.weight = r.read(p + "mlp.experts.down_proj", {experts, H, width}, dtype);
         return;
     }
-    std::vector<at::Tensor> gate_up, downs;
     for (int64_t e = 0; e < experts; ++e) {
         const std::string expert = hub + "experts." + std::to_string(e) + ".";
-        gate_up.push_back(at::cat({r.read(expert + names.gate + ".weight", {width, H}, dtype),
-                                   r.read(expert + names.up + ".weight", {width, H}, dtype)}));
-        downs.push_back(r.read(expert + names.down + ".weight", {H, width}, dtype));
+        l.gate_up_pieces.push_back(r.read(expert + names.gate + ".weight", {width, H}, dtype));
+        l.gate_up_pieces.push_back(r.read(expert + names.up + ".weight", {width, H}, dtype));
+        l.down_pieces.push_back(r.read(expert + names.down + ".weight", {H, width}, dtype));
     }
-    l.experts_gate_up.weight = at::stack(gate_up);
-    l.experts_down.weight = at::stack(downs);
+    if (!stack_late) return stack_experts(l);
+    const auto meta = at::TensorOptions().device(at::kMeta).dtype(l.down_pieces.front().scalar_type());
+    l.experts_gate_up.weight = at::empty({experts, 2 * width, H}, meta);
+    l.experts_down.weight = at::empty({experts, H, width}, meta);
 }
 
 // Where the checkpoint keeps the decoder's tensors: model.* (a causal LM), or under a gemma3
@@ -126,7 +127,7 @@ LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& opti
         l.post_feedforward_norm =
             r.read_if(config.sandwich_norms || config.post_norms, p + "post_feedforward_layernorm.weight", {H});
         if (config.is_moe_layer(static_cast<size_t>(i))) {
-            read_experts(r, config, i, options.linear_dtype, l);
+            read_experts(r, config, i, options.linear_dtype, options.keep_mapped && options.stack_experts_late, l);
         } else {
             if (config.fused_projections) {
                 l.gate_up_proj = linear("mlp.gate_up_proj", 2 * I, H, config.mlp_bias);
@@ -154,6 +155,16 @@ std::vector<std::pair<std::string, at::Tensor>> tensors_beside_language_model(co
         if (!starts_with(name, "language_model.") && !starts_with(name, "model.language_model.") && name != "lm_head.weight")
             out.emplace_back(name, mapped_tensor(ckpt.shared_file_of(name), name));
     return out;
+}
+
+void stack_experts(DecoderLayerWeights& layer) {
+    if (layer.down_pieces.empty()) return;
+    const int64_t experts = static_cast<int64_t>(layer.down_pieces.size());
+    const at::Tensor gate_up = at::cat(layer.gate_up_pieces);  // [E * 2I, H]
+    layer.experts_gate_up.weight = gate_up.view({experts, gate_up.size(0) / experts, gate_up.size(1)});
+    layer.experts_down.weight = at::stack(layer.down_pieces);
+    layer.gate_up_pieces.clear();
+    layer.down_pieces.clear();
 }
 
 }  // namespace ftl::model

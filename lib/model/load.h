@@ -24,6 +24,12 @@ struct LoadOptions {
     // them to the same values). Ignored with keep_mapped.
     std::optional<at::ScalarType> linear_dtype;
     std::optional<at::ScalarType> head_dtype;
+    // With keep_mapped, for frozen experts (LoRA): a hub checkpoint's per-expert tensors stay
+    // mapped (DecoderLayerWeights::gate_up_pieces, down_pieces) and each layer's stacks are meta
+    // tensors of their shape until stack_experts(layer) makes them, as ZeRO-3's partitioning or
+    // quantisation reaches the layer: the experts never exist whole in host memory, one layer's
+    // at most (eager stacking held every layer's at once).
+    bool stack_experts_late = false;
 };
 
 struct LoadedModel {
@@ -39,5 +45,9 @@ LoadedModel load_causal_lm(const std::string& model_dir, const LoadOptions& opti
 // views of `model_dir`'s files under their own names: what a full fine-tune writes back as it
 // found them (the tower never runs, so transformers' training leaves them unchanged too).
 std::vector<std::pair<std::string, at::Tensor>> tensors_beside_language_model(const std::string& model_dir);
+
+// Stacks a layer loaded with LoadOptions::stack_experts_late (its pieces copied into the stacks,
+// then dropped); nothing for a layer already stacked.
+void stack_experts(DecoderLayerWeights& layer);
 
 }  // namespace ftl::model

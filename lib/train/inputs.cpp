@@ -89,8 +89,10 @@ zero::SliceTypes model_types(const config::RunConfig& run, const JobInputs& inpu
     return types;
 }
 
-JobModel load_job_model(const JobInputs& inputs, const at::Device& device, bool mapped, const zero::SliceTypes& types) {
+JobModel load_job_model(const JobInputs& inputs, const at::Device& device, bool mapped, const zero::SliceTypes& types,
+                        bool stack_experts_late) {
     model::LoadOptions load;
+    load.stack_experts_late = stack_experts_late;
     load.dtype = types.base;
     load.device = device;
     load.keep_mapped = mapped;

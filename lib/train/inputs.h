@@ -67,13 +67,15 @@ zero::SliceTypes model_types(const config::RunConfig& run, const JobInputs& inpu
 // The model on `device` in `types`, its embeddings resized (to a multiple of 8) when the chat
 // tokens made the vocabulary larger. `mapped` (ZeRO-3, 4-bit): the weights stay views of the
 // mapped files, in the files' dtype, for zero::PartitionedWeights or quantisation to convert
-// (resized embeddings are converted whole, to fp32).
+// (resized embeddings are converted whole, to fp32). `stack_experts_late` (mapped, frozen base):
+// a MoE checkpoint's experts are stacked layer by layer as they are partitioned or quantised
+// (model::LoadOptions::stack_experts_late).
 struct JobModel {
     model::LoadedModel loaded;
     std::optional<int64_t> resized_to;  // the new vocabulary size when resized
 };
 JobModel load_job_model(const JobInputs& inputs, const at::Device& device, bool mapped = false,
-                        const zero::SliceTypes& types = {});
+                        const zero::SliceTypes& types = {}, bool stack_experts_late = false);
 
 // The --lora_* flags (and the base model's name) as PEFT's LoraConfig.
 peft::LoraConfig lora_config(const config::TrainArgs& args);

@@ -125,7 +125,8 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         check_compute_dtype(device, types.base, "the frozen base's type " + std::string(c10::toString(types.base)) +
                                                     " (--torch_dtype, or DeepSpeed's bf16/fp16 engine)");
     const bool quantizes = four_bit || args.use_8bit_quantization;
-    JobModel job_model = load_job_model(inputs, device, partition_weights || quantizes, types);
+    JobModel job_model = load_job_model(inputs, device, partition_weights || quantizes, types,
+                                        /*stack_experts_late=*/args.use_peft_lora);
     model::CausalLM& lm = job_model.loaded.model;
     if (!args.use_peft_lora && model::has_quantized_linears(lm))
         fail(ErrorKind::kConfig, inputs.model_dir + " is a bitsandbytes 4-bit or 8-bit checkpoint: its frozen quantised "
@@ -172,8 +173,13 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         if (args.use_dora) model::reset_dora_magnitudes(layer);  // QDoRA: from the dequantised weights
         quantized_bytes.add(layer);
     };
+    // Each layer made ready as it is partitioned or quantised: its experts stacked, its linears quantised.
+    auto prepare_layer = [&](int i) {
+        model::stack_experts(lm.weights().layers.at(static_cast<size_t>(i)));
+        if (quantizes) quantize_layer(i);
+    };
     if (quantizes && !partition_weights) {
-        for (int i = 0; i < lm.config().num_layers; ++i) quantize_layer(i);
+        for (int i = 0; i < lm.config().num_layers; ++i) prepare_layer(i);
         model::quantize_model(lm, quantize_linears, types.base, device, types.linears, types.head);  // the rest on the device
     }
     if (embeddings_stay_on_host(args, device, partition_weights, lm, job_model.resized_to.has_value())) {
@@ -208,8 +214,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                                         ? static_cast<int64_t>(*zero.stage3_param_persistence_threshold)
                                         : 10 * lm.config().hidden_size;
         const auto which = args.use_peft_lora ? zero::Partitioned::kFrozen : zero::Partitioned::kTrainable;
-        partitioned.emplace(lm, rank.comm, rank.rank, rank.world_size, types, device, persistence,
-                            quantizes ? std::function<void(int)>(quantize_layer) : std::function<void(int)>(),
+        partitioned.emplace(lm, rank.comm, rank.rank, rank.world_size, types, device, persistence, prepare_layer,
                             parameter_offload_for(run, offload_param), which);
         partitioned_trainable = partitioned->sharding();
         // DeepSpeed's stage3_prefetch_bucket_size ("auto": 0.9 x hidden_size^2); 0 turns prefetch off.
