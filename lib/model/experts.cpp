@@ -1,8 +1,9 @@
 #include "model/experts.h"
 
-
 #include <tuple>
 #include <vector>
+
+#include "util/error.h"
 
 namespace ftl::model {
 
@@ -27,6 +28,8 @@ at::Tensor clamped_swiglu(const at::Tensor& gate_up, double alpha, double limit)
 
 at::Tensor experts_forward(const DecoderLayerWeights& layer, const MoeConfig& moe, const at::Tensor& y,
                            GatedActivationFn gated, const ForwardOptions& options) {
+    if (layer.experts_down.weight.is_meta())
+        fail(ErrorKind::kInternal, "experts_forward: the layer's experts were loaded to be stacked later (model::stack_experts)");
     const int64_t hidden = y.size(-1), k = moe.experts_per_token;
     const at::Tensor tokens = y.reshape({-1, hidden});                      // [N, H]
     const at::Tensor logits = apply_linear(layer.router, tokens, options);  // [N, E]

@@ -50,9 +50,14 @@ void quantize_model(CausalLM& model, const LinearQuantizer& quantize, at::Scalar
         quantize_layer_linears(layer, static_cast<int64_t>(i), quantize);
         for (auto& [path, norm] : layer.norms()) convert(*norm);
         for (auto& [path, linear] : layer.linears()) {
-            convert(linear->bias);
-            if (!bitsandbytes_quantizes(layer, *linear))
-                linear->weight = linear->weight.to(device, linear_dtype.value_or(float_dtype)).contiguous();
+            if (bitsandbytes_quantizes(layer, *linear)) {
+                convert(linear->bias);
+                continue;
+            }
+            // A MoE layer's router and experts, and their biases: the linears' type, as loaded unmapped.
+            const at::ScalarType type = linear_dtype.value_or(float_dtype);
+            linear->weight = linear->weight.to(device, type).contiguous();
+            if (linear->bias.defined()) linear->bias = linear->bias.to(device, type).contiguous();
         }
     }
     convert(w.final_norm);

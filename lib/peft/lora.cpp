@@ -24,17 +24,18 @@ namespace {
 using nlohmann::json;
 
 // Whether a layer's linear at `path` (inside the layer, or the whole module path) is one of a MoE
-// block's parameters (experts' stacks, router).
+// block's parameters (experts' stacks, router: mlp.gate, gpt_oss's mlp.router).
 bool is_moe_parameter(const model::Linear& linear, const std::string& path) {
     return linear.weight.dim() == 3 || ends_with(path, "mlp.gate") || ends_with(path, "mlp.router");
 }
 
 // (module path, linear) for every linear LoRA can target, in PEFT's creation order: a gemma3
 // checkpoint's vision tower first (transformers registers it before the language model), then the
-// decoder's layers under DecoderConfig::module_prefix. On a MoE model
-// PEFT adapts the modules of every layer first, then each layer's parameters (experts' gate_up_proj,
-// down_proj, router, in DecoderLayerWeights::linears() order), whose adapters it names after its nested ParamWrappers: mlp.experts for the
-// outer one (down_proj, or gate_up_proj alone), mlp.experts.base_layer for gate_up_proj inside it.
+// decoder's layers under DecoderConfig::module_prefix. On a MoE model PEFT adapts the modules of
+// every layer first, then each layer's parameters (experts' gate_up_proj, down_proj, router, in
+// DecoderLayerWeights::linears() order), whose adapters it names after its nested ParamWrappers:
+// mlp.experts for the outer one (down_proj, or gate_up_proj alone), mlp.experts.base_layer for
+// gate_up_proj inside it.
 std::vector<std::pair<std::string, model::Linear*>> target_candidates(model::CausalLM& model) {
     std::vector<std::pair<std::string, model::Linear*>> out, parameters;
     for (auto& [path, linear] : model.weights().vision_linears) out.emplace_back(path, &linear);
