@@ -200,6 +200,16 @@ void read_layer_types(const json& config, const ConfigReader& r, DecoderConfig& 
     }
 }
 
+// Windows of `window` tokens on the layers layer_types calls sliding_attention; without layer_types
+// on every layer but each `full_every`-th (read from `full_every_key` when the family names one).
+void mark_sliding_layers(const json& config, const ConfigReader& r, DecoderConfig& c, int64_t window, int64_t full_every,
+                         const char* full_every_key = nullptr) {
+    if (r.has("layer_types")) return read_layer_types(config, r, c, window);
+    const int64_t every = full_every_key ? r.integer(full_every_key, full_every) : full_every;
+    for (int64_t i = 0; i < c.num_layers; ++i)
+        if ((i + 1) % every != 0) c.layer_window[static_cast<size_t>(i)] = window;
+}
+
 // llama, mistral, qwen2, qwen3, granite, smollm3 and the attention of qwen3_moe (qwen3's) and
 // mixtral (mistral's): activation, biases, scalars, rotation, windows.
 void read_llama_family(const json& config, const ConfigReader& r, DecoderConfig& c, const std::string& source) {
@@ -369,14 +379,7 @@ void read_gemma(const json& config, const ConfigReader& r, DecoderConfig& c, con
         if (r.has("sliding_window") || gemma3) window = r.integer("sliding_window");
         else window.reset();
     }
-    if (!window) return;
-    if (r.has("layer_types")) {
-        read_layer_types(config, r, c, *window);
-    } else {
-        const int64_t pattern = gemma3 ? r.integer("sliding_window_pattern", 6) : 2;
-        for (int64_t i = 0; i < c.num_layers; ++i)
-            if ((i + 1) % pattern != 0) c.layer_window[static_cast<size_t>(i)] = window;
-    }
+    if (window) mark_sliding_layers(config, r, c, *window, gemma3 ? 6 : 2, gemma3 ? "sliding_window_pattern" : nullptr);
 }
 
 // phi3 (Phi-3, Phi-3.5, Phi-4), with Phi3Config's defaults: the Llama decoder with fused q/k/v and
@@ -419,13 +422,7 @@ void read_olmo(const json& config, const ConfigReader& r, DecoderConfig& c, cons
     // window is needed to tell them apart here.
     if (config.contains("sliding_window") && !r.has("sliding_window"))
         r.bad("sliding_window", "must be a number for olmo3: its sliding_attention layers rotate with their own rope");
-    const int64_t window = r.integer("sliding_window", 4096, 1);
-    if (r.has("layer_types")) {
-        read_layer_types(config, r, c, window);
-    } else {
-        for (int64_t i = 0; i < c.num_layers; ++i)
-            if ((i + 1) % 4 != 0) c.layer_window[static_cast<size_t>(i)] = window;
-    }
+    mark_sliding_layers(config, r, c, r.integer("sliding_window", 4096, 1), 4);
 }
 
 // gpt_oss (gpt-oss-20b, -120b), with GptOssConfig's defaults: attention with biases and sinks, on
@@ -440,13 +437,7 @@ void read_gpt_oss(const json& config, const ConfigReader& r, DecoderConfig& c, c
                        {"beta_slow", 1.0},    {"truncate", false}, {"original_max_position_embeddings", 4096}};
     c.rope = parse_rope_object(r.has(key) ? config.at(key) : yarn, r, key, 150000.0, c.max_position_embeddings, source);
     if (config.contains("sliding_window") && !r.has("sliding_window")) return;  // null: no windows
-    const int64_t window = r.integer("sliding_window", 128, 1);
-    if (r.has("layer_types")) {
-        read_layer_types(config, r, c, window);
-    } else {
-        for (int64_t i = 0; i < c.num_layers; ++i)
-            if ((i + 1) % 2 != 0) c.layer_window[static_cast<size_t>(i)] = window;
-    }
+    mark_sliding_layers(config, r, c, r.integer("sliding_window", 128, 1), 2);
 }
 
 // gemma3 (Gemma3ForConditionalGeneration): its text_config read as a gemma3_text (the top level's
