@@ -43,7 +43,8 @@ int run_estimate_memory(const Invocation& inv, const Log& log) {
     const zero::ParameterCounts params = zero::count_parameters(config);
     const zero::EstimateInputs planned = zero::estimate_inputs(run, config);
     const int64_t trainable =
-        planned.lora ? zero::lora_parameters(config, planned.lora_r, planned.lora_target_modules, false, planned.lora_dora)
+        planned.lora ? zero::lora_parameters(config, planned.lora_r, planned.lora_target_modules, false, planned.lora_dora,
+                                             planned.lora_target_parameters)
                      : params.total;
 
     const bool on_gpu = !run.accelerate.use_cpu;  // --cpu / use_cpu: CPU ranks (a smaller runtime share)

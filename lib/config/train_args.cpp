@@ -193,6 +193,7 @@ const std::vector<FlagSpec>& flag_table() {
         flag("lora_dropout", &A::lora_dropout, number(0.0, 1.0, true)),
         flag("lora_r", &A::lora_r, integer(1)),
         flag("lora_target_modules", &A::lora_target_modules, text()),
+        flag("lora_target_parameters", &A::lora_target_parameters, text()),
         flag("use_rslora", &A::use_rslora, boolean()),
         flag("use_dora", &A::use_dora, boolean()),
         flag("use_nested_quant", &A::use_nested_quant, boolean()),
@@ -544,6 +545,13 @@ ParsedTrainArgs parse_train_args(JobKind job, const std::vector<std::string>& ar
                                ": these services are online and ftlaunch sends nothing over the network; training goes on, "
                                "and the metrics are in " + a.output_dir + "/metrics.jsonl (and TensorBoard files with "
                                "--report_to tensorboard)");
+    return out;
+}
+
+std::vector<std::string> TrainArgs::lora_target_parameters_list() const {
+    std::vector<std::string> out;
+    for (const std::string& entry : split(lora_target_parameters, ','))
+        if (!trim(entry).empty()) out.push_back(trim(entry));
     return out;
 }
 

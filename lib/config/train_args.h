@@ -43,6 +43,10 @@ struct TrainArgs {
     double lora_dropout = 0.1;                // probability, [0, 1)
     int lora_r = 64;
     std::string lora_target_modules = "q_proj,k_proj,v_proj,o_proj,down_proj,up_proj,gate_proj";
+    // TRL's lora_target_parameters, comma-separated: a MoE model's expert stacks and routers adapted as
+    // parameters (PEFT's target_parameters, e.g. 7.mlp.experts.gate_up_proj,7.mlp.experts.down_proj).
+    std::string lora_target_parameters;
+    std::vector<std::string> lora_target_parameters_list() const;
     bool use_rslora = false;                  // scaling alpha/sqrt(r) instead of alpha/r
     bool use_dora = false;                    // PEFT's DoRA: a trained magnitude per output row
     bool use_nested_quant = false;

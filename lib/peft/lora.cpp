@@ -103,12 +103,15 @@ std::vector<std::string> attach_moe_lora(model::CausalLM& model, const LoraConfi
     config.validate();
     const model::DecoderConfig& c = model.config();
     const MoeTargets targets = resolve_moe_targets(c, config);
+    const LoraConfig drawn = with_moe_targets(config, targets);
     std::vector<std::string> adapted;
     at::NoGradGuard no_grad;
-    auto adapt = [&](const std::string& path, model::Linear& linear, int64_t rank, double scaling, double dropout) {
+    // `key`: the path PEFT's rank and alpha patterns are matched against.
+    auto adapt = [&](const std::string& path, const std::string& key, model::Linear& linear, double dropout) {
         const auto [out, in] = model::linear_features(linear);
         const int64_t stacked = linear.weight.dim() == 3 ? linear.weight.size(0) : 1;
-        linear.adapter = new_adapter(out, in, rank * stacked, scaling, dropout, generator, device.value_or(linear.weight.device()));
+        linear.adapter = new_adapter(out, in, drawn.rank_for(key) * stacked, drawn.scaling_for(key), dropout, generator,
+                                     device.value_or(linear.weight.device()));
         adapted.push_back(path);
     };
     std::set<std::string> matched;
@@ -118,8 +121,8 @@ std::vector<std::string> attach_moe_lora(model::CausalLM& model, const LoraConfi
             const std::string leaf = path.substr(path.rfind('.') + 1);
             if (is_moe_parameter(*linear, path) || !adapts_module(c, targets, leaf)) continue;
             matched.insert(leaf);
-            adapt(c.module_prefix() + "layers." + std::to_string(i) + "." + path, *linear, config.r, config.scaling(),
-                  config.dropout);
+            const std::string module = c.module_prefix() + "layers." + std::to_string(i) + "." + path;
+            adapt(module, module, *linear, config.dropout);
             if (config.use_dora)
                 linear->adapter->magnitude = magnitudes_later ? at::empty({linear->weight.size(0)}, linear->adapter->A.options())
                                                               : model::dora_magnitude(*linear);
@@ -129,18 +132,14 @@ std::vector<std::string> attach_moe_lora(model::CausalLM& model, const LoraConfi
             fail(ErrorKind::kConfig, "--lora_target_modules: '" + name + "' matches no linear layer of this " + c.model_type +
                                          " model (its attention's q_proj, k_proj, v_proj, o_proj; its experts' and router's "
                                          "names as PEFT maps them; or all-linear)");
-    // gate_up_proj holds two adapters' worth side by side: rank and alpha doubled (the same alpha/r).
-    LoraConfig doubled = config;
-    doubled.r *= 2;
-    doubled.alpha *= 2;
+    // Then the parameters, layer by layer (PEFT's _inject_parameters runs after the modules').
     for (size_t i = 0; i < layers.size(); ++i) {
         if (!layers[i].moe) continue;
-        const std::string prefix = c.module_prefix() + "layers." + std::to_string(i) + ".";
         for (auto& [path, linear] : layers[i].linears()) {
-            if (linear == &layers[i].experts_gate_up && targets.gate_up)
-                adapt(prefix + path, *linear, doubled.r, doubled.scaling(), 0.0);
-            else if ((linear == &layers[i].experts_down && targets.down) || (linear == &layers[i].router && targets.router))
-                adapt(prefix + path, *linear, config.r, config.scaling(), 0.0);
+            if (!is_moe_parameter(*linear, path)) continue;
+            const std::string key = moe_parameter_key(c, i, path, linear->weight.dim() == 3);
+            if (adapts_parameter(targets, key))
+                adapt(c.module_prefix() + "layers." + std::to_string(i) + "." + path, key, *linear, 0.0);
         }
     }
     if (adapted.empty())
@@ -154,11 +153,45 @@ double LoraConfig::scaling() const {
     return use_rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / static_cast<double>(r);
 }
 
+namespace {
+
+// The value of the first pattern matching the end of `path` (peft.utils.other.get_pattern_key), or `otherwise`.
+template <class Value>
+Value pattern_value(const std::vector<std::pair<std::string, Value>>& patterns, const std::string& path, Value otherwise,
+                    const char* field) {
+    for (const auto& [pattern, value] : patterns) {
+        std::regex whole;
+        try {
+            whole = std::regex("(.*\\.)?(" + pattern + ")");
+        } catch (const std::regex_error& e) {
+            fail(ErrorKind::kConfig, std::string(field) + ": invalid regex '" + pattern + "': " + e.what());
+        }
+        if (std::regex_match(path, whole)) return value;
+    }
+    return otherwise;
+}
+
+}  // namespace
+
+int64_t LoraConfig::rank_for(const std::string& path) const {
+    return pattern_value(rank_pattern, path, r, "rank_pattern");
+}
+
+double LoraConfig::scaling_for(const std::string& path) const {
+    LoraConfig here = *this;
+    here.r = rank_for(path);
+    here.alpha = pattern_value(alpha_pattern, path, alpha, "alpha_pattern");
+    return here.scaling();
+}
+
 void LoraConfig::validate() const {
     if (r <= 0) fail(ErrorKind::kConfig, "--lora_r: must be a positive integer (got " + std::to_string(r) + ")");
     if (!(dropout >= 0.0 && dropout < 1.0))
         fail(ErrorKind::kConfig, "--lora_dropout: must be in [0, 1) (got " + std::to_string(dropout) + ")");
     if (target_modules.empty()) fail(ErrorKind::kConfig, "--lora_target_modules: must name at least one module");
+    for (const auto& [pattern, rank] : rank_pattern)
+        if (rank <= 0)
+            fail(ErrorKind::kConfig, "rank_pattern: '" + pattern + "' must map to a positive rank (got " + std::to_string(rank) + ")");
 }
 
 namespace {
@@ -213,8 +246,9 @@ std::vector<std::string> attach_lora(const LinearPaths& candidates, const std::s
                                      bool magnitudes_later) {
     config.validate();
     if (!config.target_parameters.empty())
-        fail(ErrorKind::kConfig, "target_parameters (" + join(config.target_parameters, ", ") + "): PEFT's parameter targets "
-                                 "are read for the experts of qwen3_moe and mixtral models only, not for a " + model_type + " model");
+        fail(ErrorKind::kConfig, "--lora_target_parameters (" + join(config.target_parameters, ", ") + "): PEFT's parameter "
+                                 "targets adapt the experts and routers of mixture-of-experts models (qwen3_moe, mixtral, "
+                                 "gpt_oss), not a " + model_type + " model's linears (name those in --lora_target_modules)");
     const auto names = target_names(config);
     std::unique_ptr<std::regex> pattern;
     if (config.targets_are_regex) {
@@ -250,7 +284,7 @@ std::vector<std::string> attach_lora(const LinearPaths& candidates, const std::s
                                      "tower ftlaunch does not load; target the language model's linears only (a regex "
                                      "such as '.*language_model.*(q_proj|v_proj)')");
         const at::Device on = device.value_or(shape_only ? at::Device(at::kCPU) : linear->weight.device());
-        linear->adapter = new_adapter(out, in, config.r, config.scaling(), config.dropout, generator, on);
+        linear->adapter = new_adapter(out, in, config.rank_for(path), config.scaling_for(path), config.dropout, generator, on);
         if (config.use_dora)
             linear->adapter->magnitude = magnitudes_later ? at::empty({out}, at::TensorOptions().dtype(at::kFloat).device(on))
                                                           : model::dora_magnitude(*linear).to(on);
@@ -286,36 +320,34 @@ std::vector<std::pair<std::string, at::Tensor>> embedding_tensors(model::CausalL
 namespace {
 
 void write_adapter(const std::string& dir, const LinearPaths& candidates, const LoraConfig& config,
-                   const std::vector<std::pair<std::string, at::Tensor>>& full_tensors,
-                   const std::optional<MoeAdapterFields>& moe_fields);
+                   const std::vector<std::pair<std::string, at::Tensor>>& full_tensors, bool moe);
 
 }  // namespace
 
 void save_adapter(const std::string& dir, model::CausalLM& model, const LoraConfig& config,
                   const std::vector<std::pair<std::string, at::Tensor>>& full_tensors) {
-    std::optional<MoeAdapterFields> moe_fields;
-    if (model.config().moe) moe_fields = moe_adapter_fields(resolve_moe_targets(model.config(), config), config);
-    write_adapter(dir, target_candidates(model), config, full_tensors, moe_fields);
+    const bool moe = model.config().moe.has_value();
+    write_adapter(dir, target_candidates(model), moe ? with_moe_targets(config, resolve_moe_targets(model.config(), config)) : config,
+                  full_tensors, moe);
 }
 
 void save_adapter(const std::string& dir, const LinearPaths& candidates, const LoraConfig& config,
                   const std::vector<std::pair<std::string, at::Tensor>>& full_tensors) {
-    write_adapter(dir, candidates, config, full_tensors, std::nullopt);
+    write_adapter(dir, candidates, config, full_tensors, /*moe=*/false);
 }
 
 namespace {
 
-// save_adapter; `moe_fields` for a MoE model, whose parameter targets adapter_config.json lists
-// apart from its module targets.
+// save_adapter; `moe` for a MoE model, whose parameter targets adapter_config.json lists in
+// target_parameters, apart from its module targets.
 void write_adapter(const std::string& dir, const LinearPaths& candidates, const LoraConfig& config,
-                   const std::vector<std::pair<std::string, at::Tensor>>& full_tensors,
-                   const std::optional<MoeAdapterFields>& moe_fields) {
+                   const std::vector<std::pair<std::string, at::Tensor>>& full_tensors, bool moe) {
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     if (ec) fail(ErrorKind::kIo, dir + ": cannot create the adapter folder: " + ec.message());
     std::set<std::string> targets;
     for (const auto& [path, linear] : candidates)
-        if (linear->adapter && !(moe_fields && is_moe_parameter(*linear, path)))  // those: target_parameters
+        if (linear->adapter && !(moe && is_moe_parameter(*linear, path)))  // those: target_parameters
             targets.insert(path.substr(path.rfind('.') + 1));
     std::vector<std::pair<std::string, at::Tensor>> saved = adapter_parameters(candidates);
     saved.insert(saved.end(), full_tensors.begin(), full_tensors.end());
@@ -335,13 +367,11 @@ void write_adapter(const std::string& dir, const LinearPaths& candidates, const 
                 {"modules_to_save", nullptr},
                 {"use_dora", config.use_dora},
                 {"target_modules", std::vector<std::string>(targets.begin(), targets.end())}};
-    if (moe_fields) {
-        cfg["target_parameters"] = moe_fields->target_parameters;
-        cfg["rank_pattern"] = json::object();
-        cfg["alpha_pattern"] = json::object();
-        for (const auto& [pattern, rank] : moe_fields->rank_pattern) cfg["rank_pattern"][pattern] = rank;
-        for (const auto& [pattern, alpha] : moe_fields->alpha_pattern) cfg["alpha_pattern"][pattern] = alpha;
-    }
+    cfg["target_parameters"] = config.target_parameters.empty() ? json(nullptr) : json(config.target_parameters);
+    cfg["rank_pattern"] = json::object();
+    cfg["alpha_pattern"] = json::object();
+    for (const auto& [pattern, rank] : config.rank_pattern) cfg["rank_pattern"].emplace(pattern, rank);
+    for (const auto& [pattern, alpha] : config.alpha_pattern) cfg["alpha_pattern"].emplace(pattern, alpha);
     io::write_file_atomically(dir + "/adapter_config.json", [&](std::ostream& out) { out << cfg.dump(2) << "\n"; });
 }
 
@@ -351,11 +381,12 @@ LoraConfig read_adapter_config(const std::string& dir) {
     const std::string config_path = dir + "/adapter_config.json";
     const auto text = read_text_file(config_path);
     if (!text) fail(ErrorKind::kConfig, config_path + ": cannot read (is " + dir + " a PEFT adapter folder?)");
-    json cfg = json::parse(*text, nullptr, false);
+    // ordered: PEFT applies the first rank / alpha pattern that matches, in the file's order.
+    const nlohmann::ordered_json cfg = nlohmann::ordered_json::parse(*text, nullptr, false);
     if (cfg.is_discarded() || !cfg.is_object()) fail(ErrorKind::kConfig, config_path + ": not a JSON object");
     if (cfg.value("peft_type", "") != "LORA")
         fail(ErrorKind::kConfig, config_path + ": peft_type: only LORA adapters are read (got " +
-                                     cfg.value("peft_type", json("missing")).dump() + ")");
+                                     cfg.value("peft_type", nlohmann::ordered_json("missing")).dump() + ")");
     LoraConfig config;
     try {
         config.r = cfg.at("r").get<int64_t>();
@@ -364,10 +395,10 @@ LoraConfig read_adapter_config(const std::string& dir) {
         config.use_rslora = cfg.value("use_rslora", false);
         config.use_dora = cfg.value("use_dora", false);
         if (cfg.contains("task_type") && cfg["task_type"].is_string()) config.task_type = cfg["task_type"].get<std::string>();
-        config.base_model_name_or_path = cfg.value("base_model_name_or_path", json("")).is_string()
+        config.base_model_name_or_path = cfg.value("base_model_name_or_path", nlohmann::ordered_json("")).is_string()
                                              ? cfg.value("base_model_name_or_path", "")
                                              : "";
-        const json& targets = cfg.at("target_modules");
+        const nlohmann::ordered_json& targets = cfg.at("target_modules");
         if (targets.is_string()) {
             config.target_modules = targets.get<std::string>();
             config.targets_are_regex = to_lower(config.target_modules) != "all-linear";
@@ -376,8 +407,22 @@ LoraConfig read_adapter_config(const std::string& dir) {
         }
         if (cfg.contains("target_parameters") && cfg["target_parameters"].is_array())
             config.target_parameters = cfg["target_parameters"].get<std::vector<std::string>>();
-    } catch (const json::exception& e) {
+    } catch (const nlohmann::ordered_json::exception& e) {
         fail(ErrorKind::kConfig, config_path + ": r / target_modules missing or of the wrong type (" + e.what() + ")");
+    }
+    for (const char* field : {"rank_pattern", "alpha_pattern"}) {
+        if (!cfg.contains(field) || cfg[field].is_null()) continue;
+        if (!cfg[field].is_object())
+            fail(ErrorKind::kConfig, config_path + ": " + field + ": expected an object of pattern -> number (got " +
+                                         cfg[field].dump() + ")");
+        for (const auto& [pattern, value] : cfg[field].items()) {
+            if (!value.is_number() || (std::string(field) == "rank_pattern" && !value.is_number_integer()))
+                fail(ErrorKind::kConfig, config_path + ": " + field + "['" + pattern + "']: expected " +
+                                             (std::string(field) == "rank_pattern" ? "an integer rank" : "a number") +
+                                             " (got " + value.dump() + ")");
+            if (std::string(field) == "rank_pattern") config.rank_pattern.emplace_back(pattern, value.get<int64_t>());
+            else config.alpha_pattern.emplace_back(pattern, value.get<double>());
+        }
     }
     return config;
 }

@@ -22,9 +22,15 @@ struct LoraConfig {
     // `targets_are_regex`, one regex that must match the whole module path (re.fullmatch).
     std::string target_modules = "all-linear";
     bool targets_are_regex = false;
-    // PEFT's target_parameters, as a MoE model's adapter_config.json lists its experts' and router's
-    // adapters (gate_up_proj, down_proj, gate.weight; peft/moe_lora.h).
+    // PEFT's target_parameters (TRL's --lora_target_parameters): a MoE model's experts' stacks and
+    // routers adapted as parameters (gate_up_proj, 7.mlp.experts.down_proj, gate.weight;
+    // peft/moe_lora.h).
     std::vector<std::string> target_parameters;
+    // PEFT's rank_pattern / alpha_pattern, in the file's order: a module or parameter path whose end
+    // matches a pattern takes its r / lora_alpha (peft.utils.other.get_pattern_key: the first
+    // pattern p with re.match(r"(.*\.)?(p)$", path)).
+    std::vector<std::pair<std::string, int64_t>> rank_pattern;
+    std::vector<std::pair<std::string, double>> alpha_pattern;
     bool use_rslora = false;  // scaling alpha / sqrt(r) instead of alpha / r
     // DoRA (Liu et al. 2024; PEFT's use_dora): each adapted linear also trains a magnitude per
     // output row, starting at the row norms of W (model/decoder.h, LowRankAdapter).
@@ -33,6 +39,9 @@ struct LoraConfig {
     std::string task_type = "CAUSAL_LM";  // PEFT's TaskType as adapter_config.json records it
 
     double scaling() const;
+    // r and the scaling of the adapter at `path` (model.layers.0.self_attn.q_proj), the patterns applied.
+    int64_t rank_for(const std::string& path) const;
+    double scaling_for(const std::string& path) const;
     // Throws ftl::Error(kConfig) naming the flag (--lora_r, ...) for values PEFT rejects.
     void validate() const;
 };

@@ -21,6 +21,7 @@ constexpr const char* kPeftPrefix = "base_model.model.";
 
 // What the adapter holds for one base tensor.
 struct AdapterEntry {
+    std::string module;          // the adapted module's path (what rank_pattern / alpha_pattern match)
     std::string lora_a, lora_b;  // LoRA pair (names in adapter_model.safetensors)
     std::string magnitude;       // DoRA's magnitude vector, when the adapter has one
     std::string replacement;     // or a full tensor saved in the adapter
@@ -38,8 +39,9 @@ std::map<std::string, AdapterEntry> adapter_entries(const io::Checkpoint& adapte
         const std::string rest = name.substr(std::string(kPeftPrefix).size());
         for (const std::string kind : {".lora_A.weight", ".lora_B.weight"})
             if (ends_with(rest, kind)) {
-                const std::string base = rest.substr(0, rest.size() - kind.size()) + ".weight";
-                (kind == ".lora_A.weight" ? entries[base].lora_a : entries[base].lora_b) = name;
+                const std::string module = rest.substr(0, rest.size() - kind.size());
+                entries[module + ".weight"].module = module;
+                (kind == ".lora_A.weight" ? entries[module + ".weight"].lora_a : entries[module + ".weight"].lora_b) = name;
             }
         const std::string magnitude = ".lora_magnitude_vector";
         if (ends_with(rest, magnitude)) entries[rest.substr(0, rest.size() - magnitude.size()) + ".weight"].magnitude = name;
@@ -125,7 +127,6 @@ MergeSummary merge_adapter(const MergeOptions& options) {
     std::error_code ec;
     fs::create_directories(options.output_dir, ec);
     if (ec) fail(ErrorKind::kIo, "--output_dir " + options.output_dir + ": cannot create it: " + ec.message());
-    const double scaling = lora.scaling();
     at::Tensor current;  // the tensor being written; one at a time
     at::NoGradGuard no_grad;
     auto produce = [&](size_t i) {
@@ -141,6 +142,7 @@ MergeSummary merge_adapter(const MergeOptions& options) {
             const at::Tensor a = model::mapped_tensor(adapter.shared_file_of(entry->second.lora_a), entry->second.lora_a);
             const at::Tensor b = model::mapped_tensor(adapter.shared_file_of(entry->second.lora_b), entry->second.lora_b);
             const at::Tensor w = model::mapped_tensor(base.shared_file_of(spec.name), spec.name);
+            const double scaling = lora.scaling_for(entry->second.module);
             at::Tensor merged = w.to(at::kFloat) + at::matmul(b.to(at::kFloat), a.to(at::kFloat)) * scaling;
             if (!entry->second.magnitude.empty()) {  // DoRA: each row rescaled to its magnitude (PEFT's merge_safe)
                 const std::string& m = entry->second.magnitude;

@@ -118,6 +118,7 @@ peft::LoraConfig lora_config(const config::TrainArgs& args) {
     lora.alpha = args.lora_alpha;
     lora.dropout = args.lora_dropout;
     lora.target_modules = args.lora_target_modules;
+    lora.target_parameters = args.lora_target_parameters_list();
     lora.use_rslora = args.use_rslora;
     lora.use_dora = args.use_dora;
     lora.base_model_name_or_path = args.model_name_or_path;

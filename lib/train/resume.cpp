@@ -52,6 +52,8 @@ json run_identity(const config::TrainArgs& args, const JobInputs& inputs, model:
     if (args.use_peft_lora)
         adapter = {{"r", args.lora_r}, {"lora_alpha", args.lora_alpha}, {"target_modules", args.lora_target_modules},
                    {"use_rslora", args.use_rslora}, {"use_dora", args.use_dora}};
+    if (args.use_peft_lora && !args.lora_target_parameters.empty())  // absent otherwise: older checkpoints resume
+        adapter["target_parameters"] = args.lora_target_parameters;
     return {{"base_model", args.model_name_or_path},
             {"base_config_crc32c", crc},
             {"vocab_size", lm.config().vocab_size},

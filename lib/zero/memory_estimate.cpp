@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <regex>
+#include <tuple>
 
 #include "model/loss.h"
 #include "peft/moe_lora.h"
+#include "util/error.h"
 #include "util/strings.h"
 
 namespace ftl::zero {
@@ -117,12 +119,16 @@ int64_t moe_mlp_parameters(const model::DecoderConfig& c) {
 }
 
 // lora_parameters on a MoE model, whose targets PEFT maps (peft/moe_lora.h): the module targets
-// on the other linears, the experts' stacks at E x r (gate_up_proj at twice the rank), the router.
-int64_t moe_lora_parameters(const model::DecoderConfig& c, int64_t r, const std::string& target_modules) {
+// on the other linears, the adapted experts' stacks at E x r (gate_up_proj at twice the rank when
+// mapped from names), the routers.
+int64_t moe_lora_parameters(const model::DecoderConfig& c, int64_t r, const std::string& target_modules,
+                            const std::vector<std::string>& target_parameters) {
     peft::LoraConfig lora;
     lora.r = r;
     lora.target_modules = target_modules;
+    lora.target_parameters = target_parameters;
     const peft::MoeTargets targets = peft::resolve_moe_targets(c, lora);
+    const peft::LoraConfig drawn = peft::with_moe_targets(lora, targets);
     const int64_t experts = c.moe->num_experts, width = c.moe->expert_intermediate_size, h = c.hidden_size;
     int64_t total = 0;
     for (int64_t i = 0; i < c.num_layers; ++i) {
@@ -133,9 +139,15 @@ int64_t moe_lora_parameters(const model::DecoderConfig& c, int64_t r, const std:
             if (peft::adapts_module(c, targets, leaf)) total += r * (l.in + l.out);
         }
         if (!moe_layer) continue;
-        if (targets.gate_up) total += experts * 2 * r * (h + 2 * width);
-        if (targets.down) total += experts * r * (width + h);
-        if (targets.router) total += r * (h + experts);
+        // (path inside the layer, stacked, in + out of one expert's or the router's matrix)
+        const std::vector<std::tuple<std::string, bool, int64_t>> parameters = {
+            {"mlp.experts.gate_up_proj", true, h + 2 * width},
+            {"mlp.experts.down_proj", true, width + h},
+            {"mlp." + c.moe->router_name, false, h + experts}};
+        for (const auto& [path, stacked, in_out] : parameters) {
+            const std::string key = peft::moe_parameter_key(c, static_cast<size_t>(i), path, stacked);
+            if (peft::adapts_parameter(targets, key)) total += (stacked ? experts : 1) * drawn.rank_for(key) * in_out;
+        }
     }
     return total;
 }
@@ -179,8 +191,12 @@ ParameterCounts count_parameters(const model::DecoderConfig& c) {
 }
 
 int64_t lora_parameters(const model::DecoderConfig& c, int64_t r, const std::string& target_modules,
-                        bool targets_are_regex, bool use_dora) {
-    if (c.moe) return moe_lora_parameters(c, r, target_modules);
+                        bool targets_are_regex, bool use_dora, const std::vector<std::string>& target_parameters) {
+    if (c.moe) return moe_lora_parameters(c, r, target_modules, target_parameters);
+    if (!target_parameters.empty())
+        fail(ErrorKind::kConfig, "--lora_target_parameters (" + join(target_parameters, ", ") + "): PEFT's parameter "
+                                 "targets adapt the experts and routers of mixture-of-experts models, not a " +
+                                 c.model_type + " model's linears (name those in --lora_target_modules)");
     const bool all = to_lower(trim(target_modules)) == "all-linear";
     std::vector<std::string> names;
     for (const std::string& n : split(target_modules, ',')) names.push_back(trim(n));
@@ -211,7 +227,8 @@ RankMemory estimate_rank_memory(const EstimateInputs& in, bool on_gpu) {
     const ParameterCounts p = count_parameters(in.model);
     const int64_t n = std::max(1, in.world_size);
     const int64_t trainable =
-        in.lora ? lora_parameters(in.model, in.lora_r, in.lora_target_modules, /*targets_are_regex=*/false, in.lora_dora)
+        in.lora ? lora_parameters(in.model, in.lora_r, in.lora_target_modules, /*targets_are_regex=*/false, in.lora_dora,
+                                  in.lora_target_parameters)
                 : p.total;
     RankMemory m;
     const int64_t largest_part = std::max({p.embeddings, p.per_layer, p.head});
@@ -315,6 +332,7 @@ EstimateInputs estimate_inputs(const config::RunConfig& run, const model::Decode
     in.lora = a.use_peft_lora;
     in.lora_r = a.lora_r;
     in.lora_target_modules = a.lora_target_modules;
+    in.lora_target_parameters = a.lora_target_parameters_list();
     in.lora_dora = a.use_dora;
     if (a.use_4bit_quantization) in.base_weights = a.use_nested_quant ? BaseWeights::kNf4Nested : BaseWeights::kNf4;
     if (a.use_8bit_quantization || model.llm_int8_threshold) in.base_weights = BaseWeights::kInt8;

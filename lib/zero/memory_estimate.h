@@ -35,9 +35,11 @@ struct ParameterCounts {
 ParameterCounts count_parameters(const model::DecoderConfig& config);
 
 // LoRA parameters for `target_modules` ("all-linear", a comma list, or a regex when
-// `targets_are_regex`) at rank r: r x (in + out) per adapted linear, + out with DoRA's magnitudes.
+// `targets_are_regex`) at rank r: r x (in + out) per adapted linear, + out with DoRA's magnitudes;
+// on a MoE model also the experts' stacks and routers `target_parameters` names (peft/moe_lora.h).
 int64_t lora_parameters(const model::DecoderConfig& config, int64_t r, const std::string& target_modules,
-                        bool targets_are_regex, bool use_dora = false);
+                        bool targets_are_regex, bool use_dora = false,
+                        const std::vector<std::string>& target_parameters = {});
 
 enum class BaseWeights { kFloat32, kNf4, kNf4Nested, kInt8 };
 
@@ -51,6 +53,7 @@ struct EstimateInputs {
     bool lora = true;
     int64_t lora_r = 8;
     std::string lora_target_modules = "all-linear";
+    std::vector<std::string> lora_target_parameters;  // PEFT's target_parameters (MoE experts and routers)
     bool lora_dora = false;  // DoRA: a magnitude per output row of each adapted linear
     BaseWeights base_weights = BaseWeights::kFloat32;
     // LoRA under bf16/fp16 autocast: the frozen linears (the decoder's unless 4-bit, and an untied

@@ -4,7 +4,8 @@ DeepSpeed's own estimators (CPU; models built on the meta device, nothing is dow
   counts       total parameters equal transformers' (llama untied, llama tied, qwen2 with q/k/v
                biases, qwen3 with q/k norms and biases, gemma2's four norms a layer, gemma3's six, phi3's fused linears, olmo2's whole-projection q/k norms, qwen3_moe, mixtral and gpt_oss's experts, gemma3's vision tower, a Llama-2-70B shape), largest_layer_params equal DeepSpeed's
                model_to_params (the largest module's own parameters), LoRA trainable parameters
-               equal PEFT's for all-linear and for a module list
+               equal PEFT's for all-linear and for a module list, and on gpt_oss with
+               --lora_target_parameters (one layer's experts, every router)
   deepspeed    the DeepSpeed rows equal deepspeed.runtime.zero's estimate_zero2/zero3
                _model_states_mem_needs for the same counts and ranks (exact)
   stages       on the 70B shape with LoRA under bf16: DeepSpeed's bf16 engine keeps every frozen
@@ -154,6 +155,18 @@ def main():
         expected = {f"offload_optimizer={'cpu' if o else 'none'}": estimate_zero2_model_states_mem_needs(total, 8, 1, o)
                     for o in (True, False)}
         check(ours == expected, f"ZeRO-2 rows equal DeepSpeed's estimator ({ours} vs {expected})")
+
+        # PEFT's target_parameters (--lora_target_parameters): one layer's experts and every router.
+        entries = ["1.mlp.experts.gate_up_proj", "router.weight"]
+        with torch.device("meta"):
+            model = transformers.AutoModelForCausalLM.from_config(
+                transformers.AutoConfig.from_pretrained(os.path.join(work, "gpt_oss")))
+        trainable, _ = peft.get_peft_model(model, peft.LoraConfig(r=8, target_modules="all-linear",
+                                                                  target_parameters=entries)).get_nb_trainable_parameters()
+        got = estimate(os.path.join(work, "gpt_oss"), extra=("--lora_target_parameters", ",".join(entries)))
+        check(got["model"]["trainable_params"] == trainable,
+              f"gpt_oss LoRA all-linear + target_parameters {entries}: trainable {got['model']['trainable_params']} = "
+              f"PEFT's {trainable}")
 
         # ---- what the stages, offload, 4-bit and checkpointing change on the 70B shape ----
         big = results["llama2_70b"]

@@ -32,6 +32,14 @@ Checks:
                  transformers + bitsandbytes + PEFT 1e-4; MXFP4 experts (random codes) dequantised
                  on load as transformers dequantises them (logits 1e-5), a full fine-tune of them
                  written in floating point without quantization_config
+  expert adapters
+                 gpt_oss with --lora_target_parameters (TRL's flag; the OpenAI cookbook's per-layer
+                 entries) on one layer's experts and every router, beside all-linear: curve vs
+                 transformers + PEFT 1e-4, the adapter = PEFT's tensors (1e-4) and target_parameters,
+                 PeftModel.from_pretrained(output_dir) logits == ftlaunch's (1e-5); a PEFT-made
+                 qwen3_moe adapter with target_parameters given directly (gate_up_proj at r, not
+                 doubled), rank_pattern and alpha_pattern on modules, every B drawn nonzero: ftlaunch's
+                 logits with it == PeftModel's (1e-5)
   mixtral        LoRA all-linear, 20 steps: per-step loss vs transformers + PEFT 1e-4 (mixtral registers its
                  router before its experts, so PEFT draws the router's adapter first; the order
                  shows from step 3, once B has moved off zero); the same on LLM.int8 attention
@@ -88,6 +96,12 @@ def probe_logits(model_dir, adapter, work):
     return ids, outputs["logits"]
 
 
+def logits_diff(model, ids, ours):
+    """The largest absolute difference between `model`'s logits on `ids` and ftlaunch's `ours`."""
+    with torch.no_grad():
+        return (ours - model(input_ids=ids).logits).abs().max().item()
+
+
 def check_lora_curve_and_adapter(work, model_dir, data_dir, texts):
     import peft
     out = os.path.join(work, "qwen3_moe_run")
@@ -110,9 +124,7 @@ def check_lora_curve_and_adapter(work, model_dir, data_dir, texts):
 
     ids, ours_logits = probe_logits(model_dir, out, work)
     loaded = peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained(model_dir), out)
-    with torch.no_grad():
-        theirs = loaded(input_ids=ids).logits
-    diff = (ours_logits - theirs).abs().max().item()
+    diff = logits_diff(loaded, ids, ours_logits)
     check(diff <= 1e-5, f"PeftModel.from_pretrained(output_dir) logits equal ftlaunch's with its adapter, max abs diff {diff:.2e}")
     return ours
 
@@ -168,11 +180,9 @@ def check_full_fine_tuning(work, mixtral_dir, data_dir):
     per_expert = "model.layers.0.block_sparse_moe.experts.7.w3.weight" in names and not any("gate_up_proj" in n for n in names)
     trained = transformers.AutoModelForCausalLM.from_pretrained(out)
     ids, ours = probe_logits(out, None, work)
-    with torch.no_grad():
-        theirs = trained(input_ids=ids).logits
+    diff = logits_diff(trained, ids, ours)
     base = transformers.AutoModelForCausalLM.from_pretrained(mixtral_dir)
     moved = (trained.model.layers[0].mlp.experts.gate_up_proj - base.model.layers[0].mlp.experts.gate_up_proj).abs().max()
-    diff = (ours - theirs).abs().max().item()
     check(per_expert and diff <= 1e-5 and moved > 0,
           f"mixtral full fine-tuning saves the hub's per-expert layout ({per_expert}); transformers loads it, logits vs "
           f"ftlaunch's max abs diff {diff:.2e} <= 1e-5; the experts trained (max change {moved:.2e})")
@@ -271,11 +281,9 @@ def check_gpt_oss(work, model_dir, data_dir, texts):
     written = load_file(os.path.join(full, "model.safetensors"))
     layout = {k: tuple(v.shape) for k, v in written.items()} == {k: tuple(v.shape) for k, v in base.state_dict().items()}
     ids, ours_logits = probe_logits(full, None, work)
-    with torch.no_grad():
-        theirs = trained(input_ids=ids).logits
+    diff = logits_diff(trained, ids, ours_logits)
     moved = min((trained.model.layers[0].mlp.experts.down_proj - base.model.layers[0].mlp.experts.down_proj).abs().max(),
                 (trained.model.layers[0].self_attn.sinks - base.model.layers[0].self_attn.sinks).abs().max())
-    diff = (ours_logits - theirs).abs().max().item()
     check(layout and diff <= 1e-5 and moved > 0,
           f"gpt_oss full fine-tuning saves transformers' names and [E, in, out] stacks ({layout}); transformers loads "
           f"it, logits vs ftlaunch's max abs diff {diff:.2e} <= 1e-5; experts and sinks trained (min change {moved:.2e})")
@@ -286,6 +294,42 @@ def check_gpt_oss(work, model_dir, data_dir, texts):
     sft.compare_curves(ours, ref, 1e-4, "gpt_oss QLoRA (4-bit attention beside the sinks): 20 steps against "
                                         "transformers+bitsandbytes+peft")
     check_mxfp4(work, model_dir, data_dir)
+
+
+def check_expert_adapters(work, gpt_oss_dir, qwen_dir, data_dir, texts):
+    """Adapters on the experts and routers named by PEFT's target_parameters: trained by ftlaunch
+    from --lora_target_parameters, and read from a PEFT-made adapter with rank and alpha patterns."""
+    import peft
+    entries = ["1.mlp.experts.gate_up_proj", "1.mlp.experts.down_proj", "router.weight"]
+    out = os.path.join(work, "gpt_oss_experts")
+    ours, _ = sft.run_ftlaunch(gpt_oss_dir, data_dir, out, 2, 2, extra=("--lora_target_parameters", ",".join(entries)))
+    ref, ref_model = sft.reference_losses(gpt_oss_dir, texts, 2, 2, lora_kwargs={"target_parameters": entries})
+    sft.compare_curves(ours, ref, 1e-4, "gpt_oss LoRA all-linear + target_parameters (layer 1's experts, both routers): "
+                                        "20 steps against transformers+peft")
+    saved = load_file(os.path.join(out, "adapter_model.safetensors"))
+    reference = {k.replace(".default", ""): v for k, v in ref_model.state_dict().items() if "lora_" in k}
+    same = set(saved) == set(reference) and all(saved[k].shape == reference[k].shape for k in reference)
+    worst = max((saved[k] - reference[k].float()).abs().max().item() for k in reference) if same else float("inf")
+    config = json.load(open(os.path.join(out, "adapter_config.json")))
+    check(same and worst <= 1e-4 and config.get("target_parameters") == entries and config.get("rank_pattern") == {},
+          f"the adapter holds PEFT's {len(reference)} tensors (experts.base_layer, experts, router) within {worst:.2e} "
+          f"<= 1e-4; target_parameters {config.get('target_parameters')}")
+    ids, ours_logits = probe_logits(gpt_oss_dir, out, work)
+    loaded = peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained(gpt_oss_dir), out)
+    diff = logits_diff(loaded, ids, ours_logits)
+    check(diff <= 1e-5, f"gpt_oss: PeftModel.from_pretrained(output_dir) logits equal ftlaunch's with its expert adapters, "
+                        f"max abs diff {diff:.2e}")
+
+    made = os.path.join(work, "qwen3_moe_peft_patterns")
+    torch.manual_seed(11)
+    model = peft.get_peft_model(transformers.AutoModelForCausalLM.from_pretrained(qwen_dir), peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "o_proj"], target_parameters=["gate_up_proj", "0.mlp.gate.weight"],
+        rank_pattern={"q_proj": 6}, alpha_pattern={"o_proj": 3}, init_lora_weights=False, task_type="CAUSAL_LM"))
+    model.save_pretrained(made)
+    _, ours_logits = probe_logits(qwen_dir, made, work)
+    diff = logits_diff(model, ids, ours_logits)
+    check(diff <= 1e-5, f"a PEFT-made qwen3_moe adapter (target_parameters gate_up_proj at r=4 and one router, "
+                        f"rank_pattern q_proj 6, alpha_pattern o_proj 3): ftlaunch's logits vs PeftModel's {diff:.2e}")
 
 
 def check_mxfp4(work, model_dir, data_dir):
@@ -308,9 +352,7 @@ def check_mxfp4(work, model_dir, data_dir):
     json.dump(config, open(os.path.join(folder, "config.json"), "w"))
     reference = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     ids, ours = probe_logits(folder, None, work)
-    with torch.no_grad():
-        theirs = reference(input_ids=ids).logits
-    diff = (ours - theirs).abs().max().item()
+    diff = logits_diff(reference, ids, ours)
     check(diff <= 1e-5, f"gpt_oss with MXFP4 experts: ftlaunch's dequantise-on-load logits vs transformers' max abs diff "
                         f"{diff:.2e} <= 1e-5")
     full = os.path.join(work, "gpt_oss_mxfp4_full")
@@ -337,6 +379,7 @@ def main():
         gpt_oss_dir = tiny_moe(work, llama_dir, "gpt_oss", "gpt_oss", intermediate_size=64, head_dim=16,
                                num_local_experts=8, sliding_window=8, swiglu_limit=1.0)
         check_gpt_oss(work, gpt_oss_dir, data_dir, texts)
+        check_expert_adapters(work, gpt_oss_dir, qwen_dir, data_dir, texts)
     if failures:
         print(f"{len(failures)} MoE checks failed")
         sys.exit(1)

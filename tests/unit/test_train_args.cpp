@@ -236,3 +236,12 @@ TEST_CASE("job tokens: train, train.py, the seq2seq example script", "[config][t
     FTL_REQUIRE_ERROR(parse_train_args(JobKind::kSeq2seqExample, {"--train_sampling_strategy", "group_by_length"}),
                       ErrorKind::kUsage, "--train_sampling_strategy group_by_length", "shuffle=True");
 }
+
+TEST_CASE("--lora_target_parameters (TRL's flag) is a comma-separated list of PEFT target_parameters", "[config][train]") {
+    auto a = parse_train_args(JobKind::kSft, {"--model_name_or_path", "m", "--lora_target_parameters",
+                                              "7.mlp.experts.gate_up_proj, 7.mlp.experts.down_proj,,router.weight"})
+                 .args;
+    CHECK(a.lora_target_parameters_list() ==
+          std::vector<std::string>{"7.mlp.experts.gate_up_proj", "7.mlp.experts.down_proj", "router.weight"});
+    CHECK(parse_train_args(JobKind::kSft, {"--model_name_or_path", "m"}).args.lora_target_parameters_list().empty());
+}
