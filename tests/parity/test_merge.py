@@ -6,8 +6,9 @@
   merge bf16     --torch_dtype bfloat16 --max_shard_size 100KB: shards + index that transformers
                  loads; every tensor equals PEFT's fp32 merge cast to bf16 exactly
   embeddings     a PEFT adapter that carries resized embed_tokens / lm_head (PEFT saves them when the
-                 vocabulary grew): the merge takes them, config.json gets the new vocab_size, and it
-                 equals PEFT's merge of the resized model (1e-5)
+                 vocabulary grew), with a rank_pattern and an alpha_pattern (each module its own
+                 scaling): the merge takes them, config.json gets the new vocab_size, and it equals
+                 PEFT's merge of the resized model (1e-5)
   chat vocab     a chatml run under ZeRO-3 on 2 ranks (vocabulary resized for the chat tokens) saves
                  embed_tokens and lm_head in its adapter as PEFT does (gathered from the partitions);
                  its merge equals PEFT's merge of the resized base with that adapter (1e-5)
@@ -144,6 +145,7 @@ def main():
         resized.resize_token_embeddings(vocab + 8)
         torch.manual_seed(1)
         peft_model = peft.get_peft_model(resized, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"],
+                                                                 rank_pattern={"down_proj": 6}, alpha_pattern={"q_proj": 3},
                                                                  init_lora_weights=False))
         emb_adapter = os.path.join(work, "emb_adapter")
         peft_model.save_pretrained(emb_adapter, save_embedding_layers=True)
