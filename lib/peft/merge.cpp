@@ -9,6 +9,7 @@
 #include "io/safetensors_writer.h"
 #include "model/save.h"
 #include "model/tensor_io.h"
+#include "peft/merge_experts.h"
 #include "util/error.h"
 #include "util/strings.h"
 
@@ -92,17 +93,34 @@ MergeSummary merge_adapter(const MergeOptions& options) {
     const LoraConfig lora = read_adapter_config(options.adapter_dir);
     const io::Checkpoint base = io::Checkpoint::open(options.model_dir, "model");
     const io::Checkpoint adapter = io::Checkpoint::open(options.adapter_dir, "adapter_model");
+    std::optional<ExpertMerge> experts;  // PEFT's target_parameters: experts' stacks, routers
+    if (!lora.target_parameters.empty()) experts.emplace(options.model_dir, lora, base, adapter);
     std::map<std::string, AdapterEntry> entries;
-    for (auto& [name, entry] : adapter_entries(adapter)) entries[name_in_base(name, base)] = std::move(entry);
+    for (auto& [name, entry] : adapter_entries(adapter)) {
+        if (experts && experts->owns_adapter_tensor(entry.lora_a)) continue;
+        std::string in_base = name_in_base(name, base);
+        if (experts && !base.contains(in_base)) in_base = experts->checkpoint_name(name);  // mixtral's router
+        entries[in_base] = std::move(entry);
+    }
 
-    // The plan: every base tensor, in the base's order, with its output dtype and shape.
+    // The plan: every base tensor, in the base's order, with its output name, dtype and shape
+    // (an MXFP4 stack's blocks become the stack in floating point, its scales go).
     std::vector<io::TensorSpec> specs;
+    std::vector<std::string> sources;  // the base tensor each spec is made from
+    std::vector<bool> from_experts;
     MergeSummary summary;
     for (const std::string& name : base.names()) {
         const io::TensorView view = base.tensor(name);
         io::TensorSpec spec{name, options.dtype ? model::dtype_of(*options.dtype) : view.dtype, view.shape};
+        const auto expert_output = experts ? experts->output_of(name) : std::nullopt;
         const auto entry = entries.find(name);
-        if (entry != entries.end() && !entry->second.replacement.empty()) {
+        if (expert_output) {
+            if (expert_output->name.empty()) continue;
+            spec.name = expert_output->name;
+            spec.shape = expert_output->shape;
+            if (ends_with(name, "_blocks") && !options.dtype) spec.dtype = model::dtype_of(experts->dequantized_dtype());
+            if (expert_output->adapted) ++summary.merged_linears;
+        } else if (entry != entries.end() && !entry->second.replacement.empty()) {
             spec.shape = adapter.tensor(entry->second.replacement).shape;
             ++summary.replaced_tensors;
         } else if (entry != entries.end()) {
@@ -114,12 +132,13 @@ MergeSummary merge_adapter(const MergeOptions& options) {
             ++summary.merged_linears;
         }
         specs.push_back(spec);
+        sources.push_back(name);
+        from_experts.push_back(expert_output.has_value());
     }
     for (const auto& [name, entry] : entries)
         if (name.find(".mlp.experts.") != std::string::npos && !base.contains(name))
             fail(ErrorKind::kConfig, options.adapter_dir + ": the adapter trains the experts of a mixture-of-experts model "
-                                     "(PEFT's target_parameters, '" + name + "'); merging those is not in this build "
-                                     "(PeftModel.merge_and_unload merges them)");
+                                     "('" + name + "') but its adapter_config.json lists no target_parameters naming them");
         else if (!base.contains(name) && !(name == "lm_head.weight" && !entry.replacement.empty()))  // tied: no lm_head
             fail(ErrorKind::kConfig, options.adapter_dir + ": the adapter changes '" + name + "', which " +
                                          options.model_dir + " does not have (another base model?)");
@@ -132,16 +151,18 @@ MergeSummary merge_adapter(const MergeOptions& options) {
     auto produce = [&](size_t i) {
         const io::TensorSpec& spec = specs[i];
         const at::ScalarType out_type = model::scalar_type_of(spec.dtype);
-        const auto entry = entries.find(spec.name);
-        if (entry == entries.end()) {
-            current = model::mapped_tensor(base.shared_file_of(spec.name), spec.name).to(out_type).contiguous();
+        const auto entry = entries.find(sources[i]);
+        if (from_experts[i]) {
+            current = experts->merged(sources[i]).to(out_type).contiguous();
+        } else if (entry == entries.end()) {
+            current = model::mapped_tensor(base.shared_file_of(sources[i]), sources[i]).to(out_type).contiguous();
         } else if (!entry->second.replacement.empty()) {
             const std::string& from = entry->second.replacement;
             current = model::mapped_tensor(adapter.shared_file_of(from), from).to(out_type).contiguous();
         } else {
             const at::Tensor a = model::mapped_tensor(adapter.shared_file_of(entry->second.lora_a), entry->second.lora_a);
             const at::Tensor b = model::mapped_tensor(adapter.shared_file_of(entry->second.lora_b), entry->second.lora_b);
-            const at::Tensor w = model::mapped_tensor(base.shared_file_of(spec.name), spec.name);
+            const at::Tensor w = model::mapped_tensor(base.shared_file_of(sources[i]), sources[i]);
             const double scaling = lora.scaling_for(entry->second.module);
             at::Tensor merged = w.to(at::kFloat) + at::matmul(b.to(at::kFloat), a.to(at::kFloat)) * scaling;
             if (!entry->second.magnitude.empty()) {  // DoRA: each row rescaled to its magnitude (PEFT's merge_safe)
@@ -162,7 +183,8 @@ MergeSummary merge_adapter(const MergeOptions& options) {
     std::optional<int64_t> vocab_size;
     if (const auto e = entries.find("model.embed_tokens.weight"); e != entries.end() && !e->second.replacement.empty())
         vocab_size = adapter.tensor(e->second.replacement).shape.at(0);
-    model::write_model_config(options.model_dir, options.output_dir, vocab_size, options.dtype);
+    model::write_model_config(options.model_dir, options.output_dir, vocab_size, options.dtype,
+                              /*floating_point_weights=*/experts && experts->dequantizes());
     for (const char* file : {"generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                              "tokenizer.model", "added_tokens.json", "chat_template.jinja"}) {
         copy_if_present(options.model_dir, options.output_dir, file);

@@ -3,8 +3,10 @@
 // each row rescaled by m / its norm), computed in fp32 and stored in the output dtype (PEFT on CPU casts A and B to fp32 and adds the fp32 delta into W);
 // full tensors an adapter carries (PEFT saves embed_tokens and lm_head when the vocabulary was
 // resized) replace the base model's; every other tensor is copied (converted when a dtype is
-// asked for). Tensors are made and written one at a time, so memory stays at the largest tensor,
-// not the model: a 70B merge fits a small host.
+// asked for). Experts' stacks adapted through PEFT's target_parameters merge per expert in the
+// base's own layout (peft/merge_experts.h). Tensors are made and written one at a time, so memory
+// stays at the largest tensor (a MoE layer's two experts' deltas), not the model: a 70B merge fits
+// a small host.
 #pragma once
 
 #include <ATen/ATen.h>

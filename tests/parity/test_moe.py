@@ -40,6 +40,12 @@ Checks:
                  qwen3_moe adapter with target_parameters given directly (gate_up_proj at r, not
                  doubled), rank_pattern and alpha_pattern on modules, every B drawn nonzero: ftlaunch's
                  logits with it == PeftModel's (1e-5)
+  merge          `ftlaunch merge` of the experts' adapters, in the base's own layout: qwen3_moe's and
+                 mixtral's all-linear runs (per-expert tensors, mixtral's block_sparse_moe.gate) keep
+                 the base's tensor names, and transformers' logits on the merged folder equal
+                 PeftModel's on base + adapter (1e-5); gpt_oss with MXFP4 experts, one layer's
+                 experts adapted: every stack written in floating point, quantization_config dropped,
+                 logits vs PeftModel on the dequantised base (1e-5)
   mixtral        LoRA all-linear, 20 steps: per-step loss vs transformers + PEFT 1e-4 (mixtral registers its
                  router before its experts, so PEFT draws the router's adapter first; the order
                  shows from step 3, once B has moved off zero); the same on LLM.int8 attention
@@ -332,6 +338,41 @@ def check_expert_adapters(work, gpt_oss_dir, qwen_dir, data_dir, texts):
                         f"rank_pattern q_proj 6, alpha_pattern o_proj 3): ftlaunch's logits vs PeftModel's {diff:.2e}")
 
 
+def check_merges(work, qwen_dir, mixtral_dir, data_dir):
+    """`ftlaunch merge` of adapters on experts and routers, against PeftModel on the base."""
+    import peft
+    mxfp4_dir = os.path.join(work, "gpt_oss_mxfp4")  # check_mxfp4's folder
+    mxfp4_adapter = os.path.join(work, "gpt_oss_mxfp4_experts")
+    sft.run_ftlaunch(mxfp4_dir, data_dir, mxfp4_adapter, 2, 1, extra=(
+        "--lora_target_parameters", "1.mlp.experts.gate_up_proj,1.mlp.experts.down_proj,router.weight", "--max_steps", "3"))
+    cases = [("qwen3_moe", qwen_dir, os.path.join(work, "qwen3_moe_run")),
+             ("mixtral", mixtral_dir, os.path.join(work, "mixtral_lora")),
+             ("gpt_oss MXFP4", mxfp4_dir, mxfp4_adapter)]
+    ids = torch.randint(3, 200, (2, 10), generator=torch.Generator().manual_seed(5))
+    for name, base_dir, adapter in cases:
+        merged = os.path.join(work, f"merged_{name.split()[0]}")
+        proc = subprocess.run([sft.FTLAUNCH, "merge", "--model_name_or_path", base_dir, "--adapter_path", adapter,
+                               "--output_dir", merged], capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            check(False, f"{name}: ftlaunch merge exit {proc.returncode}: {proc.stderr[-1500:]}")
+            continue
+        base_names = set(load_file(os.path.join(base_dir, "model.safetensors")))
+        written = load_file(os.path.join(merged, "model.safetensors"))
+        if name.endswith("MXFP4"):
+            layout = (not any(k.endswith(("_blocks", "_scales")) for k in written)
+                      and "quantization_config" not in json.load(open(os.path.join(merged, "config.json"))))
+        else:
+            layout = set(written) == base_names
+        with torch.no_grad():
+            ours = transformers.AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)(input_ids=ids).logits
+        base = transformers.AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        moved = logits_diff(base, ids, ours)  # what the adapter changes: the merge must carry it
+        diff = logits_diff(peft.PeftModel.from_pretrained(base, adapter), ids, ours)
+        check(layout and diff <= 1e-5 and moved > 1e-3,
+              f"{name}: ftlaunch merge of the experts' and routers' adapters keeps the base's layout ({layout}); "
+              f"transformers on it vs PeftModel on base + adapter {diff:.2e} (the adapter moves the logits {moved:.2e})")
+
+
 def check_mxfp4(work, model_dir, data_dir):
     """The hub's layout: the experts' stacks as MXFP4 blocks and scales (random codes and scales
     here), quantization_config quant_method mxfp4. transformers dequantises them on a CPU; so does
@@ -380,6 +421,7 @@ def main():
                                num_local_experts=8, sliding_window=8, swiglu_limit=1.0)
         check_gpt_oss(work, gpt_oss_dir, data_dir, texts)
         check_expert_adapters(work, gpt_oss_dir, qwen_dir, data_dir, texts)
+        check_merges(work, qwen_dir, mixtral_dir, data_dir)
     if failures:
         print(f"{len(failures)} MoE checks failed")
         sys.exit(1)
