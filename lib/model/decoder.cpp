@@ -110,11 +110,10 @@ at::Tensor dropped(const at::Tensor& input, double p, const std::optional<at::Ge
     return input * keep / (1.0 - p);
 }
 
-// The weight DoRA normalises: dequantised when 4-bit (QDoRA).
+// The weight DoRA normalises: dequantised when 4-bit (QDoRA) or 8-bit (PEFT's dequantize_bnb_weight:
+// int8_vectorwise_dequant, fp32).
 at::Tensor dora_base_weight(const Linear& linear) {
-    if (linear.int8)
-        fail(ErrorKind::kConfig, "--use_dora True: DoRA on 8-bit (LLM.int8) base weights is not in this build (DoRA on 4-bit "
-                                 "weights, QDoRA, is)");
+    if (linear.int8) return quant::dequantize_int8(linear.weight, linear.int8->scales);
     return linear.four_bit ? quant::dequantize_4bit(linear.weight, *linear.four_bit) : linear.weight;
 }
 

@@ -62,9 +62,6 @@ void check_run_settings(const config::RunConfig& run, const RankContext& rank, c
             fail(ErrorKind::kConfig, "--use_8bit_quantization True under ZeRO stage 3: LLM.int8 weights carry per-row scales "
                                      "that ZeRO-3 cannot partition with them; use ZeRO stage 0-2, or --use_4bit_quantization "
                                      "True with --bnb_4bit_quant_storage_dtype bfloat16 (the QLoRA + ZeRO-3 recipe)");
-        if (args.use_dora)
-            fail(ErrorKind::kConfig, "--use_dora True with --use_8bit_quantization True: DoRA on 8-bit base weights is not in "
-                                     "this build (DoRA on 4-bit weights, QDoRA, is)");
     }
     // The run's length is not known yet: the schedule is built over one step for its checks.
     if (!(run.uses_deepspeed && run.deepspeed.scheduler)) {

@@ -14,6 +14,8 @@
             CPU path: the magnitudes start from the dequantised weights; 1e-4 as test_qlora; and under
             ZeRO-3 on 2 ranks (bf16 storage, layers quantised as they are partitioned) vs stage 0 on 2
             ranks, as test_qlora compares QLoRA (no clipping): 1e-5
+  8-bit     LLM.int8 base (--use_8bit_quantization) against PEFT on bitsandbytes' CPU path in train
+            mode, magnitudes from the dequantised int8 weights (PEFT's dequantize_bnb_weight): 1e-4
   refused   --use_dora without --use_peft_lora
 """
 import os
@@ -37,6 +39,24 @@ def saved_name(state_dict_key):
     """PEFT's state-dict key -> the name in adapter_model.safetensors."""
     name = state_dict_key.replace(".default", "")
     return name[:-len(".weight")] if name.endswith("lora_magnitude_vector.weight") else name
+
+
+def keep_int8_scales_across_steps():
+    """The reference's 8-bit DoRA on a CPU crashes on its second forward (bitsandbytes 0.50, PEFT
+    0.21.2): DoRA's forward replaces the Int8Params through .to(), whose copy carries the codes as
+    CB but no SCB, so the next Linear8bitLt.forward re-runs init_8bit_state and overwrites the
+    layer's scales with None (MatMul8bitFp then fails on state.SCB). Keeping the scales the state
+    already holds changes no number: they are the same scales the weights were quantised with."""
+    import bitsandbytes as bnb
+    init = bnb.nn.Linear8bitLt.init_8bit_state
+
+    def init_keeping_scales(self):
+        scales = self.state.SCB
+        init(self)
+        if self.state.SCB is None:
+            self.state.SCB = scales
+
+    bnb.nn.Linear8bitLt.init_8bit_state = init_keeping_scales
 
 
 def main():
@@ -111,6 +131,14 @@ def main():
                                         load_kwargs={"quantization_config": bnb, "device_map": "cpu"})
         sft.compare_curves(qdora, ref_q, 1e-4, "QDoRA (NF4, nested) against transformers + bitsandbytes + PEFT")
         check(max(abs(a - b) / abs(b) for a, b in zip(qdora, one)) > 1e-4, "QDoRA's curve differs from 16-bit DoRA's")
+        keep_int8_scales_across_steps()
+        dora_8bit, _ = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, "dora_8bit"), 4, 1,
+                                        extra=("--use_dora", "True", "--use_8bit_quantization", "True"))
+        ref_8bit, _ = sft.reference_losses(model_dir, texts, 4, 1, lora_kwargs=DORA, train_mode=True, load_kwargs={
+            "quantization_config": transformers.BitsAndBytesConfig(load_in_8bit=True), "device_map": "cpu"})
+        sft.compare_curves(dora_8bit, ref_8bit, 1e-4, "DoRA on LLM.int8 base weights against transformers + bitsandbytes "
+                                                      "+ PEFT (magnitudes from the dequantised int8 weights)")
+        check(max(abs(a - b) / abs(b) for a, b in zip(dora_8bit, one)) > 1e-4, "8-bit DoRA's curve differs from 16-bit DoRA's")
         # bf16 storage, as the seed's QLoRA command, compared as test_qlora compares plain QLoRA:
         # 2 ranks under ZeRO-3 vs DeepSpeed stage 0, without clipping, learning rate 1e-2.
         bf16_storage = ("--use_dora", "True", *test_qlora.FOUR_BIT, "--bnb_4bit_quant_storage_dtype", "bfloat16",
