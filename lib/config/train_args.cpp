@@ -270,6 +270,7 @@ const std::vector<FlagSpec>& flag_table() {
         flag("warmup_steps", &A::warmup_steps, number(0.0, 1e12)),
         flag("max_grad_norm", &A::max_grad_norm, number(0.0, 1e12)),
         flag("neftune_noise_alpha", &A::neftune_noise_alpha, number(0.0, 1e6)),
+        flag("router_aux_loss_coef", &A::router_aux_loss_coef, number(0.0, 1e6)),
         flag("output_dir", &A::output_dir, text()),
         flag("overwrite_output_dir", &A::overwrite_output_dir, boolean()),
         flag("per_device_train_batch_size", &A::per_device_train_batch_size, integer(1)),

@@ -135,6 +135,9 @@ struct TrainArgs {
     double warmup_steps = 0;                  // int = steps; float in [0,1) = ratio
     double max_grad_norm = 1.0;               // 0 disables clipping
     std::optional<double> neftune_noise_alpha;  // NEFTune's noise on the input embeddings in training
+    // TRL's router_aux_loss_coef: the weight of a MoE model's load-balancing loss; unset, the model
+    // config's router_aux_loss_coef; 0 turns the loss off (model/router_balance.h).
+    std::optional<double> router_aux_loss_coef;
     std::string output_dir = "trainer_output";
     bool overwrite_output_dir = false;
     int per_device_train_batch_size = 8;

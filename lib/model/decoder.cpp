@@ -10,6 +10,7 @@
 #include "model/experts.h"
 #include "model/neftune.h"
 #include "model/recompute.h"
+#include "model/router_balance.h"
 #include "model/rms_norm.h"
 #include "model/rope.h"
 #include "model/swiglu.h"
@@ -390,6 +391,13 @@ at::Tensor CausalLM::hidden_states(const Batch& batch, const ForwardOptions& opt
     auto report = [&options](const std::string& where) {
         if (options.progress) options.progress(where);
     };
+    if (options.router_balance) {  // the load-balancing loss counts the real tokens' rows only
+        const bool masked = batch.attention_mask.defined() && has_padding(batch);
+        const double real_rows = !masked        ? static_cast<double>(batch.input_ids.numel())
+                                 : batch.padded ? static_cast<double>(batch.real_tokens)
+                                                : batch.attention_mask.sum().item<double>();
+        options.router_balance->start_batch(masked ? batch.attention_mask : at::Tensor(), real_rows);
+    }
     at::Tensor hidden;
     {
         const AcquiredPart embeddings(options, WeightResidency::kEmbeddings);

@@ -162,6 +162,8 @@ std::string part_name(int part);
 // the layer again in backward (model/recompute.h); with `residency` (ZeRO-3) every part is
 // acquired just before it runs and released after, and layers are always recomputed in backward
 // (their weights are gathered again there). `progress`, when set, hears where the pass is.
+class RouterBalance;  // model/router_balance.h
+
 struct ForwardOptions {
     bool training = false;
     std::optional<at::Generator> generator;
@@ -185,6 +187,10 @@ struct ForwardOptions {
     bool recomputing = false;
     WeightResidency* residency = nullptr;
     ProgressReport progress;
+    // When set (a MoE model, TRL's router_aux_loss_coef != 0): every MoE layer adds its routing to
+    // the load-balancing loss and carries its gradient (model/router_balance.h). Shared, so that
+    // recomputed layers and backward see the one the forward filled.
+    std::shared_ptr<RouterBalance> router_balance;
 };
 
 // Holds one part of the weights whole for its lifetime (no-op without a residency); reports

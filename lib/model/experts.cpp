@@ -3,6 +3,7 @@
 #include <tuple>
 #include <vector>
 
+#include "model/router_balance.h"
 #include "util/error.h"
 
 namespace ftl::model {
@@ -41,6 +42,11 @@ at::Tensor experts_forward(const DecoderLayerWeights& layer, const MoeConfig& mo
         std::tie(weights, chosen) = at::topk(at::softmax(logits, -1, at::kFloat), k, -1);
         if (moe.normalize_top_k) weights = weights / weights.sum(-1, /*keepdim=*/true);
         if (moe.weights_in_logits_type) weights = weights.to(logits.scalar_type());
+    }
+    if (options.router_balance) {  // load_balancing_loss_func's probabilities: softmax in the logits' type
+        const at::Tensor probs = at::softmax(logits, -1).to(at::kFloat);
+        if (!options.recomputing) options.router_balance->add_layer(probs);
+        weights = options.router_balance->carry_gradient(weights, probs);
     }
 
     // (token, slot) pairs sorted by expert: rows [S = N*k, H], expert e's rows contiguous.

@@ -301,11 +301,9 @@ void read_moe(const json& config, const ConfigReader& r, DecoderConfig& c) {
         moe.swiglu_limit = r.number("swiglu_limit", 7.0);
         if (*moe.swiglu_limit <= 0) r.bad("swiglu_limit", "must be > 0 (the clamp of the experts' gate and up)");
     }
-    // The load-balancing loss (Switch Transformer's) is added only when the config asks for the
-    // router logits; the released configs do not.
-    if (r.boolean("output_router_logits", false))
-        r.bad("output_router_logits", "must be false: ftlaunch trains without the router's load-balancing loss "
-                                      "(router_aux_loss_coef), which transformers adds only with it");
+    // The load-balancing loss's weight (model/router_balance.h). TRL's SFTTrainer adds the loss
+    // whenever it is not 0, whatever output_router_logits says (it sets that itself).
+    moe.router_aux_loss_coef = r.number("router_aux_loss_coef", 0.001);
     if (mixtral && r.number("router_jitter_noise", 0.0) != 0.0)
         r.bad("router_jitter_noise", "must be 0: ftlaunch does not jitter the router's input");
     c.layer_moe.assign(static_cast<size_t>(c.num_layers), true);

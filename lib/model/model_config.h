@@ -76,6 +76,9 @@ struct MoeConfig {
     bool softmax_after_top_k = false, biases = false, interleaved_gate_up = false, stacks_in_out = false;
     std::optional<double> swiglu_limit;
     double swiglu_alpha = 1.702;
+    // router_aux_loss_coef (0.001 in all three configs' defaults; gpt-oss's released config.json
+    // says 0.9): the weight of the router's load-balancing loss in training (model/router_balance.h).
+    double router_aux_loss_coef = 0.001;
 
     // Those names: the block's module inside a layer and each expert's three linears (transformers
     // 4's names, which PEFT's target mapping also reads).

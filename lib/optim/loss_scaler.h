@@ -37,6 +37,7 @@ public:
     LossScaler(LossScalerOptions options, const at::Device& device);
 
     double scale() const;
+    const at::Tensor& scale_tensor() const { return scale_; }  // the same, on the device (no read)
     at::Tensor scaled(const at::Tensor& loss) const;  // loss * scale, for backward
     // Divides every gradient by the scale in place; true when they are all finite.
     bool unscale(std::vector<at::Tensor>& grads);

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/loss.h"
+#include "model/router_balance.h"
 #include "peft/lora.h"
 #include "train/autocast.h"
 #include "train/batches.h"
@@ -49,9 +50,12 @@ EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& 
     forward.residency = options.residency;
     forward.progress = options.progress;
     forward.fused_kernels = options.fused_kernels;
+    forward.router_balance = options.router_balance;
     // Each batch's summed loss stays on the device (read once at the end: a read waits for the
-    // device); its targets are counted on the host.
+    // device); its targets are counted on the host. A MoE model's weighted load-balancing loss
+    // joins each batch's loss as TRL's compute_loss adds it in evaluation (coefficient · aux).
     at::Tensor loss_sums = at::zeros({steps}, at::TensorOptions().dtype(at::kDouble).device(device));
+    at::Tensor weighted_aux = at::zeros({steps}, at::TensorOptions().dtype(at::kDouble).device(device));
     at::Tensor targets = at::zeros({steps}, at::TensorOptions().dtype(at::kDouble));
     for (int64_t s = 0; s < steps; ++s) {
         model::Batch inputs = collate(rows, batches[static_cast<size_t>(s)], pad_id, packed, device);
@@ -61,6 +65,8 @@ EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& 
         const model::LossResult result = model::causal_lm_loss(model, inputs, sum, forward);
         loss_sums[s].copy_(result.loss.detach().to(at::kDouble));
         targets[s] = static_cast<double>(result.counted_tokens);
+        if (forward.router_balance)
+            weighted_aux[s].copy_(forward.router_balance->loss().to(at::kDouble) * forward.router_balance->coefficient());
     }
     // transformers' evaluation_loop (5.24): step s's loss on rank r is its summed loss over the
     // targets of all ranks' batches at s, times the world size (average_tokens_across_devices);
@@ -70,7 +76,7 @@ EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& 
     // batch, for then every batch is whole); eval_loss is the mean of the copies, the non-finite ones left out when some are finite
     // (--logging_nan_inf_filter).
     if (rank.comm) rank.comm->all_reduce(targets, dist::ReduceOp::kSum);
-    const at::Tensor sums = loss_sums.cpu();
+    const at::Tensor sums = loss_sums.cpu(), aux = weighted_aux.cpu();
     const double world = rank.world_size;
     const int64_t left_over =
         batching.drop_last ? 0 : static_cast<int64_t>(rows.size()) % (rank.world_size * batch_size);
@@ -79,7 +85,7 @@ EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& 
         int64_t count = batch_size;
         if (s + 1 == steps && left_over > 0) count = std::clamp<int64_t>(left_over - rank.rank * batch_size, 0, batch_size);
         if (count == 0) continue;
-        const double loss = sums[s].item<double>() / targets[s].item<double>() * world;
+        const double loss = sums[s].item<double>() / targets[s].item<double>() * world + aux[s].item<double>();
         all_sum += static_cast<double>(count) * loss;
         all_count += static_cast<double>(count);
         if (std::isfinite(loss)) {
@@ -112,6 +118,7 @@ void run_evaluate(const config::RunConfig& run, const RankContext& rank) {
     if (!args.adapter_path.empty()) peft::load_adapter(args.adapter_path, job_model.loaded.model);
     model::ForwardOptions forward;
     forward.fused_kernels = args.fused_kernels;
+    forward.router_balance = router_balance_for(args, job_model.loaded.model.config());
     const EvalResult result = evaluate(job_model.loaded.model, rows, batching, inputs.tokenizer.pad_id().value_or(0),
                                        packs_rows(args, true), device, autocast_dtype(args), forward,
                                        args.logging_nan_inf_filter, rank);

@@ -8,6 +8,7 @@
 #include "data/dataset.h"
 #include "data/row_cache.h"
 #include "io/hub.h"
+#include "model/router_balance.h"
 #include "model/tensor_io.h"
 #include "train/autocast.h"
 #include "util/error.h"
@@ -123,6 +124,19 @@ peft::LoraConfig lora_config(const config::TrainArgs& args) {
     lora.use_dora = args.use_dora;
     lora.base_model_name_or_path = args.model_name_or_path;
     return lora;
+}
+
+std::shared_ptr<model::RouterBalance> router_balance_for(const config::TrainArgs& args,
+                                                         const model::DecoderConfig& config) {
+    if (!config.moe) {
+        if (args.router_aux_loss_coef.value_or(0.0) != 0.0)
+            fail(ErrorKind::kConfig, "--router_aux_loss_coef: " + config.model_type + " is not a mixture-of-experts "
+                                     "model, so there is no load-balancing loss to weight (leave the flag out)");
+        return nullptr;
+    }
+    const double coefficient = args.router_aux_loss_coef.value_or(config.moe->router_aux_loss_coef);
+    if (coefficient == 0.0) return nullptr;
+    return std::make_shared<model::RouterBalance>(config.moe->num_experts, config.moe->experts_per_token, coefficient);
 }
 
 std::optional<quant::FourBitConfig> four_bit_config(const config::TrainArgs& args) {

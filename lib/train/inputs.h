@@ -80,6 +80,13 @@ JobModel load_job_model(const JobInputs& inputs, const at::Device& device, bool 
 // The --lora_* flags (and the base model's name) as PEFT's LoraConfig.
 peft::LoraConfig lora_config(const config::TrainArgs& args);
 
+// TRL's MoE load-balancing loss for this run (model/router_balance.h), as SFTTrainer decides it:
+// on a MoE model with a coefficient (--router_aux_loss_coef, else config.json's
+// router_aux_loss_coef) other than 0; else null. --router_aux_loss_coef other than 0 on a dense
+// model is ftl::Error(kConfig), as TRL raises.
+std::shared_ptr<model::RouterBalance> router_balance_for(const config::TrainArgs& args,
+                                                         const model::DecoderConfig& config);
+
 // --use_4bit_quantization True: the 4-bit scheme the --bnb_4bit_* flags and --use_nested_quant
 // choose (blocksize 64, as bitsandbytes); nullopt without it.
 std::optional<quant::FourBitConfig> four_bit_config(const config::TrainArgs& args);

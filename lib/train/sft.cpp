@@ -14,6 +14,7 @@
 #include "io/atomic_file.h"
 #include "io/checkpoint.h"
 #include "model/loss.h"
+#include "model/router_balance.h"
 #include "model/quantize.h"
 #include "model/save.h"
 #include "model/tensor_io.h"
@@ -335,6 +336,10 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     forward.recompute_every = args.checkpoint_every_n_layers;
     forward.neftune_noise_alpha = args.neftune_noise_alpha.value_or(0.0);
     forward.residency = partitioned ? &*partitioned : nullptr;
+    forward.router_balance = router_balance_for(args, lm.config());
+    if (main_rank && forward.router_balance)
+        log.info("MoE load-balancing loss on, weight " + format_number(forward.router_balance->coefficient()) +
+                 " (router_aux_loss_coef; TRL's SFTTrainer adds it; --router_aux_loss_coef 0 turns it off)");
     json log_history = json::array();
     BestModelTracker best(args);
 
@@ -419,11 +424,15 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     // the device and read (all-reduced over ranks) only when logging: a read waits for the device.
     at::Tensor logged_loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
     // The summed loss over ranks since the last logging step, read and reset (collective).
+    // TRL's aux_loss metric: the load-balancing loss's mean over the interval's micro-batches and the ranks.
+    at::Tensor logged_aux_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
+    int64_t logged_aux_count = 0;
     auto take_logged_loss = [&] {
-        at::Tensor total = logged_loss_sum.reshape({1}).cpu().clone();
+        at::Tensor total = at::stack({logged_loss_sum, logged_aux_sum}).cpu().clone();
         if (rank.comm) rank.comm->all_reduce(total, dist::ReduceOp::kSum);
         logged_loss_sum.zero_();
-        return total.item<double>();
+        logged_aux_sum.zero_();
+        return std::pair{total[0].item<double>(), total[1].item<double>()};
     };
     std::optional<double> last_logged_loss;
     double run_loss_total = 0.0;  // every step's loss this run (HF's _total_loss_scalar), for train_loss
@@ -449,6 +458,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         model::ForwardOptions eval_forward;
         eval_forward.residency = forward.residency;
         eval_forward.fused_kernels = forward.fused_kernels;
+        eval_forward.router_balance = forward.router_balance;
         if (rank.heartbeat)
             eval_forward.progress = [&beat, at_eval](const std::string& where) { beat(at_eval + where); };
         const auto eval_start = std::chrono::steady_clock::now();
@@ -511,6 +521,17 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                 const AutocastScope autocast(precision, device);
                 loss = model::causal_lm_loss(lm, b, loss_options, forward).loss;
             }
+            if (forward.router_balance) {
+                // TRL's SFTTrainer: + coefficient · aux / accumulation steps per micro-batch, the
+                // ranks' gradients averaged (here summed: / world size too).
+                const double weight = forward.router_balance->coefficient() /
+                                      static_cast<double>(micro.size() * static_cast<size_t>(rank.world_size));
+                const at::Tensor aux = forward.router_balance->loss();
+                forward.router_balance->set_loss_weight(weight, scaler ? scaler->scale_tensor() : at::Tensor());
+                loss = loss + (aux * weight).to(loss.scalar_type());
+                logged_aux_sum += aux.to(at::kDouble);
+                ++logged_aux_count;
+            }
             beat(at_micro_batch + "backward of the loss");
             if (m + 1 == micro.size()) optimizer.reduce_during_next_backward();  // overlap_comm
             (scaler ? scaler->scaled(loss) : loss).backward();
@@ -566,11 +587,14 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         const StepActions actions = flow.after_step(done);
         ++logged_steps;
         double grad_norm = 0.0;
+        std::optional<double> logged_aux;
         if (actions.log) {  // the reads wait for the device: inside the timed interval
             beat(at_step + "all-reduce of the logged loss");
-            const double loss_total = take_logged_loss();
+            const auto [loss_total, aux_total] = take_logged_loss();
             run_loss_total += loss_total;
             last_logged_loss = loss_total / static_cast<double>(logged_steps);
+            if (logged_aux_count > 0) logged_aux = aux_total / static_cast<double>(logged_aux_count * rank.world_size);
+            logged_aux_count = 0;
             grad_norm = update.grad_norm.item<double>();  // HF logs the last step's
         }
         interval_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
@@ -591,6 +615,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                           {"learning_rate", logged_rate},
                           {"epoch", epoch},
                           {"step", done}};
+            if (logged_aux) entry["aux_loss"] = *logged_aux;
             if (count_input_tokens) {  // Trainer.log: the count, and this session's token rate
                 add_input_tokens(entry);
                 entry.update(speed_metrics("train", seconds, {std::nullopt, std::nullopt, input_tokens.total() - session_start_tokens}));
@@ -677,7 +702,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     }
     if (main_rank && partitioned && (rank.comm || offload_param)) log.info(partitioned->describe_prefetch());
 
-    run_loss_total += take_logged_loss();  // collective: the steps since the last log
+    run_loss_total += take_logged_loss().first;  // collective: the steps since the last log
     flos.store(rank.comm);                 // collective
     RunTotals totals{first_step, total_steps, static_cast<int64_t>(data.train.size()), rank.world_size};
     totals.runtime_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

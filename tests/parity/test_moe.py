@@ -13,7 +13,14 @@ Checks:
                  experts, gate), adapter_config.json its target_parameters and rank/alpha patterns;
                  PeftModel.from_pretrained(output_dir) logits == ftlaunch's with that adapter (1e-5)
   ZeRO-3         the same run on 2 ranks with every tensor partitioned (the experts' stacks too)
-                 == 1 rank (1e-5)
+                 == DeepSpeed stage 0 on 2 ranks (1e-5; the load-balancing loss is per rank and
+                 micro-batch, so 2 ranks are compared with 2)
+  aux loss       TRL's SFTTrainer adds router_aux_loss_coef x the router's load-balancing loss
+                 (on by default: 0.001 from the config); every curve here has it, and at
+                 --router_aux_loss_coef 1.0 the curve matches the reference's with TRL's term
+                 (1e-4), with and without layers recomputed in backward; aux_loss logged each step;
+                 `ftlaunch evaluate`'s eval_loss adds 1.0 x aux per batch as TRL's (1e-5); the flag
+                 on a dense model is refused
   train.py list  the seed's list (q..o_proj, gate_proj, up_proj, down_proj) with --lora_dropout 0.1
                  is refused on qwen3_moe naming --lora_dropout, as PEFT raises; on mixtral (experts
                  w1/w2/w3) the list adapts the attention only, the tensors PEFT adapts, with a warning
@@ -27,7 +34,7 @@ Checks:
                  reference's save_pretrained (4-bit attention, bf16 experts per expert) loads as it is
                  and gives the quantise-on-load logits bit for bit
   gpt_oss        LoRA all-linear (the attention: PEFT maps no name to its experts) curve and adapter
-                 vs transformers + PEFT 1e-4; ZeRO-3 on 2 ranks == 1 rank 1e-5; full fine-tuning saved
+                 vs transformers + PEFT 1e-4; ZeRO-3 on 2 ranks == stage 0 1e-5; full fine-tuning saved
                  in transformers' [E, in, out] layout, loaded by transformers (1e-5); QLoRA curve vs
                  transformers + bitsandbytes + PEFT 1e-4; MXFP4 experts (random codes) dequantised
                  on load as transformers dequantises them (logits 1e-5), a full fine-tune of them
@@ -135,13 +142,73 @@ def check_lora_curve_and_adapter(work, model_dir, data_dir, texts):
     return ours
 
 
-def check_zero3(work, model_dir, data_dir, one_rank):
-    sharded, log = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, "qwen3_moe_zero3"), 1, 2,
+def zero3_vs_stage0(work, model_dir, data_dir, name):
+    """(worst rel diff of the loss curves, ZeRO-3's log): 2 ranks under ZeRO-3 with every tensor
+    partitioned against the same 2 ranks under DeepSpeed stage 0. Like for like: the
+    load-balancing loss (on by default, as TRL adds it) is a per-micro-batch, per-rank quantity, so
+    the curve depends on how the batch is split over ranks, as it does in the HF stack."""
+    sharded, log = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, f"{name}_zero3"), 1, 2,
                                     launcher=("--config_file", zero3_everything_partitioned(work, 2)))
-    worst = max(abs(x - y) / abs(y) for x, y in zip(sharded, one_rank)) if len(sharded) == len(one_rank) else float("inf")
-    held = "holds" in log
-    check(worst <= 1e-5 and held,
-          f"qwen3_moe ZeRO-3 on 2 ranks, every tensor partitioned: loss curve vs 1 rank worst rel diff {worst:.2e} <= 1e-5")
+    plain, _ = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, f"{name}_stage0"), 1, 2,
+                                launcher=("--config_file", test_zero.zero_config(work, 0, 2, 2)))
+    return test_zero.worst_curve_diff(sharded, plain), log
+
+
+def check_zero3(work, model_dir, data_dir):
+    worst, log = zero3_vs_stage0(work, model_dir, data_dir, "qwen3_moe")
+    check(worst <= 1e-5 and "holds" in log,
+          f"qwen3_moe ZeRO-3 on 2 ranks, every tensor partitioned: loss curve vs stage 0 on 2 ranks worst rel diff "
+          f"{worst:.2e} <= 1e-5")
+
+
+def check_aux_loss(work, model_dir, dense_dir, data_dir, texts, default_curve):
+    """TRL's load-balancing loss at a weight where its gradient shapes the curve: --router_aux_loss_coef
+    1.0 against the reference at 1.0, with the layers recomputed in backward (the default) and
+    without; the curve leaves the default weight's (0.001) far behind, so a wrong aux gradient would show.
+    --router_aux_loss_coef on a dense model is refused, as TRL refuses it."""
+    ref, _ = sft.reference_losses(model_dir, texts, 2, 2, router_aux_loss_coef=1.0)
+    for recompute in ("True", "False"):
+        ours, log = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, f"qwen3_moe_aux_{recompute}"), 2, 2,
+                                     extra=("--router_aux_loss_coef", "1.0", "--gradient_checkpointing", recompute))
+        sft.compare_curves(ours, ref, 1e-4, f"qwen3_moe with the load-balancing loss at weight 1.0 (layers recomputed: "
+                                            f"{recompute}): 20 steps against transformers+peft with TRL's aux term")
+    history = json.load(open(os.path.join(work, "qwen3_moe_aux_True", "trainer_state.json")))["log_history"]
+    logged = [e["aux_loss"] for e in history if "aux_loss" in e]
+    moved = test_zero.worst_curve_diff(ours, default_curve)
+    check(len(logged) == len(ours) and all(1.0 <= a <= 8.0 for a in logged) and moved > 1e-3,
+          f"every logged step has TRL's aux_loss metric ({logged[0]:.3f} .. {logged[-1]:.3f}: E * sum f P lies in "
+          f"[1, E]); the curve differs from weight 0.001's by {moved:.2e}")
+    # Evaluation: TRL's compute_loss adds coefficient x aux to each batch's mean loss (padding rows
+    # left out of aux), which transformers' own loss with router_aux_loss_coef set computes.
+    proc = subprocess.run([sft.FTLAUNCH, "--cpu", "--num_processes", "1", "evaluate", "--model_name_or_path", model_dir,
+                           "--dataset_name", data_dir, "--splits", "train", "--max_seq_len", "128", "--bf16", "False",
+                           "--per_device_eval_batch_size", "4", "--router_aux_loss_coef", "1.0"],
+                          capture_output=True, text=True, timeout=300)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    got = json.loads(lines[-1])["eval_loss"] if proc.returncode == 0 and lines else None
+    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+    rows = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir)
+    model.router_aux_loss_coef = 1.0
+    total = 0.0
+    for start in range(0, len(rows), 4):
+        batch = rows[start:start + 4]
+        length = max(len(r) for r in batch)
+        with torch.no_grad():
+            loss = model(input_ids=torch.tensor([r + [0] * (length - len(r)) for r in batch]),
+                         attention_mask=torch.tensor([[1] * len(r) + [0] * (length - len(r)) for r in batch]),
+                         labels=torch.tensor([r + [-100] * (length - len(r)) for r in batch]),
+                         output_router_logits=True).loss.item()
+        total += len(batch) * loss
+    expected = total / len(rows)
+    check(got is not None and abs(got - expected) <= 1e-5 * expected,
+          f"ftlaunch evaluate with the load-balancing loss at 1.0: eval_loss {got} == TRL's (batch mean + 1.0 x aux, "
+          f"padding left out) {expected:.6f}")
+    dense = sft.ftlaunch_command(dense_dir, data_dir, os.path.join(work, "dense_aux"), 2, 1,
+                                 extra=("--router_aux_loss_coef", "0.5"))
+    proc = subprocess.run(dense, capture_output=True, text=True)
+    said = [l for l in proc.stderr.splitlines() if "not a mixture-of-experts model" in l]
+    check(proc.returncode == 2 and said, f"--router_aux_loss_coef on a dense model: exit {proc.returncode}, {said[:1]}")
 
 
 def check_train_py_list(work, qwen_dir, mixtral_dir, data_dir):
@@ -273,11 +340,9 @@ def check_gpt_oss(work, model_dir, data_dir, texts):
     config = json.load(open(os.path.join(out, "adapter_config.json")))
     check(set(saved) == reference and not config.get("target_parameters"),
           f"gpt_oss adapter: PEFT's {len(reference)} tensors (q/k/v/o_proj only), no target_parameters")
-    sharded, _ = sft.run_ftlaunch(model_dir, data_dir, os.path.join(work, "gpt_oss_zero3"), 1, 2,
-                                  launcher=("--config_file", zero3_everything_partitioned(work, 2)))
-    diff = test_zero.worst_curve_diff(sharded, ours)
+    diff, _ = zero3_vs_stage0(work, model_dir, data_dir, "gpt_oss")
     check(diff <= 1e-5, f"gpt_oss ZeRO-3 on 2 ranks, every tensor partitioned (sinks, stacks and their biases too) vs "
-                        f"1 rank: worst rel diff {diff:.2e} <= 1e-5")
+                        f"stage 0 on 2 ranks: worst rel diff {diff:.2e} <= 1e-5")
 
     full = os.path.join(work, "gpt_oss_full")
     sft.run_ftlaunch(model_dir, data_dir, full, 2, 1, extra=("--use_peft_lora", "False", "--learning_rate", "1e-3",
@@ -412,7 +477,8 @@ def main():
                             num_experts=8, norm_topk_prob=True)
         mixtral_dir = tiny_moe(work, llama_dir, "mixtral", "mixtral", num_local_experts=8)
         one_rank = check_lora_curve_and_adapter(work, qwen_dir, data_dir, texts)
-        check_zero3(work, qwen_dir, data_dir, one_rank)
+        check_zero3(work, qwen_dir, data_dir)
+        check_aux_loss(work, qwen_dir, llama_dir, data_dir, texts, one_rank)
         check_train_py_list(work, qwen_dir, mixtral_dir, data_dir)
         check_full_fine_tuning(work, mixtral_dir, data_dir)
         check_four_bit(work, qwen_dir, data_dir, texts)

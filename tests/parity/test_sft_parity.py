@@ -121,7 +121,7 @@ def run_ftlaunch(model_dir, data_dir, out, batch, accumulation, extra=(), launch
 
 def reference_losses(model_dir, texts, batch, accumulation, fp16=False, load_kwargs=None, bf16=False, full=False, lr=2e-2,
                      weight_decay=0.01, decay_groups=True, make_optimizer=None, data_seed=None, rows=None, collate=None,
-                     lora_kwargs=None, train_mode=False):
+                     lora_kwargs=None, train_mode=False, router_aux_loss_coef=None):
     """load_kwargs: more from_pretrained arguments (test_qlora: a BitsAndBytesConfig). bf16: the
     model loaded in bf16 (PEFT keeps the adapters fp32), every forward under autocast(bfloat16).
     full: every weight trained, no PEFT. decay_groups: the Trainer's two parameter groups (no weight
@@ -132,7 +132,10 @@ def reference_losses(model_dir, texts, batch, accumulation, fp16=False, load_kwa
     (test_packing: TRL's packed rows and its padding-free collator). lora_kwargs: more LoraConfig
     arguments (test_dora: use_dora). train_mode: model.train(), as the Trainer sets it (test_int8:
     bitsandbytes' 8-bit linears multiply otherwise in train mode; the other cases run in the mode
-    from_pretrained leaves, eval, which computes the same for them)."""
+    from_pretrained leaves, eval, which computes the same for them). A mixture-of-experts model
+    (a config with output_router_logits): TRL's SFTTrainer adds router_aux_loss_coef (the argument,
+    else the config's) times the router's load-balancing loss to each micro-batch's loss, divided
+    by the accumulation steps, and logs the sum."""
     tok = transformers.AutoTokenizer.from_pretrained(model_dir)
     tok.pad_token = tok.eos_token
     if rows is None:
@@ -155,6 +158,12 @@ def reference_losses(model_dir, texts, batch, accumulation, fp16=False, load_kwa
                                                             **(lora_kwargs or {})))
     if train_mode:
         model.train()
+    config = model.config.get_text_config()
+    aux_coef = 0.0
+    if hasattr(config, "output_router_logits"):
+        aux_coef = config.router_aux_loss_coef if router_aux_loss_coef is None else router_aux_loss_coef
+        getattr(model, "get_base_model", lambda: model)().router_aux_loss_coef = 0.0  # added below, as TRL adds it
+    aux_kwargs = {"output_router_logits": True} if aux_coef else {}
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
     decayed = set(transformers.Trainer.get_decay_parameter_names(None, model)) if decay_groups else {n for n, _ in named}
@@ -184,9 +193,10 @@ def reference_losses(model_dir, texts, batch, accumulation, fp16=False, load_kwa
         total = 0.0
         for m in micro:
             with torch.autocast("cpu", dtype=torch.bfloat16 if bf16 else torch.float16, enabled=fp16 or bf16):
-                out = model(**m, num_items_in_batch=torch.tensor(n_items))
-            scaler.scale(out.loss).backward()
-            total += out.loss.item()
+                out = model(**m, num_items_in_batch=torch.tensor(n_items), **aux_kwargs)
+            loss = out.loss + aux_coef * out.aux_loss / accumulation if aux_coef else out.loss
+            scaler.scale(loss).backward()
+            total += loss.item()
         scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(params, 0.5)
         scale_before = scaler.get_scale()

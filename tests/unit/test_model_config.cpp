@@ -271,8 +271,10 @@ TEST_CASE("config.json: gpt-oss's sinks, windows, YaRN and experts", "[model]") 
                       ErrorKind::kConfig, "quantization_config", "gpt_oss's mxfp4");
     FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "gpt_oss", "swiglu_limit": 0, )" + shape + "}", "c"),
                       ErrorKind::kConfig, "swiglu_limit", "> 0");
-    FTL_REQUIRE_ERROR(parse_decoder_config(R"({"model_type": "gpt_oss", "output_router_logits": true, )" + shape + "}", "c"),
-                      ErrorKind::kConfig, "output_router_logits", "load-balancing");
+    // The load-balancing loss's weight: the config's (gpt-oss's released 0.9), else transformers' default.
+    CHECK(parse_decoder_config(R"({"model_type": "gpt_oss", "router_aux_loss_coef": 0.9, )" + shape + "}", "c")
+              .moe->router_aux_loss_coef == 0.9);
+    CHECK(parse_decoder_config(R"({"model_type": "gpt_oss", )" + shape + "}", "c").moe->router_aux_loss_coef == 0.001);
 }
 
 TEST_CASE("config.json: bad values name the key, the value and the rule", "[model]") {
