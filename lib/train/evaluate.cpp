@@ -68,16 +68,16 @@ EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& 
         if (forward.router_balance)
             weighted_aux[s].copy_(forward.router_balance->loss().to(at::kDouble) * forward.router_balance->coefficient());
     }
-    // transformers' evaluation_loop (5.24): step s's loss on rank r is its summed loss over the
-    // targets of all ranks' batches at s, times the world size (average_tokens_across_devices);
-    // each is repeated per_device_eval_batch_size times and gathered, the last step's gathered
-    // copies cut to the rows left over (rows % (world x batch)), so the wrapped-around rows drop
-    // out (accelerate's gather_for_metrics; it cuts nothing when the DataLoader drops the last
-    // batch, for then every batch is whole); eval_loss is the mean of the copies, the non-finite ones left out when some are finite
-    // (--logging_nan_inf_filter).
-    if (rank.comm) rank.comm->all_reduce(targets, dist::ReduceOp::kSum);
+    // TRL's SFTTrainer.prediction_step (1.16) asks compute_loss for step s's loss without
+    // num_items_in_batch: on rank r, the mean over that rank's own batch targets (clamped to >= 1)
+    // plus coefficient x aux; transformers' evaluation_loop (5.24) repeats it
+    // per_device_eval_batch_size times and gathers the copies, the last step's cut to the rows
+    // left over (rows % (world x batch)), so the wrapped-around rows drop out (accelerate's
+    // gather_for_metrics; it cuts nothing when the DataLoader drops the last batch, for then every
+    // batch is whole); eval_loss is the mean of the copies, the non-finite ones left out when some
+    // are finite (--logging_nan_inf_filter). (transformers.Trainer's own prediction_step divides by
+    // all ranks' targets instead: with several ranks the two differ.)
     const at::Tensor sums = loss_sums.cpu(), aux = weighted_aux.cpu();
-    const double world = rank.world_size;
     const int64_t left_over =
         batching.drop_last ? 0 : static_cast<int64_t>(rows.size()) % (rank.world_size * batch_size);
     double finite_sum = 0.0, finite_count = 0.0, all_sum = 0.0, all_count = 0.0;
@@ -85,7 +85,7 @@ EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& 
         int64_t count = batch_size;
         if (s + 1 == steps && left_over > 0) count = std::clamp<int64_t>(left_over - rank.rank * batch_size, 0, batch_size);
         if (count == 0) continue;
-        const double loss = sums[s].item<double>() / targets[s].item<double>() * world + aux[s].item<double>();
+        const double loss = sums[s].item<double>() / std::max(1.0, targets[s].item<double>()) + aux[s].item<double>();
         all_sum += static_cast<double>(count) * loss;
         all_count += static_cast<double>(count);
         if (std::isfinite(loss)) {

@@ -1,6 +1,6 @@
-// Evaluation: the next-token loss over a split as transformers' Trainer reports it (eval_loss:
-// the mean over rows of their batch's loss, each batch's loss its summed loss over the targets of
-// the batches all ranks run at that step; batches as shard_batches deals them), and its
+// Evaluation: the next-token loss over a split as TRL's SFTTrainer reports it (eval_loss: the
+// mean over rows of their batch's loss, each batch's loss its mean over that batch's own targets,
+// plus a MoE model's weighted load-balancing loss; batches as shard_batches deals them), and its
 // perplexity exp(loss). `progress` hears where each forward is (model::ForwardOptions::progress).
 #pragma once
 

@@ -116,8 +116,10 @@ def collate(batch):
     return {"input_ids": ids, "labels": ids.masked_fill(mask == 0, -100), "attention_mask": mask}
 
 
-def hf_trainer(model_dir, rows, out, flags):
-    """transformers.Trainer on `rows` (as training and evaluation split), the LoRA of test_sft_parity."""
+def hf_trainer(model_dir, rows, out, flags, trl_sft=False):
+    """transformers.Trainer on `rows` (as training and evaluation split), the LoRA of test_sft_parity;
+    with `trl_sft`, TRL's SFTTrainer (train.py's: transformers' training loop, TRL's evaluation losses)
+    on the rows as they are."""
     model = transformers.AutoModelForCausalLM.from_pretrained(model_dir)
     torch.manual_seed(sft.SEED)
     model = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear",
@@ -125,6 +127,12 @@ def hf_trainer(model_dir, rows, out, flags):
     settings = dict(output_dir=out, per_device_train_batch_size=1, per_device_eval_batch_size=1, report_to="none",
                     use_cpu=True, learning_rate=2e-2, lr_scheduler_type="linear", warmup_steps=3, max_grad_norm=0.5,
                     weight_decay=0.01, disable_tqdm=True, seed=sft.SEED)
+    if trl_sft:
+        import datasets
+        from trl import SFTConfig, SFTTrainer
+        tokenized = datasets.Dataset.from_dict({"input_ids": rows})  # TRL keeps tokenized rows as they are
+        args = SFTConfig(**{**settings, **flags}, max_length=None, bf16=False, gradient_checkpointing=False)
+        return SFTTrainer(model=model, args=args, train_dataset=tokenized, eval_dataset=tokenized, data_collator=collate)
     args = transformers.TrainingArguments(**{**settings, **flags})
     return transformers.Trainer(model=model, args=args, train_dataset=Rows(rows), eval_dataset=Rows(rows),
                                 data_collator=collate)

@@ -26,7 +26,8 @@ the loss scaled by the batch's target count, accumulation, clipping, logging, ev
               NaN where the Trainer's are (JSON null in ftlaunch's trainer_state.json)
   ranks train two epochs on 2 CPU ranks (batch 5 a rank: 24 rows make 5 batches an epoch, dealt
               batch g to rank g % 2, the short fifth topped up from the epoch's start and a sixth made
-              from it) against Trainer.train() under torchrun with 2 processes (gloo), a log every
+              from it) against TRL's SFTTrainer.train() (transformers' loop, TRL's evaluation
+              losses: each rank's batch mean) under torchrun with 2 processes (gloo), a log every
               step and evaluations (batch 5, 3 steps apart): every loss and eval_loss equal (rel
               1e-5), grad_norm (rel 1e-4); again with --dataloader_drop_last (2 steps an epoch, and
               evaluation drops the incomplete round too). Dealing rows round-robin instead (as
@@ -39,9 +40,10 @@ the loss scaled by the batch's target count, accumulation, clipping, logging, ev
               reading both files; without those two files the Trainer starts a fresh optimizer and
               its losses differ (control)
   ranks       `ftlaunch evaluate` of the values run's adapter on 2 CPU ranks (eval batch 5) and 3
-              (batch 3) against Trainer.evaluate() under torchrun with as many processes (gloo):
-              eval_loss equal (rel 1e-5); the rows accelerate wraps around to even the ranks'
-              batches count in a step's target total as in the Trainer
+              (batch 3) against TRL's SFTTrainer.evaluate() under torchrun with as many processes
+              (gloo): eval_loss equal (rel 1e-5); each rank's batch loss is its own mean (TRL's
+              prediction_step; transformers.Trainer's would give 5.70 where TRL gives 6.37 on 2
+              ranks), the rows accelerate wraps around to even the ranks' batches cut as it cuts them
 """
 import json
 import math
@@ -116,21 +118,26 @@ def with_infinite_embedding(model_dir, rows, folder):
 
 
 def eval_worker(model_dir, adapter, rows_file, batch, out):
-    """One torchrun process: Trainer.evaluate() of the adapter; rank 0 prints the metrics."""
-    rows = json.load(open(rows_file))
+    """One torchrun process: TRL's SFTTrainer.evaluate() of the adapter (train.py's trainer; its
+    prediction_step takes each rank's own batch mean, where transformers.Trainer's divides by all
+    ranks' targets); rank 0 prints the metrics."""
+    import datasets
+    from trl import SFTConfig, SFTTrainer
+    rows = datasets.Dataset.from_dict({"input_ids": json.load(open(rows_file))})  # tokenized: TRL keeps them as they are
     base = transformers.AutoModelForCausalLM.from_pretrained(model_dir)
     model = peft.PeftModel.from_pretrained(base, adapter)
-    args = transformers.TrainingArguments(output_dir=out, per_device_eval_batch_size=int(batch), use_cpu=True,
-                                          report_to="none", disable_tqdm=True)
-    metrics = transformers.Trainer(model=model, args=args, eval_dataset=flow.Rows(rows),
-                                   data_collator=flow.collate).evaluate()
+    args = SFTConfig(output_dir=out, per_device_eval_batch_size=int(batch), use_cpu=True, report_to="none",
+                     disable_tqdm=True, max_length=None, bf16=False)
+    metrics = SFTTrainer(model=model, args=args, train_dataset=rows, eval_dataset=rows,
+                         data_collator=flow.collate).evaluate()
     if int(os.environ.get("RANK", "0")) == 0:
         print("METRICS " + json.dumps(metrics))
 
 
 def train_worker(model_dir, rows_file, flags_file, out):
-    """One torchrun process: Trainer.train() of test_trainer_flow's LoRA; rank 0 prints the log history."""
-    trainer = flow.hf_trainer(model_dir, json.load(open(rows_file)), out, json.load(open(flags_file)))
+    """One torchrun process: TRL's SFTTrainer.train() (train.py's trainer: transformers' training
+    loop, TRL's evaluation losses) of test_trainer_flow's LoRA; rank 0 prints the log history."""
+    trainer = flow.hf_trainer(model_dir, json.load(open(rows_file)), out, json.load(open(flags_file)), trl_sft=True)
     trainer.train()
     if int(os.environ.get("RANK", "0")) == 0:
         print("HISTORY " + json.dumps(trainer.state.log_history))
@@ -228,7 +235,7 @@ def compare_ranks(work, model_dir, data_dir, adapter, rows, ranks, batch):
     lines = [l for l in ours.stdout.splitlines() if l.startswith("{")]
     got = json.loads(lines[-1])["eval_loss"] if ours.returncode == 0 and lines else None
     check(got is not None and expected is not None and abs(got - expected) <= 1e-5 * expected,
-          f"{ranks} ranks, eval batch {batch}: eval_loss {got} == Trainer.evaluate() under torchrun {expected}")
+          f"{ranks} ranks, eval batch {batch}: eval_loss {got} == SFTTrainer.evaluate() under torchrun {expected}")
 
 
 def main():
