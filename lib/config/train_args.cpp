@@ -271,6 +271,7 @@ const std::vector<FlagSpec>& flag_table() {
         flag("max_grad_norm", &A::max_grad_norm, number(0.0, 1e12)),
         flag("neftune_noise_alpha", &A::neftune_noise_alpha, number(0.0, 1e6)),
         flag("router_aux_loss_coef", &A::router_aux_loss_coef, number(0.0, 1e6)),
+        flag("loss_type", &A::loss_type, text({"nll", "dft", "chunked_nll"})),
         flag("output_dir", &A::output_dir, text()),
         flag("overwrite_output_dir", &A::overwrite_output_dir, boolean()),
         flag("per_device_train_batch_size", &A::per_device_train_batch_size, integer(1)),
@@ -533,6 +534,11 @@ ParsedTrainArgs parse_train_args(JobKind job, const std::vector<std::string>& ar
         out.warnings.push_back(
             "--push_to_hub and --hub_* are accepted but nothing is uploaded: ftlaunch has no "
             "network access to the Hub; the results stay in --output_dir " + a.output_dir);
+    if (a.loss_type == "chunked_nll") {  // SFTConfig.__post_init__
+        out.warnings.push_back("--loss_type chunked_nll is deprecated in TRL and means nll (ftlaunch's cross-entropy is "
+                               "always chunked)");
+        a.loss_type = "nll";
+    }
     if (a.torch_compile)
         out.warnings.push_back("--torch_compile True changes nothing: ftlaunch's model is C++ and CUDA kernels, with no "
                                "Python graph for torch.compile to compile");

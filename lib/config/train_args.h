@@ -138,6 +138,9 @@ struct TrainArgs {
     // TRL's router_aux_loss_coef: the weight of a MoE model's load-balancing loss; unset, the model
     // config's router_aux_loss_coef; 0 turns the loss off (model/router_balance.h).
     std::optional<double> router_aux_loss_coef;
+    // TRL's loss_type: nll, dft (Dynamic Fine-Tuning: each token's loss weighted by its detached
+    // target probability), or chunked_nll (deprecated in TRL: nll).
+    std::string loss_type = "nll";
     std::string output_dir = "trainer_output";
     bool overwrite_output_dir = false;
     int per_device_train_batch_size = 8;

@@ -13,7 +13,7 @@ using torch::autograd::variable_list;
 struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> {
     static at::Tensor forward(AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
                               const at::Tensor& targets, int64_t chunk_rows, double divisor, double logits_scaling,
-                              double softcap) {
+                              double softcap, bool dft) {
         const bool want_hidden_grad = hidden.requires_grad();
         const bool want_weight_grad = weight.requires_grad();
         const int64_t rows = hidden.size(0);
@@ -36,11 +36,15 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
             }
             logits = logits.to(at::kFloat);
             at::Tensor lse = at::logsumexp(logits, 1, /*keepdim=*/true);
-            total += (lse - logits.gather(1, t)).sum();
+            const at::Tensor nll = lse - logits.gather(1, t);  // [n, 1]
+            // DFT: the row's target probability, a constant weight on its loss and gradient.
+            const at::Tensor target_probability = dft ? at::exp(-nll) : at::Tensor();
+            total += (dft ? nll * target_probability : nll).sum();
             if (!want_hidden_grad && !want_weight_grad) continue;
             // d(lse - logit_t)/d logits = softmax - onehot(t)
             at::Tensor grad_logits = (logits - lse).exp_();
             grad_logits.scatter_add_(1, t, at::full({n, 1}, -1.0f, grad_logits.options()));
+            if (dft) grad_logits.mul_(target_probability);
             // d(cap * tanh(z / cap))/dz = 1 - tanh(z / cap)^2
             if (capped_tanh.defined()) grad_logits.mul_(1.0 - capped_tanh.to(at::kFloat).square());
             if (logits_scaling != 1.0) grad_logits.div_(logits_scaling);
@@ -60,7 +64,7 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
         at::Tensor grad_hidden, grad_weight;
         if (saved[0].defined()) grad_hidden = (saved[0].to(at::kFloat) * scale).to(saved[0].scalar_type());
         if (saved[1].defined()) grad_weight = saved[1] * scale;
-        return {grad_hidden, grad_weight, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+        return {grad_hidden, grad_weight, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
     }
 };
 
@@ -68,9 +72,10 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
 
 at::Tensor chunked_linear_cross_entropy(const at::Tensor& hidden, const at::Tensor& lm_head,
                                         const at::Tensor& targets, int64_t chunk_rows, double divisor,
-                                        double logits_scaling, std::optional<double> softcap) {
+                                        double logits_scaling, std::optional<double> softcap, TokenLoss token_loss) {
     if (chunk_rows <= 0) fail(ErrorKind::kInternal, "chunked_linear_cross_entropy: chunk_rows must be > 0");
-    return LinearCrossEntropy::apply(hidden, lm_head, targets, chunk_rows, divisor, logits_scaling, softcap.value_or(0.0));
+    return LinearCrossEntropy::apply(hidden, lm_head, targets, chunk_rows, divisor, logits_scaling, softcap.value_or(0.0),
+                                     token_loss == TokenLoss::kDft);
 }
 
 int64_t loss_chunk_rows(int64_t vocab_size) {
@@ -108,7 +113,8 @@ LossResult causal_lm_loss(const CausalLM& model, const Batch& batch, const LossO
     const at::Tensor& head_weight = model.weights().lm_head;
     at::Tensor loss = chunked_linear_cross_entropy(rows, head_weight, targets,
                                                    options.chunk_rows.value_or(loss_chunk_rows(head_weight.size(0))), divisor,
-                                                   model.config().logits_scaling, model.config().final_logit_softcapping);
+                                                   model.config().logits_scaling, model.config().final_logit_softcapping,
+                                                   options.token_loss);
     return {loss, count};
 }
 

@@ -23,8 +23,14 @@ constexpr int64_t kIgnoreIndex = -100;
 // the loss's whole working set, so this bounds it near 2.5x that.
 int64_t loss_chunk_rows(int64_t vocab_size);
 
+// TRL's loss_type: "nll" (cross-entropy) or "dft" (Dynamic Fine-Tuning, Wu et al. 2025,
+// arXiv:2508.05629: each token's cross-entropy weighted by its target probability, the weight
+// detached, exp(-nll) · nll, as SFTTrainer.compute_loss computes it).
+enum class TokenLoss { kNll, kDft };
+
 struct LossOptions {
     std::optional<int64_t> chunk_rows;  // default: loss_chunk_rows(the head's rows)
+    TokenLoss token_loss = TokenLoss::kNll;
     // Divide the summed loss by this (the HF Trainer's num_items_in_batch under gradient
     // accumulation); default: the number of counted tokens in this batch (a mean).
     std::optional<double> divisor;
@@ -39,9 +45,11 @@ struct LossResult {
 // sum over rows of cross_entropy(cap_logits((hidden @ lm_head^T) / logits_scaling, softcap) in
 // fp32, target) / divisor, differentiable (logits_scaling: granite's, 1 elsewhere; softcap:
 // gemma2's final_logit_softcapping, none elsewhere).
+// With TokenLoss::kDft each row's loss and gradient are scaled by its target probability.
 at::Tensor chunked_linear_cross_entropy(const at::Tensor& hidden, const at::Tensor& lm_head,
                                         const at::Tensor& targets, int64_t chunk_rows, double divisor,
-                                        double logits_scaling = 1.0, std::optional<double> softcap = std::nullopt);
+                                        double logits_scaling = 1.0, std::optional<double> softcap = std::nullopt,
+                                        TokenLoss token_loss = TokenLoss::kNll);
 
 // The model's next-token loss on batch.labels (required).
 LossResult causal_lm_loss(const CausalLM& model, const Batch& batch, const LossOptions& options = {},

@@ -38,7 +38,8 @@ void check_evaluation_batches(size_t rows, const EvalBatching& batching, int wor
 
 EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& rows, const EvalBatching& batching,
                     int32_t pad_id, bool packed, const at::Device& device, std::optional<at::ScalarType> autocast,
-                    const model::ForwardOptions& options, bool drop_non_finite, const RankContext& rank) {
+                    const model::ForwardOptions& options, bool drop_non_finite, model::TokenLoss token_loss,
+                    const RankContext& rank) {
     at::NoGradGuard no_grad;
     const int batch_size = batching.batch_size;
     // Every rank runs as many batches as every other (a forward under ZeRO-3 gathers with all).
@@ -61,6 +62,7 @@ EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& 
         model::Batch inputs = collate(rows, batches[static_cast<size_t>(s)], pad_id, packed, device);
         model::LossOptions sum;
         sum.divisor = 1.0;
+        sum.token_loss = token_loss;
         const AutocastScope precision(autocast, device);
         const model::LossResult result = model::causal_lm_loss(model, inputs, sum, forward);
         loss_sums[s].copy_(result.loss.detach().to(at::kDouble));
@@ -121,7 +123,7 @@ void run_evaluate(const config::RunConfig& run, const RankContext& rank) {
     forward.router_balance = router_balance_for(args, job_model.loaded.model.config());
     const EvalResult result = evaluate(job_model.loaded.model, rows, batching, inputs.tokenizer.pad_id().value_or(0),
                                        packs_rows(args, true), device, autocast_dtype(args), forward,
-                                       args.logging_nan_inf_filter, rank);
+                                       args.logging_nan_inf_filter, token_loss_for(args), rank);
     if (rank.rank == 0)
         std::cout << nlohmann::json{{"split", split_name},
                                     {"eval_loss", result.loss},

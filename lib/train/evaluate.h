@@ -9,6 +9,7 @@
 
 #include "data/examples.h"
 #include "model/decoder.h"
+#include "model/loss.h"
 #include "config/run_config.h"
 #include "train/rank_context.h"
 
@@ -40,10 +41,11 @@ void check_evaluation_batches(size_t rows, const EvalBatching& batching, int wor
 // `options`: the forward passes' residency (ZeRO-3), progress report and kernels; they run
 // without training (no dropout, no recompute) whatever `options` says of that. drop_non_finite
 // (--logging_nan_inf_filter): batches whose loss is NaN or infinite are left out of the mean
-// unless all are.
+// unless all are. `token_loss`: --loss_type's (TRL applies it in evaluation too).
 EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& rows, const EvalBatching& batching,
                     int32_t pad_id, bool packed, const at::Device& device, std::optional<at::ScalarType> autocast,
-                    const model::ForwardOptions& options, bool drop_non_finite, const RankContext& rank);
+                    const model::ForwardOptions& options, bool drop_non_finite, model::TokenLoss token_loss,
+                    const RankContext& rank);
 
 }  // namespace ftl::train
 

@@ -126,6 +126,10 @@ peft::LoraConfig lora_config(const config::TrainArgs& args) {
     return lora;
 }
 
+model::TokenLoss token_loss_for(const config::TrainArgs& args) {
+    return args.loss_type == "dft" ? model::TokenLoss::kDft : model::TokenLoss::kNll;
+}
+
 std::shared_ptr<model::RouterBalance> router_balance_for(const config::TrainArgs& args,
                                                          const model::DecoderConfig& config) {
     if (!config.moe) {

@@ -12,6 +12,7 @@
 #include "config/train_args.h"
 #include "data/examples.h"
 #include "model/load.h"
+#include "model/loss.h"
 #include "peft/lora.h"
 #include "quant/four_bit.h"
 #include "tokenizer/chat_format.h"
@@ -79,6 +80,9 @@ JobModel load_job_model(const JobInputs& inputs, const at::Device& device, bool 
 
 // The --lora_* flags (and the base model's name) as PEFT's LoraConfig.
 peft::LoraConfig lora_config(const config::TrainArgs& args);
+
+// --loss_type (TRL's): nll, or dft (chunked_nll, deprecated in TRL, is nll).
+model::TokenLoss token_loss_for(const config::TrainArgs& args);
 
 // TRL's MoE load-balancing loss for this run (model/router_balance.h), as SFTTrainer decides it:
 // on a MoE model with a coefficient (--router_aux_loss_coef, else config.json's

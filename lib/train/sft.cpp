@@ -463,7 +463,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             eval_forward.progress = [&beat, at_eval](const std::string& where) { beat(at_eval + where); };
         const auto eval_start = std::chrono::steady_clock::now();
         const EvalResult eval = evaluate(lm, data.eval, eval_batching, pad_id, packs_rows(args, true), device, precision,
-                                         eval_forward, args.logging_nan_inf_filter, rank);
+                                         eval_forward, args.logging_nan_inf_filter, token_loss_for(args), rank);
         if (main_rank && eval_gpu_memory)
             for (const auto& line : eval_gpu_memory->report("eval")) log.info(line);
         if (main_rank)
@@ -507,6 +507,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         if (rank.comm) rank.comm->all_reduce(counted, dist::ReduceOp::kSum);
         model::LossOptions loss_options;
         loss_options.divisor = counted.item<double>();
+        loss_options.token_loss = token_loss_for(args);
         // The micro-batches' losses are summed on the device (in double, as a host sum of their
         // values would be) into logged_loss_sum: no wait for the device within the step.
         for (size_t m = 0; m < micro.size(); ++m) {

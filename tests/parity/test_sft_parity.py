@@ -25,6 +25,9 @@ Checks:
                       per-step loss 5e-2 (fp16 rounding differs; Adam's first steps amplify it)
   ranks               2 CPU ranks x batch 2 == 4 ranks x batch 1 == 1 rank x batch 4 (1e-5)
   packing             --packing True: ceil(total tokens / max_seq_len) rows (TRL "wrapped")
+  dft                 --loss_type dft: TRL's Dynamic Fine-Tuning loss (each target's nll weighted
+                      by its detached probability): the reference's curve (1e-4); `ftlaunch
+                      evaluate --loss_type dft` gives TRL's evaluation loss (1e-5)
   data_seed           --data_seed 11: the batch order from seed 11 (+ epoch), the LoRA init from
                       --seed: the reference's curve with that order (1e-4), not the default's
   parquet             the same split as data/train-00000-of-00001.parquet gives the same curve;
@@ -121,7 +124,7 @@ def run_ftlaunch(model_dir, data_dir, out, batch, accumulation, extra=(), launch
 
 def reference_losses(model_dir, texts, batch, accumulation, fp16=False, load_kwargs=None, bf16=False, full=False, lr=2e-2,
                      weight_decay=0.01, decay_groups=True, make_optimizer=None, data_seed=None, rows=None, collate=None,
-                     lora_kwargs=None, train_mode=False, router_aux_loss_coef=None):
+                     lora_kwargs=None, train_mode=False, router_aux_loss_coef=None, dft=False):
     """load_kwargs: more from_pretrained arguments (test_qlora: a BitsAndBytesConfig). bf16: the
     model loaded in bf16 (PEFT keeps the adapters fp32), every forward under autocast(bfloat16).
     full: every weight trained, no PEFT. decay_groups: the Trainer's two parameter groups (no weight
@@ -135,7 +138,8 @@ def reference_losses(model_dir, texts, batch, accumulation, fp16=False, load_kwa
     from_pretrained leaves, eval, which computes the same for them). A mixture-of-experts model
     (a config with output_router_logits): TRL's SFTTrainer adds router_aux_loss_coef (the argument,
     else the config's) times the router's load-balancing loss to each micro-batch's loss, divided
-    by the accumulation steps, and logs the sum."""
+    by the accumulation steps, and logs the sum. dft: TRL's loss_type "dft", each target token's
+    negative log-probability weighted by its probability (detached), summed over num_items_in_batch."""
     tok = transformers.AutoTokenizer.from_pretrained(model_dir)
     tok.pad_token = tok.eos_token
     if rows is None:
@@ -194,7 +198,14 @@ def reference_losses(model_dir, texts, batch, accumulation, fp16=False, load_kwa
         for m in micro:
             with torch.autocast("cpu", dtype=torch.bfloat16 if bf16 else torch.float16, enabled=fp16 or bf16):
                 out = model(**m, num_items_in_batch=torch.tensor(n_items), **aux_kwargs)
-            loss = out.loss + aux_coef * out.aux_loss / accumulation if aux_coef else out.loss
+            loss = out.loss
+            if dft:  # SFTTrainer.compute_loss: -log p * p.detach() over the shifted targets
+                targets = m["labels"][:, 1:]
+                log_probs = torch.log_softmax(out.logits[:, :-1].float(), -1).gather(
+                    -1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * (targets != -100)
+                loss = (-log_probs * log_probs.exp().detach()).sum() / n_items
+            if aux_coef:
+                loss = loss + aux_coef * out.aux_loss / accumulation
             scaler.scale(loss).backward()
             total += loss.item()
         scaler.unscale_(opt)
@@ -305,6 +316,32 @@ def main():
         check(ours_keys == peft_keys and "fused into this phi3" in log,
               f"phi3 with train.py's default targets: the adapted modules equal PEFT's ({len(peft_keys)} tensors), "
               "with a warning naming the fused ones")
+        # --loss_type dft (TRL's Dynamic Fine-Tuning loss).
+        dft, _ = run_ftlaunch(model_dir, data_dir, os.path.join(work, "run_dft"), 2, 2, extra=("--loss_type", "dft"))
+        ref_dft, _ = reference_losses(model_dir, texts, 2, 2, dft=True)
+        compare_curves(dft, ref_dft, 1e-4, "--loss_type dft against TRL's DFT loss (p.detach() * nll per token)")
+        check(max(abs(a - b) / b for a, b in zip(dft, ours)) > 0.5, "the DFT curve is not the nll curve")
+        proc = subprocess.run([FTLAUNCH, "--cpu", "--num_processes", "1", "evaluate", "--model_name_or_path", model_dir,
+                               "--dataset_name", data_dir, "--splits", "train", "--max_seq_len", "128", "--bf16", "False",
+                               "--per_device_eval_batch_size", "4", "--loss_type", "dft"], capture_output=True, text=True)
+        lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+        got = json.loads(lines[-1])["eval_loss"] if proc.returncode == 0 and lines else None
+        tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+        rows = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        base = transformers.AutoModelForCausalLM.from_pretrained(model_dir)
+        batch_losses = []
+        for start in range(0, len(rows), 4):  # TRL's compute_loss in evaluation: each batch's mean DFT loss
+            batch = rows[start:start + 4]
+            length = max(len(r) for r in batch)
+            with torch.no_grad():
+                logits = base(input_ids=torch.tensor([r + [0] * (length - len(r)) for r in batch])).logits
+            targets = torch.tensor([r[1:] + [-100] * (length - len(r)) for r in batch])
+            log_probs = torch.log_softmax(logits[:, :-1], -1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            kept = targets != -100
+            batch_losses.append((len(batch), (-log_probs * log_probs.exp())[kept].sum().item() / kept.sum().item()))
+        expected = sum(n * loss for n, loss in batch_losses) / len(rows)
+        check(got is not None and abs(got - expected) <= 1e-5 * expected,
+              f"ftlaunch evaluate --loss_type dft: eval_loss {got} == TRL's batch-mean DFT loss {expected:.6f}")
         # --data_seed: the batch order from its own seed, the LoRA init still from --seed.
         reordered, _ = run_ftlaunch(model_dir, data_dir, os.path.join(work, "run_data_seed"), 2, 2, extra=("--data_seed", "11"))
         ref_reordered, _ = reference_losses(model_dir, texts, 2, 2, data_seed=11)

@@ -245,3 +245,13 @@ TEST_CASE("--lora_target_parameters (TRL's flag) is a comma-separated list of PE
           std::vector<std::string>{"7.mlp.experts.gate_up_proj", "7.mlp.experts.down_proj", "router.weight"});
     CHECK(parse_train_args(JobKind::kSft, {"--model_name_or_path", "m"}).args.lora_target_parameters_list().empty());
 }
+
+TEST_CASE("--loss_type (TRL's): nll, dft, and chunked_nll read as nll with a warning", "[config][train]") {
+    CHECK(parse_train_args(JobKind::kSft, {"--model_name_or_path", "m"}).args.loss_type == "nll");
+    CHECK(parse_train_args(JobKind::kSft, {"--model_name_or_path", "m", "--loss_type", "dft"}).args.loss_type == "dft");
+    auto chunked = parse_train_args(JobKind::kSft, {"--model_name_or_path", "m", "--loss_type", "chunked_nll"});
+    CHECK(chunked.args.loss_type == "nll");
+    REQUIRE(chunked.warnings.size() == 1);
+    CHECK_THAT(chunked.warnings[0], Catch::Matchers::Contains("deprecated"));
+    CHECK_THROWS_AS(parse_train_args(JobKind::kSft, {"--model_name_or_path", "m", "--loss_type", "focal"}), ftl::Error);
+}
