@@ -10,14 +10,16 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// Outputs {loss, stats}: stats [2] = (summed entropy, argmax hits), not differentiable.
 struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> {
-    static at::Tensor forward(AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
+    static variable_list forward(AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
                               const at::Tensor& targets, int64_t chunk_rows, double divisor, double logits_scaling,
                               double softcap, bool dft) {
         const bool want_hidden_grad = hidden.requires_grad();
         const bool want_weight_grad = weight.requires_grad();
         const int64_t rows = hidden.size(0);
         at::Tensor total = at::zeros({}, hidden.options().dtype(at::kFloat));
+        at::Tensor stats = at::zeros({2}, hidden.options().dtype(at::kFloat));
         at::Tensor grad_hidden = want_hidden_grad ? at::empty_like(hidden) : at::Tensor();
         at::Tensor grad_weight = want_weight_grad ? at::zeros(weight.sizes(), weight.options().dtype(at::kFloat))
                                                   : at::Tensor();
@@ -40,9 +42,13 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
             // DFT: the row's target probability, a constant weight on its loss and gradient.
             const at::Tensor target_probability = dft ? at::exp(-nll) : at::Tensor();
             total += (dft ? nll * target_probability : nll).sum();
+            // entropy = lse - sum_v p_v logit_v; a hit when the target is the argmax.
+            at::Tensor probabilities = (logits - lse).exp_();
+            stats[0] += (lse.squeeze(1) - (probabilities * logits).sum(1)).sum();
+            stats[1] += (logits.argmax(1, /*keepdim=*/true) == t).sum().to(at::kFloat);
             if (!want_hidden_grad && !want_weight_grad) continue;
             // d(lse - logit_t)/d logits = softmax - onehot(t)
-            at::Tensor grad_logits = (logits - lse).exp_();
+            at::Tensor grad_logits = std::move(probabilities);
             grad_logits.scatter_add_(1, t, at::full({n, 1}, -1.0f, grad_logits.options()));
             if (dft) grad_logits.mul_(target_probability);
             // d(cap * tanh(z / cap))/dz = 1 - tanh(z / cap)^2
@@ -54,7 +60,8 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
         }
         ctx->saved_data["divisor"] = divisor;
         ctx->save_for_backward({grad_hidden, grad_weight});
-        return total / divisor;
+        ctx->mark_non_differentiable({stats});
+        return {total / divisor, stats};
     }
 
     static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
@@ -70,12 +77,14 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
 
 }  // namespace
 
-at::Tensor chunked_linear_cross_entropy(const at::Tensor& hidden, const at::Tensor& lm_head,
-                                        const at::Tensor& targets, int64_t chunk_rows, double divisor,
-                                        double logits_scaling, std::optional<double> softcap, TokenLoss token_loss) {
+std::pair<at::Tensor, at::Tensor> chunked_linear_cross_entropy(const at::Tensor& hidden, const at::Tensor& lm_head,
+                                                               const at::Tensor& targets, int64_t chunk_rows,
+                                                               double divisor, double logits_scaling,
+                                                               std::optional<double> softcap, TokenLoss token_loss) {
     if (chunk_rows <= 0) fail(ErrorKind::kInternal, "chunked_linear_cross_entropy: chunk_rows must be > 0");
-    return LinearCrossEntropy::apply(hidden, lm_head, targets, chunk_rows, divisor, logits_scaling, softcap.value_or(0.0),
-                                     token_loss == TokenLoss::kDft);
+    const variable_list out = LinearCrossEntropy::apply(hidden, lm_head, targets, chunk_rows, divisor, logits_scaling,
+                                                        softcap.value_or(0.0), token_loss == TokenLoss::kDft);
+    return {out[0], out[1]};
 }
 
 int64_t loss_chunk_rows(int64_t vocab_size) {
@@ -108,14 +117,14 @@ LossResult causal_lm_loss(const CausalLM& model, const Batch& batch, const LossO
         // every rank's backward finishes the same tensors (ZeRO's overlapped reductions start
         // from their gradients).
         const at::Tensor first = hidden.reshape({-1, hidden.size(-1)}).narrow(0, 0, 1);
-        return {at::linear(first, model.weights().lm_head).sum().to(at::kFloat) * 0.0, count};
+        return {at::linear(first, model.weights().lm_head).sum().to(at::kFloat) * 0.0, count,
+                at::zeros({2}, hidden.options().dtype(at::kFloat))};
     }
     const at::Tensor& head_weight = model.weights().lm_head;
-    at::Tensor loss = chunked_linear_cross_entropy(rows, head_weight, targets,
-                                                   options.chunk_rows.value_or(loss_chunk_rows(head_weight.size(0))), divisor,
-                                                   model.config().logits_scaling, model.config().final_logit_softcapping,
-                                                   options.token_loss);
-    return {loss, count};
+    auto [loss, token_stats] = chunked_linear_cross_entropy(
+        rows, head_weight, targets, options.chunk_rows.value_or(loss_chunk_rows(head_weight.size(0))), divisor,
+        model.config().logits_scaling, model.config().final_logit_softcapping, options.token_loss);
+    return {loss, count, token_stats};
 }
 
 }  // namespace ftl::model

@@ -39,6 +39,10 @@ struct LossOptions {
 struct LossResult {
     at::Tensor loss;         // scalar fp32, differentiable w.r.t. the model's weights
     int64_t counted_tokens;  // labels != -100 after the shift
+    // TRL's token metrics over the counted positions, fp32 [2] without gradient (zeros when none
+    // are counted): the summed entropy of each position's predicted distribution, and how many
+    // targets are that distribution's argmax (SFTTrainer's entropy, mean_token_accuracy).
+    at::Tensor token_stats;
 };
 
 // hidden [N, H] (model dtype), lm_head [V, H], targets [N] int64 (no ignored entries) ->
@@ -46,7 +50,8 @@ struct LossResult {
 // fp32, target) / divisor, differentiable (logits_scaling: granite's, 1 elsewhere; softcap:
 // gemma2's final_logit_softcapping, none elsewhere).
 // With TokenLoss::kDft each row's loss and gradient are scaled by its target probability.
-at::Tensor chunked_linear_cross_entropy(const at::Tensor& hidden, const at::Tensor& lm_head,
+// Returns {loss, token stats [2]: summed entropy, argmax hits} (LossResult::token_stats).
+std::pair<at::Tensor, at::Tensor> chunked_linear_cross_entropy(const at::Tensor& hidden, const at::Tensor& lm_head,
                                         const at::Tensor& targets, int64_t chunk_rows, double divisor,
                                         double logits_scaling = 1.0, std::optional<double> softcap = std::nullopt,
                                         TokenLoss token_loss = TokenLoss::kNll);

@@ -57,6 +57,7 @@ EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& 
     // joins each batch's loss as TRL's compute_loss adds it in evaluation (coefficient · aux).
     at::Tensor loss_sums = at::zeros({steps}, at::TensorOptions().dtype(at::kDouble).device(device));
     at::Tensor weighted_aux = at::zeros({steps}, at::TensorOptions().dtype(at::kDouble).device(device));
+    at::Tensor token_stats = at::zeros({steps, 3}, at::TensorOptions().dtype(at::kDouble).device(device));
     at::Tensor targets = at::zeros({steps}, at::TensorOptions().dtype(at::kDouble));
     for (int64_t s = 0; s < steps; ++s) {
         model::Batch inputs = collate(rows, batches[static_cast<size_t>(s)], pad_id, packed, device);
@@ -67,6 +68,8 @@ EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& 
         const model::LossResult result = model::causal_lm_loss(model, inputs, sum, forward);
         loss_sums[s].copy_(result.loss.detach().to(at::kDouble));
         targets[s] = static_cast<double>(result.counted_tokens);
+        token_stats[s].narrow(0, 0, 2).copy_(result.token_stats.to(at::kDouble));
+        token_stats[s][2].fill_(static_cast<double>(result.counted_tokens));
         if (forward.router_balance)
             weighted_aux[s].copy_(forward.router_balance->loss().to(at::kDouble) * forward.router_balance->coefficient());
     }
@@ -95,9 +98,24 @@ EvalResult evaluate(const model::CausalLM& model, const std::vector<data::Row>& 
             finite_count += static_cast<double>(count);
         }
     }
-    at::Tensor copies = at::tensor(std::vector<double>{finite_sum, finite_count, all_sum, all_count}, at::kDouble);
+    // The token metrics' sums per step over the ranks whose values gather_for_metrics keeps (at
+    // the last step, when rows are left over, the first `left_over` ranks' scalars).
+    at::Tensor stats = token_stats.cpu();
+    if (left_over > 0 && rank.rank >= left_over && steps > 0) stats[steps - 1].zero_();
+    at::Tensor copies = at::cat({at::tensor(std::vector<double>{finite_sum, finite_count, all_sum, all_count}, at::kDouble),
+                                 stats.reshape({-1})});
     if (rank.comm) rank.comm->all_reduce(copies, dist::ReduceOp::kSum);
     EvalResult out;
+    for (int64_t s = 0; s < steps; ++s) {
+        const double counted = copies[4 + 3 * s + 2].item<double>();
+        if (counted <= 0) continue;  // TRL appends 0.0 for a step without targets
+        out.entropy += copies[4 + 3 * s].item<double>() / counted;
+        out.mean_token_accuracy += copies[4 + 3 * s + 1].item<double>() / counted;
+    }
+    if (steps > 0) {
+        out.entropy /= static_cast<double>(steps);
+        out.mean_token_accuracy /= static_cast<double>(steps);
+    }
     const bool finite_only = drop_non_finite && copies[1].item<double>() > 0;
     out.loss = finite_only ? copies[0].item<double>() / copies[1].item<double>()
                            : copies[2].item<double>() / copies[3].item<double>();
@@ -128,6 +146,8 @@ void run_evaluate(const config::RunConfig& run, const RankContext& rank) {
         std::cout << nlohmann::json{{"split", split_name},
                                     {"eval_loss", result.loss},
                                     {"eval_perplexity", result.perplexity},
+                                    {"eval_entropy", result.entropy},
+                                    {"eval_mean_token_accuracy", result.mean_token_accuracy},
                                     {"eval_tokens", result.tokens}}
                          .dump()
                   << std::endl;

@@ -19,6 +19,9 @@ struct EvalResult {
     double loss = 0.0;
     double perplexity = 0.0;
     int64_t tokens = 0;  // the split's target tokens
+    // TRL's eval_entropy and eval_mean_token_accuracy: per step, over the targets of all ranks'
+    // batches (as accelerate's gather_for_metrics keeps them), then averaged over the steps.
+    double entropy = 0.0, mean_token_accuracy = 0.0;
 };
 
 // How the Trainer's evaluation DataLoader batches a split: --per_device_eval_batch_size rows a

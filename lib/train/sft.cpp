@@ -38,6 +38,7 @@
 #include "train/resume.h"
 #include "train/run_record.h"
 #include "train/throughput.h"
+#include "train/token_metrics.h"
 #include "train/trainer_resume.h"
 #include "train/trainer_flow.h"
 #include "util/checksum.h"
@@ -424,6 +425,8 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     // the device and read (all-reduced over ranks) only when logging: a read waits for the device.
     at::Tensor logged_loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
     // The summed loss over ranks since the last logging step, read and reset (collective).
+    TokenMetrics token_metrics;  // TRL's entropy, mean_token_accuracy, num_tokens
+    bool evaluated_last_step = false;
     // TRL's aux_loss metric: the load-balancing loss's mean over the interval's micro-batches and the ranks.
     at::Tensor logged_aux_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
     int64_t logged_aux_count = 0;
@@ -473,7 +476,9 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         const double eval_rows = static_cast<double>(data.eval.size());
         json entry = speed_metrics("eval", std::chrono::duration<double>(std::chrono::steady_clock::now() - eval_start).count(),
                                    {eval_rows, std::ceil(eval_rows / (args.per_device_eval_batch_size * rank.world_size)), std::nullopt});
-        entry.update({{"eval_loss", eval.loss}, {"eval_perplexity", eval.perplexity}, {"epoch", epoch}, {"step", done}});
+        entry.update({{"eval_loss", eval.loss}, {"eval_perplexity", eval.perplexity}, {"eval_entropy", eval.entropy},
+                      {"eval_mean_token_accuracy", eval.mean_token_accuracy},
+                      {"eval_num_tokens", token_metrics.num_tokens(rank.comm)}, {"epoch", epoch}, {"step", done}});
         add_input_tokens(entry);
         log_history.push_back(entry);
         recorder.eval({done, epoch, eval.loss, eval.perplexity});
@@ -520,7 +525,9 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             at::Tensor loss;
             {
                 const AutocastScope autocast(precision, device);
-                loss = model::causal_lm_loss(lm, b, loss_options, forward).loss;
+                const model::LossResult result = model::causal_lm_loss(lm, b, loss_options, forward);
+                loss = result.loss;
+                token_metrics.add(result.token_stats, result.counted_tokens, b.real_tokens);
             }
             if (forward.router_balance) {
                 // TRL's SFTTrainer: + coefficient · aux / accumulation steps per micro-batch, the
@@ -589,6 +596,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
         ++logged_steps;
         double grad_norm = 0.0;
         std::optional<double> logged_aux;
+        std::optional<TokenMetrics::Logged> logged_tokens;
         if (actions.log) {  // the reads wait for the device: inside the timed interval
             beat(at_step + "all-reduce of the logged loss");
             const auto [loss_total, aux_total] = take_logged_loss();
@@ -596,6 +604,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             last_logged_loss = loss_total / static_cast<double>(logged_steps);
             if (logged_aux_count > 0) logged_aux = aux_total / static_cast<double>(logged_aux_count * rank.world_size);
             logged_aux_count = 0;
+            logged_tokens = token_metrics.take(rank.comm);
             grad_norm = update.grad_norm.item<double>();  // HF logs the last step's
         }
         interval_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
@@ -617,6 +626,10 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
                           {"epoch", epoch},
                           {"step", done}};
             if (logged_aux) entry["aux_loss"] = *logged_aux;
+            if (logged_tokens)
+                entry.update({{"entropy", logged_tokens->entropy},
+                              {"mean_token_accuracy", logged_tokens->mean_token_accuracy},
+                              {"num_tokens", logged_tokens->num_tokens}});
             if (count_input_tokens) {  // Trainer.log: the count, and this session's token rate
                 add_input_tokens(entry);
                 entry.update(speed_metrics("train", seconds, {std::nullopt, std::nullopt, input_tokens.total() - session_start_tokens}));
@@ -644,6 +657,7 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
             epoch_gpu_memory.reset();
         }
         bool new_best = false;
+        evaluated_last_step = actions.evaluate;
         if (actions.evaluate) {
             const EvalResult eval = evaluate_after(done, epoch);
             new_best = best.observe(eval, done);
@@ -712,6 +726,14 @@ int train(const config::RunConfig& run, const RankContext& rank, const Log& log,
     totals.epoch = flow.epoch_at(total_steps);
     json closing = closing_entry(args, totals);
     add_input_tokens(closing);
+    // TRL's log() adds the metrics of its mode to every entry: the closing one, when the model is
+    // still in training mode (no evaluation after the last step), gets those of the steps since the
+    // last training log (collective, on every rank alike).
+    if (!evaluated_last_step)
+        if (const std::optional<TokenMetrics::Logged> unlogged = token_metrics.take(rank.comm))
+            closing.update({{"entropy", unlogged->entropy},
+                            {"mean_token_accuracy", unlogged->mean_token_accuracy},
+                            {"num_tokens", unlogged->num_tokens}});
     log_history.push_back(closing);
     if (main_rank) log.info("train " + closing.dump());
 

@@ -1,12 +1,15 @@
-"""When ftlaunch logs, evaluates and saves, against the HF Trainer itself (transformers.Trainer).
+"""When ftlaunch logs, evaluates and saves, against the HF trainer itself: TRL's SFTTrainer (train.py's;
+transformers.Trainer's loop with TRL's losses and its token metrics in every log).
 
 The tiny LoRA model and 24-row dataset of test_sft_parity (its rows as the evaluation split too),
-batch 1, a linear schedule with 3 warmup steps. Each case runs ftlaunch and transformers.Trainer
+batch 1, a linear schedule with 3 warmup steps. Each case runs ftlaunch and the SFTTrainer
 (on the same rows, tokenised as test_sft_parity's reference does) with the same strategy flags and
 compares what each writes:
   entries     log_history as (kind, step) in order — kind: a training log (loss), an evaluation
               (eval_loss) or the closing summary (train_runtime) — equal to the Trainer's, and each
-              entry's keys equal to the Trainer's entry's (ftlaunch adds eval_perplexity, no more)
+              entry's keys equal to the Trainer's entry's (ftlaunch adds eval_perplexity, no more):
+              TRL's entropy, mean_token_accuracy, num_tokens in training logs, their eval_ forms in
+              evaluations, and in the closing entry when no evaluation followed the last step
   epoch       every entry's epoch equal to the Trainer's (|diff| <= 1e-12)
   rates       every training log's learning_rate equal to the Trainer's (rel 1e-12; the same
               double formula)
@@ -139,7 +142,7 @@ def hf_trainer(model_dir, rows, out, flags, trl_sft=False):
 
 
 def hf_run(model_dir, rows, out, flags):
-    trainer = hf_trainer(model_dir, rows, out, flags)
+    trainer = hf_trainer(model_dir, rows, out, flags, trl_sft=True)
     trainer.train()
     return trainer.state.log_history, trainer.model.num_parameters(exclude_embeddings=True)
 

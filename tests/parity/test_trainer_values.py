@@ -30,7 +30,8 @@ the loss scaled by the batch's target count, accumulation, clipping, logging, ev
               losses: each rank's batch mean) under torchrun with 2 processes (gloo), a log every
               step and evaluations (batch 5, 3 steps apart): every loss and eval_loss equal (rel
               1e-5), grad_norm (rel 1e-4); again with --dataloader_drop_last (2 steps an epoch, and
-              evaluation drops the incomplete round too). Dealing rows round-robin instead (as
+              evaluation drops the incomplete round too); TRL's entropy, mean_token_accuracy and
+              num_tokens (and their eval_ forms) equal SFTTrainer's (rel 1e-5). Dealing rows round-robin instead (as
               ftlaunch did) fails it (loss 8.3e-3, grad_norm 0.29 at the epochs' last steps); so
               does evaluating the incomplete round under drop_last (eval_loss 0.11)
   hf resume   the unmodified Trainer resumes ftlaunch's checkpoint-5 of a 10-step run
@@ -175,6 +176,9 @@ def compare_ranks_training(work, model_dir, data_dir, rows):
         compare(name, ours, ref, "loss", 1e-5)
         compare(name, ours, ref, "grad_norm", 1e-4)
         compare(name, ours, ref, "eval_loss", 1e-5)
+        for key in ("entropy", "mean_token_accuracy", "num_tokens", "eval_entropy", "eval_mean_token_accuracy",
+                    "eval_num_tokens"):  # TRL's token metrics
+            compare(name, ours, ref, key, 1e-5)
 
 
 def compare_hf_resume(work, model_dir, data_dir, rows):
