@@ -1,6 +1,7 @@
 #include "model/tensor_io.h"
 
 #include <cstring>
+#include <sstream>
 
 #include "util/error.h"
 
@@ -65,6 +66,12 @@ at::ScalarType parse_float_dtype(const std::string& name, const std::string& wha
     if (name == "float32" || name == "fp32" || name == "float") return at::kFloat;
     fail(ErrorKind::kConfig, what + ": unsupported dtype '" + name +
                                  "' (use bfloat16, float16 or float32)");
+}
+
+std::string shape_text(at::IntArrayRef shape) {
+    std::ostringstream s;
+    s << shape;
+    return s.str();
 }
 
 }  // namespace ftl::model

@@ -22,6 +22,9 @@ at::Tensor tensor_from_view(const io::TensorView& view);
 // (zero-copy; pages are read on first touch). Writing into it is undefined: it is for weights
 // that stay frozen or are copied (to another dtype or device) before use.
 at::Tensor mapped_tensor(const std::shared_ptr<const io::SafetensorsFile>& file, const std::string& name);
+
+// A shape as error messages print it: [4096, 11008].
+std::string shape_text(at::IntArrayRef shape);
 // A view of a contiguous CPU tensor's bytes (valid while `tensor` lives).
 io::TensorView view_of(const at::Tensor& tensor);
 

@@ -1,21 +1,10 @@
 #include "model/weight_reader.h"
 
-#include <sstream>
-
 #include "model/tensor_io.h"
 #include "quant/mxfp4.h"
 #include "util/error.h"
 
 namespace ftl::model {
-namespace {
-
-std::string shape_text(at::IntArrayRef shape) {
-    std::ostringstream s;
-    s << shape;
-    return s.str();
-}
-
-}  // namespace
 
 at::Tensor WeightReader::read(const std::string& name, std::vector<int64_t> expected_shape,
                               std::optional<at::ScalarType> dtype) {

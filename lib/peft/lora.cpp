@@ -48,8 +48,10 @@ std::vector<std::pair<std::string, model::Linear*>> target_candidates(model::Cau
                 out.emplace_back(prefix + path, linear);
                 continue;
             }
-            const bool nested = linear == &layers[i].experts_gate_up && layers[i].experts_down.adapter.has_value();
-            const std::string module = path == layers[i].router_path ? path : nested ? "mlp.experts.base_layer" : "mlp.experts";
+            const std::string module = path == layers[i].router_path
+                                           ? path
+                                           : experts_adapter_module(linear == &layers[i].experts_gate_up,
+                                                                    layers[i].experts_down.adapter.has_value());
             parameters.emplace_back(prefix + module, linear);
         }
     }

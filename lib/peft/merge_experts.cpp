@@ -12,12 +12,6 @@
 namespace ftl::peft {
 namespace {
 
-std::string shape_text(const std::vector<int64_t>& shape) {
-    std::string out = "[";
-    for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
-    return out + "]";
-}
-
 // (checkpoint name, shape) of a tensor held as transformers holds it, in the base checkpoint's layout.
 std::vector<std::pair<std::string, std::vector<int64_t>>> checkpoint_shapes(const model::DecoderConfig& config,
                                                                             const std::string& name,
@@ -53,8 +47,7 @@ ExpertMerge::ExpertMerge(const std::string& model_dir, const LoraConfig& lora, c
             s.name = gate_up ? moe_parameter_key(config_, i, "mlp.experts.gate_up_proj", true) : down_key;
             s.shape = gate_up ? std::vector<int64_t>{experts, 2 * width, hidden} : std::vector<int64_t>{experts, hidden, width};
             if (adapts_parameter(targets, s.name)) {
-                // PEFT's nested ParamWrappers: gate_up_proj's inside down_proj's when both are adapted.
-                const std::string module = layer + (gate_up && down_adapted ? "mlp.experts.base_layer" : "mlp.experts");
+                const std::string module = layer + experts_adapter_module(gate_up, down_adapted);
                 s.lora_a = "base_model.model." + module + ".lora_A.weight";
                 s.lora_b = "base_model.model." + module + ".lora_B.weight";
                 const int64_t r = drawn.rank_for(s.name);
@@ -65,8 +58,8 @@ ExpertMerge::ExpertMerge(const std::string& model_dir, const LoraConfig& lora, c
                                                      "' for target_parameters' " + s.name);
                     if (adapter.tensor(tensor).shape != expected)
                         fail(ErrorKind::kConfig, adapter.dir() + "/adapter_model.safetensors: '" + tensor + "' is " +
-                                                     shape_text(adapter.tensor(tensor).shape) + ", but " + s.name + " of " +
-                                                     model_dir + " takes " + shape_text(expected) + " at r=" +
+                                                     model::shape_text(adapter.tensor(tensor).shape) + ", but " + s.name + " of " +
+                                                     model_dir + " takes " + model::shape_text(expected) + " at r=" +
                                                      std::to_string(r) + " (another base model?)");
                     adapter_tensors_.insert(tensor);
                 }

@@ -43,6 +43,10 @@ std::string moe_parameter_key(const model::DecoderConfig& config, size_t layer, 
     return config.module_prefix() + "layers." + std::to_string(layer) + "." + path + (stacked ? "" : ".weight");
 }
 
+std::string experts_adapter_module(bool gate_up, bool down_adapted) {
+    return gate_up && down_adapted ? "mlp.experts.base_layer" : "mlp.experts";
+}
+
 bool is_mapped_moe_name(const model::DecoderConfig& config, const std::string& leaf) {
     if (!names_map_to_parameters(config)) return false;
     const model::MoeConfig::CheckpointNames names = config.moe->checkpoint_names();

@@ -58,6 +58,11 @@ bool adapts_parameter(const MoeTargets& targets, const std::string& key);
 // stacks are parameters of their own).
 std::string moe_parameter_key(const model::DecoderConfig& config, size_t layer, const std::string& path, bool stacked);
 
+// The module path inside a layer that PEFT names an experts' stack adapter after, its nested
+// ParamWrappers: mlp.experts for the outer one (down_proj, or gate_up_proj alone),
+// mlp.experts.base_layer for gate_up_proj inside down_proj's (`down_adapted`).
+std::string experts_adapter_module(bool gate_up, bool down_adapted);
+
 // Whether `leaf` (a linear's last path component) is a name the MoE mapping takes over.
 bool is_mapped_moe_name(const model::DecoderConfig& config, const std::string& leaf);
 // Whether a linear module (not one of the MoE parameters) named `leaf` is adapted: named, or
